@@ -1,0 +1,80 @@
+// common.wgsl — helpers shared by several kernel families. Prepended (once, in
+// src/kernels/source.rs) to every family that uses activations, because WGSL has no #include.
+//
+// Activation codes (must match `Activation::code` in src/kernels/elementwise.rs):
+//   0 identity, 1 ReLU, 2 LeakyReLU(alpha), 3 sigmoid, 4 tanh, 5 GELU (tanh approximation)
+//
+// GELU(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))  (Hendrycks & Gimpel; PyTorch approximate='tanh')
+
+const ACT_IDENTITY: u32 = 0u;
+const ACT_RELU: u32 = 1u;
+const ACT_LEAKY_RELU: u32 = 2u;
+const ACT_SIGMOID: u32 = 3u;
+const ACT_TANH: u32 = 4u;
+const ACT_GELU: u32 = 5u;
+
+const GELU_K: f32 = 0.7978845608028654; // √(2/π)
+const GELU_C: f32 = 0.044715;
+
+// Logistic function without overflow: exp of a non-positive number only.
+fn sigmoid_stable(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let s = 1.0 / (1.0 + e);
+    return select(1.0 - s, s, x >= 0.0);
+}
+
+// tanh through the stable sigmoid: tanh(x) = 2σ(2x) − 1. The built-in tanh returns NaN for
+// |x| > ~44 on some drivers (exp overflow inside); this form saturates cleanly.
+fn tanh_stable(x: f32) -> f32 {
+    let t = 2.0 * sigmoid_stable(2.0 * x) - 1.0;
+    // near 0 the difference above loses relative precision; tanh(x) ≈ x − x³/3 there
+    return select(t, x - x * x * x / 3.0, abs(x) < 1e-3);
+}
+
+fn activate(act: u32, x: f32, alpha: f32) -> f32 {
+    switch act {
+        case 1u: { return max(x, 0.0); }
+        case 2u: { return select(alpha * x, x, x > 0.0); }
+        case 3u: { return sigmoid_stable(x); }
+        case 4u: { return tanh_stable(x); }
+        case 5u: {
+            let u = GELU_K * (x + GELU_C * x * x * x);
+            return 0.5 * x * (1.0 + tanh_stable(u));
+        }
+        default: { return x; }
+    }
+}
+
+// f'(z) from the pre-activation z.
+fn activate_grad_from_input(act: u32, z: f32, alpha: f32) -> f32 {
+    switch act {
+        case 1u: { return select(0.0, 1.0, z > 0.0); }
+        case 2u: { return select(alpha, 1.0, z > 0.0); }
+        case 3u: { let s = sigmoid_stable(z); return s * (1.0 - s); }
+        case 4u: { let t = tanh_stable(z); return 1.0 - t * t; }
+        case 5u: {
+            let u = GELU_K * (z + GELU_C * z * z * z);
+            let t = tanh_stable(u);
+            let du = GELU_K * (1.0 + 3.0 * GELU_C * z * z);
+            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du;
+        }
+        default: { return 1.0; }
+    }
+}
+
+// f'(z) from the output a = f(z); valid for every activation but GELU (not invertible).
+// LeakyReLU needs alpha > 0 so that sign(a) = sign(z).
+fn activate_grad_from_output(act: u32, a: f32, alpha: f32) -> f32 {
+    switch act {
+        case 1u: { return select(0.0, 1.0, a > 0.0); }
+        case 2u: { return select(alpha, 1.0, a > 0.0); }
+        case 3u: { return a * (1.0 - a); }
+        case 4u: { return 1.0 - a * a; }
+        default: { return 1.0; }
+    }
+}
+
+// Flat invocation index for 1-D work folded into a 2-D grid (x ≤ 65535 workgroups).
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, wg_size: u32) -> u32 {
+    return gid.x + gid.y * nwg.x * wg_size;
+}

@@ -1,0 +1,1 @@
+// gather.wgsl — (being written)

@@ -1,0 +1,1 @@
+// metrics.wgsl — (being written)

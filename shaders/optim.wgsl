@@ -1,0 +1,1 @@
+// optim.wgsl — (being written)

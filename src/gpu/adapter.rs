@@ -1,0 +1,115 @@
+//! Adapter choice. Follows wgpu's own environment conventions so that a user who knows wgpu
+//! needs to learn nothing new:
+//!
+//! * `WGPU_BACKEND` — comma list (`vulkan`, `gl`, `metal`, `dx12`); empty counts as unset.
+//! * `WGPU_ADAPTER_NAME` — case-insensitive substring of the adapter's name.
+//! * `WGPU_POWER_PREF` — `high` (default: discrete first) or `low` (integrated first).
+//!
+//! Without them the order is: a hardware GPU on a native backend, then a software Vulkan adapter
+//! (lavapipe), then GL (a hardware GL driver before llvmpipe).
+
+use crate::error::{Error, Result};
+use wgpu::{Backend, Backends, DeviceType, PowerPreference};
+
+/// The backends asked for: `WGPU_BACKEND` when it names at least one, else every native backend.
+pub fn requested_backends() -> Backends {
+    match std::env::var("WGPU_BACKEND") {
+        Ok(s) if !s.trim().is_empty() => {
+            let b = Backends::from_comma_list(&s);
+            if b.is_empty() { Backends::all() } else { b }
+        }
+        _ => Backends::all(),
+    }
+}
+
+/// Lower is better. Separate from the selection so it can be unit-tested without adapters.
+pub fn rank(backend: Backend, device_type: DeviceType, power: PowerPreference) -> u32 {
+    let gl = backend == Backend::Gl;
+    let hardware_rank = match (device_type, power) {
+        (DeviceType::DiscreteGpu, PowerPreference::LowPower) => 1,
+        (DeviceType::IntegratedGpu, PowerPreference::LowPower) => 0,
+        (DeviceType::DiscreteGpu, _) => 0,
+        (DeviceType::IntegratedGpu, _) => 1,
+        (DeviceType::VirtualGpu, _) => 2,
+        (DeviceType::Other, _) => 3,
+        (DeviceType::Cpu, _) => 4,
+    };
+    let software = device_type == DeviceType::Cpu;
+    // hardware native < software native < hardware GL < software GL
+    let class = match (gl, software) {
+        (false, false) => 0,
+        (false, true) => 1,
+        (true, false) => 2,
+        (true, true) => 3,
+    };
+    class * 10 + hardware_rank
+}
+
+pub(crate) fn backend_names(b: Backends) -> String {
+    let mut names = Vec::new();
+    for (flag, name) in [
+        (Backends::VULKAN, "vulkan"),
+        (Backends::GL, "gl"),
+        (Backends::METAL, "metal"),
+        (Backends::DX12, "dx12"),
+    ] {
+        if b.contains(flag) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// Picks the adapter following the rules in the module docs.
+pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends) -> Result<wgpu::Adapter> {
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let name_filter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.trim().is_empty());
+    let power = PowerPreference::from_env().unwrap_or(PowerPreference::HighPerformance);
+    let mut seen = Vec::new();
+    let mut best: Option<(u32, wgpu::Adapter)> = None;
+    for adapter in adapters {
+        let info = adapter.get_info();
+        seen.push(format!("{} ({:?})", info.name, info.backend));
+        if let Some(f) = &name_filter {
+            if !info.name.to_lowercase().contains(&f.to_lowercase()) {
+                continue;
+            }
+        }
+        let r = rank(info.backend, info.device_type, power);
+        tracing::debug!(name = %info.name, backend = ?info.backend, rank = r, "adapter candidate");
+        if best.as_ref().is_none_or(|(br, _)| r < *br) {
+            best = Some((r, adapter));
+        }
+    }
+    match best {
+        Some((_, a)) => Ok(a),
+        None => {
+            let mut tried = backend_names(backends);
+            if let Some(f) = name_filter {
+                tried.push_str(&format!("; WGPU_ADAPTER_NAME={f:?} matched none of [{}]", seen.join(", ")));
+            }
+            Err(Error::NoAdapter { tried })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardware_before_software_before_gl() {
+        let p = PowerPreference::HighPerformance;
+        let discrete_vk = rank(Backend::Vulkan, DeviceType::DiscreteGpu, p);
+        let integrated_vk = rank(Backend::Vulkan, DeviceType::IntegratedGpu, p);
+        let lavapipe = rank(Backend::Vulkan, DeviceType::Cpu, p);
+        let gl_hw = rank(Backend::Gl, DeviceType::IntegratedGpu, p);
+        let llvmpipe = rank(Backend::Gl, DeviceType::Cpu, p);
+        assert!(discrete_vk < integrated_vk);
+        assert!(integrated_vk < lavapipe);
+        assert!(lavapipe < gl_hw);
+        assert!(gl_hw < llvmpipe);
+        let low = PowerPreference::LowPower;
+        assert!(rank(Backend::Vulkan, DeviceType::IntegratedGpu, low) < rank(Backend::Vulkan, DeviceType::DiscreteGpu, low));
+    }
+}

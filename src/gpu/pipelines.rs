@@ -1,0 +1,227 @@
+//! The pipeline cache and the [`Dispatch`]: a kernel launch with its bind group built once.
+//!
+//! Shader modules are compiled once per family and device; pipelines once per (kernel, override
+//! constants). Bind group layouts are shared between every kernel with the same binding shape, so
+//! they are created explicitly instead of taken from `layout: None` (which would tie a layout to
+//! one pipeline). Every kernel binds a uniform params block at binding 0 and its storage buffers
+//! at 1, 2, ... in the order its [`Kernel::bindings`] lists.
+
+use super::{Gpu, Tensor};
+use crate::error::{Error, Result};
+use crate::kernels::{Access, Family, Kernel};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+type ConstKey = Vec<(&'static str, u64)>;
+
+/// Compiled modules, pipelines and layouts of one device.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<&'static [Access], (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<(Kernel, ConstKey), Arc<wgpu::ComputePipeline>>>,
+}
+
+impl PipelineCache {
+    /// Number of pipelines compiled so far (tests check that a second launch compiles nothing).
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Gpu {
+    /// The pipeline cache of this device.
+    pub fn pipeline_cache(&self) -> &PipelineCache {
+        &self.inner.pipelines
+    }
+
+    fn layout_for(&self, bindings: &'static [Access]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut layouts = lock(&self.inner.pipelines.layouts);
+        layouts
+            .entry(bindings)
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+                    count: None,
+                }];
+                for (i, a) in bindings.iter().enumerate() {
+                    entries.push(wgpu::BindGroupLayoutEntry {
+                        binding: i as u32 + 1,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: *a == Access::Read },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    });
+                }
+                let bgl = self.device().create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("headswap_bgl"), entries: &entries });
+                let pl = self.device().create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("headswap_pl"),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    /// The compiled pipeline for `kernel` with `constants` (WGSL `override`s), compiled on first use.
+    pub(crate) fn pipeline(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key: ConstKey = constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
+        if let Some(p) = lock(&self.inner.pipelines.pipelines).get(&(kernel, key.clone())) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut modules = lock(&self.inner.pipelines.modules);
+            match modules.get(&kernel.family) {
+                Some(m) => m.clone(),
+                None => {
+                    let src = kernel.family.source();
+                    let m = self.scoped(kernel.family.name(), || {
+                        self.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(kernel.family.name()),
+                            source: wgpu::ShaderSource::Wgsl(src.into()),
+                        })
+                    })?;
+                    modules.insert(kernel.family, m.clone());
+                    m
+                }
+            }
+        };
+        let (_, layout) = self.layout_for(kernel.bindings);
+        let pipeline = self.scoped(kernel.entry, || {
+            self.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+                cache: None,
+            })
+        })?;
+        tracing::debug!(kernel = kernel.entry, ?constants, "compiled pipeline");
+        let p = Arc::new(pipeline);
+        lock(&self.inner.pipelines.pipelines).insert((kernel, key), p.clone());
+        Ok(p)
+    }
+}
+
+/// One kernel launch, ready to record: pipeline, bind group (built once) and workgroup counts.
+/// Training steps hold a list of these and re-record them every step; nothing is rebuilt.
+pub struct Dispatch {
+    pub(crate) kernel: Kernel,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
+    workgroups: [u32; 3],
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dispatch({} {:?})", self.kernel.entry, self.workgroups)
+    }
+}
+
+impl Dispatch {
+    /// Builds a launch of `kernel`: checks the buffers against its binding list and the adapter's
+    /// limits, gets the cached pipeline, and creates the params buffer and bind group.
+    pub(crate) fn new(
+        gpu: &Gpu,
+        kernel: Kernel,
+        constants: &[(&'static str, f64)],
+        params: &[u8],
+        buffers: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        if buffers.len() != kernel.bindings.len() {
+            return Err(Error::Gpu {
+                kernel: kernel.entry.into(),
+                message: format!("{} buffers bound, the kernel declares {}", buffers.len(), kernel.bindings.len()),
+            });
+        }
+        let limits = gpu.limits();
+        if buffers.len() as u32 > limits.max_storage_buffers_per_shader_stage {
+            return Err(Error::Gpu {
+                kernel: kernel.entry.into(),
+                message: format!("needs {} storage buffers; the adapter allows {}", buffers.len(), limits.max_storage_buffers_per_shader_stage),
+            });
+        }
+        let max_groups = limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&g| g > max_groups) {
+            return Err(Error::Gpu { kernel: kernel.entry.into(), message: format!("workgroups {workgroups:?} exceed the adapter's {max_groups} per dimension") });
+        }
+        let align = limits.min_storage_buffer_offset_alignment as u64;
+        for t in buffers {
+            if t.offset() % align != 0 {
+                return Err(Error::Gpu { kernel: kernel.entry.into(), message: format!("tensor offset {} is not a multiple of {align}", t.offset()) });
+            }
+            gpu.check_binding_size(kernel.entry, t.bytes())?;
+        }
+        let pipeline = gpu.pipeline(kernel, constants)?;
+        let (bgl, _) = gpu.layout_for(kernel.bindings);
+        let size = (params.len() as u64).max(16).next_multiple_of(16);
+        let params_buf = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(kernel.entry),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut padded = params.to_vec();
+        padded.resize(size as usize, 0);
+        gpu.queue().write_buffer(&params_buf, 0, &padded);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() }];
+        for (i, t) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
+        }
+        let bind_group = gpu.scoped(kernel.entry, || {
+            gpu.device().create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.entry), layout: &bgl, entries: &entries })
+        })?;
+        Ok(Dispatch { kernel, pipeline, bind_group, params: params_buf, workgroups })
+    }
+
+    /// Rewrites the params block (a learning rate, a step number, a batch offset) without
+    /// rebuilding anything; takes effect at the next submission.
+    pub(crate) fn write_params(&self, gpu: &Gpu, params: &[u8]) {
+        gpu.queue().write_buffer(&self.params, 0, params);
+    }
+
+    /// Records the launch into `pass`.
+    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) {
+        if self.workgroups.contains(&0) {
+            return;
+        }
+        gpu.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// The kernel's entry-point name.
+    pub fn name(&self) -> &'static str {
+        self.kernel.entry
+    }
+}
+
+/// Workgroup counts covering `n` items at `per_group` items per workgroup, folded into y (and z)
+/// when x would pass the 65,535 limit. Kernels rebuild the flat index from `num_workgroups`.
+pub(crate) fn groups_1d(n: usize, per_group: u32) -> [u32; 3] {
+    let groups = n.div_ceil(per_group as usize) as u64;
+    if groups <= 65535 {
+        return [groups as u32, 1, 1];
+    }
+    let y = groups.div_ceil(65535);
+    [65535, y as u32, 1]
+}

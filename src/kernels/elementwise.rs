@@ -1,0 +1,151 @@
+//! Bias add and activations, forward and backward.
+
+use super::{Family, Kernel, R, RW, ensure};
+use crate::error::Result;
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+pub(crate) const BIAS_ADD: Kernel = Kernel { family: Family::Elementwise, entry: "bias_add", bindings: &[R, RW] };
+pub(crate) const ACT_FORWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_forward", bindings: &[R, RW] };
+pub(crate) const ACT_BACKWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_backward", bindings: &[R, R, RW] };
+
+/// An activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Activation {
+    /// f(x) = x
+    #[default]
+    Identity,
+    Relu,
+    /// f(x) = x for x > 0, slope·x otherwise (PyTorch's default slope is 0.01).
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    /// GELU, tanh approximation (PyTorch `approximate='tanh'`).
+    Gelu,
+}
+
+impl Activation {
+    /// The code `common.wgsl` uses.
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::LeakyRelu(_) => 2,
+            Activation::Sigmoid => 3,
+            Activation::Tanh => 4,
+            Activation::Gelu => 5,
+        }
+    }
+    /// The LeakyReLU slope (0 for the others).
+    pub fn alpha(self) -> f32 {
+        match self {
+            Activation::LeakyRelu(a) => a,
+            _ => 0.0,
+        }
+    }
+    /// Whether f'(z) can be computed from a = f(z) (false for GELU, and LeakyReLU with slope ≤ 0).
+    pub fn grad_from_output(self) -> bool {
+        match self {
+            Activation::Gelu => false,
+            Activation::LeakyRelu(a) => a > 0.0,
+            _ => true,
+        }
+    }
+    /// The name used in checkpoints and on the command line.
+    pub fn name(self) -> String {
+        match self {
+            Activation::Identity => "identity".into(),
+            Activation::Relu => "relu".into(),
+            Activation::LeakyRelu(a) => format!("leaky_relu:{a}"),
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::Tanh => "tanh".into(),
+            Activation::Gelu => "gelu".into(),
+        }
+    }
+    /// Parses [`Activation::name`]'s output (`leaky_relu` alone means slope 0.01).
+    pub fn parse(s: &str) -> Option<Activation> {
+        Some(match s {
+            "identity" | "none" | "linear" => Activation::Identity,
+            "relu" => Activation::Relu,
+            "leaky_relu" => Activation::LeakyRelu(0.01),
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "gelu" => Activation::Gelu,
+            _ => {
+                let slope = s.strip_prefix("leaky_relu:")?.parse().ok()?;
+                Activation::LeakyRelu(slope)
+            }
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ElementwiseParams {
+    pub n: u32,
+    pub cols: u32,
+    pub alpha: f32,
+    pub _pad: u32,
+}
+
+fn params(n: usize, cols: usize, act: Activation) -> ElementwiseParams {
+    ElementwiseParams { n: n as u32, cols: cols.max(1) as u32, alpha: act.alpha(), _pad: 0 }
+}
+
+/// `x[r, c] += bias[c]` in place; x is `[rows, cols]`.
+pub fn bias_add_dispatch(gpu: &Gpu, bias: &Tensor, x: &Tensor) -> Result<Dispatch> {
+    let cols = *x.shape().last().unwrap_or(&0);
+    ensure(bias.len() == cols, "bias_add", || format!("bias has {} elements, x {:?} has {cols} columns", bias.len(), x.shape()))?;
+    let p = params(x.len(), cols, Activation::Identity);
+    Dispatch::new(gpu, BIAS_ADD, &[], bytemuck::bytes_of(&p), &[bias, x], groups_1d(x.len(), 256))
+}
+
+/// `x[r, c] += bias[c]`, run at once.
+pub fn bias_add(gpu: &Gpu, bias: &Tensor, x: &mut Tensor) -> Result<()> {
+    gpu.run("bias_add", &[&bias_add_dispatch(gpu, bias, x)?])
+}
+
+/// `y = act(x)`.
+pub fn act_forward_dispatch(gpu: &Gpu, act: Activation, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    ensure(x.shape() == y.shape(), "act_forward", || format!("x is {:?}, y is {:?}", x.shape(), y.shape()))?;
+    let p = params(x.len(), 1, act);
+    Dispatch::new(gpu, ACT_FORWARD, &[("ACT", act.code() as f64)], bytemuck::bytes_of(&p), &[x, y], groups_1d(x.len(), 256))
+}
+
+/// `y = act(x)`, run at once.
+pub fn act_forward(gpu: &Gpu, act: Activation, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("act_forward", &[&act_forward_dispatch(gpu, act, x, y)?])
+}
+
+/// `dx = dy · act'(z)`; with `from_output`, `input` holds `a = act(z)` instead of `z`.
+pub fn act_backward_dispatch(gpu: &Gpu, act: Activation, dy: &Tensor, input: &Tensor, dx: &Tensor, from_output: bool) -> Result<Dispatch> {
+    ensure(dy.shape() == input.shape() && dy.shape() == dx.shape(), "act_backward", || {
+        format!("dy {:?}, input {:?}, dx {:?} must agree", dy.shape(), input.shape(), dx.shape())
+    })?;
+    if from_output && !act.grad_from_output() {
+        return Err(crate::Error::invalid(format!("the gradient of {} cannot be computed from its output", act.name())));
+    }
+    let p = params(dy.len(), 1, act);
+    let consts = [("ACT", act.code() as f64), ("FROM_OUTPUT", from_output as u32 as f64)];
+    Dispatch::new(gpu, ACT_BACKWARD, &consts, bytemuck::bytes_of(&p), &[dy, input, dx], groups_1d(dy.len(), 256))
+}
+
+/// `dx = dy · act'(input)`, run at once.
+pub fn act_backward(gpu: &Gpu, act: Activation, dy: &Tensor, input: &Tensor, dx: &mut Tensor, from_output: bool) -> Result<()> {
+    gpu.run("act_backward", &[&act_backward_dispatch(gpu, act, dy, input, dx, from_output)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn params_match_wgsl_size() {
+        assert_eq!(std::mem::size_of::<ElementwiseParams>(), 16);
+    }
+    #[test]
+    fn activation_names_round_trip() {
+        for a in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu] {
+            assert_eq!(Activation::parse(&a.name()), Some(a));
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! # headswap
+//!
+//! A neural-network training engine whose math runs in WGSL compute shaders on any wgpu adapter
+//! (Vulkan, Metal, DX12, GL; a real GPU or Mesa's lavapipe/llvmpipe), built for transfer
+//! learning (pretrain, head-swap, fine-tune with a frozen trunk that stays resident on the GPU)
+//! and multi-task learning (several sigmoid labels, masked where unknown).
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod rng;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, Tensor};
+pub use rng::Rng;
