@@ -2,6 +2,11 @@
 //! the GPU is tested against. Written to be obviously right, not fast, and kept independent of
 //! the GPU code so the two cannot share a bug. Inputs and outputs are row-major `f64` slices.
 
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod reduce;
+
 use crate::kernels::{Activation, Transpose};
 
 /// `C[m, n] = op(A)·op(B)`; `a` is `[m, k]` (or `[k, m]` if transposed), `b` is `[k, n]` (or `[n, k]`).
