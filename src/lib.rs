@@ -10,8 +10,10 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod nn;
 pub mod reference;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, Tensor};

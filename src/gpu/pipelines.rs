@@ -197,16 +197,18 @@ impl Dispatch {
         gpu.queue().write_buffer(&self.params, 0, params);
     }
 
-    /// Records the launch into `pass`.
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) {
+    /// Records the launch into `pass`; returns the number of dispatches recorded (0 for an
+    /// empty launch, else 1) so callers can count their own work.
+    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
         if self.workgroups.contains(&0) {
-            return;
+            return 0;
         }
         gpu.inner.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+        1
     }
 
     /// The kernel's entry-point name.

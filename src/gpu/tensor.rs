@@ -143,6 +143,22 @@ impl Tensor {
     pub fn offset(&self) -> u64 {
         self.offset
     }
+    /// Bytes of the whole underlying buffer (what allocating it cost).
+    pub fn allocation_bytes(&self) -> u64 {
+        self.alloc.buffer.size()
+    }
+
+    /// Total allocation of `tensors`, counting each underlying buffer once.
+    pub fn total_allocation(tensors: &[&Tensor]) -> u64 {
+        let mut seen: Vec<&Tensor> = Vec::new();
+        for t in tensors {
+            if !seen.iter().any(|s| s.same_buffer(t)) {
+                seen.push(t);
+            }
+        }
+        seen.iter().map(|t| t.allocation_bytes()).sum()
+    }
+
     /// Whether two tensors share a buffer.
     pub fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.alloc, &other.alloc) || self.alloc.buffer == other.alloc.buffer

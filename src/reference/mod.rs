@@ -4,6 +4,7 @@
 
 pub mod loss;
 pub mod metrics;
+pub mod network;
 pub mod optim;
 pub mod reduce;
 

@@ -1,0 +1,323 @@
+//! Networks: a trunk of shared dense layers and a head of task-specific ones, with parameters
+//! resident on the GPU.
+//!
+//! Parameters live in two flat arenas, one for the trunk and one for the head, each layer's
+//! weight `[out, in]` (as PyTorch's `nn.Linear`) and bias `[out]` at 256-byte aligned offsets so
+//! they can be bound directly. A head-swap drops the head arena and creates a new one; the trunk
+//! arena is not touched (no copy, no upload, no readback). Trainable layers are always a suffix of
+//! the network (the head, plus the top k trunk layers), so the trainable part of each arena is one
+//! contiguous range and the optimizer updates it in one dispatch.
+
+pub mod init;
+pub mod state;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::Activation;
+use crate::rng::Rng;
+pub use init::Init;
+
+/// One dense layer: `y = act(x·Wᵀ + b)`, W `[outputs, inputs]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DenseSpec {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub activation: Activation,
+}
+
+/// What the network's outputs mean, which decides the loss and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// One label per example out of `outputs` classes: softmax cross-entropy, accuracy.
+    Classes,
+    /// `outputs` independent binary labels: per-label sigmoid BCE, per-label F1.
+    Labels,
+}
+
+/// A head to attach: optional hidden layers, then the output layer (no activation: the loss
+/// applies softmax or sigmoid to the logits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub hidden: Vec<(usize, Activation)>,
+    pub outputs: usize,
+    pub kind: HeadKind,
+    pub init: Init,
+}
+
+impl Head {
+    /// A softmax classifier over `n` classes.
+    pub fn classes(n: usize) -> Head {
+        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform }
+    }
+    /// `k` independent sigmoid labels (multi-task).
+    pub fn labels(k: usize) -> Head {
+        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform }
+    }
+    /// Adds a hidden layer of `units` before the output layer.
+    pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
+        self.hidden.push((units, activation));
+        self
+    }
+    /// Chooses the initialisation of the head's fresh layers.
+    pub fn init(mut self, init: Init) -> Head {
+        self.init = init;
+        self
+    }
+    fn specs(&self, inputs: usize) -> Vec<DenseSpec> {
+        let mut specs = Vec::new();
+        let mut i = inputs;
+        for &(units, activation) in &self.hidden {
+            specs.push(DenseSpec { inputs: i, outputs: units, activation });
+            i = units;
+        }
+        specs.push(DenseSpec { inputs: i, outputs: self.outputs, activation: Activation::Identity });
+        specs
+    }
+}
+
+/// Where one layer's weight and bias sit in its arena (element offsets).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Slot {
+    pub w: usize,
+    pub b: usize,
+    pub end: usize,
+}
+
+/// Parameters of consecutive layers in one buffer.
+#[derive(Clone)]
+pub(crate) struct Arena {
+    pub buf: Tensor,
+    pub slots: Vec<Slot>,
+    pub len: usize,
+}
+
+/// Element alignment of every parameter view: 64 f32 = 256 bytes, wgpu's largest
+/// `min_storage_buffer_offset_alignment`.
+pub(crate) const ALIGN: usize = 64;
+
+pub(crate) fn layout(specs: &[DenseSpec]) -> (Vec<Slot>, usize) {
+    let mut off = 0;
+    let mut slots = Vec::new();
+    for s in specs {
+        let w = off;
+        let b = (w + s.inputs * s.outputs).next_multiple_of(ALIGN);
+        let end = (b + s.outputs).next_multiple_of(ALIGN);
+        slots.push(Slot { w, b, end });
+        off = end;
+    }
+    (slots, off)
+}
+
+impl Arena {
+    fn new(gpu: &Gpu, specs: &[DenseSpec], values: &[(Vec<f32>, Vec<f32>)], label: &str) -> Result<Arena> {
+        let (slots, len) = layout(specs);
+        let mut host = vec![0f32; len];
+        for (slot, (w, b)) in slots.iter().zip(values) {
+            host[slot.w..slot.w + w.len()].copy_from_slice(w);
+            host[slot.b..slot.b + b.len()].copy_from_slice(b);
+        }
+        let buf = Tensor::alloc(gpu, &[len], crate::gpu::tensor::DType::F32, label)?;
+        buf.write(gpu, &host)?;
+        Ok(Arena { buf, slots, len })
+    }
+}
+
+/// Which layers were kept and which were created by a head-swap, and how.
+#[derive(Debug, Clone)]
+pub struct HeadSwapReport {
+    /// Trunk layers kept untouched: (index, inputs, outputs, activation).
+    pub kept: Vec<String>,
+    /// Head layers dropped.
+    pub dropped: Vec<String>,
+    /// Head layers created, with their initialisation.
+    pub created: Vec<String>,
+}
+
+impl std::fmt::Display for HeadSwapReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "head-swap:")?;
+        for k in &self.kept {
+            writeln!(f, "  kept     {k}")?;
+        }
+        for d in &self.dropped {
+            writeln!(f, "  dropped  {d}")?;
+        }
+        for c in &self.created {
+            writeln!(f, "  created  {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A trunk and a head of dense layers whose parameters live on the GPU.
+///
+/// ```no_run
+/// use headswap::{Gpu, nn::{Head, Network}};
+/// let gpu = Gpu::new()?;
+/// let mut net = Network::new(&gpu, &[784, 512, 256], Head::classes(10), 42)?;
+/// let report = net.swap_head(Head::labels(4), 7)?;   // trunk untouched, fresh 256→4 head
+/// println!("{report}");
+/// # Ok::<(), headswap::Error>(())
+/// ```
+pub struct Network {
+    pub(crate) gpu: Gpu,
+    pub(crate) trunk: Vec<DenseSpec>,
+    pub(crate) head: Vec<DenseSpec>,
+    pub(crate) head_kind: HeadKind,
+    pub(crate) trunk_params: Arena,
+    pub(crate) head_params: Arena,
+    /// Bumped on every head-swap so cached plans and features can tell they are stale.
+    pub(crate) generation: u64,
+}
+
+fn describe(i: usize, s: &DenseSpec) -> String {
+    format!("layer {i}: dense {}→{} {}", s.inputs, s.outputs, s.activation.name())
+}
+
+impl Network {
+    /// An MLP trunk with ReLU between the given sizes (`sizes[0]` is the input width) and `head`
+    /// on top, initialised like `nn.Linear` from `seed`.
+    pub fn new(gpu: &Gpu, sizes: &[usize], head: Head, seed: u64) -> Result<Network> {
+        Self::mlp(gpu, sizes, Activation::Relu, Init::KaimingUniform, head, seed)
+    }
+
+    /// An MLP trunk with the given activation and initialisation.
+    pub fn mlp(gpu: &Gpu, sizes: &[usize], activation: Activation, init: Init, head: Head, seed: u64) -> Result<Network> {
+        if sizes.is_empty() || sizes.contains(&0) {
+            return Err(Error::invalid(format!("layer sizes must be non-empty and positive, got {sizes:?}")));
+        }
+        let trunk: Vec<DenseSpec> = sizes.windows(2).map(|w| DenseSpec { inputs: w[0], outputs: w[1], activation }).collect();
+        Self::from_specs(gpu, sizes[0], trunk, init, head, seed)
+    }
+
+    /// A network from explicit trunk layers (which must chain) and a head.
+    pub fn from_specs(gpu: &Gpu, inputs: usize, trunk: Vec<DenseSpec>, init: Init, head: Head, seed: u64) -> Result<Network> {
+        let mut rng = Rng::new(seed);
+        let mut width = inputs;
+        for (i, s) in trunk.iter().enumerate() {
+            if s.inputs != width || s.outputs == 0 {
+                return Err(Error::shape(format!("trunk layer {i} takes {} inputs, the layer below gives {width}", s.inputs)));
+            }
+            width = s.outputs;
+        }
+        if width == 0 || head.outputs == 0 {
+            return Err(Error::invalid("a network needs at least one input and one output"));
+        }
+        let values: Vec<_> = trunk.iter().map(|s| init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
+        let head_specs = head.specs(width);
+        let head_values: Vec<_> = head_specs.iter().map(|s| head.init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
+        Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, generation: 0 })
+    }
+
+    /// A network whose every layer's values are given (checkpoints, tests).
+    pub fn from_values(gpu: &Gpu, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+        let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
+        if head.is_empty() {
+            return Err(Error::invalid("a network needs at least one head layer"));
+        }
+        if values.len() != all.len() {
+            return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
+        }
+        for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
+            if i > 0 && all[i - 1].outputs != s.inputs {
+                return Err(Error::shape(format!("layer {i} takes {} inputs, layer {} gives {}", s.inputs, i - 1, all[i - 1].outputs)));
+            }
+            if w.len() != s.inputs * s.outputs || b.len() != s.outputs {
+                return Err(Error::shape(format!(
+                    "layer {i}: weight has {} values and bias {}, expected [{}, {}] and [{}]",
+                    w.len(),
+                    b.len(),
+                    s.outputs,
+                    s.inputs,
+                    s.outputs
+                )));
+            }
+        }
+        let t = trunk.len();
+        let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
+        let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
+        Ok(Network { gpu: gpu.clone(), trunk, head, head_kind, trunk_params, head_params, generation: 0 })
+    }
+
+    /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
+    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched.
+    pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        let width = self.trunk_output_dim();
+        let specs = head.specs(width);
+        let mut rng = Rng::new(seed);
+        let values: Vec<_> = specs.iter().map(|s| head.init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let arena = Arena::new(&self.gpu, &specs, &values, "head_params")?;
+        let t = self.trunk.len();
+        let report = HeadSwapReport {
+            kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, s)).collect(),
+            dropped: self.head.iter().enumerate().map(|(i, s)| describe(t + i, s)).collect(),
+            created: specs.iter().enumerate().map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, s), head.init.name())).collect(),
+        };
+        tracing::info!(%report, "head-swap");
+        self.head = specs;
+        self.head_kind = head.kind;
+        self.head_params = arena;
+        self.generation += 1;
+        Ok(report)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    pub fn input_dim(&self) -> usize {
+        self.trunk.first().or(self.head.first()).map_or(0, |s| s.inputs)
+    }
+    pub fn output_dim(&self) -> usize {
+        self.head.last().map_or(0, |s| s.outputs)
+    }
+    pub fn trunk_output_dim(&self) -> usize {
+        self.trunk.last().map_or(self.input_dim(), |s| s.outputs)
+    }
+    pub fn head_kind(&self) -> HeadKind {
+        self.head_kind
+    }
+    pub fn trunk_layers(&self) -> &[DenseSpec] {
+        &self.trunk
+    }
+    pub fn head_layers(&self) -> &[DenseSpec] {
+        &self.head
+    }
+    /// Every layer, trunk then head.
+    pub fn layers(&self) -> Vec<DenseSpec> {
+        self.trunk.iter().chain(&self.head).copied().collect()
+    }
+    /// Number of parameters (weights and biases).
+    pub fn num_params(&self) -> usize {
+        self.layers().iter().map(|s| s.inputs * s.outputs + s.outputs).sum()
+    }
+
+    /// (arena, slot) of layer `i` (trunk first, then head).
+    pub(crate) fn slot(&self, i: usize) -> (&Arena, Slot) {
+        let t = self.trunk.len();
+        if i < t { (&self.trunk_params, self.trunk_params.slots[i]) } else { (&self.head_params, self.head_params.slots[i - t]) }
+    }
+
+    /// The weight `[out, in]` and bias `[out]` views of layer `i`.
+    pub(crate) fn param_views(&self, i: usize) -> Result<(Tensor, Tensor)> {
+        let s = self.layers()[i];
+        let (arena, slot) = self.slot(i);
+        Ok((arena.buf.view(slot.w, &[s.outputs, s.inputs])?, arena.buf.view(slot.b, &[s.outputs])?))
+    }
+
+    /// Reads layer `i`'s weight and bias back (for checkpoints and inspection; never used while
+    /// training).
+    pub fn layer_values(&self, i: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if i >= self.trunk.len() + self.head.len() {
+            return Err(Error::invalid(format!("layer {i} does not exist")));
+        }
+        let (w, b) = self.param_views(i)?;
+        Ok((w.download(&self.gpu)?, b.download(&self.gpu)?))
+    }
+
+    /// Every layer's values, trunk then head.
+    pub fn values(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        (0..self.trunk.len() + self.head.len()).map(|i| self.layer_values(i)).collect()
+    }
+}

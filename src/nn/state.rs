@@ -1,0 +1,171 @@
+//! Networks to and from checkpoints, with PyTorch's names and layouts: dense layer `j` is module
+//! `<i>` of a `torch.nn.Sequential` in which every non-identity activation is a module of its own
+//! (Linear, ReLU, Linear → `0.*`, `2.*`), weights `[out, in]`, biases `[out]`. The architecture
+//! (sizes, activations, which layers are the head) is in the metadata under
+//! [`LAYERS_KEY`](crate::checkpoint::LAYERS_KEY) as JSON, so a headswap file needs nothing else to
+//! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
+//! between layers and how many of the top layers form the head.
+
+use super::{DenseSpec, HeadKind, Network};
+use crate::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::Activation;
+use std::path::Path;
+
+/// Metadata key naming the head kind (`classes` or `labels`).
+pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
+
+/// The `torch.nn.Sequential` module index of each dense layer.
+pub fn sequential_indices(layers: &[DenseSpec]) -> Vec<usize> {
+    let mut idx = 0;
+    layers
+        .iter()
+        .map(|l| {
+            let here = idx;
+            idx += if l.activation == Activation::Identity { 1 } else { 2 };
+            here
+        })
+        .collect()
+}
+
+fn layers_json(net: &Network) -> String {
+    let t = net.trunk.len();
+    let items: Vec<serde_json::Value> = net
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::json!({
+                "type": "dense",
+                "inputs": l.inputs,
+                "outputs": l.outputs,
+                "activation": l.activation.name(),
+                "part": if i < t { "trunk" } else { "head" },
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn parse_layers(path: &str, json: &str) -> Result<(Vec<DenseSpec>, Vec<DenseSpec>)> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
+    let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
+    let (mut trunk, mut head) = (Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let field = |k: &str| item.get(k).ok_or_else(|| Error::format(path, format!("layer {i} has no \"{k}\"")));
+        let num = |k: &str| -> Result<usize> {
+            field(k)?.as_u64().filter(|&n| n > 0 && n < (1 << 31)).map(|n| n as usize).ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a positive integer")))
+        };
+        let act_name = field("activation")?.as_str().unwrap_or("");
+        let activation = Activation::parse(act_name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {act_name:?}")))?;
+        let spec = DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation };
+        match field("part")?.as_str() {
+            Some("trunk") => trunk.push(spec),
+            Some("head") => head.push(spec),
+            other => return Err(Error::format(path, format!("layer {i}: part must be \"trunk\" or \"head\", found {other:?}"))),
+        }
+    }
+    if head.is_empty() {
+        return Err(Error::format(path, "the checkpoint describes no head layer"));
+    }
+    Ok((trunk, head))
+}
+
+impl Network {
+    /// The parameters as a checkpoint (PyTorch names and layouts) with the architecture in the
+    /// metadata. Reads the weights back from the GPU.
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        let mut ckpt = Checkpoint::new();
+        let layers = self.layers();
+        for ((i, spec), seq) in layers.iter().enumerate().zip(sequential_indices(&layers)) {
+            let (w, b) = self.layer_values(i)?;
+            ckpt.push(NamedTensor::new(format!("{seq}.weight"), vec![spec.outputs, spec.inputs], w)?)?;
+            ckpt.push(NamedTensor::new(format!("{seq}.bias"), vec![spec.outputs], b)?)?;
+        }
+        ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
+        ckpt.metadata.insert(checkpoint::LAYERS_KEY.into(), layers_json(self));
+        ckpt.metadata.insert(HEAD_KIND_KEY.into(), match self.head_kind { HeadKind::Classes => "classes", HeadKind::Labels => "labels" }.into());
+        ckpt.metadata.insert("format".into(), "pt".into());
+        Ok(ckpt)
+    }
+
+    /// Writes the network to `path` (safetensors, temporary file + rename).
+    pub fn save(&self, path: &Path, dtype: StorageDtype) -> Result<()> {
+        checkpoint::save(path, &self.to_checkpoint()?, dtype)
+    }
+
+    /// Reads a network written by [`Network::save`].
+    pub fn load(gpu: &Gpu, path: &Path) -> Result<Network> {
+        let ckpt = checkpoint::load(path)?;
+        Self::from_checkpoint(gpu, &ckpt, &path.display().to_string())
+    }
+
+    /// Builds a network from a checkpoint that carries headswap's architecture metadata; `origin`
+    /// names the source in error messages.
+    pub fn from_checkpoint(gpu: &Gpu, ckpt: &Checkpoint, origin: &str) -> Result<Network> {
+        let json = ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| {
+            Error::format(origin, "no headswap architecture in the metadata (a plain PyTorch state_dict? load it with Network::from_state_dict / --arch)")
+        })?;
+        let (trunk, head) = parse_layers(origin, json)?;
+        let kind = match ckpt.metadata.get(HEAD_KIND_KEY).map(String::as_str) {
+            Some("labels") => HeadKind::Labels,
+            Some("classes") | None => HeadKind::Classes,
+            Some(other) => return Err(Error::format(origin, format!("unknown head kind {other:?}"))),
+        };
+        Self::with_values_from(gpu, ckpt, trunk, head, kind, origin)
+    }
+
+    /// Builds a network from a PyTorch `nn.Sequential` state_dict of Linear layers (no headswap
+    /// metadata): the layers are the `<i>.weight`/`<i>.bias` pairs in index order, `activation`
+    /// sits between them, and the top `head_layers` layers are the head.
+    pub fn from_state_dict(gpu: &Gpu, ckpt: &Checkpoint, activation: Activation, kind: HeadKind, head_layers: usize, origin: &str) -> Result<Network> {
+        let sd = ckpt.state_dict_only();
+        let mut idx: Vec<usize> = sd
+            .names()
+            .filter_map(|n| n.strip_suffix(".weight"))
+            .map(|i| i.parse::<usize>().map_err(|_| Error::format(origin, format!("tensor {i}.weight is not named like an nn.Sequential parameter"))))
+            .collect::<Result<_>>()?;
+        idx.sort_unstable();
+        if idx.is_empty() {
+            return Err(Error::format(origin, "no <i>.weight tensors found"));
+        }
+        let mut specs = Vec::new();
+        for (j, &i) in idx.iter().enumerate() {
+            let w = sd.get(&format!("{i}.weight")).ok_or_else(|| Error::format(origin, format!("{i}.weight missing")))?;
+            if w.shape.len() != 2 {
+                return Err(Error::format(origin, format!("{i}.weight has shape {:?}; a Linear weight is [out, in]", w.shape)));
+            }
+            let last = j + 1 == idx.len();
+            specs.push(DenseSpec { inputs: w.shape[1], outputs: w.shape[0], activation: if last { Activation::Identity } else { activation } });
+        }
+        if head_layers == 0 || head_layers > specs.len() {
+            return Err(Error::invalid(format!("head_layers must be between 1 and {}", specs.len())));
+        }
+        let head = specs.split_off(specs.len() - head_layers);
+        Self::with_values_from(gpu, &sd, specs, head, kind, origin)
+    }
+
+    fn with_values_from(gpu: &Gpu, ckpt: &Checkpoint, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+        let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
+        let seq = sequential_indices(&all);
+        let expected: Vec<Expect> = all
+            .iter()
+            .zip(&seq)
+            .flat_map(|(s, i)| [Expect::new(format!("{i}.weight"), vec![s.outputs, s.inputs]), Expect::new(format!("{i}.bias"), vec![s.outputs])])
+            .collect();
+        ckpt.state_dict_only().check(&expected).map_err(|e| match e {
+            Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
+            other => other,
+        })?;
+        let values: Vec<(Vec<f32>, Vec<f32>)> = seq
+            .iter()
+            .map(|i| {
+                let w = ckpt.get(&format!("{i}.weight")).map(|t| t.data.clone()).unwrap_or_default();
+                let b = ckpt.get(&format!("{i}.bias")).map(|t| t.data.clone()).unwrap_or_default();
+                (w, b)
+            })
+            .collect();
+        Network::from_values(gpu, trunk, head, kind, &values)
+    }
+}

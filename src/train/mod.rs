@@ -1,0 +1,734 @@
+//! Training passes: pretrain, fine-tune under a freeze policy, evaluate.
+//!
+//! A step is recorded into one command encoder and one compute pass and submitted once:
+//! gather → forward → loss → metrics → backward → optimizer. Pipelines and bind groups are built
+//! once per run (see [`plan`]); per step only the batch offset and the learning rate are written
+//! into existing uniform buffers. Loss and metrics accumulate in GPU buffers and are read back
+//! once per epoch.
+
+pub mod plan;
+pub mod schedule;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::metrics::LabelMetrics;
+use crate::kernels::optim::{AdamConfig, OptimStep, SgdConfig, adam_step, sgd_step};
+use crate::nn::{HeadKind, Network};
+use crate::rng::Rng;
+pub use plan::{BceSettings, DeviceData};
+use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Scratch};
+pub use schedule::Schedule;
+use std::time::Instant;
+
+/// The optimizer and its hyper-parameters (PyTorch's update rules exactly).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl Optimizer {
+    /// SGD (no momentum until [`Optimizer::momentum`]).
+    pub fn sgd(lr: f32) -> Optimizer {
+        Optimizer::Sgd(SgdConfig::new(lr))
+    }
+    /// Adam with PyTorch's defaults.
+    pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::Adam(AdamConfig::adam(lr))
+    }
+    /// AdamW with PyTorch's defaults (weight decay 0.01).
+    pub fn adamw(lr: f32) -> Optimizer {
+        Optimizer::Adam(AdamConfig::adamw(lr))
+    }
+    /// Sets SGD's momentum (no effect on Adam).
+    pub fn momentum(mut self, m: f32) -> Optimizer {
+        if let Optimizer::Sgd(c) = &mut self {
+            c.momentum = m;
+        }
+        self
+    }
+    /// Nesterov momentum for SGD.
+    pub fn nesterov(mut self, on: bool) -> Optimizer {
+        if let Optimizer::Sgd(c) = &mut self {
+            c.nesterov = on;
+        }
+        self
+    }
+    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
+    pub fn weight_decay(mut self, wd: f32) -> Optimizer {
+        match &mut self {
+            Optimizer::Sgd(c) => c.weight_decay = wd,
+            Optimizer::Adam(c) => c.weight_decay = wd,
+        }
+        self
+    }
+    /// The base learning rate.
+    pub fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Sgd(c) => c.lr,
+            Optimizer::Adam(c) => c.lr,
+        }
+    }
+    /// The same optimizer with another base learning rate.
+    pub fn with_lr(mut self, lr: f32) -> Optimizer {
+        match &mut self {
+            Optimizer::Sgd(c) => c.lr = lr,
+            Optimizer::Adam(c) => c.lr = lr,
+        }
+        self
+    }
+}
+
+/// Which layers train during fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    /// Only the head trains; the trunk is frozen (and its features can be cached).
+    Trunk,
+    /// Everything trains (the trunk at `trunk_lr_mult` × the learning rate).
+    All,
+    /// The head and the top `k` trunk layers train.
+    LastK(usize),
+    /// The rule of thumb: with fewer than `TrainConfig::auto_threshold` training examples train
+    /// the head only, otherwise fine-tune everything.
+    Auto,
+}
+
+impl Freeze {
+    /// Parses `trunk`, `all`, `last:K`, `auto`.
+    pub fn parse(s: &str) -> Option<Freeze> {
+        match s {
+            "trunk" => Some(Freeze::Trunk),
+            "all" | "none" => Some(Freeze::All),
+            "auto" => Some(Freeze::Auto),
+            _ => s.strip_prefix("last:").and_then(|k| k.parse().ok()).map(Freeze::LastK),
+        }
+    }
+}
+
+/// Everything a training run needs besides the network and the data.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub optimizer: Optimizer,
+    pub batch_size: usize,
+    pub schedule: Schedule,
+    /// A new seeded shuffle every epoch (else the data's order).
+    pub shuffle: bool,
+    /// Seeds the shuffles and the validation split.
+    pub seed: u64,
+    /// Fraction of the data held out for validation each epoch (0 = none).
+    pub validation_fraction: f32,
+    /// Stop after this many epochs without a better validation loss, keeping the best weights.
+    pub early_stopping: Option<usize>,
+    /// Loss settings for label heads.
+    pub bce: BceSettings,
+    /// Probability threshold for label metrics.
+    pub threshold: f32,
+    /// Learning-rate multiplier of trainable trunk layers in fine-tuning (discriminative rates).
+    pub trunk_lr_mult: f32,
+    /// [`Freeze::Auto`]: fewer training examples than this → head only.
+    pub auto_threshold: usize,
+    /// With the whole trunk frozen, compute its outputs once and train the head on them.
+    pub cache_features: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: Optimizer::sgd(0.05).momentum(0.9),
+            batch_size: 64,
+            schedule: Schedule::Constant,
+            shuffle: true,
+            seed: 0,
+            validation_fraction: 0.0,
+            early_stopping: None,
+            bce: BceSettings::default(),
+            threshold: 0.5,
+            trunk_lr_mult: 1.0,
+            auto_threshold: 1000,
+            cache_features: true,
+        }
+    }
+}
+
+/// Loss and quality of a pass over a data set.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Mean of the batch losses.
+    pub loss: f64,
+    /// Class heads: top-1 accuracy.
+    pub accuracy: Option<f64>,
+    /// Label heads: per-label precision, recall, F1 and their means.
+    pub labels: Option<LabelMetrics>,
+}
+
+impl Metrics {
+    /// Accuracy for class heads, mean F1 for label heads.
+    pub fn score(&self) -> f64 {
+        self.labels.as_ref().map(|l| l.mean_f1).or(self.accuracy).unwrap_or(0.0)
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub lr: f32,
+    pub train: Metrics,
+    pub validation: Option<Metrics>,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    pub epochs: Vec<EpochReport>,
+    /// The epoch whose weights the network holds at the end (early stopping), else the last.
+    pub best_epoch: Option<usize>,
+    /// Index of the lowest trainable layer.
+    pub lowest_trainable: usize,
+    /// Whether head-only epochs read cached trunk features.
+    pub cached_features: bool,
+    /// Dispatches recorded per training step (full batch), counted by the engine.
+    pub dispatches_per_step: f64,
+    /// Queue submissions per training step.
+    pub submissions_per_step: f64,
+    /// Bytes the run allocated on the GPU for its own state (scratch, gradients, optimizer
+    /// moments, cached features, accumulators), counted by the engine.
+    pub bytes_allocated: u64,
+    pub seconds: f64,
+}
+
+impl FitReport {
+    pub fn last(&self) -> Option<&EpochReport> {
+        self.epochs.last()
+    }
+}
+
+/// Optimizer state for one contiguous parameter range.
+struct Group {
+    step: OptimStep,
+    /// Optimizer state buffers (momentum, or Adam's moments).
+    state: Vec<Tensor>,
+    lr_mult: f32,
+    /// (params view, backup for early stopping)
+    params: Tensor,
+    best: Option<Tensor>,
+}
+
+/// Runs training passes over networks.
+pub struct Trainer {
+    gpu: Gpu,
+    pub config: TrainConfig,
+    rng: Rng,
+    /// Optimizer steps taken so far in this trainer (for Adam's bias correction across calls).
+    global_step: u32,
+}
+
+impl Trainer {
+    pub fn new(gpu: &Gpu, config: TrainConfig) -> Trainer {
+        let rng = Rng::new(config.seed);
+        Trainer { gpu: gpu.clone(), config, rng, global_step: 0 }
+    }
+
+    /// The shuffle generator's state (saved with training checkpoints so a resumed run
+    /// continues the same shuffles).
+    pub fn rng_state(&self) -> [u64; 4] {
+        self.rng.state()
+    }
+    /// Restores [`Trainer::rng_state`].
+    pub fn set_rng_state(&mut self, s: [u64; 4]) {
+        self.rng = Rng::from_state(s);
+    }
+
+    /// Trains every layer (pretraining, or training from scratch).
+    pub fn fit(&mut self, net: &mut Network, data: &Dataset, epochs: usize) -> Result<FitReport> {
+        self.run(net, data, 0, 1.0, epochs)
+    }
+
+    /// Fine-tunes under `freeze`. Frozen layers stay resident and untouched: no gradients, no
+    /// optimizer state, no backward work below the lowest trainable layer.
+    pub fn fine_tune(&mut self, net: &mut Network, data: &Dataset, freeze: Freeze, epochs: usize) -> Result<FitReport> {
+        let lowest = self.lowest_trainable(net, data, freeze)?;
+        self.run(net, data, lowest, self.config.trunk_lr_mult, epochs)
+    }
+
+    /// fastai's `fine_tune` recipe in one call: `head_epochs` with the trunk frozen, then
+    /// `full_epochs` with everything trainable at half the learning rate, the trunk at
+    /// `trunk_lr_mult` of that (0.1 if it is left at 1).
+    pub fn fine_tune_recipe(&mut self, net: &mut Network, data: &Dataset, head_epochs: usize, full_epochs: usize) -> Result<(FitReport, FitReport)> {
+        let first = self.fine_tune(net, data, Freeze::Trunk, head_epochs)?;
+        let saved = self.config.clone();
+        self.config.optimizer = saved.optimizer.with_lr(saved.optimizer.lr() / 2.0);
+        if self.config.trunk_lr_mult == 1.0 {
+            self.config.trunk_lr_mult = 0.1;
+        }
+        let second = self.fine_tune(net, data, Freeze::All, full_epochs);
+        self.config = saved;
+        Ok((first, second?))
+    }
+
+    /// The index of the lowest layer `freeze` trains.
+    pub fn lowest_trainable(&self, net: &Network, data: &Dataset, freeze: Freeze) -> Result<usize> {
+        let t = net.trunk.len();
+        Ok(match freeze {
+            Freeze::Trunk => t,
+            Freeze::All => 0,
+            Freeze::LastK(k) => {
+                if k > t {
+                    return Err(Error::invalid(format!("last:{k} asks for more trunk layers than the {t} there are")));
+                }
+                t - k
+            }
+            Freeze::Auto => {
+                let n_train = ((1.0 - self.config.validation_fraction as f64) * data.n as f64) as usize;
+                if n_train < self.config.auto_threshold { t } else { 0 }
+            }
+        })
+    }
+
+    /// Loss and metrics of `net` on `data` (no training).
+    pub fn evaluate(&self, net: &Network, data: &Dataset) -> Result<Metrics> {
+        check_fits(net, data)?;
+        let gpu = &self.gpu;
+        let dev = DeviceData::upload(gpu, data)?;
+        let bce = bce_tensors(gpu, &self.config.bce, net)?;
+        let eval = Evaluator::new(gpu, net, &dev, &dev.x, 0, self.config.batch_size, &self.config, &bce)?;
+        eval.run(gpu, net.head_kind, net.output_dim())
+    }
+
+    fn run(&mut self, net: &mut Network, data: &Dataset, lowest: usize, trunk_lr_mult: f32, epochs: usize) -> Result<FitReport> {
+        check_fits(net, data)?;
+        let cfg = self.config.clone();
+        if cfg.batch_size == 0 {
+            return Err(Error::invalid("batch size must be at least 1"));
+        }
+        let gpu = self.gpu.clone();
+        let _span = tracing::info_span!("fit", lowest, epochs).entered();
+        let started = Instant::now();
+
+        let (train_data, val_data) = if cfg.validation_fraction > 0.0 {
+            let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
+            (t, Some(v))
+        } else {
+            (data.clone(), None)
+        };
+        let train = DeviceData::upload(&gpu, &train_data)?;
+        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
+        let t = net.trunk.len();
+        let cached = cfg.cache_features && lowest >= t && t > 0;
+        let first = if cached { t } else { 0 };
+        let bce = bce_tensors(&gpu, &cfg.bce, net)?;
+
+        // Frozen-trunk features: computed once, resident for the whole run.
+        let train_x = if cached { trunk_features(&gpu, net, &train, cfg.batch_size)? } else { train.x.clone() };
+        let val_x = match (&val, cached) {
+            (Some(v), true) => Some(trunk_features(&gpu, net, v, cfg.batch_size)?),
+            (Some(v), false) => Some(v.x.clone()),
+            _ => None,
+        };
+
+        let b = cfg.batch_size.min(train.n);
+        let mode = Mode::Train { lowest };
+        let scratch = Scratch::new(&gpu, net, first, b, mode, &train)?;
+        let grads = Grads::new(&gpu, net, lowest)?;
+        let acc = Accumulators::new(&gpu, net.head_kind, net.output_dim())?;
+        let indices = Tensor::alloc(&gpu, &[train.n], DType::U32, "batch_indices")?;
+        let inputs = PlanInputs {
+            net,
+            mode,
+            first,
+            source_x: &train_x,
+            source_y: &train.y,
+            indices: &indices,
+            scratch: &scratch,
+            grads: Some(&grads),
+            acc: &acc,
+            bce: &cfg.bce,
+            bce_tensors: &bce,
+            threshold: cfg.threshold,
+        };
+        let full = Plan::build(&gpu, &inputs, b)?;
+        let rem = train.n % b;
+        let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
+        let groups = self.optimizer_groups(net, &grads, lowest, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        let evaluator = match (&val, &val_x) {
+            (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &bce)?),
+            _ => None,
+        };
+        // What this run allocated for itself, counted from its own tensors (a process-wide counter
+        // would also see other work on the same device).
+        let mut owned: Vec<&Tensor> = vec![&indices, &train.x, &train.y, &train_x];
+        owned.extend(scratch.tensors());
+        owned.extend(grads.tensors());
+        owned.extend(acc.tensors());
+        owned.extend(groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())));
+        if let Some(v) = &val {
+            owned.extend([&v.x, &v.y]);
+        }
+        if let Some(vx) = &val_x {
+            owned.push(vx);
+        }
+        if let Some(e) = &evaluator {
+            owned.extend(e.tensors());
+        }
+        let bytes_allocated = Tensor::total_allocation(&owned);
+
+        let steps_per_epoch = train.n.div_ceil(b);
+        let total_steps = steps_per_epoch * epochs;
+        let mut reports = Vec::new();
+        let mut best: Option<(f64, usize)> = None;
+        let mut since_best = 0;
+        let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
+        for epoch in 0..epochs {
+            let _e = tracing::info_span!("epoch", epoch).entered();
+            let t0 = Instant::now();
+            let order: Vec<u32> = if cfg.shuffle { self.rng.permutation(train.n) } else { (0..train.n as u32).collect() };
+            indices.write_u32(&gpu, &order)?;
+            acc.reset(&gpu)?;
+            let mut lr = cfg.optimizer.lr();
+            for s in 0..steps_per_epoch {
+                let global = epoch * steps_per_epoch + s;
+                lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
+                self.global_step += 1;
+                let plan = if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
+                plan.set_offset(&gpu, s * b)?;
+                for g in &groups {
+                    g.step.set(&gpu, lr * g.lr_mult, self.global_step)?;
+                }
+                let mut recorded;
+                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_step") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
+                    recorded = plan.encode(&gpu, &mut pass);
+                    for g in &groups {
+                        recorded += g.step.dispatch().encode(&gpu, &mut pass);
+                    }
+                }
+                gpu.submit(enc);
+                if plan.rows == b {
+                    step_dispatches += recorded as u64;
+                    step_submits += 1;
+                    counted_steps += 1;
+                }
+            }
+            gpu.check("training step")?;
+            let train_metrics = read_metrics(&gpu, &acc, net.head_kind, net.output_dim(), steps_per_epoch)?;
+            let validation = evaluator.as_ref().map(|e| e.run(&gpu, net.head_kind, net.output_dim())).transpose()?;
+            let seconds = t0.elapsed().as_secs_f64();
+            tracing::info!(epoch, loss = train_metrics.loss, score = train_metrics.score(), seconds, "epoch done");
+            if let Some(v) = &validation {
+                if !v.loss.is_finite() || !train_metrics.loss.is_finite() {
+                    tracing::warn!("non-finite loss at epoch {epoch}");
+                }
+                if best.is_none_or(|(bl, _)| v.loss < bl) {
+                    best = Some((v.loss, epoch));
+                    since_best = 0;
+                    if cfg.early_stopping.is_some() {
+                        backup(&gpu, &groups, false)?;
+                    }
+                } else {
+                    since_best += 1;
+                }
+            }
+            reports.push(EpochReport { epoch, lr, train: train_metrics, validation, seconds, samples_per_sec: train.n as f64 / seconds.max(1e-9) });
+            if let Some(patience) = cfg.early_stopping {
+                if since_best >= patience && best.is_some() {
+                    tracing::info!(epoch, "early stopping");
+                    break;
+                }
+            }
+        }
+        let best_epoch = match (cfg.early_stopping, best) {
+            (Some(_), Some((_, e))) => {
+                backup(&gpu, &groups, true)?;
+                Some(e)
+            }
+            _ => reports.last().map(|r| r.epoch),
+        };
+        gpu.sync()?;
+        Ok(FitReport {
+            epochs: reports,
+            best_epoch,
+            lowest_trainable: lowest,
+            cached_features: cached,
+            dispatches_per_step: step_dispatches as f64 / counted_steps.max(1) as f64,
+            submissions_per_step: step_submits as f64 / counted_steps.max(1) as f64,
+            bytes_allocated,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn optimizer_groups(&self, net: &Network, grads: &Grads, lowest: usize, trunk_lr_mult: f32, keep_best: bool) -> Result<Vec<Group>> {
+        let gpu = &self.gpu;
+        let mut ranges = vec![(net.head_params.buf.view(0, &[net.head_params.len])?, grads.head.clone(), 1.0f32)];
+        if let Some(tg) = &grads.trunk {
+            let start = grads.trunk_start;
+            ranges.push((net.trunk_params.buf.view(start, &[net.trunk_params.len - start])?, tg.clone(), trunk_lr_mult));
+        }
+        let _ = lowest;
+        let mut groups = Vec::new();
+        for (params, g, lr_mult) in ranges {
+            let n = params.len();
+            let (step, state) = match self.config.optimizer {
+                Optimizer::Sgd(c) => {
+                    let buf = if c.momentum != 0.0 { Some(Tensor::alloc(gpu, &[n], DType::F32, "momentum")?) } else { None };
+                    (sgd_step(gpu, &params, &g, buf.as_ref(), &c)?, buf.into_iter().collect())
+                }
+                Optimizer::Adam(c) => {
+                    let m = Tensor::alloc(gpu, &[n], DType::F32, "adam_m")?;
+                    let v = Tensor::alloc(gpu, &[n], DType::F32, "adam_v")?;
+                    (adam_step(gpu, &params, &g, &m, &v, &c)?, vec![m, v])
+                }
+            };
+            let best = if keep_best { Some(Tensor::alloc(gpu, &[n], DType::F32, "best_params")?) } else { None };
+            groups.push(Group { step, state, lr_mult, params, best });
+        }
+        Ok(groups)
+    }
+}
+
+/// Copies every group's parameters to its backup (or back, with `restore`), on the GPU.
+fn backup(gpu: &Gpu, groups: &[Group], restore: bool) -> Result<()> {
+    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("best_weights") });
+    for g in groups {
+        if let Some(b) = &g.best {
+            let (src, dst) = if restore { (b, &g.params) } else { (&g.params, b) };
+            enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), src.bytes());
+        }
+    }
+    gpu.submit(enc);
+    Ok(())
+}
+
+fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
+    data.validate()?;
+    if data.d != net.input_dim() {
+        return Err(Error::shape(format!("the data has {} input features, the network takes {}", data.d, net.input_dim())));
+    }
+    match (&data.targets, net.head_kind) {
+        (crate::data::Targets::Classes { num_classes, .. }, HeadKind::Classes) if *num_classes <= net.output_dim() => Ok(()),
+        (crate::data::Targets::Classes { num_classes, .. }, HeadKind::Classes) => {
+            Err(Error::shape(format!("the data has {num_classes} classes, the head has {} outputs", net.output_dim())))
+        }
+        (crate::data::Targets::Labels { k, .. }, HeadKind::Labels) if *k == net.output_dim() => Ok(()),
+        (crate::data::Targets::Labels { k, .. }, HeadKind::Labels) => Err(Error::shape(format!("the data has {k} labels, the head has {} outputs", net.output_dim()))),
+        (crate::data::Targets::Classes { .. }, HeadKind::Labels) => Err(Error::invalid("the data has one class per example but the head predicts independent labels; swap the head for Head::classes")),
+        (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid("the data has several labels per example but the head is a softmax classifier; swap the head for Head::labels")),
+    }
+}
+
+fn bce_tensors(gpu: &Gpu, bce: &BceSettings, net: &Network) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let k = net.output_dim();
+    let make = |v: &Option<Vec<f32>>, what: &str| -> Result<Option<Tensor>> {
+        match v {
+            Some(v) if net.head_kind == HeadKind::Labels => {
+                if v.len() != k {
+                    return Err(Error::shape(format!("{what} has {} values for {k} labels", v.len())));
+                }
+                Ok(Some(Tensor::from_slice(gpu, &[k], v)?))
+            }
+            _ => Ok(None),
+        }
+    };
+    Ok((make(&bce.pos_weight, "pos_weight")?, make(&bce.label_weight, "label_weight")?))
+}
+
+fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, batches: usize) -> Result<Metrics> {
+    let loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+    let counts = acc.counts.download_u32(gpu)?;
+    Ok(match kind {
+        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
+        HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
+    })
+}
+
+/// Computes the trunk's outputs for every example of `data` once: `[n, trunk_out]`.
+fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> Result<Tensor> {
+    let t = net.trunk.len();
+    let d = net.trunk_output_dim();
+    let features = Tensor::alloc(gpu, &[data.n, d], DType::F32, "trunk_features")?;
+    let identity: Vec<u32> = (0..data.n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
+    let b = batch.min(data.n);
+    let full = ForwardPlan::build(gpu, net, &data.x, &indices, 0, t, b)?;
+    let rem = data.n % b;
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, &data.x, &indices, 0, t, rem)?) } else { None };
+    let mut start = 0;
+    while start < data.n {
+        let rows = b.min(data.n - start);
+        let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
+        plan.set_offset(gpu, start)?;
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("trunk_features") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("trunk_features"), timestamp_writes: None });
+            plan.encode(gpu, &mut pass);
+        }
+        let bytes = (rows * d * 4) as u64;
+        enc.copy_buffer_to_buffer(plan.output.buffer(), plan.output.offset(), features.buffer(), features.offset() + (start * d * 4) as u64, bytes);
+        gpu.submit(enc);
+        start += rows;
+    }
+    gpu.check("trunk features")?;
+    Ok(features)
+}
+
+/// Evaluation over a resident data set: forward, loss, metrics; read once.
+struct Evaluator {
+    full: Plan,
+    partial: Option<Plan>,
+    acc: Accumulators,
+    _scratch: Scratch,
+    _indices: Tensor,
+    n: usize,
+    b: usize,
+}
+
+impl Evaluator {
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = self._scratch.tensors();
+        v.extend(self.acc.tensors());
+        v.push(&self._indices);
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(gpu: &Gpu, net: &Network, data: &DeviceData, source_x: &Tensor, first: usize, batch: usize, cfg: &TrainConfig, bce: &(Option<Tensor>, Option<Tensor>)) -> Result<Evaluator> {
+        let b = batch.min(data.n).max(1);
+        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data)?;
+        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let identity: Vec<u32> = (0..data.n as u32).collect();
+        let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
+        let inputs = PlanInputs {
+            net,
+            mode: Mode::Eval,
+            first,
+            source_x,
+            source_y: &data.y,
+            indices: &indices,
+            scratch: &scratch,
+            grads: None,
+            acc: &acc,
+            bce: &cfg.bce,
+            bce_tensors: bce,
+            threshold: cfg.threshold,
+        };
+        let full = Plan::build(gpu, &inputs, b)?;
+        let rem = data.n % b;
+        let partial = if rem > 0 { Some(Plan::build(gpu, &inputs, rem)?) } else { None };
+        Ok(Evaluator { full, partial, acc, _scratch: scratch, _indices: indices, n: data.n, b })
+    }
+
+    fn run(&self, gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Metrics> {
+        self.acc.reset(gpu)?;
+        let steps = self.n.div_ceil(self.b);
+        for s in 0..steps {
+            let plan = if s == steps - 1 && self.partial.is_some() { self.partial.as_ref().unwrap_or(&self.full) } else { &self.full };
+            plan.set_offset(gpu, s * self.b)?;
+            let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval_step") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval_step"), timestamp_writes: None });
+                plan.encode(gpu, &mut pass);
+            }
+            gpu.submit(enc);
+        }
+        read_metrics(gpu, &self.acc, kind, outputs, steps)
+    }
+}
+
+/// The loss gradients of every layer for one batch holding all of `data` (no update): what
+/// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
+/// per layer, trunk then head, and the batch loss.
+pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, Vec<(Vec<f32>, Vec<f32>)>)> {
+    check_fits(net, data)?;
+    let dev = DeviceData::upload(gpu, data)?;
+    let mode = Mode::Train { lowest: 0 };
+    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev)?;
+    let grads = Grads::new(gpu, net, 0)?;
+    let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+    acc.reset(gpu)?;
+    let identity: Vec<u32> = (0..dev.n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[dev.n], &identity)?;
+    let bce_t = bce_tensors(gpu, bce, net)?;
+    let inputs = PlanInputs {
+        net,
+        mode,
+        first: 0,
+        source_x: &dev.x,
+        source_y: &dev.y,
+        indices: &indices,
+        scratch: &scratch,
+        grads: Some(&grads),
+        acc: &acc,
+        bce,
+        bce_tensors: &bce_t,
+        threshold: 0.5,
+    };
+    let plan = Plan::build(gpu, &inputs, dev.n)?;
+    plan.set_offset(gpu, 0)?;
+    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradients") });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradients"), timestamp_writes: None });
+        plan.encode(gpu, &mut pass);
+    }
+    gpu.submit(enc);
+    let loss = acc.loss.download(gpu)?[0] as f64;
+    let out = (0..net.layers().len())
+        .map(|i| {
+            let (w, b) = grads.views(net, i)?;
+            Ok((w.download(gpu)?, b.download(gpu)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((loss, out))
+}
+
+/// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for
+/// class heads, per-label probabilities (sigmoid) for label heads. `[n, outputs]`.
+pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    let gpu = net.gpu();
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
+    }
+    let xs = Tensor::from_slice(gpu, &[n, d], x)?;
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[n], &identity)?;
+    let l = net.layers().len();
+    let b = batch.clamp(1, n);
+    let out_dim = net.output_dim();
+    let logits = Tensor::alloc(gpu, &[n, out_dim], DType::F32, "predict_logits")?;
+    let full = ForwardPlan::build(gpu, net, &xs, &indices, 0, l, b)?;
+    let rem = n % b;
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, &xs, &indices, 0, l, rem)?) } else { None };
+    let mut start = 0;
+    while start < n {
+        let rows = b.min(n - start);
+        let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
+        plan.set_offset(gpu, start)?;
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("predict") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("predict"), timestamp_writes: None });
+            plan.encode(gpu, &mut pass);
+        }
+        enc.copy_buffer_to_buffer(plan.output.buffer(), plan.output.offset(), logits.buffer(), (start * out_dim * 4) as u64, (rows * out_dim * 4) as u64);
+        gpu.submit(enc);
+        start += rows;
+    }
+    let mut out = logits.download(gpu)?;
+    match net.head_kind {
+        HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
+        HeadKind::Classes => {
+            for row in out.chunks_mut(out_dim) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                row.iter_mut().for_each(|v| *v = (((*v - max) as f64).exp() / sum) as f32);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,370 @@
+//! Step plans: every dispatch of a training (or evaluation) step, with its pipeline and bind
+//! group, built once per (network, trainable set, batch size) and re-recorded every step.
+//!
+//! Data flow of a training step with batch B (shapes in comments):
+//!
+//! ```text
+//! gather x[idx], y[idx] ─► layer 0 … layer L−1 (matmul NT + bias + act, fused) ─► logits (B, out)
+//!   ─► loss kernel: loss_rows (B), dlogits (B, out) ─► sum into the epoch's loss accumulator
+//!   ─► metrics kernel: counts accumulate
+//!   ─► backward, top layer down to the lowest trainable one:
+//!        dz = da ⊙ f'(·)  │  dW = dzᵀ·input (matmul TN)  │  db = Σ_rows dz  │  da_below = dz·W (NN,
+//!        skipped for the lowest trainable layer: nothing below needs it)
+//!   ─► optimizer: one dispatch per arena range (head, trainable trunk suffix)
+//! ```
+//! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches.
+
+use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::gather::{GatherRows, gather_rows};
+use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
+use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
+use crate::nn::{HeadKind, Network};
+
+/// A data set resident on the GPU: inputs `[n, d]` and targets (`u32 [n, 1]` classes or
+/// `f32 [n, k]` labels with NaN for unknown).
+pub struct DeviceData {
+    pub(crate) x: Tensor,
+    pub(crate) y: Tensor,
+    pub(crate) n: usize,
+    pub(crate) kind: HeadKind,
+    pub(crate) outputs: usize,
+}
+
+impl DeviceData {
+    /// Uploads a data set once.
+    pub fn upload(gpu: &Gpu, data: &crate::data::Dataset) -> Result<DeviceData> {
+        data.validate()?;
+        let x = Tensor::alloc(gpu, &[data.n, data.d], DType::F32, "dataset_x")?;
+        x.write(gpu, &data.x)?;
+        let (y, kind, outputs) = match &data.targets {
+            crate::data::Targets::Classes { y, num_classes } => (Tensor::from_u32(gpu, &[data.n, 1], y)?, HeadKind::Classes, *num_classes),
+            crate::data::Targets::Labels { y, k } => (Tensor::from_slice(gpu, &[data.n, *k], y)?, HeadKind::Labels, *k),
+        };
+        Ok(DeviceData { x, y, n: data.n, kind, outputs })
+    }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// Loss settings that apply to a label (BCE) head.
+#[derive(Debug, Clone, Default)]
+pub struct BceSettings {
+    /// Per-label positive weight (PyTorch `pos_weight`), length k.
+    pub pos_weight: Option<Vec<f32>>,
+    /// Per-label loss weight, length k.
+    pub label_weight: Option<Vec<f32>>,
+    pub reduction: loss::BceReduction,
+}
+
+/// GPU accumulators for an epoch: the loss sum and the metric counts, read once per epoch.
+pub(crate) struct Accumulators {
+    pub loss: Tensor,   // (1)
+    pub counts: Tensor, // u32 (2) correct/total, or (k, 4) TP/FP/TN/FN
+}
+
+impl Accumulators {
+    pub fn new(gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Accumulators> {
+        let counts = match kind {
+            HeadKind::Classes => Tensor::alloc(gpu, &[2], DType::U32, "acc_counts")?,
+            HeadKind::Labels => Tensor::alloc(gpu, &[outputs, 4], DType::U32, "acc_counts")?,
+        };
+        Ok(Accumulators { loss: Tensor::alloc(gpu, &[1], DType::F32, "acc_loss")?, counts })
+    }
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.loss, &self.counts]
+    }
+    pub fn reset(&self, gpu: &Gpu) -> Result<()> {
+        self.loss.write(gpu, &[0.0])?;
+        self.counts.write_u32(gpu, &vec![0; self.counts.len()])
+    }
+}
+
+/// Gradient arenas for the trainable layers (the head, and the trunk from `trunk_start`).
+pub(crate) struct Grads {
+    pub head: Tensor,
+    pub trunk: Option<Tensor>,
+    /// Element offset in the trunk arena where the trainable range starts.
+    pub trunk_start: usize,
+}
+
+impl Grads {
+    pub fn new(gpu: &Gpu, net: &Network, lowest: usize) -> Result<Grads> {
+        let t = net.trunk.len();
+        let head = Tensor::alloc(gpu, &[net.head_params.len], DType::F32, "grads_head")?;
+        let (trunk, trunk_start) = if lowest < t {
+            let start = net.trunk_params.slots[lowest].w;
+            (Some(Tensor::alloc(gpu, &[net.trunk_params.len - start], DType::F32, "grads_trunk")?), start)
+        } else {
+            (None, net.trunk_params.len)
+        };
+        Ok(Grads { head, trunk, trunk_start })
+    }
+
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        std::iter::once(&self.head).chain(self.trunk.as_ref()).collect()
+    }
+
+    /// The gradient views (dW `[out, in]`, db `[out]`) of layer `i`.
+    pub(crate) fn views(&self, net: &Network, i: usize) -> Result<(Tensor, Tensor)> {
+        let s = net.layers()[i];
+        let t = net.trunk.len();
+        let (buf, slot, base) = if i >= t {
+            (&self.head, net.head_params.slots[i - t], 0)
+        } else {
+            let g = self.trunk.as_ref().ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
+            (g, net.trunk_params.slots[i], self.trunk_start)
+        };
+        Ok((buf.view(slot.w - base, &[s.outputs, s.inputs])?, buf.view(slot.b - base, &[s.outputs])?))
+    }
+}
+
+/// Per-step scratch tensors sized for the largest batch; partial batches use row views.
+pub(crate) struct Scratch {
+    rows: usize,
+    x: Tensor,
+    y: Tensor,
+    z: Vec<Option<Tensor>>,
+    a: Vec<Tensor>,
+    da: Vec<Option<Tensor>>,
+    dz: Vec<Option<Tensor>>,
+    loss_rows: Tensor,
+    dlogits: Tensor,
+}
+
+/// What a plan computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Forward, loss, metrics, backward down to layer `lowest`.
+    Train { lowest: usize },
+    /// Forward, loss, metrics.
+    Eval,
+}
+
+fn needs_z(mode: Mode, layer: usize, act: Activation) -> bool {
+    matches!(mode, Mode::Train { lowest } if layer >= lowest && !act.grad_from_output())
+}
+
+impl Scratch {
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
+        v.extend(self.a.iter());
+        for t in self.z.iter().chain(&self.da).chain(&self.dz).flatten() {
+            v.push(t);
+        }
+        v
+    }
+
+    /// `first` is the first layer computed (the trunk's depth when reading cached features).
+    pub fn new(gpu: &Gpu, net: &Network, first: usize, rows: usize, mode: Mode, data: &DeviceData) -> Result<Scratch> {
+        let layers = net.layers();
+        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs };
+        let mut z = Vec::new();
+        let mut a = Vec::new();
+        let mut da = Vec::new();
+        let mut dz = Vec::new();
+        let f32a = |shape: &[usize], label: &str| Tensor::alloc(gpu, shape, DType::F32, label);
+        for (i, s) in layers.iter().enumerate() {
+            let shape = [rows, s.outputs];
+            let active = i >= first;
+            z.push(if active && needs_z(mode, i, s.activation) { Some(f32a(&shape, "z")?) } else { None });
+            a.push(if active { f32a(&shape, "a")? } else { f32a(&[1], "unused")? });
+            let trainable = matches!(mode, Mode::Train { lowest } if i >= lowest);
+            da.push(if trainable { Some(f32a(&shape, "da")?) } else { None });
+            dz.push(if trainable && s.activation != Activation::Identity { Some(f32a(&shape, "dz")?) } else { None });
+        }
+        let out = net.output_dim();
+        let y = match data.kind {
+            HeadKind::Classes => Tensor::alloc(gpu, &[rows, 1], DType::U32, "batch_y")?,
+            HeadKind::Labels => f32a(&[rows, data.outputs], "batch_y")?,
+        };
+        let dlogits = match da.last() {
+            Some(Some(t)) => t.clone(),
+            _ => f32a(&[rows, out], "dlogits_eval")?,
+        };
+        Ok(Scratch { rows, x: f32a(&[rows, in_dim], "batch_x")?, y, z, a, da, dz, loss_rows: f32a(&[rows], "loss_rows")?, dlogits })
+    }
+}
+
+fn rows_view(t: &Tensor, rows: usize) -> Result<Tensor> {
+    let mut shape = t.shape().to_vec();
+    shape[0] = rows;
+    t.view(0, &shape)
+}
+
+fn opt_rows(t: &Option<Tensor>, rows: usize) -> Result<Option<Tensor>> {
+    t.as_ref().map(|t| rows_view(t, rows)).transpose()
+}
+
+/// Records layers `first..upto` reading `x`; each layer writes `a[i]` (and `z[i]` first when the
+/// backward pass needs the pre-activation).
+pub(crate) fn forward_dispatches(
+    gpu: &Gpu,
+    net: &Network,
+    first: usize,
+    upto: usize,
+    x: &Tensor,
+    z: &[Option<Tensor>],
+    a: &[Tensor],
+    out: &mut Vec<Dispatch>,
+) -> Result<()> {
+    let layers = net.layers();
+    for i in first..upto {
+        let spec = layers[i];
+        let input = if i == first { x } else { &a[i - 1] };
+        let (w, b) = net.param_views(i)?;
+        match &z[i] {
+            Some(z) => {
+                out.push(matmul_dispatch(gpu, input, &w, z, Transpose::NT, Epilogue { bias: Some(&b), activation: Activation::Identity })?);
+                out.push(elementwise::act_forward_dispatch(gpu, spec.activation, z, &a[i])?);
+            }
+            None => out.push(matmul_dispatch(gpu, input, &w, &a[i], Transpose::NT, Epilogue { bias: Some(&b), activation: spec.activation })?),
+        }
+    }
+    Ok(())
+}
+
+/// Forward-only work for a batch of `rows`: gather the inputs, run layers `first..upto`.
+/// Used to cache trunk features and to predict.
+pub(crate) struct ForwardPlan {
+    gather: GatherRows,
+    dispatches: Vec<Dispatch>,
+    pub output: Tensor,
+}
+
+impl ForwardPlan {
+    pub fn build(gpu: &Gpu, net: &Network, source_x: &Tensor, indices: &Tensor, first: usize, upto: usize, rows: usize) -> Result<ForwardPlan> {
+        let layers = net.layers();
+        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs };
+        let x = Tensor::alloc(gpu, &[rows, in_dim], DType::F32, "fwd_x")?;
+        let a: Vec<Tensor> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let shape = if i >= first && i < upto { vec![rows, s.outputs] } else { vec![1] };
+                Tensor::alloc(gpu, &shape, DType::F32, "fwd_a")
+            })
+            .collect::<Result<_>>()?;
+        let z = vec![None; layers.len()];
+        let mut dispatches = Vec::new();
+        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &mut dispatches)?;
+        let gather = gather_rows(gpu, source_x, indices, &x)?;
+        Ok(ForwardPlan { gather, dispatches, output: a[upto - 1].clone() })
+    }
+
+    pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
+        self.gather.set_offset(gpu, offset as u32)
+    }
+
+    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
+        self.gather.dispatch().encode(gpu, pass) + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+    }
+}
+
+/// The recorded dispatches of one step at one batch size.
+pub(crate) struct Plan {
+    pub rows: usize,
+    gathers: Vec<GatherRows>,
+    dispatches: Vec<Dispatch>,
+}
+
+/// Everything `Plan::build` reads.
+pub(crate) struct PlanInputs<'a> {
+    pub net: &'a Network,
+    pub mode: Mode,
+    pub first: usize,
+    pub source_x: &'a Tensor,
+    pub source_y: &'a Tensor,
+    pub indices: &'a Tensor,
+    pub scratch: &'a Scratch,
+    pub grads: Option<&'a Grads>,
+    pub acc: &'a Accumulators,
+    pub bce: &'a BceSettings,
+    pub bce_tensors: &'a (Option<Tensor>, Option<Tensor>),
+    pub threshold: f32,
+}
+
+impl Plan {
+    pub fn build(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize) -> Result<Plan> {
+        let net = p.net;
+        let s = p.scratch;
+        if rows == 0 || rows > s.rows {
+            return Err(Error::invalid(format!("a plan for {rows} rows on scratch of {}", s.rows)));
+        }
+        let layers = net.layers();
+        let l = layers.len();
+        let x = rows_view(&s.x, rows)?;
+        let y = rows_view(&s.y, rows)?;
+        let gathers = vec![gather_rows(gpu, p.source_x, p.indices, &x)?, gather_rows(gpu, p.source_y, p.indices, &y)?];
+        let mut d = Vec::new();
+        // forward
+        let a: Vec<Tensor> = s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
+        let z: Vec<Option<Tensor>> = s.z.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
+        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &mut d)?;
+        // loss + metrics
+        let logits = &a[l - 1];
+        let loss_rows = rows_view(&s.loss_rows, rows)?;
+        let dlogits = rows_view(&s.dlogits, rows)?;
+        match net.head_kind {
+            HeadKind::Classes => {
+                let targets = y.reshape(&[rows])?;
+                d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
+                d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
+            }
+            HeadKind::Labels => {
+                let opts = loss::BceOptions { pos_weight: p.bce_tensors.0.clone(), label_weight: p.bce_tensors.1.clone(), reduction: p.bce.reduction };
+                d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
+                d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
+            }
+        }
+        // backward
+        if let Mode::Train { lowest } = p.mode {
+            let grads = p.grads.ok_or_else(|| Error::invalid("a training plan needs gradient buffers"))?;
+            for i in (lowest..l).rev() {
+                let spec = layers[i];
+                let da = opt_rows(&s.da[i], rows)?.ok_or_else(|| Error::invalid("missing activation gradient"))?;
+                let dz = match opt_rows(&s.dz[i], rows)? {
+                    Some(dz) => {
+                        let (input, from_output) = match opt_rows(&s.z[i], rows)? {
+                            Some(z) => (z, false),
+                            None => (a[i].clone(), true),
+                        };
+                        d.push(elementwise::act_backward_dispatch(gpu, spec.activation, &da, &input, &dz, from_output)?);
+                        dz
+                    }
+                    None => da,
+                };
+                let input = if i == p.first { &x } else { &a[i - 1] };
+                let (gw, gb) = grads.views(net, i)?;
+                d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?);
+                d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                if i > lowest {
+                    let below = opt_rows(&s.da[i - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?;
+                    let (w, _) = net.param_views(i)?;
+                    d.push(matmul_dispatch(gpu, &dz, &w, &below, Transpose::NN, Epilogue::default())?);
+                }
+            }
+        }
+        Ok(Plan { rows, gathers, dispatches: d })
+    }
+
+    /// Points the batch gathers at `offset` in the index buffer (takes effect at the next submit).
+    pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
+        for g in &self.gathers {
+            g.set_offset(gpu, offset as u32)?;
+        }
+        Ok(())
+    }
+
+    /// Records the step; returns the number of dispatches recorded.
+    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
+        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>() + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+    }
+}

@@ -1,0 +1,98 @@
+//! Gradient evidence for the whole network: the GPU's backward pass equals float64 central
+//! differences of the reference network's loss, for every activation and both losses; and the
+//! reference's analytic gradients equal the same differences (so the reference is proven too).
+mod common;
+use common::*;
+use headswap::data::{Dataset, Targets};
+use headswap::kernels::Activation;
+use headswap::nn::{DenseSpec, HeadKind, Network};
+use headswap::reference::network::{RefLayer, RefLoss, forward, loss, loss_and_grads};
+use headswap::train::{BceSettings, gradients};
+
+const ACTIVATIONS: [Activation; 6] =
+    [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
+
+fn ref_loss(layers: &[RefLayer], x: &[f64], m: usize, t: &RefLoss) -> f64 {
+    let (_, a) = forward(layers, x, m);
+    loss(a.last().unwrap(), m, layers.last().unwrap().outputs, t).0
+}
+
+fn param(layers: &mut [RefLayer], li: usize, which: usize, j: usize) -> &mut f64 {
+    if which == 0 { &mut layers[li].w[j] } else { &mut layers[li].b[j] }
+}
+
+fn check(act: Activation, kind: HeadKind, seed: u64) {
+    let gpu = gpu();
+    let (d, h1, h2, k, m) = (5, 7, 6, 4, 9);
+    let specs = [
+        DenseSpec { inputs: d, outputs: h1, activation: act },
+        DenseSpec { inputs: h1, outputs: h2, activation: act },
+        DenseSpec { inputs: h2, outputs: k, activation: Activation::Identity },
+    ];
+    let values: Vec<(Vec<f32>, Vec<f32>)> =
+        specs.iter().enumerate().map(|(i, s)| (rand_vec(seed * 10 + i as u64, s.inputs * s.outputs), rand_vec(seed * 10 + 5 + i as u64, s.outputs))).collect();
+    let x = rand_range(seed + 100, m * d, -2.0, 2.0);
+    let mut r = headswap::Rng::new(seed);
+    let (targets, ref_target) = match kind {
+        HeadKind::Classes => {
+            let y: Vec<u32> = (0..m).map(|_| r.below(k as u64) as u32).collect();
+            (Targets::Classes { y: y.clone(), num_classes: k }, RefLoss::Softmax(y))
+        }
+        HeadKind::Labels => {
+            let mut y: Vec<f32> = (0..m * k).map(|_| if r.next_f64() < 0.5 { 1.0 } else { 0.0 }).collect();
+            y[3] = f32::NAN; // an unknown label: masked out of loss and gradient
+            (Targets::Labels { y: y.clone(), k }, RefLoss::Bce(y.iter().map(|&v| v as f64).collect()))
+        }
+    };
+    let data = Dataset { x: x.clone(), n: m, d, input_shape: vec![d], targets, label_names: (0..k).map(|i| format!("l{i}")).collect() };
+    let net = Network::from_values(&gpu, specs[..2].to_vec(), specs[2..].to_vec(), kind, &values).unwrap();
+    let (gpu_loss, gpu_grads) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
+
+    let mut layers: Vec<RefLayer> = specs
+        .iter()
+        .zip(&values)
+        .map(|(s, (w, b))| RefLayer { inputs: s.inputs, outputs: s.outputs, activation: s.activation, w: to_f64(w), b: to_f64(b) })
+        .collect();
+    let xf = to_f64(&x);
+    let (ref_l, ref_grads) = loss_and_grads(&layers, &xf, m, &ref_target);
+    let what = format!("{act:?} {kind:?}");
+    assert!((gpu_loss - ref_l).abs() <= 1e-4 * ref_l.abs().max(1.0), "{what}: loss {gpu_loss} vs reference {ref_l}");
+
+    // central differences of the reference loss, every parameter
+    let eps = 1e-6;
+    for li in 0..layers.len() {
+        for which in 0..2 {
+            let n = if which == 0 { layers[li].w.len() } else { layers[li].b.len() };
+            let mut fd = vec![0.0; n];
+            for j in 0..n {
+                let orig = *param(&mut layers, li, which, j);
+                *param(&mut layers, li, which, j) = orig + eps;
+                let up = ref_loss(&layers, &xf, m, &ref_target);
+                *param(&mut layers, li, which, j) = orig - eps;
+                let down = ref_loss(&layers, &xf, m, &ref_target);
+                *param(&mut layers, li, which, j) = orig;
+                fd[j] = (up - down) / (2.0 * eps);
+            }
+            let (gpu_g, ref_g) = if which == 0 { (&gpu_grads[li].0, &ref_grads[li].0) } else { (&gpu_grads[li].1, &ref_grads[li].1) };
+            let name = format!("{what} layer {li} {}", if which == 0 { "dW" } else { "db" });
+            let tol = Tolerance { rel: 1e-3, abs: 1e-5 };
+            assert_close(&format!("{name}: GPU vs finite differences"), gpu_g, &fd, tol);
+            let ref_as_f32: Vec<f32> = ref_g.iter().map(|&v| v as f32).collect();
+            assert_close(&format!("{name}: reference vs finite differences"), &ref_as_f32, &fd, Tolerance { rel: 1e-5, abs: 1e-7 });
+        }
+    }
+}
+
+#[test]
+fn every_activation_with_softmax_cross_entropy() {
+    for (i, act) in ACTIVATIONS.iter().enumerate() {
+        check(*act, HeadKind::Classes, 1 + i as u64);
+    }
+}
+
+#[test]
+fn every_activation_with_masked_multi_label_bce() {
+    for (i, act) in ACTIVATIONS.iter().enumerate() {
+        check(*act, HeadKind::Labels, 20 + i as u64);
+    }
+}
