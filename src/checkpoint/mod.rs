@@ -1,1 +1,278 @@
-//! (being written)
+//! Checkpoint files: named f32 tensors plus string metadata, stored as
+//! [safetensors](https://github.com/huggingface/safetensors), independent of the network types.
+//!
+//! A [`Checkpoint`] is an ordered list of [`NamedTensor`]s (name, shape, row-major f32 data) and a
+//! string→string metadata map. [`save`] writes it as a safetensors file (F32, or F16 to halve the
+//! size), atomically: the bytes go to a temporary file in the same directory, which is fsynced and
+//! then renamed over the target, so a crash leaves either the old file or the new one, never half
+//! of one. [`load`] reads F32, F16, BF16 and F64 tensors (all converted to f32); any file that is
+//! not a well-formed safetensors file (empty, truncated, corrupt, a header claiming more bytes
+//! than the file has, ...) is an [`Error::Format`] naming the path, never a panic.
+//!
+//! The files are plain safetensors, so they interoperate with Python:
+//!
+//! ```python
+//! # a headswap checkpoint in PyTorch
+//! from safetensors.torch import load_file
+//! model.load_state_dict(load_file("model.safetensors"))   # names follow nn.Sequential
+//! # a PyTorch state_dict for headswap
+//! from safetensors.torch import save_file
+//! save_file(model.state_dict(), "model.safetensors", metadata={"format": "pt"})
+//! ```
+//!
+//! # Conventions
+//!
+//! **Tensor names** follow a `torch.nn.Sequential` state_dict: the layer at index `i` of the
+//! sequence (activations count as layers, so a Linear–ReLU–Linear MLP has parameters at 0 and 2)
+//! stores `<i>.weight` with shape `[out, in]` (PyTorch's `nn.Linear` layout, *not* `[in, out]`)
+//! and `<i>.bias` with shape `[out]`. Tensors are written in the order given, which is the order
+//! [`load`] returns them in (files written by other tools come back in their data-offset order).
+//!
+//! **Architecture** lives in the metadata: [`FORMAT_KEY`] (`headswap.format`) = [`FORMAT_VERSION`]
+//! (`"1"`), and [`LAYERS_KEY`] (`headswap.layers`) = a JSON string describing the layers. Other
+//! tools ignore metadata they do not know; a file from PyTorch has no `headswap.*` keys (often just
+//! `format` = `pt`), so a loader must not require them when the caller supplies the architecture.
+//!
+//! **Training state for resume** is stored in the same file, beside the parameters:
+//! - optimizer moments as extra tensors named `optim.<param name>.<slot>`, with the parameter's
+//!   shape, e.g. `optim.0.weight.exp_avg`, `optim.0.weight.exp_avg_sq` (PyTorch Adam's slot names;
+//!   see [`optim_tensor_name`]);
+//! - metadata [`OPTIM_STEP_KEY`] (`optim.step`, the optimizer step count, decimal),
+//!   [`TRAIN_EPOCH_KEY`] (`train.epoch`, decimal) and [`TRAIN_RNG_KEY`] (`train.rng`, the
+//!   [`Rng`](crate::Rng) state as a JSON array of four u64, see [`rng_state_to_string`]).
+//!
+//! Every tensor name starting with [`OPTIM_PREFIX`] (`optim.`) is training state, not a model
+//! parameter: a plain state_dict load ignores them. [`Checkpoint::state_dict_only`] drops them
+//! (and the `optim.*` / `train.*` metadata); [`Checkpoint::check`] does *not* ignore them, so check
+//! a resume checkpoint's parameters with `ckpt.state_dict_only().check(&expected)`.
+//!
+//! **Storage type.** [`StorageDtype::F16`] is for shipping weights; it refuses values beyond f16's
+//! range (±65504) instead of silently writing infinities. Save resume checkpoints as
+//! [`StorageDtype::F32`]: Adam's second moments underflow in f16.
+
+mod file;
+#[cfg(test)]
+mod tests;
+
+pub use file::{load, save};
+
+use crate::{Error, Result};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Metadata key holding the headswap checkpoint format version ([`FORMAT_VERSION`]).
+pub const FORMAT_KEY: &str = "headswap.format";
+/// The value of [`FORMAT_KEY`] this version writes.
+pub const FORMAT_VERSION: &str = "1";
+/// Metadata key holding the architecture, a JSON string.
+pub const LAYERS_KEY: &str = "headswap.layers";
+/// Prefix of the tensor names (and metadata keys) that hold optimizer state.
+pub const OPTIM_PREFIX: &str = "optim.";
+/// Prefix of the metadata keys that hold training-loop state.
+pub const TRAIN_PREFIX: &str = "train.";
+/// Metadata key: the optimizer's step count, decimal.
+pub const OPTIM_STEP_KEY: &str = "optim.step";
+/// Metadata key: the number of completed epochs, decimal.
+pub const TRAIN_EPOCH_KEY: &str = "train.epoch";
+/// Metadata key: the training RNG's state ([`rng_state_to_string`]).
+pub const TRAIN_RNG_KEY: &str = "train.rng";
+
+/// One tensor of a checkpoint: a name, a shape and its elements in row-major order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    /// A tensor, checking that `data` has as many elements as `shape` says.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Result<NamedTensor> {
+        let name = name.into();
+        match numel(&shape) {
+            Some(n) if n == data.len() => Ok(NamedTensor { name, shape, data }),
+            _ => Err(Error::shape(format!("tensor {name}: shape {shape:?} does not hold {} elements", data.len()))),
+        }
+    }
+
+    /// The number of elements `shape` describes (1 for a scalar's empty shape).
+    pub fn numel(&self) -> usize {
+        numel(&self.shape).unwrap_or(usize::MAX)
+    }
+}
+
+/// The product of `shape`, `None` on overflow.
+pub(crate) fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// How [`save`] stores the elements. [`load`] converts whatever it finds back to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDtype {
+    /// IEEE binary32, exact.
+    F32,
+    /// IEEE binary16 (round to nearest even); values beyond ±65504 are refused.
+    F16,
+}
+
+/// A tensor the caller expects in a checkpoint, for [`Checkpoint::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl Expect {
+    pub fn new(name: impl Into<String>, shape: Vec<usize>) -> Expect {
+        Expect { name: name.into(), shape }
+    }
+}
+
+/// Named tensors (in order) and string metadata; see the [module docs](self) for the conventions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Checkpoint {
+    pub tensors: Vec<NamedTensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint.
+    pub fn new() -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&NamedTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Removes the tensor called `name` and returns it (the others keep their order).
+    pub fn take(&mut self, name: &str) -> Option<NamedTensor> {
+        let i = self.tensors.iter().position(|t| t.name == name)?;
+        Some(self.tensors.remove(i))
+    }
+
+    /// Appends a tensor, checking its shape against its data and that the name is new.
+    pub fn push(&mut self, tensor: NamedTensor) -> Result<()> {
+        if numel(&tensor.shape) != Some(tensor.data.len()) {
+            return Err(Error::shape(format!(
+                "tensor {}: shape {:?} does not hold {} elements",
+                tensor.name,
+                tensor.shape,
+                tensor.data.len()
+            )));
+        }
+        if self.get(&tensor.name).is_some() {
+            return Err(Error::invalid(format!("checkpoint already has a tensor named {}", tensor.name)));
+        }
+        self.tensors.push(tensor);
+        Ok(())
+    }
+
+    /// The tensor names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.name.as_str())
+    }
+
+    /// The model parameters only: a copy without the tensors named `optim.*` and without the
+    /// `optim.*` and `train.*` metadata (what a plain state_dict load sees).
+    pub fn state_dict_only(&self) -> Checkpoint {
+        Checkpoint {
+            tensors: self.tensors.iter().filter(|t| !t.name.starts_with(OPTIM_PREFIX)).cloned().collect(),
+            metadata: self
+                .metadata
+                .iter()
+                .filter(|(k, _)| !k.starts_with(OPTIM_PREFIX) && !k.starts_with(TRAIN_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Checks that the checkpoint holds exactly the `expected` tensors with their shapes. On a
+    /// mismatch the one [`Error::Format`] lists everything that differs: the missing names, the
+    /// unexpected extra names, every shape mismatch (`0.weight: expected [512, 784], found [512,
+    /// 780]`) and any duplicated name. Order does not matter. `optim.*` tensors count like any
+    /// other: check [`state_dict_only`](Self::state_dict_only) for a resume checkpoint.
+    pub fn check(&self, expected: &[Expect]) -> Result<()> {
+        match self.mismatches(expected) {
+            None => Ok(()),
+            Some(m) => Err(Error::format("checkpoint", m)),
+        }
+    }
+
+    /// [`check`](Self::check)'s message, `None` when everything matches.
+    pub(crate) fn mismatches(&self, expected: &[Expect]) -> Option<String> {
+        let mut found: BTreeMap<&str, &[usize]> = BTreeMap::new();
+        let mut duplicated: Vec<&str> = Vec::new();
+        for t in &self.tensors {
+            if found.insert(&t.name, &t.shape).is_some() && !duplicated.contains(&t.name.as_str()) {
+                duplicated.push(&t.name);
+            }
+        }
+        let wanted: BTreeSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+
+        let mut missing = Vec::new();
+        let mut shapes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in expected {
+            if !seen.insert(e.name.as_str()) {
+                continue;
+            }
+            match found.get(e.name.as_str()) {
+                None => missing.push(e.name.as_str()),
+                Some(&s) if s != e.shape.as_slice() => shapes.push(format!("{}: expected {:?}, found {:?}", e.name, e.shape, s)),
+                Some(_) => {}
+            }
+        }
+        let mut unexpected = Vec::new();
+        for t in &self.tensors {
+            if !wanted.contains(t.name.as_str()) && !unexpected.contains(&t.name.as_str()) {
+                unexpected.push(t.name.as_str());
+            }
+        }
+
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing {} ({})", count(missing.len()), missing.join(", ")));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected {} ({})", count(unexpected.len()), unexpected.join(", ")));
+        }
+        if !shapes.is_empty() {
+            parts.push(format!("{} shape mismatch{} ({})", shapes.len(), if shapes.len() == 1 { "" } else { "es" }, shapes.join("; ")));
+        }
+        if !duplicated.is_empty() {
+            parts.push(format!("duplicated {} ({})", count(duplicated.len()), duplicated.join(", ")));
+        }
+        if parts.is_empty() { None } else { Some(format!("tensors do not match the expected ones: {}", parts.join("; "))) }
+    }
+}
+
+fn count(n: usize) -> String {
+    format!("{n} tensor{}", if n == 1 { "" } else { "s" })
+}
+
+/// The name of optimizer slot `slot` (e.g. `exp_avg`) of parameter `param` (e.g. `0.weight`):
+/// `optim.0.weight.exp_avg`.
+pub fn optim_tensor_name(param: &str, slot: &str) -> String {
+    format!("{OPTIM_PREFIX}{param}.{slot}")
+}
+
+/// The [`Rng`](crate::Rng) state as the [`TRAIN_RNG_KEY`] metadata value: a JSON array of the
+/// four u64 state words, e.g. `[1,2,3,4]` (Python's `json.loads` reads them exactly).
+pub fn rng_state_to_string(rng: &crate::Rng) -> String {
+    let s = rng.state();
+    format!("[{},{},{},{}]", s[0], s[1], s[2], s[3])
+}
+
+/// The [`Rng`](crate::Rng) saved by [`rng_state_to_string`]; anything else is
+/// [`Error::InvalidInput`].
+pub fn rng_state_from_str(s: &str) -> Result<crate::Rng> {
+    let words: Vec<u64> =
+        serde_json::from_str(s).map_err(|e| Error::invalid(format!("{TRAIN_RNG_KEY} is not a JSON array of u64: {e}")))?;
+    let state: [u64; 4] =
+        words.try_into().map_err(|w: Vec<u64>| Error::invalid(format!("{TRAIN_RNG_KEY} must hold 4 state words, found {}", w.len())))?;
+    if state == [0; 4] {
+        return Err(Error::invalid(format!("{TRAIN_RNG_KEY} is all zeros, not a generator state")));
+    }
+    Ok(crate::Rng::from_state(state))
+}

@@ -223,14 +223,12 @@ pub struct Trainer {
     gpu: Gpu,
     pub config: TrainConfig,
     rng: Rng,
-    /// Optimizer steps taken so far in this trainer (for Adam's bias correction across calls).
-    global_step: u32,
 }
 
 impl Trainer {
     pub fn new(gpu: &Gpu, config: TrainConfig) -> Trainer {
         let rng = Rng::new(config.seed);
-        Trainer { gpu: gpu.clone(), config, rng, global_step: 0 }
+        Trainer { gpu: gpu.clone(), config, rng }
     }
 
     /// The shuffle generator's state (saved with training checkpoints so a resumed run
@@ -379,6 +377,9 @@ impl Trainer {
         let steps_per_epoch = train.n.div_ceil(b);
         let total_steps = steps_per_epoch * epochs;
         let mut reports = Vec::new();
+        // Each run starts fresh optimizer state (as a new torch.optim optimizer would), so its
+        // step count — SGD's first-step momentum rule, Adam's bias correction — starts at 1.
+        let mut opt_step: u32 = 0;
         let mut best: Option<(f64, usize)> = None;
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
@@ -392,11 +393,11 @@ impl Trainer {
             for s in 0..steps_per_epoch {
                 let global = epoch * steps_per_epoch + s;
                 lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
-                self.global_step += 1;
+                opt_step += 1;
                 let plan = if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
                 plan.set_offset(&gpu, s * b)?;
                 for g in &groups {
-                    g.step.set(&gpu, lr * g.lr_mult, self.global_step)?;
+                    g.step.set(&gpu, lr * g.lr_mult, opt_step)?;
                 }
                 let mut recorded;
                 let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_step") });
