@@ -1,1 +1,126 @@
-//! (being written)
+//! Batch assembly on the GPU: the data set is uploaded once, and every step copies its batch's
+//! rows out of it through a (shuffled) index buffer, so no sample crosses the bus twice.
+//!
+//! ```no_run
+//! use headswap::{Gpu, Tensor, kernels::gather};
+//! let gpu = Gpu::new()?;
+//! let xs = Tensor::from_slice(&gpu, &[4, 2], &[0., 1., 10., 11., 20., 21., 30., 31.])?;
+//! let order = Tensor::from_u32(&gpu, &[4], &[2, 0, 3, 1])?; // an epoch's shuffle
+//! let batch = Tensor::zeros(&gpu, &[2, 2])?;
+//! let g = gather::gather_rows(&gpu, &xs, &order, &batch)?;
+//! g.set_offset(&gpu, 2)?; // the second batch of the epoch: rows 3 and 1
+//! g.run(&gpu)?;
+//! assert_eq!(batch.download(&gpu)?, vec![30., 31., 10., 11.]);
+//! # Ok::<(), headswap::Error>(())
+//! ```
+
+use super::{Family, Kernel, R, RW, ensure};
+use crate::error::{Error, Result};
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::tensor::DType;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+pub(crate) const GATHER_ROWS: Kernel = Kernel { family: Family::Gather, entry: "gather_rows", bindings: &[R, R, RW] };
+
+/// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GatherParams {
+    pub n: u32,
+    pub d: u32,
+    pub len: u32,
+    pub offset: u32,
+    pub total: u32,
+    pub _pad: [u32; 3],
+}
+
+/// A row gather `dst[i, ..] = src[indices[offset + i], ..]`, built once per (data set, batch
+/// buffer) and replayed every step with a new offset.
+#[derive(Debug)]
+pub struct GatherRows {
+    dispatch: Dispatch,
+    params: GatherParams,
+    rows: u32,
+}
+
+impl GatherRows {
+    /// Points the gather at `indices[offset .. offset + b]`; takes effect at the next submission.
+    /// `offset + b` must not pass the end of the index buffer.
+    pub fn set_offset(&self, gpu: &Gpu, offset: u32) -> Result<()> {
+        let end = offset as u64 + self.rows as u64;
+        if end > self.params.total as u64 {
+            return Err(Error::invalid(format!(
+                "gather_rows: positions {offset}..{end} pass the end of the {} indices",
+                self.params.total
+            )));
+        }
+        let p = GatherParams { offset, ..self.params };
+        self.dispatch.write_params(gpu, bytemuck::bytes_of(&p));
+        Ok(())
+    }
+
+    /// The launch, to record into a training step's pass.
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    /// Runs the gather at once, in its own submission.
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run("gather_rows", &[&self.dispatch])
+    }
+
+    /// Rows gathered per launch (b).
+    pub fn rows(&self) -> usize {
+        self.rows as usize
+    }
+}
+
+/// Builds `dst[i, ..] = src[indices[offset + i], ..]` for the `b` rows of `dst`, starting at
+/// offset 0. `src` is `[n, ...]` (f32 or u32; `[n]` for one label per row), `dst` is `[b, ...]`
+/// with the same trailing dimensions and dtype, `indices` is u32 `[total]` with `b ≤ total`.
+/// Elements are copied as bits. An index ≥ n is not read: its row is filled with `0xFFFFFFFF`
+/// (NaN as f32, `u32::MAX` as a label) so it shows.
+pub fn gather_rows(gpu: &Gpu, src: &Tensor, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
+    let op = "gather_rows";
+    ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
+        format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
+    })?;
+    ensure(src.shape()[1..] == dst.shape()[1..], op, || format!("src {:?} and dst {:?} rows differ", src.shape(), dst.shape()))?;
+    ensure(src.dtype() == dst.dtype(), op, || format!("src is {:?}, dst is {:?}", src.dtype(), dst.dtype()))?;
+    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
+    })?;
+    let (n, b, total) = (src.shape()[0], dst.shape()[0], indices.len());
+    let d: usize = src.shape()[1..].iter().product();
+    ensure(d >= 1, op, || format!("src {:?} has empty rows", src.shape()))?;
+    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
+    ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(src.len())?; // row · d stays below src.len() in the kernel's u32 arithmetic
+    let params = GatherParams { n: fits(n)?, d: fits(d)?, len: fits(dst.len())?, offset: 0, total: fits(total)?, _pad: [0; 3] };
+    let dispatch = Dispatch::new(gpu, GATHER_ROWS, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_1d(dst.len(), 256))?;
+    Ok(GatherRows { dispatch, params, rows: b as u32 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// Bytes of WGSL struct `name` in `src`, whose fields are all 4-byte scalars.
+    fn wgsl_struct_bytes(src: &str, name: &str) -> usize {
+        let start = src.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
+        let body = &src[start..];
+        let body = &body[..body.find('}').expect("struct end")];
+        let fields = body.lines().skip(1).map(|l| l.split("//").next().unwrap_or("")).filter(|l| l.contains(':'));
+        fields
+            .map(|l| match l.split(':').nth(1).unwrap_or("").trim().trim_end_matches(',') {
+                "u32" | "f32" | "i32" => 4,
+                ty => panic!("{name}: unexpected field type {ty}"),
+            })
+            .sum()
+    }
+    #[test]
+    fn params_match_wgsl_size() {
+        assert_eq!(std::mem::size_of::<GatherParams>(), 32);
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER, "GatherParams"), std::mem::size_of::<GatherParams>());
+    }
+}

@@ -1,1 +1,334 @@
-//! (being written)
+//! Optimizer steps: SGD (momentum, dampening, Nesterov, weight decay) and Adam / AdamW, each one
+//! dispatch over a whole flat parameter range (the trainer's parameter, gradient and moment
+//! arenas, or any view of them).
+//!
+//! The updates are PyTorch's single-tensor `torch.optim.SGD` / `Adam` / `AdamW` operation by
+//! operation in f32 (see `shaders/optim.wgsl`); the scalars PyTorch computes in Python floats are
+//! computed here in f64. Config values are f32; they are widened through their shortest decimal
+//! form (`0.9_f32` becomes `0.9_f64`, not `0.899999976...`), which is the number a PyTorch script
+//! writing `betas=(0.9, 0.999)` uses.
+//!
+//! ```no_run
+//! use headswap::{Gpu, Tensor, kernels::optim::{self, AdamConfig}};
+//! let gpu = Gpu::new()?;
+//! let p = Tensor::from_slice(&gpu, &[3], &[1., 2., 3.])?;
+//! let g = Tensor::from_slice(&gpu, &[3], &[0.1, 0.2, 0.3])?;
+//! let (m, v) = (Tensor::zeros(&gpu, &[3])?, Tensor::zeros(&gpu, &[3])?);
+//! let step = optim::adam_step(&gpu, &p, &g, &m, &v, &AdamConfig::adamw(1e-3))?;
+//! for t in 1..=10 {
+//!     step.set(&gpu, 1e-3, t)?; // a schedule would change the learning rate here
+//!     step.run(&gpu)?;
+//! }
+//! # Ok::<(), headswap::Error>(())
+//! ```
+
+use super::{Family, Kernel, R, RW, ensure};
+use crate::error::{Error, Result};
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::tensor::DType;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+pub(crate) const SGD: Kernel = Kernel { family: Family::Optim, entry: "sgd", bindings: &[R, RW] };
+pub(crate) const SGD_MOMENTUM: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum", bindings: &[R, RW, RW] };
+pub(crate) const ADAM: Kernel = Kernel { family: Family::Optim, entry: "adam", bindings: &[R, RW, RW, RW] };
+
+/// `torch.optim.SGD`'s hyper-parameters (without `maximize`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// Plain SGD with PyTorch's defaults: no momentum, dampening, weight decay or Nesterov.
+    pub fn new(lr: f32) -> SgdConfig {
+        SgdConfig { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+    }
+
+    /// PyTorch's constructor checks: lr, momentum, weight decay ≥ 0 (and finite); Nesterov needs
+    /// momentum > 0 and dampening = 0.
+    pub fn validate(&self) -> Result<()> {
+        check_lr(self.lr)?;
+        if !(self.momentum >= 0.0 && self.momentum.is_finite()) {
+            return Err(Error::invalid(format!("SGD momentum must be ≥ 0, got {}", self.momentum)));
+        }
+        if !self.dampening.is_finite() {
+            return Err(Error::invalid(format!("SGD dampening must be finite, got {}", self.dampening)));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(Error::invalid(format!("SGD weight_decay must be ≥ 0, got {}", self.weight_decay)));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(Error::invalid("Nesterov momentum requires a momentum and zero dampening"));
+        }
+        Ok(())
+    }
+}
+
+/// `torch.optim.Adam` / `AdamW`'s hyper-parameters (without `amsgrad` and `maximize`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// `true` = AdamW: `p ← p·(1 − lr·wd)` before the update; `false` = Adam: `g ← g + wd·p`.
+    pub decoupled_weight_decay: bool,
+}
+
+impl AdamConfig {
+    /// `torch.optim.Adam` defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn adam(lr: f32) -> AdamConfig {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled_weight_decay: false }
+    }
+
+    /// `torch.optim.AdamW` defaults: betas (0.9, 0.999), eps 1e-8, decoupled weight decay 0.01.
+    pub fn adamw(lr: f32) -> AdamConfig {
+        AdamConfig { weight_decay: 0.01, decoupled_weight_decay: true, ..AdamConfig::adam(lr) }
+    }
+
+    /// PyTorch's constructor checks: lr, eps, weight decay ≥ 0 (and finite), 0 ≤ β < 1.
+    pub fn validate(&self) -> Result<()> {
+        check_lr(self.lr)?;
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::invalid(format!("Adam {name} must be in [0, 1), got {b}")));
+            }
+        }
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(Error::invalid(format!("Adam eps must be ≥ 0, got {}", self.eps)));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(Error::invalid(format!("Adam weight_decay must be ≥ 0, got {}", self.weight_decay)));
+        }
+        Ok(())
+    }
+}
+
+fn check_lr(lr: f32) -> Result<()> {
+    if lr >= 0.0 && lr.is_finite() { Ok(()) } else { Err(Error::invalid(format!("learning rate must be finite and ≥ 0, got {lr}"))) }
+}
+
+/// An f32 hyper-parameter as the f64 a Python script would have written: through its shortest
+/// round-trip decimal form.
+pub(crate) fn widen(x: f32) -> f64 {
+    x.to_string().parse::<f64>().unwrap_or(x as f64)
+}
+
+/// Uniform block of `sgd` / `sgd_momentum` (`SgdParams` in optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct SgdParams {
+    pub n: u32,
+    pub step: u32,
+    pub neg_lr: f32,
+    pub weight_decay: f32,
+    pub momentum: f32,
+    pub one_minus_dampening: f32,
+    pub nesterov: u32,
+    pub _pad: u32,
+}
+
+impl SgdParams {
+    fn new(cfg: &SgdConfig, n: u32, lr: f32, step: u32) -> SgdParams {
+        SgdParams {
+            n,
+            step,
+            neg_lr: (-widen(lr)) as f32,
+            weight_decay: cfg.weight_decay,
+            momentum: cfg.momentum,
+            one_minus_dampening: (1.0 - widen(cfg.dampening)) as f32,
+            nesterov: cfg.nesterov as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// Uniform block of `adam` (`AdamParams` in optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct AdamParams {
+    pub n: u32,
+    pub step: u32,
+    pub neg_step_size: f32,
+    pub bc2_sqrt: f32,
+    pub beta2: f32,
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub decay_factor: f32,
+    pub decoupled: u32,
+    pub _pad: u32,
+}
+
+impl AdamParams {
+    /// The f64 host half of PyTorch's `_single_tensor_adam` for step `t`.
+    fn new(cfg: &AdamConfig, n: u32, lr: f32, step: u32) -> AdamParams {
+        let (lr, b1, b2, wd) = (widen(lr), widen(cfg.beta1), widen(cfg.beta2), widen(cfg.weight_decay));
+        let t = step as f64;
+        let bc1 = 1.0 - b1.powf(t);
+        let bc2 = 1.0 - b2.powf(t);
+        let step_size = lr / bc1;
+        AdamParams {
+            n,
+            step,
+            neg_step_size: (-step_size) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            beta2: cfg.beta2,
+            one_minus_beta1: (1.0 - b1) as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            decay_factor: (1.0 - lr * wd) as f32,
+            decoupled: cfg.decoupled_weight_decay as u32,
+            _pad: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+/// One optimizer step over a parameter range, built once and replayed every training step.
+/// Built ready for step 1 at the config's learning rate; call [`OptimStep::set`] before each
+/// later step (the step number drives Adam's bias correction and SGD's first-step momentum).
+#[derive(Debug)]
+pub struct OptimStep {
+    dispatch: Dispatch,
+    rule: Rule,
+    n: u32,
+}
+
+impl OptimStep {
+    /// Rewrites the uniform for step `step` (t ≥ 1) at learning rate `lr`, without rebuilding
+    /// anything; takes effect at the next submission that records this step.
+    pub fn set(&self, gpu: &Gpu, lr: f32, step: u32) -> Result<()> {
+        check_lr(lr)?;
+        if step == 0 {
+            return Err(Error::invalid("optimizer steps are numbered from 1"));
+        }
+        match &self.rule {
+            Rule::Sgd(c) => self.dispatch.write_params(gpu, bytemuck::bytes_of(&SgdParams::new(c, self.n, lr, step))),
+            Rule::Adam(c) => self.dispatch.write_params(gpu, bytemuck::bytes_of(&AdamParams::new(c, self.n, lr, step))),
+        }
+        Ok(())
+    }
+
+    /// The launch, to record into a training step's pass.
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    /// Runs the step at once, in its own submission.
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run(self.dispatch.name(), &[&self.dispatch])
+    }
+
+    /// Number of parameters it updates.
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+fn check_operand(op: &str, params: &Tensor, name: &str, t: &Tensor) -> Result<()> {
+    ensure(t.dtype() == DType::F32, op, || format!("{name} must be f32, is {:?}", t.dtype()))?;
+    ensure(t.len() == params.len(), op, || format!("params {:?} and {name} {:?} differ in length", params.shape(), t.shape()))
+}
+
+fn check_params(op: &str, params: &Tensor) -> Result<u32> {
+    ensure(params.dtype() == DType::F32, op, || format!("params must be f32, are {:?}", params.dtype()))?;
+    u32::try_from(params.len()).map_err(|_| Error::invalid(format!("{op}: {} parameters exceed u32", params.len())))
+}
+
+/// An SGD step: `params -= lr · direction(grads)` (see [`SgdConfig`]). `momentum_buf` (same
+/// length as `params`) is required when `cfg.momentum != 0` and ignored otherwise. `grads` must
+/// not share a buffer with `params`.
+pub fn sgd_step(gpu: &Gpu, params: &Tensor, grads: &Tensor, momentum_buf: Option<&Tensor>, cfg: &SgdConfig) -> Result<OptimStep> {
+    cfg.validate()?;
+    let n = check_params("sgd", params)?;
+    check_operand("sgd", params, "grads", grads)?;
+    ensure(!grads.same_buffer(params), "sgd", || "grads must not share a buffer with params".into())?;
+    let p = SgdParams::new(cfg, n, cfg.lr, 1);
+    let groups = groups_1d(params.len(), 256);
+    let dispatch = if cfg.momentum != 0.0 {
+        let buf = momentum_buf.ok_or_else(|| Error::invalid("SGD with momentum needs a momentum buffer"))?;
+        check_operand("sgd", params, "momentum_buf", buf)?;
+        Dispatch::new(gpu, SGD_MOMENTUM, &[], bytemuck::bytes_of(&p), &[grads, params, buf], groups)?
+    } else {
+        Dispatch::new(gpu, SGD, &[], bytemuck::bytes_of(&p), &[grads, params], groups)?
+    };
+    Ok(OptimStep { dispatch, rule: Rule::Sgd(*cfg), n })
+}
+
+/// An Adam or AdamW step (see [`AdamConfig`]) updating `params` and the moments `m`, `v` (same
+/// length, start at zero). `grads` must not share a buffer with the others.
+pub fn adam_step(gpu: &Gpu, params: &Tensor, grads: &Tensor, m: &Tensor, v: &Tensor, cfg: &AdamConfig) -> Result<OptimStep> {
+    cfg.validate()?;
+    let n = check_params("adam", params)?;
+    check_operand("adam", params, "grads", grads)?;
+    check_operand("adam", params, "m", m)?;
+    check_operand("adam", params, "v", v)?;
+    ensure(!grads.same_buffer(params) && !grads.same_buffer(m) && !grads.same_buffer(v), "adam", || {
+        "grads must not share a buffer with params or the moments".into()
+    })?;
+    let p = AdamParams::new(cfg, n, cfg.lr, 1);
+    let dispatch = Dispatch::new(gpu, ADAM, &[], bytemuck::bytes_of(&p), &[grads, params, m, v], groups_1d(params.len(), 256))?;
+    Ok(OptimStep { dispatch, rule: Rule::Adam(*cfg), n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// Bytes of WGSL struct `name` in `src`, whose fields are all 4-byte scalars.
+    fn wgsl_struct_bytes(src: &str, name: &str) -> usize {
+        let start = src.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
+        let body = &src[start..];
+        let body = &body[..body.find('}').expect("struct end")];
+        let fields = body.lines().skip(1).map(|l| l.split("//").next().unwrap_or("")).filter(|l| l.contains(':'));
+        fields
+            .map(|l| match l.split(':').nth(1).unwrap_or("").trim().trim_end_matches(',') {
+                "u32" | "f32" | "i32" => 4,
+                ty => panic!("{name}: unexpected field type {ty}"),
+            })
+            .sum()
+    }
+    #[test]
+    fn params_match_wgsl_size() {
+        let src = crate::kernels::source::OPTIM;
+        assert_eq!(std::mem::size_of::<SgdParams>(), 32);
+        assert_eq!(std::mem::size_of::<AdamParams>(), 48);
+        assert_eq!(wgsl_struct_bytes(src, "SgdParams"), std::mem::size_of::<SgdParams>());
+        assert_eq!(wgsl_struct_bytes(src, "AdamParams"), std::mem::size_of::<AdamParams>());
+    }
+    #[test]
+    fn hyper_parameters_widen_through_their_decimal_form() {
+        assert_eq!(widen(0.9), 0.9);
+        assert_eq!(widen(0.999), 0.999);
+        assert_eq!(widen(1e-8), 1e-8);
+        let p = AdamParams::new(&AdamConfig::adam(1e-3), 1, 1e-3, 1);
+        assert_eq!(p.one_minus_beta1, (1.0 - 0.9_f64) as f32);
+        assert_eq!(p.neg_step_size, (-(1e-3 / (1.0 - 0.9_f64))) as f32);
+    }
+    #[test]
+    fn pytorch_defaults_and_checks() {
+        let w = AdamConfig::adamw(1e-3);
+        assert!(w.decoupled_weight_decay && w.weight_decay == 0.01 && w.beta1 == 0.9 && w.beta2 == 0.999 && w.eps == 1e-8);
+        assert!(!AdamConfig::adam(1e-3).decoupled_weight_decay && AdamConfig::adam(1e-3).weight_decay == 0.0);
+        assert!(SgdConfig { nesterov: true, ..SgdConfig::new(0.1) }.validate().is_err());
+        assert!(SgdConfig { nesterov: true, momentum: 0.9, dampening: 0.1, ..SgdConfig::new(0.1) }.validate().is_err());
+        assert!(SgdConfig::new(-1.0).validate().is_err());
+        assert!(AdamConfig { beta1: 1.0, ..AdamConfig::adam(1e-3) }.validate().is_err());
+    }
+}

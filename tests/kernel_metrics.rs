@@ -1,0 +1,210 @@
+//! Argmax accuracy and per-label confusion counts against the float64 reference: odd sizes, ties,
+//! NaN logits and NaN-masked targets, soft targets, thresholds, and counts that accumulate
+//! across launches (the counters start non-zero to show the kernels add).
+mod common;
+use common::*;
+use headswap::kernels::metrics::{self, LabelMetrics};
+use headswap::{Gpu, Rng, Tensor, reference};
+
+fn labels(seed: u64, m: usize, c: usize) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..m).map(|_| r.below(c as u64) as u32).collect()
+}
+
+/// Logits on a coarse grid (multiples of 0.5 in [-1, 1]), so most rows hold ties.
+fn tied_logits(seed: u64, n: usize) -> Vec<f32> {
+    rand_vec(seed, n).iter().map(|x| (x * 2.0).round() / 2.0).collect()
+}
+
+fn counters(gpu: &Gpu, init: &[u32]) -> Tensor {
+    Tensor::from_u32(gpu, &[init.len()], init).unwrap()
+}
+
+fn check_argmax(m: usize, c: usize, logits: &[f32], targets: &[u32]) {
+    let gpu = gpu();
+    let gl = upload(&gpu, &[m, c], logits);
+    let gt = Tensor::from_u32(&gpu, &[m], targets).unwrap();
+    let counts = counters(&gpu, &[5, 11]);
+    metrics::argmax_correct(&gpu, &gl, &gt, &counts).unwrap();
+    let (correct, total) = reference::metrics::argmax_correct(&to_f64(logits), targets, m, c);
+    assert_eq!(counts.download_u32(&gpu).unwrap(), vec![5 + correct, 11 + total], "argmax m={m} c={c}");
+}
+
+#[test]
+fn argmax_odd_sizes() {
+    for (i, &m) in ODD_SIZES.iter().enumerate() {
+        for (j, &c) in [1, 2, 7, 33, 127].iter().enumerate() {
+            let seed = 10 * i as u64 + j as u64;
+            let logits = rand_vec(seed, m * c);
+            // targets: the true argmax for about half the rows, so both outcomes are exercised
+            let mut targets = labels(seed + 1000, m, c);
+            for r in (0..m).step_by(2) {
+                targets[r] = reference::metrics::argmax(&to_f64(&logits[r * c..(r + 1) * c])).unwrap() as u32;
+            }
+            check_argmax(m, c, &logits, &targets);
+        }
+    }
+}
+
+#[test]
+fn argmax_ties_pick_the_first_index() {
+    let gpu = gpu();
+    // by hand: [1, 3, 3, 0] → 1; [2, 2, 2, 2] → 0; [-1, 0, 5, 5] → 2; [0, NaN, 9, NaN] → 1 (NaN is the max)
+    let logits = [1., 3., 3., 0., 2., 2., 2., 2., -1., 0., 5., 5., 0., f32::NAN, 9., f32::NAN];
+    let gl = upload(&gpu, &[4, 4], &logits);
+    for (targets, correct) in [([1, 0, 2, 1], 4), ([2, 3, 3, 2], 0), ([1, 1, 2, 0], 2)] {
+        let gt = Tensor::from_u32(&gpu, &[4], &targets).unwrap();
+        let counts = counters(&gpu, &[0, 0]);
+        metrics::argmax_correct(&gpu, &gl, &gt, &counts).unwrap();
+        assert_eq!(counts.download_u32(&gpu).unwrap(), vec![correct, 4], "targets {targets:?}");
+    }
+    // random rows full of ties, with some NaNs and out-of-range targets
+    for (i, &(m, c)) in [(257, 7), (127, 33), (1000, 3)].iter().enumerate() {
+        let mut logits = tied_logits(50 + i as u64, m * c);
+        for k in (3..logits.len()).step_by(37) {
+            logits[k] = f32::NAN;
+        }
+        let mut targets = labels(60 + i as u64, m, c);
+        for r in (0..m).step_by(3) {
+            targets[r] = reference::metrics::argmax(&to_f64(&logits[r * c..(r + 1) * c])).unwrap() as u32;
+        }
+        targets[m - 1] = c as u32; // never correct, still counted
+        check_argmax(m, c, &logits, &targets);
+    }
+}
+
+#[test]
+fn argmax_accumulates_over_launches() {
+    let gpu = gpu();
+    let (m, c) = (33, 7);
+    let (la, lb) = (rand_vec(70, m * c), rand_vec(71, m * c));
+    let (ta, tb) = (labels(72, m, c), labels(73, m, c));
+    let counts = counters(&gpu, &[0, 0]);
+    let logits = upload(&gpu, &[m, c], &la);
+    let targets = Tensor::from_u32(&gpu, &[m], &ta).unwrap();
+    // one dispatch built once, replayed over two "batches" written into the same buffers
+    let d = metrics::argmax_correct_dispatch(&gpu, &logits, &targets, &counts).unwrap();
+    gpu.run("batch 1", &[&d]).unwrap();
+    logits.write(&gpu, &lb).unwrap();
+    targets.write_u32(&gpu, &tb).unwrap();
+    gpu.run("batch 2", &[&d]).unwrap();
+    let (ca, _) = reference::metrics::argmax_correct(&to_f64(&la), &ta, m, c);
+    let (cb, _) = reference::metrics::argmax_correct(&to_f64(&lb), &tb, m, c);
+    assert_eq!(counts.download_u32(&gpu).unwrap(), vec![ca + cb, 2 * m as u32]);
+    // twice in one submission
+    let counts2 = counters(&gpu, &[0, 0]);
+    let d2 = metrics::argmax_correct_dispatch(&gpu, &logits, &targets, &counts2).unwrap();
+    gpu.run("twice", &[&d2, &d2]).unwrap();
+    assert_eq!(counts2.download_u32(&gpu).unwrap(), vec![2 * cb, 2 * m as u32]);
+}
+
+/// `[m, k]` soft targets in [0, 1] with about a fifth NaN (unknown), some exactly 0.5.
+fn masked_targets(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|_| match r.below(10) {
+            0 | 1 => f32::NAN,
+            2 => 0.5,
+            3 => 0.0,
+            4 => 1.0,
+            _ => r.uniform(0.0, 1.0) as f32,
+        })
+        .collect()
+}
+
+fn check_confusion(m: usize, k: usize, logits: &[f32], targets: &[f32], threshold: f32) -> Vec<u32> {
+    let gpu = gpu();
+    let gl = upload(&gpu, &[m, k], logits);
+    let gt = upload(&gpu, &[m, k], targets);
+    let init: Vec<u32> = (0..4 * k as u32).collect();
+    let counts = Tensor::from_u32(&gpu, &[k, 4], &init).unwrap();
+    metrics::label_confusion(&gpu, &gl, &gt, threshold, &counts).unwrap();
+    let expected = reference::metrics::label_confusion(&to_f64(logits), &to_f64(targets), m, k, threshold as f64);
+    let got: Vec<u32> = counts.download_u32(&gpu).unwrap().iter().zip(&init).map(|(g, i)| g - i).collect();
+    assert_eq!(got, expected, "label_confusion m={m} k={k} threshold={threshold}");
+    let known = targets.iter().filter(|y| !y.is_nan()).count() as u32;
+    assert_eq!(got.iter().sum::<u32>(), known, "every known target is counted once, unknown ones never");
+    got
+}
+
+#[test]
+fn confusion_odd_sizes_and_masks() {
+    for (i, &m) in ODD_SIZES.iter().enumerate() {
+        for (j, &k) in [1, 3, 7, 33, 65].iter().enumerate() {
+            let seed = 100 + 10 * i as u64 + j as u64;
+            let logits: Vec<f32> = rand_vec(seed, m * k).iter().map(|x| 4.0 * x).collect();
+            check_confusion(m, k, &logits, &masked_targets(seed + 1, m * k), 0.5);
+        }
+    }
+}
+
+#[test]
+fn confusion_thresholds_and_ties() {
+    let (m, k) = (257, 7);
+    // exact zeros, and logits at the grid, so σ(logit) = 0.5 ties at the default threshold
+    let logits = tied_logits(200, m * k);
+    assert!(logits.iter().filter(|&&x| x == 0.0).count() > 100);
+    let targets = masked_targets(201, m * k);
+    for t in [0.5, 0.3, 0.8, 0.05, 0.95] {
+        check_confusion(m, k, &logits, &targets, t);
+    }
+    // by hand at 0.5: logit 0 is positive, NaN logit negative; targets 0.5 positive, NaN skipped
+    let logits = [0.0, -0.1, f32::NAN, 2.0, -3.0, 1.0];
+    let targets = [0.5, 0.49, 1.0, f32::NAN, 0.0, 0.0];
+    let got = check_confusion(6, 1, &logits, &targets, 0.5);
+    assert_eq!(got, vec![1, 1, 2, 1]); // TP: 0; FP: 1.0; TN: -0.1, -3; FN: NaN logit
+}
+
+#[test]
+fn confusion_accumulates_over_launches() {
+    let gpu = gpu();
+    let (m, k) = (33, 5);
+    let (la, lb) = (rand_vec(300, m * k), rand_vec(301, m * k));
+    let (ta, tb) = (masked_targets(302, m * k), masked_targets(303, m * k));
+    let logits = upload(&gpu, &[m, k], &la);
+    let targets = upload(&gpu, &[m, k], &ta);
+    let counts = Tensor::alloc(&gpu, &[k, 4], headswap::gpu::tensor::DType::U32, "counts").unwrap();
+    let d = metrics::label_confusion_dispatch(&gpu, &logits, &targets, 0.5, &counts).unwrap();
+    gpu.run("batch 1", &[&d]).unwrap();
+    logits.write(&gpu, &lb).unwrap();
+    targets.write(&gpu, &tb).unwrap();
+    gpu.run("batch 2", &[&d]).unwrap();
+    let a = reference::metrics::label_confusion(&to_f64(&la), &to_f64(&ta), m, k, 0.5);
+    let b = reference::metrics::label_confusion(&to_f64(&lb), &to_f64(&tb), m, k, 0.5);
+    let expected: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    let got = counts.download_u32(&gpu).unwrap();
+    assert_eq!(got, expected);
+    // the host-side scores from those counts
+    let s = LabelMetrics::from_counts(&got, k).unwrap();
+    for l in 0..k {
+        let [tp, fp, tn, fneg] = [got[4 * l], got[4 * l + 1], got[4 * l + 2], got[4 * l + 3]].map(|v| v as f64);
+        let p = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        let r = if tp + fneg > 0.0 { tp / (tp + fneg) } else { 0.0 };
+        let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+        assert!((s.precision[l] - p).abs() < 1e-12 && (s.recall[l] - r).abs() < 1e-12 && (s.f1[l] - f1).abs() < 1e-12);
+        assert!((s.accuracy[l] - (tp + tn) / (tp + fp + tn + fneg)).abs() < 1e-12);
+    }
+    assert!((s.mean_f1 - s.f1.iter().sum::<f64>() / k as f64).abs() < 1e-12);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let gpu = gpu();
+    let logits = upload(&gpu, &[3, 4], &[0.0; 12]);
+    let t_ok = Tensor::from_u32(&gpu, &[3], &[0; 3]).unwrap();
+    let t_f32 = upload(&gpu, &[3], &[0.0; 3]);
+    let c2 = counters(&gpu, &[0, 0]);
+    let c3 = counters(&gpu, &[0, 0, 0]);
+    assert!(metrics::argmax_correct(&gpu, &logits, &t_f32, &c2).is_err(), "f32 targets");
+    assert!(metrics::argmax_correct(&gpu, &logits, &t_ok, &c3).is_err(), "counts of 3");
+    assert!(metrics::argmax_correct(&gpu, &logits.reshape(&[12]).unwrap(), &t_ok, &c2).is_err(), "1-D logits");
+    let y = upload(&gpu, &[3, 4], &[0.0; 12]);
+    let y_bad = upload(&gpu, &[4, 3], &[0.0; 12]);
+    let c16 = Tensor::from_u32(&gpu, &[4, 4], &[0; 16]).unwrap();
+    assert!(metrics::label_confusion(&gpu, &logits, &y_bad, 0.5, &c16).is_err(), "targets shape");
+    assert!(metrics::label_confusion(&gpu, &logits, &y, 0.5, &c2).is_err(), "counts shape");
+    for t in [0.0, 1.0, f32::NAN, -0.5] {
+        assert!(metrics::label_confusion(&gpu, &logits, &y, t, &c16).is_err(), "threshold {t}");
+    }
+    metrics::label_confusion(&gpu, &logits, &y, 0.5, &c16).unwrap();
+}
