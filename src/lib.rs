@@ -5,6 +5,7 @@
 //! learning (pretrain, head-swap, fine-tune with a frozen trunk that stays resident on the GPU)
 //! and multi-task learning (several sigmoid labels, masked where unknown).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

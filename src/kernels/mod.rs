@@ -18,6 +18,7 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
+pub mod conv;
 pub mod elementwise;
 pub mod gather;
 pub mod loss;
@@ -48,6 +49,7 @@ pub enum Family {
     Optim,
     Metrics,
     Gather,
+    Conv,
 }
 
 impl Family {
@@ -60,6 +62,7 @@ impl Family {
             Family::Optim => "optim.wgsl",
             Family::Metrics => "metrics.wgsl",
             Family::Gather => "gather.wgsl",
+            Family::Conv => "conv.wgsl",
         }
     }
 
@@ -73,6 +76,7 @@ impl Family {
             Family::Optim => source::OPTIM,
             Family::Metrics => source::METRICS,
             Family::Gather => source::GATHER,
+            Family::Conv => source::CONV,
         };
         format!("{}\n{}", source::COMMON, body)
     }

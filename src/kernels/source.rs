@@ -9,3 +9,4 @@ pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 pub const METRICS: &str = include_str!("../../shaders/metrics.wgsl");
 pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
+pub const CONV: &str = include_str!("../../shaders/conv.wgsl");

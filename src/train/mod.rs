@@ -7,6 +7,7 @@
 //! once per epoch.
 
 pub mod plan;
+pub mod profile;
 pub mod schedule;
 
 use crate::data::Dataset;

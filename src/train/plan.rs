@@ -363,6 +363,11 @@ impl Plan {
         Ok(())
     }
 
+    /// Every dispatch of the step in recording order (gathers first), for profiling.
+    pub(crate) fn dispatch_list(&self) -> Vec<&Dispatch> {
+        self.gathers.iter().map(|g| g.dispatch()).chain(self.dispatches.iter()).collect()
+    }
+
     /// Records the step; returns the number of dispatches recorded.
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
         self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>() + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
