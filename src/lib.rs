@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -1,1 +1,339 @@
-//! (being written)
+//! Data sets on the CPU: the [`Dataset`] container the trainer uploads, and its sources.
+//!
+//! * [`synthetic`] — seeded, download-free images of simple shapes: task A (which single shape is
+//!   shown, 8 classes) and task B (multi-label scenes: which of 4 chosen shapes are present).
+//! * [`digits`] — the real 8×8 handwritten digits (UCI, CC BY 4.0) from `../shared/data/digits`,
+//!   and a transfer scenario on them (single digits → 2×2 scenes of digits, multi-label).
+//! * [`image_folder`] — a folder of class sub-folders of PNG/JPEG files (torchvision's
+//!   `ImageFolder` convention).
+//! * [`manifest`] — a CSV of `path,label_1,...,label_k` rows for multi-label image data, with
+//!   unknown labels.
+//! * [`tensor_file`] — a safetensors file with tensors `x` and `y` (load and save).
+//! * [`preview`] — grids of images written as PNG files, to look at a data set.
+//!
+//! Nothing here touches the GPU. Every loader validates what it returns (see
+//! [`Dataset::validate`]) and reports a bad input as an [`Error`] naming the file, line, row or
+//! field, never by panicking.
+
+pub mod digits;
+pub mod image_folder;
+pub mod manifest;
+pub mod preview;
+pub mod synthetic;
+pub mod tensor_file;
+
+pub use image_folder::{Channels, ImageOptions};
+
+use crate::{Error, Result, Rng};
+
+/// What a data set asks a model to predict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// Single-label classification: `y[i]` is the class of example `i`, in `0..num_classes`.
+    Classes { y: Vec<u32>, num_classes: usize },
+    /// Multi-label (multi-task) binary targets, `[n, k]` row-major: `y[i * k + j]` is 1.0 when
+    /// label `j` applies to example `i`, 0.0 when it does not, and NaN when it is unknown (the
+    /// loss masks it out).
+    Labels { y: Vec<f32>, k: usize },
+}
+
+impl Targets {
+    /// The number of model outputs these targets need: `num_classes`, or `k`.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Targets::Classes { num_classes, .. } => *num_classes,
+            Targets::Labels { k, .. } => *k,
+        }
+    }
+
+    /// True for [`Targets::Labels`].
+    pub fn is_multi_label(&self) -> bool {
+        matches!(self, Targets::Labels { .. })
+    }
+}
+
+/// An in-memory data set: `n` examples of `d` features each, and their targets.
+///
+/// `x` is `[n, d]` row-major. `input_shape` says how one row is laid out, e.g. `[1, 16, 16]`
+/// (channels, height, width, row-major within) for images, or `[d]` for plain feature vectors;
+/// its product is `d`. `label_names` has one name per class ([`Targets::Classes`]) or per label
+/// ([`Targets::Labels`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Features, `[n, d]` row-major.
+    pub x: Vec<f32>,
+    /// Number of examples.
+    pub n: usize,
+    /// Features per example.
+    pub d: usize,
+    /// Layout of one example, e.g. `[1, 16, 16]` (C, H, W) or `[d]`.
+    pub input_shape: Vec<usize>,
+    /// Classes or multi-labels.
+    pub targets: Targets,
+    /// One name per class or per label.
+    pub label_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Checks every invariant: `n > 0`, `d > 0`, `x.len() == n * d`, `input_shape` multiplies
+    /// to `d`, one target per example, classes below `num_classes`, labels 0..=1 or NaN, one
+    /// label name per class/label, and every feature finite. The error names the offending row.
+    pub fn validate(&self) -> Result<()> {
+        if self.n == 0 {
+            return Err(Error::invalid("data set is empty (n = 0)"));
+        }
+        if self.d == 0 {
+            return Err(Error::invalid("data set has no features (d = 0)"));
+        }
+        let nd = self.n.checked_mul(self.d).ok_or_else(|| Error::shape(format!("n = {} times d = {} overflows", self.n, self.d)))?;
+        if self.x.len() != nd {
+            return Err(Error::shape(format!("x has {} values, expected n * d = {} * {} = {nd}", self.x.len(), self.n, self.d)));
+        }
+        let prod = self.input_shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if self.input_shape.is_empty() || prod != Some(self.d) {
+            return Err(Error::shape(format!("input_shape {:?} does not multiply to d = {}", self.input_shape, self.d)));
+        }
+        match &self.targets {
+            Targets::Classes { y, num_classes } => {
+                if *num_classes == 0 {
+                    return Err(Error::invalid("num_classes is 0"));
+                }
+                if y.len() != self.n {
+                    return Err(Error::shape(format!("{} class targets for n = {} examples", y.len(), self.n)));
+                }
+                if let Some((i, &c)) = y.iter().enumerate().find(|&(_, &c)| c as usize >= *num_classes) {
+                    return Err(Error::invalid(format!("row {i}: class {c} is not below num_classes = {num_classes}")));
+                }
+            }
+            Targets::Labels { y, k } => {
+                if *k == 0 {
+                    return Err(Error::invalid("multi-label targets with k = 0 labels"));
+                }
+                if Some(y.len()) != self.n.checked_mul(*k) {
+                    return Err(Error::shape(format!("{} label values, expected n * k = {} * {k}", y.len(), self.n)));
+                }
+                if let Some((i, &v)) = y.iter().enumerate().find(|&(_, &v)| !(v.is_nan() || (0.0..=1.0).contains(&v))) {
+                    return Err(Error::invalid(format!(
+                        "row {}, label {} ({}): value {v} is neither in [0, 1] nor NaN (unknown)",
+                        i / k,
+                        i % k,
+                        self.label_names.get(i % k).map(String::as_str).unwrap_or("?")
+                    )));
+                }
+            }
+        }
+        // No names at all is fine (outputs are then known by index); a partial list is a mistake.
+        if !self.label_names.is_empty() && self.label_names.len() != self.targets.num_outputs() {
+            return Err(Error::shape(format!(
+                "{} label names for {} {}",
+                self.label_names.len(),
+                self.targets.num_outputs(),
+                if self.targets.is_multi_label() { "labels" } else { "classes" }
+            )));
+        }
+        if let Some((i, &v)) = self.x.iter().enumerate().find(|&(_, v)| !v.is_finite()) {
+            return Err(Error::invalid(format!("x: row {}, feature {}: value {v} is not finite", i / self.d, i % self.d)));
+        }
+        Ok(())
+    }
+
+    /// The features of example `i` (`None` when `i >= n` or `x` is too short).
+    pub fn row(&self, i: usize) -> Option<&[f32]> {
+        let start = i.checked_mul(self.d)?;
+        if i >= self.n {
+            return None;
+        }
+        self.x.get(start..start.checked_add(self.d)?)
+    }
+
+    /// The number of classes or labels ([`Targets::num_outputs`]).
+    pub fn num_outputs(&self) -> usize {
+        self.targets.num_outputs()
+    }
+
+    /// For multi-label targets: `(targets, mask)`, both `[n, k]`, with unknown (NaN) targets
+    /// replaced by 0 and masked by 0 (known entries have mask 1). `None` for class targets.
+    pub fn labels_and_mask(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        match &self.targets {
+            Targets::Labels { y, .. } => Some((
+                y.iter().map(|&v| if v.is_nan() { 0.0 } else { v }).collect(),
+                y.iter().map(|&v| if v.is_nan() { 0.0 } else { 1.0 }).collect(),
+            )),
+            Targets::Classes { .. } => None,
+        }
+    }
+
+    /// Examples per class (class targets), or known positives per label (multi-label).
+    pub fn positives_per_output(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.num_outputs()];
+        match &self.targets {
+            Targets::Classes { y, .. } => {
+                for &c in y {
+                    if let Some(slot) = counts.get_mut(c as usize) {
+                        *slot += 1;
+                    }
+                }
+            }
+            Targets::Labels { y, k } => {
+                for (i, &v) in y.iter().enumerate() {
+                    if v >= 0.5 {
+                        counts[i % k] += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// A seeded random split into `(train, val)`: the examples are shuffled by `Rng::new(seed)`
+    /// and the first `round(n * val_fraction)` go to `val`, the rest to `train`, both in that
+    /// shuffled order. `val_fraction` is clamped to `[0, 1]` (NaN counts as 0); when it is
+    /// strictly between 0 and 1 and `n >= 2`, each part gets at least one example. A part can
+    /// be empty (n = 0) when the fraction is 0 or 1.
+    pub fn split(&self, val_fraction: f32, seed: u64) -> (Dataset, Dataset) {
+        let f = if val_fraction.is_nan() { 0.0 } else { val_fraction.clamp(0.0, 1.0) } as f64;
+        let mut n_val = ((self.n as f64) * f).round() as usize;
+        if f > 0.0 && f < 1.0 && self.n >= 2 {
+            n_val = n_val.clamp(1, self.n - 1);
+        }
+        let n_val = n_val.min(self.n);
+        let perm = permutation(self.n, seed);
+        (self.gather(&perm[n_val..]), self.gather(&perm[..n_val]))
+    }
+
+    /// The examples at `idx`, in that order (repeats allowed). Errors when an index is `>= n`.
+    pub fn subset(&self, idx: &[usize]) -> Result<Dataset> {
+        if let Some((pos, &i)) = idx.iter().enumerate().find(|&(_, &i)| i >= self.n) {
+            return Err(Error::invalid(format!("subset: index {i} (position {pos}) is out of range for n = {}", self.n)));
+        }
+        self.check_lengths()?;
+        Ok(self.gather(idx))
+    }
+
+    /// The first `min(n, self.n)` examples.
+    pub fn take(&self, n: usize) -> Dataset {
+        let idx: Vec<usize> = (0..n.min(self.n)).collect();
+        self.gather(&idx)
+    }
+
+    /// All examples in an order shuffled by `Rng::new(seed)`.
+    pub fn shuffled(&self, seed: u64) -> Dataset {
+        self.gather(&permutation(self.n, seed))
+    }
+
+    fn check_lengths(&self) -> Result<()> {
+        let ok_x = self.n.checked_mul(self.d) == Some(self.x.len());
+        let ok_y = match &self.targets {
+            Targets::Classes { y, .. } => y.len() == self.n,
+            Targets::Labels { y, k } => self.n.checked_mul(*k) == Some(y.len()),
+        };
+        if ok_x && ok_y {
+            Ok(())
+        } else {
+            Err(Error::shape(format!("data set lengths disagree: x has {} values for n = {}, d = {}", self.x.len(), self.n, self.d)))
+        }
+    }
+
+    /// Rows `idx` (all `< n`). Rows missing from inconsistent (unvalidated) vectors are skipped
+    /// rather than panicking; `validate` reports such a data set.
+    fn gather(&self, idx: &[usize]) -> Dataset {
+        let d = self.d;
+        let mut x = Vec::with_capacity(idx.len().saturating_mul(d));
+        for &i in idx {
+            if let Some(r) = self.row(i) {
+                x.extend_from_slice(r);
+            }
+        }
+        let targets = match &self.targets {
+            Targets::Classes { y, num_classes } => {
+                Targets::Classes { y: idx.iter().filter_map(|&i| y.get(i).copied()).collect(), num_classes: *num_classes }
+            }
+            Targets::Labels { y, k } => {
+                let mut out = Vec::with_capacity(idx.len().saturating_mul(*k));
+                for &i in idx {
+                    if let Some(r) = i.checked_mul(*k).and_then(|s| s.checked_add(*k).and_then(|e| y.get(s..e))) {
+                        out.extend_from_slice(r);
+                    }
+                }
+                Targets::Labels { y: out, k: *k }
+            }
+        };
+        Dataset { x, n: idx.len(), d, input_shape: self.input_shape.clone(), targets, label_names: self.label_names.clone() }
+    }
+}
+
+/// A seeded permutation of `0..n`.
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    Rng::new(seed).shuffle(&mut p);
+    p
+}
+
+/// Default names `prefix0`, `prefix1`, ...
+pub(crate) fn numbered_names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Dataset {
+        Dataset {
+            x: (0..12).map(|v| v as f32).collect(),
+            n: 4,
+            d: 3,
+            input_shape: vec![3],
+            targets: Targets::Classes { y: vec![0, 1, 2, 1], num_classes: 3 },
+            label_names: numbered_names("", 3),
+        }
+    }
+
+    #[test]
+    fn split_subset_take_shuffle_keep_rows_together() {
+        let ds = small();
+        ds.validate().unwrap();
+        let (tr, va) = ds.split(0.25, 5);
+        assert_eq!((tr.n, va.n), (3, 1));
+        tr.validate().unwrap();
+        va.validate().unwrap();
+        let mut seen: Vec<f32> = tr.x.iter().chain(&va.x).copied().collect();
+        seen.sort_by(f32::total_cmp);
+        assert_eq!(seen, ds.x);
+        let s = ds.subset(&[3, 0]).unwrap();
+        assert_eq!(s.x, vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0]);
+        assert_eq!(s.targets, Targets::Classes { y: vec![1, 0], num_classes: 3 });
+        assert!(ds.subset(&[4]).is_err());
+        assert_eq!(ds.take(10).n, 4);
+        assert_eq!(ds.take(2).x.len(), 6);
+        let sh = ds.shuffled(1);
+        for i in 0..4 {
+            let r = sh.row(i).unwrap();
+            let orig = (r[0] / 3.0) as usize;
+            let Targets::Classes { y, .. } = &sh.targets else { unreachable!() };
+            let Targets::Classes { y: y0, .. } = &ds.targets else { unreachable!() };
+            assert_eq!(y[i], y0[orig]);
+        }
+        let (tr, va) = ds.split(f32::NAN, 1);
+        assert_eq!((tr.n, va.n), (4, 0));
+        let (tr, va) = ds.split(0.01, 1);
+        assert_eq!((tr.n, va.n), (3, 1));
+    }
+
+    #[test]
+    fn labels_and_mask_masks_nan() {
+        let ds = Dataset {
+            x: vec![0.0; 4],
+            n: 2,
+            d: 2,
+            input_shape: vec![2],
+            targets: Targets::Labels { y: vec![1.0, f32::NAN, 0.0, 1.0], k: 2 },
+            label_names: vec!["a".into(), "b".into()],
+        };
+        ds.validate().unwrap();
+        let (t, m) = ds.labels_and_mask().unwrap();
+        assert_eq!(t, vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(m, vec![1.0, 0.0, 1.0, 1.0]);
+        assert_eq!(ds.positives_per_output(), vec![1, 1]);
+    }
+}

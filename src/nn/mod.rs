@@ -321,3 +321,29 @@ impl Network {
         (0..self.trunk.len() + self.head.len()).map(|i| self.layer_values(i)).collect()
     }
 }
+
+impl Network {
+    /// An independent copy made on the GPU (buffer-to-buffer copies; nothing is read back or
+    /// uploaded): the demo fine-tunes several copies of one pretrained network.
+    pub fn try_clone(&self) -> Result<Network> {
+        let gpu = &self.gpu;
+        let copy = |a: &Arena, label: &str| -> Result<Arena> {
+            let buf = Tensor::alloc(gpu, &[a.len], crate::gpu::tensor::DType::F32, label)?;
+            let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clone_network") });
+            if a.len > 0 {
+                enc.copy_buffer_to_buffer(a.buf.buffer(), a.buf.offset(), buf.buffer(), buf.offset(), a.buf.bytes());
+            }
+            gpu.submit(enc);
+            Ok(Arena { buf, slots: a.slots.clone(), len: a.len })
+        };
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk: self.trunk.clone(),
+            head: self.head.clone(),
+            head_kind: self.head_kind,
+            trunk_params: copy(&self.trunk_params, "trunk_params")?,
+            head_params: copy(&self.head_params, "head_params")?,
+            generation: 0,
+        })
+    }
+}

@@ -224,12 +224,28 @@ pub struct Trainer {
     gpu: Gpu,
     pub config: TrainConfig,
     rng: Rng,
+    last_state: Option<TrainingState>,
+}
+
+/// Where a run stopped: with the network's weights, enough to resume it exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u32,
+    /// The shuffle generator's state.
+    pub rng: [u64; 4],
+    pub lowest_trainable: usize,
+    pub trunk_lr_mult: f32,
+    /// Optimizer buffers (momentum, or Adam's m and v) of the head range then the trunk range.
+    pub optimizer_state: Vec<Vec<f32>>,
 }
 
 impl Trainer {
     pub fn new(gpu: &Gpu, config: TrainConfig) -> Trainer {
         let rng = Rng::new(config.seed);
-        Trainer { gpu: gpu.clone(), config, rng }
+        Trainer { gpu: gpu.clone(), config, rng, last_state: None }
     }
 
     /// The shuffle generator's state (saved with training checkpoints so a resumed run
@@ -244,14 +260,14 @@ impl Trainer {
 
     /// Trains every layer (pretraining, or training from scratch).
     pub fn fit(&mut self, net: &mut Network, data: &Dataset, epochs: usize) -> Result<FitReport> {
-        self.run(net, data, 0, 1.0, epochs)
+        self.run(net, data, 0, 1.0, epochs, None)
     }
 
     /// Fine-tunes under `freeze`. Frozen layers stay resident and untouched: no gradients, no
     /// optimizer state, no backward work below the lowest trainable layer.
     pub fn fine_tune(&mut self, net: &mut Network, data: &Dataset, freeze: Freeze, epochs: usize) -> Result<FitReport> {
         let lowest = self.lowest_trainable(net, data, freeze)?;
-        self.run(net, data, lowest, self.config.trunk_lr_mult, epochs)
+        self.run(net, data, lowest, self.config.trunk_lr_mult, epochs, None)
     }
 
     /// fastai's `fine_tune` recipe in one call: `head_epochs` with the trunk frozen, then
@@ -298,7 +314,20 @@ impl Trainer {
         eval.run(gpu, net.head_kind, net.output_dim())
     }
 
-    fn run(&mut self, net: &mut Network, data: &Dataset, lowest: usize, trunk_lr_mult: f32, epochs: usize) -> Result<FitReport> {
+    /// Continues a run from `state` (see [`Trainer::training_state`]) until `epochs` epochs in
+    /// all: the same optimizer moments, step count, shuffle stream and trainable layers, so the
+    /// result equals a run that never stopped.
+    pub fn resume(&mut self, net: &mut Network, data: &Dataset, state: &TrainingState, epochs: usize) -> Result<FitReport> {
+        self.rng = Rng::from_state(state.rng);
+        self.run(net, data, state.lowest_trainable, state.trunk_lr_mult, epochs, Some(state))
+    }
+
+    /// The state at the end of the last run: what a training checkpoint holds besides the weights.
+    pub fn training_state(&self) -> Option<&TrainingState> {
+        self.last_state.as_ref()
+    }
+
+    fn run(&mut self, net: &mut Network, data: &Dataset, lowest: usize, trunk_lr_mult: f32, epochs: usize, resume: Option<&TrainingState>) -> Result<FitReport> {
         check_fits(net, data)?;
         let cfg = self.config.clone();
         if cfg.batch_size == 0 {
@@ -353,6 +382,16 @@ impl Trainer {
         let rem = train.n % b;
         let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
         let groups = self.optimizer_groups(net, &grads, lowest, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        if let Some(r) = resume {
+            let shapes: Vec<usize> = groups.iter().flat_map(|g| g.state.iter().map(|t| t.len())).collect();
+            let given: Vec<usize> = r.optimizer_state.iter().map(|v| v.len()).collect();
+            if shapes != given {
+                return Err(Error::invalid(format!("the saved optimizer state has buffers of {given:?} values, this run needs {shapes:?} (another optimizer or network?)")));
+            }
+            for (t, v) in groups.iter().flat_map(|g| g.state.iter()).zip(&r.optimizer_state) {
+                t.write(&gpu, v)?;
+            }
+        }
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &bce)?),
             _ => None,
@@ -380,11 +419,12 @@ impl Trainer {
         let mut reports = Vec::new();
         // Each run starts fresh optimizer state (as a new torch.optim optimizer would), so its
         // step count — SGD's first-step momentum rule, Adam's bias correction — starts at 1.
-        let mut opt_step: u32 = 0;
+        let mut opt_step: u32 = resume.map_or(0, |r| r.step);
+        let start_epoch = resume.map_or(0, |r| r.epoch);
         let mut best: Option<(f64, usize)> = None;
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
-        for epoch in 0..epochs {
+        for epoch in start_epoch..epochs {
             let _e = tracing::info_span!("epoch", epoch).entered();
             let t0 = Instant::now();
             let order: Vec<u32> = if cfg.shuffle { self.rng.permutation(train.n) } else { (0..train.n as u32).collect() };
@@ -451,6 +491,14 @@ impl Trainer {
             _ => reports.last().map(|r| r.epoch),
         };
         gpu.sync()?;
+        self.last_state = Some(TrainingState {
+            epoch: reports.last().map_or(start_epoch, |r: &EpochReport| r.epoch + 1),
+            step: opt_step,
+            rng: self.rng.state(),
+            lowest_trainable: lowest,
+            trunk_lr_mult,
+            optimizer_state: groups.iter().flat_map(|g| g.state.iter()).map(|t| t.download(&gpu)).collect::<Result<_>>()?,
+        });
         Ok(FitReport {
             epochs: reports,
             best_epoch,

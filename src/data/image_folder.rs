@@ -1,0 +1,218 @@
+//! Image classification data from a folder of class folders (torchvision's `ImageFolder`
+//! convention):
+//!
+//! ```text
+//! root/cat/001.png
+//! root/cat/002.jpg
+//! root/dog/x.jpeg
+//! ```
+//!
+//! The sub-folders of `root`, sorted by name, are the classes (class `i` = the `i`-th name).
+//! In each, files ending in `.png`, `.jpg` or `.jpeg` (any case) are the examples, read in
+//! sorted order; other files and hidden entries (names starting with `.`) are ignored, as are
+//! plain files directly in `root`. Images are decoded with the `image` crate (PNG and JPEG),
+//! converted to gray or RGB, resized with a triangle filter to the fixed size, laid out CHW with
+//! values in `[0, 1]`, and then optionally normalised per channel.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::{self, FilterType};
+
+use super::{Dataset, Targets};
+use crate::{Error, Result};
+
+/// The colour channels to decode images to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// One channel (luma).
+    Gray,
+    /// Three channels, red, green, blue (alpha dropped).
+    Rgb,
+}
+
+impl Channels {
+    /// 1 or 3.
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Gray => 1,
+            Channels::Rgb => 3,
+        }
+    }
+}
+
+/// How images are turned into feature vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageOptions {
+    /// Output `(width, height)` in pixels; every image is resized to it.
+    pub size: (u32, u32),
+    /// Gray or RGB.
+    pub channels: Channels,
+    /// Optional `(mean, std)` per channel, applied after scaling to `[0, 1]`:
+    /// `v = (v - mean[c]) / std[c]`. Each vector has one value per channel, or a single value
+    /// used for every channel; every std must be finite and > 0.
+    pub normalize: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl ImageOptions {
+    /// Grayscale at `width × height`, no normalisation.
+    pub fn gray(width: u32, height: u32) -> ImageOptions {
+        ImageOptions { size: (width, height), channels: Channels::Gray, normalize: None }
+    }
+
+    /// RGB at `width × height`, no normalisation.
+    pub fn rgb(width: u32, height: u32) -> ImageOptions {
+        ImageOptions { size: (width, height), channels: Channels::Rgb, normalize: None }
+    }
+
+    /// The input shape of one image: `[C, H, W]`.
+    pub fn input_shape(&self) -> Vec<usize> {
+        vec![self.channels.count(), self.size.1 as usize, self.size.0 as usize]
+    }
+
+    /// Checks the size and normalisation; returns per-channel `(mean, std)` (identity when
+    /// `normalize` is `None`).
+    pub(crate) fn check(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (w, h) = self.size;
+        if w == 0 || h == 0 || (w as u64) * (h as u64) > 1 << 24 {
+            return Err(Error::invalid(format!("image size {w}×{h} must be non-zero and at most 2^24 pixels")));
+        }
+        let c = self.channels.count();
+        let Some((mean, std)) = &self.normalize else {
+            return Ok((vec![0.0; c], vec![1.0; c]));
+        };
+        let widen = |v: &[f32], what: &str| -> Result<Vec<f32>> {
+            match v.len() {
+                1 => Ok(vec![v[0]; c]),
+                l if l == c => Ok(v.to_vec()),
+                l => Err(Error::invalid(format!("normalize {what} has {l} values for {c} channel(s)"))),
+            }
+        };
+        let (mean, std) = (widen(mean, "mean")?, widen(std, "std")?);
+        if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::invalid(format!("normalize needs finite means and finite stds > 0, got mean {mean:?}, std {std:?}")));
+        }
+        Ok((mean, std))
+    }
+}
+
+impl Default for ImageOptions {
+    /// 16×16 grayscale, no normalisation (the size of the built-in synthetic data).
+    fn default() -> Self {
+        ImageOptions::gray(16, 16)
+    }
+}
+
+/// Decodes, converts, resizes and normalises one image into `out` (CHW).
+fn image_into(path: &Path, opts: &ImageOptions, mean: &[f32], std: &[f32], out: &mut Vec<f32>) -> Result<()> {
+    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::IoError(io) => Error::io(path, io),
+        other => Error::format(path, format!("cannot decode image: {other}")),
+    })?;
+    let (w, h) = opts.size;
+    let start = out.len();
+    match opts.channels {
+        Channels::Gray => {
+            let mut g = img.to_luma32f();
+            if g.dimensions() != (w, h) {
+                g = imageops::resize(&g, w, h, FilterType::Triangle);
+            }
+            out.extend(g.pixels().map(|p| p.0[0]));
+        }
+        Channels::Rgb => {
+            let mut rgb = img.to_rgb32f();
+            if rgb.dimensions() != (w, h) {
+                rgb = imageops::resize(&rgb, w, h, FilterType::Triangle);
+            }
+            for c in 0..3 {
+                out.extend(rgb.pixels().map(|p| p.0[c]));
+            }
+        }
+    }
+    let plane = (w * h) as usize;
+    for (i, v) in out[start..].iter_mut().enumerate() {
+        let c = i / plane;
+        // Filters can overshoot slightly; keep [0, 1] before normalising.
+        *v = (v.clamp(0.0, 1.0) - mean[c]) / std[c];
+        if !v.is_finite() {
+            return Err(Error::format(path, "decoded to a non-finite value"));
+        }
+    }
+    Ok(())
+}
+
+/// One image as a feature vector (`C × H × W` values, CHW, as [`load`] makes them), e.g. for
+/// prediction. Errors name the file when it cannot be read or decoded.
+pub fn load_image(path: &Path, opts: &ImageOptions) -> Result<Vec<f32>> {
+    let (mean, std) = opts.check()?;
+    let mut out = Vec::with_capacity(opts.input_shape().iter().product());
+    image_into(path, opts, &mean, &std, &mut out)?;
+    Ok(out)
+}
+
+/// Whether a file name has an image extension we decode.
+pub(crate) fn is_image_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.starts_with('.') && (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
+}
+
+/// Sorted entries of `dir` (name, path, is_dir), hidden ones left out.
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            return Err(Error::format(&path, "file name is not valid UTF-8"));
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        // Follows symbolic links, as torchvision does.
+        let is_dir = path.is_dir();
+        out.push((name, path, is_dir));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Loads a class-per-folder image tree (see the module docs) into a class data set with input
+/// shape `[C, H, W]` and the folder names as class names. Errors: `dir` unreadable or with no
+/// class folders, a class folder without images (named), a file that cannot be read or
+/// decoded (named), bad options.
+pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
+    let (mean, std) = opts.check()?;
+    let classes: Vec<(String, PathBuf)> = sorted_entries(dir)?.into_iter().filter(|e| e.2).map(|(n, p, _)| (n, p)).collect();
+    if classes.is_empty() {
+        return Err(Error::format(dir, "no class sub-folders (expected root/<class>/<image>.png)"));
+    }
+    if classes.len() > u32::MAX as usize {
+        return Err(Error::format(dir, "too many class folders"));
+    }
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for (ci, (name, cdir)) in classes.iter().enumerate() {
+        let files: Vec<PathBuf> =
+            sorted_entries(cdir)?.into_iter().filter(|(n, _, is_dir)| !is_dir && is_image_name(n)).map(|e| e.1).collect();
+        if files.is_empty() {
+            return Err(Error::format(cdir, format!("class folder {name:?} has no .png/.jpg/.jpeg images")));
+        }
+        for f in files {
+            image_into(&f, opts, &mean, &std, &mut x)?;
+            y.push(ci as u32);
+        }
+    }
+    let shape = opts.input_shape();
+    let ds = Dataset {
+        x,
+        n: y.len(),
+        d: shape.iter().product(),
+        input_shape: shape,
+        targets: Targets::Classes { y, num_classes: classes.len() },
+        label_names: classes.into_iter().map(|c| c.0).collect(),
+    };
+    ds.validate().map_err(|e| Error::format(dir, e.to_string()))?;
+    Ok(ds)
+}

@@ -1,0 +1,241 @@
+//! Data sets stored as safetensors files.
+//!
+//! A file holds two tensors:
+//! * `x`: `[n, d]` (or `[n, ...]`, flattened per row), dtype F32 (also F16, BF16, F64) or U8
+//!   (scaled by 1/255 into `[0, 1]`);
+//! * `y`: either `[n]` integers (U8, I8, U16, I16, U32, I32, U64, I64) — class targets, with
+//!   `num_classes` = max + 1 unless the metadata says more — or `[n, k]` floats (F32, also F16,
+//!   BF16, F64) — multi-label targets, 0/1 with NaN for unknown.
+//!
+//! and optional string metadata: `input_shape` (`"1,16,16"`, multiplying to `d`; default `[d]`,
+//! or `x`'s trailing dimensions when it has more than two), `label_names` (a comma-separated
+//! list, one per class or label; default `"0","1",...` for classes, `"label_0",...` for labels)
+//! and `num_classes`. [`save`] writes `x` as F32, `y` as I64 (classes) or F32 (labels) and all
+//! three metadata keys (plus `format` = `headswap.dataset.v1`), so that
+//! `load(save(ds)) == ds`. In Python: `safetensors.numpy.save_file({"x": x, "y": y}, path,
+//! metadata={"input_shape": "1,16,16"})`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::{Dataset, Targets, numbered_names};
+use crate::{Error, Result};
+
+/// The most classes a file may declare or imply.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Bytes per element of the dtypes read here.
+fn dtype_bytes(dt: Dtype) -> Option<usize> {
+    Some(match dt {
+        Dtype::U8 | Dtype::I8 => 1,
+        Dtype::U16 | Dtype::I16 | Dtype::F16 | Dtype::BF16 => 2,
+        Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
+        Dtype::U64 | Dtype::I64 | Dtype::F64 => 8,
+        _ => return None,
+    })
+}
+
+/// The elements of a float tensor as f32 (`None` for other dtypes). `data` has been checked to
+/// hold a whole number of elements.
+fn floats(dt: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    Some(match dt {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => return None,
+    })
+}
+
+/// The elements of an integer tensor as i128 (`None` for other dtypes).
+fn integers(dt: Dtype, data: &[u8]) -> Option<Vec<i128>> {
+    let size = match dt {
+        Dtype::U8 | Dtype::I8 => 1,
+        Dtype::U16 | Dtype::I16 => 2,
+        Dtype::U32 | Dtype::I32 => 4,
+        Dtype::U64 | Dtype::I64 => 8,
+        _ => return None,
+    };
+    Some(
+        data.chunks_exact(size)
+            .map(|b| {
+                let mut a = [0u8; 8];
+                a[..size].copy_from_slice(b);
+                let u = u64::from_le_bytes(a);
+                match dt {
+                    Dtype::I8 => b[0] as i8 as i128,
+                    Dtype::I16 => i16::from_le_bytes([b[0], b[1]]) as i128,
+                    Dtype::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i128,
+                    Dtype::I64 => u as i64 as i128,
+                    _ => u as i128,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A tensor's shape, dtype and bytes, with the byte count checked against the shape.
+fn checked<'a>(path: &Path, name: &str, t: &TensorView<'a>) -> Result<(Vec<usize>, Dtype, &'a [u8])> {
+    let shape = t.shape().to_vec();
+    let dt = t.dtype();
+    let size = dtype_bytes(dt).ok_or_else(|| Error::format(path, format!("tensor {name:?} has unsupported dtype {dt:?}")))?;
+    let bytes = shape.iter().try_fold(size, |a, &b| a.checked_mul(b));
+    if bytes != Some(t.data().len()) {
+        return Err(Error::format(
+            path,
+            format!("tensor {name:?} of shape {shape:?} and dtype {dt:?} has {} bytes of data", t.data().len()),
+        ));
+    }
+    Ok((shape, dt, t.data()))
+}
+
+/// Reads a data set from a safetensors file (format in the module docs). Errors (all naming the
+/// file): unreadable, truncated or corrupt file, missing `x` or `y`, unsupported dtypes, shapes
+/// that disagree, bad metadata, class values that are negative or too large, invalid values.
+pub fn load(path: &Path) -> Result<Dataset> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |e: safetensors::SafeTensorError| Error::format(path, format!("not a valid safetensors file: {e}"));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let empty = HashMap::new();
+    let meta = meta.metadata().as_ref().unwrap_or(&empty);
+    let tensor = |name: &str| {
+        st.tensor(name).map_err(|_| {
+            let mut names = st.names();
+            names.sort();
+            Error::format(path, format!("no tensor named {name:?} (the file has {names:?})"))
+        })
+    };
+    let xt = tensor("x")?;
+    let yt = tensor("y")?;
+
+    let (xs, xdt, xb) = checked(path, "x", &xt)?;
+    if xs.len() < 2 {
+        return Err(Error::format(path, format!("tensor \"x\" must be [n, d], not of shape {xs:?}")));
+    }
+    let n = xs[0];
+    // With n = 0 the byte count is 0 whatever the other dimensions, so multiply them checked.
+    let d = xs[1..]
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| Error::format(path, format!("tensor \"x\" has shape {xs:?}, whose row size overflows")))?;
+    let x = match xdt {
+        Dtype::U8 => xb.iter().map(|&b| b as f32 / 255.0).collect(),
+        dt => floats(dt, xb)
+            .ok_or_else(|| Error::format(path, format!("tensor \"x\" has dtype {dt:?}; expected F32 or U8 (or F16, BF16, F64)")))?,
+    };
+
+    let (ys, ydt, yb) = checked(path, "y", &yt)?;
+    if ys.first() != Some(&n) || ys.len() > 2 {
+        return Err(Error::format(path, format!("tensor \"y\" has shape {ys:?}; expected [{n}] or [{n}, k]")));
+    }
+    let meta_usize = |key: &str, s: &str| {
+        s.trim().parse::<usize>().map_err(|_| Error::format(path, format!("metadata {key:?} = {s:?} is not a non-negative integer")))
+    };
+    let targets = if ys.len() == 1 {
+        let ints = integers(ydt, yb)
+            .ok_or_else(|| Error::format(path, format!("tensor \"y\" of shape [n] must hold integer classes, not {ydt:?}")))?;
+        let mut y = Vec::with_capacity(n);
+        for (i, &v) in ints.iter().enumerate() {
+            if v < 0 || v >= MAX_CLASSES as i128 {
+                return Err(Error::format(path, format!("y[{i}] = {v}: classes must be in 0..{MAX_CLASSES}")));
+            }
+            y.push(v as u32);
+        }
+        let implied = y.iter().max().map_or(0, |&m| m as usize + 1);
+        let num_classes = match meta.get("num_classes") {
+            None => implied,
+            Some(s) => {
+                let c = meta_usize("num_classes", s)?;
+                if c < implied || c > MAX_CLASSES {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "metadata num_classes = {c}, but y holds class {} (and at most {MAX_CLASSES} are allowed)",
+                            implied.saturating_sub(1)
+                        ),
+                    ));
+                }
+                c
+            }
+        };
+        Targets::Classes { y, num_classes }
+    } else {
+        let y = floats(ydt, yb)
+            .ok_or_else(|| Error::format(path, format!("tensor \"y\" of shape [n, k] must hold float labels (F32), not {ydt:?}")))?;
+        Targets::Labels { y, k: ys[1] }
+    };
+
+    let input_shape = match meta.get("input_shape") {
+        Some(s) => {
+            let dims = s.split(',').map(|p| meta_usize("input_shape", p)).collect::<Result<Vec<_>>>()?;
+            if dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) != Some(d) {
+                return Err(Error::format(path, format!("metadata input_shape {dims:?} does not multiply to d = {d}")));
+            }
+            dims
+        }
+        None if xs.len() > 2 => xs[1..].to_vec(),
+        None => vec![d],
+    };
+    let outputs = targets.num_outputs();
+    let label_names = match meta.get("label_names") {
+        Some(s) => {
+            let names: Vec<String> = s.split(',').map(|p| p.trim().to_string()).collect();
+            if names.len() != outputs {
+                return Err(Error::format(path, format!("metadata label_names has {} names for {outputs} classes/labels", names.len())));
+            }
+            names
+        }
+        None if targets.is_multi_label() => numbered_names("label_", outputs),
+        None => numbered_names("", outputs),
+    };
+    let ds = Dataset { x, n, d, input_shape, targets, label_names };
+    ds.validate().map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(ds)
+}
+
+fn le_bytes_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// Writes `ds` (validated first) as a safetensors file at `path`: to a temporary file in the
+/// same folder, then renamed over `path`, so a reader never sees a half-written file. Errors
+/// for an invalid data set, label names containing commas, or I/O failures (naming the file).
+pub fn save(path: &Path, ds: &Dataset) -> Result<()> {
+    ds.validate()?;
+    if let Some(name) = ds.label_names.iter().find(|n| n.contains(',')) {
+        return Err(Error::invalid(format!("label name {name:?} contains a comma, which the label_names metadata cannot hold")));
+    }
+    let file_name =
+        path.file_name().and_then(|f| f.to_str()).ok_or_else(|| Error::invalid(format!("{} is not a file path", path.display())))?;
+    let xb = le_bytes_f32(&ds.x);
+    let (ydt, yshape, yb, num_classes) = match &ds.targets {
+        Targets::Classes { y, num_classes } => {
+            (Dtype::I64, vec![ds.n], y.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect::<Vec<u8>>(), Some(*num_classes))
+        }
+        Targets::Labels { y, k } => (Dtype::F32, vec![ds.n, *k], le_bytes_f32(y), None),
+    };
+    let shape_err = |e: safetensors::SafeTensorError| Error::shape(format!("cannot build tensor: {e}"));
+    let xv = TensorView::new(Dtype::F32, vec![ds.n, ds.d], &xb).map_err(shape_err)?;
+    let yv = TensorView::new(ydt, yshape, &yb).map_err(shape_err)?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "headswap.dataset.v1".to_string());
+    meta.insert("input_shape".to_string(), ds.input_shape.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+    meta.insert("label_names".to_string(), ds.label_names.join(","));
+    if let Some(c) = num_classes {
+        meta.insert("num_classes".to_string(), c.to_string());
+    }
+    let bytes =
+        safetensors::serialize([("x", xv), ("y", yv)], Some(meta)).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, &bytes)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}

@@ -1,0 +1,284 @@
+//! The transfer-learning demo: pretrain on task A, head-swap, fine-tune on task B (head only,
+//! and everything), and train the same network on B from scratch, at several task-B sizes, so
+//! the value of transfer shows where B is small. `headswap demo` prints [`DemoReport`].
+
+use crate::data::{self, Dataset, Targets};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{Head, Network};
+use crate::train::{Freeze, Optimizer, TrainConfig, Trainer};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Which data the demo runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DemoData {
+    /// Built-in synthetic shapes: task A names the one object shown (8 classes); task B says
+    /// which of 4 objects a scene of several contains.
+    Synthetic,
+    /// Real handwritten digits (`../shared/data/digits` or the folder given): task A classifies
+    /// one digit; task B says which of the digits 2, 3, 5, 7 appear in a 2×2 scene of digits.
+    Digits(Option<PathBuf>),
+}
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub data: DemoData,
+    /// Task-B training-set sizes to compare at.
+    pub sizes: Vec<usize>,
+    /// Hidden layer widths of the trunk.
+    pub trunk: Vec<usize>,
+    pub pretrain_epochs: usize,
+    pub seed: u64,
+    /// A smaller, faster run (CI, smoke tests).
+    pub quick: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { data: DemoData::Synthetic, sizes: vec![40, 150, 600], trunk: vec![128, 64], pretrain_epochs: 8, seed: 7, quick: false }
+    }
+}
+
+/// One task-B result.
+#[derive(Debug, Clone)]
+pub struct DemoRow {
+    pub size: usize,
+    pub method: &'static str,
+    pub mean_f1: f64,
+    pub per_label_f1: Vec<f64>,
+    pub seconds: f64,
+    /// Training samples per second over the run (epochs × examples / time).
+    pub samples_per_sec: f64,
+    /// Training loss per epoch.
+    pub train_loss: Vec<f64>,
+}
+
+/// What the demo measured.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub adapter: String,
+    pub data: String,
+    pub task_a_examples: usize,
+    pub task_a_test_accuracy: f64,
+    pub task_a_seconds: f64,
+    pub task_a_samples_per_sec: f64,
+    pub task_a_loss: Vec<f64>,
+    pub label_names: Vec<String>,
+    pub test_examples: usize,
+    pub rows: Vec<DemoRow>,
+}
+
+pub const HEAD_ONLY: &str = "head-swap + head only (trunk frozen)";
+pub const FINE_TUNE_ALL: &str = "head-swap + fine-tune all";
+pub const SCRATCH: &str = "from scratch";
+
+struct Tasks {
+    name: String,
+    a_train: Dataset,
+    a_test: Dataset,
+    b_pool: Dataset,
+    b_test: Dataset,
+}
+
+fn concat(parts: &[Dataset]) -> Result<Dataset> {
+    let first = parts.first().ok_or_else(|| Error::invalid("nothing to concatenate"))?;
+    let mut out = first.clone();
+    for p in &parts[1..] {
+        out.x.extend_from_slice(&p.x);
+        out.n += p.n;
+        match (&mut out.targets, &p.targets) {
+            (Targets::Classes { y, .. }, Targets::Classes { y: y2, .. }) => y.extend_from_slice(y2),
+            (Targets::Labels { y, .. }, Targets::Labels { y: y2, .. }) => y.extend_from_slice(y2),
+            _ => return Err(Error::invalid("cannot concatenate class and label data")),
+        }
+    }
+    Ok(out)
+}
+
+fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
+    let s = cfg.seed;
+    match &cfg.data {
+        DemoData::Synthetic => {
+            let n_a = if cfg.quick { 3000 } else { 12000 };
+            Ok(Tasks {
+                name: "synthetic shapes (16×16)".into(),
+                a_train: data::synthetic::shapes_task_a(n_a, 16, s),
+                a_test: data::synthetic::shapes_task_a(1000, 16, s + 1),
+                b_pool: data::synthetic::scenes_task_b(largest_b, 16, s + 2),
+                b_test: data::synthetic::scenes_task_b(if cfg.quick { 500 } else { 1000 }, 16, s + 3),
+            })
+        }
+        DemoData::Digits(dir) => {
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => data::digits::default_dir().ok_or_else(|| {
+                    Error::invalid(format!("the digits data set was not found: pass --digits-dir DIR or set {}", data::digits::ENV_DIR))
+                })?,
+            };
+            let digits = data::digits::load(&dir)?;
+            // A fixed, seeded split of the real digits: the test digits never appear in training,
+            // neither as task-A examples nor inside task-B scenes.
+            let (train, test) = data::digits::fixed_split(&digits);
+            let copies = if cfg.quick { 2 } else { 4 };
+            let a_parts: Vec<Dataset> = (0..copies).map(|i| data::digits::single_as_scene_input(&train, s + i)).collect::<Result<_>>()?;
+            let chosen = data::digits::TASK_B_DIGITS;
+            Ok(Tasks {
+                name: format!("real handwritten digits ({} train / {} test digits, split seed {})", train.n, test.n, data::digits::SPLIT_SEED),
+                a_train: concat(&a_parts)?,
+                a_test: data::digits::single_as_scene_input(&test, s + 100)?,
+                b_pool: data::digits::scenes(&train, largest_b, chosen, s + 2)?,
+                b_test: data::digits::scenes(&test, if cfg.quick { 400 } else { 1000 }, chosen, s + 3)?,
+            })
+        }
+    }
+}
+
+/// Epochs for a task-B run of `n` examples: enough optimizer steps for small sets to converge.
+fn epochs_for(n: usize, quick: bool) -> usize {
+    let e = (if quick { 6000 } else { 12000 }) / n.max(1);
+    e.clamp(10, 120)
+}
+
+fn config(seed: u64, lr: f32) -> TrainConfig {
+    TrainConfig { optimizer: Optimizer::sgd(lr).momentum(0.9), batch_size: 32, seed, ..TrainConfig::default() }
+}
+
+/// Runs the whole demo; `progress` receives a line per stage.
+pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Result<DemoReport> {
+    if cfg.sizes.is_empty() || cfg.sizes.contains(&0) {
+        return Err(Error::invalid("task-B sizes must be positive"));
+    }
+    let largest = *cfg.sizes.iter().max().unwrap_or(&1);
+    let t = tasks(cfg, largest)?;
+    let classes = t.a_train.num_outputs();
+    let k = t.b_pool.num_outputs();
+    let mut sizes: Vec<usize> = vec![t.a_train.d];
+    sizes.extend(&cfg.trunk);
+
+    progress(&format!("task A: {} — {} examples, {classes} classes; pretraining an MLP {sizes:?} → {classes}", t.name, t.a_train.n));
+    let mut base = Network::new(gpu, &sizes, Head::classes(classes), cfg.seed)?;
+    let mut trainer = Trainer::new(gpu, TrainConfig { batch_size: 64, ..config(cfg.seed, 0.05) });
+    let started = Instant::now();
+    let pre = trainer.fit(&mut base, &t.a_train, if cfg.quick { cfg.pretrain_epochs.min(4) } else { cfg.pretrain_epochs })?;
+    let task_a_seconds = started.elapsed().as_secs_f64();
+    let a_metrics = trainer.evaluate(&base, &t.a_test)?;
+    let task_a_samples = (pre.epochs.len() * t.a_train.n) as f64;
+    progress(&format!("task A: test accuracy {:.1}% after {:.1}s", 100.0 * a_metrics.accuracy.unwrap_or(0.0), task_a_seconds));
+
+    let mut rows = Vec::new();
+    for &size in &cfg.sizes {
+        let b_train = t.b_pool.take(size);
+        let epochs = epochs_for(size, cfg.quick);
+        for method in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH] {
+            progress(&format!("task B, {size} examples: {method} ({epochs} epochs)"));
+            let started = Instant::now();
+            let mut trainer = Trainer::new(gpu, config(cfg.seed + 1, 0.05));
+            let (net, reports) = match method {
+                HEAD_ONLY => {
+                    let mut net = base.try_clone()?;
+                    net.swap_head(Head::labels(k), cfg.seed + 2)?;
+                    let r = trainer.fine_tune(&mut net, &b_train, Freeze::Trunk, epochs)?;
+                    (net, vec![r])
+                }
+                FINE_TUNE_ALL => {
+                    let mut net = base.try_clone()?;
+                    net.swap_head(Head::labels(k), cfg.seed + 2)?;
+                    let head = epochs / 2;
+                    let (a, b) = trainer.fine_tune_recipe(&mut net, &b_train, head, epochs - head)?;
+                    (net, vec![a, b])
+                }
+                _ => {
+                    let mut net = Network::new(gpu, &sizes, Head::labels(k), cfg.seed + 3)?;
+                    let r = trainer.fit(&mut net, &b_train, epochs)?;
+                    (net, vec![r])
+                }
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            let m = trainer.evaluate(&net, &t.b_test)?;
+            let labels = m.labels.unwrap_or_default();
+            let trained: usize = reports.iter().map(|r| r.epochs.len() * size).sum();
+            rows.push(DemoRow {
+                size,
+                method,
+                mean_f1: labels.mean_f1,
+                per_label_f1: labels.f1.clone(),
+                seconds,
+                samples_per_sec: trained as f64 / seconds.max(1e-9),
+                train_loss: reports.iter().flat_map(|r| r.epochs.iter().map(|e| e.train.loss)).collect(),
+            });
+        }
+    }
+    Ok(DemoReport {
+        adapter: format!("{} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend),
+        data: t.name,
+        task_a_examples: t.a_train.n,
+        task_a_test_accuracy: a_metrics.accuracy.unwrap_or(0.0),
+        task_a_seconds,
+        task_a_samples_per_sec: task_a_samples / task_a_seconds.max(1e-9),
+        task_a_loss: pre.epochs.iter().map(|e| e.train.loss).collect(),
+        label_names: t.b_pool.label_names.clone(),
+        test_examples: t.b_test.n,
+        rows,
+    })
+}
+
+impl DemoReport {
+    /// The best mean F1 at `size` for `method`.
+    pub fn f1(&self, size: usize, method: &str) -> Option<f64> {
+        self.rows.iter().find(|r| r.size == size && r.method == method).map(|r| r.mean_f1)
+    }
+
+    pub fn to_json(&self) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "task_b_examples": r.size, "method": r.method, "mean_f1": r.mean_f1,
+                    "per_label_f1": r.per_label_f1, "seconds": r.seconds, "samples_per_sec": r.samples_per_sec,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "adapter": self.adapter, "data": self.data,
+            "task_a": {"examples": self.task_a_examples, "test_accuracy": self.task_a_test_accuracy,
+                       "seconds": self.task_a_seconds, "samples_per_sec": self.task_a_samples_per_sec},
+            "labels": self.label_names, "task_b_test_examples": self.test_examples, "results": rows,
+        })
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "adapter: {}", self.adapter)?;
+        writeln!(f, "data:    {}", self.data)?;
+        writeln!(
+            f,
+            "task A:  {} examples, test accuracy {:.1}%, {:.1}s ({:.0} samples/s)",
+            self.task_a_examples,
+            100.0 * self.task_a_test_accuracy,
+            self.task_a_seconds,
+            self.task_a_samples_per_sec
+        )?;
+        writeln!(f, "task B:  labels {:?}; mean F1 on {} held-out examples\n", self.label_names, self.test_examples)?;
+        let names: Vec<String> = self.label_names.iter().map(|n| format!("{:>8}", truncate(n, 8))).collect();
+        writeln!(f, "{:>6}  {:<38} {:>7} {} {:>8} {:>10}", "B size", "method", "mean F1", names.join(""), "time", "samples/s")?;
+        let mut last = 0;
+        for r in &self.rows {
+            if r.size != last && last != 0 {
+                writeln!(f)?;
+            }
+            last = r.size;
+            let per: String = r.per_label_f1.iter().map(|v| format!("{v:>8.3}")).collect();
+            writeln!(f, "{:>6}  {:<38} {:>7.3} {} {:>7.1}s {:>10.0}", r.size, r.method, r.mean_f1, per, r.seconds, r.samples_per_sec)?;
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
