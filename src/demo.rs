@@ -37,7 +37,7 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { data: DemoData::Synthetic, sizes: vec![40, 150, 600], trunk: vec![128, 64], pretrain_epochs: 8, seed: 7, quick: false }
+        DemoConfig { data: DemoData::Synthetic, sizes: vec![40, 150, 600], trunk: vec![128, 64], pretrain_epochs: 20, seed: 7, quick: false }
     }
 }
 
@@ -141,8 +141,10 @@ fn epochs_for(n: usize, quick: bool) -> usize {
     e.clamp(10, 120)
 }
 
-fn config(seed: u64, lr: f32) -> TrainConfig {
-    TrainConfig { optimizer: Optimizer::sgd(lr).momentum(0.9), batch_size: 32, seed, ..TrainConfig::default() }
+/// Task-B runs use Adam: it is robust to the scale of the trunk's features, which differs between
+/// a pretrained trunk and a fresh one, so every method gets the same optimizer and budget.
+fn config(seed: u64, optimizer: Optimizer) -> TrainConfig {
+    TrainConfig { optimizer, batch_size: 32, seed, ..TrainConfig::default() }
 }
 
 /// Runs the whole demo; `progress` receives a line per stage.
@@ -159,9 +161,9 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
 
     progress(&format!("task A: {} — {} examples, {classes} classes; pretraining an MLP {sizes:?} → {classes}", t.name, t.a_train.n));
     let mut base = Network::new(gpu, &sizes, Head::classes(classes), cfg.seed)?;
-    let mut trainer = Trainer::new(gpu, TrainConfig { batch_size: 64, ..config(cfg.seed, 0.05) });
+    let mut trainer = Trainer::new(gpu, TrainConfig { batch_size: 64, ..config(cfg.seed, Optimizer::sgd(0.05).momentum(0.9)) });
     let started = Instant::now();
-    let pre = trainer.fit(&mut base, &t.a_train, if cfg.quick { cfg.pretrain_epochs.min(4) } else { cfg.pretrain_epochs })?;
+    let pre = trainer.fit(&mut base, &t.a_train, if cfg.quick { cfg.pretrain_epochs.min(8) } else { cfg.pretrain_epochs })?;
     let task_a_seconds = started.elapsed().as_secs_f64();
     let a_metrics = trainer.evaluate(&base, &t.a_test)?;
     let task_a_samples = (pre.epochs.len() * t.a_train.n) as f64;
@@ -174,7 +176,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
         for method in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH] {
             progress(&format!("task B, {size} examples: {method} ({epochs} epochs)"));
             let started = Instant::now();
-            let mut trainer = Trainer::new(gpu, config(cfg.seed + 1, 0.05));
+            let mut trainer = Trainer::new(gpu, config(cfg.seed + 1, Optimizer::adam(3e-3)));
             let (net, reports) = match method {
                 HEAD_ONLY => {
                     let mut net = base.try_clone()?;

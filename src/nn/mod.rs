@@ -347,3 +347,11 @@ impl Network {
         })
     }
 }
+
+impl Network {
+    /// Declares what the outputs mean without touching any weight: `Classes` trains with softmax
+    /// cross-entropy, `Labels` with per-label BCE (used by `headswap train --loss`).
+    pub fn set_head_kind(&mut self, kind: HeadKind) {
+        self.head_kind = kind;
+    }
+}
