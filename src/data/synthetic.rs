@@ -5,8 +5,9 @@
 //! anti-aliased edges, and independent pixel noise (triangular, amplitude 0.06), clipped to
 //! `[0, 1]`. The same `(n, size, seed)` always gives bit-identical data on every platform.
 //!
-//! * **Task A** ([`shapes_task_a`]): one object per image, large (radius 22–38 % of the image
-//!   side), position and size jittered; the class is which of the 8 [`Shape`]s it is.
+//! * **Task A** ([`shapes_task_a`]): one object per image, drawn as one object of a task-B scene
+//!   is (radius 17–22 % of the side, in a random quadrant, jittered inside it), so the features
+//!   a trunk learns on A are the ones B needs; the class is which of the 8 [`Shape`]s it is.
 //!   Classes are balanced (`i % 8` before a seeded shuffle).
 //! * **Task B** ([`scenes_task_b`]): scenes with 1–3 smaller objects (radius 17–22 % of the side),
 //!   one per quadrant of a 2×2 layout (random quadrants, jittered inside them, so they never
@@ -160,11 +161,16 @@ pub fn shapes_task_a(n: usize, size: usize, seed: u64) -> Dataset {
     rng.shuffle(&mut classes);
     let mut x = vec![0f32; n * d];
     for (img, &c) in x.chunks_exact_mut(d).zip(&classes) {
-        let r = rng.uniform(0.22, 0.38) as f32 * s;
-        let lo = r + 0.5;
-        let hi = (s - r - 0.5).max(lo);
-        let cx = lo + (hi - lo) * rng.next_f64() as f32;
-        let cy = lo + (hi - lo) * rng.next_f64() as f32;
+        // The same object scale and placement as one object of a task-B scene (a random quadrant,
+        // jittered inside it): what the trunk learns to see here is what task B shows it.
+        let cell = s / 2.0;
+        let q = rng.below(4) as usize;
+        let r = rng.uniform(0.17, 0.22) as f32 * s;
+        let (ox, oy) = ((q % 2) as f32 * cell, (q / 2) as f32 * cell);
+        let lo = r + 0.3;
+        let hi = (cell - r - 0.3).max(lo);
+        let cx = ox + lo + (hi - lo) * rng.next_f64() as f32;
+        let cy = oy + lo + (hi - lo) * rng.next_f64() as f32;
         let obj = Object { shape: Shape::ALL[c as usize], cx, cy, r };
         render(img, size, std::slice::from_ref(&obj), &mut rng);
     }
