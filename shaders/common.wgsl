@@ -20,7 +20,8 @@ const GELU_C: f32 = 0.044715;
 fn sigmoid_stable(x: f32) -> f32 {
     let e = exp(-abs(x));
     let s = 1.0 / (1.0 + e);
-    return select(1.0 - s, s, x >= 0.0);
+    // x < 0: σ(x) = e/(1+e) with e = exp(x), not 1 − 1/(1+e), which cancels to 0 for x ≪ 0
+    return select(e * s, s, x >= 0.0);
 }
 
 // tanh through the stable sigmoid: tanh(x) = 2σ(2x) − 1. The built-in tanh returns NaN for

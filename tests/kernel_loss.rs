@@ -1,0 +1,542 @@
+//! Loss kernels against the float64 reference: softmax cross-entropy (integer classes) and
+//! per-label sigmoid BCE with logits (pos_weight, label_weight, every reduction, soft targets,
+//! NaN = unknown label), at odd and non-square shapes with outputs poisoned with NaN first; large
+//! logits (±100, ±1e4); invisibility of unknown labels; bad class targets; bit-identical repeats;
+//! shape errors. The reference's own gradients are proven by central finite differences.
+mod common;
+use common::*;
+use headswap::kernels::loss::{self, BceOptions, BceReduction};
+use headswap::kernels::reduce;
+use headswap::{Gpu, Rng, Tensor, reference};
+
+const REDUCTIONS: [BceReduction; 3] = [BceReduction::SumLabelsMeanExamples, BceReduction::MeanLabelled, BceReduction::MeanAll];
+
+fn rand_classes(seed: u64, m: usize, c: usize) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..m).map(|_| r.below(c as u64) as u32).collect()
+}
+
+/// BCE targets: hard 0/1 or soft in [0, 1], a fraction `unknown` of them NaN.
+fn rand_labels(seed: u64, n: usize, soft: bool, unknown: f64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            if r.next_f64() < unknown {
+                f32::NAN
+            } else if soft {
+                r.next_f64() as f32
+            } else {
+                (r.next_f64() < 0.5) as u32 as f32
+            }
+        })
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn run_xent(gpu: &Gpu, logits: &[f32], targets: &[u32], m: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    let gl = upload(gpu, &[m, c], logits);
+    let gt = Tensor::from_u32(gpu, &[m], targets).unwrap();
+    let mut loss_rows = poisoned(gpu, &[m]);
+    let mut dlogits = poisoned(gpu, &[m, c]);
+    loss::softmax_xent(gpu, &gl, &gt, &mut loss_rows, &mut dlogits).unwrap();
+    (loss_rows.download(gpu).unwrap(), dlogits.download(gpu).unwrap())
+}
+
+/// Loss rows are O(log c)/m and the gradients O(1)/m; f32 exp/log and the row sums give a few
+/// ulp of relative error, and entries whose softmax underflows need a small absolute floor.
+fn xent_tols(m: usize) -> (Tolerance, Tolerance) {
+    let s = 1.0 / m as f64;
+    (Tolerance { rel: 2e-5, abs: 1e-6 * s }, Tolerance { rel: 2e-5, abs: 1e-9 * s })
+}
+
+fn check_xent(what: &str, logits: &[f32], targets: &[u32], m: usize, c: usize) {
+    let gpu = gpu();
+    let (l, g) = run_xent(&gpu, logits, targets, m, c);
+    let (el, eg) = reference::loss::softmax_xent(&to_f64(logits), targets, m, c);
+    let (tl, tg) = xent_tols(m);
+    assert_close(&format!("{what}: softmax_xent loss_rows m={m} c={c}"), &l, &el, tl);
+    assert_close(&format!("{what}: softmax_xent dlogits m={m} c={c}"), &g, &eg, tg);
+}
+
+#[test]
+fn softmax_xent_odd_sizes() {
+    for (i, &m) in ODD_SIZES.iter().enumerate() {
+        for (j, &c) in ODD_SIZES.iter().enumerate() {
+            let seed = 10 * i as u64 + j as u64;
+            check_xent("odd", &rand_range(seed, m * c, -3.0, 3.0), &rand_classes(seed + 1000, m, c), m, c);
+        }
+    }
+}
+
+#[test]
+fn softmax_xent_non_square_shapes() {
+    for (i, &(m, c)) in [(1, 1000), (1000, 1), (64, 10), (127, 1000), (3, 5000), (257, 2), (10, 65)].iter().enumerate() {
+        let seed = 200 + i as u64;
+        check_xent("non-square", &rand_range(seed, m * c, -5.0, 5.0), &rand_classes(seed + 1000, m, c), m, c);
+    }
+}
+
+#[test]
+fn softmax_xent_one_class_is_zero_loss() {
+    let gpu = gpu();
+    let (l, g) = run_xent(&gpu, &[3.0, -1e4, 7.5], &[0, 0, 0], 3, 1);
+    assert_eq!(l, vec![0.0; 3]);
+    assert_eq!(g.iter().map(|v| v.abs()).collect::<Vec<_>>(), vec![0.0; 3]);
+}
+
+#[test]
+fn softmax_xent_large_logits_are_finite_and_right() {
+    let gpu = gpu();
+    let (m, c) = (33, 17);
+    for (i, &s) in [100.0f64, 1e4].iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let targets = rand_classes(seed, m, c);
+        // uniform in [-s, s]
+        let uniform = rand_range(seed + 1, m * c, -s, s);
+        // exactly ±s: ties at the maximum, and targets either at it or 2s below it
+        let mut r = Rng::new(seed + 2);
+        let signs: Vec<f32> = (0..m * c).map(|_| if r.next_f64() < 0.5 { s as f32 } else { -s as f32 }).collect();
+        // every row constant (uniform softmax), then one row with the target far above the rest
+        let mut flat = vec![-s as f32; m * c];
+        flat[targets[0] as usize] = s as f32;
+        for (what, x) in [("uniform", &uniform), ("signs", &signs), ("flat", &flat)] {
+            let (l, g) = run_xent(&gpu, x, &targets, m, c);
+            assert!(l.iter().chain(&g).all(|v| v.is_finite()), "±{s} {what}: non-finite output");
+            check_xent(&format!("±{s} {what}"), x, &targets, m, c);
+        }
+    }
+}
+
+#[test]
+fn softmax_xent_tiny_losses_keep_their_digits() {
+    // a confident right answer: loss ≈ Σ_{j≠t} exp(x_j − x_t), far below f32's epsilon of 1
+    let (m, c) = (4, 5);
+    let mut x = vec![-20.0f32; m * c];
+    let targets = [0u32, 1, 2, 4];
+    for (i, &t) in targets.iter().enumerate() {
+        x[i * c + t as usize] = 10.0 + i as f32;
+    }
+    let gpu = gpu();
+    let (l, g) = run_xent(&gpu, &x, &targets, m, c);
+    let (el, eg) = reference::loss::softmax_xent(&to_f64(&x), &targets, m, c);
+    assert!(el.iter().all(|&v| v > 0.0 && v < 1e-12), "{el:?}");
+    assert_close("tiny loss rows", &l, &el, Tolerance { rel: 1e-5, abs: 0.0 });
+    assert_close("tiny loss dlogits", &g, &eg, Tolerance { rel: 1e-5, abs: 0.0 });
+}
+
+#[test]
+fn softmax_xent_bad_target_gives_nan_loss_and_no_gradient() {
+    let gpu = gpu();
+    let (m, c) = (5, 7);
+    let x = rand_vec(400, m * c);
+    let targets = [0u32, 7, 3, 1000, u32::MAX];
+    let (l, g) = run_xent(&gpu, &x, &targets, m, c);
+    let (el, eg) = reference::loss::softmax_xent(&to_f64(&x), &targets, m, c);
+    let (tl, tg) = xent_tols(m);
+    for i in 0..m {
+        let row = &g[i * c..(i + 1) * c];
+        if targets[i] as usize >= c {
+            assert!(l[i].is_nan(), "row {i}: target {} ≥ {c} must give a NaN loss, got {}", targets[i], l[i]);
+            assert!(el[i].is_nan());
+            assert!(row.iter().all(|&v| v == 0.0), "row {i}: gradient must be 0, got {row:?}");
+        } else {
+            assert_close(&format!("good row {i} loss"), &l[i..=i], &el[i..=i], tl);
+            assert_close(&format!("good row {i} dlogits"), row, &eg[i * c..(i + 1) * c], tg);
+        }
+    }
+}
+
+#[test]
+fn softmax_xent_wide_rows_and_the_loop_budget() {
+    // wider than llvmpipe's 65,535 loop iterations per invocation: unrolled passes still fit
+    let (m, c) = (2, 70_001);
+    check_xent("wide", &rand_range(450, m * c, -4.0, 4.0), &[5, 70_000], m, c);
+    // past the budget: an error, never a silently truncated loop
+    let gpu = gpu();
+    let c = 100_000;
+    let logits = Tensor::zeros(&gpu, &[1, c]).unwrap();
+    let targets = Tensor::from_u32(&gpu, &[1], &[0]).unwrap();
+    let (loss_rows, dlogits) = (poisoned(&gpu, &[1]), poisoned(&gpu, &[1, c]));
+    let err = loss::softmax_xent_dispatch(&gpu, &logits, &targets, &loss_rows, &dlogits).unwrap_err();
+    assert!(err.to_string().contains("loop iterations"), "{err}");
+}
+
+#[test]
+fn batch_loss_is_the_sum_of_loss_rows() {
+    // the trainer's path: loss rows summed on the GPU, accumulated over batches
+    let gpu = gpu();
+    let (m, c) = (127, 10);
+    let mut total = upload(&gpu, &[1], &[0.0]);
+    let mut expected = 0.0;
+    for b in 0..3u64 {
+        let x = rand_range(500 + b, m * c, -2.0, 2.0);
+        let t = rand_classes(600 + b, m, c);
+        let gl = upload(&gpu, &[m, c], &x);
+        let gt = Tensor::from_u32(&gpu, &[m], &t).unwrap();
+        let (loss_rows, dlogits) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, c]));
+        let d1 = loss::softmax_xent_dispatch(&gpu, &gl, &gt, &loss_rows, &dlogits).unwrap();
+        let d2 = reduce::sum_dispatch(&gpu, &loss_rows, &total, true).unwrap();
+        gpu.run("step", &[&d1, &d2]).unwrap();
+        // the batch mean of −log softmax_t, straight from the definition
+        let xd = to_f64(&x);
+        expected += (0..m)
+            .map(|i| {
+                let row = &xd[i * c..(i + 1) * c];
+                let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+                lse - row[t[i] as usize]
+            })
+            .sum::<f64>()
+            / m as f64;
+    }
+    reduce::sum(&gpu, &Tensor::zeros(&gpu, &[0]).unwrap(), &mut total, true).unwrap();
+    assert_close("3 batch mean losses", &total.download(&gpu).unwrap(), &[expected], Tolerance::F32);
+}
+
+// ------------------------------------------------------------------------------------- BCE
+
+struct BceCase<'a> {
+    m: usize,
+    k: usize,
+    logits: &'a [f32],
+    targets: &'a [f32],
+    pos_weight: Option<&'a [f32]>,
+    label_weight: Option<&'a [f32]>,
+    reduction: BceReduction,
+}
+
+fn run_bce(gpu: &Gpu, case: &BceCase<'_>) -> (Vec<f32>, Vec<f32>) {
+    let (m, k) = (case.m, case.k);
+    let gl = upload(gpu, &[m, k], case.logits);
+    let gt = upload(gpu, &[m, k], case.targets);
+    let opts = BceOptions {
+        pos_weight: case.pos_weight.map(|p| upload(gpu, &[k], p)),
+        label_weight: case.label_weight.map(|w| upload(gpu, &[k], w)),
+        reduction: case.reduction,
+    };
+    let mut loss_rows = poisoned(gpu, &[m]);
+    let mut dlogits = poisoned(gpu, &[m, k]);
+    loss::bce_logits(gpu, &gl, &gt, &opts, &mut loss_rows, &mut dlogits).unwrap();
+    (loss_rows.download(gpu).unwrap(), dlogits.download(gpu).unwrap())
+}
+
+fn reference_bce(case: &BceCase<'_>) -> (Vec<f64>, Vec<f64>) {
+    let pw = case.pos_weight.map(to_f64);
+    let lw = case.label_weight.map(to_f64);
+    reference::loss::bce_logits(&to_f64(case.logits), &to_f64(case.targets), case.m, case.k, pw.as_deref(), lw.as_deref(), case.reduction)
+}
+
+fn check_bce(what: &str, case: &BceCase<'_>) {
+    let gpu = gpu();
+    let (l, g) = run_bce(&gpu, case);
+    let (el, eg) = reference_bce(case);
+    let labelled = case.targets.iter().filter(|y| !y.is_nan()).count();
+    let n = reference::loss::bce_normaliser(case.reduction, case.m, case.k, labelled);
+    let wmax = |w: Option<&[f32]>| w.map_or(1.0, |w| w.iter().fold(1.0f64, |a, &b| a.max(b.abs() as f64)));
+    let scale = wmax(case.pos_weight) * wmax(case.label_weight) / n;
+    // per-entry terms are O(1)·weights/N; a soft target's gradient subtracts two such terms
+    let tl = Tolerance { rel: 2e-5, abs: 1e-6 * scale };
+    let tg = Tolerance { rel: 2e-5, abs: 1e-6 * scale };
+    let desc = format!(
+        "{what}: bce m={} k={} {:?} pos={} weight={}",
+        case.m,
+        case.k,
+        case.reduction,
+        case.pos_weight.is_some(),
+        case.label_weight.is_some()
+    );
+    assert_close(&format!("{desc} loss_rows"), &l, &el, tl);
+    assert_close(&format!("{desc} dlogits"), &g, &eg, tg);
+}
+
+#[test]
+fn bce_odd_sizes() {
+    for (i, &m) in ODD_SIZES.iter().enumerate() {
+        for (j, &k) in ODD_SIZES.iter().enumerate() {
+            let seed = 1000 + 10 * i as u64 + j as u64;
+            let logits = rand_range(seed, m * k, -6.0, 6.0);
+            let targets = rand_labels(seed + 1, m * k, (i + j) % 2 == 1, 0.3);
+            let pos = rand_range(seed + 2, k, 0.5, 3.0);
+            let weight = rand_range(seed + 3, k, 0.0, 2.0);
+            let v = i + j;
+            let case = BceCase {
+                m,
+                k,
+                logits: &logits,
+                targets: &targets,
+                pos_weight: (v % 4 >= 2).then_some(&pos[..]),
+                label_weight: (v % 2 == 1).then_some(&weight[..]),
+                reduction: REDUCTIONS[v % 3],
+            };
+            check_bce("odd", &case);
+        }
+    }
+}
+
+#[test]
+fn bce_every_option_and_reduction_hard_and_soft_targets() {
+    for (s, &(m, k)) in [(33usize, 7usize), (127, 33), (1, 257), (257, 1)].iter().enumerate() {
+        let seed = 2000 + 100 * s as u64;
+        let logits = rand_range(seed, m * k, -8.0, 8.0);
+        let pos = rand_range(seed + 2, k, 0.25, 4.0);
+        let weight = rand_range(seed + 3, k, 0.0, 2.0);
+        for soft in [false, true] {
+            let targets = rand_labels(seed + 1 + soft as u64, m * k, soft, 0.25);
+            for reduction in REDUCTIONS {
+                for (pw, lw) in [(None, None), (Some(&pos[..]), None), (None, Some(&weight[..])), (Some(&pos[..]), Some(&weight[..]))] {
+                    let case = BceCase { m, k, logits: &logits, targets: &targets, pos_weight: pw, label_weight: lw, reduction };
+                    check_bce(if soft { "soft" } else { "hard" }, &case);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bce_large_logits_are_finite_and_right() {
+    let gpu = gpu();
+    let (m, k) = (33, 9);
+    let pos = rand_range(3001, k, 0.5, 3.0);
+    for (i, &s) in [100.0f64, 1e4].iter().enumerate() {
+        let seed = 3000 + 10 * i as u64;
+        let uniform = rand_range(seed, m * k, -s, s);
+        let mut r = Rng::new(seed + 1);
+        let signs: Vec<f32> = (0..m * k).map(|_| if r.next_f64() < 0.5 { s as f32 } else { -s as f32 }).collect();
+        for soft in [false, true] {
+            let targets = rand_labels(seed + 2 + soft as u64, m * k, soft, 0.2);
+            for (what, x) in [("uniform", &uniform), ("signs", &signs)] {
+                for reduction in REDUCTIONS {
+                    let case = BceCase { m, k, logits: x, targets: &targets, pos_weight: Some(&pos), label_weight: None, reduction };
+                    let (l, g) = run_bce(&gpu, &case);
+                    assert!(l.iter().chain(&g).all(|v| v.is_finite()), "±{s} {what}: non-finite output");
+                    check_bce(&format!("±{s} {what} soft={soft}"), &case);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bce_unknown_labels_are_invisible() {
+    let gpu = gpu();
+    let (m, k) = (33, 7);
+    let logits = rand_range(4000, m * k, -4.0, 4.0);
+    let pos = rand_range(4001, k, 0.5, 3.0);
+    let weight = rand_range(4002, k, 0.1, 2.0);
+    for soft in [false, true] {
+        let targets = rand_labels(4003 + soft as u64, m * k, soft, 0.35);
+        let unknown: Vec<usize> = (0..m * k).filter(|&i| targets[i].is_nan()).collect();
+        assert!(unknown.len() > 10 && unknown.len() < m * k - 10);
+        // the unknown entries' logits replaced by anything at all, NaN and infinities included
+        let wild = [1e4, -1e4, 1e30, -1e30, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, 55.0];
+        let mut changed = logits.clone();
+        for (n, &i) in unknown.iter().enumerate() {
+            changed[i] = wild[n % wild.len()];
+        }
+        for reduction in REDUCTIONS {
+            for (pw, lw) in [(None, None), (Some(&pos[..]), Some(&weight[..]))] {
+                let case = BceCase { m, k, logits: &logits, targets: &targets, pos_weight: pw, label_weight: lw, reduction };
+                let (l1, g1) = run_bce(&gpu, &case);
+                let (l2, g2) = run_bce(&gpu, &BceCase { logits: &changed, ..case });
+                let what = format!("soft={soft} {reduction:?} weighted={}", pw.is_some());
+                assert_eq!(bits(&l1), bits(&l2), "{what}: an unknown label's logit changed loss_rows");
+                assert_eq!(bits(&g1), bits(&g2), "{what}: an unknown label's logit changed a gradient");
+                for &i in &unknown {
+                    assert_eq!(g2[i], 0.0, "{what}: unknown entry {i} has gradient {}", g2[i]);
+                }
+                assert!(l1.iter().all(|v| v.is_finite()), "{what}: {l1:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bce_with_no_known_label_is_zero_not_nan() {
+    let gpu = gpu();
+    let (m, k) = (7, 3);
+    let logits = rand_vec(4100, m * k);
+    let targets = vec![f32::NAN; m * k];
+    for reduction in REDUCTIONS {
+        let case = BceCase { m, k, logits: &logits, targets: &targets, pos_weight: None, label_weight: None, reduction };
+        let (l, g) = run_bce(&gpu, &case);
+        assert_eq!(l, vec![0.0; m], "{reduction:?}");
+        assert_eq!(g, vec![0.0; m * k], "{reduction:?}");
+    }
+}
+
+#[test]
+fn bce_mean_labelled_counts_on_the_gpu_first() {
+    let gpu = gpu();
+    let (m, k) = (5, 3);
+    let logits = upload(&gpu, &[m, k], &rand_vec(4200, m * k));
+    let targets = upload(&gpu, &[m, k], &rand_labels(4201, m * k, false, 0.3));
+    let (loss_rows, dlogits) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, k]));
+    for (reduction, n) in [(BceReduction::SumLabelsMeanExamples, 1), (BceReduction::MeanLabelled, 2), (BceReduction::MeanAll, 1)] {
+        let opts = BceOptions { reduction, ..Default::default() };
+        let ds = loss::bce_logits_dispatches(&gpu, &logits, &targets, &opts, &loss_rows, &dlogits).unwrap();
+        assert_eq!(ds.len(), n, "{reduction:?}: {ds:?}");
+    }
+    assert_eq!(BceOptions::default().reduction, BceReduction::SumLabelsMeanExamples);
+}
+
+// ---------------------------------------------------------------- the reference, proven
+
+/// Σ_i loss_rows[i] as a function of the logits.
+fn total(rows: &[f64]) -> f64 {
+    rows.iter().sum()
+}
+
+/// Central differences (eps 1e-6) of `f` at `x` against the analytic gradient `g`.
+fn check_finite_differences(what: &str, x: &[f64], g: &[f64], f: impl Fn(&[f64]) -> f64) {
+    let eps = 1e-6;
+    for i in 0..x.len() {
+        let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+        xp[i] += eps;
+        xm[i] -= eps;
+        let fd = (f(&xp) - f(&xm)) / (2.0 * eps);
+        let tol = 1e-8 + 1e-6 * g[i].abs().max(fd.abs());
+        assert!((fd - g[i]).abs() <= tol, "{what}: d/dx[{i}]: finite difference {fd:e}, reference gradient {:e}", g[i]);
+    }
+}
+
+#[test]
+fn reference_softmax_xent_gradient_matches_finite_differences() {
+    let (m, c) = (4, 6);
+    let mut r = Rng::new(5000);
+    for scale in [1.0, 5.0, 20.0] {
+        let x: Vec<f64> = (0..m * c).map(|_| r.uniform(-scale, scale)).collect();
+        let t: Vec<u32> = (0..m).map(|_| r.below(c as u64) as u32).collect();
+        let (_, g) = reference::loss::softmax_xent(&x, &t, m, c);
+        check_finite_differences(&format!("softmax_xent scale {scale}"), &x, &g, |x| total(&reference::loss::softmax_xent(x, &t, m, c).0));
+    }
+}
+
+#[test]
+fn reference_bce_gradient_matches_finite_differences() {
+    let (m, k) = (4, 5);
+    let mut r = Rng::new(5100);
+    let pos: Vec<f64> = (0..k).map(|_| r.uniform(0.25, 4.0)).collect();
+    let weight: Vec<f64> = (0..k).map(|_| r.uniform(0.0, 2.0)).collect();
+    for scale in [1.0, 6.0, 20.0] {
+        let x: Vec<f64> = (0..m * k).map(|_| r.uniform(-scale, scale)).collect();
+        for soft in [false, true] {
+            let y: Vec<f64> = to_f64(&rand_labels(5200 + soft as u64, m * k, soft, 0.3));
+            for reduction in REDUCTIONS {
+                for (pw, lw) in [(None, None), (Some(&pos[..]), Some(&weight[..]))] {
+                    let (_, g) = reference::loss::bce_logits(&x, &y, m, k, pw, lw, reduction);
+                    let what = format!("bce scale {scale} soft={soft} {reduction:?} weighted={}", pw.is_some());
+                    check_finite_differences(&what, &x, &g, |x| total(&reference::loss::bce_logits(x, &y, m, k, pw, lw, reduction).0));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reference_losses_equal_their_textbook_forms() {
+    let mut r = Rng::new(5300);
+    // BCE: PyTorch's BCEWithLogitsLoss formula, fine at moderate logits
+    for _ in 0..200 {
+        let (x, y, p, w) = (r.uniform(-10.0, 10.0), r.next_f64(), r.uniform(0.1, 5.0), r.uniform(0.0, 3.0));
+        let torch = w * ((1.0 - y) * x + (1.0 + (p - 1.0) * y) * ((-x.abs()).exp().ln_1p() + (-x).max(0.0)));
+        let sig = 1.0 / (1.0 + (-x).exp());
+        let torch_grad = w * (sig * (1.0 + (p - 1.0) * y) - p * y);
+        let (l, g) = reference::loss::bce_entry(x, y, p, w);
+        assert!((l - torch).abs() <= 1e-12 * (1.0 + torch.abs()), "bce({x}, {y}, {p}, {w}) = {l}, PyTorch's form {torch}");
+        assert!((g - torch_grad).abs() <= 1e-12 * (1.0 + torch_grad.abs()), "dbce({x}, {y}, {p}, {w}) = {g}, PyTorch's form {torch_grad}");
+    }
+    // softmax cross-entropy: −log softmax_t and softmax − onehot, straight from the definition
+    let (m, c) = (6, 9);
+    let x: Vec<f64> = (0..m * c).map(|_| r.uniform(-5.0, 5.0)).collect();
+    let t: Vec<u32> = (0..m).map(|_| r.below(c as u64) as u32).collect();
+    let (l, g) = reference::loss::softmax_xent(&x, &t, m, c);
+    for i in 0..m {
+        let row = &x[i * c..(i + 1) * c];
+        let z: f64 = row.iter().map(|v| v.exp()).sum();
+        let naive = -(row[t[i] as usize].exp() / z).ln() / m as f64;
+        assert!((l[i] - naive).abs() <= 1e-12 * naive.abs(), "row {i}: {} vs {naive}", l[i]);
+        for j in 0..c {
+            let naive_g = (row[j].exp() / z - (j == t[i] as usize) as u32 as f64) / m as f64;
+            assert!((g[i * c + j] - naive_g).abs() <= 1e-14, "row {i} col {j}: {} vs {naive_g}", g[i * c + j]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- determinism and errors
+
+#[test]
+fn repeat_runs_are_bit_identical() {
+    let gpu = gpu();
+    let (m, c) = (257, 33);
+    let x = rand_range(6000, m * c, -10.0, 10.0);
+    let t = rand_classes(6001, m, c);
+    let first = run_xent(&gpu, &x, &t, m, c);
+    for _ in 0..2 {
+        let again = run_xent(&gpu, &x, &t, m, c);
+        assert_eq!((bits(&again.0), bits(&again.1)), (bits(&first.0), bits(&first.1)), "softmax_xent repeat differs");
+    }
+    let y = rand_labels(6002, m * c, true, 0.3);
+    let pos = rand_range(6003, c, 0.5, 3.0);
+    let weight = rand_range(6004, c, 0.0, 2.0);
+    for reduction in REDUCTIONS {
+        let case = BceCase { m, k: c, logits: &x, targets: &y, pos_weight: Some(&pos), label_weight: Some(&weight), reduction };
+        let first = run_bce(&gpu, &case);
+        for _ in 0..2 {
+            let again = run_bce(&gpu, &case);
+            assert_eq!((bits(&again.0), bits(&again.1)), (bits(&first.0), bits(&first.1)), "bce {reduction:?} repeat differs");
+        }
+    }
+}
+
+#[test]
+fn shape_mismatch_is_an_error_not_a_panic() {
+    let gpu = gpu();
+    let (m, c) = (4, 3);
+    let logits = upload(&gpu, &[m, c], &rand_vec(7000, m * c));
+    let classes = Tensor::from_u32(&gpu, &[m], &[0, 1, 2, 0]).unwrap();
+    let rows = poisoned(&gpu, &[m]);
+    let grads = poisoned(&gpu, &[m, c]);
+    let xent = |l: &Tensor, t: &Tensor, r: &Tensor, g: &Tensor| loss::softmax_xent_dispatch(&gpu, l, t, r, g).map(|_| ());
+    xent(&logits, &classes, &rows, &grads).unwrap();
+    let f32_classes = upload(&gpu, &[m], &[0.0, 1.0, 2.0, 0.0]);
+    let err = xent(&logits, &f32_classes, &rows, &grads).unwrap_err();
+    assert!(err.to_string().contains("softmax_xent"), "{err}");
+    assert!(xent(&logits, &Tensor::from_u32(&gpu, &[m + 1], &[0; 5]).unwrap(), &rows, &grads).is_err());
+    assert!(xent(&logits, &classes, &poisoned(&gpu, &[m - 1]), &grads).is_err());
+    assert!(xent(&logits, &classes, &rows, &poisoned(&gpu, &[c, m])).is_err());
+    assert!(xent(&upload(&gpu, &[m * c], &[0.0; 12]), &classes, &rows, &grads).is_err());
+    let no_classes = Tensor::zeros(&gpu, &[m, 0]).unwrap();
+    assert!(xent(&no_classes, &classes, &rows, &no_classes).is_err());
+
+    let labels = upload(&gpu, &[m, c], &rand_labels(7001, m * c, false, 0.2));
+    let bce = |t: &Tensor, o: &BceOptions, r: &Tensor, g: &Tensor| loss::bce_logits_dispatches(&gpu, &logits, t, o, r, g).map(|_| ());
+    let ok = BceOptions::default();
+    bce(&labels, &ok, &rows, &grads).unwrap();
+    let err = bce(&Tensor::from_u32(&gpu, &[m, c], &[0; 12]).unwrap(), &ok, &rows, &grads).unwrap_err();
+    assert!(err.to_string().contains("bce_logits"), "{err}");
+    assert!(bce(&upload(&gpu, &[c, m], &[0.0; 12]), &ok, &rows, &grads).is_err());
+    assert!(bce(&labels, &ok, &poisoned(&gpu, &[m + 1]), &grads).is_err());
+    assert!(bce(&labels, &ok, &rows, &poisoned(&gpu, &[m, c + 1])).is_err());
+    let bad_pos = BceOptions { pos_weight: Some(upload(&gpu, &[c + 1], &[1.0; 4])), ..Default::default() };
+    assert!(bce(&labels, &bad_pos, &rows, &grads).is_err());
+    let bad_weight = BceOptions {
+        label_weight: Some(Tensor::from_u32(&gpu, &[c], &[1; 3]).unwrap()),
+        reduction: BceReduction::MeanLabelled,
+        ..Default::default()
+    };
+    assert!(bce(&labels, &bad_weight, &rows, &grads).is_err());
+}
+
+/// More rows than 65,535 workgroups of 64 hold: the grid folds into y; every row still written.
+#[test]
+fn folded_grids_cover_every_row() {
+    let (m, c) = (65_535 * 64 + 5, 1);
+    let x = rand_range(8000, m * c, -3.0, 3.0);
+    let t = rand_classes(8001, m, c);
+    check_xent("folded", &x, &t, m, c);
+    let y = rand_labels(8002, m * c, true, 0.2);
+    let case = BceCase { m, k: c, logits: &x, targets: &y, pos_weight: None, label_weight: None, reduction: BceReduction::MeanLabelled };
+    check_bce("folded", &case);
+}
