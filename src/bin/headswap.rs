@@ -22,6 +22,7 @@ usage:
   headswap finetune  --from CKPT --data DATA --out CKPT [--freeze trunk|all|last:K|auto] [--head-hidden N]
                      [--recipe HEAD_EPOCHS] [--trunk-lr-mult F] [training options]
   headswap train     --init CKPT --data FILE.safetensors --out CKPT --loss softmax|bce [training options]
+  headswap resume    --state STATE --data DATA --epochs TOTAL --out CKPT [training options]
   headswap eval      --model CKPT --data DATA [--json]
   headswap predict   --model CKPT IMAGE... [--json]
   headswap bench     [--quick] [--json] [--only k1|t1|t2|t3]
@@ -33,7 +34,8 @@ DATA: synthetic-a[:N] (which shape), synthetic-b[:N] (which of 4 shapes are in a
 image options: --size 16x16 --rgb
 training options: --epochs N --batch N --optimizer sgd|adam|adamw --lr F --momentum F --nesterov
       --weight-decay F --schedule constant|step:EVERY:GAMMA|cosine:WARMUP --val F --early-stop PATIENCE
-      --seed N --no-shuffle --pos-weight F,F,.. --threshold F --f16 --json";
+      --seed N --no-shuffle --pos-weight F,F,.. --threshold F --f16 --json
+      --save-state STATE (pretrain, train, resume: weights + optimizer state to resume from)";
 
 /// A CLI failure: a usage mistake or a library error.
 enum CliError {
@@ -129,6 +131,13 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // Mesa's implicit Vulkan "device select" layer probes for a Wayland display and prints
+    // "error: XDG_RUNTIME_DIR is invalid" on a headless machine, which reads like our failure.
+    // headswap chooses its adapter itself, so the layer is not needed.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: first statement of main, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
@@ -149,6 +158,7 @@ fn main() -> ExitCode {
             "pretrain" => cmd_pretrain(&args),
             "finetune" | "fine-tune" => cmd_finetune(&args),
             "train" => cmd_train(&args),
+            "resume" => cmd_resume(&args),
             "eval" => cmd_eval(&args),
             "predict" => cmd_predict(&args),
             "bench" => cmd_bench(&args),
@@ -411,6 +421,7 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let layers: Vec<usize> = args.list("layers")?.unwrap_or_else(|| vec![128, 64]);
     let act = activation(args)?;
     let epochs = args.parsed("epochs", 10usize)?;
+    let state_out = args.get("save-state").map(PathBuf::from);
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
@@ -418,8 +429,41 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let mut sizes = vec![data.d];
     sizes.extend(layers);
     let mut net = Network::mlp(&gpu, &sizes, act, Default::default(), head_for(&data, None, act), cfg.seed)?;
-    let report = Trainer::new(&gpu, cfg).fit(&mut net, &data, epochs)?;
+    let mut trainer = Trainer::new(&gpu, cfg);
+    let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
+    save_state(&trainer, &net, state_out.as_deref())?;
+    save(&net, &out, &data, &opts, dtype)
+}
+
+/// `--save-state PATH`: a training checkpoint (weights + optimizer state, epoch, RNG position)
+/// that `headswap resume` continues exactly.
+fn save_state(trainer: &Trainer, net: &Network, path: Option<&Path>) -> CliResult<()> {
+    if let (Some(p), Some(state)) = (path, trainer.training_state()) {
+        state.save(net, p)?;
+        eprintln!("saved training state {}", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_resume(args: &Args) -> CliResult<()> {
+    let opts = image_options(args)?;
+    let cfg = train_config(args)?;
+    let data = load_data(args.required("data")?, &opts, cfg.seed)?;
+    let state_path = PathBuf::from(args.required("state")?);
+    let out = PathBuf::from(args.required("out")?);
+    let epochs = args.parsed("epochs", 10usize)?;
+    let state_out = args.get("save-state").map(PathBuf::from);
+    let json = args.has("json");
+    let dtype = storage(args);
+    args.finish()?;
+    let gpu = gpu()?;
+    let (mut net, state) = headswap::train::TrainingState::load(&gpu, &state_path)?;
+    eprintln!("resuming at epoch {} (step {}) of {epochs}", state.epoch, state.step);
+    let mut trainer = Trainer::new(&gpu, cfg);
+    let report = trainer.resume(&mut net, &data, &state, epochs)?;
+    print_fit(&report, json);
+    save_state(&trainer, &net, state_out.as_deref())?;
     save(&net, &out, &data, &opts, dtype)
 }
 
@@ -478,14 +522,17 @@ fn cmd_train(args: &Args) -> CliResult<()> {
         other => return Err(usage(format!("--loss must be softmax or bce, not {other:?}"))),
     };
     let epochs = args.parsed("epochs", 1usize)?;
+    let state_out = args.get("save-state").map(PathBuf::from);
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
     let gpu = gpu()?;
     let mut net = load_model(&gpu, &init)?;
     net.set_head_kind(kind);
-    let report = Trainer::new(&gpu, cfg).fit(&mut net, &data, epochs)?;
+    let mut trainer = Trainer::new(&gpu, cfg);
+    let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
+    save_state(&trainer, &net, state_out.as_deref())?;
     save(&net, &out, &data, &opts, dtype)
 }
 

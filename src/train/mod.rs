@@ -782,3 +782,60 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
     }
     Ok(out)
 }
+
+/// Metadata key: the lowest trainable layer of the saved run.
+pub const TRAIN_LOWEST_KEY: &str = "train.lowest_trainable";
+/// Metadata key: the trunk's learning-rate multiplier of the saved run.
+pub const TRAIN_TRUNK_LR_KEY: &str = "train.trunk_lr_mult";
+
+impl TrainingState {
+    /// A training checkpoint: the network's parameters (PyTorch names) plus this state — the
+    /// optimizer buffers as `optim.state.<i>` (flat, in the engine's arena layout), and the
+    /// epoch, step, RNG position and freeze point in the metadata.
+    pub fn to_checkpoint(&self, net: &Network) -> Result<crate::checkpoint::Checkpoint> {
+        use crate::checkpoint as ck;
+        let mut c = net.to_checkpoint()?;
+        for (i, buf) in self.optimizer_state.iter().enumerate() {
+            c.push(ck::NamedTensor::new(format!("{}state.{i}", ck::OPTIM_PREFIX), vec![buf.len()], buf.clone())?)?;
+        }
+        c.metadata.insert(ck::OPTIM_STEP_KEY.into(), self.step.to_string());
+        c.metadata.insert(ck::TRAIN_EPOCH_KEY.into(), self.epoch.to_string());
+        c.metadata.insert(ck::TRAIN_RNG_KEY.into(), ck::rng_state_to_string(&Rng::from_state(self.rng)));
+        c.metadata.insert(TRAIN_LOWEST_KEY.into(), self.lowest_trainable.to_string());
+        c.metadata.insert(TRAIN_TRUNK_LR_KEY.into(), self.trunk_lr_mult.to_string());
+        Ok(c)
+    }
+
+    /// Reads the state written by [`TrainingState::to_checkpoint`]; `origin` names the file in errors.
+    pub fn from_checkpoint(c: &crate::checkpoint::Checkpoint, origin: &str) -> Result<TrainingState> {
+        use crate::checkpoint as ck;
+        let get = |k: &str| c.metadata.get(k).ok_or_else(|| Error::format(origin, format!("not a training checkpoint: no {k} in the metadata")));
+        let num = |k: &str| -> Result<u64> { get(k)?.parse().map_err(|_| Error::format(origin, format!("{k} is not a number"))) };
+        let mut optimizer_state = Vec::new();
+        while let Some(t) = c.get(&format!("{}state.{}", ck::OPTIM_PREFIX, optimizer_state.len())) {
+            optimizer_state.push(t.data.clone());
+        }
+        Ok(TrainingState {
+            epoch: num(ck::TRAIN_EPOCH_KEY)? as usize,
+            step: u32::try_from(num(ck::OPTIM_STEP_KEY)?).map_err(|_| Error::format(origin, "optim.step out of range"))?,
+            rng: ck::rng_state_from_str(get(ck::TRAIN_RNG_KEY)?)?.state(),
+            lowest_trainable: num(TRAIN_LOWEST_KEY)? as usize,
+            trunk_lr_mult: get(TRAIN_TRUNK_LR_KEY)?.parse().map_err(|_| Error::format(origin, "bad trunk_lr_mult"))?,
+            optimizer_state,
+        })
+    }
+
+    /// Writes a training checkpoint (temporary file + rename; always f32: Adam's moments would
+    /// underflow in f16).
+    pub fn save(&self, net: &Network, path: &std::path::Path) -> Result<()> {
+        crate::checkpoint::save(path, &self.to_checkpoint(net)?, crate::checkpoint::StorageDtype::F32)
+    }
+
+    /// Reads a training checkpoint: the network and where its run stopped.
+    pub fn load(gpu: &Gpu, path: &std::path::Path) -> Result<(Network, TrainingState)> {
+        let origin = path.display().to_string();
+        let c = crate::checkpoint::load(path)?;
+        let net = Network::from_checkpoint(gpu, &c, &origin)?;
+        Ok((net, Self::from_checkpoint(&c, &origin)?))
+    }
+}
