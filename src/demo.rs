@@ -37,7 +37,14 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { data: DemoData::Synthetic, sizes: vec![40, 150, 600], trunk: vec![128, 64], pretrain_epochs: 20, seed: 7, quick: false }
+        DemoConfig {
+            data: DemoData::Synthetic,
+            sizes: vec![40, 150, 600],
+            trunk: vec![128, 64],
+            pretrain_epochs: 20,
+            seed: 7,
+            quick: false,
+        }
     }
 }
 
@@ -125,7 +132,12 @@ fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
             let a_parts: Vec<Dataset> = (0..copies).map(|i| data::digits::single_as_scene_input(&train, s + i)).collect::<Result<_>>()?;
             let chosen = data::digits::TASK_B_DIGITS;
             Ok(Tasks {
-                name: format!("real handwritten digits ({} train / {} test digits, split seed {})", train.n, test.n, data::digits::SPLIT_SEED),
+                name: format!(
+                    "real handwritten digits ({} train / {} test digits, split seed {})",
+                    train.n,
+                    test.n,
+                    data::digits::SPLIT_SEED
+                ),
                 a_train: concat(&a_parts)?,
                 a_test: data::digits::single_as_scene_input(&test, s + 100)?,
                 b_pool: data::digits::scenes(&train, largest_b, chosen, s + 2)?,

@@ -39,10 +39,9 @@ impl fmt::Display for Error {
             ),
             Error::RequestDevice(m) => write!(f, "the adapter refused to create a device: {m}"),
             Error::Shape { what } => write!(f, "shape mismatch: {what}"),
-            Error::TooLarge { what, bytes, limit, limit_name } => write!(
-                f,
-                "{what} needs {bytes} bytes, more than this adapter's {limit_name} of {limit} bytes"
-            ),
+            Error::TooLarge { what, bytes, limit, limit_name } => {
+                write!(f, "{what} needs {bytes} bytes, more than this adapter's {limit_name} of {limit} bytes")
+            }
             Error::Gpu { kernel, message } => write!(f, "GPU error in {kernel}: {message}"),
             Error::Device(m) => write!(f, "GPU device error: {m}"),
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),

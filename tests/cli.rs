@@ -34,7 +34,20 @@ fn pretrain_finetune_eval_predict() {
     let b = tmp("b.safetensors");
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     ok(&headswap(&["pretrain", "--data", "synthetic-a:400", "--epochs", "2", "--out", a_s]));
-    let out = ok(&headswap(&["finetune", "--from", a_s, "--data", "synthetic-b:120", "--freeze", "trunk", "--epochs", "3", "--out", b_s, "--json"]));
+    let out = ok(&headswap(&[
+        "finetune",
+        "--from",
+        a_s,
+        "--data",
+        "synthetic-b:120",
+        "--freeze",
+        "trunk",
+        "--epochs",
+        "3",
+        "--out",
+        b_s,
+        "--json",
+    ]));
     assert!(out.contains("\"cached_features\":true"), "{out}");
     let out = ok(&headswap(&["eval", "--model", b_s, "--data", "synthetic-b:50"]));
     assert!(out.contains("mean"), "{out}");
@@ -61,8 +74,26 @@ fn train_is_a_deterministic_fully_specified_run() {
     for i in 0..2 {
         let out = tmp(&format!("trained{i}.safetensors"));
         ok(&headswap(&[
-            "train", "--init", init.to_str().unwrap(), "--data", data_path.to_str().unwrap(), "--loss", "softmax", "--optimizer", "adamw",
-            "--lr", "0.001", "--weight-decay", "0.01", "--batch", "32", "--epochs", "2", "--no-shuffle", "--out", out.to_str().unwrap(),
+            "train",
+            "--init",
+            init.to_str().unwrap(),
+            "--data",
+            data_path.to_str().unwrap(),
+            "--loss",
+            "softmax",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.001",
+            "--weight-decay",
+            "0.01",
+            "--batch",
+            "32",
+            "--epochs",
+            "2",
+            "--no-shuffle",
+            "--out",
+            out.to_str().unwrap(),
         ]));
         outputs.push(std::fs::read(out).unwrap());
     }

@@ -29,8 +29,11 @@ fn check(act: Activation, kind: HeadKind, seed: u64) {
         DenseSpec { inputs: h1, outputs: h2, activation: act },
         DenseSpec { inputs: h2, outputs: k, activation: Activation::Identity },
     ];
-    let values: Vec<(Vec<f32>, Vec<f32>)> =
-        specs.iter().enumerate().map(|(i, s)| (rand_vec(seed * 10 + i as u64, s.inputs * s.outputs), rand_vec(seed * 10 + 5 + i as u64, s.outputs))).collect();
+    let values: Vec<(Vec<f32>, Vec<f32>)> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (rand_vec(seed * 10 + i as u64, s.inputs * s.outputs), rand_vec(seed * 10 + 5 + i as u64, s.outputs)))
+        .collect();
     let x = rand_range(seed + 100, m * d, -2.0, 2.0);
     let mut r = headswap::Rng::new(seed);
     let (targets, ref_target) = match kind {

@@ -3,10 +3,10 @@
 //! deterministic.
 mod common;
 use common::*;
+use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::nn::{Head, HeadKind, Network};
 use headswap::train::{Freeze, Optimizer, TrainConfig, Trainer};
-use headswap::Rng;
 
 /// `n` points around 8 well-separated centres in 16-D. Task A: which centre (8 classes).
 /// Task B (related): 4 labels per point, label j = bit j of a fixed code of its centre.
@@ -14,7 +14,8 @@ fn clusters(n: usize, seed: u64, multi_label: bool) -> Dataset {
     let (d, c) = (16, 8);
     let mut centres = Rng::new(99); // the same centres for both tasks: they are related
     let centre: Vec<f32> = (0..c * d).map(|_| centres.uniform(-2.0, 2.0) as f32).collect();
-    let codes: [[u8; 4]; 8] = [[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]];
+    let codes: [[u8; 4]; 8] =
+        [[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]];
     let mut r = Rng::new(seed);
     let mut x = Vec::with_capacity(n * d);
     let mut classes = Vec::new();
@@ -95,7 +96,12 @@ fn frozen_trunk_is_bit_identical_and_cheaper() {
     let mut net_all = pretrained(11);
     net_all.swap_head(Head::labels(4), 12).unwrap();
     let all = Trainer::new(&gpu, config(11)).fine_tune(&mut net_all, &data, Freeze::All, 2).unwrap();
-    assert!(trunk_only.bytes_allocated < all.bytes_allocated, "Trunk allocated {} bytes, All {}", trunk_only.bytes_allocated, all.bytes_allocated);
+    assert!(
+        trunk_only.bytes_allocated < all.bytes_allocated,
+        "Trunk allocated {} bytes, All {}",
+        trunk_only.bytes_allocated,
+        all.bytes_allocated
+    );
     assert!(
         trunk_only.dispatches_per_step < all.dispatches_per_step,
         "Trunk {} dispatches per step, All {}",

@@ -2,13 +2,13 @@
 //! of shuffled mini-batch training equal a float64 reference trainer fed the same batches.
 mod common;
 use common::*;
+use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::kernels::Activation;
 use headswap::nn::{DenseSpec, HeadKind, Network};
 use headswap::reference::network::{RefLayer, RefLoss, loss_and_grads};
 use headswap::reference::optim::{Adam, Sgd, adam_step, sgd_step};
 use headswap::train::{Optimizer, TrainConfig, Trainer};
-use headswap::Rng;
 
 #[derive(Clone, Copy)]
 enum Opt {
@@ -28,20 +28,36 @@ fn setup(n: usize, seed: u64) -> Setup {
         DenseSpec { inputs: d, outputs: h, activation: Activation::Tanh },
         DenseSpec { inputs: h, outputs: c, activation: Activation::Identity },
     ];
-    let values = specs.iter().enumerate().map(|(i, s)| (rand_vec(seed + i as u64, s.inputs * s.outputs), rand_vec(seed + 10 + i as u64, s.outputs))).collect();
+    let values = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (rand_vec(seed + i as u64, s.inputs * s.outputs), rand_vec(seed + 10 + i as u64, s.outputs)))
+        .collect();
     let x = rand_range(seed + 50, n * d, -1.5, 1.5);
     let mut r = Rng::new(seed);
     let y = (0..n).map(|_| r.below(c as u64) as u32).collect();
-    let data = Dataset { x, n, d, input_shape: vec![d], targets: Targets::Classes { y, num_classes: c }, label_names: (0..c).map(|i| i.to_string()).collect() };
+    let data = Dataset {
+        x,
+        n,
+        d,
+        input_shape: vec![d],
+        targets: Targets::Classes { y, num_classes: c },
+        label_names: (0..c).map(|i| i.to_string()).collect(),
+    };
     Setup { specs, values, data }
 }
 
 /// The reference trainer: same shuffles (the trainer draws one permutation per epoch from
 /// `Rng::new(seed)`), same batches, f64 arithmetic.
 fn reference_train(s: &Setup, opt: Opt, batch: usize, epochs: usize, seed: u64) -> Vec<(Vec<f64>, Vec<f64>)> {
-    let mut layers: Vec<RefLayer> =
-        s.specs.iter().zip(&s.values).map(|(sp, (w, b))| RefLayer { inputs: sp.inputs, outputs: sp.outputs, activation: sp.activation, w: to_f64(w), b: to_f64(b) }).collect();
-    let mut state: Vec<[Vec<f64>; 4]> = layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
+    let mut layers: Vec<RefLayer> = s
+        .specs
+        .iter()
+        .zip(&s.values)
+        .map(|(sp, (w, b))| RefLayer { inputs: sp.inputs, outputs: sp.outputs, activation: sp.activation, w: to_f64(w), b: to_f64(b) })
+        .collect();
+    let mut state: Vec<[Vec<f64>; 4]> =
+        layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
     let Targets::Classes { y, .. } = &s.data.targets else { unreachable!() };
     let d = s.data.d;
     let mut rng = Rng::new(seed);
@@ -50,7 +66,8 @@ fn reference_train(s: &Setup, opt: Opt, batch: usize, epochs: usize, seed: u64) 
         let order = rng.permutation(s.data.n);
         for chunk in order.chunks(batch) {
             let m = chunk.len();
-            let xb: Vec<f64> = chunk.iter().flat_map(|&i| s.data.x[i as usize * d..(i as usize + 1) * d].iter().map(|&v| v as f64)).collect();
+            let xb: Vec<f64> =
+                chunk.iter().flat_map(|&i| s.data.x[i as usize * d..(i as usize + 1) * d].iter().map(|&v| v as f64)).collect();
             let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
             let (_, grads) = loss_and_grads(&layers, &xb, m, &RefLoss::Softmax(yb));
             t += 1;

@@ -139,7 +139,9 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -236,7 +238,10 @@ fn image_options(args: &Args) -> CliResult<ImageOptions> {
         None => (16, 16),
         Some(s) => {
             let (w, h) = s.split_once('x').ok_or_else(|| usage(format!("--size must look like 16x16, not {s:?}")))?;
-            (w.parse().map_err(|_| usage(format!("--size: bad width {w:?}")))?, h.parse().map_err(|_| usage(format!("--size: bad height {h:?}")))?)
+            (
+                w.parse().map_err(|_| usage(format!("--size: bad width {w:?}")))?,
+                h.parse().map_err(|_| usage(format!("--size: bad height {h:?}")))?,
+            )
         }
     };
     if w == 0 || h == 0 || w > 4096 || h > 4096 {
@@ -280,7 +285,11 @@ fn load_data(spec: &str, opts: &ImageOptions, seed: u64) -> CliResult<Dataset> {
     } else if path.is_dir() {
         data::image_folder::load(path, opts)?
     } else if !path.exists() {
-        return Err(Error::Io { path: spec.into(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory, and not a built-in data set name") }.into());
+        return Err(Error::Io {
+            path: spec.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory, and not a built-in data set name"),
+        }
+        .into());
     } else {
         return Err(usage(format!("{spec:?}: expected a built-in data set, a folder, a .csv manifest or a .safetensors file")));
     };
@@ -315,7 +324,8 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
     if !(0.0..1.0).contains(&cfg.validation_fraction) {
         return Err(usage("--val must be in [0, 1)"));
     }
-    cfg.early_stopping = args.get("early-stop").map(|p| p.parse()).transpose().map_err(|_| usage("--early-stop takes a number of epochs"))?;
+    cfg.early_stopping =
+        args.get("early-stop").map(|p| p.parse()).transpose().map_err(|_| usage("--early-stop takes a number of epochs"))?;
     cfg.threshold = args.parsed("threshold", 0.5f32)?;
     cfg.trunk_lr_mult = args.parsed("trunk-lr-mult", 1.0f32)?;
     cfg.bce.pos_weight = args.list("pos-weight")?;
@@ -332,7 +342,8 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
             }
         }
         s if s.starts_with("cosine") => {
-            let warmup = s.strip_prefix("cosine:").map(|w| w.parse()).transpose().map_err(|_| usage("--schedule cosine:WARMUP_STEPS"))?.unwrap_or(0);
+            let warmup =
+                s.strip_prefix("cosine:").map(|w| w.parse()).transpose().map_err(|_| usage("--schedule cosine:WARMUP_STEPS"))?.unwrap_or(0);
             Schedule::Cosine { warmup_steps: warmup, min_lr: 0.0 }
         }
         other => return Err(usage(format!("unknown --schedule {other:?}"))),
@@ -481,7 +492,8 @@ fn cmd_finetune(args: &Args) -> CliResult<()> {
     let freeze = Freeze::parse(freeze_s).ok_or_else(|| usage(format!("--freeze must be trunk, all, last:K or auto, not {freeze_s:?}")))?;
     let hidden = args.get("head-hidden").map(|h| h.parse()).transpose().map_err(|_| usage("--head-hidden takes a number of units"))?;
     let act = activation(args)?;
-    let recipe = args.get("recipe").map(|h| h.parse::<usize>()).transpose().map_err(|_| usage("--recipe takes the number of head-only epochs"))?;
+    let recipe =
+        args.get("recipe").map(|h| h.parse::<usize>()).transpose().map_err(|_| usage("--recipe takes the number of head-only epochs"))?;
     let epochs = args.parsed("epochs", 10usize)?;
     let json = args.has("json");
     let dtype = storage(args);
@@ -549,7 +561,8 @@ fn cmd_eval(args: &Args) -> CliResult<()> {
     let trainer = Trainer::new(&gpu, TrainConfig { threshold, ..TrainConfig::default() });
     let m = trainer.evaluate(&net, &data)?;
     if json {
-        let labels = m.labels.as_ref().map(|l| serde_json::json!({"f1": l.f1, "precision": l.precision, "recall": l.recall, "mean_f1": l.mean_f1}));
+        let labels =
+            m.labels.as_ref().map(|l| serde_json::json!({"f1": l.f1, "precision": l.precision, "recall": l.recall, "mean_f1": l.mean_f1}));
         println!("{}", serde_json::json!({"examples": data.n, "loss": m.loss, "accuracy": m.accuracy, "labels": labels}));
     } else {
         println!("{} examples, loss {:.4}", data.n, m.loss);
@@ -578,7 +591,10 @@ fn cmd_predict(args: &Args) -> CliResult<()> {
     let meta = |k: &str| ckpt.metadata.get(k).cloned();
     let (w, h) = meta("headswap.image_size")
         .and_then(|s| s.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))))
-        .ok_or_else(|| Error::Format { path: model.clone(), message: "no image size in the metadata: this model was not trained on images".into() })?;
+        .ok_or_else(|| Error::Format {
+            path: model.clone(),
+            message: "no image size in the metadata: this model was not trained on images".into(),
+        })?;
     let opts = if meta("headswap.channels").as_deref() == Some("rgb") { ImageOptions::rgb(w, h) } else { ImageOptions::gray(w, h) };
     let names: Vec<String> = meta("headswap.label_names").and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
     let gpu = gpu()?;
@@ -592,9 +608,12 @@ fn cmd_predict(args: &Args) -> CliResult<()> {
     let mut out = Vec::new();
     for (i, p) in args.positional.iter().enumerate() {
         let row = &probs[i * k..(i + 1) * k];
-        let named: Vec<(String, f32)> = row.iter().enumerate().map(|(j, &v)| (names.get(j).cloned().unwrap_or_else(|| j.to_string()), v)).collect();
+        let named: Vec<(String, f32)> =
+            row.iter().enumerate().map(|(j, &v)| (names.get(j).cloned().unwrap_or_else(|| j.to_string()), v)).collect();
         if json {
-            out.push(serde_json::json!({"image": p, "probabilities": named.iter().map(|(n, v)| (n.clone(), *v)).collect::<BTreeMap<_, _>>()}));
+            out.push(
+                serde_json::json!({"image": p, "probabilities": named.iter().map(|(n, v)| (n.clone(), *v)).collect::<BTreeMap<_, _>>()}),
+            );
         } else {
             let shown: Vec<String> = match net.head_kind() {
                 HeadKind::Classes => {

@@ -47,12 +47,7 @@ pub fn rank(backend: Backend, device_type: DeviceType, power: PowerPreference) -
 
 pub(crate) fn backend_names(b: Backends) -> String {
     let mut names = Vec::new();
-    for (flag, name) in [
-        (Backends::VULKAN, "vulkan"),
-        (Backends::GL, "gl"),
-        (Backends::METAL, "metal"),
-        (Backends::DX12, "dx12"),
-    ] {
+    for (flag, name) in [(Backends::VULKAN, "vulkan"), (Backends::GL, "gl"), (Backends::METAL, "metal"), (Backends::DX12, "dx12")] {
         if b.contains(flag) {
             names.push(name);
         }

@@ -96,7 +96,12 @@ impl std::fmt::Display for AdapterSummary {
         writeln!(f, "backend      {}", self.backend)?;
         writeln!(f, "device type  {}", self.device_type)?;
         writeln!(f, "driver       {} ({})", self.driver, self.driver_info)?;
-        writeln!(f, "max storage buffer binding size  {} bytes ({} MiB)", self.max_storage_buffer_binding_size, self.max_storage_buffer_binding_size >> 20)?;
+        writeln!(
+            f,
+            "max storage buffer binding size  {} bytes ({} MiB)",
+            self.max_storage_buffer_binding_size,
+            self.max_storage_buffer_binding_size >> 20
+        )?;
         writeln!(f, "max buffer size                  {} bytes ({} MiB)", self.max_buffer_size, self.max_buffer_size >> 20)?;
         writeln!(f, "max storage buffers per stage    {}", self.max_storage_buffers_per_shader_stage)?;
         let [x, y, z] = self.max_compute_workgroup_size;
@@ -179,8 +184,7 @@ impl Gpu {
             required_limits: adapter.limits(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc))
-            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&device_desc)).map_err(|e| Error::RequestDevice(e.to_string()))?;
         Ok(Self::build(device, queue, adapter.get_info()))
     }
 
@@ -266,11 +270,7 @@ impl Gpu {
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
             max_buffer_size: l.max_buffer_size,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
-            max_compute_workgroup_size: [
-                l.max_compute_workgroup_size_x,
-                l.max_compute_workgroup_size_y,
-                l.max_compute_workgroup_size_z,
-            ],
+            max_compute_workgroup_size: [l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z],
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
             shader_f16: self.has(wgpu::Features::SHADER_F16),
@@ -320,10 +320,7 @@ impl Gpu {
 
     /// Waits until every submitted command has finished.
     pub fn sync(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(e.to_string()))?;
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Device(e.to_string()))?;
         self.check("sync")
     }
 

@@ -51,7 +51,11 @@ impl Gpu {
                 let mut entries = vec![wgpu::BindGroupLayoutEntry {
                     binding: 0,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
                     count: None,
                 }];
                 for (i, a) in bindings.iter().enumerate() {
@@ -66,7 +70,9 @@ impl Gpu {
                         count: None,
                     });
                 }
-                let bgl = self.device().create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("headswap_bgl"), entries: &entries });
+                let bgl = self
+                    .device()
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("headswap_bgl"), entries: &entries });
                 let pl = self.device().create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some("headswap_pl"),
                     bind_group_layouts: &[Some(&bgl)],
@@ -155,17 +161,27 @@ impl Dispatch {
         if buffers.len() as u32 > limits.max_storage_buffers_per_shader_stage {
             return Err(Error::Gpu {
                 kernel: kernel.entry.into(),
-                message: format!("needs {} storage buffers; the adapter allows {}", buffers.len(), limits.max_storage_buffers_per_shader_stage),
+                message: format!(
+                    "needs {} storage buffers; the adapter allows {}",
+                    buffers.len(),
+                    limits.max_storage_buffers_per_shader_stage
+                ),
             });
         }
         let max_groups = limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&g| g > max_groups) {
-            return Err(Error::Gpu { kernel: kernel.entry.into(), message: format!("workgroups {workgroups:?} exceed the adapter's {max_groups} per dimension") });
+            return Err(Error::Gpu {
+                kernel: kernel.entry.into(),
+                message: format!("workgroups {workgroups:?} exceed the adapter's {max_groups} per dimension"),
+            });
         }
         let align = limits.min_storage_buffer_offset_alignment as u64;
         for t in buffers {
             if t.offset() % align != 0 {
-                return Err(Error::Gpu { kernel: kernel.entry.into(), message: format!("tensor offset {} is not a multiple of {align}", t.offset()) });
+                return Err(Error::Gpu {
+                    kernel: kernel.entry.into(),
+                    message: format!("tensor offset {} is not a multiple of {align}", t.offset()),
+                });
             }
             gpu.check_binding_size(kernel.entry, t.bytes())?;
         }

@@ -144,7 +144,9 @@ mod tests {
     }
     #[test]
     fn activation_names_round_trip() {
-        for a in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu] {
+        for a in
+            [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu]
+        {
             assert_eq!(Activation::parse(&a.name()), Some(a));
         }
     }

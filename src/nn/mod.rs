@@ -212,7 +212,13 @@ impl Network {
     }
 
     /// A network whose every layer's values are given (checkpoints, tests).
-    pub fn from_values(gpu: &Gpu, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+    pub fn from_values(
+        gpu: &Gpu,
+        trunk: Vec<DenseSpec>,
+        head: Vec<DenseSpec>,
+        head_kind: HeadKind,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
         let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
         if head.is_empty() {
             return Err(Error::invalid("a network needs at least one head layer"));
@@ -253,7 +259,11 @@ impl Network {
         let report = HeadSwapReport {
             kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, s)).collect(),
             dropped: self.head.iter().enumerate().map(|(i, s)| describe(t + i, s)).collect(),
-            created: specs.iter().enumerate().map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, s), head.init.name())).collect(),
+            created: specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, s), head.init.name()))
+                .collect(),
         };
         tracing::info!(%report, "head-swap");
         self.head = specs;

@@ -49,16 +49,22 @@ fn layers_json(net: &Network) -> String {
 }
 
 fn parse_layers(path: &str, json: &str) -> Result<(Vec<DenseSpec>, Vec<DenseSpec>)> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
     let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
     let (mut trunk, mut head) = (Vec::new(), Vec::new());
     for (i, item) in items.iter().enumerate() {
         let field = |k: &str| item.get(k).ok_or_else(|| Error::format(path, format!("layer {i} has no \"{k}\"")));
         let num = |k: &str| -> Result<usize> {
-            field(k)?.as_u64().filter(|&n| n > 0 && n < (1 << 31)).map(|n| n as usize).ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a positive integer")))
+            field(k)?
+                .as_u64()
+                .filter(|&n| n > 0 && n < (1 << 31))
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a positive integer")))
         };
         let act_name = field("activation")?.as_str().unwrap_or("");
-        let activation = Activation::parse(act_name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {act_name:?}")))?;
+        let activation =
+            Activation::parse(act_name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {act_name:?}")))?;
         let spec = DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation };
         match field("part")?.as_str() {
             Some("trunk") => trunk.push(spec),
@@ -85,7 +91,14 @@ impl Network {
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
         ckpt.metadata.insert(checkpoint::LAYERS_KEY.into(), layers_json(self));
-        ckpt.metadata.insert(HEAD_KIND_KEY.into(), match self.head_kind { HeadKind::Classes => "classes", HeadKind::Labels => "labels" }.into());
+        ckpt.metadata.insert(
+            HEAD_KIND_KEY.into(),
+            match self.head_kind {
+                HeadKind::Classes => "classes",
+                HeadKind::Labels => "labels",
+            }
+            .into(),
+        );
         ckpt.metadata.insert("format".into(), "pt".into());
         Ok(ckpt)
     }
@@ -105,7 +118,10 @@ impl Network {
     /// names the source in error messages.
     pub fn from_checkpoint(gpu: &Gpu, ckpt: &Checkpoint, origin: &str) -> Result<Network> {
         let json = ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| {
-            Error::format(origin, "no headswap architecture in the metadata (a plain PyTorch state_dict? load it with Network::from_state_dict / --arch)")
+            Error::format(
+                origin,
+                "no headswap architecture in the metadata (a plain PyTorch state_dict? load it with Network::from_state_dict / --arch)",
+            )
         })?;
         let (trunk, head) = parse_layers(origin, json)?;
         let kind = match ckpt.metadata.get(HEAD_KIND_KEY).map(String::as_str) {
@@ -119,12 +135,22 @@ impl Network {
     /// Builds a network from a PyTorch `nn.Sequential` state_dict of Linear layers (no headswap
     /// metadata): the layers are the `<i>.weight`/`<i>.bias` pairs in index order, `activation`
     /// sits between them, and the top `head_layers` layers are the head.
-    pub fn from_state_dict(gpu: &Gpu, ckpt: &Checkpoint, activation: Activation, kind: HeadKind, head_layers: usize, origin: &str) -> Result<Network> {
+    pub fn from_state_dict(
+        gpu: &Gpu,
+        ckpt: &Checkpoint,
+        activation: Activation,
+        kind: HeadKind,
+        head_layers: usize,
+        origin: &str,
+    ) -> Result<Network> {
         let sd = ckpt.state_dict_only();
         let mut idx: Vec<usize> = sd
             .names()
             .filter_map(|n| n.strip_suffix(".weight"))
-            .map(|i| i.parse::<usize>().map_err(|_| Error::format(origin, format!("tensor {i}.weight is not named like an nn.Sequential parameter"))))
+            .map(|i| {
+                i.parse::<usize>()
+                    .map_err(|_| Error::format(origin, format!("tensor {i}.weight is not named like an nn.Sequential parameter")))
+            })
             .collect::<Result<_>>()?;
         idx.sort_unstable();
         if idx.is_empty() {
@@ -137,7 +163,11 @@ impl Network {
                 return Err(Error::format(origin, format!("{i}.weight has shape {:?}; a Linear weight is [out, in]", w.shape)));
             }
             let last = j + 1 == idx.len();
-            specs.push(DenseSpec { inputs: w.shape[1], outputs: w.shape[0], activation: if last { Activation::Identity } else { activation } });
+            specs.push(DenseSpec {
+                inputs: w.shape[1],
+                outputs: w.shape[0],
+                activation: if last { Activation::Identity } else { activation },
+            });
         }
         if head_layers == 0 || head_layers > specs.len() {
             return Err(Error::invalid(format!("head_layers must be between 1 and {}", specs.len())));
@@ -146,13 +176,22 @@ impl Network {
         Self::with_values_from(gpu, &sd, specs, head, kind, origin)
     }
 
-    fn with_values_from(gpu: &Gpu, ckpt: &Checkpoint, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+    fn with_values_from(
+        gpu: &Gpu,
+        ckpt: &Checkpoint,
+        trunk: Vec<DenseSpec>,
+        head: Vec<DenseSpec>,
+        kind: HeadKind,
+        origin: &str,
+    ) -> Result<Network> {
         let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
         let seq = sequential_indices(&all);
         let expected: Vec<Expect> = all
             .iter()
             .zip(&seq)
-            .flat_map(|(s, i)| [Expect::new(format!("{i}.weight"), vec![s.outputs, s.inputs]), Expect::new(format!("{i}.bias"), vec![s.outputs])])
+            .flat_map(|(s, i)| {
+                [Expect::new(format!("{i}.weight"), vec![s.outputs, s.inputs]), Expect::new(format!("{i}.bias"), vec![s.outputs])]
+            })
             .collect();
         ckpt.state_dict_only().check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),

@@ -44,7 +44,12 @@ pub fn bias_add(x: &mut [f64], bias: &[f64]) {
 
 /// The logistic function, stable for large |x|.
 pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) }
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
 }
 
 const GELU_K: f64 = 0.797_884_560_802_865_4; // √(2/π)
@@ -55,7 +60,13 @@ pub fn activate(act: Activation, x: f64) -> f64 {
     match act {
         Activation::Identity => x,
         Activation::Relu => x.max(0.0),
-        Activation::LeakyRelu(a) => if x > 0.0 { x } else { a as f64 * x },
+        Activation::LeakyRelu(a) => {
+            if x > 0.0 {
+                x
+            } else {
+                a as f64 * x
+            }
+        }
         Activation::Sigmoid => sigmoid(x),
         Activation::Tanh => x.tanh(),
         Activation::Gelu => 0.5 * x * (1.0 + (GELU_K * (x + GELU_C * x * x * x)).tanh()),
@@ -66,9 +77,24 @@ pub fn activate(act: Activation, x: f64) -> f64 {
 pub fn activate_grad(act: Activation, z: f64) -> f64 {
     match act {
         Activation::Identity => 1.0,
-        Activation::Relu => if z > 0.0 { 1.0 } else { 0.0 },
-        Activation::LeakyRelu(a) => if z > 0.0 { 1.0 } else { a as f64 },
-        Activation::Sigmoid => { let s = sigmoid(z); s * (1.0 - s) }
+        Activation::Relu => {
+            if z > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(a) => {
+            if z > 0.0 {
+                1.0
+            } else {
+                a as f64
+            }
+        }
+        Activation::Sigmoid => {
+            let s = sigmoid(z);
+            s * (1.0 - s)
+        }
         Activation::Tanh => 1.0 - z.tanh().powi(2),
         Activation::Gelu => {
             let u = GELU_K * (z + GELU_C * z * z * z);

@@ -18,8 +18,8 @@ use crate::kernels::metrics::LabelMetrics;
 use crate::kernels::optim::{AdamConfig, OptimStep, SgdConfig, adam_step, sgd_step};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
-pub use plan::{BceSettings, DeviceData};
 use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Scratch};
+pub use plan::{BceSettings, DeviceData};
 pub use schedule::Schedule;
 use std::time::Instant;
 
@@ -273,7 +273,13 @@ impl Trainer {
     /// fastai's `fine_tune` recipe in one call: `head_epochs` with the trunk frozen, then
     /// `full_epochs` with everything trainable at half the learning rate, the trunk at
     /// `trunk_lr_mult` of that (0.1 if it is left at 1).
-    pub fn fine_tune_recipe(&mut self, net: &mut Network, data: &Dataset, head_epochs: usize, full_epochs: usize) -> Result<(FitReport, FitReport)> {
+    pub fn fine_tune_recipe(
+        &mut self,
+        net: &mut Network,
+        data: &Dataset,
+        head_epochs: usize,
+        full_epochs: usize,
+    ) -> Result<(FitReport, FitReport)> {
         let first = self.fine_tune(net, data, Freeze::Trunk, head_epochs)?;
         let saved = self.config.clone();
         self.config.optimizer = saved.optimizer.with_lr(saved.optimizer.lr() / 2.0);
@@ -327,7 +333,15 @@ impl Trainer {
         self.last_state.as_ref()
     }
 
-    fn run(&mut self, net: &mut Network, data: &Dataset, lowest: usize, trunk_lr_mult: f32, epochs: usize, resume: Option<&TrainingState>) -> Result<FitReport> {
+    fn run(
+        &mut self,
+        net: &mut Network,
+        data: &Dataset,
+        lowest: usize,
+        trunk_lr_mult: f32,
+        epochs: usize,
+        resume: Option<&TrainingState>,
+    ) -> Result<FitReport> {
         check_fits(net, data)?;
         let cfg = self.config.clone();
         if cfg.batch_size == 0 {
@@ -386,7 +400,9 @@ impl Trainer {
             let shapes: Vec<usize> = groups.iter().flat_map(|g| g.state.iter().map(|t| t.len())).collect();
             let given: Vec<usize> = r.optimizer_state.iter().map(|v| v.len()).collect();
             if shapes != given {
-                return Err(Error::invalid(format!("the saved optimizer state has buffers of {given:?} values, this run needs {shapes:?} (another optimizer or network?)")));
+                return Err(Error::invalid(format!(
+                    "the saved optimizer state has buffers of {given:?} values, this run needs {shapes:?} (another optimizer or network?)"
+                )));
             }
             for (t, v) in groups.iter().flat_map(|g| g.state.iter()).zip(&r.optimizer_state) {
                 t.write(&gpu, v)?;
@@ -443,7 +459,8 @@ impl Trainer {
                 let mut recorded;
                 let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_step") });
                 {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
+                    let mut pass =
+                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
                     recorded = plan.encode(&gpu, &mut pass);
                     for g in &groups {
                         recorded += g.step.dispatch().encode(&gpu, &mut pass);
@@ -475,7 +492,14 @@ impl Trainer {
                     since_best += 1;
                 }
             }
-            reports.push(EpochReport { epoch, lr, train: train_metrics, validation, seconds, samples_per_sec: train.n as f64 / seconds.max(1e-9) });
+            reports.push(EpochReport {
+                epoch,
+                lr,
+                train: train_metrics,
+                validation,
+                seconds,
+                samples_per_sec: train.n as f64 / seconds.max(1e-9),
+            });
             if let Some(patience) = cfg.early_stopping {
                 if since_best >= patience && best.is_some() {
                     tracing::info!(epoch, "early stopping");
@@ -564,9 +588,15 @@ fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
             Err(Error::shape(format!("the data has {num_classes} classes, the head has {} outputs", net.output_dim())))
         }
         (crate::data::Targets::Labels { k, .. }, HeadKind::Labels) if *k == net.output_dim() => Ok(()),
-        (crate::data::Targets::Labels { k, .. }, HeadKind::Labels) => Err(Error::shape(format!("the data has {k} labels, the head has {} outputs", net.output_dim()))),
-        (crate::data::Targets::Classes { .. }, HeadKind::Labels) => Err(Error::invalid("the data has one class per example but the head predicts independent labels; swap the head for Head::classes")),
-        (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid("the data has several labels per example but the head is a softmax classifier; swap the head for Head::labels")),
+        (crate::data::Targets::Labels { k, .. }, HeadKind::Labels) => {
+            Err(Error::shape(format!("the data has {k} labels, the head has {} outputs", net.output_dim())))
+        }
+        (crate::data::Targets::Classes { .. }, HeadKind::Labels) => Err(Error::invalid(
+            "the data has one class per example but the head predicts independent labels; swap the head for Head::classes",
+        )),
+        (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
+            "the data has several labels per example but the head is a softmax classifier; swap the head for Head::labels",
+        )),
     }
 }
 
@@ -617,7 +647,13 @@ fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> 
             plan.encode(gpu, &mut pass);
         }
         let bytes = (rows * d * 4) as u64;
-        enc.copy_buffer_to_buffer(plan.output.buffer(), plan.output.offset(), features.buffer(), features.offset() + (start * d * 4) as u64, bytes);
+        enc.copy_buffer_to_buffer(
+            plan.output.buffer(),
+            plan.output.offset(),
+            features.buffer(),
+            features.offset() + (start * d * 4) as u64,
+            bytes,
+        );
         gpu.submit(enc);
         start += rows;
     }
@@ -645,7 +681,16 @@ impl Evaluator {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new(gpu: &Gpu, net: &Network, data: &DeviceData, source_x: &Tensor, first: usize, batch: usize, cfg: &TrainConfig, bce: &(Option<Tensor>, Option<Tensor>)) -> Result<Evaluator> {
+    fn new(
+        gpu: &Gpu,
+        net: &Network,
+        data: &DeviceData,
+        source_x: &Tensor,
+        first: usize,
+        batch: usize,
+        cfg: &TrainConfig,
+        bce: &(Option<Tensor>, Option<Tensor>),
+    ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
         let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data)?;
         let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
@@ -765,7 +810,13 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("predict"), timestamp_writes: None });
             plan.encode(gpu, &mut pass);
         }
-        enc.copy_buffer_to_buffer(plan.output.buffer(), plan.output.offset(), logits.buffer(), (start * out_dim * 4) as u64, (rows * out_dim * 4) as u64);
+        enc.copy_buffer_to_buffer(
+            plan.output.buffer(),
+            plan.output.offset(),
+            logits.buffer(),
+            (start * out_dim * 4) as u64,
+            (rows * out_dim * 4) as u64,
+        );
         gpu.submit(enc);
         start += rows;
     }
@@ -809,7 +860,8 @@ impl TrainingState {
     /// Reads the state written by [`TrainingState::to_checkpoint`]; `origin` names the file in errors.
     pub fn from_checkpoint(c: &crate::checkpoint::Checkpoint, origin: &str) -> Result<TrainingState> {
         use crate::checkpoint as ck;
-        let get = |k: &str| c.metadata.get(k).ok_or_else(|| Error::format(origin, format!("not a training checkpoint: no {k} in the metadata")));
+        let get =
+            |k: &str| c.metadata.get(k).ok_or_else(|| Error::format(origin, format!("not a training checkpoint: no {k} in the metadata")));
         let num = |k: &str| -> Result<u64> { get(k)?.parse().map_err(|_| Error::format(origin, format!("{k} is not a number"))) };
         let mut optimizer_state = Vec::new();
         while let Some(t) = c.get(&format!("{}state.{}", ck::OPTIM_PREFIX, optimizer_state.len())) {

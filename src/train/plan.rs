@@ -223,7 +223,9 @@ pub(crate) fn forward_dispatches(
                 out.push(matmul_dispatch(gpu, input, &w, z, Transpose::NT, Epilogue { bias: Some(&b), activation: Activation::Identity })?);
                 out.push(elementwise::act_forward_dispatch(gpu, spec.activation, z, &a[i])?);
             }
-            None => out.push(matmul_dispatch(gpu, input, &w, &a[i], Transpose::NT, Epilogue { bias: Some(&b), activation: spec.activation })?),
+            None => {
+                out.push(matmul_dispatch(gpu, input, &w, &a[i], Transpose::NT, Epilogue { bias: Some(&b), activation: spec.activation })?)
+            }
         }
     }
     Ok(())
@@ -238,7 +240,15 @@ pub(crate) struct ForwardPlan {
 }
 
 impl ForwardPlan {
-    pub fn build(gpu: &Gpu, net: &Network, source_x: &Tensor, indices: &Tensor, first: usize, upto: usize, rows: usize) -> Result<ForwardPlan> {
+    pub fn build(
+        gpu: &Gpu,
+        net: &Network,
+        source_x: &Tensor,
+        indices: &Tensor,
+        first: usize,
+        upto: usize,
+        rows: usize,
+    ) -> Result<ForwardPlan> {
         let layers = net.layers();
         let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs };
         let x = Tensor::alloc(gpu, &[rows, in_dim], DType::F32, "fwd_x")?;
@@ -303,7 +313,8 @@ impl Plan {
         let gathers = vec![gather_rows(gpu, p.source_x, p.indices, &x)?, gather_rows(gpu, p.source_y, p.indices, &y)?];
         let mut d = Vec::new();
         // forward
-        let a: Vec<Tensor> = s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
+        let a: Vec<Tensor> =
+            s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
         let z: Vec<Option<Tensor>> = s.z.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
         forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &mut d)?;
         // loss + metrics
@@ -318,7 +329,11 @@ impl Plan {
                 d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
             }
             HeadKind::Labels => {
-                let opts = loss::BceOptions { pos_weight: p.bce_tensors.0.clone(), label_weight: p.bce_tensors.1.clone(), reduction: p.bce.reduction };
+                let opts = loss::BceOptions {
+                    pos_weight: p.bce_tensors.0.clone(),
+                    label_weight: p.bce_tensors.1.clone(),
+                    reduction: p.bce.reduction,
+                };
                 d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
                 d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
                 d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
@@ -370,6 +385,7 @@ impl Plan {
 
     /// Records the step; returns the number of dispatches recorded.
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>() + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>()
+            + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
     }
 }

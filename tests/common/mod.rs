@@ -76,9 +76,14 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], tol: Tolerance
         }
     }
     if !bad.is_empty() {
-        let mut msg = format!("{what}: {} of {} elements differ (tolerance rel {:e}, abs {:e})\n", bad.len(), actual.len(), tol.rel, tol.abs);
+        let mut msg =
+            format!("{what}: {} of {} elements differ (tolerance rel {:e}, abs {:e})\n", bad.len(), actual.len(), tol.rel, tol.abs);
         for (i, a, e) in bad.iter().take(6) {
-            msg += &format!("  [{i}] actual {a:e}, expected {e:e}, abs diff {:e}, rel diff {:e}\n", (a - e).abs(), (a - e).abs() / e.abs().max(f64::MIN_POSITIVE));
+            msg += &format!(
+                "  [{i}] actual {a:e}, expected {e:e}, abs diff {:e}, rel diff {:e}\n",
+                (a - e).abs(),
+                (a - e).abs() / e.abs().max(f64::MIN_POSITIVE)
+            );
         }
         if bad.len() > 6 {
             msg += &format!("  ... and {} more\n", bad.len() - 6);
