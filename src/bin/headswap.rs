@@ -6,7 +6,7 @@ use headswap::data::{self, Channels, Dataset, ImageOptions};
 use headswap::demo::{self, DemoConfig, DemoData};
 use headswap::kernels::Activation;
 use headswap::nn::{Head, HeadKind, Network};
-use headswap::train::{Freeze, Optimizer, Schedule, TrainConfig, Trainer};
+use headswap::train::{Freeze, Optimizer, Progress, Schedule, TrainConfig, Trainer};
 use headswap::{Error, Gpu};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -410,6 +410,30 @@ fn print_fit(report: &headswap::train::FitReport, json: bool) {
     }
 }
 
+/// A trainer that draws a progress bar (steps of the current epoch, last epoch's loss and
+/// samples/s) on stderr when stderr is a terminal.
+fn trainer(gpu: &Gpu, cfg: TrainConfig) -> Trainer {
+    let bar = indicatif::ProgressBar::new(1);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("epoch {prefix:>7} [{bar:30}] {pos:>5}/{len} steps  {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut total = 0;
+    Trainer::new(gpu, cfg).with_progress(move |p| match p {
+        Progress::Step { epoch, step, steps_per_epoch, epochs } => {
+            total = epochs;
+            bar.set_length(steps_per_epoch as u64);
+            bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+            bar.set_position(step as u64 + 1);
+        }
+        Progress::Epoch(r) => {
+            bar.set_message(format!("loss {:.4}  score {:.3}  {:.0} samples/s", r.train.loss, r.train.score(), r.samples_per_sec));
+            if r.epoch + 1 == total {
+                bar.finish_and_clear();
+            }
+        }
+    })
+}
+
 fn activation(args: &Args) -> CliResult<Activation> {
     let name = args.get("activation").unwrap_or("relu");
     Activation::parse(name).ok_or_else(|| usage(format!("unknown --activation {name:?} (relu, leaky_relu, sigmoid, tanh, gelu, identity)")))
@@ -440,7 +464,7 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let mut sizes = vec![data.d];
     sizes.extend(layers);
     let mut net = Network::mlp(&gpu, &sizes, act, Default::default(), head_for(&data, None, act), cfg.seed)?;
-    let mut trainer = Trainer::new(&gpu, cfg);
+    let mut trainer = trainer(&gpu, cfg);
     let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
     save_state(&trainer, &net, state_out.as_deref())?;
@@ -471,7 +495,7 @@ fn cmd_resume(args: &Args) -> CliResult<()> {
     let gpu = gpu()?;
     let (mut net, state) = headswap::train::TrainingState::load(&gpu, &state_path)?;
     eprintln!("resuming at epoch {} (step {}) of {epochs}", state.epoch, state.step);
-    let mut trainer = Trainer::new(&gpu, cfg);
+    let mut trainer = trainer(&gpu, cfg);
     let report = trainer.resume(&mut net, &data, &state, epochs)?;
     print_fit(&report, json);
     save_state(&trainer, &net, state_out.as_deref())?;
@@ -502,7 +526,7 @@ fn cmd_finetune(args: &Args) -> CliResult<()> {
     let mut net = load_model(&gpu, &from)?;
     let swap = net.swap_head(head_for(&data, hidden, act), cfg.seed)?;
     eprint!("{swap}");
-    let mut trainer = Trainer::new(&gpu, cfg);
+    let mut trainer = trainer(&gpu, cfg);
     match recipe {
         Some(head_epochs) => {
             let (a, b) = trainer.fine_tune_recipe(&mut net, &data, head_epochs, epochs)?;
@@ -541,7 +565,7 @@ fn cmd_train(args: &Args) -> CliResult<()> {
     let gpu = gpu()?;
     let mut net = load_model(&gpu, &init)?;
     net.set_head_kind(kind);
-    let mut trainer = Trainer::new(&gpu, cfg);
+    let mut trainer = trainer(&gpu, cfg);
     let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
     save_state(&trainer, &net, state_out.as_deref())?;

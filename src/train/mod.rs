@@ -225,6 +225,15 @@ pub struct Trainer {
     pub config: TrainConfig,
     rng: Rng,
     last_state: Option<TrainingState>,
+    progress: Option<Box<dyn FnMut(Progress<'_>)>>,
+}
+
+/// What a progress callback hears: every recorded step (no GPU readback involved) and every
+/// finished epoch.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Step { epoch: usize, step: usize, steps_per_epoch: usize, epochs: usize },
+    Epoch(&'a EpochReport),
 }
 
 /// Where a run stopped: with the network's weights, enough to resume it exactly.
@@ -245,7 +254,13 @@ pub struct TrainingState {
 impl Trainer {
     pub fn new(gpu: &Gpu, config: TrainConfig) -> Trainer {
         let rng = Rng::new(config.seed);
-        Trainer { gpu: gpu.clone(), config, rng, last_state: None }
+        Trainer { gpu: gpu.clone(), config, rng, last_state: None, progress: None }
+    }
+
+    /// Calls `f` after every recorded step and every epoch (progress bars, logging).
+    pub fn with_progress(mut self, f: impl FnMut(Progress<'_>) + 'static) -> Trainer {
+        self.progress = Some(Box::new(f));
+        self
     }
 
     /// The shuffle generator's state (saved with training checkpoints so a resumed run
@@ -467,6 +482,9 @@ impl Trainer {
                     }
                 }
                 gpu.submit(enc);
+                if let Some(p) = self.progress.as_mut() {
+                    p(Progress::Step { epoch, step: s, steps_per_epoch, epochs });
+                }
                 if plan.rows == b {
                     step_dispatches += recorded as u64;
                     step_submits += 1;
@@ -500,6 +518,9 @@ impl Trainer {
                 seconds,
                 samples_per_sec: train.n as f64 / seconds.max(1e-9),
             });
+            if let (Some(p), Some(r)) = (self.progress.as_mut(), reports.last()) {
+                p(Progress::Epoch(r));
+            }
             if let Some(patience) = cfg.early_stopping {
                 if since_best >= patience && best.is_some() {
                     tracing::info!(epoch, "early stopping");
