@@ -8,6 +8,12 @@
 // Elements are copied as u32 bits, so f32 rows (NaN payloads included) and u32 labels both pass
 // through unchanged. An index ≥ n, or a position offset + i ≥ total, reads nothing and writes
 // 0xFFFFFFFF (a NaN as f32, u32::MAX as a label) so the mistake shows.
+//
+// Chunked sources: a data set larger than one storage binding (128 MiB on lavapipe) is split
+// into chunks of whole rows; src then holds global rows base .. base + n, and one launch per
+// chunk writes only the batch rows whose index falls in its chunk. Only the last chunk (LAST)
+// writes the 0xFFFFFFFF marker for indices past the end. With base = 0 and LAST, this is the
+// plain single-buffer gather.
 // Reference: inline in tests/kernel_gather.rs.
 
 struct GatherParams {
@@ -16,9 +22,9 @@ struct GatherParams {
     len: u32,      // b · d, elements of dst
     offset: u32,   // first position in indices
     total: u32,    // elements of indices
-    _pad0: u32,
+    base: u32,     // global row index of src's first row
+    last: u32,     // 1 for the last (or only) chunk
     _pad1: u32,
-    _pad2: u32,
 }
 
 const GATHER_MISSING: u32 = 0xffffffffu;
@@ -37,9 +43,15 @@ fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var out = GATHER_MISSING;
     if p.offset <= p.total && i < p.total - p.offset {
         let row = indices[p.offset + i];
-        if row < p.n {
-            out = src[row * p.d + j];
+        if row < p.base { return; }             // an earlier chunk's row
+        let local = row - p.base;
+        if local < p.n {
+            out = src[local * p.d + j];
+        } else if p.last == 0u {
+            return;                              // a later chunk's row
         }
+    } else if p.last == 0u {
+        return;
     }
     dst[e] = out;
 }

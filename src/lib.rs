@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod reference;
+pub mod report;
 pub mod rng;
 pub mod train;
 

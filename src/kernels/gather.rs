@@ -31,7 +31,9 @@ pub(crate) struct GatherParams {
     pub len: u32,
     pub offset: u32,
     pub total: u32,
-    pub _pad: [u32; 3],
+    pub base: u32,
+    pub last: u32,
+    pub _pad: u32,
 }
 
 /// A row gather `dst[i, ..] = src[indices[offset + i], ..]`, built once per (data set, batch
@@ -81,6 +83,13 @@ impl GatherRows {
 /// Elements are copied as bits. An index ≥ n is not read: its row is filled with `0xFFFFFFFF`
 /// (NaN as f32, `u32::MAX` as a label) so it shows.
 pub fn gather_rows(gpu: &Gpu, src: &Tensor, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
+    gather_rows_chunk(gpu, src, 0, true, indices, dst)
+}
+
+/// The gather for one chunk of a data set split over several buffers: `src` holds global rows
+/// `base .. base + n`; only batch rows whose index falls there are written. The `last` chunk also
+/// marks indices past the end with `0xFFFFFFFF`. Launch one per chunk, in any order.
+pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
     let op = "gather_rows";
     ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
         format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
@@ -97,7 +106,16 @@ pub fn gather_rows(gpu: &Gpu, src: &Tensor, indices: &Tensor, dst: &Tensor) -> R
     ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
     let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
     fits(src.len())?; // row · d stays below src.len() in the kernel's u32 arithmetic
-    let params = GatherParams { n: fits(n)?, d: fits(d)?, len: fits(dst.len())?, offset: 0, total: fits(total)?, _pad: [0; 3] };
+    let params = GatherParams {
+        n: fits(n)?,
+        d: fits(d)?,
+        len: fits(dst.len())?,
+        offset: 0,
+        total: fits(total)?,
+        base: fits(base)?,
+        last: last as u32,
+        _pad: 0,
+    };
     let dispatch = Dispatch::new(gpu, GATHER_ROWS, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_1d(dst.len(), 256))?;
     Ok(GatherRows { dispatch, params, rows: b as u32 })
 }

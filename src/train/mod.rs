@@ -18,7 +18,7 @@ use crate::kernels::metrics::LabelMetrics;
 use crate::kernels::optim::{AdamConfig, OptimStep, SgdConfig, adam_step, sgd_step};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
-use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Scratch};
+use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
 pub use plan::{BceSettings, DeviceData};
 pub use schedule::Schedule;
 use std::time::Instant;
@@ -429,16 +429,18 @@ impl Trainer {
         };
         // What this run allocated for itself, counted from its own tensors (a process-wide counter
         // would also see other work on the same device).
-        let mut owned: Vec<&Tensor> = vec![&indices, &train.x, &train.y, &train_x];
+        let mut owned: Vec<&Tensor> = vec![&indices];
+        owned.extend(train.tensors());
+        owned.extend(train_x.tensors());
         owned.extend(scratch.tensors());
         owned.extend(grads.tensors());
         owned.extend(acc.tensors());
         owned.extend(groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())));
         if let Some(v) = &val {
-            owned.extend([&v.x, &v.y]);
+            owned.extend(v.tensors());
         }
         if let Some(vx) = &val_x {
-            owned.push(vx);
+            owned.extend(vx.tensors());
         }
         if let Some(e) = &evaluator {
             owned.extend(e.tensors());
@@ -646,11 +648,12 @@ fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, b
     })
 }
 
-/// Computes the trunk's outputs for every example of `data` once: `[n, trunk_out]`.
-fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> Result<Tensor> {
+/// Computes the trunk's outputs for every example of `data` once: `[n, trunk_out]`, chunked
+/// like the data when it is larger than one binding.
+pub(crate) fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> Result<Rows> {
     let t = net.trunk.len();
     let d = net.trunk_output_dim();
-    let features = Tensor::alloc(gpu, &[data.n, d], DType::F32, "trunk_features")?;
+    let features = Rows::alloc(gpu, data.n, &[d], DType::F32, "trunk_features")?;
     let identity: Vec<u32> = (0..data.n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
     let b = batch.min(data.n);
@@ -667,14 +670,7 @@ fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> 
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("trunk_features"), timestamp_writes: None });
             plan.encode(gpu, &mut pass);
         }
-        let bytes = (rows * d * 4) as u64;
-        enc.copy_buffer_to_buffer(
-            plan.output.buffer(),
-            plan.output.offset(),
-            features.buffer(),
-            features.offset() + (start * d * 4) as u64,
-            bytes,
-        );
+        features.copy_rows_from(&mut enc, &plan.output, start, rows);
         gpu.submit(enc);
         start += rows;
     }
@@ -706,7 +702,7 @@ impl Evaluator {
         gpu: &Gpu,
         net: &Network,
         data: &DeviceData,
-        source_x: &Tensor,
+        source_x: &Rows,
         first: usize,
         batch: usize,
         cfg: &TrainConfig,
@@ -811,7 +807,8 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
     if x.iter().any(|v| !v.is_finite()) {
         return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
     }
-    let xs = Tensor::from_slice(gpu, &[n, d], x)?;
+    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
+    xs.write_f32(gpu, x)?;
     let identity: Vec<u32> = (0..n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[n], &identity)?;
     let l = net.layers().len();
