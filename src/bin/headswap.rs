@@ -17,6 +17,7 @@ headswap — transfer and multi-task learning on any GPU (wgpu)
 
 usage:
   headswap demo      [--data synthetic|digits] [--digits-dir DIR] [--sizes 40,150,600] [--seed N] [--quick] [--json]
+                     [--report DIR]
   headswap info      [--json]
   headswap pretrain  --data DATA --out CKPT [--layers 128,64] [--activation relu] [training options]
   headswap finetune  --from CKPT --data DATA --out CKPT [--freeze trunk|all|last:K|auto] [--head-hidden N]
@@ -35,7 +36,8 @@ image options: --size 16x16 --rgb
 training options: --epochs N --batch N --optimizer sgd|adam|adamw --lr F --momentum F --nesterov
       --weight-decay F --schedule constant|step:EVERY:GAMMA|cosine:WARMUP --val F --early-stop PATIENCE
       --seed N --no-shuffle --pos-weight F,F,.. --threshold F --f16 --json
-      --save-state STATE (pretrain, train, resume: weights + optimizer state to resume from)";
+      --save-state STATE (pretrain, train, resume: weights + optimizer state to resume from)
+      --report DIR (demo, pretrain, finetune: PNG charts of the curves and per-label F1)";
 
 /// A CLI failure: a usage mistake or a library error.
 enum CliError {
@@ -218,9 +220,14 @@ fn cmd_demo(args: &Args) -> CliResult<()> {
     cfg.seed = args.parsed("seed", cfg.seed)?;
     cfg.quick = args.has("quick");
     let json = args.has("json");
+    let report_dir = args.get("report").map(PathBuf::from);
     args.finish()?;
     let gpu = gpu()?;
     let report = demo::run(&gpu, &cfg, &mut |line| eprintln!("{line}"))?;
+    if let Some(dir) = &report_dir {
+        let files = headswap::report::demo_report(dir, &report)?;
+        eprintln!("report: {}", files.last().map_or(dir.clone(), |p| p.clone()).display());
+    }
     if json {
         println!("{}", report.to_json());
     } else {
@@ -434,6 +441,23 @@ fn trainer(gpu: &Gpu, cfg: TrainConfig) -> Trainer {
     })
 }
 
+/// `--report DIR`: training curves, and per-label F1 bars for a label head.
+fn write_report(dir: Option<&Path>, name: &str, report: &headswap::train::FitReport, label_names: &[String]) -> CliResult<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+    let curves = dir.join(format!("{name}_curves.png"));
+    headswap::report::training_curves(&curves, name, report)?;
+    eprintln!("report: {}", curves.display());
+    let last = report.last().map(|e| e.validation.as_ref().unwrap_or(&e.train));
+    if let Some(labels) = last.and_then(|m| m.labels.as_ref()) {
+        let names: Vec<String> = if label_names.len() == labels.f1.len() { label_names.to_vec() } else { (0..labels.f1.len()).map(|i| i.to_string()).collect() };
+        let bars = dir.join(format!("{name}_label_f1.png"));
+        headswap::report::label_f1_bars(&bars, &format!("{name}: per-label F1"), &names, &labels.f1)?;
+        eprintln!("report: {}", bars.display());
+    }
+    Ok(())
+}
+
 fn activation(args: &Args) -> CliResult<Activation> {
     let name = args.get("activation").unwrap_or("relu");
     Activation::parse(name).ok_or_else(|| usage(format!("unknown --activation {name:?} (relu, leaky_relu, sigmoid, tanh, gelu, identity)")))
@@ -457,6 +481,7 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let act = activation(args)?;
     let epochs = args.parsed("epochs", 10usize)?;
     let state_out = args.get("save-state").map(PathBuf::from);
+    let report_dir = args.get("report").map(PathBuf::from);
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
@@ -467,6 +492,7 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let mut trainer = trainer(&gpu, cfg);
     let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
+    write_report(report_dir.as_deref(), "pretrain", &report, &data.label_names)?;
     save_state(&trainer, &net, state_out.as_deref())?;
     save(&net, &out, &data, &opts, dtype)
 }
@@ -519,6 +545,7 @@ fn cmd_finetune(args: &Args) -> CliResult<()> {
     let recipe =
         args.get("recipe").map(|h| h.parse::<usize>()).transpose().map_err(|_| usage("--recipe takes the number of head-only epochs"))?;
     let epochs = args.parsed("epochs", 10usize)?;
+    let report_dir = args.get("report").map(PathBuf::from);
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
@@ -532,11 +559,15 @@ fn cmd_finetune(args: &Args) -> CliResult<()> {
             let (a, b) = trainer.fine_tune_recipe(&mut net, &data, head_epochs, epochs)?;
             print_fit(&a, json);
             print_fit(&b, json);
+            write_report(report_dir.as_deref(), "finetune_head", &a, &data.label_names)?;
+            write_report(report_dir.as_deref(), "finetune_all", &b, &data.label_names)?;
         }
         None => {
             let lowest = trainer.lowest_trainable(&net, &data, freeze)?;
             eprintln!("training layers {lowest}.. of {} (freeze {freeze_s})", net.layers().len());
-            print_fit(&trainer.fine_tune(&mut net, &data, freeze, epochs)?, json);
+            let report = trainer.fine_tune(&mut net, &data, freeze, epochs)?;
+            print_fit(&report, json);
+            write_report(report_dir.as_deref(), "finetune", &report, &data.label_names)?;
         }
     }
     save(&net, &out, &data, &opts, dtype)
