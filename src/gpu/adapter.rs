@@ -13,9 +13,15 @@ use wgpu::{Backend, Backends, DeviceType, PowerPreference};
 
 /// The backends asked for: `WGPU_BACKEND` when it names at least one, else every native backend.
 pub fn requested_backends() -> Backends {
-    match std::env::var("WGPU_BACKEND") {
-        Ok(s) if !s.trim().is_empty() => {
-            let b = Backends::from_comma_list(&s);
+    backends_from(std::env::var("WGPU_BACKEND").ok().as_deref())
+}
+
+/// [`requested_backends`] for a given value of `WGPU_BACKEND`: unset, empty or naming nothing
+/// known means every backend (an empty variable must not select no backend at all).
+pub fn backends_from(value: Option<&str>) -> Backends {
+    match value {
+        Some(s) if !s.trim().is_empty() => {
+            let b = Backends::from_comma_list(s);
             if b.is_empty() { Backends::all() } else { b }
         }
         _ => Backends::all(),
@@ -91,6 +97,17 @@ pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends) -> Result<wg
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_backend_variable_means_unset() {
+        assert_eq!(backends_from(None), Backends::all());
+        assert_eq!(backends_from(Some("")), Backends::all());
+        assert_eq!(backends_from(Some("  ")), Backends::all());
+        assert_eq!(backends_from(Some("vulkan")), Backends::VULKAN);
+        assert_eq!(backends_from(Some("gl")), Backends::GL);
+        assert_eq!(backends_from(Some("vk,gl")), Backends::VULKAN | Backends::GL);
+        assert_eq!(backend_names(Backends::VULKAN | Backends::GL), "vulkan, gl");
+    }
 
     #[test]
     fn hardware_before_software_before_gl() {

@@ -170,6 +170,12 @@ pub struct Network {
     pub(crate) generation: u64,
 }
 
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network").field("trunk", &self.trunk).field("head", &self.head).field("head_kind", &self.head_kind).finish()
+    }
+}
+
 fn describe(i: usize, s: &DenseSpec) -> String {
     format!("layer {i}: dense {}→{} {}", s.inputs, s.outputs, s.activation.name())
 }

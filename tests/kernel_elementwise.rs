@@ -1,0 +1,70 @@
+//! Bias add and every activation, forward and backward (from the pre-activation and, where valid,
+//! from the output), against the float64 reference at odd sizes with NaN-poisoned outputs, and at
+//! large inputs where naive formulas overflow.
+mod common;
+use common::*;
+use headswap::kernels::{self, Activation};
+use headswap::reference;
+
+const ACTS: [Activation; 6] = [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
+
+#[test]
+fn bias_add_at_odd_shapes() {
+    let gpu = gpu();
+    for (i, &(rows, cols)) in [(1, 1), (7, 33), (33, 7), (127, 1), (3, 257), (257, 5)].iter().enumerate() {
+        let x = rand_vec(i as u64, rows * cols);
+        let b = rand_vec(100 + i as u64, cols);
+        let mut gx = upload(&gpu, &[rows, cols], &x);
+        kernels::bias_add(&gpu, &upload(&gpu, &[cols], &b), &mut gx).unwrap();
+        let mut expected = to_f64(&x);
+        reference::bias_add(&mut expected, &to_f64(&b));
+        assert_close(&format!("bias_add {rows}x{cols}"), &gx.download(&gpu).unwrap(), &expected, Tolerance::STRICT);
+    }
+    let mut x = upload(&gpu, &[2, 3], &[0.0; 6]);
+    assert!(kernels::bias_add(&gpu, &upload(&gpu, &[4], &[0.0; 4]), &mut x).is_err());
+}
+
+fn check_activation(act: Activation, x: &[f32], what: &str) {
+    let gpu = gpu();
+    let n = x.len();
+    let gx = upload(&gpu, &[n], x);
+    let mut gy = poisoned(&gpu, &[n]);
+    kernels::act_forward(&gpu, act, &gx, &mut gy).unwrap();
+    let y = gy.download(&gpu).unwrap();
+    let expected: Vec<f64> = x.iter().map(|&v| reference::activate(act, v as f64)).collect();
+    let tol = Tolerance { rel: 2e-5, abs: 2e-6 };
+    assert_close(&format!("{act:?} forward {what}"), &y, &expected, tol);
+
+    let dy = rand_vec(77, n);
+    let gdy = upload(&gpu, &[n], &dy);
+    let expected: Vec<f64> = x.iter().zip(&dy).map(|(&v, &g)| g as f64 * reference::activate_grad(act, v as f64)).collect();
+    let mut gdx = poisoned(&gpu, &[n]);
+    kernels::act_backward(&gpu, act, &gdy, &gx, &mut gdx, false).unwrap();
+    assert_close(&format!("{act:?} backward from input {what}"), &gdx.download(&gpu).unwrap(), &expected, tol);
+    if act.grad_from_output() {
+        let mut gdx = poisoned(&gpu, &[n]);
+        kernels::act_backward(&gpu, act, &gdy, &gy, &mut gdx, true).unwrap();
+        // f'(z) recomputed from a = f(z) in f32: sigmoid/tanh lose relative precision where f' is tiny
+        assert_close(&format!("{act:?} backward from output {what}"), &gdx.download(&gpu).unwrap(), &expected, Tolerance { rel: 1e-4, abs: 1e-5 });
+    } else {
+        let mut gdx = poisoned(&gpu, &[n]);
+        assert!(kernels::act_backward(&gpu, act, &gdy, &gy, &mut gdx, true).is_err(), "{act:?} cannot be differentiated from its output");
+    }
+}
+
+#[test]
+fn every_activation_at_odd_sizes() {
+    for act in ACTS {
+        for (i, &n) in ODD_SIZES.iter().enumerate() {
+            check_activation(act, &rand_range(10 + i as u64, n, -4.0, 4.0), &format!("n={n}"));
+        }
+    }
+}
+
+#[test]
+fn activations_stay_finite_at_large_inputs() {
+    let x: Vec<f32> = vec![-1e4, -100.0, -50.0, -20.0, -1e-4, 0.0, 1e-4, 20.0, 50.0, 100.0, 1e4];
+    for act in ACTS {
+        check_activation(act, &x, "at large |x|");
+    }
+}
