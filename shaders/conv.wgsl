@@ -1,1 +1,595 @@
-// conv.wgsl — (being written)
+// conv.wgsl — 2-D convolution and pooling, forward and backward, f32, NCHW (PyTorch layouts).
+//
+//   x  [N, C, H, W]       input              w  [O, C, KH, KW]   weight (nn.Conv2d)
+//   y  [N, O, OH, OW]     output             b  [O]              bias
+//   OH = (H + 2·PH − KH) / SH + 1, OW likewise; zero padding.
+//   y[n, o, oy, ox] = act(b[o] + Σ_{c, ky, kx} w[o, c, ky, kx] · x[n, c, oy·SH + ky − PH, ox·SW + kx − PW])
+//
+// Entry points (bindings after the params uniform at 0):
+//   conv_forward          1 x (r), 2 w (r), 3 b (r), 4 y (rw)   overrides ACT, HAS_BIAS, OB, KH, KW
+//   conv_backward_input   1 dy (r), 2 w (r), 3 dx (rw)          overrides KH, KW
+//   conv_backward_weight  1 x (r), 2 dy (r), 3 dw or parts (rw)
+//   conv_backward_bias    1 dy (r), 2 db (rw)                   override SLICES
+//   max_pool_forward      1 x (r), 2 y (rw), 3 argmax (rw, u32)
+//   max_pool_backward     1 dy (r), 2 argmax (r, u32), 3 dx (rw)
+//   avg_pool_forward      1 x (r), 2 y (rw)
+//   avg_pool_backward     1 dy (r), 2 dx (rw)
+//   global_avg_pool_forward   1 x (r), 2 y (rw)                 override SLICES
+//   global_avg_pool_backward  1 dy (r), 2 dx (rw)
+//   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
+//   col2im                1 dcols (r), 2 dx (rw)
+//   nchw_transpose        1 src (r), 2 dst (rw)
+//   sum_parts             1 parts (r), 2 out (rw)
+// The pools use the same params with o unused (c is the channel count).
+//
+// Every output is computed by one invocation (or one fixed set of slices), summing in a fixed
+// order; no atomics anywhere, so the same input gives bit-identical output on the same adapter.
+// Gradients are gathers: each input element (dx) or weight (dw) sums its own contributions.
+// * conv_forward, conv_backward_input, conv_backward_weight: the grid is (pixels or weight taps,
+//   channel block, image or slice), so on lavapipe (8 invocations per SIMD register) the
+//   channel block comes from workgroup_id and the weight (or dy) loads are uniform: a scalar load
+//   and a broadcast, one gathered load feeding 4–8 FMAs. See each kernel's comment.
+// * conv_backward_bias / global_avg_pool_forward: long reductions (over N·OH·OW or H·W).
+//   SLICES invocations share one output, each summing one contiguous range in order; slice 0
+//   then adds the partials in slice order (one workgroup barrier). The launcher picks SLICES from
+//   the shape (1 = no barrier) so that no invocation runs more than a few thousand loop
+//   iterations: llvmpipe/lavapipe silently stop every loop of an invocation after 65,535
+//   iterations in total (src/kernels/conv.rs checks every launch against a budget).
+// * the im2col path (src/kernels/conv.rs, ConvAlgo::Im2col): im2col writes
+//   cols[n·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx] for the images n0 .. n0 + p.n of a chunk
+//   (p.total = first image n0); the matmul kernel multiplies; nchw_transpose moves
+//   [B, R, C] ↔ [B, C, R] between the matmul's row-per-pixel layout and NCHW; col2im gathers
+//   dx from dcols; sum_parts adds the per-chunk weight gradients in chunk order.
+//
+// Max pool: padding is −∞ (never chosen; PyTorch requires PH ≤ KH/2 so every window holds a real
+// element). The argmax is the index iy·W + ix inside the input plane (PyTorch's return_indices);
+// ties keep the first in row-major window order, a NaN wins (the last NaN), like PyTorch's CPU
+// kernel. Average pool divides by KH·KW (count_include_pad = true, no ceil_mode).
+// Reference: src/reference/conv.rs.
+
+struct Params {
+    n: u32,      // batch (im2col path: images in the chunk)
+    c: u32,      // input channels
+    h: u32,
+    w: u32,
+    o: u32,      // output channels (conv only)
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    oh: u32,
+    ow: u32,
+    total: u32,  // invocations / outputs of the launch (im2col path: first image n0)
+    alpha: f32,  // LeakyReLU slope of the fused activation
+    scale: f32,  // 1/(KH·KW) for avg pool, 1/(H·W) for global avg pool
+}
+
+override ACT: u32 = 0u;
+override HAS_BIAS: bool = false;
+override SLICES: u32 = 1u;
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// The entry points declare different bindings under the same numbers; WGSL only requires the
+// numbers to be unique among the variables one entry point uses.
+@group(0) @binding(1) var<storage, read> in1: array<f32>;
+@group(0) @binding(2) var<storage, read> in2: array<f32>;
+@group(0) @binding(3) var<storage, read> in3: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out4: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax_out: array<u32>;
+@group(0) @binding(2) var<storage, read> argmax_in: array<u32>;
+
+var<workgroup> slice_part: array<f32, 64>;
+
+// NaN test on the bits, immune to compilers that assume `v != v` is false.
+fn conv_is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Taps of a gather (conv_backward_input, col2im): for an input coordinate i (+ padding: t = i + pad)
+// the kernel offsets k with t − k = stride·o, 0 ≤ o < out, 0 ≤ k < ks, in increasing k.
+struct Taps {
+    k0: u32,   // first tap
+    k1: u32,   // end (exclusive)
+    o0: u32,   // output coordinate of the first tap (decreases by 1 per tap)
+}
+
+fn taps(t: u32, stride: u32, ks: u32, out: u32) -> Taps {
+    let lo = max(i32(t) - i32(stride * (out - 1u)), 0);
+    let k0 = u32(lo) + (t - u32(lo)) % stride;
+    let k1 = min(ks, t + 1u);
+    return Taps(k0, k1, (t - k0) / stride);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_forward: y = act(conv(x, w) + b). Grid: x = output pixels (64 per workgroup), y = block of
+// OB output channels, z = image; so the channel block and the image come from workgroup_id and
+// every weight load is uniform (a scalar load and a broadcast on lavapipe). The taps loop over
+// the whole kernel with the padding masked (select), not over per-pixel bounds, so the loop
+// trip counts and weight addresses stay uniform too; one (gathered) x load feeds OB FMAs.
+
+override OB: u32 = 4u;   // 4 or 8 output channels per invocation
+// The kernel size as pipeline constants (conv_forward, conv_backward_input): the tap loops then
+// have constant trip counts and the shader compiler unrolls them (no per-tap loop overhead, which
+// dominates on lavapipe with 3-wide loops). One pipeline per kernel size.
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+
+@compute @workgroup_size(64)
+fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let plane = p.oh * p.ow;
+    let s = gid.x;
+    if s >= plane { return; }
+    let o0 = wid.y * OB;
+    let n = wid.z;
+    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
+    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
+    let hmax = i32(p.h) - 1;
+    let wmax = i32(p.w) - 1;
+    let ckk = p.c * KH * KW;
+    // weight rows of the block, clamped (always valid memory; masked at the store)
+    let last = p.o - 1u;
+    let w0 = min(o0, last) * ckk;
+    let w1 = min(o0 + 1u, last) * ckk;
+    let w2 = min(o0 + 2u, last) * ckk;
+    let w3 = min(o0 + 3u, last) * ckk;
+    let w4 = min(o0 + 4u, last) * ckk;
+    let w5 = min(o0 + 5u, last) * ckk;
+    let w6 = min(o0 + 6u, last) * ckk;
+    let w7 = min(o0 + 7u, last) * ckk;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var c = 0u; c < p.c; c++) {
+        let xc = (n * p.c + c) * p.h * p.w;
+        for (var ky = 0u; ky < KH; ky++) {
+            let iy = iy0 + i32(ky);
+            let row_ok = iy >= 0 && iy <= hmax;
+            let xr = xc + u32(clamp(iy, 0, hmax)) * p.w;
+            let kb = (c * KH + ky) * KW;
+            for (var kx = 0u; kx < KW; kx++) {
+                let ix = ix0 + i32(kx);
+                let xv = vec4<f32>(select(0.0, in1[xr + u32(clamp(ix, 0, wmax))], row_ok && ix >= 0 && ix <= wmax));
+                let k = kb + kx;
+                acc0 = fma(xv, vec4<f32>(in2[w0 + k], in2[w1 + k], in2[w2 + k], in2[w3 + k]), acc0);
+                if OB == 8u {
+                    acc1 = fma(xv, vec4<f32>(in2[w4 + k], in2[w5 + k], in2[w6 + k], in2[w7 + k]), acc1);
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < OB; j++) {
+        let o = o0 + j;
+        if o >= p.o { break; }
+        var v = select(acc1[j & 3u], acc0[j & 3u], j < 4u);
+        if HAS_BIAS { v += in3[o]; }
+        out4[(n * p.o + o) * plane + s] = activate(ACT, v, p.alpha);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_backward_input: dx[n, c, iy, ix] = Σ_{o, ky, kx} dy[n, o, oy, ox] · w[o, c, ky, kx] over
+// the taps with iy + PH = oy·SH + ky (and the same in x). Grid: x = input pixels, y = block of 4
+// input channels, z = image. With stride 1 the taps loop over the whole kernel, masked, so the
+// weight loads are uniform; with a larger stride only the taps of the pixel's residue class are
+// visited (SH·SW times fewer iterations, the weights gathered).
+
+const CB: u32 = 4u;
+
+@compute @workgroup_size(64)
+fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let hw = p.h * p.w;
+    let j = gid.x;
+    if j >= hw { return; }
+    let c0 = wid.y * CB;
+    let n = wid.z;
+    let iy = j / p.w;
+    let ix = j % p.w;
+    let plane = p.oh * p.ow;
+    let kk = p.kh * p.kw;
+    let ckk = p.c * kk;
+    let last = p.c - 1u;
+    let c0k = min(c0, last) * kk;
+    let c1k = min(c0 + 1u, last) * kk;
+    let c2k = min(c0 + 2u, last) * kk;
+    let c3k = min(c0 + 3u, last) * kk;
+    var acc = vec4<f32>(0.0);
+    if p.sh == 1u && p.sw == 1u {
+        let ty = i32(iy + p.ph);
+        let tx = i32(ix + p.pw);
+        let ohmax = i32(p.oh) - 1;
+        let owmax = i32(p.ow) - 1;
+        for (var o = 0u; o < p.o; o++) {
+            let dyo = (n * p.o + o) * plane;
+            for (var ky = 0u; ky < KH; ky++) {
+                let oy = ty - i32(ky);
+                let row_ok = oy >= 0 && oy <= ohmax;
+                let dyr = dyo + u32(clamp(oy, 0, ohmax)) * p.ow;
+                let kb = o * ckk + ky * KW;
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ox = tx - i32(kx);
+                    let g = vec4<f32>(select(0.0, in1[dyr + u32(clamp(ox, 0, owmax))], row_ok && ox >= 0 && ox <= owmax));
+                    let k = kb + kx;
+                    acc = fma(g, vec4<f32>(in2[c0k + k], in2[c1k + k], in2[c2k + k], in2[c3k + k]), acc);
+                }
+            }
+        }
+    } else {
+        let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
+        let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
+        for (var o = 0u; o < p.o; o++) {
+            let dyo = (n * p.o + o) * plane;
+            let wo = o * ckk;
+            var oy = ty.o0;
+            for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+                let dyr = dyo + oy * p.ow;
+                let wr = wo + ky * p.kw;
+                var ox = tx.o0;
+                for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+                    let g = in1[dyr + ox];
+                    let k = wr + kx;
+                    acc = fma(vec4<f32>(g), vec4<f32>(in2[c0k + k], in2[c1k + k], in2[c2k + k], in2[c3k + k]), acc);
+                    ox -= 1u;
+                }
+                oy -= 1u;
+            }
+        }
+    }
+    for (var q = 0u; q < CB; q++) {
+        let c = c0 + q;
+        if c >= p.c { break; }
+        out3[(n * p.c + c) * hw + j] = acc[q];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_backward_weight: dw[o, c, ky, kx] = Σ_{n, oy, ox} dy[n, o, oy, ox] · x[n, c, oy·SH + ky − PH,
+// ox·SW + kx − PW]. Grid: x = weight taps k = (c, ky, kx), y = block of 4 output channels,
+// z = slice of the N·OH rows (n, oy). Everything but k comes from workgroup_id, so the row loop,
+// its trip counts and the dy loads are uniform; one (gathered, masked) x load feeds 4 FMAs.
+// With one slice the result goes straight to dw; with several, slice z writes its partial sums
+// to parts[z·O·C·KH·KW + ...] and sum_parts adds them in slice order (p.total = rows per slice).
+
+@compute @workgroup_size(64)
+fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let kk = p.kh * p.kw;
+    let ckk = p.c * kk;
+    let k = gid.x;
+    if k >= ckk { return; }
+    let o0 = wid.y * 4u;
+    let c = k / kk;
+    let ky = (k / p.kw) % p.kh;
+    let kx = k % p.kw;
+    let plane = p.oh * p.ow;
+    let last = p.o - 1u;
+    let d1 = (min(o0 + 1u, last) - o0) * plane;
+    let d2 = (min(o0 + 2u, last) - o0) * plane;
+    let d3 = (min(o0 + 3u, last) - o0) * plane;
+    let hmax = i32(p.h) - 1;
+    let wmax = i32(p.w) - 1;
+    let rows = p.n * p.oh;
+    let r0 = min(wid.z * p.total, rows);
+    let r1 = min(r0 + p.total, rows);
+    var acc = vec4<f32>(0.0);
+    var n = r0 / p.oh;
+    var oy = r0 % p.oh;
+    for (var r = r0; r < r1; r++) {
+        let iy = i32(oy * p.sh + ky) - i32(p.ph);
+        let row_ok = iy >= 0 && iy <= hmax;
+        let xr = ((n * p.c + c) * p.h + u32(clamp(iy, 0, hmax))) * p.w;
+        let dyr = ((n * p.o + o0) * p.oh + oy) * p.ow;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let ix = i32(ox * p.sw + kx) - i32(p.pw);
+            let xv = vec4<f32>(select(0.0, in1[xr + u32(clamp(ix, 0, wmax))], row_ok && ix >= 0 && ix <= wmax));
+            let d = dyr + ox;
+            acc = fma(xv, vec4<f32>(in2[d], in2[d + d1], in2[d + d2], in2[d + d3]), acc);
+        }
+        oy += 1u;
+        if oy == p.oh {
+            oy = 0u;
+            n += 1u;
+        }
+    }
+    let base = wid.z * p.o * ckk;
+    for (var q = 0u; q < 4u; q++) {
+        let o = o0 + q;
+        if o >= p.o { break; }
+        out3[base + o * ckk + k] = acc[q];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sliced reductions: SLICES invocations per output. Adjacent invocations of a workgroup work on
+// adjacent outputs of the same slice.
+
+struct Work {
+    o: u32,      // the output
+    slice: u32,  // which slice of its range
+}
+
+fn sliced_work(wid: vec3<u32>, nwg: vec3<u32>, l: u32) -> Work {
+    let per_wg = WG / SLICES;
+    let group = wid.x + wid.y * nwg.x;
+    return Work(group * per_wg + l % per_wg, l / per_wg);
+}
+
+// [lo, hi) of slice `slice` of a range of `len`.
+fn slice_range(slice: u32, len: u32) -> vec2<u32> {
+    let chunk = len / SLICES + select(0u, 1u, len % SLICES != 0u);
+    let lo = min(slice * chunk, len);
+    return vec2<u32>(lo, min(lo + chunk, len));
+}
+
+// Adds the slice partials of output w.o in slice order and returns the total (valid for slice 0).
+// Called in uniform control flow: every invocation reaches the barrier.
+fn combine_slices(l: u32, s: f32) -> f32 {
+    if SLICES == 1u { return s; }
+    slice_part[l] = s;
+    workgroupBarrier();
+    let per_wg = WG / SLICES;
+    var t = s;
+    for (var k = 1u; k < SLICES; k++) {
+        t += slice_part[l + k * per_wg];
+    }
+    return t;
+}
+
+// Σ_{j in [lo, hi)} of a list of `segs` segments of `seg_len` contiguous elements, segment q at
+// base + q·stride, in order (the flat range covers the segments one after another).
+fn segment_sum(base: u32, stride: u32, seg_len: u32, lo: u32, hi: u32) -> f32 {
+    var s = 0.0;
+    if lo >= hi { return s; }
+    let q0 = lo / seg_len;
+    let q1 = (hi - 1u) / seg_len;
+    for (var q = q0; q <= q1; q++) {
+        let a = select(0u, lo - q * seg_len, q == q0);
+        let e = select(seg_len, hi - q * seg_len, q == q1);
+        let off = base + q * stride;
+        var i = off + a;
+        let end = off + e;
+        for (; i + 4u <= end; i += 4u) {
+            s += in1[i];
+            s += in1[i + 1u];
+            s += in1[i + 2u];
+            s += in1[i + 3u];
+        }
+        for (; i < end; i++) {
+            s += in1[i];
+        }
+    }
+    return s;
+}
+
+// db[o] = Σ_{n, oy, ox} dy[n, o, oy, ox]; slices split the N·OH·OW elements.
+@compute @workgroup_size(64)
+fn conv_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let w = sliced_work(wid, nwg, l);
+    let valid = w.o < p.total;
+    var s = 0.0;
+    if valid {
+        let plane = p.oh * p.ow;
+        let r = slice_range(w.slice, p.n * plane);
+        s = segment_sum(w.o * plane, p.o * plane, plane, r.x, r.y);
+    }
+    let t = combine_slices(l, s);
+    if valid && w.slice == 0u { out2[w.o] = t; }
+}
+
+// y[n, c] = mean over the H·W plane of x[n, c]; slices split the plane.
+@compute @workgroup_size(64)
+fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let w = sliced_work(wid, nwg, l);
+    let valid = w.o < p.total;
+    var s = 0.0;
+    if valid {
+        let hw = p.h * p.w;
+        let r = slice_range(w.slice, hw);
+        s = segment_sum(w.o * hw, hw, hw, r.x, r.y);
+    }
+    let t = combine_slices(l, s);
+    if valid && w.slice == 0u { out2[w.o] = t * p.scale; }
+}
+
+// dx[n, c, iy, ix] = dy[n, c] / (H·W)
+@compute @workgroup_size(64)
+fn global_avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    out2[i] = in1[i / (p.h * p.w)] * p.scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling windows: y[n, c, oy, ox] over x[n, c, oy·SH − PH + ky, ox·SW − PW + kx].
+
+@compute @workgroup_size(64)
+fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let plane = p.oh * p.ow;
+    let s = i % plane;
+    let nc = i / plane;
+    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
+    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
+    let y0 = u32(max(iy0, 0));
+    let y1 = u32(clamp(iy0 + i32(p.kh), 0, i32(p.h)));
+    let x0 = u32(max(ix0, 0));
+    let x1 = u32(clamp(ix0 + i32(p.kw), 0, i32(p.w)));
+    let base = nc * p.h * p.w;
+    var best = -3.40282347e38;
+    var first = true;
+    var arg = y0 * p.w + x0;
+    for (var iy = y0; iy < y1; iy++) {
+        for (var ix = x0; ix < x1; ix++) {
+            let j = iy * p.w + ix;
+            let v = in1[base + j];
+            // `first` makes −∞ (below the initial value) selectable, as PyTorch's −inf start does
+            if first || v > best || conv_is_nan(v) {
+                best = v;
+                arg = j;
+            }
+            first = false;
+        }
+    }
+    out2[i] = best;
+    argmax_out[i] = arg;
+}
+
+// dx[n, c, j] = Σ over the windows containing j whose argmax is j of dy (a gather).
+@compute @workgroup_size(64)
+fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let hw = p.h * p.w;
+    let j = i % hw;
+    let nc = i / hw;
+    let ty = taps(j / p.w + p.ph, p.sh, p.kh, p.oh);
+    let tx = taps(j % p.w + p.pw, p.sw, p.kw, p.ow);
+    let base = nc * p.oh * p.ow;
+    var g = 0.0;
+    var oy = ty.o0;
+    for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+        var ox = tx.o0;
+        for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+            let k = base + oy * p.ow + ox;
+            if argmax_in[k] == j { g += in1[k]; }
+            ox -= 1u;
+        }
+        oy -= 1u;
+    }
+    out3[i] = g;
+}
+
+@compute @workgroup_size(64)
+fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let plane = p.oh * p.ow;
+    let s = i % plane;
+    let nc = i / plane;
+    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
+    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
+    let y0 = u32(max(iy0, 0));
+    let y1 = u32(clamp(iy0 + i32(p.kh), 0, i32(p.h)));
+    let x0 = u32(max(ix0, 0));
+    let x1 = u32(clamp(ix0 + i32(p.kw), 0, i32(p.w)));
+    let base = nc * p.h * p.w;
+    var sum = 0.0;
+    for (var iy = y0; iy < y1; iy++) {
+        for (var ix = x0; ix < x1; ix++) {
+            sum += in1[base + iy * p.w + ix];
+        }
+    }
+    out2[i] = sum * p.scale;
+}
+
+@compute @workgroup_size(64)
+fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let hw = p.h * p.w;
+    let j = i % hw;
+    let nc = i / hw;
+    let ty = taps(j / p.w + p.ph, p.sh, p.kh, p.oh);
+    let tx = taps(j % p.w + p.pw, p.sw, p.kw, p.ow);
+    let base = nc * p.oh * p.ow;
+    var g = 0.0;
+    var oy = ty.o0;
+    for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+        var ox = tx.o0;
+        for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+            g += in1[base + oy * p.ow + ox];
+            ox -= 1u;
+        }
+        oy -= 1u;
+    }
+    out2[i] = g * p.scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The im2col + matmul path. p.n = images in the chunk, p.total = the chunk's first image n0.
+
+// cols[b·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx] = x[n0 + b, c, oy·SH + ky − PH, ox·SW + kx − PW] (0 in the padding)
+@compute @workgroup_size(64)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    let plane = p.oh * p.ow;
+    let ckk = p.c * p.kh * p.kw;
+    if i >= p.n * plane * ckk { return; }
+    let k = i % ckk;
+    let row = i / ckk;
+    let s = row % plane;
+    let b = row / plane;
+    let kx = k % p.kw;
+    let ky = (k / p.kw) % p.kh;
+    let c = k / (p.kw * p.kh);
+    let iy = i32((s / p.ow) * p.sh + ky) - i32(p.ph);
+    let ix = i32((s % p.ow) * p.sw + kx) - i32(p.pw);
+    var v = 0.0;
+    if iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w) {
+        v = in1[(((p.total + b) * p.c + c) * p.h + u32(iy)) * p.w + u32(ix)];
+    }
+    out2[i] = v;
+}
+
+// dx[n0 + b, c, iy, ix] = Σ over the taps of dcols[b·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx]
+@compute @workgroup_size(64)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    let hw = p.h * p.w;
+    if i >= p.n * p.c * hw { return; }
+    let j = i % hw;
+    let c = (i / hw) % p.c;
+    let b = i / (hw * p.c);
+    let ty = taps(j / p.w + p.ph, p.sh, p.kh, p.oh);
+    let tx = taps(j % p.w + p.pw, p.sw, p.kw, p.ow);
+    let ckk = p.c * p.kh * p.kw;
+    let row0 = b * p.oh * p.ow;
+    let colc = c * p.kh * p.kw;
+    var g = 0.0;
+    var oy = ty.o0;
+    for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+        var ox = tx.o0;
+        for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+            g += in1[(row0 + oy * p.ow + ox) * ckk + colc + ky * p.kw + kx];
+            ox -= 1u;
+        }
+        oy -= 1u;
+    }
+    out2[(p.total * p.c) * hw + i] = g;
+}
+
+// dst = src transposed per batch item: src [B, R, K] (B = p.n, R = p.h, K = p.w) → dst [B, K, R];
+// p.total (the chunk's first image) offsets the NCHW side: p.c = 1 when the source is NCHW
+// (dst rows start at 0, src at n0), p.c = 0 when the destination is.
+@compute @workgroup_size(64)
+fn nchw_transpose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    let rk = p.h * p.w;
+    if i >= p.n * rk { return; }
+    let r = i % p.h;
+    let t = i / p.h;
+    let k = t % p.w;
+    let b = t / p.w;
+    let shift = p.total * rk;
+    let src_off = select(0u, shift, p.c == 1u);
+    let dst_off = select(shift, 0u, p.c == 1u);
+    out2[dst_off + i] = in1[src_off + (b * p.h + r) * p.w + k];
+}
+
+// out[i] = Σ_{q < p.n} parts[q·p.c + i] for i < p.total, in q order (the per-chunk weight gradients).
+@compute @workgroup_size(64)
+fn sum_parts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    var s = 0.0;
+    for (var q = 0u; q < p.n; q++) {
+        s += in1[q * p.c + i];
+    }
+    out2[i] = s;
+}

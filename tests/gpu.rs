@@ -20,7 +20,7 @@ fn summary_names_the_adapter_and_limits() {
 #[test]
 fn a_tensor_beyond_the_binding_limit_is_a_clear_error() {
     let gpu = gpu();
-    let limit = gpu.limits().max_storage_buffer_binding_size as u64;
+    let limit = gpu.limits().max_storage_buffer_binding_size;
     let elems = (limit / 4 + 1) as usize;
     match Tensor::zeros(&gpu, &[elems]) {
         Err(Error::TooLarge { bytes, limit: l, limit_name, .. }) => {

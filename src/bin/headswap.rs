@@ -156,7 +156,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             return Ok(());
         }
-        let r = match args.cmd.as_str() {
+        match args.cmd.as_str() {
             "demo" => cmd_demo(&args),
             "info" => cmd_info(&args),
             "pretrain" => cmd_pretrain(&args),
@@ -167,8 +167,7 @@ fn main() -> ExitCode {
             "predict" => cmd_predict(&args),
             "bench" => cmd_bench(&args),
             other => Err(usage(format!("unknown command {other:?}"))),
-        };
-        r
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -208,12 +207,12 @@ fn cmd_info(args: &Args) -> CliResult<()> {
 }
 
 fn cmd_demo(args: &Args) -> CliResult<()> {
-    let mut cfg = DemoConfig::default();
-    cfg.data = match args.get("data").unwrap_or("synthetic") {
+    let data = match args.get("data").unwrap_or("synthetic") {
         "synthetic" => DemoData::Synthetic,
         "digits" => DemoData::Digits(args.get("digits-dir").map(PathBuf::from)),
         other => return Err(usage(format!("--data must be synthetic or digits, not {other:?}"))),
     };
+    let mut cfg = DemoConfig { data, ..DemoConfig::default() };
     if let Some(s) = args.list("sizes")? {
         cfg.sizes = s;
     }

@@ -71,10 +71,10 @@ pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends) -> Result<wg
     for adapter in adapters {
         let info = adapter.get_info();
         seen.push(format!("{} ({:?})", info.name, info.backend));
-        if let Some(f) = &name_filter {
-            if !info.name.to_lowercase().contains(&f.to_lowercase()) {
-                continue;
-            }
+        if let Some(f) = &name_filter
+            && !info.name.to_lowercase().contains(&f.to_lowercase())
+        {
+            continue;
         }
         let r = rank(info.backend, info.device_type, power);
         tracing::debug!(name = %info.name, backend = ?info.backend, rank = r, "adapter candidate");

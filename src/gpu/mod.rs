@@ -267,7 +267,7 @@ impl Gpu {
             device_type: format!("{:?}", i.device_type),
             driver: i.driver.clone(),
             driver_info: i.driver_info.clone(),
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_buffer_size: l.max_buffer_size,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
             max_compute_workgroup_size: [l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z],
@@ -291,7 +291,7 @@ impl Gpu {
         if bytes > l.max_buffer_size {
             return Err(Error::TooLarge { what: what.into(), bytes, limit: l.max_buffer_size, limit_name: "max_buffer_size" });
         }
-        let bind = l.max_storage_buffer_binding_size as u64;
+        let bind = l.max_storage_buffer_binding_size;
         if bytes > bind {
             return Err(Error::TooLarge { what: what.into(), bytes, limit: bind, limit_name: "max_storage_buffer_binding_size" });
         }

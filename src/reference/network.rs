@@ -24,6 +24,9 @@ pub enum RefLoss {
     Bce(Vec<f64>),
 }
 
+/// Per layer: (dW `[out, in]`, db `[out]`).
+pub type RefGrads = Vec<(Vec<f64>, Vec<f64>)>;
+
 /// Pre-activations and outputs of every layer for a batch of `m` rows.
 pub fn forward(layers: &[RefLayer], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let mut zs = Vec::new();
@@ -55,7 +58,7 @@ pub fn loss(logits: &[f64], m: usize, k: usize, target: &RefLoss) -> (f64, Vec<f
 }
 
 /// Loss and the gradients `(dW, db)` of every layer.
-pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss) -> (f64, Vec<(Vec<f64>, Vec<f64>)>) {
+pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss) -> (f64, RefGrads) {
     let (zs, as_) = forward(layers, x, m);
     let top = layers.last().expect("a network has layers");
     let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs, target);

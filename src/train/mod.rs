@@ -225,8 +225,12 @@ pub struct Trainer {
     pub config: TrainConfig,
     rng: Rng,
     last_state: Option<TrainingState>,
-    progress: Option<Box<dyn FnMut(Progress<'_>)>>,
+    progress: Option<ProgressFn>,
 }
+
+type ProgressFn = Box<dyn FnMut(Progress<'_>)>;
+/// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
+pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
 
 /// What a progress callback hears: every recorded step (no GPU readback involved) and every
 /// finished epoch.
@@ -523,11 +527,12 @@ impl Trainer {
             if let (Some(p), Some(r)) = (self.progress.as_mut(), reports.last()) {
                 p(Progress::Epoch(r));
             }
-            if let Some(patience) = cfg.early_stopping {
-                if since_best >= patience && best.is_some() {
-                    tracing::info!(epoch, "early stopping");
-                    break;
-                }
+            if let Some(patience) = cfg.early_stopping
+                && since_best >= patience
+                && best.is_some()
+            {
+                tracing::info!(epoch, "early stopping");
+                break;
             }
         }
         let best_epoch = match (cfg.early_stopping, best) {
@@ -753,7 +758,7 @@ impl Evaluator {
 /// The loss gradients of every layer for one batch holding all of `data` (no update): what
 /// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
 /// per layer, trunk then head, and the batch loss.
-pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, Vec<(Vec<f32>, Vec<f32>)>)> {
+pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
     check_fits(net, data)?;
     let dev = DeviceData::upload(gpu, data)?;
     let mode = Mode::Train { lowest: 0 };

@@ -35,7 +35,7 @@ pub struct Rows {
 /// when set lower (a debugging knob that lets tests exercise chunking with small data).
 fn chunk_limit(gpu: &Gpu) -> u64 {
     let l = gpu.limits();
-    let adapter = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+    let adapter = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
     let knob = std::env::var("HEADSWAP_MAX_BINDING_BYTES").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v >= 4);
     knob.map_or(adapter, |k| k.min(adapter))
 }
@@ -306,6 +306,7 @@ fn opt_rows(t: &Option<Tensor>, rows: usize) -> Result<Option<Tensor>> {
 
 /// Records layers `first..upto` reading `x`; each layer writes `a[i]` (and `z[i]` first when the
 /// backward pass needs the pre-activation).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
     net: &Network,

@@ -1,0 +1,602 @@
+//! conv2d, max/average pooling and global average pooling against the float64 reference, forward
+//! and backward, at odd sizes (an image 13×11, 3 channels, kernel 3 and 5, stride 1 and 2,
+//! padding 0 and 1, batch 1 and 3, 1 and 4 output channels), both convolution algorithms,
+//! outputs poisoned with NaN first. The reference gradients are themselves checked by central
+//! differences of the float64 forward, so the chain is proven end to end.
+mod common;
+use common::*;
+use headswap::kernels::Activation;
+use headswap::kernels::conv::{self, Conv2dShape, ConvAlgo, ConvScratch, Pool2dShape};
+use headswap::reference::{self, conv as rc};
+use headswap::{Error, Gpu, Rng, Tensor};
+
+const ALGOS: [ConvAlgo; 2] = [ConvAlgo::Direct, ConvAlgo::Im2col];
+
+/// Every combination the issue names: 13×11, 3 channels, kernel 3/5, stride 1/2, padding 0/1,
+/// batch 1/3, O = 1/4; then a few wider layers.
+fn sweep() -> Vec<Conv2dShape> {
+    let mut v = Vec::new();
+    for k in [3, 5] {
+        for stride in [1, 2] {
+            for pad in [0, 1] {
+                for n in [1, 3] {
+                    for o in [1, 4] {
+                        v.push(Conv2dShape::new(n, 3, 13, 11, o, k, stride, pad));
+                    }
+                }
+            }
+        }
+    }
+    // wider layers: blocks of 8 output channels (a partial one), several input-channel blocks,
+    // rectangular kernels, strides and paddings
+    v.push(Conv2dShape { n: 2, c: 6, h: 13, w: 11, o: 9, kh: 3, kw: 5, sh: 1, sw: 2, ph: 1, pw: 2 });
+    v.push(Conv2dShape::new(2, 5, 13, 11, 16, 3, 1, 1));
+    v.push(Conv2dShape { n: 1, c: 9, h: 13, w: 11, o: 12, kh: 5, kw: 1, sh: 2, sw: 1, ph: 2, pw: 0 });
+    v
+}
+
+/// f32 against f64 for a sum of `terms` products of values in [-1, 1].
+fn tol_for(terms: usize) -> Tolerance {
+    Tolerance { rel: 1e-4, abs: 2e-6 * (terms as f64).sqrt().max(1.0) }
+}
+
+struct ConvCase {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    gx: Tensor,
+    gw: Tensor,
+    gb: Tensor,
+}
+
+fn conv_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> ConvCase {
+    let x = rand_vec(seed, s.x_shape().iter().product());
+    let w = rand_vec(seed + 1, s.w_shape().iter().product());
+    let b = rand_vec(seed + 2, s.o);
+    let (gx, gw, gb) = (upload(gpu, &s.x_shape(), &x), upload(gpu, &s.w_shape(), &w), upload(gpu, &[s.o], &b));
+    ConvCase { x, w, b, gx, gw, gb }
+}
+
+#[test]
+fn conv_forward_matches_reference() {
+    let gpu = gpu();
+    for (i, s) in sweep().into_iter().enumerate() {
+        let c = conv_case(&gpu, s, 100 + 10 * i as u64);
+        let expected = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), Some(&to_f64(&c.b)));
+        for algo in ALGOS {
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut y = poisoned(&gpu, &s.y_shape());
+            conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
+            assert_close(&format!("conv forward {algo:?} {s:?}"), &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
+        }
+        // without bias
+        let expected = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), None);
+        for algo in ALGOS {
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut y = poisoned(&gpu, &s.y_shape());
+            conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, None, Activation::Identity, &mut y, &scratch).unwrap();
+            assert_close(&format!("conv forward no bias {algo:?} {s:?}"), &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
+        }
+    }
+}
+
+#[test]
+fn conv_forward_hand_computed() {
+    // x = 1..9 in a 3×3 image, a 2×2 kernel of ones: y is the window sums, as torch.nn.functional.conv2d
+    let gpu = gpu();
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    for algo in ALGOS {
+        for (stride, pad, want) in [(1, 0, vec![12., 16., 24., 28.]), (2, 1, vec![1., 5., 11., 28.])] {
+            let s = Conv2dShape::new(1, 1, 3, 3, 1, 2, stride, pad);
+            let gx = upload(&gpu, &s.x_shape(), &x);
+            let gw = upload(&gpu, &s.w_shape(), &[1.0; 4]);
+            let gb = upload(&gpu, &[1], &[0.5]);
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut y = poisoned(&gpu, &s.y_shape());
+            conv::conv2d_forward(&gpu, &s, &gx, &gw, Some(&gb), Activation::Identity, &mut y, &scratch).unwrap();
+            let want: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
+            assert_eq!(y.download(&gpu).unwrap(), want, "{algo:?} stride {stride} pad {pad}");
+        }
+    }
+}
+
+#[test]
+fn conv_forward_fused_activation() {
+    let gpu = gpu();
+    let s = Conv2dShape { n: 2, c: 3, h: 13, w: 11, o: 5, kh: 3, kw: 5, sh: 2, sw: 1, ph: 1, pw: 2 };
+    let c = conv_case(&gpu, s, 7);
+    for act in [Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh, Activation::Gelu] {
+        for bias in [true, false] {
+            let b64 = to_f64(&c.b);
+            let expected = rc::conv2d_forward_act(&s, &to_f64(&c.x), &to_f64(&c.w), bias.then_some(&b64[..]), act);
+            for algo in ALGOS {
+                let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+                let mut y = poisoned(&gpu, &s.y_shape());
+                conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, bias.then_some(&c.gb), act, &mut y, &scratch).unwrap();
+                assert_close(
+                    &format!("conv forward {act:?} bias {bias} {algo:?}"),
+                    &y.download(&gpu).unwrap(),
+                    &expected,
+                    tol_for(s.patch_len()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_backward_matches_reference() {
+    let gpu = gpu();
+    for (i, s) in sweep().into_iter().enumerate() {
+        let c = conv_case(&gpu, s, 300 + 10 * i as u64);
+        let dy = rand_vec(309 + 10 * i as u64, s.y_shape().iter().product());
+        let gdy = upload(&gpu, &s.y_shape(), &dy);
+        let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
+        let (oh, ow) = s.out_hw();
+        for algo in ALGOS {
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut dx = poisoned(&gpu, &s.x_shape());
+            let mut dw = poisoned(&gpu, &s.w_shape());
+            let mut db = poisoned(&gpu, &[s.o]);
+            conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, Some(&mut db), &scratch).unwrap();
+            let what = format!("{algo:?} {s:?}");
+            assert_close(&format!("dx {what}"), &dx.download(&gpu).unwrap(), &g.dx, tol_for(s.o * s.kh * s.kw));
+            assert_close(&format!("dw {what}"), &dw.download(&gpu).unwrap(), &g.dw, tol_for(s.n * oh * ow));
+            assert_close(&format!("db {what}"), &db.download(&gpu).unwrap(), &g.db, tol_for(s.n * oh * ow));
+
+            // the lowest trainable layer skips dx, a layer without bias skips db
+            let mut dw2 = poisoned(&gpu, &s.w_shape());
+            conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, None, &mut dw2, None, &scratch).unwrap();
+            assert_close(&format!("dw without dx {what}"), &dw2.download(&gpu).unwrap(), &g.dw, tol_for(s.n * oh * ow));
+        }
+    }
+}
+
+/// `L = Σ g ⊙ act(conv(x, w, b))` in float64.
+fn conv_loss(s: &Conv2dShape, x: &[f64], w: &[f64], b: &[f64], g: &[f64], act: Activation) -> f64 {
+    rc::conv2d_forward_act(s, x, w, Some(b), act).iter().zip(g).map(|(y, g)| y * g).sum()
+}
+
+/// Checks `analytic[i]` against the central difference of `loss` at the indices `idx` of `v`.
+fn check_fd(what: &str, v: &mut [f64], idx: &[usize], analytic: &[f64], mut loss: impl FnMut(&[f64]) -> f64) {
+    let h = 1e-5;
+    for &i in idx {
+        let orig = v[i];
+        v[i] = orig + h;
+        let lp = loss(v);
+        v[i] = orig - h;
+        let lm = loss(v);
+        v[i] = orig;
+        let fd = (lp - lm) / (2.0 * h);
+        let err = (fd - analytic[i]).abs();
+        assert!(err <= 1e-7 + 1e-6 * fd.abs(), "{what}[{i}]: analytic {} vs central difference {fd} (diff {err:e})", analytic[i]);
+    }
+}
+
+/// Every index for short vectors; else the two ends and `count` seeded random ones.
+fn sample(len: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
+    if len <= count + 2 {
+        return (0..len).collect();
+    }
+    let mut v = vec![0, len - 1];
+    v.extend((0..count).map(|_| rng.below(len as u64) as usize));
+    v
+}
+
+#[test]
+fn reference_conv_gradients_match_finite_differences() {
+    // through a tanh, so the loss is not linear in any input and the chain rule is exercised
+    let act = Activation::Tanh;
+    let mut rng = Rng::new(99);
+    for (i, s) in sweep().into_iter().enumerate() {
+        let seed = 700 + 10 * i as u64;
+        let mut x = to_f64(&rand_vec(seed, s.x_shape().iter().product()));
+        let mut w = to_f64(&rand_vec(seed + 1, s.w_shape().iter().product()));
+        let mut b = to_f64(&rand_vec(seed + 2, s.o));
+        let g = to_f64(&rand_vec(seed + 3, s.y_shape().iter().product()));
+        // dL/dz = g · act'(z), then the conv backward
+        let z = rc::conv2d_forward(&s, &x, &w, Some(&b));
+        let dz: Vec<f64> = z.iter().zip(&g).map(|(&z, &g)| g * reference::activate_grad(act, z)).collect();
+        let grads = rc::conv2d_backward(&s, &x, &w, &dz);
+        let what = format!("{s:?}");
+        let (xi, wi, bi) = (sample(x.len(), 12, &mut rng), sample(w.len(), 12, &mut rng), sample(b.len(), 4, &mut rng));
+        let (w0, b0, x0) = (w.clone(), b.clone(), x.clone());
+        check_fd(&format!("dx {what}"), &mut x, &xi, &grads.dx, |x| conv_loss(&s, x, &w0, &b0, &g, act));
+        check_fd(&format!("dw {what}"), &mut w, &wi, &grads.dw, |w| conv_loss(&s, &x0, w, &b0, &g, act));
+        check_fd(&format!("db {what}"), &mut b, &bi, &grads.db, |b| conv_loss(&s, &x0, &w0, b, &g, act));
+    }
+}
+
+#[test]
+fn reference_conv_gradients_every_element() {
+    // two shapes checked at every element of x, w and b
+    let act = Activation::Sigmoid;
+    for (k, s) in
+        [Conv2dShape::new(2, 3, 13, 11, 4, 3, 2, 1), Conv2dShape { n: 1, c: 2, h: 7, w: 6, o: 3, kh: 5, kw: 3, sh: 1, sw: 2, ph: 1, pw: 0 }]
+            .into_iter()
+            .enumerate()
+    {
+        let seed = 900 + 10 * k as u64;
+        let mut x = to_f64(&rand_vec(seed, s.x_shape().iter().product()));
+        let mut w = to_f64(&rand_vec(seed + 1, s.w_shape().iter().product()));
+        let mut b = to_f64(&rand_vec(seed + 2, s.o));
+        let g = to_f64(&rand_vec(seed + 3, s.y_shape().iter().product()));
+        let z = rc::conv2d_forward(&s, &x, &w, Some(&b));
+        let dz: Vec<f64> = z.iter().zip(&g).map(|(&z, &g)| g * reference::activate_grad(act, z)).collect();
+        let grads = rc::conv2d_backward(&s, &x, &w, &dz);
+        let (w0, b0, x0) = (w.clone(), b.clone(), x.clone());
+        let all = |n: usize| (0..n).collect::<Vec<_>>();
+        check_fd("dx", &mut x, &all(x0.len()), &grads.dx, |x| conv_loss(&s, x, &w0, &b0, &g, act));
+        check_fd("dw", &mut w, &all(w0.len()), &grads.dw, |w| conv_loss(&s, &x0, w, &b0, &g, act));
+        check_fd("db", &mut b, &all(b0.len()), &grads.db, |b| conv_loss(&s, &x0, &w0, b, &g, act));
+    }
+}
+
+#[test]
+fn conv_long_reductions_and_im2col_chunks() {
+    // N·OH·OW large enough that the dw/db reductions split into slices and im2col runs in
+    // several chunks (one image per chunk here: 64·64 = 4096 pixels, 9 images)
+    let gpu = gpu();
+    let s = Conv2dShape::new(9, 2, 64, 64, 3, 3, 1, 1);
+    let c = conv_case(&gpu, s, 41);
+    let dy = rand_vec(45, s.y_shape().iter().product());
+    let gdy = upload(&gpu, &s.y_shape(), &dy);
+    let expected_y = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), Some(&to_f64(&c.b)));
+    let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
+    let terms = s.n * 64 * 64;
+    for algo in ALGOS {
+        let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+        if algo == ConvAlgo::Im2col {
+            assert!(scratch.chunk() < s.n, "the test means to exercise several chunks, got {}", scratch.chunk());
+        }
+        let mut y = poisoned(&gpu, &s.y_shape());
+        conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
+        assert_close(&format!("y {algo:?}"), &y.download(&gpu).unwrap(), &expected_y, tol_for(s.patch_len()));
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        let mut dw = poisoned(&gpu, &s.w_shape());
+        let mut db = poisoned(&gpu, &[s.o]);
+        conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, Some(&mut db), &scratch).unwrap();
+        assert_close(&format!("dx {algo:?}"), &dx.download(&gpu).unwrap(), &g.dx, tol_for(s.o * 9));
+        assert_close(&format!("dw {algo:?}"), &dw.download(&gpu).unwrap(), &g.dw, tol_for(terms));
+        assert_close(&format!("db {algo:?}"), &db.download(&gpu).unwrap(), &g.db, tol_for(terms));
+    }
+}
+
+#[test]
+fn conv_is_deterministic() {
+    let gpu = gpu();
+    let s = Conv2dShape::new(3, 3, 13, 11, 4, 3, 1, 1);
+    let c = conv_case(&gpu, s, 5);
+    let gdy = upload(&gpu, &s.y_shape(), &rand_vec(6, s.y_shape().iter().product()));
+    for algo in ALGOS {
+        let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let (mut y, mut dx, mut dw, mut db) =
+                (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+            conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Relu, &mut y, &scratch).unwrap();
+            conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, Some(&mut db), &scratch).unwrap();
+            let bits = |t: &Tensor| t.download(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            runs.push([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
+        }
+        assert_eq!(runs[0], runs[1], "{algo:?}: two runs differ");
+    }
+}
+
+#[test]
+fn conv_shape_errors_are_errors() {
+    let gpu = gpu();
+    let s = Conv2dShape::new(2, 3, 13, 11, 4, 3, 1, 1);
+    let c = conv_case(&gpu, s, 1);
+    let scratch = ConvScratch::new(&gpu, &s).unwrap();
+    let y = poisoned(&gpu, &s.y_shape());
+    let shape_err = |r: headswap::Result<Vec<headswap::kernels::Dispatch>>, what: &str| match r {
+        Err(Error::Shape { .. }) => {}
+        other => panic!("{what}: expected a shape error, got {other:?}"),
+    };
+    // the output would be empty, strides or sizes of zero
+    for bad in [
+        Conv2dShape::new(1, 1, 3, 3, 1, 5, 1, 0),
+        Conv2dShape::new(1, 1, 3, 3, 1, 3, 0, 0),
+        Conv2dShape::new(0, 1, 3, 3, 1, 3, 1, 0),
+        Conv2dShape::new(1, 0, 3, 3, 1, 3, 1, 0),
+    ] {
+        assert!(matches!(bad.validate(), Err(Error::Shape { .. })), "{bad:?}");
+        assert!(ConvScratch::new(&gpu, &bad).is_err(), "{bad:?}");
+    }
+    let f = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor| {
+        conv::conv2d_forward_dispatches(&gpu, &s, x, w, b, Activation::Identity, y, &scratch)
+    };
+    shape_err(f(&c.gw, &c.gw, None, &y), "x wrong");
+    shape_err(f(&c.gx, &c.gx, None, &y), "w wrong");
+    shape_err(f(&c.gx, &c.gw, Some(&c.gx), &y), "b wrong");
+    shape_err(f(&c.gx, &c.gw, None, &c.gx), "y wrong");
+    assert!(f(&c.gx, &c.gw, Some(&c.gb), &y).is_ok());
+    let flat = c.gx.reshape(&[2, 3 * 13 * 11]).unwrap();
+    shape_err(f(&flat, &c.gw, None, &y), "x flattened");
+    // scratch made for another shape
+    let other = ConvScratch::new(&gpu, &Conv2dShape::new(1, 3, 13, 11, 4, 3, 1, 1)).unwrap();
+    shape_err(conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &c.gw, None, Activation::Identity, &y, &other), "scratch");
+    // backward
+    let dw = poisoned(&gpu, &s.w_shape());
+    let db = poisoned(&gpu, &[s.o]);
+    let dx = poisoned(&gpu, &s.x_shape());
+    let bwd = |dy: &Tensor, dx: Option<&Tensor>, dw: &Tensor, db: Option<&Tensor>| {
+        conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, dy, dx, dw, db, &scratch)
+    };
+    assert!(bwd(&y, Some(&dx), &dw, Some(&db)).is_ok());
+    shape_err(bwd(&c.gx, Some(&dx), &dw, Some(&db)), "dy wrong");
+    shape_err(bwd(&y, Some(&y), &dw, Some(&db)), "dx wrong");
+    shape_err(bwd(&y, Some(&dx), &db, Some(&db)), "dw wrong");
+    shape_err(bwd(&y, Some(&dx), &dw, Some(&dw)), "db wrong");
+    // u32 where f32 is needed
+    let xu = Tensor::from_u32(&gpu, &s.x_shape(), &vec![0; c.x.len()]).unwrap();
+    shape_err(f(&xu, &c.gw, None, &y), "x u32");
+}
+
+#[test]
+fn im2col_scratch_is_bounded_and_reported() {
+    let gpu = gpu();
+    let s = Conv2dShape::new(64, 16, 28, 28, 32, 3, 1, 1);
+    let direct = ConvScratch::new(&gpu, &s).unwrap();
+    assert_eq!(direct.algo(), ConvAlgo::Direct);
+    // the direct form keeps only the per-slice weight gradients of a long reduction
+    assert!(direct.bytes() <= 16 << 20, "{} bytes", direct.bytes());
+    assert_eq!(ConvScratch::new(&gpu, &Conv2dShape::new(3, 3, 13, 11, 4, 3, 1, 1)).unwrap().bytes(), 0);
+    let im = ConvScratch::with_algo(&gpu, &s, ConvAlgo::Im2col).unwrap();
+    assert!(im.chunk() * 28 * 28 <= 32_768 && im.chunk() >= 1);
+    assert!(im.bytes() > 0 && im.bytes() < 160 << 20, "{} bytes", im.bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// pooling
+
+fn pool_sweep() -> Vec<Pool2dShape> {
+    let mut v = Vec::new();
+    for (k, stride, pad) in [(2, 2, 0), (2, 2, 1), (3, 1, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0)] {
+        for n in [1, 3] {
+            v.push(Pool2dShape::new(n, 3, 13, 11, k, stride, pad));
+        }
+    }
+    v.push(Pool2dShape { n: 2, c: 2, h: 13, w: 11, kh: 3, kw: 2, sh: 2, sw: 3, ph: 1, pw: 0 });
+    v
+}
+
+/// Values from {-2, -1, 0, 1, 2}, so ties inside windows are common.
+fn tie_vec(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(5) as f32 - 2.0).collect()
+}
+
+#[test]
+fn max_pool_matches_reference_with_ties() {
+    let gpu = gpu();
+    for (i, s) in pool_sweep().into_iter().enumerate() {
+        for (kind, x) in [
+            ("ties", tie_vec(50 + i as u64, s.x_shape().iter().product())),
+            ("random", rand_vec(80 + i as u64, s.x_shape().iter().product())),
+        ] {
+            let gx = upload(&gpu, &s.x_shape(), &x);
+            let mut y = poisoned(&gpu, &s.y_shape());
+            let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; y.len()]).unwrap();
+            conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+            let (ey, earg) = rc::max_pool2d_forward(&s, &to_f64(&x));
+            assert_close(&format!("max pool y {kind} {s:?}"), &y.download(&gpu).unwrap(), &ey, Tolerance { rel: 0.0, abs: 0.0 });
+            assert_eq!(arg.download_u32(&gpu).unwrap(), earg, "max pool argmax {kind} {s:?}");
+
+            let dy = rand_vec(90 + i as u64, y.len());
+            let gdy = upload(&gpu, &s.y_shape(), &dy);
+            let mut dx = poisoned(&gpu, &s.x_shape());
+            conv::max_pool2d_backward(&gpu, &s, &gdy, &arg, &mut dx).unwrap();
+            let edx = rc::max_pool2d_backward(&s, &to_f64(&dy), &earg);
+            assert_close(&format!("max pool dx {kind} {s:?}"), &dx.download(&gpu).unwrap(), &edx, Tolerance::STRICT);
+        }
+    }
+}
+
+#[test]
+fn max_pool_hand_computed_like_pytorch() {
+    // torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True) on a 1×1×2×4 plane with ties:
+    // [[1, 3, 2, 2], [3, 0, 2, 1]] → values [3, 2], indices [1, 2] (the first of the tied 3s and 2s)
+    let gpu = gpu();
+    let s = Pool2dShape::new(1, 1, 2, 4, 2, 2, 0);
+    let gx = upload(&gpu, &s.x_shape(), &[1., 3., 2., 2., 3., 0., 2., 1.]);
+    let mut y = poisoned(&gpu, &s.y_shape());
+    let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &[9, 9]).unwrap();
+    conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+    assert_eq!(y.download(&gpu).unwrap(), vec![3., 2.]);
+    assert_eq!(arg.download_u32(&gpu).unwrap(), vec![1, 2]);
+    // padding 1, window 2, stride 1 over a 1×2 plane [5, -7]: windows [pad, 5], [5, -7], [-7, pad]
+    let s = Pool2dShape { n: 1, c: 1, h: 1, w: 2, kh: 1, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1 };
+    let gx = upload(&gpu, &s.x_shape(), &[5., -7.]);
+    let mut y = poisoned(&gpu, &s.y_shape());
+    let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &[9, 9, 9]).unwrap();
+    conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+    assert_eq!(y.download(&gpu).unwrap(), vec![5., 5., -7.]);
+    assert_eq!(arg.download_u32(&gpu).unwrap(), vec![0, 0, 1]);
+    // both windows route to element 0; gradients add
+    let gdy = upload(&gpu, &s.y_shape(), &[1., 10., 100.]);
+    let mut dx = poisoned(&gpu, &s.x_shape());
+    conv::max_pool2d_backward(&gpu, &s, &gdy, &arg, &mut dx).unwrap();
+    assert_eq!(dx.download(&gpu).unwrap(), vec![11., 100.]);
+}
+
+#[test]
+fn avg_pool_matches_reference() {
+    let gpu = gpu();
+    for (i, s) in pool_sweep().into_iter().enumerate() {
+        let x = rand_vec(60 + i as u64, s.x_shape().iter().product());
+        let gx = upload(&gpu, &s.x_shape(), &x);
+        let mut y = poisoned(&gpu, &s.y_shape());
+        conv::avg_pool2d_forward(&gpu, &s, &gx, &mut y).unwrap();
+        assert_close(&format!("avg pool y {s:?}"), &y.download(&gpu).unwrap(), &rc::avg_pool2d_forward(&s, &to_f64(&x)), Tolerance::STRICT);
+        let dy = rand_vec(70 + i as u64, y.len());
+        let gdy = upload(&gpu, &s.y_shape(), &dy);
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::avg_pool2d_backward(&gpu, &s, &gdy, &mut dx).unwrap();
+        assert_close(
+            &format!("avg pool dx {s:?}"),
+            &dx.download(&gpu).unwrap(),
+            &rc::avg_pool2d_backward(&s, &to_f64(&dy)),
+            Tolerance::STRICT,
+        );
+    }
+}
+
+#[test]
+fn avg_pool_counts_the_padding_like_pytorch() {
+    // torch.nn.functional.avg_pool2d(torch.ones(1, 1, 2, 2), 3, 1, 1) is 4/9 everywhere
+    let gpu = gpu();
+    let s = Pool2dShape::new(1, 1, 2, 2, 3, 1, 1);
+    let gx = upload(&gpu, &s.x_shape(), &[1.0; 4]);
+    let mut y = poisoned(&gpu, &s.y_shape());
+    conv::avg_pool2d_forward(&gpu, &s, &gx, &mut y).unwrap();
+    assert_close("avg pool padded", &y.download(&gpu).unwrap(), &[4.0 / 9.0; 4], Tolerance::STRICT);
+}
+
+#[test]
+fn reference_pool_gradients_match_finite_differences() {
+    let mut rng = Rng::new(5);
+    for (i, s) in pool_sweep().into_iter().enumerate() {
+        // continuous random inputs: no ties, so the max is differentiable
+        let mut x = to_f64(&rand_vec(200 + i as u64, s.x_shape().iter().product()));
+        let g = to_f64(&rand_vec(300 + i as u64, s.y_shape().iter().product()));
+        let idx = sample(x.len(), 40, &mut rng);
+        let dot = |y: Vec<f64>| y.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+        let (_, arg) = rc::max_pool2d_forward(&s, &x);
+        let dmax = rc::max_pool2d_backward(&s, &g, &arg);
+        check_fd(&format!("max pool dx {s:?}"), &mut x, &idx, &dmax, |x| dot(rc::max_pool2d_forward(&s, x).0));
+        let davg = rc::avg_pool2d_backward(&s, &g);
+        check_fd(&format!("avg pool dx {s:?}"), &mut x, &idx, &davg, |x| dot(rc::avg_pool2d_forward(&s, x)));
+    }
+    let (n, c, h, w) = (3, 2, 13, 11);
+    let mut x = to_f64(&rand_vec(11, n * c * h * w));
+    let g = to_f64(&rand_vec(12, n * c));
+    let dx = rc::global_avg_pool_backward(n, c, h, w, &g);
+    let all: Vec<usize> = (0..x.len()).collect();
+    check_fd("global avg pool dx", &mut x, &all, &dx, |x| {
+        rc::global_avg_pool_forward(n, c, h, w, x).iter().zip(&g).map(|(a, b)| a * b).sum()
+    });
+}
+
+#[test]
+fn global_avg_pool_matches_reference() {
+    let gpu = gpu();
+    // a small plane (one invocation per output) and a large one (sliced reductions)
+    for (i, &(n, c, h, w)) in [(3, 3, 13, 11), (1, 1, 1, 1), (2, 5, 7, 1), (1, 2, 300, 301)].iter().enumerate() {
+        let x = rand_vec(20 + i as u64, n * c * h * w);
+        let gx = upload(&gpu, &[n, c, h, w], &x);
+        let mut y = poisoned(&gpu, &[n, c]);
+        conv::global_avg_pool_forward(&gpu, &gx, &mut y).unwrap();
+        let tol = Tolerance { rel: 1e-5, abs: 1e-6 * ((h * w) as f64).sqrt() / (h * w) as f64 + 1e-7 };
+        assert_close(
+            &format!("gap y {:?}", (n, c, h, w)),
+            &y.download(&gpu).unwrap(),
+            &rc::global_avg_pool_forward(n, c, h, w, &to_f64(&x)),
+            tol,
+        );
+        let dy = rand_vec(30 + i as u64, n * c);
+        let gdy = upload(&gpu, &[n, c], &dy);
+        let mut dx = poisoned(&gpu, &[n, c, h, w]);
+        conv::global_avg_pool_backward(&gpu, &gdy, &mut dx).unwrap();
+        assert_close("gap dx", &dx.download(&gpu).unwrap(), &rc::global_avg_pool_backward(n, c, h, w, &to_f64(&dy)), Tolerance::STRICT);
+    }
+}
+
+#[test]
+fn pool_shape_errors_are_errors() {
+    let gpu = gpu();
+    let s = Pool2dShape::new(2, 3, 13, 11, 2, 2, 0);
+    let x = poisoned(&gpu, &s.x_shape());
+    let y = poisoned(&gpu, &s.y_shape());
+    let arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![0; y.len()]).unwrap();
+    assert!(conv::max_pool2d_forward_dispatch(&gpu, &s, &x, &y, &arg).is_ok());
+    // argmax must be u32, y must have the output shape
+    assert!(matches!(conv::max_pool2d_forward_dispatch(&gpu, &s, &x, &y, &y), Err(Error::Shape { .. })));
+    assert!(matches!(conv::max_pool2d_forward_dispatch(&gpu, &s, &x, &x, &arg), Err(Error::Shape { .. })));
+    assert!(matches!(conv::max_pool2d_backward_dispatch(&gpu, &s, &y, &arg, &y), Err(Error::Shape { .. })));
+    assert!(matches!(conv::avg_pool2d_forward_dispatch(&gpu, &s, &y, &y), Err(Error::Shape { .. })));
+    assert!(matches!(conv::avg_pool2d_backward_dispatch(&gpu, &s, &x, &x), Err(Error::Shape { .. })));
+    // padding over half the window, empty output, zero stride
+    for bad in [Pool2dShape::new(1, 1, 5, 5, 2, 2, 2), Pool2dShape::new(1, 1, 2, 2, 3, 1, 0), Pool2dShape::new(1, 1, 5, 5, 2, 0, 0)] {
+        assert!(matches!(bad.validate(), Err(Error::Shape { .. })), "{bad:?}");
+        let xb = poisoned(&gpu, &bad.x_shape());
+        assert!(conv::avg_pool2d_forward_dispatch(&gpu, &bad, &xb, &xb).is_err());
+    }
+    // global pool: y must be [N, C], x 4-D
+    let g = poisoned(&gpu, &[2, 3]);
+    assert!(conv::global_avg_pool_forward_dispatch(&gpu, &x, &g).is_ok());
+    assert!(matches!(conv::global_avg_pool_forward_dispatch(&gpu, &x, &y), Err(Error::Shape { .. })));
+    assert!(matches!(conv::global_avg_pool_forward_dispatch(&gpu, &g, &g), Err(Error::Shape { .. })));
+    assert!(matches!(conv::global_avg_pool_backward_dispatch(&gpu, &y, &x), Err(Error::Shape { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// measurement
+
+/// Direct against im2col + matmul on this adapter, for the layers of a small CNN: the fastest of
+/// several runs of each dispatch list, the two algorithms interleaved so that both see the same
+/// load. Run with `cargo test --test kernel_conv bench_direct_vs_im2col -- --ignored --nocapture`
+/// (`HEADSWAP_CONV_BENCH_REPS` sets the runs, 7 by default).
+#[test]
+#[ignore]
+fn bench_direct_vs_im2col() {
+    let gpu = gpu();
+    let reps: usize = std::env::var("HEADSWAP_CONV_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let layers = [
+        ("1→16 28×28 k3 s1 p1", Conv2dShape::new(64, 1, 28, 28, 16, 3, 1, 1)),
+        ("16→32 14×14 k3 s1 p1", Conv2dShape::new(64, 16, 14, 14, 32, 3, 1, 1)),
+        ("32→64 7×7 k3 s1 p1", Conv2dShape::new(64, 32, 7, 7, 64, 3, 1, 1)),
+        ("3→16 32×32 k5 s2 p1", Conv2dShape::new(64, 3, 32, 32, 16, 5, 2, 1)),
+    ];
+    eprintln!("adapter {:?}, best of {reps} runs, batch 64; ms (GMAC/s)", gpu.adapter_info().name);
+    for (name, s) in layers {
+        let c = conv_case(&gpu, s, 1);
+        let gdy = upload(&gpu, &s.y_shape(), &rand_vec(2, s.y_shape().iter().product()));
+        let (y, dx, dw, db) =
+            (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+        let scratch: Vec<ConvScratch> = ALGOS.iter().map(|&a| ConvScratch::with_algo(&gpu, &s, a).unwrap()).collect();
+        // per algorithm: forward, backward with dx, backward without dx
+        let lists: Vec<[Vec<headswap::kernels::Dispatch>; 3]> = scratch
+            .iter()
+            .map(|sc| {
+                [
+                    conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Relu, &y, sc).unwrap(),
+                    conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&dx), &dw, Some(&db), sc).unwrap(),
+                    conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, None, &dw, Some(&db), sc).unwrap(),
+                ]
+            })
+            .collect();
+        let run = |d: &[headswap::kernels::Dispatch]| {
+            let refs: Vec<_> = d.iter().collect();
+            let t = std::time::Instant::now();
+            gpu.run("bench", &refs).unwrap();
+            gpu.sync().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let mut best = vec![[f64::INFINITY; 3]; lists.len()];
+        for rep in 0..=reps {
+            for (a, l) in lists.iter().enumerate() {
+                for (k, d) in l.iter().enumerate() {
+                    let t = run(d);
+                    if rep > 0 {
+                        best[a][k] = best[a][k].min(t);
+                    }
+                }
+            }
+        }
+        let (oh, ow) = s.out_hw();
+        let macs = (s.n * s.o * oh * ow * s.patch_len()) as f64;
+        let mut line = format!("{name:22}");
+        for (a, algo) in ALGOS.iter().enumerate() {
+            let [f, b, bw] = best[a];
+            line += &format!(
+                " | {algo:?}: fwd {f:6.1} ({:4.2}) bwd {b:6.1} ({:4.2}) bwd-no-dx {bw:6.1}, {} KiB scratch",
+                macs / f / 1e6,
+                2.0 * macs / b / 1e6,
+                scratch[a].bytes() >> 10
+            );
+        }
+        eprintln!("{line}");
+    }
+}
