@@ -66,16 +66,17 @@ fn check(act: Activation, kind: HeadKind, seed: u64) {
     for li in 0..layers.len() {
         for which in 0..2 {
             let n = if which == 0 { layers[li].w.len() } else { layers[li].b.len() };
-            let mut fd = vec![0.0; n];
-            for j in 0..n {
-                let orig = *param(&mut layers, li, which, j);
-                *param(&mut layers, li, which, j) = orig + eps;
-                let up = ref_loss(&layers, &xf, m, &ref_target);
-                *param(&mut layers, li, which, j) = orig - eps;
-                let down = ref_loss(&layers, &xf, m, &ref_target);
-                *param(&mut layers, li, which, j) = orig;
-                fd[j] = (up - down) / (2.0 * eps);
-            }
+            let fd: Vec<f64> = (0..n)
+                .map(|j| {
+                    let orig = *param(&mut layers, li, which, j);
+                    *param(&mut layers, li, which, j) = orig + eps;
+                    let up = ref_loss(&layers, &xf, m, &ref_target);
+                    *param(&mut layers, li, which, j) = orig - eps;
+                    let down = ref_loss(&layers, &xf, m, &ref_target);
+                    *param(&mut layers, li, which, j) = orig;
+                    (up - down) / (2.0 * eps)
+                })
+                .collect();
             let (gpu_g, ref_g) = if which == 0 { (&gpu_grads[li].0, &ref_grads[li].0) } else { (&gpu_grads[li].1, &ref_grads[li].1) };
             let name = format!("{what} layer {li} {}", if which == 0 { "dW" } else { "db" });
             let tol = Tolerance { rel: 1e-3, abs: 1e-5 };
