@@ -20,6 +20,27 @@ impl Init {
         }
     }
 
+    /// Values for any layer: empty for layers without parameters; PyTorch's fans for
+    /// convolutions (fan_in = in_channels·k², fan_out = out_channels·k²).
+    pub fn layer(self, spec: &crate::nn::LayerSpec, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+        let Some(shape) = spec.weight_shape() else { return (Vec::new(), Vec::new()) };
+        let (fan_in, fan_out) = spec.fans();
+        let n: usize = shape.iter().product();
+        match self {
+            Init::KaimingUniform => {
+                let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                let w = (0..n).map(|_| rng.uniform(-bound, bound) as f32).collect();
+                let b = (0..spec.bias_len()).map(|_| rng.uniform(-bound, bound) as f32).collect();
+                (w, b)
+            }
+            Init::XavierUniform => {
+                let bound = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+                let w = (0..n).map(|_| rng.uniform(-bound, bound) as f32).collect();
+                (w, vec![0.0; spec.bias_len()])
+            }
+        }
+    }
+
     /// Weights `[out, in]` and bias `[out]` for a dense layer.
     pub fn dense(self, inputs: usize, outputs: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
         match self {

@@ -9,6 +9,7 @@
 //! contiguous range and the optimizer updates it in one dispatch.
 
 pub mod init;
+pub mod layer;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -16,14 +17,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
-
-/// One dense layer: `y = act(x·Wᵀ + b)`, W `[outputs, inputs]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DenseSpec {
-    pub inputs: usize,
-    pub outputs: usize,
-    pub activation: Activation,
-}
+pub use layer::{CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +57,14 @@ impl Head {
         self.init = init;
         self
     }
-    fn specs(&self, inputs: usize) -> Vec<DenseSpec> {
+    fn specs(&self, inputs: usize) -> Vec<LayerSpec> {
         let mut specs = Vec::new();
         let mut i = inputs;
         for &(units, activation) in &self.hidden {
-            specs.push(DenseSpec { inputs: i, outputs: units, activation });
+            specs.push(LayerSpec::Dense(DenseSpec { inputs: i, outputs: units, activation }));
             i = units;
         }
-        specs.push(DenseSpec { inputs: i, outputs: self.outputs, activation: Activation::Identity });
+        specs.push(LayerSpec::Dense(DenseSpec { inputs: i, outputs: self.outputs, activation: Activation::Identity }));
         specs
     }
 }
@@ -95,13 +89,14 @@ pub(crate) struct Arena {
 /// `min_storage_buffer_offset_alignment`.
 pub(crate) const ALIGN: usize = 64;
 
-pub(crate) fn layout(specs: &[DenseSpec]) -> (Vec<Slot>, usize) {
+pub(crate) fn layout(specs: &[LayerSpec]) -> (Vec<Slot>, usize) {
     let mut off = 0;
     let mut slots = Vec::new();
     for s in specs {
         let w = off;
-        let b = (w + s.inputs * s.outputs).next_multiple_of(ALIGN);
-        let end = (b + s.outputs).next_multiple_of(ALIGN);
+        let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
+        let b = (w + w_len).next_multiple_of(ALIGN);
+        let end = (b + s.bias_len()).next_multiple_of(ALIGN);
         slots.push(Slot { w, b, end });
         off = end;
     }
@@ -109,7 +104,7 @@ pub(crate) fn layout(specs: &[DenseSpec]) -> (Vec<Slot>, usize) {
 }
 
 impl Arena {
-    fn new(gpu: &Gpu, specs: &[DenseSpec], values: &[(Vec<f32>, Vec<f32>)], label: &str) -> Result<Arena> {
+    fn new(gpu: &Gpu, specs: &[LayerSpec], values: &[(Vec<f32>, Vec<f32>)], label: &str) -> Result<Arena> {
         let (slots, len) = layout(specs);
         let mut host = vec![0f32; len];
         for (slot, (w, b)) in slots.iter().zip(values) {
@@ -161,8 +156,8 @@ impl std::fmt::Display for HeadSwapReport {
 /// ```
 pub struct Network {
     pub(crate) gpu: Gpu,
-    pub(crate) trunk: Vec<DenseSpec>,
-    pub(crate) head: Vec<DenseSpec>,
+    pub(crate) trunk: Vec<LayerSpec>,
+    pub(crate) head: Vec<LayerSpec>,
     pub(crate) head_kind: HeadKind,
     pub(crate) trunk_params: Arena,
     pub(crate) head_params: Arena,
@@ -176,8 +171,8 @@ impl std::fmt::Debug for Network {
     }
 }
 
-fn describe(i: usize, s: &DenseSpec) -> String {
-    format!("layer {i}: dense {}→{} {}", s.inputs, s.outputs, s.activation.name())
+fn describe(i: usize, s: &LayerSpec) -> String {
+    format!("layer {i}: {}", s.describe())
 }
 
 impl Network {
@@ -192,40 +187,42 @@ impl Network {
         if sizes.is_empty() || sizes.contains(&0) {
             return Err(Error::invalid(format!("layer sizes must be non-empty and positive, got {sizes:?}")));
         }
-        let trunk: Vec<DenseSpec> = sizes.windows(2).map(|w| DenseSpec { inputs: w[0], outputs: w[1], activation }).collect();
+        let trunk: Vec<LayerSpec> = sizes.windows(2).map(|w| LayerSpec::Dense(DenseSpec { inputs: w[0], outputs: w[1], activation })).collect();
         Self::from_specs(gpu, sizes[0], trunk, init, head, seed)
     }
 
     /// A network from explicit trunk layers (which must chain) and a head.
-    pub fn from_specs(gpu: &Gpu, inputs: usize, trunk: Vec<DenseSpec>, init: Init, head: Head, seed: u64) -> Result<Network> {
+    pub fn from_specs(gpu: &Gpu, inputs: usize, trunk: Vec<LayerSpec>, init: Init, head: Head, seed: u64) -> Result<Network> {
         let mut rng = Rng::new(seed);
         let mut width = inputs;
         for (i, s) in trunk.iter().enumerate() {
-            if s.inputs != width || s.outputs == 0 {
-                return Err(Error::shape(format!("trunk layer {i} takes {} inputs, the layer below gives {width}", s.inputs)));
+            s.validate()?;
+            if s.inputs() != width || s.outputs() == 0 {
+                return Err(Error::shape(format!("trunk layer {i} ({}) takes {} inputs, the layer below gives {width}", s.describe(), s.inputs())));
             }
-            width = s.outputs;
+            width = s.outputs();
         }
         if width == 0 || head.outputs == 0 {
             return Err(Error::invalid("a network needs at least one input and one output"));
         }
-        let values: Vec<_> = trunk.iter().map(|s| init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
         let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
         let head_specs = head.specs(width);
-        let head_values: Vec<_> = head_specs.iter().map(|s| head.init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
         Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, generation: 0 })
     }
 
-    /// A network whose every layer's values are given (checkpoints, tests).
-    pub fn from_values(
-        gpu: &Gpu,
-        trunk: Vec<DenseSpec>,
-        head: Vec<DenseSpec>,
-        head_kind: HeadKind,
-        values: &[(Vec<f32>, Vec<f32>)],
-    ) -> Result<Network> {
-        let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
+    /// A network of dense layers whose every layer's values are given (tests, interop).
+    pub fn from_values(gpu: &Gpu, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+        let wrap = |v: Vec<DenseSpec>| v.into_iter().map(LayerSpec::Dense).collect();
+        Self::from_layers(gpu, wrap(trunk), wrap(head), head_kind, values)
+    }
+
+    /// A network whose every layer's values are given: `(weight, bias)` per layer, empty for
+    /// layers without parameters (checkpoints, tests).
+    pub fn from_layers(gpu: &Gpu, trunk: Vec<LayerSpec>, head: Vec<LayerSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
         if head.is_empty() {
             return Err(Error::invalid("a network needs at least one head layer"));
         }
@@ -233,17 +230,19 @@ impl Network {
             return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
         }
         for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
-            if i > 0 && all[i - 1].outputs != s.inputs {
-                return Err(Error::shape(format!("layer {i} takes {} inputs, layer {} gives {}", s.inputs, i - 1, all[i - 1].outputs)));
+            s.validate()?;
+            if i > 0 && all[i - 1].outputs() != s.inputs() {
+                return Err(Error::shape(format!("layer {i} takes {} inputs, layer {} gives {}", s.inputs(), i - 1, all[i - 1].outputs())));
             }
-            if w.len() != s.inputs * s.outputs || b.len() != s.outputs {
+            let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
+            if w.len() != w_len || b.len() != s.bias_len() {
                 return Err(Error::shape(format!(
-                    "layer {i}: weight has {} values and bias {}, expected [{}, {}] and [{}]",
+                    "layer {i} ({}): weight has {} values and bias {}, expected {:?} and [{}]",
+                    s.describe(),
                     w.len(),
                     b.len(),
-                    s.outputs,
-                    s.inputs,
-                    s.outputs
+                    s.weight_shape().unwrap_or_default(),
+                    s.bias_len()
                 )));
             }
         }
@@ -259,7 +258,7 @@ impl Network {
         let width = self.trunk_output_dim();
         let specs = head.specs(width);
         let mut rng = Rng::new(seed);
-        let values: Vec<_> = specs.iter().map(|s| head.init.dense(s.inputs, s.outputs, &mut rng)).collect();
+        let values: Vec<_> = specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let arena = Arena::new(&self.gpu, &specs, &values, "head_params")?;
         let t = self.trunk.len();
         let report = HeadSwapReport {
@@ -283,30 +282,30 @@ impl Network {
         &self.gpu
     }
     pub fn input_dim(&self) -> usize {
-        self.trunk.first().or(self.head.first()).map_or(0, |s| s.inputs)
+        self.trunk.first().or(self.head.first()).map_or(0, |s| s.inputs())
     }
     pub fn output_dim(&self) -> usize {
-        self.head.last().map_or(0, |s| s.outputs)
+        self.head.last().map_or(0, |s| s.outputs())
     }
     pub fn trunk_output_dim(&self) -> usize {
-        self.trunk.last().map_or(self.input_dim(), |s| s.outputs)
+        self.trunk.last().map_or(self.input_dim(), |s| s.outputs())
     }
     pub fn head_kind(&self) -> HeadKind {
         self.head_kind
     }
-    pub fn trunk_layers(&self) -> &[DenseSpec] {
+    pub fn trunk_layers(&self) -> &[LayerSpec] {
         &self.trunk
     }
-    pub fn head_layers(&self) -> &[DenseSpec] {
+    pub fn head_layers(&self) -> &[LayerSpec] {
         &self.head
     }
     /// Every layer, trunk then head.
-    pub fn layers(&self) -> Vec<DenseSpec> {
+    pub fn layers(&self) -> Vec<LayerSpec> {
         self.trunk.iter().chain(&self.head).copied().collect()
     }
     /// Number of parameters (weights and biases).
     pub fn num_params(&self) -> usize {
-        self.layers().iter().map(|s| s.inputs * s.outputs + s.outputs).sum()
+        self.layers().iter().map(|s| s.weight_shape().map_or(0, |sh| sh.iter().product::<usize>()) + s.bias_len()).sum()
     }
 
     /// (arena, slot) of layer `i` (trunk first, then head).
@@ -315,11 +314,15 @@ impl Network {
         if i < t { (&self.trunk_params, self.trunk_params.slots[i]) } else { (&self.head_params, self.head_params.slots[i - t]) }
     }
 
-    /// The weight `[out, in]` and bias `[out]` views of layer `i`.
+    /// The weight (`[out, in]` or `[out, in, kh, kw]`) and bias `[out]` views of layer `i`;
+    /// one-element placeholders for layers without parameters.
     pub(crate) fn param_views(&self, i: usize) -> Result<(Tensor, Tensor)> {
         let s = self.layers()[i];
         let (arena, slot) = self.slot(i);
-        Ok((arena.buf.view(slot.w, &[s.outputs, s.inputs])?, arena.buf.view(slot.b, &[s.outputs])?))
+        match s.weight_shape() {
+            Some(shape) => Ok((arena.buf.view(slot.w, &shape)?, arena.buf.view(slot.b, &[s.bias_len()])?)),
+            None => Ok((arena.buf.view(0, &[0])?, arena.buf.view(0, &[0])?)),
+        }
     }
 
     /// Reads layer `i`'s weight and bias back (for checkpoints and inspection; never used while

@@ -6,7 +6,7 @@
 //! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
 //! between layers and how many of the top layers form the head.
 
-use super::{DenseSpec, HeadKind, Network};
+use super::{Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
 use crate::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -16,39 +16,59 @@ use std::path::Path;
 /// Metadata key naming the head kind (`classes` or `labels`).
 pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
 
-/// The `torch.nn.Sequential` module index of each dense layer.
-pub fn sequential_indices(layers: &[DenseSpec]) -> Vec<usize> {
+/// The `torch.nn.Sequential` module index of each layer: every layer is a module, a
+/// non-identity activation after it is one more, and so is the `nn.Flatten` between the last
+/// spatial layer (convolution, pooling) and the first dense one — the layout of
+/// `Sequential(Conv2d, ReLU, MaxPool2d, Flatten, Linear, ReLU, Linear)`.
+pub fn sequential_indices(layers: &[LayerSpec]) -> Vec<usize> {
     let mut idx = 0;
+    let mut spatial = false;
     layers
         .iter()
         .map(|l| {
+            if spatial && !l.is_spatial() && !matches!(l, LayerSpec::GlobalAvgPool { .. }) {
+                idx += 1; // nn.Flatten
+            }
+            spatial = l.is_spatial();
             let here = idx;
-            idx += if l.activation == Activation::Identity { 1 } else { 2 };
+            idx += if l.activation() == Activation::Identity { 1 } else { 2 };
+            if matches!(l, LayerSpec::GlobalAvgPool { .. }) {
+                idx += 1; // AdaptiveAvgPool2d(1) then Flatten
+            }
             here
         })
         .collect()
 }
 
+fn layer_json(l: &LayerSpec, part: &str) -> serde_json::Value {
+    match *l {
+        LayerSpec::Dense(d) => serde_json::json!({
+            "type": "dense", "inputs": d.inputs, "outputs": d.outputs, "activation": d.activation.name(), "part": part,
+        }),
+        LayerSpec::Conv2d(c) => serde_json::json!({
+            "type": "conv2d", "in_channels": c.in_channels, "height": c.height, "width": c.width,
+            "out_channels": c.out_channels, "kernel": c.kernel, "stride": c.stride, "padding": c.padding,
+            "activation": c.activation.name(), "part": part,
+        }),
+        LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => serde_json::json!({
+            "type": if matches!(l, LayerSpec::MaxPool2d(_)) { "max_pool2d" } else { "avg_pool2d" },
+            "channels": p.channels, "height": p.height, "width": p.width, "kernel": p.kernel, "stride": p.stride,
+            "padding": p.padding, "part": part,
+        }),
+        LayerSpec::GlobalAvgPool { channels, height, width } => serde_json::json!({
+            "type": "global_avg_pool", "channels": channels, "height": height, "width": width, "part": part,
+        }),
+    }
+}
+
 fn layers_json(net: &Network) -> String {
     let t = net.trunk.len();
-    let items: Vec<serde_json::Value> = net
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::json!({
-                "type": "dense",
-                "inputs": l.inputs,
-                "outputs": l.outputs,
-                "activation": l.activation.name(),
-                "part": if i < t { "trunk" } else { "head" },
-            })
-        })
-        .collect();
+    let items: Vec<serde_json::Value> =
+        net.layers().iter().enumerate().map(|(i, l)| layer_json(l, if i < t { "trunk" } else { "head" })).collect();
     serde_json::Value::Array(items).to_string()
 }
 
-fn parse_layers(path: &str, json: &str) -> Result<(Vec<DenseSpec>, Vec<DenseSpec>)> {
+fn parse_layers(path: &str, json: &str) -> Result<(Vec<LayerSpec>, Vec<LayerSpec>)> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
     let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
@@ -58,14 +78,42 @@ fn parse_layers(path: &str, json: &str) -> Result<(Vec<DenseSpec>, Vec<DenseSpec
         let num = |k: &str| -> Result<usize> {
             field(k)?
                 .as_u64()
-                .filter(|&n| n > 0 && n < (1 << 31))
+                .filter(|&n| n < (1 << 31))
                 .map(|n| n as usize)
-                .ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a positive integer")))
+                .ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a non-negative integer")))
         };
-        let act_name = field("activation")?.as_str().unwrap_or("");
-        let activation =
-            Activation::parse(act_name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {act_name:?}")))?;
-        let spec = DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation };
+        let activation = || -> Result<Activation> {
+            let name = field("activation")?.as_str().unwrap_or("");
+            Activation::parse(name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {name:?}")))
+        };
+        let pool = || -> Result<Pool2dSpec> {
+            Ok(Pool2dSpec {
+                channels: num("channels")?,
+                height: num("height")?,
+                width: num("width")?,
+                kernel: num("kernel")?,
+                stride: num("stride")?,
+                padding: num("padding")?,
+            })
+        };
+        let spec = match item.get("type").and_then(|t| t.as_str()).unwrap_or("dense") {
+            "dense" => LayerSpec::Dense(DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation: activation()? }),
+            "conv2d" => LayerSpec::Conv2d(Conv2dSpec {
+                in_channels: num("in_channels")?,
+                height: num("height")?,
+                width: num("width")?,
+                out_channels: num("out_channels")?,
+                kernel: num("kernel")?,
+                stride: num("stride")?,
+                padding: num("padding")?,
+                activation: activation()?,
+            }),
+            "max_pool2d" => LayerSpec::MaxPool2d(pool()?),
+            "avg_pool2d" => LayerSpec::AvgPool2d(pool()?),
+            "global_avg_pool" => LayerSpec::GlobalAvgPool { channels: num("channels")?, height: num("height")?, width: num("width")? },
+            other => return Err(Error::format(path, format!("layer {i}: unknown layer type {other:?}"))),
+        };
+        spec.validate().map_err(|e| Error::format(path, format!("layer {i}: {e}")))?;
         match field("part")?.as_str() {
             Some("trunk") => trunk.push(spec),
             Some("head") => head.push(spec),
@@ -85,9 +133,11 @@ impl Network {
         let mut ckpt = Checkpoint::new();
         let layers = self.layers();
         for ((i, spec), seq) in layers.iter().enumerate().zip(sequential_indices(&layers)) {
-            let (w, b) = self.layer_values(i)?;
-            ckpt.push(NamedTensor::new(format!("{seq}.weight"), vec![spec.outputs, spec.inputs], w)?)?;
-            ckpt.push(NamedTensor::new(format!("{seq}.bias"), vec![spec.outputs], b)?)?;
+            if let Some(shape) = spec.weight_shape() {
+                let (w, b) = self.layer_values(i)?;
+                ckpt.push(NamedTensor::new(format!("{seq}.weight"), shape, w)?)?;
+                ckpt.push(NamedTensor::new(format!("{seq}.bias"), vec![spec.bias_len()], b)?)?;
+            }
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
         ckpt.metadata.insert(checkpoint::LAYERS_KEY.into(), layers_json(self));
@@ -163,11 +213,11 @@ impl Network {
                 return Err(Error::format(origin, format!("{i}.weight has shape {:?}; a Linear weight is [out, in]", w.shape)));
             }
             let last = j + 1 == idx.len();
-            specs.push(DenseSpec {
+            specs.push(LayerSpec::Dense(DenseSpec {
                 inputs: w.shape[1],
                 outputs: w.shape[0],
                 activation: if last { Activation::Identity } else { activation },
-            });
+            }));
         }
         if head_layers == 0 || head_layers > specs.len() {
             return Err(Error::invalid(format!("head_layers must be between 1 and {}", specs.len())));
@@ -179,19 +229,18 @@ impl Network {
     fn with_values_from(
         gpu: &Gpu,
         ckpt: &Checkpoint,
-        trunk: Vec<DenseSpec>,
-        head: Vec<DenseSpec>,
+        trunk: Vec<LayerSpec>,
+        head: Vec<LayerSpec>,
         kind: HeadKind,
         origin: &str,
     ) -> Result<Network> {
-        let all: Vec<DenseSpec> = trunk.iter().chain(&head).copied().collect();
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
         let seq = sequential_indices(&all);
         let expected: Vec<Expect> = all
             .iter()
             .zip(&seq)
-            .flat_map(|(s, i)| {
-                [Expect::new(format!("{i}.weight"), vec![s.outputs, s.inputs]), Expect::new(format!("{i}.bias"), vec![s.outputs])]
-            })
+            .filter_map(|(s, i)| Some((s.weight_shape()?, s.bias_len(), i)))
+            .flat_map(|(w, b, i)| [Expect::new(format!("{i}.weight"), w), Expect::new(format!("{i}.bias"), vec![b])])
             .collect();
         ckpt.state_dict_only().check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
@@ -205,6 +254,6 @@ impl Network {
                 (w, b)
             })
             .collect();
-        Network::from_values(gpu, trunk, head, kind, &values)
+        Network::from_layers(gpu, trunk, head, kind, &values)
     }
 }

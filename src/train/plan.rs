@@ -19,8 +19,9 @@ use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::gather::{GatherRows, gather_rows_chunk};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
+use crate::kernels::conv::{self, ConvScratch};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
-use crate::nn::{HeadKind, Network};
+use crate::nn::{HeadKind, LayerSpec, Network};
 
 /// A row-major `[n, ...]` array resident on the GPU in one or more buffers of whole rows, each
 /// within one storage binding (128 MiB on lavapipe): a data set larger than one binding is split
@@ -223,7 +224,8 @@ impl Grads {
             let g = self.trunk.as_ref().ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
             (g, net.trunk_params.slots[i], self.trunk_start)
         };
-        Ok((buf.view(slot.w - base, &[s.outputs, s.inputs])?, buf.view(slot.b - base, &[s.outputs])?))
+        let shape = s.weight_shape().ok_or_else(|| Error::invalid(format!("layer {i} ({}) has no parameters", s.describe())))?;
+        Ok((buf.view(slot.w - base, &shape)?, buf.view(slot.b - base, &[s.bias_len()])?))
     }
 }
 
@@ -236,6 +238,8 @@ pub(crate) struct Scratch {
     a: Vec<Tensor>,
     da: Vec<Option<Tensor>>,
     dz: Vec<Option<Tensor>>,
+    /// Max-pool layers: the argmax of every output (u32), for the backward pass.
+    argmax: Vec<Option<Tensor>>,
     loss_rows: Tensor,
     dlogits: Tensor,
 }
@@ -257,7 +261,7 @@ impl Scratch {
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
         v.extend(self.a.iter());
-        for t in self.z.iter().chain(&self.da).chain(&self.dz).flatten() {
+        for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).flatten() {
             v.push(t);
         }
         v
@@ -266,20 +270,25 @@ impl Scratch {
     /// `first` is the first layer computed (the trunk's depth when reading cached features).
     pub fn new(gpu: &Gpu, net: &Network, first: usize, rows: usize, mode: Mode, data: &DeviceData) -> Result<Scratch> {
         let layers = net.layers();
-        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs };
+        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs() };
         let mut z = Vec::new();
         let mut a = Vec::new();
         let mut da = Vec::new();
         let mut dz = Vec::new();
+        let mut argmax = Vec::new();
         let f32a = |shape: &[usize], label: &str| Tensor::alloc(gpu, shape, DType::F32, label);
         for (i, s) in layers.iter().enumerate() {
-            let shape = [rows, s.outputs];
+            let shape = [rows, s.outputs()];
             let active = i >= first;
-            z.push(if active && needs_z(mode, i, s.activation) { Some(f32a(&shape, "z")?) } else { None });
+            z.push(if active && needs_z(mode, i, s.activation()) { Some(f32a(&shape, "z")?) } else { None });
             a.push(if active { f32a(&shape, "a")? } else { f32a(&[1], "unused")? });
             let trainable = matches!(mode, Mode::Train { lowest } if i >= lowest);
             da.push(if trainable { Some(f32a(&shape, "da")?) } else { None });
-            dz.push(if trainable && s.activation != Activation::Identity { Some(f32a(&shape, "dz")?) } else { None });
+            dz.push(if trainable && s.activation() != Activation::Identity { Some(f32a(&shape, "dz")?) } else { None });
+            argmax.push(match s {
+                LayerSpec::MaxPool2d(_) if active => Some(Tensor::alloc(gpu, &shape, DType::U32, "argmax")?),
+                _ => None,
+            });
         }
         let out = net.output_dim();
         let y = match data.kind {
@@ -290,7 +299,7 @@ impl Scratch {
             Some(Some(t)) => t.clone(),
             _ => f32a(&[rows, out], "dlogits_eval")?,
         };
-        Ok(Scratch { rows, x: f32a(&[rows, in_dim], "batch_x")?, y, z, a, da, dz, loss_rows: f32a(&[rows], "loss_rows")?, dlogits })
+        Ok(Scratch { rows, x: f32a(&[rows, in_dim], "batch_x")?, y, z, a, da, dz, argmax, loss_rows: f32a(&[rows], "loss_rows")?, dlogits })
     }
 }
 
@@ -304,8 +313,27 @@ fn opt_rows(t: &Option<Tensor>, rows: usize) -> Result<Option<Tensor>> {
     t.as_ref().map(|t| rows_view(t, rows)).transpose()
 }
 
-/// Records layers `first..upto` reading `x`; each layer writes `a[i]` (and `z[i]` first when the
-/// backward pass needs the pre-activation).
+/// `t` (rows × features) seen as `[rows, C, H, W]`.
+fn nchw(t: &Tensor, rows: usize, chw: [usize; 3]) -> Result<Tensor> {
+    t.reshape(&[rows, chw[0], chw[1], chw[2]])
+}
+
+/// The `[C, H, W]` a spatial layer reads.
+fn in_chw(spec: &LayerSpec) -> [usize; 3] {
+    match *spec {
+        LayerSpec::Conv2d(c) => [c.in_channels, c.height, c.width],
+        LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => [p.channels, p.height, p.width],
+        LayerSpec::GlobalAvgPool { channels, height, width } => [channels, height, width],
+        LayerSpec::Dense(d) => [d.inputs, 1, 1],
+    }
+}
+
+/// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces.
+pub(crate) type ConvScratches = Vec<Option<ConvScratch>>;
+
+/// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
+/// `z[i]` first when the backward pass needs the pre-activation). Convolutions get their
+/// workspaces in `conv`, max pooling writes its argmax to `argmax[i]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
@@ -315,21 +343,47 @@ pub(crate) fn forward_dispatches(
     x: &Tensor,
     z: &[Option<Tensor>],
     a: &[Tensor],
+    argmax: &[Option<Tensor>],
+    conv: &mut ConvScratches,
     out: &mut Vec<Dispatch>,
 ) -> Result<()> {
     let layers = net.layers();
+    conv.resize_with(layers.len(), || None);
     for i in first..upto {
         let spec = layers[i];
         let input = if i == first { x } else { &a[i - 1] };
+        let rows = input.shape()[0];
         let (w, b) = net.param_views(i)?;
-        match &z[i] {
-            Some(z) => {
-                out.push(matmul_dispatch(gpu, input, &w, z, Transpose::NT, Epilogue { bias: Some(&b), activation: Activation::Identity })?);
-                out.push(elementwise::act_forward_dispatch(gpu, spec.activation, z, &a[i])?);
+        // where the layer's own output goes before an unfused activation
+        let target = z[i].as_ref().unwrap_or(&a[i]);
+        let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
+        let out_chw = spec.out_chw().unwrap_or_default();
+        match spec {
+            LayerSpec::Dense(_) => {
+                out.push(matmul_dispatch(gpu, input, &w, target, Transpose::NT, Epilogue { bias: Some(&b), activation: fused })?)
             }
-            None => {
-                out.push(matmul_dispatch(gpu, input, &w, &a[i], Transpose::NT, Epilogue { bias: Some(&b), activation: spec.activation })?)
+            LayerSpec::Conv2d(c) => {
+                let shape = c.shape(rows);
+                let ws = ConvScratch::new(gpu, &shape)?;
+                let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
+                out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, Some(&b), fused, &y4, &ws)?);
+                conv[i] = Some(ws);
             }
+            LayerSpec::MaxPool2d(p) => {
+                let arg = argmax[i].as_ref().ok_or_else(|| Error::invalid("max pool without an argmax buffer"))?;
+                let (x4, y4, a4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?, nchw(arg, rows, out_chw)?);
+                out.push(conv::max_pool2d_forward_dispatch(gpu, &p.shape(rows), &x4, &y4, &a4)?);
+            }
+            LayerSpec::AvgPool2d(p) => {
+                let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
+                out.push(conv::avg_pool2d_forward_dispatch(gpu, &p.shape(rows), &x4, &y4)?);
+            }
+            LayerSpec::GlobalAvgPool { .. } => {
+                out.push(conv::global_avg_pool_forward_dispatch(gpu, &nchw(input, rows, in_chw(&spec))?, target)?)
+            }
+        }
+        if let Some(z) = &z[i] {
+            out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
         }
     }
     Ok(())
@@ -340,6 +394,7 @@ pub(crate) fn forward_dispatches(
 pub(crate) struct ForwardPlan {
     gathers: Vec<GatherRows>,
     dispatches: Vec<Dispatch>,
+    _conv: ConvScratches,
     pub output: Tensor,
 }
 
@@ -354,21 +409,31 @@ impl ForwardPlan {
         rows: usize,
     ) -> Result<ForwardPlan> {
         let layers = net.layers();
-        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs };
+        let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs() };
         let x = Tensor::alloc(gpu, &[rows, in_dim], DType::F32, "fwd_x")?;
+        let active = |i: usize| i >= first && i < upto;
         let a: Vec<Tensor> = layers
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let shape = if i >= first && i < upto { vec![rows, s.outputs] } else { vec![1] };
+                let shape = if active(i) { vec![rows, s.outputs()] } else { vec![1] };
                 Tensor::alloc(gpu, &shape, DType::F32, "fwd_a")
+            })
+            .collect::<Result<_>>()?;
+        let argmax: Vec<Option<Tensor>> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                LayerSpec::MaxPool2d(_) if active(i) => Tensor::alloc(gpu, &[rows, s.outputs()], DType::U32, "argmax").map(Some),
+                _ => Ok(None),
             })
             .collect::<Result<_>>()?;
         let z = vec![None; layers.len()];
         let mut dispatches = Vec::new();
-        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &mut dispatches)?;
+        let mut conv = Vec::new();
+        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &argmax, &mut conv, &mut dispatches)?;
         let gathers = source_x.gathers(gpu, indices, &x)?;
-        Ok(ForwardPlan { gathers, dispatches, output: a[upto - 1].clone() })
+        Ok(ForwardPlan { gathers, dispatches, _conv: conv, output: a[upto - 1].clone() })
     }
 
     pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
@@ -385,6 +450,7 @@ pub(crate) struct Plan {
     pub rows: usize,
     gathers: Vec<GatherRows>,
     dispatches: Vec<Dispatch>,
+    _conv: ConvScratches,
 }
 
 /// Everything `Plan::build` reads.
@@ -421,7 +487,9 @@ impl Plan {
         let a: Vec<Tensor> =
             s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
         let z: Vec<Option<Tensor>> = s.z.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
-        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &mut d)?;
+        let argmax: Vec<Option<Tensor>> = s.argmax.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
+        let mut conv = Vec::new();
+        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &argmax, &mut conv, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
@@ -456,23 +524,59 @@ impl Plan {
                             Some(z) => (z, false),
                             None => (a[i].clone(), true),
                         };
-                        d.push(elementwise::act_backward_dispatch(gpu, spec.activation, &da, &input, &dz, from_output)?);
+                        d.push(elementwise::act_backward_dispatch(gpu, spec.activation(), &da, &input, &dz, from_output)?);
                         dz
                     }
                     None => da,
                 };
                 let input = if i == p.first { &x } else { &a[i - 1] };
-                let (gw, gb) = grads.views(net, i)?;
-                d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?);
-                d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
-                if i > lowest {
-                    let below = opt_rows(&s.da[i - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?;
-                    let (w, _) = net.param_views(i)?;
-                    d.push(matmul_dispatch(gpu, &dz, &w, &below, Transpose::NN, Epilogue::default())?);
+                // the gradient for the layer below, unless nothing below trains
+                let below = if i > lowest {
+                    Some(opt_rows(&s.da[i - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?)
+                } else {
+                    None
+                };
+                let (chw_in, chw_out) = (in_chw(&spec), spec.out_chw().unwrap_or_default());
+                match spec {
+                    LayerSpec::Dense(_) => {
+                        let (gw, gb) = grads.views(net, i)?;
+                        d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?);
+                        d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                        if let Some(below) = &below {
+                            let (w, _) = net.param_views(i)?;
+                            d.push(matmul_dispatch(gpu, &dz, &w, below, Transpose::NN, Epilogue::default())?);
+                        }
+                    }
+                    LayerSpec::Conv2d(c) => {
+                        let (gw, gb) = grads.views(net, i)?;
+                        let (w, _) = net.param_views(i)?;
+                        let ws = conv.get(i).and_then(Option::as_ref).ok_or_else(|| Error::invalid("convolution without a workspace"))?;
+                        let dx = below.as_ref().map(|t| nchw(t, rows, chw_in)).transpose()?;
+                        let (x4, dy4) = (nchw(input, rows, chw_in)?, nchw(&dz, rows, chw_out)?);
+                        d.extend(conv::conv2d_backward_dispatches(gpu, &c.shape(rows), &x4, &w, &dy4, dx.as_ref(), &gw, Some(&gb), ws)?);
+                    }
+                    LayerSpec::MaxPool2d(pool) => {
+                        if let Some(below) = &below {
+                            let arg = argmax[i].as_ref().ok_or_else(|| Error::invalid("max pool without an argmax buffer"))?;
+                            let (dy4, a4, dx4) = (nchw(&dz, rows, chw_out)?, nchw(arg, rows, chw_out)?, nchw(below, rows, chw_in)?);
+                            d.push(conv::max_pool2d_backward_dispatch(gpu, &pool.shape(rows), &dy4, &a4, &dx4)?);
+                        }
+                    }
+                    LayerSpec::AvgPool2d(pool) => {
+                        if let Some(below) = &below {
+                            let (dy4, dx4) = (nchw(&dz, rows, chw_out)?, nchw(below, rows, chw_in)?);
+                            d.push(conv::avg_pool2d_backward_dispatch(gpu, &pool.shape(rows), &dy4, &dx4)?);
+                        }
+                    }
+                    LayerSpec::GlobalAvgPool { .. } => {
+                        if let Some(below) = &below {
+                            d.push(conv::global_avg_pool_backward_dispatch(gpu, &dz, &nchw(below, rows, chw_in)?)?);
+                        }
+                    }
                 }
             }
         }
-        Ok(Plan { rows, gathers, dispatches: d })
+        Ok(Plan { rows, gathers, dispatches: d, _conv: conv })
     }
 
     /// Points the batch gathers at `offset` in the index buffer (takes effect at the next submit).
