@@ -54,7 +54,7 @@ fn reference_train(s: &Setup, opt: Opt, batch: usize, epochs: usize, seed: u64) 
         .specs
         .iter()
         .zip(&s.values)
-        .map(|(sp, (w, b))| RefLayer { inputs: sp.inputs, outputs: sp.outputs, activation: sp.activation, w: to_f64(w), b: to_f64(b) })
+        .map(|(sp, (w, b))| RefLayer::dense(sp.inputs, sp.outputs, sp.activation, to_f64(w), to_f64(b)))
         .collect();
     let mut state: Vec<[Vec<f64>; 4]> =
         layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();

@@ -1,17 +1,28 @@
-//! A float64 reference network: forward, loss and backward by the textbook formulas, used to
-//! check the GPU trainer's gradients (against finite differences of this) and trajectories.
+//! A float64 reference network: forward, loss and backward by the textbook formulas for every
+//! layer kind, used to check the GPU trainer's gradients (against finite differences of this)
+//! and trajectories.
 
-use super::{activate, activate_grad, matmul};
+use super::{activate, activate_grad, conv as rconv, matmul};
 use crate::kernels::{Activation, Transpose};
+use crate::nn::{DenseSpec, LayerSpec};
 
-/// One dense layer in f64: W `[outputs, inputs]`, b `[outputs]`.
+/// One layer in f64: its spec and, for layers with parameters, weight and bias in PyTorch's
+/// layouts (`[out, in]`, `[out, in, kh, kw]`).
 #[derive(Debug, Clone)]
 pub struct RefLayer {
-    pub inputs: usize,
-    pub outputs: usize,
-    pub activation: Activation,
+    pub spec: LayerSpec,
     pub w: Vec<f64>,
     pub b: Vec<f64>,
+}
+
+impl RefLayer {
+    /// A dense layer.
+    pub fn dense(inputs: usize, outputs: usize, activation: Activation, w: Vec<f64>, b: Vec<f64>) -> RefLayer {
+        RefLayer { spec: LayerSpec::Dense(DenseSpec { inputs, outputs, activation }), w, b }
+    }
+    pub fn outputs(&self) -> usize {
+        self.spec.outputs()
+    }
 }
 
 /// The loss at the top of the reference network.
@@ -24,8 +35,23 @@ pub enum RefLoss {
     Bce(Vec<f64>),
 }
 
-/// Per layer: (dW `[out, in]`, db `[out]`).
+/// Per layer: (dW, db); empty for layers without parameters.
 pub type RefGrads = Vec<(Vec<f64>, Vec<f64>)>;
+
+/// The layer's pre-activation output for a batch of `m` rows.
+fn pre_activation(l: &RefLayer, input: &[f64], m: usize) -> Vec<f64> {
+    match l.spec {
+        LayerSpec::Dense(d) => {
+            let mut z = matmul(input, &l.w, m, d.outputs, d.inputs, Transpose::NT);
+            super::bias_add(&mut z, &l.b);
+            z
+        }
+        LayerSpec::Conv2d(c) => rconv::conv2d_forward(&c.shape(m), input, &l.w, Some(&l.b)),
+        LayerSpec::MaxPool2d(p) => rconv::max_pool2d_forward(&p.shape(m), input).0,
+        LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_forward(&p.shape(m), input),
+        LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_forward(m, channels, height, width, input),
+    }
+}
 
 /// Pre-activations and outputs of every layer for a batch of `m` rows.
 pub fn forward(layers: &[RefLayer], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
@@ -33,9 +59,8 @@ pub fn forward(layers: &[RefLayer], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<
     let mut as_ = Vec::new();
     let mut input = x.to_vec();
     for l in layers {
-        let mut z = matmul(&input, &l.w, m, l.outputs, l.inputs, Transpose::NT);
-        super::bias_add(&mut z, &l.b);
-        let a: Vec<f64> = z.iter().map(|&v| activate(l.activation, v)).collect();
+        let z = pre_activation(l, &input, m);
+        let a: Vec<f64> = z.iter().map(|&v| activate(l.spec.activation(), v)).collect();
         zs.push(z);
         input = a.clone();
         as_.push(a);
@@ -57,28 +82,42 @@ pub fn loss(logits: &[f64], m: usize, k: usize, target: &RefLoss) -> (f64, Vec<f
     }
 }
 
-/// Loss and the gradients `(dW, db)` of every layer.
+/// Loss and the gradients of every layer.
 pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss) -> (f64, RefGrads) {
     let (zs, as_) = forward(layers, x, m);
     let top = layers.last().expect("a network has layers");
-    let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs, target);
+    let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs(), target);
     let mut grads = vec![(Vec::new(), Vec::new()); layers.len()];
     let mut da = dlogits;
     for i in (0..layers.len()).rev() {
         let layer = &layers[i];
-        let dz: Vec<f64> = da.iter().zip(&zs[i]).map(|(&g, &z)| g * activate_grad(layer.activation, z)).collect();
+        let dz: Vec<f64> = da.iter().zip(&zs[i]).map(|(&g, &z)| g * activate_grad(layer.spec.activation(), z)).collect();
         let input = if i == 0 { x } else { &as_[i - 1] };
-        let dw = matmul(&dz, input, layer.outputs, layer.inputs, m, Transpose::TN);
-        let mut db = vec![0.0; layer.outputs];
-        for r in 0..m {
-            for c in 0..layer.outputs {
-                db[c] += dz[r * layer.outputs + c];
+        let dx = match layer.spec {
+            LayerSpec::Dense(d) => {
+                let dw = matmul(&dz, input, d.outputs, d.inputs, m, Transpose::TN);
+                let mut db = vec![0.0; d.outputs];
+                for r in 0..m {
+                    for c in 0..d.outputs {
+                        db[c] += dz[r * d.outputs + c];
+                    }
+                }
+                grads[i] = (dw, db);
+                matmul(&dz, &layer.w, m, d.inputs, d.outputs, Transpose::NN)
             }
-        }
-        grads[i] = (dw, db);
-        if i > 0 {
-            da = matmul(&dz, &layer.w, m, layer.inputs, layer.outputs, Transpose::NN);
-        }
+            LayerSpec::Conv2d(c) => {
+                let g = rconv::conv2d_backward(&c.shape(m), input, &layer.w, &dz);
+                grads[i] = (g.dw, g.db);
+                g.dx
+            }
+            LayerSpec::MaxPool2d(p) => {
+                let (_, argmax) = rconv::max_pool2d_forward(&p.shape(m), input);
+                rconv::max_pool2d_backward(&p.shape(m), &dz, &argmax)
+            }
+            LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_backward(&p.shape(m), &dz),
+            LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_backward(m, channels, height, width, &dz),
+        };
+        da = dx;
     }
     (l, grads)
 }

@@ -794,6 +794,9 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
     let loss = acc.loss.download(gpu)?[0] as f64;
     let out = (0..net.layers().len())
         .map(|i| {
+            if !net.layers()[i].has_params() {
+                return Ok((Vec::new(), Vec::new()));
+            }
             let (w, b) = grads.views(net, i)?;
             Ok((w.download(gpu)?, b.download(gpu)?))
         })
