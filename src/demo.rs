@@ -6,6 +6,7 @@ use crate::data::{self, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Head, Network};
+use crate::kernels::Activation;
 use crate::train::{Freeze, Optimizer, TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,14 +22,26 @@ pub enum DemoData {
     Digits(Option<PathBuf>),
 }
 
+/// The kind of trunk the demo pretrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trunk {
+    /// Dense layers over the flattened image.
+    Mlp,
+    /// 3×3 convolutions with 2×2 max pooling, then a dense layer.
+    Cnn,
+}
+
 /// Demo settings.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     pub data: DemoData,
     /// Task-B training-set sizes to compare at.
     pub sizes: Vec<usize>,
-    /// Hidden layer widths of the trunk.
-    pub trunk: Vec<usize>,
+    pub trunk: Trunk,
+    /// Hidden layer widths of the MLP trunk (of the CNN's dense part: the last one).
+    pub hidden: Vec<usize>,
+    /// Channels of the CNN trunk's convolutions.
+    pub channels: Vec<usize>,
     pub pretrain_epochs: usize,
     pub seed: u64,
     /// A smaller, faster run (CI, smoke tests).
@@ -40,7 +53,9 @@ impl Default for DemoConfig {
         DemoConfig {
             data: DemoData::Synthetic,
             sizes: vec![40, 150, 600],
-            trunk: vec![128, 64],
+            trunk: Trunk::Mlp,
+            hidden: vec![128, 64],
+            channels: vec![8, 16],
             pretrain_epochs: 20,
             seed: 7,
             quick: false,
@@ -66,6 +81,8 @@ pub struct DemoRow {
 #[derive(Debug, Clone)]
 pub struct DemoReport {
     pub adapter: String,
+    /// The trunk's layers, described.
+    pub trunk: String,
     pub data: String,
     pub task_a_examples: usize,
     pub task_a_test_accuracy: f64,
@@ -108,7 +125,12 @@ fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
     let s = cfg.seed;
     match &cfg.data {
         DemoData::Synthetic => {
-            let n_a = if cfg.quick { 3000 } else { 12000 };
+            // a convolutional trunk learns from fewer examples and costs more per example
+            let n_a = match (cfg.quick, cfg.trunk) {
+                (true, _) => 3000,
+                (false, Trunk::Mlp) => 12000,
+                (false, Trunk::Cnn) => 6000,
+            };
             Ok(Tasks {
                 name: "synthetic shapes (16×16)".into(),
                 a_train: data::synthetic::shapes_task_a(n_a, 16, s),
@@ -147,10 +169,31 @@ fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
     }
 }
 
+/// A small convolutional trunk over `[C, H, W]` images: per entry of `channels` a 3×3
+/// convolution (padding 1) and a 2×2 max pool, then dense layers of `dense` units.
+pub fn cnn_trunk(input_shape: &[usize], channels: &[usize], dense: &[usize], act: Activation) -> Result<Vec<crate::nn::LayerSpec>> {
+    let [c, h, w] = match *input_shape {
+        [c, h, w] => [c, h, w],
+        [d] => [1, 1, d],
+        _ => return Err(Error::invalid(format!("a CNN needs [C, H, W] inputs, the data has {input_shape:?}"))),
+    };
+    let mut b = crate::nn::CnnBuilder::new(c, h, w);
+    for &ch in channels {
+        b = b.conv(ch, 3, 1, 1, act).max_pool(2, 2);
+    }
+    for &units in dense {
+        b = b.dense(units, act);
+    }
+    b.build()
+}
+
 /// Epochs for a task-B run of `n` examples: enough optimizer steps for small sets to converge.
-fn epochs_for(n: usize, quick: bool) -> usize {
-    let e = (if quick { 6000 } else { 12000 }) / n.max(1);
-    e.clamp(10, 120)
+fn epochs_for(n: usize, quick: bool, trunk: Trunk) -> usize {
+    let budget = match (quick, trunk) {
+        (true, _) | (false, Trunk::Cnn) => 6000,
+        (false, Trunk::Mlp) => 12000,
+    };
+    (budget / n.max(1)).clamp(10, 120)
 }
 
 /// Task-B runs use Adam: it is robust to the scale of the trunk's features, which differs between
@@ -168,14 +211,30 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     let t = tasks(cfg, largest)?;
     let classes = t.a_train.num_outputs();
     let k = t.b_pool.num_outputs();
-    let mut sizes: Vec<usize> = vec![t.a_train.d];
-    sizes.extend(&cfg.trunk);
+    let trunk_layers = match cfg.trunk {
+        Trunk::Mlp => {
+            let mut sizes: Vec<usize> = vec![t.a_train.d];
+            sizes.extend(&cfg.hidden);
+            sizes
+                .windows(2)
+                .map(|w| crate::nn::LayerSpec::Dense(crate::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: Activation::Relu }))
+                .collect()
+        }
+        Trunk::Cnn => cnn_trunk(&t.a_train.input_shape, &cfg.channels, &cfg.hidden[cfg.hidden.len().saturating_sub(1)..], Activation::Relu)?,
+    };
+    let trunk_text = trunk_layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
+    let new_net = |head: Head, seed: u64| Network::from_specs(gpu, t.a_train.d, trunk_layers.clone(), Default::default(), head, seed);
 
-    progress(&format!("task A: {} — {} examples, {classes} classes; pretraining an MLP {sizes:?} → {classes}", t.name, t.a_train.n));
-    let mut base = Network::new(gpu, &sizes, Head::classes(classes), cfg.seed)?;
+    progress(&format!("task A: {} — {} examples, {classes} classes; pretraining {trunk_text} → {classes}", t.name, t.a_train.n));
+    let mut base = new_net(Head::classes(classes), cfg.seed)?;
     let mut trainer = Trainer::new(gpu, TrainConfig { batch_size: 64, ..config(cfg.seed, Optimizer::sgd(0.05).momentum(0.9)) });
     let started = Instant::now();
-    let pre = trainer.fit(&mut base, &t.a_train, if cfg.quick { cfg.pretrain_epochs.min(8) } else { cfg.pretrain_epochs })?;
+    let epochs_a = match (cfg.quick, cfg.trunk) {
+        (true, _) => cfg.pretrain_epochs.min(8),
+        (false, Trunk::Mlp) => cfg.pretrain_epochs,
+        (false, Trunk::Cnn) => cfg.pretrain_epochs.min(10),
+    };
+    let pre = trainer.fit(&mut base, &t.a_train, epochs_a)?;
     let task_a_seconds = started.elapsed().as_secs_f64();
     let a_metrics = trainer.evaluate(&base, &t.a_test)?;
     let task_a_samples = (pre.epochs.len() * t.a_train.n) as f64;
@@ -184,7 +243,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     let mut rows = Vec::new();
     for &size in &cfg.sizes {
         let b_train = t.b_pool.take(size);
-        let epochs = epochs_for(size, cfg.quick);
+        let epochs = epochs_for(size, cfg.quick, cfg.trunk);
         for method in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH] {
             progress(&format!("task B, {size} examples: {method} ({epochs} epochs)"));
             let started = Instant::now();
@@ -204,7 +263,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
                     (net, vec![a, b])
                 }
                 _ => {
-                    let mut net = Network::new(gpu, &sizes, Head::labels(k), cfg.seed + 3)?;
+                    let mut net = new_net(Head::labels(k), cfg.seed + 3)?;
                     let r = trainer.fit(&mut net, &b_train, epochs)?;
                     (net, vec![r])
                 }
@@ -226,6 +285,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     }
     Ok(DemoReport {
         adapter: format!("{} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend),
+        trunk: trunk_text,
         data: t.name,
         task_a_examples: t.a_train.n,
         task_a_test_accuracy: a_metrics.accuracy.unwrap_or(0.0),
@@ -256,7 +316,7 @@ impl DemoReport {
             })
             .collect();
         serde_json::json!({
-            "adapter": self.adapter, "data": self.data,
+            "adapter": self.adapter, "trunk": self.trunk, "data": self.data,
             "task_a": {"examples": self.task_a_examples, "test_accuracy": self.task_a_test_accuracy,
                        "seconds": self.task_a_seconds, "samples_per_sec": self.task_a_samples_per_sec},
             "labels": self.label_names, "task_b_test_examples": self.test_examples, "results": rows,
@@ -268,6 +328,7 @@ impl DemoReport {
 impl std::fmt::Display for DemoReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "adapter: {}", self.adapter)?;
+        writeln!(f, "trunk:   {}", self.trunk)?;
         writeln!(f, "data:    {}", self.data)?;
         writeln!(
             f,
@@ -295,4 +356,35 @@ impl std::fmt::Display for DemoReport {
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+/// Several demo runs (one per trunk) side by side: task-A quality and speed, then per task-B
+/// size the mean F1 of each method, and the training speed of each pass.
+pub fn side_by_side(reports: &[DemoReport]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "side by side ({}):", reports.first().map_or("", |r| r.adapter.as_str()));
+    let _ = writeln!(out, "{:<58} {:>12} {:>14}", "trunk", "A accuracy", "A samples/s");
+    for r in reports {
+        let _ = writeln!(out, "{:<58} {:>11.1}% {:>14.0}", truncate(&r.trunk, 58), 100.0 * r.task_a_test_accuracy, r.task_a_samples_per_sec);
+    }
+    let _ = writeln!(out, "\n{:>6}  {:<38} {}", "B size", "mean F1 (samples/s)", reports.iter().enumerate().map(|(i, _)| format!("{:>22}", format!("trunk {}", i + 1))).collect::<String>());
+    let sizes: Vec<usize> = reports.first().map(|r| {
+        let mut s: Vec<usize> = r.rows.iter().map(|x| x.size).collect();
+        s.dedup();
+        s
+    }).unwrap_or_default();
+    for size in sizes {
+        for method in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH] {
+            let cells: String = reports
+                .iter()
+                .map(|r| match r.rows.iter().find(|x| x.size == size && x.method == method) {
+                    Some(x) => format!("{:>22}", format!("{:.3} ({:.0}/s)", x.mean_f1, x.samples_per_sec)),
+                    None => format!("{:>22}", "-"),
+                })
+                .collect();
+            let _ = writeln!(out, "{size:>6}  {method:<38} {cells}");
+        }
+    }
+    out
 }

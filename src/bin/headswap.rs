@@ -3,7 +3,7 @@
 
 use headswap::checkpoint::{self, StorageDtype};
 use headswap::data::{self, Channels, Dataset, ImageOptions};
-use headswap::demo::{self, DemoConfig, DemoData};
+use headswap::demo::{self, DemoConfig, DemoData, Trunk};
 use headswap::kernels::Activation;
 use headswap::nn::{Head, HeadKind, Network};
 use headswap::train::{Freeze, Optimizer, Progress, Schedule, TrainConfig, Trainer};
@@ -16,10 +16,12 @@ const USAGE: &str = "\
 headswap — transfer and multi-task learning on any GPU (wgpu)
 
 usage:
-  headswap demo      [--data synthetic|digits] [--digits-dir DIR] [--sizes 40,150,600] [--seed N] [--quick] [--json]
+  headswap demo      [--data synthetic|digits] [--trunk mlp|cnn|both] [--digits-dir DIR] [--sizes 40,150,600]
+                     [--seed N] [--quick] [--json]
                      [--report DIR]
   headswap info      [--json]
-  headswap pretrain  --data DATA --out CKPT [--layers 128,64] [--activation relu] [training options]
+  headswap pretrain  --data DATA --out CKPT [--arch mlp|cnn] [--layers 128,64] [--channels 8,16]
+                     [--activation relu] [training options]
   headswap finetune  --from CKPT --data DATA --out CKPT [--freeze trunk|all|last:K|auto] [--head-hidden N]
                      [--recipe HEAD_EPOCHS] [--trunk-lr-mult F] [training options]
   headswap train     --init CKPT --data FILE.safetensors --out CKPT --loss softmax|bce [training options]
@@ -218,23 +220,34 @@ fn cmd_demo(args: &Args) -> CliResult<()> {
     }
     cfg.seed = args.parsed("seed", cfg.seed)?;
     cfg.quick = args.has("quick");
+    let trunks = match args.get("trunk").unwrap_or("both") {
+        "mlp" => vec![Trunk::Mlp],
+        "cnn" => vec![Trunk::Cnn],
+        "both" => vec![Trunk::Mlp, Trunk::Cnn],
+        other => return Err(usage(format!("--trunk must be mlp, cnn or both, not {other:?}"))),
+    };
     let json = args.has("json");
     let report_dir = args.get("report").map(PathBuf::from);
     args.finish()?;
     let gpu = gpu()?;
-    let report = demo::run(&gpu, &cfg, &mut |line| eprintln!("{line}"))?;
-    if let Some(dir) = &report_dir {
-        let files = headswap::report::demo_report(dir, &report)?;
-        eprintln!("report: {}", files.last().map_or(dir.clone(), |p| p.clone()).display());
+    let mut reports = Vec::new();
+    for trunk in trunks {
+        let cfg = DemoConfig { trunk, ..cfg.clone() };
+        let report = demo::run(&gpu, &cfg, &mut |line| eprintln!("{line}"))?;
+        if let Some(dir) = &report_dir {
+            let sub = dir.join(if trunk == Trunk::Mlp { "mlp" } else { "cnn" });
+            let files = headswap::report::demo_report(&sub, &report)?;
+            eprintln!("report: {}", files.last().map_or(sub.clone(), |p| p.clone()).display());
+        }
+        if !json {
+            println!("\n{report}");
+        }
+        reports.push(report);
     }
     if json {
-        println!("{}", report.to_json());
+        println!("[{}]", reports.iter().map(|r| r.to_json()).collect::<Vec<_>>().join(","));
     } else {
-        println!("\n{report}");
-        let small = cfg.sizes.iter().min().copied().unwrap_or(0);
-        if let (Some(t), Some(s)) = (report.f1(small, demo::HEAD_ONLY), report.f1(small, demo::SCRATCH)) {
-            println!("\nwith {small} task-B examples: transfer (head only) mean F1 {t:.3} vs from scratch {s:.3}");
-        }
+        println!("\n{}", demo::side_by_side(&reports));
     }
     Ok(())
 }
@@ -476,7 +489,9 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let cfg = train_config(args)?;
     let data = load_data(args.required("data")?, &opts, cfg.seed)?;
     let out = PathBuf::from(args.required("out")?);
-    let layers: Vec<usize> = args.list("layers")?.unwrap_or_else(|| vec![128, 64]);
+    let arch = args.get("arch").unwrap_or("mlp").to_string();
+    let channels: Vec<usize> = args.list("channels")?.unwrap_or_else(|| vec![8, 16]);
+    let layers: Vec<usize> = args.list("layers")?.unwrap_or_else(|| if arch == "cnn" { vec![64] } else { vec![128, 64] });
     let act = activation(args)?;
     let epochs = args.parsed("epochs", 10usize)?;
     let state_out = args.get("save-state").map(PathBuf::from);
@@ -485,9 +500,20 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let dtype = storage(args);
     args.finish()?;
     let gpu = gpu()?;
-    let mut sizes = vec![data.d];
-    sizes.extend(layers);
-    let mut net = Network::mlp(&gpu, &sizes, act, Default::default(), head_for(&data, None, act), cfg.seed)?;
+    let head = head_for(&data, None, act);
+    let mut net = match arch.as_str() {
+        "mlp" => {
+            let mut sizes = vec![data.d];
+            sizes.extend(layers);
+            Network::mlp(&gpu, &sizes, act, Default::default(), head, cfg.seed)?
+        }
+        "cnn" => {
+            let trunk = demo::cnn_trunk(&data.input_shape, &channels, &layers, act)?;
+            Network::from_specs(&gpu, data.d, trunk, Default::default(), head, cfg.seed)?
+        }
+        other => return Err(usage(format!("--arch must be mlp or cnn, not {other:?}"))),
+    };
+    eprintln!("network: {}", net.layers().iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | "));
     let mut trainer = trainer(&gpu, cfg);
     let report = trainer.fit(&mut net, &data, epochs)?;
     print_fit(&report, json);
