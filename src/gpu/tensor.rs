@@ -207,12 +207,13 @@ impl Tensor {
 
     /// Reads the tensor back as f32 (waits for all submitted work).
     pub fn download(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.download_bytes(gpu)?).to_vec())
+        // copy into a Vec of the element type: a Vec<u8> carries no 4-byte alignment guarantee
+        Ok(bytemuck::pod_collect_to_vec(&self.download_bytes(gpu)?))
     }
 
     /// Reads the tensor back as u32.
     pub fn download_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        Ok(bytemuck::cast_slice(&self.download_bytes(gpu)?).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&self.download_bytes(gpu)?))
     }
 
     fn download_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {

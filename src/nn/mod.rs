@@ -331,6 +331,9 @@ impl Network {
         if i >= self.trunk.len() + self.head.len() {
             return Err(Error::invalid(format!("layer {i} does not exist")));
         }
+        if !self.layers()[i].has_params() {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let (w, b) = self.param_views(i)?;
         Ok((w.download(&self.gpu)?, b.download(&self.gpu)?))
     }
