@@ -4,6 +4,27 @@
 //! (Vulkan, Metal, DX12, GL; a real GPU or Mesa's lavapipe/llvmpipe), built for transfer
 //! learning (pretrain, head-swap, fine-tune with a frozen trunk that stays resident on the GPU)
 //! and multi-task learning (several sigmoid labels, masked where unknown).
+//!
+//! ```
+//! use headswap::{Gpu, nn::{Head, Network}, train::{Freeze, TrainConfig, Trainer}};
+//! use headswap::data::synthetic::{scenes_task_b, shapes_task_a};
+//!
+//! let gpu = Gpu::new()?;                                              // WGPU_BACKEND etc. respected
+//! let mut net = Network::new(&gpu, &[256, 64], Head::classes(8), 42)?; // trunk 256→64, 8 classes
+//! let mut trainer = Trainer::new(&gpu, TrainConfig::default());
+//! trainer.fit(&mut net, &shapes_task_a(512, 16, 1), 2)?;              // pretrain on task A
+//! let swap = net.swap_head(Head::labels(4), 7)?;                      // fresh 4-label head
+//! assert_eq!(swap.created.len(), 1);
+//! let report = trainer.fine_tune(&mut net, &scenes_task_b(64, 16, 2), Freeze::Trunk, 2)?;
+//! assert!(report.cached_features);                                    // frozen trunk ran once
+//! let metrics = trainer.evaluate(&net, &scenes_task_b(64, 16, 3))?;
+//! assert_eq!(metrics.labels.unwrap().f1.len(), 4);                    // per-label F1
+//! # Ok::<(), headswap::Error>(())
+//! ```
+//!
+//! The modules: [`gpu`] (device, tensors, pipeline cache), [`kernels`] (the WGSL kernel library,
+//! usable on a host program's own device and buffers), [`nn`] (networks, head-swap),
+//! [`train`] (training passes), [`data`], [`checkpoint`], [`demo`], [`bench`], [`report`].
 
 pub mod bench;
 pub mod checkpoint;

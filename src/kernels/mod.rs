@@ -7,7 +7,7 @@
 //! * `op_dispatch(&gpu, ...)` returns a [`Dispatch`] to record later, many per submission (what
 //!   the trainer builds once and replays every step).
 //!
-//! ```no_run
+//! ```
 //! use headswap::{Gpu, Tensor, kernels::{self, Transpose}};
 //! let gpu = Gpu::new()?;
 //! let a = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
@@ -18,6 +18,7 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
+pub mod autotune;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;
