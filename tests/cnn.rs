@@ -70,3 +70,38 @@ fn cnn_checkpoint_has_sequential_names_and_round_trips() {
     assert_eq!(headswap::train::predict(&net, &x, 3, 2).unwrap(), headswap::train::predict(&back, &x, 3, 2).unwrap());
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_pytorch_cnn_state_dict_without_metadata_loads_given_the_architecture() {
+    use headswap::checkpoint::{Checkpoint, NamedTensor};
+    use headswap::nn::{DenseSpec, HeadKind};
+    let gpu = gpu();
+    // what `save_file(model.state_dict(), ...)` writes for
+    // Sequential(Conv2d(1,4,3,padding=1), ReLU, MaxPool2d(2), Conv2d(4,8,3,padding=1), ReLU,
+    //            MaxPool2d(2), Flatten, Linear(128,32), ReLU, Linear(32,4))
+    let shapes: [(&str, Vec<usize>); 8] = [
+        ("0.weight", vec![4, 1, 3, 3]),
+        ("0.bias", vec![4]),
+        ("3.weight", vec![8, 4, 3, 3]),
+        ("3.bias", vec![8]),
+        ("7.weight", vec![32, 128]),
+        ("7.bias", vec![32]),
+        ("9.weight", vec![4, 32]),
+        ("9.bias", vec![4]),
+    ];
+    let mut sd = Checkpoint::new();
+    for (i, (name, shape)) in shapes.iter().enumerate() {
+        let n = shape.iter().product();
+        sd.push(NamedTensor::new(*name, shape.clone(), rand_vec(40 + i as u64, n)).unwrap()).unwrap();
+    }
+    sd.metadata.insert("format".into(), "pt".into());
+    let head = vec![LayerSpec::Dense(DenseSpec { inputs: 32, outputs: 4, activation: Activation::Identity })];
+    let net = Network::from_state_dict_layers(&gpu, &sd, trunk(), head.clone(), HeadKind::Labels, "torch.safetensors").unwrap();
+    assert_eq!(net.layer_values(0).unwrap().0, sd.get("0.weight").unwrap().data);
+    assert_eq!(net.layer_values(5).unwrap().1, sd.get("9.bias").unwrap().data);
+    // a wrong architecture is an error that says what does not match
+    let mut wrong = sd.clone();
+    wrong.take("3.weight");
+    let err = Network::from_state_dict_layers(&gpu, &wrong, trunk(), head, HeadKind::Labels, "torch.safetensors").unwrap_err();
+    assert!(err.to_string().contains("3.weight"), "{err}");
+}

@@ -180,3 +180,31 @@ fn mismatched_data_is_a_clear_error() {
     wrong_width.x.truncate(50 * 8);
     assert!(trainer.fit(&mut net, &wrong_width, 1).is_err());
 }
+
+#[test]
+fn early_stopping_keeps_the_best_weights() {
+    let gpu = gpu();
+    // few examples, a large learning rate: the validation loss gets worse after a while
+    let data = clusters(120, 71, false);
+    let mut net = Network::new(&gpu, &[16, 64, 64], Head::classes(8), 71).unwrap();
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(0.3).momentum(0.9),
+        batch_size: 8,
+        seed: 71,
+        validation_fraction: 0.5,
+        early_stopping: Some(2),
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    let report = trainer.fit(&mut net, &data, 40).unwrap();
+    let best = report.best_epoch.unwrap();
+    assert!(report.epochs.len() < 40 && best < report.epochs.len() - 1, "the run must stop early, after its best epoch");
+    let best_loss = report.epochs.iter().find(|e| e.epoch == best).unwrap().validation.as_ref().unwrap().loss;
+    let min_loss = report.epochs.iter().map(|e| e.validation.as_ref().unwrap().loss).fold(f64::INFINITY, f64::min);
+    assert_eq!(best_loss, min_loss, "best_epoch must be the epoch of the lowest validation loss");
+    // the network holds the best epoch's weights: its validation loss is the best one
+    let (_, val) = data.split(0.5, 71);
+    let now = Trainer::new(&gpu, cfg).evaluate(&net, &val).unwrap().loss;
+    assert!((now - best_loss).abs() <= 1e-4 * best_loss.max(1.0), "restored weights give {now}, best epoch had {best_loss}");
+    assert_eq!(report.epochs.last().unwrap().epoch, best + 2, "stops when patience (2) runs out");
+}

@@ -226,6 +226,14 @@ impl Network {
         Self::with_values_from(gpu, &sd, specs, head, kind, origin)
     }
 
+    /// Builds a network of any layers from a PyTorch `nn.Sequential` state_dict without headswap
+    /// metadata, given the architecture (`CnnBuilder` for the trunk, dense head layers): the
+    /// tensors are looked up under the Sequential indices [`sequential_indices`] assigns, and
+    /// every name and shape is checked.
+    pub fn from_state_dict_layers(gpu: &Gpu, ckpt: &Checkpoint, trunk: Vec<LayerSpec>, head: Vec<LayerSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+        Self::with_values_from(gpu, &ckpt.state_dict_only(), trunk, head, kind, origin)
+    }
+
     fn with_values_from(
         gpu: &Gpu,
         ckpt: &Checkpoint,
