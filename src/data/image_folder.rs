@@ -102,11 +102,23 @@ impl Default for ImageOptions {
     }
 }
 
+/// The most pixels an input image may have (e.g. 8000 × 5000).
+pub const MAX_PIXELS: u64 = 40_000_000;
+
 /// Decodes, converts, resizes and normalises one image into `out` (CHW).
 fn image_into(path: &Path, opts: &ImageOptions, mean: &[f32], std: &[f32], out: &mut Vec<f32>) -> Result<()> {
-    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
-    let img = reader.decode().map_err(|e| match e {
+    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+        let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+        reader.with_guessed_format().map_err(|e| Error::io(path, e))
+    };
+    // The header alone says how big the decoded image will be. A file of a few bytes can claim
+    // 8200×16392 pixels, which then costs seconds and gigabytes to decode and convert: refuse
+    // before decoding (found by fuzzing the manifest loader).
+    let (iw, ih) = open()?.into_dimensions().map_err(|e| Error::format(path, format!("cannot read the image header: {e}")))?;
+    if iw as u64 * ih as u64 > MAX_PIXELS {
+        return Err(Error::format(path, format!("the image claims {iw}×{ih} pixels, more than the {MAX_PIXELS} this loader accepts")));
+    }
+    let img = open()?.decode().map_err(|e| match e {
         image::ImageError::IoError(io) => Error::io(path, io),
         other => Error::format(path, format!("cannot decode image: {other}")),
     })?;

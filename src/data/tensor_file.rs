@@ -180,6 +180,14 @@ pub fn load(path: &Path) -> Result<Dataset> {
         None => vec![d],
     };
     let outputs = targets.num_outputs();
+    // Check the sizes before anything is allocated per label: an empty file can claim 2^62
+    // labels (found by fuzzing).
+    if n == 0 {
+        return Err(Error::format(path, "the data set is empty (x has 0 rows)"));
+    }
+    if outputs > MAX_CLASSES {
+        return Err(Error::format(path, format!("{outputs} classes/labels; at most {MAX_CLASSES} are allowed")));
+    }
     let label_names = match meta.get("label_names") {
         Some(s) => {
             let names: Vec<String> = s.split(',').map(|p| p.trim().to_string()).collect();

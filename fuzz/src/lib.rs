@@ -1,0 +1,186 @@
+//! The fuzzing harness shared by the fuzz targets (`fuzz/fuzz_targets/*.rs`, built by cargo fuzz)
+//! and by the plain regression test `tests/fuzz_regressions.rs`, which includes this file with
+//! `#[path]` so that CI replays the corpora and the saved crashes without a fuzzer.
+//!
+//! Every function takes the fuzz input as bytes, writes it to a file in a [`Scratch`] folder (the
+//! loaders take paths) and runs one loader on it. A loader must return `Ok` or `Err`; a panic, an
+//! abort, a hang or an out-of-memory is a bug. On success the harness also checks the round trip
+//! through the matching saver (documented as exact for F32), so a file that loads but cannot be
+//! written back and read identically is a bug too.
+//!
+//! Only `std` and `headswap` are used here, so this file compiles both as the fuzz crate's
+//! library and as a module of the main crate's integration test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use headswap::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
+use headswap::data::{Dataset, ImageOptions, Targets, manifest, tensor_file};
+
+/// A valid 2×2 8-bit grayscale PNG, written as `a.png` into every scratch folder so that manifest
+/// rows naming `a.png` can load.
+pub const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00,
+    0x00, 0x02, 0x08, 0x00, 0x00, 0x00, 0x00, 0x57, 0xdd, 0x52, 0xf8, 0x00, 0x00, 0x00, 0x0e, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63,
+    0x60, 0xf8, 0xcf, 0xd0, 0xe0, 0x00, 0x00, 0x05, 0x42, 0x01, 0xc0, 0x6d, 0x5e, 0x78, 0xa0, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e,
+    0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+/// The environment variable naming the folder scratch folders are made in (`fuzz/run.sh` sets it
+/// to a folder of its own in /dev/shm and removes it afterwards). Unset: /dev/shm where it
+/// exists, else the system temporary folder.
+pub const SCRATCH_ENV: &str = "HEADSWAP_FUZZ_SCRATCH";
+
+/// A private folder for the files a harness writes, holding `a.png` ([`TINY_PNG`]); removed on
+/// drop (a fuzzer that exits without dropping leaves it behind: `fuzz/run.sh` cleans up).
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    /// A new, empty scratch folder (plus `a.png`) named after `tag` and the process.
+    pub fn new(tag: &str) -> Scratch {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let root = match std::env::var_os(SCRATCH_ENV) {
+            Some(d) => PathBuf::from(d),
+            None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+            None => std::env::temp_dir(),
+        };
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("headswap-fuzz-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create scratch folder {}: {e}", dir.display()));
+        let s = Scratch { dir };
+        s.write("a.png", TINY_PNG);
+        s
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `name` inside the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `bytes` to `name` (replacing it) and returns its path. A write failure is a harness
+    /// failure, not a finding.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("harness: cannot write {}: {e}", p.display()));
+        p
+    }
+
+    /// Removes `name` if it is there.
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.path(name));
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `a` and `b` with identical bits (NaNs compare by payload, -0 differs from +0).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Same metadata and tensors, the non-empty tensors in the same order. Zero-element tensors all
+/// sit at one data offset, and safetensors orders tensors with equal offsets by HashMap order, so
+/// their order is not compared.
+fn same_checkpoint(a: &Checkpoint, b: &Checkpoint) -> bool {
+    let same = |s: &NamedTensor, t: &NamedTensor| s.name == t.name && s.shape == t.shape && same_bits(&s.data, &t.data);
+    let nonempty = |c: &Checkpoint| c.tensors.iter().filter(|t| !t.data.is_empty()).cloned().collect::<Vec<_>>();
+    let by_name = |c: &Checkpoint| {
+        let mut v = c.tensors.clone();
+        v.sort_by(|s, t| s.name.cmp(&t.name));
+        v
+    };
+    let all = |x: Vec<NamedTensor>, y: Vec<NamedTensor>| x.len() == y.len() && x.iter().zip(&y).all(|(s, t)| same(s, t));
+    a.metadata == b.metadata && all(nonempty(a), nonempty(b)) && all(by_name(a), by_name(b))
+}
+
+fn same_dataset(a: &Dataset, b: &Dataset) -> bool {
+    let targets = match (&a.targets, &b.targets) {
+        (Targets::Classes { y: y1, num_classes: c1 }, Targets::Classes { y: y2, num_classes: c2 }) => y1 == y2 && c1 == c2,
+        (Targets::Labels { y: y1, k: k1 }, Targets::Labels { y: y2, k: k2 }) => k1 == k2 && same_bits(y1, y2),
+        _ => false,
+    };
+    targets && a.n == b.n && a.d == b.d && a.input_shape == b.input_shape && a.label_names == b.label_names && same_bits(&a.x, &b.x)
+}
+
+/// `headswap::checkpoint::load` on `data`; when it loads, the parts a caller touches next
+/// (`check`, `state_dict_only`, the saved RNG state) and the round trip `load(save(ck, F32)) == ck`.
+pub fn checkpoint_bytes(s: &Scratch, data: &[u8]) {
+    let path = s.write("input.safetensors", data);
+    let Ok(ck) = checkpoint::load(&path) else { return };
+    let _ = ck.check(&[Expect::new("0.weight", vec![2, 3]), Expect::new("0.bias", vec![2])]);
+    let _ = ck.state_dict_only();
+    let _ = ck.tensors.iter().map(|t| t.numel()).max();
+    if let Some(v) = ck.metadata.get(checkpoint::TRAIN_RNG_KEY) {
+        let _ = checkpoint::rng_state_from_str(v);
+    }
+    // `save` may refuse a checkpoint (e.g. a tensor named ""); what it writes must read back.
+    let out = s.path("roundtrip.safetensors");
+    if checkpoint::save(&out, &ck, StorageDtype::F32).is_ok() {
+        let back = checkpoint::load(&out).unwrap_or_else(|e| panic!("round trip: a checkpoint saved by headswap does not load: {e}"));
+        assert!(same_checkpoint(&ck, &back), "round trip: load(save(ck)) differs from ck");
+    }
+}
+
+/// `headswap::data::tensor_file::load` on `data`; when it loads, the round trip
+/// `load(save(ds)) == ds` that the module documents.
+pub fn tensor_file_bytes(s: &Scratch, data: &[u8]) {
+    let path = s.write("input.safetensors", data);
+    let Ok(ds) = tensor_file::load(&path) else { return };
+    let _ = ds.positives_per_output();
+    let _ = ds.labels_and_mask();
+    let out = s.path("roundtrip.safetensors");
+    tensor_file::save(&out, &ds).unwrap_or_else(|e| panic!("round trip: a data set that loaded does not save: {e}"));
+    let back = tensor_file::load(&out).unwrap_or_else(|e| panic!("round trip: a data set saved by headswap does not load: {e}"));
+    assert!(same_dataset(&ds, &back), "round trip: load(save(ds)) differs from ds");
+}
+
+/// The image options the manifest harness loads with: grayscale 4×4 without normalisation, and
+/// RGB 3×2 normalised (both resize the 2×2 `a.png`).
+pub fn manifest_options() -> [ImageOptions; 2] {
+    let mut rgb = ImageOptions::rgb(3, 2);
+    rgb.normalize = Some((vec![0.5], vec![0.25, 0.5, 2.0]));
+    [ImageOptions::gray(4, 4), rgb]
+}
+
+/// `headswap::data::manifest::load` on a manifest made from `data`: the bytes up to the first NUL
+/// are the CSV (`manifest.csv`, beside `a.png`, a valid 2×2 PNG); the bytes after it, if there
+/// is a NUL, are written as `img.png` (any format: the decoder guesses from the content), so the
+/// image decoding is fuzzed too. Without a NUL there is no `img.png`.
+pub fn manifest_bytes(s: &Scratch, data: &[u8]) {
+    let (csv, image) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], Some(&data[i + 1..])),
+        None => (data, None),
+    };
+    match image {
+        Some(img) => {
+            s.write("img.png", img);
+        }
+        None => s.remove("img.png"),
+    }
+    let path = s.write("manifest.csv", csv);
+    for opts in manifest_options() {
+        if let Ok(ds) = manifest::load(&path, &opts) {
+            assert!(ds.validate().is_ok(), "manifest::load returned a data set that does not validate");
+        }
+    }
+}
+
+/// A harness: a scratch folder and the fuzz input.
+pub type Harness = fn(&Scratch, &[u8]);
+
+/// The three harnesses by fuzz-target name, for replaying corpora.
+pub const TARGETS: [(&str, Harness); 3] =
+    [("checkpoint_load", checkpoint_bytes), ("tensor_file_load", tensor_file_bytes), ("manifest_load", manifest_bytes)];
