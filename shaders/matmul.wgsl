@@ -4,16 +4,33 @@
 //   op(B) = B [K, N]  or Bᵀ with B stored [N, K]   (TRANS_B)
 // A dense layer needs three forms: forward y = x·Wᵀ (NT), dX = dY·W (NN), dW = dYᵀ·X (TN).
 //
-// Entry point: matmul_reg4x4. Bindings: 0 params, 1 a (r), 2 b (r), 3 bias (r), 4 c (rw).
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACT (see common.wgsl), WG_X, WG_Y (workgroup shape).
+// Entry points (ranked variants; src/kernels/autotune.rs measures them per adapter and shape
+// class, src/kernels/matmul.rs names and launches them). Every one is correct for any M, N, K
+// and every transpose form:
+//   matmul_block16x16 lavapipe: 8 invocations, each a 16×16 block of C; vec4 loads.
+//   matmul_block8x8   lavapipe: the same with 8×8 blocks (smaller tiles, a fifth of the JIT time).
+//   matmul_reg4x4     the simple baseline: 4×4 per invocation, scalar loads.
+//   matmul_tile64     real GPUs: 64×64 tile per 256 invocations, K steps of 16 through
+//                     workgroup memory, 4×4 per invocation.
+// Bindings: 0 params, 1 a (r), 2 b (r), 3 bias (r), 4 c (rw); the block variants also bind the
+// same A and B buffers again at 5 and 6 as vec4 arrays (a4, b4; naga rejects two variables on one
+// binding in an entry point). The host binds a 16-byte stand-in there for an operand under 4 elements.
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACT (see common.wgsl); WG_X, WG_Y (reg4x4's workgroup);
+// VEC_A, VEC_B (block variants: load that operand as vec4; the host sets it when the operand's
+// contiguous dimension and K are multiples of 4, else 4×4 blocks are gathered element by element).
 //
-// Each invocation owns a 4×4 block of C held in 16 registers; no workgroup memory. On lavapipe
-// (a CPU, 8 invocations per SIMD register) this is what is fast: with WG_Y = 1 every invocation
-// of a workgroup works on the same 4 rows, so the A loads are uniform (one scalar load and a
-// broadcast) and only B is gathered; workgroup-memory tiles with barriers are slower there
-// (shared/PERFORMANCE.md §3.2). K runs in steps of 4 so each B row segment is read once per step.
-// Out-of-range rows and columns are clamped for the loads (always valid memory, no branch in the
-// inner loop) and masked for the store.
+// Why these shapes (shared/PERFORMANCE.md §3.2, and the JIT code read with gdb): lavapipe runs 8
+// invocations per SIMD register and turns every load inside a loop into a loop over the 8 lanes
+// (≈ 40 instructions per lane for a vec4, uniform address or not), while an FMA is 2 instructions.
+// So the kernel that wins holds the biggest block of C in registers per load: a 16×16 block costs
+// 8 vec4 loads per 4 k-steps for 1024 FMAs, the 4×4 of reg4x4 8 scalar loads per k-step for 16.
+// (Bigger blocks gain ~10 % more and take seconds to JIT. Sharing A's rows across the 8
+// invocations with subgroupBroadcast measured 1.6× block16x16, but a module using subgroups
+// fails validation on devices without them (llvmpipe GL), so such a variant needs a module of
+// its own.)
+// Register arrays must be indexed by constants (loops over them become scratch memory there),
+// hence the written-out accumulators. Workgroup memory with barriers is slow on lavapipe (each
+// barrier is a coroutine switch) and is what real GPUs need: that is matmul_tile64.
 // Reference: src/reference/mod.rs `matmul`.
 
 struct Params {
@@ -29,12 +46,17 @@ override HAS_BIAS: bool = false;
 override ACT: u32 = 0u;
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 1u;
+override VEC_A: bool = false;
+override VEC_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// The same buffers as a and b, read 16 bytes at a time (block variants with VEC_A / VEC_B).
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 
 fn load_a(row: u32, kk: u32) -> f32 {
     if TRANS_A { return a[kk * p.m + row]; }
@@ -46,6 +68,10 @@ fn load_b(kk: u32, col: u32) -> f32 {
     return b[kk * p.n + col];
 }
 
+// ---- matmul_reg4x4 ------------------------------------------------------------------------
+// Each invocation owns a 4×4 block of C held in 16 registers; no workgroup memory. K runs in
+// steps of 4 so each B row segment is read once per step. Out-of-range rows and columns are
+// clamped for the loads (always valid memory, no branch in the inner loop) and masked for the store.
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_reg4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col0 = gid.x * 4u;
@@ -91,4 +117,202 @@ fn matmul_reg4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
+}
+
+// ---- helpers of the block and tile variants -------------------------------------------------
+
+// op(A)[row, kk], row clamped into range, 0 for kk ≥ K (so K needs no tail loop).
+fn a_at(row: u32, kk: u32) -> f32 {
+    let r = min(row, p.m - 1u);
+    let k = min(kk, p.k - 1u);
+    var i = r * p.k + k;
+    if TRANS_A { i = k * p.m + r; }
+    return select(0.0, a[i], kk < p.k);
+}
+
+// op(B)[kk, col], col clamped into range, 0 for kk ≥ K.
+fn b_at(kk: u32, col: u32) -> f32 {
+    let cl = min(col, p.n - 1u);
+    let k = min(kk, p.k - 1u);
+    var i = k * p.n + cl;
+    if TRANS_B { i = cl * p.k + k; }
+    return select(0.0, b[i], kk < p.k);
+}
+
+// A 4×4 block of op(A): m[i][s] = op(A)[r0 + i, kk + s]. r0 is a multiple of 4.
+fn a_blk(r0: u32, kk: u32) -> mat4x4<f32> {
+    if VEC_A {
+        if TRANS_A {  // M % 4 == 0: rows are contiguous; a block past M is clamped (never stored)
+            let s = p.m >> 2u;
+            let q = kk * s + (min(r0, p.m - 4u) >> 2u);
+            return transpose(mat4x4<f32>(a4[q], a4[q + s], a4[q + 2u * s], a4[q + 3u * s]));
+        }
+        let s = p.k >> 2u;  // K % 4 == 0: k is contiguous
+        let q = kk >> 2u;
+        let last = p.m - 1u;
+        return mat4x4<f32>(a4[min(r0, last) * s + q], a4[min(r0 + 1u, last) * s + q], a4[min(r0 + 2u, last) * s + q],
+                           a4[min(r0 + 3u, last) * s + q]);
+    }
+    var m: mat4x4<f32>;
+    for (var i = 0u; i < 4u; i++) {
+        m[i] = vec4<f32>(a_at(r0 + i, kk), a_at(r0 + i, kk + 1u), a_at(r0 + i, kk + 2u), a_at(r0 + i, kk + 3u));
+    }
+    return m;
+}
+
+// A 4×4 block of op(B): m[s][j] = op(B)[kk + s, c0 + j]. c0 is a multiple of 4.
+fn b_blk(kk: u32, c0: u32) -> mat4x4<f32> {
+    if VEC_B {
+        if TRANS_B {  // K % 4 == 0: k is contiguous
+            let s = p.k >> 2u;
+            let q = kk >> 2u;
+            let last = p.n - 1u;
+            return transpose(mat4x4<f32>(b4[min(c0, last) * s + q], b4[min(c0 + 1u, last) * s + q], b4[min(c0 + 2u, last) * s + q],
+                                         b4[min(c0 + 3u, last) * s + q]));
+        }
+        let s = p.n >> 2u;  // N % 4 == 0: columns are contiguous
+        let q = kk * s + (min(c0, p.n - 4u) >> 2u);
+        return mat4x4<f32>(b4[q], b4[q + s], b4[q + 2u * s], b4[q + 3u * s]);
+    }
+    var m: mat4x4<f32>;
+    for (var s = 0u; s < 4u; s++) {
+        m[s] = vec4<f32>(b_at(kk + s, c0), b_at(kk + s, c0 + 1u), b_at(kk + s, c0 + 2u), b_at(kk + s, c0 + 3u));
+    }
+    return m;
+}
+
+// Stores v = C[row, c0..c0+3] through the epilogue, skipping columns outside C.
+fn store_row(v: vec4<f32>, row: u32, c0: u32) {
+    for (var j = 0u; j < 4u; j++) {
+        let col = c0 + j;
+        if col < p.n {
+            var x = v[j];
+            if HAS_BIAS { x += bias[col]; }
+            c[row * p.n + col] = activate(ACT, x, p.alpha);
+        }
+    }
+}
+
+// Stores acc (acc[i][j] = C[r0 + i, c0 + j]) through the epilogue, skipping what lies outside C.
+fn store_blk(acc: mat4x4<f32>, r0: u32, c0: u32) {
+    for (var i = 0u; i < 4u; i++) {
+        if r0 + i < p.m { store_row(acc[i], r0 + i, c0); }
+    }
+}
+
+// The block's rows moved up by one, `next` entering at the bottom (the block variants' epilogue).
+fn up(m: mat4x4<f32>, next: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(m[1], m[2], m[3], next);
+}
+const zero4 = vec4<f32>();
+
+// With the blocks above, C's 4×4 block gains Σ_s op(A)[i, s]·op(B)[s, j] as `acc += bb * ab`
+// (WGSL matrices are column-major: column i of bb * ab is Σ_s ab[i][s] · bb[s]).
+
+// ---- matmul_block8x8 / matmul_block16x16 ------------------------------------------------------
+// A workgroup of 8 invocations (one lavapipe SIMD register) covers 8 rows × 64 columns of C
+// (16 × 128); invocation x owns columns 4x..4x+3 of every 32-column slice of the tile, and every row.
+@compute @workgroup_size(8, 1, 1)
+fn matmul_block8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r0 = wg.y * 8u;
+    let c0 = wg.x * 64u + lid.x * 4u;
+    let c1 = c0 + 32u;
+    var acc00: mat4x4<f32>; var acc01: mat4x4<f32>;
+    var acc10: mat4x4<f32>; var acc11: mat4x4<f32>;
+    for (var kk = 0u; kk < p.k; kk += 4u) {
+        let b0 = b_blk(kk, c0);
+        let b1 = b_blk(kk, c1);
+        var ab = a_blk(r0, kk);
+        acc00 += b0 * ab; acc01 += b1 * ab;
+        ab = a_blk(r0 + 4u, kk);
+        acc10 += b0 * ab; acc11 += b1 * ab;
+    }
+    // One row of C per pass, then every row moves up one. The runtime bound keeps this a loop:
+    // written out, the 64 stores were most of the JIT time on lavapipe.
+    for (var row = r0; row < min(r0 + 8u, p.m); row++) {
+        store_row(acc00[0], row, c0);
+        store_row(acc01[0], row, c1);
+        acc00 = up(acc00, acc10[0]); acc01 = up(acc01, acc11[0]);
+        acc10 = up(acc10, zero4); acc11 = up(acc11, zero4);
+    }
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_block16x16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r0 = wg.y * 16u;
+    let c0 = wg.x * 128u + lid.x * 4u;
+    let c1 = c0 + 32u;
+    let c2 = c0 + 64u;
+    let c3 = c0 + 96u;
+    var acc00: mat4x4<f32>; var acc01: mat4x4<f32>; var acc02: mat4x4<f32>; var acc03: mat4x4<f32>;
+    var acc10: mat4x4<f32>; var acc11: mat4x4<f32>; var acc12: mat4x4<f32>; var acc13: mat4x4<f32>;
+    var acc20: mat4x4<f32>; var acc21: mat4x4<f32>; var acc22: mat4x4<f32>; var acc23: mat4x4<f32>;
+    var acc30: mat4x4<f32>; var acc31: mat4x4<f32>; var acc32: mat4x4<f32>; var acc33: mat4x4<f32>;
+    for (var kk = 0u; kk < p.k; kk += 4u) {
+        let b0 = b_blk(kk, c0);
+        let b1 = b_blk(kk, c1);
+        let b2 = b_blk(kk, c2);
+        let b3 = b_blk(kk, c3);
+        var ab = a_blk(r0, kk);
+        acc00 += b0 * ab; acc01 += b1 * ab; acc02 += b2 * ab; acc03 += b3 * ab;
+        ab = a_blk(r0 + 4u, kk);
+        acc10 += b0 * ab; acc11 += b1 * ab; acc12 += b2 * ab; acc13 += b3 * ab;
+        ab = a_blk(r0 + 8u, kk);
+        acc20 += b0 * ab; acc21 += b1 * ab; acc22 += b2 * ab; acc23 += b3 * ab;
+        ab = a_blk(r0 + 12u, kk);
+        acc30 += b0 * ab; acc31 += b1 * ab; acc32 += b2 * ab; acc33 += b3 * ab;
+    }
+    for (var row = r0; row < min(r0 + 16u, p.m); row++) {  // as in matmul_block8x8
+        store_row(acc00[0], row, c0);
+        store_row(acc01[0], row, c1);
+        store_row(acc02[0], row, c2);
+        store_row(acc03[0], row, c3);
+        acc00 = up(acc00, acc10[0]); acc01 = up(acc01, acc11[0]); acc02 = up(acc02, acc12[0]); acc03 = up(acc03, acc13[0]);
+        acc10 = up(acc10, acc20[0]); acc11 = up(acc11, acc21[0]); acc12 = up(acc12, acc22[0]); acc13 = up(acc13, acc23[0]);
+        acc20 = up(acc20, acc30[0]); acc21 = up(acc21, acc31[0]); acc22 = up(acc22, acc32[0]); acc23 = up(acc23, acc33[0]);
+        acc30 = up(acc30, zero4); acc31 = up(acc31, zero4); acc32 = up(acc32, zero4); acc33 = up(acc33, zero4);
+    }
+}
+
+// ---- matmul_tile64 --------------------------------------------------------------------------
+// The classic GPU kernel: a 64×64 tile of C per workgroup of 16×16 invocations, each a 4×4
+// block in registers; K advances 16 at a time through workgroup memory, which every invocation
+// fills with 4 elements of each operand (consecutive invocations read consecutive addresses of
+// whichever dimension is contiguous in memory) and then reads as vec4s.
+var<workgroup> tile_a: array<vec4<f32>, 256>;  // [16 k][64 rows], 4 rows per vec4
+var<workgroup> tile_b: array<vec4<f32>, 256>;  // [16 k][64 cols], 4 columns per vec4
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tile64(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * 64u;
+    let col0 = wg.x * 64u;
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = e * 256u + li;  // 0..1023 over the 64×16 tile of each operand
+            var i = idx / 16u;        // A [M, K]: 16 consecutive k per row
+            var ka = idx % 16u;
+            if TRANS_A { ka = idx / 64u; i = idx % 64u; }  // Aᵀ [K, M]: 64 consecutive rows per k
+            tile_a[ka * 16u + i / 4u][i % 4u] = a_at(row0 + i, k0 + ka);
+            var j = idx % 64u;        // B [K, N]: 64 consecutive columns per k
+            var kb = idx / 64u;
+            if TRANS_B { j = idx / 16u; kb = idx % 16u; }  // Bᵀ [N, K]: 16 consecutive k per column
+            tile_b[kb * 16u + j / 4u][j % 4u] = b_at(k0 + kb, col0 + j);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            let av = tile_a[kk * 16u + lid.y];  // rows row0 + 4·lid.y + 0..3
+            let bv = tile_b[kk * 16u + lid.x];  // columns col0 + 4·lid.x + 0..3
+            acc0 = fma(vec4<f32>(av.x), bv, acc0);
+            acc1 = fma(vec4<f32>(av.y), bv, acc1);
+            acc2 = fma(vec4<f32>(av.z), bv, acc2);
+            acc3 = fma(vec4<f32>(av.w), bv, acc3);
+        }
+        workgroupBarrier();
+    }
+    store_blk(mat4x4<f32>(acc0, acc1, acc2, acc3), row0 + 4u * lid.y, col0 + 4u * lid.x);
 }

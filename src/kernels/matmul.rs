@@ -1,11 +1,87 @@
 //! `C = op(A)·op(B)`, with an optional fused bias add and activation.
+//!
+//! The product has several kernels, the entry points of `shaders/matmul.wgsl` ([`Variant`]); each
+//! is correct for every shape and transpose form, and they differ in speed by adapter: register
+//! blocks with vec4 loads on lavapipe (a CPU), workgroup-memory tiles on GPUs. [`matmul_dispatch`]
+//! asks [`autotune`] which one to use for the shape's class (measured once per
+//! adapter, remembered in memory and in a cache file); [`matmul_dispatch_variant`] names one.
 
+use super::autotune;
 use super::{Family, Kernel, R, RW, ensure};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
 
-pub(crate) const MATMUL_REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: &[R, R, R, RW] };
+const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: &[R, R, R, RW] };
+// Block variants bind A and B a second time (5, 6) as vec4 arrays.
+const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: &[R, R, R, RW, R, R] };
+const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: &[R, R, R, RW, R, R] };
+const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: &[R, R, R, RW] };
+
+/// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
+/// and transpose form; [`autotune`] picks the fastest per adapter and shape class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// 8 invocations per workgroup, each a 16×16 block of C; vec4 loads. Best measured on lavapipe.
+    Block16x16,
+    /// As `Block16x16` with 8×8 blocks: smaller tiles for small outputs, a fifth of the JIT time.
+    Block8x8,
+    /// The simple baseline: a 4×4 block per invocation, scalar loads.
+    Reg4x4,
+    /// 64×64 tiles through workgroup memory, 256 invocations: the kernel for real GPUs.
+    Tile64,
+}
+
+impl Variant {
+    /// Every variant, in the order the static ranking on a CPU adapter puts them.
+    pub const ALL: [Variant; 4] = [Variant::Block16x16, Variant::Block8x8, Variant::Reg4x4, Variant::Tile64];
+
+    /// The name `HEADSWAP_MATMUL` and the autotune cache file use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Block16x16 => "block16x16",
+            Variant::Block8x8 => "block8x8",
+            Variant::Reg4x4 => "reg4x4",
+            Variant::Tile64 => "tile64",
+        }
+    }
+
+    /// The variant called `name` (see [`Variant::name`]).
+    pub fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// The WGSL entry point, as [`Dispatch::name`] reports it.
+    pub fn entry(self) -> &'static str {
+        self.kernel().entry
+    }
+
+    fn kernel(self) -> Kernel {
+        match self {
+            Variant::Block16x16 => BLOCK16X16,
+            Variant::Block8x8 => BLOCK8X8,
+            Variant::Reg4x4 => REG4X4,
+            Variant::Tile64 => TILE64,
+        }
+    }
+
+    /// Workgroup counts for an `m × n` output.
+    fn groups(self, m: usize, n: usize) -> [u64; 3] {
+        let (rows, cols) = match self {
+            Variant::Block16x16 => (16, 128),
+            Variant::Block8x8 => (8, 64),
+            Variant::Reg4x4 => (4, 32), // 8×1 invocations of 4×4
+            Variant::Tile64 => (64, 64),
+        };
+        [n.div_ceil(cols) as u64, m.div_ceil(rows) as u64, 1]
+    }
+
+    /// Whether the adapter can launch this variant for an `m × n` output (workgroup counts).
+    pub fn fits(self, gpu: &Gpu, m: usize, n: usize) -> bool {
+        let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
+        self.groups(m, n).iter().all(|&g| g <= max)
+    }
+}
 
 /// Which operands are transposed. `NT` means `C = A·Bᵀ`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,7 +93,7 @@ pub enum Transpose {
 }
 
 impl Transpose {
-    fn flags(self) -> (bool, bool) {
+    pub(crate) fn flags(self) -> (bool, bool) {
         match self {
             Transpose::NN => (false, false),
             Transpose::NT => (false, true),
@@ -43,8 +119,31 @@ pub(crate) struct MatmulParams {
     pub alpha: f32,
 }
 
-/// (M, N, K) of `op(A)·op(B)`, checked against C.
-fn dims(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose) -> Result<(usize, usize, usize)> {
+/// One product's shape as the kernels see it: `op(A)` is `m × k`, `op(B)` is `k × n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub t: Transpose,
+}
+
+impl Problem {
+    /// Whether the block variants can read A as vec4s: K and A's contiguous dimension are
+    /// multiples of 4 (then every row of the stored A starts 16-byte aligned).
+    pub fn vec_a(&self) -> bool {
+        let (ta, _) = self.t.flags();
+        self.k.is_multiple_of(4) && self.m * self.k >= 4 && (!ta || self.m.is_multiple_of(4))
+    }
+    /// The same for B.
+    pub fn vec_b(&self) -> bool {
+        let (_, tb) = self.t.flags();
+        self.k.is_multiple_of(4) && self.n * self.k >= 4 && (tb || self.n.is_multiple_of(4))
+    }
+}
+
+/// (M, N, K) of `op(A)·op(B)`, checked against C and the bias.
+fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -> Result<Problem> {
     let op = "matmul";
     ensure(a.shape().len() == 2 && b.shape().len() == 2 && c.shape().len() == 2, op, || {
         format!("operands must be 2-D, got A {:?}, B {:?}, C {:?}", a.shape(), b.shape(), c.shape())
@@ -54,29 +153,78 @@ fn dims(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose) -> Result<(usize, usiz
     let (kb, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
     ensure(ka == kb, op, || format!("inner dimensions differ: op(A) is {m}x{ka}, op(B) is {kb}x{n} ({t:?})"))?;
     ensure(c.shape() == [m, n], op, || format!("C is {:?}, op(A)·op(B) is [{m}, {n}]", c.shape()))?;
-    Ok((m, n, ka))
+    if let Some(bias) = epi.bias {
+        ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
+    }
+    Ok(Problem { m, n, k: ka, t })
 }
 
-/// Builds the launch of `C = act(op(A)·op(B) + bias)`.
-pub fn matmul_dispatch(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: Epilogue<'_>) -> Result<Dispatch> {
-    let (m, n, k) = dims(a, b, c, t)?;
-    if let Some(bias) = epi.bias {
-        ensure(bias.len() == n, "matmul", || format!("bias has {} elements, C has {n} columns", bias.len()))?;
-    }
-    let (ta, tb) = t.flags();
-    let (wg_x, wg_y) = (8u32, 1u32);
-    let constants = [
+/// A 16-byte buffer to bind where a block variant's vec4 view of an operand would be smaller than
+/// one vec4 (the kernel then reads that operand element by element and never touches this).
+fn stand_in(gpu: &Gpu) -> Result<Tensor> {
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("matmul_vec4_stand_in"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    Tensor::from_buffer(buffer, 0, &[4])
+}
+
+/// The launch of `variant` for a checked problem.
+pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p: Problem, epi: Epilogue<'_>) -> Result<Dispatch> {
+    let (ta, tb) = p.t.flags();
+    let mut constants = vec![
         ("TRANS_A", ta as u32 as f64),
         ("TRANS_B", tb as u32 as f64),
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
         ("ACT", epi.activation.code() as f64),
-        ("WG_X", wg_x as f64),
-        ("WG_Y", wg_y as f64),
     ];
-    let params = MatmulParams { m: m as u32, n: n as u32, k: k as u32, alpha: epi.activation.alpha() };
-    let groups = [(n.div_ceil(4) as u32).div_ceil(wg_x), (m.div_ceil(4) as u32).div_ceil(wg_y), 1];
+    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha() };
+    let [x, y, z] = v.groups(p.m, p.n);
+    // Dispatch::new reports counts past the adapter's limit; saturate instead of wrapping.
+    let groups = [x, y, z].map(|g| g.min(u32::MAX as u64) as u32);
     let bias = epi.bias.unwrap_or(a);
-    Dispatch::new(gpu, MATMUL_REG4X4, &constants, bytemuck::bytes_of(&params), &[a, b, bias, c], groups)
+    let params = bytemuck::bytes_of(&params);
+    match v {
+        Variant::Reg4x4 => {
+            constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]);
+            Dispatch::new(gpu, REG4X4, &constants, params, &[a, b, bias, c], groups)
+        }
+        Variant::Block8x8 | Variant::Block16x16 => {
+            constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]);
+            let a4 = if a.len() >= 4 { a.clone() } else { stand_in(gpu)? };
+            let b4 = if b.len() >= 4 { b.clone() } else { stand_in(gpu)? };
+            Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4], groups)
+        }
+        Variant::Tile64 => Dispatch::new(gpu, TILE64, &constants, params, &[a, b, bias, c], groups),
+    }
+}
+
+/// Builds the launch of `C = act(op(A)·op(B) + bias)` with the variant [`autotune`]
+/// chooses for this adapter and shape class (which may measure the candidates the first time a
+/// class is seen: call it while building a plan, not inside a timed step).
+pub fn matmul_dispatch(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: Epilogue<'_>) -> Result<Dispatch> {
+    let p = check(a, b, c, t, &epi)?;
+    let v = autotune::choose(gpu, p, epi)?.variant;
+    build(gpu, v, a, b, c, p, epi)
+}
+
+/// As [`matmul_dispatch`], with the kernel variant named by the caller (tests, benchmarks).
+pub fn matmul_dispatch_variant(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    t: Transpose,
+    epi: Epilogue<'_>,
+    variant: Variant,
+) -> Result<Dispatch> {
+    let p = check(a, b, c, t, &epi)?;
+    ensure(variant.fits(gpu, p.m, p.n), "matmul", || {
+        format!("variant {} cannot launch a {}x{} output on this adapter", variant.name(), p.m, p.n)
+    })?;
+    build(gpu, variant, a, b, c, p, epi)
 }
 
 /// `C = op(A)·op(B)`, run at once.
@@ -92,9 +240,31 @@ pub fn matmul_ex(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &mut Tensor, t: Transpose
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn params_match_wgsl_size() {
         // struct Params { m, n, k: u32, alpha: f32 } = 16 bytes in WGSL
-        assert_eq!(std::mem::size_of::<super::MatmulParams>(), 16);
+        assert_eq!(std::mem::size_of::<MatmulParams>(), 16);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for v in Variant::ALL {
+            assert_eq!(Variant::from_name(v.name()), Some(v));
+            assert!(v.entry().starts_with("matmul_"));
+        }
+        assert_eq!(Variant::from_name("nope"), None);
+    }
+
+    #[test]
+    fn vec4_layout_rules() {
+        let p = |m, n, k, t| Problem { m, n, k, t };
+        assert!(p(128, 512, 784, Transpose::NT).vec_a() && p(128, 512, 784, Transpose::NT).vec_b());
+        assert!(p(128, 10, 256, Transpose::NT).vec_b(), "Bᵀ is contiguous along K");
+        assert!(!p(128, 10, 256, Transpose::NN).vec_b(), "B rows of 10 are not 16-byte aligned");
+        assert!(!p(10, 256, 128, Transpose::TN).vec_a(), "Aᵀ rows of 10 are not 16-byte aligned");
+        assert!(!p(8, 8, 6, Transpose::NN).vec_a(), "K % 4 != 0");
+        assert!(!p(1, 1, 0, Transpose::NN).vec_a(), "an empty operand has no vec4");
     }
 }

@@ -1,0 +1,319 @@
+//! Which matmul [`Variant`] to launch, per adapter and shape class: measured on first use,
+//! remembered in memory and in a cache file so later runs start fast.
+//!
+//! The order of precedence for one product:
+//! 1. `HEADSWAP_MATMUL=<name>` ([`Variant::name`]) forces a variant (tests check every one).
+//! 2. `HEADSWAP_AUTOTUNE=0` uses the static default: on a CPU adapter (lavapipe, llvmpipe GL)
+//!    `block16x16`, elsewhere `tile64`.
+//! 3. A choice made earlier for this adapter and class: in memory, else in the cache file.
+//! 4. Otherwise the candidates are measured now: each is compiled with the product's own override
+//!    constants (so the winner's pipeline is the one the caller then uses), run on zero-filled
+//!    scratch buffers of the class's shape (each dimension capped, to keep it short) and timed
+//!    with the wait inside the timing; the fastest wins. `tile64` is not measured on CPU adapters,
+//!    where workgroup barriers are coroutine switches (shared/PERFORMANCE.md §3.2; it measured
+//!    2.7–5 GFLOP/s on lavapipe against 27 for `block16x16`).
+//!
+//! Cost on lavapipe (2 cores): the eight product classes of a 784→512→256→10 MLP's step take
+//! ≈ 1.2 s to measure with Mesa's shader cache warm, ≈ 7 s cold, almost all of it LLVM compiling
+//! the candidates on their first launch; with the cache file, a later run measures nothing.
+//!
+//! A class is the transpose form, a size bucket (powers of 4) of each of M, N and K, and whether
+//! each operand can be read as vec4s ([`Problem::vec_a`]). The cache file is
+//! `$HEADSWAP_CACHE_DIR/matmul_autotune.json` (else `$XDG_CACHE_HOME/headswap/…`, else
+//! `~/.cache/headswap/…`), JSON keyed by [`Gpu::adapter_key`], written to a temporary file and
+//! renamed into place; a file that cannot be read or parsed is ignored with a warning.
+//!
+//! Measuring submits and waits, and counts its dispatches in [`Gpu::counters`]: it belongs to
+//! building a plan (where [`super::matmul::matmul_dispatch`] is called), never to a timed step.
+
+use super::matmul::{Epilogue, Problem, Variant, build};
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+/// Where a choice came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `HEADSWAP_MATMUL`.
+    Forced,
+    /// `HEADSWAP_AUTOTUNE=0`, or nothing to measure (an empty product).
+    Static,
+    /// Chosen earlier in this process.
+    Memory,
+    /// Read from the cache file.
+    CacheFile,
+    /// Measured just now.
+    Measured,
+}
+
+/// The variant for one product and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub variant: Variant,
+    pub source: Source,
+}
+
+/// Classes measured in this process (tests check that a remembered class is not measured again).
+pub fn measurements() -> u64 {
+    MEASUREMENTS.load(Ordering::Relaxed)
+}
+
+static MEASUREMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Choices per adapter key, then class key; an adapter is present once its cache file entry was read.
+type Choices = HashMap<String, HashMap<String, Variant>>;
+
+fn state() -> MutexGuard<'static, Choices> {
+    static STATE: OnceLock<Mutex<Choices>> = OnceLock::new();
+    STATE.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held while measuring, so two threads do not measure the same class at once.
+static MEASURING: Mutex<()> = Mutex::new(());
+
+const FILE_NAME: &str = "matmul_autotune.json";
+const FILE_VERSION: u64 = 1;
+
+/// The cache file's path, from `HEADSWAP_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`.
+pub fn cache_path() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = var("HEADSWAP_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("headswap")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("headswap")))?;
+    Some(dir.join(FILE_NAME))
+}
+
+/// The class key of a product: form, size buckets, vec4 layout.
+pub fn class_key(p: &Problem) -> String {
+    fn bucket(d: usize) -> u32 {
+        match d {
+            0..=4 => 0,
+            5..=16 => 1,
+            17..=64 => 2,
+            65..=256 => 3,
+            257..=1024 => 4,
+            _ => 5,
+        }
+    }
+    format!("{:?} m{} n{} k{} v{}{}", p.t, bucket(p.m), bucket(p.n), bucket(p.k), p.vec_a() as u8, p.vec_b() as u8)
+}
+
+/// The variant used without measuring.
+pub fn static_default(gpu: &Gpu, p: &Problem) -> Variant {
+    let preferred = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu { Variant::Block16x16 } else { Variant::Tile64 };
+    if preferred.fits(gpu, p.m, p.n) { preferred } else { Variant::Reg4x4 }
+}
+
+/// Chooses the variant for `p` (see the module docs for the order of precedence).
+pub fn choose(gpu: &Gpu, p: Problem, epi: Epilogue<'_>) -> Result<Choice> {
+    if let Some(v) = forced() {
+        let variant = if v.fits(gpu, p.m, p.n) { v } else { Variant::Reg4x4 };
+        return Ok(Choice { variant, source: Source::Forced });
+    }
+    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") || p.m == 0 || p.n == 0 || p.k == 0 {
+        return Ok(Choice { variant: static_default(gpu, &p), source: Source::Static });
+    }
+    let adapter = gpu.adapter_key();
+    let class = class_key(&p);
+    if let Some(c) = remembered(&adapter, &class) {
+        return Ok(c);
+    }
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = remembered(&adapter, &class) {
+        return Ok(c); // another thread measured it while we waited
+    }
+    let variant = measure(gpu, p, epi, &class)?;
+    state().entry(adapter.clone()).or_default().insert(class.clone(), variant);
+    save(&adapter, &class, variant);
+    Ok(Choice { variant, source: Source::Measured })
+}
+
+/// `HEADSWAP_MATMUL`, if it names a variant (an unknown name is reported once and ignored).
+fn forced() -> Option<Variant> {
+    let name = std::env::var("HEADSWAP_MATMUL").ok().filter(|v| !v.is_empty())?;
+    let v = Variant::from_name(&name);
+    if v.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
+            tracing::warn!("HEADSWAP_MATMUL={name} names no matmul variant ({}); ignored", names.join(", "));
+        });
+    }
+    v
+}
+
+/// A choice from memory, or from the cache file the first time this adapter is seen.
+fn remembered(adapter: &str, class: &str) -> Option<Choice> {
+    let mut st = state();
+    let source = if st.contains_key(adapter) {
+        Source::Memory
+    } else {
+        let loaded = load(adapter);
+        st.insert(adapter.to_string(), loaded);
+        Source::CacheFile
+    };
+    st[adapter].get(class).map(|&variant| Choice { variant, source })
+}
+
+/// The whole cache file as JSON, or `None` (with a warning unless it does not exist).
+fn read_file(path: &std::path::Path) -> Option<serde_json::Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.get("version").and_then(|x| x.as_u64()) == Some(FILE_VERSION) && v.get("adapters").is_some_and(|a| a.is_object()) => {
+            Some(v)
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: not a version {FILE_VERSION} cache");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: {e}");
+            None
+        }
+    }
+}
+
+/// This adapter's choices from the cache file (entries naming unknown variants are skipped).
+fn load(adapter: &str) -> HashMap<String, Variant> {
+    let Some(path) = cache_path() else { return HashMap::new() };
+    let Some(file) = read_file(&path) else { return HashMap::new() };
+    let entries = file["adapters"].get(adapter).and_then(|a| a.as_object());
+    let choices: HashMap<String, Variant> =
+        entries.into_iter().flatten().filter_map(|(class, v)| Some((class.clone(), Variant::from_name(v.as_str()?)?))).collect();
+    tracing::debug!(path = %path.display(), adapter, n = choices.len(), "matmul autotune cache read");
+    choices
+}
+
+/// Adds one choice to the cache file: read (another process may have added to it), merge, write
+/// a temporary file, rename it over the old one. Failures are warnings; the choice stays in memory.
+fn save(adapter: &str, class: &str, v: Variant) {
+    let Some(path) = cache_path() else { return };
+    let mut file = read_file(&path).unwrap_or_else(|| serde_json::json!({ "version": FILE_VERSION, "adapters": {} }));
+    let adapters = file["adapters"].as_object_mut().expect("checked by read_file");
+    let entry = adapters.entry(adapter.to_string()).or_insert_with(|| serde_json::json!({}));
+    if !entry.is_object() {
+        *entry = serde_json::json!({});
+    }
+    entry[class] = serde_json::Value::from(v.name());
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), "could not write the matmul autotune cache: {e}");
+    }
+}
+
+/// A zero-filled scratch tensor outside the engine's byte accounting (so measuring does not show
+/// in a plan's memory figures).
+fn scratch(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("matmul_autotune_scratch"),
+        size: 4 * n.max(4) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    Tensor::from_buffer(buffer, 0, shape)
+}
+
+/// Measures the candidates for `p`'s class and returns the fastest.
+fn measure(gpu: &Gpu, p: Problem, epi: Epilogue<'_>, class: &str) -> Result<Variant> {
+    let start = Instant::now();
+    // The class's shape with each dimension capped, to a multiple of every tile (keeping the
+    // remainder mod 4, so the vec4 layout is the class's own).
+    let cap = |d: usize, lim: usize| if d <= lim { d } else { lim + d % 4 };
+    let q = Problem { m: cap(p.m, 128), n: cap(p.n, 256), k: cap(p.k, 256), ..p };
+    let (ta, tb) = q.t.flags();
+    let a = scratch(gpu, &if ta { [q.k, q.m] } else { [q.m, q.k] })?;
+    let b = scratch(gpu, &if tb { [q.n, q.k] } else { [q.k, q.n] })?;
+    let c = scratch(gpu, &[q.m, q.n])?;
+    let bias = match epi.bias {
+        Some(_) => Some(scratch(gpu, &[q.n])?),
+        None => None,
+    };
+    let epi = Epilogue { bias: bias.as_ref(), activation: epi.activation };
+    // Enough launches per submission that the submission's own cost does not decide.
+    let flops = 2.0 * (q.m * q.n * q.k) as f64;
+    let reps = (32e6 / flops).ceil().clamp(1.0, 32.0) as usize;
+    let run = |d: &crate::gpu::Dispatch| -> Result<f64> {
+        let t0 = Instant::now();
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul_autotune") });
+        {
+            let desc = wgpu::ComputePassDescriptor { label: Some("matmul_autotune"), timestamp_writes: None };
+            let mut pass = enc.begin_compute_pass(&desc);
+            for _ in 0..reps {
+                d.encode(gpu, &mut pass);
+            }
+        }
+        gpu.queue().submit(Some(enc.finish()));
+        gpu.sync()?;
+        Ok(t0.elapsed().as_secs_f64() / reps as f64)
+    };
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    // A candidate that fails to build or run (a driver's limit, say) is left out, not an error.
+    let mut candidates = Vec::new();
+    for v in Variant::ALL.into_iter().filter(|&v| v.fits(gpu, q.m, q.n) && !(cpu && v == Variant::Tile64)) {
+        // The first launch is untimed: lavapipe compiles the shader there.
+        match build(gpu, v, &a, &b, &c, q, epi).and_then(|d| run(&d).map(|_| d)) {
+            Ok(d) => candidates.push((v, d, f64::INFINITY)),
+            Err(e) => tracing::warn!(variant = v.name(), "matmul autotune skips a candidate: {e}"),
+        }
+    }
+    // Three interleaved rounds (so a burst of load elsewhere hits every candidate alike); after
+    // the first, candidates over 3× the best are dropped.
+    for round in 0..3 {
+        for (_, d, best) in candidates.iter_mut() {
+            *best = run(d).map_or(f64::INFINITY, |t| best.min(t));
+        }
+        let fastest = candidates.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+        candidates.retain(|c| c.2.is_finite() && (round > 0 || c.2 <= 3.0 * fastest));
+    }
+    MEASUREMENTS.fetch_add(1, Ordering::Relaxed);
+    let Some(&(v, _, _)) = candidates.iter().min_by(|x, y| x.2.total_cmp(&y.2)) else {
+        tracing::warn!(class, "matmul autotune: no candidate ran; using the static default");
+        return Ok(static_default(gpu, &p));
+    };
+    let report: Vec<String> = candidates.iter().map(|(v, _, t)| format!("{} {:.1}", v.name(), flops / t / 1e9)).collect();
+    tracing::info!(
+        class,
+        shape = %format!("{}x{}x{}", q.m, q.n, q.k),
+        gflops = %report.join(", "),
+        chosen = v.name(),
+        ms = start.elapsed().as_millis() as u64,
+        "matmul autotune"
+    );
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Transpose;
+
+    #[test]
+    fn class_keys_separate_forms_sizes_and_layouts() {
+        let p = |m, n, k, t| Problem { m, n, k, t };
+        assert_eq!(class_key(&p(128, 512, 784, Transpose::NT)), class_key(&p(100, 300, 700, Transpose::NT)));
+        assert_ne!(class_key(&p(128, 512, 784, Transpose::NT)), class_key(&p(128, 512, 784, Transpose::TN)));
+        assert_ne!(class_key(&p(128, 512, 784, Transpose::NT)), class_key(&p(128, 512, 20, Transpose::NT)));
+        assert_ne!(class_key(&p(128, 512, 784, Transpose::NN)), class_key(&p(128, 510, 784, Transpose::NN)));
+    }
+}
