@@ -104,8 +104,9 @@ pub fn class_key(p: &Problem) -> String {
 
 /// The variant used without measuring.
 pub fn static_default(gpu: &Gpu, p: &Problem) -> Variant {
-    let preferred = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu { Variant::Block16x16 } else { Variant::Tile64 };
-    if preferred.fits(gpu, p.m, p.n) { preferred } else { Variant::Reg4x4 }
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let ranked: &[Variant] = if cpu { &[Variant::Sg32x8, Variant::Block16x16] } else { &[Variant::Tile64] };
+    ranked.iter().copied().find(|v| v.fits(gpu, p.m, p.n)).unwrap_or(Variant::Reg4x4)
 }
 
 /// Chooses the variant for `p` (see the module docs for the order of precedence).

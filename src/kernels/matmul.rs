@@ -16,12 +16,16 @@ const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", 
 // Block variants bind A and B a second time (5, 6) as vec4 arrays.
 const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: &[R, R, R, RW, R, R] };
 const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: &[R, R, R, RW, R, R] };
+const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: &[R, R, R, RW, R, R] };
 const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: &[R, R, R, RW] };
 
 /// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
 /// and transpose form; [`autotune`] picks the fastest per adapter and shape class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
+    /// As `Block16x16`, with each row of A loaded by one invocation and shared by
+    /// `subgroupBroadcast`: 32×8 blocks. Needs subgroups of ≥ 8 invocations.
+    Sg32x8,
     /// 8 invocations per workgroup, each a 16×16 block of C; vec4 loads. Best measured on lavapipe.
     Block16x16,
     /// As `Block16x16` with 8×8 blocks: smaller tiles for small outputs, a fifth of the JIT time.
@@ -34,11 +38,12 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in the order the static ranking on a CPU adapter puts them.
-    pub const ALL: [Variant; 4] = [Variant::Block16x16, Variant::Block8x8, Variant::Reg4x4, Variant::Tile64];
+    pub const ALL: [Variant; 5] = [Variant::Sg32x8, Variant::Block16x16, Variant::Block8x8, Variant::Reg4x4, Variant::Tile64];
 
     /// The name `HEADSWAP_MATMUL` and the autotune cache file use.
     pub fn name(self) -> &'static str {
         match self {
+            Variant::Sg32x8 => "sg32x8",
             Variant::Block16x16 => "block16x16",
             Variant::Block8x8 => "block8x8",
             Variant::Reg4x4 => "reg4x4",
@@ -58,6 +63,7 @@ impl Variant {
 
     fn kernel(self) -> Kernel {
         match self {
+            Variant::Sg32x8 => SG32X8,
             Variant::Block16x16 => BLOCK16X16,
             Variant::Block8x8 => BLOCK8X8,
             Variant::Reg4x4 => REG4X4,
@@ -68,6 +74,7 @@ impl Variant {
     /// Workgroup counts for an `m × n` output.
     fn groups(self, m: usize, n: usize) -> [u64; 3] {
         let (rows, cols) = match self {
+            Variant::Sg32x8 => (32, 64),
             Variant::Block16x16 => (16, 128),
             Variant::Block8x8 => (8, 64),
             Variant::Reg4x4 => (4, 32), // 8×1 invocations of 4×4
@@ -79,7 +86,9 @@ impl Variant {
     /// Whether the adapter can launch this variant for an `m × n` output (workgroup counts).
     pub fn fits(self, gpu: &Gpu, m: usize, n: usize) -> bool {
         let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
-        self.groups(m, n).iter().all(|&g| g <= max)
+        // A workgroup of 8 must be one subgroup.
+        let subgroups = gpu.has(wgpu::Features::SUBGROUP) && gpu.adapter_info().subgroup_min_size >= 8;
+        (self != Variant::Sg32x8 || subgroups) && self.groups(m, n).iter().all(|&g| g <= max)
     }
 }
 
@@ -191,7 +200,7 @@ pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p
             constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]);
             Dispatch::new(gpu, REG4X4, &constants, params, &[a, b, bias, c], groups)
         }
-        Variant::Block8x8 | Variant::Block16x16 => {
+        Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 => {
             constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]);
             let a4 = if a.len() >= 4 { a.clone() } else { stand_in(gpu)? };
             let b4 = if b.len() >= 4 { b.clone() } else { stand_in(gpu)? };

@@ -44,6 +44,8 @@ pub enum Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul,
+    /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
+    MatmulSubgroup,
     Elementwise,
     Reduce,
     Loss,
@@ -57,6 +59,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Matmul => "matmul.wgsl",
+            Family::MatmulSubgroup => "matmul_subgroup.wgsl",
             Family::Elementwise => "elementwise.wgsl",
             Family::Reduce => "reduce.wgsl",
             Family::Loss => "loss.wgsl",
@@ -71,6 +74,7 @@ impl Family {
     pub(crate) fn source(self) -> String {
         let body = match self {
             Family::Matmul => source::MATMUL,
+            Family::MatmulSubgroup => return format!("{}\n{}\n{}", source::COMMON, source::MATMUL, source::MATMUL_SUBGROUP),
             Family::Elementwise => source::ELEMENTWISE,
             Family::Reduce => source::REDUCE,
             Family::Loss => source::LOSS,

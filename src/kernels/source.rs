@@ -3,6 +3,7 @@
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_SUBGROUP: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
