@@ -712,7 +712,19 @@ fn cmd_predict(args: &Args) -> CliResult<()> {
 }
 
 fn cmd_bench(args: &Args) -> CliResult<()> {
-    // BENCH-WIRING: replaced when src/bench.rs lands
+    let opts = headswap::bench::BenchOptions {
+        quick: args.has("quick"),
+        json: args.has("json"),
+        only: args.get("only").map(str::to_string),
+        seed: args.parsed("seed", 0u64)?,
+    };
     args.finish()?;
-    Err(usage("bench is being written"))
+    let gpu = gpu()?;
+    let report = headswap::bench::run(&gpu, &opts)?;
+    if opts.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }

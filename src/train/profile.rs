@@ -13,6 +13,9 @@
 //!   median of an empty submission and wait measured in the same run. Median per dispatch over
 //!   the repetitions.
 //!
+//! Each repetition times the step and then its dispatches one by one, so both see the same
+//! conditions on a machine whose load changes.
+//!
 //! `step − Σ kernels` is the overhead the step pays beyond its kernels (recording, submission,
 //! the driver's per-dispatch cost where the timestamps do not see it). On lavapipe the timestamps
 //! themselves include lavapipe's per-dispatch cost of waking its worker threads (tens of µs), so
@@ -204,31 +207,6 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         gpu.sync()?;
     }
 
-    // The whole step, waited for each time.
-    let mut steps = Vec::with_capacity(reps);
-    for rep in 0..reps {
-        let t0 = Instant::now();
-        prepare(rep)?;
-        let mut enc = encoder(&gpu, "profile_step");
-        record_step(&mut enc);
-        gpu.submit(enc);
-        gpu.sync()?;
-        steps.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let step_ms = median(&mut steps);
-
-    // The same steps back to back, one wait.
-    let t0 = Instant::now();
-    for rep in 0..reps {
-        prepare(rep)?;
-        let mut enc = encoder(&gpu, "profile_step");
-        record_step(&mut enc);
-        gpu.submit(enc);
-    }
-    gpu.sync()?;
-    let pipelined_step_ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
-
-    // Each dispatch alone.
     let use_timestamps = match opts.timing {
         Timing::Auto => gpu.has(wgpu::Features::TIMESTAMP_QUERY),
         Timing::Timestamps => {
@@ -239,40 +217,19 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         }
         Timing::CpuWall => false,
     };
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); list.len()];
-    let (timing, timing_note) = if use_timestamps {
-        let count = 2 * list.len() as u32;
-        if count > wgpu::QUERY_SET_MAX_QUERIES {
-            return Err(Error::invalid(format!(
-                "a step of {} dispatches needs more than {} timestamp queries",
-                list.len(),
-                wgpu::QUERY_SET_MAX_QUERIES
-            )));
-        }
-        let stamps = Timestamps::new(&gpu, count);
-        let period_ns = gpu.queue().get_timestamp_period() as f64;
-        for rep in 0..reps {
-            prepare(rep)?;
-            let mut enc = encoder(&gpu, "profile_kernels");
-            for (i, d) in list.iter().enumerate() {
-                let writes = wgpu::ComputePassTimestampWrites {
-                    query_set: &stamps.set,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                };
-                let mut pass =
-                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: Some(writes) });
-                d.encode(&gpu, &mut pass);
-            }
-            stamps.resolve(&mut enc);
-            gpu.submit(enc);
-            let ticks = stamps.read(&gpu)?;
-            for (i, s) in samples.iter_mut().enumerate() {
-                let (begin, end) = (ticks[2 * i], ticks[2 * i + 1]);
-                s.push(end.saturating_sub(begin) as f64 * period_ns * 1e-6);
-            }
-        }
-        (Timing::Timestamps, format!("GPU timestamps at the start and end of one compute pass per dispatch (period {period_ns} ns)"))
+    let count = 2 * list.len() as u32;
+    if use_timestamps && count > wgpu::QUERY_SET_MAX_QUERIES {
+        return Err(Error::invalid(format!(
+            "a step of {} dispatches needs more than {} timestamp queries",
+            list.len(),
+            wgpu::QUERY_SET_MAX_QUERIES
+        )));
+    }
+    let stamps = if use_timestamps { Some(Timestamps::new(&gpu, count)) } else { None };
+    let period_ns = gpu.queue().get_timestamp_period() as f64;
+    // CPU timing subtracts what an empty submission and wait costs.
+    let empty_ms = if use_timestamps {
+        0.0
     } else {
         let mut empty = Vec::with_capacity(reps);
         for _ in 0..reps.max(5) {
@@ -283,21 +240,78 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
             gpu.sync()?;
             empty.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-        let empty_ms = median(&mut empty);
-        for rep in 0..reps {
-            prepare(rep)?;
-            for (i, d) in list.iter().enumerate() {
-                let t0 = Instant::now();
-                let mut enc = encoder(&gpu, d.name());
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: None });
+        median(&mut empty)
+    };
+
+    // Each repetition times the whole step and then each of its dispatches alone, so that both
+    // see the same conditions on a machine whose load changes.
+    let mut steps = Vec::with_capacity(reps);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); list.len()];
+    for rep in 0..reps {
+        // The whole step: one pass, one submission, wait.
+        let t0 = Instant::now();
+        prepare(rep)?;
+        let mut enc = encoder(&gpu, "profile_step");
+        record_step(&mut enc);
+        gpu.submit(enc);
+        gpu.sync()?;
+        steps.push(t0.elapsed().as_secs_f64() * 1e3);
+
+        // Each dispatch alone (the same batch again).
+        plan.set_offset(&gpu, (rep % full_batches) * b)?;
+        match &stamps {
+            Some(stamps) => {
+                let mut enc = encoder(&gpu, "profile_kernels");
+                for (i, d) in list.iter().enumerate() {
+                    let writes = wgpu::ComputePassTimestampWrites {
+                        query_set: &stamps.set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    };
+                    let mut pass =
+                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: Some(writes) });
                     d.encode(&gpu, &mut pass);
                 }
+                stamps.resolve(&mut enc);
                 gpu.submit(enc);
-                gpu.sync()?;
-                samples[i].push((t0.elapsed().as_secs_f64() * 1e3 - empty_ms).max(0.0));
+                let ticks = stamps.read(&gpu)?;
+                for (i, s) in samples.iter_mut().enumerate() {
+                    let (begin, end) = (ticks[2 * i], ticks[2 * i + 1]);
+                    s.push(end.saturating_sub(begin) as f64 * period_ns * 1e-6);
+                }
+            }
+            None => {
+                for (i, d) in list.iter().enumerate() {
+                    let t0 = Instant::now();
+                    let mut enc = encoder(&gpu, d.name());
+                    {
+                        let mut pass =
+                            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: None });
+                        d.encode(&gpu, &mut pass);
+                    }
+                    gpu.submit(enc);
+                    gpu.sync()?;
+                    samples[i].push((t0.elapsed().as_secs_f64() * 1e3 - empty_ms).max(0.0));
+                }
             }
         }
+    }
+    let step_ms = median(&mut steps);
+
+    // The same steps back to back, one wait at the end.
+    let t0 = Instant::now();
+    for rep in 0..reps {
+        prepare(rep)?;
+        let mut enc = encoder(&gpu, "profile_step");
+        record_step(&mut enc);
+        gpu.submit(enc);
+    }
+    gpu.sync()?;
+    let pipelined_step_ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+
+    let (timing, timing_note) = if use_timestamps {
+        (Timing::Timestamps, format!("GPU timestamps at the start and end of one compute pass per dispatch (period {period_ns} ns)"))
+    } else {
         (Timing::CpuWall, format!("CPU wall time of submit + wait per dispatch, minus an empty submit + wait ({:.1} µs)", empty_ms * 1e3))
     };
     gpu.check("profile_step")?;
@@ -372,5 +386,54 @@ impl Timestamps {
         };
         self.readback.unmap();
         Ok(ticks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Targets;
+    use crate::nn::Head;
+    use crate::train::TrainConfig;
+
+    fn data(n: usize, d: usize, classes: usize) -> Dataset {
+        let mut rng = crate::rng::Rng::new(3);
+        Dataset {
+            x: (0..n * d).map(|_| rng.uniform(0.0, 1.0) as f32).collect(),
+            n,
+            d,
+            input_shape: vec![d],
+            targets: Targets::Classes { y: (0..n).map(|i| (i % classes) as u32).collect(), num_classes: classes },
+            label_names: (0..classes).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn every_dispatch_is_timed_and_the_trunk_cache_shortens_the_step() {
+        let gpu = Gpu::new().expect("the test suite needs a GPU adapter");
+        let data = data(40, 8, 3);
+        let net = Network::new(&gpu, &[8, 16, 12], Head::classes(3), 1).unwrap();
+        let cfg = TrainConfig { batch_size: 16, ..TrainConfig::default() };
+        let trainer = Trainer::new(&gpu, cfg.clone());
+        let mut timings = vec![Timing::CpuWall];
+        if gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+            timings.push(Timing::Timestamps);
+        }
+        for timing in timings {
+            let p = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: 2, timing }).unwrap();
+            assert_eq!(p.timing, timing);
+            assert_eq!(p.batch, 16);
+            assert_eq!(p.per_dispatch.len(), p.dispatches, "{timing:?}: one time per recorded dispatch");
+            assert_eq!(p.kernels.iter().map(|k| k.calls).sum::<usize>(), p.dispatches);
+            let sum: f64 = p.kernels.iter().map(|k| k.total_ms).sum();
+            assert!((sum - p.kernel_sum_ms).abs() <= 1e-9 * sum.max(1.0));
+            assert!(p.step_ms > 0.0 && p.pipelined_step_ms > 0.0 && p.kernel_sum_ms.is_finite());
+            assert!(p.kernels.windows(2).all(|w| w[0].total_ms >= w[1].total_ms));
+            assert!(p.kernels.iter().any(|k| k.kernel.starts_with("matmul")), "{:?}", p.kernels);
+        }
+        // Head only, with cached trunk features: no trunk layers in the step.
+        let all = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
+        let head = profile_step(&trainer, &net, &data, Freeze::Trunk, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
+        assert!(head.dispatches < all.dispatches, "head-only {} vs all {}", head.dispatches, all.dispatches);
     }
 }
