@@ -5,8 +5,8 @@
 use crate::data::{self, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{Head, Network};
 use crate::kernels::Activation;
+use crate::nn::{Head, Network};
 use crate::train::{Freeze, Optimizer, TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -220,7 +220,9 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
                 .map(|w| crate::nn::LayerSpec::Dense(crate::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: Activation::Relu }))
                 .collect()
         }
-        Trunk::Cnn => cnn_trunk(&t.a_train.input_shape, &cfg.channels, &cfg.hidden[cfg.hidden.len().saturating_sub(1)..], Activation::Relu)?,
+        Trunk::Cnn => {
+            cnn_trunk(&t.a_train.input_shape, &cfg.channels, &cfg.hidden[cfg.hidden.len().saturating_sub(1)..], Activation::Relu)?
+        }
     };
     let trunk_text = trunk_layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
     let new_net = |head: Head, seed: u64| Network::from_specs(gpu, t.a_train.d, trunk_layers.clone(), Default::default(), head, seed);
@@ -366,14 +368,24 @@ pub fn side_by_side(reports: &[DemoReport]) -> String {
     let _ = writeln!(out, "side by side ({}):", reports.first().map_or("", |r| r.adapter.as_str()));
     let _ = writeln!(out, "{:<58} {:>12} {:>14}", "trunk", "A accuracy", "A samples/s");
     for r in reports {
-        let _ = writeln!(out, "{:<58} {:>11.1}% {:>14.0}", truncate(&r.trunk, 58), 100.0 * r.task_a_test_accuracy, r.task_a_samples_per_sec);
+        let _ =
+            writeln!(out, "{:<58} {:>11.1}% {:>14.0}", truncate(&r.trunk, 58), 100.0 * r.task_a_test_accuracy, r.task_a_samples_per_sec);
     }
-    let _ = writeln!(out, "\n{:>6}  {:<38} {}", "B size", "mean F1 (samples/s)", reports.iter().enumerate().map(|(i, _)| format!("{:>22}", format!("trunk {}", i + 1))).collect::<String>());
-    let sizes: Vec<usize> = reports.first().map(|r| {
-        let mut s: Vec<usize> = r.rows.iter().map(|x| x.size).collect();
-        s.dedup();
-        s
-    }).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\n{:>6}  {:<38} {}",
+        "B size",
+        "mean F1 (samples/s)",
+        reports.iter().enumerate().map(|(i, _)| format!("{:>22}", format!("trunk {}", i + 1))).collect::<String>()
+    );
+    let sizes: Vec<usize> = reports
+        .first()
+        .map(|r| {
+            let mut s: Vec<usize> = r.rows.iter().map(|x| x.size).collect();
+            s.dedup();
+            s
+        })
+        .unwrap_or_default();
     for size in sizes {
         for method in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH] {
             let cells: String = reports

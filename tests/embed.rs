@@ -21,12 +21,18 @@ fn kernels_run_on_a_host_device_and_host_buffers() {
     let a = rand_vec(1, m * k);
     let b = rand_vec(2, n * k);
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    let host_a = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("host a"), contents: bytemuck::cast_slice(&a), usage });
+    let host_a =
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("host a"), contents: bytemuck::cast_slice(&a), usage });
     // b sits 256 bytes into a larger host buffer, after other host data
     let mut b_padded = vec![123.0f32; 64];
     b_padded.extend(&b);
-    let host_b = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("host b"), contents: bytemuck::cast_slice(&b_padded), usage });
-    let host_c = device.create_buffer(&wgpu::BufferDescriptor { label: Some("host c"), size: (m * n * 4) as u64, usage, mapped_at_creation: false });
+    let host_b = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("host b"),
+        contents: bytemuck::cast_slice(&b_padded),
+        usage,
+    });
+    let host_c =
+        device.create_buffer(&wgpu::BufferDescriptor { label: Some("host c"), size: (m * n * 4) as u64, usage, mapped_at_creation: false });
 
     let gpu = Gpu::from_device(device.clone(), queue.clone(), Some(adapter.get_info()));
     let ta = Tensor::from_buffer(host_a, 0, &[m, k]).unwrap();

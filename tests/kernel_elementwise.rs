@@ -6,7 +6,8 @@ use common::*;
 use headswap::kernels::{self, Activation};
 use headswap::reference;
 
-const ACTS: [Activation; 6] = [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
+const ACTS: [Activation; 6] =
+    [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
 
 #[test]
 fn bias_add_at_odd_shapes() {
@@ -45,7 +46,12 @@ fn check_activation(act: Activation, x: &[f32], what: &str) {
         let mut gdx = poisoned(&gpu, &[n]);
         kernels::act_backward(&gpu, act, &gdy, &gy, &mut gdx, true).unwrap();
         // f'(z) recomputed from a = f(z) in f32: sigmoid/tanh lose relative precision where f' is tiny
-        assert_close(&format!("{act:?} backward from output {what}"), &gdx.download(&gpu).unwrap(), &expected, Tolerance { rel: 1e-4, abs: 1e-5 });
+        assert_close(
+            &format!("{act:?} backward from output {what}"),
+            &gdx.download(&gpu).unwrap(),
+            &expected,
+            Tolerance { rel: 1e-4, abs: 1e-5 },
+        );
     } else {
         let mut gdx = poisoned(&gpu, &[n]);
         assert!(kernels::act_backward(&gpu, act, &gdy, &gy, &mut gdx, true).is_err(), "{act:?} cannot be differentiated from its output");

@@ -9,10 +9,20 @@ use headswap::train::{Freeze, Optimizer, TrainConfig, Trainer};
 
 fn run(multi_label: bool) -> (Vec<u32>, f64) {
     let gpu = gpu();
-    let data = if multi_label { headswap::data::synthetic::scenes_task_b(203, 16, 1) } else { headswap::data::synthetic::shapes_task_a(203, 16, 1) };
+    let data = if multi_label {
+        headswap::data::synthetic::scenes_task_b(203, 16, 1)
+    } else {
+        headswap::data::synthetic::shapes_task_a(203, 16, 1)
+    };
     let head = if multi_label { Head::labels(4) } else { Head::classes(8) };
     let mut net = Network::new(&gpu, &[256, 24, 12], head, 5).unwrap();
-    let cfg = TrainConfig { optimizer: Optimizer::sgd(0.05).momentum(0.9), batch_size: 16, seed: 2, validation_fraction: 0.2, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(0.05).momentum(0.9),
+        batch_size: 16,
+        seed: 2,
+        validation_fraction: 0.2,
+        ..TrainConfig::default()
+    };
     let mut t = Trainer::new(&gpu, cfg);
     let dispatches = t.fit(&mut net, &data, 2).unwrap().dispatches_per_step;
     t.fine_tune(&mut net, &data, Freeze::Trunk, 2).unwrap();

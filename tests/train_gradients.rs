@@ -51,11 +51,8 @@ fn check(act: Activation, kind: HeadKind, seed: u64) {
     let net = Network::from_values(&gpu, specs[..2].to_vec(), specs[2..].to_vec(), kind, &values).unwrap();
     let (gpu_loss, gpu_grads) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
 
-    let mut layers: Vec<RefLayer> = specs
-        .iter()
-        .zip(&values)
-        .map(|(s, (w, b))| RefLayer::dense(s.inputs, s.outputs, s.activation, to_f64(w), to_f64(b)))
-        .collect();
+    let mut layers: Vec<RefLayer> =
+        specs.iter().zip(&values).map(|(s, (w, b))| RefLayer::dense(s.inputs, s.outputs, s.activation, to_f64(w), to_f64(b))).collect();
     let xf = to_f64(&x);
     let (ref_l, ref_grads) = loss_and_grads(&layers, &xf, m, &ref_target);
     let what = format!("{act:?} {kind:?}");

@@ -462,7 +462,8 @@ fn write_report(dir: Option<&Path>, name: &str, report: &headswap::train::FitRep
     eprintln!("report: {}", curves.display());
     let last = report.last().map(|e| e.validation.as_ref().unwrap_or(&e.train));
     if let Some(labels) = last.and_then(|m| m.labels.as_ref()) {
-        let names: Vec<String> = if label_names.len() == labels.f1.len() { label_names.to_vec() } else { (0..labels.f1.len()).map(|i| i.to_string()).collect() };
+        let names: Vec<String> =
+            if label_names.len() == labels.f1.len() { label_names.to_vec() } else { (0..labels.f1.len()).map(|i| i.to_string()).collect() };
         let bars = dir.join(format!("{name}_label_f1.png"));
         headswap::report::label_f1_bars(&bars, &format!("{name}: per-label F1"), &names, &labels.f1)?;
         eprintln!("report: {}", bars.display());

@@ -47,7 +47,11 @@ pub enum LayerSpec {
     MaxPool2d(Pool2dSpec),
     AvgPool2d(Pool2dSpec),
     /// `[C, H, W]` → `[C]`, the mean of each channel (PyTorch `AdaptiveAvgPool2d(1)` + flatten).
-    GlobalAvgPool { channels: usize, height: usize, width: usize },
+    GlobalAvgPool {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 impl From<DenseSpec> for LayerSpec {
@@ -178,7 +182,10 @@ impl LayerSpec {
             LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => {
                 let kind = if matches!(self, LayerSpec::MaxPool2d(_)) { "max_pool2d" } else { "avg_pool2d" };
                 let (h, w) = p.out_hw();
-                format!("{kind} {}×{}×{} → {}×{h}×{w} (kernel {}, stride {})", p.channels, p.height, p.width, p.channels, p.kernel, p.stride)
+                format!(
+                    "{kind} {}×{}×{} → {}×{h}×{w} (kernel {}, stride {})",
+                    p.channels, p.height, p.width, p.channels, p.kernel, p.stride
+                )
             }
             LayerSpec::GlobalAvgPool { channels, height, width } => format!("global_avg_pool {channels}×{height}×{width} → {channels}"),
         }
@@ -187,7 +194,9 @@ impl LayerSpec {
     /// Checks the layer is well formed (a non-empty output, valid pooling padding).
     pub fn validate(&self) -> Result<()> {
         match *self {
-            LayerSpec::Dense(d) if d.inputs == 0 || d.outputs == 0 => Err(Error::invalid(format!("{}: sizes must be positive", self.describe()))),
+            LayerSpec::Dense(d) if d.inputs == 0 || d.outputs == 0 => {
+                Err(Error::invalid(format!("{}: sizes must be positive", self.describe())))
+            }
             LayerSpec::Conv2d(c) => c.shape(1).validate(),
             LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => p.shape(1).validate(),
             LayerSpec::GlobalAvgPool { channels, height, width } if channels * height * width == 0 => {
@@ -268,7 +277,12 @@ impl CnnBuilder {
         for l in &self.layers {
             l.validate()?;
         }
-        if self.layers.iter().skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. })).any(|l| !matches!(l, LayerSpec::Dense(_))) {
+        if self
+            .layers
+            .iter()
+            .skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. }))
+            .any(|l| !matches!(l, LayerSpec::Dense(_)))
+        {
             return Err(Error::invalid("convolution and pooling layers must come before the dense layers"));
         }
         Ok(self.layers)

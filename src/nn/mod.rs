@@ -187,7 +187,8 @@ impl Network {
         if sizes.is_empty() || sizes.contains(&0) {
             return Err(Error::invalid(format!("layer sizes must be non-empty and positive, got {sizes:?}")));
         }
-        let trunk: Vec<LayerSpec> = sizes.windows(2).map(|w| LayerSpec::Dense(DenseSpec { inputs: w[0], outputs: w[1], activation })).collect();
+        let trunk: Vec<LayerSpec> =
+            sizes.windows(2).map(|w| LayerSpec::Dense(DenseSpec { inputs: w[0], outputs: w[1], activation })).collect();
         Self::from_specs(gpu, sizes[0], trunk, init, head, seed)
     }
 
@@ -198,7 +199,11 @@ impl Network {
         for (i, s) in trunk.iter().enumerate() {
             s.validate()?;
             if s.inputs() != width || s.outputs() == 0 {
-                return Err(Error::shape(format!("trunk layer {i} ({}) takes {} inputs, the layer below gives {width}", s.describe(), s.inputs())));
+                return Err(Error::shape(format!(
+                    "trunk layer {i} ({}) takes {} inputs, the layer below gives {width}",
+                    s.describe(),
+                    s.inputs()
+                )));
             }
             width = s.outputs();
         }
@@ -214,14 +219,26 @@ impl Network {
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
-    pub fn from_values(gpu: &Gpu, trunk: Vec<DenseSpec>, head: Vec<DenseSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+    pub fn from_values(
+        gpu: &Gpu,
+        trunk: Vec<DenseSpec>,
+        head: Vec<DenseSpec>,
+        head_kind: HeadKind,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
         let wrap = |v: Vec<DenseSpec>| v.into_iter().map(LayerSpec::Dense).collect();
         Self::from_layers(gpu, wrap(trunk), wrap(head), head_kind, values)
     }
 
     /// A network whose every layer's values are given: `(weight, bias)` per layer, empty for
     /// layers without parameters (checkpoints, tests).
-    pub fn from_layers(gpu: &Gpu, trunk: Vec<LayerSpec>, head: Vec<LayerSpec>, head_kind: HeadKind, values: &[(Vec<f32>, Vec<f32>)]) -> Result<Network> {
+    pub fn from_layers(
+        gpu: &Gpu,
+        trunk: Vec<LayerSpec>,
+        head: Vec<LayerSpec>,
+        head_kind: HeadKind,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
         let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
         if head.is_empty() {
             return Err(Error::invalid("a network needs at least one head layer"));

@@ -230,7 +230,14 @@ impl Network {
     /// metadata, given the architecture (`CnnBuilder` for the trunk, dense head layers): the
     /// tensors are looked up under the Sequential indices [`sequential_indices`] assigns, and
     /// every name and shape is checked.
-    pub fn from_state_dict_layers(gpu: &Gpu, ckpt: &Checkpoint, trunk: Vec<LayerSpec>, head: Vec<LayerSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+    pub fn from_state_dict_layers(
+        gpu: &Gpu,
+        ckpt: &Checkpoint,
+        trunk: Vec<LayerSpec>,
+        head: Vec<LayerSpec>,
+        kind: HeadKind,
+        origin: &str,
+    ) -> Result<Network> {
         Self::with_values_from(gpu, &ckpt.state_dict_only(), trunk, head, kind, origin)
     }
 

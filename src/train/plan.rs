@@ -17,9 +17,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::conv::{self, ConvScratch};
 use crate::kernels::gather::{GatherRows, gather_rows_chunk};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
-use crate::kernels::conv::{self, ConvScratch};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 
@@ -48,7 +48,12 @@ impl Rows {
         let row_bytes = 4 * d as u64;
         let limit = chunk_limit(gpu);
         if row_bytes > limit {
-            return Err(Error::TooLarge { what: format!("one row of {label} ({row_shape:?})"), bytes: row_bytes, limit, limit_name: "max_storage_buffer_binding_size" });
+            return Err(Error::TooLarge {
+                what: format!("one row of {label} ({row_shape:?})"),
+                bytes: row_bytes,
+                limit,
+                limit_name: "max_storage_buffer_binding_size",
+            });
         }
         let per = ((limit / row_bytes) as usize).max(1);
         let mut chunks = Vec::new();
@@ -441,7 +446,8 @@ impl ForwardPlan {
     }
 
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>() + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>()
+            + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
     }
 }
 
