@@ -123,19 +123,7 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
 #[cfg(test)]
 mod tests {
     use super::*;
-    /// Bytes of WGSL struct `name` in `src`, whose fields are all 4-byte scalars.
-    fn wgsl_struct_bytes(src: &str, name: &str) -> usize {
-        let start = src.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
-        let body = &src[start..];
-        let body = &body[..body.find('}').expect("struct end")];
-        let fields = body.lines().skip(1).map(|l| l.split("//").next().unwrap_or("")).filter(|l| l.contains(':'));
-        fields
-            .map(|l| match l.split(':').nth(1).unwrap_or("").trim().trim_end_matches(',') {
-                "u32" | "f32" | "i32" => 4,
-                ty => panic!("{name}: unexpected field type {ty}"),
-            })
-            .sum()
-    }
+    use crate::kernels::wgsl_struct_bytes;
     #[test]
     fn params_match_wgsl_size() {
         assert_eq!(std::mem::size_of::<GatherParams>(), 32);

@@ -291,19 +291,7 @@ pub fn adam_step(gpu: &Gpu, params: &Tensor, grads: &Tensor, m: &Tensor, v: &Ten
 #[cfg(test)]
 mod tests {
     use super::*;
-    /// Bytes of WGSL struct `name` in `src`, whose fields are all 4-byte scalars.
-    fn wgsl_struct_bytes(src: &str, name: &str) -> usize {
-        let start = src.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
-        let body = &src[start..];
-        let body = &body[..body.find('}').expect("struct end")];
-        let fields = body.lines().skip(1).map(|l| l.split("//").next().unwrap_or("")).filter(|l| l.contains(':'));
-        fields
-            .map(|l| match l.split(':').nth(1).unwrap_or("").trim().trim_end_matches(',') {
-                "u32" | "f32" | "i32" => 4,
-                ty => panic!("{name}: unexpected field type {ty}"),
-            })
-            .sum()
-    }
+    use crate::kernels::wgsl_struct_bytes;
     #[test]
     fn params_match_wgsl_size() {
         let src = crate::kernels::source::OPTIM;
