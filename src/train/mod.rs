@@ -656,31 +656,36 @@ fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, b
 /// Computes the trunk's outputs for every example of `data` once: `[n, trunk_out]`, chunked
 /// like the data when it is larger than one binding.
 pub(crate) fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> Result<Rows> {
-    let t = net.trunk.len();
-    let d = net.trunk_output_dim();
-    let features = Rows::alloc(gpu, data.n, &[d], DType::F32, "trunk_features")?;
-    let identity: Vec<u32> = (0..data.n as u32).collect();
-    let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
-    let b = batch.min(data.n);
-    let full = ForwardPlan::build(gpu, net, &data.x, &indices, 0, t, b)?;
-    let rem = data.n % b;
-    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, &data.x, &indices, 0, t, rem)?) } else { None };
+    forward_rows(gpu, net, &data.x, data.n, net.trunk.len(), batch, "trunk_features")
+}
+
+/// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
+/// returns the last layer's outputs `[n, outputs]` (chunked like any resident data).
+fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
+    let d = net.layers()[upto - 1].outputs();
+    let out = Rows::alloc(gpu, n, &[d], DType::F32, label)?;
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[n], &identity)?;
+    let b = batch.clamp(1, n);
+    let full = ForwardPlan::build(gpu, net, x, &indices, 0, upto, b)?;
+    let rem = n % b;
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, 0, upto, rem)?) } else { None };
     let mut start = 0;
-    while start < data.n {
-        let rows = b.min(data.n - start);
+    while start < n {
+        let rows = b.min(n - start);
         let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
         plan.set_offset(gpu, start)?;
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("trunk_features") });
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("trunk_features"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
             plan.encode(gpu, &mut pass);
         }
-        features.copy_rows_from(&mut enc, &plan.output, start, rows);
+        out.copy_rows_from(&mut enc, &plan.output, start, rows);
         gpu.submit(enc);
         start += rows;
     }
-    gpu.check("trunk features")?;
-    Ok(features)
+    gpu.check(label)?;
+    Ok(out)
 }
 
 /// Evaluation over a resident data set: forward, loss, metrics; read once.
@@ -817,35 +822,8 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
     }
     let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
     xs.write_f32(gpu, x)?;
-    let identity: Vec<u32> = (0..n as u32).collect();
-    let indices = Tensor::from_u32(gpu, &[n], &identity)?;
-    let l = net.layers().len();
-    let b = batch.clamp(1, n);
     let out_dim = net.output_dim();
-    let logits = Tensor::alloc(gpu, &[n, out_dim], DType::F32, "predict_logits")?;
-    let full = ForwardPlan::build(gpu, net, &xs, &indices, 0, l, b)?;
-    let rem = n % b;
-    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, &xs, &indices, 0, l, rem)?) } else { None };
-    let mut start = 0;
-    while start < n {
-        let rows = b.min(n - start);
-        let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
-        plan.set_offset(gpu, start)?;
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("predict") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("predict"), timestamp_writes: None });
-            plan.encode(gpu, &mut pass);
-        }
-        enc.copy_buffer_to_buffer(
-            plan.output.buffer(),
-            plan.output.offset(),
-            logits.buffer(),
-            (start * out_dim * 4) as u64,
-            (rows * out_dim * 4) as u64,
-        );
-        gpu.submit(enc);
-        start += rows;
-    }
+    let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
     let mut out = logits.download(gpu)?;
     match net.head_kind {
         HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),

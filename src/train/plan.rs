@@ -97,6 +97,15 @@ impl Rows {
         self.chunks.iter().map(|(_, t)| t).collect()
     }
 
+    /// Reads every row back, in order (f32).
+    pub(crate) fn download(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for (_, t) in &self.chunks {
+            out.extend(t.download(gpu)?);
+        }
+        Ok(out)
+    }
+
     /// Records copies of `rows` rows from `src` (row 0 onwards) into global rows `start..`,
     /// splitting at chunk boundaries.
     pub(crate) fn copy_rows_from(&self, enc: &mut wgpu::CommandEncoder, src: &Tensor, start: usize, rows: usize) {
