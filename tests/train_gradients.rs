@@ -21,6 +21,23 @@ fn param(layers: &mut [RefLayer], li: usize, which: usize, j: usize) -> &mut f64
     if which == 0 { &mut layers[li].w[j] } else { &mut layers[li].b[j] }
 }
 
+/// Central differences (ε = 1e-6) of the reference loss for every value of layer `li`'s weight
+/// (`which` 0) or bias (1).
+fn finite_differences(layers: &mut [RefLayer], li: usize, which: usize, n: usize, x: &[f64], m: usize, t: &RefLoss) -> Vec<f64> {
+    let eps = 1e-6;
+    (0..n)
+        .map(|j| {
+            let orig = *param(layers, li, which, j);
+            *param(layers, li, which, j) = orig + eps;
+            let up = ref_loss(layers, x, m, t);
+            *param(layers, li, which, j) = orig - eps;
+            let down = ref_loss(layers, x, m, t);
+            *param(layers, li, which, j) = orig;
+            (up - down) / (2.0 * eps)
+        })
+        .collect()
+}
+
 fn check(act: Activation, kind: HeadKind, seed: u64) {
     let gpu = gpu();
     let (d, h1, h2, k, m) = (5, 7, 6, 4, 9);
@@ -59,21 +76,10 @@ fn check(act: Activation, kind: HeadKind, seed: u64) {
     assert!((gpu_loss - ref_l).abs() <= 1e-4 * ref_l.abs().max(1.0), "{what}: loss {gpu_loss} vs reference {ref_l}");
 
     // central differences of the reference loss, every parameter
-    let eps = 1e-6;
     for li in 0..layers.len() {
         for which in 0..2 {
             let n = if which == 0 { layers[li].w.len() } else { layers[li].b.len() };
-            let fd: Vec<f64> = (0..n)
-                .map(|j| {
-                    let orig = *param(&mut layers, li, which, j);
-                    *param(&mut layers, li, which, j) = orig + eps;
-                    let up = ref_loss(&layers, &xf, m, &ref_target);
-                    *param(&mut layers, li, which, j) = orig - eps;
-                    let down = ref_loss(&layers, &xf, m, &ref_target);
-                    *param(&mut layers, li, which, j) = orig;
-                    (up - down) / (2.0 * eps)
-                })
-                .collect();
+            let fd = finite_differences(&mut layers, li, which, n, &xf, m, &ref_target);
             let (gpu_g, ref_g) = if which == 0 { (&gpu_grads[li].0, &ref_grads[li].0) } else { (&gpu_grads[li].1, &ref_grads[li].1) };
             let name = format!("{what} layer {li} {}", if which == 0 { "dW" } else { "db" });
             let tol = Tolerance { rel: 1e-3, abs: 1e-5 };
@@ -137,21 +143,10 @@ fn check_cnn(act: Activation, kind: HeadKind, seed: u64, global_pool: bool) {
     let (_, gpu_grads) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
     let mut layers: Vec<RefLayer> = all.iter().zip(&values).map(|(s, (w, b))| RefLayer { spec: *s, w: to_f64(w), b: to_f64(b) }).collect();
     let xf = to_f64(&x);
-    let eps = 1e-6;
     for li in 0..layers.len() {
         for which in 0..2 {
             let n = if which == 0 { layers[li].w.len() } else { layers[li].b.len() };
-            let fd: Vec<f64> = (0..n)
-                .map(|j| {
-                    let orig = *param(&mut layers, li, which, j);
-                    *param(&mut layers, li, which, j) = orig + eps;
-                    let up = ref_loss(&layers, &xf, m, &ref_target);
-                    *param(&mut layers, li, which, j) = orig - eps;
-                    let down = ref_loss(&layers, &xf, m, &ref_target);
-                    *param(&mut layers, li, which, j) = orig;
-                    (up - down) / (2.0 * eps)
-                })
-                .collect();
+            let fd = finite_differences(&mut layers, li, which, n, &xf, m, &ref_target);
             let gpu_g = if which == 0 { &gpu_grads[li].0 } else { &gpu_grads[li].1 };
             let what = format!("CNN {act:?} {kind:?} layer {li} ({}) {}", all[li].describe(), if which == 0 { "dW" } else { "db" });
             assert_close(&format!("{what}: GPU vs finite differences"), gpu_g, &fd, Tolerance { rel: 1e-3, abs: 1e-5 });
