@@ -55,7 +55,38 @@ fn pretraining_learns_a_separable_task() {
     assert!(last < first, "loss did not fall: {first} → {last}");
     let test = trainer.evaluate(&net, &clusters(400, 2, false)).unwrap();
     assert!(test.accuracy.unwrap() > 0.95, "held-out accuracy {:?}", test.accuracy);
-    assert_eq!(report.submissions_per_step, 1.0, "a training step must be one submission");
+    // 800 samples in batches of 32: 25 steps per epoch, 16 per submission → 2 submissions an epoch
+    assert_eq!(report.submissions_per_step, 10.0 / 125.0, "steps are batched 16 to a submission");
+}
+
+#[test]
+fn steps_per_submission_does_not_change_the_result() {
+    // Each step must read its own batch offset, learning rate and step number although several
+    // share a submission: a per-step schedule (warm-up + cosine), momentum's first-step rule and a
+    // last partial batch (203 = 6·32 + 11) would all show a step reading another's values.
+    let gpu = gpu();
+    let data = clusters(203, 51, false);
+    let run = |per_submission: usize| {
+        let mut net = Network::new(&gpu, &[16, 32, 24], Head::classes(8), 51).unwrap();
+        let cfg = TrainConfig {
+            steps_per_submission: per_submission,
+            schedule: headswap::train::Schedule::Cosine { warmup_steps: 5, min_lr: 0.001 },
+            ..config(51)
+        };
+        let r = Trainer::new(&gpu, cfg).fit(&mut net, &data, 3).unwrap();
+        (net.values().unwrap(), r.submissions_per_step, r.last().unwrap().train.loss)
+    };
+    let (one, one_rate, one_loss) = run(1);
+    assert_eq!(one_rate, 1.0);
+    for per in [3, 7, 64] {
+        let (many, rate, loss) = run(per);
+        assert_eq!(rate, (3 * 7usize.div_ceil(per)) as f64 / 21.0, "{per} steps per submission");
+        assert_eq!(loss.to_bits(), one_loss.to_bits(), "epoch loss with {per} steps per submission");
+        for (la, lb) in one.iter().zip(&many) {
+            assert!(la.0.iter().zip(&lb.0).all(|(x, y)| x.to_bits() == y.to_bits()), "weights differ at {per} steps per submission");
+            assert!(la.1.iter().zip(&lb.1).all(|(x, y)| x.to_bits() == y.to_bits()), "biases differ at {per} steps per submission");
+        }
+    }
 }
 
 #[test]

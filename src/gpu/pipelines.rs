@@ -213,6 +213,11 @@ impl Dispatch {
         gpu.queue().write_buffer(&self.params, 0, params);
     }
 
+    /// The launch's own uniform buffer, for [`StepUniforms`] to copy a step's block into.
+    pub(crate) fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.params
+    }
+
     /// Records the launch into `pass`; returns the number of dispatches recorded (0 for an
     /// empty launch, else 1) so callers can count their own work.
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
@@ -230,6 +235,76 @@ impl Dispatch {
     /// The kernel's entry-point name.
     pub fn name(&self) -> &'static str {
         self.kernel.entry
+    }
+}
+
+/// The per-step uniform blocks (batch offset, learning rate, step number) of several training
+/// steps recorded into one submission.
+///
+/// A uniform written with `queue.write_buffer` takes effect at the next submission, so every step
+/// of one submission would see the last value written. Instead, each step's blocks are staged side
+/// by side in one upload buffer (one `write_buffer` per submission) and copied into the launches'
+/// own uniform buffers in front of that step's compute pass: the copies are ordered with the
+/// dispatches inside the command buffer, so each step reads its own values.
+#[derive(Default)]
+pub(crate) struct StepUniforms {
+    staging: Option<wgpu::Buffer>,
+    bytes: Vec<u8>,
+    /// Per step: (offset in `bytes`, destination uniform buffer, length).
+    steps: Vec<Vec<(u64, wgpu::Buffer, u64)>>,
+}
+
+impl StepUniforms {
+    /// Forgets the staged steps (the upload buffer is kept for the next submission).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.steps.clear();
+    }
+
+    /// Starts the next step's blocks.
+    pub fn begin_step(&mut self) {
+        self.steps.push(Vec::new());
+    }
+
+    /// Stages `params` as the current step's uniform block of `dispatch`.
+    pub fn set(&mut self, dispatch: &Dispatch, params: &[u8]) {
+        let at = self.bytes.len() as u64;
+        let len = (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        self.bytes.extend_from_slice(params);
+        self.bytes.resize((at + len) as usize, 0);
+        if self.steps.is_empty() {
+            self.begin_step();
+        }
+        if let Some(step) = self.steps.last_mut() {
+            step.push((at, dispatch.params_buffer().clone(), len));
+        }
+    }
+
+    /// Uploads every staged block (one write); call once, before recording the steps' copies.
+    pub fn upload(&mut self, gpu: &Gpu) {
+        let need = (self.bytes.len() as u64).max(16);
+        if self.staging.as_ref().is_none_or(|b| b.size() < need) {
+            self.staging = Some(gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step_uniforms"),
+                size: need.next_power_of_two(),
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        if let Some(staging) = &self.staging
+            && !self.bytes.is_empty()
+        {
+            gpu.queue().write_buffer(staging, 0, &self.bytes);
+        }
+    }
+
+    /// Records the copies that give step `step` (0-based, in staging order) its uniforms; record
+    /// them before that step's compute pass.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder, step: usize) {
+        let (Some(staging), Some(copies)) = (&self.staging, self.steps.get(step)) else { return };
+        for (at, dst, len) in copies {
+            enc.copy_buffer_to_buffer(staging, *at, dst, 0, *len);
+        }
     }
 }
 

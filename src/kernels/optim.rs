@@ -24,7 +24,7 @@
 
 use super::{Family, Kernel, R, RW, ensure};
 use crate::error::{Error, Result};
-use crate::gpu::pipelines::groups_1d;
+use crate::gpu::pipelines::{StepUniforms, groups_1d};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
@@ -211,15 +211,28 @@ impl OptimStep {
     /// Rewrites the uniform for step `step` (t ≥ 1) at learning rate `lr`, without rebuilding
     /// anything; takes effect at the next submission that records this step.
     pub fn set(&self, gpu: &Gpu, lr: f32, step: u32) -> Result<()> {
+        let p = self.params_at(lr, step)?;
+        self.dispatch.write_params(gpu, &p);
+        Ok(())
+    }
+
+    /// Stages step `step` at `lr` as the current step's value in `uniforms` (several steps per
+    /// submission).
+    pub(crate) fn stage(&self, uniforms: &mut StepUniforms, lr: f32, step: u32) -> Result<()> {
+        let p = self.params_at(lr, step)?;
+        uniforms.set(&self.dispatch, &p);
+        Ok(())
+    }
+
+    fn params_at(&self, lr: f32, step: u32) -> Result<Vec<u8>> {
         check_lr(lr)?;
         if step == 0 {
             return Err(Error::invalid("optimizer steps are numbered from 1"));
         }
-        match &self.rule {
-            Rule::Sgd(c) => self.dispatch.write_params(gpu, bytemuck::bytes_of(&SgdParams::new(c, self.n, lr, step))),
-            Rule::Adam(c) => self.dispatch.write_params(gpu, bytemuck::bytes_of(&AdamParams::new(c, self.n, lr, step))),
-        }
-        Ok(())
+        Ok(match &self.rule {
+            Rule::Sgd(c) => bytemuck::bytes_of(&SgdParams::new(c, self.n, lr, step)).to_vec(),
+            Rule::Adam(c) => bytemuck::bytes_of(&AdamParams::new(c, self.n, lr, step)).to_vec(),
+        })
     }
 
     /// The launch, to record into a training step's pass.

@@ -12,6 +12,7 @@ pub mod schedule;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metrics::LabelMetrics;
@@ -132,6 +133,10 @@ pub struct TrainConfig {
     pub auto_threshold: usize,
     /// With the whole trunk frozen, compute its outputs once and train the head on them.
     pub cache_features: bool,
+    /// Training steps recorded into one queue submission (≥ 1). Each step still reads its own
+    /// batch offset and learning rate; more steps per submission amortise the submission's fixed
+    /// cost, which dominates small steps (a head trained on cached features).
+    pub steps_per_submission: usize,
 }
 
 impl Default for TrainConfig {
@@ -149,6 +154,7 @@ impl Default for TrainConfig {
             trunk_lr_mult: 1.0,
             auto_threshold: 1000,
             cache_features: true,
+            steps_per_submission: 16,
         }
     }
 }
@@ -461,6 +467,9 @@ impl Trainer {
         let mut best: Option<(f64, usize)> = None;
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
+        let per_submission = cfg.steps_per_submission.max(1);
+        let mut all_steps = 0u64;
+        let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
             let _e = tracing::info_span!("epoch", epoch).entered();
             let t0 = Instant::now();
@@ -468,34 +477,46 @@ impl Trainer {
             indices.write_u32(&gpu, &order)?;
             acc.reset(&gpu)?;
             let mut lr = cfg.optimizer.lr();
-            for s in 0..steps_per_epoch {
-                let global = epoch * steps_per_epoch + s;
-                lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
-                opt_step += 1;
-                let plan = if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
-                plan.set_offset(&gpu, s * b)?;
-                for g in &groups {
-                    g.step.set(&gpu, lr * g.lr_mult, opt_step)?;
+            let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
+            let mut first_step = 0;
+            while first_step < steps_per_epoch {
+                let steps = first_step..(first_step + per_submission).min(steps_per_epoch);
+                uniforms.clear();
+                for s in steps.clone() {
+                    let global = epoch * steps_per_epoch + s;
+                    lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
+                    opt_step += 1;
+                    uniforms.begin_step();
+                    plan_of(s).stage_offset(&mut uniforms, s * b)?;
+                    for g in &groups {
+                        g.step.stage(&mut uniforms, lr * g.lr_mult, opt_step)?;
+                    }
                 }
-                let mut recorded;
-                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_step") });
-                {
+                uniforms.upload(&gpu);
+                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
+                for (k, s) in steps.clone().enumerate() {
+                    uniforms.record(&mut enc, k);
+                    let plan = plan_of(s);
                     let mut pass =
                         enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    recorded = plan.encode(&gpu, &mut pass);
+                    let mut recorded = plan.encode(&gpu, &mut pass);
                     for g in &groups {
                         recorded += g.step.dispatch().encode(&gpu, &mut pass);
                     }
+                    if plan.rows == b {
+                        step_dispatches += recorded as u64;
+                        counted_steps += 1;
+                    }
                 }
                 gpu.submit(enc);
+                step_submits += 1;
+                all_steps += steps.len() as u64;
                 if let Some(p) = self.progress.as_mut() {
-                    p(Progress::Step { epoch, step: s, steps_per_epoch, epochs });
+                    for s in steps.clone() {
+                        p(Progress::Step { epoch, step: s, steps_per_epoch, epochs });
+                    }
                 }
-                if plan.rows == b {
-                    step_dispatches += recorded as u64;
-                    step_submits += 1;
-                    counted_steps += 1;
-                }
+                first_step = steps.end;
             }
             gpu.check("training step")?;
             let train_metrics = read_metrics(&gpu, &acc, net.head_kind, net.output_dim(), steps_per_epoch)?;
@@ -557,7 +578,7 @@ impl Trainer {
             lowest_trainable: lowest,
             cached_features: cached,
             dispatches_per_step: step_dispatches as f64 / counted_steps.max(1) as f64,
-            submissions_per_step: step_submits as f64 / counted_steps.max(1) as f64,
+            submissions_per_step: step_submits as f64 / all_steps.max(1) as f64,
             bytes_allocated,
             seconds: started.elapsed().as_secs_f64(),
         })

@@ -15,6 +15,7 @@
 //! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches.
 
 use crate::error::{Error, Result};
+use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch};
@@ -600,6 +601,11 @@ impl Plan {
             g.set_offset(gpu, offset as u32)?;
         }
         Ok(())
+    }
+
+    /// Stages `offset` as the current step's batch offset (several steps per submission).
+    pub(crate) fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
+        self.gathers.iter().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
     }
 
     /// Every dispatch of the step in recording order (gathers first), for profiling.
