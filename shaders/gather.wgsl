@@ -1,10 +1,14 @@
 // gather.wgsl — batch assembly on the GPU: rows of a resident data set picked through a
 // (shuffled) index buffer.
 //
-// Entry point:
-//   gather_rows  workgroup 256, one invocation per output element (1-D over b·d, folded into x/y)
-//                bindings: 0 p (uniform), 1 src [n, d] (r), 2 indices [total] u32 (r), 3 dst [b, d] (rw)
-//                dst[i, j] = src[indices[offset + i], j]  for i < b, j < d
+// Entry points (workgroup 64 over a row's elements; each workgroup copies GATHER_ROWS_PER_GROUP
+// batch rows, y over groups of rows, folded into z past 65,535 workgroups). No integer division
+// (slow where a CPU runs the shader), and few workgroups (each costs about a microsecond on
+// lavapipe, more than copying a row).
+//   gather_rows   one invocation per u32 element
+//   gather_rows4  one invocation per vec4<u32> (rows of a multiple of 4 elements; p.d counts vec4s)
+//                 bindings: 0 p (uniform), 1 src [n, d] (r), 2 indices [total] u32 (r), 3 dst [b, d] (rw)
+//                 dst[i, j] = src[indices[offset + i], j]  for i < b, j < d
 // Elements are copied as u32 bits, so f32 rows (NaN payloads included) and u32 labels both pass
 // through unchanged. An index ≥ n, or a position offset + i ≥ total, reads nothing and writes
 // 0xFFFFFFFF (a NaN as f32, u32::MAX as a label) so the mistake shows.
@@ -18,8 +22,8 @@
 
 struct GatherParams {
     n: u32,        // rows in src
-    d: u32,        // elements per row (≥ 1)
-    len: u32,      // b · d, elements of dst
+    d: u32,        // elements (gather_rows) or vec4s (gather_rows4) per row, ≥ 1
+    b: u32,        // rows of dst
     offset: u32,   // first position in indices
     total: u32,    // elements of indices
     base: u32,     // global row index of src's first row
@@ -30,28 +34,63 @@ struct GatherParams {
 const GATHER_MISSING: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: GatherParams;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
 
-@compute @workgroup_size(256)
-fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = flat_index(gid, nwg, 256u);
-    if e >= p.len { return; }
-    let i = e / p.d;
-    let j = e - i * p.d;
-    var out = GATHER_MISSING;
+// The source row of batch row i relative to this chunk: ≥ 0 to copy, GATHER_WRITE_MISSING to
+// write the marker, GATHER_SKIP when another chunk owns the row.
+const GATHER_SKIP: u32 = 0xffffffffu;
+const GATHER_WRITE_MISSING: u32 = 0xfffffffeu;
+
+fn gather_source_row(i: u32) -> u32 {
     if p.offset <= p.total && i < p.total - p.offset {
         let row = indices[p.offset + i];
-        if row < p.base { return; }             // an earlier chunk's row
+        if row < p.base { return GATHER_SKIP; }   // an earlier chunk's row
         let local = row - p.base;
-        if local < p.n {
-            out = src[local * p.d + j];
-        } else if p.last == 0u {
-            return;                              // a later chunk's row
-        }
-    } else if p.last == 0u {
-        return;
+        if local < p.n { return local; }
+        return select(GATHER_SKIP, GATHER_WRITE_MISSING, p.last != 0u);  // a later chunk's row, or past the end
     }
-    dst[e] = out;
+    return select(GATHER_SKIP, GATHER_WRITE_MISSING, p.last != 0u);
+}
+
+const GATHER_ROWS_PER_GROUP: u32 = 16u;
+
+// The first batch row of an invocation's workgroup.
+fn gather_first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.y + wid.z * nwg.y) * GATHER_ROWS_PER_GROUP;
+}
+
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(64)
+fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = gid.x;
+    if j >= p.d { return; }
+    let first = gather_first_row(wid, nwg);
+    for (var i = first; i < min(first + GATHER_ROWS_PER_GROUP, p.b); i++) {
+        let r = gather_source_row(i);
+        if r == GATHER_SKIP { continue; }
+        var out = GATHER_MISSING;
+        if r != GATHER_WRITE_MISSING { out = src[r * p.d + j]; }
+        dst[i * p.d + j] = out;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> dst4: array<vec4<u32>>;
+
+@compute @workgroup_size(64)
+fn gather_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = gid.x;
+    if j >= p.d { return; }
+    let first = gather_first_row(wid, nwg);
+    for (var i = first; i < min(first + GATHER_ROWS_PER_GROUP, p.b); i++) {
+        let r = gather_source_row(i);
+        if r == GATHER_SKIP { continue; }
+        var out = vec4<u32>(GATHER_MISSING);
+        if r != GATHER_WRITE_MISSING { out = src4[r * p.d + j]; }
+        dst4[i * p.d + j] = out;
+    }
 }

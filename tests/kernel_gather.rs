@@ -78,7 +78,8 @@ fn check_epoch(n: usize, d: usize, b: usize, f32_data: bool, seed: u64) {
 #[test]
 fn f32_rows_odd_sizes() {
     for (i, &n) in ODD_SIZES.iter().enumerate() {
-        for (j, &d) in [1, 3, 7, 33, 257].iter().enumerate() {
+        // widths of a multiple of 4 take the vec4 kernel, the others the scalar one
+        for (j, &d) in [1, 3, 4, 7, 8, 33, 256, 257].iter().enumerate() {
             for b in [1, n.div_ceil(3), n] {
                 check_epoch(n, d, b, true, 10 * i as u64 + j as u64);
             }
@@ -89,7 +90,7 @@ fn f32_rows_odd_sizes() {
 #[test]
 fn u32_labels_and_rows() {
     for (i, &n) in ODD_SIZES.iter().enumerate() {
-        for d in [1, 2, 7] {
+        for d in [1, 2, 4, 7] {
             for b in [1, n.div_ceil(4), n] {
                 check_epoch(n, d, b, false, 100 + i as u64);
             }
@@ -156,4 +157,18 @@ fn bad_input_is_an_error_not_a_panic() {
     let g = gather::gather_rows(&gpu, &src, &idx, &dst_ok).unwrap();
     assert!(g.set_offset(&gpu, 1).is_err());
     g.set_offset(&gpu, 0).unwrap();
+}
+
+#[test]
+fn batches_of_more_rows_than_one_grid_dimension_holds() {
+    // 16 rows per workgroup × 65,535 workgroups: past that the rows fold into z
+    let gpu = gpu();
+    let n = 16 * 65_535 + 13;
+    let data: Vec<u32> = (0..n as u32).map(|x| x.wrapping_mul(2_654_435_761)).collect();
+    let src = Tensor::from_u32(&gpu, &[n], &data).unwrap();
+    let order = shuffle(400, n);
+    let indices = Tensor::from_u32(&gpu, &[n], &order).unwrap();
+    let dst = Tensor::from_u32(&gpu, &[n], &vec![0xdead_beef; n]).unwrap();
+    gather::gather_rows(&gpu, &src, &indices, &dst).unwrap().run(&gpu).unwrap();
+    assert_eq!(dst.download_u32(&gpu).unwrap(), gather_ref(&data, 1, &order, 0, n));
 }

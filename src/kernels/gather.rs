@@ -16,11 +16,12 @@
 
 use super::{Family, Kernel, R, RW, ensure};
 use crate::error::{Error, Result};
-use crate::gpu::pipelines::groups_1d;
+use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
 pub(crate) const GATHER_ROWS: Kernel = Kernel { family: Family::Gather, entry: "gather_rows", bindings: &[R, R, RW] };
+pub(crate) const GATHER_ROWS4: Kernel = Kernel { family: Family::Gather, entry: "gather_rows4", bindings: &[R, R, RW] };
 
 /// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
 #[repr(C)]
@@ -28,7 +29,7 @@ pub(crate) const GATHER_ROWS: Kernel = Kernel { family: Family::Gather, entry: "
 pub(crate) struct GatherParams {
     pub n: u32,
     pub d: u32,
-    pub len: u32,
+    pub b: u32,
     pub offset: u32,
     pub total: u32,
     pub base: u32,
@@ -49,6 +50,19 @@ impl GatherRows {
     /// Points the gather at `indices[offset .. offset + b]`; takes effect at the next submission.
     /// `offset + b` must not pass the end of the index buffer.
     pub fn set_offset(&self, gpu: &Gpu, offset: u32) -> Result<()> {
+        let p = self.params_at(offset)?;
+        self.dispatch.write_params(gpu, bytemuck::bytes_of(&p));
+        Ok(())
+    }
+
+    /// Stages the offset as the current step's value in `uniforms` (several steps per submission).
+    pub(crate) fn stage_offset(&self, uniforms: &mut StepUniforms, offset: u32) -> Result<()> {
+        let p = self.params_at(offset)?;
+        uniforms.set(&self.dispatch, bytemuck::bytes_of(&p));
+        Ok(())
+    }
+
+    fn params_at(&self, offset: u32) -> Result<GatherParams> {
         let end = offset as u64 + self.rows as u64;
         if end > self.params.total as u64 {
             return Err(Error::invalid(format!(
@@ -56,9 +70,7 @@ impl GatherRows {
                 self.params.total
             )));
         }
-        let p = GatherParams { offset, ..self.params };
-        self.dispatch.write_params(gpu, bytemuck::bytes_of(&p));
-        Ok(())
+        Ok(GatherParams { offset, ..self.params })
     }
 
     /// The launch, to record into a training step's pass.
@@ -106,18 +118,31 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
     ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
     let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
     fits(src.len())?; // row · d stays below src.len() in the kernel's u32 arithmetic
+    // whole vec4s per row, 16-byte aligned: copy four elements per invocation
+    let vec4 = d.is_multiple_of(4) && src.offset().is_multiple_of(16) && dst.offset().is_multiple_of(16);
+    let (kernel, units) = if vec4 { (GATHER_ROWS4, d / 4) } else { (GATHER_ROWS, d) };
     let params = GatherParams {
         n: fits(n)?,
-        d: fits(d)?,
-        len: fits(dst.len())?,
+        d: fits(units)?,
+        b: fits(b)?,
         offset: 0,
         total: fits(total)?,
         base: fits(base)?,
         last: last as u32,
         _pad: 0,
     };
-    let dispatch = Dispatch::new(gpu, GATHER_ROWS, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_1d(dst.len(), 256))?;
+    let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(units, b))?;
     Ok(GatherRows { dispatch, params, rows: b as u32 })
+}
+
+/// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).
+const ROWS_PER_GROUP: usize = 16;
+
+/// Workgroups of 64 elements × 16 rows covering `cols` × `rows`, folded into z past 65,535.
+fn groups_2d(cols: usize, rows: usize) -> [u32; 3] {
+    let x = cols.div_ceil(64) as u32;
+    let y = rows.div_ceil(ROWS_PER_GROUP);
+    if y <= 65535 { [x, y as u32, 1] } else { [x, 65535, y.div_ceil(65535) as u32] }
 }
 
 #[cfg(test)]
