@@ -9,6 +9,8 @@
 // and every transpose form:
 //   matmul_block16x16 lavapipe: 8 invocations, each a 16×16 block of C; vec4 loads.
 //   matmul_block8x8   lavapipe: the same with 8×8 blocks (smaller tiles, a fifth of the JIT time).
+//   matmul_tall32x4   8 invocations of 4×4 blocks down M (32 × 4): outputs with few columns.
+//   matmul_wide4x32   the same along N (4 × 32): outputs with few rows.
 //   matmul_reg4x4     the simple baseline: 4×4 per invocation, scalar loads.
 //   matmul_tile64     real GPUs: 64×64 tile per 256 invocations, K steps of 16 through
 //                     workgroup memory, 4×4 per invocation.
@@ -272,6 +274,28 @@ fn matmul_block16x16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         acc20 = up(acc20, acc30[0]); acc21 = up(acc21, acc31[0]); acc22 = up(acc22, acc32[0]); acc23 = up(acc23, acc33[0]);
         acc30 = up(acc30, zero4); acc31 = up(acc31, zero4); acc32 = up(acc32, zero4); acc33 = up(acc33, zero4);
     }
+}
+
+// ---- matmul_tall32x4 / matmul_wide4x32 (narrow outputs) ---------------------------------------
+// 8 invocations, each one 4×4 block of C, stacked along M (32 rows × 4 columns per workgroup) or
+// along N (4 × 32). For products with a few columns (a small head's forward pass, N = outputs)
+// or a few rows (its dW, M = outputs), where the wide tiles above compute mostly padding.
+fn block4x4(r0: u32, c0: u32) {
+    var acc: mat4x4<f32>;
+    for (var kk = 0u; kk < p.k; kk += 4u) {
+        acc += b_blk(kk, c0) * a_blk(r0, kk);
+    }
+    store_blk(acc, r0, c0);
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_tall32x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    block4x4(wg.y * 32u + lid.x * 4u, wg.x * 4u);
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_wide4x32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    block4x4(wg.y * 4u, wg.x * 32u + lid.x * 4u);
 }
 
 // ---- matmul_tile64 --------------------------------------------------------------------------

@@ -76,7 +76,8 @@ fn state() -> MutexGuard<'static, Choices> {
 static MEASURING: Mutex<()> = Mutex::new(());
 
 const FILE_NAME: &str = "matmul_autotune.json";
-const FILE_VERSION: u64 = 1;
+// 2: the narrow variants tall32x4 and wide4x32 joined the candidates
+const FILE_VERSION: u64 = 2;
 
 /// The cache file's path, from `HEADSWAP_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`.
 pub fn cache_path() -> Option<PathBuf> {

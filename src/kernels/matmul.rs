@@ -17,6 +17,8 @@ const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", 
 const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: &[R, R, R, RW, R, R] };
 const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: &[R, R, R, RW, R, R] };
 const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: &[R, R, R, RW, R, R] };
+const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: &[R, R, R, RW, R, R] };
+const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: &[R, R, R, RW, R, R] };
 const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: &[R, R, R, RW] };
 
 /// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
@@ -30,6 +32,11 @@ pub enum Variant {
     Block16x16,
     /// As `Block16x16` with 8×8 blocks: smaller tiles for small outputs, a fifth of the JIT time.
     Block8x8,
+    /// 8 invocations of 4×4 blocks stacked down M (32 × 4 per workgroup), vec4 loads: outputs with
+    /// few columns (a small head's forward pass).
+    Tall32x4,
+    /// The same stacked along N (4 × 32): outputs with few rows (a small head's weight gradient).
+    Wide4x32,
     /// The simple baseline: a 4×4 block per invocation, scalar loads.
     Reg4x4,
     /// 64×64 tiles through workgroup memory, 256 invocations: the kernel for real GPUs.
@@ -38,7 +45,8 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in the order the static ranking on a CPU adapter puts them.
-    pub const ALL: [Variant; 5] = [Variant::Sg32x8, Variant::Block16x16, Variant::Block8x8, Variant::Reg4x4, Variant::Tile64];
+    pub const ALL: [Variant; 7] =
+        [Variant::Sg32x8, Variant::Block16x16, Variant::Block8x8, Variant::Tall32x4, Variant::Wide4x32, Variant::Reg4x4, Variant::Tile64];
 
     /// The name `HEADSWAP_MATMUL` and the autotune cache file use.
     pub fn name(self) -> &'static str {
@@ -46,6 +54,8 @@ impl Variant {
             Variant::Sg32x8 => "sg32x8",
             Variant::Block16x16 => "block16x16",
             Variant::Block8x8 => "block8x8",
+            Variant::Tall32x4 => "tall32x4",
+            Variant::Wide4x32 => "wide4x32",
             Variant::Reg4x4 => "reg4x4",
             Variant::Tile64 => "tile64",
         }
@@ -66,6 +76,8 @@ impl Variant {
             Variant::Sg32x8 => SG32X8,
             Variant::Block16x16 => BLOCK16X16,
             Variant::Block8x8 => BLOCK8X8,
+            Variant::Tall32x4 => TALL32X4,
+            Variant::Wide4x32 => WIDE4X32,
             Variant::Reg4x4 => REG4X4,
             Variant::Tile64 => TILE64,
         }
@@ -77,6 +89,8 @@ impl Variant {
             Variant::Sg32x8 => (32, 64),
             Variant::Block16x16 => (16, 128),
             Variant::Block8x8 => (8, 64),
+            Variant::Tall32x4 => (32, 4),
+            Variant::Wide4x32 => (4, 32),
             Variant::Reg4x4 => (4, 32), // 8×1 invocations of 4×4
             Variant::Tile64 => (64, 64),
         };
@@ -200,7 +214,7 @@ pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p
             constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]);
             Dispatch::new(gpu, REG4X4, &constants, params, &[a, b, bias, c], groups)
         }
-        Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 => {
+        Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 | Variant::Tall32x4 | Variant::Wide4x32 => {
             constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]);
             let a4 = if a.len() >= 4 { a.clone() } else { stand_in(gpu)? };
             let b4 = if b.len() >= 4 { b.clone() } else { stand_in(gpu)? };
