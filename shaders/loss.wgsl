@@ -118,15 +118,11 @@ fn xent_grad_step(base: u32, j: u32, t: u32, s_other: f32, f: f32) {
     dlogits[base + j] = select(dlogits[base + j], -s_other, j == t) * f;
 }
 
-@compute @workgroup_size(64)
-fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, 64u);
-    if i >= p.rows { return; }
-    let c = p.cols;
+// Row i of softmax cross-entropy: writes dlogits[i, ..] and returns the row's scaled loss.
+fn xent_row(i: u32, c: u32, scale: f32) -> f32 {
     let base = i * c;
     let t = class_targets[i];
     if t >= c {
-        loss_rows[i] = loss_nan(t);
         var z = 0u;
         for (; z + 4u <= c; z += 4u) {
             dlogits[base + z] = 0.0;
@@ -137,7 +133,7 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         for (; z < c; z++) {
             dlogits[base + z] = 0.0;
         }
-        return;
+        return loss_nan(t);
     }
     // pass 1: the maximum and its first position
     var mx = logits[base];
@@ -168,9 +164,8 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         xent_exp_step(base, j, mx, a, t, &s_rest, &s_other);
     }
     let s = 1.0 + s_rest;
-    loss_rows[i] = ((mx - xt) + log1p_pos(s_rest)) * p.scale;
     // pass 3: softmax − onehot, scaled
-    let f = p.scale / s;
+    let f = scale / s;
     j = 0u;
     for (; j + 4u <= c; j += 4u) {
         xent_grad_step(base, j, t, s_other, f);
@@ -181,6 +176,14 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     for (; j < c; j++) {
         xent_grad_step(base, j, t, s_other, f);
     }
+    return ((mx - xt) + log1p_pos(s_rest)) * scale;
+}
+
+@compute @workgroup_size(64)
+fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 64u);
+    if i >= p.rows { return; }
+    loss_rows[i] = xent_row(i, p.cols, p.scale);
 }
 
 // ---------------------------------------------------------------- sigmoid BCE with logits
@@ -191,6 +194,23 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @group(0) @binding(5) var<storage, read> labelled: array<u32>;
 @group(0) @binding(6) var<storage, read_write> bce_loss_rows: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bce_dlogits: array<f32>;
+
+// (loss, dloss/dx) of entry e = (i, j), unscaled; (0, 0) for an unknown (NaN) target.
+fn bce_entry(e: u32, j: u32) -> vec2<f32> {
+    let x = logits[e];
+    let y = label_targets[e];
+    var pw = 1.0;
+    if HAS_POS_WEIGHT { pw = pos_weight[j]; }
+    var w = 1.0;
+    if HAS_LABEL_WEIGHT { w = label_weight[j]; }
+    let l1 = log1p_pos(exp(-abs(x)));
+    let sp_x = max(x, 0.0) + l1;      // −log(1 − σ(x))
+    let sp_negx = max(-x, 0.0) + l1;  // −log σ(x)
+    let l = w * (pw * y * sp_negx + (1.0 - y) * sp_x);
+    let g = w * ((1.0 - y) * sigmoid_rel(x) - pw * y * sigmoid_rel(-x));
+    let known = !loss_is_nan(y);
+    return vec2<f32>(select(0.0, l, known), select(0.0, g, known));
+}
 
 @compute @workgroup_size(64)
 fn bce_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -204,20 +224,9 @@ fn bce_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let base = i * k;
     var row = 0.0;
     for (var j = 0u; j < k; j++) {
-        let x = logits[base + j];
-        let y = label_targets[base + j];
-        var pw = 1.0;
-        if HAS_POS_WEIGHT { pw = pos_weight[j]; }
-        var w = 1.0;
-        if HAS_LABEL_WEIGHT { w = label_weight[j]; }
-        let l1 = log1p_pos(exp(-abs(x)));
-        let sp_x = max(x, 0.0) + l1;      // −log(1 − σ(x))
-        let sp_negx = max(-x, 0.0) + l1;  // −log σ(x)
-        let l = w * (pw * y * sp_negx + (1.0 - y) * sp_x);
-        let g = w * ((1.0 - y) * sigmoid_rel(x) - pw * y * sigmoid_rel(-x));
-        let known = !loss_is_nan(y);
-        row += select(0.0, l, known);
-        bce_dlogits[base + j] = select(0.0, g * scale, known);
+        let lg = bce_entry(base + j, j);
+        row += lg.x;
+        bce_dlogits[base + j] = lg.y * scale;
     }
     bce_loss_rows[i] = row * scale;
 }
@@ -254,5 +263,202 @@ fn count_labelled(@builtin(local_invocation_index) t: u32) {
     }
     if t == 0u {
         labelled_out[0] = counts[0];
+    }
+}
+
+// ---------------------------------------------------------------- fused head step (small batches)
+// head_softmax / head_bce: ONE workgroup of 64 does for a small batch what four launches do
+// otherwise: the loss gradient (as softmax_xent / bce_logits), the batch loss added to the
+// epoch's accumulator (as `sum` with accumulate), the metric counts added to the epoch's counters
+// (as argmax_correct / label_confusion, metrics.wgsl), and, with HAS_DB, the output layer's bias
+// gradient db_j = Σ_i dlogits_ij (as col_sum). In a small head's training step these launches
+// cost more than their arithmetic. One workgroup is a single core on a CPU adapter and a single
+// SM on a GPU, so the launcher uses it only for m·k ≤ FUSED_HEAD_MAX_ENTRIES (src/kernels/loss.rs).
+// Every sum runs in a fixed order (strided per-invocation partials, then a fixed tree or a
+// sequential pass), so repeats are bit-identical; counts are integers.
+//   head_softmax  bindings: 0 hp (uniform), 1 logits [m, c] (r), 2 class_targets u32 [m] (r),
+//                           3 loss_rows [m] (rw), 4 dlogits [m, c] (rw), 5 hs_loss_acc [1] (rw),
+//                           6 hs_counts u32 [2] (rw): correct, total, 7 hs_db [c] (rw)
+//   head_bce      bindings: 0 hp (uniform), 1 logits [m, k] (r), 2 label_targets [m, k] (r),
+//                           3 pos_weight [k] (r), 4 label_weight [k] (r), 5 hb_dlogits [m, k] (rw),
+//                           6 hb_loss_acc [1] (rw), 7 hb_counts u32 [k, 4] (rw): TP FP TN FN,
+//                           8 hb_db [k] (rw)
+// Overrides: HAS_DB; head_bce also HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED.
+
+struct HeadParams {
+    rows: u32,             // m
+    cols: u32,             // c classes or k labels
+    scale: f32,            // the normaliser's reciprocal, unless MEAN_LABELLED
+    logit_threshold: f32,  // head_bce: predicted positive when logit ≥ ln(t / (1 − t))
+}
+
+override HAS_DB: bool = false;
+// 64, not 256: each workgroup barrier is a coroutine switch per 8 invocations on lavapipe.
+const HEAD_WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> hp: HeadParams;
+@group(0) @binding(5) var<storage, read_write> hs_loss_acc: array<f32>;
+@group(0) @binding(6) var<storage, read_write> hs_counts: array<u32>;
+@group(0) @binding(7) var<storage, read_write> hs_db: array<f32>;
+@group(0) @binding(5) var<storage, read_write> hb_dlogits: array<f32>;
+@group(0) @binding(6) var<storage, read_write> hb_loss_acc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> hb_counts: array<u32>;
+@group(0) @binding(8) var<storage, read_write> hb_db: array<f32>;
+
+var<workgroup> head_f: array<f32, HEAD_WG>;
+var<workgroup> head_g: array<f32, HEAD_WG>;
+var<workgroup> head_u: array<vec4<u32>, HEAD_WG>;
+
+// head_f[0] = Σ head_f over the workgroup, in a fixed tree order.
+fn head_reduce_f(t: u32) {
+    for (var stride = HEAD_WG / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if t < stride {
+            head_f[t] = head_f[t] + head_f[t + stride];
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(HEAD_WG)
+fn head_softmax(@builtin(local_invocation_index) t: u32) {
+    let m = hp.rows;
+    let c = hp.cols;
+    var loss = 0.0;
+    var correct = 0u;
+    for (var i = t; i < m; i += HEAD_WG) {
+        let l = xent_row(i, c, hp.scale);
+        loss_rows[i] = l;
+        loss += l;
+        // argmax of the row, first index on ties, a NaN wins (as argmax_correct)
+        let base = i * c;
+        var best = 0u;
+        var best_v = logits[base];
+        for (var j = 1u; j < c; j++) {
+            let x = logits[base + j];
+            if !loss_is_nan(best_v) && (x > best_v || loss_is_nan(x)) {
+                best = j;
+                best_v = x;
+            }
+        }
+        correct += select(0u, 1u, best == class_targets[i]);
+    }
+    head_f[t] = loss;
+    head_u[t] = vec4<u32>(correct, 0u, 0u, 0u);
+    head_reduce_f(t);
+    if t == 0u {
+        hs_loss_acc[0] = hs_loss_acc[0] + head_f[0];
+        var total = 0u;
+        for (var q = 0u; q < HEAD_WG; q++) {
+            total += head_u[q].x;
+        }
+        hs_counts[0] = hs_counts[0] + total;
+        hs_counts[1] = hs_counts[1] + m;
+    }
+    if HAS_DB {
+        storageBarrier();  // every row's dlogits written before the column sums read them
+        for (var j = t; j < c; j += HEAD_WG) {
+            var db = 0.0;
+            for (var i = 0u; i < m; i++) {
+                db += dlogits[i * c + j];
+            }
+            hs_db[j] = db;
+        }
+    }
+}
+
+// TP, FP, TN, FN of one known entry (as label_confusion).
+fn head_confusion(x: f32, y: f32) -> vec4<u32> {
+    let predicted = !loss_is_nan(x) && x >= hp.logit_threshold;
+    let actual = y >= 0.5;
+    return vec4<u32>(u32(predicted && actual), u32(predicted && !actual), u32(!predicted && !actual), u32(!predicted && actual));
+}
+
+@compute @workgroup_size(HEAD_WG)
+fn head_bce(@builtin(local_invocation_index) t: u32) {
+    let m = hp.rows;
+    let k = hp.cols;
+    var scale = hp.scale;
+    if MEAN_LABELLED {
+        var known = 0u;
+        for (var e = t; e < m * k; e += HEAD_WG) {
+            known += select(1u, 0u, loss_is_nan(label_targets[e]));
+        }
+        head_u[t] = vec4<u32>(known, 0u, 0u, 0u);
+        workgroupBarrier();
+        for (var stride = HEAD_WG / 2u; stride > 0u; stride = stride / 2u) {
+            if t < stride {
+                head_u[t].x = head_u[t].x + head_u[t + stride].x;
+            }
+            workgroupBarrier();
+        }
+        scale = 1.0 / f32(max(head_u[0].x, 1u));
+        workgroupBarrier();
+    }
+    var loss = 0.0;
+    if k <= HEAD_WG {
+        // `per` invocations share label j, each taking every per-th row; partials reduced below
+        let per = HEAD_WG / k;
+        let j = t / per;
+        var db = 0.0;
+        var counts = vec4<u32>();
+        if j < k {
+            for (var i = t % per; i < m; i += per) {
+                let e = i * k + j;
+                let lg = bce_entry(e, j);
+                loss += lg.x;
+                db += lg.y * scale;
+                hb_dlogits[e] = lg.y * scale;
+                let y = label_targets[e];
+                if !loss_is_nan(y) {
+                    counts += head_confusion(logits[e], y);
+                }
+            }
+        }
+        head_g[t] = db;
+        head_u[t] = counts;
+    } else {
+        // more labels than invocations: each takes whole labels j = t, t + 64, ...
+        for (var j = t; j < k; j += HEAD_WG) {
+            var db = 0.0;
+            var counts = vec4<u32>();
+            for (var i = 0u; i < m; i++) {
+                let e = i * k + j;
+                let lg = bce_entry(e, j);
+                loss += lg.x;
+                db += lg.y * scale;
+                hb_dlogits[e] = lg.y * scale;
+                let y = label_targets[e];
+                if !loss_is_nan(y) {
+                    counts += head_confusion(logits[e], y);
+                }
+            }
+            if HAS_DB { hb_db[j] = db; }
+            let o = 4u * j;
+            hb_counts[o] = hb_counts[o] + counts.x;
+            hb_counts[o + 1u] = hb_counts[o + 1u] + counts.y;
+            hb_counts[o + 2u] = hb_counts[o + 2u] + counts.z;
+            hb_counts[o + 3u] = hb_counts[o + 3u] + counts.w;
+        }
+    }
+    head_f[t] = loss;
+    head_reduce_f(t);
+    if t == 0u {
+        hb_loss_acc[0] = hb_loss_acc[0] + head_f[0] * scale;
+    }
+    if k <= HEAD_WG && t < k {
+        let per = HEAD_WG / k;
+        var db = 0.0;
+        var counts = vec4<u32>();
+        for (var q = t * per; q < (t + 1u) * per; q++) {
+            db += head_g[q];
+            counts += head_u[q];
+        }
+        if HAS_DB { hb_db[t] = db; }
+        let o = 4u * t;
+        hb_counts[o] = hb_counts[o] + counts.x;
+        hb_counts[o + 1u] = hb_counts[o + 1u] + counts.y;
+        hb_counts[o + 2u] = hb_counts[o + 2u] + counts.z;
+        hb_counts[o + 3u] = hb_counts[o + 3u] + counts.w;
     }
 }

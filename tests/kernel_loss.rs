@@ -540,3 +540,185 @@ fn folded_grids_cover_every_row() {
     let case = BceCase { m, k: c, logits: &x, targets: &y, pos_weight: None, label_weight: None, reduction: BceReduction::MeanLabelled };
     check_bce("folded", &case);
 }
+
+// ---------------------------------------------------------------- fused head kernels
+
+/// Counts already in the epoch's counters before the batch (the kernels add to them).
+fn prior_counts(seed: u64, n: usize) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(50) as u32).collect()
+}
+
+/// Runs `head_bce` on a case (threshold 0.5 or `threshold`) with the accumulators pre-filled;
+/// returns (dlogits, loss_acc, counts, db).
+fn run_head_bce(
+    gpu: &Gpu,
+    case: &BceCase<'_>,
+    threshold: f32,
+    with_db: bool,
+    prior_loss: f32,
+    prior: &[u32],
+) -> (Vec<f32>, f32, Vec<u32>, Vec<f32>) {
+    let (m, k) = (case.m, case.k);
+    let gl = upload(gpu, &[m, k], case.logits);
+    let gt = upload(gpu, &[m, k], case.targets);
+    let opts = BceOptions {
+        pos_weight: case.pos_weight.map(|p| upload(gpu, &[k], p)),
+        label_weight: case.label_weight.map(|w| upload(gpu, &[k], w)),
+        reduction: case.reduction,
+    };
+    let dlogits = poisoned(gpu, &[m, k]);
+    let loss_acc = upload(gpu, &[1], &[prior_loss]);
+    let counts = Tensor::from_u32(gpu, &[k, 4], prior).unwrap();
+    let db = poisoned(gpu, &[k]);
+    let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &loss_acc, counts: &counts, db: with_db.then_some(&db) };
+    let d = loss::head_bce_dispatch(gpu, &gl, &gt, &opts, threshold, &out).unwrap();
+    gpu.run("head_bce", &[&d]).unwrap();
+    (dlogits.download(gpu).unwrap(), loss_acc.download(gpu).unwrap()[0], counts.download_u32(gpu).unwrap(), db.download(gpu).unwrap())
+}
+
+fn check_head_bce(case: &BceCase<'_>, threshold: f32, seed: u64) {
+    let gpu = gpu();
+    let (m, k) = (case.m, case.k);
+    let prior = prior_counts(seed, 4 * k);
+    let (g, acc, counts, db) = run_head_bce(&gpu, case, threshold, true, 1.5, &prior);
+    let (el, eg) = reference_bce(case);
+    let desc =
+        format!("head_bce m={m} k={k} {:?} pos={} weight={}", case.reduction, case.pos_weight.is_some(), case.label_weight.is_some());
+    let labelled = case.targets.iter().filter(|y| !y.is_nan()).count();
+    let n = reference::loss::bce_normaliser(case.reduction, m, k, labelled);
+    let wmax = |w: Option<&[f32]>| w.map_or(1.0, |w| w.iter().fold(1.0f64, |a, &b| a.max(b.abs() as f64)));
+    let scale = wmax(case.pos_weight) * wmax(case.label_weight) / n;
+    let tol = Tolerance { rel: 2e-5, abs: 1e-6 * scale };
+    assert_close(&format!("{desc} dlogits"), &g, &eg, tol);
+    // the batch loss added to the accumulator
+    let batch: f64 = el.iter().sum();
+    assert_close(&format!("{desc} loss_acc"), &[acc], &[1.5 + batch], Tolerance { rel: 2e-5, abs: 1e-6 * scale * (m * k) as f64 });
+    // the bias gradient is the column sum of the gradient
+    let edb = reference::reduce::col_sum(&eg, m, k);
+    assert_close(&format!("{desc} db"), &db, &edb, Tolerance { rel: 1e-4, abs: 1e-6 * scale * m as f64 });
+    // counts added to the prior ones (logits well away from the threshold: no ties in rounding)
+    let ec = reference::metrics::label_confusion(&to_f64(case.logits), &to_f64(case.targets), m, k, threshold as f64);
+    let expected: Vec<u32> = prior.iter().zip(&ec).map(|(a, b)| a + b).collect();
+    assert_eq!(counts, expected, "{desc} counts");
+}
+
+#[test]
+fn head_bce_matches_the_separate_kernels_reference() {
+    // k ≤ 64 (several invocations per label, some idle when 64 % k ≠ 0) and k > 64 (whole labels
+    // per invocation), around the workgroup's 64
+    let shapes = [(1, 1), (7, 1), (1, 7), (33, 4), (127, 7), (128, 33), (50, 64), (9, 65), (7, 255), (33, 257), (2, 300), (63, 260)];
+    for (s, &(m, k)) in shapes.iter().enumerate() {
+        let seed = 5000 + 10 * s as u64;
+        let mut logits = rand_range(seed, m * k, -6.0, 6.0);
+        // large logits stay finite
+        for (i, x) in logits.iter_mut().enumerate().step_by(5) {
+            *x = if i % 2 == 0 { 100.0 } else { -100.0 };
+        }
+        let targets = rand_labels(seed + 1, m * k, s % 2 == 1, 0.25);
+        let pos = rand_range(seed + 2, k, 0.5, 3.0);
+        let weight = rand_range(seed + 3, k, 0.2, 2.0);
+        for (r, &reduction) in REDUCTIONS.iter().enumerate() {
+            let (pw, lw) = match (s + r) % 3 {
+                0 => (None, None),
+                1 => (Some(&pos[..]), None),
+                _ => (Some(&pos[..]), Some(&weight[..])),
+            };
+            let case = BceCase { m, k, logits: &logits, targets: &targets, pos_weight: pw, label_weight: lw, reduction };
+            check_head_bce(&case, if r == 1 { 0.7 } else { 0.5 }, seed + r as u64);
+        }
+    }
+}
+
+#[test]
+fn head_bce_without_db_and_with_no_known_label() {
+    let gpu = gpu();
+    let (m, k) = (5, 3);
+    let logits = rand_range(77, m * k, -3.0, 3.0);
+    let targets = vec![f32::NAN; m * k];
+    let case =
+        BceCase { m, k, logits: &logits, targets: &targets, pos_weight: None, label_weight: None, reduction: BceReduction::MeanLabelled };
+    let prior = prior_counts(78, 4 * k);
+    let (g, acc, counts, db) = run_head_bce(&gpu, &case, 0.5, false, 2.0, &prior);
+    assert!(g.iter().all(|&x| x == 0.0), "no known label: zero gradient, not NaN: {g:?}");
+    assert_eq!(acc, 2.0, "no known label adds 0 to the loss");
+    assert_eq!(counts, prior, "no known label: no counts");
+    assert!(db.iter().all(|x| x.is_nan()), "without db the poisoned buffer stays untouched");
+}
+
+fn run_head_softmax(
+    gpu: &Gpu,
+    logits: &[f32],
+    targets: &[u32],
+    m: usize,
+    c: usize,
+    prior: [u32; 2],
+) -> (Vec<f32>, Vec<f32>, f32, Vec<u32>, Vec<f32>) {
+    let gl = upload(gpu, &[m, c], logits);
+    let gt = Tensor::from_u32(gpu, &[m], targets).unwrap();
+    let loss_rows = poisoned(gpu, &[m]);
+    let dlogits = poisoned(gpu, &[m, c]);
+    let loss_acc = upload(gpu, &[1], &[0.25]);
+    let counts = Tensor::from_u32(gpu, &[2], &prior).unwrap();
+    let db = poisoned(gpu, &[c]);
+    let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &loss_acc, counts: &counts, db: Some(&db) };
+    let d = loss::head_softmax_dispatch(gpu, &gl, &gt, &loss_rows, &out).unwrap();
+    gpu.run("head_softmax", &[&d]).unwrap();
+    (
+        loss_rows.download(gpu).unwrap(),
+        dlogits.download(gpu).unwrap(),
+        loss_acc.download(gpu).unwrap()[0],
+        counts.download_u32(gpu).unwrap(),
+        db.download(gpu).unwrap(),
+    )
+}
+
+#[test]
+fn head_softmax_matches_the_separate_kernels_reference() {
+    let gpu = gpu();
+    for (s, &(m, c)) in [(1, 1), (1, 7), (7, 3), (33, 10), (127, 7), (257, 33), (128, 127), (60, 270)].iter().enumerate() {
+        let seed = 6000 + 10 * s as u64;
+        let mut logits = rand_range(seed, m * c, -5.0, 5.0);
+        for (i, x) in logits.iter_mut().enumerate().step_by(7) {
+            *x = if i % 2 == 0 { 100.0 } else { -100.0 };
+        }
+        let targets = rand_classes(seed + 1, m, c);
+        let prior = [3, 11];
+        let (rows, g, acc, counts, db) = run_head_softmax(&gpu, &logits, &targets, m, c, prior);
+        let (el, eg) = reference::loss::softmax_xent(&to_f64(&logits), &targets, m, c);
+        let (tl, tg) = xent_tols(m);
+        let desc = format!("head_softmax m={m} c={c}");
+        assert_close(&format!("{desc} loss_rows"), &rows, &el, tl);
+        assert_close(&format!("{desc} dlogits"), &g, &eg, tg);
+        let batch: f64 = el.iter().sum();
+        assert_close(&format!("{desc} loss_acc"), &[acc], &[0.25 + batch], Tolerance { rel: 2e-5, abs: 1e-6 });
+        let edb = reference::reduce::col_sum(&eg, m, c);
+        assert_close(&format!("{desc} db"), &db, &edb, Tolerance { rel: 1e-4, abs: 1e-6 });
+        let (correct, total) = reference::metrics::argmax_correct(&to_f64(&logits), &targets, m, c);
+        assert_eq!(counts, vec![prior[0] + correct, prior[1] + total], "{desc} counts");
+    }
+}
+
+#[test]
+fn head_kernels_refuse_large_batches_and_bad_shapes() {
+    let gpu = gpu();
+    let (m, k) = (loss::FUSED_HEAD_MAX_ENTRIES / 4 + 1, 4);
+    assert!(!loss::fits_fused_head(m, k));
+    let logits = poisoned(&gpu, &[m, k]);
+    let dlogits = poisoned(&gpu, &[m, k]);
+    let acc = poisoned(&gpu, &[1]);
+    let counts = Tensor::from_u32(&gpu, &[k, 4], &[0; 16]).unwrap();
+    let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &acc, counts: &counts, db: None };
+    assert!(loss::head_bce_dispatch(&gpu, &logits, &logits, &BceOptions::default(), 0.5, &out).is_err(), "too large");
+    let small = poisoned(&gpu, &[4, 4]);
+    let out = loss::HeadOutputs { dlogits: &small, loss_acc: &acc, counts: &counts, db: None };
+    assert!(loss::head_bce_dispatch(&gpu, &small, &small, &BceOptions::default(), 1.0, &out).is_err(), "threshold 1");
+    let wrong_counts = Tensor::from_u32(&gpu, &[3], &[0; 3]).unwrap();
+    let out = loss::HeadOutputs { dlogits: &small, loss_acc: &acc, counts: &wrong_counts, db: None };
+    assert!(loss::head_bce_dispatch(&gpu, &small, &small, &BceOptions::default(), 0.5, &out).is_err(), "counts shape");
+    let targets = Tensor::from_u32(&gpu, &[4], &[0; 4]).unwrap();
+    let rows = poisoned(&gpu, &[4]);
+    let bad_db = poisoned(&gpu, &[5]);
+    let out = loss::HeadOutputs { dlogits: &small, loss_acc: &acc, counts: &wrong_counts, db: Some(&bad_db) };
+    assert!(loss::head_softmax_dispatch(&gpu, &small, &targets, &rows, &out).is_err(), "softmax counts/db shapes");
+}

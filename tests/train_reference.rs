@@ -135,3 +135,14 @@ fn shuffled_epochs_with_a_partial_batch_follow_the_reference() {
     let adamw = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true };
     compare("3 epochs AdamW", &g, &reference_train(&s, Opt::Adam(adamw), 8, 3, 8), Tolerance { rel: 1e-4, abs: 1e-5 });
 }
+
+#[test]
+fn large_batches_take_the_separate_loss_kernels_and_follow_the_reference() {
+    // 5,500 rows × 3 classes is past the fused head kernel's 16,384 entries: the full batches run
+    // softmax_xent + sum + argmax_correct + col_sum, the last partial batch (500) the fused kernel.
+    assert!(!headswap::kernels::loss::fits_fused_head(5500, 3) && headswap::kernels::loss::fits_fused_head(500, 3));
+    let s = setup(6000, 4);
+    let opt = Optimizer::sgd(0.1).momentum(0.9).weight_decay(1e-3);
+    let g = gpu_train(&s, opt, 5500, 2, 9);
+    compare("large batches, SGD", &g, &reference_train(&s, Opt::Sgd(SGD), 5500, 2, 9), Tolerance { rel: 1e-4, abs: 1e-5 });
+}

@@ -15,6 +15,8 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 pub(crate) const SOFTMAX_XENT: Kernel = Kernel { family: Family::Loss, entry: "softmax_xent", bindings: &[R, R, RW, RW] };
 pub(crate) const BCE_LOGITS: Kernel = Kernel { family: Family::Loss, entry: "bce_logits", bindings: &[R, R, R, R, R, RW, RW] };
+pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { family: Family::Loss, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW] };
+pub(crate) const HEAD_BCE: Kernel = Kernel { family: Family::Loss, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW] };
 pub(crate) const COUNT_LABELLED: Kernel = Kernel { family: Family::Loss, entry: "count_labelled", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the one-invocation-per-row kernels (`@workgroup_size(64)`).
@@ -166,11 +168,136 @@ pub fn bce_logits(
     gpu.run("bce_logits", &refs)
 }
 
+/// The largest batch, in entries `m × outputs`, the fused head kernels take: they run in one
+/// workgroup (one core of a CPU adapter, one SM of a GPU), which beats four launches only while
+/// the batch is small.
+pub const FUSED_HEAD_MAX_ENTRIES: usize = 16_384;
+
+/// Whether a batch of `m` rows and `outputs` columns is small enough for the fused head kernels.
+pub fn fits_fused_head(m: usize, outputs: usize) -> bool {
+    m.saturating_mul(outputs) <= FUSED_HEAD_MAX_ENTRIES
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct HeadParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub scale: f32,
+    pub logit_threshold: f32,
+}
+
+/// Where a fused head kernel puts its results.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadOutputs<'a> {
+    /// `[m, outputs]` f32: the gradient of the batch loss w.r.t. the logits (overwritten).
+    pub dlogits: &'a Tensor,
+    /// `[1]` f32: the batch loss is ADDED to it (an epoch's running sum).
+    pub loss_acc: &'a Tensor,
+    /// u32 counts ADDED to: `[2]` (correct, total) for softmax, `[k, 4]` (TP, FP, TN, FN) for BCE.
+    pub counts: &'a Tensor,
+    /// `[outputs]` f32: the output layer's bias gradient `Σ_rows dlogits` (overwritten), or none.
+    pub db: Option<&'a Tensor>,
+}
+
+fn check_head_outputs(op: &str, m: usize, cols: usize, out: &HeadOutputs<'_>, counts_len: usize) -> Result<()> {
+    ensure(fits_fused_head(m, cols), op, || {
+        format!("a batch of {m} × {cols} entries is past the fused kernel's {FUSED_HEAD_MAX_ENTRIES}: use the separate kernels")
+    })?;
+    ensure_dtype(out.dlogits, DType::F32, op, "dlogits")?;
+    ensure(out.dlogits.shape() == [m, cols], op, || format!("dlogits are {:?}, the logits [{m}, {cols}]", out.dlogits.shape()))?;
+    ensure_dtype(out.loss_acc, DType::F32, op, "loss_acc")?;
+    ensure(out.loss_acc.len() == 1, op, || format!("loss_acc has {} elements, not 1", out.loss_acc.len()))?;
+    ensure_dtype(out.counts, DType::U32, op, "counts")?;
+    ensure(out.counts.len() == counts_len, op, || format!("counts have {} elements, not {counts_len}", out.counts.len()))?;
+    if let Some(db) = out.db {
+        ensure_dtype(db, DType::F32, op, "db")?;
+        ensure(db.len() == cols, op, || format!("db has {} elements, the logits {cols} columns", db.len()))?;
+    }
+    Ok(())
+}
+
+/// Builds the fused softmax head kernel for a small batch ([`fits_fused_head`]): what
+/// [`softmax_xent_dispatch`], a summing [`crate::kernels::reduce::sum_dispatch`] into
+/// `out.loss_acc`, [`crate::kernels::metrics::argmax_correct_dispatch`] into `out.counts` and
+/// [`crate::kernels::reduce::col_sum_dispatch`] into `out.db` do, in one launch of one workgroup.
+pub fn head_softmax_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, loss_rows: &Tensor, out: &HeadOutputs<'_>) -> Result<Dispatch> {
+    let op = "head_softmax";
+    let (m, c) = check_outputs(op, logits, loss_rows, out.dlogits)?;
+    ensure(c >= 1 || m == 0, op, || format!("logits {:?} have no classes", logits.shape()))?;
+    ensure_dtype(targets, DType::U32, op, "targets")?;
+    ensure(targets.len() == m, op, || format!("targets have {} elements, logits {:?} have {m} rows", targets.len(), logits.shape()))?;
+    check_head_outputs(op, m, c, out, 2)?;
+    let p = HeadParams { rows: m as u32, cols: c as u32, scale: 1.0 / m.max(1) as f32, logit_threshold: 0.0 };
+    let db = out.db.unwrap_or(out.loss_acc);
+    let consts = [("HAS_DB", out.db.is_some() as u32 as f64)];
+    Dispatch::new(
+        gpu,
+        HEAD_SOFTMAX,
+        &consts,
+        bytemuck::bytes_of(&p),
+        &[logits, targets, loss_rows, out.dlogits, out.loss_acc, out.counts, db],
+        [1, 1, 1],
+    )
+}
+
+/// Builds the fused BCE head kernel for a small batch ([`fits_fused_head`]): what
+/// [`bce_logits_dispatches`], a summing [`crate::kernels::reduce::sum_dispatch`] into
+/// `out.loss_acc`, [`crate::kernels::metrics::label_confusion_dispatch`] (at probability
+/// `threshold`) into `out.counts` and [`crate::kernels::reduce::col_sum_dispatch`] into `out.db`
+/// do, in one launch of one workgroup.
+pub fn head_bce_dispatch(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    opts: &BceOptions,
+    threshold: f32,
+    out: &HeadOutputs<'_>,
+) -> Result<Dispatch> {
+    let op = "head_bce";
+    ensure(logits.shape().len() == 2, op, || format!("logits must be 2-D [m, labels], they are {:?}", logits.shape()))?;
+    let (m, k) = (logits.shape()[0], logits.shape()[1]);
+    ensure_dtype(logits, DType::F32, op, "logits")?;
+    ensure_dtype(targets, DType::F32, op, "targets")?;
+    ensure(targets.shape() == logits.shape(), op, || format!("targets are {:?}, logits {:?}", targets.shape(), logits.shape()))?;
+    for (t, name) in [(&opts.pos_weight, "pos_weight"), (&opts.label_weight, "label_weight")] {
+        if let Some(t) = t {
+            ensure_dtype(t, DType::F32, op, name)?;
+            ensure(t.len() == k, op, || format!("{name} has {} elements, logits {:?} have {k} labels", t.len(), logits.shape()))?;
+        }
+    }
+    check_head_outputs(op, m, k, out, 4 * k)?;
+    if !(threshold > 0.0 && threshold < 1.0) {
+        return Err(crate::error::Error::invalid(format!("{op}: the probability threshold must be in (0, 1), got {threshold}")));
+    }
+    let mean_labelled = opts.reduction == BceReduction::MeanLabelled;
+    let scale = match opts.reduction {
+        BceReduction::SumLabelsMeanExamples => 1.0 / m.max(1) as f64,
+        BceReduction::MeanAll => 1.0 / (m * k).max(1) as f64,
+        BceReduction::MeanLabelled => 1.0, // counted in the kernel
+    };
+    let t = threshold as f64;
+    let p = HeadParams { rows: m as u32, cols: k as u32, scale: scale as f32, logit_threshold: (t / (1.0 - t)).ln() as f32 };
+    let consts = [
+        ("HAS_POS_WEIGHT", opts.pos_weight.is_some() as u32 as f64),
+        ("HAS_LABEL_WEIGHT", opts.label_weight.is_some() as u32 as f64),
+        ("MEAN_LABELLED", mean_labelled as u32 as f64),
+        ("HAS_DB", out.db.is_some() as u32 as f64),
+    ];
+    // absent optional inputs are bound to buffers the kernel never reads through them
+    let pos_weight = opts.pos_weight.as_ref().unwrap_or(logits);
+    let label_weight = opts.label_weight.as_ref().unwrap_or(logits);
+    let db = out.db.unwrap_or(out.loss_acc);
+    let buffers = [logits, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db];
+    Dispatch::new(gpu, HEAD_BCE, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn params_match_wgsl_size() {
         // struct Params { rows, cols: u32, scale: f32, _pad: u32 } = 16 bytes in WGSL
         assert_eq!(std::mem::size_of::<super::LossParams>(), 16);
+        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS, "HeadParams"), std::mem::size_of::<super::HeadParams>());
     }
 }

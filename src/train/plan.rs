@@ -7,6 +7,7 @@
 //! gather x[idx], y[idx] ─► layer 0 … layer L−1 (matmul NT + bias + act, fused) ─► logits (B, out)
 //!   ─► loss kernel: loss_rows (B), dlogits (B, out) ─► sum into the epoch's loss accumulator
 //!   ─► metrics kernel: counts accumulate
+//!      (a small batch, B·out ≤ 16,384: all of it and the output layer's db in one fused launch)
 //!   ─► backward, top layer down to the lowest trainable one:
 //!        dz = da ⊙ f'(·)  │  dW = dzᵀ·input (matmul TN)  │  db = Σ_rows dz  │  da_below = dz·W (NN,
 //!        skipped for the lowest trainable layer: nothing below needs it)
@@ -510,12 +511,28 @@ impl Plan {
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
         let dlogits = rows_view(&s.dlogits, rows)?;
+        // A small batch takes the fused head kernel: loss gradient, loss and metric accumulation
+        // and, when the output layer's gradient is the loss gradient itself (dense, identity
+        // activation, trainable), that layer's bias gradient, in one launch instead of four.
+        let fused = loss::fits_fused_head(rows, net.output_dim());
+        let top = l - 1;
+        let fused_db = match (p.mode, layers[top], p.grads) {
+            (Mode::Train { lowest }, LayerSpec::Dense(_), Some(g)) if fused && top >= lowest && s.dz[top].is_none() => {
+                Some(g.views(net, top)?.1)
+            }
+            _ => None,
+        };
+        let head_out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &p.acc.loss, counts: &p.acc.counts, db: fused_db.as_ref() };
         match net.head_kind {
             HeadKind::Classes => {
                 let targets = y.reshape(&[rows])?;
-                d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
-                d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
-                d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
+                if fused {
+                    d.push(loss::head_softmax_dispatch(gpu, logits, &targets, &loss_rows, &head_out)?);
+                } else {
+                    d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
+                    d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                    d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
+                }
             }
             HeadKind::Labels => {
                 let opts = loss::BceOptions {
@@ -523,9 +540,13 @@ impl Plan {
                     label_weight: p.bce_tensors.1.clone(),
                     reduction: p.bce.reduction,
                 };
-                d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
-                d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
-                d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
+                if fused {
+                    d.push(loss::head_bce_dispatch(gpu, logits, &y, &opts, p.threshold, &head_out)?);
+                } else {
+                    d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
+                    d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                    d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
+                }
             }
         }
         // backward
@@ -557,7 +578,9 @@ impl Plan {
                     LayerSpec::Dense(_) => {
                         let (gw, gb) = grads.views(net, i)?;
                         d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?);
-                        d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                        if !(i == top && fused_db.is_some()) {
+                            d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                        }
                         if let Some(below) = &below {
                             let (w, _) = net.param_views(i)?;
                             d.push(matmul_dispatch(gpu, &dz, &w, below, Transpose::NN, Epilogue::default())?);
