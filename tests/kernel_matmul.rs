@@ -272,7 +272,7 @@ fn autotune_child() {
             let c = autotune::choose(&gpu, problem(&case), Epilogue::default()).unwrap();
             assert_eq!((c.variant, c.source), (v, Source::Memory));
             let file = cache_file(&dir);
-            let saved = &file["adapters"][gpu.adapter_key()][autotune::class_key(&problem(&case))];
+            let saved = &file["adapters"][autotune::device_key(&gpu)][autotune::class_key(&problem(&case))];
             assert_eq!(saved.as_str(), Some(v.name()), "{file}");
         }
         // A new process finds the choice in the cache file and measures nothing.

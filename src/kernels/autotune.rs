@@ -20,7 +20,7 @@
 //! A class is the transpose form, a size bucket (powers of 4) of each of M, N and K, and whether
 //! each operand can be read as vec4s ([`Problem::vec_a`]). The cache file is
 //! `$HEADSWAP_CACHE_DIR/matmul_autotune.json` (else `$XDG_CACHE_HOME/headswap/…`, else
-//! `~/.cache/headswap/…`), JSON keyed by [`Gpu::adapter_key`], written to a temporary file and
+//! `~/.cache/headswap/…`), JSON keyed by [`device_key`], written to a temporary file and
 //! renamed into place; a file that cannot be read or parsed is ignored with a warning.
 //!
 //! Measuring submits and waits, and counts its dispatches in [`Gpu::counters`]: it belongs to
@@ -103,6 +103,13 @@ pub fn class_key(p: &Problem) -> String {
     format!("{:?} m{} n{} k{} v{}{}", p.t, bucket(p.m), bucket(p.n), bucket(p.k), p.vec_a() as u8, p.vec_b() as u8)
 }
 
+/// The key of `gpu`'s choices in memory and in the cache file: the adapter and driver
+/// ([`Gpu::adapter_key`]) and whether the device has subgroups — a device created without them
+/// (a host's, through [`Gpu::from_device`]) on an adapter that has them cannot run `sg32x8`.
+pub fn device_key(gpu: &Gpu) -> String {
+    format!("{}|{}", gpu.adapter_key(), if gpu.has(wgpu::Features::SUBGROUP) { "subgroups" } else { "no subgroups" })
+}
+
 /// The variant used without measuring.
 pub fn static_default(gpu: &Gpu, p: &Problem) -> Variant {
     let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
@@ -119,13 +126,14 @@ pub fn choose(gpu: &Gpu, p: Problem, epi: Epilogue<'_>) -> Result<Choice> {
     if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") || p.m == 0 || p.n == 0 || p.k == 0 {
         return Ok(Choice { variant: static_default(gpu, &p), source: Source::Static });
     }
-    let adapter = gpu.adapter_key();
+    let adapter = device_key(gpu);
     let class = class_key(&p);
-    if let Some(c) = remembered(&adapter, &class) {
+    let usable = |c: &Choice| c.variant.fits(gpu, p.m, p.n);
+    if let Some(c) = remembered(&adapter, &class).filter(usable) {
         return Ok(c);
     }
     let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = remembered(&adapter, &class) {
+    if let Some(c) = remembered(&adapter, &class).filter(usable) {
         return Ok(c); // another thread measured it while we waited
     }
     let variant = measure(gpu, p, epi, &class)?;
