@@ -24,6 +24,7 @@
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::Activation;
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::nn::{Head, Network};
 use crate::reference;
@@ -80,7 +81,7 @@ impl Scale {
 }
 
 /// The workloads [`BenchOptions::only`] can name.
-pub const WORKLOADS: [&str; 4] = ["k1", "t1", "t2", "t3"];
+pub const WORKLOADS: [&str; 5] = ["k1", "t1", "t2", "t3", "c1"];
 
 /// One K1 product's correctness check against the float64 reference.
 #[derive(Debug, Clone)]
@@ -170,14 +171,15 @@ pub struct TrainResult {
     pub submissions_per_step: f64,
     pub bytes_allocated: u64,
     pub cached_features: bool,
-    pub cpu: CpuTrainResult,
+    /// The CPU baseline trainer's run (MLP workloads; none for C1's CNN).
+    pub cpu: Option<CpuTrainResult>,
     pub profile: Option<StepProfile>,
 }
 
 impl TrainResult {
     /// GPU samples/s over the CPU baseline's (median epochs).
-    pub fn ratio(&self) -> f64 {
-        self.samples_per_sec / self.cpu.samples_per_sec.max(1e-12)
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.samples_per_sec / self.cpu.as_ref()?.samples_per_sec.max(1e-12))
     }
 }
 
@@ -248,12 +250,13 @@ pub fn run_at(gpu: &Gpu, opts: &BenchOptions, scale: Scale) -> Result<BenchRepor
     if wanted.contains(&"k1") {
         report.matmul = bench_matmul(gpu, scale, opts.seed)?;
     }
-    for w in ["t1", "t2", "t3"] {
+    for w in ["t1", "t2", "t3", "c1"] {
         if wanted.contains(&w) {
             let mut r = match w {
                 "t1" => bench_t1(gpu, scale, opts.seed)?,
                 "t2" => bench_t2(gpu, scale, opts.seed)?,
-                _ => bench_t3(gpu, scale, opts.seed)?,
+                "t3" => bench_t3(gpu, scale, opts.seed)?,
+                _ => bench_c1(gpu, scale, opts.seed)?,
             };
             report.training.append(&mut r);
         }
@@ -581,17 +584,52 @@ struct TrainScale {
     t2_epochs: usize,
     t3_n: usize,
     t3_epochs: usize,
+    /// C1: task-A images, task-B scenes, epochs of each run.
+    c1_a_n: usize,
+    c1_b_n: usize,
+    c1_epochs: usize,
     profile_reps: usize,
 }
 
 impl TrainScale {
     fn of(scale: Scale) -> TrainScale {
         match scale {
-            Scale::Full => {
-                TrainScale { t1_n: 60_000, t1_epochs: 4, t2_n: 5_000, t2_epochs: 10, t3_n: 20_000, t3_epochs: 10, profile_reps: 10 }
-            }
-            Scale::Quick => TrainScale { t1_n: 6_000, t1_epochs: 4, t2_n: 500, t2_epochs: 10, t3_n: 2_000, t3_epochs: 10, profile_reps: 5 },
-            Scale::Smoke => TrainScale { t1_n: 300, t1_epochs: 2, t2_n: 200, t2_epochs: 2, t3_n: 200, t3_epochs: 2, profile_reps: 1 },
+            Scale::Full => TrainScale {
+                t1_n: 60_000,
+                t1_epochs: 4,
+                t2_n: 5_000,
+                t2_epochs: 10,
+                t3_n: 20_000,
+                t3_epochs: 10,
+                c1_a_n: 6_000,
+                c1_b_n: 2_000,
+                c1_epochs: 4,
+                profile_reps: 10,
+            },
+            Scale::Quick => TrainScale {
+                t1_n: 6_000,
+                t1_epochs: 4,
+                t2_n: 500,
+                t2_epochs: 10,
+                t3_n: 2_000,
+                t3_epochs: 10,
+                c1_a_n: 600,
+                c1_b_n: 200,
+                c1_epochs: 4,
+                profile_reps: 5,
+            },
+            Scale::Smoke => TrainScale {
+                t1_n: 300,
+                t1_epochs: 2,
+                t2_n: 200,
+                t2_epochs: 2,
+                t3_n: 200,
+                t3_epochs: 2,
+                c1_a_n: 200,
+                c1_b_n: 200,
+                c1_epochs: 2,
+                profile_reps: 1,
+            },
         }
     }
 }
@@ -638,7 +676,7 @@ fn summarize(
     data: &Dataset,
     epochs: usize,
     fit: &FitReport,
-    cpu: CpuTrainResult,
+    cpu: Option<CpuTrainResult>,
     profile: Option<StepProfile>,
 ) -> TrainResult {
     let per_epoch: Vec<f64> = fit.epochs.iter().map(|e| e.samples_per_sec).collect();
@@ -691,7 +729,7 @@ fn bench_t1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
         let profile = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
         let cpu = cpu::fit(&data, &[784, 512, 256, 10], 2, 0, false, cpu_opt, ts.t1_epochs, seed);
         let name = format!("pretrain 784→512→256→10 ReLU, softmax CE, {what}");
-        out.push(summarize(id, name, &data, ts.t1_epochs, &fit, cpu, Some(profile)));
+        out.push(summarize(id, name, &data, ts.t1_epochs, &fit, Some(cpu), Some(profile)));
     }
     Ok(out)
 }
@@ -714,7 +752,7 @@ fn bench_t2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
             "head-only fine-tune: frozen 784→512→256 trunk, new 256→4 sigmoid head, per-label BCE, SGD momentum 0.9 lr 0.05, {} trunk features",
             if cache { "cached" } else { "no cached" }
         );
-        out.push(summarize(id, name, &data, ts.t2_epochs, &fit, cpu, Some(profile)));
+        out.push(summarize(id, name, &data, ts.t2_epochs, &fit, Some(cpu), Some(profile)));
     }
     Ok(out)
 }
@@ -732,7 +770,58 @@ fn bench_t3(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let profile = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
     let cpu = cpu::fit(&data, &[784, 512, 256, 4], 2, 0, false, cpu::Opt::Sgd { lr: 0.01, momentum: 0.9 }, ts.t3_epochs, seed);
     let name = "full fine-tune: every layer trainable, 784→512→256→4, per-label BCE, SGD momentum 0.9 lr 0.01".to_string();
-    Ok(vec![summarize("T3", name, &data, ts.t3_epochs, &fit, cpu, Some(profile))])
+    Ok(vec![summarize("T3", name, &data, ts.t3_epochs, &fit, Some(cpu), Some(profile))])
+}
+
+/// C1: the demo's CNN (`headswap demo --trunk cnn`) on its 16×16 synthetic shape images: conv
+/// 3×3 ×8 + ReLU, max pool 2, conv 3×3 ×16 + ReLU, max pool 2, dense 64 + ReLU; pretrained on
+/// task A (8 shape classes, softmax CE, SGD momentum 0.9 lr 0.05), then head-swapped to task B
+/// (4 labels per scene, per-label BCE, Adam lr 3e-3) and fine-tuned head-only on cached features
+/// and with every layer trainable. Batch 128 like T1–T3 (the demo uses 64 and 32). No CPU baseline:
+/// the CPU trainer is an MLP.
+fn bench_c1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
+    let ts = TrainScale::of(scale);
+    let a = crate::data::synthetic::shapes_task_a(ts.c1_a_n, 16, seed ^ 0xc1a);
+    let b = crate::data::synthetic::scenes_task_b(ts.c1_b_n, 16, seed ^ 0xc1b);
+    let trunk = crate::demo::cnn_trunk(&a.input_shape, &[8, 16], &[64], Activation::Relu)?;
+    let classes = a.num_outputs();
+    let k = b.num_outputs();
+    let describe = trunk.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
+    let new_net = |head: Head, seed: u64| Network::from_specs(gpu, a.d, trunk.clone(), Default::default(), head, seed);
+    let sgd = config(Optimizer::sgd(0.05).momentum(0.9), seed, true);
+    let adam = config(Optimizer::adam(3e-3), seed, true);
+    let reps = ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto };
+    let mut out = Vec::new();
+    // warm-up: compile every pipeline of the three runs on a few batches
+    {
+        let _span = tracing::info_span!("bench", id = "C1-warm-up").entered();
+        let mut net = new_net(Head::classes(classes), seed)?;
+        Trainer::new(gpu, sgd.clone()).fit(&mut net, &a.take(BATCH + BATCH / 2), 1)?;
+        for freeze in [Freeze::Trunk, Freeze::All] {
+            let mut n = net.try_clone()?;
+            n.swap_head(Head::labels(k), seed + 1)?;
+            Trainer::new(gpu, adam.clone()).fine_tune(&mut n, &b.take(BATCH + BATCH / 2), freeze, 1)?;
+        }
+    }
+    let _span = tracing::info_span!("bench", id = "C1").entered();
+    let mut base = new_net(Head::classes(classes), seed)?;
+    let mut trainer = Trainer::new(gpu, sgd);
+    let fit = trainer.fit(&mut base, &a, ts.c1_epochs)?;
+    let profile = profile_step(&trainer, &base, &a, Freeze::All, reps)?;
+    let name = format!("CNN pretrain {describe} → {classes} classes, 16×16 shapes, softmax CE, SGD momentum 0.9 lr 0.05");
+    out.push(summarize("C1-pretrain", name, &a, ts.c1_epochs, &fit, None, Some(profile)));
+    for (id, freeze, what) in
+        [("C1-head", Freeze::Trunk, "head only, cached trunk features"), ("C1-all", Freeze::All, "every layer trainable")]
+    {
+        let mut net = base.try_clone()?;
+        net.swap_head(Head::labels(k), seed + 1)?;
+        let mut trainer = Trainer::new(gpu, adam.clone());
+        let fit = trainer.fine_tune(&mut net, &b, freeze, ts.c1_epochs)?;
+        let profile = profile_step(&trainer, &net, &b, freeze, reps)?;
+        let name = format!("CNN fine-tune on 4-label scenes, new 64→{k} head, per-label BCE, Adam lr 3e-3, {what}");
+        out.push(summarize(id, name, &b, ts.c1_epochs, &fit, None, Some(profile)));
+    }
+    Ok(out)
 }
 
 /// The CPU baseline trainer: an MLP with ReLU hidden layers, softmax CE or per-label BCE (summed
@@ -1052,10 +1141,10 @@ impl BenchReport {
                     "end_to_end_samples_per_sec": t.end_to_end_samples_per_sec, "final_loss": t.final_loss,
                     "dispatches_per_step": t.dispatches_per_step, "submissions_per_step": t.submissions_per_step,
                     "bytes_allocated": t.bytes_allocated, "cached_features": t.cached_features,
-                    "cpu_baseline": {
-                        "samples_per_sec": t.cpu.samples_per_sec, "epoch_samples_per_sec": t.cpu.epoch_samples_per_sec,
-                        "end_to_end_samples_per_sec": t.cpu.end_to_end_samples_per_sec, "final_loss": t.cpu.final_loss,
-                    },
+                    "cpu_baseline": t.cpu.as_ref().map(|c| json!({
+                        "samples_per_sec": c.samples_per_sec, "epoch_samples_per_sec": c.epoch_samples_per_sec,
+                        "end_to_end_samples_per_sec": c.end_to_end_samples_per_sec, "final_loss": c.final_loss,
+                    })),
                     "gpu_over_cpu": t.ratio(),
                     "profile": t.profile.as_ref().map(profile_json),
                 })
@@ -1150,17 +1239,19 @@ impl fmt::Display for BenchReport {
                     Some(p) => (format!("{:.2}", p.step_ms), format!("{:.2}", p.kernel_sum_ms), format!("{:.2}", p.overhead_ratio())),
                     None => ("-".into(), "-".into(), "-".into()),
                 };
+                let dash = || "-".to_string();
+                let cpu = |f: fn(&CpuTrainResult) -> f64, prec: usize| t.cpu.as_ref().map_or_else(dash, |c| format!("{:.prec$}", f(c)));
                 writeln!(
                     f,
-                    "{:<12} {:>6} {:>3} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.3} {:>6.1} {:>5.1} {:>10} {:>8} {:>8} {:>6} {:>8.4} {:>8.4}",
+                    "{:<12} {:>6} {:>3} {:>10.0} {:>10.0} {:>10} {:>10} {:>8} {:>6.1} {:>5.2} {:>10} {:>8} {:>8} {:>6} {:>8.4} {:>8}",
                     t.id,
                     t.n,
                     t.epochs,
                     t.samples_per_sec,
                     t.end_to_end_samples_per_sec,
-                    t.cpu.samples_per_sec,
-                    t.cpu.end_to_end_samples_per_sec,
-                    t.ratio(),
+                    cpu(|c| c.samples_per_sec, 0),
+                    cpu(|c| c.end_to_end_samples_per_sec, 0),
+                    t.ratio().map_or_else(dash, |r| format!("{r:.3}")),
                     t.dispatches_per_step,
                     t.submissions_per_step,
                     mib(t.bytes_allocated),
@@ -1168,7 +1259,7 @@ impl fmt::Display for BenchReport {
                     sum,
                     ratio,
                     t.final_loss,
-                    t.cpu.final_loss
+                    cpu(|c| c.final_loss, 4)
                 )?;
             }
             if let Some((e, e2e)) = self.t2_cache_speedup() {

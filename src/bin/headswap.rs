@@ -28,7 +28,7 @@ usage:
   headswap resume    --state STATE --data DATA --epochs TOTAL --out CKPT [training options]
   headswap eval      --model CKPT --data DATA [--json]
   headswap predict   --model CKPT IMAGE... [--json]
-  headswap bench     [--quick] [--json] [--only k1|t1|t2|t3]
+  headswap bench     [--quick] [--json] [--only k1|t1|t2|t3|c1]
 
 DATA: synthetic-a[:N] (which shape), synthetic-b[:N] (which of 4 shapes are in a scene),
       digits (real digits, one per 16x16 canvas), digits-scenes[:N] (which of 2,3,5,7 appear),
