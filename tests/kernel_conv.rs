@@ -600,3 +600,27 @@ fn bench_direct_vs_im2col() {
         eprintln!("{line}");
     }
 }
+
+#[test]
+fn algorithm_choice_is_a_known_algorithm_and_stable() {
+    use headswap::kernels::conv::{ConvAlgo, ConvUse, algo_class_key, choose_algo};
+    let gpu = gpu();
+    let shape = Conv2dShape::new(5, 3, 11, 13, 4, 3, 1, 1);
+    for usage in [ConvUse::Forward, ConvUse::Train { dx: true }, ConvUse::Train { dx: false }] {
+        let first = choose_algo(&gpu, &shape, usage).unwrap();
+        assert!(matches!(first, ConvAlgo::Direct | ConvAlgo::Im2col));
+        // remembered: the same answer, every time
+        for _ in 0..3 {
+            assert_eq!(choose_algo(&gpu, &shape, usage).unwrap(), first, "{}", algo_class_key(&shape, usage));
+        }
+    }
+    // the batch is bucketed, the other dimensions and the use are not
+    let key = |s: &Conv2dShape, u| algo_class_key(s, u);
+    let fwd = ConvUse::Forward;
+    assert_eq!(key(&Conv2dShape::new(100, 3, 11, 13, 4, 3, 1, 1), fwd), key(&Conv2dShape::new(120, 3, 11, 13, 4, 3, 1, 1), fwd));
+    assert_ne!(key(&shape, fwd), key(&Conv2dShape::new(5, 3, 11, 13, 4, 3, 2, 1), fwd));
+    assert_ne!(key(&shape, ConvUse::Train { dx: true }), key(&shape, ConvUse::Train { dx: false }));
+    assert_eq!(ConvAlgo::from_name("im2col"), Some(ConvAlgo::Im2col));
+    assert_eq!(ConvAlgo::from_name(ConvAlgo::Direct.name()), Some(ConvAlgo::Direct));
+    assert_eq!(ConvAlgo::from_name("winograd"), None);
+}

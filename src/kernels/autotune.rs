@@ -23,6 +23,9 @@
 //! `~/.cache/headswap/…`), JSON keyed by [`device_key`], written to a temporary file and
 //! renamed into place; a file that cannot be read or parsed is ignored with a warning.
 //!
+//! The same file (and the same in-memory map) holds the convolution algorithm choices of
+//! [`crate::kernels::conv::choose_algo`], under class keys that start with `conv`.
+//!
 //! Measuring submits and waits, and counts its dispatches in [`Gpu::counters`]: it belongs to
 //! building a plan (where [`super::matmul::matmul_dispatch`] is called), never to a timed step.
 
@@ -62,10 +65,10 @@ pub fn measurements() -> u64 {
     MEASUREMENTS.load(Ordering::Relaxed)
 }
 
-static MEASUREMENTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MEASUREMENTS: AtomicU64 = AtomicU64::new(0);
 
 /// Choices per adapter key, then class key; an adapter is present once its cache file entry was read.
-type Choices = HashMap<String, HashMap<String, Variant>>;
+type Choices = HashMap<String, HashMap<String, String>>;
 
 fn state() -> MutexGuard<'static, Choices> {
     static STATE: OnceLock<Mutex<Choices>> = OnceLock::new();
@@ -137,8 +140,7 @@ pub fn choose(gpu: &Gpu, p: Problem, epi: Epilogue<'_>) -> Result<Choice> {
         return Ok(c); // another thread measured it while we waited
     }
     let variant = measure(gpu, p, epi, &class)?;
-    state().entry(adapter.clone()).or_default().insert(class.clone(), variant);
-    save(&adapter, &class, variant);
+    remember(&adapter, &class, variant.name());
     Ok(Choice { variant, source: Source::Measured })
 }
 
@@ -156,8 +158,16 @@ fn forced() -> Option<Variant> {
     v
 }
 
-/// A choice from memory, or from the cache file the first time this adapter is seen.
+/// A matmul choice from memory, or from the cache file the first time this adapter is seen.
 fn remembered(adapter: &str, class: &str) -> Option<Choice> {
+    let (name, source) = recall(adapter, class)?;
+    Some(Choice { variant: Variant::from_name(&name)?, source })
+}
+
+/// The name chosen for `class` on `adapter` (a device key), from memory, or from the cache file
+/// the first time this adapter is seen; shared with the convolution's choice
+/// ([`crate::kernels::conv::choose_algo`]), whose classes start with `conv`.
+pub(crate) fn recall(adapter: &str, class: &str) -> Option<(String, Source)> {
     let mut st = state();
     let source = if st.contains_key(adapter) {
         Source::Memory
@@ -166,7 +176,13 @@ fn remembered(adapter: &str, class: &str) -> Option<Choice> {
         st.insert(adapter.to_string(), loaded);
         Source::CacheFile
     };
-    st[adapter].get(class).map(|&variant| Choice { variant, source })
+    st[adapter].get(class).map(|name| (name.clone(), source))
+}
+
+/// Remembers a measured choice in memory and in the cache file.
+pub(crate) fn remember(adapter: &str, class: &str, name: &str) {
+    state().entry(adapter.to_string()).or_default().insert(class.to_string(), name.to_string());
+    save(adapter, class, name);
 }
 
 /// The whole cache file as JSON, or `None` (with a warning unless it does not exist).
@@ -194,20 +210,20 @@ fn read_file(path: &std::path::Path) -> Option<serde_json::Value> {
     }
 }
 
-/// This adapter's choices from the cache file (entries naming unknown variants are skipped).
-fn load(adapter: &str) -> HashMap<String, Variant> {
+/// This adapter's choices from the cache file (names; ones no longer known are ignored by the caller).
+fn load(adapter: &str) -> HashMap<String, String> {
     let Some(path) = cache_path() else { return HashMap::new() };
     let Some(file) = read_file(&path) else { return HashMap::new() };
     let entries = file["adapters"].get(adapter).and_then(|a| a.as_object());
-    let choices: HashMap<String, Variant> =
-        entries.into_iter().flatten().filter_map(|(class, v)| Some((class.clone(), Variant::from_name(v.as_str()?)?))).collect();
-    tracing::debug!(path = %path.display(), adapter, n = choices.len(), "matmul autotune cache read");
+    let choices: HashMap<String, String> =
+        entries.into_iter().flatten().filter_map(|(class, v)| Some((class.clone(), v.as_str()?.to_string()))).collect();
+    tracing::debug!(path = %path.display(), adapter, n = choices.len(), "autotune cache read");
     choices
 }
 
 /// Adds one choice to the cache file: read (another process may have added to it), merge, write
 /// a temporary file, rename it over the old one. Failures are warnings; the choice stays in memory.
-fn save(adapter: &str, class: &str, v: Variant) {
+fn save(adapter: &str, class: &str, name: &str) {
     let Some(path) = cache_path() else { return };
     let mut file = read_file(&path).unwrap_or_else(|| serde_json::json!({ "version": FILE_VERSION, "adapters": {} }));
     let adapters = file["adapters"].as_object_mut().expect("checked by read_file");
@@ -215,7 +231,7 @@ fn save(adapter: &str, class: &str, v: Variant) {
     if !entry.is_object() {
         *entry = serde_json::json!({});
     }
-    entry[class] = serde_json::Value::from(v.name());
+    entry[class] = serde_json::Value::from(name);
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -233,7 +249,7 @@ fn save(adapter: &str, class: &str, v: Variant) {
 
 /// A zero-filled scratch tensor outside the engine's byte accounting (so measuring does not show
 /// in a plan's memory figures).
-fn scratch(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn scratch(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("matmul_autotune_scratch"),

@@ -29,7 +29,9 @@
 //!   llvmpipe/lavapipe; per-chunk weight gradients are added in chunk order.
 //!
 //! Both are deterministic (fixed summation order, no atomics) and tested against the same
-//! references. Direct is the default: it needs almost no memory (im2col holds `C·KH·KW` floats
+//! references. A training or inference plan takes the one [`choose_algo`] measured faster for the
+//! layer's shape and use on this device (remembered in the autotune cache file, `HEADSWAP_CONV`
+//! forces one); [`ConvScratch::new`] takes Direct, the default: it needs almost no memory (im2col holds `C·KH·KW` floats
 //! per output pixel of a chunk: 3 to 9 MiB for the layers of a small CNN at batch 64, more for
 //! wider ones), it is the simpler code path (one dispatch per gradient, no chunking), and on
 //! lavapipe neither form is consistently faster. At batch 64 (Vulkan lavapipe; GL llvmpipe in
@@ -394,6 +396,121 @@ impl ConvScratch {
         };
         Ok((cols.view(0, &[rows, self.shape.patch_len()])?, out.view(0, &[rows, self.shape.o])?))
     }
+}
+
+/// What a layer does with its convolution, which decides what [`choose_algo`] measures: the
+/// forward only (inference, a frozen layer), or the forward and the backward, with dx (a layer
+/// with trainable layers below) or without (the lowest trainable layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConvUse {
+    Forward,
+    Train { dx: bool },
+}
+
+impl ConvAlgo {
+    /// `direct` or `im2col`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Direct => "direct",
+            ConvAlgo::Im2col => "im2col",
+        }
+    }
+
+    /// The algorithm called `name` (see [`ConvAlgo::name`]).
+    pub fn from_name(name: &str) -> Option<ConvAlgo> {
+        [ConvAlgo::Direct, ConvAlgo::Im2col].into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// The class key of a convolution's choice: every dimension but the batch, which is bucketed by
+/// powers of 4 (a full and a last partial batch usually share a choice), and the use.
+pub fn algo_class_key(shape: &Conv2dShape, usage: ConvUse) -> String {
+    let bucket = |n: usize| (usize::BITS - n.max(1).leading_zeros()).div_ceil(2);
+    let s = shape;
+    let u = match usage {
+        ConvUse::Forward => "fwd",
+        ConvUse::Train { dx: true } => "train dx",
+        ConvUse::Train { dx: false } => "train",
+    };
+    format!("conv n{} c{} {}x{} o{} k{}x{} s{}x{} p{}x{} {u}", bucket(s.n), s.c, s.h, s.w, s.o, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw)
+}
+
+/// Which algorithm a convolution of `shape` used as `usage` runs on this device:
+/// 1. `HEADSWAP_CONV=direct|im2col` forces one (im2col falls back to direct where an image has
+///    too many output pixels for its chunks);
+/// 2. `HEADSWAP_AUTOTUNE=0` gives the default, [`ConvAlgo::Direct`];
+/// 3. else the choice made earlier for this device and class ([`algo_class_key`]), in memory or
+///    in the matmul autotuner's cache file ([`super::autotune`]);
+/// 4. else both are measured now on zero-filled buffers of this shape (the work `usage` names,
+///    the first run untimed: lavapipe compiles there; then the best of three interleaved runs),
+///    and the faster is remembered. Neither is consistently faster on lavapipe (see the module
+///    docs), hence measuring rather than a rule.
+///
+/// Call it while building a plan: measuring submits and waits.
+pub fn choose_algo(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvAlgo> {
+    shape.validate()?;
+    let im2col_fits = || ConvScratch::with_algo(gpu, shape, ConvAlgo::Im2col).is_ok();
+    if let Some(name) = std::env::var("HEADSWAP_CONV").ok().filter(|v| !v.is_empty()) {
+        return match ConvAlgo::from_name(&name) {
+            Some(ConvAlgo::Im2col) if !im2col_fits() => Ok(ConvAlgo::Direct),
+            Some(a) => Ok(a),
+            None => Err(Error::invalid(format!("HEADSWAP_CONV={name} names no convolution algorithm (direct, im2col)"))),
+        };
+    }
+    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
+        return Ok(ConvAlgo::Direct);
+    }
+    let device = super::autotune::device_key(gpu);
+    let class = algo_class_key(shape, usage);
+    let recalled = || super::autotune::recall(&device, &class).and_then(|(name, _)| ConvAlgo::from_name(&name));
+    if let Some(a) = recalled() {
+        return Ok(a);
+    }
+    // its own lock: measuring im2col builds matmuls, which may take the matmul autotuner's
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(a) = recalled() {
+        return Ok(a);
+    }
+    let algo = if im2col_fits() { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct };
+    super::autotune::MEASUREMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    super::autotune::remember(&device, &class, algo.name());
+    Ok(algo)
+}
+
+/// Times both algorithms on `shape` doing what `usage` names; returns the faster.
+fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvAlgo> {
+    let started = std::time::Instant::now();
+    let t = |dims: &[usize]| super::autotune::scratch(gpu, dims);
+    let (x, w, b, y) = (t(&shape.x_shape())?, t(&shape.w_shape())?, t(&[shape.o])?, t(&shape.y_shape())?);
+    let (dx, dw, db) = (t(&shape.x_shape())?, t(&shape.w_shape())?, t(&[shape.o])?);
+    let mut candidates = Vec::new();
+    for algo in [ConvAlgo::Direct, ConvAlgo::Im2col] {
+        let scratch = ConvScratch::with_algo(gpu, shape, algo)?;
+        let mut d = conv2d_forward_dispatches(gpu, shape, &x, &w, Some(&b), Activation::Relu, &y, &scratch)?;
+        if let ConvUse::Train { dx: with_dx } = usage {
+            d.extend(conv2d_backward_dispatches(gpu, shape, &x, &w, &y, with_dx.then_some(&dx), &dw, Some(&db), &scratch)?);
+        }
+        candidates.push((algo, d, scratch, f64::INFINITY));
+    }
+    let run = |d: &[Dispatch]| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        gpu.run("conv_autotune", &d.iter().collect::<Vec<_>>())?;
+        gpu.sync()?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    for (_, d, _, _) in &candidates {
+        run(d)?; // untimed: compiles the pipelines
+    }
+    for _ in 0..3 {
+        for (_, d, _, best) in candidates.iter_mut() {
+            *best = best.min(run(d)?);
+        }
+    }
+    let (algo, _, _, _) = candidates.iter().min_by(|a, b| a.3.total_cmp(&b.3)).ok_or_else(|| Error::invalid("no convolution algorithm"))?;
+    let times: Vec<String> = candidates.iter().map(|(a, _, _, t)| format!("{} {:.2} ms", a.name(), 1e3 * t)).collect();
+    tracing::info!(class = %algo_class_key(shape, usage), times = %times.join(", "), chosen = algo.name(), ms = started.elapsed().as_millis() as u64, "conv autotune");
+    Ok(*algo)
 }
 
 /// Builds `y = act(conv(x, w) + b)`: x `[N, C, H, W]`, w `[O, C, KH, KW]`, b `[O]` (or none),

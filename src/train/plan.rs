@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::kernels::conv::{self, ConvScratch};
+use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{GatherRows, gather_rows_chunk};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
@@ -349,7 +349,9 @@ pub(crate) type ConvScratches = Vec<Option<ConvScratch>>;
 
 /// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
 /// `z[i]` first when the backward pass needs the pre-activation). Convolutions get their
-/// workspaces in `conv`, max pooling writes its argmax to `argmax[i]`.
+/// workspaces in `conv`, with the algorithm measured fastest for what the layer does (`lowest`:
+/// the lowest trainable layer of a training step, `None` for forward-only work); max pooling
+/// writes its argmax to `argmax[i]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
@@ -360,6 +362,7 @@ pub(crate) fn forward_dispatches(
     z: &[Option<Tensor>],
     a: &[Tensor],
     argmax: &[Option<Tensor>],
+    lowest: Option<usize>,
     conv: &mut ConvScratches,
     out: &mut Vec<Dispatch>,
 ) -> Result<()> {
@@ -380,7 +383,11 @@ pub(crate) fn forward_dispatches(
             }
             LayerSpec::Conv2d(c) => {
                 let shape = c.shape(rows);
-                let ws = ConvScratch::new(gpu, &shape)?;
+                let usage = match lowest {
+                    Some(lowest) if i >= lowest => ConvUse::Train { dx: i > lowest },
+                    _ => ConvUse::Forward,
+                };
+                let ws = ConvScratch::with_algo(gpu, &shape, conv::choose_algo(gpu, &shape, usage)?)?;
                 let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
                 out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, Some(&b), fused, &y4, &ws)?);
                 conv[i] = Some(ws);
@@ -447,7 +454,7 @@ impl ForwardPlan {
         let z = vec![None; layers.len()];
         let mut dispatches = Vec::new();
         let mut conv = Vec::new();
-        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &argmax, &mut conv, &mut dispatches)?;
+        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &argmax, None, &mut conv, &mut dispatches)?;
         let gathers = source_x.gathers(gpu, indices, &x)?;
         Ok(ForwardPlan { gathers, dispatches, _conv: conv, output: a[upto - 1].clone() })
     }
@@ -506,7 +513,11 @@ impl Plan {
         let z: Vec<Option<Tensor>> = s.z.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
         let argmax: Vec<Option<Tensor>> = s.argmax.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
         let mut conv = Vec::new();
-        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &argmax, &mut conv, &mut d)?;
+        let lowest = match p.mode {
+            Mode::Train { lowest } => Some(lowest),
+            Mode::Eval => None,
+        };
+        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &argmax, lowest, &mut conv, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
