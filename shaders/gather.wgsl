@@ -94,3 +94,59 @@ fn gather_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
         dst4[i * p.d + j] = out;
     }
 }
+
+// ---- gather_rows_pair4: a batch's inputs and targets in one launch ----------------------------
+// Both read the same batch positions of the same index buffer, so one launch does both: the
+// workgroups with x id < p.gx copy the input rows (vec4s), the others the target rows (u32).
+// Single-buffer sources only (base 0, last chunk).
+//   bindings: 0 pp (uniform), 1 src_x4 [n, dx] (r), 2 indices (r), 3 dst_x4 [b, dx] (rw),
+//             4 src_y [n, dy] (r), 5 dst_y [b, dy] (rw)
+struct PairParams {
+    n: u32,        // rows in both sources
+    dx: u32,       // vec4s per input row
+    b: u32,        // batch rows
+    offset: u32,   // first position in indices
+    total: u32,    // elements of indices
+    dy: u32,       // u32 per target row
+    gx: u32,       // workgroups along x that copy inputs
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> pp: PairParams;
+@group(0) @binding(4) var<storage, read> src_y: array<u32>;
+@group(0) @binding(5) var<storage, read_write> dst_y: array<u32>;
+
+// The source row of batch row i, GATHER_WRITE_MISSING for a bad index or position.
+fn pair_source_row(i: u32) -> u32 {
+    if pp.offset <= pp.total && i < pp.total - pp.offset {
+        let row = indices[pp.offset + i];
+        if row < pp.n { return row; }
+    }
+    return GATHER_WRITE_MISSING;
+}
+
+@compute @workgroup_size(64)
+fn gather_rows_pair4(@builtin(local_invocation_index) l: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let first = gather_first_row(wid, nwg);
+    let last = min(first + GATHER_ROWS_PER_GROUP, pp.b);
+    if wid.x < pp.gx {
+        let j = wid.x * 64u + l;
+        if j >= pp.dx { return; }
+        for (var i = first; i < last; i++) {
+            let r = pair_source_row(i);
+            var out = vec4<u32>(GATHER_MISSING);
+            if r != GATHER_WRITE_MISSING { out = src4[r * pp.dx + j]; }
+            dst4[i * pp.dx + j] = out;
+        }
+    } else {
+        let j = (wid.x - pp.gx) * 64u + l;
+        if j >= pp.dy { return; }
+        for (var i = first; i < last; i++) {
+            let r = pair_source_row(i);
+            var out = GATHER_MISSING;
+            if r != GATHER_WRITE_MISSING { out = src_y[r * pp.dy + j]; }
+            dst_y[i * pp.dy + j] = out;
+        }
+    }
+}

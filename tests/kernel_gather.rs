@@ -172,3 +172,43 @@ fn batches_of_more_rows_than_one_grid_dimension_holds() {
     gather::gather_rows(&gpu, &src, &indices, &dst).unwrap().run(&gpu).unwrap();
     assert_eq!(dst.download_u32(&gpu).unwrap(), gather_ref(&data, 1, &order, 0, n));
 }
+
+#[test]
+fn pairs_of_inputs_and_targets_in_one_launch() {
+    let gpu = gpu();
+    for (s, &(n, dx, dy, b)) in
+        [(1, 4, 1, 1), (7, 8, 3, 5), (33, 256, 4, 16), (127, 784, 7, 33), (70, 4, 65, 64), (300, 12, 1, 257)].iter().enumerate()
+    {
+        let seed = 500 + 10 * s as u64;
+        let xs = f32_rows_bits(seed, n * dx);
+        let ys: Vec<u32> = (0..(n * dy) as u32).map(|v| v.wrapping_mul(2_654_435_761) ^ 7).collect();
+        let src_x = upload_bits(&gpu, &[n, dx], &xs, true);
+        let src_y = Tensor::from_u32(&gpu, &[n, dy], &ys).unwrap();
+        // two epochs of indices, with an out-of-range one in the second
+        let mut order: Vec<u32> = shuffle(seed + 1, n).into_iter().chain(shuffle(seed + 2, n)).collect();
+        order[n + n / 2] = n as u32 + 3;
+        let indices = Tensor::from_u32(&gpu, &[order.len()], &order).unwrap();
+        let dst_x = poisoned(&gpu, &[b, dx]);
+        let dst_y = Tensor::from_u32(&gpu, &[b, dy], &vec![0xdead_beef; b * dy]).unwrap();
+        let g = gather::gather_rows_pair(&gpu, &src_x, &dst_x, &src_y, &dst_y, &indices).unwrap().expect("vec4 inputs pair up");
+        for offset in [0, n - b, n / 2 + 1, 2 * n - b] {
+            g.set_offset(&gpu, offset as u32).unwrap();
+            g.run(&gpu).unwrap();
+            let what = format!("pair n={n} dx={dx} dy={dy} b={b} offset={offset}");
+            assert_eq!(download_bits(&gpu, &dst_x, true), gather_ref(&xs, dx, &order, offset, b), "{what}: inputs");
+            assert_eq!(dst_y.download_u32(&gpu).unwrap(), gather_ref(&ys, dy, &order, offset, b), "{what}: targets");
+        }
+        assert!(g.set_offset(&gpu, (2 * n - b + 1) as u32).is_err(), "a batch past the end of the indices");
+    }
+    // inputs that are not whole vec4s take two gathers
+    let src_x = poisoned(&gpu, &[5, 3]);
+    let src_y = Tensor::from_u32(&gpu, &[5], &[0; 5]).unwrap();
+    let idx = Tensor::from_u32(&gpu, &[5], &[0, 1, 2, 3, 4]).unwrap();
+    let (dst_x, dst_y) = (poisoned(&gpu, &[2, 3]), Tensor::from_u32(&gpu, &[2], &[0; 2]).unwrap());
+    assert!(gather::gather_rows_pair(&gpu, &src_x, &dst_x, &src_y, &dst_y, &idx).unwrap().is_none());
+    // mismatched rows are an error
+    let short_y = Tensor::from_u32(&gpu, &[4], &[0; 4]).unwrap();
+    let src_x4 = poisoned(&gpu, &[5, 4]);
+    let dst_x4 = poisoned(&gpu, &[2, 4]);
+    assert!(gather::gather_rows_pair(&gpu, &src_x4, &dst_x4, &short_y, &dst_y, &idx).is_err());
+}

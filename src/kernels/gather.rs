@@ -22,6 +22,7 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 pub(crate) const GATHER_ROWS: Kernel = Kernel { family: Family::Gather, entry: "gather_rows", bindings: &[R, R, RW] };
 pub(crate) const GATHER_ROWS4: Kernel = Kernel { family: Family::Gather, entry: "gather_rows4", bindings: &[R, R, RW] };
+pub(crate) const GATHER_ROWS_PAIR4: Kernel = Kernel { family: Family::Gather, entry: "gather_rows_pair4", bindings: &[R, R, RW, R, RW] };
 
 /// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
 #[repr(C)]
@@ -37,12 +38,27 @@ pub(crate) struct GatherParams {
     pub _pad: u32,
 }
 
-/// A row gather `dst[i, ..] = src[indices[offset + i], ..]`, built once per (data set, batch
-/// buffer) and replayed every step with a new offset.
+/// Uniform block of `gather_rows_pair4` (`PairParams` in gather.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PairParams {
+    pub n: u32,
+    pub dx: u32,
+    pub b: u32,
+    pub offset: u32,
+    pub total: u32,
+    pub dy: u32,
+    pub gx: u32,
+    pub _pad: u32,
+}
+
+/// A row gather `dst[i, ..] = src[indices[offset + i], ..]` (or two, from [`gather_rows_pair`]),
+/// built once per (data set, batch buffer) and replayed every step with a new offset.
 #[derive(Debug)]
 pub struct GatherRows {
     dispatch: Dispatch,
-    params: GatherParams,
+    /// The uniform block as words: `offset` is word 3 and `total` word 4 in both layouts.
+    params: [u32; 8],
     rows: u32,
 }
 
@@ -62,15 +78,15 @@ impl GatherRows {
         Ok(())
     }
 
-    fn params_at(&self, offset: u32) -> Result<GatherParams> {
+    fn params_at(&self, offset: u32) -> Result<[u32; 8]> {
         let end = offset as u64 + self.rows as u64;
-        if end > self.params.total as u64 {
-            return Err(Error::invalid(format!(
-                "gather_rows: positions {offset}..{end} pass the end of the {} indices",
-                self.params.total
-            )));
+        let total = self.params[4];
+        if end > total as u64 {
+            return Err(Error::invalid(format!("gather_rows: positions {offset}..{end} pass the end of the {total} indices")));
         }
-        Ok(GatherParams { offset, ..self.params })
+        let mut p = self.params;
+        p[3] = offset;
+        Ok(p)
     }
 
     /// The launch, to record into a training step's pass.
@@ -132,7 +148,56 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
         _pad: 0,
     };
     let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(units, b))?;
-    Ok(GatherRows { dispatch, params, rows: b as u32 })
+    Ok(GatherRows { dispatch, params: bytemuck::cast(params), rows: b as u32 })
+}
+
+/// Builds one launch that gathers the same batch rows of two sources: inputs `src_x` `[n, dx]`
+/// into `dst_x` and targets `src_y` `[n, dy]` into `dst_y` (`dst_*[i] = src_*[indices[offset + i]]`),
+/// which saves a launch per training step. It needs inputs whose rows are whole vec4s (`dx` a
+/// multiple of 4, 16-byte aligned views) and sources in one buffer each; returns `None` otherwise
+/// (use two [`gather_rows`] then). Elements are copied as bits; an index ≥ n fills both rows with
+/// `0xFFFFFFFF`.
+pub fn gather_rows_pair(
+    gpu: &Gpu,
+    src_x: &Tensor,
+    dst_x: &Tensor,
+    src_y: &Tensor,
+    dst_y: &Tensor,
+    indices: &Tensor,
+) -> Result<Option<GatherRows>> {
+    let op = "gather_rows_pair";
+    for (src, dst) in [(src_x, dst_x), (src_y, dst_y)] {
+        ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
+            format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
+        })?;
+        ensure(src.shape()[1..] == dst.shape()[1..], op, || format!("src {:?} and dst {:?} rows differ", src.shape(), dst.shape()))?;
+        ensure(src.dtype() == dst.dtype(), op, || format!("src is {:?}, dst is {:?}", src.dtype(), dst.dtype()))?;
+        ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
+    }
+    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
+    })?;
+    let (n, b, total) = (src_x.shape()[0], dst_x.shape()[0], indices.len());
+    ensure(src_y.shape()[0] == n && dst_y.shape()[0] == b, op, || {
+        format!("inputs {:?} → {:?} and targets {:?} → {:?} differ in rows", src_x.shape(), dst_x.shape(), src_y.shape(), dst_y.shape())
+    })?;
+    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
+    let dx: usize = src_x.shape()[1..].iter().product();
+    let dy: usize = src_y.shape()[1..].iter().product();
+    let aligned = [src_x, dst_x].iter().all(|t| t.offset().is_multiple_of(16));
+    if dx == 0 || dy == 0 || !dx.is_multiple_of(4) || !aligned || dst_y.same_buffer(dst_x) {
+        return Ok(None);
+    }
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(src_x.len())?;
+    fits(src_y.len())?;
+    let gx = (dx / 4).div_ceil(64);
+    let params =
+        PairParams { n: fits(n)?, dx: fits(dx / 4)?, b: fits(b)?, offset: 0, total: fits(total)?, dy: fits(dy)?, gx: fits(gx)?, _pad: 0 };
+    let [_, y, z] = groups_2d(1, b);
+    let groups = [fits(gx + dy.div_ceil(64))?, y, z];
+    let dispatch = Dispatch::new(gpu, GATHER_ROWS_PAIR4, &[], bytemuck::bytes_of(&params), &[src_x, indices, dst_x, src_y, dst_y], groups)?;
+    Ok(Some(GatherRows { dispatch, params: bytemuck::cast(params), rows: b as u32 }))
 }
 
 /// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).
@@ -153,5 +218,6 @@ mod tests {
     fn params_match_wgsl_size() {
         assert_eq!(std::mem::size_of::<GatherParams>(), 32);
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER, "GatherParams"), std::mem::size_of::<GatherParams>());
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER, "PairParams"), std::mem::size_of::<PairParams>());
     }
 }

@@ -20,7 +20,7 @@ use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
-use crate::kernels::gather::{GatherRows, gather_rows_chunk};
+use crate::kernels::gather::{GatherRows, gather_rows_chunk, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
@@ -504,8 +504,19 @@ impl Plan {
         let l = layers.len();
         let x = rows_view(&s.x, rows)?;
         let y = rows_view(&s.y, rows)?;
-        let mut gathers = p.source_x.gathers(gpu, p.indices, &x)?;
-        gathers.extend(p.source_y.gathers(gpu, p.indices, &y)?);
+        // inputs and targets in one launch where the sources allow, else one gather per chunk
+        let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
+            ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, &x, sy, &y, p.indices)?,
+            _ => None,
+        };
+        let gathers = match pair {
+            Some(g) => vec![g],
+            None => {
+                let mut g = p.source_x.gathers(gpu, p.indices, &x)?;
+                g.extend(p.source_y.gathers(gpu, p.indices, &y)?);
+                g
+            }
+        };
         let mut d = Vec::new();
         // forward
         let a: Vec<Tensor> =
