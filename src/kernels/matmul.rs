@@ -7,7 +7,7 @@
 //! adapter, remembered in memory and in a cache file); [`matmul_dispatch_variant`] names one.
 
 use super::autotune;
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Family, Kernel, R, RW, ensure, vec4_view};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
@@ -182,18 +182,6 @@ fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -
     Ok(Problem { m, n, k: ka, t })
 }
 
-/// A 16-byte buffer to bind where a block variant's vec4 view of an operand would be smaller than
-/// one vec4 (the kernel then reads that operand element by element and never touches this).
-fn stand_in(gpu: &Gpu) -> Result<Tensor> {
-    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("matmul_vec4_stand_in"),
-        size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
-    Tensor::from_buffer(buffer, 0, &[4])
-}
-
 /// The launch of `variant` for a checked problem.
 pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p: Problem, epi: Epilogue<'_>) -> Result<Dispatch> {
     let (ta, tb) = p.t.flags();
@@ -216,8 +204,7 @@ pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p
         }
         Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 | Variant::Tall32x4 | Variant::Wide4x32 => {
             constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]);
-            let a4 = if a.len() >= 4 { a.clone() } else { stand_in(gpu)? };
-            let b4 = if b.len() >= 4 { b.clone() } else { stand_in(gpu)? };
+            let (a4, b4) = (vec4_view(gpu, a)?, vec4_view(gpu, b)?);
             Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4], groups)
         }
         Variant::Tile64 => Dispatch::new(gpu, TILE64, &constants, params, &[a, b, bias, c], groups),

@@ -99,6 +99,21 @@ pub struct Kernel {
 pub(crate) const R: Access = Access::Read;
 pub(crate) const RW: Access = Access::ReadWrite;
 
+/// `t` to bind a second time as an array of vec4s, or, where `t` holds fewer than 4 elements
+/// (less than one vec4, which a binding must hold), a 16-byte stand-in the kernel never touches.
+pub(crate) fn vec4_view(gpu: &crate::gpu::Gpu, t: &crate::gpu::Tensor) -> crate::Result<crate::gpu::Tensor> {
+    if t.len() >= 4 {
+        return Ok(t.clone());
+    }
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("vec4_stand_in"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    crate::gpu::Tensor::from_buffer(buffer, 0, &[4])
+}
+
 /// Shape check helper: `Err(Shape)` naming `op` unless `cond`.
 pub(crate) fn ensure(cond: bool, op: &str, msg: impl FnOnce() -> String) -> crate::Result<()> {
     if cond { Ok(()) } else { Err(crate::Error::shape(format!("{op}: {}", msg()))) }
