@@ -15,6 +15,8 @@
 //!   Baseline: the same model, batch, loss and optimizer trained by a plain CPU implementation
 //!   built on `gemm` (every core for the matrix products), in the same run. Each workload also
 //!   gets a [`profile_step`]: the step's time next to the sum of its kernels' times.
+//! * **C1** — the demo's CNN on its 16×16 shape images: pretraining, head-only fine-tuning on
+//!   cached trunk features, full fine-tuning (no CPU baseline: the CPU trainer is an MLP).
 //!
 //! [`run`] returns a [`BenchReport`]: a table through `Display`, JSON through
 //! [`BenchReport::to_json`]. With `HEADSWAP_BENCH_SMOKE=1` in the environment (or

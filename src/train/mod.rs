@@ -1,10 +1,11 @@
 //! Training passes: pretrain, fine-tune under a freeze policy, evaluate.
 //!
-//! A step is recorded into one command encoder and one compute pass and submitted once:
-//! gather → forward → loss → metrics → backward → optimizer. Pipelines and bind groups are built
-//! once per run (see [`plan`]); per step only the batch offset and the learning rate are written
-//! into existing uniform buffers. Loss and metrics accumulate in GPU buffers and are read back
-//! once per epoch.
+//! A step is recorded into one compute pass: gather → forward → loss → metrics → backward →
+//! optimizer; [`TrainConfig::steps_per_submission`] steps share one command encoder and one queue
+//! submission. Pipelines and bind groups are built once per run (see [`plan`]); per step only the
+//! batch offset, the learning rate and the step number change, staged for all the submission's
+//! steps in one upload and copied into the launches' uniform buffers in front of each step's
+//! pass. Loss and metrics accumulate in GPU buffers and are read back once per epoch.
 
 pub mod plan;
 pub mod profile;
