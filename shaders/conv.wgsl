@@ -440,29 +440,34 @@ fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     argmax_out[i] = arg;
 }
 
-// dx[n, c, j] = Σ over the windows containing j whose argmax is j of dy (a gather).
-@compute @workgroup_size(64)
+// dx[n, c, j] = Σ over the windows containing j whose argmax is j of dy (a gather). Grid: x, y =
+// the input pixel (8 × 8 per workgroup), z = the (image, channel) plane, looping past 65,535
+// planes: no per-element division to recover the coordinates (slow where a CPU runs the shader).
+@compute @workgroup_size(8, 8)
 fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
+    let ix = gid.x;
+    let iy = gid.y;
+    if ix >= p.w || iy >= p.h { return; }
     let hw = p.h * p.w;
-    let j = i % hw;
-    let nc = i / hw;
-    let ty = taps(j / p.w + p.ph, p.sh, p.kh, p.oh);
-    let tx = taps(j % p.w + p.pw, p.sw, p.kw, p.ow);
-    let base = nc * p.oh * p.ow;
-    var g = 0.0;
-    var oy = ty.o0;
-    for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
-        var ox = tx.o0;
-        for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
-            let k = base + oy * p.ow + ox;
-            if argmax_in[k] == j { g += in1[k]; }
-            ox -= 1u;
+    let planes = p.total / hw;
+    let j = iy * p.w + ix;
+    let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
+    let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
+    for (var nc = gid.z; nc < planes; nc += nwg.z) {
+        let base = nc * p.oh * p.ow;
+        var g = 0.0;
+        var oy = ty.o0;
+        for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+            var ox = tx.o0;
+            for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+                let k = base + oy * p.ow + ox;
+                if argmax_in[k] == j { g += in1[k]; }
+                ox -= 1u;
+            }
+            oy -= 1u;
         }
-        oy -= 1u;
+        out3[nc * hw + j] = g;
     }
-    out3[i] = g;
 }
 
 @compute @workgroup_size(64)

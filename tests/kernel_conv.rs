@@ -359,6 +359,9 @@ fn pool_sweep() -> Vec<Pool2dShape> {
         }
     }
     v.push(Pool2dShape { n: 2, c: 2, h: 13, w: 11, kh: 3, kw: 2, sh: 2, sw: 3, ph: 1, pw: 0 });
+    // more (image, channel) planes than one grid dimension holds (65,535): the max-pool
+    // gradient's planes loop past it
+    v.push(Pool2dShape::new(16_400, 4, 3, 3, 2, 2, 1));
     v
 }
 

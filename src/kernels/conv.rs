@@ -909,7 +909,9 @@ pub fn max_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor,
     shape.ensure_gather_budget(op)?;
     let total = dx.len();
     let p = shape.params(total);
-    Dispatch::new(gpu, MAX_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, argmax, dx], groups_1d(total, WG))
+    let planes = (shape.n * shape.c).clamp(1, 65535) as u32;
+    let groups = [shape.w.div_ceil(8) as u32, shape.h.div_ceil(8) as u32, planes];
+    Dispatch::new(gpu, MAX_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, argmax, dx], groups)
 }
 
 /// The max-pool gradient, run at once.
