@@ -374,6 +374,34 @@ fn head_confusion(x: f32, y: f32) -> vec4<u32> {
     return vec4<u32>(u32(predicted && actual), u32(predicted && !actual), u32(!predicted && !actual), u32(!predicted && actual));
 }
 
+// One invocation's running sums over entries of one label.
+struct HeadSums {
+    loss: f32,
+    db: f32,
+    counts: vec4<u32>,  // TP, FP, TN, FN
+}
+
+// Entry e = (i, j): writes its scaled gradient and adds it to the sums.
+fn head_bce_add(e: u32, j: u32, scale: f32, sums: ptr<function, HeadSums>) {
+    let lg = bce_entry(e, j);
+    (*sums).loss += lg.x;
+    (*sums).db += lg.y * scale;
+    hb_dlogits[e] = lg.y * scale;
+    let y = label_targets[e];
+    if !loss_is_nan(y) {
+        (*sums).counts += head_confusion(logits[e], y);
+    }
+}
+
+// Adds label j's counts to the epoch's counters.
+fn head_add_counts(j: u32, c: vec4<u32>) {
+    let o = 4u * j;
+    hb_counts[o] = hb_counts[o] + c.x;
+    hb_counts[o + 1u] = hb_counts[o + 1u] + c.y;
+    hb_counts[o + 2u] = hb_counts[o + 2u] + c.z;
+    hb_counts[o + 3u] = hb_counts[o + 3u] + c.w;
+}
+
 @compute @workgroup_size(HEAD_WG)
 fn head_bce(@builtin(local_invocation_index) t: u32) {
     let m = hp.rows;
@@ -400,45 +428,25 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
         // `per` invocations share label j, each taking every per-th row; partials reduced below
         let per = HEAD_WG / k;
         let j = t / per;
-        var db = 0.0;
-        var counts = vec4<u32>();
+        var sums = HeadSums();
         if j < k {
             for (var i = t % per; i < m; i += per) {
-                let e = i * k + j;
-                let lg = bce_entry(e, j);
-                loss += lg.x;
-                db += lg.y * scale;
-                hb_dlogits[e] = lg.y * scale;
-                let y = label_targets[e];
-                if !loss_is_nan(y) {
-                    counts += head_confusion(logits[e], y);
-                }
+                head_bce_add(i * k + j, j, scale, &sums);
             }
         }
-        head_g[t] = db;
-        head_u[t] = counts;
+        loss = sums.loss;
+        head_g[t] = sums.db;
+        head_u[t] = sums.counts;
     } else {
         // more labels than invocations: each takes whole labels j = t, t + 64, ...
         for (var j = t; j < k; j += HEAD_WG) {
-            var db = 0.0;
-            var counts = vec4<u32>();
+            var sums = HeadSums();
             for (var i = 0u; i < m; i++) {
-                let e = i * k + j;
-                let lg = bce_entry(e, j);
-                loss += lg.x;
-                db += lg.y * scale;
-                hb_dlogits[e] = lg.y * scale;
-                let y = label_targets[e];
-                if !loss_is_nan(y) {
-                    counts += head_confusion(logits[e], y);
-                }
+                head_bce_add(i * k + j, j, scale, &sums);
             }
-            if HAS_DB { hb_db[j] = db; }
-            let o = 4u * j;
-            hb_counts[o] = hb_counts[o] + counts.x;
-            hb_counts[o + 1u] = hb_counts[o + 1u] + counts.y;
-            hb_counts[o + 2u] = hb_counts[o + 2u] + counts.z;
-            hb_counts[o + 3u] = hb_counts[o + 3u] + counts.w;
+            loss += sums.loss;
+            if HAS_DB { hb_db[j] = sums.db; }
+            head_add_counts(j, sums.counts);
         }
     }
     head_f[t] = loss;
@@ -455,10 +463,6 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
             counts += head_u[q];
         }
         if HAS_DB { hb_db[t] = db; }
-        let o = 4u * t;
-        hb_counts[o] = hb_counts[o] + counts.x;
-        hb_counts[o + 1u] = hb_counts[o + 1u] + counts.y;
-        hb_counts[o + 2u] = hb_counts[o + 2u] + counts.z;
-        hb_counts[o + 3u] = hb_counts[o + 3u] + counts.w;
+        head_add_counts(t, counts);
     }
 }

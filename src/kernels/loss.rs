@@ -71,6 +71,19 @@ fn check_outputs(op: &str, logits: &Tensor, loss_rows: &Tensor, dlogits: &Tensor
     Ok((m, cols))
 }
 
+/// BCE targets like the logits, and per-label weights of length `k`.
+fn check_bce_inputs(op: &str, logits: &Tensor, targets: &Tensor, opts: &BceOptions, k: usize) -> Result<()> {
+    ensure_dtype(targets, DType::F32, op, "targets")?;
+    ensure(targets.shape() == logits.shape(), op, || format!("targets are {:?}, logits {:?}", targets.shape(), logits.shape()))?;
+    for (t, name) in [(&opts.pos_weight, "pos_weight"), (&opts.label_weight, "label_weight")] {
+        if let Some(t) = t {
+            ensure_dtype(t, DType::F32, op, name)?;
+            ensure(t.len() == k, op, || format!("{name} has {} elements, logits {:?} have {k} labels", t.len(), logits.shape()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Builds softmax cross-entropy with integer class targets: for logits `[m, c]` and u32
 /// `targets` `[m]`, `loss_rows[i] = (logsumexp(x_i) − x_i[t_i]) / m` (their sum is the batch mean
 /// loss) and `dlogits = (softmax(x) − onehot(t)) / m`. Stable for any finite logits (the row max
@@ -113,14 +126,7 @@ pub fn bce_logits_dispatches(
 ) -> Result<Vec<Dispatch>> {
     let op = "bce_logits";
     let (m, k) = check_outputs(op, logits, loss_rows, dlogits)?;
-    ensure_dtype(targets, DType::F32, op, "targets")?;
-    ensure(targets.shape() == logits.shape(), op, || format!("targets are {:?}, logits {:?}", targets.shape(), logits.shape()))?;
-    for (t, name) in [(&opts.pos_weight, "pos_weight"), (&opts.label_weight, "label_weight")] {
-        if let Some(t) = t {
-            ensure_dtype(t, DType::F32, op, name)?;
-            ensure(t.len() == k, op, || format!("{name} has {} elements, logits {:?} have {k} labels", t.len(), logits.shape()))?;
-        }
-    }
+    check_bce_inputs(op, logits, targets, opts, k)?;
     ensure_loop_budget(op, k + 1, || format!("a row of {k} labels"))?;
     // the count pass: 256 invocations unrolled by 4, then an 8-level tree
     ensure_loop_budget(op, logits.len().div_ceil(256).div_ceil(4) + 4 + 9, || format!("logits {:?}", logits.shape()))?;
@@ -258,14 +264,7 @@ pub fn head_bce_dispatch(
     ensure(logits.shape().len() == 2, op, || format!("logits must be 2-D [m, labels], they are {:?}", logits.shape()))?;
     let (m, k) = (logits.shape()[0], logits.shape()[1]);
     ensure_dtype(logits, DType::F32, op, "logits")?;
-    ensure_dtype(targets, DType::F32, op, "targets")?;
-    ensure(targets.shape() == logits.shape(), op, || format!("targets are {:?}, logits {:?}", targets.shape(), logits.shape()))?;
-    for (t, name) in [(&opts.pos_weight, "pos_weight"), (&opts.label_weight, "label_weight")] {
-        if let Some(t) = t {
-            ensure_dtype(t, DType::F32, op, name)?;
-            ensure(t.len() == k, op, || format!("{name} has {} elements, logits {:?} have {k} labels", t.len(), logits.shape()))?;
-        }
-    }
+    check_bce_inputs(op, logits, targets, opts, k)?;
     check_head_outputs(op, m, k, out, 4 * k)?;
     if !(threshold > 0.0 && threshold < 1.0) {
         return Err(crate::error::Error::invalid(format!("{op}: the probability threshold must be in (0, 1), got {threshold}")));
