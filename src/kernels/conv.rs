@@ -341,7 +341,7 @@ impl ConvScratch {
         let (oh, ow) = shape.out_hw();
         let plane = oh * ow;
         let patch = shape.patch_len();
-        ensure(plane <= IM2COL_MAX_ROWS, "conv2d im2col", || {
+        ensure(im2col_fits(shape), "conv2d im2col", || {
             format!("one image has {plane} output pixels, more than the {IM2COL_MAX_ROWS} of one chunk; use ConvAlgo::Direct")
         })?;
         let by_rows = IM2COL_MAX_ROWS / plane;
@@ -435,6 +435,12 @@ pub fn algo_class_key(shape: &Conv2dShape, usage: ConvUse) -> String {
     format!("conv n{} c{} {}x{} o{} k{}x{} s{}x{} p{}x{} {u}", bucket(s.n), s.c, s.h, s.w, s.o, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw)
 }
 
+/// Whether im2col can run `shape`: one image's output pixels fit one chunk of columns.
+fn im2col_fits(shape: &Conv2dShape) -> bool {
+    let (oh, ow) = shape.out_hw();
+    oh * ow <= IM2COL_MAX_ROWS
+}
+
 /// Which algorithm a convolution of `shape` used as `usage` runs on this device:
 /// 1. `HEADSWAP_CONV=direct|im2col` forces one (im2col falls back to direct where an image has
 ///    too many output pixels for its chunks);
@@ -449,10 +455,9 @@ pub fn algo_class_key(shape: &Conv2dShape, usage: ConvUse) -> String {
 /// Call it while building a plan: measuring submits and waits.
 pub fn choose_algo(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvAlgo> {
     shape.validate()?;
-    let im2col_fits = || ConvScratch::with_algo(gpu, shape, ConvAlgo::Im2col).is_ok();
     if let Some(name) = std::env::var("HEADSWAP_CONV").ok().filter(|v| !v.is_empty()) {
         return match ConvAlgo::from_name(&name) {
-            Some(ConvAlgo::Im2col) if !im2col_fits() => Ok(ConvAlgo::Direct),
+            Some(ConvAlgo::Im2col) if !im2col_fits(shape) => Ok(ConvAlgo::Direct),
             Some(a) => Ok(a),
             None => Err(Error::invalid(format!("HEADSWAP_CONV={name} names no convolution algorithm (direct, im2col)"))),
         };
@@ -472,7 +477,7 @@ pub fn choose_algo(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<Con
     if let Some(a) = recalled() {
         return Ok(a);
     }
-    let algo = if im2col_fits() { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct };
+    let algo = if im2col_fits(shape) { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct };
     super::autotune::MEASUREMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     super::autotune::remember(&device, &class, algo.name());
     Ok(algo)

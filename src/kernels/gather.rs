@@ -105,6 +105,25 @@ impl GatherRows {
     }
 }
 
+/// Checks one gather's operands: `src` `[n, ...]` and `dst` `[b, ...]` with the same rows and
+/// dtype, u32 `indices` with at least `b` entries, `dst` apart from both. Returns (n, b, d).
+fn check_rows(op: &str, src: &Tensor, dst: &Tensor, indices: &Tensor) -> Result<(usize, usize, usize)> {
+    ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
+        format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
+    })?;
+    ensure(src.shape()[1..] == dst.shape()[1..], op, || format!("src {:?} and dst {:?} rows differ", src.shape(), dst.shape()))?;
+    ensure(src.dtype() == dst.dtype(), op, || format!("src is {:?}, dst is {:?}", src.dtype(), dst.dtype()))?;
+    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
+    })?;
+    let (n, b, total) = (src.shape()[0], dst.shape()[0], indices.len());
+    let d: usize = src.shape()[1..].iter().product();
+    ensure(d >= 1, op, || format!("src {:?} has empty rows", src.shape()))?;
+    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
+    ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
+    Ok((n, b, d))
+}
+
 /// Builds `dst[i, ..] = src[indices[offset + i], ..]` for the `b` rows of `dst`, starting at
 /// offset 0. `src` is `[n, ...]` (f32 or u32; `[n]` for one label per row), `dst` is `[b, ...]`
 /// with the same trailing dimensions and dtype, `indices` is u32 `[total]` with `b ≤ total`.
@@ -119,19 +138,8 @@ pub fn gather_rows(gpu: &Gpu, src: &Tensor, indices: &Tensor, dst: &Tensor) -> R
 /// marks indices past the end with `0xFFFFFFFF`. Launch one per chunk, in any order.
 pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
     let op = "gather_rows";
-    ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
-        format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
-    })?;
-    ensure(src.shape()[1..] == dst.shape()[1..], op, || format!("src {:?} and dst {:?} rows differ", src.shape(), dst.shape()))?;
-    ensure(src.dtype() == dst.dtype(), op, || format!("src is {:?}, dst is {:?}", src.dtype(), dst.dtype()))?;
-    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
-        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
-    })?;
-    let (n, b, total) = (src.shape()[0], dst.shape()[0], indices.len());
-    let d: usize = src.shape()[1..].iter().product();
-    ensure(d >= 1, op, || format!("src {:?} has empty rows", src.shape()))?;
-    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
-    ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
+    let (n, b, d) = check_rows(op, src, dst, indices)?;
+    let total = indices.len();
     let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
     fits(src.len())?; // row · d stays below src.len() in the kernel's u32 arithmetic
     // whole vec4s per row, 16-byte aligned: copy four elements per invocation
@@ -166,26 +174,14 @@ pub fn gather_rows_pair(
     indices: &Tensor,
 ) -> Result<Option<GatherRows>> {
     let op = "gather_rows_pair";
-    for (src, dst) in [(src_x, dst_x), (src_y, dst_y)] {
-        ensure(!src.shape().is_empty() && !dst.shape().is_empty(), op, || {
-            format!("src {:?} and dst {:?} need a row dimension", src.shape(), dst.shape())
-        })?;
-        ensure(src.shape()[1..] == dst.shape()[1..], op, || format!("src {:?} and dst {:?} rows differ", src.shape(), dst.shape()))?;
-        ensure(src.dtype() == dst.dtype(), op, || format!("src is {:?}, dst is {:?}", src.dtype(), dst.dtype()))?;
-        ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
-    }
-    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
-        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
-    })?;
-    let (n, b, total) = (src_x.shape()[0], dst_x.shape()[0], indices.len());
-    ensure(src_y.shape()[0] == n && dst_y.shape()[0] == b, op, || {
+    let (n, b, dx) = check_rows(op, src_x, dst_x, indices)?;
+    let (ny, by, dy) = check_rows(op, src_y, dst_y, indices)?;
+    ensure(ny == n && by == b, op, || {
         format!("inputs {:?} → {:?} and targets {:?} → {:?} differ in rows", src_x.shape(), dst_x.shape(), src_y.shape(), dst_y.shape())
     })?;
-    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
-    let dx: usize = src_x.shape()[1..].iter().product();
-    let dy: usize = src_y.shape()[1..].iter().product();
+    let total = indices.len();
     let aligned = [src_x, dst_x].iter().all(|t| t.offset().is_multiple_of(16));
-    if dx == 0 || dy == 0 || !dx.is_multiple_of(4) || !aligned || dst_y.same_buffer(dst_x) {
+    if !dx.is_multiple_of(4) || !aligned || dst_y.same_buffer(dst_x) {
         return Ok(None);
     }
     let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
