@@ -385,43 +385,18 @@ impl Trainer {
         };
         let train = DeviceData::upload(&gpu, &train_data)?;
         let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
-        let t = net.trunk.len();
-        let cached = cfg.cache_features && lowest >= t && t > 0;
-        let first = if cached { t } else { 0 };
-        let bce = bce_tensors(&gpu, &cfg.bce, net)?;
-
-        // Frozen-trunk features: computed once, resident for the whole run.
-        let train_x = if cached { trunk_features(&gpu, net, &train, cfg.batch_size)? } else { train.x.clone() };
+        let sb = StepBuffers::new(&gpu, net, &train, &cfg, lowest)?;
+        let StepBuffers { first, cached, b, .. } = sb;
         let val_x = match (&val, cached) {
             (Some(v), true) => Some(trunk_features(&gpu, net, v, cfg.batch_size)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
-
-        let b = cfg.batch_size.min(train.n);
-        let mode = Mode::Train { lowest };
-        let scratch = Scratch::new(&gpu, net, first, b, mode, &train)?;
-        let grads = Grads::new(&gpu, net, lowest)?;
-        let acc = Accumulators::new(&gpu, net.head_kind, net.output_dim())?;
-        let indices = Tensor::alloc(&gpu, &[train.n], DType::U32, "batch_indices")?;
-        let inputs = PlanInputs {
-            net,
-            mode,
-            first,
-            source_x: &train_x,
-            source_y: &train.y,
-            indices: &indices,
-            scratch: &scratch,
-            grads: Some(&grads),
-            acc: &acc,
-            bce: &cfg.bce,
-            bce_tensors: &bce,
-            threshold: cfg.threshold,
-        };
+        let inputs = sb.inputs(net, &train, &cfg);
         let full = Plan::build(&gpu, &inputs, b)?;
         let rem = train.n % b;
         let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
-        let groups = self.optimizer_groups(net, &grads, lowest, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        let groups = self.optimizer_groups(net, &sb.grads, lowest, trunk_lr_mult, cfg.early_stopping.is_some())?;
         if let Some(r) = resume {
             let shapes: Vec<usize> = groups.iter().flat_map(|g| g.state.iter().map(|t| t.len())).collect();
             let given: Vec<usize> = r.optimizer_state.iter().map(|v| v.len()).collect();
@@ -435,17 +410,17 @@ impl Trainer {
             }
         }
         let evaluator = match (&val, &val_x) {
-            (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &bce)?),
+            (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
         };
         // What this run allocated for itself, counted from its own tensors (a process-wide counter
         // would also see other work on the same device).
-        let mut owned: Vec<&Tensor> = vec![&indices];
+        let mut owned: Vec<&Tensor> = vec![&sb.indices];
         owned.extend(train.tensors());
-        owned.extend(train_x.tensors());
-        owned.extend(scratch.tensors());
-        owned.extend(grads.tensors());
-        owned.extend(acc.tensors());
+        owned.extend(sb.train_x.tensors());
+        owned.extend(sb.scratch.tensors());
+        owned.extend(sb.grads.tensors());
+        owned.extend(sb.acc.tensors());
         owned.extend(groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())));
         if let Some(v) = &val {
             owned.extend(v.tensors());
@@ -475,8 +450,8 @@ impl Trainer {
             let _e = tracing::info_span!("epoch", epoch).entered();
             let t0 = Instant::now();
             let order: Vec<u32> = if cfg.shuffle { self.rng.permutation(train.n) } else { (0..train.n as u32).collect() };
-            indices.write_u32(&gpu, &order)?;
-            acc.reset(&gpu)?;
+            sb.indices.write_u32(&gpu, &order)?;
+            sb.acc.reset(&gpu)?;
             let mut lr = cfg.optimizer.lr();
             let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
             let mut first_step = 0;
@@ -520,7 +495,7 @@ impl Trainer {
                 first_step = steps.end;
             }
             gpu.check("training step")?;
-            let train_metrics = read_metrics(&gpu, &acc, net.head_kind, net.output_dim(), steps_per_epoch)?;
+            let train_metrics = read_metrics(&gpu, &sb.acc, net.head_kind, net.output_dim(), steps_per_epoch)?;
             let validation = evaluator.as_ref().map(|e| e.run(&gpu, net.head_kind, net.output_dim())).transpose()?;
             let seconds = t0.elapsed().as_secs_f64();
             tracing::info!(epoch, loss = train_metrics.loss, score = train_metrics.score(), seconds, "epoch done");
@@ -647,6 +622,60 @@ fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
             "the data has several labels per example but the head is a softmax classifier; swap the head for Head::labels",
         )),
+    }
+}
+
+/// The buffers a run's step plans read, built one way for [`Trainer`] and for
+/// [`profile::profile_step`], which must time the step the trainer runs.
+pub(crate) struct StepBuffers {
+    /// The first layer a step computes: the trunk's depth when training on cached features.
+    pub first: usize,
+    pub cached: bool,
+    /// The full batch.
+    pub b: usize,
+    pub mode: Mode,
+    /// The step's inputs: the data, or the frozen trunk's features computed once.
+    pub train_x: Rows,
+    pub bce: (Option<Tensor>, Option<Tensor>),
+    pub scratch: Scratch,
+    pub grads: Grads,
+    pub acc: Accumulators,
+    /// The epoch's shuffled order, read by the gathers.
+    pub indices: Tensor,
+}
+
+impl StepBuffers {
+    pub fn new(gpu: &Gpu, net: &Network, train: &DeviceData, cfg: &TrainConfig, lowest: usize) -> Result<StepBuffers> {
+        let t = net.trunk.len();
+        let cached = cfg.cache_features && lowest >= t && t > 0;
+        let first = if cached { t } else { 0 };
+        let bce = bce_tensors(gpu, &cfg.bce, net)?;
+        // Frozen-trunk features: computed once, resident for the whole run.
+        let train_x = if cached { trunk_features(gpu, net, train, cfg.batch_size)? } else { train.x.clone() };
+        let b = cfg.batch_size.min(train.n);
+        let mode = Mode::Train { lowest };
+        let scratch = Scratch::new(gpu, net, first, b, mode, train)?;
+        let grads = Grads::new(gpu, net, lowest)?;
+        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
+        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices })
+    }
+
+    pub fn inputs<'a>(&'a self, net: &'a Network, train: &'a DeviceData, cfg: &'a TrainConfig) -> PlanInputs<'a> {
+        PlanInputs {
+            net,
+            mode: self.mode,
+            first: self.first,
+            source_x: &self.train_x,
+            source_y: &train.y,
+            indices: &self.indices,
+            scratch: &self.scratch,
+            grads: Some(&self.grads),
+            acc: &self.acc,
+            bce: &cfg.bce,
+            bce_tensors: &self.bce,
+            threshold: cfg.threshold,
+        }
     }
 }
 

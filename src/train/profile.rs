@@ -23,12 +23,11 @@
 //!
 //! Profiling runs real training steps: the network's trainable parameters change.
 
-use super::plan::{Accumulators, Grads, Mode, Plan, PlanInputs, Scratch};
-use super::{DeviceData, Freeze, Trainer, bce_tensors, check_fits, trunk_features};
+use super::plan::Plan;
+use super::{DeviceData, Freeze, StepBuffers, Trainer, check_fits};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::gpu::tensor::DType;
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu};
 use crate::nn::Network;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -149,35 +148,13 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
 
     // The same setup as Trainer::run, without validation.
     let train = DeviceData::upload(&gpu, data)?;
-    let t = net.trunk.len();
-    let cached = cfg.cache_features && lowest >= t && t > 0;
-    let first = if cached { t } else { 0 };
-    let bce = bce_tensors(&gpu, &cfg.bce, net)?;
-    let train_x = if cached { trunk_features(&gpu, net, &train, cfg.batch_size)? } else { train.x.clone() };
-    let b = cfg.batch_size.min(train.n);
-    let mode = Mode::Train { lowest };
-    let scratch = Scratch::new(&gpu, net, first, b, mode, &train)?;
-    let grads = Grads::new(&gpu, net, lowest)?;
-    let acc = Accumulators::new(&gpu, net.head_kind, net.output_dim())?;
-    acc.reset(&gpu)?;
-    let indices = Tensor::alloc(&gpu, &[train.n], DType::U32, "batch_indices")?;
-    indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
-    let inputs = PlanInputs {
-        net,
-        mode,
-        first,
-        source_x: &train_x,
-        source_y: &train.y,
-        indices: &indices,
-        scratch: &scratch,
-        grads: Some(&grads),
-        acc: &acc,
-        bce: &cfg.bce,
-        bce_tensors: &bce,
-        threshold: cfg.threshold,
-    };
+    let sb = StepBuffers::new(&gpu, net, &train, cfg, lowest)?;
+    let b = sb.b;
+    sb.acc.reset(&gpu)?;
+    sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
+    let inputs = sb.inputs(net, &train, cfg);
     let plan = Plan::build(&gpu, &inputs, b)?;
-    let groups = trainer.optimizer_groups(net, &grads, lowest, lr_mult, false)?;
+    let groups = trainer.optimizer_groups(net, &sb.grads, lowest, lr_mult, false)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
