@@ -65,7 +65,7 @@ pub fn measurements() -> u64 {
     MEASUREMENTS.load(Ordering::Relaxed)
 }
 
-pub(crate) static MEASUREMENTS: AtomicU64 = AtomicU64::new(0);
+static MEASUREMENTS: AtomicU64 = AtomicU64::new(0);
 
 /// Choices per adapter key, then class key; an adapter is present once its cache file entry was read.
 type Choices = HashMap<String, HashMap<String, String>>;
@@ -129,19 +129,38 @@ pub fn choose(gpu: &Gpu, p: Problem, epi: Epilogue<'_>) -> Result<Choice> {
     if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") || p.m == 0 || p.n == 0 || p.k == 0 {
         return Ok(Choice { variant: static_default(gpu, &p), source: Source::Static });
     }
-    let adapter = device_key(gpu);
     let class = class_key(&p);
-    let usable = |c: &Choice| c.variant.fits(gpu, p.m, p.n);
-    if let Some(c) = remembered(&adapter, &class).filter(usable) {
-        return Ok(c);
+    let usable = |name: &str| Variant::from_name(name).is_some_and(|v| v.fits(gpu, p.m, p.n));
+    let (name, source) = recall_or_measure(gpu, &class, &MEASURING, usable, || Ok(measure(gpu, p, epi, &class)?.name()))?;
+    let variant = Variant::from_name(&name).unwrap_or_else(|| static_default(gpu, &p));
+    Ok(Choice { variant, source })
+}
+
+/// The name remembered for `class` on `gpu` (its [`device_key`]) that `usable` accepts, from
+/// memory or the cache file; else `measure`'s, counted in [`measurements`] and remembered. A
+/// double-checked lookup: `lock` (one per kind of choice) is held while measuring, so two threads
+/// do not measure the same class, and the second finds the first's answer. The matmul's and the
+/// convolution's choices ([`crate::kernels::conv::choose_algo`]) both go through it.
+pub(crate) fn recall_or_measure(
+    gpu: &Gpu,
+    class: &str,
+    lock: &Mutex<()>,
+    usable: impl Fn(&str) -> bool,
+    measure: impl FnOnce() -> Result<&'static str>,
+) -> Result<(String, Source)> {
+    let device = device_key(gpu);
+    let recalled = || recall(&device, class).filter(|(name, _)| usable(name));
+    if let Some(found) = recalled() {
+        return Ok(found);
     }
-    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = remembered(&adapter, &class).filter(usable) {
-        return Ok(c); // another thread measured it while we waited
+    let _measuring = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = recalled() {
+        return Ok(found); // another thread measured it while we waited
     }
-    let variant = measure(gpu, p, epi, &class)?;
-    remember(&adapter, &class, variant.name());
-    Ok(Choice { variant, source: Source::Measured })
+    let name = measure()?;
+    MEASUREMENTS.fetch_add(1, Ordering::Relaxed);
+    remember(&device, class, name);
+    Ok((name.to_string(), Source::Measured))
 }
 
 /// `HEADSWAP_MATMUL`, if it names a variant (an unknown name is reported once and ignored).
@@ -158,16 +177,9 @@ fn forced() -> Option<Variant> {
     v
 }
 
-/// A matmul choice from memory, or from the cache file the first time this adapter is seen.
-fn remembered(adapter: &str, class: &str) -> Option<Choice> {
-    let (name, source) = recall(adapter, class)?;
-    Some(Choice { variant: Variant::from_name(&name)?, source })
-}
-
 /// The name chosen for `class` on `adapter` (a device key), from memory, or from the cache file
-/// the first time this adapter is seen; shared with the convolution's choice
-/// ([`crate::kernels::conv::choose_algo`]), whose classes start with `conv`.
-pub(crate) fn recall(adapter: &str, class: &str) -> Option<(String, Source)> {
+/// the first time this adapter is seen.
+fn recall(adapter: &str, class: &str) -> Option<(String, Source)> {
     let mut st = state();
     let source = if st.contains_key(adapter) {
         Source::Memory
@@ -180,7 +192,7 @@ pub(crate) fn recall(adapter: &str, class: &str) -> Option<(String, Source)> {
 }
 
 /// Remembers a measured choice in memory and in the cache file.
-pub(crate) fn remember(adapter: &str, class: &str, name: &str) {
+fn remember(adapter: &str, class: &str, name: &str) {
     state().entry(adapter.to_string()).or_default().insert(class.to_string(), name.to_string());
     save(adapter, class, name);
 }
@@ -312,7 +324,6 @@ fn measure(gpu: &Gpu, p: Problem, epi: Epilogue<'_>, class: &str) -> Result<Vari
         let fastest = candidates.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
         candidates.retain(|c| c.2.is_finite() && (round > 0 || c.2 <= 3.0 * fastest));
     }
-    MEASUREMENTS.fetch_add(1, Ordering::Relaxed);
     let Some(&(v, _, _)) = candidates.iter().min_by(|x, y| x.2.total_cmp(&y.2)) else {
         tracing::warn!(class, "matmul autotune: no candidate ran; using the static default");
         return Ok(static_default(gpu, &p));

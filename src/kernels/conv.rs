@@ -465,22 +465,13 @@ pub fn choose_algo(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<Con
     if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
         return Ok(ConvAlgo::Direct);
     }
-    let device = super::autotune::device_key(gpu);
-    let class = algo_class_key(shape, usage);
-    let recalled = || super::autotune::recall(&device, &class).and_then(|(name, _)| ConvAlgo::from_name(&name));
-    if let Some(a) = recalled() {
-        return Ok(a);
-    }
     // its own lock: measuring im2col builds matmuls, which may take the matmul autotuner's
     static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(a) = recalled() {
-        return Ok(a);
-    }
-    let algo = if im2col_fits(shape) { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct };
-    super::autotune::MEASUREMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    super::autotune::remember(&device, &class, algo.name());
-    Ok(algo)
+    let class = algo_class_key(shape, usage);
+    let usable = |name: &str| ConvAlgo::from_name(name).is_some();
+    let measure = || Ok(if im2col_fits(shape) { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct }.name());
+    let (name, _) = super::autotune::recall_or_measure(gpu, &class, &MEASURING, usable, measure)?;
+    Ok(ConvAlgo::from_name(&name).unwrap_or_default())
 }
 
 /// Times both algorithms on `shape` doing what `usage` names; returns the faster.
