@@ -266,17 +266,18 @@ pub fn head_bce_dispatch(
     ensure_dtype(logits, DType::F32, op, "logits")?;
     check_bce_inputs(op, logits, targets, opts, k)?;
     check_head_outputs(op, m, k, out, 4 * k)?;
-    if !(threshold > 0.0 && threshold < 1.0) {
-        return Err(crate::error::Error::invalid(format!("{op}: the probability threshold must be in (0, 1), got {threshold}")));
-    }
     let mean_labelled = opts.reduction == BceReduction::MeanLabelled;
     let scale = match opts.reduction {
         BceReduction::SumLabelsMeanExamples => 1.0 / m.max(1) as f64,
         BceReduction::MeanAll => 1.0 / (m * k).max(1) as f64,
         BceReduction::MeanLabelled => 1.0, // counted in the kernel
     };
-    let t = threshold as f64;
-    let p = HeadParams { rows: m as u32, cols: k as u32, scale: scale as f32, logit_threshold: (t / (1.0 - t)).ln() as f32 };
+    let p = HeadParams {
+        rows: m as u32,
+        cols: k as u32,
+        scale: scale as f32,
+        logit_threshold: super::metrics::logit_threshold(op, threshold)?,
+    };
     let consts = [
         ("HAS_POS_WEIGHT", opts.pos_weight.is_some() as u32 as f64),
         ("HAS_LABEL_WEIGHT", opts.label_weight.is_some() as u32 as f64),

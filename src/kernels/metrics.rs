@@ -83,13 +83,23 @@ pub fn label_confusion_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, th
     ensure(counts.dtype() == DType::U32 && counts.len() == 4 * k, op, || {
         format!("counts must be u32 [{k}, 4] (TP, FP, TN, FN), are {:?} {:?}", counts.dtype(), counts.shape())
     })?;
+    let p = ConfusionParams {
+        m: to_u32(op, "rows", m)?,
+        k: to_u32(op, "labels", k)?,
+        logit_threshold: logit_threshold(op, threshold)?,
+        _pad: 0,
+    };
+    Dispatch::new(gpu, LABEL_CONFUSION, &[], bytemuck::bytes_of(&p), &[logits, targets, counts], groups_1d(k, 64))
+}
+
+/// The logit at which `sigmoid(logit) = threshold` (computed in f64), so kernels compare logits
+/// instead of computing probabilities; `threshold` must be in (0, 1).
+pub(crate) fn logit_threshold(op: &str, threshold: f32) -> Result<f32> {
     if !(threshold > 0.0 && threshold < 1.0) {
         return Err(Error::invalid(format!("{op}: the probability threshold must be in (0, 1), got {threshold}")));
     }
     let t = threshold as f64;
-    let p =
-        ConfusionParams { m: to_u32(op, "rows", m)?, k: to_u32(op, "labels", k)?, logit_threshold: (t / (1.0 - t)).ln() as f32, _pad: 0 };
-    Dispatch::new(gpu, LABEL_CONFUSION, &[], bytemuck::bytes_of(&p), &[logits, targets, counts], groups_1d(k, 64))
+    Ok((t / (1.0 - t)).ln() as f32)
 }
 
 /// [`label_confusion_dispatch`], run at once.
