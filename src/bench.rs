@@ -26,7 +26,6 @@
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::kernels::Activation;
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::nn::{Head, Network};
 use crate::reference;
@@ -785,7 +784,7 @@ fn bench_c1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let ts = TrainScale::of(scale);
     let a = crate::data::synthetic::shapes_task_a(ts.c1_a_n, 16, seed ^ 0xc1a);
     let b = crate::data::synthetic::scenes_task_b(ts.c1_b_n, 16, seed ^ 0xc1b);
-    let trunk = crate::demo::cnn_trunk(&a.input_shape, &[8, 16], &[64], Activation::Relu)?;
+    let trunk = crate::demo::DemoConfig::default().cnn_trunk(&a.input_shape)?;
     let classes = a.num_outputs();
     let k = b.num_outputs();
     let describe = trunk.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");

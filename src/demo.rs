@@ -63,6 +63,14 @@ impl Default for DemoConfig {
     }
 }
 
+impl DemoConfig {
+    /// The demo's convolutional trunk for inputs of `input_shape`: [`cnn_trunk`] with this
+    /// config's channels and its last hidden width as the one dense layer.
+    pub fn cnn_trunk(&self, input_shape: &[usize]) -> Result<Vec<crate::nn::LayerSpec>> {
+        cnn_trunk(input_shape, &self.channels, &self.hidden[self.hidden.len().saturating_sub(1)..], Activation::Relu)
+    }
+}
+
 /// One task-B result.
 #[derive(Debug, Clone)]
 pub struct DemoRow {
@@ -220,9 +228,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
                 .map(|w| crate::nn::LayerSpec::Dense(crate::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: Activation::Relu }))
                 .collect()
         }
-        Trunk::Cnn => {
-            cnn_trunk(&t.a_train.input_shape, &cfg.channels, &cfg.hidden[cfg.hidden.len().saturating_sub(1)..], Activation::Relu)?
-        }
+        Trunk::Cnn => cfg.cnn_trunk(&t.a_train.input_shape)?,
     };
     let trunk_text = trunk_layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
     let new_net = |head: Head, seed: u64| Network::from_specs(gpu, t.a_train.d, trunk_layers.clone(), Default::default(), head, seed);
