@@ -195,10 +195,9 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @group(0) @binding(6) var<storage, read_write> bce_loss_rows: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bce_dlogits: array<f32>;
 
-// (loss, dloss/dx) of entry e = (i, j), unscaled; (0, 0) for an unknown (NaN) target.
-fn bce_entry(e: u32, j: u32) -> vec2<f32> {
-    let x = logits[e];
-    let y = label_targets[e];
+// (loss, dloss/dx) of logit x with target y in label j, unscaled; (0, 0) for an unknown (NaN)
+// target. Takes values, not positions: the fused linear head computes its logits in registers.
+fn bce_entry(x: f32, y: f32, j: u32) -> vec2<f32> {
     var pw = 1.0;
     if HAS_POS_WEIGHT { pw = pos_weight[j]; }
     var w = 1.0;
@@ -224,7 +223,7 @@ fn bce_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let base = i * k;
     var row = 0.0;
     for (var j = 0u; j < k; j++) {
-        let lg = bce_entry(base + j, j);
+        let lg = bce_entry(logits[base + j], label_targets[base + j], j);
         row += lg.x;
         bce_dlogits[base + j] = lg.y * scale;
     }
@@ -289,7 +288,11 @@ struct HeadParams {
     rows: u32,             // m
     cols: u32,             // c classes or k labels
     scale: f32,            // the normaliser's reciprocal, unless MEAN_LABELLED
+    offset: u32,           // linear_head_bce: the batch's first position in hl_indices (set per step)
+    total: u32,            // linear_head_bce: positions in hl_indices
     logit_threshold: f32,  // head_bce: predicted positive when logit ≥ ln(t / (1 − t))
+    d: u32,                // linear_head_bce: features per row
+    n: u32,                // linear_head_bce: rows of hl_features and label_targets
 }
 
 override HAS_DB: bool = false;
@@ -381,15 +384,14 @@ struct HeadSums {
     counts: vec4<u32>,  // TP, FP, TN, FN
 }
 
-// Entry e = (i, j): writes its scaled gradient and adds it to the sums.
-fn head_bce_add(e: u32, j: u32, scale: f32, sums: ptr<function, HeadSums>) {
-    let lg = bce_entry(e, j);
+// Entry e = (i, j) with logit x and target y: writes its scaled gradient, adds it to the sums.
+fn head_bce_add(e: u32, x: f32, y: f32, j: u32, scale: f32, sums: ptr<function, HeadSums>) {
+    let lg = bce_entry(x, y, j);
     (*sums).loss += lg.x;
     (*sums).db += lg.y * scale;
     hb_dlogits[e] = lg.y * scale;
-    let y = label_targets[e];
     if !loss_is_nan(y) {
-        (*sums).counts += head_confusion(logits[e], y);
+        (*sums).counts += head_confusion(x, y);
     }
 }
 
@@ -402,53 +404,26 @@ fn head_add_counts(j: u32, c: vec4<u32>) {
     hb_counts[o + 3u] = hb_counts[o + 3u] + c.w;
 }
 
-@compute @workgroup_size(HEAD_WG)
-fn head_bce(@builtin(local_invocation_index) t: u32) {
-    let m = hp.rows;
+// MEAN_LABELLED: 1 / (the batch's known targets, at least 1), from each invocation's count.
+fn head_labelled_scale(t: u32, known: u32) -> f32 {
+    head_u[t] = vec4<u32>(known, 0u, 0u, 0u);
+    workgroupBarrier();
+    for (var stride = HEAD_WG / 2u; stride > 0u; stride = stride / 2u) {
+        if t < stride {
+            head_u[t].x = head_u[t].x + head_u[t + stride].x;
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / f32(max(head_u[0].x, 1u));
+    workgroupBarrier();
+    return scale;
+}
+
+// The end of head_bce / linear_head_bce: adds the batch loss (each invocation's `loss`, unscaled)
+// to the accumulator and, for k ≤ 64, reduces the `per` partials of each label (left in head_g
+// and head_u) into its bias gradient and counts.
+fn head_bce_finish(t: u32, loss: f32, scale: f32) {
     let k = hp.cols;
-    var scale = hp.scale;
-    if MEAN_LABELLED {
-        var known = 0u;
-        for (var e = t; e < m * k; e += HEAD_WG) {
-            known += select(1u, 0u, loss_is_nan(label_targets[e]));
-        }
-        head_u[t] = vec4<u32>(known, 0u, 0u, 0u);
-        workgroupBarrier();
-        for (var stride = HEAD_WG / 2u; stride > 0u; stride = stride / 2u) {
-            if t < stride {
-                head_u[t].x = head_u[t].x + head_u[t + stride].x;
-            }
-            workgroupBarrier();
-        }
-        scale = 1.0 / f32(max(head_u[0].x, 1u));
-        workgroupBarrier();
-    }
-    var loss = 0.0;
-    if k <= HEAD_WG {
-        // `per` invocations share label j, each taking every per-th row; partials reduced below
-        let per = HEAD_WG / k;
-        let j = t / per;
-        var sums = HeadSums();
-        if j < k {
-            for (var i = t % per; i < m; i += per) {
-                head_bce_add(i * k + j, j, scale, &sums);
-            }
-        }
-        loss = sums.loss;
-        head_g[t] = sums.db;
-        head_u[t] = sums.counts;
-    } else {
-        // more labels than invocations: each takes whole labels j = t, t + 64, ...
-        for (var j = t; j < k; j += HEAD_WG) {
-            var sums = HeadSums();
-            for (var i = 0u; i < m; i++) {
-                head_bce_add(i * k + j, j, scale, &sums);
-            }
-            loss += sums.loss;
-            if HAS_DB { hb_db[j] = sums.db; }
-            head_add_counts(j, sums.counts);
-        }
-    }
     head_f[t] = loss;
     head_reduce_f(t);
     if t == 0u {
@@ -464,5 +439,173 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
         }
         if HAS_DB { hb_db[t] = db; }
         head_add_counts(t, counts);
+    }
+}
+
+@compute @workgroup_size(HEAD_WG)
+fn head_bce(@builtin(local_invocation_index) t: u32) {
+    let m = hp.rows;
+    let k = hp.cols;
+    var scale = hp.scale;
+    if MEAN_LABELLED {
+        var known = 0u;
+        for (var e = t; e < m * k; e += HEAD_WG) {
+            known += select(1u, 0u, loss_is_nan(label_targets[e]));
+        }
+        scale = head_labelled_scale(t, known);
+    }
+    var loss = 0.0;
+    if k <= HEAD_WG {
+        // `per` invocations share label j, each taking every per-th row; partials reduced after
+        let per = HEAD_WG / k;
+        let j = t / per;
+        var sums = HeadSums();
+        if j < k {
+            for (var i = t % per; i < m; i += per) {
+                let e = i * k + j;
+                head_bce_add(e, logits[e], label_targets[e], j, scale, &sums);
+            }
+        }
+        loss = sums.loss;
+        head_g[t] = sums.db;
+        head_u[t] = sums.counts;
+    } else {
+        // more labels than invocations: each takes whole labels j = t, t + 64, ...
+        for (var j = t; j < k; j += HEAD_WG) {
+            var sums = HeadSums();
+            for (var i = 0u; i < m; i++) {
+                let e = i * k + j;
+                head_bce_add(e, logits[e], label_targets[e], j, scale, &sums);
+            }
+            loss += sums.loss;
+            if HAS_DB { hb_db[j] = sums.db; }
+            head_add_counts(j, sums.counts);
+        }
+    }
+    head_bce_finish(t, loss, scale);
+}
+
+// ---------------------------------------------------------------- fused linear head step
+// linear_head_bce: ONE workgroup of 64 does a whole small-batch training step of a single dense
+// output layer (identity activation, BCE) that reads cached trunk features, in place of five
+// launches (gather the batch, logits matmul, head_bce, dW matmul): with r_i = hl_indices[offset + i],
+//   logit_ij = Σ_c feat[r_i, c]·W[j, c] + b_j        (in registers, where the entry is consumed)
+//   the loss gradient into hb_dlogits, the loss, the metric counts and db, as head_bce does with
+//   the targets read at row r_i (no batch copy)
+//   dW[j, c] = Σ_i dlogits_ij · feat[r_i, c]          (after a storage barrier)
+// On a CPU adapter those five launches cost more than their arithmetic (each wakes the driver's
+// threads); the launcher (src/kernels/loss.rs) bounds m·k·d, and the trainer measures this kernel
+// against the separate ones per device and shape before using it. An index ≥ n reads nothing: its
+// row counts as unlabelled (zero loss, gradient and counts). Sums run in a fixed order.
+//   bindings: 0 hp (uniform), 1 hl_features [n, d] (r), 2 label_targets [n, k] (r),
+//             3 pos_weight [k] (r), 4 label_weight [k] (r), 5 hb_dlogits [m, k] (rw),
+//             6 hb_loss_acc [1] (rw), 7 hb_counts u32 [k, 4] (rw), 8 hb_db [k] (rw),
+//             9 hl_indices u32 [total] (r), 10 hl_weight [k, d] (r), 11 hl_bias [k] (r),
+//             12 hl_dweight [k, d] (rw)
+// Overrides: HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED (HAS_DB is set: db is always written).
+
+@group(0) @binding(1) var<storage, read> hl_features: array<f32>;
+@group(0) @binding(9) var<storage, read> hl_indices: array<u32>;
+@group(0) @binding(10) var<storage, read> hl_weight: array<f32>;
+@group(0) @binding(11) var<storage, read> hl_bias: array<f32>;
+@group(0) @binding(12) var<storage, read_write> hl_dweight: array<f32>;
+
+// The data row of batch row i (≥ n: none).
+fn hl_row(i: u32) -> u32 {
+    return hl_indices[hp.offset + i];
+}
+
+// (logit, target) of label j at data row r; a NaN target (unknown) when there is no such row.
+fn hl_entry(r: u32, j: u32) -> vec2<f32> {
+    if r >= hp.n {
+        return vec2<f32>(loss_nan(r), loss_nan(j));
+    }
+    let d = hp.d;
+    let xb = r * d;
+    let wb = j * d;
+    // four partial sums: independent FMA chains
+    var s = vec4<f32>();
+    var c = 0u;
+    for (; c + 4u <= d; c += 4u) {
+        s += vec4<f32>(hl_features[xb + c], hl_features[xb + c + 1u], hl_features[xb + c + 2u], hl_features[xb + c + 3u])
+            * vec4<f32>(hl_weight[wb + c], hl_weight[wb + c + 1u], hl_weight[wb + c + 2u], hl_weight[wb + c + 3u]);
+    }
+    for (; c < d; c++) {
+        s.x += hl_features[xb + c] * hl_weight[wb + c];
+    }
+    let x = (s.x + s.y) + (s.z + s.w) + hl_bias[j];
+    return vec2<f32>(x, label_targets[r * hp.cols + j]);
+}
+
+@compute @workgroup_size(HEAD_WG)
+fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
+    let m = hp.rows;
+    let k = hp.cols;
+    let n = hp.n;
+    var scale = hp.scale;
+    if MEAN_LABELLED {
+        var known = 0u;
+        for (var i = t; i < m; i += HEAD_WG) {
+            let r = hl_row(i);
+            if r < n {
+                for (var j = 0u; j < k; j++) {
+                    known += select(1u, 0u, loss_is_nan(label_targets[r * k + j]));
+                }
+            }
+        }
+        scale = head_labelled_scale(t, known);
+    }
+    var loss = 0.0;
+    if k <= HEAD_WG {
+        let per = HEAD_WG / k;
+        let j = t / per;
+        var sums = HeadSums();
+        if j < k {
+            for (var i = t % per; i < m; i += per) {
+                let xy = hl_entry(hl_row(i), j);
+                head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
+            }
+        }
+        loss = sums.loss;
+        head_g[t] = sums.db;
+        head_u[t] = sums.counts;
+    } else {
+        for (var j = t; j < k; j += HEAD_WG) {
+            var sums = HeadSums();
+            for (var i = 0u; i < m; i++) {
+                let xy = hl_entry(hl_row(i), j);
+                head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
+            }
+            loss += sums.loss;
+            hb_db[j] = sums.db;
+            head_add_counts(j, sums.counts);
+        }
+    }
+    head_bce_finish(t, loss, scale);
+    // dW: every entry's gradient is written before any is read
+    storageBarrier();
+    let d = hp.d;
+    // four labels at a time: one feature load feeds four sums
+    for (var j0 = 0u; j0 < k; j0 += 4u) {
+        for (var c = t; c < d; c += HEAD_WG) {
+            var s = vec4<f32>();
+            for (var i = 0u; i < m; i++) {
+                let r = hl_row(i);
+                if r < n {
+                    let e = i * k + j0;
+                    let g = vec4<f32>(
+                        hb_dlogits[e],
+                        select(0.0, hb_dlogits[min(e + 1u, e + k - j0 - 1u)], j0 + 1u < k),
+                        select(0.0, hb_dlogits[min(e + 2u, e + k - j0 - 1u)], j0 + 2u < k),
+                        select(0.0, hb_dlogits[min(e + 3u, e + k - j0 - 1u)], j0 + 3u < k),
+                    );
+                    s += g * hl_features[r * d + c];
+                }
+            }
+            hl_dweight[j0 * d + c] = s.x;
+            if j0 + 1u < k { hl_dweight[(j0 + 1u) * d + c] = s.y; }
+            if j0 + 2u < k { hl_dweight[(j0 + 2u) * d + c] = s.z; }
+            if j0 + 3u < k { hl_dweight[(j0 + 3u) * d + c] = s.w; }
+        }
     }
 }

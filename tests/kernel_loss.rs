@@ -722,3 +722,234 @@ fn head_kernels_refuse_large_batches_and_bad_shapes() {
     let out = loss::HeadOutputs { dlogits: &small, loss_acc: &acc, counts: &wrong_counts, db: Some(&bad_db) };
     assert!(loss::head_softmax_dispatch(&gpu, &small, &targets, &rows, &out).is_err(), "softmax counts/db shapes");
 }
+
+// ---------------------------------------------------------------- fused linear head step
+
+/// A linear head step case: data set `feat` `[n, d]` and `targets` `[n, k]`, the batch
+/// `indices[offset .. offset + m]` (entries ≥ n allowed), the layer `w` `[k, d]`, `b` `[k]`.
+struct LinearCase {
+    m: usize,
+    k: usize,
+    d: usize,
+    n: usize,
+    offset: usize,
+    indices: Vec<u32>,
+    feat: Vec<f32>,
+    targets: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl LinearCase {
+    fn new(seed: u64, m: usize, k: usize, d: usize, n: usize, offset: usize, bad_index: bool) -> LinearCase {
+        let mut r = Rng::new(seed);
+        let mut indices: Vec<u32> = (0..offset + m + 3).map(|_| r.below(n as u64) as u32).collect();
+        if bad_index {
+            indices[offset + m / 2] = (n + 5) as u32;
+        }
+        // logits in about ±6, a few at ±100 (a large weight on one row's features)
+        let feat = rand_range(seed + 1, n * d, -1.0, 1.0);
+        let scale = (3.0 / d as f64).sqrt();
+        let mut w = rand_range(seed + 2, k * d, -scale, scale);
+        if k > 2 {
+            w[d..2 * d].iter_mut().for_each(|v| *v *= 60.0);
+        }
+        let b = rand_range(seed + 3, k, -1.0, 1.0);
+        let targets = rand_labels(seed + 4, n * k, seed % 2 == 1, 0.25);
+        LinearCase { m, k, d, n, offset, indices, feat, targets, w, b }
+    }
+
+    /// The batch's rows (`None`: an index past the data set).
+    fn rows(&self) -> Vec<Option<usize>> {
+        self.indices[self.offset..self.offset + self.m]
+            .iter()
+            .map(|&r| (r as usize) < self.n)
+            .zip(&self.indices[self.offset..])
+            .map(|(ok, &r)| ok.then_some(r as usize))
+            .collect()
+    }
+
+    /// float64 logits `[m, k]` and batch targets (NaN for a missing row).
+    fn reference_batch(&self) -> (Vec<f64>, Vec<f64>) {
+        let (k, d) = (self.k, self.d);
+        let mut logits = Vec::new();
+        let mut targets = Vec::new();
+        for row in self.rows() {
+            for j in 0..k {
+                match row {
+                    Some(r) => {
+                        let dot: f64 = (0..d).map(|c| self.feat[r * d + c] as f64 * self.w[j * d + c] as f64).sum();
+                        logits.push(dot + self.b[j] as f64);
+                        targets.push(self.targets[r * k + j] as f64);
+                    }
+                    None => {
+                        logits.push(0.0);
+                        targets.push(f64::NAN);
+                    }
+                }
+            }
+        }
+        (logits, targets)
+    }
+}
+
+/// Runs the fused step; returns (dlogits, loss_acc, counts, db, dW).
+fn run_linear_head(
+    gpu: &Gpu,
+    c: &LinearCase,
+    opts: &BceOptions,
+    threshold: f32,
+    prior: &[u32],
+) -> (Vec<f32>, f32, Vec<u32>, Vec<f32>, Vec<f32>) {
+    let (m, k, d, n) = (c.m, c.k, c.d, c.n);
+    let feat = upload(gpu, &[n, d], &c.feat);
+    let targets = upload(gpu, &[n, k], &c.targets);
+    let indices = Tensor::from_u32(gpu, &[c.indices.len()], &c.indices).unwrap();
+    let (w, b, dw) = (upload(gpu, &[k, d], &c.w), upload(gpu, &[k], &c.b), poisoned(gpu, &[k, d]));
+    let dlogits = poisoned(gpu, &[m, k]);
+    let loss_acc = upload(gpu, &[1], &[1.5]);
+    let counts = Tensor::from_u32(gpu, &[k, 4], prior).unwrap();
+    let db = poisoned(gpu, &[k]);
+    let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &loss_acc, counts: &counts, db: Some(&db) };
+    let head = loss::LinearHead { features: &feat, indices: &indices, weight: &w, bias: &b, dweight: &dw };
+    let step = loss::linear_head_bce_dispatch(gpu, &head, &targets, opts, threshold, &out).unwrap();
+    step.set_offset(gpu, c.offset as u32).unwrap();
+    step.run(gpu).unwrap();
+    (
+        dlogits.download(gpu).unwrap(),
+        loss_acc.download(gpu).unwrap()[0],
+        counts.download_u32(gpu).unwrap(),
+        db.download(gpu).unwrap(),
+        dw.download(gpu).unwrap(),
+    )
+}
+
+#[test]
+fn linear_head_bce_matches_gather_matmul_and_loss_references() {
+    let gpu = gpu();
+    // (m, k, d, n): k ≤ 64 and > 64, d not a multiple of 4 or of 64, T2's 128 × 256 → 4
+    let shapes = [
+        (1, 1, 1, 1),
+        (7, 3, 33, 20),
+        (33, 4, 256, 100),
+        (128, 4, 256, 300),
+        (127, 7, 5, 130),
+        (50, 64, 7, 60),
+        (9, 65, 3, 30),
+        (5, 130, 17, 9),
+        (2, 1, 127, 3),
+    ];
+    for (s, &(m, k, d, n)) in shapes.iter().enumerate() {
+        let seed = 7000 + 10 * s as u64;
+        let case = LinearCase::new(seed, m, k, d, n, s % 3, s % 2 == 1);
+        let (el_logits, e_targets) = case.reference_batch();
+        let pos = rand_range(seed + 5, k, 0.5, 3.0);
+        let weight = rand_range(seed + 6, k, 0.2, 2.0);
+        for (r, &reduction) in REDUCTIONS.iter().enumerate() {
+            let (pw, lw) = match (s + r) % 3 {
+                0 => (None, None),
+                1 => (Some(pos.clone()), None),
+                _ => (Some(pos.clone()), Some(weight.clone())),
+            };
+            let opts = BceOptions {
+                pos_weight: pw.as_ref().map(|p| upload(&gpu, &[k], p)),
+                label_weight: lw.as_ref().map(|p| upload(&gpu, &[k], p)),
+                reduction,
+            };
+            let threshold = if r == 1 { 0.7 } else { 0.5 };
+            let prior = prior_counts(seed + r as u64, 4 * k);
+            let (g, acc, counts, db, dw) = run_linear_head(&gpu, &case, &opts, threshold, &prior);
+            let (el, eg) = reference::loss::bce_logits(
+                &el_logits,
+                &e_targets,
+                m,
+                k,
+                pw.map(|p| to_f64(&p)).as_deref(),
+                lw.map(|p| to_f64(&p)).as_deref(),
+                reduction,
+            );
+            let desc = format!("linear_head_bce m={m} k={k} d={d} {reduction:?}");
+            let labelled = e_targets.iter().filter(|y| !y.is_nan()).count();
+            let scale = 3.0 * 2.0 / reference::loss::bce_normaliser(reduction, m, k, labelled);
+            // logits carry f32 rounding of a d-term dot product (≈ 1e-7·√d relative)
+            let tol = Tolerance { rel: 1e-4, abs: 1e-6 * scale };
+            assert_close(&format!("{desc} dlogits"), &g, &eg, tol);
+            let batch: f64 = el.iter().sum();
+            assert_close(&format!("{desc} loss_acc"), &[acc], &[1.5 + batch], Tolerance { rel: 1e-4, abs: 1e-6 * scale * (m * k) as f64 });
+            let edb = reference::reduce::col_sum(&eg, m, k);
+            assert_close(&format!("{desc} db"), &db, &edb, Tolerance { rel: 1e-4, abs: 1e-6 * scale * m as f64 });
+            // dW[j, c] = Σ_i dlogits_ij · feat[r_i, c] over the rows that exist
+            let mut edw = vec![0.0; k * d];
+            for (i, row) in case.rows().iter().enumerate() {
+                let Some(row) = row else { continue };
+                for j in 0..k {
+                    for c in 0..d {
+                        edw[j * d + c] += eg[i * k + j] * case.feat[row * d + c] as f64;
+                    }
+                }
+            }
+            assert_close(&format!("{desc} dW"), &dw, &edw, Tolerance { rel: 1e-4, abs: 1e-6 * scale * m as f64 });
+            // counts, unless a logit sits within rounding of the threshold
+            let t_logit = (threshold as f64 / (1.0 - threshold as f64)).ln();
+            let ambiguous = el_logits.iter().zip(&e_targets).any(|(x, y)| !y.is_nan() && (x - t_logit).abs() < 1e-3);
+            if !ambiguous {
+                let ec = reference::metrics::label_confusion(&el_logits, &e_targets, m, k, threshold as f64);
+                let expected: Vec<u32> = prior.iter().zip(&ec).map(|(a, b)| a + b).collect();
+                assert_eq!(counts, expected, "{desc} counts");
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_head_bce_is_deterministic_and_reads_each_steps_offset() {
+    let gpu = gpu();
+    let case = LinearCase::new(7100, 16, 4, 40, 64, 0, false);
+    let opts = BceOptions::default();
+    let prior = vec![0; 16];
+    let first = run_linear_head(&gpu, &case, &opts, 0.5, &prior);
+    let again = run_linear_head(&gpu, &case, &opts, 0.5, &prior);
+    assert_eq!(bits(&first.4), bits(&again.4), "repeat runs give the same dW bits");
+    assert_eq!(first.1.to_bits(), again.1.to_bits(), "and the same loss");
+    // another offset reads other rows
+    let moved = LinearCase { offset: 2, ..LinearCase::new(7100, 16, 4, 40, 64, 0, false) };
+    let other = run_linear_head(&gpu, &moved, &opts, 0.5, &prior);
+    let (el_logits, e_targets) = moved.reference_batch();
+    let (_, eg) = reference::loss::bce_logits(&el_logits, &e_targets, 16, 4, None, None, BceReduction::SumLabelsMeanExamples);
+    assert_close("offset 2 dlogits", &other.0, &eg, Tolerance { rel: 1e-4, abs: 1e-7 });
+}
+
+#[test]
+fn linear_head_bce_refuses_bad_shapes_and_large_steps() {
+    let gpu = gpu();
+    let (m, k, d, n) = (8, 3, 10, 20);
+    let feat = poisoned(&gpu, &[n, d]);
+    let targets = poisoned(&gpu, &[n, k]);
+    let indices = Tensor::from_u32(&gpu, &[m], &[0; 8]).unwrap();
+    let (w, b, dw) = (poisoned(&gpu, &[k, d]), poisoned(&gpu, &[k]), poisoned(&gpu, &[k, d]));
+    let dlogits = poisoned(&gpu, &[m, k]);
+    let acc = poisoned(&gpu, &[1]);
+    let counts = Tensor::from_u32(&gpu, &[k, 4], &[0; 12]).unwrap();
+    let db = poisoned(&gpu, &[k]);
+    let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &acc, counts: &counts, db: Some(&db) };
+    let head = loss::LinearHead { features: &feat, indices: &indices, weight: &w, bias: &b, dweight: &dw };
+    let opts = BceOptions::default();
+    assert!(loss::linear_head_bce_dispatch(&gpu, &head, &targets, &opts, 0.5, &out).is_ok());
+    let bad_w = poisoned(&gpu, &[k, d + 1]);
+    assert!(
+        loss::linear_head_bce_dispatch(&gpu, &loss::LinearHead { weight: &bad_w, ..head }, &targets, &opts, 0.5, &out).is_err(),
+        "weight shape"
+    );
+    let bad_t = poisoned(&gpu, &[n, k + 1]);
+    assert!(loss::linear_head_bce_dispatch(&gpu, &head, &bad_t, &opts, 0.5, &out).is_err(), "targets shape");
+    let short = Tensor::from_u32(&gpu, &[m - 1], &[0; 7]).unwrap();
+    assert!(
+        loss::linear_head_bce_dispatch(&gpu, &loss::LinearHead { indices: &short, ..head }, &targets, &opts, 0.5, &out).is_err(),
+        "too few indices"
+    );
+    let no_db = loss::HeadOutputs { db: None, ..out };
+    assert!(loss::linear_head_bce_dispatch(&gpu, &head, &targets, &opts, 0.5, &no_db).is_err(), "db is required");
+    let step = loss::linear_head_bce_dispatch(&gpu, &head, &targets, &opts, 0.5, &out).unwrap();
+    assert!(step.set_offset(&gpu, 1).is_err(), "an offset past the indices");
+    assert!(!loss::fits_linear_head(128, 4, loss::LINEAR_HEAD_MAX_MACS / 512 + 1));
+}

@@ -52,17 +52,28 @@ pub(crate) struct PairParams {
     pub _pad: u32,
 }
 
-/// A row gather `dst[i, ..] = src[indices[offset + i], ..]` (or two, from [`gather_rows_pair`]),
-/// built once per (data set, batch buffer) and replayed every step with a new offset.
+/// A launch that reads its batch through an index buffer, `indices[offset .. offset + b]`: a row
+/// gather `dst[i, ..] = src[indices[offset + i], ..]` (or two, from [`gather_rows_pair`]), or the
+/// fused linear head step ([`crate::kernels::loss::linear_head_bce_dispatch`]). Built once per
+/// (data set, batch buffer) and replayed every step with a new offset.
 #[derive(Debug)]
-pub struct GatherRows {
+pub struct IndexedDispatch {
     dispatch: Dispatch,
-    /// The uniform block as words: `offset` is word 3 and `total` word 4 in both layouts.
+    /// The uniform block as words: `offset` is word 3 and `total` word 4 in every layout.
     params: [u32; 8],
     rows: u32,
 }
 
-impl GatherRows {
+/// A row gather (see [`IndexedDispatch`]).
+pub type GatherRows = IndexedDispatch;
+
+impl IndexedDispatch {
+    /// `params`: the launch's uniform block as eight words, the offset at word 3 and the index
+    /// count at word 4; `rows`: positions read per launch.
+    pub(crate) fn new(dispatch: Dispatch, params: [u32; 8], rows: usize) -> IndexedDispatch {
+        IndexedDispatch { dispatch, params, rows: rows as u32 }
+    }
+
     /// Points the gather at `indices[offset .. offset + b]`; takes effect at the next submission.
     /// `offset + b` must not pass the end of the index buffer.
     pub fn set_offset(&self, gpu: &Gpu, offset: u32) -> Result<()> {
@@ -82,7 +93,8 @@ impl GatherRows {
         let end = offset as u64 + self.rows as u64;
         let total = self.params[4];
         if end > total as u64 {
-            return Err(Error::invalid(format!("gather_rows: positions {offset}..{end} pass the end of the {total} indices")));
+            let name = self.dispatch.name();
+            return Err(Error::invalid(format!("{name}: positions {offset}..{end} pass the end of the {total} indices")));
         }
         let mut p = self.params;
         p[3] = offset;
@@ -94,12 +106,17 @@ impl GatherRows {
         &self.dispatch
     }
 
-    /// Runs the gather at once, in its own submission.
-    pub fn run(&self, gpu: &Gpu) -> Result<()> {
-        gpu.run("gather_rows", &[&self.dispatch])
+    /// The launch itself, at the offset last written.
+    pub(crate) fn into_dispatch(self) -> Dispatch {
+        self.dispatch
     }
 
-    /// Rows gathered per launch (b).
+    /// Runs the launch at once, in its own submission.
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run(self.dispatch.name(), &[&self.dispatch])
+    }
+
+    /// Batch rows per launch (b).
     pub fn rows(&self) -> usize {
         self.rows as usize
     }
@@ -156,7 +173,7 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
         _pad: 0,
     };
     let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(units, b))?;
-    Ok(GatherRows { dispatch, params: bytemuck::cast(params), rows: b as u32 })
+    Ok(IndexedDispatch { dispatch, params: bytemuck::cast(params), rows: b as u32 })
 }
 
 /// Builds one launch that gathers the same batch rows of two sources: inputs `src_x` `[n, dx]`
@@ -193,7 +210,7 @@ pub fn gather_rows_pair(
     let [_, y, z] = groups_2d(1, b);
     let groups = [fits(gx + dy.div_ceil(64))?, y, z];
     let dispatch = Dispatch::new(gpu, GATHER_ROWS_PAIR4, &[], bytemuck::bytes_of(&params), &[src_x, indices, dst_x, src_y, dst_y], groups)?;
-    Ok(Some(GatherRows { dispatch, params: bytemuck::cast(params), rows: b as u32 }))
+    Ok(Some(IndexedDispatch { dispatch, params: bytemuck::cast(params), rows: b as u32 }))
 }
 
 /// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).

@@ -6,17 +6,21 @@
 //! batch loss. Formulas and their numerically stable forms are in `shaders/loss.wgsl`; the
 //! float64 specification is [`crate::reference::loss`].
 
+use super::gather::IndexedDispatch;
 use super::reduce::ensure_loop_budget;
 use super::{Family, Kernel, R, RW, ensure};
 use crate::error::Result;
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use bytemuck::Zeroable;
 
 pub(crate) const SOFTMAX_XENT: Kernel = Kernel { family: Family::Loss, entry: "softmax_xent", bindings: &[R, R, RW, RW] };
 pub(crate) const BCE_LOGITS: Kernel = Kernel { family: Family::Loss, entry: "bce_logits", bindings: &[R, R, R, R, R, RW, RW] };
 pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { family: Family::Loss, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW] };
 pub(crate) const HEAD_BCE: Kernel = Kernel { family: Family::Loss, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW] };
+pub(crate) const LINEAR_HEAD_BCE: Kernel =
+    Kernel { family: Family::Loss, entry: "linear_head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R, R, R, RW] };
 pub(crate) const COUNT_LABELLED: Kernel = Kernel { family: Family::Loss, entry: "count_labelled", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the one-invocation-per-row kernels (`@workgroup_size(64)`).
@@ -190,7 +194,15 @@ pub(crate) struct HeadParams {
     pub rows: u32,
     pub cols: u32,
     pub scale: f32,
+    /// linear_head_bce: the batch's first index position (word 3, as every [`IndexedDispatch`]).
+    pub offset: u32,
+    /// linear_head_bce: the number of indices (word 4).
+    pub total: u32,
     pub logit_threshold: f32,
+    /// linear_head_bce: features per row.
+    pub d: u32,
+    /// linear_head_bce: rows of the features and targets.
+    pub n: u32,
 }
 
 /// Where a fused head kernel puts its results.
@@ -234,7 +246,7 @@ pub fn head_softmax_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, loss_
     ensure_dtype(targets, DType::U32, op, "targets")?;
     ensure(targets.len() == m, op, || format!("targets have {} elements, logits {:?} have {m} rows", targets.len(), logits.shape()))?;
     check_head_outputs(op, m, c, out, 2)?;
-    let p = HeadParams { rows: m as u32, cols: c as u32, scale: 1.0 / m.max(1) as f32, logit_threshold: 0.0 };
+    let p = HeadParams { rows: m as u32, cols: c as u32, scale: 1.0 / m.max(1) as f32, ..HeadParams::zeroed() };
     let db = out.db.unwrap_or(out.loss_acc);
     let consts = [("HAS_DB", out.db.is_some() as u32 as f64)];
     Dispatch::new(
@@ -266,30 +278,237 @@ pub fn head_bce_dispatch(
     ensure_dtype(logits, DType::F32, op, "logits")?;
     check_bce_inputs(op, logits, targets, opts, k)?;
     check_head_outputs(op, m, k, out, 4 * k)?;
-    let mean_labelled = opts.reduction == BceReduction::MeanLabelled;
-    let scale = match opts.reduction {
-        BceReduction::SumLabelsMeanExamples => 1.0 / m.max(1) as f64,
-        BceReduction::MeanAll => 1.0 / (m * k).max(1) as f64,
-        BceReduction::MeanLabelled => 1.0, // counted in the kernel
-    };
     let p = HeadParams {
         rows: m as u32,
         cols: k as u32,
-        scale: scale as f32,
+        scale: bce_scale(opts.reduction, m, k),
         logit_threshold: super::metrics::logit_threshold(op, threshold)?,
+        ..HeadParams::zeroed()
     };
-    let consts = [
-        ("HAS_POS_WEIGHT", opts.pos_weight.is_some() as u32 as f64),
-        ("HAS_LABEL_WEIGHT", opts.label_weight.is_some() as u32 as f64),
-        ("MEAN_LABELLED", mean_labelled as u32 as f64),
-        ("HAS_DB", out.db.is_some() as u32 as f64),
-    ];
+    let consts = bce_constants(opts, out.db.is_some());
     // absent optional inputs are bound to buffers the kernel never reads through them
     let pos_weight = opts.pos_weight.as_ref().unwrap_or(logits);
     let label_weight = opts.label_weight.as_ref().unwrap_or(logits);
     let db = out.db.unwrap_or(out.loss_acc);
     let buffers = [logits, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db];
     Dispatch::new(gpu, HEAD_BCE, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])
+}
+
+/// The fused head kernels' loss scale: 1 / the reduction's normaliser (MeanLabelled counts its
+/// own on the GPU).
+fn bce_scale(reduction: BceReduction, m: usize, k: usize) -> f32 {
+    match reduction {
+        BceReduction::SumLabelsMeanExamples => (1.0 / m.max(1) as f64) as f32,
+        BceReduction::MeanAll => (1.0 / (m * k).max(1) as f64) as f32,
+        BceReduction::MeanLabelled => 1.0,
+    }
+}
+
+fn bce_constants(opts: &BceOptions, has_db: bool) -> [(&'static str, f64); 4] {
+    [
+        ("HAS_POS_WEIGHT", opts.pos_weight.is_some() as u32 as f64),
+        ("HAS_LABEL_WEIGHT", opts.label_weight.is_some() as u32 as f64),
+        ("MEAN_LABELLED", (opts.reduction == BceReduction::MeanLabelled) as u32 as f64),
+        ("HAS_DB", has_db as u32 as f64),
+    ]
+}
+
+/// The most multiply-adds, `m·k·d`, one fused linear head step may do: it runs in one workgroup
+/// (one core of a CPU adapter), and each invocation's loops stay well inside llvmpipe's 65,535
+/// iterations.
+pub const LINEAR_HEAD_MAX_MACS: usize = 1 << 21;
+
+/// Whether a batch of `m` rows through a dense output layer `d → k` fits the fused linear head
+/// step ([`linear_head_bce_dispatch`]).
+pub fn fits_linear_head(m: usize, k: usize, d: usize) -> bool {
+    fits_fused_head(m, k) && m.saturating_mul(k).saturating_mul(d) <= LINEAR_HEAD_MAX_MACS && k >= 1 && d >= 1
+}
+
+/// The output layer a fused linear head step trains: `logits = features[rows] · weightᵀ + bias`.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearHead<'a> {
+    /// `[n, d]` f32: every sample's input to the layer (cached trunk features), resident.
+    pub features: &'a Tensor,
+    /// u32 `[total]`: the epoch's order; the batch is `indices[offset .. offset + m]`.
+    pub indices: &'a Tensor,
+    /// `[k, d]` f32, as a dense layer stores it (`[out, in]`).
+    pub weight: &'a Tensor,
+    /// `[k]` f32.
+    pub bias: &'a Tensor,
+    /// `[k, d]` f32: the weight gradient (overwritten).
+    pub dweight: &'a Tensor,
+}
+
+/// Builds the fused linear head step with BCE for a batch of `m = out.dlogits.shape()[0]` rows
+/// ([`fits_linear_head`]): in one launch of one workgroup, what gathering the batch's features and
+/// targets, the logits matmul (with bias), [`head_bce_dispatch`] (loss gradient, summed loss and
+/// metric counts, `out.db`, which is required) and the weight-gradient matmul do. The batch is read
+/// in place through `head.indices` at an offset set per step on the returned launch. `targets` is
+/// the data set's `[n, k]` labels (NaN = unknown). An index ≥ n reads nothing: that row counts as
+/// unlabelled.
+pub fn linear_head_bce_dispatch(
+    gpu: &Gpu,
+    head: &LinearHead<'_>,
+    targets: &Tensor,
+    opts: &BceOptions,
+    threshold: f32,
+    out: &HeadOutputs<'_>,
+) -> Result<IndexedDispatch> {
+    let op = "linear_head_bce";
+    let f = head.features;
+    ensure(f.shape().len() == 2, op, || format!("features must be 2-D [n, d], they are {:?}", f.shape()))?;
+    let (n, d) = (f.shape()[0], f.shape()[1]);
+    ensure(out.dlogits.shape().len() == 2, op, || format!("dlogits must be 2-D [m, k], they are {:?}", out.dlogits.shape()))?;
+    let (m, k) = (out.dlogits.shape()[0], out.dlogits.shape()[1]);
+    ensure(fits_linear_head(m, k, d), op, || {
+        format!(
+            "a batch of {m} rows through {d} → {k} is past the fused step's limits ({FUSED_HEAD_MAX_ENTRIES} entries, {LINEAR_HEAD_MAX_MACS} multiply-adds)"
+        )
+    })?;
+    for (t, name, shape) in
+        [(f, "features", [n, d]), (head.weight, "weight", [k, d]), (head.dweight, "dweight", [k, d]), (targets, "targets", [n, k])]
+    {
+        ensure_dtype(t, DType::F32, op, name)?;
+        ensure(t.shape() == shape, op, || format!("{name} are {:?}, expected {shape:?}", t.shape()))?;
+    }
+    ensure_dtype(head.bias, DType::F32, op, "bias")?;
+    ensure(head.bias.len() == k, op, || format!("bias has {} elements, the layer {k} outputs", head.bias.len()))?;
+    let ix = head.indices;
+    ensure(ix.dtype() == DType::U32 && ix.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", ix.dtype(), ix.shape())
+    })?;
+    ensure(m <= ix.len(), op, || format!("a batch of {m} rows needs at least {m} indices, there are {}", ix.len()))?;
+    check_bce_inputs(op, targets, targets, opts, k)?; // the per-label weights' dtype and length
+    let db = out.db.ok_or_else(|| crate::Error::shape(format!("{op}: the fused step writes the bias gradient: out.db is required")))?;
+    check_head_outputs(op, m, k, out, 4 * k)?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| crate::Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(f.len())?;
+    fits(targets.len())?;
+    let p = HeadParams {
+        rows: m as u32,
+        cols: k as u32,
+        scale: bce_scale(opts.reduction, m, k),
+        offset: 0,
+        total: fits(ix.len())?,
+        logit_threshold: super::metrics::logit_threshold(op, threshold)?,
+        d: d as u32,
+        n: n as u32,
+    };
+    // the longest loop walk of one invocation: its forward entries (d/4 + 3 each), the label count,
+    // the dW sums (m per (4 labels, column)), the reductions
+    let per = if k <= 64 { 64 / k } else { 1 };
+    let entries = if k <= 64 { m.div_ceil(per) } else { k.div_ceil(64) * m };
+    let iterations = entries * (d / 4 + 4) + m.div_ceil(64) * (k + 1) + k.div_ceil(4) * d.div_ceil(64) * (m + 1) + 64;
+    ensure_loop_budget(op, iterations, || format!("a batch of {m} rows through {d} → {k}"))?;
+    let pos_weight = opts.pos_weight.as_ref().unwrap_or(targets);
+    let label_weight = opts.label_weight.as_ref().unwrap_or(targets);
+    let buffers =
+        [f, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db, ix, head.weight, head.bias, head.dweight];
+    let dispatch = Dispatch::new(gpu, LINEAR_HEAD_BCE, &bce_constants(opts, true), bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?;
+    Ok(IndexedDispatch::new(dispatch, bytemuck::cast(p), m))
+}
+
+/// How a training step runs a small dense BCE output layer on cached features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearHeadAlgo {
+    /// [`linear_head_bce_dispatch`]: one launch of one workgroup.
+    Fused,
+    /// Gather the batch, matmul, [`head_bce_dispatch`], matmul: four launches over every core.
+    Separate,
+}
+
+impl LinearHeadAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearHeadAlgo::Fused => "fused",
+            LinearHeadAlgo::Separate => "separate",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<LinearHeadAlgo> {
+        [LinearHeadAlgo::Fused, LinearHeadAlgo::Separate].into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// The faster way to run a training step of a batch of `m` rows through a dense BCE output layer
+/// `d → k` on cached features, on this device: measured on first use per shape class (powers of
+/// two of m, k, d) and remembered in the autotune cache like the matmul's choices. The fused step
+/// saves launches but runs on one core (one SM); which wins depends on the adapter and the size.
+/// `HEADSWAP_LINEAR_HEAD=fused|separate` forces one (fused only where it fits);
+/// `HEADSWAP_AUTOTUNE=0` pins the static choice, fused wherever it fits.
+pub fn choose_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
+    if !fits_linear_head(m, k, d) {
+        return Ok(LinearHeadAlgo::Separate);
+    }
+    if let Some(name) = std::env::var("HEADSWAP_LINEAR_HEAD").ok().filter(|v| !v.is_empty()) {
+        return LinearHeadAlgo::from_name(&name)
+            .ok_or_else(|| crate::Error::invalid(format!("HEADSWAP_LINEAR_HEAD={name} names no linear head algorithm (fused, separate)")));
+    }
+    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
+        return Ok(LinearHeadAlgo::Fused);
+    }
+    // its own lock: measuring builds matmuls, which may take the matmul autotuner's
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let class = format!("linear_head_bce m{} k{} d{}", m.next_power_of_two(), k.next_power_of_two(), d.next_power_of_two());
+    let usable = |name: &str| LinearHeadAlgo::from_name(name).is_some();
+    let (name, _) = super::autotune::recall_or_measure(gpu, &class, &MEASURING, usable, || Ok(measure_linear_head(gpu, m, k, d)?.name()))?;
+    Ok(LinearHeadAlgo::from_name(&name).unwrap_or(LinearHeadAlgo::Separate))
+}
+
+/// Times both ways on scratch buffers of the given shape; returns the faster.
+fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
+    use super::matmul::{Epilogue, Transpose, matmul_dispatch};
+    let started = std::time::Instant::now();
+    let t = |dims: &[usize]| super::autotune::scratch(gpu, dims);
+    let (feat, targets, w, b, dw, db) = (t(&[m, d])?, t(&[m, k])?, t(&[k, d])?, t(&[k])?, t(&[k, d])?, t(&[k])?);
+    let (bx, by, logits, dlogits, acc) = (t(&[m, d])?, t(&[m, k])?, t(&[m, k])?, t(&[m, k])?, t(&[1])?);
+    let order: Vec<u32> = (0..m as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[m], &order)?;
+    let counts = Tensor::alloc(gpu, &[k, 4], DType::U32, "linear_head_autotune_counts")?;
+    let out = HeadOutputs { dlogits: &dlogits, loss_acc: &acc, counts: &counts, db: Some(&db) };
+    let head = LinearHead { features: &feat, indices: &indices, weight: &w, bias: &b, dweight: &dw };
+    let opts = BceOptions::default();
+    let fused = vec![linear_head_bce_dispatch(gpu, &head, &targets, &opts, 0.5, &out)?.into_dispatch()];
+    let mut separate: Vec<Dispatch> = match super::gather::gather_rows_pair(gpu, &feat, &bx, &targets, &by, &indices)? {
+        Some(g) => vec![g.into_dispatch()],
+        None => vec![
+            super::gather::gather_rows(gpu, &feat, &indices, &bx)?.into_dispatch(),
+            super::gather::gather_rows(gpu, &targets, &indices, &by)?.into_dispatch(),
+        ],
+    };
+    separate.push(matmul_dispatch(gpu, &bx, &w, &logits, Transpose::NT, Epilogue { bias: Some(&b), ..Epilogue::default() })?);
+    separate.push(head_bce_dispatch(gpu, &logits, &by, &opts, 0.5, &out)?);
+    separate.push(matmul_dispatch(gpu, &dlogits, &bx, &dw, Transpose::TN, Epilogue::default())?);
+    // several steps per submission, as training records them
+    const REPS: usize = 8;
+    let run = |ds: &[Dispatch]| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("linear_head_autotune") });
+        {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("linear_head_autotune"), timestamp_writes: None });
+            for _ in 0..REPS {
+                ds.iter().for_each(|d| {
+                    d.encode(gpu, &mut pass);
+                });
+            }
+        }
+        gpu.queue().submit(Some(enc.finish()));
+        gpu.sync()?;
+        Ok(t0.elapsed().as_secs_f64() / REPS as f64)
+    };
+    let mut candidates = [(LinearHeadAlgo::Fused, fused, f64::INFINITY), (LinearHeadAlgo::Separate, separate, f64::INFINITY)];
+    for (_, ds, _) in &candidates {
+        run(ds)?; // untimed: compiles
+    }
+    for _ in 0..3 {
+        for (_, ds, best) in candidates.iter_mut() {
+            *best = best.min(run(ds)?);
+        }
+    }
+    let (algo, _, _) = candidates.iter().min_by(|a, b| a.2.total_cmp(&b.2)).expect("two candidates");
+    let times: Vec<String> = candidates.iter().map(|(a, _, t)| format!("{} {:.3} ms", a.name(), 1e3 * t)).collect();
+    tracing::info!(shape = %format!("{m}x{d}->{k}"), times = %times.join(", "), chosen = algo.name(), ms = started.elapsed().as_millis() as u64, "linear head autotune");
+    Ok(*algo)
 }
 
 #[cfg(test)]

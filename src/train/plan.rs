@@ -13,14 +13,16 @@
 //!        skipped for the lowest trainable layer: nothing below needs it)
 //!   ─► optimizer: one dispatch per arena range (head, trainable trunk suffix)
 //! ```
-//! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches.
+//! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches. A dense BCE output
+//! layer trained alone on cached features can take one fused launch for everything up to the
+//! optimizer (`linear_head_bce`), where this device measured it faster.
 
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
-use crate::kernels::gather::{GatherRows, gather_rows_chunk, gather_rows_pair};
+use crate::kernels::gather::{GatherRows, IndexedDispatch, gather_rows_chunk, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
@@ -500,6 +502,9 @@ impl Plan {
         if rows == 0 || rows > s.rows {
             return Err(Error::invalid(format!("a plan for {rows} rows on scratch of {}", s.rows)));
         }
+        if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
+            return Ok(Plan { rows, gathers: vec![step], dispatches: Vec::new(), _conv: Vec::new() });
+        }
         let layers = net.layers();
         let l = layers.len();
         let x = rows_view(&s.x, rows)?;
@@ -638,6 +643,38 @@ impl Plan {
             }
         }
         Ok(Plan { rows, gathers, dispatches: d, _conv: conv })
+    }
+
+    /// The whole training step as one fused launch, where it is one: a dense BCE output layer
+    /// (identity activation) alone trains on cached features held in one buffer, the batch fits
+    /// the fused kernel, and this device measured it faster than the separate launches
+    /// ([`loss::choose_linear_head`]). It reads the batch in place through the index buffer.
+    fn linear_head_step(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize) -> Result<Option<IndexedDispatch>> {
+        let net = p.net;
+        let layers = net.layers();
+        let top = layers.len() - 1;
+        let (Mode::Train { lowest }, LayerSpec::Dense(dense), HeadKind::Labels, Some(grads)) =
+            (p.mode, layers[top], net.head_kind, p.grads)
+        else {
+            return Ok(None);
+        };
+        if p.first != top || lowest != top || layers[top].activation() != Activation::Identity {
+            return Ok(None);
+        }
+        let ([(_, features)], [(_, targets)]) = (&p.source_x.chunks[..], &p.source_y.chunks[..]) else {
+            return Ok(None);
+        };
+        if loss::choose_linear_head(gpu, rows, dense.outputs, dense.inputs)? != loss::LinearHeadAlgo::Fused {
+            return Ok(None);
+        }
+        let (w, b) = net.param_views(top)?;
+        let (dw, db) = grads.views(net, top)?;
+        let dlogits = rows_view(&p.scratch.dlogits, rows)?;
+        let out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &p.acc.loss, counts: &p.acc.counts, db: Some(&db) };
+        let opts =
+            loss::BceOptions { pos_weight: p.bce_tensors.0.clone(), label_weight: p.bce_tensors.1.clone(), reduction: p.bce.reduction };
+        let head = loss::LinearHead { features, indices: p.indices, weight: &w, bias: &b, dweight: &dw };
+        Ok(Some(loss::linear_head_bce_dispatch(gpu, &head, targets, &opts, p.threshold, &out)?))
     }
 
     /// Points the batch gathers at `offset` in the index buffer (takes effect at the next submit).
