@@ -118,10 +118,10 @@ fn xent_grad_step(base: u32, j: u32, t: u32, s_other: f32, f: f32) {
     dlogits[base + j] = select(dlogits[base + j], -s_other, j == t) * f;
 }
 
-// Row i of softmax cross-entropy: writes dlogits[i, ..] and returns the row's scaled loss.
-fn xent_row(i: u32, c: u32, scale: f32) -> f32 {
+// Row i of softmax cross-entropy with target class t: writes dlogits[i, ..] and returns the
+// row's scaled loss.
+fn xent_row(i: u32, t: u32, c: u32, scale: f32) -> f32 {
     let base = i * c;
-    let t = class_targets[i];
     if t >= c {
         var z = 0u;
         for (; z + 4u <= c; z += 4u) {
@@ -183,7 +183,7 @@ fn xent_row(i: u32, c: u32, scale: f32) -> f32 {
 fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg, 64u);
     if i >= p.rows { return; }
-    loss_rows[i] = xent_row(i, p.cols, p.scale);
+    loss_rows[i] = xent_row(i, class_targets[i], p.cols, p.scale);
 }
 
 // ---------------------------------------------------------------- sigmoid BCE with logits
@@ -282,20 +282,26 @@ fn count_labelled(@builtin(local_invocation_index) t: u32) {
 //                           3 pos_weight [k] (r), 4 label_weight [k] (r), 5 hb_dlogits [m, k] (rw),
 //                           6 hb_loss_acc [1] (rw), 7 hb_counts u32 [k, 4] (rw): TP FP TN FN,
 //                           8 hb_db [k] (rw)
-// Overrides: HAS_DB; head_bce also HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED.
+// With GATHER_TARGETS the targets are the data set's ([n, k] labels, [n] classes) and batch row i
+// reads row rows[offset + i] of them (binding 8 hs_rows for head_softmax, 9 head_rows for
+// head_bce): the batch's targets are read in place instead of copied out first. A row ≥ n reads
+// nothing: its labels count as unknown, its class as out of range (NaN loss, no gradient).
+// Otherwise any buffer is bound there and never read.
+// Overrides: HAS_DB, GATHER_TARGETS; head_bce also HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED.
 
 struct HeadParams {
     rows: u32,             // m
     cols: u32,             // c classes or k labels
     scale: f32,            // the normaliser's reciprocal, unless MEAN_LABELLED
-    offset: u32,           // linear_head_bce: the batch's first position in hl_indices (set per step)
-    total: u32,            // linear_head_bce: positions in hl_indices
+    offset: u32,           // GATHER_TARGETS, linear_head_bce: the batch's first index position (set per step)
     logit_threshold: f32,  // head_bce: predicted positive when logit ≥ ln(t / (1 − t))
     d: u32,                // linear_head_bce: features per row
-    n: u32,                // linear_head_bce: rows of hl_features and label_targets
+    n: u32,                // GATHER_TARGETS, linear_head_bce: rows of the data set's targets
+    _pad: u32,
 }
 
 override HAS_DB: bool = false;
+override GATHER_TARGETS: bool = false;
 // 64, not 256: each workgroup barrier is a coroutine switch per 8 invocations on lavapipe.
 const HEAD_WG: u32 = 64u;
 
@@ -307,6 +313,8 @@ const HEAD_WG: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> hb_loss_acc: array<f32>;
 @group(0) @binding(7) var<storage, read_write> hb_counts: array<u32>;
 @group(0) @binding(8) var<storage, read_write> hb_db: array<f32>;
+@group(0) @binding(8) var<storage, read> hs_rows: array<u32>;
+@group(0) @binding(9) var<storage, read> head_rows: array<u32>;
 
 var<workgroup> head_f: array<f32, HEAD_WG>;
 var<workgroup> head_g: array<f32, HEAD_WG>;
@@ -323,6 +331,16 @@ fn head_reduce_f(t: u32) {
     workgroupBarrier();
 }
 
+// The target class of batch row i (c, out of range, for an index past the data set).
+fn hs_target(i: u32) -> u32 {
+    if GATHER_TARGETS {
+        let r = hs_rows[hp.offset + i];
+        if r >= hp.n { return hp.cols; }
+        return class_targets[r];
+    }
+    return class_targets[i];
+}
+
 @compute @workgroup_size(HEAD_WG)
 fn head_softmax(@builtin(local_invocation_index) t: u32) {
     let m = hp.rows;
@@ -330,7 +348,8 @@ fn head_softmax(@builtin(local_invocation_index) t: u32) {
     var loss = 0.0;
     var correct = 0u;
     for (var i = t; i < m; i += HEAD_WG) {
-        let l = xent_row(i, c, hp.scale);
+        let truth = hs_target(i);
+        let l = xent_row(i, truth, c, hp.scale);
         loss_rows[i] = l;
         loss += l;
         // argmax of the row, first index on ties, a NaN wins (as argmax_correct)
@@ -344,7 +363,7 @@ fn head_softmax(@builtin(local_invocation_index) t: u32) {
                 best_v = x;
             }
         }
-        correct += select(0u, 1u, best == class_targets[i]);
+        correct += select(0u, 1u, best == truth);
     }
     head_f[t] = loss;
     head_u[t] = vec4<u32>(correct, 0u, 0u, 0u);
@@ -442,6 +461,16 @@ fn head_bce_finish(t: u32, loss: f32, scale: f32) {
     }
 }
 
+// The target of label j in batch row i (NaN, unknown, for an index past the data set).
+fn hb_target(i: u32, j: u32) -> f32 {
+    if GATHER_TARGETS {
+        let r = head_rows[hp.offset + i];
+        if r >= hp.n { return loss_nan(r); }
+        return label_targets[r * hp.cols + j];
+    }
+    return label_targets[i * hp.cols + j];
+}
+
 @compute @workgroup_size(HEAD_WG)
 fn head_bce(@builtin(local_invocation_index) t: u32) {
     let m = hp.rows;
@@ -449,8 +478,10 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
     var scale = hp.scale;
     if MEAN_LABELLED {
         var known = 0u;
-        for (var e = t; e < m * k; e += HEAD_WG) {
-            known += select(1u, 0u, loss_is_nan(label_targets[e]));
+        for (var i = t; i < m; i += HEAD_WG) {
+            for (var j = 0u; j < k; j++) {
+                known += select(1u, 0u, loss_is_nan(hb_target(i, j)));
+            }
         }
         scale = head_labelled_scale(t, known);
     }
@@ -463,7 +494,7 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
         if j < k {
             for (var i = t % per; i < m; i += per) {
                 let e = i * k + j;
-                head_bce_add(e, logits[e], label_targets[e], j, scale, &sums);
+                head_bce_add(e, logits[e], hb_target(i, j), j, scale, &sums);
             }
         }
         loss = sums.loss;
@@ -475,7 +506,7 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
             var sums = HeadSums();
             for (var i = 0u; i < m; i++) {
                 let e = i * k + j;
-                head_bce_add(e, logits[e], label_targets[e], j, scale, &sums);
+                head_bce_add(e, logits[e], hb_target(i, j), j, scale, &sums);
             }
             loss += sums.loss;
             if HAS_DB { hb_db[j] = sums.db; }
@@ -488,7 +519,7 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
 // ---------------------------------------------------------------- fused linear head step
 // linear_head_bce: ONE workgroup of 64 does a whole small-batch training step of a single dense
 // output layer (identity activation, BCE) that reads cached trunk features, in place of five
-// launches (gather the batch, logits matmul, head_bce, dW matmul): with r_i = hl_indices[offset + i],
+// launches (gather the batch, logits matmul, head_bce, dW matmul): with r_i = head_rows[offset + i],
 //   logit_ij = Σ_c feat[r_i, c]·W[j, c] + b_j        (in registers, where the entry is consumed)
 //   the loss gradient into hb_dlogits, the loss, the metric counts and db, as head_bce does with
 //   the targets read at row r_i (no batch copy)
@@ -500,19 +531,18 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
 //   bindings: 0 hp (uniform), 1 hl_features [n, d] (r), 2 label_targets [n, k] (r),
 //             3 pos_weight [k] (r), 4 label_weight [k] (r), 5 hb_dlogits [m, k] (rw),
 //             6 hb_loss_acc [1] (rw), 7 hb_counts u32 [k, 4] (rw), 8 hb_db [k] (rw),
-//             9 hl_indices u32 [total] (r), 10 hl_weight [k, d] (r), 11 hl_bias [k] (r),
+//             9 head_rows u32 [total] (r), 10 hl_weight [k, d] (r), 11 hl_bias [k] (r),
 //             12 hl_dweight [k, d] (rw)
 // Overrides: HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED (HAS_DB is set: db is always written).
 
 @group(0) @binding(1) var<storage, read> hl_features: array<f32>;
-@group(0) @binding(9) var<storage, read> hl_indices: array<u32>;
 @group(0) @binding(10) var<storage, read> hl_weight: array<f32>;
 @group(0) @binding(11) var<storage, read> hl_bias: array<f32>;
 @group(0) @binding(12) var<storage, read_write> hl_dweight: array<f32>;
 
 // The data row of batch row i (≥ n: none).
 fn hl_row(i: u32) -> u32 {
-    return hl_indices[hp.offset + i];
+    return head_rows[hp.offset + i];
 }
 
 // (logit, target) of label j at data row r; a NaN target (unknown) when there is no such row.

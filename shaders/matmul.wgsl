@@ -17,6 +17,12 @@
 // Bindings: 0 params, 1 a (r), 2 b (r), 3 bias (r), 4 c (rw); the block variants also bind the
 // same A and B buffers again at 5 and 6 as vec4 arrays (a4, b4; naga rejects two variables on one
 // binding in an entry point). The host binds a 16-byte stand-in there for an operand under 4 elements.
+// Binding 7, rows u32 (r): with GATHER_A, op(A)'s row i is row rows[offset + i] of the stored A
+// [n, K] (A not transposed); with GATHER_B, op(B)'s row kk is row rows[offset + kk] of the stored B
+// [n, N] (B not transposed). A training step reads its batch of the data set (or of cached
+// features) this way, in place, instead of copying it out first: the forward product of the
+// first layer gathers A, its weight gradient dW = dYᵀ·X gathers B. The offset is set per step.
+// Without either, any buffer is bound there and never read.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACT (see common.wgsl); WG_X, WG_Y (reg4x4's workgroup);
 // VEC_A, VEC_B (block variants: load that operand as vec4; the host sets it when the operand's
 // contiguous dimension and K are multiples of 4, else 4×4 blocks are gathered element by element).
@@ -39,7 +45,11 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    alpha: f32,  // LeakyReLU slope for the epilogue
+    alpha: f32,   // LeakyReLU slope for the epilogue
+    offset: u32,  // GATHER_A / GATHER_B: the batch's first position in `rows`
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override TRANS_A: bool = false;
@@ -50,6 +60,8 @@ override WG_X: u32 = 8u;
 override WG_Y: u32 = 1u;
 override VEC_A: bool = false;
 override VEC_B: bool = false;
+override GATHER_A: bool = false;
+override GATHER_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -59,15 +71,28 @@ override VEC_B: bool = false;
 // The same buffers as a and b, read 16 bytes at a time (block variants with VEC_A / VEC_B).
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> rows: array<u32>;
+
+// The stored row of A holding op(A)'s row `row` (A not transposed).
+fn a_src(row: u32) -> u32 {
+    if GATHER_A { return rows[p.offset + row]; }
+    return row;
+}
+
+// The stored row of B holding op(B)'s row `kk` (B not transposed).
+fn b_src(kk: u32) -> u32 {
+    if GATHER_B { return rows[p.offset + kk]; }
+    return kk;
+}
 
 fn load_a(row: u32, kk: u32) -> f32 {
     if TRANS_A { return a[kk * p.m + row]; }
-    return a[row * p.k + kk];
+    return a[a_src(row) * p.k + kk];
 }
 
 fn load_b(kk: u32, col: u32) -> f32 {
     if TRANS_B { return b[col * p.k + kk]; }
-    return b[kk * p.n + col];
+    return b[b_src(kk) * p.n + col];
 }
 
 // ---- matmul_reg4x4 ------------------------------------------------------------------------
@@ -127,7 +152,7 @@ fn matmul_reg4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn a_at(row: u32, kk: u32) -> f32 {
     let r = min(row, p.m - 1u);
     let k = min(kk, p.k - 1u);
-    var i = r * p.k + k;
+    var i = a_src(r) * p.k + k;
     if TRANS_A { i = k * p.m + r; }
     return select(0.0, a[i], kk < p.k);
 }
@@ -136,7 +161,7 @@ fn a_at(row: u32, kk: u32) -> f32 {
 fn b_at(kk: u32, col: u32) -> f32 {
     let cl = min(col, p.n - 1u);
     let k = min(kk, p.k - 1u);
-    var i = k * p.n + cl;
+    var i = b_src(k) * p.n + cl;
     if TRANS_B { i = cl * p.k + k; }
     return select(0.0, b[i], kk < p.k);
 }
@@ -152,8 +177,8 @@ fn a_blk(r0: u32, kk: u32) -> mat4x4<f32> {
         let s = p.k >> 2u;  // K % 4 == 0: k is contiguous
         let q = kk >> 2u;
         let last = p.m - 1u;
-        return mat4x4<f32>(a4[min(r0, last) * s + q], a4[min(r0 + 1u, last) * s + q], a4[min(r0 + 2u, last) * s + q],
-                           a4[min(r0 + 3u, last) * s + q]);
+        return mat4x4<f32>(a4[a_src(min(r0, last)) * s + q], a4[a_src(min(r0 + 1u, last)) * s + q],
+                           a4[a_src(min(r0 + 2u, last)) * s + q], a4[a_src(min(r0 + 3u, last)) * s + q]);
     }
     var m: mat4x4<f32>;
     for (var i = 0u; i < 4u; i++) {
@@ -173,8 +198,8 @@ fn b_blk(kk: u32, c0: u32) -> mat4x4<f32> {
                                          b4[min(c0 + 3u, last) * s + q]));
         }
         let s = p.n >> 2u;  // N % 4 == 0: columns are contiguous
-        let q = kk * s + (min(c0, p.n - 4u) >> 2u);
-        return mat4x4<f32>(b4[q], b4[q + s], b4[q + 2u * s], b4[q + 3u * s]);
+        let q = min(c0, p.n - 4u) >> 2u;
+        return mat4x4<f32>(b4[b_src(kk) * s + q], b4[b_src(kk + 1u) * s + q], b4[b_src(kk + 2u) * s + q], b4[b_src(kk + 3u) * s + q]);
     }
     var m: mat4x4<f32>;
     for (var s = 0u; s < 4u; s++) {

@@ -8,7 +8,7 @@
 // loads and the block can grow to 32 rows × 8 columns for the same registers.
 fn a_row4(row: u32, kk: u32) -> vec4<f32> {  // op(A)[row, kk..kk+3]
     if VEC_A && !TRANS_A {
-        return a4[min(row, p.m - 1u) * (p.k >> 2u) + (kk >> 2u)];
+        return a4[a_src(min(row, p.m - 1u)) * (p.k >> 2u) + (kk >> 2u)];
     }
     return vec4<f32>(a_at(row, kk), a_at(row, kk + 1u), a_at(row, kk + 2u), a_at(row, kk + 3u));
 }

@@ -953,3 +953,104 @@ fn linear_head_bce_refuses_bad_shapes_and_large_steps() {
     assert!(step.set_offset(&gpu, 1).is_err(), "an offset past the indices");
     assert!(!loss::fits_linear_head(128, 4, loss::LINEAR_HEAD_MAX_MACS / 512 + 1));
 }
+
+// ---------------------------------------------------------------- head kernels reading targets in place
+
+/// The gathered head kernels read the batch's targets through the index buffer: their results
+/// equal, bit for bit, the plain kernels' on the batch copied out on the CPU (those are checked
+/// against the reference above), with an index past the data set reading as an unknown label /
+/// an out-of-range class.
+#[test]
+fn head_kernels_read_targets_through_indices_like_a_copied_batch() {
+    let gpu = gpu();
+    for (s, &(m, k)) in [(1, 1), (7, 3), (33, 4), (128, 4), (9, 65), (40, 10)].iter().enumerate() {
+        let seed = 8000 + 10 * s as u64;
+        let n = m + 6;
+        let offset = 2;
+        let mut r = Rng::new(seed);
+        let mut indices: Vec<u32> = (0..offset + m + 1).map(|_| r.below(n as u64) as u32).collect();
+        indices[offset + m / 2] = (n + 3) as u32; // past the data set
+        let rows = &indices[offset..offset + m];
+        let logits = rand_range(seed + 1, m * k, -5.0, 5.0);
+        let gl = upload(&gpu, &[m, k], &logits);
+        let gi = Tensor::from_u32(&gpu, &[indices.len()], &indices).unwrap();
+        // BCE: the data set's labels, and the batch copied out (NaN for the missing row)
+        let labels = rand_labels(seed + 2, n * k, s % 2 == 0, 0.2);
+        let lab = &labels;
+        let batch: Vec<f32> =
+            rows.iter().flat_map(|&i| (0..k).map(move |j| if (i as usize) < n { lab[i as usize * k + j] } else { f32::NAN })).collect();
+        for reduction in REDUCTIONS {
+            let opts =
+                BceOptions { pos_weight: Some(upload(&gpu, &[k], &rand_range(seed + 3, k, 0.5, 2.0))), label_weight: None, reduction };
+            let run = |gathered: bool| {
+                let (dl, acc, counts, db) = (
+                    poisoned(&gpu, &[m, k]),
+                    upload(&gpu, &[1], &[0.5]),
+                    Tensor::from_u32(&gpu, &[k, 4], &vec![1; 4 * k]).unwrap(),
+                    poisoned(&gpu, &[k]),
+                );
+                let out = loss::HeadOutputs { dlogits: &dl, loss_acc: &acc, counts: &counts, db: Some(&db) };
+                if gathered {
+                    let d = loss::head_bce_gathered_dispatch(&gpu, &gl, &upload(&gpu, &[n, k], &labels), &gi, &opts, 0.5, &out).unwrap();
+                    d.set_offset(&gpu, offset as u32).unwrap();
+                    d.run(&gpu).unwrap();
+                } else {
+                    let d = loss::head_bce_dispatch(&gpu, &gl, &upload(&gpu, &[m, k], &batch), &opts, 0.5, &out).unwrap();
+                    gpu.run("head_bce", &[&d]).unwrap();
+                }
+                (
+                    bits(&dl.download(&gpu).unwrap()),
+                    bits(&acc.download(&gpu).unwrap()),
+                    counts.download_u32(&gpu).unwrap(),
+                    bits(&db.download(&gpu).unwrap()),
+                )
+            };
+            assert_eq!(run(true), run(false), "head_bce gathered m={m} k={k} {reduction:?}");
+        }
+        // softmax: the data set's classes; the missing row's class is out of range
+        let classes = rand_classes(seed + 4, n, k);
+        let batch: Vec<u32> = rows.iter().map(|&i| if (i as usize) < n { classes[i as usize] } else { k as u32 }).collect();
+        let run = |gathered: bool| {
+            let (lr, dl, acc, counts, db) = (
+                poisoned(&gpu, &[m]),
+                poisoned(&gpu, &[m, k]),
+                upload(&gpu, &[1], &[0.5]),
+                Tensor::from_u32(&gpu, &[2], &[1, 2]).unwrap(),
+                poisoned(&gpu, &[k]),
+            );
+            let out = loss::HeadOutputs { dlogits: &dl, loss_acc: &acc, counts: &counts, db: Some(&db) };
+            if gathered {
+                let t = Tensor::from_u32(&gpu, &[n], &classes).unwrap();
+                let d = loss::head_softmax_gathered_dispatch(&gpu, &gl, &t, &gi, &lr, &out).unwrap();
+                d.set_offset(&gpu, offset as u32).unwrap();
+                d.run(&gpu).unwrap();
+            } else {
+                let t = Tensor::from_u32(&gpu, &[m], &batch).unwrap();
+                let d = loss::head_softmax_dispatch(&gpu, &gl, &t, &lr, &out).unwrap();
+                gpu.run("head_softmax", &[&d]).unwrap();
+            }
+            (
+                bits(&lr.download(&gpu).unwrap()),
+                bits(&dl.download(&gpu).unwrap()),
+                counts.download_u32(&gpu).unwrap(),
+                bits(&db.download(&gpu).unwrap()),
+            )
+        };
+        let (g, p) = (run(true), run(false));
+        assert_eq!(g, p, "head_softmax gathered m={m} c={k}");
+        assert!(f32::from_bits(g.0[m / 2]).is_nan(), "the row past the data set has a NaN loss");
+    }
+    // too few indices, or targets that are not rows of k labels
+    let (m, k) = (6, 3);
+    let gl = poisoned(&gpu, &[m, k]);
+    let (dl, acc, db) = (poisoned(&gpu, &[m, k]), poisoned(&gpu, &[1]), poisoned(&gpu, &[k]));
+    let counts = Tensor::from_u32(&gpu, &[k, 4], &[0; 12]).unwrap();
+    let out = loss::HeadOutputs { dlogits: &dl, loss_acc: &acc, counts: &counts, db: Some(&db) };
+    let few = Tensor::from_u32(&gpu, &[5], &[0; 5]).unwrap();
+    assert!(loss::head_bce_gathered_dispatch(&gpu, &gl, &poisoned(&gpu, &[10, k]), &few, &BceOptions::default(), 0.5, &out).is_err());
+    let enough = Tensor::from_u32(&gpu, &[6], &[0; 6]).unwrap();
+    assert!(
+        loss::head_bce_gathered_dispatch(&gpu, &gl, &poisoned(&gpu, &[10, k + 1]), &enough, &BceOptions::default(), 0.5, &out).is_err()
+    );
+    assert!(loss::head_bce_gathered_dispatch(&gpu, &gl, &poisoned(&gpu, &[10, k]), &enough, &BceOptions::default(), 0.5, &out).is_ok());
+}

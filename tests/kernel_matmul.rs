@@ -329,3 +329,67 @@ fn environment_forces_a_variant_or_the_static_default() {
     child("static", &dir, &[("HEADSWAP_AUTOTUNE", "0")]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gathered product on every variant: op(A)'s rows (or op(B)'s) are rows of a larger stored
+/// operand picked through an index buffer at an offset; the reference multiplies the rows copied
+/// out on the CPU.
+#[test]
+fn every_variant_reads_a_gathered_operand() {
+    use headswap::kernels::matmul::{Gathered, matmul_dispatch_gathered, matmul_dispatch_gathered_variant};
+    use headswap::{Rng, Tensor};
+    let gpu = gpu();
+    let shapes = [(1, 1, 1), (7, 5, 3), (33, 17, 8), (127, 4, 256), (128, 4, 256), (4, 64, 33), (64, 36, 12)];
+    let mut seed = 9000;
+    for &(m, n, k) in &shapes {
+        for (side, t) in
+            [(Gathered::A, Transpose::NN), (Gathered::A, Transpose::NT), (Gathered::B, Transpose::NN), (Gathered::B, Transpose::TN)]
+        {
+            seed += 10;
+            let batch = if side == Gathered::A { m } else { k };
+            let src_rows = batch + 9;
+            let offset = 3;
+            let mut r = Rng::new(seed);
+            let indices: Vec<u32> = (0..offset + batch + 2).map(|_| r.below(src_rows as u64) as u32).collect();
+            let picked = |src: &[f32], width: usize| -> Vec<f32> {
+                indices[offset..offset + batch].iter().flat_map(|&i| src[i as usize * width..(i as usize + 1) * width].to_vec()).collect()
+            };
+            let (ta, tb) = (matches!(t, Transpose::TN | Transpose::TT), matches!(t, Transpose::NT | Transpose::TT));
+            let (ashape, bshape) = match side {
+                Gathered::A => ([src_rows, k], if tb { [n, k] } else { [k, n] }),
+                Gathered::B => (if ta { [k, m] } else { [m, k] }, [src_rows, n]),
+            };
+            let a = rand_vec(seed + 1, ashape[0] * ashape[1]);
+            let b = rand_vec(seed + 2, bshape[0] * bshape[1]);
+            let bias = rand_vec(seed + 3, n);
+            let (la, lb) = match side {
+                Gathered::A => (picked(&a, k), b.clone()),
+                Gathered::B => (a.clone(), picked(&b, n)),
+            };
+            let mut expected = reference::matmul(&to_f64(&la), &to_f64(&lb), m, n, k, t);
+            reference::bias_add(&mut expected, &to_f64(&bias));
+            let (ga, gb, gbias) = (upload(&gpu, &ashape, &a), upload(&gpu, &bshape, &b), upload(&gpu, &[n], &bias));
+            let gi = Tensor::from_u32(&gpu, &[indices.len()], &indices).unwrap();
+            let epi = Epilogue { bias: Some(&gbias), activation: Activation::Identity };
+            let tol = Tolerance { rel: 1e-4, abs: 1e-5 * (k as f64).sqrt() };
+            for v in Variant::ALL.into_iter().filter(|v| v.fits(&gpu, m, n)).map(Some).chain([None]) {
+                let gc = poisoned(&gpu, &[m, n]);
+                let d = match v {
+                    Some(v) => matmul_dispatch_gathered_variant(&gpu, &ga, &gb, &gc, t, epi, side, &gi, v).unwrap(),
+                    None => matmul_dispatch_gathered(&gpu, &ga, &gb, &gc, t, epi, side, &gi).unwrap(),
+                };
+                d.set_offset(&gpu, offset as u32).unwrap();
+                d.run(&gpu).unwrap();
+                let what = format!("{} gathered {side:?} {t:?} m={m} n={n} k={k}", d.dispatch().name());
+                assert_close(&what, &gc.download(&gpu).unwrap(), &expected, tol);
+            }
+        }
+    }
+    // what cannot be gathered is an error
+    let (a, b, c) = (upload(&gpu, &[10, 4], &[0.0; 40]), upload(&gpu, &[4, 3], &[0.0; 12]), poisoned(&gpu, &[5, 3]));
+    let few = Tensor::from_u32(&gpu, &[4], &[0; 4]).unwrap();
+    let epi = Epilogue::default();
+    assert!(matmul_dispatch_gathered(&gpu, &a, &b, &c, Transpose::NN, epi, Gathered::A, &few).is_err(), "5 rows from 4 indices");
+    let ta = upload(&gpu, &[4, 10], &[0.0; 40]);
+    let enough = Tensor::from_u32(&gpu, &[5], &[0; 5]).unwrap();
+    assert!(matmul_dispatch_gathered(&gpu, &ta, &b, &c, Transpose::TN, epi, Gathered::A, &enough).is_err(), "a transposed A");
+}

@@ -59,8 +59,11 @@ pub(crate) struct PairParams {
 #[derive(Debug)]
 pub struct IndexedDispatch {
     dispatch: Dispatch,
-    /// The uniform block as words: `offset` is word 3 and `total` word 4 in every layout.
+    /// The uniform block as words, the offset at `offset_word`.
     params: [u32; 8],
+    offset_word: usize,
+    /// Length of the index buffer.
+    total: u32,
     rows: u32,
 }
 
@@ -68,10 +71,10 @@ pub struct IndexedDispatch {
 pub type GatherRows = IndexedDispatch;
 
 impl IndexedDispatch {
-    /// `params`: the launch's uniform block as eight words, the offset at word 3 and the index
-    /// count at word 4; `rows`: positions read per launch.
-    pub(crate) fn new(dispatch: Dispatch, params: [u32; 8], rows: usize) -> IndexedDispatch {
-        IndexedDispatch { dispatch, params, rows: rows as u32 }
+    /// `params`: the launch's uniform block as eight words, the batch offset at `offset_word`;
+    /// `total`: the index buffer's length; `rows`: positions read per launch.
+    pub(crate) fn new(dispatch: Dispatch, params: [u32; 8], offset_word: usize, total: usize, rows: usize) -> IndexedDispatch {
+        IndexedDispatch { dispatch, params, offset_word, total: total as u32, rows: rows as u32 }
     }
 
     /// Points the gather at `indices[offset .. offset + b]`; takes effect at the next submission.
@@ -91,13 +94,13 @@ impl IndexedDispatch {
 
     fn params_at(&self, offset: u32) -> Result<[u32; 8]> {
         let end = offset as u64 + self.rows as u64;
-        let total = self.params[4];
+        let total = self.total;
         if end > total as u64 {
             let name = self.dispatch.name();
             return Err(Error::invalid(format!("{name}: positions {offset}..{end} pass the end of the {total} indices")));
         }
         let mut p = self.params;
-        p[3] = offset;
+        p[self.offset_word] = offset;
         Ok(p)
     }
 
@@ -173,7 +176,7 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
         _pad: 0,
     };
     let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(units, b))?;
-    Ok(IndexedDispatch { dispatch, params: bytemuck::cast(params), rows: b as u32 })
+    Ok(IndexedDispatch::new(dispatch, bytemuck::cast(params), 3, total, b))
 }
 
 /// Builds one launch that gathers the same batch rows of two sources: inputs `src_x` `[n, dx]`
@@ -210,7 +213,7 @@ pub fn gather_rows_pair(
     let [_, y, z] = groups_2d(1, b);
     let groups = [fits(gx + dy.div_ceil(64))?, y, z];
     let dispatch = Dispatch::new(gpu, GATHER_ROWS_PAIR4, &[], bytemuck::bytes_of(&params), &[src_x, indices, dst_x, src_y, dst_y], groups)?;
-    Ok(Some(IndexedDispatch { dispatch, params: bytemuck::cast(params), rows: b as u32 }))
+    Ok(Some(IndexedDispatch::new(dispatch, bytemuck::cast(params), 3, total, b)))
 }
 
 /// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).

@@ -17,8 +17,9 @@ use bytemuck::Zeroable;
 
 pub(crate) const SOFTMAX_XENT: Kernel = Kernel { family: Family::Loss, entry: "softmax_xent", bindings: &[R, R, RW, RW] };
 pub(crate) const BCE_LOGITS: Kernel = Kernel { family: Family::Loss, entry: "bce_logits", bindings: &[R, R, R, R, R, RW, RW] };
-pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { family: Family::Loss, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW] };
-pub(crate) const HEAD_BCE: Kernel = Kernel { family: Family::Loss, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW] };
+// the last binding of each: the index buffer of GATHER_TARGETS
+pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { family: Family::Loss, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW, R] };
+pub(crate) const HEAD_BCE: Kernel = Kernel { family: Family::Loss, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R] };
 pub(crate) const LINEAR_HEAD_BCE: Kernel =
     Kernel { family: Family::Loss, entry: "linear_head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R, R, R, RW] };
 pub(crate) const COUNT_LABELLED: Kernel = Kernel { family: Family::Loss, entry: "count_labelled", bindings: &[R, RW] };
@@ -194,15 +195,14 @@ pub(crate) struct HeadParams {
     pub rows: u32,
     pub cols: u32,
     pub scale: f32,
-    /// linear_head_bce: the batch's first index position (word 3, as every [`IndexedDispatch`]).
+    /// Targets read through indices, linear_head_bce: the batch's first index position (word 3).
     pub offset: u32,
-    /// linear_head_bce: the number of indices (word 4).
-    pub total: u32,
     pub logit_threshold: f32,
     /// linear_head_bce: features per row.
     pub d: u32,
-    /// linear_head_bce: rows of the features and targets.
+    /// Targets read through indices, linear_head_bce: rows of the data set's targets.
     pub n: u32,
+    pub _pad: u32,
 }
 
 /// Where a fused head kernel puts its results.
@@ -240,23 +240,68 @@ fn check_head_outputs(op: &str, m: usize, cols: usize, out: &HeadOutputs<'_>, co
 /// `out.loss_acc`, [`crate::kernels::metrics::argmax_correct_dispatch`] into `out.counts` and
 /// [`crate::kernels::reduce::col_sum_dispatch`] into `out.db` do, in one launch of one workgroup.
 pub fn head_softmax_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, loss_rows: &Tensor, out: &HeadOutputs<'_>) -> Result<Dispatch> {
+    Ok(head_softmax_build(gpu, logits, targets, None, loss_rows, out)?.0)
+}
+
+/// As [`head_softmax_dispatch`], reading the batch's targets in place: `targets` is the data set's
+/// u32 `[n]` classes and batch row i's is `targets[indices[offset + i]]` (an index ≥ n gives that
+/// row a NaN loss and no gradient, as a class out of range does). Set the offset per step.
+pub fn head_softmax_gathered_dispatch(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    indices: &Tensor,
+    loss_rows: &Tensor,
+    out: &HeadOutputs<'_>,
+) -> Result<IndexedDispatch> {
+    let (d, p) = head_softmax_build(gpu, logits, targets, Some(indices), loss_rows, out)?;
+    Ok(IndexedDispatch::new(d, bytemuck::cast(p), 3, indices.len(), p.rows as usize))
+}
+
+/// `targets` (with `indices`: the data set's, read through them) checked against the batch rows.
+fn check_targets(op: &str, targets: &Tensor, indices: Option<&Tensor>, m: usize, row: &[usize]) -> Result<()> {
+    match indices {
+        None => {
+            let mut shape = vec![m];
+            shape.extend_from_slice(row);
+            ensure(targets.shape() == shape || (row.is_empty() && targets.len() == m), op, || {
+                format!("targets are {:?}, the batch needs {shape:?}", targets.shape())
+            })
+        }
+        Some(ix) => {
+            ensure(ix.dtype() == DType::U32 && ix.shape().len() == 1, op, || {
+                format!("indices must be a u32 vector, are {:?} {:?}", ix.dtype(), ix.shape())
+            })?;
+            ensure(m <= ix.len(), op, || format!("a batch of {m} rows needs at least {m} indices, there are {}", ix.len()))?;
+            let per: usize = row.iter().product();
+            ensure(targets.len().is_multiple_of(per.max(1)) && (row.is_empty() || targets.shape().last() == row.last()), op, || {
+                format!("targets are {:?}, rows of {row:?} expected", targets.shape())
+            })?;
+            u32::try_from(targets.len()).map(|_| ()).map_err(|_| crate::Error::invalid(format!("{op}: targets exceed 2^32 elements")))
+        }
+    }
+}
+
+fn head_softmax_build(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    indices: Option<&Tensor>,
+    loss_rows: &Tensor,
+    out: &HeadOutputs<'_>,
+) -> Result<(Dispatch, HeadParams)> {
     let op = "head_softmax";
     let (m, c) = check_outputs(op, logits, loss_rows, out.dlogits)?;
     ensure(c >= 1 || m == 0, op, || format!("logits {:?} have no classes", logits.shape()))?;
     ensure_dtype(targets, DType::U32, op, "targets")?;
-    ensure(targets.len() == m, op, || format!("targets have {} elements, logits {:?} have {m} rows", targets.len(), logits.shape()))?;
+    check_targets(op, targets, indices, m, &[])?;
     check_head_outputs(op, m, c, out, 2)?;
-    let p = HeadParams { rows: m as u32, cols: c as u32, scale: 1.0 / m.max(1) as f32, ..HeadParams::zeroed() };
+    let p = HeadParams { rows: m as u32, cols: c as u32, scale: 1.0 / m.max(1) as f32, n: targets.len() as u32, ..HeadParams::zeroed() };
     let db = out.db.unwrap_or(out.loss_acc);
-    let consts = [("HAS_DB", out.db.is_some() as u32 as f64)];
-    Dispatch::new(
-        gpu,
-        HEAD_SOFTMAX,
-        &consts,
-        bytemuck::bytes_of(&p),
-        &[logits, targets, loss_rows, out.dlogits, out.loss_acc, out.counts, db],
-        [1, 1, 1],
-    )
+    let consts = [("HAS_DB", out.db.is_some() as u32 as f64), ("GATHER_TARGETS", indices.is_some() as u32 as f64)];
+    let rows = indices.unwrap_or(targets);
+    let buffers = [logits, targets, loss_rows, out.dlogits, out.loss_acc, out.counts, db, rows];
+    Ok((Dispatch::new(gpu, HEAD_SOFTMAX, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?, p))
 }
 
 /// Builds the fused BCE head kernel for a small batch ([`fits_fused_head`]): what
@@ -272,26 +317,59 @@ pub fn head_bce_dispatch(
     threshold: f32,
     out: &HeadOutputs<'_>,
 ) -> Result<Dispatch> {
+    Ok(head_bce_build(gpu, logits, targets, None, opts, threshold, out)?.0)
+}
+
+/// As [`head_bce_dispatch`], reading the batch's targets in place: `targets` is the data set's
+/// `[n, k]` labels and batch row i's are row `indices[offset + i]` of them (an index ≥ n reads
+/// nothing: its labels count as unknown). Set the offset per step.
+pub fn head_bce_gathered_dispatch(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    indices: &Tensor,
+    opts: &BceOptions,
+    threshold: f32,
+    out: &HeadOutputs<'_>,
+) -> Result<IndexedDispatch> {
+    let (d, p) = head_bce_build(gpu, logits, targets, Some(indices), opts, threshold, out)?;
+    Ok(IndexedDispatch::new(d, bytemuck::cast(p), 3, indices.len(), p.rows as usize))
+}
+
+fn head_bce_build(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    indices: Option<&Tensor>,
+    opts: &BceOptions,
+    threshold: f32,
+    out: &HeadOutputs<'_>,
+) -> Result<(Dispatch, HeadParams)> {
     let op = "head_bce";
     ensure(logits.shape().len() == 2, op, || format!("logits must be 2-D [m, labels], they are {:?}", logits.shape()))?;
     let (m, k) = (logits.shape()[0], logits.shape()[1]);
     ensure_dtype(logits, DType::F32, op, "logits")?;
-    check_bce_inputs(op, logits, targets, opts, k)?;
+    ensure_dtype(targets, DType::F32, op, "targets")?;
+    check_targets(op, targets, indices, m, &[k])?;
+    check_bce_inputs(op, targets, targets, opts, k)?; // the per-label weights' dtype and length
     check_head_outputs(op, m, k, out, 4 * k)?;
     let p = HeadParams {
         rows: m as u32,
         cols: k as u32,
         scale: bce_scale(opts.reduction, m, k),
         logit_threshold: super::metrics::logit_threshold(op, threshold)?,
+        n: (targets.len() / k.max(1)) as u32,
         ..HeadParams::zeroed()
     };
-    let consts = bce_constants(opts, out.db.is_some());
+    let mut consts = bce_constants(opts, out.db.is_some()).to_vec();
+    consts.push(("GATHER_TARGETS", indices.is_some() as u32 as f64));
     // absent optional inputs are bound to buffers the kernel never reads through them
     let pos_weight = opts.pos_weight.as_ref().unwrap_or(logits);
     let label_weight = opts.label_weight.as_ref().unwrap_or(logits);
     let db = out.db.unwrap_or(out.loss_acc);
-    let buffers = [logits, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db];
-    Dispatch::new(gpu, HEAD_BCE, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])
+    let rows = indices.unwrap_or(targets);
+    let buffers = [logits, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db, rows];
+    Ok((Dispatch::new(gpu, HEAD_BCE, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?, p))
 }
 
 /// The fused head kernels' loss scale: 1 / the reduction's normaliser (MeanLabelled counts its
@@ -384,15 +462,16 @@ pub fn linear_head_bce_dispatch(
     let fits = |v: usize| u32::try_from(v).map_err(|_| crate::Error::invalid(format!("{op}: {v} exceeds u32")));
     fits(f.len())?;
     fits(targets.len())?;
+    fits(ix.len())?;
     let p = HeadParams {
         rows: m as u32,
         cols: k as u32,
         scale: bce_scale(opts.reduction, m, k),
         offset: 0,
-        total: fits(ix.len())?,
         logit_threshold: super::metrics::logit_threshold(op, threshold)?,
         d: d as u32,
         n: n as u32,
+        _pad: 0,
     };
     // the longest loop walk of one invocation: its forward entries (d/4 + 3 each), the label count,
     // the dW sums (m per (4 labels, column)), the reductions
@@ -405,7 +484,7 @@ pub fn linear_head_bce_dispatch(
     let buffers =
         [f, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db, ix, head.weight, head.bias, head.dweight];
     let dispatch = Dispatch::new(gpu, LINEAR_HEAD_BCE, &bce_constants(opts, true), bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?;
-    Ok(IndexedDispatch::new(dispatch, bytemuck::cast(p), m))
+    Ok(IndexedDispatch::new(dispatch, bytemuck::cast(p), 3, ix.len(), m))
 }
 
 /// How a training step runs a small dense BCE output layer on cached features.

@@ -11,15 +11,18 @@ use super::{Family, Kernel, R, RW, ensure, vec4_view};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
+use crate::kernels::gather::IndexedDispatch;
 
-const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: &[R, R, R, RW] };
-// Block variants bind A and B a second time (5, 6) as vec4 arrays.
-const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: &[R, R, R, RW, R, R] };
-const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: &[R, R, R, RW, R, R] };
-const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: &[R, R, R, RW, R, R] };
-const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: &[R, R, R, RW, R, R] };
-const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: &[R, R, R, RW, R, R] };
-const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: &[R, R, R, RW] };
+// Every variant binds A and B a second time (5, 6) as vec4 arrays (read by the block variants)
+// and the index buffer of a gathered operand (7).
+const BINDINGS: &[super::Access] = &[R, R, R, RW, R, R, R];
+const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: BINDINGS };
+const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: BINDINGS };
+const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: BINDINGS };
+const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: BINDINGS };
+const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: BINDINGS };
+const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: BINDINGS };
+const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: BINDINGS };
 
 /// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
 /// and transpose form; [`autotune`] picks the fastest per adapter and shape class.
@@ -140,6 +143,19 @@ pub(crate) struct MatmulParams {
     pub n: u32,
     pub k: u32,
     pub alpha: f32,
+    /// A gathered operand's first index position (word 4), set per step.
+    pub offset: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Which operand of a gathered product ([`matmul_dispatch_gathered`]) is read through the index
+/// buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gathered {
+    /// op(A)'s row i is row `indices[offset + i]` of A `[n, K]` (A not transposed).
+    A,
+    /// op(B)'s row kk is row `indices[offset + kk]` of B `[n, N]` (B not transposed).
+    B,
 }
 
 /// One product's shape as the kernels see it: `op(A)` is `m × k`, `op(B)` is `k × n`.
@@ -182,33 +198,158 @@ fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -
     Ok(Problem { m, n, k: ka, t })
 }
 
-/// The launch of `variant` for a checked problem.
+/// (M, N, K) of a gathered product: the gathered operand's stored rows are the data set's, and
+/// its logical rows (M for A, K for B) are the batch, `indices[offset ..]`.
+fn check_gathered(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    t: Transpose,
+    epi: &Epilogue<'_>,
+    side: Gathered,
+    indices: &Tensor,
+) -> Result<Problem> {
+    let op = "matmul (gathered)";
+    ensure(a.shape().len() == 2 && b.shape().len() == 2 && c.shape().len() == 2, op, || {
+        format!("operands must be 2-D, got A {:?}, B {:?}, C {:?}", a.shape(), b.shape(), c.shape())
+    })?;
+    ensure(indices.dtype() == crate::gpu::tensor::DType::U32 && indices.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
+    })?;
+    let (ta, tb) = t.flags();
+    let (m, n) = (c.shape()[0], c.shape()[1]);
+    let k = match side {
+        Gathered::A => {
+            ensure(!ta, op, || format!("a gathered A is read row by row: it cannot be transposed ({t:?})"))?;
+            a.shape()[1]
+        }
+        Gathered::B => {
+            ensure(!tb, op, || format!("a gathered B is read row by row: it cannot be transposed ({t:?})"))?;
+            if ta { a.shape()[0] } else { a.shape()[1] }
+        }
+    };
+    // the operand that is not gathered has its full logical shape
+    let (a_rows, a_cols) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+    let (b_rows, b_cols) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    let (a_ok, b_ok) = match side {
+        Gathered::A => (a_cols == k, b_rows == k && b_cols == n),
+        Gathered::B => (a_rows == m && a_cols == k, b_cols == n),
+    };
+    ensure(a_ok && b_ok, op, || {
+        format!("A {:?} and B {:?} ({t:?}, {side:?} gathered) do not make C {:?}", a.shape(), b.shape(), c.shape())
+    })?;
+    let batch = if side == Gathered::A { m } else { k };
+    ensure(batch <= indices.len(), op, || format!("a batch of {batch} rows needs at least {batch} indices, there are {}", indices.len()))?;
+    if let Some(bias) = epi.bias {
+        ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
+    }
+    Ok(Problem { m, n, k, t })
+}
+
+/// The launch of `variant` for a checked problem, reading `gather`'s operand through its index
+/// buffer where given.
 pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p: Problem, epi: Epilogue<'_>) -> Result<Dispatch> {
+    build_gathered(gpu, v, a, b, c, p, epi, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_gathered(
+    gpu: &Gpu,
+    v: Variant,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    p: Problem,
+    epi: Epilogue<'_>,
+    gather: Option<(Gathered, &Tensor)>,
+) -> Result<Dispatch> {
     let (ta, tb) = p.t.flags();
+    let side = gather.map(|g| g.0);
     let mut constants = vec![
         ("TRANS_A", ta as u32 as f64),
         ("TRANS_B", tb as u32 as f64),
         ("HAS_BIAS", epi.bias.is_some() as u32 as f64),
         ("ACT", epi.activation.code() as f64),
+        ("GATHER_A", (side == Some(Gathered::A)) as u32 as f64),
+        ("GATHER_B", (side == Some(Gathered::B)) as u32 as f64),
     ];
-    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha() };
+    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
     let [x, y, z] = v.groups(p.m, p.n);
     // Dispatch::new reports counts past the adapter's limit; saturate instead of wrapping.
     let groups = [x, y, z].map(|g| g.min(u32::MAX as u64) as u32);
     let bias = epi.bias.unwrap_or(a);
     let params = bytemuck::bytes_of(&params);
+    let (a4, b4) = (vec4_view(gpu, a)?, vec4_view(gpu, b)?);
+    let rows = gather.map_or(&a4, |g| g.1);
     match v {
-        Variant::Reg4x4 => {
-            constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]);
-            Dispatch::new(gpu, REG4X4, &constants, params, &[a, b, bias, c], groups)
-        }
+        Variant::Reg4x4 => constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]),
         Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 | Variant::Tall32x4 | Variant::Wide4x32 => {
-            constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]);
-            let (a4, b4) = (vec4_view(gpu, a)?, vec4_view(gpu, b)?);
-            Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4], groups)
+            constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)])
         }
-        Variant::Tile64 => Dispatch::new(gpu, TILE64, &constants, params, &[a, b, bias, c], groups),
+        Variant::Tile64 => {}
     }
+    Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4, rows], groups)
+}
+
+/// Builds `C = act(op(A)·op(B) + bias)` with one operand read through an index buffer: with
+/// [`Gathered::A`], op(A)'s row i is row `indices[offset + i]` of A `[n, K]`; with [`Gathered::B`],
+/// op(B)'s row kk is row `indices[offset + kk]` of B `[n, N]` (the gathered operand is not
+/// transposed; `n` is any number of stored rows). A training step reads its batch of the data set
+/// this way instead of copying it out first. The offset starts at 0; set it per step on the
+/// returned launch. The variant is the one [`autotune`] chose for the plain product of this shape.
+/// Indices must be below `n` (an index past it reads an unspecified value of the buffer).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_dispatch_gathered(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    t: Transpose,
+    epi: Epilogue<'_>,
+    side: Gathered,
+    indices: &Tensor,
+) -> Result<IndexedDispatch> {
+    let p = check_gathered(a, b, c, t, &epi, side, indices)?;
+    let v = autotune::choose(gpu, p, epi)?.variant;
+    matmul_gathered_variant(gpu, a, b, c, p, epi, side, indices, v)
+}
+
+/// As [`matmul_dispatch_gathered`], with the kernel variant named by the caller (tests).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_dispatch_gathered_variant(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    t: Transpose,
+    epi: Epilogue<'_>,
+    side: Gathered,
+    indices: &Tensor,
+    variant: Variant,
+) -> Result<IndexedDispatch> {
+    let p = check_gathered(a, b, c, t, &epi, side, indices)?;
+    ensure(variant.fits(gpu, p.m, p.n), "matmul", || {
+        format!("variant {} cannot launch a {}x{} output on this adapter", variant.name(), p.m, p.n)
+    })?;
+    matmul_gathered_variant(gpu, a, b, c, p, epi, side, indices, variant)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_gathered_variant(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    p: Problem,
+    epi: Epilogue<'_>,
+    side: Gathered,
+    indices: &Tensor,
+    v: Variant,
+) -> Result<IndexedDispatch> {
+    let d = build_gathered(gpu, v, a, b, c, p, epi, Some((side, indices)))?;
+    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
+    let batch = if side == Gathered::A { p.m } else { p.k };
+    Ok(IndexedDispatch::new(d, bytemuck::cast(params), 4, indices.len(), batch))
 }
 
 /// Builds the launch of `C = act(op(A)·op(B) + bias)` with the variant [`autotune`]
@@ -254,8 +395,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl_size() {
-        // struct Params { m, n, k: u32, alpha: f32 } = 16 bytes in WGSL
-        assert_eq!(std::mem::size_of::<MatmulParams>(), 16);
+        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL, "Params"), std::mem::size_of::<MatmulParams>());
     }
 
     #[test]
