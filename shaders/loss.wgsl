@@ -320,6 +320,16 @@ var<workgroup> head_f: array<f32, HEAD_WG>;
 var<workgroup> head_g: array<f32, HEAD_WG>;
 var<workgroup> head_u: array<vec4<u32>, HEAD_WG>;
 
+// `v`, a HeadParams field that bounds a loop, as a value lavapipe cannot specialise the shader
+// on. Mesa 22.x lavapipe inlines up to four uniform values that bound loops and recompiles the
+// shader for them on every command buffer that runs it (nir_inline_uniforms, no variant cache):
+// about 7 ms per submission for these one-workgroup kernels, measured, against 0.1 ms of work.
+// Mixing in the invocation index `t` (whose top bit is never set) keeps the bound a run-time
+// value for one add; a storage buffer's arrayLength does not (it measured as inlined still).
+fn head_bound(v: u32, t: u32) -> u32 {
+    return v + (t >> 31u);
+}
+
 // head_f[0] = Σ head_f over the workgroup, in a fixed tree order.
 fn head_reduce_f(t: u32) {
     for (var stride = HEAD_WG / 2u; stride > 0u; stride = stride / 2u) {
@@ -343,8 +353,8 @@ fn hs_target(i: u32) -> u32 {
 
 @compute @workgroup_size(HEAD_WG)
 fn head_softmax(@builtin(local_invocation_index) t: u32) {
-    let m = hp.rows;
-    let c = hp.cols;
+    let m = head_bound(hp.rows, t);
+    let c = head_bound(hp.cols, t);
     var loss = 0.0;
     var correct = 0u;
     for (var i = t; i < m; i += HEAD_WG) {
@@ -442,7 +452,7 @@ fn head_labelled_scale(t: u32, known: u32) -> f32 {
 // to the accumulator and, for k ≤ 64, reduces the `per` partials of each label (left in head_g
 // and head_u) into its bias gradient and counts.
 fn head_bce_finish(t: u32, loss: f32, scale: f32) {
-    let k = hp.cols;
+    let k = head_bound(hp.cols, t);
     head_f[t] = loss;
     head_reduce_f(t);
     if t == 0u {
@@ -473,8 +483,8 @@ fn hb_target(i: u32, j: u32) -> f32 {
 
 @compute @workgroup_size(HEAD_WG)
 fn head_bce(@builtin(local_invocation_index) t: u32) {
-    let m = hp.rows;
-    let k = hp.cols;
+    let m = head_bound(hp.rows, t);
+    let k = head_bound(hp.cols, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
         var known = 0u;
@@ -546,11 +556,10 @@ fn hl_row(i: u32) -> u32 {
 }
 
 // (logit, target) of label j at data row r; a NaN target (unknown) when there is no such row.
-fn hl_entry(r: u32, j: u32) -> vec2<f32> {
-    if r >= hp.n {
+fn hl_entry(r: u32, j: u32, n: u32, d: u32) -> vec2<f32> {
+    if r >= n {
         return vec2<f32>(loss_nan(r), loss_nan(j));
     }
-    let d = hp.d;
     let xb = r * d;
     let wb = j * d;
     // four partial sums: independent FMA chains
@@ -569,9 +578,10 @@ fn hl_entry(r: u32, j: u32) -> vec2<f32> {
 
 @compute @workgroup_size(HEAD_WG)
 fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
-    let m = hp.rows;
-    let k = hp.cols;
-    let n = hp.n;
+    let m = head_bound(hp.rows, t);
+    let k = head_bound(hp.cols, t);
+    let n = head_bound(hp.n, t);
+    let d = head_bound(hp.d, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
         var known = 0u;
@@ -592,7 +602,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
         var sums = HeadSums();
         if j < k {
             for (var i = t % per; i < m; i += per) {
-                let xy = hl_entry(hl_row(i), j);
+                let xy = hl_entry(hl_row(i), j, n, d);
                 head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
             }
         }
@@ -603,7 +613,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
         for (var j = t; j < k; j += HEAD_WG) {
             var sums = HeadSums();
             for (var i = 0u; i < m; i++) {
-                let xy = hl_entry(hl_row(i), j);
+                let xy = hl_entry(hl_row(i), j, n, d);
                 head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
             }
             loss += sums.loss;
@@ -614,7 +624,6 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
     head_bce_finish(t, loss, scale);
     // dW: every entry's gradient is written before any is read
     storageBarrier();
-    let d = hp.d;
     // four labels at a time: one feature load feeds four sums
     for (var j0 = 0u; j0 < k; j0 += 4u) {
         for (var c = t; c < d; c += HEAD_WG) {
