@@ -492,7 +492,8 @@ pub fn linear_head_bce_dispatch(
 pub enum LinearHeadAlgo {
     /// [`linear_head_bce_dispatch`]: one launch of one workgroup.
     Fused,
-    /// Gather the batch, matmul, [`head_bce_dispatch`], matmul: four launches over every core.
+    /// Matmul, [`head_bce_gathered_dispatch`], matmul (each reading the batch in place): three
+    /// launches over every core.
     Separate,
 }
 
@@ -535,11 +536,11 @@ pub fn choose_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<Lin
 
 /// Times both ways on scratch buffers of the given shape; returns the faster.
 fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
-    use super::matmul::{Epilogue, Transpose, matmul_dispatch};
+    use super::matmul::{Epilogue, Gathered, Transpose, matmul_dispatch_gathered};
     let started = std::time::Instant::now();
     let t = |dims: &[usize]| super::autotune::scratch(gpu, dims);
     let (feat, targets, w, b, dw, db) = (t(&[m, d])?, t(&[m, k])?, t(&[k, d])?, t(&[k])?, t(&[k, d])?, t(&[k])?);
-    let (bx, by, logits, dlogits, acc) = (t(&[m, d])?, t(&[m, k])?, t(&[m, k])?, t(&[m, k])?, t(&[1])?);
+    let (logits, dlogits, acc) = (t(&[m, k])?, t(&[m, k])?, t(&[1])?);
     let order: Vec<u32> = (0..m as u32).collect();
     let indices = Tensor::from_u32(gpu, &[m], &order)?;
     let counts = Tensor::alloc(gpu, &[k, 4], DType::U32, "linear_head_autotune_counts")?;
@@ -547,16 +548,23 @@ fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<Linear
     let head = LinearHead { features: &feat, indices: &indices, weight: &w, bias: &b, dweight: &dw };
     let opts = BceOptions::default();
     let fused = vec![linear_head_bce_dispatch(gpu, &head, &targets, &opts, 0.5, &out)?.into_dispatch()];
-    let mut separate: Vec<Dispatch> = match super::gather::gather_rows_pair(gpu, &feat, &bx, &targets, &by, &indices)? {
-        Some(g) => vec![g.into_dispatch()],
-        None => vec![
-            super::gather::gather_rows(gpu, &feat, &indices, &bx)?.into_dispatch(),
-            super::gather::gather_rows(gpu, &targets, &indices, &by)?.into_dispatch(),
-        ],
-    };
-    separate.push(matmul_dispatch(gpu, &bx, &w, &logits, Transpose::NT, Epilogue { bias: Some(&b), ..Epilogue::default() })?);
-    separate.push(head_bce_dispatch(gpu, &logits, &by, &opts, 0.5, &out)?);
-    separate.push(matmul_dispatch(gpu, &dlogits, &bx, &dw, Transpose::TN, Epilogue::default())?);
+    // the separate launches as a training step records them: both products and the loss read the
+    // batch in place through the indices
+    let separate = vec![
+        matmul_dispatch_gathered(
+            gpu,
+            &feat,
+            &w,
+            &logits,
+            Transpose::NT,
+            Epilogue { bias: Some(&b), ..Epilogue::default() },
+            Gathered::A,
+            &indices,
+        )?
+        .into_dispatch(),
+        head_bce_gathered_dispatch(gpu, &logits, &targets, &indices, &opts, 0.5, &out)?.into_dispatch(),
+        matmul_dispatch_gathered(gpu, &dlogits, &feat, &dw, Transpose::TN, Epilogue::default(), Gathered::B, &indices)?.into_dispatch(),
+    ];
     // several steps per submission, as training records them
     const REPS: usize = 8;
     let run = |ds: &[Dispatch]| -> Result<f64> {

@@ -24,6 +24,7 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{GatherRows, IndexedDispatch, gather_rows_chunk, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
+use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 
@@ -349,6 +350,89 @@ fn in_chw(spec: &LayerSpec) -> [usize; 3] {
 /// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces.
 pub(crate) type ConvScratches = Vec<Option<ConvScratch>>;
 
+/// One launch of a step: fixed, or reading the batch through the index buffer (a gather, or a
+/// kernel that reads its rows in place), whose offset is set per step.
+pub(crate) enum Launch {
+    Fixed(Dispatch),
+    Batch(IndexedDispatch),
+}
+
+impl Launch {
+    pub fn dispatch(&self) -> &Dispatch {
+        match self {
+            Launch::Fixed(d) => d,
+            Launch::Batch(b) => b.dispatch(),
+        }
+    }
+    fn batch(&self) -> Option<&IndexedDispatch> {
+        match self {
+            Launch::Fixed(_) => None,
+            Launch::Batch(b) => Some(b),
+        }
+    }
+}
+
+impl From<Dispatch> for Launch {
+    fn from(d: Dispatch) -> Launch {
+        Launch::Fixed(d)
+    }
+}
+
+impl From<IndexedDispatch> for Launch {
+    fn from(d: IndexedDispatch) -> Launch {
+        Launch::Batch(d)
+    }
+}
+
+/// Launches in recording order, with the offset of the ones that read the batch set per step.
+#[derive(Default)]
+pub(crate) struct Launches(Vec<Launch>);
+
+impl Launches {
+    fn push(&mut self, l: impl Into<Launch>) {
+        self.0.push(l.into());
+    }
+    fn extend<L: Into<Launch>>(&mut self, ls: impl IntoIterator<Item = L>) {
+        self.0.extend(ls.into_iter().map(Into::into));
+    }
+    fn batch(&self) -> impl Iterator<Item = &IndexedDispatch> {
+        self.0.iter().filter_map(Launch::batch)
+    }
+    /// Points every batch read at `offset` in the index buffer (takes effect at the next submit).
+    pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
+        self.batch().try_for_each(|g| g.set_offset(gpu, offset as u32))
+    }
+    /// Stages `offset` as the current step's batch offset (several steps per submission).
+    pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
+        self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
+    }
+    pub fn list(&self) -> Vec<&Dispatch> {
+        self.0.iter().map(Launch::dispatch).collect()
+    }
+    /// Records every launch; returns the number of dispatches recorded.
+    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
+        self.0.iter().map(|l| l.dispatch().encode(gpu, pass)).sum()
+    }
+}
+
+/// The input of layer `first`: the batch, copied out, or the data set's rows (one buffer) that a
+/// dense layer reads through the index buffer in place.
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'a> {
+    Batch(&'a Tensor),
+    Gathered { rows: &'a Tensor, indices: &'a Tensor },
+}
+
+impl Input<'_> {
+    /// The input a dense layer `first` can read in place: `source` in one buffer.
+    fn choose<'a>(net: &Network, first: usize, source: &'a Rows, indices: &'a Tensor, batch: &'a Tensor) -> Input<'a> {
+        match (&net.layers()[first], &source.chunks[..]) {
+            (LayerSpec::Dense(_), [(_, rows)]) => Input::Gathered { rows, indices },
+            _ => Input::Batch(batch),
+        }
+    }
+}
+
 /// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
 /// `z[i]` first when the backward pass needs the pre-activation). Convolutions get their
 /// workspaces in `conv`, with the algorithm measured fastest for what the layer does (`lowest`:
@@ -360,24 +444,35 @@ pub(crate) fn forward_dispatches(
     net: &Network,
     first: usize,
     upto: usize,
-    x: &Tensor,
+    x: Input<'_>,
     z: &[Option<Tensor>],
     a: &[Tensor],
     argmax: &[Option<Tensor>],
     lowest: Option<usize>,
     conv: &mut ConvScratches,
-    out: &mut Vec<Dispatch>,
+    out: &mut Launches,
 ) -> Result<()> {
     let layers = net.layers();
     conv.resize_with(layers.len(), || None);
     for i in first..upto {
         let spec = layers[i];
-        let input = if i == first { x } else { &a[i - 1] };
-        let rows = input.shape()[0];
+        let rows = a[i].shape()[0];
         let (w, b) = net.param_views(i)?;
         // where the layer's own output goes before an unfused activation
         let target = z[i].as_ref().unwrap_or(&a[i]);
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
+        let input = match (i == first, x) {
+            (false, _) => &a[i - 1],
+            (true, Input::Batch(x)) => x,
+            (true, Input::Gathered { rows: src, indices }) => {
+                let epi = Epilogue { bias: Some(&b), activation: fused };
+                out.push(matmul_dispatch_gathered(gpu, src, &w, target, Transpose::NT, epi, Gathered::A, indices)?);
+                if let Some(z) = &z[i] {
+                    out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
+                }
+                continue;
+            }
+        };
         let out_chw = spec.out_chw().unwrap_or_default();
         match spec {
             LayerSpec::Dense(_) => {
@@ -414,11 +509,11 @@ pub(crate) fn forward_dispatches(
     Ok(())
 }
 
-/// Forward-only work for a batch of `rows`: gather the inputs, run layers `first..upto`.
-/// Used to cache trunk features and to predict.
+/// Forward-only work for a batch of `rows`: read the inputs (a dense first layer reads them in
+/// place, else they are gathered first), run layers `first..upto`. Used to cache trunk features
+/// and to predict.
 pub(crate) struct ForwardPlan {
-    gathers: Vec<GatherRows>,
-    dispatches: Vec<Dispatch>,
+    launches: Launches,
     _conv: ConvScratches,
     pub output: Tensor,
 }
@@ -454,28 +549,29 @@ impl ForwardPlan {
             })
             .collect::<Result<_>>()?;
         let z = vec![None; layers.len()];
-        let mut dispatches = Vec::new();
+        let mut launches = Launches::default();
+        let input = Input::choose(net, first, source_x, indices, &x);
+        if let Input::Batch(x) = input {
+            launches.extend(source_x.gathers(gpu, indices, x)?);
+        }
         let mut conv = Vec::new();
-        forward_dispatches(gpu, net, first, upto, &x, &z, &a, &argmax, None, &mut conv, &mut dispatches)?;
-        let gathers = source_x.gathers(gpu, indices, &x)?;
-        Ok(ForwardPlan { gathers, dispatches, _conv: conv, output: a[upto - 1].clone() })
+        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, None, &mut conv, &mut launches)?;
+        Ok(ForwardPlan { launches, _conv: conv, output: a[upto - 1].clone() })
     }
 
     pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
-        self.gathers.iter().try_for_each(|g| g.set_offset(gpu, offset as u32))
+        self.launches.set_offset(gpu, offset)
     }
 
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>()
-            + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+        self.launches.encode(gpu, pass)
     }
 }
 
-/// The recorded dispatches of one step at one batch size.
+/// The recorded launches of one step at one batch size.
 pub(crate) struct Plan {
     pub rows: usize,
-    gathers: Vec<GatherRows>,
-    dispatches: Vec<Dispatch>,
+    launches: Launches,
     _conv: ConvScratches,
 }
 
@@ -502,27 +598,42 @@ impl Plan {
         if rows == 0 || rows > s.rows {
             return Err(Error::invalid(format!("a plan for {rows} rows on scratch of {}", s.rows)));
         }
+        let mut d = Launches::default();
         if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
-            return Ok(Plan { rows, gathers: vec![step], dispatches: Vec::new(), _conv: Vec::new() });
+            d.push(step);
+            return Ok(Plan { rows, launches: d, _conv: Vec::new() });
         }
         let layers = net.layers();
         let l = layers.len();
         let x = rows_view(&s.x, rows)?;
         let y = rows_view(&s.y, rows)?;
-        // inputs and targets in one launch where the sources allow, else one gather per chunk
-        let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
-            ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, &x, sy, &y, p.indices)?,
+        // A dense first layer reads the batch's inputs in place, and a fused head kernel its
+        // targets, where the data set is one buffer; the rest is gathered into the batch buffers
+        // first (inputs and targets in one launch where the sources allow).
+        let input = Input::choose(net, p.first, p.source_x, p.indices, &x);
+        let fused = loss::fits_fused_head(rows, net.output_dim());
+        let targets_in_place = match (&p.source_y.chunks[..], fused) {
+            ([(_, t)], true) => Some(t),
             _ => None,
         };
-        let gathers = match pair {
-            Some(g) => vec![g],
-            None => {
-                let mut g = p.source_x.gathers(gpu, p.indices, &x)?;
-                g.extend(p.source_y.gathers(gpu, p.indices, &y)?);
-                g
+        match (input, targets_in_place) {
+            (Input::Batch(_), None) => {
+                let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
+                    ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, &x, sy, &y, p.indices)?,
+                    _ => None,
+                };
+                match pair {
+                    Some(g) => d.push(g),
+                    None => {
+                        d.extend(p.source_x.gathers(gpu, p.indices, &x)?);
+                        d.extend(p.source_y.gathers(gpu, p.indices, &y)?);
+                    }
+                }
             }
-        };
-        let mut d = Vec::new();
+            (Input::Batch(_), Some(_)) => d.extend(p.source_x.gathers(gpu, p.indices, &x)?),
+            (Input::Gathered { .. }, None) => d.extend(p.source_y.gathers(gpu, p.indices, &y)?),
+            (Input::Gathered { .. }, Some(_)) => {}
+        }
         // forward
         let a: Vec<Tensor> =
             s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
@@ -533,7 +644,7 @@ impl Plan {
             Mode::Train { lowest } => Some(lowest),
             Mode::Eval => None,
         };
-        forward_dispatches(gpu, net, p.first, l, &x, &z, &a, &argmax, lowest, &mut conv, &mut d)?;
+        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, lowest, &mut conv, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
@@ -541,7 +652,6 @@ impl Plan {
         // A small batch takes the fused head kernel: loss gradient, loss and metric accumulation
         // and, when the output layer's gradient is the loss gradient itself (dense, identity
         // activation, trainable), that layer's bias gradient, in one launch instead of four.
-        let fused = loss::fits_fused_head(rows, net.output_dim());
         let top = l - 1;
         let fused_db = match (p.mode, layers[top], p.grads) {
             (Mode::Train { lowest }, LayerSpec::Dense(_), Some(g)) if fused && top >= lowest && s.dz[top].is_none() => {
@@ -553,7 +663,10 @@ impl Plan {
         match net.head_kind {
             HeadKind::Classes => {
                 let targets = y.reshape(&[rows])?;
-                if fused {
+                if let Some(all) = targets_in_place {
+                    let all = all.reshape(&[all.len()])?;
+                    d.push(loss::head_softmax_gathered_dispatch(gpu, logits, &all, p.indices, &loss_rows, &head_out)?);
+                } else if fused {
                     d.push(loss::head_softmax_dispatch(gpu, logits, &targets, &loss_rows, &head_out)?);
                 } else {
                     d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
@@ -567,7 +680,9 @@ impl Plan {
                     label_weight: p.bce_tensors.1.clone(),
                     reduction: p.bce.reduction,
                 };
-                if fused {
+                if let Some(all) = targets_in_place {
+                    d.push(loss::head_bce_gathered_dispatch(gpu, logits, all, p.indices, &opts, p.threshold, &head_out)?);
+                } else if fused {
                     d.push(loss::head_bce_dispatch(gpu, logits, &y, &opts, p.threshold, &head_out)?);
                 } else {
                     d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
@@ -579,6 +694,7 @@ impl Plan {
         // backward
         if let Mode::Train { lowest } = p.mode {
             let grads = p.grads.ok_or_else(|| Error::invalid("a training plan needs gradient buffers"))?;
+            let input_of = |i: usize| (i == p.first).then_some(input);
             for i in (lowest..l).rev() {
                 let spec = layers[i];
                 let da = opt_rows(&s.da[i], rows)?.ok_or_else(|| Error::invalid("missing activation gradient"))?;
@@ -594,6 +710,11 @@ impl Plan {
                     None => da,
                 };
                 let input = if i == p.first { &x } else { &a[i - 1] };
+                // the first layer's weight gradient reads the batch's inputs in place, as its forward did
+                let gathered = match input_of(i) {
+                    Some(Input::Gathered { rows: src, indices }) => Some((src, indices)),
+                    _ => None,
+                };
                 // the gradient for the layer below, unless nothing below trains
                 let below = if i > lowest {
                     Some(opt_rows(&s.da[i - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?)
@@ -604,7 +725,19 @@ impl Plan {
                 match spec {
                     LayerSpec::Dense(_) => {
                         let (gw, gb) = grads.views(net, i)?;
-                        d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?);
+                        match gathered {
+                            Some((src, indices)) => d.push(matmul_dispatch_gathered(
+                                gpu,
+                                &dz,
+                                src,
+                                &gw,
+                                Transpose::TN,
+                                Epilogue::default(),
+                                Gathered::B,
+                                indices,
+                            )?),
+                            None => d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?),
+                        }
                         if !(i == top && fused_db.is_some()) {
                             d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
                         }
@@ -642,7 +775,7 @@ impl Plan {
                 }
             }
         }
-        Ok(Plan { rows, gathers, dispatches: d, _conv: conv })
+        Ok(Plan { rows, launches: d, _conv: conv })
     }
 
     /// The whole training step as one fused launch, where it is one: a dense BCE output layer
@@ -677,27 +810,23 @@ impl Plan {
         Ok(Some(loss::linear_head_bce_dispatch(gpu, &head, targets, &opts, p.threshold, &out)?))
     }
 
-    /// Points the batch gathers at `offset` in the index buffer (takes effect at the next submit).
+    /// Points the step's batch reads at `offset` in the index buffer (takes effect at the next submit).
     pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
-        for g in &self.gathers {
-            g.set_offset(gpu, offset as u32)?;
-        }
-        Ok(())
+        self.launches.set_offset(gpu, offset)
     }
 
     /// Stages `offset` as the current step's batch offset (several steps per submission).
     pub(crate) fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
-        self.gathers.iter().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
+        self.launches.stage_offset(uniforms, offset)
     }
 
-    /// Every dispatch of the step in recording order (gathers first), for profiling.
+    /// Every dispatch of the step in recording order, for profiling.
     pub(crate) fn dispatch_list(&self) -> Vec<&Dispatch> {
-        self.gathers.iter().map(|g| g.dispatch()).chain(self.dispatches.iter()).collect()
+        self.launches.list()
     }
 
     /// Records the step; returns the number of dispatches recorded.
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.gathers.iter().map(|g| g.dispatch().encode(gpu, pass)).sum::<usize>()
-            + self.dispatches.iter().map(|d| d.encode(gpu, pass)).sum::<usize>()
+        self.launches.encode(gpu, pass)
     }
 }
