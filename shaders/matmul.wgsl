@@ -166,8 +166,16 @@ fn b_at(kk: u32, col: u32) -> f32 {
     return select(0.0, b[i], kk < p.k);
 }
 
-// A 4×4 block of op(A): m[i][s] = op(A)[r0 + i, kk + s]. r0 is a multiple of 4.
-fn a_blk(r0: u32, kk: u32) -> mat4x4<f32> {
+// The stored rows of op(A)'s rows r0..r0+3, clamped into range (A not transposed). Computed once,
+// before the K loop: with GATHER_A each is a load from `rows`, which the loop would otherwise
+// repeat every step (lavapipe does not hoist it).
+fn a_rows(r0: u32) -> vec4<u32> {
+    let last = p.m - 1u;
+    return vec4<u32>(a_src(min(r0, last)), a_src(min(r0 + 1u, last)), a_src(min(r0 + 2u, last)), a_src(min(r0 + 3u, last)));
+}
+
+// A 4×4 block of op(A): m[i][s] = op(A)[r0 + i, kk + s]. r0 is a multiple of 4; ra = a_rows(r0).
+fn a_blk(r0: u32, ra: vec4<u32>, kk: u32) -> mat4x4<f32> {
     if VEC_A {
         if TRANS_A {  // M % 4 == 0: rows are contiguous; a block past M is clamped (never stored)
             let s = p.m >> 2u;
@@ -176,9 +184,7 @@ fn a_blk(r0: u32, kk: u32) -> mat4x4<f32> {
         }
         let s = p.k >> 2u;  // K % 4 == 0: k is contiguous
         let q = kk >> 2u;
-        let last = p.m - 1u;
-        return mat4x4<f32>(a4[a_src(min(r0, last)) * s + q], a4[a_src(min(r0 + 1u, last)) * s + q],
-                           a4[a_src(min(r0 + 2u, last)) * s + q], a4[a_src(min(r0 + 3u, last)) * s + q]);
+        return mat4x4<f32>(a4[ra.x * s + q], a4[ra.y * s + q], a4[ra.z * s + q], a4[ra.w * s + q]);
     }
     var m: mat4x4<f32>;
     for (var i = 0u; i < 4u; i++) {
@@ -244,14 +250,16 @@ fn matmul_block8x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let r0 = wg.y * 8u;
     let c0 = wg.x * 64u + lid.x * 4u;
     let c1 = c0 + 32u;
+    let ra0 = a_rows(r0);
+    let ra1 = a_rows(r0 + 4u);
     var acc00: mat4x4<f32>; var acc01: mat4x4<f32>;
     var acc10: mat4x4<f32>; var acc11: mat4x4<f32>;
     for (var kk = 0u; kk < p.k; kk += 4u) {
         let b0 = b_blk(kk, c0);
         let b1 = b_blk(kk, c1);
-        var ab = a_blk(r0, kk);
+        var ab = a_blk(r0, ra0, kk);
         acc00 += b0 * ab; acc01 += b1 * ab;
-        ab = a_blk(r0 + 4u, kk);
+        ab = a_blk(r0 + 4u, ra1, kk);
         acc10 += b0 * ab; acc11 += b1 * ab;
     }
     // One row of C per pass, then every row moves up one. The runtime bound keeps this a loop:
@@ -271,6 +279,10 @@ fn matmul_block16x16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let c1 = c0 + 32u;
     let c2 = c0 + 64u;
     let c3 = c0 + 96u;
+    let ra0 = a_rows(r0);
+    let ra1 = a_rows(r0 + 4u);
+    let ra2 = a_rows(r0 + 8u);
+    let ra3 = a_rows(r0 + 12u);
     var acc00: mat4x4<f32>; var acc01: mat4x4<f32>; var acc02: mat4x4<f32>; var acc03: mat4x4<f32>;
     var acc10: mat4x4<f32>; var acc11: mat4x4<f32>; var acc12: mat4x4<f32>; var acc13: mat4x4<f32>;
     var acc20: mat4x4<f32>; var acc21: mat4x4<f32>; var acc22: mat4x4<f32>; var acc23: mat4x4<f32>;
@@ -280,13 +292,13 @@ fn matmul_block16x16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         let b1 = b_blk(kk, c1);
         let b2 = b_blk(kk, c2);
         let b3 = b_blk(kk, c3);
-        var ab = a_blk(r0, kk);
+        var ab = a_blk(r0, ra0, kk);
         acc00 += b0 * ab; acc01 += b1 * ab; acc02 += b2 * ab; acc03 += b3 * ab;
-        ab = a_blk(r0 + 4u, kk);
+        ab = a_blk(r0 + 4u, ra1, kk);
         acc10 += b0 * ab; acc11 += b1 * ab; acc12 += b2 * ab; acc13 += b3 * ab;
-        ab = a_blk(r0 + 8u, kk);
+        ab = a_blk(r0 + 8u, ra2, kk);
         acc20 += b0 * ab; acc21 += b1 * ab; acc22 += b2 * ab; acc23 += b3 * ab;
-        ab = a_blk(r0 + 12u, kk);
+        ab = a_blk(r0 + 12u, ra3, kk);
         acc30 += b0 * ab; acc31 += b1 * ab; acc32 += b2 * ab; acc33 += b3 * ab;
     }
     for (var row = r0; row < min(r0 + 16u, p.m); row++) {  // as in matmul_block8x8
@@ -307,8 +319,9 @@ fn matmul_block16x16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 // or a few rows (its dW, M = outputs), where the wide tiles above compute mostly padding.
 fn block4x4(r0: u32, c0: u32) {
     var acc: mat4x4<f32>;
+    let ra = a_rows(r0);
     for (var kk = 0u; kk < p.k; kk += 4u) {
-        acc += b_blk(kk, c0) * a_blk(r0, kk);
+        acc += b_blk(kk, c0) * a_blk(r0, ra, kk);
     }
     store_blk(acc, r0, c0);
 }

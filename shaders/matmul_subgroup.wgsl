@@ -6,9 +6,10 @@
 // As the block variants, but each of the 8 invocations loads one row of A per 8 rows and the
 // others get it by subgroupBroadcast (two instructions on lavapipe), so A costs an eighth of the
 // loads and the block can grow to 32 rows × 8 columns for the same registers.
-fn a_row4(row: u32, kk: u32) -> vec4<f32> {  // op(A)[row, kk..kk+3]
+// op(A)[row, kk..kk+3]; `stored` = a_src(min(row, M − 1)), computed once before the K loop.
+fn a_row4(row: u32, stored: u32, kk: u32) -> vec4<f32> {
     if VEC_A && !TRANS_A {
-        return a4[a_src(min(row, p.m - 1u)) * (p.k >> 2u) + (kk >> 2u)];
+        return a4[stored * (p.k >> 2u) + (kk >> 2u)];
     }
     return vec4<f32>(a_at(row, kk), a_at(row, kk + 1u), a_at(row, kk + 2u), a_at(row, kk + 3u));
 }
@@ -29,25 +30,30 @@ fn matmul_sg32x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     var acc20: mat4x4<f32>; var acc21: mat4x4<f32>; var acc30: mat4x4<f32>; var acc31: mat4x4<f32>;
     var acc40: mat4x4<f32>; var acc41: mat4x4<f32>; var acc50: mat4x4<f32>; var acc51: mat4x4<f32>;
     var acc60: mat4x4<f32>; var acc61: mat4x4<f32>; var acc70: mat4x4<f32>; var acc71: mat4x4<f32>;
+    let last = p.m - 1u;
+    let s0 = a_src(min(r0 + sid, last));
+    let s1 = a_src(min(r0 + 8u + sid, last));
+    let s2 = a_src(min(r0 + 16u + sid, last));
+    let s3 = a_src(min(r0 + 24u + sid, last));
     for (var kk = 0u; kk < p.k; kk += 4u) {
         let b0 = b_blk(kk, c0);
         let b1 = b_blk(kk, c1);
-        var av = a_row4(r0 + sid, kk);
+        var av = a_row4(r0 + sid, s0, kk);
         var ab = rows_lo(av);
         acc00 += b0 * ab; acc01 += b1 * ab;
         ab = rows_hi(av);
         acc10 += b0 * ab; acc11 += b1 * ab;
-        av = a_row4(r0 + 8u + sid, kk);
+        av = a_row4(r0 + 8u + sid, s1, kk);
         ab = rows_lo(av);
         acc20 += b0 * ab; acc21 += b1 * ab;
         ab = rows_hi(av);
         acc30 += b0 * ab; acc31 += b1 * ab;
-        av = a_row4(r0 + 16u + sid, kk);
+        av = a_row4(r0 + 16u + sid, s2, kk);
         ab = rows_lo(av);
         acc40 += b0 * ab; acc41 += b1 * ab;
         ab = rows_hi(av);
         acc50 += b0 * ab; acc51 += b1 * ab;
-        av = a_row4(r0 + 24u + sid, kk);
+        av = a_row4(r0 + 24u + sid, s3, kk);
         ab = rows_lo(av);
         acc60 += b0 * ab; acc61 += b1 * ab;
         ab = rows_hi(av);
