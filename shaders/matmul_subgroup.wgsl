@@ -68,3 +68,69 @@ fn matmul_sg32x8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         acc60 = up(acc60, acc70[0]); acc61 = up(acc61, acc71[0]); acc70 = up(acc70, zero4); acc71 = up(acc71, zero4);
     }
 }
+
+// ---- matmul_sgtall32x4 / matmul_sgwide4x32 (need subgroups of ≥ 8 holding the whole workgroup) ----
+// As matmul_tall32x4 / matmul_wide4x32, for a small head's narrow products, where all 8
+// invocations of a workgroup need the same block of one operand: B in the tall NT form (the
+// forward product, B = W [N, K]), A in the wide TN form (dW = dYᵀ·X, A = dY [K, M]). Lane l loads
+// that operand's vec4 at k-step l — one load gives eight k-steps of the block — and the others get
+// it by subgroupBroadcast, instead of every lane loading four vec4s per k-step. Other forms (or
+// operands not read as vec4s) load per lane, as the plain variants do.
+// The 4×4 block m[s][j] = lane j's v[s] (lanes_hi: lane 4 + j's).
+fn lanes_lo(v: vec4<f32>) -> mat4x4<f32> {  // m[s][j] = lane j's v[s]
+    return transpose(mat4x4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)));
+}
+fn lanes_hi(v: vec4<f32>) -> mat4x4<f32> {  // m[s][j] = lane (4 + j)'s v[s]
+    return transpose(mat4x4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_sgtall32x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                     @builtin(subgroup_invocation_id) sid: u32) {
+    let r0 = wg.y * 32u + lid.x * 4u;
+    let c0 = wg.x * 4u;
+    let ra = a_rows(r0);
+    var acc: mat4x4<f32>;
+    if VEC_B && TRANS_B {
+        let s = p.k >> 2u;
+        let col = min(c0 + (sid & 3u), p.n - 1u);
+        for (var kk = 0u; kk < p.k; kk += 8u) {
+            let v = b4[col * s + min((kk >> 2u) + (sid >> 2u), s - 1u)];
+            acc += lanes_lo(v) * a_blk(r0, ra, kk);
+            if kk + 4u < p.k {
+                acc += lanes_hi(v) * a_blk(r0, ra, kk + 4u);
+            }
+        }
+    } else {
+        for (var kk = 0u; kk < p.k; kk += 4u) {
+            acc += b_blk(kk, c0) * a_blk(r0, ra, kk);
+        }
+    }
+    store_blk(acc, r0, c0);
+}
+
+@compute @workgroup_size(8, 1, 1)
+fn matmul_sgwide4x32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                     @builtin(subgroup_invocation_id) sid: u32) {
+    let r0 = wg.y * 4u;
+    let c0 = wg.x * 32u + lid.x * 4u;
+    let ra = a_rows(r0);
+    var acc: mat4x4<f32>;
+    if VEC_A && TRANS_A {
+        // Aᵀ [K, M], M % 4 == 0: op(A)'s rows r0..r0+3 at k-step kk are one vec4
+        let sm = p.m >> 2u;
+        let q = min(r0, p.m - 4u) >> 2u;
+        for (var kk = 0u; kk < p.k; kk += 8u) {
+            let v = a4[min(kk + sid, p.k - 1u) * sm + q];
+            acc += b_blk(kk, c0) * lanes_lo(v);
+            if kk + 4u < p.k {
+                acc += b_blk(kk + 4u, c0) * lanes_hi(v);
+            }
+        }
+    } else {
+        for (var kk = 0u; kk < p.k; kk += 4u) {
+            acc += b_blk(kk, c0) * a_blk(r0, ra, kk);
+        }
+    }
+    store_blk(acc, r0, c0);
+}

@@ -80,7 +80,7 @@ static MEASURING: Mutex<()> = Mutex::new(());
 
 const FILE_NAME: &str = "matmul_autotune.json";
 // 2: the narrow variants tall32x4 and wide4x32 joined the candidates
-const FILE_VERSION: u64 = 2;
+const FILE_VERSION: u64 = 3;
 
 /// The cache file's path, from `HEADSWAP_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`.
 pub fn cache_path() -> Option<PathBuf> {

@@ -20,6 +20,8 @@ const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", 
 const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: BINDINGS };
 const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: BINDINGS };
 const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: BINDINGS };
+const SGTALL32X4: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgtall32x4", bindings: BINDINGS };
+const SGWIDE4X32: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgwide4x32", bindings: BINDINGS };
 const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: BINDINGS };
 const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: BINDINGS };
 const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: BINDINGS };
@@ -38,8 +40,14 @@ pub enum Variant {
     /// 8 invocations of 4×4 blocks stacked down M (32 × 4 per workgroup), vec4 loads: outputs with
     /// few columns (a small head's forward pass).
     Tall32x4,
+    /// As `Tall32x4`, the block of B (the same for all 8 invocations) loaded once per subgroup and
+    /// shared by `subgroupBroadcast` in the NT form. Needs subgroups of ≥ 8 invocations.
+    SgTall32x4,
     /// The same stacked along N (4 × 32): outputs with few rows (a small head's weight gradient).
     Wide4x32,
+    /// As `Wide4x32`, the block of A (the same for all 8 invocations) loaded once per subgroup and
+    /// shared by `subgroupBroadcast` in the TN form. Needs subgroups of ≥ 8 invocations.
+    SgWide4x32,
     /// The simple baseline: a 4×4 block per invocation, scalar loads.
     Reg4x4,
     /// 64×64 tiles through workgroup memory, 256 invocations: the kernel for real GPUs.
@@ -48,8 +56,17 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in the order the static ranking on a CPU adapter puts them.
-    pub const ALL: [Variant; 7] =
-        [Variant::Sg32x8, Variant::Block16x16, Variant::Block8x8, Variant::Tall32x4, Variant::Wide4x32, Variant::Reg4x4, Variant::Tile64];
+    pub const ALL: [Variant; 9] = [
+        Variant::Sg32x8,
+        Variant::Block16x16,
+        Variant::Block8x8,
+        Variant::Tall32x4,
+        Variant::SgTall32x4,
+        Variant::Wide4x32,
+        Variant::SgWide4x32,
+        Variant::Reg4x4,
+        Variant::Tile64,
+    ];
 
     /// The name `HEADSWAP_MATMUL` and the autotune cache file use.
     pub fn name(self) -> &'static str {
@@ -58,7 +75,9 @@ impl Variant {
             Variant::Block16x16 => "block16x16",
             Variant::Block8x8 => "block8x8",
             Variant::Tall32x4 => "tall32x4",
+            Variant::SgTall32x4 => "sgtall32x4",
             Variant::Wide4x32 => "wide4x32",
+            Variant::SgWide4x32 => "sgwide4x32",
             Variant::Reg4x4 => "reg4x4",
             Variant::Tile64 => "tile64",
         }
@@ -80,7 +99,9 @@ impl Variant {
             Variant::Block16x16 => BLOCK16X16,
             Variant::Block8x8 => BLOCK8X8,
             Variant::Tall32x4 => TALL32X4,
+            Variant::SgTall32x4 => SGTALL32X4,
             Variant::Wide4x32 => WIDE4X32,
+            Variant::SgWide4x32 => SGWIDE4X32,
             Variant::Reg4x4 => REG4X4,
             Variant::Tile64 => TILE64,
         }
@@ -92,8 +113,8 @@ impl Variant {
             Variant::Sg32x8 => (32, 64),
             Variant::Block16x16 => (16, 128),
             Variant::Block8x8 => (8, 64),
-            Variant::Tall32x4 => (32, 4),
-            Variant::Wide4x32 => (4, 32),
+            Variant::Tall32x4 | Variant::SgTall32x4 => (32, 4),
+            Variant::Wide4x32 | Variant::SgWide4x32 => (4, 32),
             Variant::Reg4x4 => (4, 32), // 8×1 invocations of 4×4
             Variant::Tile64 => (64, 64),
         };
@@ -105,7 +126,8 @@ impl Variant {
         let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
         // A workgroup of 8 must be one subgroup.
         let subgroups = gpu.has(wgpu::Features::SUBGROUP) && gpu.adapter_info().subgroup_min_size >= 8;
-        (self != Variant::Sg32x8 || subgroups) && self.groups(m, n).iter().all(|&g| g <= max)
+        (!matches!(self, Variant::Sg32x8 | Variant::SgTall32x4 | Variant::SgWide4x32) || subgroups)
+            && self.groups(m, n).iter().all(|&g| g <= max)
     }
 }
 
@@ -283,9 +305,13 @@ fn build_gathered(
     let rows = gather.map_or(&a4, |g| g.1);
     match v {
         Variant::Reg4x4 => constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]),
-        Variant::Block8x8 | Variant::Block16x16 | Variant::Sg32x8 | Variant::Tall32x4 | Variant::Wide4x32 => {
-            constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)])
-        }
+        Variant::Block8x8
+        | Variant::Block16x16
+        | Variant::Sg32x8
+        | Variant::Tall32x4
+        | Variant::SgTall32x4
+        | Variant::Wide4x32
+        | Variant::SgWide4x32 => constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]),
         Variant::Tile64 => {}
     }
     Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4, rows], groups)
