@@ -221,7 +221,7 @@ pub fn run_at(gpu: &Gpu, opts: &BenchOptions, scale: Scale) -> Result<BenchRepor
     let mut notes = vec![
         "K1: data resident on the device; upload and read-back excluded. GPU: median over timed submissions, each holding `batch` copies of the dispatch in one compute pass, submitted and waited for (device poll) inside the timed region; time per product = submission time / batch. CPU: gemm crate 0.19, f32, Parallelism::Rayon(0) (all cores), same operands, median of calls after warm-up.".to_string(),
         "K1 check: every product (GPU and CPU) against the float64 reference before timing, tolerance 1e-5·√k + 1e-4·|ref|; products with m·n·k > 2^30 are checked on 16 sampled rows and 16 sampled columns. A failed check prints no number.".to_string(),
-        "T: seeded uniform random inputs in [0, 1) and random targets (the work per step does not depend on the values); batch 128, a new shuffle every epoch, the last partial batch trained. samples/s = median over the epochs after the first (warm-up); end-to-end = samples × epochs / the whole fit (upload, plans, feature caching included; pipelines are compiled beforehand by a one-epoch warm-up run on 192 samples). CPU baseline: the same model, loss and optimizer in plain Rust, matrix products through gemm on all cores, elementwise work on one core.".to_string(),
+        "T: seeded uniform random inputs in [0, 1) and random targets (the work per step does not depend on the values); batch 128, a new shuffle every epoch, the last partial batch trained. samples/s = median over the epochs after the first (warm-up); end-to-end = samples × epochs / the whole fit (upload, plans, feature caching included; pipelines are compiled beforehand by a one-epoch warm-up run on 192 samples). T2: the cached and uncached runs alternate (3 rounds at full scale), samples/s the median over every round's timed epochs, end to end the median over the rounds. CPU baseline: the same model, loss and optimizer in plain Rust, matrix products through gemm on all cores, elementwise work on one core.".to_string(),
         "Step profile: the same step as Trainer builds it; step = one compute pass, one submission, wait (median); Σ kernels = each dispatch timed alone (see the method), medians summed.".to_string(),
     ];
     match scale {
@@ -583,6 +583,9 @@ struct TrainScale {
     t1_epochs: usize,
     t2_n: usize,
     t2_epochs: usize,
+    /// T2: cached and uncached runs alternate this many times (a burst of load elsewhere then
+    /// hits both, not just one side of the ratio).
+    t2_rounds: usize,
     t3_n: usize,
     t3_epochs: usize,
     /// C1: task-A images, task-B scenes, epochs of each run.
@@ -600,6 +603,7 @@ impl TrainScale {
                 t1_epochs: 4,
                 t2_n: 5_000,
                 t2_epochs: 10,
+                t2_rounds: 3,
                 t3_n: 20_000,
                 t3_epochs: 10,
                 c1_a_n: 6_000,
@@ -612,6 +616,7 @@ impl TrainScale {
                 t1_epochs: 4,
                 t2_n: 500,
                 t2_epochs: 10,
+                t2_rounds: 2,
                 t3_n: 2_000,
                 t3_epochs: 10,
                 c1_a_n: 600,
@@ -624,6 +629,7 @@ impl TrainScale {
                 t1_epochs: 2,
                 t2_n: 200,
                 t2_epochs: 2,
+                t2_rounds: 1,
                 t3_n: 200,
                 t3_epochs: 2,
                 c1_a_n: 200,
@@ -671,26 +677,32 @@ fn config(optimizer: Optimizer, seed: u64, cache: bool) -> TrainConfig {
     TrainConfig { optimizer, batch_size: BATCH, shuffle: true, seed, cache_features: cache, ..TrainConfig::default() }
 }
 
+/// One workload's result from `fits`, runs of the same configuration: samples/s is the median
+/// over every run's epochs after its first, end to end the median over the runs; counts and bytes
+/// are the last run's.
 fn summarize(
     id: &str,
     name: String,
     data: &Dataset,
     epochs: usize,
-    fit: &FitReport,
+    fits: &[FitReport],
     cpu: Option<CpuTrainResult>,
     profile: Option<StepProfile>,
 ) -> TrainResult {
-    let per_epoch: Vec<f64> = fit.epochs.iter().map(|e| e.samples_per_sec).collect();
-    let timed = if per_epoch.len() > 1 { &per_epoch[1..] } else { &per_epoch[..] };
+    let rates = |f: &FitReport| f.epochs.iter().map(|e| e.samples_per_sec).collect::<Vec<f64>>();
+    let per_epoch: Vec<f64> = fits.iter().flat_map(rates).collect();
+    let timed: Vec<f64> = fits.iter().flat_map(|f| rates(f).into_iter().skip(usize::from(f.epochs.len() > 1))).collect();
+    let end_to_end: Vec<f64> = fits.iter().map(|f| (data.n * f.epochs.len()) as f64 / f.seconds.max(1e-9)).collect();
+    let fit = fits.last().expect("at least one run");
     TrainResult {
         id: id.into(),
         name,
         n: data.n,
         batch: BATCH,
         epochs,
-        samples_per_sec: median(timed),
-        epoch_samples_per_sec: per_epoch.clone(),
-        end_to_end_samples_per_sec: (data.n * fit.epochs.len()) as f64 / fit.seconds.max(1e-9),
+        samples_per_sec: median(&timed),
+        epoch_samples_per_sec: per_epoch,
+        end_to_end_samples_per_sec: median(&end_to_end),
         final_loss: fit.last().map(|e| e.train.loss).unwrap_or(f64::NAN),
         dispatches_per_step: fit.dispatches_per_step,
         submissions_per_step: fit.submissions_per_step,
@@ -730,7 +742,7 @@ fn bench_t1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
         let profile = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
         let cpu = cpu::fit(&data, &[784, 512, 256, 10], 2, 0, false, cpu_opt, ts.t1_epochs, seed);
         let name = format!("pretrain 784→512→256→10 ReLU, softmax CE, {what}");
-        out.push(summarize(id, name, &data, ts.t1_epochs, &fit, Some(cpu), Some(profile)));
+        out.push(summarize(id, name, &data, ts.t1_epochs, std::slice::from_ref(&fit), Some(cpu), Some(profile)));
     }
     Ok(out)
 }
@@ -738,22 +750,36 @@ fn bench_t1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
 fn bench_t2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let ts = TrainScale::of(scale);
     let data = label_data(ts.t2_n, 4, seed ^ 0x7432);
+    let runs = [("T2-cached", true), ("T2-uncached", false)];
+    let cfg = |cache| config(Optimizer::sgd(0.05).momentum(0.9), seed, cache);
+    for (id, cache) in runs {
+        let _span = tracing::info_span!("bench", id, warm_up = true).entered();
+        warm_up(gpu, &data, Head::labels(4), Some(Freeze::Trunk), cfg(cache), seed)?;
+    }
+    // cached and uncached runs alternate, so the ratio compares like with like on a loaded machine
+    let mut fits: [Vec<FitReport>; 2] = Default::default();
+    let mut trainers = Vec::new();
+    for round in 0..ts.t2_rounds {
+        for (i, (id, cache)) in runs.into_iter().enumerate() {
+            let _span = tracing::info_span!("bench", id, round).entered();
+            let mut net = Network::new(gpu, &TRUNK, Head::classes(10), seed)?;
+            net.swap_head(Head::labels(4), seed + 1)?;
+            let mut trainer = Trainer::new(gpu, cfg(cache));
+            fits[i].push(trainer.fine_tune(&mut net, &data, Freeze::Trunk, ts.t2_epochs)?);
+            if round + 1 == ts.t2_rounds {
+                trainers.push((trainer, net));
+            }
+        }
+    }
     let mut out = Vec::new();
-    for (id, cache) in [("T2-cached", true), ("T2-uncached", false)] {
-        let _span = tracing::info_span!("bench", id).entered();
-        let cfg = config(Optimizer::sgd(0.05).momentum(0.9), seed, cache);
-        warm_up(gpu, &data, Head::labels(4), Some(Freeze::Trunk), cfg.clone(), seed)?;
-        let mut net = Network::new(gpu, &TRUNK, Head::classes(10), seed)?;
-        net.swap_head(Head::labels(4), seed + 1)?;
-        let mut trainer = Trainer::new(gpu, cfg);
-        let fit = trainer.fine_tune(&mut net, &data, Freeze::Trunk, ts.t2_epochs)?;
-        let profile = profile_step(&trainer, &net, &data, Freeze::Trunk, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
+    for (((id, cache), fits), (trainer, net)) in runs.into_iter().zip(&fits).zip(&trainers) {
+        let profile = profile_step(trainer, net, &data, Freeze::Trunk, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
         let cpu = cpu::fit(&data, &[784, 512, 256, 4], 2, 2, cache, cpu::Opt::Sgd { lr: 0.05, momentum: 0.9 }, ts.t2_epochs, seed);
         let name = format!(
             "head-only fine-tune: frozen 784→512→256 trunk, new 256→4 sigmoid head, per-label BCE, SGD momentum 0.9 lr 0.05, {} trunk features",
             if cache { "cached" } else { "no cached" }
         );
-        out.push(summarize(id, name, &data, ts.t2_epochs, &fit, Some(cpu), Some(profile)));
+        out.push(summarize(id, name, &data, ts.t2_epochs, fits, Some(cpu), Some(profile)));
     }
     Ok(out)
 }
@@ -771,7 +797,7 @@ fn bench_t3(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let profile = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: ts.profile_reps, timing: Timing::Auto })?;
     let cpu = cpu::fit(&data, &[784, 512, 256, 4], 2, 0, false, cpu::Opt::Sgd { lr: 0.01, momentum: 0.9 }, ts.t3_epochs, seed);
     let name = "full fine-tune: every layer trainable, 784→512→256→4, per-label BCE, SGD momentum 0.9 lr 0.01".to_string();
-    Ok(vec![summarize("T3", name, &data, ts.t3_epochs, &fit, Some(cpu), Some(profile))])
+    Ok(vec![summarize("T3", name, &data, ts.t3_epochs, std::slice::from_ref(&fit), Some(cpu), Some(profile))])
 }
 
 /// C1: the demo's CNN (`headswap demo --trunk cnn`) on its 16×16 synthetic shape images: conv
@@ -810,7 +836,7 @@ fn bench_c1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let fit = trainer.fit(&mut base, &a, ts.c1_epochs)?;
     let profile = profile_step(&trainer, &base, &a, Freeze::All, reps)?;
     let name = format!("CNN pretrain {describe} → {classes} classes, 16×16 shapes, softmax CE, SGD momentum 0.9 lr 0.05");
-    out.push(summarize("C1-pretrain", name, &a, ts.c1_epochs, &fit, None, Some(profile)));
+    out.push(summarize("C1-pretrain", name, &a, ts.c1_epochs, std::slice::from_ref(&fit), None, Some(profile)));
     for (id, freeze, what) in
         [("C1-head", Freeze::Trunk, "head only, cached trunk features"), ("C1-all", Freeze::All, "every layer trainable")]
     {
@@ -820,7 +846,7 @@ fn bench_c1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
         let fit = trainer.fine_tune(&mut net, &b, freeze, ts.c1_epochs)?;
         let profile = profile_step(&trainer, &net, &b, freeze, reps)?;
         let name = format!("CNN fine-tune on 4-label scenes, new 64→{k} head, per-label BCE, Adam lr 3e-3, {what}");
-        out.push(summarize(id, name, &b, ts.c1_epochs, &fit, None, Some(profile)));
+        out.push(summarize(id, name, &b, ts.c1_epochs, std::slice::from_ref(&fit), None, Some(profile)));
     }
     Ok(out)
 }
