@@ -24,7 +24,7 @@
 //!
 //! The modules: [`gpu`] (device, tensors, pipeline cache), [`kernels`] (the WGSL kernel library,
 //! usable on a host program's own device and buffers), [`nn`] (networks, head-swap),
-//! [`train`] (training passes), [`data`], [`checkpoint`], [`demo`], [`bench`], [`report`].
+//! [`train`] (training passes), [`data`], [`checkpoint`], [`demo`], [`bench`](mod@bench), [`report`].
 
 pub mod bench;
 pub mod checkpoint;

@@ -1,6 +1,6 @@
 //! Where a training step's time goes: the whole step next to the sum of its kernels' times.
 //!
-//! [`profile_step`] builds the same step a [`Trainer`] runs (the same [`Plan`], the same optimizer
+//! [`profile_step`] builds the same step a [`Trainer`] runs (the same `Plan`, the same optimizer
 //! dispatches, cached trunk features when the trainer would use them) and times it two ways:
 //!
 //! * **the step**: every dispatch recorded into one compute pass of one encoder, submitted once,
