@@ -481,19 +481,24 @@ fn hb_target(i: u32, j: u32) -> f32 {
     return label_targets[i * hp.cols + j];
 }
 
+// MEAN_LABELLED: the loss scale 1 / (the batch's known targets, at least 1).
+fn head_bce_labelled_scale(t: u32, m: u32, k: u32) -> f32 {
+    var known = 0u;
+    for (var i = t; i < m; i += HEAD_WG) {
+        for (var j = 0u; j < k; j++) {
+            known += select(1u, 0u, loss_is_nan(hb_target(i, j)));
+        }
+    }
+    return head_labelled_scale(t, known);
+}
+
 @compute @workgroup_size(HEAD_WG)
 fn head_bce(@builtin(local_invocation_index) t: u32) {
     let m = head_bound(hp.rows, t);
     let k = head_bound(hp.cols, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
-        var known = 0u;
-        for (var i = t; i < m; i += HEAD_WG) {
-            for (var j = 0u; j < k; j++) {
-                known += select(1u, 0u, loss_is_nan(hb_target(i, j)));
-            }
-        }
-        scale = head_labelled_scale(t, known);
+        scale = head_bce_labelled_scale(t, m, k);
     }
     var loss = 0.0;
     if k <= HEAD_WG {
@@ -543,7 +548,8 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
 //             6 hb_loss_acc [1] (rw), 7 hb_counts u32 [k, 4] (rw), 8 hb_db [k] (rw),
 //             9 head_rows u32 [total] (r), 10 hl_weight [k, d] (r), 11 hl_bias [k] (r),
 //             12 hl_dweight [k, d] (rw)
-// Overrides: HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED (HAS_DB is set: db is always written).
+// Overrides: HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED (HAS_DB and GATHER_TARGETS are set:
+// db is always written, targets are read as head_bce's are with GATHER_TARGETS).
 
 @group(0) @binding(1) var<storage, read> hl_features: array<f32>;
 @group(0) @binding(10) var<storage, read> hl_weight: array<f32>;
@@ -555,10 +561,11 @@ fn hl_row(i: u32) -> u32 {
     return head_rows[hp.offset + i];
 }
 
-// (logit, target) of label j at data row r; a NaN target (unknown) when there is no such row.
-fn hl_entry(r: u32, j: u32, n: u32, d: u32) -> vec2<f32> {
+// The logit of label j at data row r; NaN when there is no such row (its target, hb_target,
+// is NaN too: the entry counts as unknown).
+fn hl_logit(r: u32, j: u32, n: u32, d: u32) -> f32 {
     if r >= n {
-        return vec2<f32>(loss_nan(r), loss_nan(j));
+        return loss_nan(r);
     }
     let xb = r * d;
     let wb = j * d;
@@ -572,8 +579,7 @@ fn hl_entry(r: u32, j: u32, n: u32, d: u32) -> vec2<f32> {
     for (; c < d; c++) {
         s.x += hl_features[xb + c] * hl_weight[wb + c];
     }
-    let x = (s.x + s.y) + (s.z + s.w) + hl_bias[j];
-    return vec2<f32>(x, label_targets[r * hp.cols + j]);
+    return (s.x + s.y) + (s.z + s.w) + hl_bias[j];
 }
 
 @compute @workgroup_size(HEAD_WG)
@@ -584,16 +590,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
     let d = head_bound(hp.d, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
-        var known = 0u;
-        for (var i = t; i < m; i += HEAD_WG) {
-            let r = hl_row(i);
-            if r < n {
-                for (var j = 0u; j < k; j++) {
-                    known += select(1u, 0u, loss_is_nan(label_targets[r * k + j]));
-                }
-            }
-        }
-        scale = head_labelled_scale(t, known);
+        scale = head_bce_labelled_scale(t, m, k);
     }
     var loss = 0.0;
     if k <= HEAD_WG {
@@ -602,8 +599,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
         var sums = HeadSums();
         if j < k {
             for (var i = t % per; i < m; i += per) {
-                let xy = hl_entry(hl_row(i), j, n, d);
-                head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
+                head_bce_add(i * k + j, hl_logit(hl_row(i), j, n, d), hb_target(i, j), j, scale, &sums);
             }
         }
         loss = sums.loss;
@@ -613,8 +609,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
         for (var j = t; j < k; j += HEAD_WG) {
             var sums = HeadSums();
             for (var i = 0u; i < m; i++) {
-                let xy = hl_entry(hl_row(i), j, n, d);
-                head_bce_add(i * k + j, xy.x, xy.y, j, scale, &sums);
+                head_bce_add(i * k + j, hl_logit(hl_row(i), j, n, d), hb_target(i, j), j, scale, &sums);
             }
             loss += sums.loss;
             hb_db[j] = sums.db;

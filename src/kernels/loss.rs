@@ -483,7 +483,9 @@ pub fn linear_head_bce_dispatch(
     let label_weight = opts.label_weight.as_ref().unwrap_or(targets);
     let buffers =
         [f, targets, pos_weight, label_weight, out.dlogits, out.loss_acc, out.counts, db, ix, head.weight, head.bias, head.dweight];
-    let dispatch = Dispatch::new(gpu, LINEAR_HEAD_BCE, &bce_constants(opts, true), bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?;
+    let mut consts = bce_constants(opts, true).to_vec();
+    consts.push(("GATHER_TARGETS", 1.0));
+    let dispatch = Dispatch::new(gpu, LINEAR_HEAD_BCE, &consts, bytemuck::bytes_of(&p), &buffers, [1, 1, 1])?;
     Ok(IndexedDispatch::new(dispatch, bytemuck::cast(p), 3, ix.len(), m))
 }
 
