@@ -335,9 +335,7 @@ pub fn matmul_dispatch_gathered(
     side: Gathered,
     indices: &Tensor,
 ) -> Result<IndexedDispatch> {
-    let p = check_gathered(a, b, c, t, &epi, side, indices)?;
-    let v = autotune::choose(gpu, p, epi)?.variant;
-    matmul_gathered_variant(gpu, a, b, c, p, epi, side, indices, v)
+    gathered(gpu, a, b, c, t, epi, side, indices, None)
 }
 
 /// As [`matmul_dispatch_gathered`], with the kernel variant named by the caller (tests).
@@ -353,25 +351,32 @@ pub fn matmul_dispatch_gathered_variant(
     indices: &Tensor,
     variant: Variant,
 ) -> Result<IndexedDispatch> {
-    let p = check_gathered(a, b, c, t, &epi, side, indices)?;
-    ensure(variant.fits(gpu, p.m, p.n), "matmul", || {
-        format!("variant {} cannot launch a {}x{} output on this adapter", variant.name(), p.m, p.n)
-    })?;
-    matmul_gathered_variant(gpu, a, b, c, p, epi, side, indices, variant)
+    gathered(gpu, a, b, c, t, epi, side, indices, Some(variant))
 }
 
+/// A gathered product with `variant`, or the autotuned one.
 #[allow(clippy::too_many_arguments)]
-fn matmul_gathered_variant(
+fn gathered(
     gpu: &Gpu,
     a: &Tensor,
     b: &Tensor,
     c: &Tensor,
-    p: Problem,
+    t: Transpose,
     epi: Epilogue<'_>,
     side: Gathered,
     indices: &Tensor,
-    v: Variant,
+    variant: Option<Variant>,
 ) -> Result<IndexedDispatch> {
+    let p = check_gathered(a, b, c, t, &epi, side, indices)?;
+    let v = match variant {
+        Some(v) => {
+            ensure(v.fits(gpu, p.m, p.n), "matmul", || {
+                format!("variant {} cannot launch a {}x{} output on this adapter", v.name(), p.m, p.n)
+            })?;
+            v
+        }
+        None => autotune::choose(gpu, p, epi)?.variant,
+    };
     let d = build_gathered(gpu, v, a, b, c, p, epi, Some((side, indices)))?;
     let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
     let batch = if side == Gathered::A { p.m } else { p.k };
