@@ -452,10 +452,7 @@ pub fn linear_head_bce_dispatch(
     ensure_dtype(head.bias, DType::F32, op, "bias")?;
     ensure(head.bias.len() == k, op, || format!("bias has {} elements, the layer {k} outputs", head.bias.len()))?;
     let ix = head.indices;
-    ensure(ix.dtype() == DType::U32 && ix.shape().len() == 1, op, || {
-        format!("indices must be a u32 vector, are {:?} {:?}", ix.dtype(), ix.shape())
-    })?;
-    ensure(m <= ix.len(), op, || format!("a batch of {m} rows needs at least {m} indices, there are {}", ix.len()))?;
+    check_targets(op, targets, Some(ix), m, &[k])?;
     check_bce_inputs(op, targets, targets, opts, k)?; // the per-label weights' dtype and length
     let db = out.db.ok_or_else(|| crate::Error::shape(format!("{op}: the fused step writes the bias gradient: out.db is required")))?;
     check_head_outputs(op, m, k, out, 4 * k)?;
