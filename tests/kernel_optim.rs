@@ -3,7 +3,7 @@
 //! as a view into a larger arena whose other elements must stay untouched.
 mod common;
 use common::*;
-use headswap::kernels::optim::{self, AdamConfig, OptimStep, SgdConfig};
+use headswap::kernels::optim::{self, AdamConfig, OptimStep, ParamRange, SgdConfig};
 use headswap::{Gpu, Tensor, reference};
 
 /// f32 steps against f64 math: a few ulps per step, relative to the parameter.
@@ -223,6 +223,213 @@ fn pipelines_are_compiled_once() {
         optim::adam_step(&gpu, &p, &g, &m, &v, &cfg).unwrap().run(&gpu).unwrap();
     }
     assert_eq!(gpu.pipeline_cache().len(), before, "another Adam config compiled a new pipeline");
+}
+
+// ---- Two parameter ranges in one dispatch (the trainer's head and trunk arenas) ----
+
+/// The optimizer a two-range test runs.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl Rule {
+    fn state_len(&self) -> usize {
+        match self {
+            Rule::Sgd(c) => (c.momentum != 0.0) as usize,
+            Rule::Adam(_) => 2,
+        }
+    }
+    fn lr(&self) -> f32 {
+        match self {
+            Rule::Sgd(c) => c.lr,
+            Rule::Adam(c) => c.lr,
+        }
+    }
+    fn build(&self, gpu: &Gpu, ranges: &[ParamRange]) -> headswap::Result<OptimStep> {
+        match self {
+            Rule::Sgd(c) => optim::sgd_step_ranges(gpu, ranges, c),
+            Rule::Adam(c) => optim::adam_step_ranges(gpu, ranges, c),
+        }
+    }
+    /// The f64 reference step over one range at learning rate `lr`.
+    fn reference(&self, p: &mut [f64], g: &[f64], state: &mut [Vec<f64>], lr: f32, t: u32) {
+        match self {
+            Rule::Sgd(c) => {
+                let rc = reference::optim::Sgd {
+                    lr: widen(lr),
+                    momentum: widen(c.momentum),
+                    dampening: widen(c.dampening),
+                    weight_decay: widen(c.weight_decay),
+                    nesterov: c.nesterov,
+                };
+                let mut none = vec![0.0; p.len()];
+                let buf = state.first_mut().unwrap_or(&mut none);
+                reference::optim::sgd_step(p, g, buf, &rc, t);
+            }
+            Rule::Adam(c) => {
+                let rc = reference::optim::Adam {
+                    lr: widen(lr),
+                    beta1: widen(c.beta1),
+                    beta2: widen(c.beta2),
+                    eps: widen(c.eps),
+                    weight_decay: widen(c.weight_decay),
+                    decoupled: c.decoupled_weight_decay,
+                };
+                let (m, v) = state.split_at_mut(1);
+                reference::optim::adam_step(p, g, &mut m[0], &mut v[0], &rc, t);
+            }
+        }
+    }
+}
+
+/// One range's buffers: parameters as a view into an arena, poisoned gradients, state buffers
+/// (momentum is poisoned, as step 1 must overwrite it; Adam's moments start at zero).
+struct RangeBufs {
+    arena: Arena,
+    grads: Tensor,
+    state: Vec<Tensor>,
+}
+
+impl RangeBufs {
+    fn new(gpu: &Gpu, rule: &Rule, n: usize, seed: u64) -> RangeBufs {
+        let state = (0..rule.state_len())
+            .map(|_| if matches!(rule, Rule::Sgd(_)) { poisoned(gpu, &[n]) } else { Tensor::zeros(gpu, &[n]).unwrap() })
+            .collect();
+        RangeBufs { arena: Arena::new(gpu, n, seed), grads: poisoned(gpu, &[n]), state }
+    }
+}
+
+/// Steps ranges a (n_a) and b (n_b, at `mult` × the rate) together for `steps` steps under a
+/// changing learning rate, against the f64 reference of each range; then returns the final
+/// parameters and state for the bit-for-bit comparison with separate single-range steps.
+fn check_two_ranges(rule: Rule, n_a: usize, n_b: usize, mult: f32, steps: u32, seed: u64, together: bool) -> Vec<Vec<f32>> {
+    let gpu = gpu();
+    let bufs = [RangeBufs::new(&gpu, &rule, n_a, seed), RangeBufs::new(&gpu, &rule, n_b, seed + 1)];
+    let states: Vec<Vec<&Tensor>> = bufs.iter().map(|b| b.state.iter().collect()).collect();
+    let ranges: Vec<ParamRange> = bufs
+        .iter()
+        .zip(&states)
+        .zip([1.0, mult])
+        .map(|((b, s), lr_mult)| ParamRange { params: &b.arena.view, grads: &b.grads, state: s, lr_mult })
+        .collect();
+    let steps_built: Vec<OptimStep> = if together {
+        let step = rule.build(&gpu, &ranges).unwrap();
+        assert_eq!((step.ranges(), step.len()), (2, n_a + n_b));
+        vec![step]
+    } else {
+        ranges.iter().map(|r| rule.build(&gpu, &[ParamRange { lr_mult: 1.0, ..*r }]).unwrap()).collect()
+    };
+    let mut p: Vec<Vec<f64>> = bufs.iter().map(|b| b.arena.start()).collect();
+    let mut st: Vec<Vec<Vec<f64>>> = [n_a, n_b].iter().map(|&n| vec![vec![0.0; n]; rule.state_len()]).collect();
+    for t in 1..=steps {
+        let lr = rule.lr() * [0.5, 1.0, 0.75, 0.25][(t as usize - 1) % 4];
+        for (k, b) in bufs.iter().enumerate() {
+            let g = rand_vec(seed * 1000 + 10 * t as u64 + k as u64, b.arena.n);
+            b.grads.write(&gpu, &g).unwrap();
+            let lr_k = if k == 0 { lr } else { lr * mult };
+            rule.reference(&mut p[k], &to_f64(&g), &mut st[k], lr_k, t);
+        }
+        if together {
+            steps_built[0].set(&gpu, lr, t).unwrap();
+        } else {
+            steps_built[0].set(&gpu, lr, t).unwrap();
+            steps_built[1].set(&gpu, lr * mult, t).unwrap();
+        }
+        for s in &steps_built {
+            s.run(&gpu).unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    for (k, b) in bufs.iter().enumerate() {
+        let what = format!("{rule:?} two ranges ({n_a}, {n_b}) × {mult}, range {k}");
+        let got = b.arena.values(&gpu, &what);
+        assert_close(&what, &got, &p[k], TOL);
+        out.push(got);
+        for (j, s) in b.state.iter().enumerate() {
+            let got = s.download(&gpu).unwrap();
+            // as the single-range tests: Adam's v is tiny (≈ (1 − β2)·g²), so its abs floor is too
+            let tol = match (rule, j) {
+                (Rule::Sgd(_), _) => TOL,
+                (Rule::Adam(_), 0) => Tolerance { rel: 2e-6, abs: 1e-7 },
+                (Rule::Adam(_), _) => Tolerance { rel: 2e-6, abs: 1e-9 },
+            };
+            assert_close(&format!("{what} state {j}"), &got, &st[k][j], tol);
+            out.push(got);
+        }
+    }
+    out
+}
+
+fn two_range_rules() -> Vec<Rule> {
+    vec![
+        Rule::Sgd(SgdConfig::new(0.1)),
+        Rule::Sgd(SgdConfig { momentum: 0.9, ..SgdConfig::new(0.05) }),
+        Rule::Sgd(SgdConfig { momentum: 0.8, nesterov: true, weight_decay: 1e-3, ..SgdConfig::new(0.05) }),
+        Rule::Adam(AdamConfig::adam(0.01)),
+        Rule::Adam(AdamConfig { weight_decay: 0.1, ..AdamConfig::adamw(0.01) }),
+    ]
+}
+
+#[test]
+fn two_ranges_in_one_dispatch_match_the_reference() {
+    // sizes around the 256-wide workgroup, the boundary between the ranges inside a workgroup
+    let sizes = [(1, 7), (33, 1), (127, 257), (256, 33), (70_001, 129)];
+    for (i, rule) in two_range_rules().into_iter().enumerate() {
+        for (j, &(n_a, n_b)) in sizes.iter().enumerate() {
+            let mult = [0.1, 1.0, 0.0, 2.5, 0.5][j];
+            check_two_ranges(rule, n_a, n_b, mult, 4, 200 + 10 * i as u64 + j as u64, true);
+        }
+    }
+}
+
+#[test]
+fn two_ranges_equal_two_separate_steps_bit_for_bit() {
+    for (i, rule) in two_range_rules().into_iter().enumerate() {
+        let seed = 300 + i as u64;
+        let together = check_two_ranges(rule, 300, 77, 0.1, 5, seed, true);
+        let apart = check_two_ranges(rule, 300, 77, 0.1, 5, seed, false);
+        for (k, (a, b)) in together.iter().zip(&apart).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{rule:?}: buffer {k} differs between one two-range dispatch and two single-range ones");
+        }
+    }
+}
+
+#[test]
+fn bad_ranges_are_errors() {
+    let gpu = gpu();
+    let t = |n: usize| upload(&gpu, &[n], &vec![0.0; n]);
+    let (p, g, m, v) = (t(7), t(7), t(7), t(7));
+    let (p2, g2, m2, v2) = (t(5), t(5), t(5), t(5));
+    let adam = AdamConfig::adam(0.1);
+    let (mv, mv2, m_only, m2m2) = ([&m, &v], [&m2, &v2], [&m], [&m2, &m2]);
+    let ok = [ParamRange::new(&p, &g, &mv), ParamRange::new(&p2, &g2, &mv2)];
+    assert!(optim::adam_step_ranges(&gpu, &ok, &adam).is_ok());
+    assert!(optim::adam_step_ranges(&gpu, &[], &adam).is_err(), "no range");
+    assert!(optim::adam_step_ranges(&gpu, &[ok[0], ok[1], ok[0]], &adam).is_err(), "three ranges");
+    let short_state = [ParamRange::new(&p, &g, &m_only), ok[1]];
+    assert!(optim::adam_step_ranges(&gpu, &short_state, &adam).is_err(), "one moment missing");
+    let cross_alias = [ok[0], ParamRange::new(&p2, &p, &mv2)];
+    assert!(optim::adam_step_ranges(&gpu, &cross_alias, &adam).is_err(), "range b's grads are range a's params");
+    let shared_state = [ok[0], ParamRange::new(&p2, &g2, &m2m2)];
+    assert!(optim::adam_step_ranges(&gpu, &shared_state, &adam).is_err(), "m and v the same buffer");
+    // two views of one arena may be ranges only where they do not overlap (views at 256-byte
+    // aligned offsets, as a binding needs)
+    let arena = t(200);
+    let (a0, a1, a2) = (arena.view(0, &[70]).unwrap(), arena.view(64, &[7]).unwrap(), arena.view(128, &[5]).unwrap());
+    let g70 = t(70);
+    let sgd = SgdConfig::new(0.1);
+    assert!(optim::sgd_step_ranges(&gpu, &[ParamRange::new(&a0, &g70, &[]), ParamRange::new(&a1, &g, &[])], &sgd).is_err(), "overlap");
+    assert!(
+        optim::sgd_step_ranges(&gpu, &[ParamRange::new(&a0, &g70, &[]), ParamRange::new(&a2, &g2, &[])], &sgd).is_ok(),
+        "disjoint views"
+    );
+    let neg = [ParamRange { lr_mult: -1.0, ..ok[0] }, ok[1]];
+    assert!(optim::adam_step_ranges(&gpu, &neg, &adam).is_err(), "negative multiplier");
+    let momentum = SgdConfig { momentum: 0.9, ..sgd };
+    assert!(optim::sgd_step_ranges(&gpu, &[ParamRange::new(&p, &g, &[])], &momentum).is_err(), "momentum without a buffer");
 }
 
 // ---- PyTorch's operation order in f32 ----

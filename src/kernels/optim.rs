@@ -31,6 +31,13 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 pub(crate) const SGD: Kernel = Kernel { family: Family::Optim, entry: "sgd", bindings: &[R, RW] };
 pub(crate) const SGD_MOMENTUM: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum", bindings: &[R, RW, RW] };
 pub(crate) const ADAM: Kernel = Kernel { family: Family::Optim, entry: "adam", bindings: &[R, RW, RW, RW] };
+pub(crate) const SGD_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_2", bindings: &[R, RW, R, RW] };
+pub(crate) const SGD_MOMENTUM_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum_2", bindings: &[R, RW, RW, R, RW, RW] };
+pub(crate) const ADAM_2: Kernel = Kernel { family: Family::Optim, entry: "adam_2", bindings: &[R, RW, RW, RW, R, RW, RW, RW] };
+
+/// The most parameter ranges one optimizer dispatch updates (the trainer's two arenas: the head,
+/// and the trunk's trainable suffix).
+pub const MAX_RANGES: usize = 2;
 
 /// `torch.optim.SGD`'s hyper-parameters (without `maximize`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,7 +126,7 @@ pub(crate) fn widen(x: f32) -> f64 {
     x.to_string().parse::<f64>().unwrap_or(x as f64)
 }
 
-/// Uniform block of `sgd` / `sgd_momentum` (`SgdParams` in optim.wgsl).
+/// Uniform block of the SGD entry points (`SgdParams` in optim.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct SgdParams {
@@ -130,11 +137,16 @@ pub(crate) struct SgdParams {
     pub momentum: f32,
     pub one_minus_dampening: f32,
     pub nesterov: u32,
-    pub _pad: u32,
+    pub n_b: u32,
+    pub neg_lr_b: f32,
+    pub _pad: [u32; 3],
 }
 
 impl SgdParams {
-    fn new(cfg: &SgdConfig, n: u32, lr: f32, step: u32) -> SgdParams {
+    /// `ranges`: (elements, learning rate) of range a and, if any, range b.
+    fn new(cfg: &SgdConfig, ranges: &[(u32, f32)], step: u32) -> SgdParams {
+        let (n, lr) = ranges[0];
+        let (n_b, lr_b) = ranges.get(1).copied().unwrap_or((0, 0.0));
         SgdParams {
             n,
             step,
@@ -143,12 +155,14 @@ impl SgdParams {
             momentum: cfg.momentum,
             one_minus_dampening: (1.0 - widen(cfg.dampening)) as f32,
             nesterov: cfg.nesterov as u32,
-            _pad: 0,
+            n_b,
+            neg_lr_b: (-widen(lr_b)) as f32,
+            _pad: [0; 3],
         }
     }
 }
 
-/// Uniform block of `adam` (`AdamParams` in optim.wgsl).
+/// Uniform block of the Adam entry points (`AdamParams` in optim.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct AdamParams {
@@ -163,30 +177,45 @@ pub(crate) struct AdamParams {
     pub weight_decay: f32,
     pub decay_factor: f32,
     pub decoupled: u32,
-    pub _pad: u32,
+    pub n_b: u32,
+    pub neg_step_size_b: f32,
+    pub decay_factor_b: f32,
+    pub _pad: [u32; 2],
 }
 
 impl AdamParams {
-    /// The f64 host half of PyTorch's `_single_tensor_adam` for step `t`.
-    fn new(cfg: &AdamConfig, n: u32, lr: f32, step: u32) -> AdamParams {
-        let (lr, b1, b2, wd) = (widen(lr), widen(cfg.beta1), widen(cfg.beta2), widen(cfg.weight_decay));
+    /// The f64 host half of PyTorch's `_single_tensor_adam` for step `t`; `ranges` as for
+    /// [`SgdParams::new`].
+    fn new(cfg: &AdamConfig, ranges: &[(u32, f32)], step: u32) -> AdamParams {
+        let (b1, b2, wd) = (widen(cfg.beta1), widen(cfg.beta2), widen(cfg.weight_decay));
         let t = step as f64;
         let bc1 = 1.0 - b1.powf(t);
         let bc2 = 1.0 - b2.powf(t);
-        let step_size = lr / bc1;
+        // (−step_size, 1 − lr·wd) of one range
+        let scalars = |lr: f32| {
+            let lr = widen(lr);
+            ((-(lr / bc1)) as f32, (1.0 - lr * wd) as f32)
+        };
+        let (n, lr) = ranges[0];
+        let (n_b, lr_b) = ranges.get(1).copied().unwrap_or((0, 0.0));
+        let (neg_step_size, decay_factor) = scalars(lr);
+        let (neg_step_size_b, decay_factor_b) = scalars(lr_b);
         AdamParams {
             n,
             step,
-            neg_step_size: (-step_size) as f32,
+            neg_step_size,
             bc2_sqrt: bc2.sqrt() as f32,
             beta2: cfg.beta2,
             one_minus_beta1: (1.0 - b1) as f32,
             one_minus_beta2: (1.0 - b2) as f32,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
-            decay_factor: (1.0 - lr * wd) as f32,
+            decay_factor,
             decoupled: cfg.decoupled_weight_decay as u32,
-            _pad: 0,
+            n_b,
+            neg_step_size_b,
+            decay_factor_b,
+            _pad: [0; 2],
         }
     }
 }
@@ -197,27 +226,29 @@ enum Rule {
     Adam(AdamConfig),
 }
 
-/// One optimizer step over a parameter range, built once and replayed every training step.
-/// Built ready for step 1 at the config's learning rate; call [`OptimStep::set`] before each
-/// later step (the step number drives Adam's bias correction and SGD's first-step momentum).
+/// One optimizer step over one or two parameter ranges, one dispatch, built once and replayed
+/// every training step. Built ready for step 1 at the config's learning rate; call
+/// [`OptimStep::set`] before each later step (the step number drives Adam's bias correction and
+/// SGD's first-step momentum).
 #[derive(Debug)]
 pub struct OptimStep {
     dispatch: Dispatch,
     rule: Rule,
-    n: u32,
+    ranges: RangeSizes,
 }
 
 impl OptimStep {
-    /// Rewrites the uniform for step `step` (t ≥ 1) at learning rate `lr`, without rebuilding
-    /// anything; takes effect at the next submission that records this step.
+    /// Rewrites the uniform for step `step` (t ≥ 1) at base learning rate `lr` (each range at
+    /// `lr` times its multiplier), without rebuilding anything; takes effect at the next
+    /// submission that records this step.
     pub fn set(&self, gpu: &Gpu, lr: f32, step: u32) -> Result<()> {
         let p = self.params_at(lr, step)?;
         self.dispatch.write_params(gpu, &p);
         Ok(())
     }
 
-    /// Stages step `step` at `lr` as the current step's value in `uniforms` (several steps per
-    /// submission).
+    /// Stages step `step` at base rate `lr` as the current step's value in `uniforms` (several
+    /// steps per submission).
     pub(crate) fn stage(&self, uniforms: &mut StepUniforms, lr: f32, step: u32) -> Result<()> {
         let p = self.params_at(lr, step)?;
         uniforms.set(&self.dispatch, &p);
@@ -229,9 +260,11 @@ impl OptimStep {
         if step == 0 {
             return Err(Error::invalid("optimizer steps are numbered from 1"));
         }
+        // Each range's rate is rounded to f32 as a PyTorch param group's `lr` would be set.
+        let ranges: Vec<(u32, f32)> = self.ranges.iter().map(|&(n, mult)| (n, lr * mult)).collect();
         Ok(match &self.rule {
-            Rule::Sgd(c) => bytemuck::bytes_of(&SgdParams::new(c, self.n, lr, step)).to_vec(),
-            Rule::Adam(c) => bytemuck::bytes_of(&AdamParams::new(c, self.n, lr, step)).to_vec(),
+            Rule::Sgd(c) => bytemuck::bytes_of(&SgdParams::new(c, &ranges, step)).to_vec(),
+            Rule::Adam(c) => bytemuck::bytes_of(&AdamParams::new(c, &ranges, step)).to_vec(),
         })
     }
 
@@ -245,14 +278,83 @@ impl OptimStep {
         gpu.run(self.dispatch.name(), &[&self.dispatch])
     }
 
-    /// Number of parameters it updates.
+    /// Number of parameters it updates, over all its ranges.
     pub fn len(&self) -> usize {
-        self.n as usize
+        self.ranges.iter().map(|&(n, _)| n as usize).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.len() == 0
     }
+
+    /// Number of parameter ranges it updates (1 or 2).
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
+/// One parameter range of an optimizer step: a PyTorch param group over a flat slice.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamRange<'a> {
+    pub params: &'a Tensor,
+    pub grads: &'a Tensor,
+    /// The optimizer's state for this range, each the length of `params`: `[momentum_buf]` for
+    /// SGD with momentum, `[m, v]` for Adam (start at zero), `[]` for plain SGD.
+    pub state: &'a [&'a Tensor],
+    /// This range's learning rate relative to the step's base rate.
+    pub lr_mult: f32,
+}
+
+impl<'a> ParamRange<'a> {
+    /// A range at the base learning rate.
+    pub fn new(params: &'a Tensor, grads: &'a Tensor, state: &'a [&'a Tensor]) -> ParamRange<'a> {
+        ParamRange { params, grads, state, lr_mult: 1.0 }
+    }
+}
+
+fn overlaps(a: &Tensor, b: &Tensor) -> bool {
+    a.same_buffer(b) && a.offset() < b.offset() + b.bytes() && b.offset() < a.offset() + a.bytes()
+}
+
+/// Checks `ranges` for a step that keeps `state_len` state buffers per range, and returns the
+/// buffers to bind (per range: grads, params, state…) and the per-range (elements, lr multiplier).
+/// Per range: (elements, learning-rate multiplier).
+type RangeSizes = Vec<(u32, f32)>;
+
+fn check_ranges<'a>(op: &str, ranges: &[ParamRange<'a>], state_len: usize) -> Result<(Vec<&'a Tensor>, RangeSizes)> {
+    if ranges.is_empty() || ranges.len() > MAX_RANGES {
+        return Err(Error::invalid(format!("{op}: one step updates 1 to {MAX_RANGES} parameter ranges, got {}", ranges.len())));
+    }
+    let mut bound = Vec::new();
+    let mut sizes = Vec::new();
+    for (k, r) in ranges.iter().enumerate() {
+        let n = check_params(op, r.params)?;
+        check_operand(op, r.params, "grads", r.grads)?;
+        ensure(r.state.len() == state_len, op, || format!("range {k} has {} state buffers, the rule keeps {state_len}", r.state.len()))?;
+        for s in r.state {
+            check_operand(op, r.params, "state", s)?;
+        }
+        if !(r.lr_mult >= 0.0 && r.lr_mult.is_finite()) {
+            return Err(Error::invalid(format!("{op}: range {k}'s learning-rate multiplier must be finite and ≥ 0, got {}", r.lr_mult)));
+        }
+        bound.push(r.grads);
+        bound.push(r.params);
+        bound.extend(r.state.iter().copied());
+        sizes.push((n, r.lr_mult));
+    }
+    // A gradient read while a parameter or a state value is written, or two written ranges that
+    // overlap, would race within the dispatch.
+    let grads: Vec<&Tensor> = ranges.iter().map(|r| r.grads).collect();
+    let written: Vec<&Tensor> = ranges.iter().flat_map(|r| std::iter::once(r.params).chain(r.state.iter().copied())).collect();
+    ensure(grads.iter().all(|g| written.iter().all(|w| !g.same_buffer(w))), op, || {
+        "grads must not share a buffer with params or the optimizer state".into()
+    })?;
+    for (i, a) in written.iter().enumerate() {
+        ensure(written[i + 1..].iter().all(|b| !overlaps(a, b)), op, || "params and optimizer state must not overlap".into())?;
+    }
+    let total: u64 = sizes.iter().map(|&(n, _)| n as u64).sum();
+    ensure(total <= u32::MAX as u64, op, || format!("{total} parameters exceed u32"))?;
+    Ok((bound, sizes))
 }
 
 fn check_operand(op: &str, params: &Tensor, name: &str, t: &Tensor) -> Result<()> {
@@ -269,36 +371,54 @@ fn check_params(op: &str, params: &Tensor) -> Result<u32> {
 /// length as `params`) is required when `cfg.momentum != 0` and ignored otherwise. `grads` must
 /// not share a buffer with `params`.
 pub fn sgd_step(gpu: &Gpu, params: &Tensor, grads: &Tensor, momentum_buf: Option<&Tensor>, cfg: &SgdConfig) -> Result<OptimStep> {
-    cfg.validate()?;
-    let n = check_params("sgd", params)?;
-    check_operand("sgd", params, "grads", grads)?;
-    ensure(!grads.same_buffer(params), "sgd", || "grads must not share a buffer with params".into())?;
-    let p = SgdParams::new(cfg, n, cfg.lr, 1);
-    let groups = groups_1d(params.len(), 256);
-    let dispatch = if cfg.momentum != 0.0 {
-        let buf = momentum_buf.ok_or_else(|| Error::invalid("SGD with momentum needs a momentum buffer"))?;
-        check_operand("sgd", params, "momentum_buf", buf)?;
-        Dispatch::new(gpu, SGD_MOMENTUM, &[], bytemuck::bytes_of(&p), &[grads, params, buf], groups)?
+    let buf = if cfg.momentum != 0.0 {
+        Some(momentum_buf.ok_or_else(|| Error::invalid("SGD with momentum needs a momentum buffer"))?)
     } else {
-        Dispatch::new(gpu, SGD, &[], bytemuck::bytes_of(&p), &[grads, params], groups)?
+        None
     };
-    Ok(OptimStep { dispatch, rule: Rule::Sgd(*cfg), n })
+    let state: Vec<&Tensor> = buf.into_iter().collect();
+    sgd_step_ranges(gpu, &[ParamRange::new(params, grads, &state)], cfg)
+}
+
+/// An SGD step over one or two parameter ranges in one dispatch, each at its own learning rate
+/// (`lr · lr_mult`); each range's `state` is `[momentum_buf]` when `cfg.momentum != 0`, else `[]`.
+pub fn sgd_step_ranges(gpu: &Gpu, ranges: &[ParamRange], cfg: &SgdConfig) -> Result<OptimStep> {
+    cfg.validate()?;
+    let momentum = cfg.momentum != 0.0;
+    if momentum && ranges.iter().any(|r| r.state.is_empty()) {
+        return Err(Error::invalid("SGD with momentum needs a momentum buffer"));
+    }
+    let (bound, sizes) = check_ranges("sgd", ranges, momentum as usize)?;
+    let kernel = match (momentum, ranges.len()) {
+        (false, 1) => SGD,
+        (true, 1) => SGD_MOMENTUM,
+        (false, _) => SGD_2,
+        (true, _) => SGD_MOMENTUM_2,
+    };
+    let first: Vec<(u32, f32)> = sizes.iter().map(|&(n, m)| (n, cfg.lr * m)).collect();
+    let p = SgdParams::new(cfg, &first, 1);
+    let total: usize = sizes.iter().map(|&(n, _)| n as usize).sum();
+    let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &bound, groups_1d(total, 256))?;
+    Ok(OptimStep { dispatch, rule: Rule::Sgd(*cfg), ranges: sizes })
 }
 
 /// An Adam or AdamW step (see [`AdamConfig`]) updating `params` and the moments `m`, `v` (same
 /// length, start at zero). `grads` must not share a buffer with the others.
 pub fn adam_step(gpu: &Gpu, params: &Tensor, grads: &Tensor, m: &Tensor, v: &Tensor, cfg: &AdamConfig) -> Result<OptimStep> {
+    adam_step_ranges(gpu, &[ParamRange::new(params, grads, &[m, v])], cfg)
+}
+
+/// An Adam or AdamW step over one or two parameter ranges in one dispatch, each at its own
+/// learning rate (`lr · lr_mult`); each range's `state` is `[m, v]`.
+pub fn adam_step_ranges(gpu: &Gpu, ranges: &[ParamRange], cfg: &AdamConfig) -> Result<OptimStep> {
     cfg.validate()?;
-    let n = check_params("adam", params)?;
-    check_operand("adam", params, "grads", grads)?;
-    check_operand("adam", params, "m", m)?;
-    check_operand("adam", params, "v", v)?;
-    ensure(!grads.same_buffer(params) && !grads.same_buffer(m) && !grads.same_buffer(v), "adam", || {
-        "grads must not share a buffer with params or the moments".into()
-    })?;
-    let p = AdamParams::new(cfg, n, cfg.lr, 1);
-    let dispatch = Dispatch::new(gpu, ADAM, &[], bytemuck::bytes_of(&p), &[grads, params, m, v], groups_1d(params.len(), 256))?;
-    Ok(OptimStep { dispatch, rule: Rule::Adam(*cfg), n })
+    let (bound, sizes) = check_ranges("adam", ranges, 2)?;
+    let kernel = if ranges.len() == 1 { ADAM } else { ADAM_2 };
+    let first: Vec<(u32, f32)> = sizes.iter().map(|&(n, m)| (n, cfg.lr * m)).collect();
+    let p = AdamParams::new(cfg, &first, 1);
+    let total: usize = sizes.iter().map(|&(n, _)| n as usize).sum();
+    let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &bound, groups_1d(total, 256))?;
+    Ok(OptimStep { dispatch, rule: Rule::Adam(*cfg), ranges: sizes })
 }
 
 #[cfg(test)]
@@ -308,8 +428,8 @@ mod tests {
     #[test]
     fn params_match_wgsl_size() {
         let src = crate::kernels::source::OPTIM;
-        assert_eq!(std::mem::size_of::<SgdParams>(), 32);
-        assert_eq!(std::mem::size_of::<AdamParams>(), 48);
+        assert_eq!(std::mem::size_of::<SgdParams>(), 48);
+        assert_eq!(std::mem::size_of::<AdamParams>(), 64);
         assert_eq!(wgsl_struct_bytes(src, "SgdParams"), std::mem::size_of::<SgdParams>());
         assert_eq!(wgsl_struct_bytes(src, "AdamParams"), std::mem::size_of::<AdamParams>());
     }
@@ -318,7 +438,7 @@ mod tests {
         assert_eq!(widen(0.9), 0.9);
         assert_eq!(widen(0.999), 0.999);
         assert_eq!(widen(1e-8), 1e-8);
-        let p = AdamParams::new(&AdamConfig::adam(1e-3), 1, 1e-3, 1);
+        let p = AdamParams::new(&AdamConfig::adam(1e-3), &[(1, 1e-3)], 1);
         assert_eq!(p.one_minus_beta1, (1.0 - 0.9_f64) as f32);
         assert_eq!(p.neg_step_size, (-(1e-3 / (1.0 - 0.9_f64))) as f32);
     }

@@ -17,7 +17,7 @@ use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metrics::LabelMetrics;
-use crate::kernels::optim::{AdamConfig, OptimStep, SgdConfig, adam_step, sgd_step};
+use crate::kernels::optim::{AdamConfig, OptimStep, ParamRange, SgdConfig, adam_step_ranges, sgd_step_ranges};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
@@ -215,15 +215,21 @@ impl FitReport {
     }
 }
 
-/// Optimizer state for one contiguous parameter range.
+/// Optimizer state for one contiguous parameter range (a PyTorch param group).
 struct Group {
-    step: OptimStep,
     /// Optimizer state buffers (momentum, or Adam's moments).
     state: Vec<Tensor>,
-    lr_mult: f32,
     /// (params view, backup for early stopping)
     params: Tensor,
     best: Option<Tensor>,
+}
+
+/// A run's optimizer: one step that updates every trainable range in one dispatch, and the
+/// ranges' state (head first, then the trunk's trainable suffix: the order of
+/// [`TrainingState::optimizer_state`]).
+struct Optim {
+    step: OptimStep,
+    groups: Vec<Group>,
 }
 
 /// Runs training passes over networks.
@@ -396,7 +402,8 @@ impl Trainer {
         let full = Plan::build(&gpu, &inputs, b)?;
         let rem = train.n % b;
         let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
-        let groups = self.optimizer_groups(net, &sb.grads, lowest, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        let optim = self.optimizer(net, &sb.grads, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        let groups = &optim.groups;
         if let Some(r) = resume {
             let shapes: Vec<usize> = groups.iter().flat_map(|g| g.state.iter().map(|t| t.len())).collect();
             let given: Vec<usize> = r.optimizer_state.iter().map(|v| v.len()).collect();
@@ -464,9 +471,7 @@ impl Trainer {
                     opt_step += 1;
                     uniforms.begin_step();
                     plan_of(s).stage_offset(&mut uniforms, s * b)?;
-                    for g in &groups {
-                        g.step.stage(&mut uniforms, lr * g.lr_mult, opt_step)?;
-                    }
+                    optim.step.stage(&mut uniforms, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
                 let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
@@ -475,10 +480,7 @@ impl Trainer {
                     let plan = plan_of(s);
                     let mut pass =
                         enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let mut recorded = plan.encode(&gpu, &mut pass);
-                    for g in &groups {
-                        recorded += g.step.dispatch().encode(&gpu, &mut pass);
-                    }
+                    let recorded = plan.encode(&gpu, &mut pass) + optim.step.dispatch().encode(&gpu, &mut pass);
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
@@ -507,7 +509,7 @@ impl Trainer {
                     best = Some((v.loss, epoch));
                     since_best = 0;
                     if cfg.early_stopping.is_some() {
-                        backup(&gpu, &groups, false)?;
+                        backup(&gpu, groups, false)?;
                     }
                 } else {
                     since_best += 1;
@@ -534,7 +536,7 @@ impl Trainer {
         }
         let best_epoch = match (cfg.early_stopping, best) {
             (Some(_), Some((_, e))) => {
-                backup(&gpu, &groups, true)?;
+                backup(&gpu, groups, true)?;
                 Some(e)
             }
             _ => reports.last().map(|r| r.epoch),
@@ -560,32 +562,39 @@ impl Trainer {
         })
     }
 
-    fn optimizer_groups(&self, net: &Network, grads: &Grads, lowest: usize, trunk_lr_mult: f32, keep_best: bool) -> Result<Vec<Group>> {
+    /// The optimizer over the network's trainable parameters: the head arena, and the trunk
+    /// arena from the lowest trainable layer (at `trunk_lr_mult`) when trunk layers train.
+    fn optimizer(&self, net: &Network, grads: &Grads, trunk_lr_mult: f32, keep_best: bool) -> Result<Optim> {
         let gpu = &self.gpu;
         let mut ranges = vec![(net.head_params.buf.view(0, &[net.head_params.len])?, grads.head.clone(), 1.0f32)];
         if let Some(tg) = &grads.trunk {
             let start = grads.trunk_start;
             ranges.push((net.trunk_params.buf.view(start, &[net.trunk_params.len - start])?, tg.clone(), trunk_lr_mult));
         }
-        let _ = lowest;
         let mut groups = Vec::new();
-        for (params, g, lr_mult) in ranges {
+        for (params, _, _) in &ranges {
             let n = params.len();
-            let (step, state) = match self.config.optimizer {
-                Optimizer::Sgd(c) => {
-                    let buf = if c.momentum != 0.0 { Some(Tensor::alloc(gpu, &[n], DType::F32, "momentum")?) } else { None };
-                    (sgd_step(gpu, &params, &g, buf.as_ref(), &c)?, buf.into_iter().collect())
-                }
-                Optimizer::Adam(c) => {
-                    let m = Tensor::alloc(gpu, &[n], DType::F32, "adam_m")?;
-                    let v = Tensor::alloc(gpu, &[n], DType::F32, "adam_v")?;
-                    (adam_step(gpu, &params, &g, &m, &v, &c)?, vec![m, v])
+            let state = match self.config.optimizer {
+                Optimizer::Sgd(c) if c.momentum != 0.0 => vec![Tensor::alloc(gpu, &[n], DType::F32, "momentum")?],
+                Optimizer::Sgd(_) => vec![],
+                Optimizer::Adam(_) => {
+                    vec![Tensor::alloc(gpu, &[n], DType::F32, "adam_m")?, Tensor::alloc(gpu, &[n], DType::F32, "adam_v")?]
                 }
             };
             let best = if keep_best { Some(Tensor::alloc(gpu, &[n], DType::F32, "best_params")?) } else { None };
-            groups.push(Group { step, state, lr_mult, params, best });
+            groups.push(Group { state, params: params.clone(), best });
         }
-        Ok(groups)
+        let states: Vec<Vec<&Tensor>> = groups.iter().map(|g| g.state.iter().collect()).collect();
+        let param_ranges: Vec<ParamRange> = ranges
+            .iter()
+            .zip(&states)
+            .map(|((params, grads, lr_mult), state)| ParamRange { params, grads, state, lr_mult: *lr_mult })
+            .collect();
+        let step = match self.config.optimizer {
+            Optimizer::Sgd(c) => sgd_step_ranges(gpu, &param_ranges, &c)?,
+            Optimizer::Adam(c) => adam_step_ranges(gpu, &param_ranges, &c)?,
+        };
+        Ok(Optim { step, groups })
     }
 }
 

@@ -154,7 +154,7 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
     let inputs = sb.inputs(net, &train, cfg);
     let plan = Plan::build(&gpu, &inputs, b)?;
-    let groups = trainer.optimizer_groups(net, &sb.grads, lowest, lr_mult, false)?;
+    let optim = trainer.optimizer(net, &sb.grads, lr_mult, false)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
@@ -163,12 +163,10 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     let mut prepare = |rep: usize| -> Result<()> {
         plan.set_offset(&gpu, (rep % full_batches) * b)?;
         step_no += 1;
-        for g in &groups {
-            g.step.set(&gpu, lr * g.lr_mult, step_no)?;
-        }
+        optim.step.set(&gpu, lr, step_no)?;
         Ok(())
     };
-    let list: Vec<&Dispatch> = plan.dispatch_list().into_iter().chain(groups.iter().map(|g| g.step.dispatch())).collect();
+    let list: Vec<&Dispatch> = plan.dispatch_list().into_iter().chain([optim.step.dispatch()]).collect();
     let record_step = |enc: &mut wgpu::CommandEncoder| -> usize {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile_step"), timestamp_writes: None });
         list.iter().map(|d| d.encode(&gpu, &mut pass)).sum()
