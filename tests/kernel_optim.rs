@@ -432,6 +432,39 @@ fn bad_ranges_are_errors() {
     assert!(optim::sgd_step_ranges(&gpu, &[ParamRange::new(&p, &g, &[])], &momentum).is_err(), "momentum without a buffer");
 }
 
+#[test]
+fn the_launch_form_is_measured_once_and_remembered() {
+    use headswap::kernels::autotune;
+    use headswap::kernels::optim::{Optimizer, RangeLaunch, choose_range_launch};
+    let gpu = gpu();
+    let opt = Optimizer::adam(1e-3);
+    // one range: nothing to choose, nothing measured
+    let before = autotune::measurements();
+    assert_eq!(choose_range_launch(&gpu, &opt, &[1000]).unwrap(), RangeLaunch::OneDispatch);
+    assert_eq!(autotune::measurements(), before);
+    let first = choose_range_launch(&gpu, &opt, &[300, 5000]).unwrap();
+    let after_first = autotune::measurements();
+    // the same size class again: recalled, not measured
+    assert_eq!(choose_range_launch(&gpu, &opt, &[290, 4100]).unwrap(), first);
+    assert_eq!(autotune::measurements(), after_first, "a second measurement for the same class");
+    // both forms step alike
+    let t = |n: usize, seed: u64| upload(&gpu, &[n], &rand_vec(seed, n));
+    for launch in [RangeLaunch::OneDispatch, RangeLaunch::PerRange] {
+        let (p, g, m, v) = (t(33, 1), t(33, 2), Tensor::zeros(&gpu, &[33]).unwrap(), Tensor::zeros(&gpu, &[33]).unwrap());
+        let (p2, g2, m2, v2) = (t(7, 3), t(7, 4), Tensor::zeros(&gpu, &[7]).unwrap(), Tensor::zeros(&gpu, &[7]).unwrap());
+        let (mv, mv2) = ([&m, &v], [&m2, &v2]);
+        let ranges = [ParamRange::new(&p, &g, &mv), ParamRange { lr_mult: 0.5, ..ParamRange::new(&p2, &g2, &mv2) }];
+        let steps = opt.steps(&gpu, &ranges, launch).unwrap();
+        assert_eq!(steps.len(), if launch == RangeLaunch::OneDispatch { 1 } else { 2 });
+        steps.iter().for_each(|s| s.run(&gpu).unwrap());
+        let mut expect = to_f64(&rand_vec(3, 7));
+        let (mut rm, mut rv) = (vec![0.0; 7], vec![0.0; 7]);
+        let rc = reference::optim::Adam { lr: widen(0.5 * 1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false };
+        reference::optim::adam_step(&mut expect, &to_f64(&rand_vec(4, 7)), &mut rm, &mut rv, &rc, 1);
+        assert_close(&format!("{launch:?}: range b at half the rate"), &p2.download(&gpu).unwrap(), &expect, TOL);
+    }
+}
+
 // ---- PyTorch's operation order in f32 ----
 // The f64 comparisons above bound the error; these replay PyTorch's single-tensor kernels in f32
 // on the host, operation by operation without FMA, and require the GPU to land within a few ulps

@@ -17,72 +17,14 @@ use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metrics::LabelMetrics;
-use crate::kernels::optim::{AdamConfig, OptimStep, ParamRange, SgdConfig, adam_step_ranges, sgd_step_ranges};
+pub use crate::kernels::optim::Optimizer;
+use crate::kernels::optim::{OptimStep, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
 pub use plan::{BceSettings, DeviceData};
 pub use schedule::Schedule;
 use std::time::Instant;
-
-/// The optimizer and its hyper-parameters (PyTorch's update rules exactly).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Optimizer {
-    Sgd(SgdConfig),
-    Adam(AdamConfig),
-}
-
-impl Optimizer {
-    /// SGD (no momentum until [`Optimizer::momentum`]).
-    pub fn sgd(lr: f32) -> Optimizer {
-        Optimizer::Sgd(SgdConfig::new(lr))
-    }
-    /// Adam with PyTorch's defaults.
-    pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam(AdamConfig::adam(lr))
-    }
-    /// AdamW with PyTorch's defaults (weight decay 0.01).
-    pub fn adamw(lr: f32) -> Optimizer {
-        Optimizer::Adam(AdamConfig::adamw(lr))
-    }
-    /// Sets SGD's momentum (no effect on Adam).
-    pub fn momentum(mut self, m: f32) -> Optimizer {
-        if let Optimizer::Sgd(c) = &mut self {
-            c.momentum = m;
-        }
-        self
-    }
-    /// Nesterov momentum for SGD.
-    pub fn nesterov(mut self, on: bool) -> Optimizer {
-        if let Optimizer::Sgd(c) = &mut self {
-            c.nesterov = on;
-        }
-        self
-    }
-    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
-    pub fn weight_decay(mut self, wd: f32) -> Optimizer {
-        match &mut self {
-            Optimizer::Sgd(c) => c.weight_decay = wd,
-            Optimizer::Adam(c) => c.weight_decay = wd,
-        }
-        self
-    }
-    /// The base learning rate.
-    pub fn lr(&self) -> f32 {
-        match self {
-            Optimizer::Sgd(c) => c.lr,
-            Optimizer::Adam(c) => c.lr,
-        }
-    }
-    /// The same optimizer with another base learning rate.
-    pub fn with_lr(mut self, lr: f32) -> Optimizer {
-        match &mut self {
-            Optimizer::Sgd(c) => c.lr = lr,
-            Optimizer::Adam(c) => c.lr = lr,
-        }
-        self
-    }
-}
 
 /// Which layers train during fine-tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,11 +166,11 @@ struct Group {
     best: Option<Tensor>,
 }
 
-/// A run's optimizer: one step that updates every trainable range in one dispatch, and the
-/// ranges' state (head first, then the trunk's trainable suffix: the order of
-/// [`TrainingState::optimizer_state`]).
+/// A run's optimizer: the steps that update every trainable range — one dispatch over all of
+/// them, or one per range, whichever this device measured faster — and the ranges' state (head
+/// first, then the trunk's trainable suffix: the order of [`TrainingState::optimizer_state`]).
 struct Optim {
-    step: OptimStep,
+    steps: Vec<OptimStep>,
     groups: Vec<Group>,
 }
 
@@ -471,7 +413,9 @@ impl Trainer {
                     opt_step += 1;
                     uniforms.begin_step();
                     plan_of(s).stage_offset(&mut uniforms, s * b)?;
-                    optim.step.stage(&mut uniforms, lr, opt_step)?;
+                    for step in &optim.steps {
+                        step.stage(&mut uniforms, lr, opt_step)?;
+                    }
                 }
                 uniforms.upload(&gpu);
                 let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
@@ -480,7 +424,10 @@ impl Trainer {
                     let plan = plan_of(s);
                     let mut pass =
                         enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let recorded = plan.encode(&gpu, &mut pass) + optim.step.dispatch().encode(&gpu, &mut pass);
+                    let mut recorded = plan.encode(&gpu, &mut pass);
+                    for step in &optim.steps {
+                        recorded += step.dispatch().encode(&gpu, &mut pass);
+                    }
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
@@ -571,10 +518,11 @@ impl Trainer {
             let start = grads.trunk_start;
             ranges.push((net.trunk_params.buf.view(start, &[net.trunk_params.len - start])?, tg.clone(), trunk_lr_mult));
         }
+        let opt = self.config.optimizer;
         let mut groups = Vec::new();
         for (params, _, _) in &ranges {
             let n = params.len();
-            let state = match self.config.optimizer {
+            let state = match opt {
                 Optimizer::Sgd(c) if c.momentum != 0.0 => vec![Tensor::alloc(gpu, &[n], DType::F32, "momentum")?],
                 Optimizer::Sgd(_) => vec![],
                 Optimizer::Adam(_) => {
@@ -590,11 +538,9 @@ impl Trainer {
             .zip(&states)
             .map(|((params, grads, lr_mult), state)| ParamRange { params, grads, state, lr_mult: *lr_mult })
             .collect();
-        let step = match self.config.optimizer {
-            Optimizer::Sgd(c) => sgd_step_ranges(gpu, &param_ranges, &c)?,
-            Optimizer::Adam(c) => adam_step_ranges(gpu, &param_ranges, &c)?,
-        };
-        Ok(Optim { step, groups })
+        let sizes: Vec<usize> = groups.iter().map(|g| g.params.len()).collect();
+        let launch: RangeLaunch = choose_range_launch(gpu, &opt, &sizes)?;
+        Ok(Optim { steps: opt.steps(gpu, &param_ranges, launch)?, groups })
     }
 }
 

@@ -163,10 +163,12 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     let mut prepare = |rep: usize| -> Result<()> {
         plan.set_offset(&gpu, (rep % full_batches) * b)?;
         step_no += 1;
-        optim.step.set(&gpu, lr, step_no)?;
+        for step in &optim.steps {
+            step.set(&gpu, lr, step_no)?;
+        }
         Ok(())
     };
-    let list: Vec<&Dispatch> = plan.dispatch_list().into_iter().chain([optim.step.dispatch()]).collect();
+    let list: Vec<&Dispatch> = plan.dispatch_list().into_iter().chain(optim.steps.iter().map(|s| s.dispatch())).collect();
     let record_step = |enc: &mut wgpu::CommandEncoder| -> usize {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile_step"), timestamp_writes: None });
         list.iter().map(|d| d.encode(&gpu, &mut pass)).sum()
