@@ -12,11 +12,13 @@
 //   conv_backward_bias    1 dy (r), 2 db (rw)                   override SLICES
 //   max_pool_forward      1 x (r), 2 y (rw), 3 argmax (rw, u32)
 //   max_pool_backward     1 dy (r), 2 argmax (r, u32), 3 dx (rw)
+//   max_pool_backward_tiled   as max_pool_backward            overrides KH, KW (windows tiling x)
 //   avg_pool_forward      1 x (r), 2 y (rw)
 //   avg_pool_backward     1 dy (r), 2 dx (rw)
 //   global_avg_pool_forward   1 x (r), 2 y (rw)                 override SLICES
 //   global_avg_pool_backward  1 dy (r), 2 dx (rw)
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
+//   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW
 //   col2im                1 dcols (r), 2 dx (rw)
 //   nchw_transpose        1 src (r), 2 dst (rw)
 //   sum_parts             1 parts (r), 2 out (rw)
@@ -470,6 +472,36 @@ fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
 }
 
+// The same gradient when the windows tile the input exactly (stride = window, no padding,
+// H = OH·KH, W = OW·KW: every input element lies in exactly one window): one invocation per
+// window writes its KH·KW elements of dx, dy at the argmax and 0 elsewhere. For 2×2 windows a
+// quarter of the gather's invocations and no tap arithmetic; on lavapipe these light kernels cost
+// about the same per invocation whatever they do, so that is what counts. Grid: x = ox, y = oy
+// (4 × 4 per workgroup), z = 4 planes per workgroup, looping past 65,535·4 planes. KH, KW are the
+// window (pipeline constants: the loops unroll).
+@compute @workgroup_size(4, 4, 4)
+fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ox = gid.x;
+    let oy = gid.y;
+    if ox >= p.ow || oy >= p.oh { return; }
+    let hw = p.h * p.w;
+    let planes = p.total / hw;
+    let o = oy * p.ow + ox;
+    let j0 = oy * KH * p.w + ox * KW;
+    for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {
+        let k = nc * p.oh * p.ow + o;
+        let g = in1[k];
+        let arg = argmax_in[k];
+        let base = nc * hw;
+        for (var ky = 0u; ky < KH; ky++) {
+            for (var kx = 0u; kx < KW; kx++) {
+                let j = j0 + ky * p.w + kx;
+                out3[base + j] = select(0.0, g, j == arg);
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg, WG);
@@ -540,6 +572,39 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         v = in1[(((p.total + b) * p.c + c) * p.h + u32(iy)) * p.w + u32(ix)];
     }
     out2[i] = v;
+}
+
+// The same columns with one invocation per output pixel writing its whole row of C·KH·KW values:
+// no per-element index arithmetic. The form above recovers six coordinates by division for
+// every element, which on lavapipe (a CPU running 8 lanes, integer division one lane at a time)
+// costs more than the copy. Grid: x = ox, y = oy (8 × 8 per workgroup), z = image of the chunk.
+// IC, KH, KW are pipeline constants, so the loops have constant trip counts. Padding taps read
+// element 0 and select 0, so the loads need no branch.
+override IC: u32 = 1u;
+@compute @workgroup_size(8, 8)
+fn im2col_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox = gid.x;
+    let oy = gid.y;
+    let b = gid.z;
+    if ox >= p.ow || oy >= p.oh || b >= p.n { return; }
+    let iy0 = i32(oy * p.sh) - i32(p.ph);
+    let ix0 = i32(ox * p.sw) - i32(p.pw);
+    let img = (p.total + b) * IC;
+    var k = ((b * p.oh + oy) * p.ow + ox) * (IC * KH * KW);
+    for (var c = 0u; c < IC; c++) {
+        let plane = (img + c) * p.h;
+        for (var ky = 0u; ky < KH; ky++) {
+            let iy = iy0 + i32(ky);
+            let row_inside = iy >= 0 && iy < i32(p.h);
+            for (var kx = 0u; kx < KW; kx++) {
+                let ix = ix0 + i32(kx);
+                let inside = row_inside && ix >= 0 && ix < i32(p.w);
+                let v = in1[select(0u, (plane + u32(iy)) * p.w + u32(ix), inside)];
+                out2[k] = select(0.0, v, inside);
+                k++;
+            }
+        }
+    }
 }
 
 // dx[n0 + b, c, iy, ix] = Σ over the taps of dcols[b·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx]

@@ -233,6 +233,20 @@ fn reference_conv_gradients_every_element() {
 }
 
 #[test]
+fn im2col_of_very_wide_layers_takes_the_per_element_kernel() {
+    // C·KH·KW too long for one invocation's loop (llvmpipe's 65,535-iteration limit): the
+    // per-element im2col instead of one invocation per output row
+    let gpu = gpu();
+    let s = Conv2dShape::new(2, 6000, 3, 4, 2, 3, 1, 1);
+    let c = conv_case(&gpu, s, 77);
+    let expected = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), Some(&to_f64(&c.b)));
+    let scratch = ConvScratch::with_algo(&gpu, &s, ConvAlgo::Im2col).unwrap();
+    let mut y = poisoned(&gpu, &s.y_shape());
+    conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
+    assert_close("wide im2col forward", &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
+}
+
+#[test]
 fn conv_long_reductions_and_im2col_chunks() {
     // N·OH·OW large enough that the dw/db reductions split into slices and im2col runs in
     // several chunks (one image per chunk here: 64·64 = 4096 pixels, 9 images)
@@ -362,6 +376,13 @@ fn pool_sweep() -> Vec<Pool2dShape> {
     // more (image, channel) planes than one grid dimension holds (65,535): the max-pool
     // gradient's planes loop past it
     v.push(Pool2dShape::new(16_400, 4, 3, 3, 2, 2, 1));
+    // windows that tile the input exactly (the gradient's scatter form): square, rectangular,
+    // 3×3, 1×1, a one-window plane, and more planes than its grid holds (65,535 × 4)
+    for (n, c, h, w, kh, kw) in [(3, 3, 12, 10, 2, 2), (2, 5, 8, 9, 2, 3), (1, 2, 9, 6, 3, 3), (2, 3, 5, 7, 1, 1), (3, 4, 2, 2, 2, 2)] {
+        v.push(Pool2dShape { n, c, h, w, kh, kw, sh: kh, sw: kw, ph: 0, pw: 0 });
+    }
+    v.push(Pool2dShape::new(65_600, 4, 2, 2, 2, 2, 0));
+    assert!(v.iter().filter(|s| s.tiles_input()).count() == 6 && v.iter().any(|s| !s.tiles_input()));
     v
 }
 

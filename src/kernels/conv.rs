@@ -71,11 +71,13 @@ pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { family: Family::Conv, e
 pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_bias", bindings: &[R, RW] };
 pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward", bindings: &[R, RW, RW] };
 pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward", bindings: &[R, R, RW] };
+pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
 pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_forward", bindings: &[R, RW] };
 pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_backward", bindings: &[R, RW] };
 pub(crate) const GLOBAL_AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "global_avg_pool_forward", bindings: &[R, RW] };
 pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "global_avg_pool_backward", bindings: &[R, RW] };
 pub(crate) const IM2COL: Kernel = Kernel { family: Family::Conv, entry: "im2col", bindings: &[R, RW] };
+pub(crate) const IM2COL_ROWS: Kernel = Kernel { family: Family::Conv, entry: "im2col_rows", bindings: &[R, RW] };
 pub(crate) const COL2IM: Kernel = Kernel { family: Family::Conv, entry: "col2im", bindings: &[R, RW] };
 pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { family: Family::Conv, entry: "nchw_transpose", bindings: &[R, RW] };
 pub(crate) const SUM_PARTS: Kernel = Kernel { family: Family::Conv, entry: "sum_parts", bindings: &[R, RW] };
@@ -698,9 +700,16 @@ fn backward_bias(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, db: &Tensor) -> Result
     Dispatch::new(gpu, CONV_BACKWARD_BIAS, &[("SLICES", slices as f64)], bytemuck::bytes_of(&p), &[dy, db], groups)
 }
 
-/// im2col of the `b` images from `n0` into `cols`.
+/// im2col of the `b` images from `n0` into `cols`: one invocation per output pixel writing its
+/// row, where that row's loop fits the loop budget; else one per column element.
 fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
     let p = ConvParams { n: b as u32, total: n0 as u32, ..s.params() };
+    let (oh, ow) = s.out_hw();
+    if s.c * s.kh * (s.kw + 1) + s.c < LOOP_BUDGET {
+        let groups = [ow.div_ceil(8) as u32, oh.div_ceil(8) as u32, b as u32];
+        let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64)];
+        return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
+    }
     Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
 }
 
@@ -860,6 +869,13 @@ impl Pool2dShape {
         }
     }
 
+    /// Whether the windows tile the input exactly: stride = window, no padding, and the input a
+    /// whole number of windows (every element in exactly one window).
+    pub fn tiles_input(&self) -> bool {
+        let (oh, ow) = self.out_hw();
+        self.sh == self.kh && self.sw == self.kw && self.ph == 0 && self.pw == 0 && oh * self.kh == self.h && ow * self.kw == self.w
+    }
+
     fn ensure_window_budget(&self, op: &str) -> Result<()> {
         ensure_budget(op, self.kh * self.kw + self.kh + 1, || format!("a {}×{} window", self.kh, self.kw))
     }
@@ -895,16 +911,25 @@ pub fn max_pool2d_forward(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &mut Te
 }
 
 /// Builds the max-pool gradient: `dx[n, c, j] = Σ dy` over the windows whose argmax is `j`
-/// (a gather; dx is overwritten).
+/// (dx is overwritten). Windows that tile the input exactly ([`Pool2dShape::tiles_input`]) take
+/// a scatter, one invocation per window; others a gather, one per input element.
 pub fn max_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "max_pool2d_backward";
     shape.validate()?;
     ensure_tensor(dy, &shape.y_shape(), op, "dy")?;
     ensure_u32_tensor(argmax, &shape.y_shape(), op, "argmax")?;
     ensure_tensor(dx, &shape.x_shape(), op, "dx")?;
-    shape.ensure_gather_budget(op)?;
     let total = dx.len();
     let p = shape.params(total);
+    if shape.tiles_input() {
+        shape.ensure_window_budget(op)?;
+        let (oh, ow) = shape.out_hw();
+        let planes = (shape.n * shape.c).div_ceil(4).clamp(1, 65535) as u32;
+        let groups = [ow.div_ceil(4) as u32, oh.div_ceil(4) as u32, planes];
+        let consts = [("KH", shape.kh as f64), ("KW", shape.kw as f64)];
+        return Dispatch::new(gpu, MAX_POOL_BACKWARD_TILED, &consts, bytemuck::bytes_of(&p), &[dy, argmax, dx], groups);
+    }
+    shape.ensure_gather_budget(op)?;
     let planes = (shape.n * shape.c).clamp(1, 65535) as u32;
     let groups = [shape.w.div_ceil(8) as u32, shape.h.div_ceil(8) as u32, planes];
     Dispatch::new(gpu, MAX_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, argmax, dx], groups)
