@@ -20,6 +20,7 @@
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
 //   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW
 //   col2im                1 dcols (r), 2 dx (rw)
+//   col2im_rows           1 dcols (r), 2 dx (rw)                override IC
 //   nchw_transpose        1 src (r), 2 dst (rw)
 //   sum_parts             1 parts (r), 2 out (rw)
 // The pools use the same params with o unused (c is the channel count).
@@ -632,6 +633,39 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         oy -= 1u;
     }
     out2[(p.total * p.c) * hw + i] = g;
+}
+
+// The same gradient with one invocation per input pixel (ix, iy) of image b, for every channel:
+// the taps are worked out once per pixel instead of once per element, and no per-element index
+// division (see im2col_rows). Grid: x = ix, y = iy (8 × 8 per workgroup), z = image of the
+// chunk. IC (channels) is a pipeline constant.
+@compute @workgroup_size(8, 8)
+fn col2im_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ix = gid.x;
+    let iy = gid.y;
+    let b = gid.z;
+    if ix >= p.w || iy >= p.h || b >= p.n { return; }
+    let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
+    let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
+    let khw = p.kh * p.kw;
+    let ckk = IC * khw;
+    let row0 = b * p.oh * p.ow;
+    let hw = p.h * p.w;
+    var out = (p.total + b) * IC * hw + iy * p.w + ix;
+    for (var c = 0u; c < IC; c++) {
+        var g = 0.0;
+        var oy = ty.o0;
+        for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+            var ox = tx.o0;
+            for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+                g += in1[(row0 + oy * p.ow + ox) * ckk + c * khw + ky * p.kw + kx];
+                ox -= 1u;
+            }
+            oy -= 1u;
+        }
+        out2[out] = g;
+        out += hw;
+    }
 }
 
 // dst = src transposed per batch item: src [B, R, K] (B = p.n, R = p.h, K = p.w) → dst [B, K, R];

@@ -233,9 +233,9 @@ fn reference_conv_gradients_every_element() {
 }
 
 #[test]
-fn im2col_of_very_wide_layers_takes_the_per_element_kernel() {
+fn im2col_of_very_wide_layers_takes_the_per_element_kernels() {
     // C·KH·KW too long for one invocation's loop (llvmpipe's 65,535-iteration limit): the
-    // per-element im2col instead of one invocation per output row
+    // per-element im2col and col2im instead of one invocation per output row / input pixel
     let gpu = gpu();
     let s = Conv2dShape::new(2, 6000, 3, 4, 2, 3, 1, 1);
     let c = conv_case(&gpu, s, 77);
@@ -244,6 +244,13 @@ fn im2col_of_very_wide_layers_takes_the_per_element_kernel() {
     let mut y = poisoned(&gpu, &s.y_shape());
     conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
     assert_close("wide im2col forward", &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
+    let dy = rand_vec(78, s.y_shape().iter().product());
+    let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
+    let (mut dx, mut dw) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
+    let gdy = upload(&gpu, &s.y_shape(), &dy);
+    conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, None, &scratch).unwrap();
+    assert_close("wide col2im dx", &dx.download(&gpu).unwrap(), &g.dx, tol_for(s.o * 9));
+    assert_close("wide dw", &dw.download(&gpu).unwrap(), &g.dw, tol_for(s.n * 12));
 }
 
 #[test]

@@ -79,6 +79,7 @@ pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Con
 pub(crate) const IM2COL: Kernel = Kernel { family: Family::Conv, entry: "im2col", bindings: &[R, RW] };
 pub(crate) const IM2COL_ROWS: Kernel = Kernel { family: Family::Conv, entry: "im2col_rows", bindings: &[R, RW] };
 pub(crate) const COL2IM: Kernel = Kernel { family: Family::Conv, entry: "col2im", bindings: &[R, RW] };
+pub(crate) const COL2IM_ROWS: Kernel = Kernel { family: Family::Conv, entry: "col2im_rows", bindings: &[R, RW] };
 pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { family: Family::Conv, entry: "nchw_transpose", bindings: &[R, RW] };
 pub(crate) const SUM_PARTS: Kernel = Kernel { family: Family::Conv, entry: "sum_parts", bindings: &[R, RW] };
 
@@ -713,6 +714,18 @@ fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: u
     Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
 }
 
+/// dx of the `b` images from `n0`, gathered from `dcols`: one invocation per input pixel for all
+/// its channels, where that loop fits the loop budget; else one per element.
+fn col2im(gpu: &Gpu, s: &Conv2dShape, dcols: &Tensor, dx: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
+    let p = ConvParams { n: b as u32, total: n0 as u32, ..s.params() };
+    let (ty, tx) = (s.kh.div_ceil(s.sh), s.kw.div_ceil(s.sw));
+    if s.c * (ty * tx + ty + 1) < LOOP_BUDGET {
+        let groups = [s.w.div_ceil(8) as u32, s.h.div_ceil(8) as u32, b as u32];
+        return Dispatch::new(gpu, COL2IM_ROWS, &[("IC", s.c as f64)], bytemuck::bytes_of(&p), &[dcols, dx], groups);
+    }
+    Dispatch::new(gpu, COL2IM, &[], bytemuck::bytes_of(&p), &[dcols, dx], groups_1d(b * s.c * s.h * s.w, WG))
+}
+
 /// `dst[b, k, r] = src[b, r, k]` for `b` images, the NCHW side offset by image `n0`: from
 /// pixel-major `[b, OH·OW, O]` to NCHW `y` (`to_nchw`), or from NCHW `dy` to pixel-major.
 fn transpose(gpu: &Gpu, s: &Conv2dShape, src: &Tensor, dst: &Tensor, n0: usize, b: usize, to_nchw: bool) -> Result<Dispatch> {
@@ -772,8 +785,7 @@ fn backward_im2col(
         if let Some(dx) = dx {
             // dcols = dY·W into the column buffer (its columns are no longer needed), then gather
             out.push(matmul_dispatch(gpu, &rows, &w2, &cols, Transpose::NN, Epilogue::default())?);
-            let p = ConvParams { n: nb as u32, total: n0 as u32, ..s.params() };
-            out.push(Dispatch::new(gpu, COL2IM, &[], bytemuck::bytes_of(&p), &[&cols, dx], groups_1d(nb * s.c * s.h * s.w, WG))?);
+            out.push(col2im(gpu, s, &cols, dx, n0, nb)?);
         }
     }
     if let Some(parts) = &scratch.parts {
