@@ -671,19 +671,17 @@ fn col2im_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
 // dst = src transposed per batch item: src [B, R, K] (B = p.n, R = p.h, K = p.w) → dst [B, K, R];
 // p.total (the chunk's first image) offsets the NCHW side: p.c = 1 when the source is NCHW
 // (dst rows start at 0, src at n0), p.c = 0 when the destination is.
-@compute @workgroup_size(64)
-fn nchw_transpose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    let rk = p.h * p.w;
-    if i >= p.n * rk { return; }
-    let r = i % p.h;
-    let t = i / p.h;
-    let k = t % p.w;
-    let b = t / p.w;
-    let shift = p.total * rk;
+// Grid: x = r, y = k (8 × 8 per workgroup), z = b: no index division (see im2col_rows).
+@compute @workgroup_size(8, 8)
+fn nchw_transpose(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let k = gid.y;
+    let b = gid.z;
+    if r >= p.h || k >= p.w || b >= p.n { return; }
+    let shift = p.total * p.h * p.w;
     let src_off = select(0u, shift, p.c == 1u);
     let dst_off = select(shift, 0u, p.c == 1u);
-    out2[dst_off + i] = in1[src_off + (b * p.h + r) * p.w + k];
+    out2[dst_off + (b * p.w + k) * p.h + r] = in1[src_off + (b * p.h + r) * p.w + k];
 }
 
 // out[i] = Σ_{q < p.n} parts[q·p.c + i] for i < p.total, in q order (the per-chunk weight gradients).

@@ -733,7 +733,7 @@ fn transpose(gpu: &Gpu, s: &Conv2dShape, src: &Tensor, dst: &Tensor, n0: usize, 
     let plane = (oh * ow) as u32;
     let (r, k) = if to_nchw { (plane, s.o as u32) } else { (s.o as u32, plane) };
     let p = ConvParams { n: b as u32, h: r, w: k, c: (!to_nchw) as u32, total: n0 as u32, ..ConvParams::default() };
-    Dispatch::new(gpu, NCHW_TRANSPOSE, &[], bytemuck::bytes_of(&p), &[src, dst], groups_1d(b * plane as usize * s.o, WG))
+    Dispatch::new(gpu, NCHW_TRANSPOSE, &[], bytemuck::bytes_of(&p), &[src, dst], [r.div_ceil(8), k.div_ceil(8), b as u32])
 }
 
 #[allow(clippy::too_many_arguments)]
