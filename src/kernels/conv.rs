@@ -71,6 +71,7 @@ pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { family: Family::Conv, e
 pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_bias", bindings: &[R, RW] };
 pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward", bindings: &[R, RW, RW] };
 pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward", bindings: &[R, R, RW] };
+pub(crate) const MAX_POOL_FORWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward_tiled", bindings: &[R, RW, RW] };
 pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
 pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_forward", bindings: &[R, RW] };
 pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_backward", bindings: &[R, RW] };
@@ -888,6 +889,18 @@ impl Pool2dShape {
         self.sh == self.kh && self.sw == self.kw && self.ph == 0 && self.pw == 0 && oh * self.kh == self.h && ow * self.kw == self.w
     }
 
+    /// The tiled kernels' window size constants.
+    fn window_consts(&self) -> [(&'static str, f64); 2] {
+        [("KH", self.kh as f64), ("KW", self.kw as f64)]
+    }
+
+    /// The tiled kernels' grid: 4 × 4 output pixels and 4 planes per workgroup, the planes
+    /// looping past 65,535 workgroups.
+    fn tiled_grid(&self) -> [u32; 3] {
+        let (oh, ow) = self.out_hw();
+        [ow.div_ceil(4) as u32, oh.div_ceil(4) as u32, (self.n * self.c).div_ceil(4).clamp(1, 65535) as u32]
+    }
+
     fn ensure_window_budget(&self, op: &str) -> Result<()> {
         ensure_budget(op, self.kh * self.kw + self.kh + 1, || format!("a {}×{} window", self.kh, self.kw))
     }
@@ -914,6 +927,16 @@ pub fn max_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y
     shape.ensure_window_budget(op)?;
     let total = y.len();
     let p = shape.params(total);
+    if shape.tiles_input() {
+        return Dispatch::new(
+            gpu,
+            MAX_POOL_FORWARD_TILED,
+            &shape.window_consts(),
+            bytemuck::bytes_of(&p),
+            &[x, y, argmax],
+            shape.tiled_grid(),
+        );
+    }
     Dispatch::new(gpu, MAX_POOL_FORWARD, &[], bytemuck::bytes_of(&p), &[x, y, argmax], groups_1d(total, WG))
 }
 
@@ -935,11 +958,14 @@ pub fn max_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor,
     let p = shape.params(total);
     if shape.tiles_input() {
         shape.ensure_window_budget(op)?;
-        let (oh, ow) = shape.out_hw();
-        let planes = (shape.n * shape.c).div_ceil(4).clamp(1, 65535) as u32;
-        let groups = [ow.div_ceil(4) as u32, oh.div_ceil(4) as u32, planes];
-        let consts = [("KH", shape.kh as f64), ("KW", shape.kw as f64)];
-        return Dispatch::new(gpu, MAX_POOL_BACKWARD_TILED, &consts, bytemuck::bytes_of(&p), &[dy, argmax, dx], groups);
+        return Dispatch::new(
+            gpu,
+            MAX_POOL_BACKWARD_TILED,
+            &shape.window_consts(),
+            bytemuck::bytes_of(&p),
+            &[dy, argmax, dx],
+            shape.tiled_grid(),
+        );
     }
     shape.ensure_gather_budget(op)?;
     let planes = (shape.n * shape.c).clamp(1, 65535) as u32;
