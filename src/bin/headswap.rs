@@ -964,6 +964,9 @@ fn cmd_resume(args: &Args) -> CliResult<()> {
     let mut net = Network::from_checkpoint(&gpu, &ckpt, &origin)?;
     if !restored.is_empty() {
         eprintln!("the saved run's options: {}", restored.join(" "));
+    } else if !ckpt.metadata.contains_key(RUN_FLAGS_KEY) {
+        // a state file from before the options were recorded: only the flags given now apply
+        eprintln!("{origin} records no training options; using the flags given now");
     }
     eprintln!("resuming at epoch {} (step {}) of {epochs}", state.epoch, state.step);
     let mut trainer = trainer(&gpu, cfg);
