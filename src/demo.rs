@@ -307,6 +307,12 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
 }
 
 impl DemoReport {
+    /// "cnn" or "mlp": the kind of trunk, read from its layers (a report names its trunk by
+    /// layers, which is too long for a column heading).
+    pub fn trunk_name(&self) -> &'static str {
+        if self.trunk.contains("conv2d") { "cnn" } else { "mlp" }
+    }
+
     /// The best mean F1 at `size` for `method`.
     pub fn f1(&self, size: usize, method: &str) -> Option<f64> {
         self.rows.iter().find(|r| r.size == size && r.method == method).map(|r| r.mean_f1)
@@ -347,16 +353,18 @@ impl std::fmt::Display for DemoReport {
             self.task_a_samples_per_sec
         )?;
         writeln!(f, "task B:  labels {:?}; mean F1 on {} held-out examples\n", self.label_names, self.test_examples)?;
-        let names: Vec<String> = self.label_names.iter().map(|n| format!("{:>8}", truncate(n, 8))).collect();
-        writeln!(f, "{:>6}  {:<38} {:>7} {} {:>8} {:>10}", "B size", "method", "mean F1", names.join(""), "time", "samples/s")?;
+        // Each label column is a space and 8 characters, as in the rows below, so that names
+        // of 8 characters ("triangle") do not run into their neighbour.
+        let names: String = self.label_names.iter().map(|n| format!(" {:>8}", truncate(n, 8))).collect();
+        writeln!(f, "{:>6}  {:<38} {:>7}{} {:>8} {:>10}", "B size", "method", "mean F1", names, "time", "samples/s")?;
         let mut last = 0;
         for r in &self.rows {
             if r.size != last && last != 0 {
                 writeln!(f)?;
             }
             last = r.size;
-            let per: String = r.per_label_f1.iter().map(|v| format!("{v:>8.3}")).collect();
-            writeln!(f, "{:>6}  {:<38} {:>7.3} {} {:>7.1}s {:>10.0}", r.size, r.method, r.mean_f1, per, r.seconds, r.samples_per_sec)?;
+            let per: String = r.per_label_f1.iter().map(|v| format!(" {v:>8.3}")).collect();
+            writeln!(f, "{:>6}  {:<38} {:>7.3}{} {:>7.1}s {:>10.0}", r.size, r.method, r.mean_f1, per, r.seconds, r.samples_per_sec)?;
         }
         Ok(())
     }
@@ -382,7 +390,7 @@ pub fn side_by_side(reports: &[DemoReport]) -> String {
         "\n{:>6}  {:<38} {}",
         "B size",
         "mean F1 (samples/s)",
-        reports.iter().enumerate().map(|(i, _)| format!("{:>22}", format!("trunk {}", i + 1))).collect::<String>()
+        reports.iter().map(|r| format!("{:>22}", r.trunk_name())).collect::<String>()
     );
     let sizes: Vec<usize> = reports
         .first()

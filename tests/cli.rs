@@ -125,7 +125,7 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
     fails(&headswap(&["eval", "--model", truncated.to_str().unwrap(), "--data", "synthetic-a:10"]), 1, "truncated.safetensors");
 
     // a head that does not fit the data
-    fails(&headswap(&["eval", "--model", good.to_str().unwrap(), "--data", "synthetic-b:10"]), 1, "Head::labels");
+    fails(&headswap(&["eval", "--model", good.to_str().unwrap(), "--data", "synthetic-b:10"]), 1, "several labels per example");
     // an input width that does not fit the network
     fails(&headswap(&["eval", "--model", good.to_str().unwrap(), "--data", "synthetic-a:10", "--size", "8x8"]), 1, "input features");
 
@@ -146,4 +146,302 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
     let not_png = tmp("not_an_image.png");
     std::fs::write(&not_png, b"this is not a PNG").unwrap();
     fails(&headswap(&["predict", "--model", good.to_str().unwrap(), not_png.to_str().unwrap()]), 1, "not_an_image.png");
+}
+
+// ---- fixes from the new-user review (numbers as in the review's findings) ----
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = ok(out);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"))
+}
+
+/// A small tensor-file model of synthetic task A (8 named classes), trained well enough that its
+/// accuracy on its own training examples is far above chance.
+fn named_class_model(name: &str) -> (PathBuf, headswap::data::Dataset) {
+    let data = headswap::data::synthetic::shapes_task_a(400, 8, 3);
+    let data_path = tmp(&format!("{name}_data.safetensors"));
+    headswap::data::tensor_file::save(&data_path, &data).unwrap();
+    let model = tmp(&format!("{name}.safetensors"));
+    ok(&headswap(&["pretrain", "--data", s(&data_path), "--epochs", "8", "--batch", "16", "--out", s(&model)]));
+    (model, data)
+}
+
+/// The examples of `data` (class targets) whose class is in `keep`, renumbered 0.. in `keep`'s
+/// order and named accordingly.
+fn class_subset(data: &headswap::data::Dataset, keep: &[u32]) -> headswap::data::Dataset {
+    let headswap::data::Targets::Classes { y, .. } = &data.targets else { panic!("class data") };
+    let rows: Vec<usize> = (0..data.n).filter(|&i| keep.contains(&y[i])).collect();
+    let x = rows.iter().flat_map(|&i| data.row(i).unwrap().to_vec()).collect();
+    let y = rows.iter().map(|&i| keep.iter().position(|&c| c == y[i]).unwrap() as u32).collect();
+    headswap::data::Dataset {
+        x,
+        n: rows.len(),
+        d: data.d,
+        input_shape: data.input_shape.clone(),
+        targets: headswap::data::Targets::Classes { y, num_classes: keep.len() },
+        label_names: keep.iter().map(|&c| data.label_names[c as usize].clone()).collect(),
+    }
+}
+
+#[test]
+fn a1_eval_matches_classes_and_labels_by_name() {
+    let (model, data) = named_class_model("a1");
+    // three of the eight classes, numbered 0..3: by position they would all be scored wrong
+    let subset = class_subset(&data, &[5, 3, 4]);
+    let subset_path = tmp("a1_subset.safetensors");
+    headswap::data::tensor_file::save(&subset_path, &subset).unwrap();
+    let v = json(&headswap(&["eval", "--model", s(&model), "--data", s(&subset_path), "--json"]));
+    assert!(v["accuracy"].as_f64().unwrap() > 0.5, "classes not matched by name: {v}");
+
+    // a class name the model does not know
+    let mut renamed = subset.clone();
+    renamed.label_names[0] = "nine".into();
+    let renamed_path = tmp("a1_renamed.safetensors");
+    headswap::data::tensor_file::save(&renamed_path, &renamed).unwrap();
+    fails(&headswap(&["eval", "--model", s(&model), "--data", s(&renamed_path)]), 1, "nine");
+
+    // labels in another column order score exactly as in the model's order
+    let b = headswap::data::synthetic::scenes_task_b(60, 16, 4);
+    let b_path = tmp("a1_b.safetensors");
+    headswap::data::tensor_file::save(&b_path, &b).unwrap();
+    let b_model = tmp("a1_b_model.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&b_path), "--epochs", "1", "--out", s(&b_model)]));
+    let mut swapped = b.clone();
+    let headswap::data::Targets::Labels { y, k } = &mut swapped.targets else { panic!() };
+    for row in y.chunks_exact_mut(*k) {
+        row.swap(0, 3);
+    }
+    swapped.label_names.swap(0, 3);
+    let swapped_path = tmp("a1_b_swapped.safetensors");
+    headswap::data::tensor_file::save(&swapped_path, &swapped).unwrap();
+    let a = json(&headswap(&["eval", "--model", s(&b_model), "--data", s(&b_path), "--json"]));
+    let c = json(&headswap(&["eval", "--model", s(&b_model), "--data", s(&swapped_path), "--json"]));
+    assert_eq!(a, c, "label columns were not matched by name");
+}
+
+#[test]
+fn a2_eval_scores_held_out_built_in_data() {
+    let model = tmp("a2.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&model)]));
+    // the examples pretrain drew (seed 0), as a file: eval --data synthetic-a:64 must not be them
+    let train_path = tmp("a2_train.safetensors");
+    headswap::data::tensor_file::save(&train_path, &headswap::data::synthetic::shapes_task_a(64, 16, 0)).unwrap();
+    let on_train = json(&headswap(&["eval", "--model", s(&model), "--data", s(&train_path), "--json"]));
+    let out = headswap(&["eval", "--model", s(&model), "--data", "synthetic-a:64", "--json"]);
+    assert!(stderr(&out).contains("held-out"), "no line saying what is scored: {}", stderr(&out));
+    assert_ne!(on_train["loss"], json(&out)["loss"], "eval scored the training examples");
+    if headswap::data::digits::default_dir().is_some() {
+        let d = tmp("a2_digits.safetensors");
+        ok(&headswap(&["pretrain", "--data", "digits", "--epochs", "1", "--out", s(&d)]));
+        let v = json(&headswap(&["eval", "--model", s(&d), "--data", "digits", "--json"]));
+        assert_eq!(v["examples"], 449, "eval --data digits must score the 449 test digits: {v}");
+    }
+}
+
+#[test]
+fn a4_a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    for args in [&["info"][..], &["info", "--json"][..]] {
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_headswap")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+}
+
+#[test]
+fn a6_a_diverged_run_saves_nothing() {
+    let out = tmp("a6.safetensors");
+    std::fs::write(&out, b"an earlier model").unwrap();
+    let state = tmp("a6.state");
+    let run = headswap(&[
+        "pretrain",
+        "--data",
+        "synthetic-a:64",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--lr",
+        "1e30",
+        "--out",
+        s(&out),
+        "--save-state",
+        s(&state),
+    ]);
+    fails(&run, 1, "diverged");
+    assert!(stderr(&run).contains("nothing saved"), "{}", stderr(&run));
+    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier model", "the file at --out was replaced");
+    assert!(!state.exists(), "a state file was written for a diverged run");
+}
+
+#[test]
+fn a9_image_options_only_where_images_are_read() {
+    let data = headswap::data::synthetic::shapes_task_a(64, 8, 1);
+    let data_path = tmp("a9_data.safetensors");
+    headswap::data::tensor_file::save(&data_path, &data).unwrap();
+    let model = tmp("a9.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&data_path), "--epochs", "1", "--out", s(&model)]));
+    let img = tmp("a9.png");
+    image::GrayImage::from_pixel(8, 8, image::Luma([128])).save(&img).unwrap();
+    fails(&headswap(&["predict", "--model", s(&model), s(&img)]), 1, "not trained on images");
+
+    let o = tmp("a9_never.safetensors");
+    fails(&headswap(&["pretrain", "--data", s(&data_path), "--size", "8x8", "--out", s(&o)]), 2, "apply only to image folders");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--rgb", "--out", s(&o)]), 2, "--rgb");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--size", "16x8", "--out", s(&o)]), 2, "square");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--size", "2x2", "--out", s(&o)]), 2, "square");
+    fails(&headswap(&["pretrain", "--data", "digits", "--size", "8x8", "--out", s(&o)]), 2, "digits");
+    assert!(!o.exists());
+}
+
+#[test]
+fn b_meaningless_options_are_refused_before_training() {
+    let o = tmp("b_never.safetensors");
+    let o = s(&o);
+    let pre = |extra: &[&str]| {
+        let mut a = vec!["pretrain", "--data", "synthetic-a:64", "--out", o];
+        a.extend_from_slice(extra);
+        headswap(&a)
+    };
+    fails(&pre(&["--epochs", "0"]), 2, "--epochs");
+    fails(&pre(&["--threshold", "7"]), 2, "--threshold");
+    fails(&pre(&["--threshold", "0"]), 2, "--threshold");
+    fails(&pre(&["--schedule", "cosinefoo"]), 2, "cosinefoo");
+    fails(&pre(&["--schedule", "step:0:0.5"]), 2, "step:EVERY:GAMMA");
+    fails(&pre(&["--early-stop", "3"]), 2, "--val");
+    fails(&pre(&["--pos-weight", "1,2,3"]), 2, "--pos-weight");
+    fails(&pre(&["--channels", "0", "--arch", "cnn"]), 2, "--channels");
+    fails(&pre(&["--layers", "64,0"]), 2, "--layers");
+    fails(&headswap(&["pretrain", "--data", "synthetic-b:64", "--out", o, "--pos-weight", "1,2,3,-4"]), 2, "--pos-weight");
+    fails(&headswap(&["pretrain", "--data", "synthetic-b:64", "--out", o, "--pos-weight", "1,2,3,NaN"]), 2, "--pos-weight");
+    fails(&headswap(&["pretrain", "--data", "synthetic-abc", "--out", o]), 2, "synthetic-abc");
+    fails(&headswap(&["eval", "--model", o, "--data", "synthetic-a:10", "--threshold", "2"]), 2, "--threshold");
+    let fine = |extra: &[&str]| {
+        let mut a = vec!["finetune", "--from", "/no/such/model.safetensors", "--data", "synthetic-b:32", "--out", o];
+        a.extend_from_slice(extra);
+        headswap(&a)
+    };
+    fails(&fine(&["--recipe", "2", "--freeze", "trunk"]), 2, "--freeze");
+    fails(&fine(&["--head-hidden", "0"]), 2, "--head-hidden");
+    fails(&fine(&["--epochs", "0"]), 2, "--epochs");
+    // outputs are checked before any training
+    let run = pre(&["--out", "/no/such/dir/x.safetensors"]);
+    fails(&run, 1, "does not exist");
+    assert!(!String::from_utf8_lossy(&run.stdout).contains("epoch"), "trained before checking --out");
+    let same = tmp("b_same");
+    fails(&pre(&["--out", s(&same), "--save-state", s(&same)]), 2, "different files");
+    assert!(!Path::new(o).exists());
+}
+
+#[test]
+fn a8_resume_continues_the_saved_run() {
+    let state = tmp("a8.state");
+    let half = tmp("a8_half.safetensors");
+    let flags = ["--data", "synthetic-a:64", "--lr", "0.01", "--momentum", "0.5", "--batch", "16"];
+    let mut a = vec!["pretrain", "--epochs", "1", "--save-state", s(&state), "--out", s(&half)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    // the saved options apply without repeating them, and give the same bits as one 2-epoch run
+    let resumed = tmp("a8_resumed.safetensors");
+    let out = ok(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "2", "--out", s(&resumed)]));
+    assert!(out.contains("lr 0.01000"), "resume did not restore --lr: {out}");
+    let whole = tmp("a8_whole.safetensors");
+    let mut a = vec!["pretrain", "--epochs", "2", "--out", s(&whole)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    assert_eq!(std::fs::read(&resumed).unwrap(), std::fs::read(&whole).unwrap(), "resume is not the same run");
+    let never = tmp("a8_never.safetensors");
+    fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&never)]), 2, "--epochs");
+    fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:80", "--epochs", "2", "--out", s(&never)]), 1, "same data");
+    assert!(!never.exists());
+}
+
+#[test]
+fn c_messages_speak_the_command_line() {
+    fails(&headswap(&["info", "--foo"]), 2, "info does not take --foo");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--out"]), 2, "--out needs a value");
+    let err = stderr(&headswap(&["pretrain", "--data", "synthetic-a:64", "--arch", "cnn", "--channels", "0", "--out", "/tmp/x"]));
+    assert!(!err.contains('{'), "Rust debug output in an error: {err}");
+
+    let model = tmp("c.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&model)]));
+    let out = headswap(&["eval", "--model", s(&model), "--data", "synthetic-b:10"]);
+    fails(&out, 1, "finetune");
+    assert!(!stderr(&out).contains("Head::"), "{}", stderr(&out));
+
+    // a plain state_dict: the advice names a flag that eval takes, and following it works
+    let mut plain = headswap::checkpoint::load(&model).unwrap().state_dict_only();
+    plain.metadata.clear();
+    let plain_path = tmp("c_plain.safetensors");
+    headswap::checkpoint::save(&plain_path, &plain, headswap::checkpoint::StorageDtype::F32).unwrap();
+    fails(&headswap(&["eval", "--model", s(&plain_path), "--data", "synthetic-a:10"]), 1, "--arch mlp");
+    ok(&headswap(&["eval", "--model", s(&plain_path), "--data", "synthetic-a:10", "--arch", "mlp"]));
+
+    // finetune --recipe --json: one JSON document
+    let tuned = tmp("c_tuned.safetensors");
+    let v = json(&headswap(&[
+        "finetune",
+        "--from",
+        s(&model),
+        "--data",
+        "synthetic-b:32",
+        "--recipe",
+        "1",
+        "--epochs",
+        "1",
+        "--json",
+        "--out",
+        s(&tuned),
+    ]));
+    assert!(v["head_only"].is_object() && v["all"].is_object(), "{v}");
+}
+
+#[test]
+fn d_tables_and_ratios_read_cleanly() {
+    let out =
+        ok(&headswap(&["pretrain", "--data", "synthetic-a:100", "--epochs", "1", "--batch", "16", "--out", s(&tmp("d.safetensors"))]));
+    let line = out.lines().find(|l| l.contains("submission per step")).unwrap();
+    let ratio = line.split(" and ").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(ratio.len() <= 6, "unrounded ratio {ratio:?} in {line:?}");
+
+    let row = |method: &'static str| headswap::demo::DemoRow {
+        size: 40,
+        method,
+        mean_f1: 0.5,
+        per_label_f1: vec![0.5; 4],
+        seconds: 1.0,
+        samples_per_sec: 100.0,
+        train_loss: vec![],
+    };
+    let report = |trunk: &str| headswap::demo::DemoReport {
+        adapter: "test".into(),
+        trunk: trunk.into(),
+        data: "synthetic".into(),
+        task_a_examples: 1,
+        task_a_test_accuracy: 1.0,
+        task_a_seconds: 1.0,
+        task_a_samples_per_sec: 1.0,
+        task_a_loss: vec![],
+        label_names: ["circle", "square", "triangle", "cross"].map(String::from).to_vec(),
+        test_examples: 1,
+        rows: vec![row(headswap::demo::HEAD_ONLY), row(headswap::demo::FINE_TUNE_ALL), row(headswap::demo::SCRATCH)],
+    };
+    let mlp = report("dense 256→128 relu");
+    let cnn = report("conv2d 1×16×16 → 8×16×16 (kernel 3, stride 1, padding 1) relu");
+    let table = mlp.to_string();
+    assert!(table.contains(" square triangle"), "{table}");
+    let sbs = headswap::demo::side_by_side(&[mlp, cnn]);
+    assert!(sbs.contains("mlp") && sbs.contains("cnn") && !sbs.contains("trunk 1"), "{sbs}");
 }
