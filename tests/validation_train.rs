@@ -59,10 +59,17 @@ fn negative_or_non_finite_bce_weights_are_refused() {
 fn thresholds_outside_zero_one_are_refused_in_training_and_evaluation() {
     let gpu = gpu();
     let data = scenes_task_b(40, 16, 1);
+    let classes = shapes_task_a(40, 16, 1);
     for threshold in [f32::NAN, 0.0, 1.0, 2.0, 7.0, -0.5] {
         let m = refused(TrainConfig { threshold, ..TrainConfig::default() });
         assert!(m.contains("threshold"), "{m}");
         let err = Trainer::new(&gpu, TrainConfig { threshold, ..TrainConfig::default() }).evaluate(&labels_net(), &data).unwrap_err();
+        assert!(err.to_string().contains("threshold"), "{err}");
+        // a class head never reads the threshold, so only the configuration check sees it
+        let cfg = TrainConfig { threshold, ..TrainConfig::default() };
+        let err = Trainer::new(&gpu, cfg.clone()).evaluate(&classes_net(), &classes).unwrap_err();
+        assert!(err.to_string().contains("threshold"), "{err}");
+        let err = Trainer::new(&gpu, cfg).fit(&mut classes_net(), &classes, 1).unwrap_err();
         assert!(err.to_string().contains("threshold"), "{err}");
     }
 }
