@@ -191,14 +191,18 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
 }
 
 /// Loads a class-per-folder image tree (see the module docs) into a class data set with input
-/// shape `[C, H, W]` and the folder names as class names. Errors: `dir` unreadable or with no
-/// class folders, a class folder without images (named), a file that cannot be read or
+/// shape `[C, H, W]` and the folder names as class names. Errors: `dir` unreadable or with
+/// fewer than two class folders, a class folder without images (named), a file that cannot be read or
 /// decoded (named), bad options.
 pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
     let (mean, std) = opts.check()?;
     let classes: Vec<(String, PathBuf)> = sorted_entries(dir)?.into_iter().filter(|e| e.2).map(|(n, p, _)| (n, p)).collect();
     if classes.is_empty() {
         return Err(Error::format(dir, "no class sub-folders (expected root/<class>/<image>.png)"));
+    }
+    // One class gives a one-output softmax whose loss is 0 from the start: nothing to learn.
+    if classes.len() < 2 {
+        return Err(Error::format(dir, format!("an image folder needs at least two classes (sub-folders), found only {:?}", classes[0].0)));
     }
     if classes.len() > u32::MAX as usize {
         return Err(Error::format(dir, "too many class folders"));

@@ -6,8 +6,9 @@
 //! "img/with, comma.jpg",0,1,1
 //! ```
 //!
-//! The header's first column names the image path (any name; `path` by convention) and each
-//! further column names a label. Each row gives an image path, relative to the CSV's folder
+//! The first line is always the header (a file without one is refused, not read as data): its
+//! first column names the image path (any name; `path` by convention) and each further column
+//! names a label; label names must be distinct. Each row gives an image path, relative to the CSV's folder
 //! (absolute paths are used as they are), and per label `1` (present), `0` (absent) or an empty
 //! field (unknown → NaN, masked out of the loss). Fields may be wrapped in double quotes (a `""`
 //! inside stands for one `"`), which lets a path contain commas; fields are trimmed of
@@ -105,6 +106,7 @@ pub fn load(csv_path: &Path, opts: &ImageOptions) -> Result<Dataset> {
         return Err(Error::format(csv_path, format!("line {}, column {}: empty column name", hi + 1, j + 1)));
     }
     let label_names: Vec<String> = names[1..].to_vec();
+    check_label_names(csv_path, hi + 1, &label_names)?;
     let k = label_names.len();
 
     let shape = opts.input_shape();
@@ -150,6 +152,27 @@ pub fn load(csv_path: &Path, opts: &ImageOptions) -> Result<Dataset> {
     let ds = Dataset { x, n, d: shape.iter().product(), input_shape: shape, targets: Targets::Labels { y, k }, label_names };
     ds.validate().map_err(|e| Error::format(csv_path, e.to_string()))?;
     Ok(ds)
+}
+
+/// The header's label names must be a header's: a first line whose label fields are all `0` or
+/// `1` is a data row (the file has no header), and the names must be distinct, since predictions
+/// are reported per label name.
+fn check_label_names(csv_path: &Path, line_no: usize, names: &[String]) -> Result<()> {
+    if names.iter().all(|n| n == "0" || n == "1") {
+        return Err(Error::format(
+            csv_path,
+            format!("line {line_no} looks like a data row (its labels are all 0/1): the first line must be a header: path,name_1,..."),
+        ));
+    }
+    for (j, name) in names.iter().enumerate() {
+        if let Some(first) = names[..j].iter().position(|m| m == name) {
+            return Err(Error::format(
+                csv_path,
+                format!("line {line_no}: label name {name:?} appears twice (columns {} and {}); label names must differ", first + 2, j + 2),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

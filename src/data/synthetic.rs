@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Dataset, Targets, preview};
-use crate::{Result, Rng};
+use crate::{Error, Result, Rng};
 
 /// The default image side, in pixels.
 pub const DEFAULT_SIZE: usize = 16;
@@ -149,10 +149,49 @@ fn clamp_size(size: usize) -> usize {
     size.clamp(MIN_SIZE, MAX_SIZE)
 }
 
+/// The most bytes of images one generator call makes: 8 GiB, e.g. 8 Mi images of 16×16. The
+/// generators build the whole data set in host memory before anything reaches the GPU, so a
+/// request beyond this would be refused by the host allocator with an abort, not an error.
+pub const MAX_BYTES: u64 = 8 << 30;
+
+/// Refuses `n` images of `size × size` (size already clamped) whose pixels exceed [`MAX_BYTES`].
+pub(crate) fn check_n(task: &str, n: usize, size: usize) -> Result<()> {
+    let bytes = (n as u64).checked_mul((size * size * 4) as u64);
+    match bytes {
+        Some(b) if b <= MAX_BYTES => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{task}: {n} images of {size}×{size} need {} bytes, more than the generators' limit of {MAX_BYTES} bytes \
+             (headswap::data::synthetic::MAX_BYTES)",
+            bytes.map_or_else(|| "over 2^64".to_string(), |b| b.to_string())
+        ))),
+    }
+}
+
+/// [`shapes_task_a`], refusing an `n` whose images would exceed [`MAX_BYTES`] with an error
+/// instead of attempting the allocation: the one to call with a user-given `n`.
+pub fn try_shapes_task_a(n: usize, size: usize, seed: u64) -> Result<Dataset> {
+    check_n("synthetic task A", n, clamp_size(size))?;
+    Ok(generate_task_a(n, size, seed))
+}
+
+/// [`scenes_task_b`], refusing an `n` whose images would exceed [`MAX_BYTES`] with an error
+/// instead of attempting the allocation: the one to call with a user-given `n`.
+pub fn try_scenes_task_b(n: usize, size: usize, seed: u64) -> Result<Dataset> {
+    check_n("synthetic task B", n, clamp_size(size))?;
+    Ok(generate_task_b(n, size, seed))
+}
+
 /// Task A: `n` images of one shape each; class `c` is `Shape::ALL[c]` (8 balanced classes,
 /// label names = [`Shape::name`]). `size` is clamped to `MIN_SIZE..=MAX_SIZE`; the input shape
 /// is `[1, size, size]`. `n = 0` gives an empty data set (which `validate` rejects).
+///
+/// # Panics
+/// When the images would exceed [`MAX_BYTES`]; [`try_shapes_task_a`] returns an error instead.
 pub fn shapes_task_a(n: usize, size: usize, seed: u64) -> Dataset {
+    try_shapes_task_a(n, size, seed).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn generate_task_a(n: usize, size: usize, seed: u64) -> Dataset {
     let size = clamp_size(size);
     let d = size * size;
     let s = size as f32;
@@ -188,7 +227,14 @@ pub fn shapes_task_a(n: usize, size: usize, seed: u64) -> Dataset {
 /// `TASK_B_LABELS[j]` is in the scene, else 0 (never unknown). See the module docs for the
 /// distribution. `size` is clamped to `MIN_SIZE..=MAX_SIZE`; the input shape is
 /// `[1, size, size]`, the same as task A's, so a trunk trained on A reads B unchanged.
+///
+/// # Panics
+/// When the images would exceed [`MAX_BYTES`]; [`try_scenes_task_b`] returns an error instead.
 pub fn scenes_task_b(n: usize, size: usize, seed: u64) -> Dataset {
+    try_scenes_task_b(n, size, seed).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn generate_task_b(n: usize, size: usize, seed: u64) -> Dataset {
     let size = clamp_size(size);
     let d = size * size;
     let s = size as f32;

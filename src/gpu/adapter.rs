@@ -28,6 +28,43 @@ pub fn backends_from(value: Option<&str>) -> Backends {
     }
 }
 
+/// Mesa's implicit Vulkan "device select" layer connects to Wayland while the instance
+/// enumerates devices, and libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in
+/// the environment." on a headless machine (twice), which reads like a headswap failure. headswap
+/// chooses its adapter itself, so the layer has nothing to add: switch it off through its own
+/// variable, `NODEVICE_SELECT=1`, as the `headswap` CLI does, when
+///
+/// * Vulkan is requested, `XDG_RUNTIME_DIR` is unset (no Wayland session to find anyway) and
+///   the user has not set `NODEVICE_SELECT` either way; and
+/// * the process has a single thread. Changing the environment is only sound while no other
+///   thread can read it (C's `getenv` takes no lock); with one thread, none can. A program that
+///   has started threads keeps the message (set `NODEVICE_SELECT=1` yourself to avoid it).
+pub(crate) fn quiet_device_select_layer(backends: Backends) {
+    let env = |k: &str| std::env::var_os(k);
+    if should_quiet(backends, env("NODEVICE_SELECT").is_some(), env("XDG_RUNTIME_DIR").is_some()) && single_threaded() {
+        // SAFETY: this process has one thread (checked just above, and only this thread could
+        // start another), so nothing reads the environment while it changes.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+/// The environment half of [`quiet_device_select_layer`]'s rule (testable without threads).
+fn should_quiet(backends: Backends, nodevice_select_set: bool, xdg_runtime_dir_set: bool) -> bool {
+    backends.contains(Backends::VULKAN) && !nodevice_select_set && !xdg_runtime_dir_set
+}
+
+/// Whether this process runs exactly one thread; `false` where that cannot be told.
+fn single_threaded() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// Lower is better. Separate from the selection so it can be unit-tested without adapters.
 pub fn rank(backend: Backend, device_type: DeviceType, power: PowerPreference) -> u32 {
     let gl = backend == Backend::Gl;
@@ -107,6 +144,14 @@ mod tests {
         assert_eq!(backends_from(Some("gl")), Backends::GL);
         assert_eq!(backends_from(Some("vk,gl")), Backends::VULKAN | Backends::GL);
         assert_eq!(backend_names(Backends::VULKAN | Backends::GL), "vulkan, gl");
+    }
+
+    #[test]
+    fn device_select_layer_is_quieted_only_when_nobody_chose() {
+        assert!(should_quiet(Backends::all(), false, false));
+        assert!(!should_quiet(Backends::all(), true, false), "an explicit NODEVICE_SELECT is the user's");
+        assert!(!should_quiet(Backends::all(), false, true), "with a Wayland session the layer may matter");
+        assert!(!should_quiet(Backends::GL, false, false), "GL does not load Vulkan layers");
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Gpu {
     /// and the optional features headswap can use (subgroups, shader-f16, timestamp queries).
     pub fn new() -> Result<Gpu> {
         let backends = adapter::requested_backends();
+        adapter::quiet_device_select_layer(backends);
         // GL is only ever the last choice: look at the native backends first, so that a machine
         // with Vulkan never initialises EGL (which is slow and noisy on a headless machine).
         let native = backends - wgpu::Backends::GL;

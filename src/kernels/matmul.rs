@@ -217,7 +217,21 @@ fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -
     if let Some(bias) = epi.bias {
         ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
     }
+    check_output_alone(op, a, b, c, epi)?;
     Ok(Problem { m, n, k: ka, t })
+}
+
+/// C is bound read-write and the operands read-only; wgpu tracks usage per buffer, so C sharing a
+/// buffer with any operand (even at a distinct range) is a usage conflict that wgpu reports as a
+/// long validation dump. Refuse it here, in one line.
+fn check_output_alone(op: &str, a: &Tensor, b: &Tensor, c: &Tensor, epi: &Epilogue<'_>) -> Result<()> {
+    let shared = [("A", Some(a)), ("B", Some(b)), ("the bias", epi.bias)]
+        .into_iter()
+        .filter_map(|(name, t)| t.filter(|t| t.same_buffer(c)).map(|_| name))
+        .collect::<Vec<_>>();
+    ensure(shared.is_empty(), op, || {
+        format!("C must not share a buffer with {} (write the product into a separate tensor)", shared.join(" or "))
+    })
 }
 
 /// (M, N, K) of a gathered product: the gathered operand's stored rows are the data set's, and
@@ -265,6 +279,8 @@ fn check_gathered(
     if let Some(bias) = epi.bias {
         ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
     }
+    check_output_alone(op, a, b, c, epi)?;
+    ensure(!indices.same_buffer(c), op, || "C must not share a buffer with the indices".into())?;
     Ok(Problem { m, n, k, t })
 }
 

@@ -211,8 +211,7 @@ impl LayerSpec {
 /// layer reading the previous one's output shape.
 ///
 /// ```
-/// use headswap::nn::{CnnBuilder, Head, Network};
-/// use headswap::kernels::Activation;
+/// use headswap::nn::{Activation, CnnBuilder, Head, Network};
 /// let trunk = CnnBuilder::new(1, 16, 16)
 ///     .conv(16, 3, 1, 1, Activation::Relu)   // 16×16×16
 ///     .max_pool(2, 2)                         // 16×8×8

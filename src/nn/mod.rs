@@ -14,7 +14,9 @@ pub mod state;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
-use crate::kernels::Activation;
+/// Re-exported so that building layers (`Head::hidden`, [`CnnBuilder`]) needs only `nn`; the
+/// kernels that apply it live in [`crate::kernels`].
+pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec};
@@ -57,6 +59,18 @@ impl Head {
         self.init = init;
         self
     }
+    /// Checks that every layer of the head has at least one unit: a zero-width layer would build
+    /// (wgpu pads empty buffers) but make a network no checkpoint can describe or load.
+    pub fn validate(&self) -> Result<()> {
+        if self.outputs == 0 {
+            return Err(Error::invalid("a head needs at least one output (class or label), got 0"));
+        }
+        if let Some(i) = self.hidden.iter().position(|&(units, _)| units == 0) {
+            return Err(Error::invalid(format!("hidden layer {} of the head has 0 units; every layer needs at least one", i + 1)));
+        }
+        Ok(())
+    }
+
     fn specs(&self, inputs: usize) -> Vec<LayerSpec> {
         let mut specs = Vec::new();
         let mut i = inputs;
@@ -101,6 +115,25 @@ pub(crate) fn layout(specs: &[LayerSpec]) -> (Vec<Slot>, usize) {
         off = end;
     }
     (slots, off)
+}
+
+/// Checks, before any host memory is spent on initial values, that each layer's weight and the
+/// whole arena for `specs` fit this adapter's buffer and binding limits. Initialising a layer
+/// too large for the GPU would otherwise first allocate its values on the host, and a request of
+/// terabytes aborts the process instead of returning an error.
+fn check_arena_fits(gpu: &Gpu, specs: &[LayerSpec], label: &str) -> Result<()> {
+    let overflow = || Error::invalid(format!("{label}: the parameter count overflows"));
+    let mut elems: u64 = 0;
+    for (i, s) in specs.iter().enumerate() {
+        let w_len = s.weight_shape().unwrap_or_default().iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).ok_or_else(overflow)?;
+        let w_bytes = w_len.checked_mul(4).ok_or_else(overflow)?;
+        gpu.check_binding_size(&format!("{label}: layer {i} ({})", s.describe()), w_bytes)?;
+        // the same padding as `layout`: weight and bias each start on an ALIGN boundary
+        let align = |v: u64| v.checked_next_multiple_of(ALIGN as u64).ok_or_else(overflow);
+        elems = align(elems.checked_add(w_len).ok_or_else(overflow)?)?;
+        elems = align(elems.checked_add(s.bias_len() as u64).ok_or_else(overflow)?)?;
+    }
+    gpu.check_binding_size(label, elems.checked_mul(4).ok_or_else(overflow)?)
 }
 
 impl Arena {
@@ -207,12 +240,15 @@ impl Network {
             }
             width = s.outputs();
         }
-        if width == 0 || head.outputs == 0 {
+        if width == 0 {
             return Err(Error::invalid("a network needs at least one input and one output"));
         }
+        head.validate()?;
+        let head_specs = head.specs(width);
+        check_arena_fits(gpu, &trunk, "trunk_params")?;
+        check_arena_fits(gpu, &head_specs, "head_params")?;
         let values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
         let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
-        let head_specs = head.specs(width);
         let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
         Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, generation: 0 })
@@ -270,10 +306,13 @@ impl Network {
     }
 
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
-    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched.
+    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. On an
+    /// error (a zero-width layer, a head too large for the adapter) the network is unchanged.
     pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        head.validate()?;
         let width = self.trunk_output_dim();
         let specs = head.specs(width);
+        check_arena_fits(&self.gpu, &specs, "head_params")?;
         let mut rng = Rng::new(seed);
         let values: Vec<_> = specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let arena = Arena::new(&self.gpu, &specs, &values, "head_params")?;

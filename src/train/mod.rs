@@ -102,6 +102,72 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks every setting before a run starts, so a bad value is refused with its name instead
+    /// of surfacing later as an empty split, a NaN loss or meaningless metrics. The one place
+    /// where a configuration is validated: every training and evaluation entry point calls it.
+    pub fn validate(&self) -> Result<()> {
+        match &self.optimizer {
+            Optimizer::Sgd(c) => c.validate()?,
+            Optimizer::Adam(c) => c.validate()?,
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch size must be at least 1"));
+        }
+        if self.steps_per_submission == 0 {
+            return Err(Error::invalid("steps_per_submission must be at least 1"));
+        }
+        // NaN fails every comparison, so the ranges are written as "inside" tests
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(Error::invalid(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction)));
+        }
+        if self.early_stopping.is_some() && self.validation_fraction == 0.0 {
+            return Err(Error::invalid("early_stopping needs a validation split (validation_fraction > 0)"));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(Error::invalid(format!("threshold must be a probability in (0, 1), got {}", self.threshold)));
+        }
+        if !(self.trunk_lr_mult >= 0.0 && self.trunk_lr_mult.is_finite()) {
+            return Err(Error::invalid(format!("trunk_lr_mult must be finite and ≥ 0, got {}", self.trunk_lr_mult)));
+        }
+        validate_bce(&self.bce)?;
+        validate_schedule(&self.schedule)
+    }
+}
+
+/// Negative or non-finite weights turn the loss negative or NaN; zero is allowed (it switches a
+/// label or its positive term off).
+fn validate_bce(bce: &BceSettings) -> Result<()> {
+    for (name, weights) in [("pos_weight", &bce.pos_weight), ("label_weight", &bce.label_weight)] {
+        if let Some(bad) = weights.iter().flatten().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(Error::invalid(format!("{name} values must be finite and ≥ 0, got {bad}")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_schedule(s: &Schedule) -> Result<()> {
+    match *s {
+        Schedule::Constant => Ok(()),
+        Schedule::Step { every_epochs, gamma } => {
+            if every_epochs == 0 || !(gamma > 0.0 && gamma.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "a step schedule needs every_epochs ≥ 1 and a finite gamma > 0, got {every_epochs} and {gamma}"
+                )));
+            }
+            Ok(())
+        }
+        Schedule::Cosine { min_lr, .. } if !(min_lr >= 0.0 && min_lr.is_finite()) => {
+            Err(Error::invalid(format!("a cosine schedule's min_lr must be finite and ≥ 0, got {min_lr}")))
+        }
+        Schedule::Cosine { .. } => Ok(()),
+    }
+}
+
+fn check_epochs(epochs: usize) -> Result<()> {
+    if epochs == 0 { Err(Error::invalid("epochs must be at least 1")) } else { Ok(()) }
+}
+
 /// Loss and quality of a pass over a data set.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -208,6 +274,32 @@ pub struct TrainingState {
     pub trunk_lr_mult: f32,
     /// Optimizer buffers (momentum, or Adam's m and v) of the head range then the trunk range.
     pub optimizer_state: Vec<Vec<f32>>,
+    /// The run's hyper-parameters and data size; `None` for a state saved before they were kept.
+    pub run: Option<RunSettings>,
+}
+
+/// The hyper-parameters a run was started with, and the size of its data: saved with its
+/// [`TrainingState`] so that a resume can continue with them instead of defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// The optimizer and all its hyper-parameters (learning rate, momentum, betas, ...).
+    pub optimizer: Optimizer,
+    pub batch_size: usize,
+    pub schedule: Schedule,
+    pub seed: u64,
+    /// Examples in the data the run was given (before any validation split).
+    pub n: usize,
+}
+
+impl RunSettings {
+    fn of(cfg: &TrainConfig, n: usize) -> RunSettings {
+        RunSettings { optimizer: cfg.optimizer, batch_size: cfg.batch_size, schedule: cfg.schedule, seed: cfg.seed, n }
+    }
+
+    /// `cfg` with the saved optimizer, batch size, schedule and seed in place of its own.
+    pub fn apply(&self, cfg: &TrainConfig) -> TrainConfig {
+        TrainConfig { optimizer: self.optimizer, batch_size: self.batch_size, schedule: self.schedule, seed: self.seed, ..cfg.clone() }
+    }
 }
 
 impl Trainer {
@@ -234,12 +326,21 @@ impl Trainer {
 
     /// Trains every layer (pretraining, or training from scratch).
     pub fn fit(&mut self, net: &mut Network, data: &Dataset, epochs: usize) -> Result<FitReport> {
+        check_epochs(epochs)?;
         self.run(net, data, 0, 1.0, epochs, None)
     }
 
     /// Fine-tunes under `freeze`. Frozen layers stay resident and untouched: no gradients, no
     /// optimizer state, no backward work below the lowest trainable layer.
     pub fn fine_tune(&mut self, net: &mut Network, data: &Dataset, freeze: Freeze, epochs: usize) -> Result<FitReport> {
+        check_epochs(epochs)?;
+        self.fine_tune_phase(net, data, freeze, epochs)
+    }
+
+    /// [`Trainer::fine_tune`] allowing 0 epochs: one phase of the recipe may be empty.
+    fn fine_tune_phase(&mut self, net: &mut Network, data: &Dataset, freeze: Freeze, epochs: usize) -> Result<FitReport> {
+        // Freeze::Auto reads validation_fraction before the run validates the configuration
+        self.config.validate()?;
         let lowest = self.lowest_trainable(net, data, freeze)?;
         self.run(net, data, lowest, self.config.trunk_lr_mult, epochs, None)
     }
@@ -254,13 +355,14 @@ impl Trainer {
         head_epochs: usize,
         full_epochs: usize,
     ) -> Result<(FitReport, FitReport)> {
-        let first = self.fine_tune(net, data, Freeze::Trunk, head_epochs)?;
+        check_epochs(head_epochs.saturating_add(full_epochs))?;
+        let first = self.fine_tune_phase(net, data, Freeze::Trunk, head_epochs)?;
         let saved = self.config.clone();
         self.config.optimizer = saved.optimizer.with_lr(saved.optimizer.lr() / 2.0);
         if self.config.trunk_lr_mult == 1.0 {
             self.config.trunk_lr_mult = 0.1;
         }
-        let second = self.fine_tune(net, data, Freeze::All, full_epochs);
+        let second = self.fine_tune_phase(net, data, Freeze::All, full_epochs);
         self.config = saved;
         Ok((first, second?))
     }
@@ -286,6 +388,7 @@ impl Trainer {
 
     /// Loss and metrics of `net` on `data` (no training).
     pub fn evaluate(&self, net: &Network, data: &Dataset) -> Result<Metrics> {
+        self.config.validate()?;
         check_fits(net, data)?;
         let gpu = &self.gpu;
         let dev = DeviceData::upload(gpu, data)?;
@@ -296,8 +399,25 @@ impl Trainer {
 
     /// Continues a run from `state` (see [`Trainer::training_state`]) until `epochs` epochs in
     /// all: the same optimizer moments, step count, shuffle stream and trainable layers, so the
-    /// result equals a run that never stopped.
+    /// result equals a run that never stopped. The trainer's own configuration is used; to
+    /// continue with the saved hyper-parameters, build it from [`RunSettings::apply`] on
+    /// `state.run`. Refuses `epochs` not beyond the epochs already done, and data of another
+    /// size than the saved run's.
     pub fn resume(&mut self, net: &mut Network, data: &Dataset, state: &TrainingState, epochs: usize) -> Result<FitReport> {
+        if epochs <= state.epoch {
+            return Err(Error::invalid(format!(
+                "the saved run has done {} epoch(s) already; ask for more epochs in all (got {epochs})",
+                state.epoch
+            )));
+        }
+        if let Some(run) = &state.run
+            && run.n != data.n
+        {
+            return Err(Error::invalid(format!(
+                "the saved run trained on {} examples, this data has {}: resume it on the same data",
+                run.n, data.n
+            )));
+        }
         self.rng = Rng::from_state(state.rng);
         self.run(net, data, state.lowest_trainable, state.trunk_lr_mult, epochs, Some(state))
     }
@@ -316,11 +436,9 @@ impl Trainer {
         epochs: usize,
         resume: Option<&TrainingState>,
     ) -> Result<FitReport> {
+        self.config.validate()?;
         check_fits(net, data)?;
         let cfg = self.config.clone();
-        if cfg.batch_size == 0 {
-            return Err(Error::invalid("batch size must be at least 1"));
-        }
         let gpu = self.gpu.clone();
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
         let started = Instant::now();
@@ -392,7 +510,7 @@ impl Trainer {
         let mut best: Option<(f64, usize)> = None;
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
-        let per_submission = cfg.steps_per_submission.max(1);
+        let per_submission = cfg.steps_per_submission;
         let mut all_steps = 0u64;
         let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
@@ -496,6 +614,7 @@ impl Trainer {
             lowest_trainable: lowest,
             trunk_lr_mult,
             optimizer_state: groups.iter().flat_map(|g| g.state.iter()).map(|t| t.download(&gpu)).collect::<Result<_>>()?,
+            run: Some(RunSettings::of(&cfg, data.n)),
         });
         Ok(FitReport {
             epochs: reports,
@@ -770,6 +889,7 @@ impl Evaluator {
 /// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
 /// per layer, trunk then head, and the batch loss.
 pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
+    validate_bce(bce)?;
     check_fits(net, data)?;
     let dev = DeviceData::upload(gpu, data)?;
     let mode = Mode::Train { lowest: 0 };
@@ -848,6 +968,120 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
 pub const TRAIN_LOWEST_KEY: &str = "train.lowest_trainable";
 /// Metadata key: the trunk's learning-rate multiplier of the saved run.
 pub const TRAIN_TRUNK_LR_KEY: &str = "train.trunk_lr_mult";
+/// Metadata key: the saved run's optimizer, as `sgd lr=0.05 momentum=0.9 ...` or `adam lr=...`.
+pub const TRAIN_OPTIMIZER_KEY: &str = "train.optimizer";
+/// Metadata key: the saved run's batch size.
+pub const TRAIN_BATCH_KEY: &str = "train.batch_size";
+/// Metadata key: the saved run's schedule, as `constant`, `step every_epochs=.. gamma=..` or
+/// `cosine warmup_steps=.. min_lr=..`.
+pub const TRAIN_SCHEDULE_KEY: &str = "train.schedule";
+/// Metadata key: the saved run's seed.
+pub const TRAIN_SEED_KEY: &str = "train.seed";
+/// Metadata key: the number of examples the saved run trained on.
+pub const TRAIN_N_KEY: &str = "train.n";
+
+/// `kind key=value ...`: one metadata value per setting group, readable in any safetensors tool.
+/// f32 values are written in their shortest round-trip form, so they read back bit for bit.
+fn optimizer_to_string(o: &Optimizer) -> String {
+    match o {
+        Optimizer::Sgd(c) => format!(
+            "sgd lr={} momentum={} dampening={} weight_decay={} nesterov={}",
+            c.lr, c.momentum, c.dampening, c.weight_decay, c.nesterov
+        ),
+        Optimizer::Adam(c) => format!(
+            "adam lr={} beta1={} beta2={} eps={} weight_decay={} decoupled_weight_decay={}",
+            c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.decoupled_weight_decay
+        ),
+    }
+}
+
+fn schedule_to_string(s: &Schedule) -> String {
+    match *s {
+        Schedule::Constant => "constant".into(),
+        Schedule::Step { every_epochs, gamma } => format!("step every_epochs={every_epochs} gamma={gamma}"),
+        Schedule::Cosine { warmup_steps, min_lr } => format!("cosine warmup_steps={warmup_steps} min_lr={min_lr}"),
+    }
+}
+
+/// A `kind key=value ...` string split into its kind and a field reader that names `what` and
+/// the file in errors.
+struct Fields<'a> {
+    kind: &'a str,
+    pairs: Vec<(&'a str, &'a str)>,
+    what: &'a str,
+    origin: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn parse(s: &'a str, what: &'a str, origin: &'a str) -> Fields<'a> {
+        let mut words = s.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        Fields { kind, pairs: words.filter_map(|w| w.split_once('=')).collect(), what, origin }
+    }
+    fn get<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        let v = self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        v.and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::format(self.origin, format!("{}: missing or bad {key} in {:?}", self.what, self.kind)))
+    }
+}
+
+fn optimizer_from_str(s: &str, origin: &str) -> Result<Optimizer> {
+    use crate::kernels::optim::{AdamConfig, SgdConfig};
+    let f = Fields::parse(s, TRAIN_OPTIMIZER_KEY, origin);
+    match f.kind {
+        "sgd" => Ok(Optimizer::Sgd(SgdConfig {
+            lr: f.get("lr")?,
+            momentum: f.get("momentum")?,
+            dampening: f.get("dampening")?,
+            weight_decay: f.get("weight_decay")?,
+            nesterov: f.get("nesterov")?,
+        })),
+        "adam" => Ok(Optimizer::Adam(AdamConfig {
+            lr: f.get("lr")?,
+            beta1: f.get("beta1")?,
+            beta2: f.get("beta2")?,
+            eps: f.get("eps")?,
+            weight_decay: f.get("weight_decay")?,
+            decoupled_weight_decay: f.get("decoupled_weight_decay")?,
+        })),
+        other => Err(Error::format(origin, format!("{TRAIN_OPTIMIZER_KEY}: unknown optimizer {other:?}"))),
+    }
+}
+
+fn schedule_from_str(s: &str, origin: &str) -> Result<Schedule> {
+    let f = Fields::parse(s, TRAIN_SCHEDULE_KEY, origin);
+    match f.kind {
+        "constant" => Ok(Schedule::Constant),
+        "step" => Ok(Schedule::Step { every_epochs: f.get("every_epochs")?, gamma: f.get("gamma")? }),
+        "cosine" => Ok(Schedule::Cosine { warmup_steps: f.get("warmup_steps")?, min_lr: f.get("min_lr")? }),
+        other => Err(Error::format(origin, format!("{TRAIN_SCHEDULE_KEY}: unknown schedule {other:?}"))),
+    }
+}
+
+impl RunSettings {
+    fn write(&self, metadata: &mut std::collections::BTreeMap<String, String>) {
+        metadata.insert(TRAIN_OPTIMIZER_KEY.into(), optimizer_to_string(&self.optimizer));
+        metadata.insert(TRAIN_BATCH_KEY.into(), self.batch_size.to_string());
+        metadata.insert(TRAIN_SCHEDULE_KEY.into(), schedule_to_string(&self.schedule));
+        metadata.insert(TRAIN_SEED_KEY.into(), self.seed.to_string());
+        metadata.insert(TRAIN_N_KEY.into(), self.n.to_string());
+    }
+
+    /// `None` when the state predates saved settings (no optimizer key); an error when they are
+    /// there but incomplete or malformed.
+    fn read(metadata: &std::collections::BTreeMap<String, String>, origin: &str) -> Result<Option<RunSettings>> {
+        let Some(opt) = metadata.get(TRAIN_OPTIMIZER_KEY) else { return Ok(None) };
+        let get = |k: &str| metadata.get(k).ok_or_else(|| Error::format(origin, format!("{TRAIN_OPTIMIZER_KEY} is saved but {k} is not")));
+        let num = |k: &str| -> Result<u64> { get(k)?.parse().map_err(|_| Error::format(origin, format!("{k} is not a number"))) };
+        Ok(Some(RunSettings {
+            optimizer: optimizer_from_str(opt, origin)?,
+            batch_size: num(TRAIN_BATCH_KEY)? as usize,
+            schedule: schedule_from_str(get(TRAIN_SCHEDULE_KEY)?, origin)?,
+            seed: num(TRAIN_SEED_KEY)?,
+            n: num(TRAIN_N_KEY)? as usize,
+        }))
+    }
+}
 
 impl TrainingState {
     /// A training checkpoint: the network's parameters (PyTorch names) plus this state — the
@@ -864,6 +1098,9 @@ impl TrainingState {
         c.metadata.insert(ck::TRAIN_RNG_KEY.into(), ck::rng_state_to_string(&Rng::from_state(self.rng)));
         c.metadata.insert(TRAIN_LOWEST_KEY.into(), self.lowest_trainable.to_string());
         c.metadata.insert(TRAIN_TRUNK_LR_KEY.into(), self.trunk_lr_mult.to_string());
+        if let Some(run) = &self.run {
+            run.write(&mut c.metadata);
+        }
         Ok(c)
     }
 
@@ -884,6 +1121,7 @@ impl TrainingState {
             lowest_trainable: num(TRAIN_LOWEST_KEY)? as usize,
             trunk_lr_mult: get(TRAIN_TRUNK_LR_KEY)?.parse().map_err(|_| Error::format(origin, "bad trunk_lr_mult"))?,
             optimizer_state,
+            run: RunSettings::read(&c.metadata, origin)?,
         })
     }
 
