@@ -141,10 +141,10 @@ fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
             };
             Ok(Tasks {
                 name: "synthetic shapes (16×16)".into(),
-                a_train: data::synthetic::shapes_task_a(n_a, 16, s),
-                a_test: data::synthetic::shapes_task_a(1000, 16, s + 1),
-                b_pool: data::synthetic::scenes_task_b(largest_b, 16, s + 2),
-                b_test: data::synthetic::scenes_task_b(if cfg.quick { 500 } else { 1000 }, 16, s + 3),
+                a_train: data::synthetic::try_shapes_task_a(n_a, 16, s)?,
+                a_test: data::synthetic::try_shapes_task_a(1000, 16, s + 1)?,
+                b_pool: data::synthetic::try_scenes_task_b(largest_b, 16, s + 2)?,
+                b_test: data::synthetic::try_scenes_task_b(if cfg.quick { 500 } else { 1000 }, 16, s + 3)?,
             })
         }
         DemoData::Digits(dir) => {

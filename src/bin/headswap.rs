@@ -480,8 +480,8 @@ fn load_built_in(name: &str, count: Option<usize>, opts: &ImageOptions, split: S
     let seed = if split == Split::HeldOut { held_out_seed(seed) } else { seed };
     let size = opts.size.0 as usize;
     Ok(match name {
-        "synthetic-a" => data::synthetic::shapes_task_a(count.unwrap_or(12000), size, seed),
-        "synthetic-b" => data::synthetic::scenes_task_b(count.unwrap_or(500), size, seed),
+        "synthetic-a" => data::synthetic::try_shapes_task_a(count.unwrap_or(12000), size, seed)?,
+        "synthetic-b" => data::synthetic::try_scenes_task_b(count.unwrap_or(500), size, seed)?,
         _ => {
             let dir = data::digits::default_dir()
                 .ok_or_else(|| Error::InvalidInput(format!("the digits data set was not found; set {}", data::digits::ENV_DIR)))?;
