@@ -28,7 +28,8 @@
 //
 // Every output is computed by one invocation (or one fixed set of slices), summing in a fixed
 // order; no atomics anywhere, so the same input gives bit-identical output on the same adapter.
-// Gradients are gathers: each input element (dx) or weight (dw) sums its own contributions.
+// Gradients are gathers: each input element (dx) or weight (dw) sums its own contributions
+// (max_pool_backward_tiled scatters, but its windows do not overlap: still one writer each).
 // * conv_forward, conv_backward_input, conv_backward_weight: the grid is (pixels or weight taps,
 //   channel block, image or slice), so on lavapipe (8 invocations per SIMD register) the
 //   channel block comes from workgroup_id and the weight (or dy) loads are uniform: a scalar load
@@ -452,7 +453,9 @@ fn max_pool_forward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let oy = gid.y;
     if ox >= p.ow || oy >= p.oh { return; }
     let hw = p.h * p.w;
-    let planes = p.total / (p.oh * p.ow);
+    // + 0 from the invocation index: a run-time bound, not one lavapipe specialises and
+    // recompiles per command buffer (see head_bound in loss.wgsl)
+    let planes = p.total / (p.oh * p.ow) + (gid.x >> 31u);
     let o = oy * p.ow + ox;
     let j0 = oy * KH * p.w + ox * KW;
     for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {
@@ -519,7 +522,7 @@ fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let oy = gid.y;
     if ox >= p.ow || oy >= p.oh { return; }
     let hw = p.h * p.w;
-    let planes = p.total / hw;
+    let planes = p.total / hw + (gid.x >> 31u); // a run-time bound (see max_pool_forward_tiled)
     let o = oy * p.ow + ox;
     let j0 = oy * KH * p.w + ox * KW;
     for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {

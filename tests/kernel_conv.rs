@@ -232,25 +232,48 @@ fn reference_conv_gradients_every_element() {
     }
 }
 
-#[test]
-fn im2col_of_very_wide_layers_takes_the_per_element_kernels() {
-    // C·KH·KW too long for one invocation's loop (llvmpipe's 65,535-iteration limit): the
-    // per-element im2col and col2im instead of one invocation per output row / input pixel
-    let gpu = gpu();
-    let s = Conv2dShape::new(2, 6000, 3, 4, 2, 3, 1, 1);
-    let c = conv_case(&gpu, s, 77);
+/// The names of the kernels an im2col forward and backward (with dx) of `s` launch.
+fn im2col_kernel_names(gpu: &Gpu, s: &Conv2dShape, c: &ConvCase, scratch: &ConvScratch) -> Vec<&'static str> {
+    let (y, dx, dw) = (poisoned(gpu, &s.y_shape()), poisoned(gpu, &s.x_shape()), poisoned(gpu, &s.w_shape()));
+    let mut d = conv::conv2d_forward_dispatches(gpu, s, &c.gx, &c.gw, None, Activation::Identity, &y, scratch).unwrap();
+    d.extend(conv::conv2d_backward_dispatches(gpu, s, &c.gx, &c.gw, &y, Some(&dx), &dw, None, scratch).unwrap());
+    d.iter().map(|d| d.name()).collect()
+}
+
+/// im2col forward and backward of `s` against the reference.
+fn check_im2col(gpu: &Gpu, s: Conv2dShape, seed: u64, what: &str) -> Vec<&'static str> {
+    let c = conv_case(gpu, s, seed);
     let expected = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), Some(&to_f64(&c.b)));
-    let scratch = ConvScratch::with_algo(&gpu, &s, ConvAlgo::Im2col).unwrap();
-    let mut y = poisoned(&gpu, &s.y_shape());
-    conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
-    assert_close("wide im2col forward", &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
-    let dy = rand_vec(78, s.y_shape().iter().product());
+    let scratch = ConvScratch::with_algo(gpu, &s, ConvAlgo::Im2col).unwrap();
+    let mut y = poisoned(gpu, &s.y_shape());
+    conv::conv2d_forward(gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Identity, &mut y, &scratch).unwrap();
+    assert_close(&format!("{what} forward"), &y.download(gpu).unwrap(), &expected, tol_for(s.patch_len()));
+    let dy = rand_vec(seed + 1, s.y_shape().iter().product());
     let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
-    let (mut dx, mut dw) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
-    let gdy = upload(&gpu, &s.y_shape(), &dy);
-    conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, None, &scratch).unwrap();
-    assert_close("wide col2im dx", &dx.download(&gpu).unwrap(), &g.dx, tol_for(s.o * 9));
-    assert_close("wide dw", &dw.download(&gpu).unwrap(), &g.dw, tol_for(s.n * 12));
+    let (mut dx, mut dw) = (poisoned(gpu, &s.x_shape()), poisoned(gpu, &s.w_shape()));
+    let gdy = upload(gpu, &s.y_shape(), &dy);
+    conv::conv2d_backward(gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, None, &scratch).unwrap();
+    let (oh, ow) = s.out_hw();
+    assert_close(&format!("{what} dx"), &dx.download(gpu).unwrap(), &g.dx, tol_for(s.o * s.kh * s.kw));
+    assert_close(&format!("{what} dw"), &dw.download(gpu).unwrap(), &g.dw, tol_for(s.n * oh * ow));
+    im2col_kernel_names(gpu, &s, &c, &scratch)
+}
+
+#[test]
+fn im2col_takes_the_per_element_kernels_where_the_row_kernels_cannot_run() {
+    let gpu = gpu();
+    // C·KH·KW just inside one invocation's loop budget (llvmpipe's 65,535-iteration limit; 21
+    // counted per channel of a 3 × 3 window): one invocation per output row / input pixel
+    let names = check_im2col(&gpu, Conv2dShape::new(2, 3095, 3, 4, 2, 3, 1, 1), 77, "3,095 channels");
+    assert!(names.contains(&"im2col_rows") && names.contains(&"col2im_rows"), "{names:?}");
+    // just past it: one invocation per element
+    let names = check_im2col(&gpu, Conv2dShape::new(2, 3096, 3, 4, 2, 3, 1, 1), 79, "3,096 channels");
+    assert!(names.contains(&"im2col") && names.contains(&"col2im") && !names.contains(&"im2col_rows"), "{names:?}");
+    // an input row too wide for the row kernels' grid (131,072 workgroups of 8 pixels), a
+    // stride past the window (pixels no tap reaches), 1-D
+    let s = Conv2dShape { n: 1, c: 1, h: 1, w: 1 << 20, o: 2, kh: 1, kw: 16, sh: 1, sw: 32, ph: 0, pw: 0 };
+    let names = check_im2col(&gpu, s, 81, "1-D, 2^20 wide, stride 32 > window 16");
+    assert!(names.contains(&"col2im") && !names.contains(&"col2im_rows"), "{names:?}");
 }
 
 #[test]
@@ -423,6 +446,59 @@ fn max_pool_matches_reference_with_ties() {
             assert_close(&format!("max pool dx {kind} {s:?}"), &dx.download(&gpu).unwrap(), &edx, Tolerance::STRICT);
         }
     }
+}
+
+#[test]
+fn max_pool_nan_wins_on_both_paths() {
+    // PyTorch: a NaN in a window is its maximum (the last NaN in row-major order), and the
+    // gradient flows to it; tiled (2×2 stride 2) and flat (3×3 stride 2 padded) windows
+    let gpu = gpu();
+    for (i, s) in [Pool2dShape::new(3, 2, 8, 6, 2, 2, 0), Pool2dShape::new(3, 2, 9, 7, 3, 2, 1)].into_iter().enumerate() {
+        let n = s.x_shape().iter().product();
+        let mut r = Rng::new(500 + i as u64);
+        let x: Vec<f32> = tie_vec(600 + i as u64, n).into_iter().map(|v| if r.next_f64() < 0.15 { f32::NAN } else { v }).collect();
+        let gx = upload(&gpu, &s.x_shape(), &x);
+        let mut y = poisoned(&gpu, &s.y_shape());
+        let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; y.len()]).unwrap();
+        conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+        let (ey, earg) = rc::max_pool2d_forward(&s, &to_f64(&x));
+        let gy = y.download(&gpu).unwrap();
+        assert!(ey.iter().any(|v| v.is_nan()) && ey.iter().any(|v| !v.is_nan()), "the case needs NaN and finite windows");
+        for (k, (&a, &e)) in gy.iter().zip(&ey).enumerate() {
+            assert!(a.is_nan() == e.is_nan() && (a.is_nan() || a as f64 == e), "{s:?} y[{k}]: {a} vs {e}");
+        }
+        assert_eq!(arg.download_u32(&gpu).unwrap(), earg, "{s:?} argmax");
+        let dy = rand_vec(700 + i as u64, y.len());
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::max_pool2d_backward(&gpu, &s, &upload(&gpu, &s.y_shape(), &dy), &arg, &mut dx).unwrap();
+        assert_close(
+            &format!("{s:?} dx"),
+            &dx.download(&gpu).unwrap(),
+            &rc::max_pool2d_backward(&s, &to_f64(&dy), &earg),
+            Tolerance::STRICT,
+        );
+    }
+}
+
+#[test]
+fn tiled_pools_too_wide_for_their_grid_take_the_flat_kernels() {
+    // 300,000 windows in a row: 75,000 workgroups of 4, past the 65,535 a dimension holds (the
+    // flat gradient's grid, 8 input pixels per workgroup, still fits)
+    let gpu = gpu();
+    let s = Pool2dShape { n: 1, c: 2, h: 2, w: 300_000, kh: 2, kw: 1, sh: 2, sw: 1, ph: 0, pw: 0 };
+    assert!(s.tiles_input());
+    let x = rand_vec(801, s.x_shape().iter().product());
+    let gx = upload(&gpu, &s.x_shape(), &x);
+    let mut y = poisoned(&gpu, &s.y_shape());
+    let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; y.len()]).unwrap();
+    conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+    let (ey, earg) = rc::max_pool2d_forward(&s, &to_f64(&x));
+    assert_close("wide pool y", &y.download(&gpu).unwrap(), &ey, Tolerance::STRICT);
+    assert_eq!(arg.download_u32(&gpu).unwrap(), earg, "wide pool argmax");
+    let dy = rand_vec(802, y.len());
+    let mut dx = poisoned(&gpu, &s.x_shape());
+    conv::max_pool2d_backward(&gpu, &s, &upload(&gpu, &s.y_shape(), &dy), &arg, &mut dx).unwrap();
+    assert_close("wide pool dx", &dx.download(&gpu).unwrap(), &rc::max_pool2d_backward(&s, &to_f64(&dy), &earg), Tolerance::STRICT);
 }
 
 #[test]

@@ -426,6 +426,9 @@ fn bad_ranges_are_errors() {
         optim::sgd_step_ranges(&gpu, &[ParamRange::new(&a0, &g70, &[]), ParamRange::new(&a2, &g2, &[])], &sgd).is_ok(),
         "disjoint views"
     );
+    // a rate that overflows f32 only once multiplied by a range's multiplier
+    let huge = optim::adam_step_ranges(&gpu, &[ok[0], ParamRange { lr_mult: 1e20, ..ok[1] }], &adam).unwrap();
+    assert!(huge.set(&gpu, 1e20, 2).is_err(), "lr × multiplier = inf");
     let neg = [ParamRange { lr_mult: -1.0, ..ok[0] }, ok[1]];
     assert!(optim::adam_step_ranges(&gpu, &neg, &adam).is_err(), "negative multiplier");
     let momentum = SgdConfig { momentum: 0.9, ..sgd };

@@ -132,6 +132,15 @@ fn u32_of(v: usize, op: &str, what: &str) -> Result<u32> {
 }
 
 /// `Err` unless `iterations` per invocation fit the loop budget.
+/// Loop iterations of a window nest, `rows` outer iterations of `cols` inner ones, counted as
+/// lavapipe counts them: a loop of t trips costs t + 2 (its exit test runs as one more iteration,
+/// and lanes that leave at different trips keep the loop going; col2im_rows was measured to stop
+/// after 18 per channel for a 3 × 3 nest that runs 9 inner and 3 outer trips), so
+/// rows·(cols + 2) + rows + 2, plus one for the enclosing loop's own trip.
+fn nest_cost(rows: usize, cols: usize) -> usize {
+    rows * (cols + 2) + rows + 3
+}
+
 fn ensure_budget(op: &str, iterations: usize, what: impl FnOnce() -> String) -> Result<()> {
     if iterations <= LOOP_BUDGET {
         return Ok(());
@@ -486,12 +495,25 @@ fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvA
     let (dx, dw, db) = (t(&shape.x_shape())?, t(&shape.w_shape())?, t(&[shape.o])?);
     let mut candidates = Vec::new();
     for algo in [ConvAlgo::Direct, ConvAlgo::Im2col] {
-        let scratch = ConvScratch::with_algo(gpu, shape, algo)?;
-        let mut d = conv2d_forward_dispatches(gpu, shape, &x, &w, Some(&b), Activation::Relu, &y, &scratch)?;
-        if let ConvUse::Train { dx: with_dx } = usage {
-            d.extend(conv2d_backward_dispatches(gpu, shape, &x, &w, &y, with_dx.then_some(&dx), &dw, Some(&db), &scratch)?);
+        let build = || -> Result<(Vec<Dispatch>, ConvScratch)> {
+            let scratch = ConvScratch::with_algo(gpu, shape, algo)?;
+            let mut d = conv2d_forward_dispatches(gpu, shape, &x, &w, Some(&b), Activation::Relu, &y, &scratch)?;
+            if let ConvUse::Train { dx: with_dx } = usage {
+                d.extend(conv2d_backward_dispatches(gpu, shape, &x, &w, &y, with_dx.then_some(&dx), &dw, Some(&db), &scratch)?);
+            }
+            Ok((d, scratch))
+        };
+        // a form this adapter cannot launch for the shape (a limit) is no candidate; if neither
+        // can, the error is the direct form's
+        match build() {
+            Ok((d, scratch)) => candidates.push((algo, d, scratch, f64::INFINITY)),
+            Err(e) if algo == ConvAlgo::Direct => tracing::debug!("conv autotune: direct cannot run {shape:?}: {e}"),
+            Err(e) => tracing::debug!("conv autotune: im2col cannot run {shape:?}: {e}"),
         }
-        candidates.push((algo, d, scratch, f64::INFINITY));
+    }
+    if candidates.is_empty() {
+        ConvScratch::with_algo(gpu, shape, ConvAlgo::Direct)?;
+        return Err(Error::invalid(format!("conv2d: neither algorithm can run {shape:?} on this adapter")));
     }
     let run = |d: &[Dispatch]| -> Result<f64> {
         let t0 = std::time::Instant::now();
@@ -628,7 +650,7 @@ fn grid(op: &str, pixels: usize, blocks: usize, images: usize) -> Result<[u32; 3
 
 fn forward_direct(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation, y: &Tensor) -> Result<Dispatch> {
     let op = "conv2d_forward";
-    ensure_budget(op, s.c * (s.kh * s.kw + s.kh + 1) + 8, || format!("C·KH·KW = {}", s.patch_len()))?;
+    ensure_budget(op, s.c * nest_cost(s.kh, s.kw) + 8, || format!("C·KH·KW = {}", s.patch_len()))?;
     let (oh, ow) = s.out_hw();
     // 8 output channels per invocation where there are that many (fewer gathers of x per FMA)
     let ob = if s.o >= 8 { 8 } else { 4 };
@@ -642,7 +664,7 @@ fn forward_direct(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, w: &Tensor, b: Option<
 fn backward_input_direct(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "conv2d_backward (dx)";
     let (ty, tx) = if s.sh == 1 && s.sw == 1 { (s.kh, s.kw) } else { (s.kh.div_ceil(s.sh), s.kw.div_ceil(s.sw)) };
-    ensure_budget(op, s.o * (ty * tx + ty + 1) + CHANNEL_BLOCK, || format!("O = {} output channels", s.o))?;
+    ensure_budget(op, s.o * nest_cost(ty, tx) + CHANNEL_BLOCK, || format!("O = {} output channels", s.o))?;
     let groups = grid(op, s.h * s.w, s.c.div_ceil(CHANNEL_BLOCK), s.n)?;
     let consts = [("KH", s.kh as f64), ("KW", s.kw as f64)];
     Dispatch::new(gpu, CONV_BACKWARD_INPUT, &consts, bytemuck::bytes_of(&s.params()), &[dy, w, dx], groups)
@@ -655,7 +677,7 @@ fn weight_slices(s: &Conv2dShape) -> Result<(usize, usize)> {
     let op = "conv2d_backward (dw)";
     let (oh, ow) = s.out_hw();
     let rows = s.n * oh;
-    let per_row = ow + 1;
+    let per_row = ow + 3;
     let mut per_slice = (SLICE_LEN / per_row).max(1);
     let by_memory = (DW_PARTS_MAX_BYTES / (4 * s.o * s.patch_len())).clamp(1, 4096);
     if rows.div_ceil(per_slice) > by_memory {
@@ -702,13 +724,21 @@ fn backward_bias(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, db: &Tensor) -> Result
     Dispatch::new(gpu, CONV_BACKWARD_BIAS, &[("SLICES", slices as f64)], bytemuck::bytes_of(&p), &[dy, db], groups)
 }
 
+/// Whether a grid of `groups` workgroups fits the adapter's per-dimension limit.
+fn fits_grid(gpu: &Gpu, groups: [usize; 3]) -> bool {
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    groups.iter().all(|&g| g <= max)
+}
+
 /// im2col of the `b` images from `n0` into `cols`: one invocation per output pixel writing its
-/// row, where that row's loop fits the loop budget; else one per column element.
+/// row, where that row's loop fits the loop budget and the image its grid; else one per column
+/// element.
 fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
     let p = ConvParams { n: b as u32, total: n0 as u32, ..s.params() };
     let (oh, ow) = s.out_hw();
-    if s.c * s.kh * (s.kw + 1) + s.c < LOOP_BUDGET {
-        let groups = [ow.div_ceil(8) as u32, oh.div_ceil(8) as u32, b as u32];
+    let groups = [ow.div_ceil(8), oh.div_ceil(8), b];
+    if s.c * nest_cost(s.kh, s.kw) + 2 <= LOOP_BUDGET && fits_grid(gpu, groups) {
+        let groups = groups.map(|g| g as u32);
         let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64)];
         return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
     }
@@ -716,12 +746,14 @@ fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: u
 }
 
 /// dx of the `b` images from `n0`, gathered from `dcols`: one invocation per input pixel for all
-/// its channels, where that loop fits the loop budget; else one per element.
+/// its channels, where that loop fits the loop budget and the image its grid; else one per
+/// element.
 fn col2im(gpu: &Gpu, s: &Conv2dShape, dcols: &Tensor, dx: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
     let p = ConvParams { n: b as u32, total: n0 as u32, ..s.params() };
     let (ty, tx) = (s.kh.div_ceil(s.sh), s.kw.div_ceil(s.sw));
-    if s.c * (ty * tx + ty + 1) < LOOP_BUDGET {
-        let groups = [s.w.div_ceil(8) as u32, s.h.div_ceil(8) as u32, b as u32];
+    let groups = [s.w.div_ceil(8), s.h.div_ceil(8), b];
+    if s.c * nest_cost(ty, tx) + 2 <= LOOP_BUDGET && fits_grid(gpu, groups) {
+        let groups = groups.map(|g| g as u32);
         return Dispatch::new(gpu, COL2IM_ROWS, &[("IC", s.c as f64)], bytemuck::bytes_of(&p), &[dcols, dx], groups);
     }
     Dispatch::new(gpu, COL2IM, &[], bytemuck::bytes_of(&p), &[dcols, dx], groups_1d(b * s.c * s.h * s.w, WG))
@@ -901,13 +933,20 @@ impl Pool2dShape {
         [ow.div_ceil(4) as u32, oh.div_ceil(4) as u32, (self.n * self.c).div_ceil(4).clamp(1, 65535) as u32]
     }
 
+    /// Whether the tiled kernels run this pool: windows tiling the input, and an output plane
+    /// within the grid's limits (else the flat kernels, which have none).
+    fn tiled_kernels_fit(&self, gpu: &Gpu) -> bool {
+        let (oh, ow) = self.out_hw();
+        self.tiles_input() && fits_grid(gpu, [ow.div_ceil(4), oh.div_ceil(4), 1])
+    }
+
     fn ensure_window_budget(&self, op: &str) -> Result<()> {
-        ensure_budget(op, self.kh * self.kw + self.kh + 1, || format!("a {}×{} window", self.kh, self.kw))
+        ensure_budget(op, nest_cost(self.kh, self.kw), || format!("a {}×{} window", self.kh, self.kw))
     }
 
     fn ensure_gather_budget(&self, op: &str) -> Result<()> {
         let (ty, tx) = (self.kh.div_ceil(self.sh), self.kw.div_ceil(self.sw));
-        ensure_budget(op, ty * tx + ty + 1, || format!("a {}×{} window", self.kh, self.kw))
+        ensure_budget(op, nest_cost(ty, tx), || format!("a {}×{} window", self.kh, self.kw))
     }
 }
 
@@ -927,7 +966,7 @@ pub fn max_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y
     shape.ensure_window_budget(op)?;
     let total = y.len();
     let p = shape.params(total);
-    if shape.tiles_input() {
+    if shape.tiled_kernels_fit(gpu) {
         return Dispatch::new(
             gpu,
             MAX_POOL_FORWARD_TILED,
@@ -956,7 +995,7 @@ pub fn max_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor,
     ensure_tensor(dx, &shape.x_shape(), op, "dx")?;
     let total = dx.len();
     let p = shape.params(total);
-    if shape.tiles_input() {
+    if shape.tiled_kernels_fit(gpu) {
         shape.ensure_window_budget(op)?;
         return Dispatch::new(
             gpu,

@@ -346,6 +346,9 @@ impl OptimStep {
         }
         // Each range's rate is rounded to f32 as a PyTorch param group's `lr` would be set.
         let ranges: Vec<(u32, f32)> = self.ranges.iter().map(|&(n, mult)| (n, lr * mult)).collect();
+        for &(_, range_lr) in &ranges {
+            check_lr(range_lr)?; // lr × a multiplier can overflow f32
+        }
         Ok(match &self.rule {
             Optimizer::Sgd(c) => bytemuck::bytes_of(&SgdParams::new(c, &ranges, step)).to_vec(),
             Optimizer::Adam(c) => bytemuck::bytes_of(&AdamParams::new(c, &ranges, step)).to_vec(),
@@ -400,11 +403,11 @@ fn overlaps(a: &Tensor, b: &Tensor) -> bool {
     a.same_buffer(b) && a.offset() < b.offset() + b.bytes() && b.offset() < a.offset() + a.bytes()
 }
 
-/// Checks `ranges` for a step that keeps `state_len` state buffers per range, and returns the
-/// buffers to bind (per range: grads, params, state…) and the per-range (elements, lr multiplier).
 /// Per range: (elements, learning-rate multiplier).
 type RangeSizes = Vec<(u32, f32)>;
 
+/// Checks `ranges` for a step that keeps `state_len` state buffers per range, and returns the
+/// buffers to bind (per range: grads, params, state…) and the per-range (elements, lr multiplier).
 fn check_ranges<'a>(op: &str, ranges: &[ParamRange<'a>], state_len: usize) -> Result<(Vec<&'a Tensor>, RangeSizes)> {
     if ranges.is_empty() || ranges.len() > MAX_RANGES {
         return Err(Error::invalid(format!("{op}: one step updates 1 to {MAX_RANGES} parameter ranges, got {}", ranges.len())));
@@ -537,6 +540,11 @@ pub fn choose_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Resul
     if sizes.len() <= 1 {
         return Ok(RangeLaunch::OneDispatch);
     }
+    // the one-dispatch form binds every range's buffers
+    let bound = sizes.len() * (2 + opt.state_len());
+    if bound > gpu.limits().max_storage_buffers_per_shader_stage as usize {
+        return Ok(RangeLaunch::PerRange);
+    }
     if let Some(name) = std::env::var("HEADSWAP_OPTIM_LAUNCH").ok().filter(|v| !v.is_empty()) {
         return RangeLaunch::from_name(&name)
             .ok_or_else(|| Error::invalid(format!("HEADSWAP_OPTIM_LAUNCH={name} names no launch form (one, per-range)")));
@@ -553,12 +561,17 @@ pub fn choose_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Resul
     Ok(RangeLaunch::from_name(&name).unwrap_or(RangeLaunch::OneDispatch))
 }
 
-/// Times both launch forms on scratch buffers of the given sizes; returns the faster.
+/// Elements per range the launch forms are timed on, at most: enough to show the per-element
+/// cost, without doubling a large model's optimizer memory while measuring.
+const MEASURE_MAX_ELEMENTS: usize = 1 << 20;
+
+/// Times both launch forms on scratch buffers of the given sizes (capped at
+/// [`MEASURE_MAX_ELEMENTS`]); returns the faster.
 fn measure_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Result<RangeLaunch> {
     let started = std::time::Instant::now();
     let bufs: Vec<Vec<Tensor>> = sizes
         .iter()
-        .map(|&n| (0..2 + opt.state_len()).map(|_| super::autotune::scratch(gpu, &[n])).collect::<Result<_>>())
+        .map(|&n| (0..2 + opt.state_len()).map(|_| super::autotune::scratch(gpu, &[n.min(MEASURE_MAX_ELEMENTS)])).collect::<Result<_>>())
         .collect::<Result<_>>()?;
     let states: Vec<Vec<&Tensor>> = bufs.iter().map(|b| b[2..].iter().collect()).collect();
     let ranges: Vec<ParamRange> = bufs.iter().zip(&states).map(|(b, s)| ParamRange::new(&b[0], &b[1], s)).collect();

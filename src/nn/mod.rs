@@ -6,7 +6,8 @@
 //! they can be bound directly. A head-swap drops the head arena and creates a new one; the trunk
 //! arena is not touched (no copy, no upload, no readback). Trainable layers are always a suffix of
 //! the network (the head, plus the top k trunk layers), so the trainable part of each arena is one
-//! contiguous range, and one optimizer dispatch updates both arenas' ranges.
+//! contiguous range: the optimizer updates both arenas' ranges in one dispatch, or one each
+//! where the device measured that faster.
 
 pub mod init;
 pub mod layer;

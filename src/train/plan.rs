@@ -11,7 +11,8 @@
 //!   ─► backward, top layer down to the lowest trainable one:
 //!        dz = da ⊙ f'(·)  │  dW = dzᵀ·input (matmul TN)  │  db = Σ_rows dz  │  da_below = dz·W (NN,
 //!        skipped for the lowest trainable layer: nothing below needs it)
-//!   ─► optimizer: one dispatch over every trainable range (head arena, trunk arena suffix)
+//!   ─► optimizer: one dispatch over the trainable ranges (head arena, trunk arena suffix), or
+//!      one per range where the device measured that faster
 //! ```
 //! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches. A dense BCE output
 //! layer trained alone on cached features can take one fused launch for everything up to the
