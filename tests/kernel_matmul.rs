@@ -197,7 +197,7 @@ fn shape_mismatch_is_an_error_not_a_panic() {
 
 #[test]
 fn pipelines_are_compiled_once() {
-    let gpu = gpu();
+    let gpu = private_gpu();
     let a = upload(&gpu, &[4, 4], &rand_vec(1, 16));
     let mut c = poisoned(&gpu, &[4, 4]);
     kernels::matmul(&gpu, &a, &a, &mut c, Transpose::NT).unwrap();

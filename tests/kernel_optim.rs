@@ -213,7 +213,7 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn pipelines_are_compiled_once() {
-    let gpu = gpu();
+    let gpu = private_gpu();
     let p = upload(&gpu, &[7], &rand_vec(1, 7));
     let g = upload(&gpu, &[7], &rand_vec(2, 7));
     let (m, v) = (Tensor::zeros(&gpu, &[7]).unwrap(), Tensor::zeros(&gpu, &[7]).unwrap());

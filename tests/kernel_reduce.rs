@@ -260,7 +260,7 @@ fn shape_mismatch_is_an_error_not_a_panic() {
 
 #[test]
 fn pipelines_are_compiled_once() {
-    let gpu = gpu();
+    let gpu = private_gpu();
     let x = upload(&gpu, &[4, 4], &rand_vec(1, 16));
     let mut out = poisoned(&gpu, &[4]);
     reduce::col_sum(&gpu, &x, &mut out).unwrap();

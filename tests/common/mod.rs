@@ -19,6 +19,12 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
+/// A device of the test's own, for tests that count what it compiles: the shared [`gpu`] is used
+/// by the binary's other tests at the same time, so its pipeline cache grows under them.
+pub fn private_gpu() -> Gpu {
+    Gpu::new().unwrap_or_else(|e| panic!("the test suite needs a GPU adapter and found none: {e}"))
+}
+
 /// Uniform random values in [-1, 1) from `seed`.
 pub fn rand_vec(seed: u64, n: usize) -> Vec<f32> {
     let mut r = Rng::new(seed);
