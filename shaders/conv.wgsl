@@ -12,7 +12,6 @@
 //   conv_backward_bias    1 dy (r), 2 db (rw)                   override SLICES
 //   max_pool_forward      1 x (r), 2 y (rw), 3 argmax (rw, u32)
 //   max_pool_backward     1 dy (r), 2 argmax (r, u32), 3 dx (rw)
-//   max_pool_forward_tiled    as max_pool_forward             overrides KH, KW (windows tiling x)
 //   max_pool_backward_tiled   as max_pool_backward            overrides KH, KW (windows tiling x)
 //   avg_pool_forward      1 x (r), 2 y (rw)
 //   avg_pool_backward     1 dy (r), 2 dx (rw)
@@ -445,40 +444,6 @@ fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     argmax_out[i] = arg;
 }
 
-// The same where the windows tile the input exactly (see max_pool_backward_tiled): its grid,
-// no index division, and window loops of constant trip count (KH, KW pipeline constants).
-@compute @workgroup_size(4, 4, 4)
-fn max_pool_forward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ox = gid.x;
-    let oy = gid.y;
-    if ox >= p.ow || oy >= p.oh { return; }
-    let hw = p.h * p.w;
-    // + 0 from the invocation index: a run-time bound, not one lavapipe specialises and
-    // recompiles per command buffer (see head_bound in loss.wgsl)
-    let planes = p.total / (p.oh * p.ow) + (gid.x >> 31u);
-    let o = oy * p.ow + ox;
-    let j0 = oy * KH * p.w + ox * KW;
-    for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {
-        let base = nc * hw;
-        var best = -3.40282347e38;
-        var first = true;
-        var arg = j0;
-        for (var ky = 0u; ky < KH; ky++) {
-            for (var kx = 0u; kx < KW; kx++) {
-                let j = j0 + ky * p.w + kx;
-                let v = in1[base + j];
-                if first || v > best || conv_is_nan(v) {
-                    best = v;
-                    arg = j;
-                }
-                first = false;
-            }
-        }
-        out2[nc * p.oh * p.ow + o] = best;
-        argmax_out[nc * p.oh * p.ow + o] = arg;
-    }
-}
-
 // dx[n, c, j] = Σ over the windows containing j whose argmax is j of dy (a gather). Grid: x, y =
 // the input pixel (8 × 8 per workgroup), z = the (image, channel) plane, looping past 65,535
 // planes: no per-element division to recover the coordinates (slow where a CPU runs the shader).
@@ -522,7 +487,9 @@ fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let oy = gid.y;
     if ox >= p.ow || oy >= p.oh { return; }
     let hw = p.h * p.w;
-    let planes = p.total / hw + (gid.x >> 31u); // a run-time bound (see max_pool_forward_tiled)
+    // + 0 from the invocation index: a run-time bound, not one lavapipe specialises and
+    // recompiles per command buffer (see head_bound in loss.wgsl)
+    let planes = p.total / hw + (gid.x >> 31u);
     let o = oy * p.ow + ox;
     let j0 = oy * KH * p.w + ox * KW;
     for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {

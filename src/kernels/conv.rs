@@ -71,7 +71,6 @@ pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { family: Family::Conv, e
 pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_bias", bindings: &[R, RW] };
 pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward", bindings: &[R, RW, RW] };
 pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward", bindings: &[R, R, RW] };
-pub(crate) const MAX_POOL_FORWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward_tiled", bindings: &[R, RW, RW] };
 pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
 pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_forward", bindings: &[R, RW] };
 pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_backward", bindings: &[R, RW] };
@@ -966,16 +965,6 @@ pub fn max_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y
     shape.ensure_window_budget(op)?;
     let total = y.len();
     let p = shape.params(total);
-    if shape.tiled_kernels_fit(gpu) {
-        return Dispatch::new(
-            gpu,
-            MAX_POOL_FORWARD_TILED,
-            &shape.window_consts(),
-            bytemuck::bytes_of(&p),
-            &[x, y, argmax],
-            shape.tiled_grid(),
-        );
-    }
     Dispatch::new(gpu, MAX_POOL_FORWARD, &[], bytemuck::bytes_of(&p), &[x, y, argmax], groups_1d(total, WG))
 }
 
