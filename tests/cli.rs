@@ -445,3 +445,74 @@ fn d_tables_and_ratios_read_cleanly() {
     let sbs = headswap::demo::side_by_side(&[mlp, cnn]);
     assert!(sbs.contains("mlp") && sbs.contains("cnn") && !sbs.contains("trunk 1"), "{sbs}");
 }
+
+#[test]
+fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
+    // data without names (a plain tensor file: default names) is scored by position against a
+    // model with names, and a model without names against named data
+    let (model, data) = named_class_model("r2");
+    let mut unnamed = data.clone();
+    unnamed.label_names.clear();
+    let unnamed_path = tmp("r2_unnamed.safetensors");
+    headswap::data::tensor_file::save(&unnamed_path, &unnamed).unwrap();
+    let v = json(&headswap(&["eval", "--model", s(&model), "--data", s(&unnamed_path), "--json"]));
+    assert!(v["accuracy"].as_f64().unwrap() > 0.5, "unnamed data not scored by position: {v}");
+    let plain_model = tmp("r2_plain_model.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&unnamed_path), "--epochs", "1", "--out", s(&plain_model)]));
+    let named_path = tmp("r2_named.safetensors");
+    headswap::data::tensor_file::save(&named_path, &data).unwrap();
+    ok(&headswap(&["eval", "--model", s(&plain_model), "--data", s(&named_path)]));
+
+    // two outputs with one name cannot be matched to anything: refused when read
+    // (the library refuses to write such a file, so this one is written around it)
+    let bytes = std::fs::read(&named_path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut names = data.label_names.clone();
+    names[7] = names[6].clone();
+    meta.insert("label_names".into(), names.join(","));
+    let dup_path = tmp("r2_dup.safetensors");
+    safetensors::serialize_to_file(file.tensors(), Some(meta), &dup_path).unwrap();
+    fails(&headswap(&["eval", "--model", s(&model), "--data", s(&dup_path)]), 1, "given twice");
+
+    // resume must not write its model over the state it resumes
+    let state = tmp("r2.state");
+    let first = tmp("r2_first.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--save-state", s(&state), "--out", s(&first)]));
+    let before = std::fs::read(&state).unwrap();
+    fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "2", "--out", s(&state)]), 2, "--state");
+    assert_eq!(std::fs::read(&state).unwrap(), before, "the state file changed");
+
+    // --report naming a file is refused before training, and nothing is written
+    let report_file = tmp("r2_report_is_a_file");
+    std::fs::write(&report_file, b"keep").unwrap();
+    let never = tmp("r2_never.safetensors");
+    fails(
+        &headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&never), "--report", s(&report_file)]),
+        2,
+        "--report",
+    );
+    assert!(!never.exists());
+    assert_eq!(std::fs::read(&report_file).unwrap(), b"keep");
+
+    // --early-stop 0 would stop after the first epoch whatever happens
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--val", "0.2", "--early-stop", "0", "--out", s(&never)]), 2, "--early-stop");
+
+    // eval and finetune read images at the size the model was trained at unless told otherwise
+    let folder = tmp("r2_folder");
+    for (c, name) in ["dark", "light"].iter().enumerate() {
+        let dir = folder.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..6 {
+            let v = if c == 0 { 20 + i as u8 } else { 220 - i as u8 };
+            image::GrayImage::from_pixel(12, 12, image::Luma([v])).save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let small = tmp("r2_small.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&folder), "--size", "8x8", "--layers", "8", "--epochs", "2", "--out", s(&small)]));
+    ok(&headswap(&["eval", "--model", s(&small), "--data", s(&folder)]));
+    let tuned = tmp("r2_tuned.safetensors");
+    ok(&headswap(&["finetune", "--from", s(&small), "--data", s(&folder), "--epochs", "1", "--out", s(&tuned)]));
+    fails(&headswap(&["eval", "--model", s(&small), "--data", s(&folder), "--size", "16x16"]), 1, "input features");
+}

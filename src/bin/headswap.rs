@@ -324,7 +324,7 @@ fn cmd_demo(args: &Args) -> CliResult<()> {
         other => return Err(usage(format!("--trunk must be mlp, cnn or both, not {other:?}"))),
     };
     let json = args.has("json");
-    let report_dir = args.get("report").map(PathBuf::from);
+    let report_dir = report_dir(args)?;
     args.finish()?;
     let gpu = gpu()?;
     let mut reports = Vec::new();
@@ -593,6 +593,9 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
     }
     cfg.early_stopping =
         args.get("early-stop").map(|p| p.parse()).transpose().map_err(|_| usage("--early-stop takes a number of epochs"))?;
+    if cfg.early_stopping == Some(0) {
+        return Err(usage("--early-stop is the number of epochs without improvement to wait; give at least 1"));
+    }
     if cfg.early_stopping.is_some() && cfg.validation_fraction == 0.0 {
         return Err(usage("--early-stop watches the validation loss: give --val F too (e.g. --val 0.2)"));
     }
@@ -643,14 +646,35 @@ fn check_writable(flag: &str, path: &Path) -> CliResult<()> {
     Ok(())
 }
 
+/// `--report DIR`, created and checked to be writable before any training, so that a bad path
+/// cannot cost a finished run.
+fn report_dir(args: &Args) -> CliResult<Option<PathBuf>> {
+    let Some(dir) = args.get("report").map(PathBuf::from) else { return Ok(None) };
+    if dir.exists() && !dir.is_dir() {
+        return Err(usage(format!("--report {} is a file; give a folder for the report", dir.display())));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| failed(format!("--report {}: cannot create the folder: {e}", dir.display())))?;
+    let probe = dir.join(format!(".headswap-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| failed(format!("--report {}: cannot write in it: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(Some(dir))
+}
+
+/// Whether two paths name the same file (as written, or once made absolute; an existing file
+/// also through its canonical path).
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b
+        || std::path::absolute(a).ok() == std::path::absolute(b).ok()
+        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// `--out` and `--save-state`: both writable, and not the same file (the checkpoint would
 /// silently replace the state file).
 fn check_outputs(out: &Path, state: Option<&Path>) -> CliResult<()> {
     check_writable("out", out)?;
     if let Some(state) = state {
         check_writable("save-state", state)?;
-        let same = std::path::absolute(out).ok() == std::path::absolute(state).ok() || out == state;
-        if same {
+        if same_path(out, state) {
             return Err(usage("--save-state and --out must be different files"));
         }
     }
@@ -907,7 +931,7 @@ fn cmd_pretrain(args: &Args) -> CliResult<()> {
     let act = activation(args)?;
     let epochs = epochs(args, 10)?;
     let state_out = args.get("save-state").map(PathBuf::from);
-    let report_dir = args.get("report").map(PathBuf::from);
+    let report_dir = report_dir(args)?;
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
@@ -945,6 +969,9 @@ fn cmd_resume(args: &Args) -> CliResult<()> {
     let loaded = load_data(args, Split::Train, cfg.seed)?;
     check_pos_weight(&cfg, &loaded.data)?;
     let out = PathBuf::from(args.required("out")?);
+    if same_path(&out, &state_path) {
+        return Err(usage("--out would replace the state file given to --state; write the model to another file"));
+    }
     let epochs: usize = args.required("epochs")?.parse().map_err(|_| usage("--epochs takes the total number of epochs"))?;
     let state_out = args.get("save-state").map(PathBuf::from);
     let json = args.has("json");
@@ -994,6 +1021,26 @@ fn model_source(args: &Args, flag: &str) -> CliResult<ModelSource> {
     Ok(ModelSource { path, arch, act: activation(args)? })
 }
 
+/// `args`, plus the image size and channels the model at `model_path` was trained at when the
+/// data is images read at a chosen size (folders, manifests, synthetic) and neither `--size` nor
+/// `--rgb` is given: eval and finetune then read images as the model's training did.
+fn with_model_image_options(args: &Args, model_path: &str, spec: &str) -> CliResult<Args> {
+    let given = args.flags.contains_key("size") || args.flags.contains_key("rgb");
+    if given || !matches!(data_kind(spec)?, DataKind::Images | DataKind::Synthetic) {
+        return Ok(args.clone());
+    }
+    // a file that does not load is reported by load_model, with its own message
+    let Ok(ckpt) = checkpoint::load(Path::new(model_path)) else { return Ok(args.clone()) };
+    let mut saved = BTreeMap::new();
+    if let Some(size) = ckpt.metadata.get("headswap.image_size") {
+        saved.insert("size".to_string(), Some(size.clone()));
+    }
+    if ckpt.metadata.get("headswap.channels").map(String::as_str) == Some("rgb") && data_kind(spec)? == DataKind::Images {
+        saved.insert("rgb".to_string(), None);
+    }
+    Ok(args.with_saved(&saved))
+}
+
 /// Reads a headswap checkpoint, or with `--arch mlp` a plain PyTorch state_dict of Linear layers
 /// whose last layer is the head (of `kind`). Returns the checkpoint too, for its metadata.
 fn load_model(gpu: &Gpu, src: &ModelSource, kind: HeadKind) -> CliResult<(Network, Checkpoint)> {
@@ -1039,7 +1086,14 @@ fn model_names(ckpt: &Checkpoint) -> Vec<String> {
 /// of the classes, renamed folders, or manifest columns in another order are scored against the
 /// right outputs. Without names on either side the match stays positional.
 fn align_to_model(mut data: Dataset, names: &[String], outputs: usize) -> CliResult<Dataset> {
-    if names.is_empty() || data.label_names.is_empty() || names == data.label_names || names.len() != outputs {
+    // Default names (a tensor file without label_names, or a model trained on one) name nothing,
+    // so such data is matched by position. A model with default names is matched by name only
+    // where the data's names are all among them (a folder of digit classes "3", "4", "5" against
+    // a model of "0".."9"), else by position.
+    let multi = data.targets.is_multi_label();
+    let unnamed = |n: &[String]| n.is_empty() || n == data::default_label_names(multi, n.len()).as_slice();
+    let model_unnamed_and_foreign = unnamed(names) && !data.label_names.iter().all(|n| names.contains(n));
+    if unnamed(&data.label_names) || model_unnamed_and_foreign || names == data.label_names || names.len() != outputs {
         return Ok(data);
     }
     let unknown: Vec<&str> = data.label_names.iter().filter(|n| !names.contains(n)).map(String::as_str).collect();
@@ -1074,11 +1128,12 @@ fn align_to_model(mut data: Dataset, names: &[String], outputs: usize) -> CliRes
 }
 
 fn cmd_finetune(args: &Args) -> CliResult<()> {
+    let from = model_source(args, "from")?;
+    let args = &with_model_image_options(args, &from.path, args.required("data")?)?;
     let cfg = train_config(args)?;
     let loaded = load_data(args, Split::Train, cfg.seed)?;
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
-    let from = model_source(args, "from")?;
     let out = PathBuf::from(args.required("out")?);
     let freeze_given = args.get("freeze");
     let freeze_s = freeze_given.unwrap_or("auto");
@@ -1094,7 +1149,7 @@ fn cmd_finetune(args: &Args) -> CliResult<()> {
         return Err(usage("--recipe sets its own freezing (head only, then everything); leave out --freeze"));
     }
     let epochs = epochs(args, 10)?;
-    let report_dir = args.get("report").map(PathBuf::from);
+    let report_dir = report_dir(args)?;
     let json = args.has("json");
     let dtype = storage(args);
     args.finish()?;
@@ -1173,8 +1228,9 @@ fn cmd_train(args: &Args) -> CliResult<()> {
 fn cmd_eval(args: &Args) -> CliResult<()> {
     let seed = args.parsed("seed", 0u64)?;
     let spec = args.required("data")?.to_string();
-    let loaded = load_data(args, Split::HeldOut, seed)?;
     let src = model_source(args, "model")?;
+    let args = &with_model_image_options(args, &src.path, &spec)?;
+    let loaded = load_data(args, Split::HeldOut, seed)?;
     let json = args.has("json");
     let threshold = threshold(args)?;
     args.finish()?;

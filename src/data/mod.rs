@@ -122,6 +122,10 @@ impl Dataset {
                 }
             }
         }
+        // Names say which output is which, so two outputs cannot share one.
+        if let Some((i, name)) = self.label_names.iter().enumerate().find(|(i, n)| self.label_names[..*i].contains(n)) {
+            return Err(Error::invalid(format!("label name {name:?} is given twice (output {i}); names must be distinct")));
+        }
         // No names at all is fine (outputs are then known by index); a partial list is a mistake.
         if !self.label_names.is_empty() && self.label_names.len() != self.targets.num_outputs() {
             return Err(Error::shape(format!(
@@ -272,6 +276,13 @@ fn permutation(n: usize, seed: u64) -> Vec<usize> {
 /// Default names `prefix0`, `prefix1`, ...
 pub(crate) fn numbered_names(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// The names a tensor file without `label_names` gets: `0`, `1`, … for classes, `label_0`,
+/// `label_1`, … for labels. A data set or model carrying exactly these named nothing, so its
+/// outputs are matched to another's by position, not by name.
+pub fn default_label_names(multi_label: bool, count: usize) -> Vec<String> {
+    numbered_names(if multi_label { "label_" } else { "" }, count)
 }
 
 #[cfg(test)]

@@ -231,7 +231,10 @@ pub fn save(path: &Path, ds: &Dataset) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "headswap.dataset.v1".to_string());
     meta.insert("input_shape".to_string(), ds.input_shape.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
-    meta.insert("label_names".to_string(), ds.label_names.join(","));
+    // no names: no key, so the file reads back unnamed (an empty value would read as one name)
+    if !ds.label_names.is_empty() {
+        meta.insert("label_names".to_string(), ds.label_names.join(","));
+    }
     if let Some(c) = num_classes {
         meta.insert("num_classes".to_string(), c.to_string());
     }

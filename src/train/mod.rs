@@ -691,10 +691,10 @@ fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
             Err(Error::shape(format!("the data has {k} labels, the head has {} outputs", net.output_dim())))
         }
         (crate::data::Targets::Classes { .. }, HeadKind::Labels) => Err(Error::invalid(
-            "the data has one class per example but the head predicts independent labels; swap the head for Head::classes",
+            "the data has one class per example but the head predicts independent labels (a softmax head, Head::classes, is needed)",
         )),
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
-            "the data has several labels per example but the head is a softmax classifier; swap the head for Head::labels",
+            "the data has several labels per example but the head is a softmax classifier (a per-label sigmoid head, Head::labels, is needed)",
         )),
     }
 }
