@@ -571,6 +571,9 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
         _ => 1e-3,
     };
     let lr: f32 = args.parsed("lr", lr_default)?;
+    if !(lr.is_finite() && lr >= 0.0) {
+        return Err(usage(format!("--lr must be a finite number ≥ 0, not {lr}")));
+    }
     let mut opt = match args.get("optimizer").unwrap_or("sgd") {
         "sgd" => Optimizer::sgd(lr).momentum(args.parsed("momentum", 0.9)?).nesterov(args.has("nesterov")),
         "adam" => Optimizer::adam(lr),
@@ -779,6 +782,12 @@ fn print_fit(report: &FitReport, json: bool) -> CliResult<()> {
             e.seconds,
             e.samples_per_sec
         )?;
+    }
+    // early stopping ends before the epochs asked for and keeps the best epoch's weights
+    if let (Some(best), Some(last)) = (report.best_epoch, report.last())
+        && best != last.epoch
+    {
+        outln!("stopped early after epoch {}; kept the weights of epoch {} (lowest validation loss)", last.epoch + 1, best + 1)?;
     }
     outln!(
         "{} dispatches and {} submission per step; {} bytes of training state on the GPU{}",
@@ -1242,8 +1251,9 @@ fn cmd_eval(args: &Args) -> CliResult<()> {
     let trainer = Trainer::new(&gpu, TrainConfig { threshold, ..TrainConfig::default() });
     let m = trainer.evaluate(&net, &data)?;
     if json {
-        let labels =
-            m.labels.as_ref().map(|l| serde_json::json!({"f1": l.f1, "precision": l.precision, "recall": l.recall, "mean_f1": l.mean_f1}));
+        let labels = m.labels.as_ref().map(|l| {
+            serde_json::json!({"names": data.label_names, "f1": l.f1, "precision": l.precision, "recall": l.recall, "mean_f1": l.mean_f1})
+        });
         return outln!("{}", serde_json::json!({"examples": data.n, "loss": m.loss, "accuracy": m.accuracy, "labels": labels}));
     }
     outln!("{} examples, loss {:.4}", data.n, m.loss)?;

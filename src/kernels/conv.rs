@@ -248,8 +248,12 @@ impl Conv2dShape {
     pub fn validate(&self) -> Result<()> {
         let op = "conv2d";
         let s = self;
-        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.o > 0, op, || format!("every size must be positive: {s:?}"))?;
-        ensure(s.kh > 0 && s.kw > 0 && s.sh > 0 && s.sw > 0, op, || format!("kernel and stride must be positive: {s:?}"))?;
+        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.o > 0, op, || {
+            format!("every size must be positive: {} images of {} channels, {}×{}, {} output channels", s.n, s.c, s.h, s.w, s.o)
+        })?;
+        ensure(s.kh > 0 && s.kw > 0 && s.sh > 0 && s.sw > 0, op, || {
+            format!("kernel and stride must be positive: kernel {}×{}, stride {}×{}", s.kh, s.kw, s.sh, s.sw)
+        })?;
         let (oh, ow) = s.out_hw();
         ensure(oh > 0 && ow > 0, op, || {
             format!(
@@ -512,7 +516,11 @@ fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvA
     }
     if candidates.is_empty() {
         ConvScratch::with_algo(gpu, shape, ConvAlgo::Direct)?;
-        return Err(Error::invalid(format!("conv2d: neither algorithm can run {shape:?} on this adapter")));
+        let s = shape;
+        return Err(Error::invalid(format!(
+            "conv2d: neither algorithm can run {}→{} channels on {}×{} with a {}×{} kernel on this adapter",
+            s.c, s.o, s.h, s.w, s.kh, s.kw
+        )));
     }
     let run = |d: &[Dispatch]| -> Result<f64> {
         let t0 = std::time::Instant::now();
@@ -874,8 +882,12 @@ impl Pool2dShape {
     pub fn validate(&self) -> Result<()> {
         let op = "pool2d";
         let s = self;
-        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, op, || format!("every size must be positive: {s:?}"))?;
-        ensure(s.kh > 0 && s.kw > 0 && s.sh > 0 && s.sw > 0, op, || format!("window and stride must be positive: {s:?}"))?;
+        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, op, || {
+            format!("every size must be positive: {} images of {} channels, {}×{}", s.n, s.c, s.h, s.w)
+        })?;
+        ensure(s.kh > 0 && s.kw > 0 && s.sh > 0 && s.sw > 0, op, || {
+            format!("window and stride must be positive: window {}×{}, stride {}×{}", s.kh, s.kw, s.sh, s.sw)
+        })?;
         ensure(2 * s.ph <= s.kh && 2 * s.pw <= s.kw, op, || {
             format!("padding ({}, {}) must be at most half the {}×{} window", s.ph, s.pw, s.kh, s.kw)
         })?;
