@@ -500,19 +500,43 @@ fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
     fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--val", "0.2", "--early-stop", "0", "--out", s(&never)]), 2, "--early-stop");
 
     // eval and finetune read images at the size the model was trained at unless told otherwise
-    let folder = tmp("r2_folder");
-    for (c, name) in ["dark", "light"].iter().enumerate() {
+    // (classes named with digits, as a folder of digit classes is: real names, matched by name)
+    let write_class = |folder: &Path, name: &str, dark: bool| {
         let dir = folder.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..6 {
-            let v = if c == 0 { 20 + i as u8 } else { 220 - i as u8 };
+            let v = if dark { 20 + i as u8 } else { 220 - i as u8 };
             image::GrayImage::from_pixel(12, 12, image::Luma([v])).save(dir.join(format!("{i}.png"))).unwrap();
         }
-    }
+    };
+    let folder = tmp("r2_folder");
+    write_class(&folder, "0", true);
+    write_class(&folder, "1", false);
     let small = tmp("r2_small.safetensors");
-    ok(&headswap(&["pretrain", "--data", s(&folder), "--size", "8x8", "--layers", "8", "--epochs", "2", "--out", s(&small)]));
+    ok(&headswap(&[
+        "pretrain",
+        "--data",
+        s(&folder),
+        "--size",
+        "8x8",
+        "--layers",
+        "8",
+        "--epochs",
+        "30",
+        "--batch",
+        "4",
+        "--out",
+        s(&small),
+    ]));
     ok(&headswap(&["eval", "--model", s(&small), "--data", s(&folder)]));
     let tuned = tmp("r2_tuned.safetensors");
     ok(&headswap(&["finetune", "--from", s(&small), "--data", s(&folder), "--epochs", "1", "--out", s(&tuned)]));
     fails(&headswap(&["eval", "--model", s(&small), "--data", s(&folder), "--size", "16x16"]), 1, "input features");
+    // a folder holding only class "1": by position it would be class 0, by name it is class 1
+    let only_light = tmp("r2_only_light");
+    write_class(&only_light, "1", false);
+    let v = json(&headswap(&["eval", "--model", s(&small), "--data", s(&only_light), "--json"]));
+    assert!(v["accuracy"].as_f64().unwrap() > 0.9, "digit-named classes not matched by name: {v}");
+    write_class(&only_light, "five", true);
+    fails(&headswap(&["eval", "--model", s(&small), "--data", s(&only_light)]), 1, "five");
 }

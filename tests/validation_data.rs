@@ -67,18 +67,18 @@ fn manifest_with_a_header_still_loads() {
 }
 
 #[test]
-fn image_folder_with_one_class_is_refused() {
+fn image_folder_with_one_class_loads_for_evaluation_but_trains_no_classifier() {
     let t = TempDir::new("one-class");
     std::fs::create_dir(t.path().join("only")).unwrap();
     write_png(&t.path().join("only/1.png"), 10);
     write_png(&t.path().join("only/2.png"), 20);
-    let err = image_folder::load(t.path(), &ImageOptions::gray(4, 4)).unwrap_err();
-    let m = err.to_string();
-    assert!(m.contains("needs at least two classes") && m.contains("only"), "{m}");
-    // a second class makes it a data set
-    std::fs::create_dir(t.path().join("other")).unwrap();
-    write_png(&t.path().join("other/1.png"), 30);
-    assert_eq!(image_folder::load(t.path(), &ImageOptions::gray(4, 4)).unwrap().num_outputs(), 2);
+    // a model's class, scored by name: a data set of its own
+    let one = image_folder::load(t.path(), &ImageOptions::gray(4, 4)).unwrap();
+    assert_eq!((one.num_outputs(), one.n), (1, 2));
+    // but a classifier over it would be a one-output softmax, which learns nothing
+    let gpu = headswap::Gpu::new().unwrap();
+    let err = headswap::nn::Network::new(&gpu, &[16, 4], headswap::nn::Head::classes(1), 1).unwrap_err();
+    assert!(err.to_string().contains("at least two classes"), "{err}");
 }
 
 #[test]

@@ -575,13 +575,14 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
         return Err(usage(format!("--lr must be a finite number ≥ 0, not {lr}")));
     }
     let mut opt = match args.get("optimizer").unwrap_or("sgd") {
-        "sgd" => Optimizer::sgd(lr).momentum(args.parsed("momentum", 0.9)?).nesterov(args.has("nesterov")),
+        "sgd" => Optimizer::sgd(lr).momentum(non_negative("momentum", args.parsed("momentum", 0.9)?)?).nesterov(args.has("nesterov")),
         "adam" => Optimizer::adam(lr),
         "adamw" => Optimizer::adamw(lr),
         other => return Err(usage(format!("--optimizer must be sgd, adam or adamw, not {other:?}"))),
     };
     if let Some(wd) = args.get("weight-decay") {
-        opt = opt.weight_decay(wd.parse().map_err(|_| usage(format!("--weight-decay: cannot read {wd:?}")))?);
+        opt =
+            opt.weight_decay(non_negative("weight-decay", wd.parse().map_err(|_| usage(format!("--weight-decay: cannot read {wd:?}")))?)?);
     }
     cfg.optimizer = opt;
     cfg.batch_size = args.parsed("batch", 64usize)?;
@@ -603,7 +604,7 @@ fn train_config(args: &Args) -> CliResult<TrainConfig> {
         return Err(usage("--early-stop watches the validation loss: give --val F too (e.g. --val 0.2)"));
     }
     cfg.threshold = threshold(args)?;
-    cfg.trunk_lr_mult = args.parsed("trunk-lr-mult", 1.0f32)?;
+    cfg.trunk_lr_mult = non_negative("trunk-lr-mult", args.parsed("trunk-lr-mult", 1.0f32)?)?;
     cfg.bce.pos_weight = args.list("pos-weight")?;
     if let Some(w) = cfg.bce.pos_weight.as_ref().and_then(|w| w.iter().find(|w| !(w.is_finite() && **w > 0.0))) {
         return Err(usage(format!("--pos-weight values must be positive numbers, not {w}")));
@@ -647,6 +648,11 @@ fn check_writable(flag: &str, path: &Path) -> CliResult<()> {
     std::fs::File::create(&probe).map_err(|e| failed(format!("--{flag} {}: cannot write in {}: {e}", path.display(), dir.display())))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// `--flag`'s value when it is a finite number ≥ 0, else a usage error naming the flag.
+fn non_negative(flag: &str, v: f32) -> CliResult<f32> {
+    if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(usage(format!("--{flag} must be a finite number ≥ 0, not {v}"))) }
 }
 
 /// `--report DIR`, created and checked to be writable before any training, so that a bad path
@@ -783,11 +789,12 @@ fn print_fit(report: &FitReport, json: bool) -> CliResult<()> {
             e.samples_per_sec
         )?;
     }
-    // early stopping ends before the epochs asked for and keeps the best epoch's weights
+    // with early stopping the network keeps the best epoch's weights, which need not be the last
+    // epoch's (whether or not the patience ran out before the epochs asked for)
     if let (Some(best), Some(last)) = (report.best_epoch, report.last())
         && best != last.epoch
     {
-        outln!("stopped early after epoch {}; kept the weights of epoch {} (lowest validation loss)", last.epoch + 1, best + 1)?;
+        outln!("kept the weights of epoch {} (lowest validation loss), not those of the last epoch, {}", best + 1, last.epoch + 1)?;
     }
     outln!(
         "{} dispatches and {} submission per step; {} bytes of training state on the GPU{}",
@@ -1034,17 +1041,21 @@ fn model_source(args: &Args, flag: &str) -> CliResult<ModelSource> {
 /// data is images read at a chosen size (folders, manifests, synthetic) and neither `--size` nor
 /// `--rgb` is given: eval and finetune then read images as the model's training did.
 fn with_model_image_options(args: &Args, model_path: &str, spec: &str) -> CliResult<Args> {
-    let given = args.flags.contains_key("size") || args.flags.contains_key("rgb");
-    if given || !matches!(data_kind(spec)?, DataKind::Images | DataKind::Synthetic) {
+    let kind = data_kind(spec)?;
+    if !matches!(kind, DataKind::Images | DataKind::Synthetic) {
         return Ok(args.clone());
     }
     // a file that does not load is reported by load_model, with its own message
     let Ok(ckpt) = checkpoint::load(Path::new(model_path)) else { return Ok(args.clone()) };
+    // each option given overrides only itself; synthetic data is drawn square or not at all
     let mut saved = BTreeMap::new();
-    if let Some(size) = ckpt.metadata.get("headswap.image_size") {
+    if let Some(size) = ckpt.metadata.get("headswap.image_size")
+        && !args.flags.contains_key("size")
+        && (kind == DataKind::Images || size.split_once('x').is_some_and(|(w, h)| w == h))
+    {
         saved.insert("size".to_string(), Some(size.clone()));
     }
-    if ckpt.metadata.get("headswap.channels").map(String::as_str) == Some("rgb") && data_kind(spec)? == DataKind::Images {
+    if ckpt.metadata.get("headswap.channels").map(String::as_str) == Some("rgb") && kind == DataKind::Images {
         saved.insert("rgb".to_string(), None);
     }
     Ok(args.with_saved(&saved))
@@ -1095,14 +1106,15 @@ fn model_names(ckpt: &Checkpoint) -> Vec<String> {
 /// of the classes, renamed folders, or manifest columns in another order are scored against the
 /// right outputs. Without names on either side the match stays positional.
 fn align_to_model(mut data: Dataset, names: &[String], outputs: usize) -> CliResult<Dataset> {
-    // Default names (a tensor file without label_names, or a model trained on one) name nothing,
-    // so such data is matched by position. A model with default names is matched by name only
-    // where the data's names are all among them (a folder of digit classes "3", "4", "5" against
-    // a model of "0".."9"), else by position.
-    let multi = data.targets.is_multi_label();
-    let unnamed = |n: &[String]| n.is_empty() || n == data::default_label_names(multi, n.len()).as_slice();
-    let model_unnamed_and_foreign = unnamed(names) && !data.label_names.iter().all(|n| names.contains(n));
-    if unnamed(&data.label_names) || model_unnamed_and_foreign || names == data.label_names || names.len() != outputs {
+    // Data without names (a tensor file without label_names), or a model trained on such data,
+    // is matched by position, and says so.
+    if names.is_empty() || data.label_names.is_empty() {
+        if names.len() != data.label_names.len() {
+            eprintln!("matched the data's outputs to the model's by position: one of them has no names");
+        }
+        return Ok(data);
+    }
+    if names == data.label_names || names.len() != outputs {
         return Ok(data);
     }
     let unknown: Vec<&str> = data.label_names.iter().filter(|n| !names.contains(n)).map(String::as_str).collect();
@@ -1254,7 +1266,11 @@ fn cmd_eval(args: &Args) -> CliResult<()> {
         let labels = m.labels.as_ref().map(|l| {
             serde_json::json!({"names": data.label_names, "f1": l.f1, "precision": l.precision, "recall": l.recall, "mean_f1": l.mean_f1})
         });
-        return outln!("{}", serde_json::json!({"examples": data.n, "loss": m.loss, "accuracy": m.accuracy, "labels": labels}));
+        let classes = if data.targets.is_multi_label() { serde_json::Value::Null } else { serde_json::json!(data.label_names) };
+        return outln!(
+            "{}",
+            serde_json::json!({"examples": data.n, "loss": m.loss, "accuracy": m.accuracy, "classes": classes, "labels": labels})
+        );
     }
     outln!("{} examples, loss {:.4}", data.n, m.loss)?;
     if let Some(a) = m.accuracy {

@@ -200,10 +200,8 @@ pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
     if classes.is_empty() {
         return Err(Error::format(dir, "no class sub-folders (expected root/<class>/<image>.png)"));
     }
-    // One class gives a one-output softmax whose loss is 0 from the start: nothing to learn.
-    if classes.len() < 2 {
-        return Err(Error::format(dir, format!("an image folder needs at least two classes (sub-folders), found only {:?}", classes[0].0)));
-    }
+    // One class is a data set to evaluate on (a model's class, by name); training a classifier
+    // needs two, which the trainer's head checks (a one-output softmax learns nothing).
     if classes.len() > u32::MAX as usize {
         return Err(Error::format(dir, "too many class folders"));
     }

@@ -273,18 +273,6 @@ fn permutation(n: usize, seed: u64) -> Vec<usize> {
     p
 }
 
-/// Default names `prefix0`, `prefix1`, ...
-pub(crate) fn numbered_names(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}{i}")).collect()
-}
-
-/// The names a tensor file without `label_names` gets: `0`, `1`, … for classes, `label_0`,
-/// `label_1`, … for labels. A data set or model carrying exactly these named nothing, so its
-/// outputs are matched to another's by position, not by name.
-pub fn default_label_names(multi_label: bool, count: usize) -> Vec<String> {
-    numbered_names(if multi_label { "label_" } else { "" }, count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +284,7 @@ mod tests {
             d: 3,
             input_shape: vec![3],
             targets: Targets::Classes { y: vec![0, 1, 2, 1], num_classes: 3 },
-            label_names: numbered_names("", 3),
+            label_names: vec!["0".into(), "1".into(), "2".into()],
         }
     }
 

@@ -9,9 +9,10 @@
 //!
 //! and optional string metadata: `input_shape` (`"1,16,16"`, multiplying to `d`; default `[d]`,
 //! or `x`'s trailing dimensions when it has more than two), `label_names` (a comma-separated
-//! list, one per class or label; default `"0","1",...` for classes, `"label_0",...` for labels)
-//! and `num_classes`. [`save`] writes `x` as F32, `y` as I64 (classes) or F32 (labels) and all
-//! three metadata keys (plus `format` = `headswap.dataset.v1`), so that
+//! list, one per class or label; without it the data set has no names, its outputs are known by
+//! index and matched to a model's by position) and `num_classes`. [`save`] writes `x` as F32, `y`
+//! as I64 (classes) or F32 (labels) and the metadata keys (`label_names` when there are names;
+//! plus `format` = `headswap.dataset.v1`), so that
 //! `load(save(ds)) == ds`. In Python: `safetensors.numpy.save_file({"x": x, "y": y}, path,
 //! metadata={"input_shape": "1,16,16"})`.
 
@@ -20,7 +21,7 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::{Dataset, Targets, numbered_names};
+use super::{Dataset, Targets};
 use crate::{Error, Result};
 
 /// The most classes a file may declare or imply.
@@ -196,8 +197,8 @@ pub fn load(path: &Path) -> Result<Dataset> {
             }
             names
         }
-        None if targets.is_multi_label() => numbered_names("label_", outputs),
-        None => numbered_names("", outputs),
+        // no names: the outputs are known by index (and matched to a model's by position)
+        None => Vec::new(),
     };
     let ds = Dataset { x, n, d, input_shape, targets, label_names };
     ds.validate().map_err(|e| Error::format(path, e.to_string()))?;

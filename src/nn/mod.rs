@@ -66,6 +66,10 @@ impl Head {
         if self.outputs == 0 {
             return Err(Error::invalid("a head needs at least one output (class or label), got 0"));
         }
+        // a softmax over one output is 1 whatever the input: its loss is 0 and nothing is learned
+        if self.kind == HeadKind::Classes && self.outputs < 2 {
+            return Err(Error::invalid("a classifier head needs at least two classes, got 1 (one yes/no label is Head::labels(1))"));
+        }
         if let Some(i) = self.hidden.iter().position(|&(units, _)| units == 0) {
             return Err(Error::invalid(format!("hidden layer {} of the head has 0 units; every layer needs at least one", i + 1)));
         }
