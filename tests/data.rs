@@ -2,32 +2,13 @@
 //! safetensors files, the real digits) and the Dataset operations. No GPU needed.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
+use common::TempDir;
+use std::path::Path;
 
 use headswap::Error;
 use headswap::data::synthetic::{self, Shape};
 use headswap::data::{Channels, Dataset, ImageOptions, Targets, digits, image_folder, manifest, tensor_file};
-
-/// A fresh, unique temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("headswap-data-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn classes(ds: &Dataset) -> &[u32] {
     match &ds.targets {

@@ -1,30 +1,12 @@
 //! Data loaders refuse input they would otherwise misread: a manifest without a header or with
-//! a repeated label name, an image folder with one class, and synthetic data sets too large to
-//! build in memory. No GPU needed.
+//! a repeated label name, and synthetic data sets too large to build in memory; a one-class image
+//! folder loads (to evaluate on) but trains no classifier.
+mod common;
+use common::TempDir;
 use std::path::{Path, PathBuf};
 
 use headswap::Error;
 use headswap::data::{ImageOptions, digits, image_folder, manifest, synthetic};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("headswap-validation-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_png(path: &Path, level: u8) {
     image::GrayImage::from_pixel(4, 4, image::Luma([level])).save(path).unwrap();
@@ -76,7 +58,7 @@ fn image_folder_with_one_class_loads_for_evaluation_but_trains_no_classifier() {
     let one = image_folder::load(t.path(), &ImageOptions::gray(4, 4)).unwrap();
     assert_eq!((one.num_outputs(), one.n), (1, 2));
     // but a classifier over it would be a one-output softmax, which learns nothing
-    let gpu = headswap::Gpu::new().unwrap();
+    let gpu = common::gpu();
     let err = headswap::nn::Network::new(&gpu, &[16, 4], headswap::nn::Head::classes(1), 1).unwrap_err();
     assert!(err.to_string().contains("at least two classes"), "{err}");
 }

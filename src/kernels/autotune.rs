@@ -259,6 +259,39 @@ fn save(adapter: &str, class: &str, name: &str) {
     }
 }
 
+/// Seconds per training step of each candidate launch list, timed as training records them:
+/// several steps in one compute pass and one submission. Each list runs once untimed (that
+/// compiles it), then the candidates alternate over three rounds, each keeping its best, so that
+/// load on a shared machine hits every candidate alike.
+pub(crate) fn time_step_candidates(gpu: &Gpu, label: &str, candidates: &[Vec<&crate::gpu::Dispatch>]) -> Result<Vec<f64>> {
+    const STEPS: usize = 8;
+    let run = |list: &[&crate::gpu::Dispatch]| -> Result<f64> {
+        let t0 = Instant::now();
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            for _ in 0..STEPS {
+                for d in list {
+                    d.encode(gpu, &mut pass);
+                }
+            }
+        }
+        gpu.queue().submit(Some(enc.finish()));
+        gpu.sync()?;
+        Ok(t0.elapsed().as_secs_f64() / STEPS as f64)
+    };
+    for list in candidates {
+        run(list)?;
+    }
+    let mut best = vec![f64::INFINITY; candidates.len()];
+    for _ in 0..3 {
+        for (b, list) in best.iter_mut().zip(candidates) {
+            *b = b.min(run(list)?);
+        }
+    }
+    Ok(best)
+}
+
 /// A zero-filled scratch tensor outside the engine's byte accounting (so measuring does not show
 /// in a plan's memory figures).
 pub(crate) fn scratch(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {

@@ -564,37 +564,13 @@ fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<Linear
         head_bce_gathered_dispatch(gpu, &logits, &targets, &indices, &opts, 0.5, &out)?.into_dispatch(),
         matmul_dispatch_gathered(gpu, &dlogits, &feat, &dw, Transpose::TN, Epilogue::default(), Gathered::B, &indices)?.into_dispatch(),
     ];
-    // several steps per submission, as training records them
-    const REPS: usize = 8;
-    let run = |ds: &[Dispatch]| -> Result<f64> {
-        let t0 = std::time::Instant::now();
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("linear_head_autotune") });
-        {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("linear_head_autotune"), timestamp_writes: None });
-            for _ in 0..REPS {
-                ds.iter().for_each(|d| {
-                    d.encode(gpu, &mut pass);
-                });
-            }
-        }
-        gpu.queue().submit(Some(enc.finish()));
-        gpu.sync()?;
-        Ok(t0.elapsed().as_secs_f64() / REPS as f64)
-    };
-    let mut candidates = [(LinearHeadAlgo::Fused, fused, f64::INFINITY), (LinearHeadAlgo::Separate, separate, f64::INFINITY)];
-    for (_, ds, _) in &candidates {
-        run(ds)?; // untimed: compiles
-    }
-    for _ in 0..3 {
-        for (_, ds, best) in candidates.iter_mut() {
-            *best = best.min(run(ds)?);
-        }
-    }
-    let (algo, _, _) = candidates.iter().min_by(|a, b| a.2.total_cmp(&b.2)).expect("two candidates");
-    let times: Vec<String> = candidates.iter().map(|(a, _, t)| format!("{} {:.3} ms", a.name(), 1e3 * t)).collect();
+    let algos = [LinearHeadAlgo::Fused, LinearHeadAlgo::Separate];
+    let lists: Vec<Vec<&Dispatch>> = [&fused, &separate].iter().map(|ds| ds.iter().collect()).collect();
+    let secs = super::autotune::time_step_candidates(gpu, "linear_head_autotune", &lists)?;
+    let algo = if secs[1] < secs[0] { algos[1] } else { algos[0] };
+    let times: Vec<String> = algos.iter().zip(&secs).map(|(a, t)| format!("{} {:.3} ms", a.name(), 1e3 * t)).collect();
     tracing::info!(shape = %format!("{m}x{d}->{k}"), times = %times.join(", "), chosen = algo.name(), ms = started.elapsed().as_millis() as u64, "linear head autotune");
-    Ok(*algo)
+    Ok(algo)
 }
 
 #[cfg(test)]

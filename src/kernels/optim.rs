@@ -575,39 +575,14 @@ fn measure_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Result<R
         .collect::<Result<_>>()?;
     let states: Vec<Vec<&Tensor>> = bufs.iter().map(|b| b[2..].iter().collect()).collect();
     let ranges: Vec<ParamRange> = bufs.iter().zip(&states).map(|(b, s)| ParamRange::new(&b[0], &b[1], s)).collect();
-    let mut candidates = Vec::new();
-    for launch in [RangeLaunch::OneDispatch, RangeLaunch::PerRange] {
-        candidates.push((launch, opt.steps(gpu, &ranges, launch)?, f64::INFINITY));
-    }
-    // several steps per submission, as training records them
-    const REPS: usize = 8;
-    let run = |steps: &[OptimStep]| -> Result<f64> {
-        let t0 = std::time::Instant::now();
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("optim_autotune") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("optim_autotune"), timestamp_writes: None });
-            for _ in 0..REPS {
-                for s in steps {
-                    s.dispatch().encode(gpu, &mut pass);
-                }
-            }
-        }
-        gpu.queue().submit(Some(enc.finish()));
-        gpu.sync()?;
-        Ok(t0.elapsed().as_secs_f64() / REPS as f64)
-    };
-    for (_, steps, _) in &candidates {
-        run(steps)?; // untimed: compiles
-    }
-    for _ in 0..3 {
-        for (_, steps, best) in candidates.iter_mut() {
-            *best = best.min(run(steps)?);
-        }
-    }
-    let (launch, _, _) = candidates.iter().min_by(|a, b| a.2.total_cmp(&b.2)).expect("two candidates");
-    let times: Vec<String> = candidates.iter().map(|(l, _, t)| format!("{} {:.3} ms", l.name(), 1e3 * t)).collect();
+    let forms = [RangeLaunch::OneDispatch, RangeLaunch::PerRange];
+    let steps: Vec<Vec<OptimStep>> = forms.iter().map(|&l| opt.steps(gpu, &ranges, l)).collect::<Result<_>>()?;
+    let lists: Vec<Vec<&Dispatch>> = steps.iter().map(|st| st.iter().map(OptimStep::dispatch).collect()).collect();
+    let secs = super::autotune::time_step_candidates(gpu, "optim_autotune", &lists)?;
+    let launch = if secs[1] < secs[0] { forms[1] } else { forms[0] };
+    let times: Vec<String> = forms.iter().zip(&secs).map(|(l, t)| format!("{} {:.3} ms", l.name(), 1e3 * t)).collect();
     tracing::info!(sizes = ?sizes, times = %times.join(", "), chosen = launch.name(), ms = started.elapsed().as_millis() as u64, "optimizer launch autotune");
-    Ok(*launch)
+    Ok(launch)
 }
 
 #[cfg(test)]

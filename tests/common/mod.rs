@@ -3,7 +3,29 @@
 #![allow(dead_code)]
 
 use headswap::{Gpu, Rng, Tensor};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+/// A fresh, unique temporary folder, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("headswap-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The adapter the suite runs on (`WGPU_BACKEND` picks it). No adapter is a test failure, never a
 /// silent skip.
