@@ -601,6 +601,35 @@ pub fn conv2d_backward_dispatches(
     db: Option<&Tensor>,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
+    backward_dispatches(gpu, shape, x, w, dy, dx, Some(dw), db, scratch)
+}
+
+/// The input gradient `dx` alone of a frozen convolution that backward passes through (a
+/// trainable layer lies below it): no weight or bias gradient is computed, and `x` is not read.
+pub fn conv2d_backward_input_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    backward_dispatches(gpu, shape, x, w, dy, Some(dx), None, None, scratch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: Option<&Tensor>,
+    dw: Option<&Tensor>,
+    db: Option<&Tensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward";
     shape.validate()?;
     scratch.check(shape, op)?;
@@ -610,7 +639,9 @@ pub fn conv2d_backward_dispatches(
     if let Some(dx) = dx {
         ensure_tensor(dx, &shape.x_shape(), op, "dx")?;
     }
-    ensure_tensor(dw, &shape.w_shape(), op, "dw")?;
+    if let Some(dw) = dw {
+        ensure_tensor(dw, &shape.w_shape(), op, "dw")?;
+    }
     if let Some(db) = db {
         ensure_tensor(db, &[shape.o], op, "db")?;
     }
@@ -620,7 +651,9 @@ pub fn conv2d_backward_dispatches(
             if let Some(dx) = dx {
                 v.push(backward_input_direct(gpu, shape, dy, w, dx)?);
             }
-            v.extend(backward_weight_direct(gpu, shape, x, dy, dw, scratch)?);
+            if let Some(dw) = dw {
+                v.extend(backward_weight_direct(gpu, shape, x, dy, dw, scratch)?);
+            }
             v
         }
         ConvAlgo::Im2col => backward_im2col(gpu, shape, x, w, dy, dx, dw, scratch)?,
@@ -806,29 +839,31 @@ fn backward_im2col(
     w: &Tensor,
     dy: &Tensor,
     dx: Option<&Tensor>,
-    dw: &Tensor,
+    dw: Option<&Tensor>,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
     let patch = s.patch_len();
     let w2 = w.reshape(&[s.o, patch])?;
-    let dw2 = dw.reshape(&[s.o, patch])?;
     let mut out = Vec::new();
     for (k, (n0, nb)) in scratch.chunks().enumerate() {
         let (cols, rows) = scratch.views(nb)?;
         out.push(transpose(gpu, s, dy, &rows, n0, nb, false)?);
-        out.push(im2col(gpu, s, x, &cols, n0, nb)?);
-        let target = match &scratch.parts {
-            Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
-            None => dw2.clone(),
-        };
-        out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
+        // a frozen layer (no dw) only needs dx, which does not read the columns of x
+        if let Some(dw) = dw {
+            out.push(im2col(gpu, s, x, &cols, n0, nb)?);
+            let target = match &scratch.parts {
+                Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
+                None => dw.reshape(&[s.o, patch])?,
+            };
+            out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
+        }
         if let Some(dx) = dx {
             // dcols = dY·W into the column buffer (its columns are no longer needed), then gather
             out.push(matmul_dispatch(gpu, &rows, &w2, &cols, Transpose::NN, Epilogue::default())?);
             out.push(col2im(gpu, s, &cols, dx, n0, nb)?);
         }
     }
-    if let Some(parts) = &scratch.parts {
+    if let (Some(parts), Some(dw)) = (&scratch.parts, dw) {
         out.push(sum_parts(gpu, parts, dw, s.n.div_ceil(scratch.chunk), scratch.part_stride)?);
     }
     Ok(out)

@@ -35,9 +35,9 @@ pub(crate) const SGD_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_2",
 pub(crate) const SGD_MOMENTUM_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum_2", bindings: &[R, RW, RW, R, RW, RW] };
 pub(crate) const ADAM_2: Kernel = Kernel { family: Family::Optim, entry: "adam_2", bindings: &[R, RW, RW, RW, R, RW, RW, RW] };
 
-/// The most parameter ranges one optimizer dispatch updates (the trainer's two arenas: the head,
-/// and the trunk's trainable suffix).
-pub const MAX_RANGES: usize = 2;
+/// The most parameter ranges one optimizer dispatch updates (the `_2` entry points). A step over
+/// more ranges (one per parameter group) takes one dispatch per pair, or one per range.
+pub const RANGES_PER_DISPATCH: usize = 2;
 
 /// `torch.optim.SGD`'s hyper-parameters (without `maximize`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,13 +188,18 @@ impl Optimizer {
             Optimizer::Adam(c) => adam_step_ranges(gpu, ranges, c),
         }
     }
-    /// The steps that update `ranges` launched as `launch` says: one over all of them, or one
-    /// per range (each at its range's learning rate).
+    /// The steps that update any number of `ranges` (PyTorch param groups), launched as `launch`
+    /// says: [`RANGES_PER_DISPATCH`] ranges per dispatch, or one dispatch per range (each range
+    /// at its own learning rate either way). The update is element-wise, so both give the same bits.
     pub fn steps(&self, gpu: &Gpu, ranges: &[ParamRange], launch: RangeLaunch) -> Result<Vec<OptimStep>> {
-        match launch {
-            RangeLaunch::OneDispatch => Ok(vec![self.step_ranges(gpu, ranges)?]),
-            RangeLaunch::PerRange => ranges.iter().map(|r| self.step_ranges(gpu, std::slice::from_ref(r))).collect(),
+        if ranges.is_empty() {
+            return Err(Error::invalid("an optimizer step needs at least one parameter range"));
         }
+        let per = match launch {
+            RangeLaunch::OneDispatch => RANGES_PER_DISPATCH,
+            RangeLaunch::PerRange => 1,
+        };
+        ranges.chunks(per).map(|chunk| self.step_ranges(gpu, chunk)).collect()
     }
     /// The entry point it runs on one range (the name autotune choices are keyed by).
     fn kernel_name(&self) -> &'static str {
@@ -374,7 +379,7 @@ impl OptimStep {
         self.len() == 0
     }
 
-    /// Number of parameter ranges it updates (1 or 2).
+    /// Number of parameter ranges it updates (1 to [`RANGES_PER_DISPATCH`]).
     pub fn ranges(&self) -> usize {
         self.ranges.len()
     }
@@ -409,8 +414,11 @@ type RangeSizes = Vec<(u32, f32)>;
 /// Checks `ranges` for a step that keeps `state_len` state buffers per range, and returns the
 /// buffers to bind (per range: grads, params, state…) and the per-range (elements, lr multiplier).
 fn check_ranges<'a>(op: &str, ranges: &[ParamRange<'a>], state_len: usize) -> Result<(Vec<&'a Tensor>, RangeSizes)> {
-    if ranges.is_empty() || ranges.len() > MAX_RANGES {
-        return Err(Error::invalid(format!("{op}: one step updates 1 to {MAX_RANGES} parameter ranges, got {}", ranges.len())));
+    if ranges.is_empty() || ranges.len() > RANGES_PER_DISPATCH {
+        return Err(Error::invalid(format!(
+            "{op}: one dispatch updates 1 to {RANGES_PER_DISPATCH} parameter ranges, got {}",
+            ranges.len()
+        )));
     }
     let mut bound = Vec::new();
     let mut sizes = Vec::new();
@@ -511,7 +519,7 @@ pub fn adam_step_ranges(gpu: &Gpu, ranges: &[ParamRange], cfg: &AdamConfig) -> R
 /// How a step over several parameter ranges is launched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeLaunch {
-    /// One dispatch over every range (the `_2` entry points).
+    /// One dispatch over every [`RANGES_PER_DISPATCH`] ranges (the `_2` entry points).
     OneDispatch,
     /// One dispatch per range.
     PerRange,
@@ -540,8 +548,8 @@ pub fn choose_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Resul
     if sizes.len() <= 1 {
         return Ok(RangeLaunch::OneDispatch);
     }
-    // the one-dispatch form binds every range's buffers
-    let bound = sizes.len() * (2 + opt.state_len());
+    // the one-dispatch form binds the buffers of RANGES_PER_DISPATCH ranges
+    let bound = sizes.len().min(RANGES_PER_DISPATCH) * (2 + opt.state_len());
     if bound > gpu.limits().max_storage_buffers_per_shader_stage as usize {
         return Ok(RangeLaunch::PerRange);
     }

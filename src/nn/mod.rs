@@ -4,10 +4,9 @@
 //! Parameters live in two flat arenas, one for the trunk and one for the head, each layer's
 //! weight `[out, in]` (as PyTorch's `nn.Linear`) and bias `[out]` at 256-byte aligned offsets so
 //! they can be bound directly. A head-swap drops the head arena and creates a new one; the trunk
-//! arena is not touched (no copy, no upload, no readback). Trainable layers are always a suffix of
-//! the network (the head, plus the top k trunk layers), so the trainable part of each arena is one
-//! contiguous range: the optimizer updates both arenas' ranges in one dispatch, or one each
-//! where the device measured that faster.
+//! arena is not touched (no copy, no upload, no readback). Which layers train is chosen per run
+//! ([`crate::train::ParamGroups`]); the trainer gives each run of adjacent trainable layers of an
+//! arena its own gradient and optimizer buffers, and frozen layers none.
 
 pub mod init;
 pub mod layer;
@@ -363,6 +362,12 @@ impl Network {
     /// Every layer, trunk then head.
     pub fn layers(&self) -> Vec<LayerSpec> {
         self.trunk.iter().chain(&self.head).copied().collect()
+    }
+    /// Each layer's module path, trunk then head: the name its parameters carry in checkpoints
+    /// without the parameter (`"2"` for `2.weight`), and what [`crate::train::ParamGroups`]
+    /// patterns match.
+    pub fn module_names(&self) -> Vec<String> {
+        state::sequential_indices(&self.layers()).iter().map(|i| i.to_string()).collect()
     }
     /// Number of parameters (weights and biases).
     pub fn num_params(&self) -> usize {

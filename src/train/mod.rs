@@ -7,6 +7,7 @@
 //! steps in one upload and copied into the launches' uniform buffers in front of each step's
 //! pass. Loss and metrics accumulate in GPU buffers and are read back once per epoch.
 
+pub mod groups;
 pub mod plan;
 pub mod profile;
 pub mod schedule;
@@ -21,6 +22,7 @@ pub use crate::kernels::optim::Optimizer;
 use crate::kernels::optim::{OptimStep, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
+pub use groups::ParamGroups;
 use plan::{Accumulators, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
 pub use plan::{BceSettings, DeviceData};
 pub use schedule::Schedule;
@@ -223,7 +225,7 @@ impl FitReport {
     }
 }
 
-/// Optimizer state for one contiguous parameter range (a PyTorch param group).
+/// Optimizer state for one trainable range (a PyTorch param group over a flat slice).
 struct Group {
     /// Optimizer state buffers (momentum, or Adam's moments).
     state: Vec<Tensor>,
@@ -232,12 +234,94 @@ struct Group {
     best: Option<Tensor>,
 }
 
-/// A run's optimizer: the steps that update every trainable range — one dispatch over all of
-/// them, or one per range, whichever this device measured faster — and the ranges' state (head
-/// first, then the trunk's trainable suffix: the order of [`TrainingState::optimizer_state`]).
+/// A run's optimizer: the steps that update every trainable range — two ranges per dispatch, or
+/// one per range, whichever this device measured faster — and the ranges' state, in the order of
+/// the gradient ranges ([`Grads::ranges`]).
 struct Optim {
     steps: Vec<OptimStep>,
     groups: Vec<Group>,
+}
+
+/// PyTorch's names for an optimizer's per-parameter buffers, in the order it keeps them.
+fn state_slots(opt: &Optimizer) -> &'static [&'static str] {
+    match opt {
+        Optimizer::Sgd(c) if c.momentum != 0.0 => &["momentum_buffer"],
+        Optimizer::Sgd(_) => &[],
+        Optimizer::Adam(_) => &["exp_avg", "exp_avg_sq"],
+    }
+}
+
+/// Every trainable parameter of `grads`' ranges: (range, name `<module>.weight|bias`, offset in
+/// the range, length).
+fn trainable_params(net: &Network, grads: &Grads) -> Vec<(usize, String, usize, usize)> {
+    let names = net.module_names();
+    let layers = net.layers();
+    let mut out = Vec::new();
+    for (r, range) in grads.ranges.iter().enumerate() {
+        for i in range.layers.clone() {
+            let Some(shape) = layers[i].weight_shape() else { continue };
+            let (_, slot) = net.slot(i);
+            out.push((r, format!("{}.weight", names[i]), slot.w - range.start, shape.iter().product()));
+            out.push((r, format!("{}.bias", names[i]), slot.b - range.start, layers[i].bias_len()));
+        }
+    }
+    out
+}
+
+impl Optim {
+    /// The optimizer's buffers, read back and cut per parameter (see
+    /// [`TrainingState::optimizer_state`]).
+    fn named_state(&self, gpu: &Gpu, net: &Network, grads: &Grads, opt: &Optimizer) -> Result<Vec<(String, Vec<f32>)>> {
+        let slots = state_slots(opt);
+        let host: Vec<Vec<Vec<f32>>> =
+            self.groups.iter().map(|g| g.state.iter().map(|t| t.download(gpu)).collect::<Result<_>>()).collect::<Result<_>>()?;
+        let mut out = Vec::new();
+        for (r, name, off, len) in trainable_params(net, grads) {
+            for (k, slot) in slots.iter().enumerate() {
+                out.push((format!("{name}.{slot}"), host[r][k][off..off + len].to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes saved per-parameter buffers into this run's state: every trainable parameter's
+    /// every slot must be there with its parameter's length, and nothing else.
+    fn restore_state(&self, gpu: &Gpu, net: &Network, grads: &Grads, opt: &Optimizer, saved: &[(String, Vec<f32>)]) -> Result<()> {
+        let slots = state_slots(opt);
+        let params = trainable_params(net, grads);
+        let mut host: Vec<Vec<Vec<f32>>> = self.groups.iter().map(|g| vec![vec![0f32; g.params.len()]; slots.len()]).collect();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (r, name, off, len) in &params {
+            for (k, slot) in slots.iter().enumerate() {
+                let key = format!("{name}.{slot}");
+                let values = saved.iter().find(|(n, _)| *n == key).map(|(_, v)| v).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the saved optimizer state has no {key} (another optimizer, or other layers trained?); it holds {}",
+                        saved.iter().map(|(n, _)| n.as_str()).take(6).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if values.len() != *len {
+                    return Err(Error::invalid(format!(
+                        "the saved optimizer state {key} has {} values, the parameter has {len}",
+                        values.len()
+                    )));
+                }
+                host[*r][k][*off..off + len].copy_from_slice(values);
+                wanted.insert(key);
+            }
+        }
+        if let Some((extra, _)) = saved.iter().find(|(n, _)| !wanted.contains(n)) {
+            return Err(Error::invalid(format!(
+                "the saved optimizer state has {extra}, which this run does not train with this optimizer (another optimizer or freeze?)"
+            )));
+        }
+        for (g, bufs) in self.groups.iter().zip(&host) {
+            for (t, v) in g.state.iter().zip(bufs) {
+                t.write(gpu, v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs training passes over networks.
@@ -270,10 +354,16 @@ pub struct TrainingState {
     pub step: u32,
     /// The shuffle generator's state.
     pub rng: [u64; 4],
+    /// The lowest layer that trained (the first `Some` of `lr_mults`).
     pub lowest_trainable: usize,
-    pub trunk_lr_mult: f32,
-    /// Optimizer buffers (momentum, or Adam's m and v) of the head range then the trunk range.
-    pub optimizer_state: Vec<Vec<f32>>,
+    /// Per layer (trunk then head), the learning-rate multiplier it trained at; `None` where it
+    /// was frozen.
+    pub lr_mults: Vec<Option<f32>>,
+    /// The optimizer's buffers per trainable parameter, named `<param>.<slot>` like PyTorch's
+    /// `optimizer.state_dict()` slots: `0.weight.momentum_buffer` (SGD with momentum),
+    /// `0.weight.exp_avg` and `0.weight.exp_avg_sq` (Adam); each as long as its parameter. Named
+    /// rather than dumped per arena, so a saved run does not depend on how parameters are laid out.
+    pub optimizer_state: Vec<(String, Vec<f32>)>,
     /// The run's hyper-parameters and data size; `None` for a state saved before they were kept.
     pub run: Option<RunSettings>,
 }
@@ -327,7 +417,8 @@ impl Trainer {
     /// Trains every layer (pretraining, or training from scratch).
     pub fn fit(&mut self, net: &mut Network, data: &Dataset, epochs: usize) -> Result<FitReport> {
         check_epochs(epochs)?;
-        self.run(net, data, 0, 1.0, epochs, None)
+        let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
+        self.run(net, data, every, epochs, None)
     }
 
     /// Fine-tunes under `freeze`. Frozen layers stay resident and untouched: no gradients, no
@@ -341,8 +432,27 @@ impl Trainer {
     fn fine_tune_phase(&mut self, net: &mut Network, data: &Dataset, freeze: Freeze, epochs: usize) -> Result<FitReport> {
         // Freeze::Auto reads validation_fraction before the run validates the configuration
         self.config.validate()?;
+        let mults = self.layer_lr_mults(net, data, freeze)?;
+        self.run(net, data, mults, epochs, None)
+    }
+
+    /// Fine-tunes the layers `groups` selects, each at its group's learning-rate multiplier
+    /// (PyTorch's param groups, fastai's discriminative rates); every other layer stays frozen
+    /// and resident, with no gradient or optimizer memory. Backward stops below the lowest
+    /// trainable layer and only passes gradients through frozen layers above it; the outputs of
+    /// the frozen layers below it are computed once and cached (with `cache_features`).
+    pub fn fine_tune_groups(&mut self, net: &mut Network, data: &Dataset, groups: &ParamGroups, epochs: usize) -> Result<FitReport> {
+        check_epochs(epochs)?;
+        self.config.validate()?;
+        let mults = groups.resolve(net)?;
+        self.run(net, data, mults, epochs, None)
+    }
+
+    /// Per layer, the learning-rate multiplier `freeze` trains it at, `None` where frozen: the
+    /// head at the base rate, trainable trunk layers at `trunk_lr_mult`.
+    pub(crate) fn layer_lr_mults(&self, net: &Network, data: &Dataset, freeze: Freeze) -> Result<Vec<Option<f32>>> {
         let lowest = self.lowest_trainable(net, data, freeze)?;
-        self.run(net, data, lowest, self.config.trunk_lr_mult, epochs, None)
+        ParamGroups::of_freeze(net, lowest, self.config.trunk_lr_mult).resolve(net)
     }
 
     /// fastai's `fine_tune` recipe in one call: `head_epochs` with the trunk frozen, then
@@ -404,6 +514,13 @@ impl Trainer {
     /// `state.run`. Refuses `epochs` not beyond the epochs already done, and data of another
     /// size than the saved run's.
     pub fn resume(&mut self, net: &mut Network, data: &Dataset, state: &TrainingState, epochs: usize) -> Result<FitReport> {
+        let named;
+        let state = if state.optimizer_state.iter().any(|(n, _)| n.starts_with("state.")) {
+            named = TrainingState { optimizer_state: state.named_optimizer_state(net, &self.config.optimizer)?, ..state.clone() };
+            &named
+        } else {
+            state
+        };
         if epochs <= state.epoch {
             return Err(Error::invalid(format!(
                 "the saved run has done {} epoch(s) already; ask for more epochs in all (got {epochs})",
@@ -418,8 +535,15 @@ impl Trainer {
                 run.n, data.n
             )));
         }
+        if state.lr_mults.len() != net.layers().len() {
+            return Err(Error::invalid(format!(
+                "the saved run trained a network of {} layers, this one has {}",
+                state.lr_mults.len(),
+                net.layers().len()
+            )));
+        }
         self.rng = Rng::from_state(state.rng);
-        self.run(net, data, state.lowest_trainable, state.trunk_lr_mult, epochs, Some(state))
+        self.run(net, data, state.lr_mults.clone(), epochs, Some(state))
     }
 
     /// The state at the end of the last run: what a training checkpoint holds besides the weights.
@@ -431,13 +555,13 @@ impl Trainer {
         &mut self,
         net: &mut Network,
         data: &Dataset,
-        lowest: usize,
-        trunk_lr_mult: f32,
+        lr_mults: Vec<Option<f32>>,
         epochs: usize,
         resume: Option<&TrainingState>,
     ) -> Result<FitReport> {
         self.config.validate()?;
         check_fits(net, data)?;
+        let lowest = lowest_of(&lr_mults)?;
         let cfg = self.config.clone();
         let gpu = self.gpu.clone();
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
@@ -451,10 +575,10 @@ impl Trainer {
         };
         let train = DeviceData::upload(&gpu, &train_data)?;
         let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
-        let sb = StepBuffers::new(&gpu, net, &train, &cfg, lowest)?;
+        let sb = StepBuffers::new(&gpu, net, &train, &cfg, &lr_mults)?;
         let StepBuffers { first, cached, b, .. } = sb;
         let val_x = match (&val, cached) {
-            (Some(v), true) => Some(trunk_features(&gpu, net, v, cfg.batch_size)?),
+            (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
@@ -462,19 +586,10 @@ impl Trainer {
         let full = Plan::build(&gpu, &inputs, b)?;
         let rem = train.n % b;
         let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
-        let optim = self.optimizer(net, &sb.grads, trunk_lr_mult, cfg.early_stopping.is_some())?;
+        let optim = self.optimizer(net, &sb.grads, cfg.early_stopping.is_some())?;
         let groups = &optim.groups;
         if let Some(r) = resume {
-            let shapes: Vec<usize> = groups.iter().flat_map(|g| g.state.iter().map(|t| t.len())).collect();
-            let given: Vec<usize> = r.optimizer_state.iter().map(|v| v.len()).collect();
-            if shapes != given {
-                return Err(Error::invalid(format!(
-                    "the saved optimizer state has buffers of {given:?} values, this run needs {shapes:?} (another optimizer or network?)"
-                )));
-            }
-            for (t, v) in groups.iter().flat_map(|g| g.state.iter()).zip(&r.optimizer_state) {
-                t.write(&gpu, v)?;
-            }
+            optim.restore_state(&gpu, net, &sb.grads, &cfg.optimizer, &r.optimizer_state)?;
         }
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
@@ -612,8 +727,8 @@ impl Trainer {
             step: opt_step,
             rng: self.rng.state(),
             lowest_trainable: lowest,
-            trunk_lr_mult,
-            optimizer_state: groups.iter().flat_map(|g| g.state.iter()).map(|t| t.download(&gpu)).collect::<Result<_>>()?,
+            optimizer_state: optim.named_state(&gpu, net, &sb.grads, &cfg.optimizer)?,
+            lr_mults,
             run: Some(RunSettings::of(&cfg, data.n)),
         });
         Ok(FitReport {
@@ -628,14 +743,14 @@ impl Trainer {
         })
     }
 
-    /// The optimizer over the network's trainable parameters: the head arena, and the trunk
-    /// arena from the lowest trainable layer (at `trunk_lr_mult`) when trunk layers train.
-    fn optimizer(&self, net: &Network, grads: &Grads, trunk_lr_mult: f32, keep_best: bool) -> Result<Optim> {
+    /// The optimizer over the network's trainable ranges (one PyTorch param group each, at its
+    /// learning-rate multiplier), with state for those ranges only.
+    fn optimizer(&self, net: &Network, grads: &Grads, keep_best: bool) -> Result<Optim> {
         let gpu = &self.gpu;
-        let mut ranges = vec![(net.head_params.buf.view(0, &[net.head_params.len])?, grads.head.clone(), 1.0f32)];
-        if let Some(tg) = &grads.trunk {
-            let start = grads.trunk_start;
-            ranges.push((net.trunk_params.buf.view(start, &[net.trunk_params.len - start])?, tg.clone(), trunk_lr_mult));
+        let mut ranges = Vec::new();
+        for (r, g) in grads.ranges.iter().zip(&grads.bufs) {
+            let arena = if r.head { &net.head_params } else { &net.trunk_params };
+            ranges.push((arena.buf.view(r.start, &[r.end - r.start])?, g.clone(), r.lr_mult));
         }
         let opt = self.config.optimizer;
         let mut groups = Vec::new();
@@ -719,17 +834,19 @@ pub(crate) struct StepBuffers {
 }
 
 impl StepBuffers {
-    pub fn new(gpu: &Gpu, net: &Network, train: &DeviceData, cfg: &TrainConfig, lowest: usize) -> Result<StepBuffers> {
-        let t = net.trunk.len();
-        let cached = cfg.cache_features && lowest >= t && t > 0;
-        let first = if cached { t } else { 0 };
+    /// `lr_mults`: per layer, the learning-rate multiplier of a trainable layer, `None` if frozen.
+    pub fn new(gpu: &Gpu, net: &Network, train: &DeviceData, cfg: &TrainConfig, lr_mults: &[Option<f32>]) -> Result<StepBuffers> {
+        let lowest = lowest_of(lr_mults)?;
+        // Every layer below the lowest trainable one is frozen and nothing flows back into it:
+        // its outputs for the data set are computed once and stay resident for the whole run.
+        let cached = cfg.cache_features && lowest > 0;
+        let first = if cached { lowest } else { 0 };
         let bce = bce_tensors(gpu, &cfg.bce, net)?;
-        // Frozen-trunk features: computed once, resident for the whole run.
-        let train_x = if cached { trunk_features(gpu, net, train, cfg.batch_size)? } else { train.x.clone() };
+        let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size)? } else { train.x.clone() };
         let b = cfg.batch_size.min(train.n);
         let mode = Mode::Train { lowest };
         let scratch = Scratch::new(gpu, net, first, b, mode, train)?;
-        let grads = Grads::new(gpu, net, lowest)?;
+        let grads = Grads::new(gpu, net, lr_mults)?;
         let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
         Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices })
@@ -778,10 +895,15 @@ fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, b
     })
 }
 
-/// Computes the trunk's outputs for every example of `data` once: `[n, trunk_out]`, chunked
-/// like the data when it is larger than one binding.
-pub(crate) fn trunk_features(gpu: &Gpu, net: &Network, data: &DeviceData, batch: usize) -> Result<Rows> {
-    forward_rows(gpu, net, &data.x, data.n, net.trunk.len(), batch, "trunk_features")
+/// Computes the outputs of the frozen layers `0..upto` for every example of `data` once:
+/// `[n, outputs of layer upto − 1]`, chunked like the data when it is larger than one binding.
+pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto: usize, batch: usize) -> Result<Rows> {
+    forward_rows(gpu, net, &data.x, data.n, upto, batch, "frozen_features")
+}
+
+/// The lowest layer that trains.
+fn lowest_of(lr_mults: &[Option<f32>]) -> Result<usize> {
+    lr_mults.iter().position(Option::is_some).ok_or_else(|| Error::invalid("nothing to train: every layer with parameters is frozen"))
 }
 
 /// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
@@ -894,7 +1016,8 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
     let dev = DeviceData::upload(gpu, data)?;
     let mode = Mode::Train { lowest: 0 };
     let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev)?;
-    let grads = Grads::new(gpu, net, 0)?;
+    let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
+    let grads = Grads::new(gpu, net, &every)?;
     let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
     acc.reset(gpu)?;
     let identity: Vec<u32> = (0..dev.n as u32).collect();
@@ -966,8 +1089,12 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
 
 /// Metadata key: the lowest trainable layer of the saved run.
 pub const TRAIN_LOWEST_KEY: &str = "train.lowest_trainable";
-/// Metadata key: the trunk's learning-rate multiplier of the saved run.
+/// Metadata key of states saved before parameter groups: the trunk's learning-rate multiplier
+/// (read, no longer written; [`TRAIN_LR_MULTS_KEY`] replaces it).
 pub const TRAIN_TRUNK_LR_KEY: &str = "train.trunk_lr_mult";
+/// Metadata key: per layer, the learning-rate multiplier the saved run trained it at, as a JSON
+/// array with `null` for frozen layers, e.g. `[null,null,0.1,1]`.
+pub const TRAIN_LR_MULTS_KEY: &str = "train.lr_mults";
 /// Metadata key: the saved run's optimizer, as `sgd lr=0.05 momentum=0.9 ...` or `adam lr=...`.
 pub const TRAIN_OPTIMIZER_KEY: &str = "train.optimizer";
 /// Metadata key: the saved run's batch size.
@@ -979,6 +1106,45 @@ pub const TRAIN_SCHEDULE_KEY: &str = "train.schedule";
 pub const TRAIN_SEED_KEY: &str = "train.seed";
 /// Metadata key: the number of examples the saved run trained on.
 pub const TRAIN_N_KEY: &str = "train.n";
+
+/// [`TRAIN_LR_MULTS_KEY`]'s JSON array: a number (≥ 0, finite) or `null` per layer.
+fn parse_lr_mults(json: &str, origin: &str) -> Result<Vec<Option<f32>>> {
+    let bad = || Error::format(origin, format!("{TRAIN_LR_MULTS_KEY} must be a JSON array of numbers ≥ 0 and nulls, got {json:?}"));
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| bad())?;
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::Null => Ok(None),
+            m => m.as_f64().map(|m| m as f32).filter(|m| m.is_finite() && *m >= 0.0).map(Some).ok_or_else(bad),
+        })
+        .collect()
+}
+
+/// The multipliers of a state saved before parameter groups: the head at the base rate, trunk
+/// layers with parameters from `lowest` up at the saved trunk multiplier (read from the
+/// architecture in the checkpoint's metadata).
+fn legacy_lr_mults(c: &crate::checkpoint::Checkpoint, lowest: usize, trunk_mult: &str, origin: &str) -> Result<Vec<Option<f32>>> {
+    let trunk_mult: f32 = trunk_mult.parse().map_err(|_| Error::format(origin, "bad trunk_lr_mult"))?;
+    let json = c
+        .metadata
+        .get(crate::checkpoint::LAYERS_KEY)
+        .ok_or_else(|| Error::format(origin, "a training checkpoint without its architecture"))?;
+    let layers: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::format(origin, format!("bad architecture JSON: {e}")))?;
+    let layers = layers.as_array().ok_or_else(|| Error::format(origin, "the architecture is not a JSON array"))?;
+    Ok(layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let has_params = matches!(l.get("type").and_then(|t| t.as_str()), Some("dense" | "conv2d"));
+            match l.get("part").and_then(|p| p.as_str()) {
+                Some("head") if has_params => Some(1.0),
+                _ if has_params && i >= lowest => Some(trunk_mult),
+                _ => None,
+            }
+        })
+        .collect())
+}
 
 /// `kind key=value ...`: one metadata value per setting group, readable in any safetensors tool.
 /// f32 values are written in their shortest round-trip form, so they read back bit for bit.
@@ -1085,44 +1251,110 @@ impl RunSettings {
 
 impl TrainingState {
     /// A training checkpoint: the network's parameters (PyTorch names) plus this state — the
-    /// optimizer buffers as `optim.state.<i>` (flat, in the engine's arena layout), and the
-    /// epoch, step, RNG position and freeze point in the metadata.
+    /// optimizer buffers as `optim.<param>.<slot>` tensors with their parameter's shape (see
+    /// [`TrainingState::optimizer_state`]), and the epoch, step, RNG position and per-layer
+    /// learning-rate multipliers in the metadata.
     pub fn to_checkpoint(&self, net: &Network) -> Result<crate::checkpoint::Checkpoint> {
         use crate::checkpoint as ck;
         let mut c = net.to_checkpoint()?;
-        for (i, buf) in self.optimizer_state.iter().enumerate() {
-            c.push(ck::NamedTensor::new(format!("{}state.{i}", ck::OPTIM_PREFIX), vec![buf.len()], buf.clone())?)?;
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> = c.tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
+        for (name, values) in &self.optimizer_state {
+            // `<param>.<slot>`: the parameter's shape where the network has it
+            let shape =
+                name.rsplit_once('.').and_then(|(param, _)| shapes.get(param)).filter(|s| s.iter().product::<usize>() == values.len());
+            let shape = shape.cloned().unwrap_or_else(|| vec![values.len()]);
+            c.push(ck::NamedTensor::new(format!("{}{name}", ck::OPTIM_PREFIX), shape, values.clone())?)?;
         }
         c.metadata.insert(ck::OPTIM_STEP_KEY.into(), self.step.to_string());
         c.metadata.insert(ck::TRAIN_EPOCH_KEY.into(), self.epoch.to_string());
         c.metadata.insert(ck::TRAIN_RNG_KEY.into(), ck::rng_state_to_string(&Rng::from_state(self.rng)));
         c.metadata.insert(TRAIN_LOWEST_KEY.into(), self.lowest_trainable.to_string());
-        c.metadata.insert(TRAIN_TRUNK_LR_KEY.into(), self.trunk_lr_mult.to_string());
+        let mults: Vec<String> = self.lr_mults.iter().map(|m| m.map_or("null".into(), |m| m.to_string())).collect();
+        c.metadata.insert(TRAIN_LR_MULTS_KEY.into(), format!("[{}]", mults.join(",")));
         if let Some(run) = &self.run {
             run.write(&mut c.metadata);
         }
         Ok(c)
     }
 
-    /// Reads the state written by [`TrainingState::to_checkpoint`]; `origin` names the file in errors.
+    /// Reads the state written by [`TrainingState::to_checkpoint`]; `origin` names the file in
+    /// errors. States written before parameter groups (optimizer buffers dumped per arena as
+    /// `optim.state.<i>`, a lowest trainable layer and a trunk multiplier) are read too; their
+    /// buffers are cut per parameter when the run resumes ([`Trainer::resume`]), where the
+    /// network's layout is known.
     pub fn from_checkpoint(c: &crate::checkpoint::Checkpoint, origin: &str) -> Result<TrainingState> {
         use crate::checkpoint as ck;
         let get =
             |k: &str| c.metadata.get(k).ok_or_else(|| Error::format(origin, format!("not a training checkpoint: no {k} in the metadata")));
         let num = |k: &str| -> Result<u64> { get(k)?.parse().map_err(|_| Error::format(origin, format!("{k} is not a number"))) };
-        let mut optimizer_state = Vec::new();
-        while let Some(t) = c.get(&format!("{}state.{}", ck::OPTIM_PREFIX, optimizer_state.len())) {
-            optimizer_state.push(t.data.clone());
+        let lowest_trainable = num(TRAIN_LOWEST_KEY)? as usize;
+        let lr_mults = match c.metadata.get(TRAIN_LR_MULTS_KEY) {
+            Some(json) => parse_lr_mults(json, origin)?,
+            None => legacy_lr_mults(c, lowest_trainable, get(TRAIN_TRUNK_LR_KEY)?, origin)?,
+        };
+        if lr_mults.iter().position(Option::is_some) != Some(lowest_trainable) {
+            return Err(Error::format(origin, format!("{TRAIN_LR_MULTS_KEY} disagrees with {TRAIN_LOWEST_KEY} = {lowest_trainable}")));
         }
+        let optimizer_state =
+            c.tensors.iter().filter_map(|t| t.name.strip_prefix(ck::OPTIM_PREFIX).map(|name| (name.to_string(), t.data.clone()))).collect();
         Ok(TrainingState {
             epoch: num(ck::TRAIN_EPOCH_KEY)? as usize,
             step: u32::try_from(num(ck::OPTIM_STEP_KEY)?).map_err(|_| Error::format(origin, "optim.step out of range"))?,
             rng: ck::rng_state_from_str(get(ck::TRAIN_RNG_KEY)?)?.state(),
-            lowest_trainable: num(TRAIN_LOWEST_KEY)? as usize,
-            trunk_lr_mult: get(TRAIN_TRUNK_LR_KEY)?.parse().map_err(|_| Error::format(origin, "bad trunk_lr_mult"))?,
+            lowest_trainable,
+            lr_mults,
             optimizer_state,
             run: RunSettings::read(&c.metadata, origin)?,
         })
+    }
+
+    /// The optimizer state named per parameter. A state read from a file written before
+    /// parameter groups holds the buffers of the head arena and then of the trunk arena's
+    /// trainable suffix (`state.<i>`, each slot of a range in turn); they are cut per parameter
+    /// with `net`'s layout, which is the layout they were written in.
+    fn named_optimizer_state(&self, net: &Network, opt: &Optimizer) -> Result<Vec<(String, Vec<f32>)>> {
+        let legacy: Vec<&Vec<f32>> =
+            (0..).map_while(|i| self.optimizer_state.iter().find(|(n, _)| *n == format!("state.{i}"))).map(|(_, v)| v).collect();
+        if legacy.is_empty() {
+            return Ok(self.optimizer_state.clone());
+        }
+        let slots = state_slots(opt);
+        let t = net.trunk.len();
+        let trunk_start = net.trunk_params.slots.get(self.lowest_trainable).map_or(net.trunk_params.len, |s| s.w);
+        // (arena is head, start) of each saved range, head first
+        let mut ranges = vec![(true, 0usize)];
+        if self.lowest_trainable < t {
+            ranges.push((false, trunk_start));
+        }
+        if legacy.len() != ranges.len() * slots.len() {
+            return Err(Error::invalid(format!(
+                "the saved optimizer state has {} buffers, this optimizer keeps {} for each of {} ranges",
+                legacy.len(),
+                slots.len(),
+                ranges.len()
+            )));
+        }
+        let names = net.module_names();
+        let layers = net.layers();
+        let mut out = Vec::new();
+        for (i, spec) in layers.iter().enumerate() {
+            let (Some(shape), Some(_)) = (spec.weight_shape(), self.lr_mults.get(i).copied().flatten()) else { continue };
+            let head = i >= t;
+            let r =
+                ranges.iter().position(|&(h, _)| h == head).ok_or_else(|| Error::invalid("the saved optimizer state misses a range"))?;
+            let (_, slot) = net.slot(i);
+            for (k, slot_name) in slots.iter().enumerate() {
+                let buf = legacy[r * slots.len() + k];
+                for (param, at, len) in [("weight", slot.w, shape.iter().product::<usize>()), ("bias", slot.b, spec.bias_len())] {
+                    let from = at
+                        .checked_sub(ranges[r].1)
+                        .filter(|&f| f + len <= buf.len())
+                        .ok_or_else(|| Error::invalid("the saved optimizer state does not match this network's layout".to_string()))?;
+                    out.push((format!("{}.{param}.{slot_name}", names[i]), buf[from..from + len].to_vec()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Writes a training checkpoint (temporary file + rename; always f32: Adam's moments would

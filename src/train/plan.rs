@@ -11,10 +11,11 @@
 //!   ─► backward, top layer down to the lowest trainable one:
 //!        dz = da ⊙ f'(·)  │  dW = dzᵀ·input (matmul TN)  │  db = Σ_rows dz  │  da_below = dz·W (NN,
 //!        skipped for the lowest trainable layer: nothing below needs it)
-//!   ─► optimizer: one dispatch over the trainable ranges (head arena, trunk arena suffix), or
-//!      one per range where the device measured that faster
+//!   ─► optimizer: each trainable range (a param group) at its learning rate, two ranges per
+//!      dispatch or one per range, whichever the device measured faster
 //! ```
-//! Frozen layers get no da/dz/grad/moment buffers and no backward dispatches. A dense BCE output
+//! Frozen layers get no grad/moment buffers and no weight-gradient dispatches; below the lowest
+//! trainable layer they get no da/dz buffers and no backward dispatches at all. A dense BCE output
 //! layer trained alone on cached features can take one fused launch for everything up to the
 //! optimizer (`linear_head_bce`), where this device measured it faster.
 
@@ -28,6 +29,7 @@ use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
+use crate::train::groups::{TrainRange, train_ranges};
 
 /// A row-major `[n, ...]` array resident on the GPU in one or more buffers of whole rows, each
 /// within one storage binding (128 MiB on lavapipe): a data set larger than one binding is split
@@ -209,41 +211,46 @@ impl Accumulators {
     }
 }
 
-/// Gradient arenas for the trainable layers (the head, and the trunk from `trunk_start`).
+/// Gradient buffers of the trainable parameters: one per trainable range (a run of adjacent
+/// trainable layers in one arena at one learning rate), laid out like the arena it mirrors.
+/// Frozen layers have no gradient memory.
 pub(crate) struct Grads {
-    pub head: Tensor,
-    pub trunk: Option<Tensor>,
-    /// Element offset in the trunk arena where the trainable range starts.
-    pub trunk_start: usize,
+    pub ranges: Vec<TrainRange>,
+    /// Per range: `[end - start]`.
+    pub bufs: Vec<Tensor>,
 }
 
 impl Grads {
-    pub fn new(gpu: &Gpu, net: &Network, lowest: usize) -> Result<Grads> {
-        let t = net.trunk.len();
-        let head = Tensor::alloc(gpu, &[net.head_params.len], DType::F32, "grads_head")?;
-        let (trunk, trunk_start) = if lowest < t {
-            let start = net.trunk_params.slots[lowest].w;
-            (Some(Tensor::alloc(gpu, &[net.trunk_params.len - start], DType::F32, "grads_trunk")?), start)
-        } else {
-            (None, net.trunk_params.len)
-        };
-        Ok(Grads { head, trunk, trunk_start })
+    /// `mults`: per layer, the learning-rate multiplier of a trainable layer or `None`.
+    pub fn new(gpu: &Gpu, net: &Network, mults: &[Option<f32>]) -> Result<Grads> {
+        let ranges = train_ranges(net, mults);
+        let bufs = ranges
+            .iter()
+            .map(|r| Tensor::alloc(gpu, &[r.end - r.start], DType::F32, if r.head { "grads_head" } else { "grads_trunk" }))
+            .collect::<Result<_>>()?;
+        Ok(Grads { ranges, bufs })
     }
 
     pub fn tensors(&self) -> Vec<&Tensor> {
-        std::iter::once(&self.head).chain(self.trunk.as_ref()).collect()
+        self.bufs.iter().collect()
+    }
+
+    /// The range holding layer `i`'s gradient, if it trains.
+    fn range_of(&self, i: usize) -> Option<usize> {
+        self.ranges.iter().position(|r| r.layers.contains(&i))
+    }
+
+    /// Whether layer `i` has parameters that train (and so a gradient).
+    pub fn has(&self, i: usize) -> bool {
+        self.range_of(i).is_some()
     }
 
     /// The gradient views (dW `[out, in]`, db `[out]`) of layer `i`.
     pub(crate) fn views(&self, net: &Network, i: usize) -> Result<(Tensor, Tensor)> {
         let s = net.layers()[i];
-        let t = net.trunk.len();
-        let (buf, slot, base) = if i >= t {
-            (&self.head, net.head_params.slots[i - t], 0)
-        } else {
-            let g = self.trunk.as_ref().ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
-            (g, net.trunk_params.slots[i], self.trunk_start)
-        };
+        let r = self.range_of(i).ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
+        let (_, slot) = net.slot(i);
+        let (buf, base) = (&self.bufs[r], self.ranges[r].start);
         let shape = s.weight_shape().ok_or_else(|| Error::invalid(format!("layer {i} ({}) has no parameters", s.describe())))?;
         Ok((buf.view(slot.w - base, &shape)?, buf.view(slot.b - base, &[s.bias_len()])?))
     }
@@ -655,7 +662,7 @@ impl Plan {
         // activation, trainable), that layer's bias gradient, in one launch instead of four.
         let top = l - 1;
         let fused_db = match (p.mode, layers[top], p.grads) {
-            (Mode::Train { lowest }, LayerSpec::Dense(_), Some(g)) if fused && top >= lowest && s.dz[top].is_none() => {
+            (Mode::Train { lowest }, LayerSpec::Dense(_), Some(g)) if fused && top >= lowest && g.has(top) && s.dz[top].is_none() => {
                 Some(g.views(net, top)?.1)
             }
             _ => None,
@@ -723,24 +730,28 @@ impl Plan {
                     None
                 };
                 let (chw_in, chw_out) = (in_chw(&spec), spec.out_chw().unwrap_or_default());
+                // a frozen layer above the lowest trainable one only passes the gradient down
+                let trains = grads.has(i);
                 match spec {
                     LayerSpec::Dense(_) => {
-                        let (gw, gb) = grads.views(net, i)?;
-                        match gathered {
-                            Some((src, indices)) => d.push(matmul_dispatch_gathered(
-                                gpu,
-                                &dz,
-                                src,
-                                &gw,
-                                Transpose::TN,
-                                Epilogue::default(),
-                                Gathered::B,
-                                indices,
-                            )?),
-                            None => d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?),
-                        }
-                        if !(i == top && fused_db.is_some()) {
-                            d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                        if trains {
+                            let (gw, gb) = grads.views(net, i)?;
+                            match gathered {
+                                Some((src, indices)) => d.push(matmul_dispatch_gathered(
+                                    gpu,
+                                    &dz,
+                                    src,
+                                    &gw,
+                                    Transpose::TN,
+                                    Epilogue::default(),
+                                    Gathered::B,
+                                    indices,
+                                )?),
+                                None => d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?),
+                            }
+                            if !(i == top && fused_db.is_some()) {
+                                d.push(reduce::col_sum_dispatch(gpu, &dz, &gb)?);
+                            }
                         }
                         if let Some(below) = &below {
                             let (w, _) = net.param_views(i)?;
@@ -748,12 +759,17 @@ impl Plan {
                         }
                     }
                     LayerSpec::Conv2d(c) => {
-                        let (gw, gb) = grads.views(net, i)?;
                         let (w, _) = net.param_views(i)?;
                         let ws = conv.get(i).and_then(Option::as_ref).ok_or_else(|| Error::invalid("convolution without a workspace"))?;
                         let dx = below.as_ref().map(|t| nchw(t, rows, chw_in)).transpose()?;
                         let (x4, dy4) = (nchw(input, rows, chw_in)?, nchw(&dz, rows, chw_out)?);
-                        d.extend(conv::conv2d_backward_dispatches(gpu, &c.shape(rows), &x4, &w, &dy4, dx.as_ref(), &gw, Some(&gb), ws)?);
+                        let shape = c.shape(rows);
+                        if trains {
+                            let (gw, gb) = grads.views(net, i)?;
+                            d.extend(conv::conv2d_backward_dispatches(gpu, &shape, &x4, &w, &dy4, dx.as_ref(), &gw, Some(&gb), ws)?);
+                        } else if let Some(dx) = &dx {
+                            d.extend(conv::conv2d_backward_input_dispatches(gpu, &shape, &x4, &w, &dy4, dx, ws)?);
+                        }
                     }
                     LayerSpec::MaxPool2d(pool) => {
                         if let Some(below) = &below {

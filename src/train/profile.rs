@@ -143,18 +143,17 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     }
     let gpu = trainer.gpu.clone();
     let reps = opts.reps.max(1);
-    let lowest = trainer.lowest_trainable(net, data, freeze)?;
-    let lr_mult = if lowest == 0 && freeze == Freeze::All { cfg.trunk_lr_mult } else { 1.0 };
+    let lr_mults = trainer.layer_lr_mults(net, data, freeze)?;
 
     // The same setup as Trainer::run, without validation.
     let train = DeviceData::upload(&gpu, data)?;
-    let sb = StepBuffers::new(&gpu, net, &train, cfg, lowest)?;
+    let sb = StepBuffers::new(&gpu, net, &train, cfg, &lr_mults)?;
     let b = sb.b;
     sb.acc.reset(&gpu)?;
     sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
     let inputs = sb.inputs(net, &train, cfg);
     let plan = Plan::build(&gpu, &inputs, b)?;
-    let optim = trainer.optimizer(net, &sb.grads, lr_mult, false)?;
+    let optim = trainer.optimizer(net, &sb.grads, false)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
