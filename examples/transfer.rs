@@ -4,6 +4,7 @@
 //!
 //! cargo run --example transfer
 use headswap::data::synthetic::{scenes_task_b, shapes_task_a};
+use headswap::kernels::metrics::OrNa;
 use headswap::nn::{Head, Network};
 use headswap::train::{Freeze, Optimizer, TrainConfig, Trainer};
 use headswap::{Gpu, Result};
@@ -17,7 +18,7 @@ fn main() -> Result<()> {
     let mut net = Network::new(&gpu, &[256, 128, 64], Head::classes(8), 42)?;
     let sgd = TrainConfig { optimizer: Optimizer::sgd(0.05).momentum(0.9), batch_size: 64, ..TrainConfig::default() };
     let report = Trainer::new(&gpu, sgd).fit(&mut net, &task_a, 10)?;
-    println!("task A: train accuracy {:.1}%", 100.0 * report.last().map_or(0.0, |e| e.train.score()));
+    println!("task A: train accuracy {:.1}%", 100.0 * report.last().and_then(|e| e.train.score()).unwrap_or(0.0));
 
     // Head-swap: a fresh 4-label sigmoid head; the trunk stays on the GPU untouched.
     let swap = net.swap_head(Head::labels(4), 7)?;
@@ -38,10 +39,10 @@ fn main() -> Result<()> {
     let alone = trainer.evaluate(&scratch, &test_b)?;
 
     println!("fine-tune: {} dispatches per step, cached trunk features: {}", ft.dispatches_per_step, ft.cached_features);
-    println!("task B mean F1 with transfer: {:.3}", transfer.score());
-    println!("task B mean F1 from scratch:  {:.3}", alone.score());
+    println!("task B mean F1 with transfer: {:.3}", OrNa(transfer.score())); // n/a if no label could be scored
+    println!("task B mean F1 from scratch:  {:.3}", OrNa(alone.score()));
     if let Some(labels) = transfer.labels {
-        println!("per-label F1 with transfer: {:?}", labels.f1.iter().map(|f| format!("{f:.2}")).collect::<Vec<_>>());
+        println!("per-label F1 with transfer: {:?}", labels.f1.iter().map(|&f| format!("{:.2}", OrNa(f))).collect::<Vec<_>>());
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use crate::data::{self, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::Activation;
+use crate::kernels::metrics::OrNa;
 use crate::nn::{Head, Network};
 use crate::train::{Freeze, Optimizer, TrainConfig, Trainer};
 use std::path::PathBuf;
@@ -76,8 +77,12 @@ impl DemoConfig {
 pub struct DemoRow {
     pub size: usize,
     pub method: &'static str,
-    pub mean_f1: f64,
-    pub per_label_f1: Vec<f64>,
+    /// Mean F1 over the labels that have one; `None` (n/a) when none has (see [`LabelMetrics`]).
+    ///
+    /// [`LabelMetrics`]: crate::kernels::metrics::LabelMetrics
+    pub mean_f1: Option<f64>,
+    /// F1 per label; `None` (n/a) for a label with no known positive and none predicted.
+    pub per_label_f1: Vec<Option<f64>>,
     pub seconds: f64,
     /// Training samples per second over the run (epochs × examples / time).
     pub samples_per_sec: f64,
@@ -313,9 +318,9 @@ impl DemoReport {
         if self.trunk.contains("conv2d") { "cnn" } else { "mlp" }
     }
 
-    /// The best mean F1 at `size` for `method`.
+    /// The mean F1 at `size` for `method`: `None` without such a row, or when its mean F1 is n/a.
     pub fn f1(&self, size: usize, method: &str) -> Option<f64> {
-        self.rows.iter().find(|r| r.size == size && r.method == method).map(|r| r.mean_f1)
+        self.rows.iter().find(|r| r.size == size && r.method == method).and_then(|r| r.mean_f1)
     }
 
     pub fn to_json(&self) -> String {
@@ -363,8 +368,11 @@ impl std::fmt::Display for DemoReport {
                 writeln!(f)?;
             }
             last = r.size;
-            let per: String = r.per_label_f1.iter().map(|v| format!(" {v:>8.3}")).collect();
-            writeln!(f, "{:>6}  {:<38} {:>7.3}{} {:>7.1}s {:>10.0}", r.size, r.method, r.mean_f1, per, r.seconds, r.samples_per_sec)?;
+            let per: String = r.per_label_f1.iter().map(|&v| format!(" {:>8.3}", OrNa(v))).collect();
+            writeln!(f, "{:>6}  {:<38} {:>7.3}{} {:>7.1}s {:>10.0}", r.size, r.method, OrNa(r.mean_f1), per, r.seconds, r.samples_per_sec)?;
+        }
+        if self.rows.iter().any(|r| r.mean_f1.is_none() || r.per_label_f1.contains(&None)) {
+            writeln!(f, "\nn/a: F1 is undefined for a label no held-out example has and none was predicted to have; means leave it out")?;
         }
         Ok(())
     }
@@ -405,7 +413,7 @@ pub fn side_by_side(reports: &[DemoReport]) -> String {
             let cells: String = reports
                 .iter()
                 .map(|r| match r.rows.iter().find(|x| x.size == size && x.method == method) {
-                    Some(x) => format!("{:>22}", format!("{:.3} ({:.0}/s)", x.mean_f1, x.samples_per_sec)),
+                    Some(x) => format!("{:>22}", format!("{:.3} ({:.0}/s)", OrNa(x.mean_f1), x.samples_per_sec)),
                     None => format!("{:>22}", "-"),
                 })
                 .collect();
@@ -413,4 +421,58 @@ pub fn side_by_side(reports: &[DemoReport]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_with(mean_f1: Option<f64>, per_label_f1: Vec<Option<f64>>) -> DemoReport {
+        DemoReport {
+            adapter: "test".into(),
+            trunk: "dense".into(),
+            data: "hand-made".into(),
+            task_a_examples: 1,
+            task_a_test_accuracy: 1.0,
+            task_a_seconds: 1.0,
+            task_a_samples_per_sec: 1.0,
+            task_a_loss: vec![],
+            label_names: vec!["a".into(), "b".into()],
+            test_examples: 10,
+            rows: vec![DemoRow {
+                size: 40,
+                method: HEAD_ONLY,
+                mean_f1,
+                per_label_f1,
+                seconds: 1.0,
+                samples_per_sec: 1.0,
+                train_loss: vec![],
+            }],
+        }
+    }
+
+    /// An undefined F1 is shown as n/a (text) and null (JSON), never as 0.
+    #[test]
+    fn undefined_f1_is_na_in_the_table_and_null_in_json() {
+        let r = report_with(Some(0.75), vec![Some(0.75), None]);
+        let text = r.to_string();
+        let row = text.lines().find(|l| l.contains(HEAD_ONLY)).unwrap();
+        assert!(row.contains("  0.750    0.750      n/a "), "{row:?}");
+        assert!(text.contains("n/a: F1 is undefined"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["results"][0]["per_label_f1"], serde_json::json!([0.75, null]));
+        assert_eq!(json["results"][0]["mean_f1"], serde_json::json!(0.75));
+
+        let none = report_with(None, vec![None, None]);
+        let row = none.to_string().lines().find(|l| l.contains(HEAD_ONLY)).unwrap().to_string();
+        assert!(row.contains("    n/a      n/a      n/a "), "{row:?}");
+        assert!(!row.contains("0.000"), "{row:?}");
+        assert_eq!(none.f1(40, HEAD_ONLY), None);
+        let json: serde_json::Value = serde_json::from_str(&none.to_json()).unwrap();
+        assert!(json["results"][0]["mean_f1"].is_null());
+        assert!(side_by_side(&[none]).contains("n/a (1/s)"));
+
+        // All defined: no footnote.
+        assert!(!report_with(Some(0.5), vec![Some(0.5), Some(0.5)]).to_string().contains("n/a"));
+    }
 }

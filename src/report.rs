@@ -19,6 +19,7 @@
 
 use crate::demo::DemoReport;
 use crate::error::{Error, Result};
+use crate::kernels::metrics::OrNa;
 use crate::train::FitReport;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
@@ -380,7 +381,8 @@ pub fn training_curves(path: &Path, title: &str, report: &FitReport) -> Result<(
     } else {
         None
     };
-    let score = |m: &crate::train::Metrics| m.labels.as_ref().map(|l| l.mean_f1).or(m.accuracy);
+    // An epoch whose mean F1 is n/a (no label could be scored) has no point.
+    let score = |m: &crate::train::Metrics| m.score();
 
     let mut losses = vec![Line::new("training", color(0), false, report.epochs.iter().map(|e| (x(e), e.train.loss)))];
     let mut scores = vec![Line::new("training", color(0), false, report.epochs.iter().filter_map(|e| score(&e.train).map(|s| (x(e), s))))];
@@ -411,8 +413,9 @@ pub fn training_curves(path: &Path, title: &str, report: &FitReport) -> Result<(
 // ---------------------------------------------------------------------------------------------
 // Per-label F1 bars
 
-/// Bars of `series` (name, colour, one value per label) grouped by label.
-fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(String, RGBColor, Vec<f64>)]) -> Result<()> {
+/// Bars of `series` (name, colour, one value per label) grouped by label; an undefined value
+/// (`None`, or not finite) is written "n/a" where its bar would stand, never drawn as a zero bar.
+fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(String, RGBColor, Vec<Option<f64>>)]) -> Result<()> {
     let n = label_names.len();
     let m = series.len().max(1);
     let width = (260 + n * m * 56).clamp(760, 2400) as u32;
@@ -424,7 +427,7 @@ fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(Str
     } else {
         Vec::new()
     };
-    let hi = series.iter().flat_map(|s| s.2.iter().copied()).filter(|v| v.is_finite()).fold(1.0f64, f64::max);
+    let hi = series.iter().flat_map(|s| s.2.iter().flatten().copied()).filter(|v| v.is_finite()).fold(1.0f64, f64::max);
     let names = label_names.to_vec();
     let title = if title.is_empty() { "per-label F1" } else { title };
     render_png(path, (width, 620), |root| {
@@ -456,17 +459,17 @@ fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(Str
         let bar = group / m as f64;
         for (j, (_, c, values)) in series.iter().enumerate() {
             let left = |i: usize| i as f64 - group / 2.0 + j as f64 * bar;
-            let finite = || values.iter().enumerate().filter(|(_, v)| v.is_finite());
+            let finite = || values.iter().enumerate().filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (i, v)));
             chart.draw_series(
-                finite().map(|(i, &v)| Rectangle::new([(left(i) + 0.01, 0.0), (left(i) + bar - 0.01, v.max(0.0))], c.filled())),
+                finite().map(|(i, v)| Rectangle::new([(left(i) + 0.01, 0.0), (left(i) + bar - 0.01, v.max(0.0))], c.filled())),
             )?;
             if show_values {
-                chart.draw_series(finite().map(|(i, &v)| {
+                chart.draw_series(finite().map(|(i, v)| {
                     Text::new(format!("{v:.2}"), (left(i) + bar / 2.0, v.max(0.0)), font(14).pos(Pos::new(HPos::Center, VPos::Bottom)))
                 }))?;
             }
-            // A missing value (NaN) is marked rather than silently drawn as zero.
-            chart.draw_series(values.iter().enumerate().filter(|(_, v)| !v.is_finite()).map(|(i, _)| {
+            // An undefined value is marked rather than silently drawn as zero.
+            chart.draw_series(values.iter().enumerate().filter(|(_, v)| !v.is_some_and(f64::is_finite)).map(|(i, _)| {
                 Text::new("n/a".to_string(), (left(i) + bar / 2.0, 0.0), font(14).pos(Pos::new(HPos::Center, VPos::Bottom)))
             }))?;
         }
@@ -474,11 +477,12 @@ fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(Str
     })
 }
 
-/// Draws one bar per label (its F1) into the PNG at `path`.
+/// Draws one bar per label (its F1) into the PNG at `path`; a label whose F1 is `None` (n/a: no
+/// known positive and none predicted) gets "n/a" instead of a bar.
 ///
 /// Errors: [`Error::InvalidInput`] when there are no labels or `f1` does not have one value per
 /// label; [`Error::Io`] (with the path) when the file cannot be written.
-pub fn label_f1_bars(path: &Path, title: &str, label_names: &[String], f1: &[f64]) -> Result<()> {
+pub fn label_f1_bars(path: &Path, title: &str, label_names: &[String], f1: &[Option<f64>]) -> Result<()> {
     if label_names.is_empty() {
         return Err(Error::invalid("label_f1_bars: no labels"));
     }
@@ -650,24 +654,31 @@ fn index_html(report: &DemoReport, sizes: &[usize], figures: &[(String, String)]
         report.test_examples
     ));
 
-    h.push_str("<h2>Results</h2>\n<p>The best mean F1 at each task-B size is in bold.</p>\n<table>\n<tr><th>task-B examples</th><th class=\"text\">method</th><th>mean F1</th>");
+    h.push_str("<h2>Results</h2>\n<p>The best mean F1 at each task-B size is in bold.");
+    if report.rows.iter().any(|r| r.mean_f1.is_none() || r.per_label_f1.contains(&None)) {
+        h.push_str(" n/a: F1 is undefined for a label no held-out example has and none was predicted to have; means leave it out.");
+    }
+    h.push_str("</p>\n<table>\n<tr><th>task-B examples</th><th class=\"text\">method</th><th>mean F1</th>");
     for l in &labels {
         h.push_str(&format!("<th>F1 {l}</th>"));
     }
     h.push_str("<th>time (s)</th><th>samples/s</th><th>epochs</th></tr>\n");
     for &size in sizes {
         let rows: Vec<_> = report.rows.iter().filter(|r| r.size == size).collect();
-        let best = rows.iter().map(|r| r.mean_f1).filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+        let best = rows.iter().filter_map(|r| r.mean_f1).filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
         for (i, r) in rows.iter().enumerate() {
-            let mean = if r.mean_f1 == best { format!("<b>{:.3}</b>", r.mean_f1) } else { format!("{:.3}", r.mean_f1) };
+            let mean = match r.mean_f1 {
+                Some(v) if v == best => format!("<b>{v:.3}</b>"),
+                v => format!("{:.3}", OrNa(v)),
+            };
             h.push_str(&format!(
                 "<tr{}><td>{}</td><td class=\"text\">{}</td><td>{mean}</td>",
                 if i == 0 { " class=\"first\"" } else { "" },
                 r.size,
                 esc(r.method)
             ));
-            for v in &r.per_label_f1 {
-                h.push_str(&format!("<td>{v:.3}</td>"));
+            for &v in &r.per_label_f1 {
+                h.push_str(&format!("<td>{:.3}</td>", OrNa(v)));
             }
             h.push_str(&format!("<td>{:.1}</td><td>{:.0}</td><td>{}</td></tr>\n", r.seconds, r.samples_per_sec, r.train_loss.len()));
         }
@@ -727,7 +738,7 @@ pub fn demo_report(dir: &Path, report: &DemoReport) -> Result<Vec<PathBuf>> {
 
     let ends = if sizes.len() > 1 { vec![sizes[0], sizes[sizes.len() - 1]] } else { vec![sizes[0]] };
     for (n, &size) in ends.iter().enumerate() {
-        let series: Vec<(String, RGBColor, Vec<f64>)> = methods
+        let series: Vec<(String, RGBColor, Vec<Option<f64>>)> = methods
             .iter()
             .enumerate()
             .filter_map(|(i, &m)| {
@@ -768,4 +779,49 @@ pub fn demo_report(dir: &Path, report: &DemoReport) -> Result<Vec<PathBuf>> {
     write_atomic(&index, index_html(report, &sizes, &figures).as_bytes())?;
     written.push(index);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{DemoRow, HEAD_ONLY, SCRATCH};
+
+    /// An undefined F1 reads n/a in the table, is never the bold best, and is no point of the
+    /// mean-F1 chart (it is not drawn as 0).
+    #[test]
+    fn undefined_f1_is_na_in_the_table_and_missing_from_charts() {
+        let row = |method, mean_f1, per_label_f1| DemoRow {
+            size: 40,
+            method,
+            mean_f1,
+            per_label_f1,
+            seconds: 1.0,
+            samples_per_sec: 1.0,
+            train_loss: vec![0.5, 0.4],
+        };
+        let report = DemoReport {
+            adapter: "test".into(),
+            trunk: "dense".into(),
+            data: "hand-made".into(),
+            task_a_examples: 1,
+            task_a_test_accuracy: 1.0,
+            task_a_seconds: 1.0,
+            task_a_samples_per_sec: 1.0,
+            task_a_loss: vec![0.7],
+            label_names: vec!["a".into(), "b".into()],
+            test_examples: 10,
+            rows: vec![row(HEAD_ONLY, Some(0.25), vec![Some(0.25), None]), row(SCRATCH, None, vec![None, None])],
+        };
+        let html = index_html(&report, &[40], &[]);
+        assert!(html.contains("<td><b>0.250</b></td><td>0.250</td><td>n/a</td>"), "{html}");
+        assert!(html.contains("<td>n/a</td><td>n/a</td><td>n/a</td>"), "{html}");
+        assert!(!html.contains("0.000") && html.contains("n/a: F1 is undefined"), "{html}");
+        assert_eq!(report.f1(40, SCRATCH), None);
+
+        let dir = std::env::temp_dir().join(format!("headswap-report-na-{}", std::process::id()));
+        let written = demo_report(&dir, &report).unwrap();
+        assert_eq!(written.len(), 4);
+        label_f1_bars(&dir.join("bars.png"), "", &report.label_names, &[None, Some(0.5)]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -419,8 +419,8 @@ fn d_tables_and_ratios_read_cleanly() {
     let row = |method: &'static str| headswap::demo::DemoRow {
         size: 40,
         method,
-        mean_f1: 0.5,
-        per_label_f1: vec![0.5; 4],
+        mean_f1: Some(0.5),
+        per_label_f1: vec![Some(0.5); 4],
         seconds: 1.0,
         samples_per_sec: 100.0,
         train_loss: vec![],

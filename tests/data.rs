@@ -8,7 +8,7 @@ use std::path::Path;
 
 use headswap::Error;
 use headswap::data::synthetic::{self, Shape};
-use headswap::data::{Channels, Dataset, ImageOptions, Targets, digits, image_folder, manifest, tensor_file};
+use headswap::data::{Channels, Dataset, ImageOptions, LoadReport, SkipReason, Targets, digits, image_folder, manifest, tensor_file};
 
 fn classes(ds: &Dataset) -> &[u32] {
     match &ds.targets {
@@ -305,6 +305,121 @@ fn image_folder_errors_name_the_problem() {
     assert!(matches!(&e, Error::Io { path, .. } if path.contains("none.png")), "{e:?}");
 }
 
+/// The gray level of each 1×1 image, in the order loaded (each test image has its own level).
+fn levels(ds: &Dataset) -> Vec<u8> {
+    ds.x.iter().map(|v| (v * 255.0).round() as u8).collect()
+}
+
+/// Class folders are walked into their sub-folders, as torchvision's `ImageFolder` does, in its
+/// order (folders by path text, files by name); what is passed over is reported with why.
+#[test]
+fn image_folder_walks_sub_folders_and_reports_what_it_skipped() {
+    let t = TempDir::new("folder-walk");
+    let root = t.path();
+    for d in ["cat/sub/deeper", "cat/sub-x", "cat/.hidden", "dog/only/deep", ".git"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (file, v) in [
+        ("cat/b.png", 10),
+        ("cat/a.png", 20),
+        ("cat/sub/c.png", 30),
+        ("cat/sub/deeper/d.png", 40),
+        ("cat/sub-x/e.PNG", 50),
+        ("cat/.hidden/f.png", 1),
+        ("dog/only/deep/h.png", 60),
+        (".git/i.png", 2),
+    ] {
+        write_gray_png(&root.join(file), 1, 1, v);
+    }
+    std::fs::write(root.join("cat/.DS_Store"), "x").unwrap();
+    std::fs::write(root.join("cat/sub/notes.txt"), "x").unwrap();
+    std::fs::write(root.join("cat/sub/g.bmp"), "x").unwrap();
+    std::fs::write(root.join("readme.txt"), "x").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("cat"), root.join("cat/sub/loop")).unwrap();
+
+    let (ds, report) = image_folder::load_with_report(root, &ImageOptions::gray(1, 1)).unwrap();
+    assert_eq!(ds.label_names, vec!["cat", "dog"]);
+    assert_eq!(classes(&ds), &[0, 0, 0, 0, 0, 1]);
+    // "cat/sub-x" sorts before "cat/sub/deeper" as text ('-' < '/'), as in torchvision.
+    assert_eq!(levels(&ds), vec![20, 10, 30, 50, 40, 60]);
+    assert_eq!(image_folder::load(root, &ImageOptions::gray(1, 1)).unwrap(), ds);
+
+    assert_eq!(report.examples, 6);
+    assert!(!report.multi_label);
+    let counts: Vec<(&str, usize)> = report.outputs.iter().map(|o| (o.name.as_str(), o.count)).collect();
+    assert_eq!(counts, vec![("cat", 5), ("dog", 1)]);
+    let skipped: Vec<(String, SkipReason)> =
+        report.skipped.iter().map(|s| (s.path.strip_prefix(root).unwrap().display().to_string(), s.reason)).collect();
+    let mut want = vec![
+        (".git".to_string(), SkipReason::Hidden),
+        ("readme.txt".into(), SkipReason::NotInClassFolder),
+        ("cat/.hidden".into(), SkipReason::Hidden),
+        ("cat/.DS_Store".into(), SkipReason::Hidden),
+        ("cat/sub/g.bmp".into(), SkipReason::UnsupportedImage),
+        ("cat/sub/notes.txt".into(), SkipReason::NotAnImage),
+    ];
+    if cfg!(unix) {
+        want.insert(3, ("cat/sub/loop".into(), SkipReason::LinkCycle));
+    }
+    assert_eq!(skipped, want);
+    let line = report.to_string();
+    assert!(line.starts_with("6 examples: cat 5, dog 1; skipped "), "{line}");
+    assert!(line.contains("readme.txt (not in a class folder)") && line.contains(", and "), "{line}");
+    assert!(!line.contains(&root.display().to_string()), "paths are shown relative to the root: {line}");
+
+    // A class whose only files are passed over is an error that says what was passed over.
+    std::fs::create_dir(root.join("emu")).unwrap();
+    std::fs::write(root.join("emu/e.webp"), "x").unwrap();
+    let m = msg(image_folder::load(root, &ImageOptions::gray(1, 1)).unwrap_err());
+    assert!(m.contains("\"emu\"") && m.contains("sub-folders") && m.contains("e.webp (image type not decoded"), "{m}");
+}
+
+/// The order matches torchvision's `make_dataset` (its walk, re-run in Python), on names that
+/// sort differently as paths and as text.
+#[test]
+fn image_folder_order_matches_torchvision_walk() {
+    let t = TempDir::new("folder-order");
+    let root = t.path();
+    let files = ["c/z.png", "c/a.png", "c/b/x.png", "c/b-1/x.png", "c/b.2/x.png", "c/B/x.png", "c/b/a/x.png", "c/b0/x.png", "d/x.png"];
+    for (i, f) in files.iter().enumerate() {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_gray_png(&p, 1, 1, 10 + i as u8);
+    }
+    let ds = image_folder::load(root, &ImageOptions::gray(1, 1)).unwrap();
+    let ours: Vec<&str> = levels(&ds).iter().map(|&v| files[(v - 10) as usize]).collect();
+    // torchvision.datasets.folder.make_dataset, with its walk and extension rule.
+    let script = [
+        "import os, sys",
+        "root = sys.argv[1]",
+        "exts = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')",
+        "for c in sorted(e.name for e in os.scandir(root) if e.is_dir()):",
+        "    for r, _, names in sorted(os.walk(os.path.join(root, c), followlinks=True)):",
+        "        for n in sorted(names):",
+        "            if n.lower().endswith(exts):",
+        "                print(os.path.relpath(os.path.join(r, n), root))",
+    ]
+    .join("\n");
+    match std::process::Command::new("python3").args(["-c", &script]).arg(root).output() {
+        Ok(out) => {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let theirs: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+            assert_eq!(ours, theirs);
+        }
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "skipped: image_folder_order_matches_torchvision_walk's Python check: python3: {e}");
+        }
+    }
+    // Without Python, the order the rule gives (paths sorted as text, files by name).
+    // ("c/b-1" and "c/b.2" before "c/b/a": '-' and '.' sort before '/').
+    assert_eq!(
+        ours,
+        ["c/a.png", "c/z.png", "c/B/x.png", "c/b/x.png", "c/b-1/x.png", "c/b.2/x.png", "c/b/a/x.png", "c/b0/x.png", "d/x.png"]
+    );
+}
+
 // ---------------------------------------------------------------- manifests
 
 #[test]
@@ -336,6 +451,36 @@ fn manifest_round_trip() {
     assert!(ds.row(2).unwrap().iter().all(|&v| (v - 1.0).abs() < 1e-3));
     let (_, mask) = ds.labels_and_mask().unwrap();
     assert_eq!(mask, vec![1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+
+    // What was read: per label the known positives and the unknowns; a manifest skips nothing.
+    let (same, report) = manifest::load_with_report(&csv, &ImageOptions::gray(4, 4)).unwrap();
+    assert_eq!(same.x, ds.x);
+    assert!(report.multi_label && report.skipped.is_empty());
+    let counts: Vec<(&str, usize, usize)> = report.outputs.iter().map(|o| (o.name.as_str(), o.count, o.unknown)).collect();
+    assert_eq!(counts, vec![("pedestrian", 1, 1), ("car", 1, 1), ("stop sign", 1, 2)]);
+    assert_eq!(report.to_string(), "3 examples; positives per label: pedestrian 1 (1 unknown), car 1 (1 unknown), stop sign 1 (2 unknown)");
+}
+
+/// A report for any data set: unnamed outputs are named by index, and long lists are cut.
+#[test]
+fn load_report_of_any_data_set() {
+    let mut ds = synthetic::shapes_task_a(40, 8, 1);
+    ds.label_names.clear();
+    let r = LoadReport::of(&ds, Path::new("mem"));
+    assert_eq!(r.outputs.len(), 8);
+    assert_eq!(r.outputs.iter().map(|o| o.count).sum::<usize>(), 40);
+    assert_eq!(r.outputs[3].name, "3");
+    assert!(r.to_string().starts_with("40 examples: 0 "), "{r}");
+    let many = Dataset {
+        x: vec![0.0; 20],
+        n: 20,
+        d: 1,
+        input_shape: vec![1],
+        targets: Targets::Classes { y: (0..20).collect(), num_classes: 20 },
+        label_names: Vec::new(),
+    };
+    let line = LoadReport::of(&many, Path::new("")).to_string();
+    assert!(line.ends_with("10 1, 11 1, and 8 more classes"), "{line}");
 }
 
 #[test]
@@ -444,8 +589,43 @@ fn tensor_file_reads_u8_and_integer_classes() {
     let u32y: Vec<u8> = [1u32, 1, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
     write_st(&p, &[("x", Dtype::U8, vec![3, 8], x.clone()), ("y", Dtype::U32, vec![3], u32y)], &[]);
     assert_eq!(classes(&tensor_file::load(&p).unwrap()), &[1, 1, 0]);
-    write_st(&p, &[("x", Dtype::U8, vec![3, 8], x), ("y", Dtype::U8, vec![3], vec![0, 9, 3])], &[]);
-    assert_eq!(tensor_file::load(&p).unwrap().num_outputs(), 10);
+    write_st(&p, &[("x", Dtype::U8, vec![3, 8], x), ("y", Dtype::U8, vec![3], vec![0, 2, 1])], &[]);
+    assert_eq!(tensor_file::load(&p).unwrap().num_outputs(), 3);
+}
+
+/// One stray class index (9 among 0–3) must not silently make a 10-class head: without
+/// `num_classes` a gap in the classes is refused, saying how to give the count; with it the file
+/// loads with that many classes.
+#[test]
+fn tensor_file_refuses_a_stray_class_unless_num_classes_is_given() {
+    use safetensors::Dtype;
+    let t = TempDir::new("st-stray");
+    let p = t.path().join("stray.safetensors");
+    let x: Vec<u8> = vec![0; 6 * 4];
+    let y = vec![0u8, 1, 2, 3, 9, 1];
+    write_st(&p, &[("x", Dtype::U8, vec![6, 4], x.clone()), ("y", Dtype::U8, vec![6], y.clone())], &[]);
+    let e = tensor_file::load(&p).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    let m = msg(e);
+    for needle in ["stray.safetensors", "up to 9", "class 4–8", "10-class", "num_classes", "metadata={\"num_classes\": \"10\"}"] {
+        assert!(m.contains(needle), "{m:?} does not mention {needle:?}");
+    }
+    // Several gaps are listed as ranges.
+    write_st(&p, &[("x", Dtype::U8, vec![6, 4], x.clone()), ("y", Dtype::U8, vec![6], vec![0, 2, 5, 7, 8, 12])], &[]);
+    let m = msg(tensor_file::load(&p).unwrap_err());
+    assert!(m.contains("no example has class 1, 3–4, 6, 9–11;"), "{m}");
+    // Given the count, the same classes load, the empty ones included.
+    write_st(&p, &[("x", Dtype::U8, vec![6, 4], x.clone()), ("y", Dtype::U8, vec![6], y.clone())], &[("num_classes", "10")]);
+    let ds = tensor_file::load(&p).unwrap();
+    assert_eq!(ds.num_outputs(), 10);
+    assert_eq!(classes(&ds), &[0, 1, 2, 3, 9, 1]);
+    // A data set saved by headswap records its count, so one with empty classes reads back.
+    let back = t.path().join("saved.safetensors");
+    tensor_file::save(&back, &ds).unwrap();
+    assert_eq!(tensor_file::load(&back).unwrap(), ds);
+    // No gap: no key needed.
+    write_st(&p, &[("x", Dtype::U8, vec![6, 4], x), ("y", Dtype::U8, vec![6], vec![3, 1, 2, 0, 0, 1])], &[]);
+    assert_eq!(tensor_file::load(&p).unwrap().num_outputs(), 4);
 }
 
 #[test]

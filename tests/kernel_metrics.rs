@@ -174,17 +174,57 @@ fn confusion_accumulates_over_launches() {
     let expected: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
     let got = counts.download_u32(&gpu).unwrap();
     assert_eq!(got, expected);
-    // the host-side scores from those counts
+    // the host-side scores from those counts; sklearn's zero_division=np.nan: an undefined
+    // score is None and left out of the mean
     let s = LabelMetrics::from_counts(&got, k).unwrap();
+    let div = |n: f64, d: f64| (d > 0.0).then(|| n / d);
     for l in 0..k {
         let [tp, fp, tn, fneg] = [got[4 * l], got[4 * l + 1], got[4 * l + 2], got[4 * l + 3]].map(|v| v as f64);
-        let p = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
-        let r = if tp + fneg > 0.0 { tp / (tp + fneg) } else { 0.0 };
-        let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
-        assert!((s.precision[l] - p).abs() < 1e-12 && (s.recall[l] - r).abs() < 1e-12 && (s.f1[l] - f1).abs() < 1e-12);
-        assert!((s.accuracy[l] - (tp + tn) / (tp + fp + tn + fneg)).abs() < 1e-12);
+        let (p, r) = (div(tp, tp + fp), div(tp, tp + fneg));
+        let f1 = match (p, r) {
+            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+            (None, None) => None,
+            _ => Some(0.0),
+        };
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+            (a, b) => a == b,
+        };
+        assert!(close(s.precision[l], p) && close(s.recall[l], r) && close(s.f1[l], f1), "label {l}: {s:?}");
+        assert!(close(s.accuracy[l], div(tp + tn, tp + fp + tn + fneg)));
     }
-    assert!((s.mean_f1 - s.f1.iter().sum::<f64>() / k as f64).abs() < 1e-12);
+    let defined: Vec<f64> = s.f1.iter().flatten().copied().collect();
+    assert!((s.mean_f1.unwrap() - defined.iter().sum::<f64>() / defined.len() as f64).abs() < 1e-12);
+}
+
+/// Labels that no pass could score, counted on the GPU: one with every target unknown, one
+/// whose known targets are all negative and never predicted positive. Their F1 is n/a (None),
+/// not 0, and the mean F1 is the mean over the labels that have one.
+#[test]
+fn labels_without_positives_are_na_not_zero() {
+    let gpu = gpu();
+    let (m, k) = (7, 3);
+    let mut logits = Vec::new();
+    let mut targets = Vec::new();
+    for i in 0..m {
+        // label 0: alternating positives, all predicted right; label 1: all unknown; label 2:
+        // all negative, predicted negative
+        let y0 = (i % 2) as f32;
+        logits.extend([4.0 * y0 - 2.0, 3.0, -1.0]);
+        targets.extend([y0, f32::NAN, 0.0]);
+    }
+    let counts = Tensor::from_u32(&gpu, &[k, 4], &[0; 12]).unwrap();
+    metrics::label_confusion(&gpu, &upload(&gpu, &[m, k], &logits), &upload(&gpu, &[m, k], &targets), 0.5, &counts).unwrap();
+    let got = counts.download_u32(&gpu).unwrap();
+    assert_eq!(got, reference::metrics::label_confusion(&to_f64(&logits), &to_f64(&targets), m, k, 0.5));
+    assert_eq!(got, vec![3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 7, 0]);
+    let s = LabelMetrics::from_counts(&got, k).unwrap();
+    assert_eq!(s.f1, vec![Some(1.0), None, None]);
+    assert_eq!(s.mean_f1, Some(1.0), "undefined labels would drag a mean of 0.333");
+    assert_eq!((s.precision[2], s.recall[2], s.accuracy[2]), (None, None, Some(1.0)));
+    assert_eq!((s.precision[1], s.recall[1], s.accuracy[1]), (None, None, None));
+    assert_eq!(s.support, vec![7, 0, 7]);
+    assert_eq!(s.scored_labels(), 1);
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn scratch(name: &str) -> PathBuf {
 
 fn labels(f1: Vec<f64>) -> LabelMetrics {
     let mean = f1.iter().sum::<f64>() / f1.len() as f64;
-    LabelMetrics { mean_f1: mean, f1, ..Default::default() }
+    LabelMetrics { mean_f1: Some(mean), f1: f1.into_iter().map(Some).collect(), ..Default::default() }
 }
 
 fn fit_report(epochs: usize, label_head: bool, validation: bool) -> FitReport {
@@ -58,12 +58,13 @@ fn demo_report() -> DemoReport {
         for (m, method) in [HEAD_ONLY, FINE_TUNE_ALL, SCRATCH].into_iter().enumerate() {
             let base = 0.45 + 0.15 * s as f64 - if m == 2 { 0.25 - 0.08 * s as f64 } else { 0.03 * m as f64 };
             let per_label_f1: Vec<f64> = (0..4).map(|l| (base + 0.05 * l as f64).min(1.0)).collect();
+            let mean_f1 = Some(per_label_f1.iter().sum::<f64>() / 4.0);
             let epochs = 40 - 10 * s;
             rows.push(DemoRow {
                 size,
                 method,
-                mean_f1: per_label_f1.iter().sum::<f64>() / 4.0,
-                per_label_f1,
+                mean_f1,
+                per_label_f1: per_label_f1.into_iter().map(Some).collect(),
                 seconds: 1.0 + s as f64,
                 samples_per_sec: 5000.0,
                 train_loss: (0..epochs).map(|e| 0.69 * (-(e as f64) / (8.0 + 4.0 * m as f64)).exp() + 0.1).collect(),
@@ -141,7 +142,7 @@ fn label_bars() {
     let dir = scratch("bars");
     let names: Vec<String> = ["digit 2", "digit 3", "digit 5", "digit 7"].iter().map(|s| s.to_string()).collect();
     let path = dir.join("f1.png");
-    report::label_f1_bars(&path, "per-label F1", &names, &[0.91, 0.5, 0.0, f64::NAN]).unwrap();
+    report::label_f1_bars(&path, "per-label F1", &names, &[Some(0.91), Some(0.5), Some(0.0), None]).unwrap();
     check_png(&path);
     no_leftovers(&dir);
 }
@@ -198,7 +199,7 @@ fn empty_or_mismatched_input_is_an_error() {
     assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
 
     let names = vec!["a".to_string(), "b".to_string()];
-    assert!(matches!(report::label_f1_bars(&dir.join("x.png"), "t", &names, &[0.5]), Err(Error::InvalidInput(_))));
+    assert!(matches!(report::label_f1_bars(&dir.join("x.png"), "t", &names, &[Some(0.5)]), Err(Error::InvalidInput(_))));
     assert!(matches!(report::label_f1_bars(&dir.join("x.png"), "t", &[], &[]), Err(Error::InvalidInput(_))));
 
     let mut demo = demo_report();

@@ -5,6 +5,7 @@ use headswap::checkpoint::{self, Checkpoint, StorageDtype};
 use headswap::data::{self, Dataset, ImageOptions, Targets};
 use headswap::demo::{self, DemoConfig, DemoData, Trunk};
 use headswap::kernels::Activation;
+use headswap::kernels::metrics::OrNa;
 use headswap::nn::{Head, HeadKind, Network};
 use headswap::train::{FitReport, Freeze, Optimizer, Progress, Schedule, TrainConfig, Trainer, TrainingState};
 use headswap::{Error, Gpu};
@@ -778,13 +779,13 @@ fn print_fit(report: &FitReport, json: bool) -> CliResult<()> {
         return outln!("{}", fit_json(report));
     }
     for e in &report.epochs {
-        let val = e.validation.as_ref().map(|v| format!("  val loss {:.4} score {:.4}", v.loss, v.score())).unwrap_or_default();
+        let val = e.validation.as_ref().map(|v| format!("  val loss {:.4} score {:.4}", v.loss, OrNa(v.score()))).unwrap_or_default();
         outln!(
             "epoch {:>3}  lr {:.5}  loss {:.4}  score {:.4}{val}  {:.1}s  {:.0} samples/s",
             e.epoch + 1,
             e.lr,
             e.train.loss,
-            e.train.score(),
+            OrNa(e.train.score()),
             e.seconds,
             e.samples_per_sec
         )?;
@@ -821,7 +822,7 @@ fn trainer(gpu: &Gpu, cfg: TrainConfig) -> Trainer {
             bar.set_position(step as u64 + 1);
         }
         Progress::Epoch(r) => {
-            bar.set_message(format!("loss {:.4}  score {:.3}  {:.0} samples/s", r.train.loss, r.train.score(), r.samples_per_sec));
+            bar.set_message(format!("loss {:.4}  score {:.3}  {:.0} samples/s", r.train.loss, OrNa(r.train.score()), r.samples_per_sec));
             if r.epoch + 1 == total {
                 bar.finish_and_clear();
             }
@@ -1279,9 +1280,9 @@ fn cmd_eval(args: &Args) -> CliResult<()> {
     if let Some(l) = &m.labels {
         for (j, f1) in l.f1.iter().enumerate() {
             let name = data.label_names.get(j).cloned().unwrap_or_else(|| j.to_string());
-            outln!("{name:>12}  F1 {f1:.3}  precision {:.3}  recall {:.3}", l.precision[j], l.recall[j])?;
+            outln!("{name:>12}  F1 {:.3}  precision {:.3}  recall {:.3}", OrNa(*f1), OrNa(l.precision[j]), OrNa(l.recall[j]))?;
         }
-        outln!("{:>12}  F1 {:.3}", "mean", l.mean_f1)?;
+        outln!("{:>12}  F1 {:.3}", "mean", OrNa(l.mean_f1))?;
     }
     Ok(())
 }

@@ -4,21 +4,29 @@
 //! ```text
 //! root/cat/001.png
 //! root/cat/002.jpg
+//! root/cat/indoor/003.png
 //! root/dog/x.jpeg
 //! ```
 //!
 //! The sub-folders of `root`, sorted by name, are the classes (class `i` = the `i`-th name).
-//! In each, files ending in `.png`, `.jpg` or `.jpeg` (any case) are the examples, read in
-//! sorted order; other files and hidden entries (names starting with `.`) are ignored, as are
-//! plain files directly in `root`. Images are decoded with the `image` crate (PNG and JPEG),
-//! converted to gray or RGB, resized with a triangle filter to the fixed size, laid out CHW with
-//! values in `[0, 1]`, and then optionally normalised per channel.
+//! Each class folder is walked as torchvision walks it (`os.walk(..., followlinks=True)`):
+//! with its sub-folders, at any depth, following links; the folders are read in the order of
+//! their paths as text, and the files in each by name, so the order is deterministic and the
+//! same as torchvision's. Files ending in `.png`, `.jpg` or `.jpeg` (any case) are the
+//! examples. Everything else is passed over and listed in the [`LoadReport`] with the reason:
+//! the image types torchvision also reads but this build does not decode (`.bmp`, `.ppm`,
+//! `.pgm`, `.tif`, `.tiff`, `.webp`), other files, files directly in `root`, and hidden entries
+//! (names starting with `.`, which torchvision would read; a hidden folder is not entered and
+//! is no class). A link back to a folder that contains it is passed over rather than followed
+//! forever. Images are decoded with the `image` crate (PNG and JPEG), converted to gray or RGB,
+//! resized with a triangle filter to the fixed size, laid out CHW with values in `[0, 1]`, and
+//! then optionally normalised per channel.
 
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
 
-use super::{Dataset, Targets};
+use super::{Dataset, LoadReport, SkipReason, Skipped, Targets};
 use crate::{Error, Result};
 
 /// The colour channels to decode images to.
@@ -169,8 +177,32 @@ pub(crate) fn is_image_name(name: &str) -> bool {
     !name.starts_with('.') && (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
 }
 
-/// Sorted entries of `dir` (name, path, is_dir), hidden ones left out.
-fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+/// The extensions torchvision's `ImageFolder` counts as images (`IMG_EXTENSIONS`) that this
+/// build does not decode.
+const UNDECODED_IMAGE_EXTENSIONS: [&str; 6] = [".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"];
+
+/// What becomes of a (non-hidden) file met in a class folder: `None` when it is an example.
+fn file_skip_reason(name: &str) -> Option<SkipReason> {
+    let lower = name.to_ascii_lowercase();
+    if is_image_name(name) {
+        None
+    } else if UNDECODED_IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e)) {
+        Some(SkipReason::UnsupportedImage)
+    } else {
+        Some(SkipReason::NotAnImage)
+    }
+}
+
+/// One entry of a folder.
+struct Entry {
+    name: String,
+    path: PathBuf,
+    /// A folder, or a link to one (links are followed, as torchvision does).
+    is_dir: bool,
+}
+
+/// The entries of `dir`, sorted by name. Errors: `dir` unreadable, a name that is not UTF-8.
+fn sorted_entries(dir: &Path) -> Result<Vec<Entry>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::new();
     for entry in rd {
@@ -179,24 +211,80 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             return Err(Error::format(&path, "file name is not valid UTF-8"));
         };
-        if name.starts_with('.') {
-            continue;
-        }
-        // Follows symbolic links, as torchvision does.
         let is_dir = path.is_dir();
-        out.push((name, path, is_dir));
+        out.push(Entry { name, path, is_dir });
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
+/// Every folder under `dir` (itself included) that a torchvision-style walk enters, in no
+/// particular order; hidden folders and links back to a containing folder go to `skipped`.
+/// `ancestors` holds the canonical paths of the folders above `dir`.
+fn walk_folders(dir: &Path, ancestors: &mut Vec<PathBuf>, folders: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Result<()> {
+    folders.push(dir.to_path_buf());
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    ancestors.push(canonical);
+    for e in sorted_entries(dir)?.into_iter().filter(|e| e.is_dir) {
+        if e.name.starts_with('.') {
+            skipped.push(Skipped { path: e.path, reason: SkipReason::Hidden });
+            continue;
+        }
+        let target = std::fs::canonicalize(&e.path).map_err(|err| Error::io(&e.path, err))?;
+        if ancestors.contains(&target) {
+            skipped.push(Skipped { path: e.path, reason: SkipReason::LinkCycle });
+            continue;
+        }
+        walk_folders(&e.path, ancestors, folders, skipped)?;
+    }
+    ancestors.pop();
+    Ok(())
+}
+
+/// The image files of one class folder, in torchvision's order (folders by path text, files by
+/// name), and what was passed over in it.
+fn class_images(class_dir: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<PathBuf>> {
+    let mut folders = Vec::new();
+    walk_folders(class_dir, &mut Vec::new(), &mut folders, skipped)?;
+    // torchvision sorts os.walk's (folder, sub-folders, files) by the folder's path string.
+    let mut folders: Vec<(String, PathBuf)> = folders.into_iter().map(|p| (p.to_string_lossy().into_owned(), p)).collect();
+    folders.sort();
+    let mut images = Vec::new();
+    for (_, folder) in folders {
+        for e in sorted_entries(&folder)?.into_iter().filter(|e| !e.is_dir) {
+            let reason = if e.name.starts_with('.') { Some(SkipReason::Hidden) } else { file_skip_reason(&e.name) };
+            match reason {
+                None => images.push(e.path),
+                Some(reason) => skipped.push(Skipped { path: e.path, reason }),
+            }
+        }
+    }
+    Ok(images)
+}
+
 /// Loads a class-per-folder image tree (see the module docs) into a class data set with input
-/// shape `[C, H, W]` and the folder names as class names. Errors: `dir` unreadable or with
-/// fewer than two class folders, a class folder without images (named), a file that cannot be read or
-/// decoded (named), bad options.
+/// shape `[C, H, W]` and the folder names as class names; [`load_with_report`] without the
+/// report.
 pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
+    load_with_report(dir, opts).map(|(ds, _)| ds)
+}
+
+/// Loads a class-per-folder image tree (see the module docs) into a class data set with input
+/// shape `[C, H, W]` and the folder names as class names, and says what it read: the images per
+/// class and every file or folder passed over, with why. Errors: `dir` unreadable or without a
+/// class folder, a class folder without images in it or its sub-folders (named, with what was
+/// passed over in it), a file that cannot be read or decoded (named), bad options.
+pub fn load_with_report(dir: &Path, opts: &ImageOptions) -> Result<(Dataset, LoadReport)> {
     let (mean, std) = opts.check()?;
-    let classes: Vec<(String, PathBuf)> = sorted_entries(dir)?.into_iter().filter(|e| e.2).map(|(n, p, _)| (n, p)).collect();
+    let mut skipped = Vec::new();
+    let mut classes: Vec<(String, PathBuf)> = Vec::new();
+    for e in sorted_entries(dir)? {
+        match (e.name.starts_with('.'), e.is_dir) {
+            (true, _) => skipped.push(Skipped { path: e.path, reason: SkipReason::Hidden }),
+            (false, true) => classes.push((e.name, e.path)),
+            (false, false) => skipped.push(Skipped { path: e.path, reason: SkipReason::NotInClassFolder }),
+        }
+    }
     if classes.is_empty() {
         return Err(Error::format(dir, "no class sub-folders (expected root/<class>/<image>.png)"));
     }
@@ -208,10 +296,18 @@ pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
     let mut x = Vec::new();
     let mut y = Vec::new();
     for (ci, (name, cdir)) in classes.iter().enumerate() {
-        let files: Vec<PathBuf> =
-            sorted_entries(cdir)?.into_iter().filter(|(n, _, is_dir)| !is_dir && is_image_name(n)).map(|e| e.1).collect();
+        let before = skipped.len();
+        let files = class_images(cdir, &mut skipped)?;
         if files.is_empty() {
-            return Err(Error::format(cdir, format!("class folder {name:?} has no .png/.jpg/.jpeg images")));
+            let passed: Vec<String> = skipped[before..].iter().take(3).map(|s| format!("{} ({})", s.path.display(), s.reason)).collect();
+            let passed = match skipped.len() - before {
+                0 => String::new(),
+                n => format!("; passed over {n}: {}{}", passed.join(", "), if n > 3 { ", ..." } else { "" }),
+            };
+            return Err(Error::format(
+                cdir,
+                format!("class folder {name:?} has no .png/.jpg/.jpeg images, in it or its sub-folders{passed}"),
+            ));
         }
         for f in files {
             image_into(&f, opts, &mean, &std, &mut x)?;
@@ -228,5 +324,6 @@ pub fn load(dir: &Path, opts: &ImageOptions) -> Result<Dataset> {
         label_names: classes.into_iter().map(|c| c.0).collect(),
     };
     ds.validate().map_err(|e| Error::format(dir, e.to_string()))?;
-    Ok(ds)
+    let report = LoadReport { skipped, ..LoadReport::of(&ds, dir) };
+    Ok((ds, report))
 }

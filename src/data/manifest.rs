@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use super::image_folder::{ImageOptions, load_image};
-use super::{Dataset, Targets};
+use super::{Dataset, LoadReport, Targets};
 use crate::{Error, Result};
 
 /// Splits one CSV line into fields; `Err(message)` for a stray or unterminated quote.
@@ -77,6 +77,15 @@ fn split_fields(line: &str) -> std::result::Result<Vec<String>, String> {
             fields.push(field.trim().to_string());
         }
     }
+}
+
+/// Loads a CSV manifest (see the module docs) into a multi-label data set, and says what it read:
+/// the rows, and per label the known positives and the unknowns. A manifest skips nothing (a
+/// row it cannot use is an error), so the report's `skipped` is empty. Errors as [`load`].
+pub fn load_with_report(csv_path: &Path, opts: &ImageOptions) -> Result<(Dataset, LoadReport)> {
+    let ds = load(csv_path, opts)?;
+    let report = LoadReport::of(&ds, csv_path);
+    Ok((ds, report))
 }
 
 /// Loads a CSV manifest (see the module docs) into a multi-label data set: `k` = the number of

@@ -13,7 +13,9 @@
 //!
 //! Nothing here touches the GPU. Every loader validates what it returns (see
 //! [`Dataset::validate`]) and reports a bad input as an [`Error`] naming the file, line, row or
-//! field, never by panicking.
+//! field, never by panicking. The folder and manifest loaders also say what they read:
+//! `load_with_report` returns a [`LoadReport`] with the examples per class or label and every
+//! file passed over, with why ([`LoadReport::of`] makes one for any data set).
 
 pub mod digits;
 pub mod image_folder;
@@ -24,7 +26,148 @@ pub mod tensor_file;
 
 pub use image_folder::{Channels, ImageOptions};
 
+use std::path::{Path, PathBuf};
+
 use crate::{Error, Result, Rng};
+
+/// What a loader read, and what it passed over: examples per class (or per label), and each
+/// file or folder skipped with the reason. `Display` writes it as one line, e.g.
+/// `5 examples: ant 2, zebra 3; skipped 2: zebra/notes.txt (not an image), stray.png (not in a
+/// class folder)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadReport {
+    /// The folder or file loaded (empty for a data set made in memory); skipped paths are shown
+    /// relative to it.
+    pub source: PathBuf,
+    /// Examples loaded.
+    pub examples: usize,
+    /// One entry per class ([`Targets::Classes`]) or per label ([`Targets::Labels`]), in output
+    /// order.
+    pub outputs: Vec<OutputCount>,
+    /// True for multi-label data: [`OutputCount::count`] is then the known positives.
+    pub multi_label: bool,
+    /// Files and folders passed over, in the order they were met.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Examples of one class, or known positives and unknowns of one label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputCount {
+    /// The class or label name (its index when the data set has no names).
+    pub name: String,
+    /// Examples of the class, or examples where the label is known to apply.
+    pub count: usize,
+    /// Examples where the label is unknown (always 0 for classes).
+    pub unknown: usize,
+}
+
+/// A file or folder a loader passed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+/// Why a file or folder was passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Hidden (its name starts with `.`, e.g. `.DS_Store`, `.ipynb_checkpoints`); a hidden
+    /// folder is not entered.
+    Hidden,
+    /// A file directly in an image folder's root, outside every class folder.
+    NotInClassFolder,
+    /// An image type torchvision's `ImageFolder` reads (`.bmp`, `.ppm`, `.pgm`, `.tif`,
+    /// `.tiff`, `.webp`) that this build does not decode (PNG and JPEG only).
+    UnsupportedImage,
+    /// Not an image, by its extension.
+    NotAnImage,
+    /// A link to a folder that contains it: following it would never end.
+    LinkCycle,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipReason::Hidden => "hidden",
+            SkipReason::NotInClassFolder => "not in a class folder",
+            SkipReason::UnsupportedImage => "image type not decoded here: PNG and JPEG only",
+            SkipReason::NotAnImage => "not an image",
+            SkipReason::LinkCycle => "a link to a folder that contains it",
+        })
+    }
+}
+
+impl LoadReport {
+    /// The counts of `ds` (examples per class, or known positives and unknowns per label), read
+    /// from `source`, with nothing skipped.
+    pub fn of(ds: &Dataset, source: &Path) -> LoadReport {
+        let unknown = match &ds.targets {
+            Targets::Labels { y, k } => {
+                let mut u = vec![0usize; *k];
+                for (i, v) in y.iter().enumerate() {
+                    if v.is_nan() {
+                        u[i % k] += 1;
+                    }
+                }
+                u
+            }
+            Targets::Classes { .. } => vec![0; ds.num_outputs()],
+        };
+        let outputs = ds
+            .positives_per_output()
+            .into_iter()
+            .zip(unknown)
+            .enumerate()
+            .map(|(j, (count, unknown))| OutputCount {
+                name: ds.label_names.get(j).cloned().unwrap_or_else(|| j.to_string()),
+                count,
+                unknown,
+            })
+            .collect();
+        LoadReport { source: source.to_path_buf(), examples: ds.n, outputs, multi_label: ds.targets.is_multi_label(), skipped: Vec::new() }
+    }
+
+    /// `path` relative to [`LoadReport::source`] where it lies inside it.
+    pub fn shown_path<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
+        path.strip_prefix(&self.source).ok().filter(|p| !p.as_os_str().is_empty()).unwrap_or(path).display()
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    /// One line: the examples, the count per class or label (the first 12), and the skipped
+    /// paths with their reasons (the first 5), each list ending with how many more there are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const CLASSES_SHOWN: usize = 12;
+        const SKIPPED_SHOWN: usize = 5;
+        write!(f, "{} examples", self.examples)?;
+        if !self.outputs.is_empty() {
+            f.write_str(if self.multi_label { "; positives per label: " } else { ": " })?;
+            for (i, o) in self.outputs.iter().take(CLASSES_SHOWN).enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{} {}", o.name, o.count)?;
+                if o.unknown > 0 {
+                    write!(f, " ({} unknown)", o.unknown)?;
+                }
+            }
+            if self.outputs.len() > CLASSES_SHOWN {
+                let what = if self.multi_label { "labels" } else { "classes" };
+                write!(f, ", and {} more {what}", self.outputs.len() - CLASSES_SHOWN)?;
+            }
+        }
+        if !self.skipped.is_empty() {
+            write!(f, "; skipped {}: ", self.skipped.len())?;
+            for (i, s) in self.skipped.iter().take(SKIPPED_SHOWN).enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{} ({})", self.shown_path(&s.path), s.reason)?;
+            }
+            if self.skipped.len() > SKIPPED_SHOWN {
+                write!(f, ", and {} more", self.skipped.len() - SKIPPED_SHOWN)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What a data set asks a model to predict.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,9 +3,12 @@
 //! A file holds two tensors:
 //! * `x`: `[n, d]` (or `[n, ...]`, flattened per row), dtype F32 (also F16, BF16, F64) or U8
 //!   (scaled by 1/255 into `[0, 1]`);
-//! * `y`: either `[n]` integers (U8, I8, U16, I16, U32, I32, U64, I64) — class targets, with
-//!   `num_classes` = max + 1 unless the metadata says more — or `[n, k]` floats (F32, also F16,
-//!   BF16, F64) — multi-label targets, 0/1 with NaN for unknown.
+//! * `y`: either `[n]` integers (U8, I8, U16, I16, U32, I32, U64, I64) — class targets — or
+//!   `[n, k]` floats (F32, also F16, BF16, F64) — multi-label targets, 0/1 with NaN for unknown.
+//!   The number of classes is the metadata key `num_classes` when given (at least max + 1;
+//!   classes without examples are then fine). Without it, it is max + 1 and every class below
+//!   the largest must have an example: a gap (a stray 9 among classes 0–3) is refused rather
+//!   than silently making a 10-class head.
 //!
 //! and optional string metadata: `input_shape` (`"1,16,16"`, multiplying to `d`; default `[d]`,
 //! or `x`'s trailing dimensions when it has more than two), `label_names` (a comma-separated
@@ -147,7 +150,10 @@ pub fn load(path: &Path) -> Result<Dataset> {
         }
         let implied = y.iter().max().map_or(0, |&m| m as usize + 1);
         let num_classes = match meta.get("num_classes") {
-            None => implied,
+            None => {
+                refuse_class_gaps(path, &y, implied)?;
+                implied
+            }
             Some(s) => {
                 let c = meta_usize("num_classes", s)?;
                 if c < implied || c > MAX_CLASSES {
@@ -203,6 +209,49 @@ pub fn load(path: &Path) -> Result<Dataset> {
     let ds = Dataset { x, n, d, input_shape, targets, label_names };
     ds.validate().map_err(|e| Error::format(path, e.to_string()))?;
     Ok(ds)
+}
+
+/// Without a `num_classes` key the class count is read from `y` as its largest class + 1, so one
+/// stray index (a 9 among classes 0–3) would make a 10-class head with six classes that never
+/// occur. Such a gap is refused: every class below the largest must have an example, unless the
+/// file gives its class count.
+fn refuse_class_gaps(path: &Path, y: &[u32], implied: usize) -> Result<()> {
+    let mut seen = vec![false; implied];
+    for &c in y {
+        seen[c as usize] = true;
+    }
+    let missing: Vec<usize> = (0..implied).filter(|&c| !seen[c]).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let largest = implied - 1;
+    Err(Error::format(
+        path,
+        format!(
+            "y's classes go up to {largest} but no example has class {}; a stray class index would silently make a \
+             {implied}-class head, so the file is refused. If there really are {implied} classes (some without examples \
+             here), give the count as the metadata key num_classes, e.g. in Python: \
+             safetensors.numpy.save_file({{\"x\": x, \"y\": y}}, path, metadata={{\"num_classes\": \"{implied}\"}})",
+            class_ranges(&missing)
+        ),
+    ))
+}
+
+/// Sorted distinct classes as ranges: `2, 4–8, 11` (the first 8 ranges, then `...`).
+fn class_ranges(sorted: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &c in sorted {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == c => *hi = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    let mut parts: Vec<String> =
+        ranges.iter().take(8).map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") }).collect();
+    if ranges.len() > 8 {
+        parts.push("...".into());
+    }
+    parts.join(", ")
 }
 
 fn le_bytes_f32(v: &[f32]) -> Vec<u8> {

@@ -108,23 +108,35 @@ pub fn label_confusion(gpu: &Gpu, logits: &Tensor, targets: &Tensor, threshold: 
 }
 
 /// Per-label scores from [`label_confusion`]'s counts, and their unweighted (macro) means.
-/// A score whose denominator is 0 is 0, like scikit-learn's `zero_division=0`.
+///
+/// A score whose denominator is 0 is undefined: `None`, shown as "n/a", and left out of the
+/// means. That is
+/// * precision, TP / (TP + FP), for a label never predicted positive;
+/// * recall, TP / (TP + FN), for a label with no known positives;
+/// * F1, 2·TP / (2·TP + FP + FN), for a label with neither (no known positive and none
+///   predicted), which includes a label with no known targets at all;
+/// * accuracy for a label with no known targets (support 0).
+///
+/// This is scikit-learn's `zero_division=np.nan`, whose macro averages also leave such labels
+/// out. Its default (`"warn"`, scored as 0) would report a label nobody could score as one the
+/// model gets wrong, and drag the mean down. A mean over no defined scores is `None` too.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabelMetrics {
     /// TP / (TP + FP)
-    pub precision: Vec<f64>,
+    pub precision: Vec<Option<f64>>,
     /// TP / (TP + FN)
-    pub recall: Vec<f64>,
-    /// 2·TP / (2·TP + FP + FN), the harmonic mean of precision and recall
-    pub f1: Vec<f64>,
+    pub recall: Vec<Option<f64>>,
+    /// 2·TP / (2·TP + FP + FN), the harmonic mean of precision and recall where both are defined
+    pub f1: Vec<Option<f64>>,
     /// (TP + TN) / (TP + FP + TN + FN), over the known targets
-    pub accuracy: Vec<f64>,
+    pub accuracy: Vec<Option<f64>>,
     /// Known targets per label: TP + FP + TN + FN
     pub support: Vec<u64>,
-    pub mean_precision: f64,
-    pub mean_recall: f64,
-    pub mean_f1: f64,
-    pub mean_accuracy: f64,
+    /// Means over the labels whose score is defined.
+    pub mean_precision: Option<f64>,
+    pub mean_recall: Option<f64>,
+    pub mean_f1: Option<f64>,
+    pub mean_accuracy: Option<f64>,
 }
 
 impl LabelMetrics {
@@ -133,7 +145,7 @@ impl LabelMetrics {
         if counts.len() != 4 * k {
             return Err(Error::shape(format!("LabelMetrics: {} counts for {k} labels, expected {}", counts.len(), 4 * k)));
         }
-        let ratio = |num: u64, den: u64| if den == 0 { 0.0 } else { num as f64 / den as f64 };
+        let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
         let mut s = LabelMetrics::default();
         for c in counts.chunks_exact(4) {
             let [tp, fp, tn, fneg] = [c[0] as u64, c[1] as u64, c[2] as u64, c[3] as u64];
@@ -143,12 +155,53 @@ impl LabelMetrics {
             s.accuracy.push(ratio(tp + tn, tp + fp + tn + fneg));
             s.support.push(tp + fp + tn + fneg);
         }
-        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-        s.mean_precision = mean(&s.precision);
-        s.mean_recall = mean(&s.recall);
-        s.mean_f1 = mean(&s.f1);
-        s.mean_accuracy = mean(&s.accuracy);
+        s.mean_precision = mean_defined(&s.precision);
+        s.mean_recall = mean_defined(&s.recall);
+        s.mean_f1 = mean_defined(&s.f1);
+        s.mean_accuracy = mean_defined(&s.accuracy);
         Ok(s)
+    }
+
+    /// How many labels have an F1 (the labels `mean_f1` averages).
+    pub fn scored_labels(&self) -> usize {
+        self.f1.iter().flatten().count()
+    }
+}
+
+/// The mean of the defined values; `None` when there are none.
+pub fn mean_defined(v: &[Option<f64>]) -> Option<f64> {
+    let defined: Vec<f64> = v.iter().flatten().copied().collect();
+    (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+}
+
+/// Shows a score that may be undefined: the number, honouring the format's precision, or `n/a`,
+/// either one padded to the format's width (right-aligned unless the format says otherwise).
+/// `format!("{:>7.3}", OrNa(Some(0.5)))` is `"  0.500"`, with `None` it is `"    n/a"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrNa(pub Option<f64>);
+
+impl std::fmt::Display for OrNa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match (self.0, f.precision()) {
+            (Some(v), Some(p)) => format!("{v:.p$}"),
+            (Some(v), None) => v.to_string(),
+            (None, _) => "n/a".to_string(),
+        };
+        let pad = f.width().unwrap_or(0).saturating_sub(text.chars().count());
+        let (left, right) = match f.align() {
+            Some(std::fmt::Alignment::Left) => (0, pad),
+            Some(std::fmt::Alignment::Center) => (pad / 2, pad - pad / 2),
+            _ => (pad, 0),
+        };
+        let fill = f.fill();
+        for _ in 0..left {
+            write!(f, "{fill}")?;
+        }
+        f.write_str(&text)?;
+        for _ in 0..right {
+            write!(f, "{fill}")?;
+        }
+        Ok(())
     }
 }
 
@@ -166,16 +219,39 @@ mod tests {
     }
     #[test]
     fn label_metrics_by_hand() {
-        // label 0: TP 3, FP 1, TN 4, FN 2; label 1: nothing predicted or positive; label 2: empty
-        let s = LabelMetrics::from_counts(&[3, 1, 4, 2, 0, 0, 5, 0, 0, 0, 0, 0], 3).unwrap();
-        assert_eq!(s.precision, vec![0.75, 0.0, 0.0]);
-        assert_eq!(s.recall, vec![0.6, 0.0, 0.0]);
-        assert!((s.f1[0] - 2.0 * 0.75 * 0.6 / (0.75 + 0.6)).abs() < 1e-15);
-        assert_eq!(s.accuracy, vec![0.7, 1.0, 0.0]);
-        assert_eq!(s.support, vec![10, 5, 0]);
-        assert!((s.mean_accuracy - 1.7 / 3.0).abs() < 1e-15);
-        assert!((s.mean_precision - 0.25).abs() < 1e-15);
+        // label 0: TP 3, FP 1, TN 4, FN 2; label 1: nothing predicted or positive (5 TN);
+        // label 2: no known targets; label 3: 2 false alarms, no positives; label 4: 3 positives
+        // all missed
+        let s = LabelMetrics::from_counts(&[3, 1, 4, 2, 0, 0, 5, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 1, 3], 5).unwrap();
+        assert_eq!(s.precision, vec![Some(0.75), None, None, Some(0.0), None]);
+        assert_eq!(s.recall, vec![Some(0.6), None, None, None, Some(0.0)]);
+        let f0 = 2.0 * 0.75 * 0.6 / (0.75 + 0.6);
+        assert!((s.f1[0].unwrap() - f0).abs() < 1e-15);
+        assert_eq!(s.f1[1..], [None, None, Some(0.0), Some(0.0)]);
+        assert_eq!(s.accuracy, vec![Some(0.7), Some(1.0), None, Some(1.0 / 3.0), Some(0.25)]);
+        assert_eq!(s.support, vec![10, 5, 0, 3, 4]);
+        assert_eq!(s.scored_labels(), 3);
+        // The means leave the undefined scores out (they are not zeros).
+        assert!((s.mean_f1.unwrap() - f0 / 3.0).abs() < 1e-15);
+        assert!((s.mean_precision.unwrap() - 0.375).abs() < 1e-15);
+        assert!((s.mean_recall.unwrap() - 0.3).abs() < 1e-15);
+        assert!((s.mean_accuracy.unwrap() - (0.7 + 1.0 + 1.0 / 3.0 + 0.25) / 4.0).abs() < 1e-15);
         assert!(LabelMetrics::from_counts(&[1, 2, 3], 1).is_err());
-        assert_eq!(LabelMetrics::from_counts(&[], 0).unwrap().mean_f1, 0.0);
+        let empty = LabelMetrics::from_counts(&[], 0).unwrap();
+        assert_eq!((empty.mean_f1, empty.mean_accuracy), (None, None));
+        // One label with no known targets at all: everything n/a, no mean.
+        let unknown = LabelMetrics::from_counts(&[0, 0, 0, 0], 1).unwrap();
+        assert_eq!((unknown.f1[0], unknown.mean_f1, unknown.mean_accuracy), (None, None, None));
+    }
+
+    #[test]
+    fn or_na_formats_like_a_number_or_says_na() {
+        assert_eq!(format!("{:>7.3}", OrNa(Some(0.5))), "  0.500");
+        assert_eq!(format!("{:>7.3}", OrNa(None)), "    n/a");
+        assert_eq!(format!("{:<6.1}|", OrNa(None)), "n/a   |");
+        assert_eq!(format!("{:.2}", OrNa(Some(1.0 / 3.0))), "0.33");
+        assert_eq!(format!("{}", OrNa(Some(0.25))), "0.25");
+        assert_eq!(format!("{:^7}", OrNa(None)), "  n/a  ");
+        assert_eq!(format!("{:5.3}", OrNa(Some(0.123456))), "0.123");
     }
 }

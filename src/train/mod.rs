@@ -177,14 +177,21 @@ pub struct Metrics {
     pub loss: f64,
     /// Class heads: top-1 accuracy.
     pub accuracy: Option<f64>,
-    /// Label heads: per-label precision, recall, F1 and their means.
+    /// Label heads: per-label precision, recall, F1 and their means (undefined scores are
+    /// `None` and left out of the means; see [`LabelMetrics`]).
     pub labels: Option<LabelMetrics>,
 }
 
 impl Metrics {
-    /// Accuracy for class heads, mean F1 for label heads.
-    pub fn score(&self) -> f64 {
-        self.labels.as_ref().map(|l| l.mean_f1).or(self.accuracy).unwrap_or(0.0)
+    /// Accuracy for class heads, mean F1 for label heads; `None` when there is neither, or when
+    /// no label has an F1 (no label had a known positive or a positive prediction), so that a
+    /// score nobody could compute is not shown as 0. Show it with
+    /// [`OrNa`](crate::kernels::metrics::OrNa).
+    pub fn score(&self) -> Option<f64> {
+        match &self.labels {
+            Some(l) => l.mean_f1,
+            None => self.accuracy,
+        }
     }
 }
 
