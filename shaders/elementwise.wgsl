@@ -5,6 +5,9 @@
 //   act_forward   y = f(x)                                    bindings: 1 x (r),    2 y (rw)
 //   act_backward  dx = dy · f'(in)                            bindings: 1 dy (r), 2 in (r), 3 dx (rw)
 //                 `in` is the pre-activation z, or the output a when FROM_OUTPUT (not for GELU)
+//   add_act       y = f(a + b)  (a residual connection)       bindings: 1 a (r), 2 b (r), 3 y (rw)
+//   add_assign    y += x  (a second gradient into a value)    bindings: 1 x (r),    2 y (rw)
+//   copy          y = x   (a first gradient into a value)     bindings: 1 x (r),    2 y (rw)
 // Overrides: ACT (activation code, see common.wgsl), FROM_OUTPUT.
 // The entry points declare different bindings under the same numbers; WGSL only requires the
 // numbers to be unique among the variables one entry point uses.
@@ -55,4 +58,30 @@ fn act_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         g = activate_grad_from_input(ACT, v, p.alpha);
     }
     dx[i] = dy[i] * g;
+}
+
+@compute @workgroup_size(256)
+fn add_assign(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 256u);
+    if i >= p.n { return; }
+    io1[i] = io1[i] + in0[i];
+}
+
+@compute @workgroup_size(256)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 256u);
+    if i >= p.n { return; }
+    io1[i] = in0[i];
+}
+
+// y = f(a + b)
+@group(0) @binding(1) var<storage, read> sum_a: array<f32>;
+@group(0) @binding(2) var<storage, read> sum_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sum_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn add_act(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 256u);
+    if i >= p.n { return; }
+    sum_y[i] = activate(ACT, sum_a[i] + sum_b[i], p.alpha);
 }

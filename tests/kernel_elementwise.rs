@@ -74,3 +74,30 @@ fn activations_stay_finite_at_large_inputs() {
         check_activation(act, &x, "at large |x|");
     }
 }
+
+#[test]
+fn add_act_add_assign_and_copy_at_odd_sizes() {
+    let gpu = gpu();
+    for (i, &n) in ODD_SIZES.iter().enumerate() {
+        let (a, b) = (rand_range(200 + i as u64, n, -3.0, 3.0), rand_range(300 + i as u64, n, -3.0, 3.0));
+        let (ga, gb) = (upload(&gpu, &[n], &a), upload(&gpu, &[n], &b));
+        for act in ACTS {
+            let mut gy = poisoned(&gpu, &[n]);
+            kernels::add_act(&gpu, act, &ga, &gb, &mut gy).unwrap();
+            let expected: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| reference::activate(act, x as f64 + y as f64)).collect();
+            assert_close(&format!("add_act {act:?} n={n}"), &gy.download(&gpu).unwrap(), &expected, Tolerance { rel: 2e-5, abs: 2e-6 });
+        }
+        let mut gy = upload(&gpu, &[n], &b);
+        kernels::add_assign(&gpu, &ga, &mut gy).unwrap();
+        let expected: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| x as f64 + y as f64).collect();
+        assert_close(&format!("add_assign n={n}"), &gy.download(&gpu).unwrap(), &expected, Tolerance::STRICT);
+        let mut gy = poisoned(&gpu, &[n]);
+        kernels::copy(&gpu, &ga, &mut gy).unwrap();
+        assert_eq!(gy.download(&gpu).unwrap(), a, "copy n={n}");
+    }
+    // mismatched lengths and shared buffers are refused before wgpu sees them
+    let (x, mut y) = (upload(&gpu, &[3], &[1.0; 3]), upload(&gpu, &[4], &[1.0; 4]));
+    assert!(kernels::add_assign(&gpu, &x, &mut y).is_err());
+    let mut same = x.clone();
+    assert!(kernels::copy(&gpu, &x, &mut same).is_err());
+}

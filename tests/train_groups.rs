@@ -3,20 +3,14 @@
 //! reference trainer that applies the same per-layer rates; a frozen prefix is cached; resume
 //! files name the optimizer state per parameter.
 mod common;
+use common::trainer::RefOpt as Opt;
 use common::*;
 use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::kernels::Activation;
 use headswap::nn::{Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
-use headswap::reference::network::{RefLayer, RefLoss, loss_and_grads};
-use headswap::reference::optim::{Adam, Sgd, adam_step, sgd_step};
+use headswap::reference::optim::{Adam, Sgd};
 use headswap::train::{Freeze, Optimizer, ParamGroups, TrainConfig, Trainer, TrainingState};
-
-#[derive(Clone, Copy)]
-enum Opt {
-    Sgd(Sgd),
-    Adam(Adam),
-}
 
 struct Setup {
     trunk: Vec<LayerSpec>,
@@ -66,46 +60,10 @@ fn net_of(gpu: &headswap::Gpu, s: &Setup) -> Network {
     Network::from_layers(gpu, s.trunk.clone(), s.head.clone(), HeadKind::Classes, &s.values).unwrap()
 }
 
-/// The reference trainer: the trainer's shuffles, f64 arithmetic, layer `i` stepped at
-/// `lr × mults[i]` and not at all where `mults[i]` is `None`.
 fn reference_train(s: &Setup, opt: Opt, mults: &[Option<f64>], batch: usize, epochs: usize, seed: u64) -> Vec<(Vec<f64>, Vec<f64>)> {
-    let mut layers: Vec<RefLayer> =
-        s.trunk.iter().chain(&s.head).zip(&s.values).map(|(sp, (w, b))| RefLayer { spec: *sp, w: to_f64(w), b: to_f64(b) }).collect();
-    let mut state: Vec<[Vec<f64>; 4]> =
-        layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
-    let Targets::Classes { y, .. } = &s.data.targets else { unreachable!() };
-    let d = s.data.d;
-    let mut rng = Rng::new(seed);
-    let mut t = 0;
-    for _ in 0..epochs {
-        let order = rng.permutation(s.data.n);
-        for chunk in order.chunks(batch) {
-            let m = chunk.len();
-            let xb: Vec<f64> =
-                chunk.iter().flat_map(|&i| s.data.x[i as usize * d..(i as usize + 1) * d].iter().map(|&v| v as f64)).collect();
-            let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
-            let (_, grads) = loss_and_grads(&layers, &xb, m, &RefLoss::Softmax(yb));
-            t += 1;
-            for (li, (gw, gb)) in grads.iter().enumerate() {
-                let Some(mult) = mults[li] else { continue };
-                let [s0, s1, s2, s3] = &mut state[li];
-                let l = &mut layers[li];
-                match opt {
-                    Opt::Sgd(c) => {
-                        let c = Sgd { lr: c.lr * mult, ..c };
-                        sgd_step(&mut l.w, gw, s0, &c, t);
-                        sgd_step(&mut l.b, gb, s2, &c, t);
-                    }
-                    Opt::Adam(c) => {
-                        let c = Adam { lr: c.lr * mult, ..c };
-                        adam_step(&mut l.w, gw, s0, s1, &c, t);
-                        adam_step(&mut l.b, gb, s2, s3, &c, t);
-                    }
-                }
-            }
-        }
-    }
-    layers.into_iter().map(|l| (l.w, l.b)).collect()
+    let specs: Vec<LayerSpec> = s.trunk.iter().chain(&s.head).copied().collect();
+    let sources = headswap::reference::network::chain(specs.len());
+    common::trainer::reference_train(&specs, &sources, &s.values, &s.data, opt, mults, batch, epochs, seed)
 }
 
 fn bits(v: &[(Vec<f32>, Vec<f32>)], layer: usize) -> Vec<u32> {

@@ -8,6 +8,9 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 pub(crate) const BIAS_ADD: Kernel = Kernel { family: Family::Elementwise, entry: "bias_add", bindings: &[R, RW] };
 pub(crate) const ACT_FORWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_forward", bindings: &[R, RW] };
 pub(crate) const ACT_BACKWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_backward", bindings: &[R, R, RW] };
+pub(crate) const ADD_ACT: Kernel = Kernel { family: Family::Elementwise, entry: "add_act", bindings: &[R, R, RW] };
+pub(crate) const ADD_ASSIGN: Kernel = Kernel { family: Family::Elementwise, entry: "add_assign", bindings: &[R, RW] };
+pub(crate) const COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[R, RW] };
 
 /// An activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -133,6 +136,52 @@ pub fn act_backward_dispatch(gpu: &Gpu, act: Activation, dy: &Tensor, input: &Te
 /// `dx = dy · act'(input)`, run at once.
 pub fn act_backward(gpu: &Gpu, act: Activation, dy: &Tensor, input: &Tensor, dx: &mut Tensor, from_output: bool) -> Result<()> {
     gpu.run("act_backward", &[&act_backward_dispatch(gpu, act, dy, input, dx, from_output)?])
+}
+
+/// `y = act(a + b)`: a residual connection's sum. `a`, `b` and `y` have one length; `y` must
+/// not share a buffer with either summand.
+pub fn add_act_dispatch(gpu: &Gpu, act: Activation, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    ensure(a.len() == b.len() && a.len() == y.len(), "add_act", || {
+        format!("a {:?}, b {:?}, y {:?} must agree", a.shape(), b.shape(), y.shape())
+    })?;
+    ensure(!y.same_buffer(a) && !y.same_buffer(b), "add_act", || "y must not share a buffer with a summand".into())?;
+    let p = params(a.len(), 1, act);
+    Dispatch::new(gpu, ADD_ACT, &[("ACT", act.code() as f64)], bytemuck::bytes_of(&p), &[a, b, y], groups_1d(a.len(), 256))
+}
+
+/// `y = act(a + b)`, run at once.
+pub fn add_act(gpu: &Gpu, act: Activation, a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("add_act", &[&add_act_dispatch(gpu, act, a, b, y)?])
+}
+
+/// `y += x` (accumulates a gradient where a value feeds several layers).
+pub fn add_assign_dispatch(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    same_length_apart("add_assign", x, y)?;
+    let p = params(x.len(), 1, Activation::Identity);
+    Dispatch::new(gpu, ADD_ASSIGN, &[], bytemuck::bytes_of(&p), &[x, y], groups_1d(x.len(), 256))
+}
+
+/// `y += x`, run at once.
+pub fn add_assign(gpu: &Gpu, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("add_assign", &[&add_assign_dispatch(gpu, x, y)?])
+}
+
+/// `y = x`: a copy recorded as a launch, so it can sit between the launches of one compute pass.
+pub fn copy_dispatch(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    same_length_apart("copy", x, y)?;
+    let p = params(x.len(), 1, Activation::Identity);
+    Dispatch::new(gpu, COPY, &[], bytemuck::bytes_of(&p), &[x, y], groups_1d(x.len(), 256))
+}
+
+/// `y = x`, run at once.
+pub fn copy(gpu: &Gpu, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("copy", &[&copy_dispatch(gpu, x, y)?])
+}
+
+/// wgpu refuses one buffer bound read-only and read-write in one launch: say so in one line.
+fn same_length_apart(op: &str, x: &Tensor, y: &Tensor) -> Result<()> {
+    ensure(x.len() == y.len(), op, || format!("x {:?} and y {:?} differ in length", x.shape(), y.shape()))?;
+    ensure(!x.same_buffer(y), op, || "x and y must not share a buffer".into())
 }
 
 #[cfg(test)]

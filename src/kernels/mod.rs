@@ -30,7 +30,7 @@ pub mod reduce;
 pub(crate) mod source;
 
 pub use crate::gpu::Dispatch;
-pub use elementwise::{Activation, act_backward, act_forward, bias_add};
+pub use elementwise::{Activation, act_backward, act_forward, add_act, add_assign, bias_add, copy};
 pub use matmul::{Epilogue, Transpose, matmul, matmul_ex};
 
 /// How a kernel uses a storage binding.

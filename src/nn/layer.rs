@@ -39,6 +39,19 @@ pub struct Pool2dSpec {
     pub padding: usize,
 }
 
+/// The element-wise sum of two outputs of the same size, then an activation: a residual
+/// connection (`y = act(f(x) + shortcut)`, ResNet's `out += identity; out = relu(out)`). Which two
+/// outputs it adds is the network's wiring ([`crate::nn::Network::sources`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddSpec {
+    /// Features per example of each input and of the output (flattened `[C, H, W]`).
+    pub features: usize,
+    /// The output's `[C, H, W]` where the inputs are spatial (a convolution can read it), else
+    /// `None`.
+    pub chw: Option<[usize; 3]>,
+    pub activation: Activation,
+}
+
 /// Any layer a network can hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LayerSpec {
@@ -52,6 +65,8 @@ pub enum LayerSpec {
         height: usize,
         width: usize,
     },
+    /// The sum of two earlier outputs (a residual connection).
+    Add(AddSpec),
 }
 
 impl From<DenseSpec> for LayerSpec {
@@ -87,6 +102,7 @@ impl LayerSpec {
             LayerSpec::Conv2d(c) => c.in_channels * c.height * c.width,
             LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => p.channels * p.height * p.width,
             LayerSpec::GlobalAvgPool { channels, height, width } => channels * height * width,
+            LayerSpec::Add(a) => a.features,
         }
     }
 
@@ -97,6 +113,7 @@ impl LayerSpec {
             None => match *self {
                 LayerSpec::Dense(d) => d.outputs,
                 LayerSpec::GlobalAvgPool { channels, .. } => channels,
+                LayerSpec::Add(a) => a.features,
                 _ => 0,
             },
         }
@@ -113,6 +130,7 @@ impl LayerSpec {
                 let (h, w) = p.out_hw();
                 Some([p.channels, h, w])
             }
+            LayerSpec::Add(a) => a.chw,
             _ => None,
         }
     }
@@ -122,6 +140,7 @@ impl LayerSpec {
         match *self {
             LayerSpec::Dense(d) => d.activation,
             LayerSpec::Conv2d(c) => c.activation,
+            LayerSpec::Add(a) => a.activation,
             _ => Activation::Identity,
         }
     }
@@ -188,6 +207,10 @@ impl LayerSpec {
                 )
             }
             LayerSpec::GlobalAvgPool { channels, height, width } => format!("global_avg_pool {channels}×{height}×{width} → {channels}"),
+            LayerSpec::Add(a) => match a.chw {
+                Some([c, h, w]) => format!("add {c}×{h}×{w} {}", a.activation.name()),
+                None => format!("add {} {}", a.features, a.activation.name()),
+            },
         }
     }
 
@@ -201,6 +224,9 @@ impl LayerSpec {
             LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => p.shape(1).validate(),
             LayerSpec::GlobalAvgPool { channels, height, width } if channels * height * width == 0 => {
                 Err(Error::invalid("global_avg_pool over an empty input"))
+            }
+            LayerSpec::Add(a) if a.features == 0 || a.chw.is_some_and(|[c, h, w]| c * h * w != a.features) => {
+                Err(Error::invalid(format!("{}: the shape must be non-empty and hold {} features", self.describe(), a.features)))
             }
             _ => Ok(()),
         }
@@ -227,21 +253,98 @@ pub struct CnnBuilder {
     shape: [usize; 3],
     flat: Option<usize>,
     layers: Vec<LayerSpec>,
+    /// Per layer, the values it reads (see [`Trunk::sources`]).
+    sources: Vec<Vec<usize>>,
+    /// The value the next layer reads: 0 for the input, `i + 1` for layer `i`'s output.
+    current: usize,
+}
+
+/// A trunk whose layers may read any earlier output: the layers in evaluation order and, per
+/// layer, the values it reads — `0` is the network's input, `i + 1` the output of layer `i`. A
+/// plain chain reads `[i]` at layer `i`; an [`LayerSpec::Add`] reads two values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trunk {
+    pub layers: Vec<LayerSpec>,
+    pub sources: Vec<Vec<usize>>,
+}
+
+impl Trunk {
+    /// A chain: each layer reads the one before it.
+    pub fn chain(layers: Vec<LayerSpec>) -> Trunk {
+        let sources = (0..layers.len()).map(|i| vec![i]).collect();
+        Trunk { layers, sources }
+    }
 }
 
 impl CnnBuilder {
     pub fn new(channels: usize, height: usize, width: usize) -> CnnBuilder {
-        CnnBuilder { shape: [channels, height, width], flat: None, layers: Vec::new() }
+        CnnBuilder { shape: [channels, height, width], flat: None, layers: Vec::new(), sources: Vec::new(), current: 0 }
     }
 
-    fn push(mut self, l: LayerSpec) -> CnnBuilder {
+    fn push(self, l: LayerSpec) -> CnnBuilder {
+        let from = self.current;
+        self.push_from(l, vec![from])
+    }
+
+    fn push_from(mut self, l: LayerSpec, sources: Vec<usize>) -> CnnBuilder {
         if let Some([c, h, w]) = l.out_chw() {
             self.shape = [c, h, w];
         } else {
             self.flat = Some(l.outputs());
         }
         self.layers.push(l);
+        self.sources.push(sources);
+        self.current = self.layers.len();
         self
+    }
+
+    /// A residual block: `body` adds layers to the running output `x`, then the block's output is
+    /// `activation(body(x) + shortcut(x))`. The shortcut is `x` itself where `body` keeps its
+    /// shape (ResNet's identity shortcut), else a 1×1 convolution with the stride that maps `x`
+    /// to `body`'s output shape (the projection shortcut, torchvision's `downsample`).
+    ///
+    /// ```
+    /// use headswap::nn::{Activation, CnnBuilder};
+    /// let trunk = CnnBuilder::new(3, 8, 8)
+    ///     .conv(8, 3, 1, 1, Activation::Relu)
+    ///     .residual(|b| b.conv(8, 3, 1, 1, Activation::Relu).conv(8, 3, 1, 1, Activation::Identity), Activation::Relu)
+    ///     .residual(|b| b.conv(16, 3, 2, 1, Activation::Relu).conv(16, 3, 1, 1, Activation::Identity), Activation::Relu)
+    ///     .global_avg_pool()
+    ///     .build_graph()?;
+    /// // conv, [conv, conv, add], [conv, conv, 1×1 projection, add], pool
+    /// assert_eq!(trunk.layers.len(), 9);
+    /// assert_eq!(trunk.sources[3], vec![3, 1]);  // the first add: body output + block input
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn residual(self, body: impl FnOnce(CnnBuilder) -> CnnBuilder, activation: Activation) -> CnnBuilder {
+        let (input, in_shape) = (self.current, self.shape);
+        let mut b = body(self);
+        let out = b.current;
+        let shortcut = if b.shape == in_shape || out == input {
+            input
+        } else {
+            // the stride that takes the input's height to the body's
+            let [c, h, w] = in_shape;
+            let stride = if b.shape[1] > 0 { h.div_ceil(b.shape[1]).max(1) } else { 1 };
+            let proj = Conv2dSpec {
+                in_channels: c,
+                height: h,
+                width: w,
+                out_channels: b.shape[0],
+                kernel: 1,
+                stride,
+                padding: 0,
+                activation: Activation::Identity,
+            };
+            let body_shape = b.shape;
+            b = b.push_from(LayerSpec::Conv2d(proj), vec![input]);
+            // keep the running output the body's, for the add below
+            b.shape = body_shape;
+            b.layers.len()
+        };
+        let [c, h, w] = b.shape;
+        let add = LayerSpec::Add(AddSpec { features: c * h * w, chw: Some([c, h, w]), activation });
+        b.push_from(add, vec![out, shortcut])
     }
 
     /// A convolution with `out_channels` filters of `kernel`×`kernel`.
@@ -271,19 +374,62 @@ impl CnnBuilder {
         self.push(LayerSpec::Dense(DenseSpec { inputs, outputs, activation }))
     }
 
-    /// The layers, each validated.
+    /// The layers, each validated; for a trunk without residual blocks (a chain).
     pub fn build(self) -> Result<Vec<LayerSpec>> {
+        if self.layers.iter().any(|l| matches!(l, LayerSpec::Add(_))) {
+            return Err(Error::invalid("this trunk has residual blocks: build it with build_graph(), which keeps its wiring"));
+        }
+        self.build_layers()
+    }
+
+    /// The layers and their wiring, each layer validated, and every read of the wiring checked
+    /// to come from an earlier layer with the size it takes.
+    pub fn build_graph(self) -> Result<Trunk> {
+        let sources = self.sources.clone();
+        let layers = self.build_layers()?;
+        let trunk = Trunk { layers, sources };
+        let input = trunk.layers.first().map_or(0, |l| l.inputs());
+        check_wiring(&trunk.layers, &trunk.sources, input)?;
+        Ok(trunk)
+    }
+
+    fn build_layers(self) -> Result<Vec<LayerSpec>> {
         for l in &self.layers {
             l.validate()?;
         }
         if self
             .layers
             .iter()
-            .skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. }))
+            .skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. } | LayerSpec::Add(_)))
             .any(|l| !matches!(l, LayerSpec::Dense(_)))
         {
             return Err(Error::invalid("convolution and pooling layers must come before the dense layers"));
         }
         Ok(self.layers)
     }
+}
+
+/// Checks a network's wiring: layer `i` reads values before its own output (`0` the input, `j + 1`
+/// layer `j`'s output), one value per layer, two for an add, each of the width the layer takes.
+pub fn check_wiring(layers: &[LayerSpec], sources: &[Vec<usize>], input: usize) -> Result<()> {
+    if sources.len() != layers.len() {
+        return Err(Error::shape(format!("{} layers but {} source lists", layers.len(), sources.len())));
+    }
+    let width = |v: usize| if v == 0 { input } else { layers[v - 1].outputs() };
+    for (i, (l, src)) in layers.iter().zip(sources).enumerate() {
+        let want = if matches!(l, LayerSpec::Add(_)) { 2 } else { 1 };
+        if src.len() != want {
+            return Err(Error::shape(format!("layer {i} ({}) reads {} values, it takes {want}", l.describe(), src.len())));
+        }
+        for &v in src {
+            if v > i {
+                return Err(Error::shape(format!("layer {i} ({}) reads value {v}, which is not computed before it", l.describe())));
+            }
+            if width(v) != l.inputs() {
+                let what = if v == 0 { "the input".to_string() } else { format!("layer {}", v - 1) };
+                return Err(Error::shape(format!("layer {i} ({}) takes {} inputs, {what} gives {}", l.describe(), l.inputs(), width(v))));
+            }
+        }
+    }
+    Ok(())
 }

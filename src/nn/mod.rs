@@ -19,7 +19,7 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
-pub use layer::{CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec};
+pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_wiring};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +198,10 @@ pub struct Network {
     pub(crate) head_kind: HeadKind,
     pub(crate) trunk_params: Arena,
     pub(crate) head_params: Arena,
+    /// Per layer (trunk then head), the values it reads: `0` the input, `j + 1` layer `j`'s
+    /// output. A chain reads `[i]` at layer `i`; the head always continues the chain from the
+    /// trunk's last layer.
+    pub(crate) sources: Vec<Vec<usize>>,
     /// Bumped on every head-swap so cached plans and features can tell they are stale.
     pub(crate) generation: u64,
 }
@@ -231,7 +235,6 @@ impl Network {
 
     /// A network from explicit trunk layers (which must chain) and a head.
     pub fn from_specs(gpu: &Gpu, inputs: usize, trunk: Vec<LayerSpec>, init: Init, head: Head, seed: u64) -> Result<Network> {
-        let mut rng = Rng::new(seed);
         let mut width = inputs;
         for (i, s) in trunk.iter().enumerate() {
             s.validate()?;
@@ -244,6 +247,19 @@ impl Network {
             }
             width = s.outputs();
         }
+        Self::from_trunk(gpu, inputs, Trunk::chain(trunk), init, head, seed)
+    }
+
+    /// A network from a trunk whose layers may read any earlier output (residual blocks, built
+    /// with [`CnnBuilder::residual`] and [`CnnBuilder::build_graph`]) and a head on its last layer.
+    pub fn from_trunk(gpu: &Gpu, inputs: usize, trunk: Trunk, init: Init, head: Head, seed: u64) -> Result<Network> {
+        let mut rng = Rng::new(seed);
+        let Trunk { layers: trunk, sources } = trunk;
+        for s in &trunk {
+            s.validate()?;
+        }
+        check_wiring(&trunk, &sources, inputs)?;
+        let width = trunk.last().map_or(inputs, |s| s.outputs());
         if width == 0 {
             return Err(Error::invalid("a network needs at least one input and one output"));
         }
@@ -255,7 +271,8 @@ impl Network {
         let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
         let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
-        Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, generation: 0 })
+        let sources = chain_head(sources, head_specs.len());
+        Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, sources, generation: 0 })
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
@@ -279,6 +296,19 @@ impl Network {
         head_kind: HeadKind,
         values: &[(Vec<f32>, Vec<f32>)],
     ) -> Result<Network> {
+        Self::from_graph_layers(gpu, Trunk::chain(trunk), head, head_kind, values)
+    }
+
+    /// [`Network::from_layers`] for a trunk with its wiring (residual blocks); the head chains
+    /// from the trunk's last layer.
+    pub fn from_graph_layers(
+        gpu: &Gpu,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_kind: HeadKind,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
+        let Trunk { layers: trunk, sources } = trunk;
         let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
         if head.is_empty() {
             return Err(Error::invalid("a network needs at least one head layer"));
@@ -286,11 +316,15 @@ impl Network {
         if values.len() != all.len() {
             return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
         }
-        for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
+        let sources = chain_head(sources, head.len());
+        for (i, s) in all.iter().enumerate() {
             s.validate()?;
-            if i > 0 && all[i - 1].outputs() != s.inputs() {
+            if i > 0 && sources[i] == [i] && all[i - 1].outputs() != s.inputs() {
                 return Err(Error::shape(format!("layer {i} takes {} inputs, layer {} gives {}", s.inputs(), i - 1, all[i - 1].outputs())));
             }
+        }
+        check_wiring(&all, &sources, all[0].inputs())?;
+        for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
             let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
             if w.len() != w_len || b.len() != s.bias_len() {
                 return Err(Error::shape(format!(
@@ -306,7 +340,7 @@ impl Network {
         let t = trunk.len();
         let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
         let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
-        Ok(Network { gpu: gpu.clone(), trunk, head, head_kind, trunk_params, head_params, generation: 0 })
+        Ok(Network { gpu: gpu.clone(), trunk, head, head_kind, trunk_params, head_params, sources, generation: 0 })
     }
 
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
@@ -331,6 +365,8 @@ impl Network {
                 .collect(),
         };
         tracing::info!(%report, "head-swap");
+        let t = self.trunk.len();
+        self.sources = chain_head(self.sources[..t].to_vec(), specs.len());
         self.head = specs;
         self.head_kind = head.kind;
         self.head_params = arena;
@@ -358,6 +394,17 @@ impl Network {
     }
     pub fn head_layers(&self) -> &[LayerSpec] {
         &self.head
+    }
+    /// Per layer (trunk then head), the values it reads: `0` the network's input, `j + 1` the
+    /// output of layer `j`. `[i]` at layer `i` in a chain; an add reads two.
+    pub fn sources(&self) -> &[Vec<usize>] {
+        &self.sources
+    }
+    /// Whether every layer from `first` on reads only values from `first` on (the output of
+    /// layer `first − 1`, or later ones): the layers below `first` can then be computed once and
+    /// their last output stand for them.
+    pub(crate) fn is_cut(&self, first: usize) -> bool {
+        self.sources[first..].iter().flatten().all(|&v| v >= first)
     }
     /// Every layer, trunk then head.
     pub fn layers(&self) -> Vec<LayerSpec> {
@@ -431,6 +478,7 @@ impl Network {
             head_kind: self.head_kind,
             trunk_params: copy(&self.trunk_params, "trunk_params")?,
             head_params: copy(&self.head_params, "head_params")?,
+            sources: self.sources.clone(),
             generation: 0,
         })
     }
@@ -442,4 +490,11 @@ impl Network {
     pub fn set_head_kind(&mut self, kind: HeadKind) {
         self.head_kind = kind;
     }
+}
+
+/// `trunk` sources followed by `head_layers` layers that chain from the trunk's last layer.
+fn chain_head(mut sources: Vec<Vec<usize>>, head_layers: usize) -> Vec<Vec<usize>> {
+    let t = sources.len();
+    sources.extend((t..t + head_layers).map(|i| vec![i]));
+    sources
 }

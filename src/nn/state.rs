@@ -6,7 +6,7 @@
 //! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
 //! between layers and how many of the top layers form the head.
 
-use super::{Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
+use super::{AddSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
 use crate::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -58,21 +58,36 @@ fn layer_json(l: &LayerSpec, part: &str) -> serde_json::Value {
         LayerSpec::GlobalAvgPool { channels, height, width } => serde_json::json!({
             "type": "global_avg_pool", "channels": channels, "height": height, "width": width, "part": part,
         }),
+        LayerSpec::Add(a) => serde_json::json!({
+            "type": "add", "features": a.features, "chw": a.chw, "activation": a.activation.name(), "part": part,
+        }),
     }
 }
 
 fn layers_json(net: &Network) -> String {
     let t = net.trunk.len();
-    let items: Vec<serde_json::Value> =
-        net.layers().iter().enumerate().map(|(i, l)| layer_json(l, if i < t { "trunk" } else { "head" })).collect();
+    let items: Vec<serde_json::Value> = net
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut item = layer_json(l, if i < t { "trunk" } else { "head" });
+            // a chain's layer reads the one before it; only other wiring is written, so a chain's
+            // metadata is what it has always been
+            if net.sources[i] != [i] {
+                item["sources"] = serde_json::json!(net.sources[i]);
+            }
+            item
+        })
+        .collect();
     serde_json::Value::Array(items).to_string()
 }
 
-fn parse_layers(path: &str, json: &str) -> Result<(Vec<LayerSpec>, Vec<LayerSpec>)> {
+fn parse_layers(path: &str, json: &str) -> Result<(Trunk, Vec<LayerSpec>)> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
     let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
-    let (mut trunk, mut head) = (Vec::new(), Vec::new());
+    let (mut trunk, mut head, mut sources) = (Vec::new(), Vec::new(), Vec::new());
     for (i, item) in items.iter().enumerate() {
         let field = |k: &str| item.get(k).ok_or_else(|| Error::format(path, format!("layer {i} has no \"{k}\"")));
         let num = |k: &str| -> Result<usize> {
@@ -111,8 +126,29 @@ fn parse_layers(path: &str, json: &str) -> Result<(Vec<LayerSpec>, Vec<LayerSpec
             "max_pool2d" => LayerSpec::MaxPool2d(pool()?),
             "avg_pool2d" => LayerSpec::AvgPool2d(pool()?),
             "global_avg_pool" => LayerSpec::GlobalAvgPool { channels: num("channels")?, height: num("height")?, width: num("width")? },
+            "add" => {
+                let chw = match field("chw")? {
+                    serde_json::Value::Null => None,
+                    v => {
+                        let dims: Option<Vec<usize>> =
+                            v.as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect());
+                        match dims.as_deref() {
+                            Some(&[c, h, w]) => Some([c, h, w]),
+                            _ => return Err(Error::format(path, format!("layer {i}: \"chw\" must be null or [C, H, W]"))),
+                        }
+                    }
+                };
+                LayerSpec::Add(AddSpec { features: num("features")?, chw, activation: activation()? })
+            }
             other => return Err(Error::format(path, format!("layer {i}: unknown layer type {other:?}"))),
         };
+        sources.push(match item.get("sources") {
+            None => vec![i],
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_u64().filter(|&x| x <= i as u64).map(|x| x as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| Error::format(path, format!("layer {i}: \"sources\" must list earlier values (0..={i})")))?,
+        });
         spec.validate().map_err(|e| Error::format(path, format!("layer {i}: {e}")))?;
         match field("part")?.as_str() {
             Some("trunk") => trunk.push(spec),
@@ -123,7 +159,12 @@ fn parse_layers(path: &str, json: &str) -> Result<(Vec<LayerSpec>, Vec<LayerSpec
     if head.is_empty() {
         return Err(Error::format(path, "the checkpoint describes no head layer"));
     }
-    Ok((trunk, head))
+    let t = trunk.len();
+    if sources[t..].iter().enumerate().any(|(j, s)| *s != [t + j]) {
+        return Err(Error::format(path, "head layers must each read the layer before them"));
+    }
+    sources.truncate(t);
+    Ok((Trunk { layers: trunk, sources }, head))
 }
 
 impl Network {
@@ -223,7 +264,7 @@ impl Network {
             return Err(Error::invalid(format!("head_layers must be between 1 and {}", specs.len())));
         }
         let head = specs.split_off(specs.len() - head_layers);
-        Self::with_values_from(gpu, &sd, specs, head, kind, origin)
+        Self::with_values_from(gpu, &sd, Trunk::chain(specs), head, kind, origin)
     }
 
     /// Builds a network of any layers from a PyTorch `nn.Sequential` state_dict without headswap
@@ -238,18 +279,11 @@ impl Network {
         kind: HeadKind,
         origin: &str,
     ) -> Result<Network> {
-        Self::with_values_from(gpu, &ckpt.state_dict_only(), trunk, head, kind, origin)
+        Self::with_values_from(gpu, &ckpt.state_dict_only(), Trunk::chain(trunk), head, kind, origin)
     }
 
-    fn with_values_from(
-        gpu: &Gpu,
-        ckpt: &Checkpoint,
-        trunk: Vec<LayerSpec>,
-        head: Vec<LayerSpec>,
-        kind: HeadKind,
-        origin: &str,
-    ) -> Result<Network> {
-        let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
+    fn with_values_from(gpu: &Gpu, ckpt: &Checkpoint, trunk: Trunk, head: Vec<LayerSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+        let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
         let seq = sequential_indices(&all);
         let expected: Vec<Expect> = all
             .iter()
@@ -269,6 +303,6 @@ impl Network {
                 (w, b)
             })
             .collect();
-        Network::from_layers(gpu, trunk, head, kind, &values)
+        Network::from_graph_layers(gpu, trunk, head, kind, &values)
     }
 }

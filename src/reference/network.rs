@@ -38,8 +38,10 @@ pub enum RefLoss {
 /// Per layer: (dW, db); empty for layers without parameters.
 pub type RefGrads = Vec<(Vec<f64>, Vec<f64>)>;
 
-/// The layer's pre-activation output for a batch of `m` rows.
-fn pre_activation(l: &RefLayer, input: &[f64], m: usize) -> Vec<f64> {
+/// The layer's pre-activation output for a batch of `m` rows reading `inputs` (one, or two for
+/// an add).
+fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize) -> Vec<f64> {
+    let input = inputs[0];
     match l.spec {
         LayerSpec::Dense(d) => {
             let mut z = matmul(input, &l.w, m, d.outputs, d.inputs, Transpose::NT);
@@ -50,19 +52,31 @@ fn pre_activation(l: &RefLayer, input: &[f64], m: usize) -> Vec<f64> {
         LayerSpec::MaxPool2d(p) => rconv::max_pool2d_forward(&p.shape(m), input).0,
         LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_forward(&p.shape(m), input),
         LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_forward(m, channels, height, width, input),
+        LayerSpec::Add(_) => input.iter().zip(inputs[1]).map(|(a, b)| a + b).collect(),
     }
 }
 
-/// Pre-activations and outputs of every layer for a batch of `m` rows.
+/// The wiring of a chain: layer `i` reads value `i` (the output of layer `i − 1`, the input for
+/// layer 0).
+pub fn chain(layers: usize) -> Vec<Vec<usize>> {
+    (0..layers).map(|i| vec![i]).collect()
+}
+
+/// Pre-activations and outputs of every layer of a chain for a batch of `m` rows.
 pub fn forward(layers: &[RefLayer], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-    let mut zs = Vec::new();
-    let mut as_ = Vec::new();
-    let mut input = x.to_vec();
-    for l in layers {
-        let z = pre_activation(l, &input, m);
+    forward_graph(layers, &chain(layers.len()), x, m)
+}
+
+/// Pre-activations and outputs of every layer for a batch of `m` rows, layer `i` reading the
+/// values `sources[i]` names: `0` is `x`, `j + 1` the output of layer `j`.
+pub fn forward_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut zs: Vec<Vec<f64>> = Vec::new();
+    let mut as_: Vec<Vec<f64>> = Vec::new();
+    for (l, src) in layers.iter().zip(sources) {
+        let inputs: Vec<&[f64]> = src.iter().map(|&v| if v == 0 { x } else { as_[v - 1].as_slice() }).collect();
+        let z = pre_activation(l, &inputs, m);
         let a: Vec<f64> = z.iter().map(|&v| activate(l.spec.activation(), v)).collect();
         zs.push(z);
-        input = a.clone();
         as_.push(a);
     }
     (zs, as_)
@@ -82,17 +96,28 @@ pub fn loss(logits: &[f64], m: usize, k: usize, target: &RefLoss) -> (f64, Vec<f
     }
 }
 
-/// Loss and the gradients of every layer.
+/// Loss and the gradients of every layer of a chain.
 pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss) -> (f64, RefGrads) {
-    let (zs, as_) = forward(layers, x, m);
+    loss_and_grads_graph(layers, &chain(layers.len()), x, m, target)
+}
+
+/// Loss and the gradients of every layer of a network wired by `sources` (see
+/// [`forward_graph`]): the gradient of a value read by several layers is the sum of what each
+/// reader passes back.
+pub fn loss_and_grads_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f64], m: usize, target: &RefLoss) -> (f64, RefGrads) {
+    let (zs, as_) = forward_graph(layers, sources, x, m);
     let top = layers.last().expect("a network has layers");
     let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs(), target);
     let mut grads = vec![(Vec::new(), Vec::new()); layers.len()];
-    let mut da = dlogits;
+    // the gradient of every value: the input's, then each layer's output
+    let mut dvalues: Vec<Vec<f64>> = std::iter::once(vec![0.0; x.len()]).chain(as_.iter().map(|a| vec![0.0; a.len()])).collect();
+    dvalues[layers.len()] = dlogits;
     for i in (0..layers.len()).rev() {
         let layer = &layers[i];
+        let da = std::mem::take(&mut dvalues[i + 1]);
         let dz: Vec<f64> = da.iter().zip(&zs[i]).map(|(&g, &z)| g * activate_grad(layer.spec.activation(), z)).collect();
-        let input = if i == 0 { x } else { &as_[i - 1] };
+        let v = sources[i][0];
+        let input: &[f64] = if v == 0 { x } else { &as_[v - 1] };
         let dx = match layer.spec {
             LayerSpec::Dense(d) => {
                 let dw = matmul(&dz, input, d.outputs, d.inputs, m, Transpose::TN);
@@ -116,8 +141,17 @@ pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss
             }
             LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_backward(&p.shape(m), &dz),
             LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_backward(m, channels, height, width, &dz),
+            LayerSpec::Add(_) => {
+                // the second summand's gradient is dz too
+                for (g, d) in dvalues[sources[i][1]].iter_mut().zip(&dz) {
+                    *g += d;
+                }
+                dz.clone()
+            }
         };
-        da = dx;
+        for (g, d) in dvalues[v].iter_mut().zip(&dx) {
+            *g += d;
+        }
     }
     (l, grads)
 }

@@ -846,7 +846,8 @@ impl StepBuffers {
         let lowest = lowest_of(lr_mults)?;
         // Every layer below the lowest trainable one is frozen and nothing flows back into it:
         // its outputs for the data set are computed once and stay resident for the whole run.
-        let cached = cfg.cache_features && lowest > 0;
+        // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
+        let cached = cfg.cache_features && lowest > 0 && net.is_cut(lowest);
         let first = if cached { lowest } else { 0 };
         let bce = bce_tensors(gpu, &cfg.bce, net)?;
         let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size)? } else { train.x.clone() };

@@ -267,6 +267,9 @@ pub(crate) struct Scratch {
     dz: Vec<Option<Tensor>>,
     /// Max-pool layers: the argmax of every output (u32), for the backward pass.
     argmax: Vec<Option<Tensor>>,
+    /// Outputs read by several layers: where a second reader's gradient goes before it is added
+    /// into `da` (the first reader writes `da` directly).
+    grad_tmp: Vec<Option<Tensor>>,
     loss_rows: Tensor,
     dlogits: Tensor,
 }
@@ -288,7 +291,7 @@ impl Scratch {
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
         v.extend(self.a.iter());
-        for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).flatten() {
+        for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).chain(&self.grad_tmp).flatten() {
             v.push(t);
         }
         v
@@ -303,7 +306,13 @@ impl Scratch {
         let mut da = Vec::new();
         let mut dz = Vec::new();
         let mut argmax = Vec::new();
+        let mut grad_tmp = Vec::new();
         let f32a = |shape: &[usize], label: &str| Tensor::alloc(gpu, shape, DType::F32, label);
+        // readers of each layer's output among the layers computed
+        let mut readers = vec![0usize; layers.len()];
+        for v in net.sources()[first..].iter().flatten().filter(|&&v| v > first) {
+            readers[v - 1] += 1;
+        }
         for (i, s) in layers.iter().enumerate() {
             let shape = [rows, s.outputs()];
             let active = i >= first;
@@ -316,6 +325,7 @@ impl Scratch {
                 LayerSpec::MaxPool2d(_) if active => Some(Tensor::alloc(gpu, &shape, DType::U32, "argmax")?),
                 _ => None,
             });
+            grad_tmp.push(if trainable && readers[i] > 1 { Some(f32a(&shape, "grad_tmp")?) } else { None });
         }
         let out = net.output_dim();
         let y = match data.kind {
@@ -326,7 +336,8 @@ impl Scratch {
             Some(Some(t)) => t.clone(),
             _ => f32a(&[rows, out], "dlogits_eval")?,
         };
-        Ok(Scratch { rows, x: f32a(&[rows, in_dim], "batch_x")?, y, z, a, da, dz, argmax, loss_rows: f32a(&[rows], "loss_rows")?, dlogits })
+        let (x, loss_rows) = (f32a(&[rows, in_dim], "batch_x")?, f32a(&[rows], "loss_rows")?);
+        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, loss_rows, dlogits })
     }
 }
 
@@ -352,6 +363,7 @@ fn in_chw(spec: &LayerSpec) -> [usize; 3] {
         LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => [p.channels, p.height, p.width],
         LayerSpec::GlobalAvgPool { channels, height, width } => [channels, height, width],
         LayerSpec::Dense(d) => [d.inputs, 1, 1],
+        LayerSpec::Add(a) => a.chw.unwrap_or([a.features, 1, 1]),
     }
 }
 
@@ -432,10 +444,12 @@ pub(crate) enum Input<'a> {
 }
 
 impl Input<'_> {
-    /// The input a dense layer `first` can read in place: `source` in one buffer.
+    /// The input as the layers from `first` read it: in place, where its only reader is a dense
+    /// layer and `source` is one buffer; else the gathered batch.
     fn choose<'a>(net: &Network, first: usize, source: &'a Rows, indices: &'a Tensor, batch: &'a Tensor) -> Input<'a> {
-        match (&net.layers()[first], &source.chunks[..]) {
-            (LayerSpec::Dense(_), [(_, rows)]) => Input::Gathered { rows, indices },
+        let readers: Vec<usize> = (first..net.sources.len()).filter(|&i| net.sources[i].contains(&first)).collect();
+        match (&readers[..], &source.chunks[..]) {
+            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) => Input::Gathered { rows, indices },
             _ => Input::Batch(batch),
         }
     }
@@ -462,16 +476,27 @@ pub(crate) fn forward_dispatches(
 ) -> Result<()> {
     let layers = net.layers();
     conv.resize_with(layers.len(), || None);
+    if !net.is_cut(first) {
+        return Err(Error::invalid(format!("layers from {first} on read outputs of layers below {first}: they cannot start there")));
+    }
+    // value v: the input at `first`, else the output of layer v − 1
+    let batch = match x {
+        Input::Batch(x) => Some(x),
+        Input::Gathered { .. } => None,
+    };
+    let value = |v: usize| -> Result<&Tensor> {
+        if v == first { batch.ok_or_else(|| Error::invalid("the batch is read in place by one layer only")) } else { Ok(&a[v - 1]) }
+    };
     for i in first..upto {
         let spec = layers[i];
+        let src = &net.sources[i];
         let rows = a[i].shape()[0];
         let (w, b) = net.param_views(i)?;
         // where the layer's own output goes before an unfused activation
         let target = z[i].as_ref().unwrap_or(&a[i]);
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
-        let input = match (i == first, x) {
-            (false, _) => &a[i - 1],
-            (true, Input::Batch(x)) => x,
+        let input = match (src[0] == first, x) {
+            (false, _) | (true, Input::Batch(_)) => value(src[0])?,
             (true, Input::Gathered { rows: src, indices }) => {
                 let epi = Epilogue { bias: Some(&b), activation: fused };
                 out.push(matmul_dispatch_gathered(gpu, src, &w, target, Transpose::NT, epi, Gathered::A, indices)?);
@@ -509,6 +534,7 @@ pub(crate) fn forward_dispatches(
             LayerSpec::GlobalAvgPool { .. } => {
                 out.push(conv::global_avg_pool_forward_dispatch(gpu, &nchw(input, rows, in_chw(&spec))?, target)?)
             }
+            LayerSpec::Add(_) => out.push(elementwise::add_act_dispatch(gpu, fused, input, value(src[1])?, target)?),
         }
         if let Some(z) = &z[i] {
             out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
@@ -700,11 +726,28 @@ impl Plan {
             }
         }
         // backward
-        if let Mode::Train { lowest } = p.mode {
+        if let Mode::Train { .. } = p.mode {
             let grads = p.grads.ok_or_else(|| Error::invalid("a training plan needs gradient buffers"))?;
-            let input_of = |i: usize| (i == p.first).then_some(input);
-            for i in (lowest..l).rev() {
+            let sources = net.sources();
+            // `reaches[i]`: layer i trains, or a layer it reads from (however far down) does: its
+            // output needs a gradient. The batch input (value `first`) never does.
+            let mut reaches = vec![false; l];
+            for i in p.first..l {
+                reaches[i] = grads.has(i) || sources[i].iter().any(|&v| v > p.first && reaches[v - 1]);
+            }
+            let needs = |v: usize| v > p.first && reaches[v - 1];
+            let value = |v: usize| if v == p.first { &x } else { &a[v - 1] };
+            // per value: whether a reader has written its gradient yet (readers are visited top
+            // down, so a value's gradient is complete before the layer that made it is visited)
+            let mut written = vec![false; l + 1];
+            let da_of = |v: usize| opt_rows(&s.da[v - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"));
+            let input_of_first = input;
+            for i in (p.first..l).rev() {
+                if !reaches[i] {
+                    continue;
+                }
                 let spec = layers[i];
+                let src = &sources[i];
                 let da = opt_rows(&s.da[i], rows)?.ok_or_else(|| Error::invalid("missing activation gradient"))?;
                 let dz = match opt_rows(&s.dz[i], rows)? {
                     Some(dz) => {
@@ -717,17 +760,25 @@ impl Plan {
                     }
                     None => da,
                 };
-                let input = if i == p.first { &x } else { &a[i - 1] };
-                // the first layer's weight gradient reads the batch's inputs in place, as its forward did
-                let gathered = match input_of(i) {
-                    Some(Input::Gathered { rows: src, indices }) => Some((src, indices)),
+                let input = value(src[0]);
+                // a layer reading the batch in place reads it so for its weight gradient too
+                let gathered = match (src[0] == p.first, input_of_first) {
+                    (true, Input::Gathered { rows: src, indices }) => Some((src, indices)),
                     _ => None,
                 };
-                // the gradient for the layer below, unless nothing below trains
-                let below = if i > lowest {
-                    Some(opt_rows(&s.da[i - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?)
+                // where the gradient for the value this layer reads goes, unless nothing below
+                // trains: its `da` if no other reader wrote it yet, else a scratch then added to it
+                let (below, accumulate) = if needs(src[0]) && !matches!(spec, LayerSpec::Add(_)) {
+                    let dv = da_of(src[0])?;
+                    let first_write = !std::mem::replace(&mut written[src[0]], true);
+                    if first_write {
+                        (Some(dv), None)
+                    } else {
+                        let tmp = opt_rows(&s.grad_tmp[src[0] - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient scratch"))?;
+                        (Some(tmp), Some(dv))
+                    }
                 } else {
-                    None
+                    (None, None)
                 };
                 let (chw_in, chw_out) = (in_chw(&spec), spec.out_chw().unwrap_or_default());
                 // a frozen layer above the lowest trainable one only passes the gradient down
@@ -789,6 +840,21 @@ impl Plan {
                             d.push(conv::global_avg_pool_backward_dispatch(gpu, &dz, &nchw(below, rows, chw_in)?)?);
                         }
                     }
+                    LayerSpec::Add(_) => {
+                        // both summands' gradient is dz: copied into the first written, added to the rest
+                        for &v in src.iter().filter(|&&v| needs(v)) {
+                            let dv = da_of(v)?;
+                            let first_write = !std::mem::replace(&mut written[v], true);
+                            d.push(if first_write {
+                                elementwise::copy_dispatch(gpu, &dz, &dv)?
+                            } else {
+                                elementwise::add_assign_dispatch(gpu, &dz, &dv)?
+                            });
+                        }
+                    }
+                }
+                if let (Some(tmp), Some(dv)) = (&below, &accumulate) {
+                    d.push(elementwise::add_assign_dispatch(gpu, tmp, dv)?);
                 }
             }
         }

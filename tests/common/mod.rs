@@ -2,6 +2,8 @@
 //! NaN-poisoned outputs, and a tolerance type whose failures explain themselves.
 #![allow(dead_code)]
 
+pub mod trainer;
+
 use headswap::{Gpu, Rng, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,0 +1,66 @@
+//! The float64 reference trainer for trajectory tests: the trainer's shuffles (one permutation
+//! per epoch from `Rng::new(seed)`), the same batches, per-layer learning-rate multipliers
+//! (`None` = frozen), any wiring.
+use headswap::Rng;
+use headswap::data::{Dataset, Targets};
+use headswap::nn::LayerSpec;
+use headswap::reference::network::{RefLayer, RefLoss, loss_and_grads_graph};
+use headswap::reference::optim::{Adam, Sgd, adam_step, sgd_step};
+
+#[derive(Clone, Copy, Debug)]
+pub enum RefOpt {
+    Sgd(Sgd),
+    Adam(Adam),
+}
+
+/// Trains `specs` (with `values` and wiring `sources`) on class data as the GPU trainer would and
+/// returns every layer's (weight, bias).
+#[allow(clippy::too_many_arguments)]
+pub fn reference_train(
+    specs: &[LayerSpec],
+    sources: &[Vec<usize>],
+    values: &[(Vec<f32>, Vec<f32>)],
+    data: &Dataset,
+    opt: RefOpt,
+    mults: &[Option<f64>],
+    batch: usize,
+    epochs: usize,
+    seed: u64,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer { spec: *sp, w: f64s(w), b: f64s(b) }).collect();
+    let mut state: Vec<[Vec<f64>; 4]> =
+        layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
+    let Targets::Classes { y, .. } = &data.targets else { panic!("the reference trainer takes class data") };
+    let d = data.d;
+    let mut rng = Rng::new(seed);
+    let mut t = 0;
+    for _ in 0..epochs {
+        let order = rng.permutation(data.n);
+        for chunk in order.chunks(batch) {
+            let m = chunk.len();
+            let xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
+            let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
+            let (_, grads) = loss_and_grads_graph(&layers, sources, &xb, m, &RefLoss::Softmax(yb));
+            t += 1;
+            for (li, (gw, gb)) in grads.iter().enumerate() {
+                let Some(mult) = mults[li] else { continue };
+                let [s0, s1, s2, s3] = &mut state[li];
+                let l = &mut layers[li];
+                match opt {
+                    RefOpt::Sgd(c) => {
+                        let c = Sgd { lr: c.lr * mult, ..c };
+                        sgd_step(&mut l.w, gw, s0, &c, t);
+                        sgd_step(&mut l.b, gb, s2, &c, t);
+                    }
+                    RefOpt::Adam(c) => {
+                        let c = Adam { lr: c.lr * mult, ..c };
+                        adam_step(&mut l.w, gw, s0, s1, &c, t);
+                        adam_step(&mut l.b, gb, s2, s3, &c, t);
+                    }
+                }
+            }
+        }
+    }
+    layers.into_iter().map(|l| (l.w, l.b)).collect()
+}
