@@ -723,6 +723,15 @@ fn a_size_or_colour_the_model_cannot_take_is_refused_before_any_work() {
     fails(&out, 1, "the model was trained on 8x8 gray images (64 input features); --rgb gives 8x8 RGB images (192 input features)");
     assert!(out.stdout.is_empty() && stderr(&out).lines().count() == 1, "output before the error: {}", stderr(&out));
     assert!(!tuned.exists());
+
+    // a model with no image layout (trained on a tensor file): the two widths, before any output
+    let data_path = tmp("layout_tensor.safetensors");
+    headswap::data::tensor_file::save(&data_path, &headswap::data::synthetic::shapes_task_a(64, 8, 1)).unwrap();
+    let tensor_model = tmp("layout_tensor_model.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&data_path), "--epochs", "1", "--out", s(&tensor_model)]));
+    let out = headswap(&["eval", "--model", s(&tensor_model), "--data", "synthetic-a:10"]);
+    fails(&out, 1, "the model takes 64 input features; --data synthetic-a:10 has 256 per example");
+    assert!(out.stdout.is_empty() && stderr(&out).lines().count() == 1, "output before the error: {}", stderr(&out));
 }
 
 #[test]

@@ -29,7 +29,6 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     let opts = image_options_for_model(&a.image, &from.path, &a.data, data_kind(&a.data)?)?;
     check_outputs(&a.out, None)?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
@@ -37,6 +36,7 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     let data = &loaded.data;
     let (mut net, _) = load_model(&gpu, &from, head_kind_of(data))?;
     check_input_width(&net, &a.data, data)?;
+    eprintln!("{}", describe_loaded(&a.data, data));
     let swap = net.swap_head(head_for(data, a.head_hidden, from.act), cfg.seed)?;
     eprint!("{swap}");
     let mut training = Training::new(&gpu, cfg, a.json);

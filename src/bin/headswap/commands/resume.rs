@@ -40,7 +40,6 @@ pub fn run(a: ResumeArgs, given: &Given, argv: &[OsString]) -> CliResult<()> {
     }
     check_outputs(&a.out, a.save_state.as_deref())?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
     check_pos_weight(&cfg, &loaded.data)?;
     if let Some(n) = saved_run_examples(&ckpt)
         && n != loaded.data.n
@@ -60,6 +59,7 @@ pub fn run(a: ResumeArgs, given: &Given, argv: &[OsString]) -> CliResult<()> {
     let gpu = gpu()?;
     let mut net = Network::from_checkpoint(&gpu, &ckpt, &origin)?;
     check_input_width(&net, &a.data, &loaded.data)?;
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
     if !restored.is_empty() {
         let shown: Vec<String> = restored.iter().map(|(k, v)| v.as_ref().map_or(format!("--{k}"), |v| format!("--{k} {v}"))).collect();
         eprintln!("the saved run's options: {}", shown.join(" "));

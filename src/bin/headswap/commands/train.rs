@@ -21,7 +21,6 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
     check_outputs(&a.out, a.save_state.as_deref())?;
     let opts = image_options(&ImageArgs { size: None, rgb: false }, DataKind::Tensor)?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
     check_pos_weight(&cfg, &loaded.data)?;
     if kind != head_kind_of(&loaded.data) {
         let (loss, other, has) = if kind == HeadKind::Classes { ("softmax", "bce", "labels") } else { ("bce", "softmax", "classes") };
@@ -32,6 +31,7 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
     let (mut net, ckpt) = load_model(&gpu, &init, kind)?;
     net.set_head_kind(kind);
     check_input_width(&net, &a.data, &loaded.data)?;
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
     let data = align_to_model(loaded.data, &model_names(&ckpt), net.output_dim())?;
     let loaded = Loaded { data, ..loaded };
     let mut training = Training::new(&gpu, cfg, a.json);
