@@ -219,13 +219,14 @@ pub fn check_head_kind(net: &Network, data: &Dataset) -> CliResult<()> {
     }
 }
 
-/// The model reads as many input features as the data has, said before any work with both
-/// numbers (the library would say it mid-run).
+/// The network reads as many input features as the data has, said with both numbers before
+/// training or scoring starts (the library would say it mid-run).
 pub fn check_input_width(net: &Network, spec: &str, data: &Dataset) -> CliResult<()> {
-    if net.input_dim() == data.d {
-        return Ok(());
-    }
-    Err(failed(format!("the model takes {} input features; --data {spec} has {} per example", net.input_dim(), data.d)))
+    if net.input_dim() == data.d { Ok(()) } else { Err(width_mismatch(net.input_dim(), spec, data)) }
+}
+
+pub fn width_mismatch(model_width: usize, spec: &str, data: &Dataset) -> crate::CliError {
+    failed(format!("the model takes {model_width} input features; --data {spec} has {} per example", data.d))
 }
 
 /// Puts `data`'s classes or labels in the model's order by name, so that a folder with only some

@@ -26,14 +26,18 @@ pub struct ModelSource {
     pub act: Activation,
 }
 
-/// Reads a headswap checkpoint, or with `--arch mlp` a plain PyTorch state_dict of Linear layers
-/// whose last layer is the head (of `kind`). Returns the checkpoint too, for its metadata.
-pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, kind: HeadKind) -> CliResult<(Network, Checkpoint)> {
-    let ckpt = checkpoint::load(Path::new(&src.path))?;
+/// Reads the model file (without building the network, which needs the GPU).
+pub fn read_model(src: &ModelSource) -> CliResult<Checkpoint> {
+    Ok(checkpoint::load(Path::new(&src.path))?)
+}
+
+/// The network in `ckpt` (read from `src`): a headswap checkpoint, or with `--arch mlp` a plain
+/// PyTorch state_dict of Linear layers whose last layer is the head (of `kind`).
+pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, ckpt: &Checkpoint, kind: HeadKind) -> CliResult<Network> {
     let has_arch = ckpt.metadata.contains_key(checkpoint::LAYERS_KEY);
     let net = match (&src.arch, has_arch) {
-        (None, true) => Network::from_checkpoint(gpu, &ckpt, &src.path)?,
-        (Some(_), false) => Network::from_state_dict(gpu, &ckpt, src.act, kind, 1, &src.path)?,
+        (None, true) => Network::from_checkpoint(gpu, ckpt, &src.path)?,
+        (Some(_), false) => Network::from_state_dict(gpu, ckpt, src.act, kind, 1, &src.path)?,
         (Some(_), true) => return Err(usage(format!("--arch is for plain state_dicts; {} records its own architecture", src.path))),
         (None, false) => {
             return Err(failed(format!(
@@ -43,7 +47,28 @@ pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, kind: HeadKind) -> Cli
             )));
         }
     };
-    Ok((net, ckpt))
+    Ok(net)
+}
+
+/// The number of input features the first layer of a headswap checkpoint takes, from its
+/// recorded architecture (the library's `headswap.layers` record: a dense layer's `inputs`, or a
+/// spatial layer's channels × height × width), so that it is known before the GPU is; `None` for
+/// a plain state_dict.
+fn recorded_input_width(ckpt: &Checkpoint) -> Option<usize> {
+    let layers: serde_json::Value = serde_json::from_str(ckpt.metadata.get(checkpoint::LAYERS_KEY)?).ok()?;
+    let first = layers.as_array()?.first()?;
+    let n = |k: &str| first.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+    n("inputs").or_else(|| Some(n("in_channels").or(n("channels"))? * n("height")? * n("width")?))
+}
+
+/// The model reads as many input features as the data has, checked before any work and said
+/// with both numbers (the library would say it mid-run). A plain state_dict is checked once its
+/// network is built ([`crate::data::check_input_width`]).
+pub fn check_recorded_width(ckpt: &Checkpoint, spec: &str, data: &Dataset) -> CliResult<()> {
+    match recorded_input_width(ckpt) {
+        Some(width) if width != data.d => Err(crate::data::width_mismatch(width, spec, data)),
+        _ => Ok(()),
+    }
 }
 
 /// The class or label names a checkpoint was trained with (empty when it has none).

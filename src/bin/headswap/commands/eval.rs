@@ -4,7 +4,7 @@ use crate::args::EvalArgs;
 use crate::data::{
     Split, align_to_model, check_head_kind, check_input_width, data_kind, describe_loaded, describe_split, head_kind_of, load_data,
 };
-use crate::model::{ModelSource, image_options_for_model, load_model, model_names};
+use crate::model::{ModelSource, check_recorded_width, image_options_for_model, load_model, model_names, read_model};
 use crate::{CliResult, gpu};
 use headswap::train::{TrainConfig, Trainer};
 
@@ -13,8 +13,10 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
     let kind = data_kind(&a.data)?;
     let opts = image_options_for_model(&a.image, &src.path, &a.data, kind)?;
     let loaded = load_data(&a.data, &opts, Split::HeldOut, a.seed)?;
+    let ckpt = read_model(&src)?;
+    check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
-    let (net, ckpt) = load_model(&gpu, &src, head_kind_of(&loaded.data))?;
+    let net = load_model(&gpu, &src, &ckpt, head_kind_of(&loaded.data))?;
     check_head_kind(&net, &loaded.data)?;
     check_input_width(&net, &a.data, &loaded.data)?;
     eprintln!("{}", describe_split(&a.data, loaded.kind, &loaded.data));

@@ -2,7 +2,7 @@
 
 use crate::args::{FinetuneArgs, Given};
 use crate::data::{Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data};
-use crate::model::{ModelSource, head_for, image_options_for_model, load_model, save, storage};
+use crate::model::{ModelSource, check_recorded_width, head_for, image_options_for_model, load_model, read_model, save, storage};
 use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
 use crate::output::{Training, check_converged, fit_json, print_summary, write_report};
 use crate::{CliResult, gpu, usage};
@@ -31,10 +31,12 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
+    let ckpt = read_model(&from)?;
+    check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
     let gpu = gpu()?;
     let data = &loaded.data;
-    let (mut net, _) = load_model(&gpu, &from, head_kind_of(data))?;
+    let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data))?;
     check_input_width(&net, &a.data, data)?;
     eprintln!("{}", describe_loaded(&a.data, data));
     let swap = net.swap_head(head_for(data, a.head_hidden, from.act), cfg.seed)?;

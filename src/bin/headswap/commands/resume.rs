@@ -3,7 +3,7 @@
 
 use crate::args::{self, Command, Given, ResumeArgs};
 use crate::data::{Split, check_input_width, data_kind, describe_loaded, image_options, load_data};
-use crate::model::{model_names, save, save_state, saved_run_examples, saved_run_flags, storage};
+use crate::model::{check_recorded_width, model_names, save, save_state, saved_run_examples, saved_run_flags, storage};
 use crate::options::{check_outputs, check_pos_weight, same_path, train_config};
 use crate::output::{Training, check_converged, print_summary};
 use crate::{CliResult, clap_message, failed, gpu, usage};
@@ -56,6 +56,7 @@ pub fn run(a: ResumeArgs, given: &Given, argv: &[OsString]) -> CliResult<()> {
             loaded.data.label_names.join(", ")
         )));
     }
+    check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
     let mut net = Network::from_checkpoint(&gpu, &ckpt, &origin)?;
     check_input_width(&net, &a.data, &loaded.data)?;

@@ -3,7 +3,7 @@
 
 use crate::args::{Given, ImageArgs, Loss, TrainArgs};
 use crate::data::{DataKind, Loaded, Split, align_to_model, check_input_width, describe_loaded, head_kind_of, image_options, load_data};
-use crate::model::{ModelSource, load_model, model_names, save, save_state, storage};
+use crate::model::{ModelSource, check_recorded_width, load_model, model_names, read_model, save, save_state, storage};
 use crate::options::{check_outputs, check_pos_weight, train_config};
 use crate::output::{Training, check_converged, print_summary};
 use crate::{CliResult, gpu, usage};
@@ -26,9 +26,11 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
         let (loss, other, has) = if kind == HeadKind::Classes { ("softmax", "bce", "labels") } else { ("bce", "softmax", "classes") };
         return Err(usage(format!("--loss {loss} does not fit --data, which has {has}: use --loss {other}")));
     }
-    let gpu = gpu()?;
     let init = ModelSource { path: a.init.clone(), arch: a.arch, act: a.activation };
-    let (mut net, ckpt) = load_model(&gpu, &init, kind)?;
+    let ckpt = read_model(&init)?;
+    check_recorded_width(&ckpt, &a.data, &loaded.data)?;
+    let gpu = gpu()?;
+    let mut net = load_model(&gpu, &init, &ckpt, kind)?;
     net.set_head_kind(kind);
     check_input_width(&net, &a.data, &loaded.data)?;
     eprintln!("{}", describe_loaded(&a.data, &loaded.data));
