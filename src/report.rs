@@ -415,7 +415,14 @@ pub fn training_curves(path: &Path, title: &str, report: &FitReport) -> Result<(
 
 /// Bars of `series` (name, colour, one value per label) grouped by label; an undefined value
 /// (`None`, or not finite) is written "n/a" where its bar would stand, never drawn as a zero bar.
-fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(String, RGBColor, Vec<Option<f64>>)]) -> Result<()> {
+/// `y_desc` is the value axis' label.
+fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    label_names: &[String],
+    series: &[(String, RGBColor, Vec<Option<f64>>)],
+) -> Result<()> {
     let n = label_names.len();
     let m = series.len().max(1);
     let width = (260 + n * m * 56).clamp(760, 2400) as u32;
@@ -447,7 +454,7 @@ fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(Str
             .configure_mesh()
             .disable_x_mesh()
             .x_desc("label")
-            .y_desc("F1 on held-out data")
+            .y_desc(y_desc)
             .axis_desc_style(font(16))
             .label_style(font(14))
             .x_label_formatter(&label_of)
@@ -478,7 +485,8 @@ fn grouped_bars(path: &Path, title: &str, label_names: &[String], series: &[(Str
 }
 
 /// Draws one bar per label (its F1) into the PNG at `path`; a label whose F1 is `None` (n/a: no
-/// known positive and none predicted) gets "n/a" instead of a bar.
+/// known positive and none predicted) gets "n/a" instead of a bar. The axis says only "F1": the
+/// data it was measured on (held out or not) is the caller's to say, in `title`.
 ///
 /// Errors: [`Error::InvalidInput`] when there are no labels or `f1` does not have one value per
 /// label; [`Error::Io`] (with the path) when the file cannot be written.
@@ -489,7 +497,7 @@ pub fn label_f1_bars(path: &Path, title: &str, label_names: &[String], f1: &[Opt
     if f1.len() != label_names.len() {
         return Err(Error::invalid(format!("label_f1_bars: {} F1 values for {} labels", f1.len(), label_names.len())));
     }
-    grouped_bars(path, title, label_names, &[("F1".to_string(), color(0), f1.to_vec())])
+    grouped_bars(path, title, "F1", label_names, &[("F1".to_string(), color(0), f1.to_vec())])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,7 +760,8 @@ pub fn demo_report(dir: &Path, report: &DemoReport) -> Result<Vec<PathBuf>> {
             _ => "largest ",
         };
         let name = format!("label_f1_b{size}.png");
-        grouped_bars(&dir.join(&name), &format!("Per-label F1, {size} task-B training examples"), &report.label_names, &series)?;
+        let title = format!("Per-label F1, {size} task-B training examples");
+        grouped_bars(&dir.join(&name), &title, "F1 on held-out data", &report.label_names, &series)?;
         figures.push((
             name,
             format!(

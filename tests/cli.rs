@@ -60,6 +60,20 @@ fn pretrain_finetune_eval_predict() {
     let probs = v[0]["probabilities"].as_object().unwrap();
     assert_eq!(probs.len(), 4);
     assert!(probs.values().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+    // a label head: the labels predicted present, by name
+    let present: Vec<&str> = v[0]["labels"].as_array().expect("a list of labels").iter().map(|l| l.as_str().unwrap()).collect();
+    let expected: Vec<&str> = probs.iter().filter(|(_, p)| p.as_f64().unwrap() >= 0.5).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(present.iter().copied().collect::<std::collections::BTreeSet<_>>(), expected.into_iter().collect(), "{v}");
+    // a class head: the class by name and index, and its probability
+    let out = ok(&headswap(&["predict", "--model", a_s, img_path.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let probs = v[0]["probabilities"].as_object().unwrap();
+    let class = v[0]["class"].as_str().expect("a class name");
+    let best = probs.values().map(|p| p.as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(probs[class].as_f64().unwrap(), best, "{v}");
+    assert_eq!(v[0]["probability"].as_f64().unwrap(), best, "{v}");
+    let names = headswap::data::synthetic::shapes_task_a(8, 16, 0).label_names;
+    assert_eq!(names[v[0]["class_index"].as_u64().unwrap() as usize], class, "{v}");
 }
 
 #[test]
@@ -148,7 +162,7 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
     fails(&headswap(&["predict", "--model", good.to_str().unwrap(), not_png.to_str().unwrap()]), 1, "not_an_image.png");
 }
 
-// ---- fixes from the new-user review (numbers as in the review's findings) ----
+// ---- what new users ran into ----
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -192,11 +206,11 @@ fn class_subset(data: &headswap::data::Dataset, keep: &[u32]) -> headswap::data:
 }
 
 #[test]
-fn a1_eval_matches_classes_and_labels_by_name() {
-    let (model, data) = named_class_model("a1");
+fn eval_matches_classes_and_labels_by_name() {
+    let (model, data) = named_class_model("by_name");
     // three of the eight classes, numbered 0..3: by position they would all be scored wrong
     let subset = class_subset(&data, &[5, 3, 4]);
-    let subset_path = tmp("a1_subset.safetensors");
+    let subset_path = tmp("by_name_subset.safetensors");
     headswap::data::tensor_file::save(&subset_path, &subset).unwrap();
     let v = json(&headswap(&["eval", "--model", s(&model), "--data", s(&subset_path), "--json"]));
     assert!(v["accuracy"].as_f64().unwrap() > 0.5, "classes not matched by name: {v}");
@@ -204,15 +218,15 @@ fn a1_eval_matches_classes_and_labels_by_name() {
     // a class name the model does not know
     let mut renamed = subset.clone();
     renamed.label_names[0] = "nine".into();
-    let renamed_path = tmp("a1_renamed.safetensors");
+    let renamed_path = tmp("by_name_renamed.safetensors");
     headswap::data::tensor_file::save(&renamed_path, &renamed).unwrap();
     fails(&headswap(&["eval", "--model", s(&model), "--data", s(&renamed_path)]), 1, "nine");
 
     // labels in another column order score exactly as in the model's order
     let b = headswap::data::synthetic::scenes_task_b(60, 16, 4);
-    let b_path = tmp("a1_b.safetensors");
+    let b_path = tmp("by_name_b.safetensors");
     headswap::data::tensor_file::save(&b_path, &b).unwrap();
-    let b_model = tmp("a1_b_model.safetensors");
+    let b_model = tmp("by_name_b_model.safetensors");
     ok(&headswap(&["pretrain", "--data", s(&b_path), "--epochs", "1", "--out", s(&b_model)]));
     let mut swapped = b.clone();
     let headswap::data::Targets::Labels { y, k } = &mut swapped.targets else { panic!() };
@@ -220,7 +234,7 @@ fn a1_eval_matches_classes_and_labels_by_name() {
         row.swap(0, 3);
     }
     swapped.label_names.swap(0, 3);
-    let swapped_path = tmp("a1_b_swapped.safetensors");
+    let swapped_path = tmp("by_name_b_swapped.safetensors");
     headswap::data::tensor_file::save(&swapped_path, &swapped).unwrap();
     let a = json(&headswap(&["eval", "--model", s(&b_model), "--data", s(&b_path), "--json"]));
     let c = json(&headswap(&["eval", "--model", s(&b_model), "--data", s(&swapped_path), "--json"]));
@@ -228,18 +242,18 @@ fn a1_eval_matches_classes_and_labels_by_name() {
 }
 
 #[test]
-fn a2_eval_scores_held_out_built_in_data() {
-    let model = tmp("a2.safetensors");
+fn eval_scores_held_out_built_in_data() {
+    let model = tmp("held_out.safetensors");
     ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&model)]));
     // the examples pretrain drew (seed 0), as a file: eval --data synthetic-a:64 must not be them
-    let train_path = tmp("a2_train.safetensors");
+    let train_path = tmp("held_out_train.safetensors");
     headswap::data::tensor_file::save(&train_path, &headswap::data::synthetic::shapes_task_a(64, 16, 0)).unwrap();
     let on_train = json(&headswap(&["eval", "--model", s(&model), "--data", s(&train_path), "--json"]));
     let out = headswap(&["eval", "--model", s(&model), "--data", "synthetic-a:64", "--json"]);
     assert!(stderr(&out).contains("held-out"), "no line saying what is scored: {}", stderr(&out));
     assert_ne!(on_train["loss"], json(&out)["loss"], "eval scored the training examples");
     if headswap::data::digits::default_dir().is_some() {
-        let d = tmp("a2_digits.safetensors");
+        let d = tmp("held_out_digits.safetensors");
         ok(&headswap(&["pretrain", "--data", "digits", "--epochs", "1", "--out", s(&d)]));
         let v = json(&headswap(&["eval", "--model", s(&d), "--data", "digits", "--json"]));
         assert_eq!(v["examples"], 449, "eval --data digits must score the 449 test digits: {v}");
@@ -247,7 +261,7 @@ fn a2_eval_scores_held_out_built_in_data() {
 }
 
 #[test]
-fn a4_a_closed_stdout_is_not_a_panic() {
+fn a_closed_stdout_is_not_a_panic() {
     use std::process::Stdio;
     for args in [&["info"][..], &["info", "--json"][..]] {
         let mut child =
@@ -261,10 +275,10 @@ fn a4_a_closed_stdout_is_not_a_panic() {
 }
 
 #[test]
-fn a6_a_diverged_run_saves_nothing() {
-    let out = tmp("a6.safetensors");
+fn a_diverged_run_saves_nothing() {
+    let out = tmp("diverged.safetensors");
     std::fs::write(&out, b"an earlier model").unwrap();
-    let state = tmp("a6.state");
+    let state = tmp("diverged.state");
     let run = headswap(&[
         "pretrain",
         "--data",
@@ -287,17 +301,17 @@ fn a6_a_diverged_run_saves_nothing() {
 }
 
 #[test]
-fn a9_image_options_only_where_images_are_read() {
+fn image_options_only_where_images_are_read() {
     let data = headswap::data::synthetic::shapes_task_a(64, 8, 1);
-    let data_path = tmp("a9_data.safetensors");
+    let data_path = tmp("image_opts_data.safetensors");
     headswap::data::tensor_file::save(&data_path, &data).unwrap();
-    let model = tmp("a9.safetensors");
+    let model = tmp("image_opts.safetensors");
     ok(&headswap(&["pretrain", "--data", s(&data_path), "--epochs", "1", "--out", s(&model)]));
-    let img = tmp("a9.png");
+    let img = tmp("image_opts.png");
     image::GrayImage::from_pixel(8, 8, image::Luma([128])).save(&img).unwrap();
     fails(&headswap(&["predict", "--model", s(&model), s(&img)]), 1, "not trained on images");
 
-    let o = tmp("a9_never.safetensors");
+    let o = tmp("image_opts_never.safetensors");
     fails(&headswap(&["pretrain", "--data", s(&data_path), "--size", "8x8", "--out", s(&o)]), 2, "apply only to image folders");
     fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--rgb", "--out", s(&o)]), 2, "--rgb");
     fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--size", "16x8", "--out", s(&o)]), 2, "square");
@@ -307,8 +321,8 @@ fn a9_image_options_only_where_images_are_read() {
 }
 
 #[test]
-fn b_meaningless_options_are_refused_before_training() {
-    let o = tmp("b_never.safetensors");
+fn meaningless_options_are_refused_before_training() {
+    let o = tmp("meaningless_never.safetensors");
     let o = s(&o);
     let pre = |extra: &[&str]| {
         let mut a = vec!["pretrain", "--data", "synthetic-a:64", "--out", o];
@@ -324,6 +338,7 @@ fn b_meaningless_options_are_refused_before_training() {
     fails(&pre(&["--pos-weight", "1,2,3"]), 2, "--pos-weight");
     fails(&pre(&["--channels", "0", "--arch", "cnn"]), 2, "--channels");
     fails(&pre(&["--layers", "64,0"]), 2, "--layers");
+    fails(&pre(&["--optimizer", "adam", "--momentum", "0.5"]), 2, "--momentum");
     fails(&headswap(&["pretrain", "--data", "synthetic-b:64", "--out", o, "--pos-weight", "1,2,3,-4"]), 2, "--pos-weight");
     fails(&headswap(&["pretrain", "--data", "synthetic-b:64", "--out", o, "--pos-weight", "1,2,3,NaN"]), 2, "--pos-weight");
     fails(&headswap(&["pretrain", "--data", "synthetic-abc", "--out", o]), 2, "synthetic-abc");
@@ -340,42 +355,42 @@ fn b_meaningless_options_are_refused_before_training() {
     let run = pre(&["--out", "/no/such/dir/x.safetensors"]);
     fails(&run, 1, "does not exist");
     assert!(!String::from_utf8_lossy(&run.stdout).contains("epoch"), "trained before checking --out");
-    let same = tmp("b_same");
+    let same = tmp("meaningless_same");
     fails(&pre(&["--out", s(&same), "--save-state", s(&same)]), 2, "different files");
     assert!(!Path::new(o).exists());
 }
 
 #[test]
-fn a8_resume_continues_the_saved_run() {
-    let state = tmp("a8.state");
-    let half = tmp("a8_half.safetensors");
+fn resume_continues_the_saved_run() {
+    let state = tmp("resume.state");
+    let half = tmp("resume_half.safetensors");
     let flags = ["--data", "synthetic-a:64", "--lr", "0.01", "--momentum", "0.5", "--batch", "16"];
     let mut a = vec!["pretrain", "--epochs", "1", "--save-state", s(&state), "--out", s(&half)];
     a.extend_from_slice(&flags);
     ok(&headswap(&a));
     // the saved options apply without repeating them, and give the same bits as one 2-epoch run
-    let resumed = tmp("a8_resumed.safetensors");
+    let resumed = tmp("resume_resumed.safetensors");
     let out = ok(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "2", "--out", s(&resumed)]));
     assert!(out.contains("lr 0.01000"), "resume did not restore --lr: {out}");
-    let whole = tmp("a8_whole.safetensors");
+    let whole = tmp("resume_whole.safetensors");
     let mut a = vec!["pretrain", "--epochs", "2", "--out", s(&whole)];
     a.extend_from_slice(&flags);
     ok(&headswap(&a));
     assert_eq!(std::fs::read(&resumed).unwrap(), std::fs::read(&whole).unwrap(), "resume is not the same run");
-    let never = tmp("a8_never.safetensors");
+    let never = tmp("resume_never.safetensors");
     fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&never)]), 2, "--epochs");
     fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:80", "--epochs", "2", "--out", s(&never)]), 1, "same data");
     assert!(!never.exists());
 }
 
 #[test]
-fn c_messages_speak_the_command_line() {
+fn messages_speak_the_command_line() {
     fails(&headswap(&["info", "--foo"]), 2, "info does not take --foo");
     fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--out"]), 2, "--out needs a value");
     let err = stderr(&headswap(&["pretrain", "--data", "synthetic-a:64", "--arch", "cnn", "--channels", "0", "--out", "/tmp/x"]));
     assert!(!err.contains('{'), "Rust debug output in an error: {err}");
 
-    let model = tmp("c.safetensors");
+    let model = tmp("messages.safetensors");
     ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&model)]));
     let out = headswap(&["eval", "--model", s(&model), "--data", "synthetic-b:10"]);
     fails(&out, 1, "finetune");
@@ -384,13 +399,13 @@ fn c_messages_speak_the_command_line() {
     // a plain state_dict: the advice names a flag that eval takes, and following it works
     let mut plain = headswap::checkpoint::load(&model).unwrap().state_dict_only();
     plain.metadata.clear();
-    let plain_path = tmp("c_plain.safetensors");
+    let plain_path = tmp("messages_plain.safetensors");
     headswap::checkpoint::save(&plain_path, &plain, headswap::checkpoint::StorageDtype::F32).unwrap();
     fails(&headswap(&["eval", "--model", s(&plain_path), "--data", "synthetic-a:10"]), 1, "--arch mlp");
     ok(&headswap(&["eval", "--model", s(&plain_path), "--data", "synthetic-a:10", "--arch", "mlp"]));
 
     // finetune --recipe --json: one JSON document
-    let tuned = tmp("c_tuned.safetensors");
+    let tuned = tmp("messages_tuned.safetensors");
     let v = json(&headswap(&[
         "finetune",
         "--from",
@@ -409,9 +424,9 @@ fn c_messages_speak_the_command_line() {
 }
 
 #[test]
-fn d_tables_and_ratios_read_cleanly() {
+fn tables_and_ratios_read_cleanly() {
     let out =
-        ok(&headswap(&["pretrain", "--data", "synthetic-a:100", "--epochs", "1", "--batch", "16", "--out", s(&tmp("d.safetensors"))]));
+        ok(&headswap(&["pretrain", "--data", "synthetic-a:100", "--epochs", "1", "--batch", "16", "--out", s(&tmp("tables.safetensors"))]));
     let line = out.lines().find(|l| l.contains("submission per step")).unwrap();
     let ratio = line.split(" and ").nth(1).unwrap().split(' ').next().unwrap();
     assert!(ratio.len() <= 6, "unrounded ratio {ratio:?} in {line:?}");
@@ -447,19 +462,19 @@ fn d_tables_and_ratios_read_cleanly() {
 }
 
 #[test]
-fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
+fn data_without_names_is_matched_by_position_and_duplicate_names_are_refused() {
     // data without names (a plain tensor file: default names) is scored by position against a
     // model with names, and a model without names against named data
-    let (model, data) = named_class_model("r2");
+    let (model, data) = named_class_model("unnamed");
     let mut unnamed = data.clone();
     unnamed.label_names.clear();
-    let unnamed_path = tmp("r2_unnamed.safetensors");
+    let unnamed_path = tmp("unnamed_unnamed.safetensors");
     headswap::data::tensor_file::save(&unnamed_path, &unnamed).unwrap();
     let v = json(&headswap(&["eval", "--model", s(&model), "--data", s(&unnamed_path), "--json"]));
     assert!(v["accuracy"].as_f64().unwrap() > 0.5, "unnamed data not scored by position: {v}");
-    let plain_model = tmp("r2_plain_model.safetensors");
+    let plain_model = tmp("unnamed_plain_model.safetensors");
     ok(&headswap(&["pretrain", "--data", s(&unnamed_path), "--epochs", "1", "--out", s(&plain_model)]));
-    let named_path = tmp("r2_named.safetensors");
+    let named_path = tmp("unnamed_named.safetensors");
     headswap::data::tensor_file::save(&named_path, &data).unwrap();
     ok(&headswap(&["eval", "--model", s(&plain_model), "--data", s(&named_path)]));
 
@@ -472,22 +487,28 @@ fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
     let mut names = data.label_names.clone();
     names[7] = names[6].clone();
     meta.insert("label_names".into(), names.join(","));
-    let dup_path = tmp("r2_dup.safetensors");
+    let dup_path = tmp("unnamed_dup.safetensors");
     safetensors::serialize_to_file(file.tensors(), Some(meta), &dup_path).unwrap();
     fails(&headswap(&["eval", "--model", s(&model), "--data", s(&dup_path)]), 1, "given twice");
+}
 
+#[test]
+fn resume_never_writes_over_its_state_file() {
     // resume must not write its model over the state it resumes
-    let state = tmp("r2.state");
-    let first = tmp("r2_first.safetensors");
+    let state = tmp("own_state.state");
+    let first = tmp("own_state_first.safetensors");
     ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--save-state", s(&state), "--out", s(&first)]));
     let before = std::fs::read(&state).unwrap();
     fails(&headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:64", "--epochs", "2", "--out", s(&state)]), 2, "--state");
     assert_eq!(std::fs::read(&state).unwrap(), before, "the state file changed");
+}
 
+#[test]
+fn report_and_early_stop_mistakes_are_refused_before_training() {
     // --report naming a file is refused before training, and nothing is written
-    let report_file = tmp("r2_report_is_a_file");
+    let report_file = tmp("report_is_a_file");
     std::fs::write(&report_file, b"keep").unwrap();
-    let never = tmp("r2_never.safetensors");
+    let never = tmp("report_never.safetensors");
     fails(
         &headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&never), "--report", s(&report_file)]),
         2,
@@ -498,21 +519,29 @@ fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
 
     // --early-stop 0 would stop after the first epoch whatever happens
     fails(&headswap(&["pretrain", "--data", "synthetic-a:64", "--val", "0.2", "--early-stop", "0", "--out", s(&never)]), 2, "--early-stop");
+}
 
-    // eval and finetune read images at the size the model was trained at unless told otherwise
+/// Six 12x12 gray images of one class in `folder/name`, all dark or all light.
+fn write_class(folder: &Path, name: &str, dark: bool) {
+    write_class_of(folder, name, dark, 6);
+}
+
+fn write_class_of(folder: &Path, name: &str, dark: bool, images: usize) {
+    let dir = folder.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..images {
+        let v = if dark { 20 + i as u8 } else { 220 - i as u8 };
+        image::GrayImage::from_pixel(12, 12, image::Luma([v])).save(dir.join(format!("{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn eval_and_finetune_read_images_at_the_models_size() {
     // (classes named with digits, as a folder of digit classes is: real names, matched by name)
-    let write_class = |folder: &Path, name: &str, dark: bool| {
-        let dir = folder.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..6 {
-            let v = if dark { 20 + i as u8 } else { 220 - i as u8 };
-            image::GrayImage::from_pixel(12, 12, image::Luma([v])).save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    };
-    let folder = tmp("r2_folder");
+    let folder = tmp("model_size_folder");
     write_class(&folder, "0", true);
     write_class(&folder, "1", false);
-    let small = tmp("r2_small.safetensors");
+    let small = tmp("model_size_small.safetensors");
     ok(&headswap(&[
         "pretrain",
         "--data",
@@ -529,14 +558,220 @@ fn second_review_unnamed_data_duplicates_resume_report_and_image_size() {
         s(&small),
     ]));
     ok(&headswap(&["eval", "--model", s(&small), "--data", s(&folder)]));
-    let tuned = tmp("r2_tuned.safetensors");
+    let tuned = tmp("model_size_tuned.safetensors");
     ok(&headswap(&["finetune", "--from", s(&small), "--data", s(&folder), "--epochs", "1", "--out", s(&tuned)]));
     fails(&headswap(&["eval", "--model", s(&small), "--data", s(&folder), "--size", "16x16"]), 1, "input features");
     // a folder holding only class "1": by position it would be class 0, by name it is class 1
-    let only_light = tmp("r2_only_light");
+    let only_light = tmp("model_size_only_light");
     write_class(&only_light, "1", false);
     let v = json(&headswap(&["eval", "--model", s(&small), "--data", s(&only_light), "--json"]));
     assert!(v["accuracy"].as_f64().unwrap() > 0.9, "digit-named classes not matched by name: {v}");
     write_class(&only_light, "five", true);
     fails(&headswap(&["eval", "--model", s(&small), "--data", s(&only_light)]), 1, "five");
+}
+
+// ---- a new user's first hour: help, progress, resume, JSON, early errors ----
+
+#[test]
+fn every_command_has_its_own_help_listing_defaults() {
+    for cmd in ["demo", "info", "pretrain", "finetune", "train", "resume", "eval", "predict", "bench"] {
+        for flag in ["--help", "-h"] {
+            let out = ok(&headswap(&[cmd, flag]));
+            assert!(out.contains(&format!("Usage: headswap {cmd}")), "`{cmd} {flag}` is not {cmd}'s help: {out}");
+        }
+    }
+    let help = ok(&headswap(&["pretrain", "--help"]));
+    let line = |help: &str, flag: &str| {
+        help.lines().find(|l| l.trim_start().starts_with(&format!("{flag} "))).unwrap_or_else(|| panic!("no {flag} in {help}")).to_string()
+    };
+    assert!(line(&help, "--epochs").contains("[default: 10]"), "{help}");
+    assert!(line(&help, "--batch").contains("[default: 64]"), "{help}");
+    let lr = line(&help, "--lr");
+    assert!(lr.contains("0.05") && lr.contains("0.001"), "{lr}");
+    assert!(!help.contains("headswap demo"), "pretrain --help printed the global usage: {help}");
+    assert!(line(&ok(&headswap(&["train", "--help"])), "--epochs").contains("[default: 1]"));
+    assert!(ok(&headswap(&["help", "eval"])).contains("Usage: headswap eval"));
+
+    let version = ok(&headswap(&["--version"]));
+    assert_eq!(version.trim(), format!("headswap {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_readme_shows_the_help() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("\n## The command line\n").nth(1).expect("README has a command-line section");
+    let block = section.split("```text\n").nth(1).and_then(|b| b.split("```").next()).expect("a text block in it");
+    assert_eq!(block.trim_end(), ok(&headswap(&["--help"])).trim_end(), "README's block is not `headswap --help`");
+}
+
+#[test]
+fn a_piped_run_prints_each_epoch_as_it_ends_without_colour_codes() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    // the whole run: one line per epoch, counted from 1, and no terminal escapes anywhere, not
+    // even in log lines
+    let model = tmp("piped.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_headswap"))
+        .args(["pretrain", "--data", "synthetic-a:64", "--epochs", "3", "--batch", "16", "--out", s(&model)])
+        .env("RUST_LOG", "headswap=info")
+        .output()
+        .unwrap();
+    let out = ok(&run);
+    let epochs: Vec<&str> = out.lines().filter(|l| l.starts_with("epoch")).collect();
+    assert_eq!(epochs.len(), 3, "{out}");
+    for (i, l) in epochs.iter().enumerate() {
+        assert!(l.starts_with(&format!("epoch {:>3} ", i + 1)), "{out}");
+    }
+    let err = stderr(&run);
+    assert!(err.contains("epoch done"), "no log lines to check: {err}");
+    assert!(!out.contains('\x1b') && !err.contains('\x1b'), "terminal escapes in piped output: {out:?} {err:?}");
+
+    // a long run: its first epochs' lines arrive while it is still training
+    let long = tmp("piped_long.safetensors");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_headswap"))
+        .args(["pretrain", "--data", "synthetic-a:16", "--batch", "16", "--epochs", "1000000", "--out", s(&long)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(l) if l.starts_with("epoch") => lines.push(l),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let still_training = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 3, "no epoch lines while training: {lines:?}");
+    assert!(lines[0].starts_with("epoch   1 ") && lines[2].starts_with("epoch   3 "), "{lines:?}");
+    assert!(still_training && !long.exists(), "the lines came only when the run was over");
+}
+
+#[test]
+fn resume_refuses_data_whose_classes_were_renamed() {
+    let folder = tmp("renamed_folder");
+    write_class(&folder, "dark", true);
+    write_class(&folder, "light", false);
+    let (state, first) = (tmp("renamed.state"), tmp("renamed_first.safetensors"));
+    let common = ["--data", s(&folder), "--size", "8x8", "--batch", "4"];
+    let mut a = vec!["pretrain", "--epochs", "1", "--save-state", s(&state), "--out", s(&first)];
+    a.extend_from_slice(&common);
+    ok(&headswap(&a));
+    // the same images, their folders renamed (in the same sorted order, so positions agree)
+    std::fs::rename(folder.join("dark"), folder.join("black")).unwrap();
+    std::fs::rename(folder.join("light"), folder.join("white")).unwrap();
+    let never = tmp("renamed_never.safetensors");
+    let out = headswap(&["resume", "--state", s(&state), "--data", s(&folder), "--epochs", "2", "--out", s(&never)]);
+    fails(&out, 1, "dark, light");
+    assert!(stderr(&out).contains("black, white"), "{}", stderr(&out));
+    assert!(!never.exists());
+    // with the names it was trained on, it resumes
+    std::fs::rename(folder.join("black"), folder.join("dark")).unwrap();
+    std::fs::rename(folder.join("white"), folder.join("light")).unwrap();
+    ok(&headswap(&["resume", "--state", s(&state), "--data", s(&folder), "--epochs", "2", "--out", s(&never)]));
+}
+
+#[test]
+fn json_counts_epochs_from_one_as_the_text_does() {
+    let model = tmp("json_epochs.safetensors");
+    let args = ["pretrain", "--data", "synthetic-a:64", "--epochs", "3", "--batch", "16", "--val", "0.25", "--early-stop", "5"];
+    let v = json(&headswap(&[&args[..], &["--json", "--out", s(&model)]].concat()));
+    let epochs: Vec<u64> = v["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2, 3], "{v}");
+    // best_epoch names the epoch of the lowest validation loss, in the same numbering
+    let lowest = v["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| a["val_loss"].as_f64().unwrap().total_cmp(&b["val_loss"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(v["best_epoch"], lowest["epoch"], "{v}");
+    // the text output of the same run counts the same epochs
+    let text = ok(&headswap(&[&args[..], &["--out", s(&model)]].concat()));
+    let numbers: Vec<u64> =
+        text.lines().filter_map(|l| l.strip_prefix("epoch")).map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
+    assert_eq!(numbers, epochs, "{text}");
+}
+
+#[test]
+fn a_size_or_colour_the_model_cannot_take_is_refused_before_any_work() {
+    let model = tmp("layout.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&model)]));
+    let out = headswap(&["eval", "--model", s(&model), "--data", "synthetic-a:10", "--size", "8x8"]);
+    fails(&out, 1, "the model was trained on 16x16 gray images (256 input features); --size 8x8 gives 8x8 gray images (64 input features)");
+    assert!(out.stdout.is_empty() && stderr(&out).lines().count() == 1, "output before the error: {}", stderr(&out));
+
+    let folder = tmp("layout_folder");
+    write_class(&folder, "dark", true);
+    write_class(&folder, "light", false);
+    let small = tmp("layout_small.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&folder), "--size", "8x8", "--epochs", "1", "--batch", "4", "--out", s(&small)]));
+    let tuned = tmp("layout_tuned.safetensors");
+    let out = headswap(&["finetune", "--from", s(&small), "--data", s(&folder), "--rgb", "--epochs", "1", "--out", s(&tuned)]);
+    fails(&out, 1, "the model was trained on 8x8 gray images (64 input features); --rgb gives 8x8 RGB images (192 input features)");
+    assert!(out.stdout.is_empty() && stderr(&out).lines().count() == 1, "output before the error: {}", stderr(&out));
+    assert!(!tuned.exists());
+
+    // a model with no image layout (trained on a tensor file): the two widths, before any output
+    let data_path = tmp("layout_tensor.safetensors");
+    headswap::data::tensor_file::save(&data_path, &headswap::data::synthetic::shapes_task_a(64, 8, 1)).unwrap();
+    let tensor_model = tmp("layout_tensor_model.safetensors");
+    ok(&headswap(&["pretrain", "--data", s(&data_path), "--epochs", "1", "--out", s(&tensor_model)]));
+    let out = headswap(&["eval", "--model", s(&tensor_model), "--data", "synthetic-a:10"]);
+    fails(&out, 1, "the model takes 64 input features; --data synthetic-a:10 has 256 per example");
+    assert!(out.stdout.is_empty() && stderr(&out).lines().count() == 1, "output before the error: {}", stderr(&out));
+}
+
+#[test]
+fn loading_data_says_what_was_loaded() {
+    let folder = tmp("loaded_folder");
+    write_class_of(&folder, "dark", true, 6);
+    write_class_of(&folder, "light", false, 4);
+    let run = headswap(&[
+        "pretrain",
+        "--data",
+        s(&folder),
+        "--size",
+        "8x8",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--out",
+        s(&tmp("loaded.safetensors")),
+    ]);
+    ok(&run);
+    let err = stderr(&run);
+    assert!(err.lines().any(|l| l.contains("10 examples") && l.contains("dark 6") && l.contains("light 4")), "{err}");
+}
+
+#[test]
+fn the_per_label_f1_chart_says_which_data_it_measured() {
+    let chart_line = |extra: &[&str], name: &str| {
+        let dir = tmp(name);
+        let mut a = vec!["pretrain", "--data", "synthetic-b:64", "--epochs", "1", "--batch", "16", "--report", s(&dir)];
+        a.extend_from_slice(extra);
+        let model = tmp(&format!("{name}.safetensors"));
+        a.extend_from_slice(&["--out", s(&model)]);
+        let run = headswap(&a);
+        ok(&run);
+        assert!(dir.join("pretrain_label_f1.png").exists());
+        stderr(&run).lines().find(|l| l.contains("pretrain_label_f1.png")).map(str::to_string).unwrap()
+    };
+    let train_only = chart_line(&[], "chart_train");
+    assert!(train_only.contains("training data") && !train_only.contains("held-out"), "{train_only}");
+    let with_val = chart_line(&["--val", "0.25"], "chart_val");
+    assert!(with_val.contains("validation split"), "{with_val}");
 }

@@ -1,0 +1,72 @@
+//! `headswap finetune`: a model's head swapped for one that fits `--data`, then fine-tuned.
+
+use crate::args::{FinetuneArgs, Given};
+use crate::data::{Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data};
+use crate::model::{ModelSource, check_recorded_width, head_for, image_options_for_model, load_model, read_model, save, storage};
+use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
+use crate::output::{Training, check_converged, fit_json, print_summary, write_report};
+use crate::{CliResult, gpu, usage};
+use headswap::train::Freeze;
+
+fn freeze_name(f: Freeze) -> String {
+    match f {
+        Freeze::Trunk => "trunk".into(),
+        Freeze::All => "all".into(),
+        Freeze::LastK(k) => format!("last:{k}"),
+        Freeze::Auto => "auto".into(),
+    }
+}
+
+pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
+    if a.recipe.is_some() && given.has("freeze") {
+        return Err(usage("--recipe sets its own freezing (head only, then everything); leave out --freeze"));
+    }
+    let mut cfg = train_config(&a.train, given)?;
+    if let Some(mult) = a.trunk_lr_mult {
+        cfg.trunk_lr_mult = mult;
+    }
+    let from = ModelSource { path: a.from.clone(), arch: a.arch, act: a.activation };
+    let opts = image_options_for_model(&a.image, &from.path, &a.data, data_kind(&a.data)?)?;
+    check_outputs(&a.out, None)?;
+    let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
+    check_trainable(&loaded.data)?;
+    check_pos_weight(&cfg, &loaded.data)?;
+    let ckpt = read_model(&from)?;
+    check_recorded_width(&ckpt, &a.data, &loaded.data)?;
+    let report_dir = report_dir(a.report.as_deref())?;
+    let gpu = gpu()?;
+    let data = &loaded.data;
+    let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data))?;
+    check_input_width(&net, &a.data, data)?;
+    eprintln!("{}", describe_loaded(&a.data, data));
+    let swap = net.swap_head(head_for(data, a.head_hidden, from.act), cfg.seed)?;
+    eprint!("{swap}");
+    let mut training = Training::new(&gpu, cfg, a.json);
+    match a.recipe {
+        Some(head_epochs) => {
+            let (head, all) = training.trainer.fine_tune_recipe(&mut net, data, head_epochs, a.epochs)?;
+            training.finish()?;
+            if a.json {
+                // one JSON document for the run: the head-only pass, then the full one
+                outln!("{}", serde_json::json!({"head_only": fit_json(&head), "all": fit_json(&all)}))?;
+            } else {
+                print_summary(&head, false)?;
+                print_summary(&all, false)?;
+            }
+            check_converged(&head)?;
+            check_converged(&all)?;
+            write_report(report_dir.as_deref(), "finetune_head", &head, &data.label_names)?;
+            write_report(report_dir.as_deref(), "finetune_all", &all, &data.label_names)?;
+        }
+        None => {
+            let lowest = training.trainer.lowest_trainable(&net, data, a.freeze)?;
+            eprintln!("training layers {lowest}.. of {} (freeze {})", net.layers().len(), freeze_name(a.freeze));
+            let report = training.trainer.fine_tune(&mut net, data, a.freeze, a.epochs)?;
+            training.finish()?;
+            print_summary(&report, a.json)?;
+            check_converged(&report)?;
+            write_report(report_dir.as_deref(), "finetune", &report, &data.label_names)?;
+        }
+    }
+    save(&net, &a.out, &loaded, storage(a.f16))
+}

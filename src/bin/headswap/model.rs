@@ -1,0 +1,252 @@
+//! Model files: reading a checkpoint (or a plain PyTorch state_dict), the image layout a model
+//! was trained at, new networks, and writing models and training states with the metadata that
+//! `eval`, `predict` and `resume` read back.
+
+use crate::args::{Arch, Given, ImageArgs, ModelImageArgs, PlainArch};
+use crate::data::{DataKind, Loaded, image_options};
+use crate::{CliResult, failed, usage};
+use headswap::checkpoint::{self, Checkpoint, StorageDtype};
+use headswap::data::{Channels, Dataset, ImageOptions};
+use headswap::demo;
+use headswap::kernels::Activation;
+use headswap::nn::{Head, HeadKind, Network};
+use headswap::train::Trainer;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const LABEL_NAMES_KEY: &str = "headswap.label_names";
+const IMAGE_SIZE_KEY: &str = "headswap.image_size";
+const CHANNELS_KEY: &str = "headswap.channels";
+
+/// A model file to read, and how to read it when it is a plain PyTorch state_dict.
+pub struct ModelSource {
+    pub path: String,
+    /// `--arch mlp`: read a plain state_dict as nn.Linear layers with `act` between them.
+    pub arch: Option<PlainArch>,
+    pub act: Activation,
+}
+
+/// Reads the model file (without building the network, which needs the GPU).
+pub fn read_model(src: &ModelSource) -> CliResult<Checkpoint> {
+    Ok(checkpoint::load(Path::new(&src.path))?)
+}
+
+/// The network in `ckpt` (read from `src`): a headswap checkpoint, or with `--arch mlp` a plain
+/// PyTorch state_dict of Linear layers whose last layer is the head (of `kind`).
+pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, ckpt: &Checkpoint, kind: HeadKind) -> CliResult<Network> {
+    let has_arch = ckpt.metadata.contains_key(checkpoint::LAYERS_KEY);
+    let net = match (&src.arch, has_arch) {
+        (None, true) => Network::from_checkpoint(gpu, ckpt, &src.path)?,
+        (Some(_), false) => Network::from_state_dict(gpu, ckpt, src.act, kind, 1, &src.path)?,
+        (Some(_), true) => return Err(usage(format!("--arch is for plain state_dicts; {} records its own architecture", src.path))),
+        (None, false) => {
+            return Err(failed(format!(
+                "{}: no headswap architecture in the metadata (a plain PyTorch state_dict?); add --arch mlp to read it as \
+                 nn.Linear layers with --activation (relu by default) between them",
+                src.path
+            )));
+        }
+    };
+    Ok(net)
+}
+
+/// The number of input features the first layer of a headswap checkpoint takes, from its
+/// recorded architecture (the library's `headswap.layers` record: a dense layer's `inputs`, or a
+/// spatial layer's channels × height × width), so that it is known before the GPU is; `None` for
+/// a plain state_dict.
+fn recorded_input_width(ckpt: &Checkpoint) -> Option<usize> {
+    let layers: serde_json::Value = serde_json::from_str(ckpt.metadata.get(checkpoint::LAYERS_KEY)?).ok()?;
+    let first = layers.as_array()?.first()?;
+    let n = |k: &str| first.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+    n("inputs").or_else(|| Some(n("in_channels").or(n("channels"))? * n("height")? * n("width")?))
+}
+
+/// The model reads as many input features as the data has, checked before any work and said
+/// with both numbers (the library would say it mid-run). A plain state_dict is checked once its
+/// network is built ([`crate::data::check_input_width`]).
+pub fn check_recorded_width(ckpt: &Checkpoint, spec: &str, data: &Dataset) -> CliResult<()> {
+    match recorded_input_width(ckpt) {
+        Some(width) if width != data.d => Err(crate::data::width_mismatch(width, spec, data)),
+        _ => Ok(()),
+    }
+}
+
+/// The class or label names a checkpoint was trained with (empty when it has none).
+pub fn model_names(ckpt: &Checkpoint) -> Vec<String> {
+    ckpt.metadata.get(LABEL_NAMES_KEY).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+}
+
+/// The image layout a checkpoint records: `(width, height, rgb)`.
+fn recorded_layout(ckpt: &Checkpoint) -> Option<(u32, u32, bool)> {
+    let size = ckpt.metadata.get(IMAGE_SIZE_KEY)?;
+    let (w, h) = size.split_once('x')?;
+    let rgb = ckpt.metadata.get(CHANNELS_KEY).is_some_and(|c| c == "rgb");
+    Some((w.parse().ok()?, h.parse().ok()?, rgb))
+}
+
+fn describe_layout(w: u32, h: u32, rgb: bool) -> String {
+    let c = if rgb { 3 } else { 1 };
+    format!("{w}x{h} {} images ({} input features)", if rgb { "RGB" } else { "gray" }, w as u64 * h as u64 * c)
+}
+
+/// How `eval` and `finetune` read `--data` (`spec`, of `kind`) for the model at `model_path`:
+/// images at the size and channels the model was trained at, each overridden only by the option
+/// given. A layout the model cannot take is refused here, before any work, naming the model's
+/// layout and the options that conflict with it.
+pub fn image_options_for_model(args: &ModelImageArgs, model_path: &str, spec: &str, kind: DataKind) -> CliResult<ImageOptions> {
+    let mut chosen = ImageArgs::from(args);
+    // a file that does not load is reported by load_model, with its own message
+    let recorded = checkpoint::load(Path::new(model_path)).ok().as_ref().and_then(recorded_layout);
+    let reads_images = matches!(kind, DataKind::Images | DataKind::Synthetic);
+    if let (Some((w, h, rgb)), true) = (recorded, reads_images) {
+        // synthetic data is drawn square or not at all
+        if chosen.size.is_none() && (kind == DataKind::Images || w == h) {
+            chosen.size = Some((w, h));
+        }
+        if rgb && kind == DataKind::Images {
+            chosen.rgb = true;
+        }
+    }
+    let opts = image_options(&chosen, kind)?;
+    if let (Some((w, h, rgb)), true) = (recorded, reads_images) {
+        let (dw, dh) = opts.size;
+        let drgb = opts.channels == Channels::Rgb;
+        if (dw, dh, drgb) != (w, h, rgb) {
+            let mut given: Vec<String> = args.size.map(|(w, h)| format!("--size {w}x{h}")).into_iter().collect();
+            if args.rgb {
+                given.push("--rgb".into());
+            }
+            let what = if given.is_empty() { format!("--data {spec}") } else { given.join(" ") };
+            return Err(failed(format!(
+                "the model was trained on {}; {what} gives {}",
+                describe_layout(w, h, rgb),
+                describe_layout(dw, dh, drgb)
+            )));
+        }
+    }
+    Ok(opts)
+}
+
+/// The head a data set needs: one output per class (softmax) or per label (sigmoid).
+pub fn head_for(data: &Dataset, hidden: Option<usize>, act: Activation) -> Head {
+    let k = data.num_outputs();
+    let head = if data.targets.is_multi_label() { Head::labels(k) } else { Head::classes(k) };
+    match hidden {
+        Some(h) => head.hidden(h, act),
+        None => head,
+    }
+}
+
+/// The network `--arch`/`--layers`/`--channels` describe, for `data`.
+pub fn new_network(
+    gpu: &headswap::Gpu,
+    data: &Dataset,
+    arch: Arch,
+    layers: Vec<usize>,
+    channels: &[usize],
+    act: Activation,
+    seed: u64,
+) -> CliResult<Network> {
+    let head = head_for(data, None, act);
+    match arch {
+        Arch::Mlp => {
+            let mut sizes = vec![data.d];
+            sizes.extend(layers);
+            Ok(Network::mlp(gpu, &sizes, act, Default::default(), head, seed)?)
+        }
+        Arch::Cnn => {
+            let trunk = demo::cnn_trunk(&data.input_shape, channels, &layers, act)?;
+            Ok(Network::from_specs(gpu, data.d, trunk, Default::default(), head, seed)?)
+        }
+    }
+}
+
+/// Every parameter finite: the last guard before a checkpoint is written.
+fn check_finite_weights(ckpt: &Checkpoint) -> CliResult<()> {
+    let bad = ckpt.names().find(|n| ckpt.get(n).is_some_and(|t| t.data.iter().any(|v| !v.is_finite())));
+    match bad {
+        Some(name) => Err(failed(format!("training diverged (non-finite weights in {name}); nothing saved — try a lower --lr"))),
+        None => Ok(()),
+    }
+}
+
+/// The image layout `predict` must read files in, for a model trained on `loaded`: the data's
+/// own `[C, H, W]`, and none for feature vectors from a tensor file.
+fn image_layout(loaded: &Loaded) -> Option<(usize, usize, usize)> {
+    match (loaded.kind, loaded.data.input_shape.as_slice()) {
+        (DataKind::Tensor, _) => None,
+        (_, &[c, h, w]) if c == 1 || c == 3 => Some((c, h, w)),
+        _ => None,
+    }
+}
+
+pub fn storage(f16: bool) -> StorageDtype {
+    if f16 { StorageDtype::F16 } else { StorageDtype::F32 }
+}
+
+/// Saves `net` with what `predict` and `eval` need: the input shape, the class or label names,
+/// and for image data the size and channels to read images at.
+pub fn save(net: &Network, path: &Path, loaded: &Loaded, dtype: StorageDtype) -> CliResult<()> {
+    let mut ckpt = net.to_checkpoint()?;
+    check_finite_weights(&ckpt)?;
+    let data = &loaded.data;
+    let shape: Vec<String> = data.input_shape.iter().map(|d| d.to_string()).collect();
+    ckpt.metadata.insert("headswap.input_shape".into(), shape.join(","));
+    ckpt.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::to_string(&data.label_names).unwrap_or_default());
+    if let Some((c, h, w)) = image_layout(loaded) {
+        ckpt.metadata.insert(IMAGE_SIZE_KEY.into(), format!("{w}x{h}"));
+        ckpt.metadata.insert(CHANNELS_KEY.into(), if c == 3 { "rgb" } else { "gray" }.into());
+    }
+    checkpoint::save(path, &ckpt, dtype)?;
+    eprintln!("saved {}", path.display());
+    Ok(())
+}
+
+/// The options `--save-state` records with a run, so that `resume` continues with the same
+/// optimizer, schedule, batches and data unless an option given to `resume` overrides one.
+const RUN_FLAGS: &[&str] = &[
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight-decay",
+    "batch",
+    "seed",
+    "no-shuffle",
+    "val",
+    "early-stop",
+    "threshold",
+    "pos-weight",
+    "schedule",
+    "size",
+    "rgb",
+];
+const RUN_FLAGS_KEY: &str = "headswap.run_flags";
+const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
+
+/// `--save-state PATH`: a training checkpoint (weights + optimizer state, epoch, RNG position)
+/// plus the run's options, data size and class or label names, which `headswap resume`
+/// continues exactly.
+pub fn save_state(trainer: &Trainer, net: &Network, path: Option<&Path>, given: &Given, data: &Dataset) -> CliResult<()> {
+    let (Some(p), Some(state)) = (path, trainer.training_state()) else { return Ok(()) };
+    let mut c = state.to_checkpoint(net)?;
+    let flags: BTreeMap<&String, &Option<String>> = given.0.iter().filter(|(k, _)| RUN_FLAGS.contains(&k.as_str())).collect();
+    c.metadata.insert(RUN_FLAGS_KEY.into(), serde_json::to_string(&flags).unwrap_or_default());
+    c.metadata.insert(RUN_EXAMPLES_KEY.into(), data.n.to_string());
+    c.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::to_string(&data.label_names).unwrap_or_default());
+    // always f32, as TrainingState::save: Adam's moments would underflow in f16
+    checkpoint::save(p, &c, StorageDtype::F32)?;
+    eprintln!("saved training state {}", p.display());
+    Ok(())
+}
+
+/// The saved run's options from a state file's metadata (none for a state written before they
+/// were recorded).
+pub fn saved_run_flags(ckpt: &Checkpoint) -> Option<BTreeMap<String, Option<String>>> {
+    ckpt.metadata.get(RUN_FLAGS_KEY).and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// The number of examples the saved run trained on, when the state file records it.
+pub fn saved_run_examples(ckpt: &Checkpoint) -> Option<usize> {
+    ckpt.metadata.get(RUN_EXAMPLES_KEY).and_then(|n| n.parse().ok())
+}
