@@ -42,3 +42,6 @@ pub mod train;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, Tensor};
 pub use rng::Rng;
+/// The wgpu headswap is built on, for a host program that hands over its own device
+/// ([`Gpu::from_device`]): `headswap::wgpu` is the same version, so its types are headswap's.
+pub use wgpu;

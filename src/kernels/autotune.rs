@@ -34,7 +34,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -79,8 +79,9 @@ fn state() -> MutexGuard<'static, Choices> {
 static MEASURING: Mutex<()> = Mutex::new(());
 
 const FILE_NAME: &str = "matmul_autotune.json";
-// 2: the narrow variants tall32x4 and wide4x32 joined the candidates
-const FILE_VERSION: u64 = 3;
+// 2: the narrow variants tall32x4 and wide4x32 joined the candidates; 4: device keys name the
+// device's limits (an older file's keys would never match again: it is replaced, not kept)
+const FILE_VERSION: u64 = 4;
 
 /// The cache file's path, from `HEADSWAP_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`.
 pub fn cache_path() -> Option<PathBuf> {
@@ -107,10 +108,27 @@ pub fn class_key(p: &Problem) -> String {
 }
 
 /// The key of `gpu`'s choices in memory and in the cache file: the adapter and driver
-/// ([`Gpu::adapter_key`]) and whether the device has subgroups — a device created without them
-/// (a host's, through [`Gpu::from_device`]) on an adapter that has them cannot run `sg32x8`.
+/// ([`Gpu::adapter_key`]), whether the device has subgroups — a device created without them
+/// (a host's, through [`Gpu::from_device`]) on an adapter that has them cannot run `sg32x8` —
+/// and the device limits that decide which kernels can run: a host's device with WebGPU's
+/// default limits cannot bind a fused kernel that a device with all the adapter's limits
+/// measured faster, so the two never share a choice.
 pub fn device_key(gpu: &Gpu) -> String {
-    format!("{}|{}", gpu.adapter_key(), if gpu.has(wgpu::Features::SUBGROUP) { "subgroups" } else { "no subgroups" })
+    let l = gpu.limits();
+    format!(
+        "{}|{}|storage buffers {}, binding {}, buffer {}, workgroup {}x{}x{} ({} invocations, {} bytes shared), {} groups",
+        gpu.adapter_key(),
+        if gpu.has(wgpu::Features::SUBGROUP) { "subgroups" } else { "no subgroups" },
+        l.max_storage_buffers_per_shader_stage,
+        l.max_storage_buffer_binding_size,
+        l.max_buffer_size,
+        l.max_compute_workgroup_size_x,
+        l.max_compute_workgroup_size_y,
+        l.max_compute_workgroup_size_z,
+        l.max_compute_invocations_per_workgroup,
+        l.max_compute_workgroup_storage_size,
+        l.max_compute_workgroups_per_dimension,
+    )
 }
 
 /// The variant used without measuring.
@@ -197,26 +215,49 @@ fn remember(adapter: &str, class: &str, name: &str) {
     save(adapter, class, name);
 }
 
-/// The whole cache file as JSON, or `None` (with a warning unless it does not exist).
+/// Set once reading the cache file gave a warning: one per process, not one per lookup.
+static READ_WARNED: AtomicBool = AtomicBool::new(false);
+/// Set once writing the cache file failed: later choices stay in memory and are not written, so
+/// an unwritable folder is one warning, not one per class a run measures (a dozen or more).
+static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Warns about the cache file unless `flag` says this kind of warning was given (later ones go
+/// to the debug log).
+fn warn_once(flag: &AtomicBool, path: &std::path::Path, message: std::fmt::Arguments<'_>) {
+    if flag.swap(true, Ordering::Relaxed) {
+        tracing::debug!(path = %path.display(), "{message}");
+    } else {
+        tracing::warn!(path = %path.display(), "{message}");
+    }
+}
+
+/// The whole cache file as JSON, or `None` (with a warning, unless it does not exist or is an
+/// older version's, which is replaced).
 fn read_file(path: &std::path::Path) -> Option<serde_json::Value> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // no file, or a folder on its path that is a file: no cache yet (writing says if it cannot)
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => return None,
         Err(e) => {
-            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: {e}");
+            warn_once(&READ_WARNED, path, format_args!("ignoring the autotune cache: {e}"));
             return None;
         }
     };
+    let ignored = |why: &dyn std::fmt::Display| warn_once(&READ_WARNED, path, format_args!("ignoring the autotune cache: {why}"));
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v) if v.get("version").and_then(|x| x.as_u64()) == Some(FILE_VERSION) && v.get("adapters").is_some_and(|a| a.is_object()) => {
             Some(v)
         }
+        Ok(v) if v.get("version").and_then(|x| x.as_u64()).is_some_and(|n| n < FILE_VERSION) => {
+            tracing::debug!(path = %path.display(), "an older autotune cache: replaced as choices are measured");
+            None
+        }
         Ok(_) => {
-            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: not a version {FILE_VERSION} cache");
+            ignored(&format_args!("not a version {FILE_VERSION} cache"));
             None
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), "ignoring the matmul autotune cache: {e}");
+            ignored(&e);
             None
         }
     }
@@ -237,6 +278,9 @@ fn load(adapter: &str) -> HashMap<String, String> {
 /// a temporary file, rename it over the old one. Failures are warnings; the choice stays in memory.
 fn save(adapter: &str, class: &str, name: &str) {
     let Some(path) = cache_path() else { return };
+    if WRITE_FAILED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut file = read_file(&path).unwrap_or_else(|| serde_json::json!({ "version": FILE_VERSION, "adapters": {} }));
     let adapters = file["adapters"].as_object_mut().expect("checked by read_file");
     let entry = adapters.entry(adapter.to_string()).or_insert_with(|| serde_json::json!({}));
@@ -255,7 +299,8 @@ fn save(adapter: &str, class: &str, name: &str) {
         })
     };
     if let Err(e) = write() {
-        tracing::warn!(path = %path.display(), "could not write the matmul autotune cache: {e}");
+        let hint = "the choices measured are kept for this run only; HEADSWAP_CACHE_DIR names another folder";
+        warn_once(&WRITE_FAILED, &path, format_args!("could not write the autotune cache ({hint}): {e}"));
     }
 }
 

@@ -189,6 +189,15 @@ pub fn fits_fused_head(m: usize, outputs: usize) -> bool {
     m.saturating_mul(outputs) <= FUSED_HEAD_MAX_ENTRIES
 }
 
+/// Whether a training or evaluation step on `gpu` takes the fused head kernel for a batch of `m`
+/// rows and `outputs` columns: small enough ([`fits_fused_head`]), and the device binds as many
+/// storage buffers as the kernel needs (`head_softmax` 8, `head_bce` 9: more than WebGPU's
+/// default 8). Otherwise the loss, its sum, the metric and the bias gradient run separately.
+pub fn fused_head_runs(gpu: &Gpu, labels: bool, m: usize, outputs: usize) -> bool {
+    let kernel = if labels { HEAD_BCE } else { HEAD_SOFTMAX };
+    fits_fused_head(m, outputs) && kernel.fits(gpu)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct HeadParams {
@@ -513,9 +522,11 @@ impl LinearHeadAlgo {
 /// two of m, k, d) and remembered in the autotune cache like the matmul's choices. The fused step
 /// saves launches but runs on one core (one SM); which wins depends on the adapter and the size.
 /// `HEADSWAP_LINEAR_HEAD=fused|separate` forces one (fused only where it fits);
-/// `HEADSWAP_AUTOTUNE=0` pins the static choice, fused wherever it fits.
+/// `HEADSWAP_AUTOTUNE=0` pins the static choice, fused wherever it fits. It fits a batch
+/// ([`fits_linear_head`]) on a device that binds its 12 storage buffers (WebGPU's default limits
+/// give 8).
 pub fn choose_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
-    if !fits_linear_head(m, k, d) {
+    if !fits_linear_head(m, k, d) || !LINEAR_HEAD_BCE.fits(gpu) {
         return Ok(LinearHeadAlgo::Separate);
     }
     if let Some(name) = std::env::var("HEADSWAP_LINEAR_HEAD").ok().filter(|v| !v.is_empty()) {
