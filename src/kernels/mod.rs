@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod optim;
 pub mod reduce;
 pub(crate) mod source;
+pub mod tune;
 
 pub use crate::gpu::Dispatch;
 pub use elementwise::{Activation, act_backward, act_forward, bias_add};
