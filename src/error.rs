@@ -14,6 +14,10 @@ pub enum Error {
     Shape { what: String },
     /// A tensor or model exceeds a limit of the adapter (storage binding size, buffer size, ...).
     TooLarge { what: String, bytes: u64, limit: u64, limit_name: &'static str },
+    /// The device's limit `limit_name` is below what `what` needs. `device` is the device's value
+    /// (the limits the program that created the device requested), `adapter` the adapter's where
+    /// known: a host that requested less than the adapter has can request more.
+    DeviceLimit { what: String, limit_name: &'static str, needed: u64, device: u64, adapter: Option<u64> },
     /// wgpu reported a validation or out-of-memory error while creating or running `kernel`.
     Gpu { kernel: String, message: String },
     /// Waiting for the device, or mapping a buffer, failed (device lost, timeout).
@@ -40,7 +44,19 @@ impl fmt::Display for Error {
             Error::RequestDevice(m) => write!(f, "the adapter refused to create a device: {m}"),
             Error::Shape { what } => write!(f, "shape mismatch: {what}"),
             Error::TooLarge { what, bytes, limit, limit_name } => {
-                write!(f, "{what} needs {bytes} bytes, more than this adapter's {limit_name} of {limit} bytes")
+                write!(f, "{what} needs {bytes} bytes, more than the device's {limit_name} of {limit} bytes")
+            }
+            Error::DeviceLimit { what, limit_name, needed, device, adapter } => {
+                write!(f, "{what} needs {limit_name} ≥ {needed}; the device allows {device}")?;
+                match adapter {
+                    Some(a) if a > device => write!(
+                        f,
+                        " (requested by the program that created it; the adapter allows {a}: \
+                         request it in wgpu::DeviceDescriptor::required_limits)"
+                    ),
+                    Some(_) => write!(f, " (all its adapter has)"),
+                    None => write!(f, " (requested by the program that created it; the adapter's limit is unknown)"),
+                }
             }
             Error::Gpu { kernel, message } => write!(f, "GPU error in {kernel}: {message}"),
             Error::Device(m) => write!(f, "GPU device error: {m}"),

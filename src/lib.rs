@@ -24,17 +24,26 @@
 //!
 //! The modules: [`gpu`] (device, tensors, pipeline cache), [`kernels`] (the WGSL kernel library,
 //! usable on a host program's own device and buffers), [`nn`] (networks, head-swap),
-//! [`train`] (training passes), [`data`], [`checkpoint`], [`demo`], [`bench`](mod@bench), [`report`].
+//! [`train`] (training passes), [`data`], [`checkpoint`]; and, behind cargo features of the same
+//! names, `demo`, `bench` and `report`. The default feature `cli` (the `headswap` binary) turns
+//! them all on; a program that only trains depends on headswap with `default-features = false`
+//! and compiles none of their dependencies (gemm, plotters, indicatif, tracing-subscriber).
+//!
+//! A program that owns its wgpu device hands it over with [`Gpu::from_device`], through
+//! [`wgpu`] re-exported here (the same version headswap uses).
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod reference;
+#[cfg(feature = "report")]
 pub mod report;
 pub mod rng;
 pub mod train;
@@ -42,3 +51,11 @@ pub mod train;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, Tensor};
 pub use rng::Rng;
+/// The wgpu headswap is built on, for a host program that hands over its own device
+/// ([`Gpu::from_device`]): `headswap::wgpu` is the same version, so its types are headswap's.
+pub use wgpu;
+
+/// The README's Rust blocks, compiled as doc tests so the calls it shows are the real ones.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

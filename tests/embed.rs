@@ -34,7 +34,7 @@ fn kernels_run_on_a_host_device_and_host_buffers() {
     let host_c =
         device.create_buffer(&wgpu::BufferDescriptor { label: Some("host c"), size: (m * n * 4) as u64, usage, mapped_at_creation: false });
 
-    let gpu = Gpu::from_device(device.clone(), queue.clone(), Some(adapter.get_info()));
+    let gpu = Gpu::from_device(device.clone(), queue.clone(), Some(&adapter)).unwrap();
     let ta = Tensor::from_buffer(host_a, 0, &[m, k]).unwrap();
     let tb = Tensor::from_buffer(host_b.clone(), 256, &[n, k]).unwrap();
     let mut tc = Tensor::from_buffer(host_c.clone(), 0, &[m, n]).unwrap();
@@ -52,7 +52,7 @@ fn kernels_run_on_a_host_device_and_host_buffers() {
 #[test]
 fn training_runs_on_a_host_device() {
     let (adapter, device, queue) = host_device();
-    let gpu = Gpu::from_device(device, queue, Some(adapter.get_info()));
+    let gpu = Gpu::from_device(device, queue, Some(&adapter)).unwrap();
     let data = headswap::data::synthetic::shapes_task_a(256, 16, 1);
     let mut net = headswap::nn::Network::new(&gpu, &[256, 32], headswap::nn::Head::classes(8), 3).unwrap();
     let cfg = headswap::train::TrainConfig { batch_size: 32, ..Default::default() };

@@ -70,6 +70,58 @@ impl Counters {
     }
 }
 
+/// A device limit headswap cannot do without: its name in `wgpu::Limits`, the least value it
+/// needs, and how to read it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequiredLimit {
+    pub name: &'static str,
+    pub at_least: u64,
+    pub read: fn(&wgpu::Limits) -> u64,
+}
+
+const fn need(name: &'static str, at_least: u64, read: fn(&wgpu::Limits) -> u64) -> RequiredLimit {
+    RequiredLimit { name, at_least, read }
+}
+
+/// The device limits headswap cannot do without: those of the kernels that have no smaller form
+/// (the matrix product binds 7 storage buffers, the BCE loss 7) and of the workgroup shapes and
+/// memory of its WGSL. WebGPU's defaults (`wgpu::Limits::default()`) meet them all;
+/// `downlevel_defaults()` does not (4 storage buffers per stage). Larger fused kernels are used
+/// only where a device allows them.
+pub const REQUIRED_LIMITS: &[RequiredLimit] = &[
+    need("max_storage_buffers_per_shader_stage", 7, |l| l.max_storage_buffers_per_shader_stage as u64),
+    need("max_compute_invocations_per_workgroup", 256, |l| l.max_compute_invocations_per_workgroup as u64),
+    need("max_compute_workgroup_size_x", 256, |l| l.max_compute_workgroup_size_x as u64),
+    need("max_compute_workgroup_size_y", 16, |l| l.max_compute_workgroup_size_y as u64),
+    need("max_compute_workgroup_size_z", 4, |l| l.max_compute_workgroup_size_z as u64),
+    need("max_compute_workgroup_storage_size", 8192, |l| l.max_compute_workgroup_storage_size as u64),
+    // launches of many workgroups fold into y past 65,535 in x (pipelines::groups_1d)
+    need("max_compute_workgroups_per_dimension", 65535, |l| l.max_compute_workgroups_per_dimension as u64),
+    need("max_bind_groups", 1, |l| l.max_bind_groups as u64),
+    need("max_uniform_buffers_per_shader_stage", 1, |l| l.max_uniform_buffers_per_shader_stage as u64),
+];
+
+/// `Err` naming the first of [`REQUIRED_LIMITS`] that `device` is below.
+fn check_requirements(device: &wgpu::Limits, adapter: Option<&wgpu::Limits>) -> Result<()> {
+    for r in REQUIRED_LIMITS {
+        if (r.read)(device) < r.at_least {
+            return Err(limit_error("headswap", r.name, r.at_least, device, adapter, r.read));
+        }
+    }
+    Ok(())
+}
+
+fn limit_error(
+    what: &str,
+    limit_name: &'static str,
+    needed: u64,
+    device: &wgpu::Limits,
+    adapter: Option<&wgpu::Limits>,
+    get: impl Fn(&wgpu::Limits) -> u64,
+) -> Error {
+    Error::DeviceLimit { what: what.into(), limit_name, needed, device: get(device), adapter: adapter.map(get) }
+}
+
 /// What `headswap info` prints, and what the engine consults before launching work.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
@@ -118,6 +170,9 @@ pub(crate) struct GpuInner {
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
+    /// The adapter's limits, where known: a host's device may have requested less
+    /// ([`Gpu::from_device`]), and messages about a limit say what the adapter would give.
+    pub(crate) adapter_limits: Option<wgpu::Limits>,
     pub(crate) features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
     pub(crate) counters: Counters,
@@ -185,27 +240,54 @@ impl Gpu {
             required_limits: adapter.limits(),
             ..Default::default()
         };
+        // an adapter below what headswap needs is refused before a device is made on it
+        check_requirements(&adapter.limits(), Some(&adapter.limits()))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&device_desc)).map_err(|e| Error::RequestDevice(e.to_string()))?;
-        Ok(Self::build(device, queue, adapter.get_info()))
+        Ok(Self::build(device, queue, adapter.get_info(), Some(adapter.limits())))
     }
 
     /// Wraps a `Device` and `Queue` that a host program already owns (a game engine, a renderer,
     /// another compute crate). headswap then runs its kernels on that device, on the host's own
-    /// buffers if it likes (see [`Tensor::from_buffer`]). `info` names the adapter in messages;
-    /// pass `adapter.get_info()` if you have it.
+    /// buffers if it likes (see [`Tensor::from_buffer`]). Pass the `adapter` the device came from
+    /// if you have it: it names the adapter in messages and in the autotune cache, and a message
+    /// about a limit then says what the adapter would allow.
+    ///
+    /// Every training and evaluation path works within WebGPU's default limits
+    /// (`wgpu::DeviceDescriptor::default()`): where a fused kernel binds more storage buffers than
+    /// the device allows, the separate launches run instead. A device below what headswap cannot
+    /// do without ([`REQUIRED_LIMITS`]; `wgpu::Limits::downlevel_defaults()`'s 4 storage buffers
+    /// per stage, say) is refused here, with an error naming the limit to request.
+    ///
+    /// ```no_run
+    /// use headswap::{Gpu, wgpu};
+    /// let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    /// let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+    ///     .expect("an adapter");
+    /// // WebGPU's default limits, as most hosts request them...
+    /// let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+    ///     .expect("a device");
+    /// let gpu = Gpu::from_device(device, queue, Some(&adapter))?;
+    /// // ...or every limit the adapter has (what Gpu::new requests): more room for fused kernels
+    /// let desc = wgpu::DeviceDescriptor { required_limits: adapter.limits(), ..Default::default() };
+    /// let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("a device");
+    /// let gpu = Gpu::from_device(device, queue, Some(&adapter))?;
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
     ///
     /// headswap installs an uncaptured-error handler on the device so validation errors become
     /// [`Error`]s instead of panics; a host that wants its own handler can set it afterwards.
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
-        let info = info.unwrap_or_else(|| {
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, adapter: Option<&wgpu::Adapter>) -> Result<Gpu> {
+        let adapter_limits = adapter.map(|a| a.limits());
+        check_requirements(&device.limits(), adapter_limits.as_ref())?;
+        let info = adapter.map(|a| a.get_info()).unwrap_or_else(|| {
             let mut i = wgpu::AdapterInfo::new(wgpu::DeviceType::Other, wgpu::Backend::Noop);
             i.name = "host-provided device".into();
             i
         });
-        Self::build(device, queue, info)
+        Ok(Self::build(device, queue, info, adapter_limits))
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, adapter_limits: Option<wgpu::Limits>) -> Gpu {
         let uncaptured: Arc<Mutex<Option<String>>> = Arc::default();
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -225,6 +307,7 @@ impl Gpu {
                 queue,
                 info,
                 limits,
+                adapter_limits,
                 features,
                 counters: Counters::default(),
                 uncaptured,
@@ -241,9 +324,20 @@ impl Gpu {
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
-    /// The device's limits.
+    /// The device's limits: what headswap respects (a host's device may have fewer than its
+    /// adapter; see [`Gpu::adapter_limits`]).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+    /// The adapter's limits, where known ([`Gpu::new`] requests all of them; a host's device, see
+    /// [`Gpu::from_device`], may have requested fewer).
+    pub fn adapter_limits(&self) -> Option<&wgpu::Limits> {
+        self.inner.adapter_limits.as_ref()
+    }
+    /// An error saying that `what` needs the limit `limit_name` (read by `get`) to be at least
+    /// `needed`, with the device's value and the adapter's.
+    pub(crate) fn limit_error(&self, what: &str, limit_name: &'static str, needed: u64, get: impl Fn(&wgpu::Limits) -> u64) -> Error {
+        limit_error(what, limit_name, needed, &self.inner.limits, self.inner.adapter_limits.as_ref(), get)
     }
     /// The adapter's wgpu description.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {

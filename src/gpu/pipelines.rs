@@ -141,7 +141,7 @@ impl std::fmt::Debug for Dispatch {
 }
 
 impl Dispatch {
-    /// Builds a launch of `kernel`: checks the buffers against its binding list and the adapter's
+    /// Builds a launch of `kernel`: checks the buffers against its binding list and the device's
     /// limits, gets the cached pipeline, and creates the params buffer and bind group.
     pub(crate) fn new(
         gpu: &Gpu,
@@ -158,22 +158,15 @@ impl Dispatch {
             });
         }
         let limits = gpu.limits();
-        if buffers.len() as u32 > limits.max_storage_buffers_per_shader_stage {
-            return Err(Error::Gpu {
-                kernel: kernel.entry.into(),
-                message: format!(
-                    "needs {} storage buffers; the adapter allows {}",
-                    buffers.len(),
-                    limits.max_storage_buffers_per_shader_stage
-                ),
-            });
+        if !kernel.fits(gpu) {
+            let name = "max_storage_buffers_per_shader_stage";
+            return Err(gpu.limit_error(kernel.entry, name, buffers.len() as u64, |l| l.max_storage_buffers_per_shader_stage as u64));
         }
-        let max_groups = limits.max_compute_workgroups_per_dimension;
-        if workgroups.iter().any(|&g| g > max_groups) {
-            return Err(Error::Gpu {
-                kernel: kernel.entry.into(),
-                message: format!("workgroups {workgroups:?} exceed the adapter's {max_groups} per dimension"),
-            });
+        if let Some(&most) = workgroups.iter().max()
+            && most > limits.max_compute_workgroups_per_dimension
+        {
+            let name = "max_compute_workgroups_per_dimension";
+            return Err(gpu.limit_error(kernel.entry, name, most as u64, |l| l.max_compute_workgroups_per_dimension as u64));
         }
         let align = limits.min_storage_buffer_offset_alignment as u64;
         for t in buffers {

@@ -457,43 +457,44 @@ fn im2col_fits(shape: &Conv2dShape) -> bool {
     oh * ow <= IM2COL_MAX_ROWS
 }
 
-/// Which algorithm a convolution of `shape` used as `usage` runs on this device:
+impl super::tune::Tunable for ConvAlgo {
+    const ENV: &'static str = "HEADSWAP_CONV";
+    const WHAT: &'static str = "convolution algorithm";
+    const ALL: &'static [ConvAlgo] = &[ConvAlgo::Direct, ConvAlgo::Im2col];
+    fn name(self) -> &'static str {
+        ConvAlgo::name(self)
+    }
+}
+
+/// Which algorithm a convolution of `shape` used as `usage` runs on this device, by the
+/// autotuner's order ([`super::tune`]):
 /// 1. `HEADSWAP_CONV=direct|im2col` forces one (im2col falls back to direct where an image has
 ///    too many output pixels for its chunks);
 /// 2. `HEADSWAP_AUTOTUNE=0` gives the default, [`ConvAlgo::Direct`];
 /// 3. else the choice made earlier for this device and class ([`algo_class_key`]), in memory or
-///    in the matmul autotuner's cache file ([`super::autotune`]);
-/// 4. else both are measured now on zero-filled buffers of this shape (the work `usage` names,
-///    the first run untimed: lavapipe compiles there; then the best of three interleaved runs),
+///    in the autotune cache file;
+/// 4. else both are measured now on zero-filled buffers of this shape (the work `usage` names),
 ///    and the faster is remembered. Neither is consistently faster on lavapipe (see the module
 ///    docs), hence measuring rather than a rule.
 ///
 /// Call it while building a plan: measuring submits and waits.
 pub fn choose_algo(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvAlgo> {
     shape.validate()?;
-    if let Some(name) = std::env::var("HEADSWAP_CONV").ok().filter(|v| !v.is_empty()) {
-        return match ConvAlgo::from_name(&name) {
-            Some(ConvAlgo::Im2col) if !im2col_fits(shape) => Ok(ConvAlgo::Direct),
-            Some(a) => Ok(a),
-            None => Err(Error::invalid(format!("HEADSWAP_CONV={name} names no convolution algorithm (direct, im2col)"))),
-        };
-    }
-    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
-        return Ok(ConvAlgo::Direct);
-    }
-    // its own lock: measuring im2col builds matmuls, which may take the matmul autotuner's
-    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let class = algo_class_key(shape, usage);
-    let usable = |name: &str| ConvAlgo::from_name(name).is_some();
-    let measure = || Ok(if im2col_fits(shape) { measure_algos(gpu, shape, usage)? } else { ConvAlgo::Direct }.name());
-    let (name, _) = super::autotune::recall_or_measure(gpu, &class, &MEASURING, usable, measure)?;
-    Ok(ConvAlgo::from_name(&name).unwrap_or_default())
+    let usable = |a: ConvAlgo| a == ConvAlgo::Direct || im2col_fits(shape);
+    let ask = super::tune::Ask {
+        class: algo_class_key(shape, usage),
+        static_choice: ConvAlgo::Direct,
+        fallback: ConvAlgo::Direct,
+        usable: &usable,
+    };
+    let measure = || if im2col_fits(shape) { measure_algos(gpu, shape, usage) } else { Ok(ConvAlgo::Direct) };
+    Ok(super::tune::choose(gpu, ask, measure)?.0)
 }
 
 /// Times both algorithms on `shape` doing what `usage` names; returns the faster.
 fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvAlgo> {
     let started = std::time::Instant::now();
-    let t = |dims: &[usize]| super::autotune::scratch(gpu, dims);
+    let t = |dims: &[usize]| super::tune::scratch(gpu, dims);
     let (x, w, b, y) = (t(&shape.x_shape())?, t(&shape.w_shape())?, t(&[shape.o])?, t(&shape.y_shape())?);
     let (dx, dw, db) = (t(&shape.x_shape())?, t(&shape.w_shape())?, t(&[shape.o])?);
     let mut candidates = Vec::new();
@@ -509,9 +510,8 @@ fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvA
         // a form this adapter cannot launch for the shape (a limit) is no candidate; if neither
         // can, the error is the direct form's
         match build() {
-            Ok((d, scratch)) => candidates.push((algo, d, scratch, f64::INFINITY)),
-            Err(e) if algo == ConvAlgo::Direct => tracing::debug!("conv autotune: direct cannot run {shape:?}: {e}"),
-            Err(e) => tracing::debug!("conv autotune: im2col cannot run {shape:?}: {e}"),
+            Ok((d, scratch)) => candidates.push((algo, d, scratch)),
+            Err(e) => tracing::debug!("conv autotune: {} cannot run {shape:?}: {e}", algo.name()),
         }
     }
     if candidates.is_empty() {
@@ -522,24 +522,12 @@ fn measure_algos(gpu: &Gpu, shape: &Conv2dShape, usage: ConvUse) -> Result<ConvA
             s.c, s.o, s.h, s.w, s.kh, s.kw
         )));
     }
-    let run = |d: &[Dispatch]| -> Result<f64> {
-        let t0 = std::time::Instant::now();
-        gpu.run("conv_autotune", &d.iter().collect::<Vec<_>>())?;
-        gpu.sync()?;
-        Ok(t0.elapsed().as_secs_f64())
-    };
-    for (_, d, _, _) in &candidates {
-        run(d)?; // untimed: compiles the pipelines
-    }
-    for _ in 0..3 {
-        for (_, d, _, best) in candidates.iter_mut() {
-            *best = best.min(run(d)?);
-        }
-    }
-    let (algo, _, _, _) = candidates.iter().min_by(|a, b| a.3.total_cmp(&b.3)).ok_or_else(|| Error::invalid("no convolution algorithm"))?;
-    let times: Vec<String> = candidates.iter().map(|(a, _, _, t)| format!("{} {:.2} ms", a.name(), 1e3 * t)).collect();
-    tracing::info!(class = %algo_class_key(shape, usage), times = %times.join(", "), chosen = algo.name(), ms = started.elapsed().as_millis() as u64, "conv autotune");
-    Ok(*algo)
+    // one run of a layer's launches per submission: they are heavy enough to outweigh its cost
+    let lists: Vec<Vec<&Dispatch>> = candidates.iter().map(|(_, d, _)| d.iter().collect()).collect();
+    let secs = super::tune::time_candidates(gpu, "conv_autotune", &lists, 1)?;
+    let algos: Vec<ConvAlgo> = candidates.iter().map(|c| c.0).collect();
+    super::tune::fastest(&algo_class_key(shape, usage), &algos, &secs, started)
+        .ok_or_else(|| Error::invalid(format!("conv2d: no algorithm ran {shape:?} on this adapter")))
 }
 
 /// Builds `y = act(conv(x, w) + b)`: x `[N, C, H, W]`, w `[O, C, KH, KW]`, b `[O]` (or none),

@@ -189,6 +189,15 @@ pub fn fits_fused_head(m: usize, outputs: usize) -> bool {
     m.saturating_mul(outputs) <= FUSED_HEAD_MAX_ENTRIES
 }
 
+/// Whether a training or evaluation step on `gpu` takes the fused head kernel for a batch of `m`
+/// rows and `outputs` columns: small enough ([`fits_fused_head`]), and the device binds as many
+/// storage buffers as the kernel needs (`head_softmax` 8, `head_bce` 9: more than WebGPU's
+/// default 8). Otherwise the loss, its sum, the metric and the bias gradient run separately.
+pub fn fused_head_runs(gpu: &Gpu, labels: bool, m: usize, outputs: usize) -> bool {
+    let kernel = if labels { HEAD_BCE } else { HEAD_SOFTMAX };
+    fits_fused_head(m, outputs) && kernel.fits(gpu)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct HeadParams {
@@ -508,36 +517,42 @@ impl LinearHeadAlgo {
     }
 }
 
+impl super::tune::Tunable for LinearHeadAlgo {
+    const ENV: &'static str = "HEADSWAP_LINEAR_HEAD";
+    const WHAT: &'static str = "linear head algorithm";
+    const ALL: &'static [LinearHeadAlgo] = &[LinearHeadAlgo::Fused, LinearHeadAlgo::Separate];
+    fn name(self) -> &'static str {
+        LinearHeadAlgo::name(self)
+    }
+}
+
 /// The faster way to run a training step of a batch of `m` rows through a dense BCE output layer
 /// `d → k` on cached features, on this device: measured on first use per shape class (powers of
 /// two of m, k, d) and remembered in the autotune cache like the matmul's choices. The fused step
 /// saves launches but runs on one core (one SM); which wins depends on the adapter and the size.
 /// `HEADSWAP_LINEAR_HEAD=fused|separate` forces one (fused only where it fits);
-/// `HEADSWAP_AUTOTUNE=0` pins the static choice, fused wherever it fits.
+/// `HEADSWAP_AUTOTUNE=0` pins the static choice, fused wherever it fits. It fits a batch
+/// ([`fits_linear_head`]) on a device that binds its 12 storage buffers (WebGPU's default limits
+/// give 8).
 pub fn choose_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
-    if !fits_linear_head(m, k, d) {
+    if !fits_linear_head(m, k, d) || !LINEAR_HEAD_BCE.fits(gpu) {
         return Ok(LinearHeadAlgo::Separate);
     }
-    if let Some(name) = std::env::var("HEADSWAP_LINEAR_HEAD").ok().filter(|v| !v.is_empty()) {
-        return LinearHeadAlgo::from_name(&name)
-            .ok_or_else(|| crate::Error::invalid(format!("HEADSWAP_LINEAR_HEAD={name} names no linear head algorithm (fused, separate)")));
-    }
-    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
-        return Ok(LinearHeadAlgo::Fused);
-    }
-    // its own lock: measuring builds matmuls, which may take the matmul autotuner's
-    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let class = format!("linear_head_bce m{} k{} d{}", m.next_power_of_two(), k.next_power_of_two(), d.next_power_of_two());
-    let usable = |name: &str| LinearHeadAlgo::from_name(name).is_some();
-    let (name, _) = super::autotune::recall_or_measure(gpu, &class, &MEASURING, usable, || Ok(measure_linear_head(gpu, m, k, d)?.name()))?;
-    Ok(LinearHeadAlgo::from_name(&name).unwrap_or(LinearHeadAlgo::Separate))
+    let usable = |_: LinearHeadAlgo| true; // both run where the fused one fits
+    let ask = super::tune::Ask {
+        class: format!("linear_head_bce m{} k{} d{}", m.next_power_of_two(), k.next_power_of_two(), d.next_power_of_two()),
+        static_choice: LinearHeadAlgo::Fused,
+        fallback: LinearHeadAlgo::Separate,
+        usable: &usable,
+    };
+    Ok(super::tune::choose(gpu, ask, || measure_linear_head(gpu, m, k, d))?.0)
 }
 
 /// Times both ways on scratch buffers of the given shape; returns the faster.
 fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<LinearHeadAlgo> {
     use super::matmul::{Epilogue, Gathered, Transpose, matmul_dispatch_gathered};
     let started = std::time::Instant::now();
-    let t = |dims: &[usize]| super::autotune::scratch(gpu, dims);
+    let t = |dims: &[usize]| super::tune::scratch(gpu, dims);
     let (feat, targets, w, b, dw, db) = (t(&[m, d])?, t(&[m, k])?, t(&[k, d])?, t(&[k])?, t(&[k, d])?, t(&[k])?);
     let (logits, dlogits, acc) = (t(&[m, k])?, t(&[m, k])?, t(&[1])?);
     let order: Vec<u32> = (0..m as u32).collect();
@@ -566,11 +581,9 @@ fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<Linear
     ];
     let algos = [LinearHeadAlgo::Fused, LinearHeadAlgo::Separate];
     let lists: Vec<Vec<&Dispatch>> = [&fused, &separate].iter().map(|ds| ds.iter().collect()).collect();
-    let secs = super::autotune::time_step_candidates(gpu, "linear_head_autotune", &lists)?;
-    let algo = if secs[1] < secs[0] { algos[1] } else { algos[0] };
-    let times: Vec<String> = algos.iter().zip(&secs).map(|(a, t)| format!("{} {:.3} ms", a.name(), 1e3 * t)).collect();
-    tracing::info!(shape = %format!("{m}x{d}->{k}"), times = %times.join(", "), chosen = algo.name(), ms = started.elapsed().as_millis() as u64, "linear head autotune");
-    Ok(algo)
+    // several steps per submission, as training records them
+    let secs = super::tune::time_candidates(gpu, "linear_head_autotune", &lists, 8)?;
+    Ok(super::tune::fastest(&format!("linear head {m}x{d}->{k}"), &algos, &secs, started).unwrap_or(LinearHeadAlgo::Separate))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod optim;
 pub mod reduce;
 pub(crate) mod source;
+pub mod tune;
 
 pub use crate::gpu::Dispatch;
 pub use elementwise::{Activation, act_backward, act_forward, add_act, add_assign, bias_add, copy};
@@ -96,6 +97,15 @@ pub struct Kernel {
     pub bindings: &'static [Access],
 }
 
+impl Kernel {
+    /// Whether `gpu`'s device can bind this kernel's storage buffers
+    /// (`max_storage_buffers_per_shader_stage`: 8 in WebGPU's default limits). Launchers of fused
+    /// kernels that bind more fall back to their separate launches where this is false.
+    pub fn fits(&self, gpu: &crate::gpu::Gpu) -> bool {
+        self.bindings.len() as u64 <= gpu.limits().max_storage_buffers_per_shader_stage as u64
+    }
+}
+
 pub(crate) const R: Access = Access::Read;
 pub(crate) const RW: Access = Access::ReadWrite;
 
@@ -133,4 +143,122 @@ pub(crate) fn wgsl_struct_bytes(src: &str, name: &str) -> usize {
             ty => panic!("{name}: unexpected field type {ty}"),
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gpu::REQUIRED_LIMITS;
+
+    fn required(name: &str) -> u64 {
+        REQUIRED_LIMITS.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} is not required")).at_least
+    }
+
+    /// Every WGSL entry point's workgroup shape and every module's workgroup memory (all its
+    /// `var<workgroup>`s together, more than any one entry point uses) are within what
+    /// `Gpu::from_device` requires of a device, so no pipeline can fail on a device it accepted.
+    #[test]
+    fn required_limits_cover_every_workgroup() {
+        let files = [
+            ("matmul.wgsl", format!("{}\n{}", super::source::MATMUL, super::source::MATMUL_SUBGROUP)),
+            ("elementwise.wgsl", super::source::ELEMENTWISE.to_string()),
+            ("reduce.wgsl", super::source::REDUCE.to_string()),
+            ("loss.wgsl", super::source::LOSS.to_string()),
+            ("optim.wgsl", super::source::OPTIM.to_string()),
+            ("metrics.wgsl", super::source::METRICS.to_string()),
+            ("gather.wgsl", super::source::GATHER.to_string()),
+            ("conv.wgsl", super::source::CONV.to_string()),
+        ];
+        // a `const` or an `override`'s default (matmul's WG_X, WG_Y: set to 8 × 1 by the launcher)
+        let value = |src: &str, token: &str| -> u64 {
+            if let Ok(v) = token.trim_end_matches('u').parse() {
+                return v;
+            }
+            let decl = src
+                .lines()
+                .find(|l| (l.starts_with("const ") || l.starts_with("override ")) && l.contains(&format!(" {token}:")))
+                .unwrap_or_else(|| panic!("no value for {token}"));
+            decl.split('=').nth(1).unwrap().trim().trim_end_matches(';').trim_end_matches('u').parse().unwrap()
+        };
+        let mut entry_points = 0;
+        for (file, src) in &files {
+            for at in src.match_indices("@workgroup_size(").map(|(i, _)| i) {
+                let args = &src[at + "@workgroup_size(".len()..];
+                let args = &args[..args.find(')').unwrap()];
+                let mut dims: Vec<u64> = args.split(',').map(|t| value(src, t.trim())).collect();
+                dims.resize(3, 1);
+                let (x, y, z) = (dims[0], dims[1], dims[2]);
+                assert!(x <= required("max_compute_workgroup_size_x"), "{file}: workgroup x {x}");
+                assert!(y <= required("max_compute_workgroup_size_y"), "{file}: workgroup y {y}");
+                assert!(z <= required("max_compute_workgroup_size_z"), "{file}: workgroup z {z}");
+                assert!(x * y * z <= required("max_compute_invocations_per_workgroup"), "{file}: {x}×{y}×{z} invocations");
+                entry_points += 1;
+            }
+            let mut shared = 0;
+            for line in src.lines().filter(|l| l.starts_with("var<workgroup>")) {
+                let ty = line.split(':').nth(1).unwrap().trim().trim_end_matches(';');
+                let ty = ty.split(';').next().unwrap().trim();
+                let (elem, count) = match ty.strip_prefix("array<") {
+                    Some(rest) => {
+                        let rest = rest.trim_end_matches('>');
+                        let (elem, n) = rest.rsplit_once(',').unwrap();
+                        (elem.trim().to_string(), value(src, n.trim()))
+                    }
+                    None => (ty.to_string(), 1),
+                };
+                let bytes = match elem.as_str() {
+                    "f32" | "u32" | "i32" | "atomic<u32>" => 4,
+                    "vec4<f32>" | "vec4<u32>" => 16,
+                    other => panic!("{file}: workgroup element type {other}"),
+                };
+                shared += bytes * count;
+            }
+            assert!(shared <= required("max_compute_workgroup_storage_size"), "{file}: {shared} bytes of workgroup memory");
+        }
+        assert!(entry_points > 40, "found {entry_points} entry points");
+    }
+
+    /// Every kernel that binds more storage buffers than `Gpu::from_device` requires has a smaller
+    /// form its callers fall back to (the fused heads, the two-range optimizer steps): a new kernel
+    /// past the floor must get one too, or raise the floor.
+    #[test]
+    fn only_kernels_with_a_fallback_bind_more_than_the_required_storage_buffers() {
+        let floor = required("max_storage_buffers_per_shader_stage") as usize;
+        let sources = [
+            include_str!("conv.rs"),
+            include_str!("elementwise.rs"),
+            include_str!("gather.rs"),
+            include_str!("loss.rs"),
+            include_str!("matmul.rs"),
+            include_str!("metrics.rs"),
+            include_str!("optim.rs"),
+            include_str!("reduce.rs"),
+        ];
+        let count = |list: &str| list.split(',').filter(|t| !t.trim().is_empty()).count();
+        let mut above = Vec::new();
+        let mut kernels = 0;
+        for src in sources {
+            for (at, _) in src.match_indices("Kernel { family: ") {
+                let rest = &src[at..];
+                let entry = rest.split('"').nth(1).unwrap();
+                let bindings = rest.split("bindings: ").nth(1).unwrap();
+                let n = match bindings.strip_prefix("&[") {
+                    Some(list) => count(&list[..list.find(']').unwrap()]),
+                    None => {
+                        // a named list, `const NAME: &[super::Access] = &[...]`
+                        let name: String = bindings.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let decl = src.split(&format!("const {name}: ")).nth(1).unwrap();
+                        let list = decl.split("= &[").nth(1).unwrap();
+                        count(&list[..list.find(']').unwrap()])
+                    }
+                };
+                kernels += 1;
+                if n > floor {
+                    above.push(entry);
+                }
+            }
+        }
+        assert!(kernels > 40, "found {kernels} kernels");
+        above.sort();
+        assert_eq!(above, ["adam_2", "head_bce", "head_softmax", "linear_head_bce"]);
+    }
 }

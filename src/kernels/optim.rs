@@ -553,20 +553,24 @@ pub fn choose_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Resul
     if bound > gpu.limits().max_storage_buffers_per_shader_stage as usize {
         return Ok(RangeLaunch::PerRange);
     }
-    if let Some(name) = std::env::var("HEADSWAP_OPTIM_LAUNCH").ok().filter(|v| !v.is_empty()) {
-        return RangeLaunch::from_name(&name)
-            .ok_or_else(|| Error::invalid(format!("HEADSWAP_OPTIM_LAUNCH={name} names no launch form (one, per-range)")));
-    }
-    if std::env::var("HEADSWAP_AUTOTUNE").is_ok_and(|v| v == "0") {
-        return Ok(RangeLaunch::OneDispatch);
-    }
-    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let usable = |_: RangeLaunch| true; // both bind few enough buffers, checked above
     let classes: Vec<String> = sizes.iter().map(|n| n.next_power_of_two().to_string()).collect();
-    let class = format!("optim_ranges {} n{}", opt.kernel_name(), classes.join(","));
-    let usable = |name: &str| RangeLaunch::from_name(name).is_some();
-    let (name, _) =
-        super::autotune::recall_or_measure(gpu, &class, &MEASURING, usable, || Ok(measure_range_launch(gpu, opt, sizes)?.name()))?;
-    Ok(RangeLaunch::from_name(&name).unwrap_or(RangeLaunch::OneDispatch))
+    let ask = super::tune::Ask {
+        class: format!("optim_ranges {} n{}", opt.kernel_name(), classes.join(",")),
+        static_choice: RangeLaunch::OneDispatch,
+        fallback: RangeLaunch::OneDispatch,
+        usable: &usable,
+    };
+    Ok(super::tune::choose(gpu, ask, || measure_range_launch(gpu, opt, sizes))?.0)
+}
+
+impl super::tune::Tunable for RangeLaunch {
+    const ENV: &'static str = "HEADSWAP_OPTIM_LAUNCH";
+    const WHAT: &'static str = "launch form";
+    const ALL: &'static [RangeLaunch] = &[RangeLaunch::OneDispatch, RangeLaunch::PerRange];
+    fn name(self) -> &'static str {
+        RangeLaunch::name(self)
+    }
 }
 
 /// Elements per range the launch forms are timed on, at most: enough to show the per-element
@@ -579,18 +583,16 @@ fn measure_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Result<R
     let started = std::time::Instant::now();
     let bufs: Vec<Vec<Tensor>> = sizes
         .iter()
-        .map(|&n| (0..2 + opt.state_len()).map(|_| super::autotune::scratch(gpu, &[n.min(MEASURE_MAX_ELEMENTS)])).collect::<Result<_>>())
+        .map(|&n| (0..2 + opt.state_len()).map(|_| super::tune::scratch(gpu, &[n.min(MEASURE_MAX_ELEMENTS)])).collect::<Result<_>>())
         .collect::<Result<_>>()?;
     let states: Vec<Vec<&Tensor>> = bufs.iter().map(|b| b[2..].iter().collect()).collect();
     let ranges: Vec<ParamRange> = bufs.iter().zip(&states).map(|(b, s)| ParamRange::new(&b[0], &b[1], s)).collect();
     let forms = [RangeLaunch::OneDispatch, RangeLaunch::PerRange];
     let steps: Vec<Vec<OptimStep>> = forms.iter().map(|&l| opt.steps(gpu, &ranges, l)).collect::<Result<_>>()?;
     let lists: Vec<Vec<&Dispatch>> = steps.iter().map(|st| st.iter().map(OptimStep::dispatch).collect()).collect();
-    let secs = super::autotune::time_step_candidates(gpu, "optim_autotune", &lists)?;
-    let launch = if secs[1] < secs[0] { forms[1] } else { forms[0] };
-    let times: Vec<String> = forms.iter().zip(&secs).map(|(l, t)| format!("{} {:.3} ms", l.name(), 1e3 * t)).collect();
-    tracing::info!(sizes = ?sizes, times = %times.join(", "), chosen = launch.name(), ms = started.elapsed().as_millis() as u64, "optimizer launch autotune");
-    Ok(launch)
+    // several steps per submission, as training records them
+    let secs = super::tune::time_candidates(gpu, "optim_autotune", &lists, 8)?;
+    Ok(super::tune::fastest(&format!("optimizer ranges {sizes:?}"), &forms, &secs, started).unwrap_or(RangeLaunch::OneDispatch))
 }
 
 #[cfg(test)]

@@ -645,7 +645,7 @@ impl Plan {
         // targets, where the data set is one buffer; the rest is gathered into the batch buffers
         // first (inputs and targets in one launch where the sources allow).
         let input = Input::choose(net, p.first, p.source_x, p.indices, &x);
-        let fused = loss::fits_fused_head(rows, net.output_dim());
+        let fused = loss::fused_head_runs(gpu, net.head_kind == HeadKind::Labels, rows, net.output_dim());
         let targets_in_place = match (&p.source_y.chunks[..], fused) {
             ([(_, t)], true) => Some(t),
             _ => None,
