@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     net.swap_head(Head::labels(4), 7)?;
     trainer.fine_tune(&mut net, &scenes_task_b(100, 16, 2), Freeze::Trunk, 20)?;
     let m = trainer.evaluate(&net, &scenes_task_b(200, 16, 3))?;
-    println!("4 labels after a head-only fine-tune: mean F1 {:.3}", m.score());
+    println!("4 labels after a head-only fine-tune: mean F1 {:.3}", headswap::kernels::metrics::OrNa(m.score()));
 
     // The host's device is still the host's: it keeps using it after headswap is done.
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("host work") });

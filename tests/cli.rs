@@ -739,6 +739,9 @@ fn loading_data_says_what_was_loaded() {
     let folder = tmp("loaded_folder");
     write_class_of(&folder, "dark", true, 6);
     write_class_of(&folder, "light", false, 4);
+    // files the walk passes over are named, with why
+    std::fs::write(folder.join("README.txt"), "not an image").unwrap();
+    std::fs::write(folder.join("dark").join("notes.txt"), "not an image").unwrap();
     let run = headswap(&[
         "pretrain",
         "--data",
@@ -755,6 +758,11 @@ fn loading_data_says_what_was_loaded() {
     ok(&run);
     let err = stderr(&run);
     assert!(err.lines().any(|l| l.contains("10 examples") && l.contains("dark 6") && l.contains("light 4")), "{err}");
+    let line = err.lines().find(|l| l.contains("10 examples")).unwrap();
+    assert!(
+        line.contains("skipped 2: ") && line.contains("README.txt (not in a class folder)") && line.contains("notes.txt (not an image)"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub enum Split {
 pub struct Loaded {
     pub data: Dataset,
     pub kind: DataKind,
+    /// Files and folders an image folder's walk passed over, with why.
+    pub skipped: Vec<data::Skipped>,
 }
 
 const BUILT_IN: &str = "synthetic-a[:N], synthetic-b[:N], digits, digits-scenes[:N]";
@@ -117,12 +119,12 @@ fn held_out_seed(seed: u64) -> u64 {
 /// as `opts` says.
 pub fn load_data(spec: &str, opts: &ImageOptions, split: Split, seed: u64) -> CliResult<Loaded> {
     let kind = data_kind(spec)?;
-    let data = match built_in(spec)? {
-        Some((name, count)) => load_built_in(name, count, opts, split, seed)?,
+    let (data, skipped) = match built_in(spec)? {
+        Some((name, count)) => (load_built_in(name, count, opts, split, seed)?, Vec::new()),
         None => load_file(spec, opts)?,
     };
     data.validate()?;
-    Ok(Loaded { data, kind })
+    Ok(Loaded { data, kind, skipped })
 }
 
 fn load_built_in(name: &str, count: Option<usize>, opts: &ImageOptions, split: Split, seed: u64) -> CliResult<Dataset> {
@@ -145,14 +147,17 @@ fn load_built_in(name: &str, count: Option<usize>, opts: &ImageOptions, split: S
     })
 }
 
-fn load_file(spec: &str, opts: &ImageOptions) -> CliResult<Dataset> {
+/// The data set in `spec`, and what an image folder's walk skipped.
+fn load_file(spec: &str, opts: &ImageOptions) -> CliResult<(Dataset, Vec<data::Skipped>)> {
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "safetensors") {
-        Ok(data::tensor_file::load(path)?)
+        Ok((data::tensor_file::load(path)?, Vec::new()))
     } else if path.extension().is_some_and(|e| e == "csv") {
-        Ok(data::manifest::load(path, opts)?)
+        let (data, report) = data::manifest::load_with_report(path, opts)?;
+        Ok((data, report.skipped))
     } else if path.is_dir() {
-        Ok(data::image_folder::load(path, opts)?)
+        let (data, report) = data::image_folder::load_with_report(path, opts)?;
+        Ok((data, report.skipped))
     } else if !path.exists() {
         Err(Error::Io {
             path: spec.into(),
@@ -166,7 +171,7 @@ fn load_file(spec: &str, opts: &ImageOptions) -> CliResult<Dataset> {
 
 /// The line printed once a data set is loaded: how many examples, and per class how many (or
 /// per label how many are present), so that a missing or nearly empty folder shows at once.
-pub fn describe_loaded(spec: &str, data: &Dataset) -> String {
+pub fn describe_loaded(spec: &str, data: &Dataset, skipped: &[data::Skipped]) -> String {
     const SHOWN: usize = 20;
     let counts = data.positives_per_output();
     let name = |j: usize| data.label_names.get(j).cloned().unwrap_or_else(|| j.to_string());
@@ -178,7 +183,21 @@ pub fn describe_loaded(spec: &str, data: &Dataset) -> String {
         Targets::Classes { num_classes, .. } => format!("{num_classes} classes"),
         Targets::Labels { k, .. } => format!("{k} labels, present in"),
     };
-    format!("data {spec}: {} examples, {what}: {}", data.n, parts.join(", "))
+    let mut line = format!("data {spec}: {} examples, {what}: {}", data.n, parts.join(", "));
+    if !skipped.is_empty() {
+        const SKIPPED_SHOWN: usize = 5;
+        let root = Path::new(spec);
+        let shown: Vec<String> = skipped
+            .iter()
+            .take(SKIPPED_SHOWN)
+            .map(|s| format!("{} ({})", s.path.strip_prefix(root).unwrap_or(&s.path).display(), s.reason))
+            .collect();
+        line += &format!("; skipped {}: {}", skipped.len(), shown.join(", "));
+        if skipped.len() > SKIPPED_SHOWN {
+            line += &format!(", and {} more", skipped.len() - SKIPPED_SHOWN);
+        }
+    }
+    line
 }
 
 /// The line `eval` prints about what it scores, so nobody mistakes training data for a test.

@@ -21,7 +21,7 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
     check_head_kind(&net, &loaded.data)?;
     check_input_width(&net, &a.data, &loaded.data)?;
     eprintln!("{}", describe_split(&a.data, loaded.kind, &loaded.data));
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
     let data = align_to_model(loaded.data, &model_names(&ckpt), net.output_dim())?;
     let trainer = Trainer::new(&gpu, TrainConfig { threshold: a.threshold, ..TrainConfig::default() });
     let m = trainer.evaluate(&net, &data)?;

@@ -38,7 +38,7 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     let data = &loaded.data;
     let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data))?;
     check_input_width(&net, &a.data, data)?;
-    eprintln!("{}", describe_loaded(&a.data, data));
+    eprintln!("{}", describe_loaded(&a.data, data, &loaded.skipped));
     let swap = net.swap_head(head_for(data, a.head_hidden, from.act), cfg.seed)?;
     eprint!("{swap}");
     let mut training = Training::new(&gpu, cfg, a.json);

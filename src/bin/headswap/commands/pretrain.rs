@@ -13,7 +13,7 @@ pub fn run(a: PretrainArgs, given: &Given) -> CliResult<()> {
     let layers = a.layers.clone().unwrap_or_else(|| if a.arch == Arch::Cnn { vec![64] } else { vec![128, 64] });
     check_outputs(&a.out, a.save_state.as_deref())?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;

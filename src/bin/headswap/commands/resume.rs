@@ -60,7 +60,7 @@ pub fn run(a: ResumeArgs, given: &Given, argv: &[OsString]) -> CliResult<()> {
     let gpu = gpu()?;
     let mut net = Network::from_checkpoint(&gpu, &ckpt, &origin)?;
     check_input_width(&net, &a.data, &loaded.data)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
     if !restored.is_empty() {
         let shown: Vec<String> = restored.iter().map(|(k, v)| v.as_ref().map_or(format!("--{k}"), |v| format!("--{k} {v}"))).collect();
         eprintln!("the saved run's options: {}", shown.join(" "));

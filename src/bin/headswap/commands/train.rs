@@ -33,7 +33,7 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
     let mut net = load_model(&gpu, &init, &ckpt, kind)?;
     net.set_head_kind(kind);
     check_input_width(&net, &a.data, &loaded.data)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data));
+    eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
     let data = align_to_model(loaded.data, &model_names(&ckpt), net.output_dim())?;
     let loaded = Loaded { data, ..loaded };
     let mut training = Training::new(&gpu, cfg, a.json);
