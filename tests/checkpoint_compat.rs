@@ -1,0 +1,150 @@
+//! Checkpoints written by an earlier release keep loading, bit for bit.
+//!
+//! `tests/fixtures/legacy-dd0f82e/` holds files the `headswap` CLI wrote at commit dd0f82e (an
+//! MLP, a CNN, an MLP on feature vectors and its `--save-state` resume file; `make.sh` there made
+//! them) and `values.json`, which a standard-library Python script (`record.py`) wrote from the
+//! raw bytes: each file's metadata, and each tensor's dtype, shape and FNV-1a 64 hash of its
+//! little-endian bytes. The tests read the files with today's code and compare everything: the
+//! checkpoint's tensors and metadata, the architecture of the network built from it, and the
+//! values that network holds on the GPU.
+mod common;
+use common::*;
+use headswap::checkpoint;
+use headswap::nn::{Activation, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
+use headswap::train::{Optimizer, Schedule, TrainingState};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-dd0f82e").join(name)
+}
+
+/// FNV-1a 64 of the f32 values' little-endian bytes, as `record.py` hashes the raw file bytes.
+fn fnv1a64(values: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in values.iter().flat_map(|v| v.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What `values.json` recorded for `file`.
+fn recorded(file: &str) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("values.json")).unwrap()).unwrap();
+    all[file].clone()
+}
+
+/// Loads `file` and checks its tensors (order, names, shapes, bits) and metadata against
+/// `values.json`; returns the checkpoint and the recorded hash of each tensor by name.
+fn load_exactly(file: &str) -> (checkpoint::Checkpoint, Vec<(String, String)>) {
+    let rec = recorded(file);
+    let ckpt = checkpoint::load(&fixture(file)).unwrap();
+    let tensors = rec["tensors"].as_array().unwrap();
+    assert_eq!(ckpt.tensors.len(), tensors.len(), "{file}: tensor count");
+    let mut hashes = Vec::new();
+    for (t, r) in ckpt.tensors.iter().zip(tensors) {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(t.name, name, "{file}: tensor order");
+        assert_eq!(r["dtype"], "F32", "{file}: {name}");
+        assert_eq!(serde_json::json!(t.shape), r["shape"], "{file}: {name} shape");
+        assert_eq!(fnv1a64(&t.data), r["fnv1a64"].as_str().unwrap(), "{file}: {name} values differ from the file's bits");
+        hashes.push((name.to_string(), r["fnv1a64"].as_str().unwrap().to_string()));
+    }
+    let meta: std::collections::BTreeMap<String, String> = serde_json::from_value(rec["metadata"].clone()).unwrap();
+    assert_eq!(ckpt.metadata, meta, "{file}: metadata");
+    (ckpt, hashes)
+}
+
+/// The network's values, read back from the GPU, are the recorded bits of `<i>.weight` and
+/// `<i>.bias` for each layer with parameters (`seq` = its nn.Sequential index).
+fn assert_values(file: &str, net: &Network, seq: &[Option<usize>], hashes: &[(String, String)]) {
+    let hash = |n: String| hashes.iter().find(|(m, _)| *m == n).unwrap_or_else(|| panic!("{file}: no {n}")).1.clone();
+    let values = net.values().unwrap();
+    assert_eq!(values.len(), seq.len());
+    for (i, ((w, b), s)) in values.iter().zip(seq).enumerate() {
+        match s {
+            Some(s) => {
+                assert_eq!(fnv1a64(w), hash(format!("{s}.weight")), "{file}: layer {i} weight on the GPU");
+                assert_eq!(fnv1a64(b), hash(format!("{s}.bias")), "{file}: layer {i} bias on the GPU");
+            }
+            None => assert!(w.is_empty() && b.is_empty(), "{file}: layer {i} has no parameters"),
+        }
+    }
+}
+
+fn dense(inputs: usize, outputs: usize, activation: Activation) -> LayerSpec {
+    LayerSpec::Dense(DenseSpec { inputs, outputs, activation })
+}
+
+#[test]
+fn legacy_mlp_loads_bit_exactly() {
+    let gpu = gpu();
+    let (ckpt, hashes) = load_exactly("mlp.safetensors");
+    let net = Network::from_checkpoint(&gpu, &ckpt, "mlp.safetensors").unwrap();
+    assert_eq!(net.trunk_layers(), &[dense(256, 12, Activation::Relu)]);
+    assert_eq!(net.head_layers(), &[dense(12, 4, Activation::Identity)]);
+    assert_eq!(net.head_kind(), HeadKind::Labels);
+    assert_values("mlp.safetensors", &net, &[Some(0), Some(2)], &hashes);
+    // Network::load reads the same file the same way.
+    let again = Network::load(&gpu, &fixture("mlp.safetensors")).unwrap();
+    assert_values("mlp.safetensors", &again, &[Some(0), Some(2)], &hashes);
+}
+
+#[test]
+fn legacy_cnn_loads_bit_exactly() {
+    let gpu = gpu();
+    let (ckpt, hashes) = load_exactly("cnn.safetensors");
+    let net = Network::from_checkpoint(&gpu, &ckpt, "cnn.safetensors").unwrap();
+    let conv = Conv2dSpec {
+        in_channels: 1,
+        height: 16,
+        width: 16,
+        out_channels: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+    };
+    let pool = Pool2dSpec { channels: 4, height: 16, width: 16, kernel: 2, stride: 2, padding: 0 };
+    assert_eq!(net.trunk_layers(), &[LayerSpec::Conv2d(conv), LayerSpec::MaxPool2d(pool), dense(256, 10, Activation::Relu)]);
+    assert_eq!(net.head_layers(), &[dense(10, 8, Activation::Identity)]);
+    assert_eq!(net.head_kind(), HeadKind::Classes);
+    // Conv2d(0), ReLU, MaxPool2d(2), Flatten, Linear(4), ReLU, Linear(6)
+    assert_values("cnn.safetensors", &net, &[Some(0), None, Some(4), Some(6)], &hashes);
+}
+
+#[test]
+fn legacy_features_mlp_loads_bit_exactly() {
+    let gpu = gpu();
+    let (ckpt, hashes) = load_exactly("features.safetensors");
+    let net = Network::from_checkpoint(&gpu, &ckpt, "features.safetensors").unwrap();
+    assert_eq!(net.layers(), vec![dense(6, 5, Activation::Relu), dense(5, 3, Activation::Identity)]);
+    assert_eq!(net.trunk_layers().len(), 1);
+    assert_eq!(net.head_kind(), HeadKind::Classes);
+    assert_values("features.safetensors", &net, &[Some(0), Some(2)], &hashes);
+}
+
+/// The resume file `--save-state` wrote: [`TrainingState::load`] gives back the network and where
+/// the run stopped. (The lead keeps this green while optimizer state is renamed.)
+#[test]
+fn legacy_resume_state_loads() {
+    let gpu = gpu();
+    let (_, hashes) = load_exactly("state.safetensors");
+    let (net, state) = TrainingState::load(&gpu, &fixture("state.safetensors")).unwrap();
+    assert_eq!(net.layers(), vec![dense(6, 5, Activation::Relu), dense(5, 3, Activation::Identity)]);
+    assert_values("state.safetensors", &net, &[Some(0), Some(2)], &hashes);
+    assert_eq!((state.epoch, state.step, state.lowest_trainable), (2, 6, 0));
+    assert_eq!(state.trunk_lr_mult.to_bits(), 1f32.to_bits());
+    assert_eq!(state.rng, [2131546585298227457, 4296770163424488629, 15490703347411734485, 15770478926525103140]);
+    // Adam's m and v for the head range, then the trunk range, in the engine's arena layout.
+    assert_eq!(state.optimizer_state.len(), 4);
+    for (i, buf) in state.optimizer_state.iter().enumerate() {
+        let name = format!("optim.state.{i}");
+        let h = &hashes.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(buf.len(), 128, "{name}");
+        assert_eq!(&fnv1a64(buf), h, "{name}");
+    }
+    let run = state.run.expect("the run's settings were saved");
+    assert_eq!((run.batch_size, run.seed, run.n), (4, 7, 12));
+    assert_eq!(run.schedule, Schedule::Constant);
+    assert_eq!(run.optimizer, Optimizer::adam(0.01));
+}
