@@ -7,10 +7,14 @@
 //! little-endian bytes. The tests read the files with today's code and compare everything: the
 //! checkpoint's tensors and metadata, the architecture of the network built from it, and the
 //! values that network holds on the GPU.
+//!
+//! Also here: PyTorch state_dicts with integer tensors (BatchNorm's `num_batches_tracked`) load
+//! into networks that have no use for them.
 mod common;
 use common::*;
-use headswap::checkpoint;
-use headswap::nn::{Activation, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
+use headswap::Error;
+use headswap::checkpoint::{self, Checkpoint, IntDtype, IntTensor, NamedTensor, StorageDtype};
+use headswap::nn::{Activation, CnnBuilder, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
 use headswap::train::{Optimizer, Schedule, TrainingState};
 use std::path::{Path, PathBuf};
 
@@ -147,4 +151,105 @@ fn legacy_resume_state_loads() {
     assert_eq!((run.batch_size, run.seed, run.n), (4, 7, 12));
     assert_eq!(run.schedule, Schedule::Constant);
     assert_eq!(run.optimizer, Optimizer::adam(0.01));
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A state_dict as torchvision writes it for a model whose BatchNorm layers headswap does not
+/// have (yet): `num_batches_tracked` I64 scalars beside the parameters. The float parameters
+/// that match the network load, the integer tensors are ignored and reported by
+/// `unused_tensors`; a float extra is still refused, and an integer under a parameter's name too.
+#[test]
+fn state_dicts_with_num_batches_tracked_load_into_mlp_and_cnn() {
+    let gpu = gpu();
+    let dir = TempDir::new("ckpt-ints");
+    let nbt = |name: &str, v: i64| IntTensor::new(name, vec![], IntDtype::I64, vec![v]).unwrap();
+    let big = (1i64 << 40) + 3;
+
+    // MLP: Sequential(Linear(4,5), ReLU, Linear(5,3)), plus counters
+    let mut sd = Checkpoint::new();
+    for (i, (name, shape)) in
+        [("0.weight", vec![5, 4]), ("0.bias", vec![5]), ("2.weight", vec![3, 5]), ("2.bias", vec![3])].into_iter().enumerate()
+    {
+        let n = shape.iter().product();
+        sd.push(NamedTensor::new(name, shape, rand_vec(10 + i as u64, n)).unwrap()).unwrap();
+        if i == 1 {
+            sd.push_int(nbt("1.num_batches_tracked", big)).unwrap();
+        }
+    }
+    sd.push_int(nbt("bn.num_batches_tracked", 0)).unwrap();
+    sd.metadata.insert("format".into(), "pt".into());
+    let path = dir.path().join("mlp.safetensors");
+    checkpoint::save(&path, &sd, StorageDtype::F32).unwrap();
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_eq!(loaded.get_int("1.num_batches_tracked").unwrap().data, vec![big]);
+    let net = Network::from_state_dict(&gpu, &loaded, Activation::Relu, HeadKind::Labels, 1, "mlp.safetensors").unwrap();
+    assert_eq!(net.layers(), vec![dense(4, 5, Activation::Relu), dense(5, 3, Activation::Identity)]);
+    assert_eq!(net.layer_values(0).unwrap().0, sd.get("0.weight").unwrap().data);
+    assert_eq!(net.layer_values(1).unwrap().1, sd.get("2.bias").unwrap().data);
+    assert_eq!(net.unused_tensors(&loaded), strings(&["1.num_batches_tracked", "bn.num_batches_tracked"]));
+    // the same through the architecture-given loader
+    let net = Network::from_state_dict_layers(
+        &gpu,
+        &loaded,
+        vec![dense(4, 5, Activation::Relu)],
+        vec![dense(5, 3, Activation::Identity)],
+        HeadKind::Labels,
+        "mlp.safetensors",
+    )
+    .unwrap();
+    assert_eq!(net.layer_values(1).unwrap().0, sd.get("2.weight").unwrap().data);
+
+    // a float extra is an unexpected key, as it always was (the ignored integers are not listed)
+    let mut extra = loaded.clone();
+    extra.push(NamedTensor::new("1.running_mean", vec![5], vec![0.0; 5]).unwrap()).unwrap();
+    let e = Network::from_state_dict(&gpu, &extra, Activation::Relu, HeadKind::Labels, 1, "x").unwrap_err();
+    assert!(matches!(&e, Error::Format { message, .. } if message.ends_with("unexpected 1 tensor (1.running_mean)")), "{e}");
+    // an integer tensor where a parameter belongs is refused, naming it and its dtype
+    let mut int_param = loaded.clone();
+    int_param.take("2.bias");
+    int_param.push_int(IntTensor::new("2.bias", vec![3], IntDtype::I32, vec![1, 2, 3]).unwrap()).unwrap();
+    let e = Network::from_state_dict(&gpu, &int_param, Activation::Relu, HeadKind::Labels, 1, "x").unwrap_err();
+    assert!(e.to_string().contains("2.bias: expected floats, found I32"), "{e}");
+    let mut int_weight = loaded.clone();
+    int_weight.take("2.weight");
+    int_weight.push_int(IntTensor::new("2.weight", vec![3, 5], IntDtype::I64, vec![1; 15]).unwrap()).unwrap();
+    let e = Network::from_state_dict(&gpu, &int_weight, Activation::Relu, HeadKind::Labels, 1, "x").unwrap_err();
+    assert!(e.to_string().contains("2.weight holds I64 integers"), "{e}");
+
+    // CNN: Sequential(Conv2d(1,4,3,padding=1), BatchNorm-less ReLU, MaxPool2d(2), Flatten,
+    // Linear(256,10), ReLU, Linear(10,2)), plus counters
+    let trunk = CnnBuilder::new(1, 16, 16).conv(4, 3, 1, 1, Activation::Relu).max_pool(2, 2).dense(10, Activation::Relu).build().unwrap();
+    let head = vec![dense(10, 2, Activation::Identity)];
+    let mut sd = Checkpoint::new();
+    let params = [
+        ("0.weight", vec![4, 1, 3, 3]),
+        ("0.bias", vec![4]),
+        ("4.weight", vec![10, 256]),
+        ("4.bias", vec![10]),
+        ("6.weight", vec![2, 10]),
+        ("6.bias", vec![2]),
+    ];
+    for (i, (name, shape)) in params.into_iter().enumerate() {
+        let n = shape.iter().product();
+        sd.push(NamedTensor::new(name, shape, rand_vec(20 + i as u64, n)).unwrap()).unwrap();
+    }
+    sd.push_int(nbt("1.num_batches_tracked", 12)).unwrap();
+    sd.push_int(nbt("5.num_batches_tracked", big)).unwrap();
+    let path = dir.path().join("cnn.safetensors");
+    checkpoint::save(&path, &sd, StorageDtype::F16).unwrap();
+    let loaded = checkpoint::load(&path).unwrap();
+    let net = Network::from_state_dict_layers(&gpu, &loaded, trunk, head, HeadKind::Classes, "cnn.safetensors").unwrap();
+    assert_eq!(net.layer_values(0).unwrap().0, loaded.get("0.weight").unwrap().data);
+    assert_eq!(net.layer_values(3).unwrap().0, loaded.get("6.weight").unwrap().data);
+    assert_eq!(net.unused_tensors(&loaded), strings(&["1.num_batches_tracked", "5.num_batches_tracked"]));
+
+    // a headswap checkpoint with an integer tensor added loads too
+    let mut ckpt = net.to_checkpoint().unwrap();
+    ckpt.push_int(nbt("counter", 5)).unwrap();
+    let back = Network::from_checkpoint(&gpu, &ckpt, "memory").unwrap();
+    assert_eq!(back.values().unwrap(), net.values().unwrap());
+    assert_eq!(back.unused_tensors(&ckpt), strings(&["counter"]));
 }

@@ -5,6 +5,10 @@
 //! [`LAYERS_KEY`](crate::checkpoint::LAYERS_KEY) as JSON, so a headswap file needs nothing else to
 //! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
 //! between layers and how many of the top layers form the head.
+//!
+//! Integer tensors (BatchNorm's
+//! `num_batches_tracked`) are never parameters here: the loaders ignore those no parameter names,
+//! and refuse one stored under a parameter's name.
 
 use super::{Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
 use crate::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
@@ -15,6 +19,18 @@ use std::path::Path;
 
 /// Metadata key naming the head kind (`classes` or `labels`).
 pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
+
+/// `ckpt` without the integer tensors no parameter asks for (logged as ignored); an integer
+/// tensor under a parameter's name stays, so that [`Checkpoint::check`] reports it.
+fn without_unwanted_ints(ckpt: &Checkpoint, wanted: impl Fn(&str) -> bool) -> Checkpoint {
+    let mut c = ckpt.clone();
+    let ignored: Vec<String> = c.int_tensors.iter().filter(|t| !wanted(&t.name)).map(|t| format!("{} ({})", t.name, t.dtype)).collect();
+    if !ignored.is_empty() {
+        tracing::info!(tensors = %ignored.join(", "), "ignoring integer tensors no parameter uses");
+    }
+    c.int_tensors.retain(|t| wanted(&t.name));
+    c
+}
 
 /// The `torch.nn.Sequential` module index of each layer: every layer is a module, a
 /// non-identity activation after it is one more, and so is the `nn.Flatten` between the last
@@ -196,6 +212,7 @@ impl Network {
         let sd = ckpt.state_dict_only();
         let mut idx: Vec<usize> = sd
             .names()
+            .chain(sd.int_names())
             .filter_map(|n| n.strip_suffix(".weight"))
             .map(|i| {
                 i.parse::<usize>()
@@ -208,7 +225,11 @@ impl Network {
         }
         let mut specs = Vec::new();
         for (j, &i) in idx.iter().enumerate() {
-            let w = sd.get(&format!("{i}.weight")).ok_or_else(|| Error::format(origin, format!("{i}.weight missing")))?;
+            let name = format!("{i}.weight");
+            if let Some(t) = sd.get_int(&name) {
+                return Err(Error::format(origin, format!("{name} holds {} integers; a Linear weight is floating point", t.dtype)));
+            }
+            let w = sd.get(&name).ok_or_else(|| Error::format(origin, format!("{name} missing")))?;
             if w.shape.len() != 2 {
                 return Err(Error::format(origin, format!("{i}.weight has shape {:?}; a Linear weight is [out, in]", w.shape)));
             }
@@ -257,7 +278,8 @@ impl Network {
             .filter_map(|(s, i)| Some((s.weight_shape()?, s.bias_len(), i)))
             .flat_map(|(w, b, i)| [Expect::new(format!("{i}.weight"), w), Expect::new(format!("{i}.bias"), vec![b])])
             .collect();
-        ckpt.state_dict_only().check(&expected).map_err(|e| match e {
+        let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
+        sd.check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
             other => other,
         })?;
@@ -270,5 +292,22 @@ impl Network {
             })
             .collect();
         Network::from_layers(gpu, trunk, head, kind, &values)
+    }
+}
+
+impl Network {
+    /// The names of the tensors in `ckpt` (float and integer, without `optim.*` training state)
+    /// that are none of this network's parameters: what a loader ignored (integer tensors such
+    /// as `num_batches_tracked`) or would refuse, so that a caller can report them.
+    pub fn unused_tensors(&self, ckpt: &Checkpoint) -> Vec<String> {
+        let layers = self.layers();
+        let params: Vec<String> = layers
+            .iter()
+            .zip(sequential_indices(&layers))
+            .filter(|(s, _)| s.has_params())
+            .flat_map(|(_, i)| [format!("{i}.weight"), format!("{i}.bias")])
+            .collect();
+        let sd = ckpt.state_dict_only();
+        sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect()
     }
 }
