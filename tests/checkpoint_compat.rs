@@ -6,15 +6,19 @@
 //! raw bytes: each file's metadata, and each tensor's dtype, shape and FNV-1a 64 hash of its
 //! little-endian bytes. The tests read the files with today's code and compare everything: the
 //! checkpoint's tensors and metadata, the architecture of the network built from it, and the
-//! values that network holds on the GPU.
+//! values that network holds on the GPU — and the label names and input layout the CLI recorded
+//! in the metadata, which the library now reads and writes itself.
 //!
 //! Also here: PyTorch state_dicts with integer tensors (BatchNorm's `num_batches_tracked`) load
-//! into networks that have no use for them.
+//! into networks that have no use for them, and the model metadata round-trips through the
+//! library.
 mod common;
 use common::*;
 use headswap::Error;
 use headswap::checkpoint::{self, Checkpoint, IntDtype, IntTensor, NamedTensor, StorageDtype};
-use headswap::nn::{Activation, CnnBuilder, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec};
+use headswap::nn::{
+    Activation, CnnBuilder, Conv2dSpec, DenseSpec, Head, HeadKind, ImageChannels, InputLayout, LayerSpec, Network, Pool2dSpec,
+};
 use headswap::train::{Optimizer, Schedule, TrainingState};
 use std::path::{Path, PathBuf};
 
@@ -155,6 +159,155 @@ fn legacy_resume_state_loads() {
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The CLI wrote label names and the input layout into these files; the library reads them with
+/// the same meaning, and writes them back in the same formats.
+#[test]
+fn legacy_metadata_reads_and_writes_through_the_library() {
+    let gpu = gpu();
+    let gray16 = InputLayout::Image { channels: ImageChannels::Gray, height: 16, width: 16 };
+    let cases = [
+        ("mlp.safetensors", Some(strings(&["circle", "square", "triangle", "cross"])), Some(gray16.clone())),
+        (
+            "cnn.safetensors",
+            Some(strings(&["circle", "square", "triangle", "cross", "hbar", "vbar", "ring", "diamond"])),
+            Some(gray16.clone()),
+        ),
+        ("features.safetensors", Some(strings(&["red", "green", "blue"])), Some(InputLayout::features(6))),
+    ];
+    for (file, names, layout) in cases {
+        let net = Network::load(&gpu, &fixture(file)).unwrap();
+        assert_eq!(net.label_names(), names.as_deref(), "{file}");
+        assert_eq!(net.input_layout(), layout.as_ref(), "{file}");
+        // written back: the same keys with the same values as the CLI wrote
+        let again = net.to_checkpoint().unwrap();
+        let rec = recorded(file);
+        for key in [checkpoint::LABEL_NAMES_KEY, checkpoint::INPUT_SHAPE_KEY, checkpoint::IMAGE_SIZE_KEY, checkpoint::CHANNELS_KEY] {
+            assert_eq!(again.metadata.get(key).map(String::as_str), rec["metadata"][key].as_str(), "{file}: {key}");
+        }
+    }
+    // the resume file had neither
+    let (net, _) = TrainingState::load(&gpu, &fixture("state.safetensors")).unwrap();
+    assert_eq!((net.label_names(), net.input_layout()), (None, None));
+}
+
+#[test]
+fn metadata_round_trips_through_save_and_load_clone_and_head_swap() {
+    let gpu = gpu();
+    let dir = TempDir::new("ckpt-meta");
+    let path = dir.path().join("m.safetensors");
+    // 3 × 2 × 4 RGB images: 24 inputs
+    let mut net = Network::new(&gpu, &[24, 5], Head::labels(3).names(["cat", "dog", "bird"]), 1).unwrap();
+    assert_eq!(net.label_names(), Some(&strings(&["cat", "dog", "bird"])[..]));
+    assert_eq!(net.input_layout(), None);
+    let rgb = InputLayout::Image { channels: ImageChannels::Rgb, height: 2, width: 4 };
+    net.set_input_layout(Some(rgb.clone())).unwrap();
+    assert_eq!(rgb.shape(), vec![3, 2, 4]);
+    net.save(&path, StorageDtype::F32).unwrap();
+    let meta = checkpoint::load(&path).unwrap().metadata;
+    assert_eq!(meta[checkpoint::LABEL_NAMES_KEY], r#"["cat","dog","bird"]"#);
+    assert_eq!(meta[checkpoint::INPUT_SHAPE_KEY], "3,2,4");
+    assert_eq!(meta[checkpoint::IMAGE_SIZE_KEY], "4x2");
+    assert_eq!(meta[checkpoint::CHANNELS_KEY], "rgb");
+    let back = Network::load(&gpu, &path).unwrap();
+    assert_eq!(back.label_names(), net.label_names());
+    assert_eq!(back.input_layout(), Some(&rgb));
+
+    // a plain shape writes input_shape alone; forgetting the names writes no names key
+    net.set_input_layout(Some(InputLayout::Shape(vec![2, 12]))).unwrap();
+    net.set_label_names(None).unwrap();
+    let meta = net.to_checkpoint().unwrap().metadata;
+    assert_eq!(meta[checkpoint::INPUT_SHAPE_KEY], "2,12");
+    for key in [checkpoint::LABEL_NAMES_KEY, checkpoint::IMAGE_SIZE_KEY, checkpoint::CHANNELS_KEY] {
+        assert!(!meta.contains_key(key), "{key}");
+    }
+    let back = Network::from_checkpoint(&gpu, &net.to_checkpoint().unwrap(), "memory").unwrap();
+    assert_eq!((back.label_names(), back.input_layout()), (None, Some(&InputLayout::Shape(vec![2, 12]))));
+
+    // names and layout must fit the network; a refused value changes nothing
+    net.set_label_names(Some(strings(&["a", "b", "c"]))).unwrap();
+    assert!(
+        matches!(net.set_label_names(Some(strings(&["a", "b"]))), Err(Error::InvalidInput(m)) if m.contains("2 label names for 3 outputs"))
+    );
+    let e = net.set_input_layout(Some(InputLayout::features(23))).unwrap_err();
+    assert!(matches!(&e, Error::Shape { what } if what.contains("[23]") && what.contains("24 inputs")), "{e}");
+    assert!(net.set_input_layout(Some(InputLayout::Shape(vec![24, 0]))).is_err());
+    assert_eq!(net.label_names(), Some(&strings(&["a", "b", "c"])[..]));
+    assert_eq!(net.input_layout(), Some(&InputLayout::Shape(vec![2, 12])));
+
+    // try_clone keeps both
+    let copy = net.try_clone().unwrap();
+    assert_eq!((copy.label_names(), copy.input_layout()), (net.label_names(), net.input_layout()));
+
+    // a head-swap keeps the layout (same inputs) and drops the names (new outputs) unless given
+    let e = net.swap_head(Head::classes(2).names(["x"]), 3).unwrap_err();
+    assert!(e.to_string().contains("1 label names for 2 outputs"), "{e}");
+    assert_eq!((net.output_dim(), net.label_names().map(<[String]>::len)), (3, Some(3)), "a refused swap changes nothing");
+    net.swap_head(Head::classes(2), 3).unwrap();
+    assert_eq!((net.label_names(), net.input_layout()), (None, Some(&InputLayout::Shape(vec![2, 12]))));
+    net.swap_head(Head::labels(2).hidden(4, Activation::Relu).names(["x", "y"]), 4).unwrap();
+    assert_eq!(net.label_names(), Some(&strings(&["x", "y"])[..]));
+    // a network built without a Head has no metadata until it is given some
+    assert!(Network::new(&gpu, &[4, 2], Head::classes(3).names(["a", "b"]), 1).is_err());
+
+    // a training checkpoint carries them too
+    let mut state_meta = net.to_checkpoint().unwrap();
+    state_meta.metadata.insert("optim.step".into(), "1".into());
+    let back = Network::from_checkpoint(&gpu, &state_meta, "state").unwrap();
+    assert_eq!(back.label_names(), Some(&strings(&["x", "y"])[..]));
+}
+
+#[test]
+fn malformed_metadata_is_a_format_error_naming_the_key() {
+    let gpu = gpu();
+    let net = Network::new(&gpu, &[24, 5], Head::classes(3), 1).unwrap();
+    let good = net.to_checkpoint().unwrap();
+    let with = |pairs: &[(&str, &str)]| {
+        let mut c = good.clone();
+        for (k, v) in pairs {
+            c.metadata.insert(k.to_string(), v.to_string());
+        }
+        Network::from_checkpoint(&gpu, &c, "m.safetensors")
+    };
+    let (names, shape, size, channels) =
+        (checkpoint::LABEL_NAMES_KEY, checkpoint::INPUT_SHAPE_KEY, checkpoint::IMAGE_SIZE_KEY, checkpoint::CHANNELS_KEY);
+    let bad: &[(&[(&str, &str)], &str)] = &[
+        (&[(names, "cat,dog,bird")], names),
+        (&[(names, "[1,2,3]")], names),
+        (&[(names, r#"["a","b"]"#)], "2 label names for 3 outputs"),
+        (&[(shape, "1,x,3")], shape),
+        (&[(shape, "")], shape),
+        (&[(shape, "2,0,12")], shape),
+        (&[(shape, "23")], "does not multiply to the network's 24 inputs"),
+        (&[(size, "16")], size),
+        (&[(size, "0x4")], size),
+        (&[(size, "4x2"), (channels, "cmyk")], channels),
+        (&[(channels, "rgb")], "headswap.channels: given without headswap.image_size"),
+        (&[(size, "4x2"), (channels, "rgb"), (shape, "3,4,2")], shape),
+        (&[(size, "4x2"), (channels, "gray"), (shape, "24")], shape),
+        (
+            &[(size, "4x4"), (channels, "rgb"), (shape, "3,4,4")],
+            "headswap.image_size: input shape [3, 4, 4] does not multiply to the network's 24 inputs",
+        ),
+        (&[(size, "4x4"), (channels, "rgb")], "headswap.image_size: input shape [3, 4, 4] does not multiply"),
+    ];
+    for (pairs, needle) in bad {
+        match with(pairs) {
+            Err(Error::Format { path, message }) => {
+                assert_eq!(path, "m.safetensors");
+                assert!(message.contains(needle), "{pairs:?}: {message:?} does not mention {needle:?}");
+            }
+            other => panic!("{pairs:?}: expected a format error, got {:?}", other.map(|n| n.input_layout().cloned())),
+        }
+    }
+    // `[]` (the CLI's value for data without names) is no names; image keys without
+    // input_shape, and a missing channels key (the CLI's reader took it as gray), still read
+    let net = with(&[(names, "[]"), (size, "8x3")]).unwrap();
+    assert_eq!(net.label_names(), None);
+    assert_eq!(net.input_layout(), Some(&InputLayout::Image { channels: ImageChannels::Gray, height: 3, width: 8 }));
+    let net = with(&[(size, "4x2"), (channels, "rgb"), (shape, " 3, 2,4")]).unwrap();
+    assert_eq!(net.input_layout().map(InputLayout::shape), Some(vec![3, 2, 4]));
 }
 
 /// A state_dict as torchvision writes it for a model whose BatchNorm layers headswap does not

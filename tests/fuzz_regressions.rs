@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{Scratch, TARGETS};
-use headswap::checkpoint::{self, Checkpoint, NamedTensor, StorageDtype};
+use headswap::checkpoint::{self, Checkpoint, IntDtype, IntTensor, NamedTensor, StorageDtype};
 use headswap::data::{Dataset, ImageOptions, Targets, manifest, tensor_file};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -317,6 +317,14 @@ fn write_seeds() {
             &[("format", "pt")],
         ),
     );
+    // The model metadata a network loader reads (label names, input layout), well-formed.
+    let mut named = mlp.clone();
+    named.metadata.insert(checkpoint::LABEL_NAMES_KEY.into(), r#"["cat","dog"]"#.into());
+    named.metadata.insert(checkpoint::INPUT_SHAPE_KEY.into(), "1,2,2".into());
+    named.metadata.insert(checkpoint::IMAGE_SIZE_KEY.into(), "2x2".into());
+    named.metadata.insert(checkpoint::CHANNELS_KEY.into(), "gray".into());
+    named.push_int(IntTensor::new("1.num_batches_tracked", vec![], IntDtype::I64, vec![17]).unwrap()).unwrap();
+    ck("valid-model-metadata.safetensors", &named, StorageDtype::F32);
     put(
         "checkpoint_load",
         "err-u64-beyond-i64.safetensors",

@@ -139,6 +139,15 @@ pub fn checkpoint_bytes(s: &Scratch, data: &[u8]) {
     if let Some(v) = ck.metadata.get(checkpoint::TRAIN_RNG_KEY) {
         let _ = checkpoint::rng_state_from_str(v);
     }
+    // the model metadata a network loader reads next (label names, input layout), written back
+    // as it was read
+    let _ = headswap::nn::state::label_names_from_metadata(&ck.metadata, "fuzz");
+    if let Ok(Some(layout)) = headswap::nn::InputLayout::from_metadata(&ck.metadata, "fuzz") {
+        let mut meta = std::collections::BTreeMap::new();
+        layout.write_metadata(&mut meta);
+        let again = headswap::nn::InputLayout::from_metadata(&meta, "fuzz");
+        assert!(matches!(&again, Ok(Some(l)) if *l == layout), "input layout {layout:?} reads back as {again:?}");
+    }
     // `save` may refuse a checkpoint (e.g. a tensor named ""); what it writes must read back.
     let out = s.path("roundtrip.safetensors");
     if checkpoint::save(&out, &ck, StorageDtype::F32).is_ok() {

@@ -60,6 +60,21 @@
 //! No headswap parameter is an integer: the network loaders ignore integer tensors that no
 //! parameter asks for, and refuse one stored under a parameter's name. [`Checkpoint::check`]
 //! counts them like any other tensor.
+//!
+//! **Model metadata** (written by [`Network::to_checkpoint`](crate::nn::Network::to_checkpoint)
+//! when the network has it, read by `Network::from_checkpoint`; absent means unknown):
+//! - [`LABEL_NAMES_KEY`] (`headswap.label_names`): the class or label names, one per output, as a
+//!   JSON array of strings, e.g. `["cat","dog"]`. `[]` (what the CLI wrote for data without
+//!   names) reads as no names.
+//! - [`INPUT_SHAPE_KEY`] (`headswap.input_shape`): the shape of one example, decimal dimensions
+//!   joined by commas: `"784"` for feature vectors, `"1,16,16"` for C,H,W images. Its product is
+//!   the network's input width.
+//! - [`IMAGE_SIZE_KEY`] (`headswap.image_size`, `"<width>x<height>"`, e.g. `"16x16"`) and
+//!   [`CHANNELS_KEY`] (`headswap.channels`, `"gray"` or `"rgb"`): only for a model trained on
+//!   images read from files, the size and colour to read new images at (`headswap predict`).
+//!
+//! The CLI wrote these keys before the library did, with the same formats, so older files keep
+//! their meaning.
 
 mod file;
 #[cfg(test)]
@@ -86,6 +101,14 @@ pub const OPTIM_STEP_KEY: &str = "optim.step";
 pub const TRAIN_EPOCH_KEY: &str = "train.epoch";
 /// Metadata key: the training RNG's state ([`rng_state_to_string`]).
 pub const TRAIN_RNG_KEY: &str = "train.rng";
+/// Metadata key: the class or label names, a JSON array of strings (see the [module docs](self)).
+pub const LABEL_NAMES_KEY: &str = "headswap.label_names";
+/// Metadata key: the shape of one example, e.g. `784` or `1,16,16`.
+pub const INPUT_SHAPE_KEY: &str = "headswap.input_shape";
+/// Metadata key: the size images are read at, `<width>x<height>`, e.g. `16x16`.
+pub const IMAGE_SIZE_KEY: &str = "headswap.image_size";
+/// Metadata key: the colour images are read in, `gray` or `rgb`.
+pub const CHANNELS_KEY: &str = "headswap.channels";
 
 /// One tensor of a checkpoint: a name, a shape and its elements in row-major order.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -21,6 +21,7 @@ pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec};
+pub use state::{ImageChannels, InputLayout};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +40,19 @@ pub struct Head {
     pub outputs: usize,
     pub kind: HeadKind,
     pub init: Init,
+    /// The class or label names, one per output; `None` when unknown. The network takes them as
+    /// its [`label_names`](Network::label_names).
+    pub names: Option<Vec<String>>,
 }
 
 impl Head {
     /// A softmax classifier over `n` classes.
     pub fn classes(n: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform }
+        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform, names: None }
     }
     /// `k` independent sigmoid labels (multi-task).
     pub fn labels(k: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform }
+        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform, names: None }
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
@@ -58,6 +62,11 @@ impl Head {
     /// Chooses the initialisation of the head's fresh layers.
     pub fn init(mut self, init: Init) -> Head {
         self.init = init;
+        self
+    }
+    /// Names the classes or labels, one per output (checked by [`validate`](Self::validate)).
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Head {
+        self.names = Some(names.into_iter().map(Into::into).collect());
         self
     }
     /// Checks that every layer of the head has at least one unit: a zero-width layer would build
@@ -72,6 +81,9 @@ impl Head {
         }
         if let Some(i) = self.hidden.iter().position(|&(units, _)| units == 0) {
             return Err(Error::invalid(format!("hidden layer {} of the head has 0 units; every layer needs at least one", i + 1)));
+        }
+        if let Some(names) = &self.names {
+            state::check_label_names(names, self.outputs)?;
         }
         Ok(())
     }
@@ -201,6 +213,10 @@ pub struct Network {
     pub(crate) head_params: Arena,
     /// Bumped on every head-swap so cached plans and features can tell they are stale.
     pub(crate) generation: u64,
+    /// One name per output, or `None` (see `state.rs`, which reads and writes them).
+    pub(crate) label_names: Option<Vec<String>>,
+    /// How one example is laid out, or `None`.
+    pub(crate) input_layout: Option<InputLayout>,
 }
 
 impl std::fmt::Debug for Network {
@@ -256,7 +272,17 @@ impl Network {
         let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
         let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
-        Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, generation: 0 })
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk,
+            head: head_specs,
+            head_kind: head.kind,
+            trunk_params,
+            head_params,
+            generation: 0,
+            label_names: head.names,
+            input_layout: None,
+        })
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
@@ -307,12 +333,24 @@ impl Network {
         let t = trunk.len();
         let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
         let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
-        Ok(Network { gpu: gpu.clone(), trunk, head, head_kind, trunk_params, head_params, generation: 0 })
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk,
+            head,
+            head_kind,
+            trunk_params,
+            head_params,
+            generation: 0,
+            label_names: None,
+            input_layout: None,
+        })
     }
 
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
-    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. On an
-    /// error (a zero-width layer, a head too large for the adapter) the network is unchanged.
+    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. The
+    /// label names become `head.names` (`None` unless given: the old ones named the old head's
+    /// outputs); the input layout stays. On an error (a zero-width layer, a head too large for
+    /// the adapter, names that do not match the outputs) the network is unchanged.
     pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
         head.validate()?;
         let width = self.trunk_output_dim();
@@ -335,6 +373,7 @@ impl Network {
         self.head = specs;
         self.head_kind = head.kind;
         self.head_params = arena;
+        self.label_names = head.names;
         self.generation += 1;
         Ok(report)
     }
@@ -427,6 +466,8 @@ impl Network {
             trunk_params: copy(&self.trunk_params, "trunk_params")?,
             head_params: copy(&self.head_params, "head_params")?,
             generation: 0,
+            label_names: self.label_names.clone(),
+            input_layout: self.input_layout.clone(),
         })
     }
 }
