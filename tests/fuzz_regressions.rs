@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{Scratch, TARGETS};
-use headswap::checkpoint::{self, Checkpoint, NamedTensor, StorageDtype};
+use headswap::checkpoint::{self, Checkpoint, IntDtype, IntTensor, NamedTensor, StorageDtype};
 use headswap::data::{Dataset, ImageOptions, Targets, manifest, tensor_file};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -151,6 +151,15 @@ fn valid_seeds_load() {
             checked += 1;
         }
     }
+    // and the `err-*` ones are refused, with an error, not a panic
+    for (target, load) in [
+        ("checkpoint_load", (|p: &Path| checkpoint::load(p).map(drop)) as fn(&Path) -> headswap::Result<()>),
+        ("tensor_file_load", |p: &Path| tensor_file::load(p).map(drop)),
+    ] {
+        for p in files_in(&root.join(target)).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("err-")) {
+            assert!(load(p).is_err(), "{} loads, but its name says it must be refused", p.display());
+        }
+    }
     // A manifest seed names images beside it in the harness's scratch folder: rebuild that.
     let s = Scratch::new("test-valid-manifests");
     for p in files_in(&root.join("manifest_load")).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("valid-")) {
@@ -278,11 +287,51 @@ fn write_seeds() {
             &[("format", "pt")],
         ),
     );
+    // Integer tensors load (exactly, as i64) since issue 12: a lone one, and a torchvision-like
+    // BatchNorm block with its I64 scalar `num_batches_tracked` among every integer dtype.
     put(
         "checkpoint_load",
-        "err-int-tensor.safetensors",
+        "valid-int-tensor.safetensors",
         &raw_safetensors(&[("0.weight", Dtype::I32, vec![2], le(&[1i32, 2], i32::to_le_bytes))], &[]),
     );
+    put(
+        "checkpoint_load",
+        "valid-int-dtypes.safetensors",
+        &raw_safetensors(
+            &[
+                ("1.weight", Dtype::F32, vec![2], f32s(&[1.0, 0.5])),
+                ("1.bias", Dtype::F32, vec![2], f32s(&[0.0, -0.5])),
+                ("1.running_mean", Dtype::F32, vec![2], f32s(&[0.1, 0.2])),
+                ("1.num_batches_tracked", Dtype::I64, vec![], le(&[(1i64 << 53) + 1], i64::to_le_bytes)),
+                ("i32", Dtype::I32, vec![2, 1], le(&[i32::MIN, 7], i32::to_le_bytes)),
+                ("i16", Dtype::I16, vec![2], le(&[i16::MIN, i16::MAX], i16::to_le_bytes)),
+                ("i8", Dtype::I8, vec![2], vec![0x80, 0x7f]),
+                ("u8", Dtype::U8, vec![3], vec![0, 1, 255]),
+                ("bool", Dtype::BOOL, vec![1, 2], vec![1, 0]),
+                ("u16", Dtype::U16, vec![1], le(&[65535u16], u16::to_le_bytes)),
+                ("u32", Dtype::U32, vec![], le(&[u32::MAX], u32::to_le_bytes)),
+                ("u64", Dtype::U64, vec![1], le(&[i64::MAX as u64], u64::to_le_bytes)),
+                ("optim.count", Dtype::I64, vec![], le(&[-3i64], i64::to_le_bytes)),
+                ("empty", Dtype::I64, vec![0, 2], vec![]),
+            ],
+            &[("format", "pt")],
+        ),
+    );
+    // The model metadata a network loader reads (label names, input layout), well-formed.
+    let mut named = mlp.clone();
+    named.metadata.insert(checkpoint::LABEL_NAMES_KEY.into(), r#"["cat","dog"]"#.into());
+    named.metadata.insert(checkpoint::INPUT_SHAPE_KEY.into(), "1,2,2".into());
+    named.metadata.insert(checkpoint::IMAGE_SIZE_KEY.into(), "2x2".into());
+    named.metadata.insert(checkpoint::CHANNELS_KEY.into(), "gray".into());
+    named.push_int(IntTensor::new("1.num_batches_tracked", vec![], IntDtype::I64, vec![17]).unwrap()).unwrap();
+    ck("valid-model-metadata.safetensors", &named, StorageDtype::F32);
+    put(
+        "checkpoint_load",
+        "err-u64-beyond-i64.safetensors",
+        &raw_safetensors(&[("steps", Dtype::U64, vec![], le(&[1u64 << 63], u64::to_le_bytes))], &[]),
+    );
+    put("checkpoint_load", "err-bool-byte-2.safetensors", &raw_safetensors(&[("mask", Dtype::BOOL, vec![2], vec![1, 2])], &[]));
+    put("checkpoint_load", "err-fp8.safetensors", &raw_safetensors(&[("0.weight", Dtype::F8_E4M3, vec![2], vec![0x38, 0x40])], &[]));
     let full = std::fs::read(root.join("checkpoint_load/valid-mlp-f32.safetensors")).unwrap();
     put("checkpoint_load", "err-truncated.safetensors", &full[..full.len() - 5]);
     put("checkpoint_load", "err-header-too-long.bin", &[0xff, 0xff, 0, 0, 0, 0, 0, 0, b'{', b'}']);

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use headswap::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
+use headswap::checkpoint::{self, Checkpoint, Expect, IntTensor, NamedTensor, StorageDtype};
 use headswap::data::{Dataset, ImageOptions, Targets, manifest, tensor_file};
 
 /// A valid 2×2 8-bit grayscale PNG, written as `a.png` into every scratch folder so that manifest
@@ -91,9 +91,9 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-/// Same metadata and tensors, the non-empty tensors in the same order. Zero-element tensors all
-/// sit at one data offset, and safetensors orders tensors with equal offsets by HashMap order, so
-/// their order is not compared.
+/// Same metadata, float tensors and integer tensors (values, shapes and dtypes), the non-empty
+/// tensors of each list in the same order. Zero-element tensors all sit at one data offset, and
+/// safetensors orders tensors with equal offsets by HashMap order, so their order is not compared.
 fn same_checkpoint(a: &Checkpoint, b: &Checkpoint) -> bool {
     let same = |s: &NamedTensor, t: &NamedTensor| s.name == t.name && s.shape == t.shape && same_bits(&s.data, &t.data);
     let nonempty = |c: &Checkpoint| c.tensors.iter().filter(|t| !t.data.is_empty()).cloned().collect::<Vec<_>>();
@@ -103,7 +103,18 @@ fn same_checkpoint(a: &Checkpoint, b: &Checkpoint) -> bool {
         v
     };
     let all = |x: Vec<NamedTensor>, y: Vec<NamedTensor>| x.len() == y.len() && x.iter().zip(&y).all(|(s, t)| same(s, t));
-    a.metadata == b.metadata && all(nonempty(a), nonempty(b)) && all(by_name(a), by_name(b))
+    // integers compare exactly with ==; the same two orders
+    let ints_nonempty = |c: &Checkpoint| c.int_tensors.iter().filter(|t| !t.data.is_empty()).cloned().collect::<Vec<IntTensor>>();
+    let ints_by_name = |c: &Checkpoint| {
+        let mut v = c.int_tensors.clone();
+        v.sort_by(|s, t| s.name.cmp(&t.name));
+        v
+    };
+    a.metadata == b.metadata
+        && all(nonempty(a), nonempty(b))
+        && all(by_name(a), by_name(b))
+        && ints_nonempty(a) == ints_nonempty(b)
+        && ints_by_name(a) == ints_by_name(b)
 }
 
 fn same_dataset(a: &Dataset, b: &Dataset) -> bool {
@@ -116,15 +127,26 @@ fn same_dataset(a: &Dataset, b: &Dataset) -> bool {
 }
 
 /// `headswap::checkpoint::load` on `data`; when it loads, the parts a caller touches next
-/// (`check`, `state_dict_only`, the saved RNG state) and the round trip `load(save(ck, F32)) == ck`.
+/// (`check`, `state_dict_only`, the saved RNG state) and the round trip `load(save(ck, F32)) == ck`
+/// (integer tensors included, in their own dtypes).
 pub fn checkpoint_bytes(s: &Scratch, data: &[u8]) {
     let path = s.write("input.safetensors", data);
     let Ok(ck) = checkpoint::load(&path) else { return };
     let _ = ck.check(&[Expect::new("0.weight", vec![2, 3]), Expect::new("0.bias", vec![2])]);
     let _ = ck.state_dict_only();
     let _ = ck.tensors.iter().map(|t| t.numel()).max();
+    let _ = ck.int_tensors.iter().map(|t| t.numel()).max();
     if let Some(v) = ck.metadata.get(checkpoint::TRAIN_RNG_KEY) {
         let _ = checkpoint::rng_state_from_str(v);
+    }
+    // the model metadata a network loader reads next (label names, input layout), written back
+    // as it was read
+    let _ = headswap::nn::state::label_names_from_metadata(&ck.metadata, "fuzz");
+    if let Ok(Some(layout)) = headswap::nn::InputLayout::from_metadata(&ck.metadata, "fuzz") {
+        let mut meta = std::collections::BTreeMap::new();
+        layout.write_metadata(&mut meta);
+        let again = headswap::nn::InputLayout::from_metadata(&meta, "fuzz");
+        assert!(matches!(&again, Ok(Some(l)) if *l == layout), "input layout {layout:?} reads back as {again:?}");
     }
     // `save` may refuse a checkpoint (e.g. a tensor named ""); what it writes must read back.
     let out = s.path("roundtrip.safetensors");

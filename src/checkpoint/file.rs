@@ -2,7 +2,7 @@
 //! header (`{"__metadata__": {..}, "<name>": {"dtype", "shape", "data_offsets"}, ..}`, padded with
 //! spaces to a multiple of 8 bytes), then the tensors' bytes back to back, little-endian.
 
-use super::{Checkpoint, NamedTensor, StorageDtype, numel};
+use super::{Checkpoint, IntDtype, IntTensor, NamedTensor, StorageDtype, numel};
 use crate::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::fs::{self, File, OpenOptions};
@@ -13,14 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The safetensors reference implementation refuses headers larger than this; so do we.
 const MAX_HEADER: u64 = 100_000_000;
 
-/// Writes `ckpt` to `path` as a safetensors file, tensors in the order given, each stored as
-/// `dtype`, the metadata in the header's `__metadata__`.
+/// Writes `ckpt` to `path` as a safetensors file: the float tensors in the order given, each
+/// stored as `dtype`, then the integer tensors in the order given, each in its own [`IntDtype`];
+/// the metadata in the header's `__metadata__`.
 ///
 /// The file is written to a temporary file beside `path` (`.<name>.<pid>.<n>.tmp`), fsynced, then
 /// renamed over `path`: `path` is either the old file or the complete new one, never a part.
 /// Nothing is written unless the checkpoint is valid: unique non-empty names (not
-/// `__metadata__`), data lengths matching shapes, and for F16 every finite value within f16's
-/// range. An unwritable directory is an [`Error::Io`] naming `path`.
+/// `__metadata__`) across float and integer tensors, data lengths matching shapes, every integer
+/// within its dtype, and for F16 every finite value within f16's range. An unwritable directory
+/// is an [`Error::Io`] naming `path`.
 pub fn save(path: &Path, ckpt: &Checkpoint, dtype: StorageDtype) -> Result<()> {
     let header = header(ckpt, dtype)?;
     let (tmp, file) = create_temp(path)?;
@@ -47,18 +49,20 @@ fn header(ckpt: &Checkpoint, dtype: StorageDtype) -> Result<Vec<u8>> {
         h.push_str(&serde_json::to_string(&ckpt.metadata).map_err(json_err)?);
     }
     let mut offset = 0usize;
-    for t in &ckpt.tensors {
-        check_tensor(t, dtype)?;
-        if !names.insert(t.name.as_str()) {
-            return Err(Error::invalid(format!("checkpoint has two tensors named {}", t.name)));
+    let floats = ckpt.tensors.iter().map(|t| check_tensor(t, dtype).map(|()| (&t.name, &t.shape, tag, width, t.data.len())));
+    let ints =
+        ckpt.int_tensors.iter().map(|t| check_int_tensor(t).map(|()| (&t.name, &t.shape, t.dtype.name(), t.dtype.width(), t.data.len())));
+    for entry in floats.chain(ints) {
+        let (name, shape, tag, width, len) = entry?;
+        if !names.insert(name.as_str()) {
+            return Err(Error::invalid(format!("checkpoint has two tensors named {name}")));
         }
-        let end =
-            t.data.len().checked_mul(width).and_then(|n| n.checked_add(offset)).ok_or_else(|| Error::invalid("checkpoint too large"))?;
+        let end = len.checked_mul(width).and_then(|n| n.checked_add(offset)).ok_or_else(|| Error::invalid("checkpoint too large"))?;
         if h.len() > 1 {
             h.push(',');
         }
-        h.push_str(&serde_json::to_string(&t.name).map_err(json_err)?);
-        let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+        h.push_str(&serde_json::to_string(name).map_err(json_err)?);
+        let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
         h.push_str(&format!(":{{\"dtype\":\"{tag}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}", shape.join(",")));
         offset = end;
     }
@@ -90,6 +94,13 @@ fn check_tensor(t: &NamedTensor, dtype: StorageDtype) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn check_int_tensor(t: &IntTensor) -> Result<()> {
+    if t.name.is_empty() || t.name == "__metadata__" {
+        return Err(Error::invalid(format!("{:?} cannot name a checkpoint tensor", t.name)));
+    }
+    t.validate()
 }
 
 /// Creates a new, exclusive temporary file beside `path`.
@@ -126,6 +137,21 @@ fn write_body(file: File, header: &[u8], ckpt: &Checkpoint, dtype: StorageDtype)
             }
         }
     }
+    for t in &ckpt.int_tensors {
+        for &v in &t.data {
+            // `check_int_tensor` has checked that every value fits the dtype, so the casts are exact.
+            match t.dtype {
+                IntDtype::Bool | IntDtype::U8 => w.write_all(&[v as u8])?,
+                IntDtype::I8 => w.write_all(&(v as i8).to_le_bytes())?,
+                IntDtype::U16 => w.write_all(&(v as u16).to_le_bytes())?,
+                IntDtype::I16 => w.write_all(&(v as i16).to_le_bytes())?,
+                IntDtype::U32 => w.write_all(&(v as u32).to_le_bytes())?,
+                IntDtype::I32 => w.write_all(&(v as i32).to_le_bytes())?,
+                IntDtype::I64 => w.write_all(&v.to_le_bytes())?,
+                IntDtype::U64 => w.write_all(&(v as u64).to_le_bytes())?,
+            }
+        }
+    }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()
 }
@@ -148,12 +174,15 @@ fn sync_dir(path: &Path) {
     let _ = path;
 }
 
-/// Reads a safetensors file: every tensor converted to f32 (from F32, F16, BF16 or F64), in the
-/// file's data order, and the `__metadata__` map.
+/// Reads a safetensors file: every float tensor converted to f32 (from F32, F16, BF16 or F64)
+/// into [`Checkpoint::tensors`], every integer tensor (BOOL, U8, I8, U16, I16, U32, I32, I64,
+/// U64) exactly into [`Checkpoint::int_tensors`], each list in the file's data order, and the
+/// `__metadata__` map.
 ///
 /// A missing or unreadable file is an [`Error::Io`]; a file that is not a complete, well-formed
-/// safetensors file, or that holds a tensor of another dtype (integers, FP8, ...), is an
-/// [`Error::Format`] naming `path` and what is wrong.
+/// safetensors file, that holds a tensor of another dtype (FP8, FP4, complex, ...), a U64 beyond
+/// 2^63 − 1 or a BOOL byte other than 0 and 1, is an [`Error::Format`] naming `path`, the
+/// tensor and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = read_file(path)?;
     let bad = |m: String| Error::format(path, m);
@@ -161,19 +190,33 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let data = bytes.get(8 + n..).ok_or_else(|| bad("header runs past the end of the file".into()))?;
 
     let mut tensors = Vec::new();
+    let mut int_tensors = Vec::new();
     for name in meta.offset_keys() {
         let info = meta.info(&name).ok_or_else(|| bad(format!("tensor {name} vanished from the header")))?;
         let (s, e) = info.data_offsets;
         let raw = data.get(s..e).ok_or_else(|| bad(format!("tensor {name}: data offsets [{s}, {e}] lie beyond the file")))?;
-        let values = decode(raw, info.dtype)
-            .ok_or_else(|| bad(format!("tensor {name} has dtype {:?}; headswap loads only F32, F16, BF16 and F64", info.dtype)))?;
-        if numel(&info.shape) != Some(values.len()) {
-            return Err(bad(format!("tensor {name}: shape {:?} does not match its {} elements", info.shape, values.len())));
+        let shape = info.shape.clone();
+        let fits = |len: usize| match numel(&shape) {
+            Some(n) if n == len => Ok(()),
+            _ => Err(bad(format!("tensor {name}: shape {shape:?} does not match its {len} elements"))),
+        };
+        if let Some(values) = decode(raw, info.dtype) {
+            fits(values.len())?;
+            tensors.push(NamedTensor { name, shape, data: values });
+        } else if let Some(dtype) = int_dtype(info.dtype) {
+            let values = decode_ints(raw, dtype).map_err(|m| bad(format!("tensor {name}: {m}")))?;
+            fits(values.len())?;
+            int_tensors.push(IntTensor { name, shape, dtype, data: values });
+        } else {
+            return Err(bad(format!(
+                "tensor {name} has dtype {:?}; headswap loads F32, F16, BF16, F64 and the integer dtypes BOOL, U8, I8, U16, \
+                 I16, U32, I32, I64 and U64",
+                info.dtype
+            )));
         }
-        tensors.push(NamedTensor { name, shape: info.shape.clone(), data: values });
     }
     let metadata = meta.metadata().as_ref().map(|m| m.clone().into_iter().collect()).unwrap_or_default();
-    Ok(Checkpoint { tensors, metadata })
+    Ok(Checkpoint { tensors, int_tensors, metadata })
 }
 
 /// The whole file, after checking that its header length fits in it (so a random file that
@@ -212,4 +255,53 @@ fn decode(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
         Dtype::F64 => raw.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
         _ => return None,
     })
+}
+
+/// The [`IntDtype`] of a safetensors integer dtype; `None` for every other dtype.
+fn int_dtype(dtype: Dtype) -> Option<IntDtype> {
+    Some(match dtype {
+        Dtype::BOOL => IntDtype::Bool,
+        Dtype::U8 => IntDtype::U8,
+        Dtype::I8 => IntDtype::I8,
+        Dtype::U16 => IntDtype::U16,
+        Dtype::I16 => IntDtype::I16,
+        Dtype::U32 => IntDtype::U32,
+        Dtype::I32 => IntDtype::I32,
+        Dtype::I64 => IntDtype::I64,
+        Dtype::U64 => IntDtype::U64,
+        _ => return None,
+    })
+}
+
+/// Little-endian `raw` of `dtype` as exact `i64`s; a U64 beyond `i64::MAX` or a BOOL byte other
+/// than 0 and 1 is refused (either would not save back as the same bytes).
+fn decode_ints(raw: &[u8], dtype: IntDtype) -> std::result::Result<Vec<i64>, String> {
+    let out: Vec<i64> = match dtype {
+        IntDtype::Bool | IntDtype::U8 => raw.iter().map(|&b| i64::from(b)).collect(),
+        IntDtype::I8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
+        IntDtype::U16 => raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        IntDtype::I16 => raw.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
+        IntDtype::U32 => raw.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        IntDtype::I32 => raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        IntDtype::I64 | IntDtype::U64 => {
+            let words = raw.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            if dtype == IntDtype::I64 {
+                words.map(|w| w as i64).collect()
+            } else {
+                let mut v = Vec::with_capacity(raw.len() / 8);
+                for (i, w) in words.enumerate() {
+                    let x = i64::try_from(w)
+                        .map_err(|_| format!("U64 element {i} = {w} is beyond 2^63 - 1, the largest integer headswap keeps"))?;
+                    v.push(x);
+                }
+                v
+            }
+        }
+    };
+    if dtype == IntDtype::Bool
+        && let Some(i) = out.iter().position(|&b| b > 1)
+    {
+        return Err(format!("BOOL element {i} is the byte {}, not 0 or 1", out[i]));
+    }
+    Ok(out)
 }

@@ -234,9 +234,184 @@ fn load_reads_bf16_f16_and_f64_and_refuses_other_dtypes() {
     assert_eq!(c.get("c").unwrap().data, vec![0.5]);
     assert_eq!(c.metadata.get("format").map(String::as_str), Some("pt"));
 
-    let header = r#"{"0.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[4,12]}}"#;
-    std::fs::write(&p, raw_file(header, &[0u8; 12])).unwrap();
-    assert_format_err(load(&p), &p, "num_batches_tracked has dtype I64");
+    // FP8, FP4 and complex are refused, naming the tensor and the dtype.
+    for (dtype, bytes) in [("F8_E4M3", 2), ("F8_E5M2", 2), ("C64", 16), ("F4", 1)] {
+        let header = format!(
+            r#"{{"0.weight":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}},"odd":{{"dtype":"{dtype}","shape":[2],"data_offsets":[4,{}]}}}}"#,
+            4 + bytes
+        );
+        std::fs::write(&p, raw_file(&header, &vec![0u8; 4 + bytes])).unwrap();
+        assert_format_err(load(&p), &p, &format!("tensor odd has dtype {dtype}"));
+    }
+}
+
+/// One tensor of every integer dtype with its extreme values, interleaved with float tensors the
+/// way a PyTorch BatchNorm state_dict is, as raw safetensors bytes.
+fn int_file() -> (Vec<u8>, Vec<IntTensor>) {
+    let it = |name: &str, shape: &[usize], dtype: IntDtype, data: Vec<i64>| IntTensor::new(name, shape.to_vec(), dtype, data).unwrap();
+    let ints = vec![
+        // 2^53 + 1 and 2^24 + 1 are not f32 (nor f64) values: they must not pass through floats
+        it("1.num_batches_tracked", &[], IntDtype::I64, vec![(1 << 53) + 1]),
+        it("i64", &[5], IntDtype::I64, vec![i64::MIN, -1, 0, (1 << 24) + 1, i64::MAX]),
+        it("i32", &[2, 2], IntDtype::I32, vec![i32::MIN.into(), -7, 0, i32::MAX.into()]),
+        it("i16", &[3], IntDtype::I16, vec![i16::MIN.into(), 5, i16::MAX.into()]),
+        it("i8", &[3], IntDtype::I8, vec![-128, 0, 127]),
+        it("u8", &[3], IntDtype::U8, vec![0, 1, 255]),
+        it("bool", &[2, 1, 2], IntDtype::Bool, vec![1, 0, 0, 1]),
+        it("u16", &[2], IntDtype::U16, vec![0, 65535]),
+        it("u32", &[2], IntDtype::U32, vec![0, u32::MAX.into()]),
+        it("u64", &[2], IntDtype::U64, vec![0, i64::MAX]),
+        it("empty", &[0, 4], IntDtype::I32, vec![]),
+    ];
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    let mut entry = |name: &str, dtype: &str, shape: &[usize], bytes: Vec<u8>| {
+        if header.len() > 1 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{},{}]}}"#,
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend(bytes);
+    };
+    entry("1.weight", "F32", &[2], [0.5f32, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect());
+    for t in &ints {
+        let bytes: Vec<u8> = t
+            .data
+            .iter()
+            .flat_map(|&v| match t.dtype {
+                IntDtype::Bool | IntDtype::U8 => vec![v as u8],
+                IntDtype::I8 => (v as i8).to_le_bytes().to_vec(),
+                IntDtype::U16 => (v as u16).to_le_bytes().to_vec(),
+                IntDtype::I16 => (v as i16).to_le_bytes().to_vec(),
+                IntDtype::U32 => (v as u32).to_le_bytes().to_vec(),
+                IntDtype::I32 => (v as i32).to_le_bytes().to_vec(),
+                IntDtype::I64 | IntDtype::U64 => v.to_le_bytes().to_vec(),
+            })
+            .collect();
+        entry(&t.name, t.dtype.name(), &t.shape, bytes);
+        if t.name == "1.num_batches_tracked" {
+            entry("1.bias", "F32", &[2], [0.25f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
+        }
+    }
+    header.push('}');
+    (raw_file(&header, &data), ints)
+}
+
+#[test]
+fn integer_tensors_load_exactly_and_keep_their_dtype() {
+    let dir = Scratch::new("ints");
+    let p = dir.path("ints.safetensors");
+    let (bytes, ints) = int_file();
+    std::fs::write(&p, &bytes).unwrap();
+    let c = load(&p).unwrap();
+    assert_eq!(c.names().collect::<Vec<_>>(), vec!["1.weight", "1.bias"]);
+    assert_eq!(c.get("1.bias").unwrap().data, vec![0.25, 2.0]);
+    // in the file's data order (the empty tensor sits at the end, like the others of length 0)
+    assert_eq!(c.int_tensors, ints);
+    let nbt = c.get_int("1.num_batches_tracked").unwrap();
+    assert_eq!((nbt.shape.as_slice(), nbt.dtype, nbt.data.as_slice()), (&[][..], IntDtype::I64, &[(1i64 << 53) + 1][..]));
+    assert_eq!(nbt.numel(), 1);
+    assert!(c.get("1.num_batches_tracked").is_none(), "an integer tensor is not a float tensor");
+    assert_eq!(c.int_names().count(), ints.len());
+    // the reference parser agrees on every dtype and shape
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for t in &ints {
+        let v = st.tensor(&t.name).unwrap();
+        assert_eq!((v.dtype().to_string(), v.shape()), (t.dtype.name().to_string(), t.shape.as_slice()), "{}", t.name);
+    }
+}
+
+#[test]
+fn integer_tensors_round_trip_with_their_dtype_in_f32_and_f16_files() {
+    let dir = Scratch::new("ints-rt");
+    let p = dir.path("ints.safetensors");
+    let (bytes, ints) = int_file();
+    std::fs::write(&p, &bytes).unwrap();
+    let c = load(&p).unwrap();
+    for dtype in [StorageDtype::F32, StorageDtype::F16] {
+        let q = dir.path("back.safetensors");
+        save(&q, &c, dtype).unwrap();
+        let back = load(&q).unwrap();
+        assert_eq!(back.int_tensors, ints, "{dtype:?}");
+        assert_eq!(back.names().collect::<Vec<_>>(), vec!["1.weight", "1.bias"]);
+        // each integer tensor's bytes are the original file's, in its own dtype
+        let (a, b) = (safetensors::SafeTensors::deserialize(&bytes).unwrap(), std::fs::read(&q).unwrap());
+        let b = safetensors::SafeTensors::deserialize(&b).unwrap();
+        for t in &ints {
+            let (x, y) = (a.tensor(&t.name).unwrap(), b.tensor(&t.name).unwrap());
+            assert_eq!((x.dtype(), x.shape(), x.data()), (y.dtype(), y.shape(), y.data()), "{}", t.name);
+        }
+    }
+}
+
+#[test]
+fn out_of_range_integers_are_refused_on_load_and_save() {
+    let dir = Scratch::new("ints-range");
+    let p = dir.path("x.safetensors");
+    let header = r#"{"steps":{"dtype":"U64","shape":[2],"data_offsets":[0,16]}}"#;
+    let data: Vec<u8> = [5u64, 1 << 63].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&p, raw_file(header, &data)).unwrap();
+    assert_format_err(load(&p), &p, "tensor steps: U64 element 1 = 9223372036854775808 is beyond 2^63 - 1");
+    let header = r#"{"mask":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}}"#;
+    std::fs::write(&p, raw_file(header, &[1, 0, 2])).unwrap();
+    assert_format_err(load(&p), &p, "tensor mask: BOOL element 2 is the byte 2");
+
+    // IntTensor::new and push_int check the range and the shape; save checks tensors put in
+    // the list directly, and writes nothing.
+    assert!(
+        matches!(IntTensor::new("b", vec![1], IntDtype::U8, vec![256]), Err(Error::InvalidInput(m)) if m.contains("element 0 = 256 does not fit U8"))
+    );
+    assert!(matches!(IntTensor::new("b", vec![2], IntDtype::I8, vec![1]), Err(Error::Shape { .. })));
+    let mut c = Checkpoint::new();
+    assert!(c.push_int(IntTensor { name: "b".into(), shape: vec![1], dtype: IntDtype::Bool, data: vec![2] }).is_err());
+    c.int_tensors.push(IntTensor { name: "b".into(), shape: vec![1], dtype: IntDtype::I16, data: vec![40000] });
+    let e = save(&p, &c, StorageDtype::F32).unwrap_err();
+    assert!(matches!(&e, Error::InvalidInput(m) if m.contains("tensor b: element 0 = 40000 does not fit I16")), "{e}");
+    c.int_tensors[0].data = vec![1, 2];
+    assert!(matches!(save(&p, &c, StorageDtype::F32), Err(Error::Shape { .. })));
+    assert_format_err(load(&p), &p, "BOOL element 2");
+}
+
+#[test]
+fn names_are_unique_across_float_and_integer_tensors() {
+    let dir = Scratch::new("ints-names");
+    let p = dir.path("x.safetensors");
+    let mut c = Checkpoint::new();
+    c.push(t("a", &[1], vec![1.0])).unwrap();
+    assert!(matches!(c.push_int(IntTensor::new("a", vec![], IntDtype::I64, vec![3]).unwrap()), Err(Error::InvalidInput(_))));
+    c.push_int(IntTensor::new("n", vec![], IntDtype::I64, vec![3]).unwrap()).unwrap();
+    assert!(matches!(c.push(t("n", &[1], vec![1.0])), Err(Error::InvalidInput(_))));
+    // two lists filled by hand with one name: refused by save
+    c.int_tensors.push(IntTensor::new("a", vec![], IntDtype::I32, vec![1]).unwrap());
+    let e = save(&p, &c, StorageDtype::F32).unwrap_err();
+    assert!(matches!(&e, Error::InvalidInput(m) if m.contains("two tensors named a")), "{e}");
+    assert!(c.take_int("a").is_some() && c.take_int("a").is_none());
+    for name in ["", "__metadata__"] {
+        let mut c = Checkpoint::new();
+        c.int_tensors.push(IntTensor { name: name.into(), shape: vec![], dtype: IntDtype::I64, data: vec![0] });
+        assert!(matches!(save(&p, &c, StorageDtype::F32), Err(Error::InvalidInput(_))));
+    }
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
+fn check_and_state_dict_only_see_integer_tensors() {
+    let mut c = Checkpoint::new();
+    c.push(t("0.weight", &[2, 3], vec![0.0; 6])).unwrap();
+    c.push_int(IntTensor::new("0.bias", vec![2], IntDtype::I64, vec![1, 2]).unwrap()).unwrap();
+    c.push_int(IntTensor::new("1.num_batches_tracked", vec![], IntDtype::I64, vec![7]).unwrap()).unwrap();
+    c.push_int(IntTensor::new("optim.count", vec![], IntDtype::I64, vec![7]).unwrap()).unwrap();
+    let expected = [Expect::new("0.weight", vec![2, 3]), Expect::new("0.bias", vec![2])];
+    let e = c.state_dict_only().check(&expected).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "checkpoint: tensors do not match the expected ones: unexpected 1 tensor (1.num_batches_tracked); 1 integer \
+         tensor where floats are expected (0.bias: expected floats, found I64)"
+    );
+    assert_eq!(c.state_dict_only().int_names().collect::<Vec<_>>(), vec!["0.bias", "1.num_batches_tracked"]);
 }
 
 #[test]

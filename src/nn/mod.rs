@@ -20,6 +20,7 @@ pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_wiring};
+pub use state::{ImageChannels, InputLayout};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +39,19 @@ pub struct Head {
     pub outputs: usize,
     pub kind: HeadKind,
     pub init: Init,
+    /// The class or label names, one per output; `None` when unknown. The network takes them as
+    /// its [`label_names`](Network::label_names).
+    pub names: Option<Vec<String>>,
 }
 
 impl Head {
     /// A softmax classifier over `n` classes.
     pub fn classes(n: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform }
+        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform, names: None }
     }
     /// `k` independent sigmoid labels (multi-task).
     pub fn labels(k: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform }
+        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform, names: None }
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
@@ -57,6 +61,11 @@ impl Head {
     /// Chooses the initialisation of the head's fresh layers.
     pub fn init(mut self, init: Init) -> Head {
         self.init = init;
+        self
+    }
+    /// Names the classes or labels, one per output (checked by [`validate`](Self::validate)).
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Head {
+        self.names = Some(names.into_iter().map(Into::into).collect());
         self
     }
     /// Checks that every layer of the head has at least one unit: a zero-width layer would build
@@ -71,6 +80,9 @@ impl Head {
         }
         if let Some(i) = self.hidden.iter().position(|&(units, _)| units == 0) {
             return Err(Error::invalid(format!("hidden layer {} of the head has 0 units; every layer needs at least one", i + 1)));
+        }
+        if let Some(names) = &self.names {
+            state::check_label_names(names, self.outputs)?;
         }
         Ok(())
     }
@@ -204,6 +216,10 @@ pub struct Network {
     pub(crate) sources: Vec<Vec<usize>>,
     /// Bumped on every head-swap so cached plans and features can tell they are stale.
     pub(crate) generation: u64,
+    /// One name per output, or `None` (see `state.rs`, which reads and writes them).
+    pub(crate) label_names: Option<Vec<String>>,
+    /// How one example is laid out, or `None`.
+    pub(crate) input_layout: Option<InputLayout>,
 }
 
 impl std::fmt::Debug for Network {
@@ -272,7 +288,18 @@ impl Network {
         let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
         let sources = chain_head(sources, head_specs.len());
-        Ok(Network { gpu: gpu.clone(), trunk, head: head_specs, head_kind: head.kind, trunk_params, head_params, sources, generation: 0 })
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk,
+            head: head_specs,
+            head_kind: head.kind,
+            trunk_params,
+            head_params,
+            sources,
+            generation: 0,
+            label_names: head.names,
+            input_layout: None,
+        })
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
@@ -340,12 +367,25 @@ impl Network {
         let t = trunk.len();
         let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
         let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
-        Ok(Network { gpu: gpu.clone(), trunk, head, head_kind, trunk_params, head_params, sources, generation: 0 })
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk,
+            head,
+            head_kind,
+            trunk_params,
+            head_params,
+            sources,
+            generation: 0,
+            label_names: None,
+            input_layout: None,
+        })
     }
 
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
-    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. On an
-    /// error (a zero-width layer, a head too large for the adapter) the network is unchanged.
+    /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. The
+    /// label names become `head.names` (`None` unless given: the old ones named the old head's
+    /// outputs); the input layout stays. On an error (a zero-width layer, a head too large for
+    /// the adapter, names that do not match the outputs) the network is unchanged.
     pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
         head.validate()?;
         let width = self.trunk_output_dim();
@@ -370,6 +410,7 @@ impl Network {
         self.head = specs;
         self.head_kind = head.kind;
         self.head_params = arena;
+        self.label_names = head.names;
         self.generation += 1;
         Ok(report)
     }
@@ -480,6 +521,8 @@ impl Network {
             head_params: copy(&self.head_params, "head_params")?,
             sources: self.sources.clone(),
             generation: 0,
+            label_names: self.label_names.clone(),
+            input_layout: self.input_layout.clone(),
         })
     }
 }

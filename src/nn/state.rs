@@ -5,9 +5,16 @@
 //! [`LAYERS_KEY`](crate::checkpoint::LAYERS_KEY) as JSON, so a headswap file needs nothing else to
 //! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
 //! between layers and how many of the top layers form the head.
+//!
+//! A network's label names and input layout travel in the metadata too, under the keys the CLI
+//! has always used (documented in [`crate::checkpoint`]). Integer tensors (BatchNorm's
+//! `num_batches_tracked`) are never parameters here: the loaders ignore those no parameter names,
+//! and refuse one stored under a parameter's name.
 
 use super::{AddSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
-use crate::checkpoint::{self, Checkpoint, Expect, NamedTensor, StorageDtype};
+use crate::checkpoint::{
+    self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
+};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::Activation;
@@ -15,6 +22,162 @@ use std::path::Path;
 
 /// Metadata key naming the head kind (`classes` or `labels`).
 pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
+
+/// The colour images are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageChannels {
+    /// One channel (`headswap.channels` = `gray`).
+    Gray,
+    /// Three channels, R, G, B (`rgb`).
+    Rgb,
+}
+
+impl ImageChannels {
+    /// 1 or 3.
+    pub fn count(self) -> usize {
+        match self {
+            ImageChannels::Gray => 1,
+            ImageChannels::Rgb => 3,
+        }
+    }
+    /// `gray` or `rgb`, as in the metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageChannels::Gray => "gray",
+            ImageChannels::Rgb => "rgb",
+        }
+    }
+}
+
+/// How one example of a network's input is laid out, as recorded in its checkpoint.
+///
+/// Two cases, because the metadata has always told them apart: `headswap.input_shape` alone for
+/// data that are not image files (a tensor file's rows may be `[784]` or `[1, 28, 28]`), and with
+/// `headswap.image_size` and `headswap.channels` beside it for a model trained on image files,
+/// which says how to read new images for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputLayout {
+    /// The shape of one example (its product is the input width), e.g. `[784]` or `[1, 28, 28]`.
+    Shape(Vec<usize>),
+    /// Images read from files at `width` × `height` pixels: shape `[channels, height, width]`.
+    Image { channels: ImageChannels, height: usize, width: usize },
+}
+
+impl InputLayout {
+    /// Feature vectors of `d` values.
+    pub fn features(d: usize) -> InputLayout {
+        InputLayout::Shape(vec![d])
+    }
+
+    /// The shape of one example: the given one, or `[channels, height, width]`.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            InputLayout::Shape(s) => s.clone(),
+            InputLayout::Image { channels, height, width } => vec![channels.count(), *height, *width],
+        }
+    }
+
+    /// Every dimension positive and the product `inputs`; the message says what is wrong.
+    fn check(&self, inputs: usize) -> std::result::Result<(), String> {
+        let shape = self.shape();
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(format!("input shape {shape:?} needs at least one dimension, each positive"));
+        }
+        match checkpoint::numel(&shape) {
+            Some(n) if n == inputs => Ok(()),
+            _ => Err(format!("input shape {shape:?} does not multiply to the network's {inputs} inputs")),
+        }
+    }
+
+    /// Writes the `headswap.input_shape` key, and for images `headswap.image_size` and
+    /// `headswap.channels`, in the CLI's formats.
+    pub fn write_metadata(&self, metadata: &mut std::collections::BTreeMap<String, String>) {
+        let dims: Vec<String> = self.shape().iter().map(usize::to_string).collect();
+        metadata.insert(INPUT_SHAPE_KEY.into(), dims.join(","));
+        if let InputLayout::Image { channels, height, width } = self {
+            metadata.insert(IMAGE_SIZE_KEY.into(), format!("{width}x{height}"));
+            metadata.insert(CHANNELS_KEY.into(), channels.name().into());
+        }
+    }
+
+    /// The layout the metadata records, `None` without any of its keys; a malformed or
+    /// inconsistent value is an [`Error::Format`] naming `origin` and the key. (Whether it fits a
+    /// network's input width is [`Network::from_checkpoint`]'s check.)
+    pub fn from_metadata(metadata: &std::collections::BTreeMap<String, String>, origin: &str) -> Result<Option<InputLayout>> {
+        let bad = |key: &str, what: String| Error::format(origin, format!("{key}: {what}"));
+        let positive = |key: &str, s: &str| -> Result<usize> {
+            s.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| bad(key, format!("{s:?} is not a positive integer")))
+        };
+        let shape = match metadata.get(INPUT_SHAPE_KEY) {
+            Some(s) => Some(s.split(',').map(|d| positive(INPUT_SHAPE_KEY, d)).collect::<Result<Vec<_>>>()?),
+            None => None,
+        };
+        let channels = match metadata.get(CHANNELS_KEY).map(String::as_str) {
+            None => None,
+            Some("gray") => Some(ImageChannels::Gray),
+            Some("rgb") => Some(ImageChannels::Rgb),
+            Some(other) => return Err(bad(CHANNELS_KEY, format!("{other:?} is neither \"gray\" nor \"rgb\""))),
+        };
+        let Some(size) = metadata.get(IMAGE_SIZE_KEY) else {
+            if channels.is_some() {
+                return Err(bad(CHANNELS_KEY, format!("given without {IMAGE_SIZE_KEY}")));
+            }
+            return Ok(shape.map(InputLayout::Shape));
+        };
+        let (w, h) = size.split_once('x').ok_or_else(|| bad(IMAGE_SIZE_KEY, format!("{size:?} is not <width>x<height>")))?;
+        // the CLI's reader took a missing channels key as gray
+        let channels = channels.unwrap_or(ImageChannels::Gray);
+        let image = InputLayout::Image { channels, height: positive(IMAGE_SIZE_KEY, h)?, width: positive(IMAGE_SIZE_KEY, w)? };
+        if let Some(shape) = shape
+            && shape != image.shape()
+        {
+            return Err(bad(
+                INPUT_SHAPE_KEY,
+                format!("{shape:?} is not the [channels, height, width] of {} images of {size}", channels.name()),
+            ));
+        }
+        Ok(Some(image))
+    }
+}
+
+/// One name per output; the message names both counts.
+pub(crate) fn check_label_names(names: &[String], outputs: usize) -> Result<()> {
+    if names.len() != outputs {
+        return Err(Error::invalid(format!("{} label names for {outputs} outputs; give one name per class or label", names.len())));
+    }
+    Ok(())
+}
+
+/// The label names the metadata records under `headswap.label_names`: `None` without the key or
+/// for `[]` (what the CLI wrote for data without names); anything but a JSON array of strings is
+/// an [`Error::Format`] naming `origin` and the key. (That there is one per output is
+/// [`Network::from_checkpoint`]'s check.)
+pub fn label_names_from_metadata(metadata: &std::collections::BTreeMap<String, String>, origin: &str) -> Result<Option<Vec<String>>> {
+    let Some(json) = metadata.get(LABEL_NAMES_KEY) else { return Ok(None) };
+    let names: Vec<String> =
+        serde_json::from_str(json).map_err(|e| Error::format(origin, format!("{LABEL_NAMES_KEY} is not a JSON array of strings: {e}")))?;
+    Ok(if names.is_empty() { None } else { Some(names) })
+}
+
+/// An error's message without its kind.
+fn message(e: Error) -> String {
+    match e {
+        Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => message,
+        other => other.to_string(),
+    }
+}
+
+/// `ckpt` without the integer tensors no parameter asks for (logged as ignored); an integer
+/// tensor under a parameter's name stays, so that [`Checkpoint::check`] reports it.
+fn without_unwanted_ints(ckpt: &Checkpoint, wanted: impl Fn(&str) -> bool) -> Checkpoint {
+    let mut c = ckpt.clone();
+    let ignored: Vec<String> = c.int_tensors.iter().filter(|t| !wanted(&t.name)).map(|t| format!("{} ({})", t.name, t.dtype)).collect();
+    if !ignored.is_empty() {
+        tracing::info!(tensors = %ignored.join(", "), "ignoring integer tensors no parameter uses");
+    }
+    c.int_tensors.retain(|t| wanted(&t.name));
+    c
+}
 
 /// The `torch.nn.Sequential` module index of each layer: every layer is a module, a
 /// non-identity activation after it is one more, and so is the `nn.Flatten` between the last
@@ -191,6 +354,12 @@ impl Network {
             .into(),
         );
         ckpt.metadata.insert("format".into(), "pt".into());
+        if let Some(names) = &self.label_names {
+            ckpt.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::Value::from(names.clone()).to_string());
+        }
+        if let Some(layout) = &self.input_layout {
+            layout.write_metadata(&mut ckpt.metadata);
+        }
         Ok(ckpt)
     }
 
@@ -205,8 +374,9 @@ impl Network {
         Self::from_checkpoint(gpu, &ckpt, &path.display().to_string())
     }
 
-    /// Builds a network from a checkpoint that carries headswap's architecture metadata; `origin`
-    /// names the source in error messages.
+    /// Builds a network from a checkpoint that carries headswap's architecture metadata, with the
+    /// label names and input layout it records (absent: `None`; malformed or not matching the
+    /// network: a format error naming the key); `origin` names the source in error messages.
     pub fn from_checkpoint(gpu: &Gpu, ckpt: &Checkpoint, origin: &str) -> Result<Network> {
         let json = ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| {
             Error::format(
@@ -220,7 +390,18 @@ impl Network {
             Some("classes") | None => HeadKind::Classes,
             Some(other) => return Err(Error::format(origin, format!("unknown head kind {other:?}"))),
         };
-        Self::with_values_from(gpu, ckpt, trunk, head, kind, origin)
+        let mut net = Self::with_values_from(gpu, ckpt, trunk, head, kind, origin)?;
+        net.label_names = label_names_from_metadata(&ckpt.metadata, origin)?;
+        if let Some(names) = &net.label_names {
+            check_label_names(names, net.output_dim()).map_err(|e| Error::format(origin, format!("{LABEL_NAMES_KEY}: {}", message(e))))?;
+        }
+        net.input_layout = InputLayout::from_metadata(&ckpt.metadata, origin)?;
+        if let Some(layout) = &net.input_layout {
+            // name the key the layout came from: image_size when there is one
+            let key = if matches!(layout, InputLayout::Image { .. }) { IMAGE_SIZE_KEY } else { INPUT_SHAPE_KEY };
+            layout.check(net.input_dim()).map_err(|m| Error::format(origin, format!("{key}: {m}")))?;
+        }
+        Ok(net)
     }
 
     /// Builds a network from a PyTorch `nn.Sequential` state_dict of Linear layers (no headswap
@@ -237,6 +418,7 @@ impl Network {
         let sd = ckpt.state_dict_only();
         let mut idx: Vec<usize> = sd
             .names()
+            .chain(sd.int_names())
             .filter_map(|n| n.strip_suffix(".weight"))
             .map(|i| {
                 i.parse::<usize>()
@@ -249,7 +431,11 @@ impl Network {
         }
         let mut specs = Vec::new();
         for (j, &i) in idx.iter().enumerate() {
-            let w = sd.get(&format!("{i}.weight")).ok_or_else(|| Error::format(origin, format!("{i}.weight missing")))?;
+            let name = format!("{i}.weight");
+            if let Some(t) = sd.get_int(&name) {
+                return Err(Error::format(origin, format!("{name} holds {} integers; a Linear weight is floating point", t.dtype)));
+            }
+            let w = sd.get(&name).ok_or_else(|| Error::format(origin, format!("{name} missing")))?;
             if w.shape.len() != 2 {
                 return Err(Error::format(origin, format!("{i}.weight has shape {:?}; a Linear weight is [out, in]", w.shape)));
             }
@@ -291,7 +477,8 @@ impl Network {
             .filter_map(|(s, i)| Some((s.weight_shape()?, s.bias_len(), i)))
             .flat_map(|(w, b, i)| [Expect::new(format!("{i}.weight"), w), Expect::new(format!("{i}.bias"), vec![b])])
             .collect();
-        ckpt.state_dict_only().check(&expected).map_err(|e| match e {
+        let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
+        sd.check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
             other => other,
         })?;
@@ -304,5 +491,53 @@ impl Network {
             })
             .collect();
         Network::from_graph_layers(gpu, trunk, head, kind, &values)
+    }
+}
+
+impl Network {
+    /// The class or label names, one per output, when known.
+    pub fn label_names(&self) -> Option<&[String]> {
+        self.label_names.as_deref()
+    }
+
+    /// Names the outputs (one name per class or label), or forgets the names with `None`. Saved
+    /// with the network under `headswap.label_names`.
+    pub fn set_label_names(&mut self, names: Option<Vec<String>>) -> Result<()> {
+        if let Some(n) = &names {
+            check_label_names(n, self.output_dim())?;
+        }
+        self.label_names = names;
+        Ok(())
+    }
+
+    /// How one example is laid out, when known.
+    pub fn input_layout(&self) -> Option<&InputLayout> {
+        self.input_layout.as_ref()
+    }
+
+    /// Records how one example is laid out (its shape must multiply to the input width), or
+    /// forgets it with `None`. Saved with the network under `headswap.input_shape` (and for
+    /// images `headswap.image_size` and `headswap.channels`).
+    pub fn set_input_layout(&mut self, layout: Option<InputLayout>) -> Result<()> {
+        if let Some(l) = &layout {
+            l.check(self.input_dim()).map_err(Error::shape)?;
+        }
+        self.input_layout = layout;
+        Ok(())
+    }
+
+    /// The names of the tensors in `ckpt` (float and integer, without `optim.*` training state)
+    /// that are none of this network's parameters: what a loader ignored (integer tensors such
+    /// as `num_batches_tracked`) or would refuse, so that a caller can report them.
+    pub fn unused_tensors(&self, ckpt: &Checkpoint) -> Vec<String> {
+        let layers = self.layers();
+        let params: Vec<String> = layers
+            .iter()
+            .zip(sequential_indices(&layers))
+            .filter(|(s, _)| s.has_params())
+            .flat_map(|(_, i)| [format!("{i}.weight"), format!("{i}.bias")])
+            .collect();
+        let sd = ckpt.state_dict_only();
+        sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect()
     }
 }
