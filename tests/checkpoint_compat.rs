@@ -430,3 +430,22 @@ fn state_dicts_with_num_batches_tracked_load_into_mlp_and_cnn() {
     assert_eq!(back.values().unwrap(), net.values().unwrap());
     assert_eq!(back.unused_tensors(&ckpt), strings(&["counter"]));
 }
+
+/// A model trained and saved through the library alone keeps what its data said about it: the
+/// label names and the shape of one example (the CLI used to be the only writer of these).
+#[test]
+fn library_training_records_label_names_and_input_shape() {
+    let gpu = gpu();
+    let data = headswap::data::synthetic::scenes_task_b(40, 16, 3);
+    let mut net = Network::new(&gpu, &[256, 16], Head::labels(4), 1).unwrap();
+    assert_eq!(net.label_names(), None);
+    headswap::train::Trainer::new(&gpu, headswap::train::TrainConfig::default()).fit(&mut net, &data, 1).unwrap();
+    assert_eq!(net.label_names(), Some(&data.label_names[..]));
+    assert_eq!(net.input_layout(), Some(&InputLayout::Shape(data.input_shape.clone())));
+    let dir = TempDir::new("library-metadata");
+    let path = dir.path().join("m.safetensors");
+    net.save(&path, StorageDtype::F32).unwrap();
+    let back = Network::load(&gpu, &path).unwrap();
+    assert_eq!(back.label_names(), Some(&data.label_names[..]));
+    assert_eq!(back.input_layout().map(|l| l.shape()), Some(data.input_shape.clone()));
+}

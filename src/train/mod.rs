@@ -729,6 +729,7 @@ impl Trainer {
             _ => reports.last().map(|r| r.epoch),
         };
         gpu.sync()?;
+        record_data_layout(net, data);
         self.last_state = Some(TrainingState {
             epoch: reports.last().map_or(start_epoch, |r: &EpochReport| r.epoch + 1),
             step: opt_step,
@@ -907,6 +908,21 @@ fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, b
 /// `[n, outputs of layer upto − 1]`, chunked like the data when it is larger than one binding.
 pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto: usize, batch: usize) -> Result<Rows> {
     forward_rows(gpu, net, &data.x, data.n, upto, batch, "frozen_features")
+}
+
+/// Records on `net` what the data it was trained on says about its inputs and outputs, so that a
+/// model saved from the library keeps them: the class or label names (where the data names every
+/// output) and the shape of one example (kept where the network already records an image layout
+/// of that shape, which says more).
+fn record_data_layout(net: &mut Network, data: &Dataset) {
+    if data.label_names.len() == net.output_dim() {
+        // the count was just checked, so this cannot fail
+        let _ = net.set_label_names(Some(data.label_names.clone()));
+    }
+    let shape = &data.input_shape;
+    if net.input_layout().is_none_or(|l| l.shape() != *shape) {
+        let _ = net.set_input_layout(Some(crate::nn::InputLayout::Shape(shape.clone())));
+    }
 }
 
 /// The lowest layer that trains.

@@ -9,14 +9,10 @@ use headswap::checkpoint::{self, Checkpoint, StorageDtype};
 use headswap::data::{Channels, Dataset, ImageOptions};
 use headswap::demo;
 use headswap::kernels::Activation;
-use headswap::nn::{Head, HeadKind, Network};
+use headswap::nn::{Head, HeadKind, ImageChannels, InputLayout, Network};
 use headswap::train::Trainer;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-pub const LABEL_NAMES_KEY: &str = "headswap.label_names";
-const IMAGE_SIZE_KEY: &str = "headswap.image_size";
-const CHANNELS_KEY: &str = "headswap.channels";
 
 /// A model file to read, and how to read it when it is a plain PyTorch state_dict.
 pub struct ModelSource {
@@ -73,15 +69,15 @@ pub fn check_recorded_width(ckpt: &Checkpoint, spec: &str, data: &Dataset) -> Cl
 
 /// The class or label names a checkpoint was trained with (empty when it has none).
 pub fn model_names(ckpt: &Checkpoint) -> Vec<String> {
-    ckpt.metadata.get(LABEL_NAMES_KEY).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+    headswap::nn::state::label_names_from_metadata(&ckpt.metadata, "").ok().flatten().unwrap_or_default()
 }
 
 /// The image layout a checkpoint records: `(width, height, rgb)`.
-fn recorded_layout(ckpt: &Checkpoint) -> Option<(u32, u32, bool)> {
-    let size = ckpt.metadata.get(IMAGE_SIZE_KEY)?;
-    let (w, h) = size.split_once('x')?;
-    let rgb = ckpt.metadata.get(CHANNELS_KEY).is_some_and(|c| c == "rgb");
-    Some((w.parse().ok()?, h.parse().ok()?, rgb))
+pub fn recorded_layout(ckpt: &Checkpoint) -> Option<(u32, u32, bool)> {
+    match InputLayout::from_metadata(&ckpt.metadata, "").ok()?? {
+        InputLayout::Image { channels, height, width } => Some((width as u32, height as u32, channels == ImageChannels::Rgb)),
+        InputLayout::Shape(_) => None,
+    }
 }
 
 fn describe_layout(w: u32, h: u32, rgb: bool) -> String {
@@ -172,12 +168,26 @@ fn check_finite_weights(ckpt: &Checkpoint) -> CliResult<()> {
 
 /// The image layout `predict` must read files in, for a model trained on `loaded`: the data's
 /// own `[C, H, W]`, and none for feature vectors from a tensor file.
-fn image_layout(loaded: &Loaded) -> Option<(usize, usize, usize)> {
+fn image_layout(loaded: &Loaded) -> Option<InputLayout> {
     match (loaded.kind, loaded.data.input_shape.as_slice()) {
         (DataKind::Tensor, _) => None,
-        (_, &[c, h, w]) if c == 1 || c == 3 => Some((c, h, w)),
+        (_, &[c, h, w]) if c == 1 || c == 3 => {
+            Some(InputLayout::Image { channels: if c == 3 { ImageChannels::Rgb } else { ImageChannels::Gray }, height: h, width: w })
+        }
         _ => None,
     }
+}
+
+/// Records on `net` what `predict`, `eval` and `resume` read back: the class or label names and
+/// the input layout (for image data the size and channels to read images at), through the
+/// library, which saves them with the network.
+pub fn record_layout(net: &mut Network, loaded: &Loaded) -> CliResult<()> {
+    let data = &loaded.data;
+    if !data.label_names.is_empty() && data.label_names.len() == net.output_dim() {
+        net.set_label_names(Some(data.label_names.clone()))?;
+    }
+    net.set_input_layout(Some(image_layout(loaded).unwrap_or_else(|| InputLayout::Shape(data.input_shape.clone()))))?;
+    Ok(())
 }
 
 pub fn storage(f16: bool) -> StorageDtype {
@@ -185,18 +195,12 @@ pub fn storage(f16: bool) -> StorageDtype {
 }
 
 /// Saves `net` with what `predict` and `eval` need: the input shape, the class or label names,
-/// and for image data the size and channels to read images at.
-pub fn save(net: &Network, path: &Path, loaded: &Loaded, dtype: StorageDtype) -> CliResult<()> {
-    let mut ckpt = net.to_checkpoint()?;
+/// and for image data the size and channels to read images at (recorded on the network by
+/// [`record_layout`], written by the library).
+pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype) -> CliResult<()> {
+    record_layout(net, loaded)?;
+    let ckpt = net.to_checkpoint()?;
     check_finite_weights(&ckpt)?;
-    let data = &loaded.data;
-    let shape: Vec<String> = data.input_shape.iter().map(|d| d.to_string()).collect();
-    ckpt.metadata.insert("headswap.input_shape".into(), shape.join(","));
-    ckpt.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::to_string(&data.label_names).unwrap_or_default());
-    if let Some((c, h, w)) = image_layout(loaded) {
-        ckpt.metadata.insert(IMAGE_SIZE_KEY.into(), format!("{w}x{h}"));
-        ckpt.metadata.insert(CHANNELS_KEY.into(), if c == 3 { "rgb" } else { "gray" }.into());
-    }
     checkpoint::save(path, &ckpt, dtype)?;
     eprintln!("saved {}", path.display());
     Ok(())
@@ -227,13 +231,14 @@ const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
 /// `--save-state PATH`: a training checkpoint (weights + optimizer state, epoch, RNG position)
 /// plus the run's options, data size and class or label names, which `headswap resume`
 /// continues exactly.
-pub fn save_state(trainer: &Trainer, net: &Network, path: Option<&Path>, given: &Given, data: &Dataset) -> CliResult<()> {
+pub fn save_state(trainer: &Trainer, net: &mut Network, path: Option<&Path>, given: &Given, loaded: &Loaded) -> CliResult<()> {
     let (Some(p), Some(state)) = (path, trainer.training_state()) else { return Ok(()) };
+    let data = &loaded.data;
+    record_layout(net, loaded)?;
     let mut c = state.to_checkpoint(net)?;
     let flags: BTreeMap<&String, &Option<String>> = given.0.iter().filter(|(k, _)| RUN_FLAGS.contains(&k.as_str())).collect();
     c.metadata.insert(RUN_FLAGS_KEY.into(), serde_json::to_string(&flags).unwrap_or_default());
     c.metadata.insert(RUN_EXAMPLES_KEY.into(), data.n.to_string());
-    c.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::to_string(&data.label_names).unwrap_or_default());
     // always f32, as TrainingState::save: Adam's moments would underflow in f16
     checkpoint::save(p, &c, StorageDtype::F32)?;
     eprintln!("saved training state {}", p.display());

@@ -68,5 +68,5 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
             write_report(report_dir.as_deref(), "finetune", &report, &data.label_names)?;
         }
     }
-    save(&net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16))
 }

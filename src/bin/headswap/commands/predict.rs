@@ -2,7 +2,7 @@
 //! model says about each.
 
 use crate::args::PredictArgs;
-use crate::model::model_names;
+use crate::model::{model_names, recorded_layout};
 use crate::{CliResult, gpu};
 use headswap::Error;
 use headswap::checkpoint;
@@ -13,14 +13,11 @@ use std::path::Path;
 
 pub fn run(a: PredictArgs) -> CliResult<()> {
     let ckpt = checkpoint::load(Path::new(&a.model))?;
-    let meta = |k: &str| ckpt.metadata.get(k).cloned();
-    let (w, h) = meta("headswap.image_size")
-        .and_then(|s| s.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))))
-        .ok_or_else(|| Error::Format {
-            path: a.model.clone(),
-            message: "no image size in the metadata: this model was not trained on images".into(),
-        })?;
-    let opts = if meta("headswap.channels").as_deref() == Some("rgb") { ImageOptions::rgb(w, h) } else { ImageOptions::gray(w, h) };
+    let (w, h, rgb) = recorded_layout(&ckpt).ok_or_else(|| Error::Format {
+        path: a.model.clone(),
+        message: "no image size in the metadata: this model was not trained on images".into(),
+    })?;
+    let opts = if rgb { ImageOptions::rgb(w, h) } else { ImageOptions::gray(w, h) };
     let names = model_names(&ckpt);
     let gpu = gpu()?;
     let net = Network::from_checkpoint(&gpu, &ckpt, &a.model)?;

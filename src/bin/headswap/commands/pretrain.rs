@@ -26,6 +26,6 @@ pub fn run(a: PretrainArgs, given: &Given) -> CliResult<()> {
     print_summary(&report, a.json)?;
     check_converged(&report)?;
     write_report(report_dir.as_deref(), "pretrain", &report, &loaded.data.label_names)?;
-    save_state(&training.trainer, &net, a.save_state.as_deref(), given, &loaded.data)?;
-    save(&net, &a.out, &loaded, storage(a.f16))
+    save_state(&training.trainer, &mut net, a.save_state.as_deref(), given, &loaded)?;
+    save(&mut net, &a.out, &loaded, storage(a.f16))
 }

@@ -41,6 +41,6 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
     training.finish()?;
     print_summary(&report, a.json)?;
     check_converged(&report)?;
-    save_state(&training.trainer, &net, a.save_state.as_deref(), given, &loaded.data)?;
-    save(&net, &a.out, &loaded, storage(a.f16))
+    save_state(&training.trainer, &mut net, a.save_state.as_deref(), given, &loaded)?;
+    save(&mut net, &a.out, &loaded, storage(a.f16))
 }
