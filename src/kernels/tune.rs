@@ -2,7 +2,7 @@
 //! ([`super::autotune`]), the convolution algorithm ([`super::conv::choose_algo`]), the fused or
 //! separate linear head step ([`super::loss::choose_linear_head`]) and the optimizer's launch form
 //! ([`super::optim::choose_range_launch`]). Each is a [`Tunable`] (its options, by name) asked
-//! about one class of shapes ([`Ask`]); [`choose`] answers, in this order:
+//! about one class of shapes (`Ask`); `choose` answers, in this order:
 //!
 //! 1. the option's environment variable ([`Tunable::ENV`]: `HEADSWAP_MATMUL`, `HEADSWAP_CONV`,
 //!    `HEADSWAP_LINEAR_HEAD`, `HEADSWAP_OPTIM_LAUNCH`) forces an option by name; one that cannot
@@ -12,7 +12,7 @@
 //! 3. a choice made earlier for this device ([`device_key`]) and class: in memory, else in the
 //!    cache file;
 //! 4. otherwise the candidates are measured now (the caller builds them and times them with
-//!    [`time_candidates`]); the fastest is remembered in memory and in the cache file.
+//!    `time_candidates`); the fastest is remembered in memory and in the cache file.
 //!
 //! The cache file is `$HEADSWAP_CACHE_DIR/matmul_autotune.json` (else
 //! `$XDG_CACHE_HOME/headswap/…`, else `~/.cache/headswap/…`), JSON keyed by [`device_key`] and

@@ -1,0 +1,147 @@
+//! What a training run is asked to do: which layers train ([`Freeze`]) and every setting besides
+//! the network and the data ([`TrainConfig`]), checked in one place.
+
+use super::{BceSettings, Optimizer, Schedule};
+use crate::error::{Error, Result};
+
+/// Which layers train during fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    /// Only the head trains; the trunk is frozen (and its features can be cached).
+    Trunk,
+    /// Everything trains (the trunk at `trunk_lr_mult` × the learning rate).
+    All,
+    /// The head and the top `k` trunk layers train.
+    LastK(usize),
+    /// The rule of thumb: with fewer than `TrainConfig::auto_threshold` training examples train
+    /// the head only, otherwise fine-tune everything.
+    Auto,
+}
+
+impl Freeze {
+    /// Parses `trunk`, `all`, `last:K`, `auto`.
+    pub fn parse(s: &str) -> Option<Freeze> {
+        match s {
+            "trunk" => Some(Freeze::Trunk),
+            "all" | "none" => Some(Freeze::All),
+            "auto" => Some(Freeze::Auto),
+            _ => s.strip_prefix("last:").and_then(|k| k.parse().ok()).map(Freeze::LastK),
+        }
+    }
+}
+
+/// Everything a training run needs besides the network and the data.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub optimizer: Optimizer,
+    pub batch_size: usize,
+    pub schedule: Schedule,
+    /// A new seeded shuffle every epoch (else the data's order).
+    pub shuffle: bool,
+    /// Seeds the shuffles and the validation split.
+    pub seed: u64,
+    /// Fraction of the data held out for validation each epoch (0 = none).
+    pub validation_fraction: f32,
+    /// Stop after this many epochs without a better validation loss, keeping the best weights.
+    pub early_stopping: Option<usize>,
+    /// Loss settings for label heads.
+    pub bce: BceSettings,
+    /// Probability threshold for label metrics.
+    pub threshold: f32,
+    /// Learning-rate multiplier of trainable trunk layers in fine-tuning (discriminative rates).
+    pub trunk_lr_mult: f32,
+    /// [`Freeze::Auto`]: fewer training examples than this → head only.
+    pub auto_threshold: usize,
+    /// With the whole trunk frozen, compute its outputs once and train the head on them.
+    pub cache_features: bool,
+    /// Training steps recorded into one queue submission (≥ 1). Each step still reads its own
+    /// batch offset and learning rate; more steps per submission amortise the submission's fixed
+    /// cost, which dominates small steps (a head trained on cached features).
+    pub steps_per_submission: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            optimizer: Optimizer::sgd(0.05).momentum(0.9),
+            batch_size: 64,
+            schedule: Schedule::Constant,
+            shuffle: true,
+            seed: 0,
+            validation_fraction: 0.0,
+            early_stopping: None,
+            bce: BceSettings::default(),
+            threshold: 0.5,
+            trunk_lr_mult: 1.0,
+            auto_threshold: 1000,
+            cache_features: true,
+            steps_per_submission: 16,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting before a run starts, so a bad value is refused with its name instead
+    /// of surfacing later as an empty split, a NaN loss or meaningless metrics. The one place
+    /// where a configuration is validated: every training and evaluation entry point calls it.
+    pub fn validate(&self) -> Result<()> {
+        match &self.optimizer {
+            Optimizer::Sgd(c) => c.validate()?,
+            Optimizer::Adam(c) => c.validate()?,
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch size must be at least 1"));
+        }
+        if self.steps_per_submission == 0 {
+            return Err(Error::invalid("steps_per_submission must be at least 1"));
+        }
+        // NaN fails every comparison, so the ranges are written as "inside" tests
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return Err(Error::invalid(format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction)));
+        }
+        if self.early_stopping.is_some() && self.validation_fraction == 0.0 {
+            return Err(Error::invalid("early_stopping needs a validation split (validation_fraction > 0)"));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(Error::invalid(format!("threshold must be a probability in (0, 1), got {}", self.threshold)));
+        }
+        if !(self.trunk_lr_mult >= 0.0 && self.trunk_lr_mult.is_finite()) {
+            return Err(Error::invalid(format!("trunk_lr_mult must be finite and ≥ 0, got {}", self.trunk_lr_mult)));
+        }
+        validate_bce(&self.bce)?;
+        validate_schedule(&self.schedule)
+    }
+}
+
+/// Negative or non-finite weights turn the loss negative or NaN; zero is allowed (it switches a
+/// label or its positive term off).
+pub(crate) fn validate_bce(bce: &BceSettings) -> Result<()> {
+    for (name, weights) in [("pos_weight", &bce.pos_weight), ("label_weight", &bce.label_weight)] {
+        if let Some(bad) = weights.iter().flatten().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(Error::invalid(format!("{name} values must be finite and ≥ 0, got {bad}")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_schedule(s: &Schedule) -> Result<()> {
+    match *s {
+        Schedule::Constant => Ok(()),
+        Schedule::Step { every_epochs, gamma } => {
+            if every_epochs == 0 || !(gamma > 0.0 && gamma.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "a step schedule needs every_epochs ≥ 1 and a finite gamma > 0, got {every_epochs} and {gamma}"
+                )));
+            }
+            Ok(())
+        }
+        Schedule::Cosine { min_lr, .. } if !(min_lr >= 0.0 && min_lr.is_finite()) => {
+            Err(Error::invalid(format!("a cosine schedule's min_lr must be finite and ≥ 0, got {min_lr}")))
+        }
+        Schedule::Cosine { .. } => Ok(()),
+    }
+}
+
+pub(crate) fn check_epochs(epochs: usize) -> Result<()> {
+    if epochs == 0 { Err(Error::invalid("epochs must be at least 1")) } else { Ok(()) }
+}

@@ -1,0 +1,211 @@
+//! Forward-only work and evaluation: a network's loss and metrics over a data set
+//! ([`Evaluator`]), outputs of its first layers for every example (cached frozen features,
+//! predictions), and the gradients of one batch for inspection.
+
+use super::plan::{Accumulators, DeviceData, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
+use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::metrics::LabelMetrics;
+use crate::nn::{HeadKind, Network};
+
+/// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
+pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
+
+pub(crate) fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, batches: usize) -> Result<Metrics> {
+    let loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+    let counts = acc.counts.download_u32(gpu)?;
+    Ok(match kind {
+        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
+        HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
+    })
+}
+
+/// Computes the outputs of the frozen layers `0..upto` for every example of `data` once:
+/// `[n, outputs of layer upto − 1]`, chunked like the data when it is larger than one binding.
+pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto: usize, batch: usize) -> Result<Rows> {
+    forward_rows(gpu, net, &data.x, data.n, upto, batch, "frozen_features")
+}
+
+/// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
+/// returns the last layer's outputs `[n, outputs]` (chunked like any resident data).
+pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
+    let d = net.layers()[upto - 1].outputs();
+    let out = Rows::alloc(gpu, n, &[d], DType::F32, label)?;
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[n], &identity)?;
+    let b = batch.clamp(1, n);
+    let full = ForwardPlan::build(gpu, net, x, &indices, 0, upto, b)?;
+    let rem = n % b;
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, 0, upto, rem)?) } else { None };
+    let mut start = 0;
+    while start < n {
+        let rows = b.min(n - start);
+        let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
+        plan.set_offset(gpu, start)?;
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            plan.encode(gpu, &mut pass);
+        }
+        out.copy_rows_from(&mut enc, &plan.output, start, rows);
+        gpu.submit(enc);
+        start += rows;
+    }
+    gpu.check(label)?;
+    Ok(out)
+}
+
+/// Evaluation over a resident data set: forward, loss, metrics; read once.
+pub(crate) struct Evaluator {
+    full: Plan,
+    partial: Option<Plan>,
+    acc: Accumulators,
+    _scratch: Scratch,
+    _indices: Tensor,
+    n: usize,
+    b: usize,
+}
+
+impl Evaluator {
+    pub(crate) fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = self._scratch.tensors();
+        v.extend(self.acc.tensors());
+        v.push(&self._indices);
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gpu: &Gpu,
+        net: &Network,
+        data: &DeviceData,
+        source_x: &Rows,
+        first: usize,
+        batch: usize,
+        cfg: &TrainConfig,
+        bce: &(Option<Tensor>, Option<Tensor>),
+    ) -> Result<Evaluator> {
+        let b = batch.min(data.n).max(1);
+        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data)?;
+        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let identity: Vec<u32> = (0..data.n as u32).collect();
+        let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
+        let inputs = PlanInputs {
+            net,
+            mode: Mode::Eval,
+            first,
+            source_x,
+            source_y: &data.y,
+            indices: &indices,
+            scratch: &scratch,
+            grads: None,
+            acc: &acc,
+            bce: &cfg.bce,
+            bce_tensors: bce,
+            threshold: cfg.threshold,
+        };
+        let full = Plan::build(gpu, &inputs, b)?;
+        let rem = data.n % b;
+        let partial = if rem > 0 { Some(Plan::build(gpu, &inputs, rem)?) } else { None };
+        Ok(Evaluator { full, partial, acc, _scratch: scratch, _indices: indices, n: data.n, b })
+    }
+
+    pub(crate) fn run(&self, gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Metrics> {
+        self.acc.reset(gpu)?;
+        let steps = self.n.div_ceil(self.b);
+        for s in 0..steps {
+            let plan = if s == steps - 1 && self.partial.is_some() { self.partial.as_ref().unwrap_or(&self.full) } else { &self.full };
+            plan.set_offset(gpu, s * self.b)?;
+            let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval_step") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval_step"), timestamp_writes: None });
+                plan.encode(gpu, &mut pass);
+            }
+            gpu.submit(enc);
+        }
+        read_metrics(gpu, &self.acc, kind, outputs, steps)
+    }
+}
+
+/// The loss gradients of every layer for one batch holding all of `data` (no update): what
+/// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
+/// per layer, trunk then head, and the batch loss.
+pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
+    validate_bce(bce)?;
+    check_fits(net, data)?;
+    let dev = DeviceData::upload(gpu, data)?;
+    let mode = Mode::Train { lowest: 0 };
+    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev)?;
+    let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
+    let grads = Grads::new(gpu, net, &every)?;
+    let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+    acc.reset(gpu)?;
+    let identity: Vec<u32> = (0..dev.n as u32).collect();
+    let indices = Tensor::from_u32(gpu, &[dev.n], &identity)?;
+    let bce_t = bce_tensors(gpu, bce, net)?;
+    let inputs = PlanInputs {
+        net,
+        mode,
+        first: 0,
+        source_x: &dev.x,
+        source_y: &dev.y,
+        indices: &indices,
+        scratch: &scratch,
+        grads: Some(&grads),
+        acc: &acc,
+        bce,
+        bce_tensors: &bce_t,
+        threshold: 0.5,
+    };
+    let plan = Plan::build(gpu, &inputs, dev.n)?;
+    plan.set_offset(gpu, 0)?;
+    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradients") });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradients"), timestamp_writes: None });
+        plan.encode(gpu, &mut pass);
+    }
+    gpu.submit(enc);
+    let loss = acc.loss.download(gpu)?[0] as f64;
+    let out = (0..net.layers().len())
+        .map(|i| {
+            if !net.layers()[i].has_params() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let (w, b) = grads.views(net, i)?;
+            Ok((w.download(gpu)?, b.download(gpu)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((loss, out))
+}
+
+/// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for
+/// class heads, per-label probabilities (sigmoid) for label heads. `[n, outputs]`.
+pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    let gpu = net.gpu();
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
+    }
+    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
+    xs.write_f32(gpu, x)?;
+    let out_dim = net.output_dim();
+    let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
+    let mut out = logits.download(gpu)?;
+    match net.head_kind {
+        HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
+        HeadKind::Classes => {
+            for row in out.chunks_mut(out_dim) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                row.iter_mut().for_each(|v| *v = (((*v - max) as f64).exp() / sum) as f32);
+            }
+        }
+    }
+    Ok(out)
+}
