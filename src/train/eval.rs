@@ -106,6 +106,7 @@ impl Evaluator {
             bce: &cfg.bce,
             bce_tensors: bce,
             threshold: cfg.threshold,
+            optimizer: None,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -159,6 +160,7 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
         bce,
         bce_tensors: &bce_t,
         threshold: 0.5,
+        optimizer: None,
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;

@@ -10,6 +10,7 @@
 mod config;
 mod eval;
 pub mod groups;
+mod optimizer;
 pub mod plan;
 pub mod profile;
 mod report;
@@ -22,7 +23,6 @@ use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::optim::Optimizer;
-use crate::kernels::optim::{OptimStep, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use config::{Freeze, TrainConfig};
@@ -30,11 +30,11 @@ pub(crate) use config::{check_epochs, validate_bce};
 use eval::{Evaluator, frozen_features, read_metrics};
 pub use eval::{LayerGrads, gradients, predict};
 pub use groups::ParamGroups;
+use optimizer::Optim;
 use plan::{Accumulators, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
 pub use plan::{BceSettings, DeviceData};
 pub use report::{EpochReport, FitReport, Metrics};
 pub use schedule::Schedule;
-use state::state_slots;
 pub use state::{
     RunSettings, TRAIN_BATCH_KEY, TRAIN_LOWEST_KEY, TRAIN_LR_MULTS_KEY, TRAIN_N_KEY, TRAIN_OPTIMIZER_KEY, TRAIN_SCHEDULE_KEY,
     TRAIN_SEED_KEY, TRAIN_TRUNK_LR_KEY, TrainingState,
@@ -58,96 +58,6 @@ type ProgressFn = Box<dyn FnMut(Progress<'_>)>;
 pub enum Progress<'a> {
     Step { epoch: usize, step: usize, steps_per_epoch: usize, epochs: usize },
     Epoch(&'a EpochReport),
-}
-
-/// Optimizer state for one trainable range (a PyTorch param group over a flat slice).
-struct Group {
-    /// Optimizer state buffers (momentum, or Adam's moments).
-    state: Vec<Tensor>,
-    /// (params view, backup for early stopping)
-    params: Tensor,
-    best: Option<Tensor>,
-}
-
-/// A run's optimizer: the steps that update every trainable range — two ranges per dispatch, or
-/// one per range, whichever this device measured faster — and the ranges' state, in the order of
-/// the gradient ranges ([`Grads::ranges`]).
-struct Optim {
-    steps: Vec<OptimStep>,
-    groups: Vec<Group>,
-}
-
-/// Every trainable parameter of `grads`' ranges: (range, name `<module>.weight|bias`, offset in
-/// the range, length).
-fn trainable_params(net: &Network, grads: &Grads) -> Vec<(usize, String, usize, usize)> {
-    let names = net.module_names();
-    let layers = net.layers();
-    let mut out = Vec::new();
-    for (r, range) in grads.ranges.iter().enumerate() {
-        for i in range.layers.clone() {
-            let Some(shape) = layers[i].weight_shape() else { continue };
-            let (_, slot) = net.slot(i);
-            out.push((r, format!("{}.weight", names[i]), slot.w - range.start, shape.iter().product()));
-            out.push((r, format!("{}.bias", names[i]), slot.b - range.start, layers[i].bias_len()));
-        }
-    }
-    out
-}
-
-impl Optim {
-    /// The optimizer's buffers, read back and cut per parameter (see
-    /// [`TrainingState::optimizer_state`]).
-    fn named_state(&self, gpu: &Gpu, net: &Network, grads: &Grads, opt: &Optimizer) -> Result<Vec<(String, Vec<f32>)>> {
-        let slots = state_slots(opt);
-        let host: Vec<Vec<Vec<f32>>> =
-            self.groups.iter().map(|g| g.state.iter().map(|t| t.download(gpu)).collect::<Result<_>>()).collect::<Result<_>>()?;
-        let mut out = Vec::new();
-        for (r, name, off, len) in trainable_params(net, grads) {
-            for (k, slot) in slots.iter().enumerate() {
-                out.push((format!("{name}.{slot}"), host[r][k][off..off + len].to_vec()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Writes saved per-parameter buffers into this run's state: every trainable parameter's
-    /// every slot must be there with its parameter's length, and nothing else.
-    fn restore_state(&self, gpu: &Gpu, net: &Network, grads: &Grads, opt: &Optimizer, saved: &[(String, Vec<f32>)]) -> Result<()> {
-        let slots = state_slots(opt);
-        let params = trainable_params(net, grads);
-        let mut host: Vec<Vec<Vec<f32>>> = self.groups.iter().map(|g| vec![vec![0f32; g.params.len()]; slots.len()]).collect();
-        let mut wanted = std::collections::BTreeSet::new();
-        for (r, name, off, len) in &params {
-            for (k, slot) in slots.iter().enumerate() {
-                let key = format!("{name}.{slot}");
-                let values = saved.iter().find(|(n, _)| *n == key).map(|(_, v)| v).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "the saved optimizer state has no {key} (another optimizer, or other layers trained?); it holds {}",
-                        saved.iter().map(|(n, _)| n.as_str()).take(6).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                if values.len() != *len {
-                    return Err(Error::invalid(format!(
-                        "the saved optimizer state {key} has {} values, the parameter has {len}",
-                        values.len()
-                    )));
-                }
-                host[*r][k][*off..off + len].copy_from_slice(values);
-                wanted.insert(key);
-            }
-        }
-        if let Some((extra, _)) = saved.iter().find(|(n, _)| !wanted.contains(n)) {
-            return Err(Error::invalid(format!(
-                "the saved optimizer state has {extra}, which this run does not train with this optimizer (another optimizer or freeze?)"
-            )));
-        }
-        for (g, bufs) in self.groups.iter().zip(&host) {
-            for (t, v) in g.state.iter().zip(bufs) {
-                t.write(gpu, v)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Trainer {
@@ -340,15 +250,14 @@ impl Trainer {
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
-        let inputs = sb.inputs(net, &train, &cfg);
+        let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
+        if let Some(r) = resume {
+            optim.restore_state(&gpu, net, &sb.grads, &r.optimizer_state)?;
+        }
+        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, &cfg) };
         let full = Plan::build(&gpu, &inputs, b)?;
         let rem = train.n % b;
         let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
-        let optim = self.optimizer(net, &sb.grads, cfg.early_stopping.is_some())?;
-        let groups = &optim.groups;
-        if let Some(r) = resume {
-            optim.restore_state(&gpu, net, &sb.grads, &cfg.optimizer, &r.optimizer_state)?;
-        }
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
@@ -361,7 +270,7 @@ impl Trainer {
         owned.extend(sb.scratch.tensors());
         owned.extend(sb.grads.tensors());
         owned.extend(sb.acc.tensors());
-        owned.extend(groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())));
+        owned.extend(optim.tensors());
         if let Some(v) = &val {
             owned.extend(v.tensors());
         }
@@ -403,10 +312,7 @@ impl Trainer {
                     lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
                     opt_step += 1;
                     uniforms.begin_step();
-                    plan_of(s).stage_offset(&mut uniforms, s * b)?;
-                    for step in &optim.steps {
-                        step.stage(&mut uniforms, lr, opt_step)?;
-                    }
+                    plan_of(s).stage(&mut uniforms, s * b, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
                 let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
@@ -415,10 +321,7 @@ impl Trainer {
                     let plan = plan_of(s);
                     let mut pass =
                         enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let mut recorded = plan.encode(&gpu, &mut pass);
-                    for step in &optim.steps {
-                        recorded += step.dispatch().encode(&gpu, &mut pass);
-                    }
+                    let recorded = plan.encode(&gpu, &mut pass);
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
@@ -447,7 +350,7 @@ impl Trainer {
                     best = Some((v.loss, epoch));
                     since_best = 0;
                     if cfg.early_stopping.is_some() {
-                        backup(&gpu, groups, false)?;
+                        optim.backup(&gpu, false)?;
                     }
                 } else {
                     since_best += 1;
@@ -474,7 +377,7 @@ impl Trainer {
         }
         let best_epoch = match (cfg.early_stopping, best) {
             (Some(_), Some((_, e))) => {
-                backup(&gpu, groups, true)?;
+                optim.backup(&gpu, true)?;
                 Some(e)
             }
             _ => reports.last().map(|r| r.epoch),
@@ -486,7 +389,7 @@ impl Trainer {
             step: opt_step,
             rng: self.rng.state(),
             lowest_trainable: lowest,
-            optimizer_state: optim.named_state(&gpu, net, &sb.grads, &cfg.optimizer)?,
+            optimizer_state: optim.named_state(&gpu, net, &sb.grads)?,
             lr_mults,
             run: Some(RunSettings::of(&cfg, data.n)),
         });
@@ -501,53 +404,6 @@ impl Trainer {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
-
-    /// The optimizer over the network's trainable ranges (one PyTorch param group each, at its
-    /// learning-rate multiplier), with state for those ranges only.
-    fn optimizer(&self, net: &Network, grads: &Grads, keep_best: bool) -> Result<Optim> {
-        let gpu = &self.gpu;
-        let mut ranges = Vec::new();
-        for (r, g) in grads.ranges.iter().zip(&grads.bufs) {
-            let arena = if r.head { &net.head_params } else { &net.trunk_params };
-            ranges.push((arena.buf.view(r.start, &[r.end - r.start])?, g.clone(), r.lr_mult));
-        }
-        let opt = self.config.optimizer;
-        let mut groups = Vec::new();
-        for (params, _, _) in &ranges {
-            let n = params.len();
-            let state = match opt {
-                Optimizer::Sgd(c) if c.momentum != 0.0 => vec![Tensor::alloc(gpu, &[n], DType::F32, "momentum")?],
-                Optimizer::Sgd(_) => vec![],
-                Optimizer::Adam(_) => {
-                    vec![Tensor::alloc(gpu, &[n], DType::F32, "adam_m")?, Tensor::alloc(gpu, &[n], DType::F32, "adam_v")?]
-                }
-            };
-            let best = if keep_best { Some(Tensor::alloc(gpu, &[n], DType::F32, "best_params")?) } else { None };
-            groups.push(Group { state, params: params.clone(), best });
-        }
-        let states: Vec<Vec<&Tensor>> = groups.iter().map(|g| g.state.iter().collect()).collect();
-        let param_ranges: Vec<ParamRange> = ranges
-            .iter()
-            .zip(&states)
-            .map(|((params, grads, lr_mult), state)| ParamRange { params, grads, state, lr_mult: *lr_mult })
-            .collect();
-        let sizes: Vec<usize> = groups.iter().map(|g| g.params.len()).collect();
-        let launch: RangeLaunch = choose_range_launch(gpu, &opt, &sizes)?;
-        Ok(Optim { steps: opt.steps(gpu, &param_ranges, launch)?, groups })
-    }
-}
-
-/// Copies every group's parameters to its backup (or back, with `restore`), on the GPU.
-fn backup(gpu: &Gpu, groups: &[Group], restore: bool) -> Result<()> {
-    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("best_weights") });
-    for g in groups {
-        if let Some(b) = &g.best {
-            let (src, dst) = if restore { (b, &g.params) } else { (&g.params, b) };
-            enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), src.bytes());
-        }
-    }
-    gpu.submit(enc);
-    Ok(())
 }
 
 pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
@@ -626,6 +482,7 @@ impl StepBuffers {
             bce: &cfg.bce,
             bce_tensors: &self.bce,
             threshold: cfg.threshold,
+            optimizer: None,
         }
     }
 }

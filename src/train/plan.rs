@@ -27,9 +27,11 @@ use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{GatherRows, IndexedDispatch, gather_rows_chunk, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
+use crate::kernels::optim::OptimStep;
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 use crate::train::groups::{TrainRange, train_ranges};
+use crate::train::optimizer::Optim;
 
 /// A row-major `[n, ...]` array resident on the GPU in one or more buffers of whole rows, each
 /// within one storage binding (128 MiB on lavapipe): a data set larger than one binding is split
@@ -605,7 +607,11 @@ impl ForwardPlan {
 /// The recorded launches of one step at one batch size.
 pub(crate) struct Plan {
     pub rows: usize,
+    /// Gathers, forward, loss and metrics, backward: everything up to the gradients.
     launches: Launches,
+    /// The optimizer's update of every trainable range, after the gradients are ready (empty
+    /// for forward-only plans).
+    update: Vec<OptimStep>,
     _conv: ConvScratches,
 }
 
@@ -623,6 +629,8 @@ pub(crate) struct PlanInputs<'a> {
     pub bce: &'a BceSettings,
     pub bce_tensors: &'a (Option<Tensor>, Option<Tensor>),
     pub threshold: f32,
+    /// The optimizer a training step ends with (`None`: the step stops at the gradients).
+    pub optimizer: Option<&'a Optim>,
 }
 
 impl Plan {
@@ -635,7 +643,7 @@ impl Plan {
         let mut d = Launches::default();
         if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
             d.push(step);
-            return Ok(Plan { rows, launches: d, _conv: Vec::new() });
+            return Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _conv: Vec::new() });
         }
         let layers = net.layers();
         let l = layers.len();
@@ -858,7 +866,9 @@ impl Plan {
                 }
             }
         }
-        Ok(Plan { rows, launches: d, _conv: conv })
+        // gradients ready: every trainable range's gradient is complete here, before any update
+        // (the point where data-parallel training exchanges them)
+        Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _conv: conv })
     }
 
     /// The whole training step as one fused launch, where it is one: a dense BCE output layer
@@ -898,18 +908,40 @@ impl Plan {
         self.launches.set_offset(gpu, offset)
     }
 
-    /// Stages `offset` as the current step's batch offset (several steps per submission).
-    pub(crate) fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
-        self.launches.stage_offset(uniforms, offset)
+    /// The optimizer's update launches over the gradients this plan computes.
+    fn update(gpu: &Gpu, p: &PlanInputs<'_>) -> Result<Vec<OptimStep>> {
+        match (p.mode, p.optimizer, p.grads) {
+            (Mode::Train { .. }, Some(optim), Some(grads)) => optim.steps(gpu, grads),
+            _ => Ok(Vec::new()),
+        }
     }
 
-    /// Every dispatch of the step in recording order, for profiling.
+    /// Stages step `step` (numbered from 1) as the current step's values in `uniforms` (several
+    /// steps per submission): the batch's `offset` in the index buffer and the update's learning
+    /// rate `lr`.
+    pub(crate) fn stage(&self, uniforms: &mut StepUniforms, offset: usize, lr: f32, step: u32) -> Result<()> {
+        self.launches.stage_offset(uniforms, offset)?;
+        self.update.iter().try_for_each(|u| u.stage(uniforms, lr, step))
+    }
+
+    /// Sets the values of the next submission that records this plan alone: the batch's
+    /// `offset`, the update's learning rate `lr` and step number `step`.
+    pub(crate) fn set_step(&self, gpu: &Gpu, offset: usize, lr: f32, step: u32) -> Result<()> {
+        self.launches.set_offset(gpu, offset)?;
+        self.update.iter().try_for_each(|u| u.set(gpu, lr, step))
+    }
+
+    /// Every dispatch of the step in recording order (the update last), for profiling.
     pub(crate) fn dispatch_list(&self) -> Vec<&Dispatch> {
-        self.launches.list()
+        let mut list = self.launches.list();
+        list.extend(self.update.iter().map(OptimStep::dispatch));
+        list
     }
 
-    /// Records the step; returns the number of dispatches recorded.
+    /// Records the step: its launches up to the gradients, then the update; returns the number
+    /// of dispatches recorded.
     pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.launches.encode(gpu, pass)
+        let backward = self.launches.encode(gpu, pass);
+        backward + self.update.iter().map(|u| u.dispatch().encode(gpu, pass)).sum::<usize>()
     }
 }

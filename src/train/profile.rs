@@ -23,7 +23,8 @@
 //!
 //! Profiling runs real training steps: the network's trainable parameters change.
 
-use super::plan::Plan;
+use super::optimizer::Optim;
+use super::plan::{Plan, PlanInputs};
 use super::{DeviceData, Freeze, StepBuffers, Trainer, check_fits};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -151,23 +152,19 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     let b = sb.b;
     sb.acc.reset(&gpu)?;
     sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
-    let inputs = sb.inputs(net, &train, cfg);
+    let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, false)?;
+    let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
     let plan = Plan::build(&gpu, &inputs, b)?;
-    let optim = trainer.optimizer(net, &sb.grads, false)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
     // Points the step at the next batch and advances the optimizer's step count, as the trainer
     // does before recording each step.
     let mut prepare = |rep: usize| -> Result<()> {
-        plan.set_offset(&gpu, (rep % full_batches) * b)?;
         step_no += 1;
-        for step in &optim.steps {
-            step.set(&gpu, lr, step_no)?;
-        }
-        Ok(())
+        plan.set_step(&gpu, (rep % full_batches) * b, lr, step_no)
     };
-    let list: Vec<&Dispatch> = plan.dispatch_list().into_iter().chain(optim.steps.iter().map(|s| s.dispatch())).collect();
+    let list: Vec<&Dispatch> = plan.dispatch_list();
     let record_step = |enc: &mut wgpu::CommandEncoder| -> usize {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile_step"), timestamp_writes: None });
         list.iter().map(|d| d.encode(&gpu, &mut pass)).sum()

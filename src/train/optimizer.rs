@@ -1,0 +1,158 @@
+//! A run's optimizer state: per trainable range (a PyTorch param group over a flat slice of an
+//! arena), the optimizer's buffers and, with early stopping, a backup of the parameters. The
+//! launches that update the ranges belong to each step plan ([`super::plan::Plan`]), built from
+//! this state by [`Optim::steps`]; resume files read and write the state per parameter.
+
+use super::plan::Grads;
+use super::state::state_slots;
+use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::optim::{OptimStep, Optimizer, ParamRange, RangeLaunch, choose_range_launch};
+use crate::nn::Network;
+
+/// Optimizer state for one trainable range.
+pub(crate) struct Group {
+    /// Optimizer state buffers (momentum, or Adam's moments), each as long as the range.
+    pub state: Vec<Tensor>,
+    /// The range's parameters (a view of its arena).
+    pub params: Tensor,
+    /// Backup of the parameters for early stopping.
+    pub best: Option<Tensor>,
+}
+
+/// The optimizer over a run's trainable ranges, in the order of the gradient ranges
+/// ([`Grads::ranges`]), with state for those ranges only, and how this device launches its
+/// update: two ranges per dispatch, or one per range, whichever it measured faster.
+pub(crate) struct Optim {
+    pub rule: Optimizer,
+    pub groups: Vec<Group>,
+    launch: RangeLaunch,
+}
+
+impl Optim {
+    /// Zeroed state for every trainable range of `grads` (with parameter backups when
+    /// `keep_best`).
+    pub fn new(gpu: &Gpu, net: &Network, grads: &Grads, rule: Optimizer, keep_best: bool) -> Result<Optim> {
+        let mut groups = Vec::new();
+        for r in &grads.ranges {
+            let arena = if r.head { &net.head_params } else { &net.trunk_params };
+            let params = arena.buf.view(r.start, &[r.end - r.start])?;
+            let n = params.len();
+            let labels: &[&str] = match rule {
+                Optimizer::Sgd(c) if c.momentum != 0.0 => &["momentum"],
+                Optimizer::Sgd(_) => &[],
+                Optimizer::Adam(_) => &["adam_m", "adam_v"],
+            };
+            let state = labels.iter().map(|l| Tensor::alloc(gpu, &[n], DType::F32, l)).collect::<Result<_>>()?;
+            let best = if keep_best { Some(Tensor::alloc(gpu, &[n], DType::F32, "best_params")?) } else { None };
+            groups.push(Group { state, params, best });
+        }
+        let sizes: Vec<usize> = groups.iter().map(|g| g.params.len()).collect();
+        let launch = choose_range_launch(gpu, &rule, &sizes)?;
+        Ok(Optim { rule, groups, launch })
+    }
+
+    /// The launches of one update of every range at its learning-rate multiplier, reading
+    /// `grads`: what a step plan records after its backward pass.
+    pub fn steps(&self, gpu: &Gpu, grads: &Grads) -> Result<Vec<OptimStep>> {
+        let states: Vec<Vec<&Tensor>> = self.groups.iter().map(|g| g.state.iter().collect()).collect();
+        let ranges: Vec<ParamRange> = self
+            .groups
+            .iter()
+            .zip(&states)
+            .zip(grads.ranges.iter().zip(&grads.bufs))
+            .map(|((g, state), (r, grad))| ParamRange { params: &g.params, grads: grad, state, lr_mult: r.lr_mult })
+            .collect();
+        self.rule.steps(gpu, &ranges, self.launch)
+    }
+
+    /// Every buffer it allocated, for the run's byte count.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        self.groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())).collect()
+    }
+
+    /// Copies every range's parameters to its backup (or back, with `restore`), on the GPU.
+    pub fn backup(&self, gpu: &Gpu, restore: bool) -> Result<()> {
+        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("best_weights") });
+        for g in &self.groups {
+            if let Some(b) = &g.best {
+                let (src, dst) = if restore { (b, &g.params) } else { (&g.params, b) };
+                enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), src.bytes());
+            }
+        }
+        gpu.submit(enc);
+        Ok(())
+    }
+
+    /// The optimizer's buffers, read back and cut per parameter (see
+    /// [`super::TrainingState::optimizer_state`]).
+    pub fn named_state(&self, gpu: &Gpu, net: &Network, grads: &Grads) -> Result<Vec<(String, Vec<f32>)>> {
+        let slots = state_slots(&self.rule);
+        let host: Vec<Vec<Vec<f32>>> =
+            self.groups.iter().map(|g| g.state.iter().map(|t| t.download(gpu)).collect::<Result<_>>()).collect::<Result<_>>()?;
+        let mut out = Vec::new();
+        for (r, name, off, len) in trainable_params(net, grads) {
+            for (k, slot) in slots.iter().enumerate() {
+                out.push((format!("{name}.{slot}"), host[r][k][off..off + len].to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes saved per-parameter buffers into this run's state: every trainable parameter's
+    /// every slot must be there with its parameter's length, and nothing else.
+    pub fn restore_state(&self, gpu: &Gpu, net: &Network, grads: &Grads, saved: &[(String, Vec<f32>)]) -> Result<()> {
+        let slots = state_slots(&self.rule);
+        let params = trainable_params(net, grads);
+        let mut host: Vec<Vec<Vec<f32>>> = self.groups.iter().map(|g| vec![vec![0f32; g.params.len()]; slots.len()]).collect();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (r, name, off, len) in &params {
+            for (k, slot) in slots.iter().enumerate() {
+                let key = format!("{name}.{slot}");
+                let values = saved.iter().find(|(n, _)| *n == key).map(|(_, v)| v).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the saved optimizer state has no {key} (another optimizer, or other layers trained?); it holds {}",
+                        saved.iter().map(|(n, _)| n.as_str()).take(6).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if values.len() != *len {
+                    return Err(Error::invalid(format!(
+                        "the saved optimizer state {key} has {} values, the parameter has {len}",
+                        values.len()
+                    )));
+                }
+                host[*r][k][*off..off + len].copy_from_slice(values);
+                wanted.insert(key);
+            }
+        }
+        if let Some((extra, _)) = saved.iter().find(|(n, _)| !wanted.contains(n)) {
+            return Err(Error::invalid(format!(
+                "the saved optimizer state has {extra}, which this run does not train with this optimizer (another optimizer or freeze?)"
+            )));
+        }
+        for (g, bufs) in self.groups.iter().zip(&host) {
+            for (t, v) in g.state.iter().zip(bufs) {
+                t.write(gpu, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every trainable parameter of `grads`' ranges: (range, name `<module>.weight|bias`, offset in
+/// the range, length).
+fn trainable_params(net: &Network, grads: &Grads) -> Vec<(usize, String, usize, usize)> {
+    let names = net.module_names();
+    let layers = net.layers();
+    let mut out = Vec::new();
+    for (r, range) in grads.ranges.iter().enumerate() {
+        for i in range.layers.clone() {
+            let Some(shape) = layers[i].weight_shape() else { continue };
+            let (_, slot) = net.slot(i);
+            out.push((r, format!("{}.weight", names[i]), slot.w - range.start, shape.iter().product()));
+            out.push((r, format!("{}.bias", names[i]), slot.b - range.start, layers[i].bias_len()));
+        }
+    }
+    out
+}
