@@ -12,20 +12,20 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
 use crate::kernels::gather::IndexedDispatch;
-use crate::kernels::{Family, Kernel, R, RW, ensure, vec4_view};
+use crate::kernels::{Kernel, R, RW, ensure, source, vec4_view};
 
 // Every variant binds A and B a second time (5, 6) as vec4 arrays (read by the block variants)
 // and the index buffer of a gathered operand (7).
 const BINDINGS: &[crate::kernels::Access] = &[R, R, R, RW, R, R, R];
-const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: BINDINGS };
-const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: BINDINGS };
-const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: BINDINGS };
-const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: BINDINGS };
-const SGTALL32X4: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgtall32x4", bindings: BINDINGS };
-const SGWIDE4X32: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgwide4x32", bindings: BINDINGS };
-const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: BINDINGS };
-const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: BINDINGS };
-const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: BINDINGS };
+const REG4X4: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_reg4x4", bindings: BINDINGS };
+const BLOCK8X8: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_block8x8", bindings: BINDINGS };
+const BLOCK16X16: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_block16x16", bindings: BINDINGS };
+const SG32X8: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sg32x8", bindings: BINDINGS };
+const SGTALL32X4: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sgtall32x4", bindings: BINDINGS };
+const SGWIDE4X32: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sgwide4x32", bindings: BINDINGS };
+const TALL32X4: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_tall32x4", bindings: BINDINGS };
+const WIDE4X32: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_wide4x32", bindings: BINDINGS };
+const TILE64: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_tile64", bindings: BINDINGS };
 
 /// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
 /// and transpose form; [`choose`] picks the fastest per adapter and shape class.
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl_size() {
-        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL, "Params"), std::mem::size_of::<MatmulParams>());
+        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL_WGSL, "Params"), std::mem::size_of::<MatmulParams>());
     }
 
     #[test]
