@@ -8,7 +8,9 @@ use std::path::Path;
 
 use headswap::Error;
 use headswap::data::synthetic::{self, Shape};
-use headswap::data::{Channels, Dataset, ImageOptions, LoadReport, SkipReason, Targets, digits, image_folder, manifest, tensor_file};
+use headswap::data::{
+    Channels, Dataset, ImageOptions, LoadReport, SkipReason, Targets, digits, image_folder, manifest, preview, tensor_file,
+};
 
 fn classes(ds: &Dataset) -> &[u32] {
     match &ds.targets {
@@ -798,7 +800,7 @@ fn digits_real_data_when_present() {
 #[test]
 fn sample_pngs_render() {
     let t = TempDir::new("samples");
-    let written = synthetic::save_samples_png(t.path(), 42).unwrap();
+    let written = preview::save_samples_png(t.path(), 42).unwrap();
     assert!(written.len() >= 2);
     let img = image::open(t.path().join("shapes_task_a.png")).unwrap();
     // 8 columns of 16×4 pixels plus 4-pixel gaps.
@@ -813,7 +815,7 @@ fn sample_pngs_render() {
 #[ignore = "writes into assets/; run by hand to regenerate them"]
 fn regenerate_assets() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    for p in synthetic::save_samples_png(&dir, 42).unwrap() {
+    for p in preview::save_samples_png(&dir, 42).unwrap() {
         println!("wrote {}", p.display());
     }
     let b = synthetic::scenes_task_b(32, 16, 42);

@@ -270,3 +270,18 @@ fn pipelines_are_compiled_once() {
     }
     assert_eq!(gpu.pipeline_cache().len(), before, "a repeated launch compiled a new pipeline");
 }
+
+#[test]
+fn modules_are_compiled_once_per_shader_source() {
+    let gpu = private_gpu();
+    let x = upload(&gpu, &[4, 4], &rand_vec(1, 16));
+    let mut cols = poisoned(&gpu, &[4]);
+    reduce::col_sum(&gpu, &x, &mut cols).unwrap();
+    let (modules, pipelines) = (gpu.pipeline_cache().module_count(), gpu.pipeline_cache().len());
+    assert!(modules >= 1);
+    // another entry point of reduce.wgsl: a new pipeline from the module already compiled
+    let mut rows = poisoned(&gpu, &[4]);
+    reduce::row_sum(&gpu, &x, &mut rows).unwrap();
+    assert!(gpu.pipeline_cache().len() > pipelines, "row_sum reused col_sum's pipeline");
+    assert_eq!(gpu.pipeline_cache().module_count(), modules, "a second entry point of one module compiled it again");
+}

@@ -169,7 +169,7 @@ pub fn scenes(digits: &Dataset, n: usize, chosen: [u32; 4], seed: u64) -> Result
     if n == 0 {
         return Err(Error::invalid("digits::scenes: n must be > 0"));
     }
-    super::synthetic::check_n("digits::scenes", n, 16)?;
+    super::check_n("digits::scenes", n, 16)?;
     for (j, &c) in chosen.iter().enumerate() {
         if c as usize >= digits.num_outputs() {
             return Err(Error::invalid(format!(

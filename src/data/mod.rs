@@ -30,6 +30,24 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result, Rng};
 
+/// The most bytes of images one generator call makes (synthetic or digit scenes): 8 GiB, e.g. 8 Mi images of 16×16. The
+/// generators build the whole data set in host memory before anything reaches the GPU, so a
+/// request beyond this would be refused by the host allocator with an abort, not an error.
+pub const MAX_BYTES: u64 = 8 << 30;
+
+/// Refuses `n` images of `size × size` (size already clamped) whose pixels exceed [`MAX_BYTES`].
+pub(crate) fn check_n(task: &str, n: usize, size: usize) -> Result<()> {
+    let bytes = (n as u64).checked_mul((size * size * 4) as u64);
+    match bytes {
+        Some(b) if b <= MAX_BYTES => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{task}: {n} images of {size}×{size} need {} bytes, more than the generators' limit of {MAX_BYTES} bytes \
+             (headswap::data::MAX_BYTES)",
+            bytes.map_or_else(|| "over 2^64".to_string(), |b| b.to_string())
+        ))),
+    }
+}
+
 /// What a loader read, and what it passed over: examples per class (or per label), and each
 /// file or folder skipped with the reason. `Display` writes it as one line, e.g.
 /// `5 examples: ant 2, zebra 3; skipped 2: zebra/notes.txt (not an image), stray.png (not in a

@@ -1,10 +1,11 @@
 //! Grids of examples rendered as images, to look at a data set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 
-use super::Dataset;
+use super::synthetic::{self, DEFAULT_SIZE, Shape};
+use super::{Dataset, Targets, digits};
 use crate::{Error, Result};
 
 /// The `(channels, height, width)` of an image data set: `input_shape` `[C, H, W]` with C = 1
@@ -67,4 +68,48 @@ pub fn save_grid_png(path: &Path, ds: &Dataset, idx: &[usize], cols: usize, scal
         image::ImageError::IoError(io) => Error::io(path, io),
         other => Error::format(path, format!("could not write PNG: {other}")),
     })
+}
+
+/// Renders sample grids as PNG files into `dir` (created if missing), pixels scaled ×4:
+///
+/// * `shapes_task_a.png` — [`synthetic::shapes_task_a`] at 16×16 from `seed`: 8 columns (one per class, in
+///   [`Shape::ALL`] order) × 4 rows of examples.
+/// * `scenes_task_b.png` — the first 32 [`synthetic::scenes_task_b`] scenes at 16×16 from `seed`, 8 per row.
+/// * `digits_scenes.png` — only when [`digits::default_dir`] finds the digits: the first
+///   32 scenes of [`digits::scenes`] (from the fixed training split, chosen digits
+///   [`digits::TASK_B_DIGITS`], `seed`), 8 per row.
+///
+/// Returns the paths written.
+pub fn save_samples_png(dir: &Path, seed: u64) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+
+    let a = synthetic::shapes_task_a(64, DEFAULT_SIZE, seed);
+    let Targets::Classes { y, .. } = &a.targets else { unreachable!("task A has classes") };
+    let mut idx = Vec::new();
+    for row in 0..4 {
+        for c in 0..Shape::ALL.len() as u32 {
+            if let Some(i) = y.iter().enumerate().filter(|&(_, &v)| v == c).nth(row).map(|(i, _)| i) {
+                idx.push(i);
+            }
+        }
+    }
+    let p = dir.join("shapes_task_a.png");
+    save_grid_png(&p, &a, &idx, Shape::ALL.len(), 4)?;
+    written.push(p);
+
+    let b = synthetic::scenes_task_b(32, DEFAULT_SIZE, seed);
+    let p = dir.join("scenes_task_b.png");
+    save_grid_png(&p, &b, &(0..32).collect::<Vec<_>>(), 8, 4)?;
+    written.push(p);
+
+    if let Some(ddir) = digits::default_dir() {
+        let all = digits::load(&ddir)?;
+        let (train, _test) = digits::fixed_split(&all);
+        let sc = digits::scenes(&train, 32, digits::TASK_B_DIGITS, seed)?;
+        let p = dir.join("digits_scenes.png");
+        save_grid_png(&p, &sc, &(0..32).collect::<Vec<_>>(), 8, 4)?;
+        written.push(p);
+    }
+    Ok(written)
 }

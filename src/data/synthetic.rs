@@ -20,10 +20,8 @@
 //! Generation is cheap: tens of thousands of 16×16 images take a few tens of milliseconds in a
 //! release build.
 
-use std::path::{Path, PathBuf};
-
-use super::{Dataset, Targets, preview};
-use crate::{Error, Result, Rng};
+use super::{Dataset, Targets};
+use crate::{Result, Rng};
 
 /// The default image side, in pixels.
 pub const DEFAULT_SIZE: usize = 16;
@@ -149,23 +147,9 @@ fn clamp_size(size: usize) -> usize {
     size.clamp(MIN_SIZE, MAX_SIZE)
 }
 
-/// The most bytes of images one generator call makes: 8 GiB, e.g. 8 Mi images of 16×16. The
-/// generators build the whole data set in host memory before anything reaches the GPU, so a
-/// request beyond this would be refused by the host allocator with an abort, not an error.
-pub const MAX_BYTES: u64 = 8 << 30;
-
-/// Refuses `n` images of `size × size` (size already clamped) whose pixels exceed [`MAX_BYTES`].
-pub(crate) fn check_n(task: &str, n: usize, size: usize) -> Result<()> {
-    let bytes = (n as u64).checked_mul((size * size * 4) as u64);
-    match bytes {
-        Some(b) if b <= MAX_BYTES => Ok(()),
-        _ => Err(Error::invalid(format!(
-            "{task}: {n} images of {size}×{size} need {} bytes, more than the generators' limit of {MAX_BYTES} bytes \
-             (headswap::data::synthetic::MAX_BYTES)",
-            bytes.map_or_else(|| "over 2^64".to_string(), |b| b.to_string())
-        ))),
-    }
-}
+/// The generators' byte limit, also at [`super::MAX_BYTES`] (kept here as public API).
+pub use super::MAX_BYTES;
+use super::check_n;
 
 /// [`shapes_task_a`], refusing an `n` whose images would exceed [`MAX_BYTES`] with an error
 /// instead of attempting the allocation: the one to call with a user-given `n`.
@@ -286,50 +270,6 @@ fn generate_task_b(n: usize, size: usize, seed: u64) -> Dataset {
         targets: Targets::Labels { y, k },
         label_names: TASK_B_LABELS.iter().map(|s| s.name().to_string()).collect(),
     }
-}
-
-/// Renders sample grids as PNG files into `dir` (created if missing), pixels scaled ×4:
-///
-/// * `shapes_task_a.png` — task A at 16×16 from `seed`: 8 columns (one per class, in
-///   [`Shape::ALL`] order) × 4 rows of examples.
-/// * `scenes_task_b.png` — the first 32 task B scenes at 16×16 from `seed`, 8 per row.
-/// * `digits_scenes.png` — only when [`super::digits::default_dir`] finds the digits: the first
-///   32 scenes of [`super::digits::scenes`] (from the fixed training split, chosen digits
-///   [`super::digits::TASK_B_DIGITS`], `seed`), 8 per row.
-///
-/// Returns the paths written.
-pub fn save_samples_png(dir: &Path, seed: u64) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-    let mut written = Vec::new();
-
-    let a = shapes_task_a(64, DEFAULT_SIZE, seed);
-    let Targets::Classes { y, .. } = &a.targets else { unreachable!("task A has classes") };
-    let mut idx = Vec::new();
-    for row in 0..4 {
-        for c in 0..Shape::ALL.len() as u32 {
-            if let Some(i) = y.iter().enumerate().filter(|&(_, &v)| v == c).nth(row).map(|(i, _)| i) {
-                idx.push(i);
-            }
-        }
-    }
-    let p = dir.join("shapes_task_a.png");
-    preview::save_grid_png(&p, &a, &idx, Shape::ALL.len(), 4)?;
-    written.push(p);
-
-    let b = scenes_task_b(32, DEFAULT_SIZE, seed);
-    let p = dir.join("scenes_task_b.png");
-    preview::save_grid_png(&p, &b, &(0..32).collect::<Vec<_>>(), 8, 4)?;
-    written.push(p);
-
-    if let Some(ddir) = super::digits::default_dir() {
-        let digits = super::digits::load(&ddir)?;
-        let (train, _test) = super::digits::fixed_split(&digits);
-        let sc = super::digits::scenes(&train, 32, super::digits::TASK_B_DIGITS, seed)?;
-        let p = dir.join("digits_scenes.png");
-        preview::save_grid_png(&p, &sc, &(0..32).collect::<Vec<_>>(), 8, 4)?;
-        written.push(p);
-    }
-    Ok(written)
 }
 
 #[cfg(test)]

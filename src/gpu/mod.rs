@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use pipelines::{Dispatch, PipelineCache};
+pub use pipelines::{Access, Dispatch, KernelId, PipelineCache, ShaderSource};
 pub use tensor::Tensor;
 
 /// Counters the engine keeps about its own GPU work. Tests and benchmarks read them to show, for

@@ -1,26 +1,92 @@
 //! The pipeline cache and the [`Dispatch`]: a kernel launch with its bind group built once.
 //!
-//! Shader modules are compiled once per family and device; pipelines once per (kernel, override
-//! constants). Bind group layouts are shared between every kernel with the same binding shape, so
+//! Shader modules are compiled once per [`ShaderSource`] and device; pipelines once per (kernel,
+//! override constants). Bind group layouts are shared between every kernel with the same binding shape, so
 //! they are created explicitly instead of taken from `layout: None` (which would tie a layout to
 //! one pipeline). Every kernel binds a uniform params block at binding 0 and its storage buffers
-//! at 1, 2, ... in the order its [`Kernel::bindings`] lists.
+//! at 1, 2, ... in the order its [`KernelId::bindings`] lists.
+//!
+//! gpu/ owns the kernel ids ([`KernelId`], [`ShaderSource`], [`Access`]) and knows nothing of the
+//! kernels themselves: `kernels/` defines the constants (its `source.rs` the shader sources) and
+//! depends on gpu/, never the other way round.
 
 use super::{Gpu, Tensor};
 use crate::error::{Error, Result};
-use crate::kernels::{Access, Family, Kernel};
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 type ConstKey = Vec<(&'static str, u64)>;
 
+/// How a kernel uses a storage binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// The WGSL of one shader module: a name (a file name, unique per module: modules are cached, and
+/// compared, by it) and the text in parts, joined with newlines (`common.wgsl`, then the
+/// family's file or files).
+pub struct ShaderSource {
+    pub name: &'static str,
+    pub parts: &'static [&'static str],
+}
+
+impl ShaderSource {
+    /// The module's text: the parts joined with newlines.
+    pub fn wgsl(&self) -> String {
+        self.parts.join("\n")
+    }
+}
+
+// By name only: the name identifies the module, and hashing the text would cost every
+// pipeline lookup a pass over tens of kilobytes.
+impl PartialEq for ShaderSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for ShaderSource {}
+
+impl Hash for ShaderSource {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl std::fmt::Debug for ShaderSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShaderSource({})", self.name)
+    }
+}
+
+/// One WGSL entry point: its module, name and binding list (after the params uniform at 0).
+/// Launchers name kernels through typed constants of this, never strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelId {
+    pub source: &'static ShaderSource,
+    pub entry: &'static str,
+    pub bindings: &'static [Access],
+}
+
+impl KernelId {
+    /// Whether `gpu`'s device can bind this kernel's storage buffers
+    /// (`max_storage_buffers_per_shader_stage`: 8 in WebGPU's default limits). Launchers of fused
+    /// kernels that bind more fall back to their separate launches where this is false.
+    pub fn fits(&self, gpu: &Gpu) -> bool {
+        self.bindings.len() as u64 <= gpu.limits().max_storage_buffers_per_shader_stage as u64
+    }
+}
+
 /// Compiled modules, pipelines and layouts of one device.
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<&'static ShaderSource, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<&'static [Access], (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    pipelines: Mutex<HashMap<(Kernel, ConstKey), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<(KernelId, ConstKey), Arc<wgpu::ComputePipeline>>>,
 }
 
 impl PipelineCache {
@@ -30,6 +96,11 @@ impl PipelineCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Number of shader modules compiled so far: one per [`ShaderSource`] used, however many of
+    /// its entry points run.
+    pub fn module_count(&self) -> usize {
+        self.modules.lock().map(|m| m.len()).unwrap_or(0)
     }
 }
 
@@ -84,24 +155,24 @@ impl Gpu {
     }
 
     /// The compiled pipeline for `kernel` with `constants` (WGSL `override`s), compiled on first use.
-    pub(crate) fn pipeline(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub(crate) fn pipeline(&self, kernel: KernelId, constants: &[(&'static str, f64)]) -> Result<Arc<wgpu::ComputePipeline>> {
         let key: ConstKey = constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
         if let Some(p) = lock(&self.inner.pipelines.pipelines).get(&(kernel, key.clone())) {
             return Ok(p.clone());
         }
         let module = {
             let mut modules = lock(&self.inner.pipelines.modules);
-            match modules.get(&kernel.family) {
+            match modules.get(kernel.source) {
                 Some(m) => m.clone(),
                 None => {
-                    let src = kernel.family.source();
-                    let m = self.scoped(kernel.family.name(), || {
+                    let src = kernel.source.wgsl();
+                    let m = self.scoped(kernel.source.name, || {
                         self.device().create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(kernel.family.name()),
+                            label: Some(kernel.source.name),
                             source: wgpu::ShaderSource::Wgsl(src.into()),
                         })
                     })?;
-                    modules.insert(kernel.family, m.clone());
+                    modules.insert(kernel.source, m.clone());
                     m
                 }
             }
@@ -127,7 +198,7 @@ impl Gpu {
 /// One kernel launch, ready to record: pipeline, bind group (built once) and workgroup counts.
 /// Training steps hold a list of these and re-record them every step; nothing is rebuilt.
 pub struct Dispatch {
-    pub(crate) kernel: Kernel,
+    pub(crate) kernel: KernelId,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
@@ -145,7 +216,7 @@ impl Dispatch {
     /// limits, gets the cached pipeline, and creates the params buffer and bind group.
     pub(crate) fn new(
         gpu: &Gpu,
-        kernel: Kernel,
+        kernel: KernelId,
         constants: &[(&'static str, f64)],
         params: &[u8],
         buffers: &[&Tensor],

@@ -59,29 +59,30 @@
 //! ```
 
 use super::matmul::{Epilogue, Transpose, matmul_dispatch};
-use super::{Activation, Family, Kernel, R, RW, ensure};
+use super::{Activation, Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const CONV_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "conv_forward", bindings: &[R, R, R, RW] };
-pub(crate) const CONV_BACKWARD_INPUT: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_input", bindings: &[R, R, RW] };
-pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_weight", bindings: &[R, R, RW] };
-pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { family: Family::Conv, entry: "conv_backward_bias", bindings: &[R, RW] };
-pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_forward", bindings: &[R, RW, RW] };
-pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward", bindings: &[R, R, RW] };
-pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel = Kernel { family: Family::Conv, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
-pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_forward", bindings: &[R, RW] };
-pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "avg_pool_backward", bindings: &[R, RW] };
-pub(crate) const GLOBAL_AVG_POOL_FORWARD: Kernel = Kernel { family: Family::Conv, entry: "global_avg_pool_forward", bindings: &[R, RW] };
-pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { family: Family::Conv, entry: "global_avg_pool_backward", bindings: &[R, RW] };
-pub(crate) const IM2COL: Kernel = Kernel { family: Family::Conv, entry: "im2col", bindings: &[R, RW] };
-pub(crate) const IM2COL_ROWS: Kernel = Kernel { family: Family::Conv, entry: "im2col_rows", bindings: &[R, RW] };
-pub(crate) const COL2IM: Kernel = Kernel { family: Family::Conv, entry: "col2im", bindings: &[R, RW] };
-pub(crate) const COL2IM_ROWS: Kernel = Kernel { family: Family::Conv, entry: "col2im_rows", bindings: &[R, RW] };
-pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { family: Family::Conv, entry: "nchw_transpose", bindings: &[R, RW] };
-pub(crate) const SUM_PARTS: Kernel = Kernel { family: Family::Conv, entry: "sum_parts", bindings: &[R, RW] };
+pub(crate) const CONV_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "conv_forward", bindings: &[R, R, R, RW] };
+pub(crate) const CONV_BACKWARD_INPUT: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_input", bindings: &[R, R, RW] };
+pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_weight", bindings: &[R, R, RW] };
+pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_bias", bindings: &[R, RW] };
+pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "max_pool_forward", bindings: &[R, RW, RW] };
+pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { source: &source::CONV, entry: "max_pool_backward", bindings: &[R, R, RW] };
+pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel =
+    Kernel { source: &source::CONV, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
+pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "avg_pool_forward", bindings: &[R, RW] };
+pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::CONV, entry: "avg_pool_backward", bindings: &[R, RW] };
+pub(crate) const GLOBAL_AVG_POOL_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "global_avg_pool_forward", bindings: &[R, RW] };
+pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::CONV, entry: "global_avg_pool_backward", bindings: &[R, RW] };
+pub(crate) const IM2COL: Kernel = Kernel { source: &source::CONV, entry: "im2col", bindings: &[R, RW] };
+pub(crate) const IM2COL_ROWS: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows", bindings: &[R, RW] };
+pub(crate) const COL2IM: Kernel = Kernel { source: &source::CONV, entry: "col2im", bindings: &[R, RW] };
+pub(crate) const COL2IM_ROWS: Kernel = Kernel { source: &source::CONV, entry: "col2im_rows", bindings: &[R, RW] };
+pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { source: &source::CONV, entry: "nchw_transpose", bindings: &[R, RW] };
+pub(crate) const SUM_PARTS: Kernel = Kernel { source: &source::CONV, entry: "sum_parts", bindings: &[R, RW] };
 
 /// Invocations per workgroup of every conv.wgsl kernel.
 const WG: u32 = 64;

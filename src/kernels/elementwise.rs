@@ -1,16 +1,16 @@
 //! Bias add and activations, forward and backward.
 
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::Result;
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const BIAS_ADD: Kernel = Kernel { family: Family::Elementwise, entry: "bias_add", bindings: &[R, RW] };
-pub(crate) const ACT_FORWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_forward", bindings: &[R, RW] };
-pub(crate) const ACT_BACKWARD: Kernel = Kernel { family: Family::Elementwise, entry: "act_backward", bindings: &[R, R, RW] };
-pub(crate) const ADD_ACT: Kernel = Kernel { family: Family::Elementwise, entry: "add_act", bindings: &[R, R, RW] };
-pub(crate) const ADD_ASSIGN: Kernel = Kernel { family: Family::Elementwise, entry: "add_assign", bindings: &[R, RW] };
-pub(crate) const COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[R, RW] };
+pub(crate) const BIAS_ADD: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "bias_add", bindings: &[R, RW] };
+pub(crate) const ACT_FORWARD: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "act_forward", bindings: &[R, RW] };
+pub(crate) const ACT_BACKWARD: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "act_backward", bindings: &[R, R, RW] };
+pub(crate) const ADD_ACT: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "add_act", bindings: &[R, R, RW] };
+pub(crate) const ADD_ASSIGN: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "add_assign", bindings: &[R, RW] };
+pub(crate) const COPY: Kernel = Kernel { source: &source::ELEMENTWISE, entry: "copy", bindings: &[R, RW] };
 
 /// An activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

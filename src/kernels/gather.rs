@@ -14,15 +14,15 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const GATHER_ROWS: Kernel = Kernel { family: Family::Gather, entry: "gather_rows", bindings: &[R, R, RW] };
-pub(crate) const GATHER_ROWS4: Kernel = Kernel { family: Family::Gather, entry: "gather_rows4", bindings: &[R, R, RW] };
-pub(crate) const GATHER_ROWS_PAIR4: Kernel = Kernel { family: Family::Gather, entry: "gather_rows_pair4", bindings: &[R, R, RW, R, RW] };
+pub(crate) const GATHER_ROWS: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows", bindings: &[R, R, RW] };
+pub(crate) const GATHER_ROWS4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows4", bindings: &[R, R, RW] };
+pub(crate) const GATHER_ROWS_PAIR4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows_pair4", bindings: &[R, R, RW, R, RW] };
 
 /// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
 #[repr(C)]
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn params_match_wgsl_size() {
         assert_eq!(std::mem::size_of::<GatherParams>(), 32);
-        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER, "GatherParams"), std::mem::size_of::<GatherParams>());
-        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER, "PairParams"), std::mem::size_of::<PairParams>());
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "GatherParams"), std::mem::size_of::<GatherParams>());
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "PairParams"), std::mem::size_of::<PairParams>());
     }
 }

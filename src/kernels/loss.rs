@@ -8,21 +8,21 @@
 
 use super::gather::IndexedDispatch;
 use super::reduce::ensure_loop_budget;
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::Result;
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use bytemuck::Zeroable;
 
-pub(crate) const SOFTMAX_XENT: Kernel = Kernel { family: Family::Loss, entry: "softmax_xent", bindings: &[R, R, RW, RW] };
-pub(crate) const BCE_LOGITS: Kernel = Kernel { family: Family::Loss, entry: "bce_logits", bindings: &[R, R, R, R, R, RW, RW] };
+pub(crate) const SOFTMAX_XENT: Kernel = Kernel { source: &source::LOSS, entry: "softmax_xent", bindings: &[R, R, RW, RW] };
+pub(crate) const BCE_LOGITS: Kernel = Kernel { source: &source::LOSS, entry: "bce_logits", bindings: &[R, R, R, R, R, RW, RW] };
 // the last binding of each: the index buffer of GATHER_TARGETS
-pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { family: Family::Loss, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW, R] };
-pub(crate) const HEAD_BCE: Kernel = Kernel { family: Family::Loss, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R] };
+pub(crate) const HEAD_SOFTMAX: Kernel = Kernel { source: &source::LOSS, entry: "head_softmax", bindings: &[R, R, RW, RW, RW, RW, RW, R] };
+pub(crate) const HEAD_BCE: Kernel = Kernel { source: &source::LOSS, entry: "head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R] };
 pub(crate) const LINEAR_HEAD_BCE: Kernel =
-    Kernel { family: Family::Loss, entry: "linear_head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R, R, R, RW] };
-pub(crate) const COUNT_LABELLED: Kernel = Kernel { family: Family::Loss, entry: "count_labelled", bindings: &[R, RW] };
+    Kernel { source: &source::LOSS, entry: "linear_head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R, R, R, RW] };
+pub(crate) const COUNT_LABELLED: Kernel = Kernel { source: &source::LOSS, entry: "count_labelled", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the one-invocation-per-row kernels (`@workgroup_size(64)`).
 const ROW_WG: u32 = 64;
@@ -592,6 +592,9 @@ mod tests {
     fn params_match_wgsl_size() {
         // struct Params { rows, cols: u32, scale: f32, _pad: u32 } = 16 bytes in WGSL
         assert_eq!(std::mem::size_of::<super::LossParams>(), 16);
-        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS, "HeadParams"), std::mem::size_of::<super::HeadParams>());
+        assert_eq!(
+            crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS_WGSL, "HeadParams"),
+            std::mem::size_of::<super::HeadParams>()
+        );
     }
 }

@@ -5,14 +5,14 @@
 //! once: zero the counters at the start of the epoch, record the dispatch after every batch's
 //! forward pass, read at the end. [`LabelMetrics`] turns the confusion counts into scores.
 
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const ARGMAX_CORRECT: Kernel = Kernel { family: Family::Metrics, entry: "argmax_correct", bindings: &[R, R, RW] };
-pub(crate) const LABEL_CONFUSION: Kernel = Kernel { family: Family::Metrics, entry: "label_confusion", bindings: &[R, R, RW] };
+pub(crate) const ARGMAX_CORRECT: Kernel = Kernel { source: &source::METRICS, entry: "argmax_correct", bindings: &[R, R, RW] };
+pub(crate) const LABEL_CONFUSION: Kernel = Kernel { source: &source::METRICS, entry: "label_confusion", bindings: &[R, R, RW] };
 
 /// Uniform block of `argmax_correct` (`ArgmaxParams` in metrics.wgsl).
 #[repr(C)]
@@ -211,7 +211,7 @@ mod tests {
     use crate::kernels::wgsl_struct_bytes;
     #[test]
     fn params_match_wgsl_size() {
-        let src = crate::kernels::source::METRICS;
+        let src = crate::kernels::source::METRICS_WGSL;
         assert_eq!(std::mem::size_of::<ArgmaxParams>(), 16);
         assert_eq!(std::mem::size_of::<ConfusionParams>(), 16);
         assert_eq!(wgsl_struct_bytes(src, "ArgmaxParams"), std::mem::size_of::<ArgmaxParams>());

@@ -18,7 +18,6 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
-pub mod autotune;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;
@@ -31,80 +30,13 @@ pub(crate) mod source;
 pub mod tune;
 
 pub use crate::gpu::Dispatch;
+/// The kernel ids are gpu/'s (the pipeline cache keys on them); the launchers here define the
+/// constants, and `Kernel` is the name they use.
+pub use crate::gpu::{Access, KernelId as Kernel, ShaderSource};
 pub use elementwise::{Activation, act_backward, act_forward, add_act, add_assign, bias_add, copy};
+/// The matmul's variant chooser under its earlier path; it lives in [`matmul::choose`].
+pub use matmul::choose as autotune;
 pub use matmul::{Epilogue, Transpose, matmul, matmul_ex};
-
-/// How a kernel uses a storage binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
-    Read,
-    ReadWrite,
-}
-
-/// A WGSL file in `shaders/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    Matmul,
-    /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
-    MatmulSubgroup,
-    Elementwise,
-    Reduce,
-    Loss,
-    Optim,
-    Metrics,
-    Gather,
-    Conv,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Matmul => "matmul.wgsl",
-            Family::MatmulSubgroup => "matmul_subgroup.wgsl",
-            Family::Elementwise => "elementwise.wgsl",
-            Family::Reduce => "reduce.wgsl",
-            Family::Loss => "loss.wgsl",
-            Family::Optim => "optim.wgsl",
-            Family::Metrics => "metrics.wgsl",
-            Family::Gather => "gather.wgsl",
-            Family::Conv => "conv.wgsl",
-        }
-    }
-
-    /// The module source: the family's file, after `common.wgsl`.
-    pub(crate) fn source(self) -> String {
-        let body = match self {
-            Family::Matmul => source::MATMUL,
-            Family::MatmulSubgroup => return format!("{}\n{}\n{}", source::COMMON, source::MATMUL, source::MATMUL_SUBGROUP),
-            Family::Elementwise => source::ELEMENTWISE,
-            Family::Reduce => source::REDUCE,
-            Family::Loss => source::LOSS,
-            Family::Optim => source::OPTIM,
-            Family::Metrics => source::METRICS,
-            Family::Gather => source::GATHER,
-            Family::Conv => source::CONV,
-        };
-        format!("{}\n{}", source::COMMON, body)
-    }
-}
-
-/// One WGSL entry point: its family, name and binding list (after the params uniform at 0).
-/// Launchers name kernels through typed constants, never strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Kernel {
-    pub family: Family,
-    pub entry: &'static str,
-    pub bindings: &'static [Access],
-}
-
-impl Kernel {
-    /// Whether `gpu`'s device can bind this kernel's storage buffers
-    /// (`max_storage_buffers_per_shader_stage`: 8 in WebGPU's default limits). Launchers of fused
-    /// kernels that bind more fall back to their separate launches where this is false.
-    pub fn fits(&self, gpu: &crate::gpu::Gpu) -> bool {
-        self.bindings.len() as u64 <= gpu.limits().max_storage_buffers_per_shader_stage as u64
-    }
-}
 
 pub(crate) const R: Access = Access::Read;
 pub(crate) const RW: Access = Access::ReadWrite;
@@ -159,14 +91,14 @@ mod tests {
     #[test]
     fn required_limits_cover_every_workgroup() {
         let files = [
-            ("matmul.wgsl", format!("{}\n{}", super::source::MATMUL, super::source::MATMUL_SUBGROUP)),
-            ("elementwise.wgsl", super::source::ELEMENTWISE.to_string()),
-            ("reduce.wgsl", super::source::REDUCE.to_string()),
-            ("loss.wgsl", super::source::LOSS.to_string()),
-            ("optim.wgsl", super::source::OPTIM.to_string()),
-            ("metrics.wgsl", super::source::METRICS.to_string()),
-            ("gather.wgsl", super::source::GATHER.to_string()),
-            ("conv.wgsl", super::source::CONV.to_string()),
+            ("matmul.wgsl", format!("{}\n{}", super::source::MATMUL_WGSL, super::source::MATMUL_SUBGROUP_WGSL)),
+            ("elementwise.wgsl", super::source::ELEMENTWISE_WGSL.to_string()),
+            ("reduce.wgsl", super::source::REDUCE_WGSL.to_string()),
+            ("loss.wgsl", super::source::LOSS_WGSL.to_string()),
+            ("optim.wgsl", super::source::OPTIM_WGSL.to_string()),
+            ("metrics.wgsl", super::source::METRICS_WGSL.to_string()),
+            ("gather.wgsl", super::source::GATHER_WGSL.to_string()),
+            ("conv.wgsl", super::source::CONV_WGSL.to_string()),
         ];
         // a `const` or an `override`'s default (matmul's WG_X, WG_Y: set to 8 × 1 by the launcher)
         let value = |src: &str, token: &str| -> u64 {
@@ -228,7 +160,7 @@ mod tests {
             include_str!("elementwise.rs"),
             include_str!("gather.rs"),
             include_str!("loss.rs"),
-            include_str!("matmul.rs"),
+            include_str!("matmul/mod.rs"),
             include_str!("metrics.rs"),
             include_str!("optim.rs"),
             include_str!("reduce.rs"),
@@ -237,7 +169,7 @@ mod tests {
         let mut above = Vec::new();
         let mut kernels = 0;
         for src in sources {
-            for (at, _) in src.match_indices("Kernel { family: ") {
+            for (at, _) in src.match_indices("Kernel { source: ") {
                 let rest = &src[at..];
                 let entry = rest.split('"').nth(1).unwrap();
                 let bindings = rest.split("bindings: ").nth(1).unwrap();

@@ -22,18 +22,18 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::{StepUniforms, groups_1d};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const SGD: Kernel = Kernel { family: Family::Optim, entry: "sgd", bindings: &[R, RW] };
-pub(crate) const SGD_MOMENTUM: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum", bindings: &[R, RW, RW] };
-pub(crate) const ADAM: Kernel = Kernel { family: Family::Optim, entry: "adam", bindings: &[R, RW, RW, RW] };
-pub(crate) const SGD_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_2", bindings: &[R, RW, R, RW] };
-pub(crate) const SGD_MOMENTUM_2: Kernel = Kernel { family: Family::Optim, entry: "sgd_momentum_2", bindings: &[R, RW, RW, R, RW, RW] };
-pub(crate) const ADAM_2: Kernel = Kernel { family: Family::Optim, entry: "adam_2", bindings: &[R, RW, RW, RW, R, RW, RW, RW] };
+pub(crate) const SGD: Kernel = Kernel { source: &source::OPTIM, entry: "sgd", bindings: &[R, RW] };
+pub(crate) const SGD_MOMENTUM: Kernel = Kernel { source: &source::OPTIM, entry: "sgd_momentum", bindings: &[R, RW, RW] };
+pub(crate) const ADAM: Kernel = Kernel { source: &source::OPTIM, entry: "adam", bindings: &[R, RW, RW, RW] };
+pub(crate) const SGD_2: Kernel = Kernel { source: &source::OPTIM, entry: "sgd_2", bindings: &[R, RW, R, RW] };
+pub(crate) const SGD_MOMENTUM_2: Kernel = Kernel { source: &source::OPTIM, entry: "sgd_momentum_2", bindings: &[R, RW, RW, R, RW, RW] };
+pub(crate) const ADAM_2: Kernel = Kernel { source: &source::OPTIM, entry: "adam_2", bindings: &[R, RW, RW, RW, R, RW, RW, RW] };
 
 /// The most parameter ranges one optimizer dispatch updates (the `_2` entry points). A step over
 /// more ranges (one per parameter group) takes one dispatch per pair, or one per range.
@@ -601,7 +601,7 @@ mod tests {
     use crate::kernels::wgsl_struct_bytes;
     #[test]
     fn params_match_wgsl_size() {
-        let src = crate::kernels::source::OPTIM;
+        let src = crate::kernels::source::OPTIM_WGSL;
         assert_eq!(std::mem::size_of::<SgdParams>(), 48);
         assert_eq!(std::mem::size_of::<AdamParams>(), 64);
         assert_eq!(wgsl_struct_bytes(src, "SgdParams"), std::mem::size_of::<SgdParams>());

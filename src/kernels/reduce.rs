@@ -3,16 +3,16 @@
 //! Every reduction adds in a fixed order without atomics, so the same input gives bit-identical
 //! output on the same adapter (see `shaders/reduce.wgsl`).
 
-use super::{Family, Kernel, R, RW, ensure};
+use super::{Kernel, R, RW, ensure, source};
 use crate::error::Result;
 use crate::gpu::pipelines::groups_1d;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 
-pub(crate) const COL_SUM: Kernel = Kernel { family: Family::Reduce, entry: "col_sum", bindings: &[R, RW] };
-pub(crate) const ROW_SUM: Kernel = Kernel { family: Family::Reduce, entry: "row_sum", bindings: &[R, RW] };
-pub(crate) const ROW_MAX: Kernel = Kernel { family: Family::Reduce, entry: "row_max", bindings: &[R, RW] };
-pub(crate) const SUM: Kernel = Kernel { family: Family::Reduce, entry: "sum", bindings: &[R, RW] };
+pub(crate) const COL_SUM: Kernel = Kernel { source: &source::REDUCE, entry: "col_sum", bindings: &[R, RW] };
+pub(crate) const ROW_SUM: Kernel = Kernel { source: &source::REDUCE, entry: "row_sum", bindings: &[R, RW] };
+pub(crate) const ROW_MAX: Kernel = Kernel { source: &source::REDUCE, entry: "row_max", bindings: &[R, RW] };
+pub(crate) const SUM: Kernel = Kernel { source: &source::REDUCE, entry: "sum", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the per-output kernels (`@workgroup_size(64)`).
 const PER_OUTPUT_WG: usize = 64;

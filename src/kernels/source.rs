@@ -1,13 +1,27 @@
-//! The WGSL sources, embedded at compile time. Families that use activations get
-//! `shaders/common.wgsl` prepended here, the one place that happens.
+//! The WGSL sources, embedded at compile time, and the shader modules made of them. Every module
+//! has `shaders/common.wgsl` prepended, here, the one place that happens.
 
-pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
-pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-pub const MATMUL_SUBGROUP: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
-pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
-pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
-pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
-pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
-pub const METRICS: &str = include_str!("../../shaders/metrics.wgsl");
-pub const GATHER: &str = include_str!("../../shaders/gather.wgsl");
-pub const CONV: &str = include_str!("../../shaders/conv.wgsl");
+use crate::gpu::ShaderSource;
+
+pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
+pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
+pub const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
+pub const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
+pub const METRICS_WGSL: &str = include_str!("../../shaders/metrics.wgsl");
+pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
+pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+
+pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
+/// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
+pub static MATMUL_SUBGROUP: ShaderSource =
+    ShaderSource { name: "matmul_subgroup.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL, MATMUL_SUBGROUP_WGSL] };
+pub static ELEMENTWISE: ShaderSource = ShaderSource { name: "elementwise.wgsl", parts: &[COMMON_WGSL, ELEMENTWISE_WGSL] };
+pub static REDUCE: ShaderSource = ShaderSource { name: "reduce.wgsl", parts: &[COMMON_WGSL, REDUCE_WGSL] };
+pub static LOSS: ShaderSource = ShaderSource { name: "loss.wgsl", parts: &[COMMON_WGSL, LOSS_WGSL] };
+pub static OPTIM: ShaderSource = ShaderSource { name: "optim.wgsl", parts: &[COMMON_WGSL, OPTIM_WGSL] };
+pub static METRICS: ShaderSource = ShaderSource { name: "metrics.wgsl", parts: &[COMMON_WGSL, METRICS_WGSL] };
+pub static GATHER: ShaderSource = ShaderSource { name: "gather.wgsl", parts: &[COMMON_WGSL, GATHER_WGSL] };
+pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, CONV_WGSL] };

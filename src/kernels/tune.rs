@@ -1,5 +1,5 @@
 //! The one mechanism behind every kernel choice headswap measures per device: the matmul variant
-//! ([`super::autotune`]), the convolution algorithm ([`super::conv::choose_algo`]), the fused or
+//! ([`super::matmul::choose`]), the convolution algorithm ([`super::conv::choose_algo`]), the fused or
 //! separate linear head step ([`super::loss::choose_linear_head`]) and the optimizer's launch form
 //! ([`super::optim::choose_range_launch`]). Each is a [`Tunable`] (its options, by name) asked
 //! about one class of shapes (`Ask`); `choose` answers, in this order:

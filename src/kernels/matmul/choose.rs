@@ -1,7 +1,7 @@
 //! Which matmul [`Variant`] to launch, per adapter and shape class: measured on first use,
 //! remembered in memory and in a cache file so later runs start fast.
 //!
-//! The order of precedence for one product is [`super::tune`]'s, the mechanism every per-device
+//! The order of precedence for one product is [`crate::kernels::tune`]'s, the mechanism every per-device
 //! kernel choice shares:
 //! 1. `HEADSWAP_MATMUL=<name>` ([`Variant::name`]) forces a variant (tests check every one; one
 //!    the device cannot launch for the shape gives `reg4x4`; an unknown name is an error).
@@ -23,13 +23,13 @@
 //! each operand can be read as vec4s ([`Problem::vec_a`]). The cache file ([`cache_path`]) holds
 //! every kind's choices, keyed by [`device_key`].
 
-use super::matmul::{Epilogue, Problem, Variant, build};
-use super::tune::{self, Ask, Tunable};
+use super::{Epilogue, Problem, Variant, build};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::kernels::tune::{self, Ask, Tunable};
 use std::time::Instant;
 
-pub use super::tune::{Source, cache_path, device_key, measurements};
+pub use crate::kernels::tune::{Source, cache_path, device_key, measurements};
 
 /// The variant for one product and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

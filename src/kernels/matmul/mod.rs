@@ -3,31 +3,32 @@
 //! The product has several kernels, the entry points of `shaders/matmul.wgsl` ([`Variant`]); each
 //! is correct for every shape and transpose form, and they differ in speed by adapter: register
 //! blocks with vec4 loads on lavapipe (a CPU), workgroup-memory tiles on GPUs. [`matmul_dispatch`]
-//! asks [`autotune`] which one to use for the shape's class (measured once per
+//! asks [`choose`] which one to use for the shape's class (measured once per
 //! adapter, remembered in memory and in a cache file); [`matmul_dispatch_variant`] names one.
 
-use super::autotune;
-use super::{Family, Kernel, R, RW, ensure, vec4_view};
+pub mod choose;
+
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
 use crate::kernels::gather::IndexedDispatch;
+use crate::kernels::{Kernel, R, RW, ensure, source, vec4_view};
 
 // Every variant binds A and B a second time (5, 6) as vec4 arrays (read by the block variants)
 // and the index buffer of a gathered operand (7).
-const BINDINGS: &[super::Access] = &[R, R, R, RW, R, R, R];
-const REG4X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_reg4x4", bindings: BINDINGS };
-const BLOCK8X8: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block8x8", bindings: BINDINGS };
-const BLOCK16X16: Kernel = Kernel { family: Family::Matmul, entry: "matmul_block16x16", bindings: BINDINGS };
-const SG32X8: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sg32x8", bindings: BINDINGS };
-const SGTALL32X4: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgtall32x4", bindings: BINDINGS };
-const SGWIDE4X32: Kernel = Kernel { family: Family::MatmulSubgroup, entry: "matmul_sgwide4x32", bindings: BINDINGS };
-const TALL32X4: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tall32x4", bindings: BINDINGS };
-const WIDE4X32: Kernel = Kernel { family: Family::Matmul, entry: "matmul_wide4x32", bindings: BINDINGS };
-const TILE64: Kernel = Kernel { family: Family::Matmul, entry: "matmul_tile64", bindings: BINDINGS };
+const BINDINGS: &[crate::kernels::Access] = &[R, R, R, RW, R, R, R];
+const REG4X4: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_reg4x4", bindings: BINDINGS };
+const BLOCK8X8: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_block8x8", bindings: BINDINGS };
+const BLOCK16X16: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_block16x16", bindings: BINDINGS };
+const SG32X8: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sg32x8", bindings: BINDINGS };
+const SGTALL32X4: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sgtall32x4", bindings: BINDINGS };
+const SGWIDE4X32: Kernel = Kernel { source: &source::MATMUL_SUBGROUP, entry: "matmul_sgwide4x32", bindings: BINDINGS };
+const TALL32X4: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_tall32x4", bindings: BINDINGS };
+const WIDE4X32: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_wide4x32", bindings: BINDINGS };
+const TILE64: Kernel = Kernel { source: &source::MATMUL, entry: "matmul_tile64", bindings: BINDINGS };
 
 /// A matmul kernel: one entry point of `shaders/matmul.wgsl`. Every variant computes every shape
-/// and transpose form; [`autotune`] picks the fastest per adapter and shape class.
+/// and transpose form; [`choose`] picks the fastest per adapter and shape class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// As `Block16x16`, with each row of A loaded by one invocation and shared by
@@ -338,7 +339,7 @@ fn build_gathered(
 /// op(B)'s row kk is row `indices[offset + kk]` of B `[n, N]` (the gathered operand is not
 /// transposed; `n` is any number of stored rows). A training step reads its batch of the data set
 /// this way instead of copying it out first. The offset starts at 0; set it per step on the
-/// returned launch. The variant is the one [`autotune`] chose for the plain product of this shape.
+/// returned launch. The variant is the one [`choose`] chose for the plain product of this shape.
 /// Indices must be below `n` (an index past it reads an unspecified value of the buffer).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_dispatch_gathered(
@@ -391,7 +392,7 @@ fn gathered(
             })?;
             v
         }
-        None => autotune::choose(gpu, p, epi)?.variant,
+        None => choose::choose(gpu, p, epi)?.variant,
     };
     let d = build_gathered(gpu, v, a, b, c, p, epi, Some((side, indices)))?;
     let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
@@ -399,12 +400,12 @@ fn gathered(
     Ok(IndexedDispatch::new(d, bytemuck::cast(params), 4, indices.len(), batch))
 }
 
-/// Builds the launch of `C = act(op(A)·op(B) + bias)` with the variant [`autotune`]
+/// Builds the launch of `C = act(op(A)·op(B) + bias)` with the variant [`choose`]
 /// chooses for this adapter and shape class (which may measure the candidates the first time a
 /// class is seen: call it while building a plan, not inside a timed step).
 pub fn matmul_dispatch(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: Epilogue<'_>) -> Result<Dispatch> {
     let p = check(a, b, c, t, &epi)?;
-    let v = autotune::choose(gpu, p, epi)?.variant;
+    let v = choose::choose(gpu, p, epi)?.variant;
     build(gpu, v, a, b, c, p, epi)
 }
 
@@ -442,7 +443,7 @@ mod tests {
 
     #[test]
     fn params_match_wgsl_size() {
-        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL, "Params"), std::mem::size_of::<MatmulParams>());
+        assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL_WGSL, "Params"), std::mem::size_of::<MatmulParams>());
     }
 
     #[test]
