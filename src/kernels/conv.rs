@@ -59,6 +59,7 @@
 //! ```
 
 use super::matmul::{Epilogue, Transpose, matmul_dispatch};
+use super::reduce::{LOOP_BUDGET, SLICE_LEN, ensure_loop_budget};
 use super::{Activation, Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::groups_1d;
@@ -93,13 +94,6 @@ const CHANNEL_BLOCK: usize = 4;
 /// budget needs more slices).
 const DW_PARTS_MAX_BYTES: usize = 16 << 20;
 
-/// The most loop iterations one invocation may run, all its loops together: llvmpipe and
-/// lavapipe silently end every loop of an invocation after 65,535 iterations in total, so a
-/// launch that would pass this returns an error instead of a wrong result.
-const LOOP_BUDGET: usize = 65_000;
-/// Loop iterations per slice of a sliced reduction before the launcher splits it further.
-const SLICE_LEN: usize = 4096;
-
 /// Rows (`images·OH·OW`) of one im2col chunk: bounds the matmul's inner dimension for dW
 /// (about 1.25 loop iterations per element) well within [`LOOP_BUDGET`].
 const IM2COL_MAX_ROWS: usize = 32_768;
@@ -131,7 +125,6 @@ fn u32_of(v: usize, op: &str, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(format!("{op}: {what} = {v} does not fit the kernels' 32-bit indices")))
 }
 
-/// `Err` unless `iterations` per invocation fit the loop budget.
 /// Loop iterations of a window nest, `rows` outer iterations of `cols` inner ones, counted as
 /// lavapipe counts them: a loop of t trips costs t + 2 (its exit test runs as one more iteration,
 /// and lanes that leave at different trips keep the loop going; col2im_rows was measured to stop
@@ -139,17 +132,6 @@ fn u32_of(v: usize, op: &str, what: &str) -> Result<u32> {
 /// rows·(cols + 2) + rows + 2, plus one for the enclosing loop's own trip.
 fn nest_cost(rows: usize, cols: usize) -> usize {
     rows * (cols + 2) + rows + 3
-}
-
-fn ensure_budget(op: &str, iterations: usize, what: impl FnOnce() -> String) -> Result<()> {
-    if iterations <= LOOP_BUDGET {
-        return Ok(());
-    }
-    Err(Error::invalid(format!(
-        "{op}: {} needs {iterations} loop iterations in one GPU invocation; the limit is {LOOP_BUDGET} \
-         (llvmpipe/lavapipe silently stop longer loops)",
-        what()
-    )))
 }
 
 /// `SLICES` for a sliced reduction of `outputs` results, where `iterations(s)` is the loop count
@@ -164,7 +146,7 @@ fn slices_for(op: &str, outputs: usize, iterations: impl Fn(usize) -> usize) -> 
     while s < WG as usize && outputs * s < 256 && iterations(s * 2) >= 256 {
         s *= 2;
     }
-    ensure_budget(op, iterations(s) + s + 8, || format!("a reduction of {outputs} outputs"))?;
+    ensure_loop_budget(op, iterations(s) + s + 8, || format!("a reduction of {outputs} outputs"))?;
     Ok(s as u32)
 }
 
@@ -679,7 +661,7 @@ fn grid(op: &str, pixels: usize, blocks: usize, images: usize) -> Result<[u32; 3
 
 fn forward_direct(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: Activation, y: &Tensor) -> Result<Dispatch> {
     let op = "conv2d_forward";
-    ensure_budget(op, s.c * nest_cost(s.kh, s.kw) + 8, || format!("C·KH·KW = {}", s.patch_len()))?;
+    ensure_loop_budget(op, s.c * nest_cost(s.kh, s.kw) + 8, || format!("C·KH·KW = {}", s.patch_len()))?;
     let (oh, ow) = s.out_hw();
     // 8 output channels per invocation where there are that many (fewer gathers of x per FMA)
     let ob = if s.o >= 8 { 8 } else { 4 };
@@ -693,7 +675,7 @@ fn forward_direct(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, w: &Tensor, b: Option<
 fn backward_input_direct(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "conv2d_backward (dx)";
     let (ty, tx) = if s.sh == 1 && s.sw == 1 { (s.kh, s.kw) } else { (s.kh.div_ceil(s.sh), s.kw.div_ceil(s.sw)) };
-    ensure_budget(op, s.o * nest_cost(ty, tx) + CHANNEL_BLOCK, || format!("O = {} output channels", s.o))?;
+    ensure_loop_budget(op, s.o * nest_cost(ty, tx) + CHANNEL_BLOCK, || format!("O = {} output channels", s.o))?;
     let groups = grid(op, s.h * s.w, s.c.div_ceil(CHANNEL_BLOCK), s.n)?;
     let consts = [("KH", s.kh as f64), ("KW", s.kw as f64)];
     Dispatch::new(gpu, CONV_BACKWARD_INPUT, &consts, bytemuck::bytes_of(&s.params()), &[dy, w, dx], groups)
@@ -712,7 +694,7 @@ fn weight_slices(s: &Conv2dShape) -> Result<(usize, usize)> {
     if rows.div_ceil(per_slice) > by_memory {
         per_slice = rows.div_ceil(by_memory);
     }
-    ensure_budget(op, per_slice * per_row + 8, || format!("N·OH·OW = {} in at most {by_memory} slices", rows * ow))?;
+    ensure_loop_budget(op, per_slice * per_row + 8, || format!("N·OH·OW = {} in at most {by_memory} slices", rows * ow))?;
     Ok((rows.div_ceil(per_slice), per_slice))
 }
 
@@ -737,7 +719,7 @@ fn backward_weight_direct(
 
 /// `dw[i] = Σ_q parts[q·stride + i]` in q order.
 fn sum_parts(gpu: &Gpu, parts: &Tensor, dw: &Tensor, count: usize, stride: usize) -> Result<Dispatch> {
-    ensure_budget("conv2d_backward (dw)", count + 2, || format!("{count} partial gradients"))?;
+    ensure_loop_budget("conv2d_backward (dw)", count + 2, || format!("{count} partial gradients"))?;
     let p = ConvParams { n: count as u32, c: stride as u32, total: dw.len() as u32, ..ConvParams::default() };
     Dispatch::new(gpu, SUM_PARTS, &[], bytemuck::bytes_of(&p), &[parts, dw], groups_1d(dw.len(), WG))
 }
@@ -976,12 +958,12 @@ impl Pool2dShape {
     }
 
     fn ensure_window_budget(&self, op: &str) -> Result<()> {
-        ensure_budget(op, nest_cost(self.kh, self.kw), || format!("a {}×{} window", self.kh, self.kw))
+        ensure_loop_budget(op, nest_cost(self.kh, self.kw), || format!("a {}×{} window", self.kh, self.kw))
     }
 
     fn ensure_gather_budget(&self, op: &str) -> Result<()> {
         let (ty, tx) = (self.kh.div_ceil(self.sh), self.kw.div_ceil(self.sw));
-        ensure_budget(op, nest_cost(ty, tx), || format!("a {}×{} window", self.kh, self.kw))
+        ensure_loop_budget(op, nest_cost(ty, tx), || format!("a {}×{} window", self.kh, self.kw))
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn ensure_loop_budget(op: &str, iterations: usize, what: impl FnOnce(
 
 /// Elements one slice of a per-output reduction walks before the launcher splits the output
 /// over more invocations (long loops on one invocation leave the rest of the SIMD unit idle).
-const SLICE_LEN: usize = 4096;
+pub(crate) const SLICE_LEN: usize = 4096;
 
 /// The `SLICES` override for reductions of `len` elements per output: the smallest power of two
 /// (≤ 64) that keeps each slice at most [`SLICE_LEN`] long, checked against the loop budget.
