@@ -2,7 +2,8 @@
 //! ([`Evaluator`]), outputs of its first layers for every example (cached frozen features,
 //! predictions), and the gradients of one batch for inspection.
 
-use super::plan::{Accumulators, DeviceData, ForwardPlan, Grads, Mode, Plan, PlanInputs, Rows, Scratch};
+use super::optimizer::Grads;
+use super::plan::{Accumulators, DeviceData, ForwardPlan, Mode, Plan, PlanInputs, Rows, Scratch};
 use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
 use crate::data::Dataset;
 use crate::error::{Error, Result};

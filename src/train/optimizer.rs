@@ -1,15 +1,61 @@
-//! A run's optimizer state: per trainable range (a PyTorch param group over a flat slice of an
+//! The gradients of the trainable ranges ([`Grads`]) and a run's optimizer state over them: per
+//! trainable range (a PyTorch param group over a flat slice of an
 //! arena), the optimizer's buffers and, with early stopping, a backup of the parameters. The
 //! launches that update the ranges belong to each step plan ([`super::plan::Plan`]), built from
 //! this state by [`Optim::steps`]; resume files read and write the state per parameter.
 
-use super::plan::Grads;
+use super::groups::{TrainRange, train_ranges};
 use super::state::state_slots;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::optim::{OptimStep, Optimizer, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::Network;
+
+/// Gradient buffers of the trainable parameters: one per trainable range (a run of adjacent
+/// trainable layers in one arena at one learning rate), laid out like the arena it mirrors.
+/// Frozen layers have no gradient memory.
+pub(crate) struct Grads {
+    pub ranges: Vec<TrainRange>,
+    /// Per range: `[end - start]`.
+    pub bufs: Vec<Tensor>,
+}
+
+impl Grads {
+    /// `mults`: per layer, the learning-rate multiplier of a trainable layer or `None`.
+    pub fn new(gpu: &Gpu, net: &Network, mults: &[Option<f32>]) -> Result<Grads> {
+        let ranges = train_ranges(net, mults);
+        let bufs = ranges
+            .iter()
+            .map(|r| Tensor::alloc(gpu, &[r.end - r.start], DType::F32, if r.head { "grads_head" } else { "grads_trunk" }))
+            .collect::<Result<_>>()?;
+        Ok(Grads { ranges, bufs })
+    }
+
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        self.bufs.iter().collect()
+    }
+
+    /// The range holding layer `i`'s gradient, if it trains.
+    fn range_of(&self, i: usize) -> Option<usize> {
+        self.ranges.iter().position(|r| r.layers.contains(&i))
+    }
+
+    /// Whether layer `i` has parameters that train (and so a gradient).
+    pub fn has(&self, i: usize) -> bool {
+        self.range_of(i).is_some()
+    }
+
+    /// The gradient views (dW `[out, in]`, db `[out]`) of layer `i`.
+    pub(crate) fn views(&self, net: &Network, i: usize) -> Result<(Tensor, Tensor)> {
+        let s = net.layers()[i];
+        let r = self.range_of(i).ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
+        let (_, slot) = net.slot(i);
+        let (buf, base) = (&self.bufs[r], self.ranges[r].start);
+        let shape = s.weight_shape().ok_or_else(|| Error::invalid(format!("layer {i} ({}) has no parameters", s.describe())))?;
+        Ok((buf.view(slot.w - base, &shape)?, buf.view(slot.b - base, &[s.bias_len()])?))
+    }
+}
 
 /// Optimizer state for one trainable range.
 pub(crate) struct Group {

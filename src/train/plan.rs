@@ -30,8 +30,7 @@ use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::optim::OptimStep;
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
-use crate::train::groups::{TrainRange, train_ranges};
-use crate::train::optimizer::Optim;
+use crate::train::optimizer::{Grads, Optim};
 
 /// A row-major `[n, ...]` array resident on the GPU in one or more buffers of whole rows, each
 /// within one storage binding (128 MiB on lavapipe): a data set larger than one binding is split
@@ -210,51 +209,6 @@ impl Accumulators {
     pub fn reset(&self, gpu: &Gpu) -> Result<()> {
         self.loss.write(gpu, &[0.0])?;
         self.counts.write_u32(gpu, &vec![0; self.counts.len()])
-    }
-}
-
-/// Gradient buffers of the trainable parameters: one per trainable range (a run of adjacent
-/// trainable layers in one arena at one learning rate), laid out like the arena it mirrors.
-/// Frozen layers have no gradient memory.
-pub(crate) struct Grads {
-    pub ranges: Vec<TrainRange>,
-    /// Per range: `[end - start]`.
-    pub bufs: Vec<Tensor>,
-}
-
-impl Grads {
-    /// `mults`: per layer, the learning-rate multiplier of a trainable layer or `None`.
-    pub fn new(gpu: &Gpu, net: &Network, mults: &[Option<f32>]) -> Result<Grads> {
-        let ranges = train_ranges(net, mults);
-        let bufs = ranges
-            .iter()
-            .map(|r| Tensor::alloc(gpu, &[r.end - r.start], DType::F32, if r.head { "grads_head" } else { "grads_trunk" }))
-            .collect::<Result<_>>()?;
-        Ok(Grads { ranges, bufs })
-    }
-
-    pub fn tensors(&self) -> Vec<&Tensor> {
-        self.bufs.iter().collect()
-    }
-
-    /// The range holding layer `i`'s gradient, if it trains.
-    fn range_of(&self, i: usize) -> Option<usize> {
-        self.ranges.iter().position(|r| r.layers.contains(&i))
-    }
-
-    /// Whether layer `i` has parameters that train (and so a gradient).
-    pub fn has(&self, i: usize) -> bool {
-        self.range_of(i).is_some()
-    }
-
-    /// The gradient views (dW `[out, in]`, db `[out]`) of layer `i`.
-    pub(crate) fn views(&self, net: &Network, i: usize) -> Result<(Tensor, Tensor)> {
-        let s = net.layers()[i];
-        let r = self.range_of(i).ok_or_else(|| Error::invalid(format!("layer {i} is frozen and has no gradient")))?;
-        let (_, slot) = net.slot(i);
-        let (buf, base) = (&self.bufs[r], self.ranges[r].start);
-        let shape = s.weight_shape().ok_or_else(|| Error::invalid(format!("layer {i} ({}) has no parameters", s.describe())))?;
-        Ok((buf.view(slot.w - base, &shape)?, buf.view(slot.b - base, &[s.bias_len()])?))
     }
 }
 
