@@ -85,14 +85,13 @@ fn describe_layout(w: u32, h: u32, rgb: bool) -> String {
     format!("{w}x{h} {} images ({} input features)", if rgb { "RGB" } else { "gray" }, w as u64 * h as u64 * c)
 }
 
-/// How `eval` and `finetune` read `--data` (`spec`, of `kind`) for the model at `model_path`:
+/// How `eval` and `finetune` read `--data` (`spec`, of `kind`) for the model file read as `ckpt`:
 /// images at the size and channels the model was trained at, each overridden only by the option
 /// given. A layout the model cannot take is refused here, before any work, naming the model's
 /// layout and the options that conflict with it.
-pub fn image_options_for_model(args: &ModelImageArgs, model_path: &str, spec: &str, kind: DataKind) -> CliResult<ImageOptions> {
+pub fn image_options_for_model(args: &ModelImageArgs, ckpt: &Checkpoint, spec: &str, kind: DataKind) -> CliResult<ImageOptions> {
     let mut chosen = ImageArgs::from(args);
-    // a file that does not load is reported by load_model, with its own message
-    let recorded = checkpoint::load(Path::new(model_path)).ok().as_ref().and_then(recorded_layout);
+    let recorded = recorded_layout(ckpt);
     let reads_images = matches!(kind, DataKind::Images | DataKind::Synthetic);
     if let (Some((w, h, rgb)), true) = (recorded, reads_images) {
         // synthetic data is drawn square or not at all

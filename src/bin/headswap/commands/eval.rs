@@ -12,9 +12,9 @@ use headswap::train::{TrainConfig, Trainer};
 pub fn run(a: EvalArgs) -> CliResult<()> {
     let src = ModelSource { path: a.model.clone(), arch: a.arch, act: a.activation };
     let kind = data_kind(&a.data)?;
-    let opts = image_options_for_model(&a.image, &src.path, &a.data, kind)?;
-    let loaded = load_data(&a.data, &opts, Split::HeldOut, a.seed)?;
     let ckpt = read_model(&src)?;
+    let opts = image_options_for_model(&a.image, &ckpt, &a.data, kind)?;
+    let loaded = load_data(&a.data, &opts, Split::HeldOut, a.seed)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
     let net = load_model(&gpu, &src, &ckpt, head_kind_of(&loaded.data))?;

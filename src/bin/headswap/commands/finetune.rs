@@ -26,12 +26,12 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
         cfg.trunk_lr_mult = mult;
     }
     let from = ModelSource { path: a.from.clone(), arch: a.arch, act: a.activation };
-    let opts = image_options_for_model(&a.image, &from.path, &a.data, data_kind(&a.data)?)?;
+    let ckpt = read_model(&from)?;
+    let opts = image_options_for_model(&a.image, &ckpt, &a.data, data_kind(&a.data)?)?;
     check_outputs(&a.out, None)?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
-    let ckpt = read_model(&from)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
     let gpu = gpu()?;
