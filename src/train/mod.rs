@@ -8,6 +8,7 @@
 //! pass. Loss and metrics accumulate in GPU buffers and are read back once per epoch.
 
 mod config;
+mod device_data;
 mod eval;
 pub mod groups;
 mod optimizer;
@@ -27,13 +28,14 @@ use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use config::{Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
+pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
 pub use eval::{LayerGrads, gradients, predict};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
+pub use plan::BceSettings;
 use plan::{Accumulators, Mode, Plan, PlanInputs, Rows, Scratch};
-pub use plan::{BceSettings, DeviceData};
 pub use report::{EpochReport, FitReport, Metrics};
 pub use schedule::Schedule;
 pub use state::{
