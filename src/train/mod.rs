@@ -21,7 +21,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
@@ -316,19 +316,19 @@ impl Trainer {
                     plan_of(s).stage(&mut uniforms, s * b, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
-                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
+                // one encoder and one submission for these steps; each step's uniform copies go
+                // in front of its own compute pass
+                let mut rec = Recorder::new(&gpu, "train_steps");
                 for (k, s) in steps.clone().enumerate() {
-                    uniforms.record(&mut enc, k);
+                    uniforms.record(&mut rec, k);
                     let plan = plan_of(s);
-                    let mut pass =
-                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let recorded = plan.encode(&gpu, &mut pass);
+                    let recorded = rec.pass("train_step", plan.dispatches());
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
                     }
                 }
-                gpu.submit(enc);
+                rec.submit();
                 step_submits += 1;
                 all_steps += steps.len() as u64;
                 if let Some(p) = self.progress.as_mut() {

@@ -22,7 +22,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Recorder, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{GatherRows, IndexedDispatch, gather_rows_chunk, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
@@ -117,16 +117,15 @@ impl Rows {
 
     /// Records copies of `rows` rows from `src` (row 0 onwards) into global rows `start..`,
     /// splitting at chunk boundaries.
-    pub(crate) fn copy_rows_from(&self, enc: &mut wgpu::CommandEncoder, src: &Tensor, start: usize, rows: usize) {
-        let d = self.row_len() as u64;
+    pub(crate) fn copy_rows_from(&self, rec: &mut Recorder<'_>, src: &Tensor, start: usize, rows: usize) -> Result<()> {
+        let d = self.row_len();
         for (base, t) in &self.chunks {
             let (lo, hi) = (start.max(*base), (start + rows).min(base + t.shape()[0]));
             if lo < hi {
-                let from = src.offset() + 4 * d * (lo - start) as u64;
-                let to = t.offset() + 4 * d * (lo - base) as u64;
-                enc.copy_buffer_to_buffer(src.buffer(), from, t.buffer(), to, 4 * d * (hi - lo) as u64);
+                rec.copy(src, d * (lo - start), t, d * (lo - base), d * (hi - lo))?;
             }
         }
+        Ok(())
     }
 
     /// One gather per chunk into `dst`.
@@ -382,12 +381,9 @@ impl Launches {
     pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
         self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
     }
-    pub fn list(&self) -> Vec<&Dispatch> {
-        self.0.iter().map(Launch::dispatch).collect()
-    }
-    /// Records every launch; returns the number of dispatches recorded.
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.0.iter().map(|l| l.dispatch().encode(gpu, pass)).sum()
+    /// Every launch's dispatch, in recording order.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.0.iter().map(Launch::dispatch)
     }
 }
 
@@ -553,8 +549,9 @@ impl ForwardPlan {
         self.launches.set_offset(gpu, offset)
     }
 
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.launches.encode(gpu, pass)
+    /// Every dispatch, in recording order.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.launches.dispatches()
     }
 }
 
@@ -885,17 +882,9 @@ impl Plan {
         self.update.iter().try_for_each(|u| u.set(gpu, lr, step))
     }
 
-    /// Every dispatch of the step in recording order (the update last), for profiling.
-    pub(crate) fn dispatch_list(&self) -> Vec<&Dispatch> {
-        let mut list = self.launches.list();
-        list.extend(self.update.iter().map(OptimStep::dispatch));
-        list
-    }
-
-    /// Records the step: its launches up to the gradients, then the update; returns the number
-    /// of dispatches recorded.
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        let backward = self.launches.encode(gpu, pass);
-        backward + self.update.iter().map(|u| u.dispatch().encode(gpu, pass)).sum::<usize>()
+    /// Every dispatch of the step in recording order: the launches up to the gradients, then
+    /// the update. A step records them into one compute pass.
+    pub(crate) fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.launches.dispatches().chain(self.update.iter().map(OptimStep::dispatch))
     }
 }
