@@ -3,7 +3,8 @@
 //!
 //! wgpu's rules that shape this module:
 //! * Work is recorded into a command encoder and only runs when submitted; a submission has a
-//!   fixed CPU cost (≥ 0.1 ms on lavapipe), so callers batch a whole training step into one.
+//!   fixed CPU cost (BENCHMARKS.md has lavapipe's), so callers batch a whole training step into
+//!   one ([`Recorder`]).
 //! * A buffer the CPU reads must be `MAP_READ`, and `MAP_READ` buffers cannot be storage buffers:
 //!   downloads copy into a staging buffer first (see [`tensor`]).
 //! * Validation errors are reported asynchronously; by default wgpu panics on an uncaptured one.

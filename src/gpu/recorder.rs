@@ -1,5 +1,5 @@
 //! [`Recorder`]: one command encoder, the compute passes and copies recorded into it, and one
-//! submission; [`Timestamps`] for passes that time themselves; [`read_mapped`], the one
+//! submission; [`Timestamps`] for passes that time themselves; `read_mapped`, the one
 //! map-and-read sequence every read-back goes through.
 //!
 //! wgpu's rules this follows:
@@ -11,7 +11,7 @@
 //! * Timestamp writes belong to a pass (`ComputePassTimestampWrites`), so timing one dispatch
 //!   needs a pass of its own ([`Recorder::timed_pass`]).
 //! * A buffer the CPU reads must be `MAP_READ`; it is mapped asynchronously and the map completes
-//!   only when the device is polled, so reading is: map, wait, copy out, unmap ([`read_mapped`]).
+//!   only when the device is polled, so reading is: map, wait, copy out, unmap (`read_mapped`).
 
 use super::{Dispatch, Gpu, Tensor};
 use crate::error::{Error, Result};

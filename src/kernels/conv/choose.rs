@@ -38,7 +38,7 @@ impl tune::Tunable for ConvAlgo {
 }
 
 /// Which algorithm a convolution of `shape` used as `usage` runs on this device, by the
-/// autotuner's order ([`super::tune`]):
+/// autotuner's order ([`crate::kernels::tune`]):
 /// 1. `HEADSWAP_CONV=direct|im2col` forces one (im2col falls back to direct where an image has
 ///    too many output pixels for its chunks);
 /// 2. `HEADSWAP_AUTOTUNE=0` gives the default, [`ConvAlgo::Direct`];

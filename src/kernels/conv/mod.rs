@@ -29,18 +29,13 @@
 //! Both are deterministic (fixed summation order, no atomics) and tested against the same
 //! references. A training or inference plan takes the one [`choose_algo`] (`choose.rs`) measured
 //! faster for the layer's shape and use on this device (remembered in the autotune cache file,
-//! `HEADSWAP_CONV` forces one); [`ConvScratch::new`] takes Direct, the default: it needs almost no
-//! memory (im2col holds `C·KH·KW` floats per output pixel of a chunk: 3 to 9 MiB for the layers of
-//! a small CNN at batch 64, more for wider ones), it is the simpler code path (one dispatch per
-//! gradient, no chunking), and on lavapipe neither form is consistently faster. At batch 64
-//! (Vulkan lavapipe; GL llvmpipe in brackets) the direct forward took 0.35–0.65× (0.7×) the
-//! im2col time on layers with few input channels (1→16 at 28×28 k3, 3→16 at 32×32 k5 s2), the
-//! two were within about ±15% at `C·KH·KW` = 144 (16→32 at 14×14), and im2col + matmul was ahead
-//! by 15–25% (2×) on the forward at `C·KH·KW` = 288 (32→64 at 7×7). The backward without dx (the
-//! lowest trainable layer) was faster direct on every layer (1.2–2.3×); the backward with dx was
-//! within ±25% on Vulkan, with im2col up to 1.5× faster on GL.
-//! Measured on a shared 2-core machine (noisy); rerun the `bench_direct_vs_im2col` test in
-//! `tests/kernel_conv.rs` on the target adapter
+//! `HEADSWAP_CONV` forces one): which is faster depends on the layer (few input channels favour
+//! the direct forward, long `C·KH·KW` rows the matmul) and on the adapter, so it is measured
+//! rather than ruled. [`ConvScratch::new`] takes Direct, the default: it needs almost no memory
+//! (im2col holds `C·KH·KW` floats per output pixel of a chunk), and it is the simpler code path
+//! (one dispatch per gradient, no chunking). Timings of the two on lavapipe and llvmpipe GL are in
+//! BENCHMARKS.md ("Measurements behind code choices"); `bench_direct_vs_im2col` in
+//! `tests/kernel_conv.rs` measures them on any adapter
 //! (`cargo test --test kernel_conv bench_direct_vs_im2col -- --ignored --nocapture`).
 //!
 //! ```no_run
