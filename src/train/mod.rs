@@ -236,29 +236,16 @@ impl Trainer {
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
         let started = Instant::now();
 
-        let (train_data, val_data) = if cfg.validation_fraction > 0.0 {
-            let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
-            (t, Some(v))
-        } else {
-            (data.clone(), None)
-        };
-        let train = DeviceData::upload(&gpu, &train_data)?;
-        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
-        let sb = StepBuffers::new(&gpu, net, &train, &cfg, &lr_mults)?;
+        let (train_data, val_data) = training_split(&cfg, data);
+        let RunSetup { train, sb, optim, full, partial } = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume)?;
         let StepBuffers { first, cached, b, .. } = sb;
+        let rem = train.n % b;
+        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
         let val_x = match (&val, cached) {
             (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
-        let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
-        if let Some(r) = resume {
-            optim.restore_state(&gpu, net, &sb.grads, &r.optimizer_state)?;
-        }
-        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, &cfg) };
-        let full = Plan::build(&gpu, &inputs, b)?;
-        let rem = train.n % b;
-        let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
@@ -427,6 +414,54 @@ pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
             "the data has several labels per example but the head is a softmax classifier (a per-label sigmoid head, Head::labels, is needed)",
         )),
+    }
+}
+
+/// The data a run trains on, and the held-out part it validates on (`validation_fraction` of it,
+/// split with `seed`).
+pub(crate) fn training_split(cfg: &TrainConfig, data: &Dataset) -> (Dataset, Option<Dataset>) {
+    if cfg.validation_fraction > 0.0 {
+        let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
+        (t, Some(v))
+    } else {
+        (data.clone(), None)
+    }
+}
+
+/// A run's training step, set up one way for [`Trainer`] and for [`profile::profile_step`], which
+/// must time the step the trainer runs: the training data on the device, the step's buffers, the
+/// optimizer (its state restored from `resume`), and the plans of a full batch and of the last,
+/// partial one.
+pub(crate) struct RunSetup {
+    pub train: DeviceData,
+    pub sb: StepBuffers,
+    pub optim: Optim,
+    pub full: Plan,
+    pub partial: Option<Plan>,
+}
+
+impl RunSetup {
+    /// `train_data`: the run's training split ([`training_split`]); `lr_mults`: per layer, the
+    /// learning-rate multiplier of a trainable layer, `None` if frozen.
+    pub fn new(
+        gpu: &Gpu,
+        net: &Network,
+        train_data: &Dataset,
+        cfg: &TrainConfig,
+        lr_mults: &[Option<f32>],
+        resume: Option<&TrainingState>,
+    ) -> Result<RunSetup> {
+        let train = DeviceData::upload(gpu, train_data)?;
+        let sb = StepBuffers::new(gpu, net, &train, cfg, lr_mults)?;
+        let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
+        if let Some(r) = resume {
+            optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
+        }
+        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
+        let full = Plan::build(gpu, &inputs, sb.b)?;
+        let rem = train.n % sb.b;
+        let partial = if rem > 0 { Some(Plan::build(gpu, &inputs, rem)?) } else { None };
+        Ok(RunSetup { train, sb, optim, full, partial })
     }
 }
 

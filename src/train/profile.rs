@@ -1,7 +1,9 @@
 //! Where a training step's time goes: the whole step next to the sum of its kernels' times.
 //!
-//! [`profile_step`] builds the same step a [`Trainer`] runs (the same `Plan`, the same optimizer
-//! dispatches, cached trunk features when the trainer would use them) and times it two ways:
+//! [`profile_step`] builds the step a [`Trainer`] runs through the trainer's own setup (its
+//! configuration checks, training split, learning-rate multipliers per freeze policy, buffers,
+//! optimizer and plan, cached trunk features when the trainer would use them) and times it two
+//! ways:
 //!
 //! * **the step**: every dispatch recorded into one compute pass of one encoder, submitted once,
 //!   then a wait — the wall time of that, median over the repetitions. (Also, the same steps
@@ -23,11 +25,9 @@
 //!
 //! Profiling runs real training steps: the network's trainable parameters change.
 
-use super::optimizer::Optim;
-use super::plan::{Plan, PlanInputs};
-use super::{DeviceData, Freeze, StepBuffers, Trainer, check_fits};
+use super::{Freeze, RunSetup, Trainer, check_fits, training_split};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Dispatch, Recorder, Timestamps};
 use crate::nn::Network;
 use std::collections::HashMap;
@@ -137,24 +137,22 @@ fn median(v: &mut [f64]) -> f64 {
 /// (its batch size, optimizer, loss settings and `cache_features`). The first full batch of a
 /// seeded shuffle is used; each repetition steps to the next batch. See the module docs.
 pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Freeze, opts: ProfileOptions) -> Result<StepProfile> {
-    check_fits(net, data)?;
     let cfg = &trainer.config;
-    if cfg.batch_size == 0 {
-        return Err(Error::invalid("batch size must be at least 1"));
-    }
+    cfg.validate()?;
+    check_fits(net, data)?;
     let gpu = trainer.gpu.clone();
     let reps = opts.reps.max(1);
     let lr_mults = trainer.layer_lr_mults(net, data, freeze)?;
 
-    // The same setup as Trainer::run, without validation.
-    let train = DeviceData::upload(&gpu, data)?;
-    let sb = StepBuffers::new(&gpu, net, &train, cfg, &lr_mults)?;
+    // The trainer's own setup (its training split, buffers, optimizer and plan); the step is
+    // the plan of a full batch, over the first epoch's shuffle.
+    let (train_data, _) = training_split(cfg, data);
+    let setup = RunSetup::new(&gpu, net, &train_data, cfg, &lr_mults, None)?;
+    let (train, sb, plan) = (&setup.train, &setup.sb, &setup.full);
     let b = sb.b;
     sb.acc.reset(&gpu)?;
-    sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
-    let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, false)?;
-    let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
-    let plan = Plan::build(&gpu, &inputs, b)?;
+    let order: Vec<u32> = if cfg.shuffle { crate::rng::Rng::new(cfg.seed).permutation(train.n) } else { (0..train.n as u32).collect() };
+    sb.indices.write_u32(&gpu, &order)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
@@ -327,5 +325,35 @@ mod tests {
         let all = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
         let head = profile_step(&trainer, &net, &data, Freeze::Trunk, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
         assert!(head.dispatches < all.dispatches, "head-only {} vs all {}", head.dispatches, all.dispatches);
+    }
+
+    /// With a validation split the trainer steps over the training part only, so its full batch
+    /// can be smaller than the configured one; the profile times that step, not one over all the
+    /// data, under every freeze policy (LastK included, where the two once disagreed).
+    #[test]
+    fn the_profiled_step_is_the_step_the_trainer_runs() {
+        let gpu = Gpu::new().expect("the test suite needs a GPU adapter");
+        let data = data(20, 8, 3);
+        let cfg = TrainConfig { batch_size: 16, validation_fraction: 0.5, ..TrainConfig::default() };
+        for freeze in [Freeze::All, Freeze::Trunk, Freeze::LastK(1)] {
+            let mut net = Network::new(&gpu, &[8, 16, 12], Head::classes(3), 1).unwrap();
+            let p =
+                profile_step(&Trainer::new(&gpu, cfg.clone()), &net, &data, freeze, ProfileOptions { reps: 1, timing: Timing::CpuWall })
+                    .unwrap();
+            let report = Trainer::new(&gpu, cfg.clone()).fine_tune(&mut net, &data, freeze, 1).unwrap();
+            assert_eq!(p.batch, 10, "{freeze:?}: the training split's 10 rows make the full batch");
+            assert_eq!(p.dispatches as f64, report.dispatches_per_step, "{freeze:?}: the trainer's step has as many dispatches");
+            assert_eq!(p.per_dispatch.len(), p.dispatches);
+        }
+    }
+
+    #[test]
+    fn a_configuration_the_trainer_refuses_is_refused() {
+        let gpu = Gpu::new().expect("the test suite needs a GPU adapter");
+        let net = Network::new(&gpu, &[8, 16, 12], Head::classes(3), 1).unwrap();
+        let cfg = TrainConfig { threshold: 1.5, ..TrainConfig::default() };
+        let trainer = Trainer::new(&gpu, cfg);
+        let err = profile_step(&trainer, &net, &data(20, 8, 3), Freeze::All, ProfileOptions { reps: 1, timing: Timing::CpuWall });
+        assert!(matches!(err, Err(crate::Error::InvalidInput(_))), "{err:?}");
     }
 }
