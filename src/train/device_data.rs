@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::gather::{GatherRows, gather_rows_chunk};
 use crate::nn::HeadKind;
 
@@ -92,16 +92,15 @@ impl Rows {
 
     /// Records copies of `rows` rows from `src` (row 0 onwards) into global rows `start..`,
     /// splitting at chunk boundaries.
-    pub(crate) fn copy_rows_from(&self, enc: &mut wgpu::CommandEncoder, src: &Tensor, start: usize, rows: usize) {
-        let d = self.row_len() as u64;
+    pub(crate) fn copy_rows_from(&self, rec: &mut Recorder<'_>, src: &Tensor, start: usize, rows: usize) -> Result<()> {
+        let d = self.row_len();
         for (base, t) in &self.chunks {
             let (lo, hi) = (start.max(*base), (start + rows).min(base + t.shape()[0]));
             if lo < hi {
-                let from = src.offset() + 4 * d * (lo - start) as u64;
-                let to = t.offset() + 4 * d * (lo - base) as u64;
-                enc.copy_buffer_to_buffer(src.buffer(), from, t.buffer(), to, 4 * d * (hi - lo) as u64);
+                rec.copy(src, d * (lo - start), t, d * (lo - base), d * (hi - lo))?;
             }
         }
+        Ok(())
     }
 
     /// One gather per chunk into `dst`.
@@ -153,3 +152,4 @@ impl DeviceData {
         v
     }
 }
+

@@ -8,7 +8,7 @@ use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_f
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::metrics::LabelMetrics;
 use crate::nn::{HeadKind, Network};
 
@@ -46,13 +46,10 @@ pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: u
         let rows = b.min(n - start);
         let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
         plan.set_offset(gpu, start)?;
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-            plan.encode(gpu, &mut pass);
-        }
-        out.copy_rows_from(&mut enc, &plan.output, start, rows);
-        gpu.submit(enc);
+        let mut rec = Recorder::new(gpu, label);
+        rec.pass(label, plan.dispatches());
+        out.copy_rows_from(&mut rec, &plan.output, start, rows)?;
+        rec.submit();
         start += rows;
     }
     gpu.check(label)?;
@@ -121,12 +118,9 @@ impl Evaluator {
         for s in 0..steps {
             let plan = if s == steps - 1 && self.partial.is_some() { self.partial.as_ref().unwrap_or(&self.full) } else { &self.full };
             plan.set_offset(gpu, s * self.b)?;
-            let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval_step") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval_step"), timestamp_writes: None });
-                plan.encode(gpu, &mut pass);
-            }
-            gpu.submit(enc);
+            let mut rec = Recorder::new(gpu, "eval_step");
+            rec.pass("eval_step", plan.dispatches());
+            rec.submit();
         }
         read_metrics(gpu, &self.acc, kind, outputs, steps)
     }
@@ -165,12 +159,9 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;
-    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradients") });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradients"), timestamp_writes: None });
-        plan.encode(gpu, &mut pass);
-    }
-    gpu.submit(enc);
+    let mut rec = Recorder::new(gpu, "gradients");
+    rec.pass("gradients", plan.dispatches());
+    rec.submit();
     let loss = acc.loss.download(gpu)?[0] as f64;
     let out = (0..net.layers().len())
         .map(|i| {

@@ -22,7 +22,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
@@ -238,29 +238,16 @@ impl Trainer {
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
         let started = Instant::now();
 
-        let (train_data, val_data) = if cfg.validation_fraction > 0.0 {
-            let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
-            (t, Some(v))
-        } else {
-            (data.clone(), None)
-        };
-        let train = DeviceData::upload(&gpu, &train_data)?;
-        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
-        let sb = StepBuffers::new(&gpu, net, &train, &cfg, &lr_mults)?;
+        let (train_data, val_data) = training_split(&cfg, data);
+        let RunSetup { train, sb, optim, full, partial } = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume)?;
         let StepBuffers { first, cached, b, .. } = sb;
+        let rem = train.n % b;
+        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
         let val_x = match (&val, cached) {
             (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
-        let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
-        if let Some(r) = resume {
-            optim.restore_state(&gpu, net, &sb.grads, &r.optimizer_state)?;
-        }
-        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, &cfg) };
-        let full = Plan::build(&gpu, &inputs, b)?;
-        let rem = train.n % b;
-        let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
@@ -318,19 +305,19 @@ impl Trainer {
                     plan_of(s).stage(&mut uniforms, s * b, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
-                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
+                // one encoder and one submission for these steps; each step's uniform copies go
+                // in front of its own compute pass
+                let mut rec = Recorder::new(&gpu, "train_steps");
                 for (k, s) in steps.clone().enumerate() {
-                    uniforms.record(&mut enc, k);
+                    uniforms.record(&mut rec, k);
                     let plan = plan_of(s);
-                    let mut pass =
-                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let recorded = plan.encode(&gpu, &mut pass);
+                    let recorded = rec.pass("train_step", plan.dispatches());
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
                     }
                 }
-                gpu.submit(enc);
+                rec.submit();
                 step_submits += 1;
                 all_steps += steps.len() as u64;
                 if let Some(p) = self.progress.as_mut() {
@@ -429,6 +416,54 @@ pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
             "the data has several labels per example but the head is a softmax classifier (a per-label sigmoid head, Head::labels, is needed)",
         )),
+    }
+}
+
+/// The data a run trains on, and the held-out part it validates on (`validation_fraction` of it,
+/// split with `seed`).
+pub(crate) fn training_split(cfg: &TrainConfig, data: &Dataset) -> (Dataset, Option<Dataset>) {
+    if cfg.validation_fraction > 0.0 {
+        let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
+        (t, Some(v))
+    } else {
+        (data.clone(), None)
+    }
+}
+
+/// A run's training step, set up one way for [`Trainer`] and for [`profile::profile_step`], which
+/// must time the step the trainer runs: the training data on the device, the step's buffers, the
+/// optimizer (its state restored from `resume`), and the plans of a full batch and of the last,
+/// partial one.
+pub(crate) struct RunSetup {
+    pub train: DeviceData,
+    pub sb: StepBuffers,
+    pub optim: Optim,
+    pub full: Plan,
+    pub partial: Option<Plan>,
+}
+
+impl RunSetup {
+    /// `train_data`: the run's training split ([`training_split`]); `lr_mults`: per layer, the
+    /// learning-rate multiplier of a trainable layer, `None` if frozen.
+    pub fn new(
+        gpu: &Gpu,
+        net: &Network,
+        train_data: &Dataset,
+        cfg: &TrainConfig,
+        lr_mults: &[Option<f32>],
+        resume: Option<&TrainingState>,
+    ) -> Result<RunSetup> {
+        let train = DeviceData::upload(gpu, train_data)?;
+        let sb = StepBuffers::new(gpu, net, &train, cfg, lr_mults)?;
+        let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
+        if let Some(r) = resume {
+            optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
+        }
+        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
+        let full = Plan::build(gpu, &inputs, sb.b)?;
+        let rem = train.n % sb.b;
+        let partial = if rem > 0 { Some(Plan::build(gpu, &inputs, rem)?) } else { None };
+        Ok(RunSetup { train, sb, optim, full, partial })
     }
 }
 

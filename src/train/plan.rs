@@ -236,12 +236,9 @@ impl Launches {
     pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
         self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
     }
-    pub fn list(&self) -> Vec<&Dispatch> {
-        self.0.iter().map(Launch::dispatch).collect()
-    }
-    /// Records every launch; returns the number of dispatches recorded.
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.0.iter().map(|l| l.dispatch().encode(gpu, pass)).sum()
+    /// Every launch's dispatch, in recording order.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.0.iter().map(Launch::dispatch)
     }
 }
 
@@ -407,8 +404,9 @@ impl ForwardPlan {
         self.launches.set_offset(gpu, offset)
     }
 
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        self.launches.encode(gpu, pass)
+    /// Every dispatch, in recording order.
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.launches.dispatches()
     }
 }
 
@@ -739,17 +737,9 @@ impl Plan {
         self.update.iter().try_for_each(|u| u.set(gpu, lr, step))
     }
 
-    /// Every dispatch of the step in recording order (the update last), for profiling.
-    pub(crate) fn dispatch_list(&self) -> Vec<&Dispatch> {
-        let mut list = self.launches.list();
-        list.extend(self.update.iter().map(OptimStep::dispatch));
-        list
-    }
-
-    /// Records the step: its launches up to the gradients, then the update; returns the number
-    /// of dispatches recorded.
-    pub fn encode(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>) -> usize {
-        let backward = self.launches.encode(gpu, pass);
-        backward + self.update.iter().map(|u| u.dispatch().encode(gpu, pass)).sum::<usize>()
+    /// Every dispatch of the step in recording order: the launches up to the gradients, then
+    /// the update. A step records them into one compute pass.
+    pub(crate) fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.launches.dispatches().chain(self.update.iter().map(OptimStep::dispatch))
     }
 }
