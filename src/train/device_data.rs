@@ -152,4 +152,3 @@ impl DeviceData {
         v
     }
 }
-

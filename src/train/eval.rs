@@ -2,6 +2,7 @@
 //! ([`Evaluator`]), outputs of its first layers for every example (cached frozen features,
 //! predictions), and the gradients of one batch for inspection.
 
+use super::Collective;
 use super::optimizer::Grads;
 use super::plan::{Accumulators, DeviceData, ForwardPlan, Mode, Plan, PlanInputs, Rows, Scratch};
 use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
@@ -15,9 +16,24 @@ use crate::nn::{HeadKind, Network};
 /// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
 pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
 
-pub(crate) fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, batches: usize) -> Result<Metrics> {
-    let loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
-    let counts = acc.counts.download_u32(gpu)?;
+/// The epoch's loss and metrics from the accumulators; with `replicas`, combined over them: the
+/// counts summed, the loss (a sum of per-step means) averaged.
+pub(crate) fn read_metrics(
+    gpu: &Gpu,
+    acc: &Accumulators,
+    kind: HeadKind,
+    outputs: usize,
+    batches: usize,
+    replicas: Option<&dyn Collective>,
+) -> Result<Metrics> {
+    let mut loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+    let mut counts = acc.counts.download_u32(gpu)?;
+    if let Some(r) = replicas {
+        let mut all: Vec<f64> = std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).collect();
+        r.sum_f64(&mut all)?;
+        loss = all[0] / r.size() as f64;
+        counts = all[1..].iter().map(|&c| c as u32).collect();
+    }
     Ok(match kind {
         HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
         HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
@@ -122,7 +138,7 @@ impl Evaluator {
             rec.pass("eval_step", plan.dispatches());
             rec.submit();
         }
-        read_metrics(gpu, &self.acc, kind, outputs, steps)
+        read_metrics(gpu, &self.acc, kind, outputs, steps, None)
     }
 }
 

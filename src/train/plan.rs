@@ -740,6 +740,17 @@ impl Plan {
     /// Every dispatch of the step in recording order: the launches up to the gradients, then
     /// the update. A step records them into one compute pass.
     pub(crate) fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
-        self.launches.dispatches().chain(self.update.iter().map(OptimStep::dispatch))
+        self.gradient_dispatches().chain(self.update_dispatches())
+    }
+
+    /// The step up to the "gradients ready" point: gathers, forward, loss and metrics, backward.
+    /// Data-parallel training exchanges the gradients after these.
+    pub(crate) fn gradient_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.launches.dispatches()
+    }
+
+    /// The optimizer's update of every trainable range from the gradients.
+    pub(crate) fn update_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.update.iter().map(OptimStep::dispatch)
     }
 }

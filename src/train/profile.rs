@@ -147,7 +147,7 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     // The trainer's own setup (its training split, buffers, optimizer and plan); the step is
     // the plan of a full batch, over the first epoch's shuffle.
     let (train_data, _) = training_split(cfg, data);
-    let setup = RunSetup::new(&gpu, net, &train_data, cfg, &lr_mults, None)?;
+    let setup = RunSetup::new(&gpu, net, &train_data, cfg, &lr_mults, None, (0, 1))?;
     let (train, sb, plan) = (&setup.train, &setup.sb, &setup.full);
     let b = sb.b;
     sb.acc.reset(&gpu)?;
