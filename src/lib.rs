@@ -38,6 +38,8 @@ pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

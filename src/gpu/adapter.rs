@@ -98,13 +98,15 @@ pub(crate) fn backend_names(b: Backends) -> String {
     if names.is_empty() { "none".into() } else { names.join(", ") }
 }
 
-/// Picks the adapter following the rules in the module docs.
-pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends) -> Result<wgpu::Adapter> {
+/// Picks the adapter following the rules in the module docs: among the best-ranked adapters (the
+/// same class, e.g. several identical GPUs), the one at `nth` modulo their number, so that the
+/// replicas of a data-parallel run on one machine (`nth` = local rank) take one GPU each.
+pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends, nth: usize) -> Result<wgpu::Adapter> {
     let adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let name_filter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.trim().is_empty());
     let power = PowerPreference::from_env().unwrap_or(PowerPreference::HighPerformance);
     let mut seen = Vec::new();
-    let mut best: Option<(u32, wgpu::Adapter)> = None;
+    let mut best: Option<(u32, Vec<wgpu::Adapter>)> = None;
     for adapter in adapters {
         let info = adapter.get_info();
         seen.push(format!("{} ({:?})", info.name, info.backend));
@@ -115,12 +117,17 @@ pub(crate) fn choose(instance: &wgpu::Instance, backends: Backends) -> Result<wg
         }
         let r = rank(info.backend, info.device_type, power);
         tracing::debug!(name = %info.name, backend = ?info.backend, rank = r, "adapter candidate");
-        if best.as_ref().is_none_or(|(br, _)| r < *br) {
-            best = Some((r, adapter));
+        match &mut best {
+            Some((br, same)) if r == *br => same.push(adapter),
+            Some((br, _)) if r > *br => {}
+            _ => best = Some((r, vec![adapter])),
         }
     }
     match best {
-        Some((_, a)) => Ok(a),
+        Some((_, mut same)) => {
+            let k = nth % same.len();
+            Ok(same.swap_remove(k))
+        }
         None => {
             let mut tried = backend_names(backends);
             if let Some(f) = name_filter {

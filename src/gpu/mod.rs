@@ -207,6 +207,14 @@ impl Gpu {
     /// Chooses an adapter (see [`adapter`]) and creates a device with every limit the adapter has,
     /// and the optional features headswap can use (subgroups, shader-f16, timestamp queries).
     pub fn new() -> Result<Gpu> {
+        Self::for_local_rank(0)
+    }
+
+    /// [`Gpu::new`] for replica `local_rank` of a data-parallel run on one machine: where several
+    /// adapters of the best kind exist (identical GPUs), the one at `local_rank` modulo their
+    /// number, so that each process takes its own. `WGPU_ADAPTER_NAME` still narrows the choice
+    /// first (the same name on every replica shares that adapter).
+    pub fn for_local_rank(local_rank: usize) -> Result<Gpu> {
         let backends = adapter::requested_backends();
         adapter::quiet_device_select_layer(backends);
         // GL is only ever the last choice: look at the native backends first, so that a machine
@@ -220,7 +228,7 @@ impl Gpu {
             let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
             desc.backends = set;
             let instance = wgpu::Instance::new(desc);
-            match adapter::choose(&instance, set) {
+            match adapter::choose(&instance, set, local_rank) {
                 Ok(a) => {
                     found = Ok(a);
                     break;

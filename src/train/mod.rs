@@ -381,18 +381,16 @@ impl Trainer {
                 uniforms.upload(&gpu);
                 let mut rec = Recorder::new(&gpu, "train_gradients");
                 uniforms.record(&mut rec, 0);
-                if rows > 0 {
-                    let recorded = rec.pass("train_gradients", plan.gradient_dispatches());
-                    if batch_rows == b {
-                        step_dispatches += recorded as u64;
-                        counted_steps += 1;
-                    }
-                }
+                let recorded = if rows > 0 { rec.pass("train_gradients", plan.gradient_dispatches()) } else { 0 };
                 rec.submit();
                 collective::mean_gradients(&gpu, &sb.grads, r, rows, batch_rows)?;
                 let mut rec = Recorder::new(&gpu, "train_update");
-                rec.pass("train_update", plan.update_dispatches());
+                let recorded = recorded + rec.pass("train_update", plan.update_dispatches());
                 rec.submit();
+                if batch_rows == b {
+                    step_dispatches += recorded as u64;
+                    counted_steps += 1;
+                }
                 step_submits += 2;
                 all_steps += 1;
                 if let Some(p) = self.progress.as_mut() {

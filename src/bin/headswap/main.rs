@@ -13,6 +13,7 @@ mod commands;
 mod data;
 mod model;
 mod options;
+mod replicas;
 
 use args::{Cli, Command, Given};
 use clap::CommandFactory;
@@ -64,6 +65,10 @@ fn main() -> ExitCode {
         .init();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let command_name = typed_command(&argv);
+    if let Err(e) = replicas::init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let result = match args::parse(&argv) {
         Ok((cli, given)) => run(cli, &given, &argv),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -76,26 +81,40 @@ fn main() -> ExitCode {
         }
         Err(e) => Err(usage(clap_message(&e, command_name.as_deref()))),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    // in an MPI job the rank says whose failure it is; the job then ends on every rank
+    let (rank, size) = replicas::place();
+    let who = if size > 1 { format!("rank {rank} of {size}: ") } else { String::new() };
+    let code = match result {
+        Ok(()) => {
+            replicas::finish();
+            return ExitCode::SUCCESS;
+        }
         Err(CliError::Usage(m)) => {
             let help = command_name.map_or("headswap --help".to_string(), |c| format!("headswap {c} --help"));
-            eprintln!("error: {m} (see `{help}`)");
-            ExitCode::from(2)
+            eprintln!("error: {who}{m} (see `{help}`)");
+            2
         }
         Err(CliError::Lib(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
+            eprintln!("error: {who}{e}");
+            1
         }
         Err(CliError::Failed(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(1)
+            eprintln!("error: {who}{m}");
+            1
         }
-    }
+    };
+    replicas::abort_job(code);
+    ExitCode::from(code)
 }
 
 fn run(cli: Cli, given: &Given, argv: &[OsString]) -> CliResult<()> {
     use commands::*;
+    let (_, size) = replicas::place();
+    if size > 1 && !matches!(cli.command, Command::Pretrain(_) | Command::Finetune(_) | Command::Train(_) | Command::Resume(_)) {
+        return Err(usage(format!(
+            "only pretrain, finetune, train and resume run data-parallel; run this command without mpirun (this job has {size} processes)"
+        )));
+    }
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
@@ -153,7 +172,7 @@ pub fn clap_message(e: &clap::Error, command: Option<&str>) -> String {
 }
 
 pub fn gpu() -> CliResult<Gpu> {
-    Gpu::new().map_err(|e| match (e, std::env::var("WGPU_ADAPTER_NAME")) {
+    replicas::gpu().map_err(|e| match (e, std::env::var("WGPU_ADAPTER_NAME")) {
         (Error::NoAdapter { .. }, Ok(name)) if !name.trim().is_empty() => no_adapter_named(&name),
         (e, _) => e.into(),
     })

@@ -197,6 +197,10 @@ pub fn storage(f16: bool) -> StorageDtype {
 /// and for image data the size and channels to read images at (recorded on the network by
 /// [`record_layout`], written by the library).
 pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype) -> CliResult<()> {
+    // in an MPI job every rank holds the same weights; rank 0 writes them
+    if !crate::replicas::is_primary() {
+        return Ok(());
+    }
     record_layout(net, loaded)?;
     let ckpt = net.to_checkpoint()?;
     check_finite_weights(&ckpt)?;
@@ -232,6 +236,9 @@ const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
 /// continues exactly.
 pub fn save_state(trainer: &Trainer, net: &mut Network, path: Option<&Path>, given: &Given, loaded: &Loaded) -> CliResult<()> {
     let (Some(p), Some(state)) = (path, trainer.training_state()) else { return Ok(()) };
+    if !crate::replicas::is_primary() {
+        return Ok(());
+    }
     let data = &loaded.data;
     record_layout(net, loaded)?;
     let mut c = state.to_checkpoint(net)?;

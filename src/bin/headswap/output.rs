@@ -20,7 +20,8 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 /// wanted, so the rest of the output is dropped and the command still finishes its work (a
 /// training run still saves its checkpoint). Any other write error is reported.
 pub fn emit(line: &str) -> CliResult<()> {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+    // in an MPI job rank 0 speaks for all
+    if STDOUT_CLOSED.load(Ordering::Relaxed) || !crate::replicas::is_primary() {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -124,7 +125,7 @@ impl Training {
         }
         let failure = Rc::new(RefCell::new(None));
         let (b, f) = (bar.clone(), failure.clone());
-        let trainer = Trainer::new(gpu, cfg).with_progress(move |p| match p {
+        let trainer = crate::replicas::attach(Trainer::new(gpu, cfg)).with_progress(move |p| match p {
             Progress::Step { epoch, step, steps_per_epoch, epochs } => {
                 b.set_length(steps_per_epoch as u64);
                 b.set_prefix(format!("{}/{}", epoch + 1, epochs));

@@ -1,0 +1,155 @@
+//! Data-parallel training over MPI (feature `distributed`; `.ci/run` installs Open MPI and runs
+//! this): `mpirun -np 2` of the CLI gives the weights one process gets with the same global batch
+//! (MLP and CNN, to 1e-5 relative), a frozen trunk keeps its bits, the ranks stay bit-identical
+//! after every step (`examples/data_parallel.rs`), `--save-state`/`resume` continue exactly, and a
+//! rank given unreadable data ends the whole job with one clear error, writing nothing.
+mod common;
+use common::TempDir;
+use headswap::checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headswap");
+
+fn mpirun() -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--bind-to", "none"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("NODEVICE_SELECT", "1");
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    let out = c.output().unwrap_or_else(|e| panic!("cannot start {c:?}: {e} (install Open MPI: apt-get install openmpi-bin)"));
+    assert!(out.status.success(), "{c:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn headswap_np(np: usize, args: &[&str]) -> Output {
+    let mut c = mpirun();
+    c.arg("-np").arg(np.to_string()).arg(BIN).args(args);
+    run(c)
+}
+
+fn headswap_alone(args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env("NODEVICE_SELECT", "1");
+    run(c)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every tensor of `a` and `b` (same names) within `tol` of each other, relative to the tensor's
+/// largest value.
+fn assert_close_files(a: &Path, b: &Path, tol: f64) {
+    let (a, b) = (checkpoint::load(a).unwrap(), checkpoint::load(b).unwrap());
+    assert_eq!(a.names().collect::<Vec<_>>(), b.names().collect::<Vec<_>>());
+    for t in &a.tensors {
+        let u = b.get(&t.name).unwrap();
+        let scale = t.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
+        let worst = t.data.iter().zip(&u.data).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+        assert!(worst <= tol * scale, "{}: 2 ranks and 1 differ by {worst:e} (scale {scale:e})", t.name);
+    }
+}
+
+#[test]
+fn two_ranks_train_an_mlp_and_a_cnn_like_one_process_with_the_same_global_batch() {
+    let dir = TempDir::new("mpi-same");
+    let p = |n: &str| dir.path().join(n);
+    // 600 examples, batch 64: 9 full batches of 32 + 32 rows and a last one of 12 + 12
+    let mlp = ["pretrain", "--data", "synthetic-a:600", "--arch", "mlp", "--layers", "64,32", "--epochs", "3", "--seed", "3"];
+    headswap_np(2, &[&mlp[..], &["--out", s(&p("mlp2.safetensors"))]].concat());
+    headswap_alone(&[&mlp[..], &["--out", s(&p("mlp1.safetensors"))]].concat());
+    assert_close_files(&p("mlp1.safetensors"), &p("mlp2.safetensors"), 1e-5);
+
+    let cnn =
+        ["pretrain", "--data", "synthetic-a:200", "--arch", "cnn", "--channels", "4,8", "--epochs", "2", "--batch", "25", "--seed", "5"];
+    headswap_np(2, &[&cnn[..], &["--out", s(&p("cnn2.safetensors"))]].concat());
+    headswap_alone(&[&cnn[..], &["--out", s(&p("cnn1.safetensors"))]].concat());
+    assert_close_files(&p("cnn1.safetensors"), &p("cnn2.safetensors"), 1e-5);
+}
+
+#[test]
+fn a_frozen_trunk_keeps_its_bits_and_resume_continues_exactly_under_mpi() {
+    let dir = TempDir::new("mpi-frozen");
+    let p = |n: &str| dir.path().join(n);
+    headswap_np(
+        2,
+        &["pretrain", "--data", "synthetic-a:300", "--layers", "32,16", "--epochs", "1", "--seed", "1", "--out", s(&p("a.safetensors"))],
+    );
+    headswap_np(
+        2,
+        &[
+            "finetune",
+            "--from",
+            s(&p("a.safetensors")),
+            "--data",
+            "synthetic-b:120",
+            "--freeze",
+            "trunk",
+            "--epochs",
+            "2",
+            "--seed",
+            "2",
+            "--out",
+            s(&p("b.safetensors")),
+        ],
+    );
+    let (a, b) = (checkpoint::load(&p("a.safetensors")).unwrap(), checkpoint::load(&p("b.safetensors")).unwrap());
+    for name in ["0.weight", "0.bias", "2.weight", "2.bias"] {
+        assert_eq!(a.get(name).unwrap().data, b.get(name).unwrap().data, "{name} is frozen");
+    }
+    assert_ne!(a.get("4.bias").unwrap().shape, b.get("4.bias").unwrap().shape, "the head was swapped");
+
+    // 2 epochs + resume to 3 equals 3 epochs straight, under MPI as alone
+    let common = ["--data", "synthetic-a:200", "--layers", "32", "--optimizer", "adam", "--seed", "4"];
+    headswap_np(2, &[&["pretrain"][..], &common, &["--epochs", "3", "--out", s(&p("straight.safetensors"))]].concat());
+    headswap_np(
+        2,
+        &[&["pretrain"][..], &common, &["--epochs", "2", "--out", s(&p("half.safetensors")), "--save-state", s(&p("half.state"))]].concat(),
+    );
+    headswap_np(
+        2,
+        &["resume", "--state", s(&p("half.state")), "--data", "synthetic-a:200", "--epochs", "3", "--out", s(&p("resumed.safetensors"))],
+    );
+    assert_eq!(std::fs::read(p("straight.safetensors")).unwrap(), std::fs::read(p("resumed.safetensors")).unwrap());
+}
+
+#[test]
+fn the_ranks_are_bit_identical_after_every_step() {
+    // built beside this test by `cargo test --features distributed`
+    let example: PathBuf = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/data_parallel");
+    assert!(example.exists(), "{} is missing: cargo test --features distributed builds it", example.display());
+    let mut c = mpirun();
+    c.args(["-np", "2"]).arg(&example);
+    let out = run(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| l.contains("ranks identical: true")).count(), 7, "{text}");
+    assert!(!text.contains("false"), "{text}");
+}
+
+#[test]
+fn a_rank_given_unreadable_data_ends_the_job_with_one_clear_error_and_writes_nothing() {
+    let dir = TempDir::new("mpi-fault");
+    let out = dir.path().join("never.safetensors");
+    let bad = dir.path().join("garbage.csv");
+    std::fs::write(&bad, "this,is\nnot,numbers\n").unwrap();
+    let args = |data: &str| -> Vec<String> {
+        ["pretrain", "--data", data, "--epochs", "50", "--out", s(&out)].iter().map(|a| a.to_string()).collect()
+    };
+    // MPMD: rank 0 reads good data, rank 1 the bad file
+    let mut c = mpirun();
+    c.args(["-np", "1", BIN]).args(args("synthetic-a:2000")).args([":", "-np", "1", BIN]).args(args(s(&bad)));
+    let started = Instant::now();
+    let result = c.output().unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "the job must fail: {err}");
+    assert!(err.contains("error: rank 1 of 2") && err.contains("garbage.csv"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+    assert!(took < Duration::from_secs(60), "the job ended after {took:?}");
+}
