@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use pipelines::{Access, Dispatch, KernelId, PipelineCache, ShaderSource};
-pub use recorder::{Recorder, Timestamps};
+pub use recorder::{ReadBack, Recorder, Timestamps};
 pub use tensor::Tensor;
 
 /// Counters the engine keeps about its own GPU work. Tests and benchmarks read them to show, for

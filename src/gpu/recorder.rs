@@ -77,6 +77,16 @@ impl<'g> Recorder<'g> {
         self.copy(src, 0, dst, 0, src.len())
     }
 
+    /// Records a copy of the whole of `src` into `dst`, starting `dst_at` elements in, for the
+    /// host to read after the submission ([`ReadBack::read`]).
+    pub fn copy_to_readback(&mut self, src: &Tensor, dst: &ReadBack, dst_at: usize) -> Result<()> {
+        if dst_at + src.len() > dst.elems {
+            return Err(Error::shape(format!("read-back of {} elements at {dst_at} into {} elements", src.len(), dst.elems)));
+        }
+        self.encoder.copy_buffer_to_buffer(src.buffer(), src.offset(), &dst.buffer, 4 * dst_at as u64, src.bytes());
+        Ok(())
+    }
+
     /// Records a raw buffer copy (gpu/ internals: staging and uniform buffers are not tensors).
     pub(crate) fn copy_buffer(&mut self, src: &wgpu::Buffer, src_at: u64, dst: &wgpu::Buffer, dst_at: u64, bytes: u64) {
         self.encoder.copy_buffer_to_buffer(src, src_at, dst, dst_at, bytes);
@@ -97,6 +107,48 @@ impl<'g> Recorder<'g> {
     /// engine's own work, which the submission counter describes.
     pub(crate) fn submit_uncounted(self) {
         self.gpu.queue().submit(Some(self.encoder.finish()));
+    }
+}
+
+/// A host-readable buffer of f32 kept for many reads: kernels cannot bind a `MAP_READ` buffer, so
+/// tensors are copied into it at the end of a submission ([`Recorder::copy_to_readback`]) and
+/// read after it. Made once and reused, where [`Tensor::download`] makes one per call.
+pub struct ReadBack {
+    buffer: wgpu::Buffer,
+    elems: usize,
+}
+
+impl ReadBack {
+    /// Room for `elems` f32 values.
+    pub fn new(gpu: &Gpu, elems: usize, label: &str) -> Result<ReadBack> {
+        let bytes = (4 * elems.max(1)) as u64;
+        gpu.check_binding_size(label, bytes)?;
+        let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(ReadBack { buffer, elems })
+    }
+
+    /// Waits for the device and returns the values copied in (all `elems` of them).
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        if self.elems == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = read_mapped(gpu, &self.buffer, 4 * self.elems as u64, "read-back")?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The number of f32 values it holds.
+    pub fn len(&self) -> usize {
+        self.elems
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.elems == 0
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::optimizer::Grads;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, ReadBack, Recorder};
 use crate::nn::Network;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -56,32 +56,53 @@ pub(crate) fn broadcast_parameters(gpu: &Gpu, net: &Network, replicas: &dyn Coll
     Ok(())
 }
 
-/// The "gradients ready" point of a data-parallel step: reads this replica's gradients of the
-/// trainable ranges (the mean over its `rows` of the batch's `batch_rows`; nothing where it has
-/// no rows), weights them by its share of the batch, sums over the replicas and writes the
-/// result, the batch's mean gradient, back for the update. Frozen parameters have no gradient
+/// The gradients of the trainable ranges on their way between the GPU and the other replicas: one
+/// host-readable buffer for all ranges, made once per run. Frozen parameters have no gradient
 /// buffer and send nothing.
-pub(crate) fn mean_gradients(gpu: &Gpu, grads: &Grads, replicas: &dyn Collective, rows: usize, batch_rows: usize) -> Result<()> {
-    let total: usize = grads.bufs.iter().map(|b| b.len()).sum();
-    let mut host = Vec::with_capacity(total);
-    for buf in &grads.bufs {
-        if rows > 0 {
-            host.extend(buf.download(gpu)?);
-        } else {
-            host.resize(host.len() + buf.len(), 0.0);
+pub(crate) struct GradExchange {
+    staging: ReadBack,
+}
+
+impl GradExchange {
+    pub fn new(gpu: &Gpu, grads: &Grads) -> Result<GradExchange> {
+        let total = grads.bufs.iter().map(|b| b.len()).sum();
+        Ok(GradExchange { staging: ReadBack::new(gpu, total, "gradients_exchange")? })
+    }
+
+    /// The number of f32 values a step sends (and receives).
+    pub fn len(&self) -> usize {
+        self.staging.len()
+    }
+
+    /// Records, at the end of the step's gradient submission, the copy of every range's
+    /// gradients into the host-readable buffer.
+    pub fn record_copy(&self, rec: &mut Recorder<'_>, grads: &Grads) -> Result<()> {
+        let mut at = 0;
+        for buf in &grads.bufs {
+            rec.copy_to_readback(buf, &self.staging, at)?;
+            at += buf.len();
         }
+        Ok(())
     }
-    let weight = rows as f32 / batch_rows as f32;
-    if weight != 1.0 {
-        host.iter_mut().for_each(|g| *g *= weight);
+
+    /// The "gradients ready" point: reads this replica's gradients (the mean over its `rows` of
+    /// the batch's `batch_rows`; zeros where it has no rows and recorded no copy), weights them
+    /// by its share of the batch, sums over the replicas and writes the result, the batch's mean
+    /// gradient, back for the update.
+    pub fn mean(&self, gpu: &Gpu, grads: &Grads, replicas: &dyn Collective, rows: usize, batch_rows: usize) -> Result<()> {
+        let mut host = if rows > 0 { self.staging.read(gpu)? } else { vec![0.0; self.staging.len()] };
+        let weight = rows as f32 / batch_rows as f32;
+        if weight != 1.0 {
+            host.iter_mut().for_each(|g| *g *= weight);
+        }
+        replicas.sum(&mut host)?;
+        let mut at = 0;
+        for buf in &grads.bufs {
+            buf.write(gpu, &host[at..at + buf.len()])?;
+            at += buf.len();
+        }
+        Ok(())
     }
-    replicas.sum(&mut host)?;
-    let mut at = 0;
-    for buf in &grads.bufs {
-        buf.write(gpu, &host[at..at + buf.len()])?;
-        at += buf.len();
-    }
-    Ok(())
 }
 
 struct Exchange {

@@ -351,6 +351,7 @@ impl Trainer {
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
         let per_submission = if replicas.is_some() { 1 } else { cfg.steps_per_submission };
+        let exchange = replicas.map(|_| collective::GradExchange::new(&gpu, &sb.grads)).transpose()?;
         let mut all_steps = 0u64;
         let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
@@ -362,7 +363,7 @@ impl Trainer {
             let mut lr = cfg.optimizer.lr();
             let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
             let mut first_step = 0;
-            while let Some(r) = replicas
+            while let (Some(r), Some(exchange)) = (replicas, &exchange)
                 && first_step < steps_per_epoch
             {
                 // data parallel, one step: this replica's share of the batch → gradients ready →
@@ -381,9 +382,13 @@ impl Trainer {
                 uniforms.upload(&gpu);
                 let mut rec = Recorder::new(&gpu, "train_gradients");
                 uniforms.record(&mut rec, 0);
-                let recorded = if rows > 0 { rec.pass("train_gradients", plan.gradient_dispatches()) } else { 0 };
+                let mut recorded = 0;
+                if rows > 0 {
+                    recorded = rec.pass("train_gradients", plan.gradient_dispatches());
+                    exchange.record_copy(&mut rec, &sb.grads)?;
+                }
                 rec.submit();
-                collective::mean_gradients(&gpu, &sb.grads, r, rows, batch_rows)?;
+                exchange.mean(&gpu, &sb.grads, r, rows, batch_rows)?;
                 let mut rec = Recorder::new(&gpu, "train_update");
                 let recorded = recorded + rec.pass("train_update", plan.update_dispatches());
                 rec.submit();
@@ -495,6 +500,7 @@ impl Trainer {
             dispatches_per_step: step_dispatches as f64 / counted_steps.max(1) as f64,
             submissions_per_step: step_submits as f64 / all_steps.max(1) as f64,
             bytes_allocated,
+            bytes_exchanged_per_step: exchange.as_ref().map_or(0, |e| 4 * e.len() as u64),
             seconds: started.elapsed().as_secs_f64(),
         })
     }

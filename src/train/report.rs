@@ -56,6 +56,9 @@ pub struct FitReport {
     /// Bytes the run allocated on the GPU for its own state (scratch, gradients, optimizer
     /// moments, cached features, accumulators), counted by the engine.
     pub bytes_allocated: u64,
+    /// Bytes this replica sends per step in a data-parallel run (the trainable ranges'
+    /// gradients, f32; see [`crate::train::Trainer::with_replicas`]); 0 alone.
+    pub bytes_exchanged_per_step: u64,
     pub seconds: f64,
 }
 

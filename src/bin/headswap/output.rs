@@ -79,7 +79,8 @@ pub fn fit_json(report: &FitReport) -> serde_json::Value {
     serde_json::json!({
         "epochs": epochs, "best_epoch": report.best_epoch.map(|e| e + 1), "lowest_trainable_layer": report.lowest_trainable,
         "cached_features": report.cached_features, "dispatches_per_step": report.dispatches_per_step,
-        "submissions_per_step": report.submissions_per_step, "bytes_allocated": report.bytes_allocated, "seconds": report.seconds,
+        "submissions_per_step": report.submissions_per_step, "bytes_allocated": report.bytes_allocated,
+        "bytes_exchanged_per_step": report.bytes_exchanged_per_step, "seconds": report.seconds,
     })
 }
 
@@ -102,7 +103,12 @@ pub fn print_summary(report: &FitReport, json: bool) -> CliResult<()> {
         three_digits(report.submissions_per_step),
         report.bytes_allocated,
         if report.cached_features { "; head trained on cached trunk features" } else { "" }
-    )
+    )?;
+    if report.bytes_exchanged_per_step > 0 {
+        let (_, ranks) = crate::replicas::place();
+        outln!("data parallel over {ranks} processes: {} bytes of gradients exchanged per step", report.bytes_exchanged_per_step)?;
+    }
+    Ok(())
 }
 
 /// A trainer whose progress shows as it happens: each epoch's line on stdout when the epoch ends
