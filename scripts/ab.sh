@@ -71,7 +71,6 @@ print(f"\n{'workload':<44} {'old median (min–max)':>28} {'new median (min–ma
 for n in names:
     old = [f[n][0] for f in runs["old"] if n in f]
     new = [f[n][0] for f in runs["new"] if n in f]
-    unit = next(f[n][1] for side in runs.values() for f in side if n in f)
     if not old or not new:
         print(f"{n:<44} {'only ' + ('old' if old else 'new'):>28}")
         continue
@@ -81,6 +80,6 @@ for n in names:
     paired = [f_new[n][0] / f_old[n][0] for f_old, f_new in zip(runs["old"], runs["new"]) if n in f_old and n in f_new]
     spread = f"{min(paired):.2f}–{max(paired):.2f}"
     print(f"{n:<44} {side(old):>28} {side(new):>28} {ratio:>8.3f} {spread:>13}")
-print(f"\nfigures in {unit if len(names) == 1 else 'samples/s (training) and GFLOP/s (K1)'}; "
+print("\nfigures: K1 GPU GFLOP/s, training samples/s (median epochs); "
       "per round: min–max of new/old over the rounds (each round's two runs are back to back)")
 EOF
