@@ -4,8 +4,10 @@
 //! work on one. Not the specification (that is the float64 `headswap::reference`): a fast f32
 //! trainer for the same work, so a GPU figure has a CPU figure from the same machine beside it.
 //!
-//! gemm parallelises on rayon's global pool. Its worker threads outlive the call, so the bench
-//! times every GPU side of a workload before its CPU baseline runs (see `bench`).
+//! gemm parallelises on rayon's global pool, whose worker threads outlive the call (asleep when
+//! idle: BENCHMARKS.md measured none of their CPU time during later GPU runs). The bench still
+//! times every GPU side of a workload before its CPU baselines, so that nothing a baseline
+//! leaves behind can be in the way (see `bench`).
 
 use super::median;
 use super::table::CpuTrainResult;

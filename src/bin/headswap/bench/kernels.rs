@@ -4,8 +4,8 @@
 //! submissions, each holding `batch` copies of the dispatch in one compute pass and waited for
 //! inside the timed region (`batch` is chosen so a submission lasts tens of milliseconds and its
 //! fixed cost does not dominate small shapes). Baseline: the `gemm` crate (f32,
-//! `Parallelism::Rayon(0)`: every core) on the same operands, also checked first, timed after
-//! every GPU product (gemm's rayon threads outlive its calls).
+//! `Parallelism::Rayon(0)`: every core) on the same operands, also checked first, and timed
+//! after every GPU product, so that no GPU figure follows a gemm call.
 
 use super::cpu_baseline::gemm_f32;
 use super::table::{Check, MatmulResult, Timed};
