@@ -25,15 +25,14 @@
 //! The modules: [`gpu`] (device, tensors, pipeline cache), [`kernels`] (the WGSL kernel library,
 //! usable on a host program's own device and buffers), [`nn`] (networks, head-swap),
 //! [`train`] (training passes), [`data`], [`checkpoint`]; and, behind cargo features of the same
-//! names, `demo`, `bench` and `report`. The default feature `cli` (the `headswap` binary) turns
-//! them all on; a program that only trains depends on headswap with `default-features = false`
-//! and compiles none of their dependencies (gemm, plotters, indicatif, tracing-subscriber).
+//! names, `demo` and `report`. The default feature `cli` (the `headswap` binary, with its `bench`
+//! command) turns them all on; a program that only trains depends on headswap with
+//! `default-features = false` and compiles none of their dependencies (gemm, plotters,
+//! indicatif, tracing-subscriber).
 //!
 //! A program that owns its wgpu device hands it over with [`Gpu::from_device`], through
 //! [`wgpu`] re-exported here (the same version headswap uses).
 
-#[cfg(feature = "bench")]
-pub mod bench;
 pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "demo")]

@@ -437,6 +437,9 @@ pub struct BenchArgs {
     /// Seeds the data, the networks and the shuffles
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Also write the results as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<String>,
 }
 
 /// The options the user typed for the command, long name → raw value (`None` for a switch):

@@ -3,12 +3,13 @@
 //!
 //! `args` is the grammar (clap), `data` reads `--data`, `model` reads and writes model files,
 //! `options` turns training options into a `TrainConfig` and checks outputs before any work,
-//! `output` prints (epoch lines as they happen, JSON, reports), and `commands` has one file per
-//! command.
+//! `output` prints (epoch lines as they happen, JSON, reports), `commands` has one file per
+//! command, and `bench` is the benchmarks `headswap bench` runs (workloads, CPU baseline, report).
 
 #[macro_use]
 mod output;
 mod args;
+mod bench;
 mod commands;
 mod data;
 mod model;
