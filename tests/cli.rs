@@ -783,3 +783,19 @@ fn the_per_label_f1_chart_says_which_data_it_measured() {
     let with_val = chart_line(&["--val", "0.25"], "chart_val");
     assert!(with_val.contains("validation split"), "{with_val}");
 }
+
+/// Started by `mpirun -np 2` but built without the `distributed` feature, each process would
+/// train alone on all the data and write the same file: refused up front, before any work.
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn several_mpi_processes_without_the_distributed_feature_are_refused() {
+    let out = tmp("mpi-never.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_headswap"))
+        .args(["pretrain", "--data", "synthetic-a:100", "--epochs", "1", "--out", out.to_str().unwrap()])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .output()
+        .unwrap();
+    fails(&run, 1, "built without data-parallel training");
+    assert!(!out.exists());
+}

@@ -30,11 +30,25 @@ mod mpi_job {
     }
 }
 
-/// Joins the MPI job when a launcher started this process; alone otherwise.
+/// Joins the MPI job when a launcher started this process; alone otherwise. A binary built
+/// without the feature refuses to run as one of several processes: each would train alone on
+/// all the data and write the same files.
 pub fn init() -> headswap::Result<()> {
     #[cfg(feature = "distributed")]
     mpi_job::init()?;
+    #[cfg(not(feature = "distributed"))]
+    if let Some(n) = launcher_size().filter(|&n| n > 1) {
+        return Err(headswap::Error::InvalidInput(format!(
+            "started as one of {n} MPI processes, but this headswap was built without data-parallel training: rebuild it with `cargo build --release --features distributed`"
+        )));
+    }
     Ok(())
+}
+
+/// The number of processes an MPI launcher says it started, when one started this process.
+#[cfg(not(feature = "distributed"))]
+fn launcher_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"].iter().find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
 }
 
 /// Ends the MPI job's part in this process (a no-op alone).
