@@ -6,8 +6,18 @@ use common::*;
 use headswap::kernels::{self, Activation};
 use headswap::reference;
 
-const ACTS: [Activation; 6] =
-    [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
+const ACTS: [Activation; 10] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.2),
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+    Activation::Relu6,
+    Activation::Silu,
+    Activation::Hardswish,
+    Activation::Hardsigmoid,
+];
 
 #[test]
 fn bias_add_at_odd_shapes() {
@@ -62,8 +72,51 @@ fn check_activation(act: Activation, x: &[f32], what: &str) {
 fn every_activation_at_odd_sizes() {
     for act in ACTS {
         for (i, &n) in ODD_SIZES.iter().enumerate() {
-            check_activation(act, &rand_range(10 + i as u64, n, -4.0, 4.0), &format!("n={n}"));
+            // ±8 reaches both kinks of ReLU6 (0, 6) and of Hardswish/Hardsigmoid (±3)
+            check_activation(act, &rand_range(10 + i as u64, n, -8.0, 8.0), &format!("n={n}"));
         }
+    }
+}
+
+/// The kinks and their neighbours, exactly representable in f32: the derivatives there are
+/// PyTorch's (ReLU6 0 at 0 and 6; Hardswish −1/2 at −3 and 3/2 at 3; Hardsigmoid 0 at ±3).
+#[test]
+fn activations_at_their_kinks_follow_pytorch() {
+    let x: Vec<f32> = vec![-6.5, -6.0, -3.5, -3.0, -2.5, -0.5, 0.0, 0.5, 2.5, 3.0, 3.5, 5.5, 6.0, 6.5];
+    for act in ACTS {
+        check_activation(act, &x, "at the kinks");
+    }
+    let gpu = gpu();
+    let n = x.len();
+    let gx = upload(&gpu, &[n], &x);
+    let ones = upload(&gpu, &[n], &vec![1.0; n]);
+    let slope = |act: Activation| {
+        let mut gdx = poisoned(&gpu, &[n]);
+        kernels::act_backward(&gpu, act, &ones, &gx, &mut gdx, false).unwrap();
+        gdx.download(&gpu).unwrap()
+    };
+    let at = |v: f32| x.iter().position(|&u| u == v).unwrap();
+    let relu6 = slope(Activation::Relu6);
+    assert_eq!([relu6[at(0.0)], relu6[at(0.5)], relu6[at(5.5)], relu6[at(6.0)]], [0.0, 1.0, 1.0, 0.0]);
+    let hswish = slope(Activation::Hardswish);
+    assert_eq!([hswish[at(-3.5)], hswish[at(-3.0)], hswish[at(3.0)], hswish[at(3.5)]], [0.0, -0.5, 1.5, 1.0]);
+    let hsig = slope(Activation::Hardsigmoid);
+    assert_eq!([hsig[at(-3.0)], hsig[at(-2.5)], hsig[at(2.5)], hsig[at(3.0)]], [0.0, 1.0 / 6.0, 1.0 / 6.0, 0.0]);
+}
+
+/// The two non-monotonic new activations are refused from their output, by the launcher.
+#[test]
+fn silu_and_hardswish_need_the_pre_activation() {
+    let gpu = gpu();
+    let t = upload(&gpu, &[3], &[1.0, 2.0, 3.0]);
+    for act in [Activation::Silu, Activation::Hardswish, Activation::Gelu] {
+        assert!(!act.grad_from_output(), "{act:?}");
+        let mut dx = poisoned(&gpu, &[3]);
+        let err = kernels::act_backward(&gpu, act, &t, &t, &mut dx, true).unwrap_err();
+        assert!(err.to_string().contains(&act.name()), "{err}");
+    }
+    for act in [Activation::Relu6, Activation::Hardsigmoid] {
+        assert!(act.grad_from_output(), "{act:?}");
     }
 }
 
