@@ -24,6 +24,7 @@ pub mod gather;
 pub mod loss;
 pub mod matmul;
 pub mod metrics;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 pub(crate) mod source;
@@ -99,6 +100,7 @@ mod tests {
             ("metrics.wgsl", super::source::METRICS_WGSL.to_string()),
             ("gather.wgsl", super::source::GATHER_WGSL.to_string()),
             ("conv.wgsl", super::source::CONV_WGSL.to_string()),
+            ("norm.wgsl", super::source::NORM_WGSL.to_string()),
         ];
         // a `const` or an `override`'s default (matmul's WG_X, WG_Y: set to 8 × 1 by the launcher)
         let value = |src: &str, token: &str| -> u64 {
@@ -162,6 +164,7 @@ mod tests {
             include_str!("loss.rs"),
             include_str!("matmul/mod.rs"),
             include_str!("metrics.rs"),
+            include_str!("norm.rs"),
             include_str!("optim.rs"),
             include_str!("reduce.rs"),
         ];

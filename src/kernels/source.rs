@@ -13,6 +13,7 @@ pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
 pub const METRICS_WGSL: &str = include_str!("../../shaders/metrics.wgsl");
 pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
 pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
 
 pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
 /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
@@ -25,3 +26,4 @@ pub static OPTIM: ShaderSource = ShaderSource { name: "optim.wgsl", parts: &[COM
 pub static METRICS: ShaderSource = ShaderSource { name: "metrics.wgsl", parts: &[COMMON_WGSL, METRICS_WGSL] };
 pub static GATHER: ShaderSource = ShaderSource { name: "gather.wgsl", parts: &[COMMON_WGSL, GATHER_WGSL] };
 pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, CONV_WGSL] };
+pub static NORM: ShaderSource = ShaderSource { name: "norm.wgsl", parts: &[COMMON_WGSL, NORM_WGSL] };

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod loss;
 pub mod metrics;
 pub mod network;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 
