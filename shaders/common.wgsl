@@ -9,7 +9,8 @@
 // PyTorch's definitions, derivatives at the kinks included (aten's *_backward kernels):
 //   ReLU6(x)       = min(max(x, 0), 6)         f' = 1 on (0, 6), else 0
 //   SiLU(x)        = x·σ(x)                    f' = σ(x)·(1 + x·σ(−x))
-//   Hardswish(x)   = x·ReLU6(x + 3)/6          f' = 0 for x < −3, x/3 + 1/2 on [−3, 3], 1 for x > 3
+//   Hardswish(x)   = x·ReLU6(x + 3)/6          f' = 0 for x ≤ −3, x/3 + 1/2 on (−3, 3), 1 for x ≥ 3
+//                  (PyTorch since pytorch/pytorch#148049, 2025; before it −1/2 at −3 and 3/2 at 3)
 //   Hardsigmoid(x) = ReLU6(x + 3)/6            f' = 1/6 on (−3, 3), else 0
 // SiLU and Hardswish are not monotonic, so their f' needs the pre-activation (no case in
 // activate_grad_from_output; Activation::grad_from_output says so to the launchers).
@@ -78,7 +79,7 @@ fn activate_grad_from_input(act: u32, z: f32, alpha: f32) -> f32 {
         case 6u: { return select(0.0, 1.0, z > 0.0 && z < 6.0); }
         // 1 − σ(z) as σ(−z): no cancellation for large z
         case 7u: { return sigmoid_stable(z) * (1.0 + z * sigmoid_stable(-z)); }
-        case 8u: { return select(select(1.0, z / 3.0 + 0.5, z <= 3.0), 0.0, z < -3.0); }
+        case 8u: { return select(select(1.0, z / 3.0 + 0.5, z < 3.0), 0.0, z <= -3.0); }
         case 9u: { return select(0.0, 1.0 / 6.0, z > -3.0 && z < 3.0); }
         default: { return 1.0; }
     }

@@ -2,7 +2,8 @@
 //! against central differences: inference and training forward (statistics, running update,
 //! fused activation), both backwards, at odd sizes with NaN-poisoned outputs; bit-identical
 //! reruns; a large channel (256·112·112 values) within the loop budget; typed errors for bad
-//! input; and a BN folded into the convolution before it equals conv → BN.
+//! input; a BN folded into the convolution before it equals conv → BN; and one step of each mode,
+//! BatchNorm2d and 1d, equals PyTorch's own numbers (`tests/fixtures/torch_ops.safetensors`).
 mod common;
 use common::*;
 use headswap::kernels::Activation;
@@ -343,5 +344,73 @@ fn folded_conv_equals_conv_then_batch_norm() {
         let what = if bias { "with conv bias" } else { "without conv bias" };
         assert_close(&format!("folded conv {what}"), &download(&gpu, &folded), &expected, Tolerance::F32);
         assert_close(&format!("conv → BN {what}"), &download(&gpu, &unfolded), &expected, Tolerance::F32);
+    }
+}
+
+/// One step of each mode equals what PyTorch computes (torch 2.15, `torch.native_batch_norm` in
+/// float64, gradients by autograd; `scripts/torch_ops_fixture.py`): the output, the saved
+/// statistics, the running statistics after PyTorch's momentum update, and dx, dγ, dβ; the
+/// float64 reference too. BatchNorm2d `[4, 3, 3, 2]` and BatchNorm1d `[5, 4]`, eps 1e-5,
+/// momentum 0.1.
+#[test]
+fn one_step_of_each_mode_equals_pytorch() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_ops.safetensors");
+    let torch = headswap::checkpoint::load(&path).unwrap();
+    let gpu = gpu();
+    for prefix in ["bn2d", "bn1d"] {
+        let t = |name: &str| torch.get(&format!("{prefix}.{name}")).unwrap_or_else(|| panic!("{prefix}.{name} missing")).clone();
+        let x = t("x");
+        let (n, c) = (x.shape[0], x.shape[1]);
+        let hw: usize = x.shape[2..].iter().product();
+        let s = BatchNormShape { n, c, h: hw, w: 1 };
+        let up = |v: &[f32]| upload(&gpu, &[v.len()], v);
+        let (gamma, beta, mean, var, dy) = (t("gamma").data, t("beta").data, t("running_mean").data, t("running_var").data, t("dy").data);
+        let (gg, gb, gm, gv, gx, gdy) = (up(&gamma), up(&beta), up(&mean), up(&var), up(&x.data), up(&dy));
+        let bn = BatchNorm { shape: s, eps: 1e-5, gamma: &gg, beta: &gb, running_mean: &gm, running_var: &gv };
+        let want = |name: &str| to_f64(&t(name).data);
+        let tol = Tolerance::F32;
+
+        // inference
+        let mut y = poisoned(&gpu, &[s.len()]);
+        norm::eval_forward(&gpu, &bn, Activation::Identity, &gx, &mut y).unwrap();
+        assert_close(&format!("{prefix} eval y"), &download(&gpu, &y), &want("eval.y"), tol);
+        let (gdx, gdg, gdb) = (poisoned(&gpu, &[s.len()]), poisoned(&gpu, &[c]), poisoned(&gpu, &[c]));
+        norm::eval_backward(&gpu, &bn, &gdy, &gx, &BatchNormGrads { dx: Some(&gdx), dgamma: Some(&gdg), dbeta: Some(&gdb) }).unwrap();
+        for (name, got) in [("eval.dx", &gdx), ("eval.dgamma", &gdg), ("eval.dbeta", &gdb)] {
+            assert_close(&format!("{prefix} {name}"), &download(&gpu, got), &want(name), tol);
+        }
+
+        // training: statistics, running update, output, backward
+        let (mut saved, mut y) = (poisoned(&gpu, &[2, c]), poisoned(&gpu, &[s.len()]));
+        norm::train_forward(&gpu, &bn, Some(0.1), Activation::Identity, &gx, &mut saved, &mut y).unwrap();
+        assert_close(&format!("{prefix} train y"), &download(&gpu, &y), &want("train.y"), tol);
+        let stats: Vec<f64> = want("train.save_mean").into_iter().chain(want("train.save_invstd")).collect();
+        assert_close(&format!("{prefix} save_mean, save_invstd"), &download(&gpu, &saved), &stats, tol);
+        assert_close(&format!("{prefix} running_mean"), &download(&gpu, &gm), &want("train.running_mean"), tol);
+        assert_close(&format!("{prefix} running_var"), &download(&gpu, &gv), &want("train.running_var"), tol);
+        let (gdx, gdg, gdb) = (poisoned(&gpu, &[s.len()]), poisoned(&gpu, &[c]), poisoned(&gpu, &[c]));
+        let grads = BatchNormGrads { dx: Some(&gdx), dgamma: Some(&gdg), dbeta: Some(&gdb) };
+        norm::train_backward(&gpu, &bn, &gdy, &gx, &saved, &grads).unwrap();
+        for (name, got) in [("train.dx", &gdx), ("train.dgamma", &gdg), ("train.dbeta", &gdb)] {
+            assert_close(&format!("{prefix} {name}"), &download(&gpu, got), &want(name), tol);
+        }
+        // one training-mode forward counts one batch (the host keeps num_batches_tracked)
+        assert_eq!(torch.get_int(&format!("{prefix}.train.num_batches_tracked")).unwrap().data, vec![1]);
+
+        // the float64 reference, to the precision the fixture holds (F64 read as f32)
+        let [x64, g64, b64, m64, v64] = [&x.data, &gamma, &beta, &mean, &var].map(|v| to_f64(v));
+        let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+        let close = Tolerance { rel: 1e-6, abs: 1e-6 };
+        let r = rn::train_forward(&x64, n, c, hw, &g64, &b64, 1e-5);
+        assert_close(&format!("{prefix} reference train y"), &f32s(&r.y), &want("train.y"), close);
+        let (mut rm, mut rv) = (m64.clone(), v64.clone());
+        rn::update_running(&mut rm, &r.mean, 0.1);
+        rn::update_running(&mut rv, &r.var_unbiased, 0.1);
+        assert_close(&format!("{prefix} reference running_var"), &f32s(&rv), &want("train.running_var"), close);
+        let (dx, dg, _) = rn::backward(&to_f64(&dy), &x64, n, c, hw, &g64, &r.mean, &r.invstd, true);
+        assert_close(&format!("{prefix} reference train dx"), &f32s(&dx), &want("train.dx"), close);
+        assert_close(&format!("{prefix} reference train dgamma"), &f32s(&dg), &want("train.dgamma"), close);
+        let y = rn::eval_forward(&x64, n, c, hw, &g64, &b64, &m64, &v64, 1e-5);
+        assert_close(&format!("{prefix} reference eval y"), &f32s(&y), &want("eval.y"), close);
     }
 }

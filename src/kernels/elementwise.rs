@@ -30,8 +30,9 @@ pub enum Activation {
     Relu6,
     /// SiLU (swish): f(x) = x·σ(x); f' = σ(x)·(1 + x·(1 − σ(x))).
     Silu,
-    /// f(x) = x·relu6(x + 3)/6 (PyTorch `Hardswish`); f' = 0 for x < −3, x/3 + 1/2 on [−3, 3],
-    /// 1 for x > 3: PyTorch's `hardswish_backward`, so −1/2 at x = −3 and 3/2 at x = 3.
+    /// f(x) = x·relu6(x + 3)/6 (PyTorch `Hardswish`); f' = 0 for x ≤ −3, x/3 + 1/2 on (−3, 3),
+    /// 1 for x ≥ 3: PyTorch's `hardswish_backward` since pytorch/pytorch#148049 (2025; before
+    /// it, PyTorch gave −1/2 at x = −3 and 3/2 at x = 3).
     Hardswish,
     /// f(x) = relu6(x + 3)/6 (PyTorch `Hardsigmoid`); f' = 1/6 on (−3, 3), 0 elsewhere, kinks
     /// included (PyTorch's `hardsigmoid_backward`).

@@ -107,7 +107,8 @@ pub fn activate_grad(act: Activation, z: f64) -> f64 {
             0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * z * z)
         }
         // the values at the kinks are PyTorch's (hardtanh_backward, hardswish_backward,
-        // hardsigmoid_backward in aten/src/ATen/native/cpu/Activation.cpp)
+        // hardsigmoid_backward in aten/src/ATen/native/cpu/Activation.cpp; hardswish as of
+        // pytorch/pytorch#148049), checked against torch 2.15 in tests/kernel_elementwise.rs
         Activation::Relu6 => {
             if z > 0.0 && z < 6.0 {
                 1.0
@@ -117,9 +118,9 @@ pub fn activate_grad(act: Activation, z: f64) -> f64 {
         }
         Activation::Silu => sigmoid(z) * (1.0 + z * sigmoid(-z)),
         Activation::Hardswish => {
-            if z < -3.0 {
+            if z <= -3.0 {
                 0.0
-            } else if z <= 3.0 {
+            } else if z < 3.0 {
                 z / 3.0 + 0.5
             } else {
                 1.0
