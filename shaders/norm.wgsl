@@ -15,8 +15,8 @@
 //              inference: dx = dy·s
 //              training:  dx = γ·invstd·(dy − dβ/M − x̂·dγ/M), x̂ = (x − μ)·invstd
 //
-// Entry points (workgroup 256). The reductions run one workgroup per channel; the element-wise
-// ones one invocation per element (1-D, folded into x/y).
+// Entry points. The reductions (workgroup 256) run one workgroup per channel; the element-wise
+// ones (workgroup 64) one invocation per element.
 //   bn_eval_forward          1 x, 2 γ, 3 β, 4 run_mean, 5 run_var, 6 y (rw)       override ACT
 //   bn_train_stats           1 x, 2 saved (rw), 3 run_mean (rw), 4 run_var (rw)   override UPDATE_RUNNING
 //   bn_train_forward         1 x, 2 γ, 3 β, 4 saved, 5 y (rw)                      override ACT
@@ -28,11 +28,20 @@
 // Entry points declare different bindings under the same numbers; WGSL only requires the numbers
 // to be unique among the variables one entry point uses.
 //
-// Determinism: each channel's sums are a fixed sequence of f32 operations: invocation t adds the
-// channel's values j = t, t + 256, t + 512, … in order, then a fixed binary tree over the 256
-// partials (no atomics). The mean is computed first, then Σ(x − μ)² in a second pass (no
-// cancellation of E[x²] − μ²). Each invocation walks ⌈M/256⌉ values per pass; the launcher checks
-// that against the llvmpipe/lavapipe loop budget (src/kernels/reduce.rs).
+// Overrides: PLANES (element-wise kernels) and NESTED (reductions), chosen by the launcher from
+// the shape. Integer division has no SIMD form on lavapipe's CPUs, so the kernels avoid a
+// division per element where a plane is long enough:
+// * PLANES: the grid is (⌈HW/64⌉, planes folded into y/z): a workgroup covers 64 values of one
+//   (example, channel) plane, and the channel is one `plane % C` per invocation. Otherwise (short
+//   planes, BatchNorm1d) a flat 1-D grid, channel = (i / HW) % C.
+// * NESTED: a reduction walks example by example, values s = t, t + 256, … of each plane. Otherwise
+//   (planes shorter than 256) it walks the channel's values j = t, t + 256, … over N·H·W with a
+//   division to find each one's example.
+// Determinism: either way each channel's sums are a fixed sequence of f32 operations (invocation t
+// adds its values in order, then a fixed binary tree over the 256 partials; no atomics). The mean
+// is computed first, then Σ(x − μ)² in a second pass (no cancellation of E[x²] − μ²). The
+// launcher checks the loop lengths (⌈M/256⌉, or N·(⌈HW/256⌉ + 1), per pass) against the
+// llvmpipe/lavapipe loop budget (src/kernels/reduce.rs).
 // Reference: src/reference/norm.rs.
 
 struct Params {
@@ -48,16 +57,32 @@ struct Params {
 
 override ACT: u32 = 0u;
 override UPDATE_RUNNING: bool = true;
+override PLANES: bool = false;
+override NESTED: bool = false;
 
-const WG: u32 = 256u;
+const WG: u32 = 256u;   // reductions
+const EWG: u32 = 64u;   // element-wise
 
 @group(0) @binding(0) var<uniform> p: Params;
 
 var<workgroup> part_a: array<f32, 256>;
 var<workgroup> part_b: array<f32, 256>;
 
-fn channel_of(i: u32) -> u32 {
-    return (i / p.hw) % p.c;
+// The element an element-wise invocation works on, its channel, and whether it is in range.
+struct Elem {
+    i: u32,
+    ch: u32,
+    valid: bool,
+}
+
+fn element(gid: vec3<u32>, wid: vec3<u32>, lid: u32, nwg: vec3<u32>) -> Elem {
+    if PLANES {
+        let plane = wid.y + wid.z * nwg.y;
+        let k = wid.x * EWG + lid;
+        return Elem(plane * p.hw + k, plane % p.c, plane < p.n * p.c && k < p.hw);
+    }
+    let i = flat_index(gid, nwg, EWG);
+    return Elem(i, (i / p.hw) % p.c, i < p.total);
 }
 
 // The flat index of the channel's j-th value (j over N·H·W, example-major).
@@ -94,11 +119,12 @@ fn tree(t: u32, both: bool) {
 @group(0) @binding(5) var<storage, read> run_var: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y6: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let ch = channel_of(i);
+@compute @workgroup_size(64)
+fn bn_eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    let i = el.i;
+    let ch = el.ch;
     let s = gamma[ch] / sqrt(run_var[ch] + p.eps);
     let t = beta[ch] - run_mean[ch] * s;
     y6[i] = activate(ACT, x[i] * s + t, p.alpha);
@@ -107,11 +133,12 @@ fn bn_eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 @group(0) @binding(4) var<storage, read> saved: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y5: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_train_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let ch = channel_of(i);
+@compute @workgroup_size(64)
+fn bn_train_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    let i = el.i;
+    let ch = el.ch;
     let s = gamma[ch] * saved[p.c + ch];
     let t = beta[ch] - saved[ch] * s;
     y5[i] = activate(ACT, x[i] * s + t, p.alpha);
@@ -130,17 +157,36 @@ fn bn_train_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if ch >= p.c { return; }  // uniform across the workgroup
     let m = p.n * p.hw;
     var s = 0.0;
-    for (var j = t; j < m; j += WG) {
-        s += x[channel_elem(ch, j)];
+    if NESTED {
+        for (var n = 0u; n < p.n; n++) {
+            let base = (n * p.c + ch) * p.hw;
+            for (var k = t; k < p.hw; k += WG) {
+                s += x[base + k];
+            }
+        }
+    } else {
+        for (var j = t; j < m; j += WG) {
+            s += x[channel_elem(ch, j)];
+        }
     }
     part_a[t] = s;
     tree(t, false);
     let mean = part_a[0] / f32(m);
     workgroupBarrier();  // everyone has read part_a[0] before it is overwritten
     var q = 0.0;
-    for (var j = t; j < m; j += WG) {
-        let d = x[channel_elem(ch, j)] - mean;
-        q += d * d;
+    if NESTED {
+        for (var n = 0u; n < p.n; n++) {
+            let base = (n * p.c + ch) * p.hw;
+            for (var k = t; k < p.hw; k += WG) {
+                let d = x[base + k] - mean;
+                q += d * d;
+            }
+        }
+    } else {
+        for (var j = t; j < m; j += WG) {
+            let d = x[channel_elem(ch, j)] - mean;
+            q += d * d;
+        }
     }
     part_a[t] = q;
     tree(t, false);
@@ -171,11 +217,22 @@ fn grad_sums(ch: u32, mean: f32, t: u32) {
     let m = p.n * p.hw;
     var sd = 0.0;
     var sdx = 0.0;
-    for (var j = t; j < m; j += WG) {
-        let e = channel_elem(ch, j);
-        let g = dy[e];
-        sd += g;
-        sdx += g * (gx[e] - mean);
+    if NESTED {
+        for (var n = 0u; n < p.n; n++) {
+            let base = (n * p.c + ch) * p.hw;
+            for (var k = t; k < p.hw; k += WG) {
+                let g = dy[base + k];
+                sd += g;
+                sdx += g * (gx[base + k] - mean);
+            }
+        }
+    } else {
+        for (var j = t; j < m; j += WG) {
+            let e = channel_elem(ch, j);
+            let g = dy[e];
+            sd += g;
+            sdx += g * (gx[e] - mean);
+        }
     }
     part_a[t] = sdx;
     part_b[t] = sd;
@@ -216,11 +273,12 @@ fn bn_param_grads_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(3) var<storage, read> e_run_var: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx4: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_eval_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let ch = channel_of(i);
+@compute @workgroup_size(64)
+fn bn_eval_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    let i = el.i;
+    let ch = el.ch;
     dx4[i] = dy[i] * (e_gamma[ch] / sqrt(e_run_var[ch] + p.eps));
 }
 
@@ -229,11 +287,12 @@ fn bn_eval_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 @group(0) @binding(6) var<storage, read> t_dbeta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx7: array<f32>;
 
-@compute @workgroup_size(256)
-fn bn_train_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let ch = channel_of(i);
+@compute @workgroup_size(64)
+fn bn_train_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    let i = el.i;
+    let ch = el.ch;
     let inv_m = 1.0 / f32(p.n * p.hw);
     let invstd = g_saved[p.c + ch];
     let xhat = (gx[i] - g_saved[ch]) * invstd;

@@ -13,9 +13,11 @@ use headswap::nn::batchnorm::{BatchNormValues, fold_into_conv};
 use headswap::reference::{self, conv as rc, norm as rn};
 use headswap::{Gpu, Tensor};
 
-/// (N, C, H, W): BatchNorm1d (H = W = 1) and 2d, each of 1, 7, 33, 127 somewhere.
-const SHAPES: [(usize, usize, usize, usize); 7] =
-    [(1, 1, 1, 1), (1, 7, 1, 1), (7, 33, 1, 1), (33, 1, 1, 1), (2, 3, 7, 5), (3, 2, 1, 127), (1, 7, 33, 3)];
+/// (N, C, H, W): BatchNorm1d (H = W = 1) and 2d, each of 1, 7, 33, 127 somewhere; planes shorter
+/// than 32 (flat grid), of 32 to 255 (per-plane grid) and of 256 or more values (reductions walk
+/// example by example), none a multiple of a workgroup.
+const SHAPES: [(usize, usize, usize, usize); 8] =
+    [(1, 1, 1, 1), (1, 7, 1, 1), (7, 33, 1, 1), (33, 1, 1, 1), (2, 3, 7, 5), (3, 2, 1, 127), (1, 7, 33, 3), (3, 2, 17, 19)];
 
 /// One layer's values and their GPU copies.
 struct Case {
@@ -77,6 +79,19 @@ fn eval_forward_with_each_activation_at_odd_sizes() {
         let affine: Vec<f64> = x.iter().enumerate().map(|(i, &v)| v * s[(i / hw) % ch] + t[(i / hw) % ch]).collect();
         assert_close(&format!("scale_shift {shape:?}"), &z.iter().map(|&v| v as f32).collect::<Vec<_>>(), &affine, Tolerance::STRICT);
     }
+}
+
+/// More than 65,535 (example, channel) planes: the per-plane grid folds them into y and z.
+#[test]
+fn eval_forward_folds_many_planes() {
+    let gpu = gpu();
+    let c = Case::new(&gpu, (1, 66_000, 4, 8), 50);
+    let (n, ch, hw) = c.dims();
+    let [x, gamma, beta, mean, var] = c.f64s();
+    let expected = rn::eval_forward(&x, n, ch, hw, &gamma, &beta, &mean, &var, c.eps as f64);
+    let mut y = poisoned(&gpu, &[n, ch * hw]);
+    norm::eval_forward(&gpu, &c.bn(), Activation::Identity, &c.gx, &mut y).unwrap();
+    assert_close("eval forward with 66,000 planes", &download(&gpu, &y), &expected, Tolerance::F32);
 }
 
 #[test]

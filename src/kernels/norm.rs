@@ -24,9 +24,9 @@
 //! `<module>.num_batches_tracked`.
 //!
 //! The per-channel reductions run one workgroup of 256 per channel in a fixed order (no atomics),
-//! so reruns are bit-identical; each invocation walks `⌈M/256⌉` values per pass, checked against
-//! the llvmpipe/lavapipe loop budget ([`super::reduce::ensure_loop_budget`]): `M` up to about
-//! 8 million (e.g. 256 images of 112×112).
+//! so reruns are bit-identical; each invocation walks about `⌈M/256⌉` values per pass, checked
+//! against the llvmpipe/lavapipe loop budget ([`super::reduce::ensure_loop_budget`]): `M` up to
+//! about 8 million (e.g. 256 images of 112×112 is 3.2 million).
 //!
 //! ```
 //! use headswap::{Gpu, Tensor, kernels::{Activation, norm::{self, BatchNorm, BatchNormShape}}};
@@ -61,8 +61,33 @@ pub(crate) const BN_EVAL_BACKWARD_INPUT: Kernel =
 pub(crate) const BN_TRAIN_BACKWARD_INPUT: Kernel =
     Kernel { source: &source::NORM, entry: "bn_train_backward_input", bindings: &[R, R, R, R, R, R, RW] };
 
-/// Invocations per workgroup of every norm.wgsl kernel.
+/// Invocations per workgroup of the reductions (`WG` in norm.wgsl).
 const WG: u32 = 256;
+/// Invocations per workgroup of the element-wise kernels (`EWG`).
+const EWG: usize = 64;
+/// Planes at least this long take the element-wise kernels' per-plane grid (`PLANES`), and at
+/// least [`WG`] long the reductions' per-example walk (`NESTED`): no integer division per element,
+/// which lavapipe cannot vectorise (measured on a [32, 64, 56, 56] activation: the inference
+/// forward with a division per element took about 3× a copy).
+const PLANE_MIN: usize = 32;
+
+/// The element-wise grid and its `PLANES` override: per plane where planes are long enough and
+/// the grid fits (`⌈HW/64⌉` and the planes folded into y/z, each ≤ 65,535), else flat.
+fn elementwise_grid(s: BatchNormShape) -> ([u32; 3], bool) {
+    let hw = s.h * s.w;
+    let planes = s.n * s.c;
+    let (x, y, z) = (hw.div_ceil(EWG), planes.min(65_535), planes.div_ceil(65_535));
+    if hw >= PLANE_MIN && x <= 65_535 && z <= 65_535 {
+        return ([x as u32, y as u32, z as u32], true);
+    }
+    (groups_1d(s.len(), EWG as u32), false)
+}
+
+fn elementwise(gpu: &Gpu, kernel: Kernel, act: Activation, p: &NormParams, s: BatchNormShape, bufs: &[&Tensor]) -> Result<Dispatch> {
+    let (groups, planes) = elementwise_grid(s);
+    let consts = [("ACT", act.code() as f64), ("PLANES", planes as u32 as f64)];
+    Dispatch::new(gpu, kernel, &consts, bytemuck::bytes_of(p), bufs, groups)
+}
 
 /// PyTorch's default ε.
 pub const DEFAULT_EPS: f32 = 1e-5;
@@ -149,10 +174,30 @@ fn check(bn: &BatchNorm, op: &str, act: Activation, momentum: f32, full: &[(&Ten
     })
 }
 
-/// A per-channel reduction walks `⌈M/256⌉` values per pass, `passes` passes, then trees of 8.
+/// Whether a reduction walks example by example (`NESTED`): planes of at least [`WG`] values.
+fn nested(s: BatchNormShape) -> bool {
+    s.h * s.w >= WG as usize
+}
+
+/// A per-channel reduction walks `⌈M/256⌉` values per pass (nested: `N·(⌈HW/256⌉ + 1)` loop
+/// iterations), `passes` passes, each then a tree of 8.
 fn check_reduction(op: &str, s: BatchNormShape, passes: usize) -> Result<()> {
-    let iterations = passes * (s.per_channel().div_ceil(WG as usize) + 8) + 8;
+    let per_pass = if nested(s) { s.n * ((s.h * s.w).div_ceil(WG as usize) + 1) } else { s.per_channel().div_ceil(WG as usize) };
+    let iterations = passes * (per_pass + 8) + 8;
     ensure_loop_budget(op, iterations, || format!("{} values per channel ({s:?})", s.per_channel()))
+}
+
+fn reduction(
+    gpu: &Gpu,
+    kernel: Kernel,
+    consts: &[(&'static str, f64)],
+    p: &NormParams,
+    s: BatchNormShape,
+    bufs: &[&Tensor],
+) -> Result<Dispatch> {
+    let mut all = vec![("NESTED", nested(s) as u32 as f64)];
+    all.extend_from_slice(consts);
+    Dispatch::new(gpu, kernel, &all, bytemuck::bytes_of(p), bufs, groups_1d(s.c, 1))
 }
 
 fn apart(op: &str, out: &Tensor, ins: &[(&Tensor, &str)], out_name: &str) -> Result<()> {
@@ -173,7 +218,7 @@ pub fn eval_forward_dispatch(gpu: &Gpu, bn: &BatchNorm, act: Activation, x: &Ten
         "y",
     )?;
     let bufs = [x, bn.gamma, bn.beta, bn.running_mean, bn.running_var, y];
-    Dispatch::new(gpu, BN_EVAL_FORWARD, &[("ACT", act.code() as f64)], bytemuck::bytes_of(&p), &bufs, groups_1d(p.total as usize, WG))
+    elementwise(gpu, BN_EVAL_FORWARD, act, &p, bn.shape, &bufs)
 }
 
 /// The inference-mode forward, run at once.
@@ -207,7 +252,7 @@ pub fn train_stats_dispatch(gpu: &Gpu, bn: &BatchNorm, momentum: Option<f32>, x:
     apart(op, bn.running_var, &[(x, "x")], "running_var")?;
     let consts = [("UPDATE_RUNNING", momentum.is_some() as u32 as f64)];
     let bufs = [x, saved, bn.running_mean, bn.running_var];
-    Dispatch::new(gpu, BN_TRAIN_STATS, &consts, bytemuck::bytes_of(&p), &bufs, groups_1d(bn.shape.c, 1))
+    reduction(gpu, BN_TRAIN_STATS, &consts, &p, bn.shape, &bufs)
 }
 
 /// Builds the training-mode forward `y = act(x·s + t)`, `s = γ·invstd`, `t = β − mean·s`, from
@@ -218,7 +263,7 @@ pub fn train_forward_dispatch(gpu: &Gpu, bn: &BatchNorm, act: Activation, x: &Te
     f32_tensor(saved, 2 * bn.shape.c, op, "saved")?;
     apart(op, y, &[(x, "x"), (bn.gamma, "gamma"), (bn.beta, "beta"), (saved, "saved")], "y")?;
     let bufs = [x, bn.gamma, bn.beta, saved, y];
-    Dispatch::new(gpu, BN_TRAIN_FORWARD, &[("ACT", act.code() as f64)], bytemuck::bytes_of(&p), &bufs, groups_1d(p.total as usize, WG))
+    elementwise(gpu, BN_TRAIN_FORWARD, act, &p, bn.shape, &bufs)
 }
 
 /// The training-mode forward (statistics, running update with `momentum`, output), run at once.
@@ -270,14 +315,14 @@ pub fn eval_backward_dispatches(gpu: &Gpu, bn: &BatchNorm, dy: &Tensor, x: &Tens
         apart(op, dgamma, &ins, "dgamma")?;
         apart(op, dbeta, &ins, "dbeta")?;
         let bufs = [dy, x, bn.running_mean, bn.running_var, dgamma, dbeta];
-        out.push(Dispatch::new(gpu, BN_PARAM_GRADS_EVAL, &[], bytemuck::bytes_of(&p), &bufs, groups_1d(bn.shape.c, 1))?);
+        out.push(reduction(gpu, BN_PARAM_GRADS_EVAL, &[], &p, bn.shape, &bufs)?);
     }
     if let Some(dx) = grads.dx {
         let op = "bn_eval_backward_input";
         let p = check(bn, op, Activation::Identity, 0.0, &[(dy, "dy"), (dx, "dx")])?;
         apart(op, dx, &[(dy, "dy"), (bn.gamma, "gamma"), (bn.running_var, "running_var")], "dx")?;
         let bufs = [dy, bn.gamma, bn.running_var, dx];
-        out.push(Dispatch::new(gpu, BN_EVAL_BACKWARD_INPUT, &[], bytemuck::bytes_of(&p), &bufs, groups_1d(p.total as usize, WG))?);
+        out.push(elementwise(gpu, BN_EVAL_BACKWARD_INPUT, Activation::Identity, &p, bn.shape, &bufs)?);
     }
     Ok(out)
 }
@@ -315,14 +360,14 @@ pub fn train_backward_dispatches(
     apart(op, dgamma, &ins, "dgamma")?;
     apart(op, dbeta, &ins, "dbeta")?;
     let bufs = [dy, x, saved, dgamma, dbeta];
-    let mut out = vec![Dispatch::new(gpu, BN_PARAM_GRADS_TRAIN, &[], bytemuck::bytes_of(&p), &bufs, groups_1d(bn.shape.c, 1))?];
+    let mut out = vec![reduction(gpu, BN_PARAM_GRADS_TRAIN, &[], &p, bn.shape, &bufs)?];
     if let Some(dx) = grads.dx {
         let op = "bn_train_backward_input";
         f32_tensor(dx, p.total as usize, op, "dx")?;
         let ins = [(dy, "dy"), (x, "x"), (saved, "saved"), (bn.gamma, "gamma"), (dgamma, "dgamma"), (dbeta, "dbeta")];
         apart(op, dx, &ins, "dx")?;
         let bufs = [dy, x, saved, bn.gamma, dgamma, dbeta, dx];
-        out.push(Dispatch::new(gpu, BN_TRAIN_BACKWARD_INPUT, &[], bytemuck::bytes_of(&p), &bufs, groups_1d(p.total as usize, WG))?);
+        out.push(elementwise(gpu, BN_TRAIN_BACKWARD_INPUT, Activation::Identity, &p, bn.shape, &bufs)?);
     }
     Ok(out)
 }
