@@ -42,7 +42,7 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
-use super::reduce::ensure_loop_budget;
+use super::reduce::{LOOP_BUDGET, ensure_loop_budget};
 use super::{Activation, Kernel, R, RW, ensure, source};
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::groups_1d;
@@ -174,9 +174,12 @@ fn check(bn: &BatchNorm, op: &str, act: Activation, momentum: f32, full: &[(&Ten
     })
 }
 
-/// Whether a reduction walks example by example (`NESTED`): planes of at least [`WG`] values.
+/// Whether a reduction walks example by example (`NESTED`): planes of at least [`WG`] values,
+/// unless that walk (`N·(⌈HW/256⌉ + 1)` iterations, more than the flat walk's `⌈M/256⌉`) would
+/// take over a quarter of the loop budget per pass: many short planes walk flat.
 fn nested(s: BatchNormShape) -> bool {
-    s.h * s.w >= WG as usize
+    let hw = s.h * s.w;
+    hw >= WG as usize && s.n * (hw.div_ceil(WG as usize) + 1) <= LOOP_BUDGET / 4
 }
 
 /// A per-channel reduction walks `⌈M/256⌉` values per pass (nested: `N·(⌈HW/256⌉ + 1)` loop
@@ -380,10 +383,25 @@ pub fn train_backward(gpu: &Gpu, bn: &BatchNorm, dy: &Tensor, x: &Tensor, saved:
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_walk_nested_only_within_the_budget() {
+        let shape = |n, c, h, w| BatchNormShape { n, c, h, w };
+        assert!(nested(shape(256, 2, 112, 112)));
+        assert!(!nested(shape(8, 3, 15, 16)), "planes shorter than a workgroup walk flat");
+        // 15,000 planes of 300: nested needs 45,000 iterations per pass, flat 17,579
+        let many = shape(15_000, 1, 15, 20);
+        assert!(!nested(many));
+        assert!(check_reduction("t", many, 2).is_ok());
+        assert!(check_reduction("t", shape(256, 2, 112, 112), 2).is_ok());
+        assert!(check_reduction("t", shape(1024, 1, 112, 112), 2).is_err());
+    }
+
     #[test]
     fn params_match_wgsl_size() {
-        let wgsl = super::super::wgsl_struct_bytes(super::source::NORM_WGSL, "Params");
-        assert_eq!(std::mem::size_of::<super::NormParams>(), wgsl);
+        let wgsl = super::super::wgsl_struct_bytes(source::NORM_WGSL, "Params");
+        assert_eq!(std::mem::size_of::<NormParams>(), wgsl);
         assert_eq!(wgsl, 32);
     }
 }
