@@ -25,7 +25,7 @@
 //!
 //! The per-channel reductions run one workgroup of 256 per channel in a fixed order (no atomics),
 //! so reruns are bit-identical; each invocation walks about `⌈M/256⌉` values per pass, checked
-//! against the llvmpipe/lavapipe loop budget ([`super::reduce::ensure_loop_budget`]): `M` up to
+//! against the llvmpipe/lavapipe loop budget (`kernels::reduce::ensure_loop_budget`): `M` up to
 //! about 8 million (e.g. 256 images of 112×112 is 3.2 million).
 //!
 //! ```
