@@ -1,4 +1,6 @@
-// conv.wgsl — 2-D convolution and pooling, forward and backward, f32, NCHW (PyTorch layouts).
+// conv.wgsl — 2-D convolution, forward and backward, f32, NCHW (PyTorch layouts), in two forms:
+// direct kernels, and im2col + the matmul kernel (src/kernels/conv/). Prepended: common.wgsl,
+// window.wgsl (Params, binding 1 `in1`, taps(), the sliced reductions).
 //
 //   x  [N, C, H, W]       input              w  [O, C, KH, KW]   weight (nn.Conv2d)
 //   y  [N, O, OH, OW]     output             b  [O]              bias
@@ -10,107 +12,36 @@
 //   conv_backward_input   1 dy (r), 2 w (r), 3 dx (rw)          overrides KH, KW
 //   conv_backward_weight  1 x (r), 2 dy (r), 3 dw or parts (rw)
 //   conv_backward_bias    1 dy (r), 2 db (rw)                   override SLICES
-//   max_pool_forward      1 x (r), 2 y (rw), 3 argmax (rw, u32)
-//   max_pool_backward     1 dy (r), 2 argmax (r, u32), 3 dx (rw)
-//   max_pool_backward_tiled   as max_pool_backward            overrides KH, KW (windows tiling x)
-//   avg_pool_forward      1 x (r), 2 y (rw)
-//   avg_pool_backward     1 dy (r), 2 dx (rw)
-//   global_avg_pool_forward   1 x (r), 2 y (rw)                 override SLICES
-//   global_avg_pool_backward  1 dy (r), 2 dx (rw)
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
 //   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW
 //   col2im                1 dcols (r), 2 dx (rw)
 //   col2im_rows           1 dcols (r), 2 dx (rw)                override IC
 //   nchw_transpose        1 src (r), 2 dst (rw)
 //   sum_parts             1 parts (r), 2 out (rw)
-// The pools use the same params with o unused (c is the channel count).
 //
 // Every output is computed by one invocation (or one fixed set of slices), summing in a fixed
 // order; no atomics anywhere, so the same input gives bit-identical output on the same adapter.
-// Gradients are gathers: each input element (dx) or weight (dw) sums its own contributions
-// (max_pool_backward_tiled scatters, but its windows do not overlap: still one writer each).
+// Gradients are gathers: each input element (dx) or weight (dw) sums its own contributions.
 // * conv_forward, conv_backward_input, conv_backward_weight: the grid is (pixels or weight taps,
 //   channel block, image or slice), so on lavapipe (8 invocations per SIMD register) the
 //   channel block comes from workgroup_id and the weight (or dy) loads are uniform: a scalar load
 //   and a broadcast, one gathered load feeding 4–8 FMAs. See each kernel's comment.
-// * conv_backward_bias / global_avg_pool_forward: long reductions (over N·OH·OW or H·W).
-//   SLICES invocations share one output, each summing one contiguous range in order; slice 0
-//   then adds the partials in slice order (one workgroup barrier). The launcher picks SLICES from
-//   the shape (1 = no barrier) so that no invocation runs more than a few thousand loop
-//   iterations: llvmpipe/lavapipe silently stop every loop of an invocation after 65,535
-//   iterations in total (src/kernels/conv.rs checks every launch against a budget).
-// * the im2col path (src/kernels/conv.rs, ConvAlgo::Im2col): im2col writes
+// * conv_backward_bias: a long reduction over N·OH·OW, sliced (window.wgsl).
+// * the im2col path (src/kernels/conv/im2col.rs): im2col writes
 //   cols[n·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx] for the images n0 .. n0 + p.n of a chunk
 //   (p.total = first image n0); the matmul kernel multiplies; nchw_transpose moves
 //   [B, R, C] ↔ [B, C, R] between the matmul's row-per-pixel layout and NCHW; col2im gathers
 //   dx from dcols; sum_parts adds the per-chunk weight gradients in chunk order.
-//
-// Max pool: padding is −∞ (never chosen; PyTorch requires PH ≤ KH/2 so every window holds a real
-// element). The argmax is the index iy·W + ix inside the input plane (PyTorch's return_indices);
-// ties keep the first in row-major window order, a NaN wins (the last NaN), like PyTorch's CPU
-// kernel. Average pool divides by KH·KW (count_include_pad = true, no ceil_mode).
 // Reference: src/reference/conv.rs.
-
-struct Params {
-    n: u32,      // batch (im2col path: images in the chunk)
-    c: u32,      // input channels
-    h: u32,
-    w: u32,
-    o: u32,      // output channels (conv only)
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    ph: u32,
-    pw: u32,
-    oh: u32,
-    ow: u32,
-    total: u32,  // invocations / outputs of the launch (im2col path: first image n0)
-    alpha: f32,  // LeakyReLU slope of the fused activation
-    scale: f32,  // 1/(KH·KW) for avg pool, 1/(H·W) for global avg pool
-}
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
-override SLICES: u32 = 1u;
 
-const WG: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-// The entry points declare different bindings under the same numbers; WGSL only requires the
-// numbers to be unique among the variables one entry point uses.
-@group(0) @binding(1) var<storage, read> in1: array<f32>;
 @group(0) @binding(2) var<storage, read> in2: array<f32>;
 @group(0) @binding(3) var<storage, read> in3: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out4: array<f32>;
-@group(0) @binding(3) var<storage, read_write> argmax_out: array<u32>;
-@group(0) @binding(2) var<storage, read> argmax_in: array<u32>;
-
-var<workgroup> slice_part: array<f32, 64>;
-
-// NaN test on the bits, immune to compilers that assume `v != v` is false.
-fn conv_is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Taps of a gather (conv_backward_input, col2im): for an input coordinate i (+ padding: t = i + pad)
-// the kernel offsets k with t − k = stride·o, 0 ≤ o < out, 0 ≤ k < ks, in increasing k.
-struct Taps {
-    k0: u32,   // first tap
-    k1: u32,   // end (exclusive)
-    o0: u32,   // output coordinate of the first tap (decreases by 1 per tap)
-}
-
-fn taps(t: u32, stride: u32, ks: u32, out: u32) -> Taps {
-    let lo = max(i32(t) - i32(stride * (out - 1u)), 0);
-    let k0 = u32(lo) + (t - u32(lo)) % stride;
-    let k1 = min(ks, t + 1u);
-    return Taps(k0, k1, (t - k0) / stride);
-}
 
 // ---------------------------------------------------------------------------------------------
 // conv_forward: y = act(conv(x, w) + b). Grid: x = output pixels (64 per workgroup), y = block of
@@ -309,66 +240,7 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sliced reductions: SLICES invocations per output. Adjacent invocations of a workgroup work on
-// adjacent outputs of the same slice.
-
-struct Work {
-    o: u32,      // the output
-    slice: u32,  // which slice of its range
-}
-
-fn sliced_work(wid: vec3<u32>, nwg: vec3<u32>, l: u32) -> Work {
-    let per_wg = WG / SLICES;
-    let group = wid.x + wid.y * nwg.x;
-    return Work(group * per_wg + l % per_wg, l / per_wg);
-}
-
-// [lo, hi) of slice `slice` of a range of `len`.
-fn slice_range(slice: u32, len: u32) -> vec2<u32> {
-    let chunk = len / SLICES + select(0u, 1u, len % SLICES != 0u);
-    let lo = min(slice * chunk, len);
-    return vec2<u32>(lo, min(lo + chunk, len));
-}
-
-// Adds the slice partials of output w.o in slice order and returns the total (valid for slice 0).
-// Called in uniform control flow: every invocation reaches the barrier.
-fn combine_slices(l: u32, s: f32) -> f32 {
-    if SLICES == 1u { return s; }
-    slice_part[l] = s;
-    workgroupBarrier();
-    let per_wg = WG / SLICES;
-    var t = s;
-    for (var k = 1u; k < SLICES; k++) {
-        t += slice_part[l + k * per_wg];
-    }
-    return t;
-}
-
-// Σ_{j in [lo, hi)} of a list of `segs` segments of `seg_len` contiguous elements, segment q at
-// base + q·stride, in order (the flat range covers the segments one after another).
-fn segment_sum(base: u32, stride: u32, seg_len: u32, lo: u32, hi: u32) -> f32 {
-    var s = 0.0;
-    if lo >= hi { return s; }
-    let q0 = lo / seg_len;
-    let q1 = (hi - 1u) / seg_len;
-    for (var q = q0; q <= q1; q++) {
-        let a = select(0u, lo - q * seg_len, q == q0);
-        let e = select(seg_len, hi - q * seg_len, q == q1);
-        let off = base + q * stride;
-        var i = off + a;
-        let end = off + e;
-        for (; i + 4u <= end; i += 4u) {
-            s += in1[i];
-            s += in1[i + 1u];
-            s += in1[i + 2u];
-            s += in1[i + 3u];
-        }
-        for (; i < end; i++) {
-            s += in1[i];
-        }
-    }
-    return s;
-}
+// conv_backward_bias: a sliced reduction (window.wgsl).
 
 // db[o] = Σ_{n, oy, ox} dy[n, o, oy, ox]; slices split the N·OH·OW elements.
 @compute @workgroup_size(64)
@@ -383,173 +255,6 @@ fn conv_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     let t = combine_slices(l, s);
     if valid && w.slice == 0u { out2[w.o] = t; }
-}
-
-// y[n, c] = mean over the H·W plane of x[n, c]; slices split the plane.
-@compute @workgroup_size(64)
-fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let w = sliced_work(wid, nwg, l);
-    let valid = w.o < p.total;
-    var s = 0.0;
-    if valid {
-        let hw = p.h * p.w;
-        let r = slice_range(w.slice, hw);
-        s = segment_sum(w.o * hw, hw, hw, r.x, r.y);
-    }
-    let t = combine_slices(l, s);
-    if valid && w.slice == 0u { out2[w.o] = t * p.scale; }
-}
-
-// dx[n, c, iy, ix] = dy[n, c] / (H·W)
-@compute @workgroup_size(64)
-fn global_avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    out2[i] = in1[i / (p.h * p.w)] * p.scale;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pooling windows: y[n, c, oy, ox] over x[n, c, oy·SH − PH + ky, ox·SW − PW + kx].
-
-@compute @workgroup_size(64)
-fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let plane = p.oh * p.ow;
-    let s = i % plane;
-    let nc = i / plane;
-    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
-    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
-    let y0 = u32(max(iy0, 0));
-    let y1 = u32(clamp(iy0 + i32(p.kh), 0, i32(p.h)));
-    let x0 = u32(max(ix0, 0));
-    let x1 = u32(clamp(ix0 + i32(p.kw), 0, i32(p.w)));
-    let base = nc * p.h * p.w;
-    var best = -3.40282347e38;
-    var first = true;
-    var arg = y0 * p.w + x0;
-    for (var iy = y0; iy < y1; iy++) {
-        for (var ix = x0; ix < x1; ix++) {
-            let j = iy * p.w + ix;
-            let v = in1[base + j];
-            // `first` makes −∞ (below the initial value) selectable, as PyTorch's −inf start does
-            if first || v > best || conv_is_nan(v) {
-                best = v;
-                arg = j;
-            }
-            first = false;
-        }
-    }
-    out2[i] = best;
-    argmax_out[i] = arg;
-}
-
-// dx[n, c, j] = Σ over the windows containing j whose argmax is j of dy (a gather). Grid: x, y =
-// the input pixel (8 × 8 per workgroup), z = the (image, channel) plane, looping past 65,535
-// planes: no per-element division to recover the coordinates (slow where a CPU runs the shader).
-@compute @workgroup_size(8, 8)
-fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ix = gid.x;
-    let iy = gid.y;
-    if ix >= p.w || iy >= p.h { return; }
-    let hw = p.h * p.w;
-    let planes = p.total / hw;
-    let j = iy * p.w + ix;
-    let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
-    let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
-    for (var nc = gid.z; nc < planes; nc += nwg.z) {
-        let base = nc * p.oh * p.ow;
-        var g = 0.0;
-        var oy = ty.o0;
-        for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
-            var ox = tx.o0;
-            for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
-                let k = base + oy * p.ow + ox;
-                if argmax_in[k] == j { g += in1[k]; }
-                ox -= 1u;
-            }
-            oy -= 1u;
-        }
-        out3[nc * hw + j] = g;
-    }
-}
-
-// The same gradient when the windows tile the input exactly (stride = window, no padding,
-// H = OH·KH, W = OW·KW: every input element lies in exactly one window): one invocation per
-// window writes its KH·KW elements of dx, dy at the argmax and 0 elsewhere. For 2×2 windows a
-// quarter of the gather's invocations and no tap arithmetic; on lavapipe these light kernels cost
-// about the same per invocation whatever they do, so that is what counts. Grid: x = ox, y = oy
-// (4 × 4 per workgroup), z = 4 planes per workgroup, looping past 65,535·4 planes. KH, KW are the
-// window (pipeline constants: the loops unroll).
-@compute @workgroup_size(4, 4, 4)
-fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let ox = gid.x;
-    let oy = gid.y;
-    if ox >= p.ow || oy >= p.oh { return; }
-    let hw = p.h * p.w;
-    // + 0 from the invocation index: a run-time bound, not one lavapipe specialises and
-    // recompiles per command buffer (see head_bound in loss.wgsl)
-    let planes = p.total / hw + (gid.x >> 31u);
-    let o = oy * p.ow + ox;
-    let j0 = oy * KH * p.w + ox * KW;
-    for (var nc = gid.z; nc < planes; nc += 4u * nwg.z) {
-        let k = nc * p.oh * p.ow + o;
-        let g = in1[k];
-        let arg = argmax_in[k];
-        let base = nc * hw;
-        for (var ky = 0u; ky < KH; ky++) {
-            for (var kx = 0u; kx < KW; kx++) {
-                let j = j0 + ky * p.w + kx;
-                out3[base + j] = select(0.0, g, j == arg);
-            }
-        }
-    }
-}
-
-@compute @workgroup_size(64)
-fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let plane = p.oh * p.ow;
-    let s = i % plane;
-    let nc = i / plane;
-    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
-    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
-    let y0 = u32(max(iy0, 0));
-    let y1 = u32(clamp(iy0 + i32(p.kh), 0, i32(p.h)));
-    let x0 = u32(max(ix0, 0));
-    let x1 = u32(clamp(ix0 + i32(p.kw), 0, i32(p.w)));
-    let base = nc * p.h * p.w;
-    var sum = 0.0;
-    for (var iy = y0; iy < y1; iy++) {
-        for (var ix = x0; ix < x1; ix++) {
-            sum += in1[base + iy * p.w + ix];
-        }
-    }
-    out2[i] = sum * p.scale;
-}
-
-@compute @workgroup_size(64)
-fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg, WG);
-    if i >= p.total { return; }
-    let hw = p.h * p.w;
-    let j = i % hw;
-    let nc = i / hw;
-    let ty = taps(j / p.w + p.ph, p.sh, p.kh, p.oh);
-    let tx = taps(j % p.w + p.pw, p.sw, p.kw, p.ow);
-    let base = nc * p.oh * p.ow;
-    var g = 0.0;
-    var oy = ty.o0;
-    for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
-        var ox = tx.o0;
-        for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
-            g += in1[base + oy * p.ow + ox];
-            ox -= 1u;
-        }
-        oy -= 1u;
-    }
-    out2[i] = g * p.scale;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -322,10 +322,11 @@ var<workgroup> head_u: array<vec4<u32>, HEAD_WG>;
 
 // `v`, a HeadParams field that bounds a loop, as a value lavapipe cannot specialise the shader
 // on. Mesa 22.x lavapipe inlines up to four uniform values that bound loops and recompiles the
-// shader for them on every command buffer that runs it (nir_inline_uniforms, no variant cache):
-// about 7 ms per submission for these one-workgroup kernels, measured, against 0.1 ms of work.
-// Mixing in the invocation index `t` (whose top bit is never set) keeps the bound a run-time
-// value for one add; a storage buffer's arrayLength does not (it measured as inlined still).
+// shader for them on every command buffer that runs it (nir_inline_uniforms, no variant cache),
+// which costs these one-workgroup kernels many times their work per submission (BENCHMARKS.md,
+// "What we learned about lavapipe"). Mixing in the invocation index `t` (whose top bit is never
+// set) keeps the bound a run-time value for one add; a storage buffer's arrayLength does not
+// (lavapipe inlines it still).
 fn head_bound(v: u32, t: u32) -> u32 {
     return v + (t >> 31u);
 }

@@ -32,10 +32,9 @@
 // (≈ 40 instructions per lane for a vec4, uniform address or not), while an FMA is 2 instructions.
 // So the kernel that wins holds the biggest block of C in registers per load: a 16×16 block costs
 // 8 vec4 loads per 4 k-steps for 1024 FMAs, the 4×4 of reg4x4 8 scalar loads per k-step for 16.
-// (Bigger blocks gain ~10 % more and take seconds to JIT. Sharing A's rows across the 8
-// invocations with subgroupBroadcast measured 1.6× block16x16, but a module using subgroups
-// fails validation on devices without them (llvmpipe GL), so such a variant needs a module of
-// its own.)
+// (Bigger blocks gain little and take seconds to JIT. Sharing A's rows across the 8 invocations
+// with subgroupBroadcast is matmul_subgroup.wgsl: a module of its own, because a module using
+// subgroups fails validation on devices without them (llvmpipe GL).)
 // Register arrays must be indexed by constants (loops over them become scratch memory there),
 // hence the written-out accumulators. Workgroup memory with barriers is slow on lavapipe (each
 // barrier is a coroutine switch) and is what real GPUs need: that is matmul_tile64.

@@ -731,3 +731,31 @@ fn algorithm_choice_is_a_known_algorithm_and_stable() {
     assert_eq!(ConvAlgo::from_name(ConvAlgo::Direct.name()), Some(ConvAlgo::Direct));
     assert_eq!(ConvAlgo::from_name("winograd"), None);
 }
+
+/// Convolution and pooling are two shader modules (conv.wgsl and pool.wgsl, each with
+/// window.wgsl prepended): each compiled once, however many of its entry points run, and a
+/// repeated launch compiles nothing.
+#[test]
+fn conv_and_pool_modules_are_compiled_once_each() {
+    let gpu = private_gpu();
+    let counts = || (gpu.pipeline_cache().module_count(), gpu.pipeline_cache().len());
+    let s = Pool2dShape::new(1, 2, 4, 4, 2, 2, 0);
+    let x = upload(&gpu, &s.x_shape(), &rand_vec(1, 32));
+    let mut y = poisoned(&gpu, &s.y_shape());
+    let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; y.len()]).unwrap();
+    let (modules, pipelines) = counts();
+    conv::max_pool2d_forward(&gpu, &s, &x, &mut y, &mut arg).unwrap();
+    assert_eq!(counts(), (modules + 1, pipelines + 1), "max pool: pool.wgsl and one pipeline");
+    conv::max_pool2d_forward(&gpu, &s, &x, &mut y, &mut arg).unwrap();
+    assert_eq!(counts(), (modules + 1, pipelines + 1), "a repeated launch compiled something");
+    conv::avg_pool2d_forward(&gpu, &s, &x, &mut y).unwrap();
+    assert_eq!(counts(), (modules + 1, pipelines + 2), "avg pool: a pipeline of the module already compiled");
+    let c = Conv2dShape::new(1, 2, 4, 4, 3, 3, 1, 1);
+    let w = upload(&gpu, &c.w_shape(), &rand_vec(2, 54));
+    let mut out = poisoned(&gpu, &c.y_shape());
+    let scratch = ConvScratch::with_algo(&gpu, &c, ConvAlgo::Direct).unwrap();
+    conv::conv2d_forward(&gpu, &c, &x, &w, None, Activation::Identity, &mut out, &scratch).unwrap();
+    assert_eq!(counts(), (modules + 2, pipelines + 3), "conv: conv.wgsl and one pipeline");
+    conv::conv2d_forward(&gpu, &c, &x, &w, None, Activation::Identity, &mut out, &scratch).unwrap();
+    assert_eq!(counts(), (modules + 2, pipelines + 3), "a repeated launch compiled something");
+}

@@ -43,6 +43,7 @@ fn mlp_trunk() -> Trunk {
             add(6, Activation::Relu),
         ],
         sources: vec![vec![0], vec![1, 0], vec![2], vec![3], vec![4], vec![5, 3]],
+        names: vec![None; 6],
     }
 }
 

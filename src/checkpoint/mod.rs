@@ -25,10 +25,12 @@
 //!
 //! # Conventions
 //!
-//! **Tensor names** follow a `torch.nn.Sequential` state_dict: the layer at index `i` of the
-//! sequence (activations count as layers, so a Linear–ReLU–Linear MLP has parameters at 0 and 2)
-//! stores `<i>.weight` with shape `[out, in]` (PyTorch's `nn.Linear` layout, *not* `[in, out]`)
-//! and `<i>.bias` with shape `[out]`. Tensors are written in the order given, which is the order
+//! **Tensor names** follow a PyTorch state_dict: a layer's parameters are `<module path>.weight`
+//! with shape `[out, in]` (PyTorch's `nn.Linear` layout, *not* `[in, out]`) or `[out, in, kh, kw]`
+//! and `<module path>.bias` with shape `[out]` (`layer1.0.conv1.weight`; see
+//! [`Network::module_names`](crate::nn::Network::module_names)). A layer built without a name has
+//! its index in a `torch.nn.Sequential` (activations count as layers, so a Linear–ReLU–Linear MLP
+//! has parameters at `0` and `2`). Tensors are written in the order given, which is the order
 //! [`load`] returns them in (files written by other tools come back in their data-offset order).
 //!
 //! **Architecture** lives in the metadata: [`FORMAT_KEY`] (`headswap.format`) = [`FORMAT_VERSION`]

@@ -3,7 +3,8 @@
 //!
 //! wgpu's rules that shape this module:
 //! * Work is recorded into a command encoder and only runs when submitted; a submission has a
-//!   fixed CPU cost (≥ 0.1 ms on lavapipe), so callers batch a whole training step into one.
+//!   fixed CPU cost (BENCHMARKS.md has lavapipe's), so callers batch a whole training step into
+//!   one ([`Recorder`]).
 //! * A buffer the CPU reads must be `MAP_READ`, and `MAP_READ` buffers cannot be storage buffers:
 //!   downloads copy into a staging buffer first (see [`tensor`]).
 //! * Validation errors are reported asynchronously; by default wgpu panics on an uncaptured one.
@@ -12,6 +13,7 @@
 
 pub mod adapter;
 pub mod pipelines;
+pub mod recorder;
 pub mod tensor;
 
 use crate::error::{Error, Result};
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use pipelines::{Access, Dispatch, KernelId, PipelineCache, ShaderSource};
+pub use recorder::{Recorder, Timestamps};
 pub use tensor::Tensor;
 
 /// Counters the engine keeps about its own GPU work. Tests and benchmarks read them to show, for
@@ -347,6 +350,11 @@ impl Gpu {
     pub fn has(&self, feature: wgpu::Features) -> bool {
         self.inner.features.contains(feature)
     }
+    /// Whether the device can write timestamps at the start and end of a compute pass
+    /// (`Features::TIMESTAMP_QUERY`; see [`Timestamps`]).
+    pub fn has_timestamps(&self) -> bool {
+        self.has(wgpu::Features::TIMESTAMP_QUERY)
+    }
     /// A snapshot of the engine's counters (bytes allocated, dispatches, submissions, ...).
     pub fn counters(&self) -> CounterSnapshot {
         self.inner.counters.snapshot()
@@ -370,7 +378,7 @@ impl Gpu {
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
             shader_f16: self.has(wgpu::Features::SHADER_F16),
             subgroups: self.has(wgpu::Features::SUBGROUP),
-            timestamp_queries: self.has(wgpu::Features::TIMESTAMP_QUERY),
+            timestamp_queries: self.has_timestamps(),
         }
     }
 
@@ -396,18 +404,14 @@ impl Gpu {
     /// Records `dispatches` into one compute pass of one command encoder and submits it once.
     /// Does not wait; use [`Gpu::sync`] (or a download) to wait for the result.
     pub fn run(&self, label: &str, dispatches: &[&Dispatch]) -> Result<()> {
-        let mut encoder = self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-            for d in dispatches {
-                d.encode(self, &mut pass);
-            }
-        }
-        self.submit(encoder);
+        let mut rec = Recorder::new(self, label);
+        rec.pass(label, dispatches.iter().copied());
+        rec.submit();
         self.check(label)
     }
 
-    /// Submits one finished encoder, counting it.
+    /// Submits one finished encoder, counting it. Most callers record through a [`Recorder`]
+    /// instead, which ends here.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
         self.inner.counters.submissions.fetch_add(1, Ordering::Relaxed);
         self.inner.queue.submit(Some(encoder.finish()))

@@ -10,7 +10,7 @@
 //! kernels themselves: `kernels/` defines the constants (its `source.rs` the shader sources) and
 //! depends on gpu/, never the other way round.
 
-use super::{Gpu, Tensor};
+use super::{Gpu, Recorder, Tensor};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -364,10 +364,10 @@ impl StepUniforms {
 
     /// Records the copies that give step `step` (0-based, in staging order) its uniforms; record
     /// them before that step's compute pass.
-    pub fn record(&self, enc: &mut wgpu::CommandEncoder, step: usize) {
+    pub fn record(&self, rec: &mut Recorder<'_>, step: usize) {
         let (Some(staging), Some(copies)) = (&self.staging, self.steps.get(step)) else { return };
         for (at, dst, len) in copies {
-            enc.copy_buffer_to_buffer(staging, *at, dst, 0, *len);
+            rec.copy_buffer(staging, *at, dst, 0, *len);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! (256 bytes everywhere we know) to be bound.
 
 use super::Gpu;
+use super::recorder::{Recorder, read_mapped};
 use crate::error::{Error, Result};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -233,23 +234,10 @@ impl Tensor {
             }));
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("download") });
-        enc.copy_buffer_to_buffer(&self.alloc.buffer, self.offset, staging, 0, size);
-        gpu.submit(enc);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let slice = staging.slice(0..size);
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.sync()?;
-        rx.recv()
-            .map_err(|_| Error::Device("buffer map callback never ran".into()))?
-            .map_err(|e| Error::Device(format!("mapping the download buffer failed: {e}")))?;
-        let out = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Device(format!("{e}")))?;
-            view.to_vec()
-        };
-        staging.unmap();
+        let mut rec = Recorder::new(gpu, "download");
+        rec.copy_buffer(&self.alloc.buffer, self.offset, staging, 0, size);
+        rec.submit();
+        let out = read_mapped(gpu, staging, size, "download")?;
         Ok(out)
     }
 }

@@ -26,9 +26,11 @@ pub mod matmul;
 pub mod metrics;
 pub mod norm;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub(crate) mod source;
 pub mod tune;
+pub mod window;
 
 pub use crate::gpu::Dispatch;
 /// The kernel ids are gpu/'s (the pipeline cache keys on them); the launchers here define the
@@ -99,7 +101,8 @@ mod tests {
             ("optim.wgsl", super::source::OPTIM_WGSL.to_string()),
             ("metrics.wgsl", super::source::METRICS_WGSL.to_string()),
             ("gather.wgsl", super::source::GATHER_WGSL.to_string()),
-            ("conv.wgsl", super::source::CONV_WGSL.to_string()),
+            ("conv.wgsl", format!("{}\n{}", super::source::WINDOW_WGSL, super::source::CONV_WGSL)),
+            ("pool.wgsl", format!("{}\n{}", super::source::WINDOW_WGSL, super::source::POOL_WGSL)),
             ("norm.wgsl", super::source::NORM_WGSL.to_string()),
         ];
         // a `const` or an `override`'s default (matmul's WG_X, WG_Y: set to 8 × 1 by the launcher)
@@ -158,7 +161,10 @@ mod tests {
     fn only_kernels_with_a_fallback_bind_more_than_the_required_storage_buffers() {
         let floor = required("max_storage_buffers_per_shader_stage") as usize;
         let sources = [
-            include_str!("conv.rs"),
+            include_str!("conv/mod.rs"),
+            include_str!("conv/direct.rs"),
+            include_str!("conv/im2col.rs"),
+            include_str!("pool.rs"),
             include_str!("elementwise.rs"),
             include_str!("gather.rs"),
             include_str!("loss.rs"),

@@ -540,9 +540,9 @@ impl RangeLaunch {
 /// Whether `opt`'s step over ranges of `sizes` parameters is faster as one dispatch or one per
 /// range on this device: measured on first use per optimizer kernel and size class (powers of
 /// two) and remembered in the autotune cache like the matmul's choices. One dispatch saves a
-/// launch, and on a GPU the branch between the ranges splits at most one warp; on lavapipe it
-/// measured 1.5–1.9× the two dispatches, as if every SIMD lane ran both ranges' code under a
-/// mask. `HEADSWAP_OPTIM_LAUNCH=one|per-range` forces one; `HEADSWAP_AUTOTUNE=0` pins one
+/// launch, and on a GPU the branch between the ranges splits at most one warp; on lavapipe it was
+/// slower than the two dispatches (BENCHMARKS.md, "Both sides of a branch run"), as if every SIMD
+/// lane ran both ranges' code under a mask. `HEADSWAP_OPTIM_LAUNCH=one|per-range` forces one; `HEADSWAP_AUTOTUNE=0` pins one
 /// dispatch.
 pub fn choose_range_launch(gpu: &Gpu, opt: &Optimizer, sizes: &[usize]) -> Result<RangeLaunch> {
     if sizes.len() <= 1 {

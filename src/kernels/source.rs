@@ -12,7 +12,10 @@ pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
 pub const METRICS_WGSL: &str = include_str!("../../shaders/metrics.wgsl");
 pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
+/// Prepended (after common.wgsl) to conv.wgsl and pool.wgsl: their params and window arithmetic.
+pub const WINDOW_WGSL: &str = include_str!("../../shaders/window.wgsl");
 pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
 
 pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
@@ -25,5 +28,6 @@ pub static LOSS: ShaderSource = ShaderSource { name: "loss.wgsl", parts: &[COMMO
 pub static OPTIM: ShaderSource = ShaderSource { name: "optim.wgsl", parts: &[COMMON_WGSL, OPTIM_WGSL] };
 pub static METRICS: ShaderSource = ShaderSource { name: "metrics.wgsl", parts: &[COMMON_WGSL, METRICS_WGSL] };
 pub static GATHER: ShaderSource = ShaderSource { name: "gather.wgsl", parts: &[COMMON_WGSL, GATHER_WGSL] };
-pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, CONV_WGSL] };
+pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, CONV_WGSL] };
+pub static POOL: ShaderSource = ShaderSource { name: "pool.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, POOL_WGSL] };
 pub static NORM: ShaderSource = ShaderSource { name: "norm.wgsl", parts: &[COMMON_WGSL, NORM_WGSL] };

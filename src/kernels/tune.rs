@@ -24,7 +24,7 @@
 //! building a plan, never to a timed step.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Recorder, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,17 +142,10 @@ pub(crate) fn time_candidates(gpu: &Gpu, label: &str, candidates: &[Vec<&Dispatc
     let reps = reps.max(1);
     let run = |list: &[&Dispatch]| -> Result<f64> {
         let t0 = Instant::now();
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-            for _ in 0..reps {
-                for d in list {
-                    d.encode(gpu, &mut pass);
-                }
-            }
-        }
+        let mut rec = Recorder::new(gpu, label);
+        rec.pass(label, (0..reps).flat_map(|_| list.iter().copied()));
         // not counted in the engine's submissions: measuring is no part of a step
-        gpu.queue().submit(Some(enc.finish()));
+        rec.submit_uncounted();
         gpu.sync()?;
         Ok(t0.elapsed().as_secs_f64() / reps as f64)
     };

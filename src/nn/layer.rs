@@ -255,6 +255,11 @@ pub struct CnnBuilder {
     layers: Vec<LayerSpec>,
     /// Per layer, the values it reads (see [`Trunk::sources`]).
     sources: Vec<Vec<usize>>,
+    /// Per layer, its module path if one was given (see [`Trunk::names`]).
+    names: Vec<Option<String>>,
+    /// The module path the layers being added belong to (`"layer1.0"` inside
+    /// `.scope("layer1", |b| b.scope("0", ..))`), empty at the top.
+    scope: String,
     /// The value the next layer reads: 0 for the input, `i + 1` for layer `i`'s output.
     current: usize,
 }
@@ -262,23 +267,85 @@ pub struct CnnBuilder {
 /// A trunk whose layers may read any earlier output: the layers in evaluation order and, per
 /// layer, the values it reads — `0` is the network's input, `i + 1` the output of layer `i`. A
 /// plain chain reads `[i]` at layer `i`; an [`LayerSpec::Add`] reads two values.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trunk {
     pub layers: Vec<LayerSpec>,
     pub sources: Vec<Vec<usize>>,
+    /// Per layer, its module path (`"layer1.0.conv1"`): its parameters are saved as
+    /// `<path>.weight` and `<path>.bias`, so a trunk built the way a PyTorch class is written
+    /// has that class's state_dict keys. `None`: the layer's `nn.Sequential` index
+    /// ([`sequential_indices`](crate::nn::state::sequential_indices)), headswap's names before
+    /// module paths.
+    pub names: Vec<Option<String>>,
 }
 
 impl Trunk {
-    /// A chain: each layer reads the one before it.
+    /// A chain: each layer reads the one before it; the layers are named by their
+    /// `nn.Sequential` index.
     pub fn chain(layers: Vec<LayerSpec>) -> Trunk {
         let sources = (0..layers.len()).map(|i| vec![i]).collect();
-        Trunk { layers, sources }
+        let names = vec![None; layers.len()];
+        Trunk { layers, sources, names }
     }
 }
 
 impl CnnBuilder {
     pub fn new(channels: usize, height: usize, width: usize) -> CnnBuilder {
-        CnnBuilder { shape: [channels, height, width], flat: None, layers: Vec::new(), sources: Vec::new(), current: 0 }
+        CnnBuilder {
+            shape: [channels, height, width],
+            flat: None,
+            layers: Vec::new(),
+            sources: Vec::new(),
+            names: Vec::new(),
+            scope: String::new(),
+            current: 0,
+        }
+    }
+
+    /// Gives the layer added last the module path `name` inside the current
+    /// [`scope`](Self::scope): its parameters are saved as `<scope>.<name>.weight` and `.bias`.
+    /// Unnamed layers keep their `nn.Sequential` index. A call before any layer is an error at
+    /// [`build_graph`](Self::build_graph).
+    ///
+    /// ```
+    /// use headswap::nn::{Activation, CnnBuilder};
+    /// let trunk = CnnBuilder::new(3, 8, 8)
+    ///     .conv(8, 3, 1, 1, Activation::Relu).name("conv1")
+    ///     .scope("layer1", |b| {
+    ///         b.scope("0", |b| {
+    ///             b.residual(|b| b.conv(8, 3, 1, 1, Activation::Relu).name("conv1").conv(8, 3, 1, 1, Activation::Identity).name("conv2"), Activation::Relu)
+    ///         })
+    ///     })
+    ///     .build_graph()?;
+    /// let names: Vec<_> = trunk.names.iter().map(|n| n.as_deref().unwrap_or("-")).collect();
+    /// assert_eq!(names, ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0"]);
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn name(mut self, name: &str) -> CnnBuilder {
+        let path = self.path(name);
+        match self.names.last_mut() {
+            Some(slot) => *slot = Some(path),
+            // reported by build_graph: no layer to name
+            None => self.names.push(Some(path)),
+        }
+        self
+    }
+
+    /// Adds the layers `body` adds under the module path `scope` (nested inside the current
+    /// one): `.scope("layer1", |b| b.scope("0", |b| b.conv(..).name("conv1")))` names the
+    /// convolution `layer1.0.conv1`. A residual block in a scope is named by the scope (its add
+    /// has no parameters) and its projection shortcut `<scope>.downsample.0`, torchvision's name.
+    pub fn scope(mut self, scope: &str, body: impl FnOnce(CnnBuilder) -> CnnBuilder) -> CnnBuilder {
+        let outer = std::mem::take(&mut self.scope);
+        self.scope = if outer.is_empty() { scope.to_string() } else { format!("{outer}.{scope}") };
+        let mut b = body(self);
+        b.scope = outer;
+        b
+    }
+
+    /// `name` inside the current scope.
+    fn path(&self, name: &str) -> String {
+        if self.scope.is_empty() { name.to_string() } else { format!("{}.{name}", self.scope) }
     }
 
     fn push(self, l: LayerSpec) -> CnnBuilder {
@@ -294,6 +361,7 @@ impl CnnBuilder {
         }
         self.layers.push(l);
         self.sources.push(sources);
+        self.names.push(None);
         self.current = self.layers.len();
         self
     }
@@ -338,13 +406,25 @@ impl CnnBuilder {
             };
             let body_shape = b.shape;
             b = b.push_from(LayerSpec::Conv2d(proj), vec![input]);
+            if !b.scope.is_empty() {
+                b = b.name("downsample.0");
+            }
             // keep the running output the body's, for the add below
             b.shape = body_shape;
             b.layers.len()
         };
         let [c, h, w] = b.shape;
         let add = LayerSpec::Add(AddSpec { features: c * h * w, chw: Some([c, h, w]), activation });
-        b.push_from(add, vec![out, shortcut])
+        let b = b.push_from(add, vec![out, shortcut]);
+        // the block's output is the block module's: name the add after the scope it is built in
+        if b.scope.is_empty() {
+            b
+        } else {
+            let scope = b.scope.clone();
+            let mut b = b;
+            *b.names.last_mut().expect("the add was just pushed") = Some(scope);
+            b
+        }
     }
 
     /// A convolution with `out_channels` filters of `kernel`×`kernel`.
@@ -379,15 +459,25 @@ impl CnnBuilder {
         if self.layers.iter().any(|l| matches!(l, LayerSpec::Add(_))) {
             return Err(Error::invalid("this trunk has residual blocks: build it with build_graph(), which keeps its wiring"));
         }
+        if self.names.iter().any(Option::is_some) {
+            return Err(Error::invalid("this trunk has named layers: build it with build_graph(), which keeps their names"));
+        }
         self.build_layers()
     }
 
-    /// The layers and their wiring, each layer validated, and every read of the wiring checked
-    /// to come from an earlier layer with the size it takes.
+    /// The layers, their wiring and their names, each layer validated, every read of the wiring
+    /// checked to come from an earlier layer with the size it takes, and the names checked to be
+    /// module paths (see [`check_module_path`]).
     pub fn build_graph(self) -> Result<Trunk> {
-        let sources = self.sources.clone();
+        if self.names.len() != self.layers.len() {
+            return Err(Error::invalid("name() was called before any layer was added: it names the layer added last"));
+        }
+        for name in self.names.iter().flatten() {
+            check_module_path(name)?;
+        }
+        let (sources, names) = (self.sources.clone(), self.names.clone());
         let layers = self.build_layers()?;
-        let trunk = Trunk { layers, sources };
+        let trunk = Trunk { layers, sources, names };
         let input = trunk.layers.first().map_or(0, |l| l.inputs());
         check_wiring(&trunk.layers, &trunk.sources, input)?;
         Ok(trunk)
@@ -432,4 +522,18 @@ pub fn check_wiring(layers: &[LayerSpec], sources: &[Vec<usize>], input: usize) 
         }
     }
     Ok(())
+}
+
+/// A module path is dot-separated parts, each non-empty and made of ASCII letters, digits and
+/// `_` (`layer1.0.conv1`, `features.3.conv.1`): what PyTorch's attribute names and Sequential
+/// indices give, and what a checkpoint key `<path>.weight` can carry unambiguously.
+pub fn check_module_path(path: &str) -> Result<()> {
+    let ok = !path.is_empty() && path.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{path:?} is not a module path: dot-separated parts of letters, digits and _ (like \"layer1.0.conv1\")"
+        )))
+    }
 }

@@ -20,8 +20,8 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
-pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_wiring};
-pub use state::{ImageChannels, InputLayout};
+pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
+pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,21 @@ pub struct Head {
     /// The class or label names, one per output; `None` when unknown. The network takes them as
     /// its [`label_names`](Network::label_names).
     pub names: Option<Vec<String>>,
+    /// The head's module path (`"fc"`, `"classifier"`): a one-layer head's parameters are saved
+    /// as `fc.weight`/`fc.bias`, a head with hidden layers is an `nn.Sequential` at that path
+    /// (`classifier.0.weight`, `classifier.2.weight`, ...). `None`: the layers continue the
+    /// trunk's `nn.Sequential` indices, or, on a head-swap, the old head's path is kept.
+    pub module: Option<String>,
 }
 
 impl Head {
     /// A softmax classifier over `n` classes.
     pub fn classes(n: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform, names: None }
+        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform, names: None, module: None }
     }
     /// `k` independent sigmoid labels (multi-task).
     pub fn labels(k: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform, names: None }
+        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform, names: None, module: None }
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
@@ -67,6 +72,12 @@ impl Head {
     /// Names the classes or labels, one per output (checked by [`validate`](Self::validate)).
     pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Head {
         self.names = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Puts the head at the module path `path` (PyTorch's attribute name for it, `"fc"` in a
+    /// ResNet), see [`Head::module`](Head#structfield.module).
+    pub fn module(mut self, path: &str) -> Head {
+        self.module = Some(path.to_string());
         self
     }
     /// Checks that every layer of the head has at least one unit: a zero-width layer would build
@@ -85,7 +96,20 @@ impl Head {
         if let Some(names) = &self.names {
             state::check_label_names(names, self.outputs)?;
         }
+        if let Some(path) = &self.module {
+            check_module_path(path)?;
+        }
         Ok(())
+    }
+
+    /// The module path of each of the head's layers at `module` (see [`Head::module`]), `None`
+    /// each without one.
+    pub(crate) fn layer_names(specs: &[LayerSpec], module: Option<&str>) -> Vec<Option<String>> {
+        match module {
+            None => vec![None; specs.len()],
+            Some(m) if specs.len() == 1 => vec![Some(m.to_string())],
+            Some(m) => state::sequential_indices(specs).into_iter().map(|i| Some(format!("{m}.{i}"))).collect(),
+        }
     }
 
     fn specs(&self, inputs: usize) -> Vec<LayerSpec> {
@@ -215,8 +239,11 @@ pub struct Network {
     /// output. A chain reads `[i]` at layer `i`; the head always continues the chain from the
     /// trunk's last layer.
     pub(crate) sources: Vec<Vec<usize>>,
-    /// Bumped on every head-swap so cached plans and features can tell they are stale.
-    pub(crate) generation: u64,
+    /// Per layer (trunk then head), its module path, unique: the given one, or its
+    /// `nn.Sequential` index (see [`resolve_names`]).
+    pub(crate) names: Vec<String>,
+    /// The head's module path when it was given one ([`Head::module`]); a head-swap keeps it.
+    pub(crate) head_module: Option<String>,
     /// One name per output, or `None` (see `state.rs`, which reads and writes them).
     pub(crate) label_names: Option<Vec<String>>,
     /// How one example is laid out, or `None`.
@@ -229,8 +256,30 @@ impl std::fmt::Debug for Network {
     }
 }
 
-fn describe(i: usize, s: &LayerSpec) -> String {
-    format!("layer {i}: {}", s.describe())
+fn describe(i: usize, name: &str, s: &LayerSpec) -> String {
+    if name == i.to_string() { format!("layer {i}: {}", s.describe()) } else { format!("layer {i} ({name}): {}", s.describe()) }
+}
+
+/// Each layer's module path: the given one, or else its `nn.Sequential` index among `layers`
+/// (headswap's names before module paths, so a network without given names saves under the
+/// names it always had). Every name must be unique, since it keys the layer's parameters.
+pub(crate) fn resolve_names(layers: &[LayerSpec], given: &[Option<String>]) -> Result<Vec<String>> {
+    if given.len() != layers.len() {
+        return Err(Error::shape(format!("{} layers but {} names", layers.len(), given.len())));
+    }
+    let names: Vec<String> =
+        given.iter().zip(state::sequential_indices(layers)).map(|(g, seq)| g.clone().unwrap_or_else(|| seq.to_string())).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in names.iter().enumerate() {
+        check_module_path(n)?;
+        if !seen.insert(n.as_str()) {
+            return Err(Error::invalid(format!(
+                "two layers are named {n:?} (the second is layer {i}, {}): module paths must be unique",
+                layers[i].describe()
+            )));
+        }
+    }
+    Ok(names)
 }
 
 impl Network {
@@ -271,7 +320,7 @@ impl Network {
     /// with [`CnnBuilder::residual`] and [`CnnBuilder::build_graph`]) and a head on its last layer.
     pub fn from_trunk(gpu: &Gpu, inputs: usize, trunk: Trunk, init: Init, head: Head, seed: u64) -> Result<Network> {
         let mut rng = Rng::new(seed);
-        let Trunk { layers: trunk, sources } = trunk;
+        let Trunk { layers: trunk, sources, names: trunk_names } = trunk;
         for s in &trunk {
             s.validate()?;
         }
@@ -282,6 +331,9 @@ impl Network {
         }
         head.validate()?;
         let head_specs = head.specs(width);
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head_specs).copied().collect();
+        let given: Vec<Option<String>> = trunk_names.into_iter().chain(Head::layer_names(&head_specs, head.module.as_deref())).collect();
+        let names = resolve_names(&all, &given)?;
         check_arena_fits(gpu, &trunk, "trunk_params")?;
         check_arena_fits(gpu, &head_specs, "head_params")?;
         let values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
@@ -297,7 +349,8 @@ impl Network {
             trunk_params,
             head_params,
             sources,
-            generation: 0,
+            names,
+            head_module: head.module,
             label_names: head.names,
             input_layout: None,
         })
@@ -336,11 +389,29 @@ impl Network {
         head_kind: HeadKind,
         values: &[(Vec<f32>, Vec<f32>)],
     ) -> Result<Network> {
-        let Trunk { layers: trunk, sources } = trunk;
+        Self::from_named_layers(gpu, trunk, head, None, head_kind, values)
+    }
+
+    /// [`Network::from_graph_layers`] with the head at the module path `head_module` (see
+    /// [`Head::module`]): the loaders' constructor.
+    pub(crate) fn from_named_layers(
+        gpu: &Gpu,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_module: Option<String>,
+        head_kind: HeadKind,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
+        let Trunk { layers: trunk, sources, names: trunk_names } = trunk;
         let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
         if head.is_empty() {
             return Err(Error::invalid("a network needs at least one head layer"));
         }
+        if let Some(m) = &head_module {
+            check_module_path(m)?;
+        }
+        let given: Vec<Option<String>> = trunk_names.into_iter().chain(Head::layer_names(&head, head_module.as_deref())).collect();
+        let names = resolve_names(&all, &given)?;
         if values.len() != all.len() {
             return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
         }
@@ -376,7 +447,8 @@ impl Network {
             trunk_params,
             head_params,
             sources,
-            generation: 0,
+            names,
+            head_module,
             label_names: None,
             input_layout: None,
         })
@@ -391,28 +463,33 @@ impl Network {
         head.validate()?;
         let width = self.trunk_output_dim();
         let specs = head.specs(width);
+        let t = self.trunk.len();
+        let module = head.module.clone().or_else(|| self.head_module.clone());
+        let all: Vec<LayerSpec> = self.trunk.iter().chain(&specs).copied().collect();
+        let given: Vec<Option<String>> =
+            self.names[..t].iter().cloned().map(Some).chain(Head::layer_names(&specs, module.as_deref())).collect();
+        let names = resolve_names(&all, &given)?;
         check_arena_fits(&self.gpu, &specs, "head_params")?;
         let mut rng = Rng::new(seed);
         let values: Vec<_> = specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let arena = Arena::new(&self.gpu, &specs, &values, "head_params")?;
-        let t = self.trunk.len();
         let report = HeadSwapReport {
-            kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, s)).collect(),
-            dropped: self.head.iter().enumerate().map(|(i, s)| describe(t + i, s)).collect(),
+            kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, &self.names[i], s)).collect(),
+            dropped: self.head.iter().enumerate().map(|(i, s)| describe(t + i, &self.names[t + i], s)).collect(),
             created: specs
                 .iter()
                 .enumerate()
-                .map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, s), head.init.name()))
+                .map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, &names[t + i], s), head.init.name()))
                 .collect(),
         };
         tracing::info!(%report, "head-swap");
-        let t = self.trunk.len();
         self.sources = chain_head(self.sources[..t].to_vec(), specs.len());
         self.head = specs;
         self.head_kind = head.kind;
         self.head_params = arena;
+        self.names = names;
+        self.head_module = module;
         self.label_names = head.names;
-        self.generation += 1;
         Ok(report)
     }
 
@@ -453,10 +530,15 @@ impl Network {
         self.trunk.iter().chain(&self.head).copied().collect()
     }
     /// Each layer's module path, trunk then head: the name its parameters carry in checkpoints
-    /// without the parameter (`"2"` for `2.weight`), and what [`crate::train::ParamGroups`]
-    /// patterns match.
+    /// without the parameter (`"2"` for `2.weight`, `"layer1.0.conv1"` for
+    /// `layer1.0.conv1.weight`), and what [`crate::train::ParamGroups`] patterns match. Layers
+    /// built without a name have their `nn.Sequential` index.
     pub fn module_names(&self) -> Vec<String> {
-        state::sequential_indices(&self.layers()).iter().map(|i| i.to_string()).collect()
+        self.names.clone()
+    }
+    /// The module path of the head ([`Head::module`]), when it has one.
+    pub fn head_module(&self) -> Option<&str> {
+        self.head_module.as_deref()
     }
     /// Number of parameters (weights and biases).
     pub fn num_params(&self) -> usize {
@@ -521,7 +603,8 @@ impl Network {
             trunk_params: copy(&self.trunk_params, "trunk_params")?,
             head_params: copy(&self.head_params, "head_params")?,
             sources: self.sources.clone(),
-            generation: 0,
+            names: self.names.clone(),
+            head_module: self.head_module.clone(),
             label_names: self.label_names.clone(),
             input_layout: self.input_layout.clone(),
         })

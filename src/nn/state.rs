@@ -1,6 +1,9 @@
-//! Networks to and from checkpoints, with PyTorch's names and layouts: dense layer `j` is module
-//! `<i>` of a `torch.nn.Sequential` in which every non-identity activation is a module of its own
-//! (Linear, ReLU, Linear → `0.*`, `2.*`), weights `[out, in]`, biases `[out]`. The architecture
+//! Networks to and from checkpoints, with PyTorch's names and layouts: a layer's parameters are
+//! `<module path>.weight` and `.bias` ([`Network::module_names`]; a layer built without a name is
+//! module `<i>` of a `torch.nn.Sequential` in which every non-identity activation is a module of
+//! its own: Linear, ReLU, Linear → `0.*`, `2.*`), weights `[out, in]`, biases `[out]`. Any
+//! state_dict under those names loads into a built network with [`Network::load_state_dict`],
+//! which reports what it applied, missed, did not use and found in another shape. The architecture
 //! (sizes, activations, which layers are the head) is in the metadata under
 //! [`LAYERS_KEY`](crate::checkpoint::LAYERS_KEY) as JSON, so a headswap file needs nothing else to
 //! load; a state_dict from PyTorch loads with [`Network::from_state_dict`], given the activation
@@ -17,6 +20,7 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::gpu::Tensor;
 use crate::kernels::Activation;
 use std::path::Path;
 
@@ -229,16 +233,20 @@ fn layer_json(l: &LayerSpec, part: &str) -> serde_json::Value {
 
 fn layers_json(net: &Network) -> String {
     let t = net.trunk.len();
-    let items: Vec<serde_json::Value> = net
-        .layers()
+    let layers = net.layers();
+    let items: Vec<serde_json::Value> = layers
         .iter()
+        .zip(sequential_indices(&layers))
         .enumerate()
-        .map(|(i, l)| {
+        .map(|(i, (l, seq))| {
             let mut item = layer_json(l, if i < t { "trunk" } else { "head" });
-            // a chain's layer reads the one before it; only other wiring is written, so a chain's
-            // metadata is what it has always been
+            // a chain's layer reads the one before it; only other wiring is written, and only a
+            // name other than the Sequential index, so a chain's metadata is what it always was
             if net.sources[i] != [i] {
                 item["sources"] = serde_json::json!(net.sources[i]);
+            }
+            if net.names[i] != seq.to_string() {
+                item["name"] = serde_json::json!(net.names[i]);
             }
             item
         })
@@ -246,11 +254,36 @@ fn layers_json(net: &Network) -> String {
     serde_json::Value::Array(items).to_string()
 }
 
-fn parse_layers(path: &str, json: &str) -> Result<(Trunk, Vec<LayerSpec>)> {
+/// The architecture a checkpoint's [`LAYERS_KEY`](checkpoint::LAYERS_KEY) describes.
+struct Layers {
+    trunk: Trunk,
+    head: Vec<LayerSpec>,
+    /// The head's module path, when its layers carry given names.
+    head_module: Option<String>,
+}
+
+/// The head's module path from its layers' given names: a one-layer head's name, or the path
+/// of the `nn.Sequential` whose indices the layers carry (`classifier` for `classifier.1`);
+/// `None` where the names are not of that form (they are then kept per layer in the file only).
+fn head_module_of(names: &[Option<String>]) -> Option<String> {
+    match names {
+        [Some(one)] => Some(one.clone()),
+        [Some(first), ..] => {
+            let (module, _) = first.rsplit_once('.')?;
+            names
+                .iter()
+                .all(|n| n.as_deref().is_some_and(|n| n.rsplit_once('.').is_some_and(|(m, _)| m == module)))
+                .then(|| module.to_string())
+        }
+        _ => None,
+    }
+}
+
+fn parse_layers(path: &str, json: &str) -> Result<Layers> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
     let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
-    let (mut trunk, mut head, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut trunk, mut head, mut sources, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, item) in items.iter().enumerate() {
         let field = |k: &str| item.get(k).ok_or_else(|| Error::format(path, format!("layer {i} has no \"{k}\"")));
         let num = |k: &str| -> Result<usize> {
@@ -312,6 +345,14 @@ fn parse_layers(path: &str, json: &str) -> Result<(Trunk, Vec<LayerSpec>)> {
                 .and_then(|a| a.iter().map(|x| x.as_u64().filter(|&x| x <= i as u64).map(|x| x as usize)).collect::<Option<Vec<_>>>())
                 .ok_or_else(|| Error::format(path, format!("layer {i}: \"sources\" must list earlier values (0..={i})")))?,
         });
+        names.push(match item.get("name") {
+            None => None,
+            Some(v) => {
+                let name = v.as_str().ok_or_else(|| Error::format(path, format!("layer {i}: \"name\" must be a string")))?;
+                super::check_module_path(name).map_err(|e| Error::format(path, format!("layer {i}: {}", message(e))))?;
+                Some(name.to_string())
+            }
+        });
         spec.validate().map_err(|e| Error::format(path, format!("layer {i}: {e}")))?;
         match field("part")?.as_str() {
             Some("trunk") => trunk.push(spec),
@@ -327,7 +368,22 @@ fn parse_layers(path: &str, json: &str) -> Result<(Trunk, Vec<LayerSpec>)> {
         return Err(Error::format(path, "head layers must each read the layer before them"));
     }
     sources.truncate(t);
-    Ok((Trunk { layers: trunk, sources }, head))
+    let head_names = names.split_off(t);
+    let head_module = head_module_of(&head_names);
+    // head layers named otherwise than a module path (not written by headswap) would lose their
+    // names on the way to a Head: refuse them rather than rename parameters silently
+    if head_names.iter().any(Option::is_some) && head_names_differ(&head, &head_names, head_module.as_deref()) {
+        return Err(Error::format(
+            path,
+            "the head's layer names are not one module path (\"fc\") or one nn.Sequential's indices (\"classifier.0\", ...)",
+        ));
+    }
+    Ok(Layers { trunk: Trunk { layers: trunk, sources, names }, head, head_module })
+}
+
+/// Whether `names` are not what a head at `module` would name `head`'s layers.
+fn head_names_differ(head: &[LayerSpec], names: &[Option<String>], module: Option<&str>) -> bool {
+    super::Head::layer_names(head, module) != names
 }
 
 impl Network {
@@ -335,12 +391,12 @@ impl Network {
     /// metadata. Reads the weights back from the GPU.
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let mut ckpt = Checkpoint::new();
-        let layers = self.layers();
-        for ((i, spec), seq) in layers.iter().enumerate().zip(sequential_indices(&layers)) {
+        for (i, spec) in self.layers().iter().enumerate() {
             if let Some(shape) = spec.weight_shape() {
                 let (w, b) = self.layer_values(i)?;
-                ckpt.push(NamedTensor::new(format!("{seq}.weight"), shape, w)?)?;
-                ckpt.push(NamedTensor::new(format!("{seq}.bias"), vec![spec.bias_len()], b)?)?;
+                let name = &self.names[i];
+                ckpt.push(NamedTensor::new(format!("{name}.weight"), shape, w)?)?;
+                ckpt.push(NamedTensor::new(format!("{name}.bias"), vec![spec.bias_len()], b)?)?;
             }
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
@@ -384,13 +440,13 @@ impl Network {
                 "no headswap architecture in the metadata (a plain PyTorch state_dict? load it with Network::from_state_dict / --arch)",
             )
         })?;
-        let (trunk, head) = parse_layers(origin, json)?;
+        let Layers { trunk, head, head_module } = parse_layers(origin, json)?;
         let kind = match ckpt.metadata.get(HEAD_KIND_KEY).map(String::as_str) {
             Some("labels") => HeadKind::Labels,
             Some("classes") | None => HeadKind::Classes,
             Some(other) => return Err(Error::format(origin, format!("unknown head kind {other:?}"))),
         };
-        let mut net = Self::with_values_from(gpu, ckpt, trunk, head, kind, origin)?;
+        let mut net = Self::with_values_from(gpu, ckpt, trunk, head, head_module, kind, origin)?;
         net.label_names = label_names_from_metadata(&ckpt.metadata, origin)?;
         if let Some(names) = &net.label_names {
             check_label_names(names, net.output_dim()).map_err(|e| Error::format(origin, format!("{LABEL_NAMES_KEY}: {}", message(e))))?;
@@ -450,7 +506,7 @@ impl Network {
             return Err(Error::invalid(format!("head_layers must be between 1 and {}", specs.len())));
         }
         let head = specs.split_off(specs.len() - head_layers);
-        Self::with_values_from(gpu, &sd, Trunk::chain(specs), head, kind, origin)
+        Self::with_values_from(gpu, &sd, Trunk::chain(specs), head, None, kind, origin)
     }
 
     /// Builds a network of any layers from a PyTorch `nn.Sequential` state_dict without headswap
@@ -465,12 +521,22 @@ impl Network {
         kind: HeadKind,
         origin: &str,
     ) -> Result<Network> {
-        Self::with_values_from(gpu, &ckpt.state_dict_only(), Trunk::chain(trunk), head, kind, origin)
+        Self::with_values_from(gpu, &ckpt.state_dict_only(), Trunk::chain(trunk), head, None, kind, origin)
     }
 
-    fn with_values_from(gpu: &Gpu, ckpt: &Checkpoint, trunk: Trunk, head: Vec<LayerSpec>, kind: HeadKind, origin: &str) -> Result<Network> {
+    fn with_values_from(
+        gpu: &Gpu,
+        ckpt: &Checkpoint,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_module: Option<String>,
+        kind: HeadKind,
+        origin: &str,
+    ) -> Result<Network> {
         let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
-        let seq = sequential_indices(&all);
+        let given: Vec<Option<String>> =
+            trunk.names.iter().cloned().chain(super::Head::layer_names(&head, head_module.as_deref())).collect();
+        let seq = super::resolve_names(&all, &given).map_err(|e| Error::format(origin, message(e)))?;
         let expected: Vec<Expect> = all
             .iter()
             .zip(&seq)
@@ -490,7 +556,7 @@ impl Network {
                 (w, b)
             })
             .collect();
-        Network::from_graph_layers(gpu, trunk, head, kind, &values)
+        Network::from_named_layers(gpu, trunk, head, head_module, kind, &values)
     }
 }
 
@@ -530,14 +596,154 @@ impl Network {
     /// that are none of this network's parameters: what a loader ignored (integer tensors such
     /// as `num_batches_tracked`) or would refuse, so that a caller can report them.
     pub fn unused_tensors(&self, ckpt: &Checkpoint) -> Vec<String> {
-        let layers = self.layers();
-        let params: Vec<String> = layers
-            .iter()
-            .zip(sequential_indices(&layers))
-            .filter(|(s, _)| s.has_params())
-            .flat_map(|(_, i)| [format!("{i}.weight"), format!("{i}.bias")])
-            .collect();
+        let params = self.param_names();
         let sd = ckpt.state_dict_only();
         sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect()
+    }
+}
+
+/// What [`Network::load_state_dict`] did with a state_dict, like the result of PyTorch's
+/// `model.load_state_dict(sd, strict=False)`, with the shape mismatches PyTorch would raise on
+/// listed instead.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Parameters whose values were loaded.
+    pub applied: Vec<String>,
+    /// Parameters the state_dict lacks: they keep the values they had.
+    pub missing: Vec<String>,
+    /// Tensors of the state_dict that are no parameter of the network (training state `optim.*`
+    /// aside), e.g. the old head's after a head-swap, or BatchNorm's `num_batches_tracked`.
+    pub unexpected: Vec<String>,
+    /// Parameters the state_dict holds with another shape: `(name, the file's shape, the
+    /// network's)`. They keep the values they had: the normal case for a swapped head.
+    pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl LoadReport {
+    /// Whether every parameter was loaded and every tensor used (PyTorch's `strict=True`).
+    pub fn is_exact(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loaded {} parameter tensors", self.applied.len())?;
+        if !self.missing.is_empty() {
+            write!(f, "; missing (kept as initialised): {}", self.missing.join(", "))?;
+        }
+        if !self.mismatched.is_empty() {
+            let m: Vec<String> = self.mismatched.iter().map(|(n, file, net)| format!("{n} {file:?} in the file, {net:?} here")).collect();
+            write!(f, "; other shape (kept as initialised): {}", m.join(", "))?;
+        }
+        if !self.unexpected.is_empty() {
+            write!(f, "; unused: {}", self.unexpected.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// How [`Network::load_state_dict`] treats parameters it cannot load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Keep the initial values of trunk parameters that the state_dict lacks or holds with
+    /// another shape, instead of refusing the file. Head parameters are always allowed to be
+    /// missing or of another shape: a swapped head is the normal case.
+    pub init_missing_trunk: bool,
+    /// Refuse the file unless every parameter is loaded and every tensor used (PyTorch's
+    /// `strict=True`).
+    pub strict: bool,
+}
+
+impl Network {
+    /// Every parameter's checkpoint key, in order: `<module path>.weight`, `<module path>.bias`.
+    pub fn param_names(&self) -> Vec<String> {
+        self.layers()
+            .iter()
+            .zip(&self.names)
+            .filter(|(s, _)| s.has_params())
+            .flat_map(|(_, n)| [format!("{n}.weight"), format!("{n}.bias")])
+            .collect()
+    }
+
+    /// Loads the parameters a PyTorch-style state_dict holds under this network's names into it
+    /// (uploads only; nothing is read back), like `model.load_state_dict(sd, strict=False)`: the
+    /// way to start from a pretrained model with a new head. Build the network with the
+    /// pretrained model's module paths ([`crate::nn::CnnBuilder::name`], `scope`,
+    /// [`crate::nn::Head::module`]) and its new head, then load: the old head's tensors come back
+    /// as `mismatched` (another number of outputs) or `unexpected` (another name), the new head
+    /// keeps its initialisation.
+    ///
+    /// A trunk parameter that is missing or of another shape is an error unless
+    /// `options.init_missing_trunk`; with `options.strict` anything short of an exact match is.
+    /// An integer tensor under a parameter's name is always an error. On an error the network
+    /// is unchanged; `origin` names the source in messages.
+    ///
+    /// ```no_run
+    /// use headswap::nn::{Activation, CnnBuilder, Head, Init, LoadOptions, Network};
+    /// # let gpu = headswap::Gpu::new()?;
+    /// let trunk = CnnBuilder::new(3, 32, 32).conv(16, 3, 1, 1, Activation::Relu).name("conv1").global_avg_pool().build_graph()?;
+    /// let mut net = Network::from_trunk(&gpu, 3 * 32 * 32, trunk, Init::KaimingUniform, Head::labels(5).module("fc"), 7)?;
+    /// let pretrained = headswap::checkpoint::load("pretrained.safetensors".as_ref())?;
+    /// let report = net.load_state_dict(&pretrained, LoadOptions::default(), "pretrained.safetensors")?;
+    /// println!("{report}");   // loaded 2 parameter tensors; other shape (kept as initialised): fc.weight [10, 16] ...
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn load_state_dict(&mut self, ckpt: &Checkpoint, options: LoadOptions, origin: &str) -> Result<LoadReport> {
+        let sd = ckpt.state_dict_only();
+        let t = self.trunk.len();
+        let layers = self.layers();
+        let mut report = LoadReport::default();
+        let mut uploads: Vec<(usize, bool, &[f32])> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
+        for (i, spec) in layers.iter().enumerate() {
+            let Some(w_shape) = spec.weight_shape() else { continue };
+            for (is_weight, shape) in [(true, w_shape), (false, vec![spec.bias_len()])] {
+                let name = format!("{}.{}", self.names[i], if is_weight { "weight" } else { "bias" });
+                if let Some(int) = sd.get_int(&name) {
+                    return Err(Error::format(origin, format!("{name} holds {} integers; a parameter is floating point", int.dtype)));
+                }
+                match sd.get(&name) {
+                    Some(found) if found.shape == shape => {
+                        uploads.push((i, is_weight, &found.data));
+                        report.applied.push(name);
+                    }
+                    other => {
+                        if i < t && !options.init_missing_trunk {
+                            refused.push(match other {
+                                Some(found) => format!("{name} has shape {:?}, the network's is {shape:?}", found.shape),
+                                None => format!("{name} is missing"),
+                            });
+                        }
+                        match other {
+                            Some(found) => report.mismatched.push((name, found.shape.clone(), shape)),
+                            None => report.missing.push(name),
+                        }
+                    }
+                }
+            }
+        }
+        let params = self.param_names();
+        report.unexpected = sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect();
+        if !refused.is_empty() {
+            return Err(Error::format(
+                origin,
+                format!(
+                    "{} of the trunk's parameter tensors cannot be loaded ({}); to keep their initial values instead, set LoadOptions::init_missing_trunk",
+                    refused.len(),
+                    refused.join("; ")
+                ),
+            ));
+        }
+        if options.strict && !report.is_exact() {
+            return Err(Error::format(origin, format!("not an exact match (strict): {report}")));
+        }
+        for (i, is_weight, data) in uploads {
+            let (w, b) = self.param_views(i)?;
+            let view: Tensor = if is_weight { w } else { b };
+            view.write(&self.gpu, data)?;
+        }
+        tracing::info!(%report, origin, "state_dict loaded");
+        Ok(report)
     }
 }

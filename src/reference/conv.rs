@@ -1,5 +1,6 @@
-//! Float64 references for `shaders/conv.wgsl`: convolution, max/average pooling and global
-//! average pooling, forward and backward, NCHW, as plain loops over every output and tap.
+//! Float64 references for `shaders/conv.wgsl` and `shaders/pool.wgsl`: convolution, max/average
+//! pooling and global average pooling, forward and backward, NCHW, as plain loops over every
+//! output and tap.
 //! The backward passes scatter (each output adds into the inputs it read), the transpose of the
 //! forward loop, where the GPU kernels gather; the two forms share no index arithmetic.
 

@@ -2,22 +2,38 @@
 //! ([`Evaluator`]), outputs of its first layers for every example (cached frozen features,
 //! predictions), and the gradients of one batch for inspection.
 
+use super::Collective;
 use super::optimizer::Grads;
 use super::plan::{Accumulators, DeviceData, ForwardPlan, Mode, Plan, PlanInputs, Rows, Scratch};
 use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::metrics::LabelMetrics;
 use crate::nn::{HeadKind, Network};
 
 /// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
 pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
 
-pub(crate) fn read_metrics(gpu: &Gpu, acc: &Accumulators, kind: HeadKind, outputs: usize, batches: usize) -> Result<Metrics> {
-    let loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
-    let counts = acc.counts.download_u32(gpu)?;
+/// The epoch's loss and metrics from the accumulators; with `replicas`, combined over them: the
+/// counts summed, the loss (a sum of per-step means) averaged.
+pub(crate) fn read_metrics(
+    gpu: &Gpu,
+    acc: &Accumulators,
+    kind: HeadKind,
+    outputs: usize,
+    batches: usize,
+    replicas: Option<&dyn Collective>,
+) -> Result<Metrics> {
+    let mut loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+    let mut counts = acc.counts.download_u32(gpu)?;
+    if let Some(r) = replicas {
+        let mut all: Vec<f64> = std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).collect();
+        r.sum_f64(&mut all)?;
+        loss = all[0] / r.size() as f64;
+        counts = all[1..].iter().map(|&c| c as u32).collect();
+    }
     Ok(match kind {
         HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
         HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
@@ -46,13 +62,10 @@ pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: u
         let rows = b.min(n - start);
         let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
         plan.set_offset(gpu, start)?;
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-            plan.encode(gpu, &mut pass);
-        }
-        out.copy_rows_from(&mut enc, &plan.output, start, rows);
-        gpu.submit(enc);
+        let mut rec = Recorder::new(gpu, label);
+        rec.pass(label, plan.dispatches());
+        out.copy_rows_from(&mut rec, &plan.output, start, rows)?;
+        rec.submit();
         start += rows;
     }
     gpu.check(label)?;
@@ -121,14 +134,11 @@ impl Evaluator {
         for s in 0..steps {
             let plan = if s == steps - 1 && self.partial.is_some() { self.partial.as_ref().unwrap_or(&self.full) } else { &self.full };
             plan.set_offset(gpu, s * self.b)?;
-            let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("eval_step") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("eval_step"), timestamp_writes: None });
-                plan.encode(gpu, &mut pass);
-            }
-            gpu.submit(enc);
+            let mut rec = Recorder::new(gpu, "eval_step");
+            rec.pass("eval_step", plan.dispatches());
+            rec.submit();
         }
-        read_metrics(gpu, &self.acc, kind, outputs, steps)
+        read_metrics(gpu, &self.acc, kind, outputs, steps, None)
     }
 }
 
@@ -165,12 +175,9 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;
-    let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradients") });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradients"), timestamp_writes: None });
-        plan.encode(gpu, &mut pass);
-    }
-    gpu.submit(enc);
+    let mut rec = Recorder::new(gpu, "gradients");
+    rec.pass("gradients", plan.dispatches());
+    rec.submit();
     let loss = acc.loss.download(gpu)?[0] as f64;
     let out = (0..net.layers().len())
         .map(|i| {

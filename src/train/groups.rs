@@ -1,9 +1,10 @@
 //! Which parameters train, and at what learning rate: PyTorch's parameter groups, chosen by
 //! module path.
 //!
-//! A [`ParamGroups`] is an ordered list of rules `(pattern, lr_mult)`. Every layer with parameters
-//! takes the multiplier of the first rule whose pattern matches its module path; a layer no rule
-//! matches is frozen: it keeps its weights bit for bit, gets no gradient or optimizer memory, and
+//! A [`ParamGroups`] is an ordered list of rules: [`train(pattern, lr_mult)`](ParamGroups::train)
+//! and [`freeze(pattern)`](ParamGroups::freeze). Every layer with parameters follows the first
+//! rule whose pattern matches its module path; a layer that rule freezes, or that no rule
+//! matches, is frozen: it keeps its weights bit for bit, gets no gradient or optimizer memory, and
 //! backward runs through it (to reach trainable layers below) only where one exists below it.
 //! The [`Freeze`](super::Freeze) policies are shorthands for common rule sets.
 //!
@@ -23,6 +24,9 @@
 //! // the head at the base rate, the top trunk layer at a tenth of it, the rest frozen
 //! let groups = ParamGroups::new().train("head", 1.0).train("4", 0.1);
 //! Trainer::new(&gpu, TrainConfig::default()).fine_tune_groups(&mut net, &data, &groups, 2)?;
+//! // everything but the layer `2` (Burn's `freeze`, first match wins)
+//! let groups = ParamGroups::new().freeze("2").train("*", 1.0);
+//! Trainer::new(&gpu, TrainConfig::default()).fine_tune_groups(&mut net, &data, &groups, 2)?;
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
@@ -33,7 +37,8 @@ use crate::nn::Network;
 /// module docs for the patterns). The first matching rule wins; unmatched layers are frozen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParamGroups {
-    rules: Vec<(String, f32)>,
+    /// `(pattern, Some(lr_mult))` trains, `(pattern, None)` freezes.
+    rules: Vec<(String, Option<f32>)>,
 }
 
 impl ParamGroups {
@@ -44,12 +49,19 @@ impl ParamGroups {
 
     /// Trains the layers `pattern` matches (and no earlier rule did) at `lr_mult` × the base rate.
     pub fn train(mut self, pattern: &str, lr_mult: f32) -> ParamGroups {
-        self.rules.push((pattern.to_string(), lr_mult));
+        self.rules.push((pattern.to_string(), Some(lr_mult)));
         self
     }
 
-    /// The rules, in order.
-    pub fn rules(&self) -> &[(String, f32)] {
+    /// Freezes the layers `pattern` matches (and no earlier rule did), whatever later rules say:
+    /// `.freeze("layer1").train("*", 1.0)` trains everything but `layer1`.
+    pub fn freeze(mut self, pattern: &str) -> ParamGroups {
+        self.rules.push((pattern.to_string(), None));
+        self
+    }
+
+    /// The rules, in order: the learning-rate multiplier of a `train` rule, `None` for `freeze`.
+    pub fn rules(&self) -> &[(String, Option<f32>)] {
         &self.rules
     }
 
@@ -68,12 +80,14 @@ impl ParamGroups {
             if let Some(r) = self.rules.iter().position(|(pattern, _)| matches(pattern, name, part)) {
                 used[r] = true;
                 if spec.has_params() {
-                    mults[i] = Some(self.rules[r].1);
+                    mults[i] = self.rules[r].1;
                 }
             }
         }
         for ((pattern, mult), used) in self.rules.iter().zip(used) {
-            if !(mult.is_finite() && *mult >= 0.0) {
+            if let Some(mult) = mult
+                && !(mult.is_finite() && *mult >= 0.0)
+            {
                 return Err(Error::invalid(format!("the learning-rate multiplier of {pattern:?} must be finite and ≥ 0, got {mult}")));
             }
             if !used {

@@ -7,7 +7,9 @@
 //! steps in one upload and copied into the launches' uniform buffers in front of each step's
 //! pass. Loss and metrics accumulate in GPU buffers and are read back once per epoch.
 
+pub mod collective;
 mod config;
+mod device_data;
 mod eval;
 pub mod groups;
 mod optimizer;
@@ -21,19 +23,21 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
+pub use collective::{Collective, ThreadGroup};
 pub use config::{Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
+pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
 pub use eval::{LayerGrads, gradients, predict};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
+pub use plan::BceSettings;
 use plan::{Accumulators, Mode, Plan, PlanInputs, Rows, Scratch};
-pub use plan::{BceSettings, DeviceData};
 pub use report::{EpochReport, FitReport, Metrics};
 pub use schedule::Schedule;
 pub use state::{
@@ -49,6 +53,8 @@ pub struct Trainer {
     rng: Rng,
     last_state: Option<TrainingState>,
     progress: Option<ProgressFn>,
+    /// The other replicas of a data-parallel run, `None` alone.
+    replicas: Option<Box<dyn Collective>>,
 }
 
 type ProgressFn = Box<dyn FnMut(Progress<'_>)>;
@@ -64,7 +70,42 @@ pub enum Progress<'a> {
 impl Trainer {
     pub fn new(gpu: &Gpu, config: TrainConfig) -> Trainer {
         let rng = Rng::new(config.seed);
-        Trainer { gpu: gpu.clone(), config, rng, last_state: None, progress: None }
+        Trainer { gpu: gpu.clone(), config, rng, last_state: None, progress: None, replicas: None }
+    }
+
+    /// Makes this trainer one replica of a data-parallel run (see [`collective`]): every replica
+    /// runs the same calls on the same data with the same configuration; `batch_size` stays the
+    /// global batch, each replica computes the gradients of its share of it, the trainable
+    /// ranges' gradients are averaged over the replicas at the "gradients ready" point, and every
+    /// replica applies the same update. The parameters start as replica 0's; loss and metrics are
+    /// combined once per epoch. Frozen parameters are never exchanged.
+    ///
+    /// The result equals one replica training with the whole batch up to rounding (the default
+    /// and `MeanAll` BCE reductions; under `MeanLabelled` the replicas' gradients are weighted by
+    /// their rows, not by their known labels). One step per submission: the exchange reads the
+    /// gradients back every step.
+    ///
+    /// ```no_run
+    /// use headswap::{Gpu, nn::{Head, Network}, train::{ThreadGroup, TrainConfig, Trainer}};
+    /// # let data = headswap::data::synthetic::scenes_task_b(64, 16, 2);
+    /// // two replicas in one process, one thread each (an MPI run uses headswap::distributed::Mpi)
+    /// let group = ThreadGroup::new(2)?;
+    /// std::thread::scope(|s| {
+    ///     for replica in group {
+    ///         let data = &data;
+    ///         s.spawn(move || -> headswap::Result<()> {
+    ///             let gpu = Gpu::new()?;
+    ///             let mut net = Network::new(&gpu, &[256, 64], Head::labels(4), 1)?;
+    ///             Trainer::new(&gpu, TrainConfig::default()).with_replicas(replica).fit(&mut net, data, 2)?;
+    ///             Ok(())
+    ///         });
+    ///     }
+    /// });
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn with_replicas(mut self, replicas: impl Collective + 'static) -> Trainer {
+        self.replicas = Some(Box::new(replicas));
+        self
     }
 
     /// Calls `f` after every recorded step and every epoch (progress bars, logging).
@@ -228,6 +269,22 @@ impl Trainer {
         epochs: usize,
         resume: Option<&TrainingState>,
     ) -> Result<FitReport> {
+        let result = self.run_replica(net, data, lr_mults, epochs, resume);
+        // a replica that stops must not leave the others waiting for its gradients
+        if let (Err(e), Some(r)) = (&result, self.replicas.as_deref()) {
+            r.fail(&e.to_string());
+        }
+        result
+    }
+
+    fn run_replica(
+        &mut self,
+        net: &mut Network,
+        data: &Dataset,
+        lr_mults: Vec<Option<f32>>,
+        epochs: usize,
+        resume: Option<&TrainingState>,
+    ) -> Result<FitReport> {
         self.config.validate()?;
         check_fits(net, data)?;
         let lowest = lowest_of(&lr_mults)?;
@@ -236,29 +293,29 @@ impl Trainer {
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
         let started = Instant::now();
 
-        let (train_data, val_data) = if cfg.validation_fraction > 0.0 {
-            let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
-            (t, Some(v))
-        } else {
-            (data.clone(), None)
-        };
-        let train = DeviceData::upload(&gpu, &train_data)?;
-        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
-        let sb = StepBuffers::new(&gpu, net, &train, &cfg, &lr_mults)?;
+        let (train_data, val_data) = training_split(&cfg, data);
+        let replicas = self.replicas.as_deref().filter(|r| r.size() > 1);
+        if let Some(r) = replicas {
+            if cfg.batch_size < r.size() {
+                return Err(Error::invalid(format!(
+                    "the batch of {} is smaller than the {} replicas: every replica needs a share of it",
+                    cfg.batch_size,
+                    r.size()
+                )));
+            }
+            collective::broadcast_parameters(&gpu, net, r)?;
+        }
+        // a replica computes its share of each batch (all of it when it is alone)
+        let (rank, size) = replicas.map_or((0, 1), |r| (r.rank(), r.size()));
+        let RunSetup { train, sb, optim, full, partial } = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size))?;
         let StepBuffers { first, cached, b, .. } = sb;
+        let rem = train.n % b;
+        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
         let val_x = match (&val, cached) {
             (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
-        let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
-        if let Some(r) = resume {
-            optim.restore_state(&gpu, net, &sb.grads, &r.optimizer_state)?;
-        }
-        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, &cfg) };
-        let full = Plan::build(&gpu, &inputs, b)?;
-        let rem = train.n % b;
-        let partial = if rem > 0 { Some(Plan::build(&gpu, &inputs, rem)?) } else { None };
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
@@ -293,7 +350,7 @@ impl Trainer {
         let mut best: Option<(f64, usize)> = None;
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
-        let per_submission = cfg.steps_per_submission;
+        let per_submission = if replicas.is_some() { 1 } else { cfg.steps_per_submission };
         let mut all_steps = 0u64;
         let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
@@ -305,6 +362,44 @@ impl Trainer {
             let mut lr = cfg.optimizer.lr();
             let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
             let mut first_step = 0;
+            while let Some(r) = replicas
+                && first_step < steps_per_epoch
+            {
+                // data parallel, one step: this replica's share of the batch → gradients ready →
+                // the replicas' mean gradient → the same update everywhere
+                let s = first_step;
+                let global = epoch * steps_per_epoch + s;
+                lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
+                opt_step += 1;
+                let batch_rows = if s == steps_per_epoch - 1 && rem > 0 { rem } else { b };
+                let (offset, rows) = collective::share(batch_rows, rank, size);
+                let plan = plan_of(s);
+                uniforms.clear();
+                uniforms.begin_step();
+                // a replica without rows records no launches; its offset only has to be valid
+                plan.stage(&mut uniforms, if rows > 0 { s * b + offset } else { 0 }, lr, opt_step)?;
+                uniforms.upload(&gpu);
+                let mut rec = Recorder::new(&gpu, "train_gradients");
+                uniforms.record(&mut rec, 0);
+                if rows > 0 {
+                    let recorded = rec.pass("train_gradients", plan.gradient_dispatches());
+                    if batch_rows == b {
+                        step_dispatches += recorded as u64;
+                        counted_steps += 1;
+                    }
+                }
+                rec.submit();
+                collective::mean_gradients(&gpu, &sb.grads, r, rows, batch_rows)?;
+                let mut rec = Recorder::new(&gpu, "train_update");
+                rec.pass("train_update", plan.update_dispatches());
+                rec.submit();
+                step_submits += 2;
+                all_steps += 1;
+                if let Some(p) = self.progress.as_mut() {
+                    p(Progress::Step { epoch, step: s, steps_per_epoch, epochs });
+                }
+                first_step += 1;
+            }
             while first_step < steps_per_epoch {
                 let steps = first_step..(first_step + per_submission).min(steps_per_epoch);
                 uniforms.clear();
@@ -316,19 +411,19 @@ impl Trainer {
                     plan_of(s).stage(&mut uniforms, s * b, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
-                let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train_steps") });
+                // one encoder and one submission for these steps; each step's uniform copies go
+                // in front of its own compute pass
+                let mut rec = Recorder::new(&gpu, "train_steps");
                 for (k, s) in steps.clone().enumerate() {
-                    uniforms.record(&mut enc, k);
+                    uniforms.record(&mut rec, k);
                     let plan = plan_of(s);
-                    let mut pass =
-                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train_step"), timestamp_writes: None });
-                    let recorded = plan.encode(&gpu, &mut pass);
+                    let recorded = rec.pass("train_step", plan.dispatches());
                     if plan.rows == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
                     }
                 }
-                gpu.submit(enc);
+                rec.submit();
                 step_submits += 1;
                 all_steps += steps.len() as u64;
                 if let Some(p) = self.progress.as_mut() {
@@ -339,7 +434,7 @@ impl Trainer {
                 first_step = steps.end;
             }
             gpu.check("training step")?;
-            let train_metrics = read_metrics(&gpu, &sb.acc, net.head_kind, net.output_dim(), steps_per_epoch)?;
+            let train_metrics = read_metrics(&gpu, &sb.acc, net.head_kind, net.output_dim(), steps_per_epoch, replicas)?;
             let validation = evaluator.as_ref().map(|e| e.run(&gpu, net.head_kind, net.output_dim())).transpose()?;
             let seconds = t0.elapsed().as_secs_f64();
             tracing::info!(epoch, loss = train_metrics.loss, score = train_metrics.score(), seconds, "epoch done");
@@ -427,6 +522,57 @@ pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
             "the data has several labels per example but the head is a softmax classifier (a per-label sigmoid head, Head::labels, is needed)",
         )),
+    }
+}
+
+/// The data a run trains on, and the held-out part it validates on (`validation_fraction` of it,
+/// split with `seed`).
+pub(crate) fn training_split(cfg: &TrainConfig, data: &Dataset) -> (Dataset, Option<Dataset>) {
+    if cfg.validation_fraction > 0.0 {
+        let (t, v) = data.split(cfg.validation_fraction, cfg.seed);
+        (t, Some(v))
+    } else {
+        (data.clone(), None)
+    }
+}
+
+/// A run's training step, set up one way for [`Trainer`] and for [`profile::profile_step`], which
+/// must time the step the trainer runs: the training data on the device, the step's buffers, the
+/// optimizer (its state restored from `resume`), and the plans of a full batch and of the last,
+/// partial one.
+pub(crate) struct RunSetup {
+    pub train: DeviceData,
+    pub sb: StepBuffers,
+    pub optim: Optim,
+    pub full: Plan,
+    pub partial: Option<Plan>,
+}
+
+impl RunSetup {
+    /// `train_data`: the run's training split ([`training_split`]); `lr_mults`: per layer, the
+    /// learning-rate multiplier of a trainable layer, `None` if frozen.
+    pub fn new(
+        gpu: &Gpu,
+        net: &Network,
+        train_data: &Dataset,
+        cfg: &TrainConfig,
+        lr_mults: &[Option<f32>],
+        resume: Option<&TrainingState>,
+        replica: (usize, usize),
+    ) -> Result<RunSetup> {
+        let train = DeviceData::upload(gpu, train_data)?;
+        let sb = StepBuffers::new(gpu, net, &train, cfg, lr_mults)?;
+        let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
+        if let Some(r) = resume {
+            optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
+        }
+        let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
+        // this replica's share of a full batch and of the last, partial one (all of them alone)
+        let (rank, size) = replica;
+        let full = Plan::build(gpu, &inputs, collective::share(sb.b, rank, size).1)?;
+        let rem_share = collective::share(train.n % sb.b, rank, size).1;
+        let partial = if rem_share > 0 { Some(Plan::build(gpu, &inputs, rem_share)?) } else { None };
+        Ok(RunSetup { train, sb, optim, full, partial })
     }
 }
 

@@ -8,7 +8,7 @@ use super::groups::{TrainRange, train_ranges};
 use super::state::state_slots;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels::optim::{OptimStep, Optimizer, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::Network;
 
@@ -120,14 +120,14 @@ impl Optim {
 
     /// Copies every range's parameters to its backup (or back, with `restore`), on the GPU.
     pub fn backup(&self, gpu: &Gpu, restore: bool) -> Result<()> {
-        let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("best_weights") });
+        let mut rec = Recorder::new(gpu, "best_weights");
         for g in &self.groups {
             if let Some(b) = &g.best {
                 let (src, dst) = if restore { (b, &g.params) } else { (&g.params, b) };
-                enc.copy_buffer_to_buffer(src.buffer(), src.offset(), dst.buffer(), dst.offset(), src.bytes());
+                rec.copy_all(src, dst)?;
             }
         }
-        gpu.submit(enc);
+        rec.submit();
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! Where a training step's time goes: the whole step next to the sum of its kernels' times.
 //!
-//! [`profile_step`] builds the same step a [`Trainer`] runs (the same `Plan`, the same optimizer
-//! dispatches, cached trunk features when the trainer would use them) and times it two ways:
+//! [`profile_step`] builds the step a [`Trainer`] runs through the trainer's own setup (its
+//! configuration checks, training split, learning-rate multipliers per freeze policy, buffers,
+//! optimizer and plan, cached trunk features when the trainer would use them) and times it two
+//! ways:
 //!
 //! * **the step**: every dispatch recorded into one compute pass of one encoder, submitted once,
 //!   then a wait — the wall time of that, median over the repetitions. (Also, the same steps
@@ -23,12 +25,10 @@
 //!
 //! Profiling runs real training steps: the network's trainable parameters change.
 
-use super::optimizer::Optim;
-use super::plan::{Plan, PlanInputs};
-use super::{DeviceData, Freeze, StepBuffers, Trainer, check_fits};
+use super::{Freeze, RunSetup, Trainer, check_fits, training_split};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::error::Result;
+use crate::gpu::{Dispatch, Recorder, Timestamps};
 use crate::nn::Network;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -137,24 +137,22 @@ fn median(v: &mut [f64]) -> f64 {
 /// (its batch size, optimizer, loss settings and `cache_features`). The first full batch of a
 /// seeded shuffle is used; each repetition steps to the next batch. See the module docs.
 pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Freeze, opts: ProfileOptions) -> Result<StepProfile> {
-    check_fits(net, data)?;
     let cfg = &trainer.config;
-    if cfg.batch_size == 0 {
-        return Err(Error::invalid("batch size must be at least 1"));
-    }
+    cfg.validate()?;
+    check_fits(net, data)?;
     let gpu = trainer.gpu.clone();
     let reps = opts.reps.max(1);
     let lr_mults = trainer.layer_lr_mults(net, data, freeze)?;
 
-    // The same setup as Trainer::run, without validation.
-    let train = DeviceData::upload(&gpu, data)?;
-    let sb = StepBuffers::new(&gpu, net, &train, cfg, &lr_mults)?;
+    // The trainer's own setup (its training split, buffers, optimizer and plan); the step is
+    // the plan of a full batch, over the first epoch's shuffle.
+    let (train_data, _) = training_split(cfg, data);
+    let setup = RunSetup::new(&gpu, net, &train_data, cfg, &lr_mults, None, (0, 1))?;
+    let (train, sb, plan) = (&setup.train, &setup.sb, &setup.full);
     let b = sb.b;
     sb.acc.reset(&gpu)?;
-    sb.indices.write_u32(&gpu, &crate::rng::Rng::new(cfg.seed).permutation(train.n))?;
-    let optim = Optim::new(&gpu, net, &sb.grads, cfg.optimizer, false)?;
-    let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
-    let plan = Plan::build(&gpu, &inputs, b)?;
+    let order: Vec<u32> = if cfg.shuffle { crate::rng::Rng::new(cfg.seed).permutation(train.n) } else { (0..train.n as u32).collect() };
+    sb.indices.write_u32(&gpu, &order)?;
     let full_batches = (train.n / b).max(1);
     let lr = cfg.optimizer.lr();
     let mut step_no: u32 = 0;
@@ -164,42 +162,29 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         step_no += 1;
         plan.set_step(&gpu, (rep % full_batches) * b, lr, step_no)
     };
-    let list: Vec<&Dispatch> = plan.dispatch_list();
-    let record_step = |enc: &mut wgpu::CommandEncoder| -> usize {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile_step"), timestamp_writes: None });
-        list.iter().map(|d| d.encode(&gpu, &mut pass)).sum()
+    let list: Vec<&Dispatch> = plan.dispatches().collect();
+    // The step as the trainer records it: every dispatch in one compute pass, one submission.
+    let submit_step = |label: &str| -> usize {
+        let mut rec = Recorder::new(&gpu, label);
+        let recorded = rec.pass("profile_step", list.iter().copied());
+        rec.submit();
+        recorded
     };
 
     // Warm-up.
     let mut dispatches = 0;
     for rep in 0..2 {
         prepare(rep)?;
-        let mut enc = encoder(&gpu, "profile_warmup");
-        dispatches = record_step(&mut enc);
-        gpu.submit(enc);
+        dispatches = submit_step("profile_warmup");
         gpu.sync()?;
     }
 
     let use_timestamps = match opts.timing {
-        Timing::Auto => gpu.has(wgpu::Features::TIMESTAMP_QUERY),
-        Timing::Timestamps => {
-            if !gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
-                return Err(Error::invalid("timestamp timing asked for, but the device has no TIMESTAMP_QUERY"));
-            }
-            true
-        }
+        Timing::Auto => gpu.has_timestamps(),
+        Timing::Timestamps => true,
         Timing::CpuWall => false,
     };
-    let count = 2 * list.len() as u32;
-    if use_timestamps && count > wgpu::QUERY_SET_MAX_QUERIES {
-        return Err(Error::invalid(format!(
-            "a step of {} dispatches needs more than {} timestamp queries",
-            list.len(),
-            wgpu::QUERY_SET_MAX_QUERIES
-        )));
-    }
-    let stamps = if use_timestamps { Some(Timestamps::new(&gpu, count)) } else { None };
-    let period_ns = gpu.queue().get_timestamp_period() as f64;
+    let stamps = if use_timestamps { Some(Timestamps::new(&gpu, list.len())?) } else { None };
     // CPU timing subtracts what an empty submission and wait costs.
     let empty_ms = if use_timestamps {
         0.0
@@ -207,9 +192,9 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         let mut empty = Vec::with_capacity(reps);
         for _ in 0..reps.max(5) {
             let t0 = Instant::now();
-            let mut enc = encoder(&gpu, "profile_empty");
-            drop(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("empty"), timestamp_writes: None }));
-            gpu.submit(enc);
+            let mut rec = Recorder::new(&gpu, "profile_empty");
+            rec.pass("empty", []);
+            rec.submit();
             gpu.sync()?;
             empty.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -224,9 +209,7 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         // The whole step: one pass, one submission, wait.
         let t0 = Instant::now();
         prepare(rep)?;
-        let mut enc = encoder(&gpu, "profile_step");
-        record_step(&mut enc);
-        gpu.submit(enc);
+        submit_step("profile_step");
         gpu.sync()?;
         steps.push(t0.elapsed().as_secs_f64() * 1e3);
 
@@ -234,35 +217,23 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
         plan.set_offset(&gpu, (rep % full_batches) * b)?;
         match &stamps {
             Some(stamps) => {
-                let mut enc = encoder(&gpu, "profile_kernels");
+                // every dispatch in its own timed pass, all of the step in one submission
+                let mut rec = Recorder::new(&gpu, "profile_kernels");
                 for (i, d) in list.iter().enumerate() {
-                    let writes = wgpu::ComputePassTimestampWrites {
-                        query_set: &stamps.set,
-                        beginning_of_pass_write_index: Some(2 * i as u32),
-                        end_of_pass_write_index: Some(2 * i as u32 + 1),
-                    };
-                    let mut pass =
-                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: Some(writes) });
-                    d.encode(&gpu, &mut pass);
+                    rec.timed_pass(d, stamps, i as u32);
                 }
-                stamps.resolve(&mut enc);
-                gpu.submit(enc);
-                let ticks = stamps.read(&gpu)?;
-                for (i, s) in samples.iter_mut().enumerate() {
-                    let (begin, end) = (ticks[2 * i], ticks[2 * i + 1]);
-                    s.push(end.saturating_sub(begin) as f64 * period_ns * 1e-6);
+                rec.resolve(stamps);
+                rec.submit();
+                for (s, ms) in samples.iter_mut().zip(stamps.pass_ms(&gpu)?) {
+                    s.push(ms);
                 }
             }
             None => {
                 for (i, d) in list.iter().enumerate() {
                     let t0 = Instant::now();
-                    let mut enc = encoder(&gpu, d.name());
-                    {
-                        let mut pass =
-                            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.name()), timestamp_writes: None });
-                        d.encode(&gpu, &mut pass);
-                    }
-                    gpu.submit(enc);
+                    let mut rec = Recorder::new(&gpu, d.name());
+                    rec.pass(d.name(), [*d]);
+                    rec.submit();
                     gpu.sync()?;
                     samples[i].push((t0.elapsed().as_secs_f64() * 1e3 - empty_ms).max(0.0));
                 }
@@ -275,14 +246,13 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     let t0 = Instant::now();
     for rep in 0..reps {
         prepare(rep)?;
-        let mut enc = encoder(&gpu, "profile_step");
-        record_step(&mut enc);
-        gpu.submit(enc);
+        submit_step("profile_step");
     }
     gpu.sync()?;
     let pipelined_step_ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
 
     let (timing, timing_note) = if use_timestamps {
+        let period_ns = Timestamps::period_ns(&gpu);
         (Timing::Timestamps, format!("GPU timestamps at the start and end of one compute pass per dispatch (period {period_ns} ns)"))
     } else {
         (Timing::CpuWall, format!("CPU wall time of submit + wait per dispatch, minus an empty submit + wait ({:.1} µs)", empty_ms * 1e3))
@@ -308,64 +278,11 @@ pub fn profile_step(trainer: &Trainer, net: &Network, data: &Dataset, freeze: Fr
     Ok(StepProfile { timing, timing_note, reps, batch: b, dispatches, step_ms, pipelined_step_ms, kernel_sum_ms, per_dispatch, kernels })
 }
 
-fn encoder(gpu: &Gpu, label: &str) -> wgpu::CommandEncoder {
-    gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
-}
-
-/// A timestamp query set with its resolve and read-back buffers.
-struct Timestamps {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    count: u32,
-}
-
-impl Timestamps {
-    fn new(gpu: &Gpu, count: u32) -> Timestamps {
-        let bytes = (count as u64 * 8).next_multiple_of(wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT);
-        let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile_timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let buffer = |label, usage| {
-            gpu.device().create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false })
-        };
-        let resolve = buffer("profile_resolve", wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
-        let readback = buffer("profile_readback", wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        Timestamps { set, resolve, readback, count }
-    }
-
-    fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
-        enc.resolve_query_set(&self.set, 0..self.count, &self.resolve, 0);
-        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, self.count as u64 * 8);
-    }
-
-    /// Waits for the submitted work and reads the ticks.
-    fn read(&self, gpu: &Gpu) -> Result<Vec<u64>> {
-        let size = self.count as u64 * 8;
-        let slice = self.readback.slice(0..size);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.sync()?;
-        rx.recv()
-            .map_err(|_| Error::Device("timestamp map callback never ran".into()))?
-            .map_err(|e| Error::Device(format!("mapping the timestamp buffer failed: {e}")))?;
-        let ticks = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Device(format!("{e}")))?;
-            view.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<u64>>()
-        };
-        self.readback.unmap();
-        Ok(ticks)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::Targets;
+    use crate::gpu::Gpu;
     use crate::nn::Head;
     use crate::train::TrainConfig;
 
@@ -389,7 +306,7 @@ mod tests {
         let cfg = TrainConfig { batch_size: 16, ..TrainConfig::default() };
         let trainer = Trainer::new(&gpu, cfg.clone());
         let mut timings = vec![Timing::CpuWall];
-        if gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+        if gpu.has_timestamps() {
             timings.push(Timing::Timestamps);
         }
         for timing in timings {
@@ -408,5 +325,35 @@ mod tests {
         let all = profile_step(&trainer, &net, &data, Freeze::All, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
         let head = profile_step(&trainer, &net, &data, Freeze::Trunk, ProfileOptions { reps: 1, timing: Timing::CpuWall }).unwrap();
         assert!(head.dispatches < all.dispatches, "head-only {} vs all {}", head.dispatches, all.dispatches);
+    }
+
+    /// With a validation split the trainer steps over the training part only, so its full batch
+    /// can be smaller than the configured one; the profile times that step, not one over all the
+    /// data, under every freeze policy (LastK included, where the two once disagreed).
+    #[test]
+    fn the_profiled_step_is_the_step_the_trainer_runs() {
+        let gpu = Gpu::new().expect("the test suite needs a GPU adapter");
+        let data = data(20, 8, 3);
+        let cfg = TrainConfig { batch_size: 16, validation_fraction: 0.5, ..TrainConfig::default() };
+        for freeze in [Freeze::All, Freeze::Trunk, Freeze::LastK(1)] {
+            let mut net = Network::new(&gpu, &[8, 16, 12], Head::classes(3), 1).unwrap();
+            let p =
+                profile_step(&Trainer::new(&gpu, cfg.clone()), &net, &data, freeze, ProfileOptions { reps: 1, timing: Timing::CpuWall })
+                    .unwrap();
+            let report = Trainer::new(&gpu, cfg.clone()).fine_tune(&mut net, &data, freeze, 1).unwrap();
+            assert_eq!(p.batch, 10, "{freeze:?}: the training split's 10 rows make the full batch");
+            assert_eq!(p.dispatches as f64, report.dispatches_per_step, "{freeze:?}: the trainer's step has as many dispatches");
+            assert_eq!(p.per_dispatch.len(), p.dispatches);
+        }
+    }
+
+    #[test]
+    fn a_configuration_the_trainer_refuses_is_refused() {
+        let gpu = Gpu::new().expect("the test suite needs a GPU adapter");
+        let net = Network::new(&gpu, &[8, 16, 12], Head::classes(3), 1).unwrap();
+        let cfg = TrainConfig { threshold: 1.5, ..TrainConfig::default() };
+        let trainer = Trainer::new(&gpu, cfg);
+        let err = profile_step(&trainer, &net, &data(20, 8, 3), Freeze::All, ProfileOptions { reps: 1, timing: Timing::CpuWall });
+        assert!(matches!(err, Err(crate::Error::InvalidInput(_))), "{err:?}");
     }
 }

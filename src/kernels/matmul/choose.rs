@@ -12,12 +12,12 @@
 //!    constants (so the winner's pipeline is the one the caller then uses), run on zero-filled
 //!    scratch buffers of the class's shape (each dimension capped, to keep it short) and timed
 //!    with the wait inside the timing; the fastest wins. `tile64` is not measured on CPU adapters,
-//!    where workgroup barriers are coroutine switches (shared/PERFORMANCE.md §3.2; it measured
-//!    2.7–5 GFLOP/s on lavapipe against 27 for `block16x16`).
+//!    where workgroup barriers are coroutine switches and it is far behind the register-block
+//!    variants (shared/PERFORMANCE.md §3.2; figures in BENCHMARKS.md).
 //!
-//! Cost on lavapipe (2 cores): the eight product classes of a 784→512→256→10 MLP's step take
-//! ≈ 1.2 s to measure with Mesa's shader cache warm, ≈ 7 s cold, almost all of it LLVM compiling
-//! the candidates on their first launch; with the cache file, a later run measures nothing.
+//! Measuring costs seconds on lavapipe, almost all of it LLVM compiling the candidates on their
+//! first launch (BENCHMARKS.md, "Measurements behind code choices"); with the cache file, a later
+//! run measures nothing.
 //!
 //! A class is the transpose form, a size bucket (powers of 4) of each of M, N and K, and whether
 //! each operand can be read as vec4s ([`Problem::vec_a`]). The cache file ([`cache_path`]) holds

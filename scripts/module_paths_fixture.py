@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/module-paths/: a small residual network written the way torchvision writes
+ResNet (module paths conv1, layer1.0.conv1, layer1.1.downsample.0, fc), its state_dict, an input
+batch and PyTorch's logits for it. tests/module_paths.rs builds the same network with
+CnnBuilder::name/scope and Head::module, loads the state_dict under PyTorch's own keys and
+compares the logits. No BatchNorm (headswap's BatchNorm is issue 13) and convolutions with bias.
+
+    python3 scripts/module_paths_fixture.py      # needs torch and safetensors
+"""
+import os
+import torch
+from torch import nn
+from safetensors.torch import save_file
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride)) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv2(self.relu(self.conv1(x)))
+        return self.relu(out + identity)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = self.layer1(self.relu(self.conv1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def main():
+    torch.manual_seed(12)
+    out = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "module-paths")
+    os.makedirs(out, exist_ok=True)
+    model = TinyResNet().eval()
+    x = torch.randn(5, 3, 9, 9)
+    with torch.no_grad():
+        logits = model(x)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, os.path.join(out, "tiny_resnet.safetensors"), metadata={"format": "pt"})
+    save_file({"input": x, "logits": logits}, os.path.join(out, "tiny_resnet_io.safetensors"))
+    print("\n".join(sd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+//! The im2col form of the convolution: im2col into a column buffer per chunk of images, the
+//! matmul kernel, a permute between the matmul's pixel-major rows and NCHW, and col2im as a
+//! gather. See the [module docs](super).
+
+use super::{Conv2dShape, ConvScratch, sum_parts};
+use crate::error::Result;
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
+use crate::kernels::reduce::LOOP_BUDGET;
+use crate::kernels::window::{WG, WindowParams, fits_grid, nest_cost};
+use crate::kernels::{Activation, Kernel, R, RW, ensure, source};
+
+pub(crate) const IM2COL: Kernel = Kernel { source: &source::CONV, entry: "im2col", bindings: &[R, RW] };
+pub(crate) const IM2COL_ROWS: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows", bindings: &[R, RW] };
+pub(crate) const COL2IM: Kernel = Kernel { source: &source::CONV, entry: "col2im", bindings: &[R, RW] };
+pub(crate) const COL2IM_ROWS: Kernel = Kernel { source: &source::CONV, entry: "col2im_rows", bindings: &[R, RW] };
+pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { source: &source::CONV, entry: "nchw_transpose", bindings: &[R, RW] };
+
+/// Rows (`images·OH·OW`) of one im2col chunk: bounds the matmul's inner dimension for dW
+/// (about 1.25 loop iterations per element) well within [`LOOP_BUDGET`].
+const IM2COL_MAX_ROWS: usize = 32_768;
+/// Bytes of the im2col buffer of one chunk, at most (unless one image alone needs more).
+const IM2COL_MAX_BYTES: usize = 64 << 20;
+
+/// Whether im2col can run `shape`: one image's output pixels fit one chunk of columns.
+pub(super) fn fits(shape: &Conv2dShape) -> bool {
+    let (oh, ow) = shape.out_hw();
+    oh * ow <= IM2COL_MAX_ROWS
+}
+
+/// Images per chunk of `shape`: as many as keep the columns within [`IM2COL_MAX_ROWS`] rows and
+/// [`IM2COL_MAX_BYTES`], at least one; an error where one image alone has too many rows.
+pub(super) fn images_per_chunk(shape: &Conv2dShape) -> Result<usize> {
+    let (oh, ow) = shape.out_hw();
+    let plane = oh * ow;
+    ensure(fits(shape), "conv2d im2col", || {
+        format!("one image has {plane} output pixels, more than the {IM2COL_MAX_ROWS} of one chunk; use ConvAlgo::Direct")
+    })?;
+    let by_rows = IM2COL_MAX_ROWS / plane;
+    let by_bytes = IM2COL_MAX_BYTES / (plane * shape.patch_len() * 4).max(1);
+    Ok(shape.n.min(by_rows).min(by_bytes).max(1))
+}
+
+/// im2col of the `b` images from `n0` into `cols`: one invocation per output pixel writing its
+/// row, where that row's loop fits the loop budget and the image its grid; else one per column
+/// element.
+fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
+    let p = WindowParams { n: b as u32, total: n0 as u32, ..s.params() };
+    let (oh, ow) = s.out_hw();
+    let groups = [ow.div_ceil(8), oh.div_ceil(8), b];
+    if s.c * nest_cost(s.kh, s.kw) + 2 <= LOOP_BUDGET && fits_grid(gpu, groups) {
+        let groups = groups.map(|g| g as u32);
+        let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64)];
+        return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
+    }
+    Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
+}
+
+/// dx of the `b` images from `n0`, gathered from `dcols`: one invocation per input pixel for all
+/// its channels, where that loop fits the loop budget and the image its grid; else one per
+/// element.
+fn col2im(gpu: &Gpu, s: &Conv2dShape, dcols: &Tensor, dx: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
+    let p = WindowParams { n: b as u32, total: n0 as u32, ..s.params() };
+    let groups = [s.w.div_ceil(8), s.h.div_ceil(8), b];
+    if s.c * s.window().gather_cost() + 2 <= LOOP_BUDGET && fits_grid(gpu, groups) {
+        let groups = groups.map(|g| g as u32);
+        return Dispatch::new(gpu, COL2IM_ROWS, &[("IC", s.c as f64)], bytemuck::bytes_of(&p), &[dcols, dx], groups);
+    }
+    Dispatch::new(gpu, COL2IM, &[], bytemuck::bytes_of(&p), &[dcols, dx], groups_1d(b * s.c * s.h * s.w, WG))
+}
+
+/// `dst[b, k, r] = src[b, r, k]` for `b` images, the NCHW side offset by image `n0`: from
+/// pixel-major `[b, OH·OW, O]` to NCHW `y` (`to_nchw`), or from NCHW `dy` to pixel-major.
+fn transpose(gpu: &Gpu, s: &Conv2dShape, src: &Tensor, dst: &Tensor, n0: usize, b: usize, to_nchw: bool) -> Result<Dispatch> {
+    let (oh, ow) = s.out_hw();
+    let plane = (oh * ow) as u32;
+    let (r, k) = if to_nchw { (plane, s.o as u32) } else { (s.o as u32, plane) };
+    let p = WindowParams { n: b as u32, h: r, w: k, c: (!to_nchw) as u32, total: n0 as u32, ..WindowParams::default() };
+    Dispatch::new(gpu, NCHW_TRANSPOSE, &[], bytemuck::bytes_of(&p), &[src, dst], [r.div_ceil(8), k.div_ceil(8), b as u32])
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Activation,
+    y: &Tensor,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let w2 = w.reshape(&[s.o, s.patch_len()])?;
+    let mut out = Vec::new();
+    for (n0, nb) in scratch.chunks() {
+        let (cols, rows) = scratch.views(nb)?;
+        out.push(im2col(gpu, s, x, &cols, n0, nb)?);
+        out.push(matmul_dispatch(gpu, &cols, &w2, &rows, Transpose::NT, Epilogue { bias: b, activation: act })?);
+        out.push(transpose(gpu, s, &rows, y, n0, nb, true)?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: Option<&Tensor>,
+    dw: Option<&Tensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let patch = s.patch_len();
+    let w2 = w.reshape(&[s.o, patch])?;
+    let mut out = Vec::new();
+    for (k, (n0, nb)) in scratch.chunks().enumerate() {
+        let (cols, rows) = scratch.views(nb)?;
+        out.push(transpose(gpu, s, dy, &rows, n0, nb, false)?);
+        // a frozen layer (no dw) only needs dx, which does not read the columns of x
+        if let Some(dw) = dw {
+            out.push(im2col(gpu, s, x, &cols, n0, nb)?);
+            let target = match &scratch.parts {
+                Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
+                None => dw.reshape(&[s.o, patch])?,
+            };
+            out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
+        }
+        if let Some(dx) = dx {
+            // dcols = dY·W into the column buffer (its columns are no longer needed), then gather
+            out.push(matmul_dispatch(gpu, &rows, &w2, &cols, Transpose::NN, Epilogue::default())?);
+            out.push(col2im(gpu, s, &cols, dx, n0, nb)?);
+        }
+    }
+    if let (Some(parts), Some(dw)) = (&scratch.parts, dw) {
+        out.push(sum_parts(gpu, parts, dw, s.n.div_ceil(scratch.chunk), scratch.part_stride)?);
+    }
+    Ok(out)
+}

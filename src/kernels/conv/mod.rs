@@ -1,0 +1,473 @@
+//! 2-D convolution (PyTorch's `nn.Conv2d`), forward and backward, NCHW f32 (kernels in
+//! `shaders/conv.wgsl`, float64 references in [`crate::reference::conv`]). Pooling lives in
+//! [`super::pool`] (re-exported here under its earlier paths); the window geometry both share is
+//! [`Window2d`].
+//!
+//! * conv: x `[N, C, H, W]`, weight `[O, C, KH, KW]`, bias `[O]`, y `[N, O, OH, OW]` with
+//!   `OH = (H + 2·PH − KH) / SH + 1` (zero padding), and an optional fused activation
+//!   `y = act(conv(x, w) + b)`. The backward takes `dy`, the gradient of the **pre-activation**
+//!   output (run [`crate::kernels::act_backward`] first when an activation was fused), and gives
+//!   dx (optional: the lowest trainable layer skips it), dw and db (optional: a layer without bias).
+//! * flatten is [`Tensor::reshape`].
+//!
+//! Two implementations of the convolution; a [`ConvScratch`] (the scratch buffers, allocated once
+//! by the caller) is made for one of them, and the launchers run that one:
+//! * [`ConvAlgo::Direct`] (the default, `direct.rs`): one kernel each for y, dx, dw and db. The
+//!   forward computes 4 or 8 output channels of one pixel per invocation; dx gathers, per input
+//!   pixel and block of 4 input channels, the taps that reach it (a col2im-style gather, no
+//!   scatter, no atomics); dw sums, per weight tap and block of 4 output channels, over a slice of
+//!   the `N·OH` output rows, and when there are several slices (long batches of large images) a
+//!   last kernel adds the slices' partial gradients in slice order. Scratch: those partials only
+//!   (at most 16 MiB, usually none).
+//! * [`ConvAlgo::Im2col`] (`im2col.rs`): im2col into `cols [chunk·OH·OW, C·KH·KW]`, then the
+//!   matmul kernel (`y = cols·Wᵀ` with the bias and activation fused, `dW = dYᵀ·cols`,
+//!   `dcols = dY·W`), a permute between the matmul's pixel-major rows and NCHW, and col2im as a
+//!   gather. The batch runs in chunks of images so that the scratch stays bounded (64 MiB of
+//!   columns) and the matmul's inner dimension for dW (`chunk·OH·OW`) stays within the loop
+//!   budget of llvmpipe/lavapipe; per-chunk weight gradients are added in chunk order.
+//!
+//! Both are deterministic (fixed summation order, no atomics) and tested against the same
+//! references. A training or inference plan takes the one [`choose_algo`] (`choose.rs`) measured
+//! faster for the layer's shape and use on this device (remembered in the autotune cache file,
+//! `HEADSWAP_CONV` forces one): which is faster depends on the layer (few input channels favour
+//! the direct forward, long `C·KH·KW` rows the matmul) and on the adapter, so it is measured
+//! rather than ruled. [`ConvScratch::new`] takes Direct, the default: it needs almost no memory
+//! (im2col holds `C·KH·KW` floats per output pixel of a chunk), and it is the simpler code path
+//! (one dispatch per gradient, no chunking). Timings of the two on lavapipe and llvmpipe GL are in
+//! BENCHMARKS.md ("Measurements behind code choices"); `bench_direct_vs_im2col` in
+//! `tests/kernel_conv.rs` measures them on any adapter
+//! (`cargo test --test kernel_conv bench_direct_vs_im2col -- --ignored --nocapture`).
+//!
+//! ```no_run
+//! use headswap::{Gpu, Tensor, kernels::{Activation, conv::{self, Conv2dShape, ConvScratch}}};
+//! let gpu = Gpu::new()?;
+//! let shape = Conv2dShape::new(1, 1, 3, 3, 1, 2, 1, 0); // N, C, H, W, O, kernel, stride, padding
+//! let x = Tensor::from_slice(&gpu, &shape.x_shape(), &[1., 2., 3., 4., 5., 6., 7., 8., 9.])?;
+//! let w = Tensor::from_slice(&gpu, &shape.w_shape(), &[1., 1., 1., 1.])?;
+//! let mut y = Tensor::zeros(&gpu, &shape.y_shape())?;
+//! let scratch = ConvScratch::new(&gpu, &shape)?;
+//! conv::conv2d_forward(&gpu, &shape, &x, &w, None, Activation::Identity, &mut y, &scratch)?;
+//! assert_eq!(y.download(&gpu)?, vec![12., 16., 24., 28.]);
+//! # Ok::<(), headswap::Error>(())
+//! ```
+
+mod choose;
+mod direct;
+mod im2col;
+
+use super::reduce::ensure_loop_budget;
+use super::window::{WG, WindowParams, ensure_f32, slices_for, u32_of};
+use super::{Activation, Kernel, R, RW, ensure, source};
+use crate::error::{Error, Result};
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::tensor::DType;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+/// Pooling, under its earlier paths (it lives in [`super::pool`]).
+pub use super::pool::{
+    Pool2dShape, avg_pool2d_backward, avg_pool2d_backward_dispatch, avg_pool2d_forward, avg_pool2d_forward_dispatch,
+    global_avg_pool_backward, global_avg_pool_backward_dispatch, global_avg_pool_forward, global_avg_pool_forward_dispatch,
+    max_pool2d_backward, max_pool2d_backward_dispatch, max_pool2d_forward, max_pool2d_forward_dispatch,
+};
+pub use super::window::Window2d;
+pub use choose::{ConvUse, algo_class_key, choose_algo};
+
+pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_bias", bindings: &[R, RW] };
+pub(crate) const SUM_PARTS: Kernel = Kernel { source: &source::CONV, entry: "sum_parts", bindings: &[R, RW] };
+
+/// The geometry of a 2-D convolution, PyTorch's `nn.Conv2d(c, o, (kh, kw), (sh, sw), (ph, pw))`
+/// applied to a batch of `n` images `h × w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Conv2dShape {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride along the height.
+    pub sh: usize,
+    /// Stride along the width.
+    pub sw: usize,
+    /// Zero padding above and below.
+    pub ph: usize,
+    /// Zero padding left and right.
+    pub pw: usize,
+}
+
+impl Conv2dShape {
+    /// A square kernel `k × k` with the same stride and padding along both axes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, stride: usize, pad: usize) -> Conv2dShape {
+        Conv2dShape { n, c, h, w, o, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad }
+    }
+
+    /// The kernel window's geometry over one input plane (shared with pooling); what is per
+    /// channel (C, O) is this shape's.
+    pub fn window(&self) -> Window2d {
+        Window2d { h: self.h, w: self.w, kh: self.kh, kw: self.kw, sh: self.sh, sw: self.sw, ph: self.ph, pw: self.pw }
+    }
+
+    /// `(OH, OW)`; a dimension is 0 when the kernel does not fit the padded input (or a size or
+    /// stride is 0). [`Conv2dShape::validate`] rejects such shapes.
+    pub fn out_hw(&self) -> (usize, usize) {
+        self.window().out_hw()
+    }
+
+    /// `[N, C, H, W]`
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+
+    /// `[O, C, KH, KW]`
+    pub fn w_shape(&self) -> [usize; 4] {
+        [self.o, self.c, self.kh, self.kw]
+    }
+
+    /// `[N, O, OH, OW]`
+    pub fn y_shape(&self) -> [usize; 4] {
+        let (oh, ow) = self.out_hw();
+        [self.n, self.o, oh, ow]
+    }
+
+    /// `C·KH·KW`, the length of one weight row (the im2col row length).
+    pub fn patch_len(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// `Err(Shape)` unless every size and stride is positive, the output is not empty and every
+    /// tensor fits 32-bit indices.
+    pub fn validate(&self) -> Result<()> {
+        let op = "conv2d";
+        let s = self;
+        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.o > 0, op, || {
+            format!("every size must be positive: {} images of {} channels, {}×{}, {} output channels", s.n, s.c, s.h, s.w, s.o)
+        })?;
+        let win = s.window();
+        win.ensure_positive(op, "kernel")?;
+        win.ensure_not_empty(op, "kernel")?;
+        let x = s.x_shape().iter().product::<usize>();
+        let y = s.y_shape().iter().product::<usize>();
+        let w = s.w_shape().iter().product::<usize>();
+        for (what, v) in [("N·C·H·W", x), ("N·O·OH·OW", y), ("O·C·KH·KW", w)] {
+            u32_of(v, op, what)?;
+        }
+        win.ensure_indexable(op)
+    }
+
+    fn params(&self) -> WindowParams {
+        WindowParams { n: self.n as u32, c: self.c as u32, o: self.o as u32, ..self.window().params() }
+    }
+}
+
+/// How a convolution is computed (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConvAlgo {
+    /// Direct kernels, no scratch memory.
+    #[default]
+    Direct,
+    /// im2col + the matmul kernel, in chunks of images.
+    Im2col,
+}
+
+/// The scratch buffers of one convolution shape, allocated once by the caller (a training plan
+/// keeps one per layer). [`ConvAlgo::Direct`]: the per-slice weight gradients when the
+/// `N·OH·OW` reduction is split (long batches of large images), else nothing.
+/// [`ConvAlgo::Im2col`]: the column buffer of one chunk of images (reused for the column
+/// gradient), its pixel-major product (`[chunk·OH·OW, O]`) and, when the batch takes several
+/// chunks, the per-chunk weight gradients.
+#[derive(Debug)]
+pub struct ConvScratch {
+    shape: Conv2dShape,
+    algo: ConvAlgo,
+    /// Images per chunk (im2col).
+    chunk: usize,
+    /// Slices of the direct weight gradient and the `N·OH` rows each one sums.
+    dw_slices: usize,
+    dw_rows: usize,
+    cols: Option<Tensor>,
+    rows: Option<Tensor>,
+    parts: Option<Tensor>,
+    /// Elements between two partial weight gradients in `parts` (im2col: a multiple of 64
+    /// floats, so each view is bindable at the 256-byte offset alignment).
+    part_stride: usize,
+}
+
+impl ConvScratch {
+    /// Scratch for the default algorithm ([`ConvAlgo::Direct`]: no buffers).
+    pub fn new(gpu: &Gpu, shape: &Conv2dShape) -> Result<ConvScratch> {
+        Self::with_algo(gpu, shape, ConvAlgo::default())
+    }
+
+    /// Scratch for `algo`.
+    pub fn with_algo(gpu: &Gpu, shape: &Conv2dShape, algo: ConvAlgo) -> Result<ConvScratch> {
+        shape.validate()?;
+        let mut s = ConvScratch {
+            shape: *shape,
+            algo,
+            chunk: shape.n,
+            dw_slices: 1,
+            dw_rows: 0,
+            cols: None,
+            rows: None,
+            parts: None,
+            part_stride: 0,
+        };
+        if algo == ConvAlgo::Direct {
+            let (slices, rows) = direct::weight_slices(shape)?;
+            (s.dw_slices, s.dw_rows) = (slices, rows);
+            if slices > 1 {
+                s.part_stride = shape.o * shape.patch_len();
+                s.parts = Some(Tensor::alloc(gpu, &[slices, s.part_stride], DType::F32, "conv_dw_slices")?);
+            }
+            return Ok(s);
+        }
+        let (oh, ow) = shape.out_hw();
+        let plane = oh * ow;
+        let patch = shape.patch_len();
+        s.chunk = im2col::images_per_chunk(shape)?;
+        let rows = s.chunk * plane;
+        s.cols = Some(Tensor::alloc(gpu, &[rows, patch], DType::F32, "conv_im2col_cols")?);
+        s.rows = Some(Tensor::alloc(gpu, &[rows, shape.o], DType::F32, "conv_im2col_rows")?);
+        let chunks = shape.n.div_ceil(s.chunk);
+        if chunks > 1 {
+            s.part_stride = (shape.o * patch).next_multiple_of(64);
+            s.parts = Some(Tensor::alloc(gpu, &[chunks, s.part_stride], DType::F32, "conv_im2col_dw_parts")?);
+        }
+        Ok(s)
+    }
+
+    /// The algorithm these buffers serve.
+    pub fn algo(&self) -> ConvAlgo {
+        self.algo
+    }
+
+    /// The shape these buffers were made for.
+    pub fn shape(&self) -> &Conv2dShape {
+        &self.shape
+    }
+
+    /// Images per im2col chunk (the batch for [`ConvAlgo::Direct`]).
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
+    /// Bytes of GPU memory held.
+    pub fn bytes(&self) -> u64 {
+        [&self.cols, &self.rows, &self.parts].iter().filter_map(|t| t.as_ref()).map(|t| t.bytes()).sum()
+    }
+
+    fn check(&self, shape: &Conv2dShape, op: &str) -> Result<()> {
+        ensure(self.shape == *shape, op, || format!("the scratch was made for {:?}, the call is for {shape:?}", self.shape))
+    }
+
+    /// (first image, images) of each chunk.
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.shape.n).step_by(self.chunk).map(|n0| (n0, self.chunk.min(self.shape.n - n0)))
+    }
+
+    /// Views of `cols` and `rows` for a chunk of `b` images (offset 0: always aligned).
+    fn views(&self, b: usize) -> Result<(Tensor, Tensor)> {
+        let (oh, ow) = self.shape.out_hw();
+        let rows = b * oh * ow;
+        let (Some(cols), Some(out)) = (&self.cols, &self.rows) else {
+            return Err(Error::invalid("conv2d: the scratch holds no im2col buffers"));
+        };
+        Ok((cols.view(0, &[rows, self.shape.patch_len()])?, out.view(0, &[rows, self.shape.o])?))
+    }
+}
+
+impl ConvAlgo {
+    /// `direct` or `im2col`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Direct => "direct",
+            ConvAlgo::Im2col => "im2col",
+        }
+    }
+
+    /// The algorithm called `name` (see [`ConvAlgo::name`]).
+    pub fn from_name(name: &str) -> Option<ConvAlgo> {
+        [ConvAlgo::Direct, ConvAlgo::Im2col].into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Builds `y = act(conv(x, w) + b)`: x `[N, C, H, W]`, w `[O, C, KH, KW]`, b `[O]` (or none),
+/// y `[N, O, OH, OW]`, with the algorithm of `scratch` (made for this shape).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Activation,
+    y: &Tensor,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let op = "conv2d_forward";
+    shape.validate()?;
+    scratch.check(shape, op)?;
+    ensure_f32(x, &shape.x_shape(), op, "x")?;
+    ensure_f32(w, &shape.w_shape(), op, "weight")?;
+    if let Some(b) = b {
+        ensure_f32(b, &[shape.o], op, "bias")?;
+    }
+    ensure_f32(y, &shape.y_shape(), op, "y")?;
+    match scratch.algo {
+        ConvAlgo::Direct => Ok(vec![direct::forward(gpu, shape, x, w, b, act, y)?]),
+        ConvAlgo::Im2col => im2col::forward(gpu, shape, x, w, b, act, y, scratch),
+    }
+}
+
+/// `y = act(conv(x, w) + b)`, run at once.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Activation,
+    y: &mut Tensor,
+    scratch: &ConvScratch,
+) -> Result<()> {
+    let d = conv2d_forward_dispatches(gpu, shape, x, w, b, act, y, scratch)?;
+    gpu.run("conv2d_forward", &d.iter().collect::<Vec<_>>())
+}
+
+/// Builds the gradients of a convolution from `dy` (`[N, O, OH, OW]`, the gradient of the
+/// pre-activation output): `dx` `[N, C, H, W]` (skipped when `None`), `dw` `[O, C, KH, KW]`
+/// and `db` `[O]` (skipped when `None`). Every output is overwritten, not accumulated.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: Option<&Tensor>,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    backward_dispatches(gpu, shape, x, w, dy, dx, Some(dw), db, scratch)
+}
+
+/// The input gradient `dx` alone of a frozen convolution that backward passes through (a
+/// trainable layer lies below it): no weight or bias gradient is computed, and `x` is not read.
+pub fn conv2d_backward_input_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    backward_dispatches(gpu, shape, x, w, dy, Some(dx), None, None, scratch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_dispatches(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: Option<&Tensor>,
+    dw: Option<&Tensor>,
+    db: Option<&Tensor>,
+    scratch: &ConvScratch,
+) -> Result<Vec<Dispatch>> {
+    let op = "conv2d_backward";
+    shape.validate()?;
+    scratch.check(shape, op)?;
+    ensure_f32(x, &shape.x_shape(), op, "x")?;
+    ensure_f32(w, &shape.w_shape(), op, "weight")?;
+    ensure_f32(dy, &shape.y_shape(), op, "dy")?;
+    if let Some(dx) = dx {
+        ensure_f32(dx, &shape.x_shape(), op, "dx")?;
+    }
+    if let Some(dw) = dw {
+        ensure_f32(dw, &shape.w_shape(), op, "dw")?;
+    }
+    if let Some(db) = db {
+        ensure_f32(db, &[shape.o], op, "db")?;
+    }
+    let mut out = match scratch.algo {
+        ConvAlgo::Direct => {
+            let mut v = Vec::new();
+            if let Some(dx) = dx {
+                v.push(direct::backward_input(gpu, shape, dy, w, dx)?);
+            }
+            if let Some(dw) = dw {
+                v.extend(direct::backward_weight(gpu, shape, x, dy, dw, scratch)?);
+            }
+            v
+        }
+        ConvAlgo::Im2col => im2col::backward(gpu, shape, x, w, dy, dx, dw, scratch)?,
+    };
+    if let Some(db) = db {
+        out.push(backward_bias(gpu, shape, dy, db)?);
+    }
+    Ok(out)
+}
+
+/// The gradients of a convolution, run at once.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    gpu: &Gpu,
+    shape: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: Option<&mut Tensor>,
+    dw: &mut Tensor,
+    db: Option<&mut Tensor>,
+    scratch: &ConvScratch,
+) -> Result<()> {
+    let d = conv2d_backward_dispatches(gpu, shape, x, w, dy, dx.map(|t| &*t), dw, db.map(|t| &*t), scratch)?;
+    gpu.run("conv2d_backward", &d.iter().collect::<Vec<_>>())
+}
+
+/// `dw[i] = Σ_q parts[q·stride + i]` in q order.
+fn sum_parts(gpu: &Gpu, parts: &Tensor, dw: &Tensor, count: usize, stride: usize) -> Result<Dispatch> {
+    ensure_loop_budget("conv2d_backward (dw)", count + 2, || format!("{count} partial gradients"))?;
+    let p = WindowParams { n: count as u32, c: stride as u32, total: dw.len() as u32, ..WindowParams::default() };
+    Dispatch::new(gpu, SUM_PARTS, &[], bytemuck::bytes_of(&p), &[parts, dw], groups_1d(dw.len(), WG))
+}
+
+fn backward_bias(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, db: &Tensor) -> Result<Dispatch> {
+    let op = "conv2d_backward (db)";
+    let (oh, ow) = s.out_hw();
+    let len = s.n * oh * ow;
+    // unrolled by 4, plus a tail and the segment loop per image
+    let slices = slices_for(op, s.o, |k| len.div_ceil(k) / 4 + 2 * (s.n.div_ceil(k) + 1) + 4)?;
+    let p = WindowParams { total: s.o as u32, ..s.params() };
+    let groups = groups_1d(s.o, WG / slices);
+    Dispatch::new(gpu, CONV_BACKWARD_BIAS, &[("SLICES", slices as f64)], bytemuck::bytes_of(&p), &[dy, db], groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_sizes_follow_pytorch() {
+        let s = Conv2dShape::new(1, 3, 13, 11, 4, 3, 2, 1);
+        assert_eq!(s.out_hw(), (7, 6));
+        assert_eq!(Conv2dShape::new(1, 3, 13, 11, 4, 5, 1, 0).out_hw(), (9, 7));
+        assert_eq!(Conv2dShape::new(1, 1, 3, 3, 1, 5, 1, 0).out_hw(), (0, 0));
+        assert!(Conv2dShape::new(1, 1, 3, 3, 1, 5, 1, 0).validate().is_err());
+        assert!(Conv2dShape::new(1, 1, 3, 3, 1, 3, 0, 0).validate().is_err());
+    }
+}

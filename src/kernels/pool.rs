@@ -1,0 +1,305 @@
+//! Max and average pooling and global average pooling, forward and backward, NCHW f32
+//! (kernels in `shaders/pool.wgsl`, float64 references in [`crate::reference::conv`]). The
+//! window geometry is [`Window2d`]'s, shared with the convolution.
+//!
+//! * max pool: stores the argmax of each window (u32, the index `iy·W + ix` in the input plane,
+//!   as PyTorch's `return_indices`; ties keep the first index); the backward routes the gradient
+//!   there. Average pool counts the padding (`count_include_pad = true`). No `ceil_mode`, no
+//!   dilation; `PH ≤ KH/2` as PyTorch requires.
+//! * global average pooling: `[N, C, H, W]` to `[N, C]` (`AdaptiveAvgPool2d(1)` + flatten).
+//!
+//! These are also reachable under their earlier paths, `kernels::conv::{Pool2dShape, ...}`.
+
+use super::reduce::ensure_loop_budget;
+use super::window::{WG, Window2d, WindowParams, ensure_f32, fits_grid, slices_for, u32_of};
+use super::{Kernel, R, RW, ensure, source};
+use crate::error::{Error, Result};
+use crate::gpu::pipelines::groups_1d;
+use crate::gpu::tensor::DType;
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+pub(crate) const MAX_POOL_FORWARD: Kernel = Kernel { source: &source::POOL, entry: "max_pool_forward", bindings: &[R, RW, RW] };
+pub(crate) const MAX_POOL_BACKWARD: Kernel = Kernel { source: &source::POOL, entry: "max_pool_backward", bindings: &[R, R, RW] };
+pub(crate) const MAX_POOL_BACKWARD_TILED: Kernel =
+    Kernel { source: &source::POOL, entry: "max_pool_backward_tiled", bindings: &[R, R, RW] };
+pub(crate) const AVG_POOL_FORWARD: Kernel = Kernel { source: &source::POOL, entry: "avg_pool_forward", bindings: &[R, RW] };
+pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::POOL, entry: "avg_pool_backward", bindings: &[R, RW] };
+pub(crate) const GLOBAL_AVG_POOL_FORWARD: Kernel = Kernel { source: &source::POOL, entry: "global_avg_pool_forward", bindings: &[R, RW] };
+pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::POOL, entry: "global_avg_pool_backward", bindings: &[R, RW] };
+
+/// The geometry of a 2-D pooling, PyTorch's `MaxPool2d((kh, kw), (sh, sw), (ph, pw))` /
+/// `AvgPool2d(...)` applied to `n` images of `c` channels, `h × w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Pool2dShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl Pool2dShape {
+    /// A square window `k × k` with the same stride and padding along both axes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(n: usize, c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Pool2dShape {
+        Pool2dShape { n, c, h, w, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad }
+    }
+
+    /// The window's geometry (shared with convolution).
+    pub fn window(&self) -> Window2d {
+        Window2d { h: self.h, w: self.w, kh: self.kh, kw: self.kw, sh: self.sh, sw: self.sw, ph: self.ph, pw: self.pw }
+    }
+
+    /// `(OH, OW)`, 0 when the window does not fit.
+    pub fn out_hw(&self) -> (usize, usize) {
+        self.window().out_hw()
+    }
+
+    /// `[N, C, H, W]`
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+
+    /// `[N, C, OH, OW]`
+    pub fn y_shape(&self) -> [usize; 4] {
+        let (oh, ow) = self.out_hw();
+        [self.n, self.c, oh, ow]
+    }
+
+    /// `Err(Shape)` unless sizes and strides are positive, the padding is at most half the
+    /// window (PyTorch's rule, so every window holds an input element) and the output is not
+    /// empty.
+    pub fn validate(&self) -> Result<()> {
+        let op = "pool2d";
+        let s = self;
+        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, op, || {
+            format!("every size must be positive: {} images of {} channels, {}×{}", s.n, s.c, s.h, s.w)
+        })?;
+        let win = s.window();
+        win.ensure_positive(op, "window")?;
+        ensure(2 * s.ph <= s.kh && 2 * s.pw <= s.kw, op, || {
+            format!("padding ({}, {}) must be at most half the {}×{} window", s.ph, s.pw, s.kh, s.kw)
+        })?;
+        win.ensure_not_empty(op, "window")?;
+        u32_of(s.x_shape().iter().product(), op, "N·C·H·W")?;
+        win.ensure_indexable(op)
+    }
+
+    fn params(&self, total: usize) -> WindowParams {
+        WindowParams {
+            n: self.n as u32,
+            c: self.c as u32,
+            total: total as u32,
+            scale: 1.0 / (self.kh * self.kw) as f32,
+            ..self.window().params()
+        }
+    }
+
+    /// Whether the windows tile the input exactly: stride = window, no padding, and the input a
+    /// whole number of windows (every element in exactly one window).
+    pub fn tiles_input(&self) -> bool {
+        let (oh, ow) = self.out_hw();
+        self.sh == self.kh && self.sw == self.kw && self.ph == 0 && self.pw == 0 && oh * self.kh == self.h && ow * self.kw == self.w
+    }
+
+    /// The tiled kernels' window size constants.
+    fn window_consts(&self) -> [(&'static str, f64); 2] {
+        [("KH", self.kh as f64), ("KW", self.kw as f64)]
+    }
+
+    /// The tiled kernels' grid: 4 × 4 output pixels and 4 planes per workgroup, the planes
+    /// looping past 65,535 workgroups.
+    fn tiled_grid(&self) -> [u32; 3] {
+        let (oh, ow) = self.out_hw();
+        [ow.div_ceil(4) as u32, oh.div_ceil(4) as u32, (self.n * self.c).div_ceil(4).clamp(1, 65535) as u32]
+    }
+
+    /// Whether the tiled kernels run this pool: windows tiling the input, and an output plane
+    /// within the grid's limits (else the flat kernels, which have none).
+    fn tiled_kernels_fit(&self, gpu: &Gpu) -> bool {
+        let (oh, ow) = self.out_hw();
+        self.tiles_input() && fits_grid(gpu, [ow.div_ceil(4), oh.div_ceil(4), 1])
+    }
+
+    fn ensure_window_budget(&self, op: &str) -> Result<()> {
+        ensure_loop_budget(op, self.window().window_cost(), || format!("a {}×{} window", self.kh, self.kw))
+    }
+
+    fn ensure_gather_budget(&self, op: &str) -> Result<()> {
+        ensure_loop_budget(op, self.window().gather_cost(), || format!("a {}×{} window", self.kh, self.kw))
+    }
+}
+
+fn ensure_u32_tensor(t: &Tensor, shape: &[usize], op: &str, name: &str) -> Result<()> {
+    ensure(t.shape() == shape, op, || format!("{name} is {:?}, expected {shape:?}", t.shape()))?;
+    ensure(t.dtype() == DType::U32, op, || format!("{name} must be u32, it is {:?}", t.dtype()))
+}
+
+/// Builds max pooling: y `[N, C, OH, OW]` and argmax (u32, same shape: the index `iy·W + ix` of
+/// each window's maximum in its input plane; ties keep the first, a NaN wins) from x.
+pub fn max_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
+    let op = "max_pool2d_forward";
+    shape.validate()?;
+    ensure_f32(x, &shape.x_shape(), op, "x")?;
+    ensure_f32(y, &shape.y_shape(), op, "y")?;
+    ensure_u32_tensor(argmax, &shape.y_shape(), op, "argmax")?;
+    shape.ensure_window_budget(op)?;
+    let total = y.len();
+    let p = shape.params(total);
+    Dispatch::new(gpu, MAX_POOL_FORWARD, &[], bytemuck::bytes_of(&p), &[x, y, argmax], groups_1d(total, WG))
+}
+
+/// Max pooling, run at once.
+pub fn max_pool2d_forward(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &mut Tensor, argmax: &mut Tensor) -> Result<()> {
+    gpu.run("max_pool2d_forward", &[&max_pool2d_forward_dispatch(gpu, shape, x, y, argmax)?])
+}
+
+/// Builds the max-pool gradient: `dx[n, c, j] = Σ dy` over the windows whose argmax is `j`
+/// (dx is overwritten). Windows that tile the input exactly ([`Pool2dShape::tiles_input`]) take
+/// a scatter, one invocation per window; others a gather, one per input element.
+pub fn max_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "max_pool2d_backward";
+    shape.validate()?;
+    ensure_f32(dy, &shape.y_shape(), op, "dy")?;
+    ensure_u32_tensor(argmax, &shape.y_shape(), op, "argmax")?;
+    ensure_f32(dx, &shape.x_shape(), op, "dx")?;
+    let total = dx.len();
+    let p = shape.params(total);
+    if shape.tiled_kernels_fit(gpu) {
+        shape.ensure_window_budget(op)?;
+        return Dispatch::new(
+            gpu,
+            MAX_POOL_BACKWARD_TILED,
+            &shape.window_consts(),
+            bytemuck::bytes_of(&p),
+            &[dy, argmax, dx],
+            shape.tiled_grid(),
+        );
+    }
+    shape.ensure_gather_budget(op)?;
+    let planes = (shape.n * shape.c).clamp(1, 65535) as u32;
+    let groups = [shape.w.div_ceil(8) as u32, shape.h.div_ceil(8) as u32, planes];
+    Dispatch::new(gpu, MAX_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, argmax, dx], groups)
+}
+
+/// The max-pool gradient, run at once.
+pub fn max_pool2d_backward(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, argmax: &Tensor, dx: &mut Tensor) -> Result<()> {
+    gpu.run("max_pool2d_backward", &[&max_pool2d_backward_dispatch(gpu, shape, dy, argmax, dx)?])
+}
+
+/// Builds average pooling (the padding counts: every window divides by KH·KW).
+pub fn avg_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let op = "avg_pool2d_forward";
+    shape.validate()?;
+    ensure_f32(x, &shape.x_shape(), op, "x")?;
+    ensure_f32(y, &shape.y_shape(), op, "y")?;
+    shape.ensure_window_budget(op)?;
+    let total = y.len();
+    let p = shape.params(total);
+    Dispatch::new(gpu, AVG_POOL_FORWARD, &[], bytemuck::bytes_of(&p), &[x, y], groups_1d(total, WG))
+}
+
+/// Average pooling, run at once.
+pub fn avg_pool2d_forward(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("avg_pool2d_forward", &[&avg_pool2d_forward_dispatch(gpu, shape, x, y)?])
+}
+
+/// Builds the average-pool gradient: `dx = Σ dy / (KH·KW)` over the windows holding each element.
+pub fn avg_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "avg_pool2d_backward";
+    shape.validate()?;
+    ensure_f32(dy, &shape.y_shape(), op, "dy")?;
+    ensure_f32(dx, &shape.x_shape(), op, "dx")?;
+    shape.ensure_gather_budget(op)?;
+    let total = dx.len();
+    let p = shape.params(total);
+    Dispatch::new(gpu, AVG_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, dx], groups_1d(total, WG))
+}
+
+/// The average-pool gradient, run at once.
+pub fn avg_pool2d_backward(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+    gpu.run("avg_pool2d_backward", &[&avg_pool2d_backward_dispatch(gpu, shape, dy, dx)?])
+}
+
+/// `[N, C, H, W]` of a global-pool input, checked to be 4-D, f32, non-empty and 32-bit indexable.
+fn global_dims(x: &Tensor, op: &str, name: &str) -> Result<[usize; 4]> {
+    let &[n, c, h, w] = x.shape() else {
+        return Err(Error::shape(format!("{op}: {name} must be [N, C, H, W], it is {:?}", x.shape())));
+    };
+    ensure(x.dtype() == DType::F32, op, || format!("{name} must be f32, it is {:?}", x.dtype()))?;
+    ensure(!x.is_empty(), op, || format!("{name} {:?} is empty", x.shape()))?;
+    u32_of(x.len(), op, "N·C·H·W")?;
+    Ok([n, c, h, w])
+}
+
+/// Builds global average pooling: `y[n, c] = mean over (h, w) of x[n, c, h, w]`; x `[N, C, H, W]`,
+/// y `[N, C]`.
+pub fn global_avg_pool_forward_dispatch(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let op = "global_avg_pool_forward";
+    let [n, c, h, w] = global_dims(x, op, "x")?;
+    ensure_f32(y, &[n, c], op, "y")?;
+    let hw = h * w;
+    let outputs = n * c;
+    let slices = slices_for(op, outputs, |k| hw.div_ceil(k) / 4 + 8)?;
+    let p = WindowParams {
+        n: n as u32,
+        c: c as u32,
+        h: h as u32,
+        w: w as u32,
+        total: outputs as u32,
+        scale: 1.0 / hw as f32,
+        ..WindowParams::default()
+    };
+    Dispatch::new(
+        gpu,
+        GLOBAL_AVG_POOL_FORWARD,
+        &[("SLICES", slices as f64)],
+        bytemuck::bytes_of(&p),
+        &[x, y],
+        groups_1d(outputs, WG / slices),
+    )
+}
+
+/// Global average pooling, run at once.
+pub fn global_avg_pool_forward(gpu: &Gpu, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("global_avg_pool_forward", &[&global_avg_pool_forward_dispatch(gpu, x, y)?])
+}
+
+/// Builds the global-average-pool gradient: `dx[n, c, h, w] = dy[n, c] / (H·W)`.
+pub fn global_avg_pool_backward_dispatch(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "global_avg_pool_backward";
+    let [n, c, h, w] = global_dims(dx, op, "dx")?;
+    ensure_f32(dy, &[n, c], op, "dy")?;
+    let total = dx.len();
+    let p = WindowParams {
+        n: n as u32,
+        c: c as u32,
+        h: h as u32,
+        w: w as u32,
+        total: total as u32,
+        scale: 1.0 / (h * w) as f32,
+        ..WindowParams::default()
+    };
+    Dispatch::new(gpu, GLOBAL_AVG_POOL_BACKWARD, &[], bytemuck::bytes_of(&p), &[dy, dx], groups_1d(total, WG))
+}
+
+/// The global-average-pool gradient, run at once.
+pub fn global_avg_pool_backward(gpu: &Gpu, dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+    gpu.run("global_avg_pool_backward", &[&global_avg_pool_backward_dispatch(gpu, dy, dx)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_sizes_follow_pytorch() {
+        assert_eq!(Pool2dShape::new(1, 1, 13, 11, 2, 2, 0).out_hw(), (6, 5));
+        assert!(Pool2dShape::new(1, 1, 13, 11, 2, 2, 2).validate().is_err());
+    }
+}
