@@ -2,9 +2,18 @@
 // src/kernels/source.rs) to every family that uses activations, because WGSL has no #include.
 //
 // Activation codes (must match `Activation::code` in src/kernels/elementwise.rs):
-//   0 identity, 1 ReLU, 2 LeakyReLU(alpha), 3 sigmoid, 4 tanh, 5 GELU (tanh approximation)
+//   0 identity, 1 ReLU, 2 LeakyReLU(alpha), 3 sigmoid, 4 tanh, 5 GELU (tanh approximation),
+//   6 ReLU6, 7 SiLU, 8 Hardswish, 9 Hardsigmoid
 //
 // GELU(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))  (Hendrycks & Gimpel; PyTorch approximate='tanh')
+// PyTorch's definitions, derivatives at the kinks included (aten's *_backward kernels):
+//   ReLU6(x)       = min(max(x, 0), 6)         f' = 1 on (0, 6), else 0
+//   SiLU(x)        = x·σ(x)                    f' = σ(x)·(1 + x·σ(−x))
+//   Hardswish(x)   = x·ReLU6(x + 3)/6          f' = 0 for x ≤ −3, x/3 + 1/2 on (−3, 3), 1 for x ≥ 3
+//                  (PyTorch since pytorch/pytorch#148049, 2025; before it −1/2 at −3 and 3/2 at 3)
+//   Hardsigmoid(x) = ReLU6(x + 3)/6            f' = 1/6 on (−3, 3), else 0
+// SiLU and Hardswish are not monotonic, so their f' needs the pre-activation (no case in
+// activate_grad_from_output; Activation::grad_from_output says so to the launchers).
 
 const ACT_IDENTITY: u32 = 0u;
 const ACT_RELU: u32 = 1u;
@@ -12,6 +21,10 @@ const ACT_LEAKY_RELU: u32 = 2u;
 const ACT_SIGMOID: u32 = 3u;
 const ACT_TANH: u32 = 4u;
 const ACT_GELU: u32 = 5u;
+const ACT_RELU6: u32 = 6u;
+const ACT_SILU: u32 = 7u;
+const ACT_HARDSWISH: u32 = 8u;
+const ACT_HARDSIGMOID: u32 = 9u;
 
 const GELU_K: f32 = 0.7978845608028654; // √(2/π)
 const GELU_C: f32 = 0.044715;
@@ -42,6 +55,10 @@ fn activate(act: u32, x: f32, alpha: f32) -> f32 {
             let u = GELU_K * (x + GELU_C * x * x * x);
             return 0.5 * x * (1.0 + tanh_stable(u));
         }
+        case 6u: { return min(max(x, 0.0), 6.0); }
+        case 7u: { return x * sigmoid_stable(x); }
+        case 8u: { return x * min(max(x + 3.0, 0.0), 6.0) / 6.0; }
+        case 9u: { return min(max(x + 3.0, 0.0), 6.0) / 6.0; }
         default: { return x; }
     }
 }
@@ -59,18 +76,26 @@ fn activate_grad_from_input(act: u32, z: f32, alpha: f32) -> f32 {
             let du = GELU_K * (1.0 + 3.0 * GELU_C * z * z);
             return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du;
         }
+        case 6u: { return select(0.0, 1.0, z > 0.0 && z < 6.0); }
+        // 1 − σ(z) as σ(−z): no cancellation for large z
+        case 7u: { return sigmoid_stable(z) * (1.0 + z * sigmoid_stable(-z)); }
+        case 8u: { return select(select(1.0, z / 3.0 + 0.5, z < 3.0), 0.0, z <= -3.0); }
+        case 9u: { return select(0.0, 1.0 / 6.0, z > -3.0 && z < 3.0); }
         default: { return 1.0; }
     }
 }
 
-// f'(z) from the output a = f(z); valid for every activation but GELU (not invertible).
-// LeakyReLU needs alpha > 0 so that sign(a) = sign(z).
+// f'(z) from the output a = f(z); valid for every activation but GELU, SiLU and Hardswish (not
+// invertible). LeakyReLU needs alpha > 0 so that sign(a) = sign(z). ReLU6: 0 < a < 6 ⇔ 0 < z < 6
+// exactly; Hardsigmoid: 0 < a < 1 ⇔ −3 < z < 3 but for the ≤ 2 ulps below 3 where z + 3 rounds to 6.
 fn activate_grad_from_output(act: u32, a: f32, alpha: f32) -> f32 {
     switch act {
         case 1u: { return select(0.0, 1.0, a > 0.0); }
         case 2u: { return select(alpha, 1.0, a > 0.0); }
         case 3u: { return a * (1.0 - a); }
         case 4u: { return 1.0 - a * a; }
+        case 6u: { return select(0.0, 1.0, a > 0.0 && a < 6.0); }
+        case 9u: { return select(0.0, 1.0 / 6.0, a > 0.0 && a < 1.0); }
         default: { return 1.0; }
     }
 }

@@ -105,7 +105,7 @@ fn conv_forward_fused_activation() {
     let gpu = gpu();
     let s = Conv2dShape { n: 2, c: 3, h: 13, w: 11, o: 5, kh: 3, kw: 5, sh: 2, sw: 1, ph: 1, pw: 2 };
     let c = conv_case(&gpu, s, 7);
-    for act in [Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh, Activation::Gelu] {
+    for act in Activation::ALL {
         for bias in [true, false] {
             let b64 = to_f64(&c.b);
             let expected = rc::conv2d_forward_act(&s, &to_f64(&c.x), &to_f64(&c.w), bias.then_some(&b64[..]), act);

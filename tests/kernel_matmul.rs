@@ -166,8 +166,7 @@ fn fused_bias_and_activation_epilogue() {
     let gx = upload(&gpu, &[m, k], &x);
     let gw = upload(&gpu, &[n, k], &w);
     let gbias = upload(&gpu, &[n], &bias);
-    for act in [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh, Activation::Gelu]
-    {
+    for act in Activation::ALL {
         let mut gy = poisoned(&gpu, &[m, n]);
         kernels::matmul_ex(&gpu, &gx, &gw, &mut gy, Transpose::NT, Epilogue { bias: Some(&gbias), activation: act }).unwrap();
         let mut z = reference::matmul(&to_f64(&x), &to_f64(&w), m, n, k, Transpose::NT);

@@ -9,8 +9,18 @@ use headswap::nn::{DenseSpec, HeadKind, Network};
 use headswap::reference::network::{RefLayer, RefLoss, forward, loss, loss_and_grads};
 use headswap::train::{BceSettings, gradients};
 
-const ACTIVATIONS: [Activation; 6] =
-    [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh, Activation::Gelu];
+const ACTIVATIONS: [Activation; 10] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+    Activation::Relu6,
+    Activation::Silu,
+    Activation::Hardswish,
+    Activation::Hardsigmoid,
+];
 
 fn ref_loss(layers: &[RefLayer], x: &[f64], m: usize, t: &RefLoss) -> f64 {
     let (_, a) = forward(layers, x, m);
@@ -159,4 +169,10 @@ fn cnn_gradients_match_finite_differences() {
     check_cnn(Activation::Relu, HeadKind::Classes, 3, true);
     check_cnn(Activation::Tanh, HeadKind::Labels, 4, false);
     check_cnn(Activation::Gelu, HeadKind::Classes, 5, false);
+    // the new activations: ReLU6 and Hardsigmoid differentiated from the output, SiLU and
+    // Hardswish from the kept pre-activation (conv, pool and dense layers alike)
+    check_cnn(Activation::Relu6, HeadKind::Labels, 6, true);
+    check_cnn(Activation::Silu, HeadKind::Classes, 7, false);
+    check_cnn(Activation::Hardswish, HeadKind::Labels, 8, false);
+    check_cnn(Activation::Hardsigmoid, HeadKind::Classes, 9, true);
 }

@@ -25,9 +25,34 @@ pub enum Activation {
     Tanh,
     /// GELU, tanh approximation (PyTorch `approximate='tanh'`).
     Gelu,
+    /// f(x) = min(max(x, 0), 6) (PyTorch `ReLU6`, i.e. `hardtanh(x, 0, 6)`); f' = 1 on (0, 6), 0
+    /// elsewhere, kinks included (PyTorch's `hardtanh_backward`).
+    Relu6,
+    /// SiLU (swish): f(x) = x·σ(x); f' = σ(x)·(1 + x·(1 − σ(x))).
+    Silu,
+    /// f(x) = x·relu6(x + 3)/6 (PyTorch `Hardswish`); f' = 0 for x ≤ −3, x/3 + 1/2 on (−3, 3),
+    /// 1 for x ≥ 3: PyTorch's `hardswish_backward` since pytorch/pytorch#148049 (2025; before
+    /// it, PyTorch gave −1/2 at x = −3 and 3/2 at x = 3).
+    Hardswish,
+    /// f(x) = relu6(x + 3)/6 (PyTorch `Hardsigmoid`); f' = 1/6 on (−3, 3), 0 elsewhere, kinks
+    /// included (PyTorch's `hardsigmoid_backward`).
+    Hardsigmoid,
 }
 
 impl Activation {
+    /// One of each kind (LeakyReLU at PyTorch's default slope), in code order.
+    pub const ALL: [Activation; 10] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LeakyRelu(0.01),
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::Relu6,
+        Activation::Silu,
+        Activation::Hardswish,
+        Activation::Hardsigmoid,
+    ];
     /// The code `common.wgsl` uses.
     pub fn code(self) -> u32 {
         match self {
@@ -37,6 +62,10 @@ impl Activation {
             Activation::Sigmoid => 3,
             Activation::Tanh => 4,
             Activation::Gelu => 5,
+            Activation::Relu6 => 6,
+            Activation::Silu => 7,
+            Activation::Hardswish => 8,
+            Activation::Hardsigmoid => 9,
         }
     }
     /// The LeakyReLU slope (0 for the others).
@@ -46,10 +75,17 @@ impl Activation {
             _ => 0.0,
         }
     }
-    /// Whether f'(z) can be computed from a = f(z) (false for GELU, and LeakyReLU with slope ≤ 0).
+    /// Whether f'(z) can be computed from a = f(z): false for GELU, SiLU and Hardswish (not
+    /// monotonic: one output, two slopes) and LeakyReLU with slope ≤ 0. A training step keeps the
+    /// pre-activation of the layers where it is false (`train::plan`), and `act_backward` refuses
+    /// `from_output` for them.
+    ///
+    /// ReLU6 qualifies exactly (0 < a < 6 ⇔ 0 < z < 6). Hardsigmoid does up to f32 rounding:
+    /// within 2 ulps below z = 3, z + 3 rounds to 6 and a = 1, read as the flat part (slope 0
+    /// where the input form gives 1/6).
     pub fn grad_from_output(self) -> bool {
         match self {
-            Activation::Gelu => false,
+            Activation::Gelu | Activation::Silu | Activation::Hardswish => false,
             Activation::LeakyRelu(a) => a > 0.0,
             _ => true,
         }
@@ -63,6 +99,10 @@ impl Activation {
             Activation::Sigmoid => "sigmoid".into(),
             Activation::Tanh => "tanh".into(),
             Activation::Gelu => "gelu".into(),
+            Activation::Relu6 => "relu6".into(),
+            Activation::Silu => "silu".into(),
+            Activation::Hardswish => "hardswish".into(),
+            Activation::Hardsigmoid => "hardsigmoid".into(),
         }
     }
     /// Parses [`Activation::name`]'s output (`leaky_relu` alone means slope 0.01).
@@ -74,6 +114,10 @@ impl Activation {
             "sigmoid" => Activation::Sigmoid,
             "tanh" => Activation::Tanh,
             "gelu" => Activation::Gelu,
+            "relu6" => Activation::Relu6,
+            "silu" => Activation::Silu,
+            "hardswish" => Activation::Hardswish,
+            "hardsigmoid" => Activation::Hardsigmoid,
             _ => {
                 let slope = s.strip_prefix("leaky_relu:")?.parse().ok()?;
                 Activation::LeakyRelu(slope)
@@ -193,10 +237,19 @@ mod tests {
     }
     #[test]
     fn activation_names_round_trip() {
-        for a in
-            [Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh, Activation::Gelu]
-        {
+        for a in Activation::ALL {
             assert_eq!(Activation::parse(&a.name()), Some(a));
+        }
+        assert_eq!(Activation::parse("leaky_relu:0.2"), Some(Activation::LeakyRelu(0.2)));
+        assert_eq!(Activation::parse("relu7"), None);
+    }
+    #[test]
+    fn codes_are_distinct_and_match_common_wgsl() {
+        let src = super::source::COMMON_WGSL;
+        for a in Activation::ALL {
+            assert_eq!(Activation::ALL.iter().filter(|b| b.code() == a.code()).count(), 1, "{a:?}");
+            // every non-identity code has a case in `activate`
+            assert!(a.code() == 0 || src.contains(&format!("case {}u:", a.code())), "{a:?} has no case in common.wgsl");
         }
     }
 }

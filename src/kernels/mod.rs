@@ -24,6 +24,7 @@ pub mod gather;
 pub mod loss;
 pub mod matmul;
 pub mod metrics;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
@@ -102,6 +103,7 @@ mod tests {
             ("gather.wgsl", super::source::GATHER_WGSL.to_string()),
             ("conv.wgsl", format!("{}\n{}", super::source::WINDOW_WGSL, super::source::CONV_WGSL)),
             ("pool.wgsl", format!("{}\n{}", super::source::WINDOW_WGSL, super::source::POOL_WGSL)),
+            ("norm.wgsl", super::source::NORM_WGSL.to_string()),
         ];
         // a `const` or an `override`'s default (matmul's WG_X, WG_Y: set to 8 × 1 by the launcher)
         let value = |src: &str, token: &str| -> u64 {
@@ -168,6 +170,7 @@ mod tests {
             include_str!("loss.rs"),
             include_str!("matmul/mod.rs"),
             include_str!("metrics.rs"),
+            include_str!("norm.rs"),
             include_str!("optim.rs"),
             include_str!("reduce.rs"),
         ];

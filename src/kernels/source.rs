@@ -16,6 +16,7 @@ pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
 pub const WINDOW_WGSL: &str = include_str!("../../shaders/window.wgsl");
 pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
+pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
 
 pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
 /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
@@ -29,3 +30,4 @@ pub static METRICS: ShaderSource = ShaderSource { name: "metrics.wgsl", parts: &
 pub static GATHER: ShaderSource = ShaderSource { name: "gather.wgsl", parts: &[COMMON_WGSL, GATHER_WGSL] };
 pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, CONV_WGSL] };
 pub static POOL: ShaderSource = ShaderSource { name: "pool.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, POOL_WGSL] };
+pub static NORM: ShaderSource = ShaderSource { name: "norm.wgsl", parts: &[COMMON_WGSL, NORM_WGSL] };

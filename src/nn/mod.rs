@@ -8,6 +8,7 @@
 //! ([`crate::train::ParamGroups`]); the trainer gives each run of adjacent trainable layers of an
 //! arena its own gradient and optimizer buffers, and frozen layers none.
 
+pub mod batchnorm;
 pub mod init;
 pub mod layer;
 pub mod state;

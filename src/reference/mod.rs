@@ -6,6 +6,7 @@ pub mod conv;
 pub mod loss;
 pub mod metrics;
 pub mod network;
+pub mod norm;
 pub mod optim;
 pub mod reduce;
 
@@ -70,6 +71,10 @@ pub fn activate(act: Activation, x: f64) -> f64 {
         Activation::Sigmoid => sigmoid(x),
         Activation::Tanh => x.tanh(),
         Activation::Gelu => 0.5 * x * (1.0 + (GELU_K * (x + GELU_C * x * x * x)).tanh()),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::Silu => x * sigmoid(x),
+        Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        Activation::Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
     }
 }
 
@@ -100,6 +105,33 @@ pub fn activate_grad(act: Activation, z: f64) -> f64 {
             let u = GELU_K * (z + GELU_C * z * z * z);
             let t = u.tanh();
             0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * z * z)
+        }
+        // the values at the kinks are PyTorch's (hardtanh_backward, hardswish_backward,
+        // hardsigmoid_backward in aten/src/ATen/native/cpu/Activation.cpp; hardswish as of
+        // pytorch/pytorch#148049), checked against torch 2.15 in tests/kernel_elementwise.rs
+        Activation::Relu6 => {
+            if z > 0.0 && z < 6.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Silu => sigmoid(z) * (1.0 + z * sigmoid(-z)),
+        Activation::Hardswish => {
+            if z <= -3.0 {
+                0.0
+            } else if z < 3.0 {
+                z / 3.0 + 0.5
+            } else {
+                1.0
+            }
+        }
+        Activation::Hardsigmoid => {
+            if z > -3.0 && z < 3.0 {
+                1.0 / 6.0
+            } else {
+                0.0
+            }
         }
     }
 }

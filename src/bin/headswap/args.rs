@@ -239,7 +239,7 @@ pub struct PretrainArgs {
     /// Convolution channels (--arch cnn)
     #[arg(long, value_name = "N,..", value_delimiter = ',', value_parser = at_least_one, default_value = "8,16")]
     pub channels: Vec<usize>,
-    /// Between layers: relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu or identity
+    /// Between layers: relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu, relu6, silu, hardswish, hardsigmoid or identity
     #[arg(long, value_name = "NAME", default_value = "relu", value_parser = activation)]
     pub activation: Activation,
     /// Passes over the data
@@ -531,7 +531,8 @@ fn fraction(s: &str) -> Result<f32, String> {
 }
 
 fn activation(s: &str) -> Result<Activation, String> {
-    Activation::parse(s).ok_or_else(|| "not one of relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu, identity".into())
+    Activation::parse(s)
+        .ok_or_else(|| "not one of relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu, relu6, silu, hardswish, hardsigmoid, identity".into())
 }
 
 fn freeze(s: &str) -> Result<Freeze, String> {
