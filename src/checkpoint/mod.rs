@@ -77,6 +77,7 @@
 //! their meaning.
 
 mod file;
+pub mod pth;
 #[cfg(test)]
 mod tests;
 
