@@ -31,8 +31,10 @@ The files:
   legacy.pth     the pre-1.6 format (_use_new_zipfile_serialization=False), refused
   bigendian.pth  mlp.pth with its byteorder entry saying "big", refused
 """
+import io
 import os
 import pickle
+import shutil
 import sys
 import zipfile
 
@@ -173,6 +175,40 @@ def main():
     torch.save(mlp.state_dict(), path("legacy.pth"), _use_new_zipfile_serialization=False)
 
     rezip(path("mlp.pth"), path("bigendian.pth"), zipfile.ZIP_STORED, {"/byteorder": b"big"})
+
+    write_fuzz_seeds(mlp)
+
+
+def data_pkl(obj):
+    """The data.pkl torch.save writes for `obj`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with zipfile.ZipFile(buf) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+
+
+def write_fuzz_seeds(mlp):
+    """fuzz/seeds/pth_load/: the fixtures as whole files (valid-*, err-*), and bare pickles
+    (pickle-*) whose storages fit the harness's wrapper (keys 0-7, 64 bytes each)."""
+    seeds = os.path.join(os.path.dirname(__file__), "..", "fuzz", "seeds", "pth_load")
+    os.makedirs(seeds, exist_ok=True)
+    for name in ["mlp", "batchnorm", "dtypes", "views", "shared", "nested", "deflated"]:
+        shutil.copy(path(name + ".pth"), os.path.join(seeds, f"valid-{name}.pth"))
+    for name in ["module", "evil", "legacy", "bigendian"]:
+        shutil.copy(path(name + ".pth"), os.path.join(seeds, f"err-{name}.pth"))
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    pickles = {
+        "mlp": mlp.state_dict(),
+        "bn": torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).state_dict(),
+        "views": {"t": x.t(), "s": x[:, 1::2], "row": x[1], "h": torch.randn(4).half(),
+                  "n": torch.tensor(1), "sub": {"b": torch.zeros(2, dtype=torch.bool), "epoch": 3, "lr": 0.5}},
+        "dtypes": {"bf": torch.randn(3).bfloat16(), "d": torch.randn(2, dtype=torch.float64),
+                   "i": torch.tensor([1, -2], dtype=torch.int32), "s": torch.tensor([3], dtype=torch.int16),
+                   "c": torch.tensor([-4], dtype=torch.int8), "u": torch.tensor([200], dtype=torch.uint8)},
+    }
+    for name, obj in pickles.items():
+        with open(os.path.join(seeds, f"pickle-{name}.bin"), "wb") as f:
+            f.write(data_pkl(obj))
 
 
 if __name__ == "__main__":
