@@ -29,12 +29,13 @@
 //! `_use_new_zipfile_serialization=False`), big-endian storages, compressed zip entries other
 //! than deflate, and any pickle that names a function or class beyond the allowlist.
 //!
-//! Bounds: everything the file declares is checked against its length before use; the pickle's
-//! work is linear in its length with its stack and memo capped; nested dicts are followed at most
-//! [`MAX_DEPTH`] deep; and the tensors together may hold at most 4 elements per byte of the file
-//! (plus 1024), so a hostile file cannot make the loader allocate more than a small multiple of
-//! its own size (a float32 tensor takes 4 bytes of file per element, so even a storage shared by
-//! sixteen views fits).
+//! Bounds: everything the file declares is checked against its length before use, and nothing
+//! is allocated from a declared size. The pickle's work is linear in its length, with its stack,
+//! memo and tuple nesting capped; what it builds costs at most about a hundred bytes of memory per
+//! byte of pickle (an empty dict takes one byte to write and a few dozen to hold). Nested dicts
+//! are followed at most [`MAX_DEPTH`] deep. The tensors together may hold at most 4 elements per
+//! byte of the file (plus 1024), so tensor data takes at most 32 bytes of memory per byte of file
+//! (a float32 element takes 4 bytes of file, so even one storage shared by sixteen views fits).
 
 mod pickle;
 mod zip;
@@ -204,19 +205,20 @@ fn element_offsets(t: &TensorRef, storage_bytes: usize) -> std::result::Result<V
     let mut pos = t.offset;
     loop {
         out.push(pos);
-        // odometer over the dimensions, last fastest
+        // odometer over the dimensions, last fastest; `pos` stays within [offset, last], so
+        // nothing overflows (a stride is added only when its index can still grow)
         let mut d = t.size.len();
         loop {
             if d == 0 {
                 return Ok(out);
             }
             d -= 1;
-            idx[d] += 1;
-            pos += t.stride[d];
-            if idx[d] < t.size[d] {
+            if idx[d] + 1 < t.size[d] {
+                idx[d] += 1;
+                pos += t.stride[d];
                 break;
             }
-            pos -= t.stride[d] * t.size[d];
+            pos -= t.stride[d] * idx[d];
             idx[d] = 0;
         }
     }
@@ -253,7 +255,7 @@ fn flatten_value(arena: &Arena, v: &Value, name: String, depth: usize, out: &mut
     let plain = |s: String, out: &mut Flat| out.metadata.push((name.clone(), s));
     match v {
         Value::Tensor(t) => out.tensors.push((name, t.clone())),
-        Value::Dict(_) | Value::List(_) | Value::Tuple(_) if depth >= MAX_DEPTH => {
+        Value::Dict(_) | Value::List(_) | Value::Tuple(..) if depth >= MAX_DEPTH => {
             return Err(format!("{name}: dicts nested more than {MAX_DEPTH} deep (or a dict that contains itself)"));
         }
         Value::Dict(d) => flatten(arena, *d, &name, depth + 1, out)?,
@@ -262,7 +264,7 @@ fn flatten_value(arena: &Arena, v: &Value, name: String, depth: usize, out: &mut
                 flatten_value(arena, x, join(&name, &i.to_string()), depth + 1, out)?;
             }
         }
-        Value::Tuple(t) => {
+        Value::Tuple(t, _) => {
             for (i, x) in t.iter().enumerate() {
                 flatten_value(arena, x, join(&name, &i.to_string()), depth + 1, out)?;
             }
@@ -333,6 +335,12 @@ mod tests {
         // stride 0 (an expanded tensor) repeats one element
         let ck = parse(&archive(&one_tensor_pickle(2, &[2, 2], &[0, 0]), &[("0", &storage)], None)).unwrap();
         assert_eq!(ck.tensors[0].data, vec![2.0; 4]);
+        // a huge stride on a dimension of size 1 is never applied
+        let p = one_tensor_pickle(0, &[1, 2], &[1, 1]).iter().copied().collect::<Vec<u8>>();
+        let i = p.windows(4).rposition(|w| w == b"(K\x01K").unwrap(); // the stride tuple (1, 1) -> (2^63 - 1, 1)
+        let huge = [&p[..i], b"(\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f", &p[i + 3..]].concat();
+        let ck = parse(&archive(&huge, &[("0", &storage)], None)).unwrap();
+        assert_eq!(ck.tensors[0].data, vec![0.0, 1.0]);
         // zero elements read nothing, even from an empty storage
         let ck = parse(&archive(&one_tensor_pickle(9, &[0, 4], &[4, 1]), &[("0", &[])], None)).unwrap();
         assert_eq!(ck.tensors[0].shape, vec![0, 4]);

@@ -21,6 +21,17 @@ use std::rc::Rc;
 pub const MAX_STACK: usize = 1 << 16;
 /// Most memo entries; a state_dict memoizes a handful per tensor.
 pub const MAX_MEMO: usize = 1 << 22;
+/// Deepest nesting of tuples; torch's tensors need 2 (the arguments, the size in them).
+pub const MAX_TUPLE_DEPTH: u32 = 64;
+
+/// A tuple of `items`, unless that nests tuples beyond [`MAX_TUPLE_DEPTH`].
+fn tuple(items: Vec<Value>) -> Result<Value, String> {
+    let depth = 1 + items.iter().map(|v| if let Value::Tuple(_, d) = v { *d } else { 0 }).max().unwrap_or(0);
+    if depth > MAX_TUPLE_DEPTH {
+        return Err(format!("tuples nested more than {MAX_TUPLE_DEPTH} deep"));
+    }
+    Ok(Value::Tuple(Rc::from(items), depth))
+}
 
 /// The callables and classes a state_dict pickle may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +117,9 @@ pub enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
+    /// The items, and how deeply tuples nest in it (1 for a tuple of no tuples), bounded by
+    /// [`MAX_TUPLE_DEPTH`] so that dropping one never recurses deeply.
+    Tuple(Rc<[Value]>, u32),
     Dict(usize),
     List(usize),
     Global(Global),
@@ -360,10 +373,10 @@ pub fn unpickle(b: &[u8]) -> Result<Unpickled, String> {
                 let n = r.len(n)?;
                 stack.push(Value::Bytes(Rc::from(r.take(n)?)));
             }
-            b')' => stack.push(Value::Tuple(Rc::from(Vec::new()))),
+            b')' => stack.push(tuple(Vec::new())?),
             b't' => {
                 let items = pop_mark!();
-                stack.push(Value::Tuple(Rc::from(items)));
+                stack.push(tuple(items).map_err(|e| format!("opcode at byte {at}: {e}"))?);
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -371,7 +384,7 @@ pub fn unpickle(b: &[u8]) -> Result<Unpickled, String> {
                     return Err(format!("TUPLE{n} at byte {at} with {} values on the stack", stack.len()));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(Rc::from(items)));
+                stack.push(tuple(items).map_err(|e| format!("opcode at byte {at}: {e}"))?);
             }
             b'}' => {
                 let d = arena.new_dict();
@@ -465,7 +478,7 @@ pub fn unpickle(b: &[u8]) -> Result<Unpickled, String> {
             b'R' => {
                 let args = pop!();
                 let f = pop!();
-                let Value::Tuple(args) = args else {
+                let Value::Tuple(args, _) = args else {
                     return Err(format!("REDUCE at byte {at} with arguments that are not a tuple"));
                 };
                 let v = reduce(&mut arena, &f, &args).map_err(|e| format!("REDUCE at byte {at}: {e}"))?;
@@ -558,7 +571,7 @@ pub fn kind(v: &Value) -> &'static str {
         Value::Float(_) => "a float",
         Value::Str(_) => "a string",
         Value::Bytes(_) => "bytes",
-        Value::Tuple(_) => "a tuple",
+        Value::Tuple(..) => "a tuple",
         Value::Dict(_) => "a dict",
         Value::List(_) => "a list",
         Value::Global(_) => "a class or function",
@@ -569,7 +582,7 @@ pub fn kind(v: &Value) -> &'static str {
 
 /// torch's persistent ids: `('storage', torch.<X>Storage, key, location, numel)`.
 fn persistent_load(pid: &Value) -> Result<Value, String> {
-    let Value::Tuple(t) = pid else { return Err(format!("a persistent id that is {}, not a tuple", kind(pid))) };
+    let Value::Tuple(t, _) = pid else { return Err(format!("a persistent id that is {}, not a tuple", kind(pid))) };
     match &t[..] {
         [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, Value::Int(_numel)] if &**tag == "storage" => {
             let key: Rc<str> = match key {
@@ -593,7 +606,7 @@ fn index(v: &Value, what: &str) -> Result<usize, String> {
 
 fn indices(v: &Value, what: &str) -> Result<Vec<usize>, String> {
     match v {
-        Value::Tuple(t) => t.iter().map(|x| index(x, what)).collect(),
+        Value::Tuple(t, _) => t.iter().map(|x| index(x, what)).collect(),
         other => Err(format!("{what} is {}, not a tuple", kind(other))),
     }
 }
@@ -667,6 +680,18 @@ mod tests {
         let u = unpickle(b"\x80\x02}q\x00X\x01\x00\x00\x00dh\x00s.").unwrap();
         let Value::Dict(d) = u.value else { panic!() };
         assert_eq!(u.arena.dicts[d].entries[0].1, Value::Dict(d));
+    }
+
+    #[test]
+    fn deeply_nested_tuples_are_refused_before_dropping_them_could_overflow_the_stack() {
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 200_000)); // TUPLE1, 200,000 times
+        p.push(b'.');
+        let e = unpickle(&p).unwrap_err();
+        assert!(e.contains("nested more than 64 deep"), "{e}");
+        p.truncate(3 + 63);
+        p.push(b'.');
+        assert!(unpickle(&p).is_ok());
     }
 
     #[test]
