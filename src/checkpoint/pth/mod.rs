@@ -336,7 +336,7 @@ mod tests {
         let ck = parse(&archive(&one_tensor_pickle(2, &[2, 2], &[0, 0]), &[("0", &storage)], None)).unwrap();
         assert_eq!(ck.tensors[0].data, vec![2.0; 4]);
         // a huge stride on a dimension of size 1 is never applied
-        let p = one_tensor_pickle(0, &[1, 2], &[1, 1]).iter().copied().collect::<Vec<u8>>();
+        let p = one_tensor_pickle(0, &[1, 2], &[1, 1]);
         let i = p.windows(4).rposition(|w| w == b"(K\x01K").unwrap(); // the stride tuple (1, 1) -> (2^63 - 1, 1)
         let huge = [&p[..i], b"(\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f", &p[i + 3..]].concat();
         let ck = parse(&archive(&huge, &[("0", &storage)], None)).unwrap();
