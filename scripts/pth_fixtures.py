@@ -18,7 +18,8 @@ The files:
   mlp.pth        state_dict of Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
   batchnorm.pth  state_dict of a conv + BatchNorm2d + linear net after one training step
                  (running stats, int64 num_batches_tracked)
-  dtypes.pth     {name: tensor} of float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool
+  dtypes.pth     {name: tensor} of float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool,
+                 uint16, uint32, uint64 (the last three through _rebuild_tensor_v3)
   views.pth      non-contiguous tensors saved as they are: a transposed matrix, a strided slice, a
                  row (storage offset), an expanded (stride 0) tensor
   shared.pth     three views of one storage (one data/ entry in the zip)
@@ -131,6 +132,10 @@ def main():
         "i8": torch.tensor([-128, 127, 0], dtype=torch.int8),
         "u8": torch.tensor([0, 1, 255], dtype=torch.uint8),
         "bool": torch.tensor([[True, False, True]]),
+        # no typed storage class: torch writes these through _rebuild_tensor_v3
+        "u16": torch.tensor([0, 65535], dtype=torch.uint16),
+        "u32": torch.tensor([[2**32 - 1], [5]], dtype=torch.uint32),
+        "u64": torch.tensor([2**63 - 1, 0], dtype=torch.uint64),
         "scalar": torch.tensor(2.5),
         "empty": torch.zeros(0, 3),
     }

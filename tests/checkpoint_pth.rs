@@ -78,9 +78,14 @@ fn every_dtype_loads_exactly() {
             ("i16", IntDtype::I16),
             ("i8", IntDtype::I8),
             ("u8", IntDtype::U8),
-            ("bool", IntDtype::Bool)
+            ("bool", IntDtype::Bool),
+            ("u16", IntDtype::U16),
+            ("u32", IntDtype::U32),
+            ("u64", IntDtype::U64)
         ]
     );
+    assert_eq!(ck.get_int("u32").unwrap().data, vec![u32::MAX.into(), 5]);
+    assert_eq!(ck.get_int("u64").unwrap().data, vec![i64::MAX, 0]);
     assert_eq!(ck.get_int("i64").unwrap().data, vec![-(1i64 << 62), 0, (1 << 53) + 1]);
     assert_eq!(ck.get_int("bool").unwrap().data, vec![1, 0, 1]);
     assert_eq!(ck.get("scalar").unwrap().data, vec![2.5]);

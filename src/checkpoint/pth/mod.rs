@@ -16,7 +16,8 @@
 //! (storage offset, size, stride: transposed and sliced tensors come out as they index,
 //! row-major, and tensors sharing a storage each get their own copy) into a [`Checkpoint`]:
 //! float32/float16/bfloat16/float64 storages as f32 tensors, int64/int32/int16/int8/uint8/bool
-//! ones as exact [`IntTensor`]s.
+//! ones (and uint16/32/64, which torch writes through `_rebuild_tensor_v3`) as exact
+//! [`IntTensor`]s. Other dtypes (complex, float8, quantized) are refused, naming the type.
 //!
 //! The object saved must be a dict. Nested dicts (and lists) are flattened with dots, as
 //! `state_dict()` itself names nested modules: `{"model": {"0.weight": w}, "epoch": 3}` gives the
@@ -164,6 +165,16 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
             StorageDtype::I16 => ckpt.int_tensors.push(int(IntDtype::I16, |b| i64::from(i16::from_le_bytes([b[0], b[1]])))),
             StorageDtype::I8 => ckpt.int_tensors.push(int(IntDtype::I8, |b| i64::from(b[0] as i8))),
             StorageDtype::U8 => ckpt.int_tensors.push(int(IntDtype::U8, |b| i64::from(b[0]))),
+            StorageDtype::U16 => ckpt.int_tensors.push(int(IntDtype::U16, |b| i64::from(u16::from_le_bytes([b[0], b[1]])))),
+            StorageDtype::U32 => ckpt.int_tensors.push(int(IntDtype::U32, |b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+            StorageDtype::U64 => {
+                // i64 holds u64 up to 2^63 - 1; beyond wraps negative here and is refused
+                let t = int(IntDtype::U64, |b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as i64);
+                if let Some(i) = t.data.iter().position(|&v| v < 0) {
+                    return Err(format!("tensor {name}: uint64 element {i} is beyond 2^63 - 1, the largest integer headswap keeps"));
+                }
+                ckpt.int_tensors.push(t);
+            }
             StorageDtype::Bool => {
                 let t = int(IntDtype::Bool, |b| i64::from(b[0]));
                 if let Some(i) = t.data.iter().position(|&v| v > 1) {

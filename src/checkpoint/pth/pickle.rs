@@ -44,8 +44,15 @@ pub enum Global {
     RebuildParameter,
     /// `torch._utils._rebuild_parameter_with_state(tensor, requires_grad, hooks, state)`: the tensor.
     RebuildParameterWithState,
+    /// `torch._utils._rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])`:
+    /// what torch writes for the dtypes without a typed storage class (uint16/32/64).
+    RebuildTensorV3,
     /// `torch.<X>Storage`, named in a storage's persistent id.
     Storage(StorageDtype),
+    /// `torch.storage.UntypedStorage`: a storage of bytes, its dtype given by `_rebuild_tensor_v3`.
+    UntypedStorage,
+    /// `torch.<dtype>` (`torch.uint16`, ...), the dtype argument of `_rebuild_tensor_v3`.
+    Dtype(StorageDtype),
 }
 
 /// The element type of a `torch.<X>Storage`.
@@ -61,15 +68,18 @@ pub enum StorageDtype {
     I8,
     U8,
     Bool,
+    U16,
+    U32,
+    U64,
 }
 
 impl StorageDtype {
     /// Bytes per element.
     pub fn width(self) -> usize {
         match self {
-            StorageDtype::F64 | StorageDtype::I64 => 8,
-            StorageDtype::F32 | StorageDtype::I32 => 4,
-            StorageDtype::F16 | StorageDtype::BF16 | StorageDtype::I16 => 2,
+            StorageDtype::F64 | StorageDtype::I64 | StorageDtype::U64 => 8,
+            StorageDtype::F32 | StorageDtype::I32 | StorageDtype::U32 => 4,
+            StorageDtype::F16 | StorageDtype::BF16 | StorageDtype::I16 | StorageDtype::U16 => 2,
             StorageDtype::I8 | StorageDtype::U8 | StorageDtype::Bool => 1,
         }
     }
@@ -89,11 +99,39 @@ impl StorageDtype {
             _ => return None,
         })
     }
+
+    /// The dtype `torch.<name>` names (`torch.float32`, `torch.float`, `torch.uint16`, ...).
+    fn from_dtype(name: &str) -> Option<StorageDtype> {
+        Some(match name {
+            "float32" | "float" => StorageDtype::F32,
+            "float16" | "half" => StorageDtype::F16,
+            "bfloat16" => StorageDtype::BF16,
+            "float64" | "double" => StorageDtype::F64,
+            "int64" | "long" => StorageDtype::I64,
+            "int32" | "int" => StorageDtype::I32,
+            "int16" | "short" => StorageDtype::I16,
+            "int8" => StorageDtype::I8,
+            "uint8" => StorageDtype::U8,
+            "bool" => StorageDtype::Bool,
+            "uint16" => StorageDtype::U16,
+            "uint32" => StorageDtype::U32,
+            "uint64" => StorageDtype::U64,
+            _ => return None,
+        })
+    }
 }
 
-/// A storage a tensor views: the zip entry `<archive>/data/<key>`, of `dtype`.
+/// A storage a tensor views: the zip entry `<archive>/data/<key>`, of `dtype` (`None` for an
+/// `UntypedStorage`, whose tensor names the dtype).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
+    pub key: Rc<str>,
+    pub dtype: Option<StorageDtype>,
+}
+
+/// The storage a tensor reads, with its element type resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedStorage {
     pub key: Rc<str>,
     pub dtype: StorageDtype,
 }
@@ -101,7 +139,7 @@ pub struct Storage {
 /// A tensor as `_rebuild_tensor_v2` describes it: a view into a storage (all in elements).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRef {
-    pub storage: Storage,
+    pub storage: TypedStorage,
     pub offset: usize,
     pub size: Vec<usize>,
     pub stride: Vec<usize>,
@@ -211,7 +249,24 @@ fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
         ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
         ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
         ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
-        ("torch", n) if StorageDtype::from_class(n).is_some() => Global::Storage(StorageDtype::from_class(n).unwrap_or(StorageDtype::F32)),
+        ("torch._utils", "_rebuild_tensor_v3") => Global::RebuildTensorV3,
+        ("torch.storage", "UntypedStorage") | ("torch", "UntypedStorage") => Global::UntypedStorage,
+        ("torch", n) => match (StorageDtype::from_class(n), StorageDtype::from_dtype(n)) {
+            (Some(d), _) => Global::Storage(d),
+            (_, Some(d)) => Global::Dtype(d),
+            // the storage classes and dtypes torch has beyond those read
+            _ if n.ends_with("Storage")
+                || ["complex", "cfloat", "cdouble", "chalf", "float8", "float4", "qint", "quint", "bits", "int", "uint"]
+                    .iter()
+                    .any(|p| n.starts_with(p)) =>
+            {
+                return Err(format!(
+                    "a tensor of type torch.{n}, which headswap does not read (it reads float32, float16, bfloat16, float64, \
+                     int64, int32, int16, int8, uint8, uint16, uint32, uint64 and bool tensors)"
+                ));
+            }
+            _ => return Err(refuse_global(module, name)),
+        },
         _ => return Err(refuse_global(module, name)),
     })
 }
@@ -584,13 +639,19 @@ pub fn kind(v: &Value) -> &'static str {
 fn persistent_load(pid: &Value) -> Result<Value, String> {
     let Value::Tuple(t, _) = pid else { return Err(format!("a persistent id that is {}, not a tuple", kind(pid))) };
     match &t[..] {
-        [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, Value::Int(_numel)] if &**tag == "storage" => {
+        [Value::Str(tag), Value::Global(g @ (Global::Storage(_) | Global::UntypedStorage)), key, _location, Value::Int(_numel)]
+            if &**tag == "storage" =>
+        {
+            let dtype = match g {
+                Global::Storage(d) => Some(*d),
+                _ => None,
+            };
             let key: Rc<str> = match key {
                 Value::Str(s) => s.clone(),
                 Value::Int(i) => Rc::from(i.to_string()),
                 other => return Err(format!("a storage key that is {}", kind(other))),
             };
-            Ok(Value::Storage(Storage { key, dtype: *dtype }))
+            Ok(Value::Storage(Storage { key, dtype }))
         }
         _ => Err("a persistent id that is not ('storage', torch.<X>Storage, key, location, numel)".into()),
     }
@@ -620,29 +681,41 @@ fn reduce(arena: &mut Arena, f: &Value, args: &[Value]) -> Result<Value, String>
             }
             Ok(arena.new_dict())
         }
-        Value::Global(Global::RebuildTensorV2) => {
+        Value::Global(g @ (Global::RebuildTensorV2 | Global::RebuildTensorV3)) => {
+            let v3 = *g == Global::RebuildTensorV3;
+            let (f, counts) = if v3 { ("_rebuild_tensor_v3", 7..=8) } else { ("_rebuild_tensor_v2", 6..=7) };
             let [storage, offset, size, stride, ..] = args else {
-                return Err(format!("_rebuild_tensor_v2 called with {} arguments, not 6 or 7", args.len()));
+                return Err(format!("{f} called with {} arguments", args.len()));
             };
-            if !(6..=7).contains(&args.len()) {
-                return Err(format!("_rebuild_tensor_v2 called with {} arguments, not 6 or 7", args.len()));
+            if !counts.contains(&args.len()) {
+                return Err(format!("{f} called with {} arguments", args.len()));
             }
             let Value::Storage(storage) = storage else {
-                return Err(format!("_rebuild_tensor_v2's storage is {}", kind(storage)));
+                return Err(format!("{f}'s storage is {}", kind(storage)));
             };
+            // v2 takes the dtype from the storage's class; v3 from its argument, which a typed
+            // storage must agree with
+            let dtype = match (v3, storage.dtype, &args[6..]) {
+                (false, Some(d), _) => d,
+                (true, s, [Value::Global(Global::Dtype(d)), ..]) if s.is_none() || s == Some(*d) => *d,
+                _ => return Err(format!("{f} with a storage and dtype that do not go together")),
+            };
+            let storage = TypedStorage { key: storage.key.clone(), dtype };
             let offset = index(offset, "a tensor's storage offset")?;
             let size = indices(size, "a tensor's size")?;
             let stride = indices(stride, "a tensor's stride")?;
             if size.len() != stride.len() {
                 return Err(format!("a tensor with size {size:?} and stride {stride:?}: different lengths"));
             }
-            Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, size, stride })))
+            Ok(Value::Tensor(Rc::new(TensorRef { storage, offset, size, stride })))
         }
         Value::Global(Global::RebuildParameter) | Value::Global(Global::RebuildParameterWithState) => match args.first() {
             Some(t @ Value::Tensor(_)) if (3..=4).contains(&args.len()) => Ok(t.clone()),
             _ => Err("_rebuild_parameter called without a tensor".into()),
         },
-        Value::Global(Global::Storage(_)) => Err("a storage class called directly".into()),
+        Value::Global(Global::Storage(_) | Global::UntypedStorage | Global::Dtype(_)) => {
+            Err("a storage class or dtype called directly".into())
+        }
         other => Err(format!("calling {}", kind(other))),
     }
 }
@@ -672,6 +745,16 @@ mod tests {
         assert!(e.contains("torch.save(model.state_dict()"), "{e}");
         let e = unpickle(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.").unwrap_err();
         assert!(e.contains("builtins.eval"), "{e}");
+    }
+
+    #[test]
+    fn other_dtypes_are_named() {
+        let e = unpickle(b"\x80\x02ctorch\nComplexFloatStorage\n.").unwrap_err();
+        assert!(e.contains("tensor of type torch.ComplexFloatStorage"), "{e}");
+        let e = unpickle(b"\x80\x02ctorch\nfloat8_e4m3fn\n.").unwrap_err();
+        assert!(e.contains("tensor of type torch.float8_e4m3fn"), "{e}");
+        let e = unpickle(b"\x80\x02ctorch\nload\n.").unwrap_err();
+        assert!(e.contains("calls torch.load"), "{e}");
     }
 
     #[test]
