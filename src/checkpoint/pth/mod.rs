@@ -94,7 +94,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
             "a zip file without <archive>/data.pkl, so not one torch.save wrote".to_string()
         }
     })?;
-    let prefix = pkl.name.trim_end_matches("data.pkl").to_string();
+    let prefix = pkl.name.strip_suffix("data.pkl").unwrap_or_default().to_string();
     if let Some(e) = archive.find(&format!("{prefix}byteorder")) {
         let order = archive.read(e)?;
         match order.as_ref() {
