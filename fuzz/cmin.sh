@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 max=${1:-100}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_load tensor_file_load manifest_load)
+[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_load tensor_file_load manifest_load pth_load)
 bin=target/x86_64-unknown-linux-gnu/release
 
 work=$(mktemp -d)

@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_load tensor_file_load manifest_load)
+[ ${#targets[@]} -gt 0 ] || targets=(checkpoint_load tensor_file_load manifest_load pth_load)
 
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is not installed: cargo install cargo-fuzz" >&2; exit 2; }
 

@@ -1,4 +1,4 @@
-//! Replays the fuzzing inputs kept in the repository through the three file loaders, without a
+//! Replays the fuzzing inputs kept in the repository through the four file loaders, without a
 //! fuzzer. Every file in `fuzz/seeds/*/`, `fuzz/corpus/*/` and `fuzz/regressions/` goes through
 //! each harness of `fuzz/src/lib.rs` (checkpoint, tensor file and CSV manifest loading, with their
 //! round trips); none may panic or take more than [`SLOW`]. The regressions run one per child
@@ -145,6 +145,7 @@ fn valid_seeds_load() {
     for (target, load) in [
         ("checkpoint_load", (|p: &Path| checkpoint::load(p).map(drop)) as fn(&Path) -> headswap::Result<()>),
         ("tensor_file_load", |p: &Path| tensor_file::load(p).map(drop)),
+        ("pth_load", |p: &Path| checkpoint::load(p).map(drop)),
     ] {
         for p in files_in(&root.join(target)).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("valid-")) {
             load(p).unwrap_or_else(|e| panic!("{} does not load: {e}", p.display()));
@@ -155,11 +156,22 @@ fn valid_seeds_load() {
     for (target, load) in [
         ("checkpoint_load", (|p: &Path| checkpoint::load(p).map(drop)) as fn(&Path) -> headswap::Result<()>),
         ("tensor_file_load", |p: &Path| tensor_file::load(p).map(drop)),
+        ("pth_load", |p: &Path| checkpoint::load(p).map(drop)),
     ] {
         for p in files_in(&root.join(target)).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("err-")) {
             assert!(load(p).is_err(), "{} loads, but its name says it must be refused", p.display());
         }
     }
+    // The bare pickles of `pth_load` load inside the harness's torch zip (so the wrapper is right).
+    let s = Scratch::new("test-pth-pickles");
+    let mut pickles = 0;
+    for p in files_in(&root.join("pth_load")).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pickle-")) {
+        let path = s.write("wrapped.pth", &harness::torch_zip(&std::fs::read(p).unwrap()));
+        let ck = checkpoint::load(&path).unwrap_or_else(|e| panic!("{} wrapped does not load: {e}", p.display()));
+        assert!(!ck.tensors.is_empty(), "{}: no tensors", p.display());
+        pickles += 1;
+    }
+    assert!(pickles >= 3, "only {pickles} pickle seeds");
     // A manifest seed names images beside it in the harness's scratch folder: rebuild that.
     let s = Scratch::new("test-valid-manifests");
     for p in files_in(&root.join("manifest_load")).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("valid-")) {

@@ -131,7 +131,14 @@ fn same_dataset(a: &Dataset, b: &Dataset) -> bool {
 /// (integer tensors included, in their own dtypes).
 pub fn checkpoint_bytes(s: &Scratch, data: &[u8]) {
     let path = s.write("input.safetensors", data);
-    let Ok(ck) = checkpoint::load(&path) else { return };
+    if let Ok(ck) = checkpoint::load(&path) {
+        check_loaded(s, &ck);
+    }
+}
+
+/// What every loaded checkpoint must survive: the calls a caller makes next, and the round trip
+/// through headswap's safetensors saver.
+fn check_loaded(s: &Scratch, ck: &Checkpoint) {
     let _ = ck.check(&[Expect::new("0.weight", vec![2, 3]), Expect::new("0.bias", vec![2])]);
     let _ = ck.state_dict_only();
     let _ = ck.tensors.iter().map(|t| t.numel()).max();
@@ -150,10 +157,72 @@ pub fn checkpoint_bytes(s: &Scratch, data: &[u8]) {
     }
     // `save` may refuse a checkpoint (e.g. a tensor named ""); what it writes must read back.
     let out = s.path("roundtrip.safetensors");
-    if checkpoint::save(&out, &ck, StorageDtype::F32).is_ok() {
+    if checkpoint::save(&out, ck, StorageDtype::F32).is_ok() {
         let back = checkpoint::load(&out).unwrap_or_else(|e| panic!("round trip: a checkpoint saved by headswap does not load: {e}"));
-        assert!(same_checkpoint(&ck, &back), "round trip: load(save(ck)) differs from ck");
+        assert!(same_checkpoint(ck, &back), "round trip: load(save(ck)) differs from ck");
     }
+}
+
+/// PyTorch's `.pth` reader on `data`, two ways: the bytes as a whole file (through
+/// `checkpoint::load`, which must recognise a zip by its first bytes, and `pth::load` directly,
+/// which must agree), and the bytes as the pickle `archive/data.pkl` of a well-formed torch zip
+/// ([`torch_zip`]) whose storages `archive/data/0` to `archive/data/7` hold 64 bytes each, so
+/// that mutations of the pickle are not lost to the zip's offsets. Loaded checkpoints go through
+/// [`check_loaded`].
+pub fn pth_bytes(s: &Scratch, data: &[u8]) {
+    let path = s.write("input.pth", data);
+    let direct = checkpoint::pth::load(&path);
+    if data.starts_with(checkpoint::pth::ZIP_MAGIC) {
+        let via_load = checkpoint::load(&path);
+        assert_eq!(via_load.is_ok(), direct.is_ok(), "checkpoint::load and pth::load disagree on a zip");
+    }
+    if let Ok(ck) = direct {
+        check_loaded(s, &ck);
+    }
+    let path = s.write("wrapped.pth", &torch_zip(data));
+    if let Ok(ck) = checkpoint::load(&path) {
+        check_loaded(s, &ck);
+    }
+}
+
+/// A stored zip laid out as torch.save writes one: `archive/data.pkl` = `pickle`,
+/// `archive/byteorder` = `little`, `archive/data/0`..`7` of 64 bytes each (a pattern that holds
+/// finite floats, 0/1 bools and varied integers), `archive/version`.
+pub fn torch_zip(pickle: &[u8]) -> Vec<u8> {
+    let storage: Vec<u8> = (0..64u8).map(|i| if i % 4 == 3 { 0x3f } else { i & 1 }).collect();
+    let mut entries: Vec<(String, &[u8])> = vec![("archive/data.pkl".into(), pickle), ("archive/byteorder".into(), b"little")];
+    entries.extend((0..8).map(|k| (format!("archive/data/{k}"), &storage[..])));
+    entries.push(("archive/version".into(), b"3\n"));
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in &entries {
+        let offset = out.len() as u32;
+        let size = (data.len() as u32).to_le_bytes();
+        let name_len = (name.len() as u16).to_le_bytes();
+        out.extend_from_slice(b"PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0"); // version 20, flags, stored, time, date, crc
+        out.extend_from_slice(&size);
+        out.extend_from_slice(&size);
+        out.extend_from_slice(&name_len);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02\x2d\0\x2d\0\0\0\0\0\0\0\0\0\0\0\0\0"); // versions 45, flags, stored, time, date, crc
+        central.extend_from_slice(&size);
+        central.extend_from_slice(&size);
+        central.extend_from_slice(&name_len);
+        central.extend_from_slice(&[0; 12]); // extra and comment lengths, disk, attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let dir_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&dir_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
 }
 
 /// `headswap::data::tensor_file::load` on `data`; when it loads, the round trip
@@ -203,6 +272,10 @@ pub fn manifest_bytes(s: &Scratch, data: &[u8]) {
 /// A harness: a scratch folder and the fuzz input.
 pub type Harness = fn(&Scratch, &[u8]);
 
-/// The three harnesses by fuzz-target name, for replaying corpora.
-pub const TARGETS: [(&str, Harness); 3] =
-    [("checkpoint_load", checkpoint_bytes), ("tensor_file_load", tensor_file_bytes), ("manifest_load", manifest_bytes)];
+/// The harnesses by fuzz-target name, for replaying corpora.
+pub const TARGETS: [(&str, Harness); 4] = [
+    ("checkpoint_load", checkpoint_bytes),
+    ("tensor_file_load", tensor_file_bytes),
+    ("manifest_load", manifest_bytes),
+    ("pth_load", pth_bytes),
+];

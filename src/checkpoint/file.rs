@@ -174,7 +174,9 @@ fn sync_dir(path: &Path) {
     let _ = path;
 }
 
-/// Reads a safetensors file: every float tensor converted to f32 (from F32, F16, BF16 or F64)
+/// Reads a checkpoint file: a PyTorch `.pth`/`.pt` file (recognised by its content, a zip
+/// header, not by its name; see [`pth`](super::pth)) or a safetensors file. From a safetensors
+/// file, every float tensor converted to f32 (from F32, F16, BF16 or F64)
 /// into [`Checkpoint::tensors`], every integer tensor (BOOL, U8, I8, U16, I16, U32, I32, I64,
 /// U64) exactly into [`Checkpoint::int_tensors`], each list in the file's data order, and the
 /// `__metadata__` map.
@@ -184,6 +186,9 @@ fn sync_dir(path: &Path) {
 /// 2^63 − 1 or a BOOL byte other than 0 and 1, is an [`Error::Format`] naming `path`, the
 /// tensor and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    if super::pth::is_pth(path)? {
+        return super::pth::load(path);
+    }
     let bytes = read_file(path)?;
     let bad = |m: String| Error::format(path, m);
     let (n, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;

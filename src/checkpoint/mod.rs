@@ -12,6 +12,10 @@
 //! ...) or that holds another dtype (FP8, FP4, complex) is an [`Error::Format`] naming the path,
 //! never a panic.
 //!
+//! [`load`] also reads PyTorch's own `.pth`/`.pt` files (`torch.save(model.state_dict(), path)`),
+//! recognised by their first bytes (a zip header) whatever their name, without executing the
+//! pickle inside: see [`pth`]. [`save`] always writes safetensors.
+//!
 //! The files are plain safetensors, so they interoperate with Python:
 //!
 //! ```python
@@ -79,6 +83,7 @@
 //! their meaning.
 
 mod file;
+pub mod pth;
 #[cfg(test)]
 mod tests;
 
