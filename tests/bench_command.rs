@@ -74,3 +74,49 @@ fn an_unknown_workload_is_a_usage_error() {
     assert!(last.starts_with("error: unknown benchmark \"t4\""), "{err}");
     assert_eq!(devices_opened(&out), 0);
 }
+
+/// `headswap bench kernel matmul`: the user's shape and form, every variant that can launch here
+/// checked against the float64 reference and timed, the autotuner's pick among them.
+#[test]
+fn one_kernel_at_the_users_shape_checks_and_times_every_variant() {
+    for form in ["nn", "nt", "tn"] {
+        let v = report(&bench(&["kernel", "matmul", "--shape", "33x7x127", "--form", form, "--json"], &[]));
+        assert_eq!((v["m"].as_u64(), v["n"].as_u64(), v["k"].as_u64()), (Some(33), Some(7), Some(127)));
+        assert_eq!(v["form"].as_str().unwrap().to_lowercase(), form);
+        let variants = v["variants"].as_array().unwrap();
+        assert_eq!(variants.len(), 9);
+        let ran: Vec<_> = variants.iter().filter(|r| r["skipped"].is_null()).collect();
+        assert!(!ran.is_empty());
+        for r in &ran {
+            assert_eq!(r["check"]["passed"], true, "{r}");
+            assert_eq!(r["check"]["checked"], 33 * 7);
+            assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        let pick = v["autotuner_pick"].as_str().expect("the autotuner's pick is one of the variants");
+        assert!(ran.iter().any(|r| r["variant"] == pick && r["picked_by_autotuner"] == true), "{v}");
+    }
+    // one variant by name
+    let v = report(&bench(&["kernel", "matmul", "--shape", "1x1x1", "--variant", "reg4x4", "--json"], &[]));
+    assert_eq!(v["variants"].as_array().unwrap().len(), 1);
+    assert_eq!(v["variants"][0]["check"]["passed"], true);
+    // a table without --json
+    let out = bench(&["kernel", "matmul", "--shape", "8x8x8"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("the autotuner's pick") && text.contains("passed"), "{text}");
+}
+
+#[test]
+fn a_bad_kernel_request_is_a_usage_error() {
+    for (args, needle) in [
+        (&["kernel", "matmul", "--shape", "3x0x2"][..], "MxNxK"),
+        (&["kernel", "matmul", "--shape", "64x64"][..], "MxNxK"),
+        (&["kernel", "matmul", "--shape", "8x8x8", "--form", "tt"][..], "nn, nt or tn"),
+        (&["kernel", "matmul", "--shape", "8x8x8", "--variant", "fastest"][..], "one of sg32x8"),
+        (&["kernel", "conv2d", "--shape", "8x8x8"][..], "conv2d"),
+    ] {
+        let out = bench(args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.lines().last().unwrap_or("").starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -440,6 +440,45 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file
     #[arg(long, value_name = "PATH")]
     pub json_out: Option<String>,
+    #[command(subcommand)]
+    pub kernel: Option<BenchKernel>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchKernel {
+    /// Time one kernel on this adapter at a shape you choose: every variant checked, then timed
+    Kernel(BenchKernelArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelOp {
+    Matmul,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: headswap bench kernel matmul --shape 4096x4096x4096 --form nn --variant all")]
+pub struct BenchKernelArgs {
+    /// The kernel family
+    #[arg(value_enum, value_name = "matmul", hide_possible_values = true)]
+    pub op: KernelOp,
+    /// C[M×N] = A[M×K]·B[K×N], as MxNxK
+    #[arg(long, value_name = "MxNxK")]
+    pub shape: String,
+    /// nn, nt (C = A·Bᵀ) or tn (C = Aᵀ·B)
+    #[arg(long, value_name = "nn|nt|tn", default_value = "nn")]
+    pub form: String,
+    /// A variant's name, or all
+    #[arg(long, value_name = "NAME|all", default_value = "all")]
+    pub variant: String,
+    /// Print the results as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Fewer timed repetitions
+    #[arg(long)]
+    pub quick: bool,
+    /// Seeds the operands
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// The options the user typed for the command, long name → raw value (`None` for a switch):

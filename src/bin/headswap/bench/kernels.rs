@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// How long to time things.
 #[derive(Debug, Clone, Copy)]
-struct Reps {
+pub(super) struct Reps {
     min_runs: usize,
     max_runs: usize,
     /// Keep timing until this many seconds have passed (and `min_runs` are done).
@@ -30,7 +30,7 @@ struct Reps {
 }
 
 impl Reps {
-    fn of(scale: Scale) -> Reps {
+    pub(super) fn of(scale: Scale) -> Reps {
         match scale {
             Scale::Full => Reps { min_runs: 7, max_runs: 50, budget_s: 3.0, target_ms: 40.0, max_batch: 64 },
             Scale::Quick => Reps { min_runs: 3, max_runs: 10, budget_s: 1.0, target_ms: 20.0, max_batch: 32 },
@@ -65,7 +65,7 @@ fn k1_shapes(scale: Scale) -> Vec<Shape> {
     v
 }
 
-fn flags(t: Transpose) -> (bool, bool) {
+pub(super) fn flags(t: Transpose) -> (bool, bool) {
     match t {
         Transpose::NN => (false, false),
         Transpose::NT => (false, true),
@@ -74,7 +74,7 @@ fn flags(t: Transpose) -> (bool, bool) {
     }
 }
 
-fn form_name(t: Transpose) -> &'static str {
+pub(super) fn form_name(t: Transpose) -> &'static str {
     match t {
         Transpose::NN => "NN",
         Transpose::NT => "NT",
@@ -140,7 +140,7 @@ fn flops(s: &Shape) -> f64 {
 }
 
 /// Warm-up, then the median over timed submissions of `batch` copies of `d` in one pass.
-fn time_gpu(gpu: &Gpu, d: &Dispatch, flops: f64, reps: Reps) -> Result<(Timed, usize)> {
+pub(super) fn time_gpu(gpu: &Gpu, d: &Dispatch, flops: f64, reps: Reps) -> Result<(Timed, usize)> {
     let submit = |batch: usize| -> Result<f64> {
         let t0 = Instant::now();
         let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("k1") });
@@ -200,7 +200,7 @@ fn cpu_matmul(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize,
 /// Compares `c` with the float64 reference on every element, or on sampled rows and columns when
 /// `m·n·k > 2^30`.
 #[allow(clippy::too_many_arguments)]
-fn check_product(c: &[f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, t: Transpose, seed: u64) -> Check {
+pub(super) fn check_product(c: &[f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, t: Transpose, seed: u64) -> Check {
     let (ta, tb) = flags(t);
     let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
     let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();

@@ -22,6 +22,7 @@
 
 mod cpu_baseline;
 mod json;
+pub mod kernel_cmd;
 mod kernels;
 mod table;
 mod training;

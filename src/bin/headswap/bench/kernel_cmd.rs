@@ -1,0 +1,188 @@
+//! `headswap bench kernel matmul --shape MxNxK`: one product on the user's adapter and shape,
+//! every kernel variant (or one) checked against the float64 reference and then timed, beside the
+//! variant the autotuner picks for that shape and, where the adapter's f32 peak is known, the
+//! fraction of it each variant reaches.
+
+use super::kernels::{Reps, check_product, flags, form_name, time_gpu};
+use super::table::{Check, Timed};
+use super::{Scale, rand_vec};
+use crate::{CliResult, usage};
+use headswap::gpu::{Gpu, Tensor};
+use headswap::kernels::matmul::{Epilogue, Transpose, Variant, matmul_dispatch, matmul_dispatch_variant};
+use headswap::rng::Rng;
+use serde_json::json;
+
+/// What to time.
+pub struct KernelRequest {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub t: Transpose,
+    /// One variant, or every one.
+    pub variant: Option<Variant>,
+    pub seed: u64,
+    pub scale: Scale,
+}
+
+/// `MxNxK` (each positive) as (m, n, k).
+pub fn parse_shape(s: &str) -> CliResult<(usize, usize, usize)> {
+    let dims: Vec<Option<usize>> = s.split(['x', 'X']).map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0)).collect();
+    match dims.as_slice() {
+        [Some(m), Some(n), Some(k)] => Ok((*m, *n, *k)),
+        _ => Err(usage(format!("--shape {s:?} is not MxNxK with three positive integers (C[M×N] = A[M×K]·B[K×N]), e.g. 4096x4096x4096"))),
+    }
+}
+
+/// `nn`, `nt` or `tn`.
+pub fn parse_form(s: &str) -> CliResult<Transpose> {
+    match s.to_ascii_lowercase().as_str() {
+        "nn" => Ok(Transpose::NN),
+        "nt" => Ok(Transpose::NT),
+        "tn" => Ok(Transpose::TN),
+        _ => Err(usage(format!("--form {s:?} is not nn, nt or tn"))),
+    }
+}
+
+/// `all` (None) or a variant's name.
+pub fn parse_variant(s: &str) -> CliResult<Option<Variant>> {
+    if s == "all" {
+        return Ok(None);
+    }
+    Variant::from_name(s).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        usage(format!("--variant {s:?} is not all or one of {}", names.join(", ")))
+    })
+}
+
+/// One variant's outcome.
+struct Row {
+    variant: Variant,
+    /// Why it did not run (cannot launch on this adapter), if it did not.
+    skipped: Option<String>,
+    check: Option<Check>,
+    timed: Option<Timed>,
+    batch: usize,
+}
+
+/// The f32 peak (GFLOP/s, without tensor cores) of adapters whose data sheet we know, by name.
+fn known_peak(name: &str) -> Option<(f64, &'static str)> {
+    let n = name.to_ascii_lowercase();
+    // NVIDIA data sheets, FP32 (non-tensor) dense
+    [
+        ("h200", 66_900.0, "NVIDIA H200 data sheet, FP32"),
+        ("h100 pcie", 51_200.0, "NVIDIA H100 PCIe data sheet, FP32"),
+        ("h100", 66_900.0, "NVIDIA H100 SXM data sheet, FP32"),
+        ("a100", 19_500.0, "NVIDIA A100 data sheet, FP32"),
+    ]
+    .into_iter()
+    .find(|(key, _, _)| n.contains(key))
+    .map(|(_, peak, src)| (peak, src))
+}
+
+/// Runs the request; returns the text or JSON to print, and whether every launched variant
+/// passed its check.
+pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(String, bool)> {
+    let (ta, tb) = flags(r.t);
+    let (m, n, k) = (r.m, r.n, r.k);
+    let ashape = if ta { [k, m] } else { [m, k] };
+    let bshape = if tb { [n, k] } else { [k, n] };
+    let mut rng = Rng::new(r.seed ^ 0x6b65_726e);
+    let a = rand_vec(&mut rng, m * k, -1.0, 1.0);
+    let b = rand_vec(&mut rng, k * n, -1.0, 1.0);
+    let ga = Tensor::from_slice(gpu, &ashape, &a)?;
+    let gb = Tensor::from_slice(gpu, &bshape, &b)?;
+    let gc = Tensor::zeros(gpu, &[m, n])?;
+    // the autotuner's pick for this shape (measured now if this adapter has not timed its class)
+    let auto = matmul_dispatch(gpu, &ga, &gb, &gc, r.t, Epilogue::default())?;
+    let pick = Variant::ALL.into_iter().find(|v| v.entry() == auto.name());
+    let flops = 2.0 * (m * n * k) as f64;
+    let reps = Reps::of(r.scale);
+    let mut rows = Vec::new();
+    for v in r.variant.map_or(Variant::ALL.to_vec(), |v| vec![v]) {
+        if !v.fits(gpu, m, n) {
+            rows.push(Row {
+                variant: v,
+                skipped: Some("cannot launch on this adapter (subgroups or workgroup counts)".into()),
+                check: None,
+                timed: None,
+                batch: 0,
+            });
+            continue;
+        }
+        let d = matmul_dispatch_variant(gpu, &ga, &gb, &gc, r.t, Epilogue::default(), v)?;
+        gc.fill(gpu, f32::NAN)?;
+        gpu.run("bench_kernel_check", &[&d])?;
+        let c = gc.download(gpu)?;
+        let check = check_product(&c, &a, &b, m, n, k, r.t, r.seed);
+        let (timed, batch) = if check.passed {
+            let (t, b) = time_gpu(gpu, &d, flops, reps)?;
+            (Some(t), b)
+        } else {
+            (None, 0)
+        };
+        rows.push(Row { variant: v, skipped: None, check: Some(check), timed, batch });
+    }
+    let all_passed = rows.iter().all(|row| row.check.as_ref().is_none_or(|c| c.passed));
+    let info = gpu.adapter_info();
+    let peak = known_peak(&info.name);
+    let fraction = |t: &Timed| peak.map(|(p, _)| t.gflops / p);
+    if as_json {
+        let variants: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                json!({
+                    "variant": row.variant.name(),
+                    "picked_by_autotuner": Some(row.variant) == pick,
+                    "skipped": row.skipped,
+                    "check": row.check.as_ref().map(|c| json!({"passed": c.passed, "checked": c.checked, "total": c.total, "max_abs_err": c.max_abs_err, "worst_over_tolerance": c.worst})),
+                    "gflops": row.timed.as_ref().map(|t| t.gflops),
+                    "median_ms": row.timed.as_ref().map(|t| t.median_ms),
+                    "min_ms": row.timed.as_ref().map(|t| t.min_ms),
+                    "runs": row.timed.as_ref().map(|t| t.runs),
+                    "batch": row.batch,
+                    "fraction_of_peak": row.timed.as_ref().and_then(fraction),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "kernel": "matmul", "m": m, "n": n, "k": k, "form": form_name(r.t),
+            "adapter": info.name, "backend": format!("{:?}", info.backend), "scale": r.scale.name(),
+            "autotuner_pick": pick.map(|v| v.name()),
+            "peak_gflops": peak.map(|(p, _)| p), "peak_source": peak.map(|(_, s)| s),
+            "variants": variants,
+        });
+        return Ok((doc.to_string(), all_passed));
+    }
+    let mut out = format!(
+        "matmul {} C[{m}×{n}] = A·B over k = {k} on {} ({:?}); each variant checked against the float64 reference, then timed\n",
+        form_name(r.t),
+        info.name,
+        info.backend
+    );
+    out += &format!(
+        "{:<12} {:>12} {:>12} {:>10} {:>10}  check (max |err|, worst/tolerance)\n",
+        "variant", "GFLOP/s", "median ms", "of peak", "batch"
+    );
+    for row in &rows {
+        let mark = if Some(row.variant) == pick { "*" } else { " " };
+        let name = format!("{}{mark}", row.variant.name());
+        match (&row.skipped, &row.check, &row.timed) {
+            (Some(why), _, _) => out += &format!("{name:<12} {why}\n"),
+            (None, Some(c), Some(t)) => {
+                let of_peak = fraction(t).map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
+                out += &format!(
+                    "{name:<12} {:>12.2} {:>12.4} {:>10} {:>10}  passed ({:.2e}, {:.2})\n",
+                    t.gflops, t.median_ms, of_peak, row.batch, c.max_abs_err, c.worst
+                );
+            }
+            (None, Some(c), None) => out += &format!("{name:<12} FAILED its check ({:.2e}, {:.2}): no number\n", c.max_abs_err, c.worst),
+            (None, None, _) => {}
+        }
+    }
+    out += &format!("* the autotuner's pick for this shape{}\n", if pick.is_none() { " (none of the listed variants)" } else { "" });
+    out += &match peak {
+        Some((p, src)) => format!("peak: {p:.0} GFLOP/s ({src})"),
+        None => "peak: unknown for this adapter (no fraction printed)".to_string(),
+    };
+    Ok((out, all_passed))
+}
