@@ -112,11 +112,33 @@ fn a_bad_kernel_request_is_a_usage_error() {
         (&["kernel", "matmul", "--shape", "64x64"][..], "MxNxK"),
         (&["kernel", "matmul", "--shape", "8x8x8", "--form", "tt"][..], "nn, nt or tn"),
         (&["kernel", "matmul", "--shape", "8x8x8", "--variant", "fastest"][..], "one of sg32x8"),
-        (&["kernel", "conv2d", "--shape", "8x8x8"][..], "conv2d"),
+        (&["kernel", "conv2d", "--shape", "8x8x8", "--filters", "4", "--kernel", "3"][..], "NxCxHxW"),
+        (&["kernel", "conv2d", "--shape", "1x2x8x8", "--kernel", "3"][..], "--filters O and --kernel K"),
+        (&["kernel", "conv2d", "--shape", "1x2x8x8", "--filters", "4", "--kernel", "3", "--variant", "winograd"][..], "direct or im2col"),
+        (&["kernel", "matmul", "--shape", "8x8x8", "--filters", "4"][..], "conv2d's"),
+        (&["kernel", "fft", "--shape", "8x8x8"][..], "fft"),
     ] {
         let out = bench(args, &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.lines().last().unwrap_or("").starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn one_convolution_at_the_users_shape_checks_and_times_both_algorithms() {
+    let v = report(&bench(
+        &["kernel", "conv2d", "--shape", "3x5x13x11", "--filters", "7", "--kernel", "3", "--stride", "2", "--padding", "1", "--json"],
+        &[],
+    ));
+    assert_eq!(v["y"], serde_json::json!([3, 7, 7, 6]));
+    let algos = v["variants"].as_array().unwrap();
+    assert_eq!(algos.len(), 2);
+    for a in algos {
+        assert_eq!(a["check"]["passed"], true, "{a}");
+        assert_eq!(a["check"]["checked"], 3 * 7 * 7 * 6);
+        assert!(a["gflops"].as_f64().unwrap() > 0.0);
+    }
+    let pick = v["autotuner_pick"].as_str().unwrap();
+    assert!(algos.iter().any(|a| a["variant"] == pick && a["picked_by_autotuner"] == true), "{v}");
 }

@@ -453,21 +453,36 @@ pub enum BenchKernel {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelOp {
     Matmul,
+    Conv2d,
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: headswap bench kernel matmul --shape 4096x4096x4096 --form nn --variant all")]
+#[command(
+    after_help = "Examples:\n  headswap bench kernel matmul --shape 4096x4096x4096 --form nn --variant all\n  headswap bench kernel conv2d --shape 32x64x56x56 --filters 64 --kernel 3 --padding 1"
+)]
 pub struct BenchKernelArgs {
     /// The kernel family
-    #[arg(value_enum, value_name = "matmul", hide_possible_values = true)]
+    #[arg(value_enum, value_name = "matmul|conv2d", hide_possible_values = true)]
     pub op: KernelOp,
-    /// C[M×N] = A[M×K]·B[K×N], as MxNxK
-    #[arg(long, value_name = "MxNxK")]
+    /// matmul: C[M×N] = A[M×K]·B[K×N] as MxNxK; conv2d: the input as NxCxHxW
+    #[arg(long, value_name = "SHAPE")]
     pub shape: String,
-    /// nn, nt (C = A·Bᵀ) or tn (C = Aᵀ·B)
+    /// matmul: nn, nt (C = A·Bᵀ) or tn (C = Aᵀ·B)
     #[arg(long, value_name = "nn|nt|tn", default_value = "nn")]
     pub form: String,
-    /// A variant's name, or all
+    /// conv2d: output channels
+    #[arg(long, value_name = "O")]
+    pub filters: Option<usize>,
+    /// conv2d: the square kernel's size
+    #[arg(long, value_name = "K")]
+    pub kernel: Option<usize>,
+    /// conv2d: stride
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub stride: usize,
+    /// conv2d: zero padding on every side
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub padding: usize,
+    /// matmul: a variant's name or all; conv2d: direct, im2col or all
     #[arg(long, value_name = "NAME|all", default_value = "all")]
     pub variant: String,
     /// Print the results as JSON

@@ -1,13 +1,16 @@
-//! `headswap bench kernel matmul --shape MxNxK`: one product on the user's adapter and shape,
-//! every kernel variant (or one) checked against the float64 reference and then timed, beside the
-//! variant the autotuner picks for that shape and, where the adapter's f32 peak is known, the
-//! fraction of it each variant reaches.
+//! `headswap bench kernel matmul --shape MxNxK` and `headswap bench kernel conv2d --shape
+//! NxCxHxW --filters O --kernel K`: one kernel on the user's adapter and shape, every variant (the
+//! matmul's kernels, the convolution's algorithms) or one checked against the float64 reference
+//! and then timed, beside the one the autotuner picks for that shape and, where the adapter's f32
+//! peak is known, the fraction of it each reaches.
 
 use super::kernels::{Reps, check_product, flags, form_name, time_gpu};
 use super::table::{Check, Timed};
 use super::{Scale, rand_vec};
 use crate::{CliResult, usage};
-use headswap::gpu::{Gpu, Tensor};
+use headswap::gpu::{Dispatch, Gpu, Tensor};
+use headswap::kernels::Activation;
+use headswap::kernels::conv::{Conv2dShape, ConvAlgo, ConvScratch, ConvUse, choose_algo, conv2d_forward_dispatches};
 use headswap::kernels::matmul::{Epilogue, Transpose, Variant, matmul_dispatch, matmul_dispatch_variant};
 use headswap::rng::Rng;
 use serde_json::json;
@@ -185,4 +188,191 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
         None => "peak: unknown for this adapter (no fraction printed)".to_string(),
     };
     Ok((out, all_passed))
+}
+
+/// A convolution to time: `y = conv(x, w) + b`, forward.
+pub struct ConvRequest {
+    pub shape: Conv2dShape,
+    /// One algorithm, or both.
+    pub algo: Option<ConvAlgo>,
+    pub seed: u64,
+    pub scale: Scale,
+}
+
+/// `NxCxHxW` (each positive).
+pub fn parse_nchw(s: &str) -> CliResult<[usize; 4]> {
+    let dims: Vec<Option<usize>> = s.split(['x', 'X']).map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0)).collect();
+    match dims.as_slice() {
+        [Some(n), Some(c), Some(h), Some(w)] => Ok([*n, *c, *h, *w]),
+        _ => Err(usage(format!(
+            "--shape {s:?} is not NxCxHxW with four positive integers (batch, channels, height, width), e.g. 32x64x56x56"
+        ))),
+    }
+}
+
+/// `all` (None), `direct` or `im2col`.
+pub fn parse_algo(s: &str) -> CliResult<Option<ConvAlgo>> {
+    match s {
+        "all" => Ok(None),
+        "direct" => Ok(Some(ConvAlgo::Direct)),
+        "im2col" => Ok(Some(ConvAlgo::Im2col)),
+        _ => Err(usage(format!("--variant {s:?} is not all, direct or im2col for conv2d"))),
+    }
+}
+
+fn algo_name(a: ConvAlgo) -> &'static str {
+    match a {
+        ConvAlgo::Direct => "direct",
+        ConvAlgo::Im2col => "im2col",
+    }
+}
+
+/// Compares the GPU's `y` with the float64 convolution: every output for small problems, else
+/// a seeded sample of 4,096 outputs computed one by one.
+fn check_conv(s: &Conv2dShape, y: &[f32], x: &[f32], w: &[f32], b: &[f32], seed: u64) -> Check {
+    let (oh, ow) = s.out_hw();
+    let terms = s.c * s.kh * s.kw;
+    let tol = |r: f64| 1e-5 * (terms as f64).sqrt() + 1e-4 * r.abs();
+    let mut check = Check { checked: 0, total: y.len(), max_abs_err: 0.0, worst: 0.0, passed: true };
+    let one = |i: usize| -> f64 {
+        let (ox, rest) = (i % ow, i / ow);
+        let (oy, rest) = (rest % oh, rest / oh);
+        let (o, n) = (rest % s.o, rest / s.o);
+        let mut acc = b[o] as f64;
+        for c in 0..s.c {
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let iy = (oy * s.sh + ky) as isize - s.ph as isize;
+                    let ix = (ox * s.sw + kx) as isize - s.pw as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                        let xi = ((n * s.c + c) * s.h + iy as usize) * s.w + ix as usize;
+                        acc += w[((o * s.c + c) * s.kh + ky) * s.kw + kx] as f64 * x[xi] as f64;
+                    }
+                }
+            }
+        }
+        acc
+    };
+    let picks: Vec<usize> = if (y.len() as u128) * (terms as u128) <= 1 << 28 {
+        (0..y.len()).collect()
+    } else {
+        let mut rng = Rng::new(seed ^ 0x636f_6e76);
+        let mut v: Vec<usize> = vec![0, y.len() - 1];
+        v.extend((0..4094).map(|_| rng.below(y.len() as u64) as usize));
+        v
+    };
+    for i in picks {
+        let (got, want) = (y[i], one(i));
+        let err = (got as f64 - want).abs();
+        check.checked += 1;
+        if !got.is_finite() {
+            check.passed = false;
+            check.worst = f64::INFINITY;
+            check.max_abs_err = f64::INFINITY;
+            break;
+        }
+        check.max_abs_err = check.max_abs_err.max(err);
+        check.worst = check.worst.max(err / tol(want));
+    }
+    check.passed &= check.worst <= 1.0;
+    check
+}
+
+/// One algorithm's outcome: its check, and its timing (with the batch of launches per
+/// submission) where the check passed.
+type AlgoRow = (ConvAlgo, Check, Option<(Timed, usize)>);
+
+/// Runs the convolution request; as [`run`].
+pub fn run_conv(gpu: &Gpu, r: &ConvRequest, as_json: bool) -> headswap::Result<(String, bool)> {
+    let s = r.shape;
+    s.validate()?;
+    let mut rng = Rng::new(r.seed ^ 0x6b65_726e);
+    let x = rand_vec(&mut rng, s.x_shape().iter().product(), -1.0, 1.0);
+    let w = rand_vec(&mut rng, s.w_shape().iter().product(), -0.5, 0.5);
+    let b = rand_vec(&mut rng, s.o, -0.5, 0.5);
+    let gx = Tensor::from_slice(gpu, &s.x_shape(), &x)?;
+    let gw = Tensor::from_slice(gpu, &s.w_shape(), &w)?;
+    let gb = Tensor::from_slice(gpu, &[s.o], &b)?;
+    let gy = Tensor::zeros(gpu, &s.y_shape())?;
+    let pick = choose_algo(gpu, &s, ConvUse::Forward)?;
+    let (oh, ow) = s.out_hw();
+    let flops = 2.0 * (s.n * s.o * oh * ow * s.c * s.kh * s.kw) as f64;
+    let reps = Reps::of(r.scale);
+    let mut rows: Vec<AlgoRow> = Vec::new();
+    for algo in r.algo.map_or(vec![ConvAlgo::Direct, ConvAlgo::Im2col], |a| vec![a]) {
+        let scratch = ConvScratch::with_algo(gpu, &s, algo)?;
+        let ds = conv2d_forward_dispatches(gpu, &s, &gx, &gw, Some(&gb), Activation::Identity, &gy, &scratch)?;
+        gy.fill(gpu, f32::NAN)?;
+        gpu.run("bench_kernel_check", &ds.iter().collect::<Vec<&Dispatch>>())?;
+        let check = check_conv(&s, &gy.download(gpu)?, &x, &w, &b, r.seed);
+        // im2col is several launches: time the whole forward as one pass of them
+        let timed = if check.passed { Some(time_dispatches(gpu, &ds, flops, reps)?) } else { None };
+        rows.push((algo, check, timed));
+    }
+    let all_passed = rows.iter().all(|(_, c, _)| c.passed);
+    let info = gpu.adapter_info();
+    let peak = known_peak(&info.name);
+    let fraction = |t: &Timed| peak.map(|(p, _)| t.gflops / p);
+    if as_json {
+        let algos: Vec<_> = rows
+            .iter()
+            .map(|(a, c, t)| {
+                json!({
+                    "variant": algo_name(*a), "picked_by_autotuner": *a == pick,
+                    "check": {"passed": c.passed, "checked": c.checked, "total": c.total, "max_abs_err": c.max_abs_err, "worst_over_tolerance": c.worst},
+                    "gflops": t.as_ref().map(|(t, _)| t.gflops), "median_ms": t.as_ref().map(|(t, _)| t.median_ms),
+                    "min_ms": t.as_ref().map(|(t, _)| t.min_ms), "runs": t.as_ref().map(|(t, _)| t.runs),
+                    "batch": t.as_ref().map_or(0, |(_, b)| *b), "fraction_of_peak": t.as_ref().and_then(|(t, _)| fraction(t)),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "kernel": "conv2d", "x": s.x_shape(), "w": s.w_shape(), "y": s.y_shape(), "stride": s.sh, "padding": s.ph,
+            "adapter": info.name, "backend": format!("{:?}", info.backend), "scale": r.scale.name(),
+            "autotuner_pick": algo_name(pick), "peak_gflops": peak.map(|(p, _)| p), "peak_source": peak.map(|(_, s)| s),
+            "variants": algos,
+        });
+        return Ok((doc.to_string(), all_passed));
+    }
+    let mut out = format!(
+        "conv2d forward x {:?} * w {:?} (stride {}, padding {}) -> y {:?} on {} ({:?}); each algorithm checked against the float64 reference, then timed\n",
+        s.x_shape(),
+        s.w_shape(),
+        s.sh,
+        s.ph,
+        s.y_shape(),
+        info.name,
+        info.backend
+    );
+    out += &format!(
+        "{:<12} {:>12} {:>12} {:>10} {:>10}  check (max |err|, worst/tolerance)\n",
+        "algorithm", "GFLOP/s", "median ms", "of peak", "batch"
+    );
+    for (a, c, t) in &rows {
+        let name = format!("{}{}", algo_name(*a), if *a == pick { "*" } else { " " });
+        match t {
+            Some((t, batch)) => {
+                let of_peak = fraction(t).map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f));
+                out += &format!(
+                    "{name:<12} {:>12.2} {:>12.4} {:>10} {:>10}  passed ({:.2e}, {:.2})\n",
+                    t.gflops, t.median_ms, of_peak, batch, c.max_abs_err, c.worst
+                );
+            }
+            None => out += &format!("{name:<12} FAILED its check ({:.2e}, {:.2}): no number\n", c.max_abs_err, c.worst),
+        }
+    }
+    out += "* the autotuner's pick for this shape (forward use)\n";
+    out += &match peak {
+        Some((p, src)) => format!("peak: {p:.0} GFLOP/s ({src})"),
+        None => "peak: unknown for this adapter (no fraction printed)".to_string(),
+    };
+    Ok((out, all_passed))
+}
+
+/// [`time_gpu`] for a forward of several launches: each timed repetition records all of them.
+fn time_dispatches(gpu: &Gpu, ds: &[Dispatch], flops: f64, reps: Reps) -> headswap::Result<(Timed, usize)> {
+    match ds {
+        [one] => time_gpu(gpu, one, flops, reps),
+        _ => super::kernels::time_gpu_all(gpu, ds, flops, reps),
+    }
 }

@@ -141,13 +141,21 @@ fn flops(s: &Shape) -> f64 {
 
 /// Warm-up, then the median over timed submissions of `batch` copies of `d` in one pass.
 pub(super) fn time_gpu(gpu: &Gpu, d: &Dispatch, flops: f64, reps: Reps) -> Result<(Timed, usize)> {
+    time_gpu_all(gpu, std::slice::from_ref(d), flops, reps)
+}
+
+/// [`time_gpu`] for an operation of several launches `ds`, recorded in order `batch` times per
+/// submission; `flops` is the whole operation's.
+pub(super) fn time_gpu_all(gpu: &Gpu, ds: &[Dispatch], flops: f64, reps: Reps) -> Result<(Timed, usize)> {
     let submit = |batch: usize| -> Result<f64> {
         let t0 = Instant::now();
         let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("k1") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("k1"), timestamp_writes: None });
             for _ in 0..batch {
-                d.encode(gpu, &mut pass);
+                for d in ds {
+                    d.encode(gpu, &mut pass);
+                }
             }
         }
         gpu.submit(enc);

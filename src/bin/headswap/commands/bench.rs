@@ -3,7 +3,7 @@
 
 use crate::args::{BenchArgs, BenchKernel, BenchKernelArgs, KernelOp};
 use crate::bench::{self, BenchOptions, kernel_cmd};
-use crate::{CliResult, failed};
+use crate::{CliResult, failed, usage};
 
 pub fn run(a: BenchArgs) -> CliResult<()> {
     if let Some(BenchKernel::Kernel(k)) = a.kernel {
@@ -27,19 +27,34 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
 
 /// `headswap bench kernel matmul --shape MxNxK`: one kernel family at the user's shape.
 fn kernel(k: BenchKernelArgs) -> CliResult<()> {
-    let KernelOp::Matmul = k.op;
-    let (m, n, kk) = kernel_cmd::parse_shape(&k.shape)?;
-    let request = kernel_cmd::KernelRequest {
-        m,
-        n,
-        k: kk,
-        t: kernel_cmd::parse_form(&k.form)?,
-        variant: kernel_cmd::parse_variant(&k.variant)?,
-        seed: k.seed,
-        scale: bench::Scale::of(&BenchOptions { quick: k.quick, only: None, seed: k.seed }),
+    let scale = bench::Scale::of(&BenchOptions { quick: k.quick, only: None, seed: k.seed });
+    let (text, passed) = match k.op {
+        KernelOp::Matmul => {
+            if k.filters.is_some() || k.kernel.is_some() {
+                return Err(usage("--filters and --kernel are conv2d's; matmul takes --shape MxNxK"));
+            }
+            let (m, n, kk) = kernel_cmd::parse_shape(&k.shape)?;
+            let request = kernel_cmd::KernelRequest {
+                m,
+                n,
+                k: kk,
+                t: kernel_cmd::parse_form(&k.form)?,
+                variant: kernel_cmd::parse_variant(&k.variant)?,
+                seed: k.seed,
+                scale,
+            };
+            kernel_cmd::run(&crate::gpu()?, &request, k.json)?
+        }
+        KernelOp::Conv2d => {
+            let [n, c, h, w] = kernel_cmd::parse_nchw(&k.shape)?;
+            let (Some(o), Some(ks)) = (k.filters.filter(|&o| o > 0), k.kernel.filter(|&v| v > 0)) else {
+                return Err(usage("conv2d needs --filters O and --kernel K (positive)"));
+            };
+            let shape = headswap::kernels::conv::Conv2dShape::new(n, c, h, w, o, ks, k.stride, k.padding);
+            let request = kernel_cmd::ConvRequest { shape, algo: kernel_cmd::parse_algo(&k.variant)?, seed: k.seed, scale };
+            kernel_cmd::run_conv(&crate::gpu()?, &request, k.json)?
+        }
     };
-    let gpu = crate::gpu()?;
-    let (text, passed) = kernel_cmd::run(&gpu, &request, k.json)?;
     outln!("{text}")?;
     if !passed {
         return Err(failed("a variant failed its check against the float64 reference (no number printed for it)"));
