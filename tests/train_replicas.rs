@@ -8,8 +8,9 @@ use headswap::Gpu;
 use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::kernels::Activation;
+use headswap::kernels::loss::BceReduction;
 use headswap::nn::{CnnBuilder, Head, Init, Network};
-use headswap::train::{Collective, Freeze, Optimizer, ThreadGroup, TrainConfig, Trainer};
+use headswap::train::{BceSettings, Collective, Freeze, Optimizer, ThreadGroup, TrainConfig, Trainer};
 
 fn classes(n: usize, shape: Vec<usize>, c: usize, seed: u64) -> Dataset {
     let d: usize = shape.iter().product();
@@ -122,6 +123,16 @@ fn uneven_shares_and_a_replica_without_rows_still_give_the_whole_batch_gradient(
     let data = labels(49, 5, 4, 2);
     let make = |gpu: &Gpu| Network::mlp(gpu, &[5, 8], Activation::Relu, Init::KaimingUniform, Head::labels(4), 3).unwrap();
     let cfg = TrainConfig { batch_size: 16, optimizer: Optimizer::adam(5e-3), seed: 2, ..Default::default() };
+    compare(&make, &data, &cfg, Job::Fit, 2, 3, 1e-5);
+}
+
+#[test]
+fn the_mean_over_known_labels_weights_each_replica_by_its_known_labels() {
+    // MeanLabelled divides by the batch's known labels, which the replicas' shares hold unevenly
+    let data = labels(49, 5, 4, 7);
+    let make = |gpu: &Gpu| Network::mlp(gpu, &[5, 8], Activation::Tanh, Init::KaimingUniform, Head::labels(4), 3).unwrap();
+    let bce = BceSettings { reduction: BceReduction::MeanLabelled, ..Default::default() };
+    let cfg = TrainConfig { batch_size: 16, optimizer: Optimizer::sgd(0.3), seed: 2, bce, ..Default::default() };
     compare(&make, &data, &cfg, Job::Fit, 2, 3, 1e-5);
 }
 

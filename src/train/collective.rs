@@ -85,13 +85,12 @@ impl GradExchange {
         Ok(())
     }
 
-    /// The "gradients ready" point: reads this replica's gradients (the mean over its `rows` of
-    /// the batch's `batch_rows`; zeros where it has no rows and recorded no copy), weights them
-    /// by its share of the batch, sums over the replicas and writes the result, the batch's mean
-    /// gradient, back for the update.
-    pub fn mean(&self, gpu: &Gpu, grads: &Grads, replicas: &dyn Collective, rows: usize, batch_rows: usize) -> Result<()> {
-        let mut host = if rows > 0 { self.staging.read(gpu)? } else { vec![0.0; self.staging.len()] };
-        let weight = rows as f32 / batch_rows as f32;
+    /// The "gradients ready" point: reads this replica's gradients (the mean over its share of
+    /// the batch; zeros where it computed nothing, `computed` false, and recorded no copy),
+    /// weights them by `weight`, its share of the batch's loss normaliser ([`share_weight`]),
+    /// sums over the replicas and writes the result, the batch's gradient, back for the update.
+    pub fn mean(&self, gpu: &Gpu, grads: &Grads, replicas: &dyn Collective, computed: bool, weight: f32) -> Result<()> {
+        let mut host = if computed { self.staging.read(gpu)? } else { vec![0.0; self.staging.len()] };
         if weight != 1.0 {
             host.iter_mut().for_each(|g| *g *= weight);
         }
@@ -102,6 +101,27 @@ impl GradExchange {
             at += buf.len();
         }
         Ok(())
+    }
+}
+
+/// The weight of a replica's gradient in the batch's: the replica's loss is a mean over its share
+/// (`rows` rows from `offset` of the batch's `batch` example indices), the batch's a mean over the
+/// whole batch, so the weight is the share of the mean's denominator: rows over the batch's rows,
+/// or, under [`BceReduction::MeanLabelled`](crate::kernels::loss::BceReduction::MeanLabelled),
+/// the known (not NaN) labels of the share over the batch's, counted on the host from the data
+/// and the epoch's order that every replica holds (no exchange needed). 0 where the batch has no
+/// known label (its loss and gradient are 0).
+pub(crate) fn share_weight(bce: &super::BceSettings, data: &crate::data::Dataset, batch: &[u32], offset: usize, rows: usize) -> f32 {
+    use crate::kernels::loss::BceReduction;
+    match (&data.targets, bce.reduction) {
+        (crate::data::Targets::Labels { y, k }, BceReduction::MeanLabelled) => {
+            let known = |idx: &[u32]| -> usize {
+                idx.iter().map(|&i| y[i as usize * k..(i as usize + 1) * k].iter().filter(|v| !v.is_nan()).count()).sum()
+            };
+            let total = known(batch);
+            if total == 0 { 0.0 } else { known(&batch[offset..offset + rows]) as f32 / total as f32 }
+        }
+        _ => rows as f32 / batch.len() as f32,
     }
 }
 

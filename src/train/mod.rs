@@ -80,10 +80,10 @@ impl Trainer {
     /// replica applies the same update. The parameters start as replica 0's; loss and metrics are
     /// combined once per epoch. Frozen parameters are never exchanged.
     ///
-    /// The result equals one replica training with the whole batch up to rounding (the default
-    /// and `MeanAll` BCE reductions; under `MeanLabelled` the replicas' gradients are weighted by
-    /// their rows, not by their known labels). One step per submission: the exchange reads the
-    /// gradients back every step.
+    /// The result equals one replica training with the whole batch up to rounding, under every
+    /// loss and reduction (each replica's gradient is weighted by its share of the batch's rows,
+    /// or of its known labels under `MeanLabelled`). One step per submission: the exchange reads
+    /// the gradients back every step.
     ///
     /// ```no_run
     /// use headswap::{Gpu, nn::{Head, Network}, train::{ThreadGroup, TrainConfig, Trainer}};
@@ -388,7 +388,8 @@ impl Trainer {
                     exchange.record_copy(&mut rec, &sb.grads)?;
                 }
                 rec.submit();
-                exchange.mean(&gpu, &sb.grads, r, rows, batch_rows)?;
+                let share_of_batch = collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows], offset, rows);
+                exchange.mean(&gpu, &sb.grads, r, rows > 0, share_of_batch)?;
                 let mut rec = Recorder::new(&gpu, "train_update");
                 let recorded = recorded + rec.pass("train_update", plan.update_dispatches());
                 rec.submit();
