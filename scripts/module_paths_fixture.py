@@ -3,7 +3,8 @@
 ResNet (module paths conv1, layer1.0.conv1, layer1.1.downsample.0, fc), its state_dict, an input
 batch and PyTorch's logits for it. tests/module_paths.rs builds the same network with
 CnnBuilder::name/scope and Head::module, loads the state_dict under PyTorch's own keys and
-compares the logits. No BatchNorm (headswap's BatchNorm is issue 13) and convolutions with bias.
+compares the logits. No BatchNorm (headswap's BatchNorm is issue 13); the convolutions once with
+and once without bias (torchvision's).
 
     python3 scripts/module_paths_fixture.py      # needs torch and safetensors
 """
@@ -14,12 +15,12 @@ from safetensors.torch import save_file
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1):
+    def __init__(self, cin, cout, stride=1, bias=True):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=bias)
         self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
-        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride)) if stride != 1 or cin != cout else None
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=bias)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=bias)) if stride != 1 or cin != cout else None
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -28,11 +29,11 @@ class BasicBlock(nn.Module):
 
 
 class TinyResNet(nn.Module):
-    def __init__(self, classes=10):
+    def __init__(self, classes=10, bias=True):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1)
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=bias)
         self.relu = nn.ReLU()
-        self.layer1 = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, stride=2))
+        self.layer1 = nn.Sequential(BasicBlock(8, 8, bias=bias), BasicBlock(8, 16, stride=2, bias=bias))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, classes)
 
@@ -53,6 +54,14 @@ def main():
     save_file(sd, os.path.join(out, "tiny_resnet.safetensors"), metadata={"format": "pt"})
     save_file({"input": x, "logits": logits}, os.path.join(out, "tiny_resnet_io.safetensors"))
     print("\n".join(sd))
+    # torchvision's convolutions have no bias (a BatchNorm follows each): the same network so
+    torch.manual_seed(13)
+    model = TinyResNet(bias=False).eval()
+    with torch.no_grad():
+        logits = model(x)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, os.path.join(out, "tiny_resnet_nobias.safetensors"), metadata={"format": "pt"})
+    save_file({"input": x, "logits": logits}, os.path.join(out, "tiny_resnet_nobias_io.safetensors"))
 
 
 if __name__ == "__main__":

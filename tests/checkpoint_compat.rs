@@ -111,6 +111,7 @@ fn legacy_cnn_loads_bit_exactly() {
         stride: 1,
         padding: 1,
         activation: Activation::Relu,
+        bias: true,
     };
     let pool = Pool2dSpec { channels: 4, height: 16, width: 16, kernel: 2, stride: 2, padding: 0 };
     assert_eq!(net.trunk_layers(), &[LayerSpec::Conv2d(conv), LayerSpec::MaxPool2d(pool), dense(256, 10, Activation::Relu)]);

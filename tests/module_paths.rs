@@ -221,3 +221,68 @@ fn bad_module_paths_and_duplicate_names_are_refused() {
     // (conv 0, its ReLU 1, the pool 2 and its flatten 3, dense 4, its ReLU 5, the head 6)
     assert_eq!(net.module_names(), ["stem", "2", "4", "6"]);
 }
+
+/// `TinyResNet(bias=False)`: torchvision's convolutions have no bias (a BatchNorm follows each).
+/// `CnnBuilder::conv_bias(false)` builds it, projection shortcut included: no `.bias` keys for the
+/// convolutions, PyTorch's state_dict loads strictly, the outputs are PyTorch's, and a checkpoint
+/// keeps it.
+#[test]
+fn convolutions_without_bias_match_pytorch_bias_false() {
+    let gpu = gpu();
+    let sd = fixture("tiny_resnet_nobias.safetensors");
+    let block = |b: CnnBuilder, out: usize, stride: usize| {
+        b.residual(
+            |b| b.conv(out, 3, stride, 1, Activation::Relu).name("conv1").conv(out, 3, 1, 1, Activation::Identity).name("conv2"),
+            Activation::Relu,
+        )
+    };
+    let trunk = CnnBuilder::new(3, 9, 9)
+        .conv_bias(false)
+        .conv(8, 3, 1, 1, Activation::Relu)
+        .name("conv1")
+        .scope("layer1", |b| b.scope("0", |b| block(b, 8, 1)).scope("1", |b| block(b, 16, 2)))
+        .global_avg_pool()
+        .build_graph()
+        .unwrap();
+    let mut net = Network::from_trunk(&gpu, 3 * 9 * 9, trunk, Init::KaimingUniform, Head::classes(10).module("fc"), 1).unwrap();
+    let mut ours = net.param_names();
+    ours.sort_unstable();
+    let mut theirs: Vec<String> = sd.names().map(str::to_string).collect();
+    theirs.sort_unstable();
+    assert_eq!(ours, theirs);
+    assert!(!ours.iter().any(|n| n.ends_with(".bias") && n != "fc.bias"), "{ours:?}");
+    let report = net.load_state_dict(&sd, LoadOptions { strict: true, ..Default::default() }, "nobias").unwrap();
+    assert!(report.is_exact(), "{report}");
+    let io = fixture("tiny_resnet_nobias_io.safetensors");
+    let (x, logits) = (io.get("input").unwrap(), io.get("logits").unwrap());
+    let probs = headswap::train::predict(&net, &x.data, x.shape[0], 2).unwrap();
+    assert_close(
+        "softmax of the logits against PyTorch's (bias=False)",
+        &probs,
+        &softmax(&logits.data, 10),
+        Tolerance { rel: 1e-4, abs: 1e-6 },
+    );
+    let dir = TempDir::new("module-paths-nobias");
+    let path = dir.path().join("net.safetensors");
+    net.save(&path, StorageDtype::F32).unwrap();
+    let back = Network::load(&gpu, &path).unwrap();
+    assert_eq!(back.trunk_layers(), net.trunk_layers());
+    assert_eq!(headswap::train::predict(&back, &x.data, x.shape[0], 2).unwrap(), probs);
+    // it trains: the convolutions' weights move, and nothing asks for a bias gradient
+    let before = back.values().unwrap();
+    let mut back = back;
+    let n = 12;
+    let data = Dataset {
+        x: rand_vec(3, n * 243),
+        n,
+        d: 243,
+        input_shape: vec![3, 9, 9],
+        targets: Targets::Classes { y: (0..n as u32).map(|i| i % 10).collect(), num_classes: 10 },
+        label_names: (0..10).map(|i| format!("c{i}")).collect(),
+    };
+    let cfg = TrainConfig { batch_size: 4, optimizer: Optimizer::adam(1e-2), seed: 1, ..Default::default() };
+    Trainer::new(&gpu, cfg).fit(&mut back, &data, 1).unwrap();
+    let after = back.values().unwrap();
+    assert_ne!(after[0].0, before[0].0);
+    assert!(after[0].1.is_empty());
+}

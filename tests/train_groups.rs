@@ -165,11 +165,29 @@ fn a_frozen_prefix_is_cached_and_gives_the_uncached_result() {
 fn a_frozen_convolution_between_trainable_layers_passes_the_gradient_down() {
     let gpu = gpu();
     // conv(1→3) relu → max pool → conv(3→4) relu [frozen] → avg pool → dense → head
-    let c1 =
-        Conv2dSpec { in_channels: 1, height: 8, width: 8, out_channels: 3, kernel: 3, stride: 1, padding: 1, activation: Activation::Relu };
+    let c1 = Conv2dSpec {
+        in_channels: 1,
+        height: 8,
+        width: 8,
+        out_channels: 3,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+        bias: true,
+    };
     let p1 = Pool2dSpec { channels: 3, height: 8, width: 8, kernel: 2, stride: 2, padding: 0 };
-    let c2 =
-        Conv2dSpec { in_channels: 3, height: 4, width: 4, out_channels: 4, kernel: 3, stride: 1, padding: 1, activation: Activation::Relu };
+    let c2 = Conv2dSpec {
+        in_channels: 3,
+        height: 4,
+        width: 4,
+        out_channels: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+        bias: true,
+    };
     let p2 = Pool2dSpec { channels: 4, height: 4, width: 4, kernel: 2, stride: 2, padding: 0 };
     let trunk = vec![
         LayerSpec::Conv2d(c1),

@@ -128,9 +128,24 @@ fn check_gradients(c: &Case, what: &str) {
     }
 }
 
+/// [`resnet_trunk`] with torchvision's convolutions: no bias, the projection shortcut's neither.
+fn resnet_trunk_without_conv_bias() -> Trunk {
+    CnnBuilder::new(2, 5, 5)
+        .conv_bias(false)
+        .conv(3, 3, 1, 1, Activation::Relu)
+        .residual(|b| b.conv(3, 3, 1, 1, Activation::Tanh).conv(3, 3, 1, 1, Activation::Identity), Activation::Relu)
+        .residual(|b| b.conv(4, 3, 2, 1, Activation::Tanh).conv(4, 3, 1, 1, Activation::Identity), Activation::Tanh)
+        .global_avg_pool()
+        .build_graph()
+        .unwrap()
+}
+
 #[test]
 fn residual_gradients_equal_central_differences() {
     check_gradients(&case(resnet_trunk(), 3, 7, 1), "conv blocks, identity and projection shortcuts");
+    let no_bias = resnet_trunk_without_conv_bias();
+    assert!(no_bias.layers.iter().all(|l| !matches!(l, LayerSpec::Conv2d(c) if c.bias) && (l.has_params() || l.bias_len() == 0)));
+    check_gradients(&case(no_bias, 3, 7, 3), "the same without convolution biases");
     check_gradients(&case(mlp_trunk(), 4, 9, 2), "dense, a shortcut from the input and one over two layers");
 }
 

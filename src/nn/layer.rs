@@ -15,7 +15,9 @@ pub struct DenseSpec {
 }
 
 /// A 2-D convolution over `[in_channels, height, width]` inputs, weight
-/// `[out_channels, in_channels, kernel, kernel]` (PyTorch's `nn.Conv2d`), zero padding.
+/// `[out_channels, in_channels, kernel, kernel]` (PyTorch's `nn.Conv2d`), zero padding, and a
+/// bias `[out_channels]` unless `bias` is false (PyTorch's `bias=False`, as every convolution
+/// followed by a BatchNorm in torchvision).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dSpec {
     pub in_channels: usize,
@@ -26,6 +28,7 @@ pub struct Conv2dSpec {
     pub stride: usize,
     pub padding: usize,
     pub activation: Activation,
+    pub bias: bool,
 }
 
 /// A 2-D pooling window over `[channels, height, width]` inputs.
@@ -158,7 +161,7 @@ impl LayerSpec {
     pub fn bias_len(&self) -> usize {
         match *self {
             LayerSpec::Dense(d) => d.outputs,
-            LayerSpec::Conv2d(c) => c.out_channels,
+            LayerSpec::Conv2d(c) if c.bias => c.out_channels,
             _ => 0,
         }
     }
@@ -188,13 +191,14 @@ impl LayerSpec {
             LayerSpec::Conv2d(c) => {
                 let [o, h, w] = self.out_chw().unwrap_or([0; 3]);
                 format!(
-                    "conv2d {}×{}×{} → {o}×{h}×{w} (kernel {}, stride {}, padding {}) {}",
+                    "conv2d {}×{}×{} → {o}×{h}×{w} (kernel {}, stride {}, padding {}{}) {}",
                     c.in_channels,
                     c.height,
                     c.width,
                     c.kernel,
                     c.stride,
                     c.padding,
+                    if c.bias { "" } else { ", no bias" },
                     c.activation.name()
                 )
             }
@@ -262,6 +266,8 @@ pub struct CnnBuilder {
     scope: String,
     /// The value the next layer reads: 0 for the input, `i + 1` for layer `i`'s output.
     current: usize,
+    /// Whether the convolutions added from now on (projection shortcuts too) have a bias.
+    conv_bias: bool,
 }
 
 /// A trunk whose layers may read any earlier output: the layers in evaluation order and, per
@@ -299,7 +305,16 @@ impl CnnBuilder {
             names: Vec::new(),
             scope: String::new(),
             current: 0,
+            conv_bias: true,
         }
+    }
+
+    /// Whether the convolutions added from here on, projection shortcuts included, have a bias
+    /// (the default) or not (`false`: PyTorch's `bias=False`, torchvision's convolutions before a
+    /// BatchNorm, whose state_dicts then hold no `.bias` for them).
+    pub fn conv_bias(mut self, bias: bool) -> CnnBuilder {
+        self.conv_bias = bias;
+        self
     }
 
     /// Gives the layer added last the module path `name` inside the current
@@ -403,6 +418,7 @@ impl CnnBuilder {
                 stride,
                 padding: 0,
                 activation: Activation::Identity,
+                bias: b.conv_bias,
             };
             let body_shape = b.shape;
             b = b.push_from(LayerSpec::Conv2d(proj), vec![input]);
@@ -430,7 +446,18 @@ impl CnnBuilder {
     /// A convolution with `out_channels` filters of `kernel`×`kernel`.
     pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> CnnBuilder {
         let [c, h, w] = self.shape;
-        self.push(LayerSpec::Conv2d(Conv2dSpec { in_channels: c, height: h, width: w, out_channels, kernel, stride, padding, activation }))
+        let bias = self.conv_bias;
+        self.push(LayerSpec::Conv2d(Conv2dSpec {
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            activation,
+            bias,
+        }))
     }
 
     pub fn max_pool(self, kernel: usize, stride: usize) -> CnnBuilder {

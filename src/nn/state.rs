@@ -208,6 +208,17 @@ pub fn sequential_indices(layers: &[LayerSpec]) -> Vec<usize> {
 }
 
 fn layer_json(l: &LayerSpec, part: &str) -> serde_json::Value {
+    let mut v = layer_json_fields(l, part);
+    // written only where it is not the default, so files of convolutions with a bias are unchanged
+    if let LayerSpec::Conv2d(c) = l
+        && !c.bias
+    {
+        v["bias"] = serde_json::json!(false);
+    }
+    v
+}
+
+fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
     match *l {
         LayerSpec::Dense(d) => serde_json::json!({
             "type": "dense", "inputs": d.inputs, "outputs": d.outputs, "activation": d.activation.name(), "part": part,
@@ -318,6 +329,10 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                 stride: num("stride")?,
                 padding: num("padding")?,
                 activation: activation()?,
+                bias: match item.get("bias") {
+                    None => true,
+                    Some(v) => v.as_bool().ok_or_else(|| Error::format(path, format!("layer {i}: \"bias\" must be true or false")))?,
+                },
             }),
             "max_pool2d" => LayerSpec::MaxPool2d(pool()?),
             "avg_pool2d" => LayerSpec::AvgPool2d(pool()?),
@@ -396,7 +411,9 @@ impl Network {
                 let (w, b) = self.layer_values(i)?;
                 let name = &self.names[i];
                 ckpt.push(NamedTensor::new(format!("{name}.weight"), shape, w)?)?;
-                ckpt.push(NamedTensor::new(format!("{name}.bias"), vec![spec.bias_len()], b)?)?;
+                if spec.bias_len() > 0 {
+                    ckpt.push(NamedTensor::new(format!("{name}.bias"), vec![spec.bias_len()], b)?)?;
+                }
             }
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
@@ -541,7 +558,13 @@ impl Network {
             .iter()
             .zip(&seq)
             .filter_map(|(s, i)| Some((s.weight_shape()?, s.bias_len(), i)))
-            .flat_map(|(w, b, i)| [Expect::new(format!("{i}.weight"), w), Expect::new(format!("{i}.bias"), vec![b])])
+            .flat_map(|(w, b, i)| {
+                let mut e = vec![Expect::new(format!("{i}.weight"), w)];
+                if b > 0 {
+                    e.push(Expect::new(format!("{i}.bias"), vec![b]));
+                }
+                e
+            })
             .collect();
         let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
         sd.check(&expected).map_err(|e| match e {
@@ -662,7 +685,13 @@ impl Network {
             .iter()
             .zip(&self.names)
             .filter(|(s, _)| s.has_params())
-            .flat_map(|(_, n)| [format!("{n}.weight"), format!("{n}.bias")])
+            .flat_map(|(s, n)| {
+                let mut names = vec![format!("{n}.weight")];
+                if s.bias_len() > 0 {
+                    names.push(format!("{n}.bias"));
+                }
+                names
+            })
             .collect()
     }
 
@@ -698,7 +727,11 @@ impl Network {
         let mut refused: Vec<String> = Vec::new();
         for (i, spec) in layers.iter().enumerate() {
             let Some(w_shape) = spec.weight_shape() else { continue };
-            for (is_weight, shape) in [(true, w_shape), (false, vec![spec.bias_len()])] {
+            let mut params = vec![(true, w_shape)];
+            if spec.bias_len() > 0 {
+                params.push((false, vec![spec.bias_len()]));
+            }
+            for (is_weight, shape) in params {
                 let name = format!("{}.{}", self.names[i], if is_weight { "weight" } else { "bias" });
                 if let Some(int) = sd.get_int(&name) {
                     return Err(Error::format(origin, format!("{name} holds {} integers; a parameter is floating point", int.dtype)));

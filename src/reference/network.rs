@@ -48,7 +48,7 @@ fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize) -> Vec<f64> {
             super::bias_add(&mut z, &l.b);
             z
         }
-        LayerSpec::Conv2d(c) => rconv::conv2d_forward(&c.shape(m), input, &l.w, Some(&l.b)),
+        LayerSpec::Conv2d(c) => rconv::conv2d_forward(&c.shape(m), input, &l.w, c.bias.then_some(&l.b[..])),
         LayerSpec::MaxPool2d(p) => rconv::max_pool2d_forward(&p.shape(m), input).0,
         LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_forward(&p.shape(m), input),
         LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_forward(m, channels, height, width, input),
@@ -132,7 +132,7 @@ pub fn loss_and_grads_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f6
             }
             LayerSpec::Conv2d(c) => {
                 let g = rconv::conv2d_backward(&c.shape(m), input, &layer.w, &dz);
-                grads[i] = (g.dw, g.db);
+                grads[i] = (g.dw, if c.bias { g.db } else { Vec::new() });
                 g.dx
             }
             LayerSpec::MaxPool2d(p) => {

@@ -326,7 +326,7 @@ pub(crate) fn forward_dispatches(
                 };
                 let ws = ConvScratch::with_algo(gpu, &shape, conv::choose_algo(gpu, &shape, usage)?)?;
                 let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
-                out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, Some(&b), fused, &y4, &ws)?);
+                out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, c.bias.then_some(&b), fused, &y4, &ws)?);
                 conv[i] = Some(ws);
             }
             LayerSpec::MaxPool2d(p) => {
@@ -631,7 +631,17 @@ impl Plan {
                         let shape = c.shape(rows);
                         if trains {
                             let (gw, gb) = grads.views(net, i)?;
-                            d.extend(conv::conv2d_backward_dispatches(gpu, &shape, &x4, &w, &dy4, dx.as_ref(), &gw, Some(&gb), ws)?);
+                            d.extend(conv::conv2d_backward_dispatches(
+                                gpu,
+                                &shape,
+                                &x4,
+                                &w,
+                                &dy4,
+                                dx.as_ref(),
+                                &gw,
+                                c.bias.then_some(&gb),
+                                ws,
+                            )?);
                         } else if let Some(dx) = &dx {
                             d.extend(conv::conv2d_backward_input_dispatches(gpu, &shape, &x4, &w, &dy4, dx, ws)?);
                         }
