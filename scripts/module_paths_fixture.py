@@ -42,6 +42,23 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class Stem(nn.Module):
+    """ResNet's stem (7×7/2 convolution without bias, ReLU, MaxPool2d(3, 2, 1)) and one block."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(8, 8, bias=False))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x):
+        x = self.layer1(self.maxpool(self.relu(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def main():
     torch.manual_seed(12)
     out = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "module-paths")
@@ -62,6 +79,15 @@ def main():
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(sd, os.path.join(out, "tiny_resnet_nobias.safetensors"), metadata={"format": "pt"})
     save_file({"input": x, "logits": logits}, os.path.join(out, "tiny_resnet_nobias_io.safetensors"))
+    # the stem: odd sizes, so the padded pooling windows reach past both edges
+    torch.manual_seed(14)
+    model = Stem().eval()
+    x = torch.randn(4, 3, 19, 17)
+    with torch.no_grad():
+        logits = model(x)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, os.path.join(out, "stem.safetensors"), metadata={"format": "pt"})
+    save_file({"input": x, "logits": logits}, os.path.join(out, "stem_io.safetensors"))
 
 
 if __name__ == "__main__":

@@ -286,3 +286,36 @@ fn convolutions_without_bias_match_pytorch_bias_false() {
     assert_ne!(after[0].0, before[0].0);
     assert!(after[0].1.is_empty());
 }
+
+/// ResNet's stem as torchvision writes it: a 7×7/2 convolution without bias, ReLU,
+/// `MaxPool2d(3, 2, 1)` (windows past both edges of an odd-sized input), a block, the head.
+#[test]
+fn resnets_stem_with_padded_max_pooling_matches_pytorch() {
+    let gpu = gpu();
+    let sd = fixture("stem.safetensors");
+    let trunk = CnnBuilder::new(3, 19, 17)
+        .conv_bias(false)
+        .conv(8, 7, 2, 3, Activation::Relu)
+        .name("conv1")
+        .max_pool_padded(3, 2, 1)
+        .name("maxpool")
+        .scope("layer1", |b| {
+            b.scope("0", |b| {
+                b.residual(
+                    |b| b.conv(8, 3, 1, 1, Activation::Relu).name("conv1").conv(8, 3, 1, 1, Activation::Identity).name("conv2"),
+                    Activation::Relu,
+                )
+            })
+        })
+        .global_avg_pool()
+        .build_graph()
+        .unwrap();
+    assert_eq!(trunk.layers[1].out_chw(), Some([8, 5, 5]));
+    let mut net = Network::from_trunk(&gpu, 3 * 19 * 17, trunk, Init::KaimingUniform, Head::classes(10).module("fc"), 1).unwrap();
+    let report = net.load_state_dict(&sd, LoadOptions { strict: true, ..Default::default() }, "stem").unwrap();
+    assert!(report.is_exact(), "{report}");
+    let io = fixture("stem_io.safetensors");
+    let (x, logits) = (io.get("input").unwrap(), io.get("logits").unwrap());
+    let probs = headswap::train::predict(&net, &x.data, x.shape[0], 3).unwrap();
+    assert_close("softmax of the stem's logits against PyTorch's", &probs, &softmax(&logits.data, 10), Tolerance { rel: 1e-4, abs: 1e-6 });
+}

@@ -146,6 +146,17 @@ fn residual_gradients_equal_central_differences() {
     let no_bias = resnet_trunk_without_conv_bias();
     assert!(no_bias.layers.iter().all(|l| !matches!(l, LayerSpec::Conv2d(c) if c.bias) && (l.has_params() || l.bias_len() == 0)));
     check_gradients(&case(no_bias, 3, 7, 3), "the same without convolution biases");
+    // ResNet's stem: a strided 5×5 convolution without bias, then MaxPool2d(3, 2, 1)
+    let stem = CnnBuilder::new(2, 9, 9)
+        .conv_bias(false)
+        .conv(3, 5, 2, 2, Activation::Relu)
+        .max_pool_padded(3, 2, 1)
+        .residual(|b| b.conv(3, 3, 1, 1, Activation::Relu).conv(3, 3, 1, 1, Activation::Identity), Activation::Relu)
+        .global_avg_pool()
+        .build_graph()
+        .unwrap();
+    assert!(matches!(stem.layers[1], LayerSpec::MaxPool2d(p) if p.padding == 1 && p.kernel == 3 && p.stride == 2));
+    check_gradients(&case(stem, 3, 5, 4), "a stem with padded max pooling");
     check_gradients(&case(mlp_trunk(), 4, 9, 2), "dense, a shortcut from the input and one over two layers");
 }
 

@@ -461,8 +461,15 @@ impl CnnBuilder {
     }
 
     pub fn max_pool(self, kernel: usize, stride: usize) -> CnnBuilder {
+        self.max_pool_padded(kernel, stride, 0)
+    }
+
+    /// Max pooling over windows that may reach `padding` pixels beyond every edge (the padding
+    /// never wins: PyTorch's `MaxPool2d(kernel, stride, padding)`, e.g. ResNet's stem
+    /// `MaxPool2d(3, 2, 1)`). The padding is at most half the window.
+    pub fn max_pool_padded(self, kernel: usize, stride: usize, padding: usize) -> CnnBuilder {
         let [c, h, w] = self.shape;
-        self.push(LayerSpec::MaxPool2d(Pool2dSpec { channels: c, height: h, width: w, kernel, stride, padding: 0 }))
+        self.push(LayerSpec::MaxPool2d(Pool2dSpec { channels: c, height: h, width: w, kernel, stride, padding }))
     }
 
     pub fn avg_pool(self, kernel: usize, stride: usize) -> CnnBuilder {
