@@ -89,6 +89,21 @@ impl Mpi {
         self.inner.world.barrier();
     }
 
+    /// Sums `data` over the ranks into every rank's `data`: a reduction to rank 0, then a
+    /// broadcast of its result, so every rank gets the same bits (an all-reduce does not
+    /// promise that).
+    fn sum_everywhere<T: Equivalence + Copy + Default>(&self, data: &mut [T]) {
+        let root = self.inner.world.process_at_rank(0);
+        if self.rank() == 0 {
+            let mut out = vec![T::default(); data.len()];
+            root.reduce_into_root(&*data, &mut out[..], SystemOperation::sum());
+            data.copy_from_slice(&out);
+        } else {
+            root.reduce_into(&*data, SystemOperation::sum());
+        }
+        root.broadcast_into(data);
+    }
+
     fn check_same_length(&self, len: usize) -> Result<()> {
         let mine = len as u64;
         let (mut lo, mut hi) = (0u64, 0u64);
@@ -111,30 +126,13 @@ impl Collective for Mpi {
         Mpi::size(self)
     }
     fn sum(&self, data: &mut [f32]) -> Result<()> {
-        // reduce to rank 0, then broadcast its result: every rank gets the same bits, which an
-        // all-reduce does not promise
-        let root = self.inner.world.process_at_rank(0);
-        if self.rank() == 0 {
-            let mut out = vec![0f32; data.len()];
-            root.reduce_into_root(&*data, &mut out[..], SystemOperation::sum());
-            data.copy_from_slice(&out);
-        } else {
-            root.reduce_into(&*data, SystemOperation::sum());
-        }
-        root.broadcast_into(data);
+        // every step: the lengths were checked once, when the parameters were broadcast
+        self.sum_everywhere(data);
         Ok(())
     }
     fn sum_f64(&self, data: &mut [f64]) -> Result<()> {
         self.check_same_length(data.len())?;
-        let root = self.inner.world.process_at_rank(0);
-        if self.rank() == 0 {
-            let mut out = vec![0f64; data.len()];
-            root.reduce_into_root(&*data, &mut out[..], SystemOperation::sum());
-            data.copy_from_slice(&out);
-        } else {
-            root.reduce_into(&*data, SystemOperation::sum());
-        }
-        root.broadcast_into(data);
+        self.sum_everywhere(data);
         Ok(())
     }
     fn broadcast(&self, data: &mut [f32]) -> Result<()> {

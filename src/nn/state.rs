@@ -401,20 +401,44 @@ fn head_names_differ(head: &[LayerSpec], names: &[Option<String>], module: Optio
     super::Head::layer_names(head, module) != names
 }
 
+/// One parameter tensor of a network: layer `layer`'s weight or bias, its checkpoint key and
+/// shape.
+struct ParamKey {
+    layer: usize,
+    weight: bool,
+    name: String,
+    shape: Vec<usize>,
+}
+
+/// Every parameter tensor of `layers` named by `names`, in order: `<path>.weight`, then
+/// `<path>.bias` where the layer has one (not a convolution without bias). The one list the
+/// checkpoint writer, both loaders and [`Network::param_names`] read.
+fn param_keys(layers: &[LayerSpec], names: &[String]) -> Vec<ParamKey> {
+    let mut keys = Vec::new();
+    for (layer, (spec, path)) in layers.iter().zip(names).enumerate() {
+        let Some(shape) = spec.weight_shape() else { continue };
+        keys.push(ParamKey { layer, weight: true, name: format!("{path}.weight"), shape });
+        if spec.bias_len() > 0 {
+            keys.push(ParamKey { layer, weight: false, name: format!("{path}.bias"), shape: vec![spec.bias_len()] });
+        }
+    }
+    keys
+}
+
 impl Network {
     /// The parameters as a checkpoint (PyTorch names and layouts) with the architecture in the
     /// metadata. Reads the weights back from the GPU.
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let mut ckpt = Checkpoint::new();
-        for (i, spec) in self.layers().iter().enumerate() {
-            if let Some(shape) = spec.weight_shape() {
-                let (w, b) = self.layer_values(i)?;
-                let name = &self.names[i];
-                ckpt.push(NamedTensor::new(format!("{name}.weight"), shape, w)?)?;
-                if spec.bias_len() > 0 {
-                    ckpt.push(NamedTensor::new(format!("{name}.bias"), vec![spec.bias_len()], b)?)?;
-                }
+        let mut values = None;
+        for key in param_keys(&self.layers(), &self.names) {
+            // a layer's weight comes first: read the layer back then, and its bias from that
+            if key.weight {
+                values = Some(self.layer_values(key.layer)?);
             }
+            let (w, b) = values.as_mut().ok_or_else(|| Error::invalid("a bias listed before its weight"))?;
+            let data = std::mem::take(if key.weight { w } else { b });
+            ckpt.push(NamedTensor::new(key.name, key.shape, data)?)?;
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
         ckpt.metadata.insert(checkpoint::LAYERS_KEY.into(), layers_json(self));
@@ -553,32 +577,20 @@ impl Network {
         let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
         let given: Vec<Option<String>> =
             trunk.names.iter().cloned().chain(super::Head::layer_names(&head, head_module.as_deref())).collect();
-        let seq = super::resolve_names(&all, &given).map_err(|e| Error::format(origin, message(e)))?;
-        let expected: Vec<Expect> = all
-            .iter()
-            .zip(&seq)
-            .filter_map(|(s, i)| Some((s.weight_shape()?, s.bias_len(), i)))
-            .flat_map(|(w, b, i)| {
-                let mut e = vec![Expect::new(format!("{i}.weight"), w)];
-                if b > 0 {
-                    e.push(Expect::new(format!("{i}.bias"), vec![b]));
-                }
-                e
-            })
-            .collect();
+        let names = super::resolve_names(&all, &given).map_err(|e| Error::format(origin, message(e)))?;
+        let keys = param_keys(&all, &names);
+        let expected: Vec<Expect> = keys.iter().map(|k| Expect::new(k.name.clone(), k.shape.clone())).collect();
         let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
         sd.check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
             other => other,
         })?;
-        let values: Vec<(Vec<f32>, Vec<f32>)> = seq
-            .iter()
-            .map(|i| {
-                let w = ckpt.get(&format!("{i}.weight")).map(|t| t.data.clone()).unwrap_or_default();
-                let b = ckpt.get(&format!("{i}.bias")).map(|t| t.data.clone()).unwrap_or_default();
-                (w, b)
-            })
-            .collect();
+        // checked above: every key is present with its shape
+        let mut values: Vec<(Vec<f32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); all.len()];
+        for k in &keys {
+            let data = ckpt.get(&k.name).map(|t| t.data.clone()).unwrap_or_default();
+            if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
+        }
         Network::from_named_layers(gpu, trunk, head, head_module, kind, &values)
     }
 }
@@ -681,18 +693,7 @@ pub struct LoadOptions {
 impl Network {
     /// Every parameter's checkpoint key, in order: `<module path>.weight`, `<module path>.bias`.
     pub fn param_names(&self) -> Vec<String> {
-        self.layers()
-            .iter()
-            .zip(&self.names)
-            .filter(|(s, _)| s.has_params())
-            .flat_map(|(s, n)| {
-                let mut names = vec![format!("{n}.weight")];
-                if s.bias_len() > 0 {
-                    names.push(format!("{n}.bias"));
-                }
-                names
-            })
-            .collect()
+        param_keys(&self.layers(), &self.names).into_iter().map(|k| k.name).collect()
     }
 
     /// Loads the parameters a PyTorch-style state_dict holds under this network's names into it
@@ -721,37 +722,28 @@ impl Network {
     pub fn load_state_dict(&mut self, ckpt: &Checkpoint, options: LoadOptions, origin: &str) -> Result<LoadReport> {
         let sd = ckpt.state_dict_only();
         let t = self.trunk.len();
-        let layers = self.layers();
         let mut report = LoadReport::default();
         let mut uploads: Vec<(usize, bool, &[f32])> = Vec::new();
         let mut refused: Vec<String> = Vec::new();
-        for (i, spec) in layers.iter().enumerate() {
-            let Some(w_shape) = spec.weight_shape() else { continue };
-            let mut params = vec![(true, w_shape)];
-            if spec.bias_len() > 0 {
-                params.push((false, vec![spec.bias_len()]));
+        for ParamKey { layer, weight, name, shape } in param_keys(&self.layers(), &self.names) {
+            if let Some(int) = sd.get_int(&name) {
+                return Err(Error::format(origin, format!("{name} holds {} integers; a parameter is floating point", int.dtype)));
             }
-            for (is_weight, shape) in params {
-                let name = format!("{}.{}", self.names[i], if is_weight { "weight" } else { "bias" });
-                if let Some(int) = sd.get_int(&name) {
-                    return Err(Error::format(origin, format!("{name} holds {} integers; a parameter is floating point", int.dtype)));
+            match sd.get(&name) {
+                Some(found) if found.shape == shape => {
+                    uploads.push((layer, weight, &found.data));
+                    report.applied.push(name);
                 }
-                match sd.get(&name) {
-                    Some(found) if found.shape == shape => {
-                        uploads.push((i, is_weight, &found.data));
-                        report.applied.push(name);
+                other => {
+                    if layer < t && !options.init_missing_trunk {
+                        refused.push(match other {
+                            Some(found) => format!("{name} has shape {:?}, the network's is {shape:?}", found.shape),
+                            None => format!("{name} is missing"),
+                        });
                     }
-                    other => {
-                        if i < t && !options.init_missing_trunk {
-                            refused.push(match other {
-                                Some(found) => format!("{name} has shape {:?}, the network's is {shape:?}", found.shape),
-                                None => format!("{name} is missing"),
-                            });
-                        }
-                        match other {
-                            Some(found) => report.mismatched.push((name, found.shape.clone(), shape)),
-                            None => report.missing.push(name),
-                        }
+                    match other {
+                        Some(found) => report.mismatched.push((name, found.shape.clone(), shape)),
+                        None => report.missing.push(name),
                     }
                 }
             }

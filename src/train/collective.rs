@@ -184,28 +184,26 @@ impl ThreadGroup {
     }
 
     /// Deposits `data`, waits for every replica, and returns the combination `f` of the slots
-    /// (computed once, by replica 0, and read by all).
-    fn exchange(&self, data: Vec<f64>, f: impl FnOnce(&[Vec<f64>]) -> Result<Vec<f64>>) -> Result<Vec<f64>> {
+    /// (computed once, by replica 0, and read by all). Slots of different lengths (replicas
+    /// training different networks) are an error on every replica.
+    fn exchange(&self, data: Vec<f64>, f: impl FnOnce(&[Vec<f64>]) -> Vec<f64>) -> Result<Vec<f64>> {
+        let len = data.len();
         let mut ex = self.lock()?;
         ex.slots[self.rank] = data;
         let mut ex = self.wait(ex)?;
         if self.rank == 0 {
-            let combined = f(&ex.slots);
-            ex.result = combined.unwrap_or_default();
+            let same = ex.slots.iter().all(|s| s.len() == len);
+            ex.result = if same { f(&ex.slots) } else { Vec::new() };
         }
         let ex = self.wait(ex)?;
+        let same = ex.slots.iter().all(|s| s.len() == len);
         let out = ex.result.clone();
         // nobody may deposit the next buffer before everyone has read this result
         drop(self.wait(ex)?);
-        Ok(out)
-    }
-
-    fn sum_slots(slots: &[Vec<f64>]) -> Result<Vec<f64>> {
-        let n = slots[0].len();
-        if slots.iter().any(|s| s.len() != n) {
+        if !same || out.len() != len {
             return Err(Error::invalid("replicas exchanged buffers of different lengths"));
         }
-        Ok((0..n).map(|i| slots.iter().map(|s| s[i]).sum()).collect())
+        Ok(out)
     }
 }
 
@@ -219,25 +217,18 @@ impl Collective for ThreadGroup {
     fn sum(&self, data: &mut [f32]) -> Result<()> {
         // summed in f32, in replica order, as an MPI reduction of f32 would
         let out = self.exchange(data.iter().map(|&v| v as f64).collect(), |slots| {
-            let n = slots[0].len();
-            if slots.iter().any(|s| s.len() != n) {
-                return Err(Error::invalid("replicas exchanged buffers of different lengths"));
-            }
-            Ok((0..n).map(|i| slots.iter().fold(0f32, |acc, s| acc + s[i] as f32) as f64).collect())
+            (0..slots[0].len()).map(|i| slots.iter().fold(0f32, |acc, s| acc + s[i] as f32) as f64).collect()
         })?;
-        check_len(&out, data.len())?;
         data.iter_mut().zip(out).for_each(|(d, v)| *d = v as f32);
         Ok(())
     }
     fn sum_f64(&self, data: &mut [f64]) -> Result<()> {
-        let out = self.exchange(data.to_vec(), Self::sum_slots)?;
-        check_len(&out, data.len())?;
+        let out = self.exchange(data.to_vec(), |slots| (0..slots[0].len()).map(|i| slots.iter().map(|s| s[i]).sum()).collect())?;
         data.copy_from_slice(&out);
         Ok(())
     }
     fn broadcast(&self, data: &mut [f32]) -> Result<()> {
-        let out = self.exchange(data.iter().map(|&v| v as f64).collect(), |slots| Ok(slots[0].clone()))?;
-        check_len(&out, data.len())?;
+        let out = self.exchange(data.iter().map(|&v| v as f64).collect(), |slots| slots[0].clone())?;
         data.iter_mut().zip(out).for_each(|(d, v)| *d = v as f32);
         Ok(())
     }
@@ -248,13 +239,6 @@ impl Collective for ThreadGroup {
             self.shared.1.notify_all();
         }
     }
-}
-
-fn check_len(out: &[f64], want: usize) -> Result<()> {
-    if out.len() != want {
-        return Err(Error::invalid("replicas exchanged buffers of different lengths"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

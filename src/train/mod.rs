@@ -362,49 +362,13 @@ impl Trainer {
             sb.acc.reset(&gpu)?;
             let mut lr = cfg.optimizer.lr();
             let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
+            // the rows of step `s`'s batch, and (offset in the batch, rows) of this replica's share
+            // of them (all of them alone)
+            let batch_rows = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { rem } else { b };
+            let my_share = |s: usize| collective::share(batch_rows(s), rank, size);
             let mut first_step = 0;
-            while let (Some(r), Some(exchange)) = (replicas, &exchange)
-                && first_step < steps_per_epoch
-            {
-                // data parallel, one step: this replica's share of the batch → gradients ready →
-                // the replicas' mean gradient → the same update everywhere
-                let s = first_step;
-                let global = epoch * steps_per_epoch + s;
-                lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
-                opt_step += 1;
-                let batch_rows = if s == steps_per_epoch - 1 && rem > 0 { rem } else { b };
-                let (offset, rows) = collective::share(batch_rows, rank, size);
-                let plan = plan_of(s);
-                uniforms.clear();
-                uniforms.begin_step();
-                // a replica without rows records no launches; its offset only has to be valid
-                plan.stage(&mut uniforms, if rows > 0 { s * b + offset } else { 0 }, lr, opt_step)?;
-                uniforms.upload(&gpu);
-                let mut rec = Recorder::new(&gpu, "train_gradients");
-                uniforms.record(&mut rec, 0);
-                let mut recorded = 0;
-                if rows > 0 {
-                    recorded = rec.pass("train_gradients", plan.gradient_dispatches());
-                    exchange.record_copy(&mut rec, &sb.grads)?;
-                }
-                rec.submit();
-                let share_of_batch = collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows], offset, rows);
-                exchange.mean(&gpu, &sb.grads, r, rows > 0, share_of_batch)?;
-                let mut rec = Recorder::new(&gpu, "train_update");
-                let recorded = recorded + rec.pass("train_update", plan.update_dispatches());
-                rec.submit();
-                if batch_rows == b {
-                    step_dispatches += recorded as u64;
-                    counted_steps += 1;
-                }
-                step_submits += 2;
-                all_steps += 1;
-                if let Some(p) = self.progress.as_mut() {
-                    p(Progress::Step { epoch, step: s, steps_per_epoch, epochs });
-                }
-                first_step += 1;
-            }
             while first_step < steps_per_epoch {
+                // alone several steps per submission; data parallel one (`per_submission`)
                 let steps = first_step..(first_step + per_submission).min(steps_per_epoch);
                 uniforms.clear();
                 for s in steps.clone() {
@@ -412,23 +376,50 @@ impl Trainer {
                     lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
                     opt_step += 1;
                     uniforms.begin_step();
-                    plan_of(s).stage(&mut uniforms, s * b, lr, opt_step)?;
+                    // a replica without rows records no launches; its offset only has to be valid
+                    let (offset, rows) = my_share(s);
+                    plan_of(s).stage(&mut uniforms, if rows > 0 { s * b + offset } else { 0 }, lr, opt_step)?;
                 }
                 uniforms.upload(&gpu);
-                // one encoder and one submission for these steps; each step's uniform copies go
-                // in front of its own compute pass
-                let mut rec = Recorder::new(&gpu, "train_steps");
-                for (k, s) in steps.clone().enumerate() {
-                    uniforms.record(&mut rec, k);
-                    let plan = plan_of(s);
-                    let recorded = rec.pass("train_step", plan.dispatches());
-                    if plan.rows == b {
+                if let (Some(r), Some(exchange)) = (replicas, &exchange) {
+                    // data parallel: this replica's share of the batch → gradients ready → the
+                    // replicas' mean gradient → the same update everywhere
+                    let s = steps.start;
+                    let (plan, (offset, rows)) = (plan_of(s), my_share(s));
+                    let mut rec = Recorder::new(&gpu, "train_gradients");
+                    uniforms.record(&mut rec, 0);
+                    let mut recorded = 0;
+                    if rows > 0 {
+                        recorded = rec.pass("train_gradients", plan.gradient_dispatches());
+                        exchange.record_copy(&mut rec, &sb.grads)?;
+                    }
+                    rec.submit();
+                    let weight = collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows(s)], offset, rows);
+                    exchange.mean(&gpu, &sb.grads, r, rows > 0, weight)?;
+                    let mut rec = Recorder::new(&gpu, "train_update");
+                    recorded += rec.pass("train_update", plan.update_dispatches());
+                    rec.submit();
+                    if batch_rows(s) == b {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
                     }
+                    step_submits += 2;
+                } else {
+                    // one encoder and one submission for these steps; each step's uniform copies
+                    // go in front of its own compute pass
+                    let mut rec = Recorder::new(&gpu, "train_steps");
+                    for (k, s) in steps.clone().enumerate() {
+                        uniforms.record(&mut rec, k);
+                        let plan = plan_of(s);
+                        let recorded = rec.pass("train_step", plan.dispatches());
+                        if plan.rows == b {
+                            step_dispatches += recorded as u64;
+                            counted_steps += 1;
+                        }
+                    }
+                    rec.submit();
+                    step_submits += 1;
                 }
-                rec.submit();
-                step_submits += 1;
                 all_steps += steps.len() as u64;
                 if let Some(p) = self.progress.as_mut() {
                     for s in steps.clone() {

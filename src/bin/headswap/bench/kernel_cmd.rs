@@ -27,13 +27,18 @@ pub struct KernelRequest {
     pub scale: Scale,
 }
 
+/// `D` positive integers separated by `x`, or `None`.
+fn dims<const D: usize>(s: &str) -> Option<[usize; D]> {
+    let dims: Option<Vec<usize>> = s.split(['x', 'X']).map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0)).collect();
+    dims?.try_into().ok()
+}
+
 /// `MxNxK` (each positive) as (m, n, k).
 pub fn parse_shape(s: &str) -> CliResult<(usize, usize, usize)> {
-    let dims: Vec<Option<usize>> = s.split(['x', 'X']).map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0)).collect();
-    match dims.as_slice() {
-        [Some(m), Some(n), Some(k)] => Ok((*m, *n, *k)),
-        _ => Err(usage(format!("--shape {s:?} is not MxNxK with three positive integers (C[M×N] = A[M×K]·B[K×N]), e.g. 4096x4096x4096"))),
-    }
+    let [m, n, k] = dims::<3>(s).ok_or_else(|| {
+        usage(format!("--shape {s:?} is not MxNxK with three positive integers (C[M×N] = A[M×K]·B[K×N]), e.g. 4096x4096x4096"))
+    })?;
+    Ok((m, n, k))
 }
 
 /// `nn`, `nt` or `tn`.
@@ -201,13 +206,9 @@ pub struct ConvRequest {
 
 /// `NxCxHxW` (each positive).
 pub fn parse_nchw(s: &str) -> CliResult<[usize; 4]> {
-    let dims: Vec<Option<usize>> = s.split(['x', 'X']).map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0)).collect();
-    match dims.as_slice() {
-        [Some(n), Some(c), Some(h), Some(w)] => Ok([*n, *c, *h, *w]),
-        _ => Err(usage(format!(
-            "--shape {s:?} is not NxCxHxW with four positive integers (batch, channels, height, width), e.g. 32x64x56x56"
-        ))),
-    }
+    dims::<4>(s).ok_or_else(|| {
+        usage(format!("--shape {s:?} is not NxCxHxW with four positive integers (batch, channels, height, width), e.g. 32x64x56x56"))
+    })
 }
 
 /// `all` (None), `direct` or `im2col`.
