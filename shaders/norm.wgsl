@@ -298,3 +298,43 @@ fn bn_train_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let xhat = (gx[i] - g_saved[ch]) * invstd;
     dx7[i] = t_gamma[ch] * invstd * (dy[i] - t_dbeta[ch] * inv_m - xhat * t_dgamma[ch] * inv_m);
 }
+
+// ---------------------------------------------------------------------------------------------
+// An inference-mode BN folded into the convolution before it (torchvision's FrozenBatchNorm2d
+// after a conv, torch.nn.utils.fusion.fuse_conv_bn_eval): W' = W·s, b' = β + (b − μ_run)·s,
+// s = γ/√(σ²_run + ε). Two launches, so that neither binds more than the 8 storage buffers every
+// device has:
+//   bn_fold_weight  1 W (as x), 2 γ, 3 run_var, 4 W' (rw): laid out as the element-wise kernels
+//                   with N = 1, C = out channels, HW = weights per out channel
+//   bn_fold_bias    1 γ, 2 β, 3 run_mean, 4 run_var, 5 the conv's bias (any buffer without
+//                   HAS_BIAS), 6 b' (rw): one invocation per channel (flat, HW = 1)
+
+@group(0) @binding(3) var<storage, read> fold_var: array<f32>;
+@group(0) @binding(4) var<storage, read_write> folded_weight: array<f32>;
+
+@group(0) @binding(1) var<storage, read> fb_gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> fb_beta: array<f32>;
+@group(0) @binding(3) var<storage, read> fb_mean: array<f32>;
+@group(0) @binding(4) var<storage, read> fb_var: array<f32>;
+@group(0) @binding(5) var<storage, read> fb_conv_bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fb_out: array<f32>;
+
+override HAS_BIAS: bool = true;
+
+@compute @workgroup_size(64)
+fn bn_fold_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    folded_weight[el.i] = x[el.i] * (gamma[el.ch] / sqrt(fold_var[el.ch] + p.eps));
+}
+
+@compute @workgroup_size(64)
+fn bn_fold_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let el = element(gid, wid, lid, nwg);
+    if !el.valid { return; }
+    let ch = el.ch;
+    let s = fb_gamma[ch] / sqrt(fb_var[ch] + p.eps);
+    var b = 0.0;
+    if HAS_BIAS { b = fb_conv_bias[ch]; }
+    fb_out[ch] = fb_beta[ch] + (b - fb_mean[ch]) * s;
+}

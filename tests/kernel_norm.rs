@@ -362,6 +362,32 @@ fn folded_conv_equals_conv_then_batch_norm() {
     }
 }
 
+/// The GPU fold (`norm::fold_conv_dispatches`, what a plan runs for a frozen conv → BN) equals
+/// the float64 fold at odd sizes, with and without a conv bias, its outputs poisoned first.
+#[test]
+fn the_gpu_fold_equals_the_float64_fold_at_odd_sizes() {
+    let gpu = gpu();
+    for (k, &(o, per)) in [(1usize, 1usize), (7, 1), (33, 9), (5, 127), (127, 33)].iter().enumerate() {
+        for bias in [true, false] {
+            let seed = 700 + 10 * k as u64 + bias as u64;
+            let case = Case::new(&gpu, (1, o, 1, 1), seed);
+            let w = rand_vec(seed + 7, o * per);
+            let b = rand_vec(seed + 8, o);
+            let (gw, gb) = (upload(&gpu, &[o, per], &w), upload(&gpu, &[o], &b));
+            let (fw, fb) = (poisoned(&gpu, &[o, per]), poisoned(&gpu, &[o]));
+            let d = norm::fold_conv_dispatches(&gpu, &case.bn(), &gw, bias.then_some(&gb), &fw, &fb).unwrap();
+            gpu.run("fold", &d.iter().collect::<Vec<_>>()).unwrap();
+            let [_, gamma, beta, mean, var] = case.f64s();
+            let (s, t) = rn::scale_shift(&gamma, &beta, &mean, &var, case.eps as f64);
+            let want_w: Vec<f64> = w.iter().enumerate().map(|(i, &v)| v as f64 * s[i / per]).collect();
+            let want_b: Vec<f64> = (0..o).map(|c| t[c] + if bias { b[c] as f64 * s[c] } else { 0.0 }).collect();
+            let what = format!("fold of {o}×{per} weights, bias {bias}");
+            assert_close(&format!("{what}: weights"), &download(&gpu, &fw), &want_w, Tolerance::F32);
+            assert_close(&format!("{what}: bias"), &download(&gpu, &fb), &want_b, Tolerance::F32);
+        }
+    }
+}
+
 /// One step of each mode equals what PyTorch computes (torch 2.15, `torch.native_batch_norm` in
 /// float64, gradients by autograd; `scripts/torch_ops_fixture.py`): the output, the saved
 /// statistics, the running statistics after PyTorch's momentum update, and dx, dγ, dβ; the

@@ -151,7 +151,7 @@ fn check_cnn(act: Activation, kind: HeadKind, seed: u64, global_pool: bool) {
     let data = Dataset { x: x.clone(), n: m, d, input_shape: vec![c, h, w], targets, label_names: vec![] };
     let net = Network::from_layers(&gpu, trunk, head, kind, &values).unwrap();
     let (_, gpu_grads) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
-    let mut layers: Vec<RefLayer> = all.iter().zip(&values).map(|(s, (w, b))| RefLayer { spec: *s, w: to_f64(w), b: to_f64(b) }).collect();
+    let mut layers: Vec<RefLayer> = all.iter().zip(&values).map(|(s, (w, b))| RefLayer::new(*s, to_f64(w), to_f64(b))).collect();
     let xf = to_f64(&x);
     for li in 0..layers.len() {
         for which in 0..2 {

@@ -81,7 +81,7 @@ fn network(c: &Case) -> Network {
 
 fn ref_layers(c: &Case) -> (Vec<RefLayer>, Vec<Vec<usize>>) {
     let all: Vec<LayerSpec> = c.net_trunk.layers.iter().chain(&c.head).copied().collect();
-    let layers = all.iter().zip(&c.values).map(|(s, (w, b))| RefLayer { spec: *s, w: to_f64(w), b: to_f64(b) }).collect();
+    let layers = all.iter().zip(&c.values).map(|(s, (w, b))| RefLayer::new(*s, to_f64(w), to_f64(b))).collect();
     let t = c.net_trunk.layers.len();
     let mut sources = c.net_trunk.sources.clone();
     sources.extend((t..all.len()).map(|i| vec![i]));

@@ -60,6 +60,8 @@ pub(crate) const BN_EVAL_BACKWARD_INPUT: Kernel =
     Kernel { source: &source::NORM, entry: "bn_eval_backward_input", bindings: &[R, R, R, RW] };
 pub(crate) const BN_TRAIN_BACKWARD_INPUT: Kernel =
     Kernel { source: &source::NORM, entry: "bn_train_backward_input", bindings: &[R, R, R, R, R, R, RW] };
+pub(crate) const BN_FOLD_WEIGHT: Kernel = Kernel { source: &source::NORM, entry: "bn_fold_weight", bindings: &[R, R, R, RW] };
+pub(crate) const BN_FOLD_BIAS: Kernel = Kernel { source: &source::NORM, entry: "bn_fold_bias", bindings: &[R, R, R, R, R, RW] };
 
 /// Invocations per workgroup of the reductions (`WG` in norm.wgsl).
 const WG: u32 = 256;
@@ -379,6 +381,48 @@ pub fn train_backward_dispatches(
 pub fn train_backward(gpu: &Gpu, bn: &BatchNorm, dy: &Tensor, x: &Tensor, saved: &Tensor, grads: &BatchNormGrads) -> Result<()> {
     let d = train_backward_dispatches(gpu, bn, dy, x, saved, grads)?;
     gpu.run("bn_train_backward", &d.iter().collect::<Vec<_>>())
+}
+
+/// Builds the fold of an inference-mode BN into the convolution before it: `folded_weight =
+/// W·s` (any `[O, …]` layout, `O` the BN's channels) and `folded_bias = β + (b − μ)·s`, `b` the
+/// conv's `bias` or 0 (see [`crate::nn::batchnorm::fold_into_conv`], its host twin): two
+/// launches, after which the convolution computes conv → BN in one. `bn.shape` is used for its
+/// channels only.
+pub fn fold_conv_dispatches(
+    gpu: &Gpu,
+    bn: &BatchNorm,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    folded_weight: &Tensor,
+    folded_bias: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let op = "bn_fold_conv";
+    let o = bn.shape.c;
+    ensure(o > 0 && weight.len().is_multiple_of(o) && !weight.is_empty(), op, || {
+        format!("{} weights do not split into {o} output channels", weight.len())
+    })?;
+    let per = weight.len() / o;
+    let weights = BatchNorm { shape: BatchNormShape { n: 1, c: o, h: per, w: 1 }, ..*bn };
+    let p = check(&weights, op, Activation::Identity, 0.0, &[(weight, "weight"), (folded_weight, "folded_weight")])?;
+    f32_tensor(folded_bias, o, op, "folded_bias")?;
+    if let Some(b) = bias {
+        f32_tensor(b, o, op, "bias")?;
+    }
+    let ins =
+        [(weight, "weight"), (bn.gamma, "gamma"), (bn.beta, "beta"), (bn.running_mean, "running_mean"), (bn.running_var, "running_var")];
+    apart(op, folded_weight, &ins, "folded_weight")?;
+    apart(op, folded_bias, &ins, "folded_bias")?;
+    if let Some(b) = bias {
+        apart(op, folded_bias, &[(b, "bias")], "folded_bias")?;
+    }
+    let fold_w =
+        elementwise(gpu, BN_FOLD_WEIGHT, Activation::Identity, &p, weights.shape, &[weight, bn.gamma, bn.running_var, folded_weight])?;
+    let channels = BatchNorm { shape: BatchNormShape { n: 1, c: o, h: 1, w: 1 }, ..*bn };
+    let p = check(&channels, op, Activation::Identity, 0.0, &[])?;
+    let bufs = [bn.gamma, bn.beta, bn.running_mean, bn.running_var, bias.unwrap_or(bn.gamma), folded_bias];
+    let consts = [("ACT", 0.0), ("PLANES", 0.0), ("HAS_BIAS", bias.is_some() as u32 as f64)];
+    let fold_b = Dispatch::new(gpu, BN_FOLD_BIAS, &consts, bytemuck::bytes_of(&p), &bufs, groups_1d(o, EWG as u32))?;
+    Ok(vec![fold_w, fold_b])
 }
 
 #[cfg(test)]

@@ -6,6 +6,80 @@
 //! convolution without bias). Computed in float64 and rounded once to f32.
 
 use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
+use crate::gpu::{Gpu, Tensor};
+use crate::nn::LayerSpec;
+
+/// One BatchNorm layer's running statistics, read back ([`crate::nn::Network::running_stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormStats {
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    /// The training-mode steps the statistics have seen (PyTorch's `num_batches_tracked`).
+    pub num_batches_tracked: u64,
+}
+
+/// The BatchNorm layers' running statistics (PyTorch's buffers `running_mean`, `running_var`,
+/// `num_batches_tracked`): not parameters — no gradient, no optimizer state — but state a
+/// training-mode step updates in place on the GPU and a checkpoint carries. One buffer holds every
+/// layer's mean and variance, each view on a 256-byte boundary, so a network copies, broadcasts
+/// and backs them up in one piece.
+#[derive(Clone)]
+pub(crate) struct RunningStats {
+    pub buf: Tensor,
+    /// Per layer: the element offsets of its mean and variance, `None` for other layers.
+    pub slots: Vec<Option<(usize, usize)>>,
+    /// Per layer: PyTorch's `num_batches_tracked`, the training-mode steps it has seen.
+    pub batches: Vec<u64>,
+    /// Elements of `buf` in use.
+    pub len: usize,
+}
+
+impl RunningStats {
+    /// Fresh statistics for `layers` (PyTorch's reset: mean 0, variance 1, 0 batches).
+    pub fn new(gpu: &Gpu, layers: &[LayerSpec]) -> Result<RunningStats> {
+        let mut off = 0;
+        let mut slots = Vec::with_capacity(layers.len());
+        let mut host = Vec::new();
+        for l in layers {
+            if let LayerSpec::BatchNorm(b) = l {
+                let c = b.channels;
+                let (m, v) = (off, (off + c).next_multiple_of(super::ALIGN));
+                off = (v + c).next_multiple_of(super::ALIGN);
+                host.resize(off, 0.0);
+                host[v..v + c].fill(1.0);
+                slots.push(Some((m, v)));
+            } else {
+                slots.push(None);
+            }
+        }
+        gpu.check_binding_size("running statistics", 4 * off as u64)?;
+        let buf = Tensor::alloc(gpu, &[off.max(1)], DType::F32, "running_stats")?;
+        if off > 0 {
+            buf.write(gpu, &host)?;
+        }
+        Ok(RunningStats { buf, slots, batches: vec![0; layers.len()], len: off })
+    }
+
+    /// Layer `i`'s `(running_mean, running_var)` views, `None` if it is no BatchNorm.
+    pub fn views(&self, i: usize, channels: usize) -> Result<Option<(Tensor, Tensor)>> {
+        match self.slots.get(i).copied().flatten() {
+            Some((m, v)) => Ok(Some((self.buf.view(m, &[channels])?, self.buf.view(v, &[channels])?))),
+            None => Ok(None),
+        }
+    }
+
+    /// An independent copy on the GPU (a buffer-to-buffer copy; nothing is read back).
+    pub fn try_clone(&self, gpu: &Gpu) -> Result<RunningStats> {
+        let buf = Tensor::alloc(gpu, &[self.len.max(1)], DType::F32, "running_stats")?;
+        if self.len > 0 {
+            let mut rec = crate::gpu::Recorder::new(gpu, "clone_running_stats");
+            rec.copy(&self.buf, 0, &buf, 0, self.len)?;
+            rec.submit();
+        }
+        Ok(RunningStats { buf, slots: self.slots.clone(), batches: self.batches.clone(), len: self.len })
+    }
+}
 
 /// An inference-mode BatchNorm's per-channel tensors (`C` each) and ε.
 #[derive(Debug, Clone, Copy)]

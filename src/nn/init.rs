@@ -24,6 +24,10 @@ impl Init {
     /// convolutions (fan_in = in_channels·k², fan_out = out_channels·k²).
     pub fn layer(self, spec: &crate::nn::LayerSpec, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
         let Some(shape) = spec.weight_shape() else { return (Vec::new(), Vec::new()) };
+        if let crate::nn::LayerSpec::BatchNorm(b) = spec {
+            // PyTorch's reset_parameters: γ = 1, β = 0, whatever the convolutions' scheme
+            return (vec![1.0; b.channels], vec![0.0; b.channels]);
+        }
         let (fan_in, fan_out) = spec.fans();
         let n: usize = shape.iter().product();
         match self {

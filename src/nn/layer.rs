@@ -55,6 +55,36 @@ pub struct AddSpec {
     pub activation: Activation,
 }
 
+/// A BatchNorm (PyTorch's `nn.BatchNorm2d`; `BatchNorm1d` over features is `height = width = 1`)
+/// over `[channels, height, width]` inputs, then an activation (torchvision's `bn1` then `relu`
+/// is one layer here). γ is the layer's weight `[C]` and β its bias `[C]` (PyTorch's
+/// `bn.weight`, `bn.bias`); the running statistics live beside the parameters
+/// ([`crate::nn::Network`] keeps them, checkpoints write them as `running_mean`, `running_var` and
+/// `num_batches_tracked`). Which statistics a step uses — the running ones (inference mode, the
+/// default for a frozen layer) or the batch's — is the training run's choice
+/// ([`crate::train::BatchNormMode`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Added to the variance (PyTorch's `eps`, 1e-5 by default).
+    pub eps: f32,
+    /// The running statistics' update factor in training mode (PyTorch's `momentum`, 0.1).
+    pub momentum: f32,
+    pub activation: Activation,
+    /// `BatchNorm2d`, whose output stays `[C, H, W]` for convolutions and pooling to read, or
+    /// `BatchNorm1d` (`false`, `H = W = 1`) over the features of a flat row, after dense layers.
+    pub spatial: bool,
+}
+
+impl BatchNormSpec {
+    /// The kernels' view of the layer for a batch of `n`.
+    pub fn shape(&self, n: usize) -> crate::kernels::norm::BatchNormShape {
+        crate::kernels::norm::BatchNormShape { n, c: self.channels, h: self.height, w: self.width }
+    }
+}
+
 /// Any layer a network can hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LayerSpec {
@@ -70,6 +100,7 @@ pub enum LayerSpec {
     },
     /// The sum of two earlier outputs (a residual connection).
     Add(AddSpec),
+    BatchNorm(BatchNormSpec),
 }
 
 impl From<DenseSpec> for LayerSpec {
@@ -106,6 +137,7 @@ impl LayerSpec {
             LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => p.channels * p.height * p.width,
             LayerSpec::GlobalAvgPool { channels, height, width } => channels * height * width,
             LayerSpec::Add(a) => a.features,
+            LayerSpec::BatchNorm(b) => b.channels * b.height * b.width,
         }
     }
 
@@ -117,6 +149,7 @@ impl LayerSpec {
                 LayerSpec::Dense(d) => d.outputs,
                 LayerSpec::GlobalAvgPool { channels, .. } => channels,
                 LayerSpec::Add(a) => a.features,
+                LayerSpec::BatchNorm(b) => b.channels,
                 _ => 0,
             },
         }
@@ -134,6 +167,7 @@ impl LayerSpec {
                 Some([p.channels, h, w])
             }
             LayerSpec::Add(a) => a.chw,
+            LayerSpec::BatchNorm(b) if b.spatial => Some([b.channels, b.height, b.width]),
             _ => None,
         }
     }
@@ -144,6 +178,7 @@ impl LayerSpec {
             LayerSpec::Dense(d) => d.activation,
             LayerSpec::Conv2d(c) => c.activation,
             LayerSpec::Add(a) => a.activation,
+            LayerSpec::BatchNorm(b) => b.activation,
             _ => Activation::Identity,
         }
     }
@@ -153,6 +188,7 @@ impl LayerSpec {
         match *self {
             LayerSpec::Dense(d) => Some(vec![d.outputs, d.inputs]),
             LayerSpec::Conv2d(c) => Some(vec![c.out_channels, c.in_channels, c.kernel, c.kernel]),
+            LayerSpec::BatchNorm(b) => Some(vec![b.channels]),
             _ => None,
         }
     }
@@ -162,6 +198,7 @@ impl LayerSpec {
         match *self {
             LayerSpec::Dense(d) => d.outputs,
             LayerSpec::Conv2d(c) if c.bias => c.out_channels,
+            LayerSpec::BatchNorm(b) => b.channels,
             _ => 0,
         }
     }
@@ -215,6 +252,17 @@ impl LayerSpec {
                 Some([c, h, w]) => format!("add {c}×{h}×{w} {}", a.activation.name()),
                 None => format!("add {} {}", a.features, a.activation.name()),
             },
+            LayerSpec::BatchNorm(b) => {
+                format!(
+                    "batch_norm {}×{}×{} (eps {}, momentum {}) {}",
+                    b.channels,
+                    b.height,
+                    b.width,
+                    b.eps,
+                    b.momentum,
+                    b.activation.name()
+                )
+            }
         }
     }
 
@@ -231,6 +279,15 @@ impl LayerSpec {
             }
             LayerSpec::Add(a) if a.features == 0 || a.chw.is_some_and(|[c, h, w]| c * h * w != a.features) => {
                 Err(Error::invalid(format!("{}: the shape must be non-empty and hold {} features", self.describe(), a.features)))
+            }
+            LayerSpec::BatchNorm(b) => {
+                if b.channels * b.height * b.width == 0 || (!b.spatial && b.height * b.width != 1) {
+                    Err(Error::invalid(format!("{}: the shape must be non-empty", self.describe())))
+                } else if !(b.eps.is_finite() && b.eps >= 0.0 && b.momentum.is_finite() && (0.0..=1.0).contains(&b.momentum)) {
+                    Err(Error::invalid(format!("{}: eps must be finite and ≥ 0, momentum in [0, 1]", self.describe())))
+                } else {
+                    Ok(())
+                }
             }
             _ => Ok(()),
         }
@@ -443,6 +500,58 @@ impl CnnBuilder {
         }
     }
 
+    /// A residual block whose shortcut is the layers `shortcut` adds to the block's input, under
+    /// the module path `downsample` in a scope (torchvision's `downsample =
+    /// Sequential(conv1x1, BatchNorm2d)`: `|s| s.conv(..).name("0").batch_norm(..).name("1")`
+    /// names them `<scope>.downsample.0` and `.1`): `activation(body(x) + shortcut(x))`.
+    ///
+    /// ```
+    /// use headswap::nn::{Activation, CnnBuilder};
+    /// use Activation::{Identity, Relu};
+    /// let trunk = CnnBuilder::new(8, 8, 8)
+    ///     .conv_bias(false)
+    ///     .scope("layer2", |b| {
+    ///         b.scope("0", |b| {
+    ///             b.residual_with(
+    ///                 |b| b.conv(16, 3, 2, 1, Identity).name("conv1").batch_norm(Relu).name("bn1")
+    ///                     .conv(16, 3, 1, 1, Identity).name("conv2").batch_norm(Identity).name("bn2"),
+    ///                 |s| s.conv(16, 1, 2, 0, Identity).name("0").batch_norm(Identity).name("1"),
+    ///                 Relu,
+    ///             )
+    ///         })
+    ///     })
+    ///     .build_graph()?;
+    /// let names: Vec<_> = trunk.names.iter().map(|n| n.clone().unwrap()).collect();
+    /// assert_eq!(names[4..], ["layer2.0.downsample.0", "layer2.0.downsample.1", "layer2.0"]);
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn residual_with(
+        self,
+        body: impl FnOnce(CnnBuilder) -> CnnBuilder,
+        shortcut: impl FnOnce(CnnBuilder) -> CnnBuilder,
+        activation: Activation,
+    ) -> CnnBuilder {
+        let (input, in_shape, in_flat) = (self.current, self.shape, self.flat);
+        let b = body(self);
+        let (out, out_shape) = (b.current, b.shape);
+        // the shortcut reads the block's input
+        let mut b = CnnBuilder { current: input, shape: in_shape, flat: in_flat, ..b };
+        b = if b.scope.is_empty() { shortcut(b) } else { b.scope("downsample", shortcut) };
+        let short = b.current;
+        let [c, h, w] = out_shape;
+        b.shape = out_shape;
+        let add = LayerSpec::Add(AddSpec { features: c * h * w, chw: Some([c, h, w]), activation });
+        let b = b.push_from(add, vec![out, short]);
+        if b.scope.is_empty() {
+            b
+        } else {
+            let scope = b.scope.clone();
+            let mut b = b;
+            *b.names.last_mut().expect("the add was just pushed") = Some(scope);
+            b
+        }
+    }
+
     /// A convolution with `out_channels` filters of `kernel`×`kernel`.
     pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> CnnBuilder {
         let [c, h, w] = self.shape;
@@ -458,6 +567,22 @@ impl CnnBuilder {
             activation,
             bias,
         }))
+    }
+
+    /// A BatchNorm over the output so far (`BatchNorm2d` after spatial layers, `BatchNorm1d`
+    /// after dense ones) with PyTorch's defaults, eps 1e-5 and momentum 0.1, then `activation`:
+    /// torchvision's `conv1 → bn1 → relu` is `.conv(.., Activation::Identity).name("conv1")
+    /// .batch_norm(Activation::Relu).name("bn1")`.
+    pub fn batch_norm(self, activation: Activation) -> CnnBuilder {
+        self.batch_norm_with(crate::kernels::norm::DEFAULT_EPS, crate::kernels::norm::DEFAULT_MOMENTUM, activation)
+    }
+
+    /// [`batch_norm`](Self::batch_norm) with another `eps` (CREPE's 1e-3) and `momentum`.
+    pub fn batch_norm_with(self, eps: f32, momentum: f32, activation: Activation) -> CnnBuilder {
+        // after a dense layer (or a global pooling) the output is a flat row: BatchNorm1d
+        let spatial = self.layers.last().is_none_or(|l| l.is_spatial());
+        let [channels, height, width] = if spatial { self.shape } else { [self.flat.unwrap_or(0), 1, 1] };
+        self.push(LayerSpec::BatchNorm(BatchNormSpec { channels, height, width, eps, momentum, activation, spatial }))
     }
 
     pub fn max_pool(self, kernel: usize, stride: usize) -> CnnBuilder {
@@ -525,7 +650,7 @@ impl CnnBuilder {
             .layers
             .iter()
             .skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. } | LayerSpec::Add(_)))
-            .any(|l| !matches!(l, LayerSpec::Dense(_)))
+            .any(|l| !matches!(l, LayerSpec::Dense(_) | LayerSpec::BatchNorm(_)))
         {
             return Err(Error::invalid("convolution and pooling layers must come before the dense layers"));
         }

@@ -9,8 +9,10 @@
 //! arena its own gradient and optimizer buffers, and frozen layers none.
 
 pub mod batchnorm;
+use batchnorm::RunningStats;
 pub mod init;
 pub mod layer;
+pub mod models;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -20,7 +22,7 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
-pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
+pub use layer::{AddSpec, BatchNormSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
 pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
@@ -235,6 +237,8 @@ pub struct Network {
     pub(crate) head_kind: HeadKind,
     pub(crate) trunk_params: Arena,
     pub(crate) head_params: Arena,
+    /// The trunk's BatchNorm running statistics (the head has none).
+    pub(crate) running: RunningStats,
     /// Per layer (trunk then head), the values it reads: `0` the input, `j + 1` layer `j`'s
     /// output. A chain reads `[i]` at layer `i`; the head always continues the chain from the
     /// trunk's last layer.
@@ -341,6 +345,7 @@ impl Network {
         let head_values: Vec<_> = head_specs.iter().map(|s| head.init.layer(s, &mut rng)).collect();
         let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
         let sources = chain_head(sources, head_specs.len());
+        let running = RunningStats::new(gpu, &trunk)?;
         Ok(Network {
             gpu: gpu.clone(),
             trunk,
@@ -348,6 +353,7 @@ impl Network {
             head_kind: head.kind,
             trunk_params,
             head_params,
+            running,
             sources,
             names,
             head_module: head.module,
@@ -439,6 +445,10 @@ impl Network {
         let t = trunk.len();
         let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
         let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
+        if head.iter().any(|l| matches!(l, LayerSpec::BatchNorm(_))) {
+            return Err(Error::invalid("a head holds dense layers only: put BatchNorm layers in the trunk"));
+        }
+        let running = RunningStats::new(gpu, &trunk)?;
         Ok(Network {
             gpu: gpu.clone(),
             trunk,
@@ -446,6 +456,7 @@ impl Network {
             head_kind,
             trunk_params,
             head_params,
+            running,
             sources,
             names,
             head_module,
@@ -602,6 +613,7 @@ impl Network {
             head_kind: self.head_kind,
             trunk_params: copy(&self.trunk_params, "trunk_params")?,
             head_params: copy(&self.head_params, "head_params")?,
+            running: self.running.try_clone(gpu)?,
             sources: self.sources.clone(),
             names: self.names.clone(),
             head_module: self.head_module.clone(),

@@ -14,7 +14,7 @@
 //! `num_batches_tracked`) are never parameters here: the loaders ignore those no parameter names,
 //! and refuse one stored under a parameter's name.
 
-use super::{AddSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
+use super::{AddSpec, BatchNormSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
 use crate::checkpoint::{
     self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
 };
@@ -239,6 +239,11 @@ fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
         LayerSpec::Add(a) => serde_json::json!({
             "type": "add", "features": a.features, "chw": a.chw, "activation": a.activation.name(), "part": part,
         }),
+        LayerSpec::BatchNorm(b) => serde_json::json!({
+            "type": if b.spatial { "batch_norm2d" } else { "batch_norm1d" },
+            "channels": b.channels, "height": b.height, "width": b.width, "eps": b.eps, "momentum": b.momentum,
+            "activation": b.activation.name(), "part": part,
+        }),
     }
 }
 
@@ -351,6 +356,20 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                 };
                 LayerSpec::Add(AddSpec { features: num("features")?, chw, activation: activation()? })
             }
+            kind @ ("batch_norm2d" | "batch_norm1d") => {
+                let real = |k: &str| -> Result<f32> {
+                    field(k)?.as_f64().map(|v| v as f32).ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a number")))
+                };
+                LayerSpec::BatchNorm(BatchNormSpec {
+                    channels: num("channels")?,
+                    height: num("height")?,
+                    width: num("width")?,
+                    eps: real("eps")?,
+                    momentum: real("momentum")?,
+                    activation: activation()?,
+                    spatial: kind == "batch_norm2d",
+                })
+            }
             other => return Err(Error::format(path, format!("layer {i}: unknown layer type {other:?}"))),
         };
         sources.push(match item.get("sources") {
@@ -425,7 +444,82 @@ fn param_keys(layers: &[LayerSpec], names: &[String]) -> Vec<ParamKey> {
     keys
 }
 
+/// One BatchNorm's running statistics in a state_dict: `<path>.running_mean`,
+/// `<path>.running_var` (f32 `[C]`) and `<path>.num_batches_tracked` (an integer scalar).
+struct BufferKeys {
+    layer: usize,
+    channels: usize,
+    mean: String,
+    var: String,
+    batches: String,
+}
+
+/// Every BatchNorm's buffer keys, in layer order (PyTorch's buffers: state, not parameters).
+fn buffer_keys(layers: &[LayerSpec], names: &[String]) -> Vec<BufferKeys> {
+    layers
+        .iter()
+        .zip(names)
+        .enumerate()
+        .filter_map(|(layer, (spec, path))| match spec {
+            LayerSpec::BatchNorm(b) => Some(BufferKeys {
+                layer,
+                channels: b.channels,
+                mean: format!("{path}.running_mean"),
+                var: format!("{path}.running_var"),
+                batches: format!("{path}.num_batches_tracked"),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A `num_batches_tracked` value: one non-negative integer (PyTorch writes an int64 scalar).
+fn batches_tracked(t: &crate::checkpoint::IntTensor, origin: &str) -> Result<u64> {
+    match t.data[..] {
+        [v] if v >= 0 => Ok(v as u64),
+        _ => Err(Error::format(origin, format!("{} must hold one non-negative integer, it holds {:?}", t.name, t.data))),
+    }
+}
+
 impl Network {
+    /// Every state_dict key of the network's BatchNorm buffers: `running_mean`, `running_var`,
+    /// `num_batches_tracked` per BatchNorm layer.
+    pub fn buffer_names(&self) -> Vec<String> {
+        buffer_keys(&self.layers(), &self.names).into_iter().flat_map(|k| [k.mean, k.var, k.batches]).collect()
+    }
+
+    /// A BatchNorm layer's running mean and variance, read back, and its `num_batches_tracked`;
+    /// `None` for another layer.
+    pub fn running_stats(&self, i: usize) -> Result<Option<super::batchnorm::BatchNormStats>> {
+        let Some(LayerSpec::BatchNorm(b)) = self.layers().get(i).copied() else { return Ok(None) };
+        let (m, v) = self.running.views(i, b.channels)?.ok_or_else(|| Error::invalid(format!("layer {i} has no running statistics")))?;
+        Ok(Some(super::batchnorm::BatchNormStats {
+            running_mean: m.download(&self.gpu)?,
+            running_var: v.download(&self.gpu)?,
+            num_batches_tracked: self.running.batches[i],
+        }))
+    }
+
+    /// Sets a BatchNorm layer's running statistics (uploads them).
+    pub fn set_running_stats(&mut self, i: usize, mean: &[f32], var: &[f32], batches: u64) -> Result<()> {
+        let Some(LayerSpec::BatchNorm(b)) = self.layers().get(i).copied() else {
+            return Err(Error::invalid(format!("layer {i} is no BatchNorm: it has no running statistics")));
+        };
+        if mean.len() != b.channels || var.len() != b.channels {
+            return Err(Error::shape(format!(
+                "layer {i} has {} channels: running mean and variance of {} and {} values do not fit",
+                b.channels,
+                mean.len(),
+                var.len()
+            )));
+        }
+        let (m, v) = self.running.views(i, b.channels)?.ok_or_else(|| Error::invalid(format!("layer {i} has no running statistics")))?;
+        m.write(&self.gpu, mean)?;
+        v.write(&self.gpu, var)?;
+        self.running.batches[i] = batches;
+        Ok(())
+    }
+
     /// The parameters as a checkpoint (PyTorch names and layouts) with the architecture in the
     /// metadata. Reads the weights back from the GPU.
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
@@ -439,6 +533,13 @@ impl Network {
             let (w, b) = values.as_mut().ok_or_else(|| Error::invalid("a bias listed before its weight"))?;
             let data = std::mem::take(if key.weight { w } else { b });
             ckpt.push(NamedTensor::new(key.name, key.shape, data)?)?;
+        }
+        for key in buffer_keys(&self.layers(), &self.names) {
+            let stats = self.running_stats(key.layer)?.ok_or_else(|| Error::invalid("a BatchNorm without statistics"))?;
+            ckpt.push(NamedTensor::new(key.mean, vec![key.channels], stats.running_mean)?)?;
+            ckpt.push(NamedTensor::new(key.var, vec![key.channels], stats.running_var)?)?;
+            let batches = i64::try_from(stats.num_batches_tracked).map_err(|_| Error::invalid("num_batches_tracked beyond i64"))?;
+            ckpt.push_int(crate::checkpoint::IntTensor::new(key.batches, vec![], crate::checkpoint::IntDtype::I64, vec![batches])?)?;
         }
         ckpt.metadata.insert(checkpoint::FORMAT_KEY.into(), checkpoint::FORMAT_VERSION.into());
         ckpt.metadata.insert(checkpoint::LAYERS_KEY.into(), layers_json(self));
@@ -579,7 +680,13 @@ impl Network {
             trunk.names.iter().cloned().chain(super::Head::layer_names(&head, head_module.as_deref())).collect();
         let names = super::resolve_names(&all, &given).map_err(|e| Error::format(origin, message(e)))?;
         let keys = param_keys(&all, &names);
-        let expected: Vec<Expect> = keys.iter().map(|k| Expect::new(k.name.clone(), k.shape.clone())).collect();
+        let buffers = buffer_keys(&all, &names);
+        let mut expected: Vec<Expect> = keys.iter().map(|k| Expect::new(k.name.clone(), k.shape.clone())).collect();
+        for b in &buffers {
+            expected.push(Expect::new(b.mean.clone(), vec![b.channels]));
+            expected.push(Expect::new(b.var.clone(), vec![b.channels]));
+        }
+        // num_batches_tracked is read where present (files from before PyTorch 0.4.1 lack it)
         let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
         sd.check(&expected).map_err(|e| match e {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
@@ -591,7 +698,13 @@ impl Network {
             let data = ckpt.get(&k.name).map(|t| t.data.clone()).unwrap_or_default();
             if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
         }
-        Network::from_named_layers(gpu, trunk, head, head_module, kind, &values)
+        let mut net = Network::from_named_layers(gpu, trunk, head, head_module, kind, &values)?;
+        for b in &buffers {
+            let data = |name: &str| ckpt.get(name).map(|t| t.data.clone()).unwrap_or_default();
+            let batches = ckpt.get_int(&b.batches).map(|t| batches_tracked(t, origin)).transpose()?.unwrap_or(0);
+            net.set_running_stats(b.layer, &data(&b.mean), &data(&b.var), batches)?;
+        }
+        Ok(net)
     }
 }
 
@@ -631,7 +744,8 @@ impl Network {
     /// that are none of this network's parameters: what a loader ignored (integer tensors such
     /// as `num_batches_tracked`) or would refuse, so that a caller can report them.
     pub fn unused_tensors(&self, ckpt: &Checkpoint) -> Vec<String> {
-        let params = self.param_names();
+        let mut params = self.param_names();
+        params.extend(self.buffer_names());
         let sd = ckpt.state_dict_only();
         sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect()
     }
@@ -748,8 +862,45 @@ impl Network {
                 }
             }
         }
-        let params = self.param_names();
-        report.unexpected = sd.names().chain(sd.int_names()).filter(|n| !params.iter().any(|p| p == n)).map(str::to_string).collect();
+        // BatchNorm buffers load like parameters (a trunk's missing one is refused the same way);
+        // num_batches_tracked is optional, as in PyTorch, which fills it in for older files
+        let mut stats: Vec<(usize, &[f32], &[f32], u64)> = Vec::new();
+        for b in buffer_keys(&self.layers(), &self.names) {
+            let mut found: Vec<&[f32]> = Vec::new();
+            for name in [&b.mean, &b.var] {
+                match sd.get(name) {
+                    Some(t) if t.shape == [b.channels] => {
+                        found.push(&t.data);
+                        report.applied.push(name.clone());
+                    }
+                    other => {
+                        if !options.init_missing_trunk {
+                            refused.push(match other {
+                                Some(t) => format!("{name} has shape {:?}, the network's is {:?}", t.shape, [b.channels]),
+                                None => format!("{name} is missing"),
+                            });
+                        }
+                        match other {
+                            Some(t) => report.mismatched.push((name.clone(), t.shape.clone(), vec![b.channels])),
+                            None => report.missing.push(name.clone()),
+                        }
+                    }
+                }
+            }
+            let batches = match sd.get_int(&b.batches) {
+                Some(t) => {
+                    report.applied.push(b.batches.clone());
+                    batches_tracked(t, origin)?
+                }
+                None => self.running.batches[b.layer],
+            };
+            if let [mean, var] = found[..] {
+                stats.push((b.layer, mean, var, batches));
+            }
+        }
+        let mut known = self.param_names();
+        known.extend(self.buffer_names());
+        report.unexpected = sd.names().chain(sd.int_names()).filter(|n| !known.iter().any(|p| p == n)).map(str::to_string).collect();
         if !refused.is_empty() {
             return Err(Error::format(
                 origin,
@@ -767,6 +918,9 @@ impl Network {
             let (w, b) = self.param_views(i)?;
             let view: Tensor = if is_weight { w } else { b };
             view.write(&self.gpu, data)?;
+        }
+        for (i, mean, var, batches) in stats {
+            self.set_running_stats(i, mean, var, batches)?;
         }
         tracing::info!(%report, origin, "state_dict loaded");
         Ok(report)

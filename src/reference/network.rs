@@ -2,7 +2,7 @@
 //! layer kind, used to check the GPU trainer's gradients (against finite differences of this)
 //! and trajectories.
 
-use super::{activate, activate_grad, conv as rconv, matmul};
+use super::{activate, activate_grad, conv as rconv, matmul, norm as rnorm};
 use crate::kernels::{Activation, Transpose};
 use crate::nn::{DenseSpec, LayerSpec};
 
@@ -13,12 +13,34 @@ pub struct RefLayer {
     pub spec: LayerSpec,
     pub w: Vec<f64>,
     pub b: Vec<f64>,
+    /// A BatchNorm's running mean then running variance (`2·C`); empty for other layers.
+    pub running: Vec<f64>,
+}
+
+/// Which statistics the reference's BatchNorm layers normalise with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefNorm {
+    /// The running statistics (inference mode, PyTorch's `model.eval()`).
+    #[default]
+    Running,
+    /// The batch's (training mode, `model.train()`).
+    Batch,
 }
 
 impl RefLayer {
+    /// A layer with these parameters; a BatchNorm gets PyTorch's initial running statistics
+    /// (mean 0, variance 1).
+    pub fn new(spec: LayerSpec, w: Vec<f64>, b: Vec<f64>) -> RefLayer {
+        let running = match spec {
+            LayerSpec::BatchNorm(n) => [vec![0.0; n.channels], vec![1.0; n.channels]].concat(),
+            _ => Vec::new(),
+        };
+        RefLayer { spec, w, b, running }
+    }
+
     /// A dense layer.
     pub fn dense(inputs: usize, outputs: usize, activation: Activation, w: Vec<f64>, b: Vec<f64>) -> RefLayer {
-        RefLayer { spec: LayerSpec::Dense(DenseSpec { inputs, outputs, activation }), w, b }
+        RefLayer::new(LayerSpec::Dense(DenseSpec { inputs, outputs, activation }), w, b)
     }
     pub fn outputs(&self) -> usize {
         self.spec.outputs()
@@ -40,7 +62,7 @@ pub type RefGrads = Vec<(Vec<f64>, Vec<f64>)>;
 
 /// The layer's pre-activation output for a batch of `m` rows reading `inputs` (one, or two for
 /// an add).
-fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize) -> Vec<f64> {
+fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize, norm: RefNorm) -> Vec<f64> {
     let input = inputs[0];
     match l.spec {
         LayerSpec::Dense(d) => {
@@ -53,6 +75,16 @@ fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize) -> Vec<f64> {
         LayerSpec::AvgPool2d(p) => rconv::avg_pool2d_forward(&p.shape(m), input),
         LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_forward(m, channels, height, width, input),
         LayerSpec::Add(_) => input.iter().zip(inputs[1]).map(|(a, b)| a + b).collect(),
+        LayerSpec::BatchNorm(n) => {
+            let (c, hw) = (n.channels, n.height * n.width);
+            match norm {
+                RefNorm::Running => {
+                    let (mean, var) = l.running.split_at(c);
+                    rnorm::eval_forward(input, m, c, hw, &l.w, &l.b, mean, var, n.eps as f64)
+                }
+                RefNorm::Batch => rnorm::train_forward(input, m, c, hw, &l.w, &l.b, n.eps as f64).y,
+            }
+        }
     }
 }
 
@@ -70,11 +102,22 @@ pub fn forward(layers: &[RefLayer], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<
 /// Pre-activations and outputs of every layer for a batch of `m` rows, layer `i` reading the
 /// values `sources[i]` names: `0` is `x`, `j + 1` the output of layer `j`.
 pub fn forward_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f64], m: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    forward_graph_norm(layers, sources, x, m, RefNorm::Running)
+}
+
+/// [`forward_graph`] with the BatchNorm layers normalising by `norm`'s statistics.
+pub fn forward_graph_norm(
+    layers: &[RefLayer],
+    sources: &[Vec<usize>],
+    x: &[f64],
+    m: usize,
+    norm: RefNorm,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let mut zs: Vec<Vec<f64>> = Vec::new();
     let mut as_: Vec<Vec<f64>> = Vec::new();
     for (l, src) in layers.iter().zip(sources) {
         let inputs: Vec<&[f64]> = src.iter().map(|&v| if v == 0 { x } else { as_[v - 1].as_slice() }).collect();
-        let z = pre_activation(l, &inputs, m);
+        let z = pre_activation(l, &inputs, m, norm);
         let a: Vec<f64> = z.iter().map(|&v| activate(l.spec.activation(), v)).collect();
         zs.push(z);
         as_.push(a);
@@ -105,7 +148,20 @@ pub fn loss_and_grads(layers: &[RefLayer], x: &[f64], m: usize, target: &RefLoss
 /// [`forward_graph`]): the gradient of a value read by several layers is the sum of what each
 /// reader passes back.
 pub fn loss_and_grads_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f64], m: usize, target: &RefLoss) -> (f64, RefGrads) {
-    let (zs, as_) = forward_graph(layers, sources, x, m);
+    loss_and_grads_graph_norm(layers, sources, x, m, target, RefNorm::Running)
+}
+
+/// [`loss_and_grads_graph`] with the BatchNorm layers normalising by `norm`'s statistics (with
+/// the batch's, their gradient flows through the mean and variance too).
+pub fn loss_and_grads_graph_norm(
+    layers: &[RefLayer],
+    sources: &[Vec<usize>],
+    x: &[f64],
+    m: usize,
+    target: &RefLoss,
+    norm: RefNorm,
+) -> (f64, RefGrads) {
+    let (zs, as_) = forward_graph_norm(layers, sources, x, m, norm);
     let top = layers.last().expect("a network has layers");
     let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs(), target);
     let mut grads = vec![(Vec::new(), Vec::new()); layers.len()];
@@ -147,6 +203,22 @@ pub fn loss_and_grads_graph(layers: &[RefLayer], sources: &[Vec<usize>], x: &[f6
                     *g += d;
                 }
                 dz.clone()
+            }
+            LayerSpec::BatchNorm(n) => {
+                let (c, hw, eps) = (n.channels, n.height * n.width, n.eps as f64);
+                let (mean, invstd) = match norm {
+                    RefNorm::Running => {
+                        let (mean, var) = layer.running.split_at(c);
+                        (mean.to_vec(), var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect())
+                    }
+                    RefNorm::Batch => {
+                        let f = rnorm::train_forward(input, m, c, hw, &layer.w, &layer.b, eps);
+                        (f.mean, f.invstd)
+                    }
+                };
+                let (dx, dgamma, dbeta) = rnorm::backward(&dz, input, m, c, hw, &layer.w, &mean, &invstd, norm == RefNorm::Batch);
+                grads[i] = (dgamma, dbeta);
+                dx
             }
         };
         for (g, d) in dvalues[v].iter_mut().zip(&dx) {

@@ -53,7 +53,18 @@ pub(crate) fn broadcast_parameters(gpu: &Gpu, net: &Network, replicas: &dyn Coll
         replicas.broadcast(&mut values)?;
         arena.buf.write(gpu, &values)?;
     }
-    Ok(())
+    broadcast_running_stats(gpu, net, replicas)
+}
+
+/// Gives every replica rank 0's BatchNorm running statistics (read back and broadcast once,
+/// at the end of a run).
+pub(crate) fn broadcast_running_stats(gpu: &Gpu, net: &Network, replicas: &dyn Collective) -> Result<()> {
+    if net.running.len == 0 {
+        return Ok(());
+    }
+    let mut values = net.running.buf.download(gpu)?;
+    replicas.broadcast(&mut values)?;
+    net.running.buf.write(gpu, &values)
 }
 
 /// The gradients of the trainable ranges on their way between the GPU and the other replicas: one

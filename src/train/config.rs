@@ -30,6 +30,49 @@ impl Freeze {
     }
 }
 
+/// Which statistics a run's BatchNorm layers normalise with. A frozen BatchNorm always uses its
+/// running statistics (Keras's rule for `trainable = False`, torchvision's `FrozenBatchNorm2d`):
+/// its output is then a fixed function of its input, so a frozen trunk's features can be cached
+/// and its BatchNorms folded into the convolutions before them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchNormMode {
+    /// Training mode when every layer trains (pretraining, training from scratch, fine-tuning
+    /// everything: what `model.train()` gives a PyTorch user), inference mode when any layer is
+    /// frozen (head-only or partial fine-tuning, where the pretrained statistics are kept).
+    #[default]
+    Auto,
+    /// Every trainable BatchNorm normalises with the batch's statistics and updates its running
+    /// statistics with its momentum, PyTorch's rule (`model.train()`, fastai's `train_bn`).
+    Train,
+    /// Every BatchNorm normalises with its running statistics, which stay as they are; γ and β
+    /// still train where their layer does (`model.eval()` during training).
+    Frozen,
+}
+
+impl BatchNormMode {
+    /// Parses `auto`, `train`, `frozen`.
+    pub fn parse(s: &str) -> Option<BatchNormMode> {
+        match s {
+            "auto" => Some(BatchNormMode::Auto),
+            "train" => Some(BatchNormMode::Train),
+            "frozen" | "eval" => Some(BatchNormMode::Frozen),
+            _ => None,
+        }
+    }
+
+    /// Per layer, whether it is a BatchNorm that normalises with the batch's statistics in a run
+    /// training the layers `lr_mults` marks (`None`: frozen).
+    pub(crate) fn batch_stats(self, layers: &[crate::nn::LayerSpec], lr_mults: &[Option<f32>]) -> Vec<bool> {
+        let every_layer_trains = layers.iter().zip(lr_mults).all(|(l, m)| !l.has_params() || m.is_some());
+        let train = match self {
+            BatchNormMode::Auto => every_layer_trains,
+            BatchNormMode::Train => true,
+            BatchNormMode::Frozen => false,
+        };
+        layers.iter().zip(lr_mults).map(|(l, m)| train && m.is_some() && matches!(l, crate::nn::LayerSpec::BatchNorm(_))).collect()
+    }
+}
+
 /// Everything a training run needs besides the network and the data.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -58,6 +101,8 @@ pub struct TrainConfig {
     /// batch offset and learning rate; more steps per submission amortise the submission's fixed
     /// cost, which dominates small steps (a head trained on cached features).
     pub steps_per_submission: usize,
+    /// Which statistics the BatchNorm layers use ([`BatchNormMode::Auto`] by default).
+    pub batch_norm: BatchNormMode,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +121,7 @@ impl Default for TrainConfig {
             auto_threshold: 1000,
             cache_features: true,
             steps_per_submission: 16,
+            batch_norm: BatchNormMode::Auto,
         }
     }
 }

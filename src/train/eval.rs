@@ -5,7 +5,7 @@
 use super::Collective;
 use super::optimizer::Grads;
 use super::plan::{Accumulators, DeviceData, ForwardPlan, Mode, Plan, PlanInputs, Rows, Scratch};
-use super::{BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
+use super::{BatchNormMode, BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
@@ -103,7 +103,7 @@ impl Evaluator {
         bce: &(Option<Tensor>, Option<Tensor>),
     ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
-        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data)?;
+        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[])?;
         let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
         let identity: Vec<u32> = (0..data.n as u32).collect();
         let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
@@ -144,14 +144,24 @@ impl Evaluator {
 
 /// The loss gradients of every layer for one batch holding all of `data` (no update): what
 /// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
-/// per layer, trunk then head, and the batch loss.
+/// per layer, trunk then head, and the batch loss. BatchNorm layers use their running
+/// statistics (see [`gradients_with`]).
 pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
+    gradients_with(gpu, net, data, bce, BatchNormMode::Frozen)
+}
+
+/// [`gradients`] with the BatchNorm layers in `batch_norm`'s mode: with
+/// [`BatchNormMode::Train`] (or `Auto`, every layer training here) they normalise with the
+/// batch's statistics, the gradient flows through them, and — like a forward pass in PyTorch's
+/// `model.train()` — their running statistics are updated once.
+pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings, batch_norm: BatchNormMode) -> Result<(f64, LayerGrads)> {
     validate_bce(bce)?;
     check_fits(net, data)?;
     let dev = DeviceData::upload(gpu, data)?;
     let mode = Mode::Train { lowest: 0 };
-    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev)?;
     let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
+    let batch_stats = batch_norm.batch_stats(&net.layers(), &every);
+    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats)?;
     let grads = Grads::new(gpu, net, &every)?;
     let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
     acc.reset(gpu)?;
@@ -194,19 +204,8 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
 /// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for
 /// class heads, per-label probabilities (sigmoid) for label heads. `[n, outputs]`.
 pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
-    let gpu = net.gpu();
-    let d = net.input_dim();
-    if n == 0 || x.len() != n * d {
-        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
-    }
-    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
-    xs.write_f32(gpu, x)?;
+    let mut out = predict_logits(net, x, n, batch)?;
     let out_dim = net.output_dim();
-    let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
-    let mut out = logits.download(gpu)?;
     match net.head_kind {
         HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
         HeadKind::Classes => {
@@ -218,4 +217,22 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
         }
     }
     Ok(out)
+}
+
+/// The logits of `net` for `n` examples `x` (`[n, input_dim]`): the output layer's values
+/// before any softmax or sigmoid, `[n, outputs]` — what a PyTorch model returns in `eval()` mode
+/// (BatchNorms use their running statistics).
+pub fn predict_logits(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    let gpu = net.gpu();
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
+    }
+    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
+    xs.write_f32(gpu, x)?;
+    let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
+    logits.download(gpu)
 }

@@ -28,11 +28,11 @@ pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use collective::{Collective, ThreadGroup};
-pub use config::{Freeze, TrainConfig};
+pub use config::{BatchNormMode, Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, predict};
+pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_logits};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
@@ -352,6 +352,14 @@ impl Trainer {
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
         let per_submission = if replicas.is_some() { 1 } else { cfg.steps_per_submission };
         let exchange = replicas.map(|_| collective::GradExchange::new(&gpu, &sb.grads)).transpose()?;
+        // Training-mode BatchNorms update their running statistics every step: early stopping
+        // keeps those of the best epoch with its weights.
+        let bn_trains = sb.batch_stats.contains(&true);
+        let best_running = match (cfg.early_stopping, bn_trains) {
+            (Some(_), true) => Some(Tensor::alloc(&gpu, net.running.buf.shape(), DType::F32, "best_running_stats")?),
+            _ => None,
+        };
+        let mut best_steps = 0u64;
         let mut all_steps = 0u64;
         let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
@@ -442,6 +450,12 @@ impl Trainer {
                     since_best = 0;
                     if cfg.early_stopping.is_some() {
                         optim.backup(&gpu, false)?;
+                        if let Some(b) = &best_running {
+                            let mut rec = Recorder::new(&gpu, "best_running_stats");
+                            rec.copy_all(&net.running.buf, b)?;
+                            rec.submit();
+                            best_steps = all_steps;
+                        }
                     }
                 } else {
                     since_best += 1;
@@ -466,13 +480,30 @@ impl Trainer {
                 break;
             }
         }
+        // training-mode steps behind the running statistics the network keeps
+        let mut tracked_steps = all_steps;
         let best_epoch = match (cfg.early_stopping, best) {
             (Some(_), Some((_, e))) => {
                 optim.backup(&gpu, true)?;
+                if let Some(b) = &best_running {
+                    let mut rec = Recorder::new(&gpu, "best_running_stats");
+                    rec.copy_all(b, &net.running.buf)?;
+                    rec.submit();
+                    tracked_steps = best_steps;
+                }
                 Some(e)
             }
             _ => reports.last().map(|r| r.epoch),
         };
+        // PyTorch's num_batches_tracked: one per training-mode forward
+        for (count, _) in net.running.batches.iter_mut().zip(&sb.batch_stats).filter(|(_, t)| **t) {
+            *count += tracked_steps;
+        }
+        if let Some(r) = replicas.filter(|_| bn_trains) {
+            // each replica normalised its own share of the batches; like DDP's broadcast_buffers,
+            // rank 0's running statistics are everyone's
+            collective::broadcast_running_stats(&gpu, net, r)?;
+        }
         gpu.sync()?;
         record_data_layout(net, data);
         self.last_state = Some(TrainingState {
@@ -589,6 +620,8 @@ pub(crate) struct StepBuffers {
     pub acc: Accumulators,
     /// The epoch's shuffled order, read by the gathers.
     pub indices: Tensor,
+    /// Per layer: a BatchNorm in training mode (see [`BatchNormMode`]).
+    pub batch_stats: Vec<bool>,
 }
 
 impl StepBuffers {
@@ -604,11 +637,12 @@ impl StepBuffers {
         let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size)? } else { train.x.clone() };
         let b = cfg.batch_size.min(train.n);
         let mode = Mode::Train { lowest };
-        let scratch = Scratch::new(gpu, net, first, b, mode, train)?;
+        let batch_stats = cfg.batch_norm.batch_stats(&net.layers(), lr_mults);
+        let scratch = Scratch::new(gpu, net, first, b, mode, train, &batch_stats)?;
         let grads = Grads::new(gpu, net, lr_mults)?;
         let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
-        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices })
+        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats })
     }
 
     pub fn inputs<'a>(&'a self, net: &'a Network, train: &'a DeviceData, cfg: &'a TrainConfig) -> PlanInputs<'a> {

@@ -28,7 +28,7 @@ use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::optim::OptimStep;
-use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
+use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 pub(crate) use crate::train::device_data::{DeviceData, Rows};
 use crate::train::optimizer::{Grads, Optim};
@@ -80,6 +80,9 @@ pub(crate) struct Scratch {
     /// Outputs read by several layers: where a second reader's gradient goes before it is added
     /// into `da` (the first reader writes `da` directly).
     grad_tmp: Vec<Option<Tensor>>,
+    /// Training-mode BatchNorm layers: the step's batch mean and inverse std `[2, C]`, which
+    /// the backward pass reads; `None` for every other layer (inference-mode BNs included).
+    saved: Vec<Option<Tensor>>,
     loss_rows: Tensor,
     dlogits: Tensor,
 }
@@ -101,14 +104,23 @@ impl Scratch {
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
         v.extend(self.a.iter());
-        for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).chain(&self.grad_tmp).flatten() {
+        for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).chain(&self.grad_tmp).chain(&self.saved).flatten() {
             v.push(t);
         }
         v
     }
 
-    /// `first` is the first layer computed (the trunk's depth when reading cached features).
-    pub fn new(gpu: &Gpu, net: &Network, first: usize, rows: usize, mode: Mode, data: &DeviceData) -> Result<Scratch> {
+    /// `first` is the first layer computed (the trunk's depth when reading cached features);
+    /// `batch_stats[i]`: BatchNorm layer `i` trains in training mode (empty: none does).
+    pub fn new(
+        gpu: &Gpu,
+        net: &Network,
+        first: usize,
+        rows: usize,
+        mode: Mode,
+        data: &DeviceData,
+        batch_stats: &[bool],
+    ) -> Result<Scratch> {
         let layers = net.layers();
         let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs() };
         let mut z = Vec::new();
@@ -117,6 +129,7 @@ impl Scratch {
         let mut dz = Vec::new();
         let mut argmax = Vec::new();
         let mut grad_tmp = Vec::new();
+        let mut saved = Vec::new();
         let f32a = |shape: &[usize], label: &str| Tensor::alloc(gpu, shape, DType::F32, label);
         // readers of each layer's output among the layers computed
         let mut readers = vec![0usize; layers.len()];
@@ -136,6 +149,19 @@ impl Scratch {
                 _ => None,
             });
             grad_tmp.push(if trainable && readers[i] > 1 { Some(f32a(&shape, "grad_tmp")?) } else { None });
+            saved.push(match s {
+                LayerSpec::BatchNorm(bn) if active && trainable && batch_stats.get(i) == Some(&true) => {
+                    if bn.height * bn.width * rows < 2 {
+                        return Err(Error::invalid(format!(
+                            "layer {i} ({}) trains in training mode, which needs more than one value per channel: a batch of {rows} has {}; use a larger batch, or BatchNormMode::Frozen",
+                            s.describe(),
+                            rows * bn.height * bn.width
+                        )));
+                    }
+                    Some(f32a(&[2, bn.channels], "bn_saved")?)
+                }
+                _ => None,
+            });
         }
         let out = net.output_dim();
         let y = match data.kind {
@@ -147,7 +173,7 @@ impl Scratch {
             _ => f32a(&[rows, out], "dlogits_eval")?,
         };
         let (x, loss_rows) = (f32a(&[rows, in_dim], "batch_x")?, f32a(&[rows], "loss_rows")?);
-        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, loss_rows, dlogits })
+        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, saved, loss_rows, dlogits })
     }
 }
 
@@ -174,11 +200,51 @@ fn in_chw(spec: &LayerSpec) -> [usize; 3] {
         LayerSpec::GlobalAvgPool { channels, height, width } => [channels, height, width],
         LayerSpec::Dense(d) => [d.inputs, 1, 1],
         LayerSpec::Add(a) => a.chw.unwrap_or([a.features, 1, 1]),
+        LayerSpec::BatchNorm(b) => [b.channels, b.height, b.width],
     }
 }
 
-/// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces.
-pub(crate) type ConvScratches = Vec<Option<ConvScratch>>;
+/// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces, and the
+/// folded weight and bias of a frozen convolution whose BatchNorm is folded into it.
+#[derive(Default)]
+pub(crate) struct Workspaces {
+    conv: Vec<Option<ConvScratch>>,
+    folded: Vec<Option<(Tensor, Tensor)>>,
+}
+
+/// Per layer of `first..upto`: `Some(j)` for a convolution that BatchNorm layer `j` is folded
+/// into. That is where the BN runs in inference mode (no `saved` statistics), reads the
+/// convolution's output and is its only reader, the convolution has no activation of its own,
+/// and nothing of the pair trains (both below `lowest`, or a forward-only plan): then
+/// conv → BN is one convolution with `W' = W·s`, `b' = β + (b − μ)·s`, and a frozen trunk
+/// costs no launch for its BatchNorms. A BN above the lowest trainable layer stays a layer of
+/// its own: the gradient passes through it.
+pub(crate) fn fold_targets(
+    net: &Network,
+    first: usize,
+    upto: usize,
+    saved: &[Option<Tensor>],
+    lowest: Option<usize>,
+) -> Vec<Option<usize>> {
+    let layers = net.layers();
+    let sources = net.sources();
+    let mut folds = vec![None; layers.len()];
+    for j in first..upto {
+        let (LayerSpec::BatchNorm(_), [v]) = (layers[j], &sources[j][..]) else { continue };
+        if *v <= first || saved.get(j).is_some_and(Option::is_some) || lowest.is_some_and(|lo| j >= lo) {
+            continue;
+        }
+        let i = v - 1;
+        let only_reader = (first..layers.len()).filter(|&r| sources[r].contains(v)).count() == 1;
+        if let LayerSpec::Conv2d(c) = layers[i]
+            && c.activation == Activation::Identity
+            && only_reader
+        {
+            folds[i] = Some(j);
+        }
+    }
+    folds
+}
 
 /// One launch of a step: fixed, or reading the batch through the index buffer (a gather, or a
 /// kernel that reads its rows in place), whose offset is set per step.
@@ -264,9 +330,12 @@ impl Input<'_> {
 
 /// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
 /// `z[i]` first when the backward pass needs the pre-activation). Convolutions get their
-/// workspaces in `conv`, with the algorithm measured fastest for what the layer does (`lowest`:
+/// workspaces in `ws`, with the algorithm measured fastest for what the layer does (`lowest`:
 /// the lowest trainable layer of a training step, `None` for forward-only work); max pooling
-/// writes its argmax to `argmax[i]`.
+/// writes its argmax to `argmax[i]`. A BatchNorm with `saved[i]` normalises with the batch's
+/// statistics (training mode: it saves them there and updates its running statistics), without
+/// with its running statistics; an inference-mode BatchNorm that is a frozen convolution's only
+/// reader is folded into it (see [`fold_targets`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
@@ -277,15 +346,18 @@ pub(crate) fn forward_dispatches(
     z: &[Option<Tensor>],
     a: &[Tensor],
     argmax: &[Option<Tensor>],
+    saved: &[Option<Tensor>],
     lowest: Option<usize>,
-    conv: &mut ConvScratches,
+    ws: &mut Workspaces,
     out: &mut Launches,
 ) -> Result<()> {
     let layers = net.layers();
-    conv.resize_with(layers.len(), || None);
+    ws.conv.resize_with(layers.len(), || None);
+    ws.folded.resize_with(layers.len(), || None);
     if !net.is_cut(first) {
         return Err(Error::invalid(format!("layers from {first} on read outputs of layers below {first}: they cannot start there")));
     }
+    let folds = fold_targets(net, first, upto, saved, lowest);
     // value v: the input at `first`, else the output of layer v − 1
     let batch = match x {
         Input::Batch(x) => Some(x),
@@ -324,10 +396,61 @@ pub(crate) fn forward_dispatches(
                     Some(lowest) if i >= lowest => ConvUse::Train { dx: i > lowest },
                     _ => ConvUse::Forward,
                 };
-                let ws = ConvScratch::with_algo(gpu, &shape, conv::choose_algo(gpu, &shape, usage)?)?;
-                let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
-                out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, c.bias.then_some(&b), fused, &y4, &ws)?);
-                conv[i] = Some(ws);
+                let scratch = ConvScratch::with_algo(gpu, &shape, conv::choose_algo(gpu, &shape, usage)?)?;
+                let x4 = nchw(input, rows, in_chw(&spec))?;
+                if let Some(j) = folds[i] {
+                    // conv → BN in one launch, into the BN's output with its activation
+                    let LayerSpec::BatchNorm(bn) = layers[j] else {
+                        return Err(Error::invalid("a fold into a layer that is no BatchNorm"));
+                    };
+                    let (gamma, beta) = net.param_views(j)?;
+                    let (mean, var) =
+                        net.running.views(j, bn.channels)?.ok_or_else(|| Error::invalid("a BatchNorm without running statistics"))?;
+                    let k = norm::BatchNorm {
+                        shape: bn.shape(rows),
+                        eps: bn.eps,
+                        gamma: &gamma,
+                        beta: &beta,
+                        running_mean: &mean,
+                        running_var: &var,
+                    };
+                    let fw = Tensor::alloc(gpu, w.shape(), DType::F32, "folded_weight")?;
+                    let fb = Tensor::alloc(gpu, &[c.out_channels], DType::F32, "folded_bias")?;
+                    let fold = norm::fold_conv_dispatches(gpu, &k, &w, c.bias.then_some(&b), &fw, &fb)?;
+                    match lowest {
+                        // frozen for the whole run: folded once, now
+                        Some(_) => gpu.run("bn_fold_conv", &fold.iter().collect::<Vec<_>>())?,
+                        // forward-only plans may outlive a run that trains these layers: fold every time
+                        None => out.extend(fold),
+                    }
+                    let j_target = z[j].as_ref().unwrap_or(&a[j]);
+                    let j_fused = if z[j].is_some() { Activation::Identity } else { bn.activation };
+                    let y4 = nchw(j_target, rows, out_chw)?;
+                    out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &fw, Some(&fb), j_fused, &y4, &scratch)?);
+                    if let Some(zj) = &z[j] {
+                        out.push(elementwise::act_forward_dispatch(gpu, bn.activation, zj, &a[j])?);
+                    }
+                    ws.folded[i] = Some((fw, fb));
+                } else {
+                    let y4 = nchw(target, rows, out_chw)?;
+                    out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, c.bias.then_some(&b), fused, &y4, &scratch)?);
+                }
+                ws.conv[i] = Some(scratch);
+            }
+            // folded into the convolution it reads, which wrote this layer's output
+            LayerSpec::BatchNorm(_) if folds[..i].contains(&Some(i)) => continue,
+            LayerSpec::BatchNorm(bn) => {
+                let (mean, var) =
+                    net.running.views(i, bn.channels)?.ok_or_else(|| Error::invalid("a BatchNorm without running statistics"))?;
+                let k = norm::BatchNorm { shape: bn.shape(rows), eps: bn.eps, gamma: &w, beta: &b, running_mean: &mean, running_var: &var };
+                match &saved[i] {
+                    Some(saved) => {
+                        let saved = saved.clone();
+                        out.push(norm::train_stats_dispatch(gpu, &k, Some(bn.momentum), input, &saved)?);
+                        out.push(norm::train_forward_dispatch(gpu, &k, fused, input, &saved, target)?);
+                    }
+                    None => out.push(norm::eval_forward_dispatch(gpu, &k, fused, input, target)?),
+                }
             }
             LayerSpec::MaxPool2d(p) => {
                 let arg = argmax[i].as_ref().ok_or_else(|| Error::invalid("max pool without an argmax buffer"))?;
@@ -355,7 +478,7 @@ pub(crate) fn forward_dispatches(
 /// and to predict.
 pub(crate) struct ForwardPlan {
     launches: Launches,
-    _conv: ConvScratches,
+    _ws: Workspaces,
     pub output: Tensor,
 }
 
@@ -395,9 +518,10 @@ impl ForwardPlan {
         if let Input::Batch(x) = input {
             launches.extend(source_x.gathers(gpu, indices, x)?);
         }
-        let mut conv = Vec::new();
-        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, None, &mut conv, &mut launches)?;
-        Ok(ForwardPlan { launches, _conv: conv, output: a[upto - 1].clone() })
+        let mut ws = Workspaces::default();
+        let saved = vec![None; layers.len()];
+        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, &saved, None, &mut ws, &mut launches)?;
+        Ok(ForwardPlan { launches, _ws: ws, output: a[upto - 1].clone() })
     }
 
     pub fn set_offset(&self, gpu: &Gpu, offset: usize) -> Result<()> {
@@ -418,7 +542,7 @@ pub(crate) struct Plan {
     /// The optimizer's update of every trainable range, after the gradients are ready (empty
     /// for forward-only plans).
     update: Vec<OptimStep>,
-    _conv: ConvScratches,
+    _ws: Workspaces,
 }
 
 /// Everything `Plan::build` reads.
@@ -449,7 +573,7 @@ impl Plan {
         let mut d = Launches::default();
         if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
             d.push(step);
-            return Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _conv: Vec::new() });
+            return Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _ws: Workspaces::default() });
         }
         let layers = net.layers();
         let l = layers.len();
@@ -487,12 +611,13 @@ impl Plan {
             s.a.iter().map(|t| if t.shape().len() == 2 { rows_view(t, rows) } else { Ok(t.clone()) }).collect::<Result<_>>()?;
         let z: Vec<Option<Tensor>> = s.z.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
         let argmax: Vec<Option<Tensor>> = s.argmax.iter().map(|t| opt_rows(t, rows)).collect::<Result<_>>()?;
-        let mut conv = Vec::new();
+        let saved: Vec<Option<Tensor>> = s.saved.to_vec();
+        let mut ws = Workspaces::default();
         let lowest = match p.mode {
             Mode::Train { lowest } => Some(lowest),
             Mode::Eval => None,
         };
-        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, lowest, &mut conv, &mut d)?;
+        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, &saved, lowest, &mut ws, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
@@ -625,7 +750,8 @@ impl Plan {
                     }
                     LayerSpec::Conv2d(c) => {
                         let (w, _) = net.param_views(i)?;
-                        let ws = conv.get(i).and_then(Option::as_ref).ok_or_else(|| Error::invalid("convolution without a workspace"))?;
+                        let ws =
+                            ws.conv.get(i).and_then(Option::as_ref).ok_or_else(|| Error::invalid("convolution without a workspace"))?;
                         let dx = below.as_ref().map(|t| nchw(t, rows, chw_in)).transpose()?;
                         let (x4, dy4) = (nchw(input, rows, chw_in)?, nchw(&dz, rows, chw_out)?);
                         let shape = c.shape(rows);
@@ -664,6 +790,29 @@ impl Plan {
                             d.push(conv::global_avg_pool_backward_dispatch(gpu, &dz, &nchw(below, rows, chw_in)?)?);
                         }
                     }
+                    LayerSpec::BatchNorm(bn) => {
+                        let (gamma, beta) = net.param_views(i)?;
+                        let (mean, var) =
+                            net.running.views(i, bn.channels)?.ok_or_else(|| Error::invalid("a BatchNorm without running statistics"))?;
+                        let k = norm::BatchNorm {
+                            shape: bn.shape(rows),
+                            eps: bn.eps,
+                            gamma: &gamma,
+                            beta: &beta,
+                            running_mean: &mean,
+                            running_var: &var,
+                        };
+                        let param_grads = if trains { Some(grads.views(net, i)?) } else { None };
+                        let g = norm::BatchNormGrads {
+                            dx: below.as_ref(),
+                            dgamma: param_grads.as_ref().map(|(gw, _)| gw),
+                            dbeta: param_grads.as_ref().map(|(_, gb)| gb),
+                        };
+                        match &saved[i] {
+                            Some(saved) => d.extend(norm::train_backward_dispatches(gpu, &k, &dz, input, saved, &g)?),
+                            None => d.extend(norm::eval_backward_dispatches(gpu, &k, &dz, input, &g)?),
+                        }
+                    }
                     LayerSpec::Add(_) => {
                         // both summands' gradient is dz: copied into the first written, added to the rest
                         for &v in src.iter().filter(|&&v| needs(v)) {
@@ -684,7 +833,7 @@ impl Plan {
         }
         // gradients ready: every trainable range's gradient is complete here, before any update
         // (the point where data-parallel training exchanges them)
-        Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _conv: conv })
+        Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _ws: ws })
     }
 
     /// The whole training step as one fused launch, where it is one: a dense BCE output layer
@@ -762,5 +911,47 @@ impl Plan {
     /// The optimizer's update of every trainable range from the gradients.
     pub(crate) fn update_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         self.update.iter().map(OptimStep::dispatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{CnnBuilder, Head, Init};
+
+    /// conv → BN → [conv → BN(relu), conv] + identity → BN after a ReLU → pool.
+    fn net(gpu: &Gpu) -> Network {
+        let trunk = CnnBuilder::new(2, 6, 6)
+            .conv(3, 3, 1, 1, Activation::Identity)
+            .batch_norm(Activation::Relu)
+            .residual(
+                |b| b.conv(3, 3, 1, 1, Activation::Identity).batch_norm(Activation::Relu).conv(3, 3, 1, 1, Activation::Relu),
+                Activation::Relu,
+            )
+            .batch_norm(Activation::Identity)
+            .global_avg_pool()
+            .build_graph()
+            .unwrap();
+        Network::from_trunk(gpu, 72, trunk, Init::KaimingUniform, Head::classes(2), 1).unwrap()
+    }
+
+    #[test]
+    fn frozen_conv_batchnorm_pairs_fold_and_nothing_else_does() {
+        let gpu = Gpu::new().unwrap();
+        let net = net(&gpu);
+        let l = net.layers().len();
+        let none = vec![None; l];
+        // layers: 0 conv, 1 bn, 2 conv, 3 bn, 4 conv(relu), 5 add, 6 bn (after the add), 7 pool, 8 fc
+        let forward_only = fold_targets(&net, 0, l, &none, None);
+        assert_eq!(forward_only.iter().enumerate().filter_map(|(i, j)| j.map(|j| (i, j))).collect::<Vec<_>>(), [(0, 1), (2, 3)]);
+        // a pair at or above the lowest trainable layer stays two layers: the gradient passes through
+        assert_eq!(fold_targets(&net, 0, l, &none, Some(3))[..4], [Some(1), None, None, None]);
+        assert!(fold_targets(&net, 0, l, &none, Some(0)).iter().all(Option::is_none));
+        // a training-mode BN (saved statistics) never folds
+        let mut saved = none.clone();
+        saved[1] = Some(Tensor::alloc(&gpu, &[2, 3], DType::F32, "saved").unwrap());
+        assert_eq!(fold_targets(&net, 0, l, &saved, None)[..3], [None, None, Some(3)]);
+        // starting above the first conv (its outputs cached): that BN reads the input, unfolded
+        assert_eq!(fold_targets(&net, 1, l, &none, None)[..3], [None, None, Some(3)]);
     }
 }

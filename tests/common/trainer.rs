@@ -28,7 +28,7 @@ pub fn reference_train(
     seed: u64,
 ) -> Vec<(Vec<f64>, Vec<f64>)> {
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer { spec: *sp, w: f64s(w), b: f64s(b) }).collect();
+    let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer::new(*sp, f64s(w), f64s(b))).collect();
     let mut state: Vec<[Vec<f64>; 4]> =
         layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
     let Targets::Classes { y, .. } = &data.targets else { panic!("the reference trainer takes class data") };

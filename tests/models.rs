@@ -1,0 +1,129 @@
+//! Built-in architectures: exactly torchvision's state_dict keys and shapes (the lists in
+//! `tests/fixtures/torchvision/`, written by `scripts/torchvision_keys.py` from torchvision's own
+//! classes), and evaluation-mode outputs equal to the float64 reference of the same network, with
+//! γ, β and running statistics that are not the defaults.
+mod common;
+use common::*;
+use headswap::Rng;
+use headswap::nn::models::Arch;
+use headswap::nn::{Head, Init, LayerSpec, LoadOptions, Network};
+use headswap::reference::network::{RefLayer, forward_graph};
+use std::path::Path;
+
+/// torchvision's `(key, shape)` list for `arch`.
+fn torchvision_keys(arch: &str) -> Vec<(String, Vec<usize>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision").join(format!("{arch}.keys"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, s) = l.split_once(' ').unwrap();
+            let shape = if s == "-" { Vec::new() } else { s.split('x').map(|d| d.parse().unwrap()).collect() };
+            (k.to_string(), shape)
+        })
+        .collect()
+}
+
+/// `arch` for 3×h×w images with a 1000-class head, its BatchNorms given random γ, β and
+/// running statistics.
+fn model(arch: Arch, h: usize, w: usize, seed: u64) -> Network {
+    let gpu = gpu();
+    let trunk = arch.trunk(3, h, w).unwrap();
+    let mut net = Network::from_trunk(&gpu, 3 * h * w, trunk, Init::KaimingUniform, arch.head(Head::classes(1000)), seed).unwrap();
+    let mut sd = net.to_checkpoint().unwrap();
+    let mut rng = Rng::new(seed + 1);
+    for t in sd.tensors.iter_mut() {
+        let (lo, hi) = if t.name.ends_with("running_var") {
+            (0.5, 1.5)
+        } else if t.name.ends_with("running_mean") {
+            (-0.2, 0.2)
+        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("weight")) {
+            (0.6, 1.2) // γ
+        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("bias")) {
+            (-0.1, 0.1) // β
+        } else {
+            continue;
+        };
+        t.data = (0..t.data.len()).map(|_| rng.uniform(lo, hi) as f32).collect();
+    }
+    let report = net.load_state_dict(&sd, LoadOptions { strict: true, ..Default::default() }, "random").unwrap();
+    assert!(report.is_exact());
+    net
+}
+
+#[test]
+fn every_builtin_resnet_has_torchvisions_keys_and_shapes() {
+    for arch in Arch::ALL {
+        let net = model(arch, 32, 32, 1);
+        let sd = net.to_checkpoint().unwrap();
+        let ours: Vec<(String, Vec<usize>)> = sd
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .chain(sd.int_tensors.iter().map(|t| (t.name.clone(), t.shape.clone())))
+            .collect();
+        let mut ours_sorted = ours.clone();
+        ours_sorted.sort();
+        let mut theirs = torchvision_keys(arch.name());
+        theirs.sort();
+        assert_eq!(ours_sorted, theirs, "{}", arch.name());
+        assert_eq!(net.trunk_output_dim(), arch.features());
+    }
+}
+
+#[test]
+fn resnet18_eval_outputs_equal_the_float64_reference() {
+    // 3×37×45: odd sizes through every stride
+    let (h, w, n) = (37, 45, 2);
+    let net = model(Arch::ResNet18, h, w, 5);
+    let x = rand_range(9, n * 3 * h * w, -2.0, 2.0);
+    // the logits: the network's outputs before the softmax predict applies
+    let logits = logits(&net, &x, n);
+    let want = reference_logits(&net, &x, n);
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 1e-3, "the logits are not all ~0 ({scale})");
+    assert_close("resnet18 logits against the float64 reference", &logits, &want, Tolerance { rel: 1e-4, abs: 1e-4 * scale });
+}
+
+#[test]
+fn resnet50_eval_outputs_equal_the_float64_reference() {
+    let (h, w, n) = (33, 32, 1);
+    let net = model(Arch::ResNet50, h, w, 6);
+    let x = rand_range(10, n * 3 * h * w, -2.0, 2.0);
+    let logits = logits(&net, &x, n);
+    let want = reference_logits(&net, &x, n);
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert_close("resnet50 logits against the float64 reference", &logits, &want, Tolerance { rel: 1e-4, abs: 1e-4 * scale });
+}
+
+#[test]
+fn a_too_small_input_is_refused_up_front() {
+    let err = Arch::ResNet18.trunk(3, 16, 64).unwrap_err().to_string();
+    assert!(err.contains("at least 32×32"), "{err}");
+    assert_eq!(Arch::parse("resnet50"), Some(Arch::ResNet50));
+    assert_eq!(Arch::parse("resnet51"), None);
+}
+
+/// The network's logits (evaluation mode).
+fn logits(net: &Network, x: &[f32], n: usize) -> Vec<f32> {
+    headswap::train::predict_logits(net, x, n, n).unwrap()
+}
+
+fn reference_logits(net: &Network, x: &[f32], n: usize) -> Vec<f64> {
+    let layers: Vec<RefLayer> = net
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let (w, b) = net.layer_values(i).unwrap();
+            let mut r = RefLayer::new(*spec, to_f64(&w), to_f64(&b));
+            if let LayerSpec::BatchNorm(_) = spec {
+                let s = net.running_stats(i).unwrap().unwrap();
+                r.running = to_f64(&s.running_mean).into_iter().chain(to_f64(&s.running_var)).collect();
+            }
+            r
+        })
+        .collect();
+    let (_, a) = forward_graph(&layers, net.sources(), &to_f64(x), n);
+    a.last().unwrap().clone()
+}
