@@ -30,6 +30,10 @@ pub enum Trunk {
     Mlp,
     /// 3×3 convolutions with 2×2 max pooling, then a dense layer.
     Cnn,
+    /// A small ResNet: a convolution with BatchNorm, then per entry of `channels` a residual
+    /// block (torchvision's BasicBlock, conv → BN → ReLU → conv → BN, plus the identity or a
+    /// 1×1 conv → BN projection), then global average pooling.
+    ResNet,
 }
 
 /// Demo settings.
@@ -41,7 +45,7 @@ pub struct DemoConfig {
     pub trunk: Trunk,
     /// Hidden layer widths of the MLP trunk (of the CNN's dense part: the last one).
     pub hidden: Vec<usize>,
-    /// Channels of the CNN trunk's convolutions.
+    /// Channels of the CNN trunk's convolutions (of the ResNet's blocks).
     pub channels: Vec<usize>,
     pub pretrain_epochs: usize,
     pub seed: u64,
@@ -96,6 +100,8 @@ pub struct DemoReport {
     pub adapter: String,
     /// The trunk's layers, described.
     pub trunk: String,
+    /// The kind of trunk.
+    pub trunk_kind: Trunk,
     pub data: String,
     pub task_a_examples: usize,
     pub task_a_test_accuracy: f64,
@@ -142,7 +148,7 @@ fn tasks(cfg: &DemoConfig, largest_b: usize) -> Result<Tasks> {
             let n_a = match (cfg.quick, cfg.trunk) {
                 (true, _) => 3000,
                 (false, Trunk::Mlp) => 12000,
-                (false, Trunk::Cnn) => 6000,
+                (false, Trunk::Cnn | Trunk::ResNet) => 6000,
             };
             Ok(Tasks {
                 name: "synthetic shapes (16×16)".into(),
@@ -200,10 +206,58 @@ pub fn cnn_trunk(input_shape: &[usize], channels: &[usize], dense: &[usize], act
     b.build()
 }
 
+/// A small ResNet over `[C, H, W]` images, written as torchvision writes its ResNets: `conv1`
+/// (3×3, `channels[0]` filters, no bias) → `bn1` → ReLU → `maxpool` (3×3, stride 2), then per entry of `channels` a stage
+/// `layer<i>` of one BasicBlock (stride 2 from the second stage on, with the `downsample`
+/// projection where the shape changes), then global average pooling: every BatchNorm follows a
+/// convolution, so a frozen trunk folds them all.
+pub fn resnet_trunk(input_shape: &[usize], channels: &[usize]) -> Result<crate::nn::Trunk> {
+    use Activation::{Identity, Relu};
+    let [c, h, w] = match *input_shape {
+        [c, h, w] => [c, h, w],
+        _ => return Err(Error::invalid(format!("a ResNet needs [C, H, W] inputs, the data has {input_shape:?}"))),
+    };
+    let first = *channels.first().ok_or_else(|| Error::invalid("a ResNet needs at least one stage"))?;
+    let mut b = crate::nn::CnnBuilder::new(c, h, w)
+        .conv_bias(false)
+        .conv(first, 3, 1, 1, Identity)
+        .name("conv1")
+        .batch_norm(Relu)
+        .name("bn1")
+        .max_pool_padded(3, 2, 1)
+        .name("maxpool");
+    let mut inplanes = first;
+    for (i, &planes) in channels.iter().enumerate() {
+        let stride = if i == 0 { 1 } else { 2 };
+        let body = move |b: crate::nn::CnnBuilder| {
+            b.conv(planes, 3, stride, 1, Identity)
+                .name("conv1")
+                .batch_norm(Relu)
+                .name("bn1")
+                .conv(planes, 3, 1, 1, Identity)
+                .name("conv2")
+                .batch_norm(Identity)
+                .name("bn2")
+        };
+        let project = stride != 1 || inplanes != planes;
+        b = b.scope(&format!("layer{}", i + 1), |b| {
+            b.scope("0", |b| {
+                if project {
+                    b.residual_with(body, |s| s.conv(planes, 1, stride, 0, Identity).name("0").batch_norm(Identity).name("1"), Relu)
+                } else {
+                    b.residual(body, Relu)
+                }
+            })
+        });
+        inplanes = planes;
+    }
+    b.global_avg_pool().name("avgpool").build_graph()
+}
+
 /// Epochs for a task-B run of `n` examples: enough optimizer steps for small sets to converge.
 fn epochs_for(n: usize, quick: bool, trunk: Trunk) -> usize {
     let budget = match (quick, trunk) {
-        (true, _) | (false, Trunk::Cnn) => 6000,
+        (true, _) | (false, Trunk::Cnn | Trunk::ResNet) => 6000,
         (false, Trunk::Mlp) => 12000,
     };
     (budget / n.max(1)).clamp(10, 120)
@@ -224,19 +278,24 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     let t = tasks(cfg, largest)?;
     let classes = t.a_train.num_outputs();
     let k = t.b_pool.num_outputs();
-    let trunk_layers = match cfg.trunk {
+    let trunk = match cfg.trunk {
         Trunk::Mlp => {
             let mut sizes: Vec<usize> = vec![t.a_train.d];
             sizes.extend(&cfg.hidden);
-            sizes
-                .windows(2)
-                .map(|w| crate::nn::LayerSpec::Dense(crate::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: Activation::Relu }))
-                .collect()
+            crate::nn::Trunk::chain(
+                sizes
+                    .windows(2)
+                    .map(|w| {
+                        crate::nn::LayerSpec::Dense(crate::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: Activation::Relu })
+                    })
+                    .collect(),
+            )
         }
-        Trunk::Cnn => cfg.cnn_trunk(&t.a_train.input_shape)?,
+        Trunk::Cnn => crate::nn::Trunk::chain(cfg.cnn_trunk(&t.a_train.input_shape)?),
+        Trunk::ResNet => resnet_trunk(&t.a_train.input_shape, &cfg.channels)?,
     };
-    let trunk_text = trunk_layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
-    let new_net = |head: Head, seed: u64| Network::from_specs(gpu, t.a_train.d, trunk_layers.clone(), Default::default(), head, seed);
+    let trunk_text = trunk.layers.iter().map(|l| l.describe()).collect::<Vec<_>>().join(" | ");
+    let new_net = |head: Head, seed: u64| Network::from_trunk(gpu, t.a_train.d, trunk.clone(), Default::default(), head, seed);
 
     progress(&format!("task A: {} — {} examples, {classes} classes; pretraining {trunk_text} → {classes}", t.name, t.a_train.n));
     let mut base = new_net(Head::classes(classes), cfg.seed)?;
@@ -245,7 +304,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     let epochs_a = match (cfg.quick, cfg.trunk) {
         (true, _) => cfg.pretrain_epochs.min(8),
         (false, Trunk::Mlp) => cfg.pretrain_epochs,
-        (false, Trunk::Cnn) => cfg.pretrain_epochs.min(10),
+        (false, Trunk::Cnn | Trunk::ResNet) => cfg.pretrain_epochs.min(10),
     };
     let pre = trainer.fit(&mut base, &t.a_train, epochs_a)?;
     let task_a_seconds = started.elapsed().as_secs_f64();
@@ -299,6 +358,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, progress: &mut dyn FnMut(&str)) -> Resul
     Ok(DemoReport {
         adapter: format!("{} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend),
         trunk: trunk_text,
+        trunk_kind: cfg.trunk,
         data: t.name,
         task_a_examples: t.a_train.n,
         task_a_test_accuracy: a_metrics.accuracy.unwrap_or(0.0),
@@ -315,7 +375,11 @@ impl DemoReport {
     /// "cnn" or "mlp": the kind of trunk, read from its layers (a report names its trunk by
     /// layers, which is too long for a column heading).
     pub fn trunk_name(&self) -> &'static str {
-        if self.trunk.contains("conv2d") { "cnn" } else { "mlp" }
+        match self.trunk_kind {
+            Trunk::Mlp => "mlp",
+            Trunk::Cnn => "cnn",
+            Trunk::ResNet => "resnet",
+        }
     }
 
     /// The mean F1 at `size` for `method`: `None` without such a row, or when its mean F1 is n/a.
@@ -431,6 +495,7 @@ mod tests {
         DemoReport {
             adapter: "test".into(),
             trunk: "dense".into(),
+            trunk_kind: Trunk::Mlp,
             data: "hand-made".into(),
             task_a_examples: 1,
             task_a_test_accuracy: 1.0,

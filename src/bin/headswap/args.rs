@@ -82,7 +82,11 @@ pub enum DemoData {
 pub enum DemoTrunk {
     Mlp,
     Cnn,
+    Resnet,
+    /// mlp and cnn
     Both,
+    /// mlp, cnn and resnet
+    All,
 }
 
 #[derive(Args, Debug)]
@@ -92,7 +96,7 @@ pub struct DemoArgs {
     #[arg(long, value_enum, value_name = "synthetic|digits", hide_possible_values = true, default_value_t = DemoData::Synthetic)]
     pub data: DemoData,
     /// The trunks to compare
-    #[arg(long, value_enum, value_name = "mlp|cnn|both", hide_possible_values = true, default_value_t = DemoTrunk::Both)]
+    #[arg(long, value_enum, value_name = "mlp|cnn|resnet|both|all", hide_possible_values = true, default_value_t = DemoTrunk::Both)]
     pub trunk: DemoTrunk,
     /// Where the digits are (with --data digits)
     #[arg(long, value_name = "DIR")]

@@ -15,7 +15,9 @@ pub fn run(a: DemoArgs) -> CliResult<()> {
     let trunks = match a.trunk {
         DemoTrunk::Mlp => vec![Trunk::Mlp],
         DemoTrunk::Cnn => vec![Trunk::Cnn],
+        DemoTrunk::Resnet => vec![Trunk::ResNet],
         DemoTrunk::Both => vec![Trunk::Mlp, Trunk::Cnn],
+        DemoTrunk::All => vec![Trunk::Mlp, Trunk::Cnn, Trunk::ResNet],
     };
     let report_dir = report_dir(a.report.as_deref())?;
     let gpu = gpu()?;
@@ -24,7 +26,7 @@ pub fn run(a: DemoArgs) -> CliResult<()> {
         let cfg = DemoConfig { trunk, ..cfg.clone() };
         let report = demo::run(&gpu, &cfg, &mut |line| eprintln!("{line}"))?;
         if let Some(dir) = &report_dir {
-            let sub = dir.join(if trunk == Trunk::Mlp { "mlp" } else { "cnn" });
+            let sub = dir.join(report.trunk_name());
             let files = headswap::report::demo_report(&sub, &report)?;
             eprintln!("report: {}", files.last().map_or(sub.clone(), |p| p.clone()).display());
         }
