@@ -963,3 +963,128 @@ fn conv_and_pool_modules_are_compiled_once_each() {
     conv::conv2d_forward(&gpu, &c, &x, &w, None, Activation::Identity, &mut out, &scratch).unwrap();
     assert_eq!(counts(), (modules + 2, pipelines + 3), "a repeated launch compiled something");
 }
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch's own numbers (torch 2.15, float64 autograd; `scripts/torch_conv_fixture.py` wrote
+// `tests/fixtures/torch_conv.safetensors`, so no Python is needed here)
+
+/// A float64 result against PyTorch's float64 one, which the fixture loader hands over rounded
+/// to f32: agreement to that rounding.
+fn assert_close_f64(what: &str, actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= 1e-7 * e.abs() + 1e-9, "{what}[{i}]: {a} vs PyTorch {e}");
+    }
+}
+
+fn torch_fixture() -> headswap::checkpoint::Checkpoint {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_conv.safetensors");
+    headswap::checkpoint::load(&path).unwrap()
+}
+
+/// The cases of kind `kind` (`conv`, `max`, `avg`) in the fixture: (name prefix, geometry).
+fn torch_cases(t: &headswap::checkpoint::Checkpoint, kind: &str) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = t
+        .names()
+        .filter(|n| n.starts_with(&format!("{kind}.")) && n.ends_with(".geom"))
+        .map(|n| (n.trim_end_matches("geom").to_string(), t.get(n).unwrap().data.iter().map(|&g| g as usize).collect()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Grouped, depthwise (MobileNetV2's), channel-multiplier, rectangular and asymmetrically padded
+/// (CREPE's `F.pad` + `(16, 1)` kernel at stride `(4, 1)`) convolutions: the GPU's output and
+/// gradients and the float64 reference equal PyTorch's.
+#[test]
+fn grouped_and_padded_conv_equal_pytorch() {
+    let t = torch_fixture();
+    let gpu = gpu();
+    let cases = torch_cases(&t, "conv");
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    for (p, g) in cases {
+        let get = |name: &str| t.get(&format!("{p}{name}")).unwrap_or_else(|| panic!("{p}{name} missing")).data.clone();
+        let s = Conv2dShape::new(g[0], g[1], g[2], g[3], g[4], 1, 1, 0)
+            .with_kernel_hw(g[5], g[6])
+            .with_stride_hw(g[7], g[8])
+            .with_padding([g[9], g[10], g[11], g[12]])
+            .with_groups(g[13]);
+        let bias = g[14] == 1;
+        let (x, w, dy) = (get("x"), get("w"), get("dy"));
+        let b = bias.then(|| get("b"));
+        let (want_y, want_dx, want_dw) = (to_f64(&get("y")), to_f64(&get("dx")), to_f64(&get("dw")));
+        // the reference: float64 on the same f32 inputs, so agreement to rounding
+        let b64 = b.as_ref().map(|b| to_f64(b));
+        assert_close_f64(&format!("{p} reference y"), &rc::conv2d_forward(&s, &to_f64(&x), &to_f64(&w), b64.as_deref()), &want_y);
+        let rg = rc::conv2d_backward(&s, &to_f64(&x), &to_f64(&w), &to_f64(&dy));
+        assert_close_f64(&format!("{p} reference dx"), &rg.dx, &want_dx);
+        assert_close_f64(&format!("{p} reference dw"), &rg.dw, &want_dw);
+        // the GPU
+        let (gx, gw, gdy) = (upload(&gpu, &s.x_shape(), &x), upload(&gpu, &s.w_shape(), &w), upload(&gpu, &s.y_shape(), &dy));
+        let gb = b.as_ref().map(|b| upload(&gpu, &[s.o], b));
+        for algo in algos_for(&s) {
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut y = poisoned(&gpu, &s.y_shape());
+            conv::conv2d_forward(&gpu, &s, &gx, &gw, gb.as_ref(), Activation::Identity, &mut y, &scratch).unwrap();
+            assert_close(&format!("{p} {algo:?} y"), &y.download(&gpu).unwrap(), &want_y, tol_for(s.patch_len()));
+            let (mut dx, mut dw, mut db) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+            conv::conv2d_backward(&gpu, &s, &gx, &gw, &gdy, Some(&mut dx), &mut dw, bias.then_some(&mut db), &scratch).unwrap();
+            let (oh, ow) = s.out_hw();
+            assert_close(&format!("{p} {algo:?} dx"), &dx.download(&gpu).unwrap(), &want_dx, tol_for(s.o_per_group() * s.kh * s.kw));
+            assert_close(&format!("{p} {algo:?} dw"), &dw.download(&gpu).unwrap(), &want_dw, tol_for(s.n * oh * ow));
+            if bias {
+                assert_close(&format!("{p} {algo:?} db"), &db.download(&gpu).unwrap(), &to_f64(&get("db")), tol_for(s.n * oh * ow));
+            }
+        }
+    }
+}
+
+/// `MaxPool2d(3, 2, ceil_mode=True)` (ResNet/GoogLeNet), other ceil_mode windows with and without
+/// padding, CREPE's `MaxPool2d((2, 1), (2, 1))` and a rectangular padded window: the GPU's max
+/// pool (values, PyTorch's indices, gradient) and average pool (`count_include_pad=True`: the
+/// divisor of windows that reach past the padded input) and the reference equal PyTorch's.
+#[test]
+fn ceil_mode_and_rectangular_pools_equal_pytorch() {
+    let t = torch_fixture();
+    let gpu = gpu();
+    let cases = torch_cases(&t, "max");
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    for (p, g) in cases {
+        let get = |name: &str| t.get(&format!("{p}{name}")).unwrap_or_else(|| panic!("{p}{name} missing")).data.clone();
+        let avg = |name: &str| {
+            let name = format!("avg.{}{name}", p.trim_start_matches("max."));
+            to_f64(&t.get(&name).unwrap_or_else(|| panic!("{name} missing")).data)
+        };
+        let s = Pool2dShape::new(g[0], g[1], g[2], g[3], 1, 1, 0)
+            .with_kernel_hw(g[4], g[5])
+            .with_stride_hw(g[6], g[7])
+            .with_padding([g[8], g[8], g[9], g[9]])
+            .with_ceil_mode(g[10] == 1);
+        let (x, dy) = (get("x"), get("dy"));
+        let want_idx: Vec<u32> = get("idx").iter().map(|&i| i as u32).collect();
+        assert_eq!(want_idx.len(), s.y_shape().iter().product::<usize>(), "{p}: output size");
+        // the reference
+        let (ry, rarg) = rc::max_pool2d_forward(&s, &to_f64(&x));
+        assert_close_f64(&format!("{p} reference max y"), &ry, &to_f64(&get("y")));
+        assert_eq!(rarg, want_idx, "{p} reference argmax");
+        assert_close_f64(&format!("{p} reference max dx"), &rc::max_pool2d_backward(&s, &to_f64(&dy), &rarg), &to_f64(&get("dx")));
+        assert_close_f64(&format!("{p} reference avg y"), &rc::avg_pool2d_forward(&s, &to_f64(&x)), &avg("y"));
+        assert_close_f64(&format!("{p} reference avg dx"), &rc::avg_pool2d_backward(&s, &to_f64(&dy)), &avg("dx"));
+        // the GPU
+        let (gx, gdy) = (upload(&gpu, &s.x_shape(), &x), upload(&gpu, &s.y_shape(), &dy));
+        let mut y = poisoned(&gpu, &s.y_shape());
+        let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; want_idx.len()]).unwrap();
+        conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+        assert_close(&format!("{p} max y"), &y.download(&gpu).unwrap(), &to_f64(&get("y")), Tolerance::STRICT);
+        assert_eq!(arg.download_u32(&gpu).unwrap(), want_idx, "{p} argmax");
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::max_pool2d_backward(&gpu, &s, &gdy, &arg, &mut dx).unwrap();
+        assert_close(&format!("{p} max dx"), &dx.download(&gpu).unwrap(), &to_f64(&get("dx")), tol_for(4));
+        let mut y = poisoned(&gpu, &s.y_shape());
+        conv::avg_pool2d_forward(&gpu, &s, &gx, &mut y).unwrap();
+        assert_close(&format!("{p} avg y"), &y.download(&gpu).unwrap(), &avg("y"), tol_for(s.kh * s.kw));
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::avg_pool2d_backward(&gpu, &s, &gdy, &mut dx).unwrap();
+        assert_close(&format!("{p} avg dx"), &dx.download(&gpu).unwrap(), &avg("dx"), tol_for(s.kh * s.kw));
+    }
+}
