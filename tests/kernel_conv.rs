@@ -849,6 +849,45 @@ fn pool_shape_errors_are_errors() {
 /// several runs of each dispatch list, the two algorithms interleaved so that both see the same
 /// load. Run with `cargo test --test kernel_conv bench_direct_vs_im2col -- --ignored --nocapture`
 /// (`HEADSWAP_CONV_BENCH_REPS` sets the runs, 7 by default).
+/// Times a MobileNetV2-sized depthwise 3×3 (forward, dx, dw, best of N runs) on this adapter:
+/// `cargo test --test kernel_conv bench_depthwise -- --ignored --nocapture`
+/// (`HEADSWAP_CONV_BENCH_REPS` sets the runs, 7 by default).
+#[test]
+#[ignore]
+fn bench_depthwise() {
+    let gpu = gpu();
+    let reps: usize = std::env::var("HEADSWAP_CONV_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    eprintln!("adapter {:?}, best of {reps} runs; ms", gpu.adapter_info().name);
+    for (name, s) in [
+        ("8×32×56×56 dw3 s1", Conv2dShape::new(8, 32, 56, 56, 32, 3, 1, 1).with_groups(32)),
+        ("8×96×56×56 dw3 s2", Conv2dShape::new(8, 96, 56, 56, 96, 3, 2, 1).with_groups(96)),
+    ] {
+        let c = conv_case(&gpu, s, 1);
+        let gdy = upload(&gpu, &s.y_shape(), &rand_vec(2, s.y_shape().iter().product()));
+        let (y, dx, dw) = (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
+        let sc = ConvScratch::new(&gpu, &s).unwrap();
+        let lists = [
+            conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &c.gw, None, Activation::Relu, &y, &sc).unwrap(),
+            conv::conv2d_backward_input_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, &dx, &sc).unwrap(),
+            conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, None, &dw, None, &sc).unwrap(),
+        ];
+        let mut best = [f64::INFINITY; 3];
+        for rep in 0..=reps {
+            for (k, d) in lists.iter().enumerate() {
+                let refs: Vec<_> = d.iter().collect();
+                let t = std::time::Instant::now();
+                gpu.run("bench", &refs).unwrap();
+                gpu.sync().unwrap();
+                if rep > 0 {
+                    best[k] = best[k].min(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let kernels: Vec<&str> = lists.iter().flatten().map(|d| d.name()).collect();
+        eprintln!("{name}: forward {:.2}  dx {:.2}  dw {:.2}  ({kernels:?})", best[0], best[1], best[2]);
+    }
+}
+
 #[test]
 #[ignore]
 fn bench_direct_vs_im2col() {
