@@ -175,7 +175,7 @@ fn avg_divisor(s: &Pool2dShape, oy: usize, ox: usize) -> f64 {
 }
 
 /// Average pooling with the padding counted (`count_include_pad = True`): each window's sum over
-/// its input elements divided by [`avg_divisor`].
+/// its input elements divided by the window's taps inside the padded input (`avg_divisor`).
 pub fn avg_pool2d_forward(s: &Pool2dShape, x: &[f64]) -> Vec<f64> {
     let (oh, ow) = s.out_hw();
     let mut y = vec![0.0; s.n * s.c * oh * ow];

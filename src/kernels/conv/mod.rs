@@ -3,8 +3,10 @@
 //! [`super::pool`] (re-exported here under its earlier paths); the window geometry both share is
 //! [`Window2d`].
 //!
-//! * conv: x `[N, C, H, W]`, weight `[O, C, KH, KW]`, bias `[O]`, y `[N, O, OH, OW]` with
-//!   `OH = (H + 2·PH − KH) / SH + 1` (zero padding), and an optional fused activation
+//! * conv: x `[N, C, H, W]`, weight `[O, C/G, KH, KW]` (G groups: output channel o sees the
+//!   C/G inputs of its group; G = C = O is depthwise), bias `[O]`, y `[N, O, OH, OW]` with
+//!   `OH = (H + PH + PB − KH) / SH + 1` (zero padding PH above and PB below, which may differ:
+//!   `F.pad` folded in), and an optional fused activation
 //!   `y = act(conv(x, w) + b)`. The backward takes `dy`, the gradient of the **pre-activation**
 //!   output (run [`crate::kernels::act_backward`] first when an activation was fused), and gives
 //!   dx (optional: the lowest trainable layer skips it), dw and db (optional: a layer without bias).
@@ -19,7 +21,10 @@
 //!   the `N·OH` output rows, and when there are several slices (long batches of large images) a
 //!   last kernel adds the slices' partial gradients in slice order. Scratch: those partials only
 //!   (at most 16 MiB, usually none).
-//! * [`ConvAlgo::Im2col`] (`im2col.rs`): im2col into `cols [chunk·OH·OW, C·KH·KW]`, then the
+//!   Grouped convolutions run the same kernels, each channel block inside one group; depthwise
+//!   ones have kernels of their own (`dw_*`: one channel per invocation, about 3× faster than
+//!   the blocked ones there, whose blocks would hold one useful channel).
+//! * [`ConvAlgo::Im2col`] (`im2col.rs`, ungrouped convolutions only): im2col into `cols [chunk·OH·OW, C·KH·KW]`, then the
 //!   matmul kernel (`y = cols·Wᵀ` with the bias and activation fused, `dW = dYᵀ·cols`,
 //!   `dcols = dY·W`), a permute between the matmul's pixel-major rows and NCHW, and col2im as a
 //!   gather. The batch runs in chunks of images so that the scratch stays bounded (64 MiB of
