@@ -213,3 +213,32 @@ fn grouped_layers_survive_a_checkpoint_and_old_layers_keep_their_json() {
     assert_eq!(layer(5)["ceil_mode"], true);
     assert_eq!(layer(5)["kernel"], 2);
 }
+
+#[test]
+fn bad_grouped_layer_json_is_a_readable_error() {
+    let gpu = gpu();
+    let c = case(mobile_trunk(), 3, 6, 4);
+    let dir = TempDir::new("grouped-json");
+    let path = dir.path().join("mobile.safetensors");
+    network(&c).save(&path, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let ckpt = headswap::checkpoint::load(&path).unwrap();
+    let key = headswap::checkpoint::LAYERS_KEY;
+    let json: serde_json::Value = serde_json::from_str(&ckpt.metadata[key]).unwrap();
+    for (layer, field, value, needle) in [
+        (4, "kernel", serde_json::json!([3, 1, 2]), "a list of 2"),
+        (4, "padding", serde_json::json!([1, 0]), "a list of 4"),
+        (5, "ceil_mode", serde_json::json!(1), "true or false"),
+        (1, "groups", serde_json::json!(-1), "non-negative integer"),
+        // 3 groups do not divide the 4 channels: the kernel library's shape error, naming groups
+        (1, "groups", serde_json::json!(3), "groups"),
+    ] {
+        let mut bad = json.clone();
+        bad[layer][field] = value;
+        let mut tampered = ckpt.clone();
+        tampered.metadata.insert(key.into(), bad.to_string());
+        let p = dir.path().join("bad.safetensors");
+        headswap::checkpoint::save(&p, &tampered, headswap::checkpoint::StorageDtype::F32).unwrap();
+        let e = Network::load(&gpu, &p).unwrap_err().to_string();
+        assert!(e.contains(needle), "{field}: {e}");
+    }
+}
