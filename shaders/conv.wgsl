@@ -2,16 +2,21 @@
 // direct kernels, and im2col + the matmul kernel (src/kernels/conv/). Prepended: common.wgsl,
 // window.wgsl (Params, binding 1 `in1`, taps(), the sliced reductions).
 //
-//   x  [N, C, H, W]       input              w  [O, C, KH, KW]   weight (nn.Conv2d)
+//   x  [N, C, H, W]       input              w  [O, C/G, KH, KW] weight (nn.Conv2d, G groups)
 //   y  [N, O, OH, OW]     output             b  [O]              bias
-//   OH = (H + 2·PH − KH) / SH + 1, OW likewise; zero padding.
-//   y[n, o, oy, ox] = act(b[o] + Σ_{c, ky, kx} w[o, c, ky, kx] · x[n, c, oy·SH + ky − PH, ox·SW + kx − PW])
+//   OH = (H + PH + PB − KH) / SH + 1, OW likewise; zero padding (PH above, PB below: the
+//   kernels only need PH and PW, the host computes OH and OW).
+//   y[n, o, oy, ox] = act(b[o] + Σ_{c, ky, kx} w[o, c, ky, kx] · x[n, g·C/G + c, oy·SH + ky − PH, ox·SW + kx − PW])
+//   where g = o / (O/G) is the group of output channel o and c runs over C/G.
 //
 // Entry points (bindings after the params uniform at 0):
 //   conv_forward          1 x (r), 2 w (r), 3 b (r), 4 y (rw)   overrides ACT, HAS_BIAS, OB, KH, KW
 //   conv_backward_input   1 dy (r), 2 w (r), 3 dx (rw)          overrides KH, KW
 //   conv_backward_weight  1 x (r), 2 dy (r), 3 dw or parts (rw)
 //   conv_backward_bias    1 dy (r), 2 db (rw)                   override SLICES
+//   dw_forward            1 x (r), 2 w (r), 3 b (r), 4 y (rw)   overrides ACT, HAS_BIAS, KH, KW (depthwise)
+//   dw_backward_input     1 dy (r), 2 w (r), 3 dx (rw)          overrides KH, KW (depthwise)
+//   dw_backward_weight    1 x (r), 2 dy (r), 3 dw or parts (rw) (depthwise)
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
 //   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW
 //   col2im                1 dcols (r), 2 dx (rw)
@@ -25,7 +30,11 @@
 // * conv_forward, conv_backward_input, conv_backward_weight: the grid is (pixels or weight taps,
 //   channel block, image or slice), so on lavapipe (8 invocations per SIMD register) the
 //   channel block comes from workgroup_id and the weight (or dy) loads are uniform: a scalar load
-//   and a broadcast, one gathered load feeding 4–8 FMAs. See each kernel's comment.
+//   and a broadcast, one gathered load feeding 4–8 FMAs. See each kernel's comment. With groups,
+//   a channel block never straddles two groups (the grid's y counts blocks per group times G),
+//   so the group, too, comes from workgroup_id.
+// * dw_*: depthwise (G = C = O), where blocks of channels would share no input: one channel per
+//   invocation, scalar accumulators.
 // * conv_backward_bias: a long reduction over N·OH·OW, sliced (window.wgsl).
 // * the im2col path (src/kernels/conv/im2col.rs): im2col writes
 //   cols[n·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx] for the images n0 .. n0 + p.n of a chunk
@@ -62,15 +71,19 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     let plane = p.oh * p.ow;
     let s = gid.x;
     if s >= plane { return; }
-    let o0 = wid.y * OB;
+    let og = p.o / p.groups;
+    let cg = p.c / p.groups;
+    let blocks = (og + OB - 1u) / OB;
+    let g = wid.y / blocks;
+    let o0 = g * og + (wid.y % blocks) * OB;
     let n = wid.z;
     let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
     let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
     let hmax = i32(p.h) - 1;
     let wmax = i32(p.w) - 1;
-    let ckk = p.c * KH * KW;
-    // weight rows of the block, clamped (always valid memory; masked at the store)
-    let last = p.o - 1u;
+    let ckk = cg * KH * KW;
+    // weight rows of the block, clamped to the group (always valid memory; masked at the store)
+    let last = g * og + og - 1u;
     let w0 = min(o0, last) * ckk;
     let w1 = min(o0 + 1u, last) * ckk;
     let w2 = min(o0 + 2u, last) * ckk;
@@ -81,8 +94,8 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     let w7 = min(o0 + 7u, last) * ckk;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
-    for (var c = 0u; c < p.c; c++) {
-        let xc = (n * p.c + c) * p.h * p.w;
+    for (var c = 0u; c < cg; c++) {
+        let xc = (n * p.c + g * cg + c) * p.h * p.w;
         for (var ky = 0u; ky < KH; ky++) {
             let iy = iy0 + i32(ky);
             let row_ok = iy >= 0 && iy <= hmax;
@@ -101,7 +114,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     }
     for (var j = 0u; j < OB; j++) {
         let o = o0 + j;
-        if o >= p.o { break; }
+        if o > last { break; }
         var v = select(acc1[j & 3u], acc0[j & 3u], j < 4u);
         if HAS_BIAS { v += in3[o]; }
         out4[(n * p.o + o) * plane + s] = activate(ACT, v, p.alpha);
@@ -110,8 +123,8 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
 
 // ---------------------------------------------------------------------------------------------
 // conv_backward_input: dx[n, c, iy, ix] = Σ_{o, ky, kx} dy[n, o, oy, ox] · w[o, c, ky, kx] over
-// the taps with iy + PH = oy·SH + ky (and the same in x). Grid: x = input pixels, y = block of 4
-// input channels, z = image. With stride 1 the taps loop over the whole kernel, masked, so the
+// the taps with iy + PH = oy·SH + ky (and the same in x), o over the group of c (w's second index
+// is c's place in its group). Grid: x = input pixels, y = block of 4 input channels, z = image. With stride 1 the taps loop over the whole kernel, masked, so the
 // weight loads are uniform; with a larger stride only the taps of the pixel's residue class are
 // visited (SH·SW times fewer iterations, the weights gathered).
 
@@ -122,25 +135,31 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(w
     let hw = p.h * p.w;
     let j = gid.x;
     if j >= hw { return; }
-    let c0 = wid.y * CB;
+    let og = p.o / p.groups;
+    let cg = p.c / p.groups;
+    let blocks = (cg + CB - 1u) / CB;
+    let g = wid.y / blocks;
+    let first = g * cg;
+    let c0 = first + (wid.y % blocks) * CB;
     let n = wid.z;
     let iy = j / p.w;
     let ix = j % p.w;
     let plane = p.oh * p.ow;
     let kk = p.kh * p.kw;
-    let ckk = p.c * kk;
-    let last = p.c - 1u;
-    let c0k = min(c0, last) * kk;
-    let c1k = min(c0 + 1u, last) * kk;
-    let c2k = min(c0 + 2u, last) * kk;
-    let c3k = min(c0 + 3u, last) * kk;
+    let ckk = cg * kk;
+    let last = first + cg - 1u;
+    let c0k = (min(c0, last) - first) * kk;
+    let c1k = (min(c0 + 1u, last) - first) * kk;
+    let c2k = (min(c0 + 2u, last) - first) * kk;
+    let c3k = (min(c0 + 3u, last) - first) * kk;
+    let o_end = g * og + og;
     var acc = vec4<f32>(0.0);
     if p.sh == 1u && p.sw == 1u {
         let ty = i32(iy + p.ph);
         let tx = i32(ix + p.pw);
         let ohmax = i32(p.oh) - 1;
         let owmax = i32(p.ow) - 1;
-        for (var o = 0u; o < p.o; o++) {
+        for (var o = g * og; o < o_end; o++) {
             let dyo = (n * p.o + o) * plane;
             for (var ky = 0u; ky < KH; ky++) {
                 let oy = ty - i32(ky);
@@ -158,7 +177,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(w
     } else {
         let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
         let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
-        for (var o = 0u; o < p.o; o++) {
+        for (var o = g * og; o < o_end; o++) {
             let dyo = (n * p.o + o) * plane;
             let wo = o * ckk;
             var oy = ty.o0;
@@ -178,31 +197,35 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(w
     }
     for (var q = 0u; q < CB; q++) {
         let c = c0 + q;
-        if c >= p.c { break; }
+        if c > last { break; }
         out3[(n * p.c + c) * hw + j] = acc[q];
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // conv_backward_weight: dw[o, c, ky, kx] = Σ_{n, oy, ox} dy[n, o, oy, ox] · x[n, c, oy·SH + ky − PH,
-// ox·SW + kx − PW]. Grid: x = weight taps k = (c, ky, kx), y = block of 4 output channels,
-// z = slice of the N·OH rows (n, oy). Everything but k comes from workgroup_id, so the row loop,
+// ox·SW + kx − PW] (the input channel offset by o's group). Grid: x = weight taps k = (c, ky, kx)
+// of one group's row, y = block of 4 output channels, z = slice of the N·OH rows (n, oy). Everything but k comes from workgroup_id, so the row loop,
 // its trip counts and the dy loads are uniform; one (gathered, masked) x load feeds 4 FMAs.
 // With one slice the result goes straight to dw; with several, slice z writes its partial sums
 // to parts[z·O·C·KH·KW + ...] and sum_parts adds them in slice order (p.total = rows per slice).
 
 @compute @workgroup_size(64)
 fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let og = p.o / p.groups;
+    let cg = p.c / p.groups;
     let kk = p.kh * p.kw;
-    let ckk = p.c * kk;
+    let ckk = cg * kk;
     let k = gid.x;
     if k >= ckk { return; }
-    let o0 = wid.y * 4u;
-    let c = k / kk;
+    let blocks = (og + 3u) / 4u;
+    let g = wid.y / blocks;
+    let o0 = g * og + (wid.y % blocks) * 4u;
+    let c = g * cg + k / kk;
     let ky = (k / p.kw) % p.kh;
     let kx = k % p.kw;
     let plane = p.oh * p.ow;
-    let last = p.o - 1u;
+    let last = g * og + og - 1u;
     let d1 = (min(o0 + 1u, last) - o0) * plane;
     let d2 = (min(o0 + 2u, last) - o0) * plane;
     let d3 = (min(o0 + 3u, last) - o0) * plane;
@@ -234,9 +257,132 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let base = wid.z * p.o * ckk;
     for (var q = 0u; q < 4u; q++) {
         let o = o0 + q;
-        if o >= p.o { break; }
+        if o > last { break; }
         out3[base + o * ckk + k] = acc[q];
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise (G = C = O, weight [C, 1, KH, KW]): channel c of the output reads channel c of the
+// input only. The blocked kernels above would compute one useful channel in 4 or 8 (the others
+// clamped and dropped), so these keep one channel per invocation, with scalar sums in the same
+// tap order as the blocked ones.
+
+// dw_forward: y[n, c, oy, ox] = act(b[c] + Σ_{ky, kx} w[c, ky, kx] · x[n, c, ...]). Grid: x = output
+// pixels, y = channel, z = image: the weight loads are uniform, the taps unrolled (KH, KW).
+@compute @workgroup_size(64)
+fn dw_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let plane = p.oh * p.ow;
+    let s = gid.x;
+    if s >= plane { return; }
+    let c = wid.y;
+    let n = wid.z;
+    let iy0 = i32((s / p.ow) * p.sh) - i32(p.ph);
+    let ix0 = i32((s % p.ow) * p.sw) - i32(p.pw);
+    let hmax = i32(p.h) - 1;
+    let wmax = i32(p.w) - 1;
+    let xc = (n * p.c + c) * p.h * p.w;
+    let wc = c * KH * KW;
+    var acc = 0.0;
+    for (var ky = 0u; ky < KH; ky++) {
+        let iy = iy0 + i32(ky);
+        let row_ok = iy >= 0 && iy <= hmax;
+        let xr = xc + u32(clamp(iy, 0, hmax)) * p.w;
+        for (var kx = 0u; kx < KW; kx++) {
+            let ix = ix0 + i32(kx);
+            let xv = select(0.0, in1[xr + u32(clamp(ix, 0, wmax))], row_ok && ix >= 0 && ix <= wmax);
+            acc = fma(xv, in2[wc + ky * KW + kx], acc);
+        }
+    }
+    if HAS_BIAS { acc += in3[c]; }
+    out4[(n * p.c + c) * plane + s] = activate(ACT, acc, p.alpha);
+}
+
+// dw_backward_input: dx[n, c, iy, ix] = Σ over the taps reaching (iy, ix) of dy[n, c, oy, ox] ·
+// w[c, ky, kx]. Grid: x = input pixels, y = channel, z = image. Stride 1: the whole kernel,
+// masked (uniform weight loads, unrolled); larger strides: the pixel's taps only (taps()).
+@compute @workgroup_size(64)
+fn dw_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let hw = p.h * p.w;
+    let j = gid.x;
+    if j >= hw { return; }
+    let c = wid.y;
+    let n = wid.z;
+    let iy = j / p.w;
+    let ix = j % p.w;
+    let dyc = (n * p.c + c) * p.oh * p.ow;
+    let wc = c * p.kh * p.kw;
+    var acc = 0.0;
+    if p.sh == 1u && p.sw == 1u {
+        let ty = i32(iy + p.ph);
+        let tx = i32(ix + p.pw);
+        let ohmax = i32(p.oh) - 1;
+        let owmax = i32(p.ow) - 1;
+        for (var ky = 0u; ky < KH; ky++) {
+            let oy = ty - i32(ky);
+            let row_ok = oy >= 0 && oy <= ohmax;
+            let dyr = dyc + u32(clamp(oy, 0, ohmax)) * p.ow;
+            for (var kx = 0u; kx < KW; kx++) {
+                let ox = tx - i32(kx);
+                let d = select(0.0, in1[dyr + u32(clamp(ox, 0, owmax))], row_ok && ox >= 0 && ox <= owmax);
+                acc = fma(d, in2[wc + ky * KW + kx], acc);
+            }
+        }
+    } else {
+        let ty = taps(iy + p.ph, p.sh, p.kh, p.oh);
+        let tx = taps(ix + p.pw, p.sw, p.kw, p.ow);
+        var oy = ty.o0;
+        for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
+            let dyr = dyc + oy * p.ow;
+            let wr = wc + ky * p.kw;
+            var ox = tx.o0;
+            for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
+                acc = fma(in1[dyr + ox], in2[wr + kx], acc);
+                ox -= 1u;
+            }
+            oy -= 1u;
+        }
+    }
+    out3[(n * p.c + c) * hw + j] = acc;
+}
+
+// dw_backward_weight: dw[c, ky, kx] = Σ_{n, oy, ox} dy[n, c, oy, ox] · x[n, c, oy·SH + ky − PH,
+// ox·SW + kx − PW]. Grid: x = (channel, tap) pairs, flat, z = slice of the N·OH rows (n, oy), as
+// conv_backward_weight (p.total = rows per slice; several slices write partials for sum_parts).
+@compute @workgroup_size(64)
+fn dw_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let kk = p.kh * p.kw;
+    let i = gid.x;
+    if i >= p.c * kk { return; }
+    let c = i / kk;
+    let k = i % kk;
+    let ky = k / p.kw;
+    let kx = k % p.kw;
+    let hmax = i32(p.h) - 1;
+    let wmax = i32(p.w) - 1;
+    let rows = p.n * p.oh;
+    let r0 = min(wid.z * p.total, rows);
+    let r1 = min(r0 + p.total, rows);
+    var acc = 0.0;
+    var n = r0 / p.oh;
+    var oy = r0 % p.oh;
+    for (var r = r0; r < r1; r++) {
+        let iy = i32(oy * p.sh + ky) - i32(p.ph);
+        let row_ok = iy >= 0 && iy <= hmax;
+        let xr = ((n * p.c + c) * p.h + u32(clamp(iy, 0, hmax))) * p.w;
+        let dyr = ((n * p.c + c) * p.oh + oy) * p.ow;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let ix = i32(ox * p.sw + kx) - i32(p.pw);
+            let xv = select(0.0, in1[xr + u32(clamp(ix, 0, wmax))], row_ok && ix >= 0 && ix <= wmax);
+            acc = fma(xv, in2[dyr + ox], acc);
+        }
+        oy += 1u;
+        if oy == p.oh {
+            oy = 0u;
+            n += 1u;
+        }
+    }
+    out3[wid.z * p.c * kk + i] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 // common.wgsl, window.wgsl (Params, binding 1 `in1`, window(), taps(), the sliced reductions).
 //
 //   x  [N, C, H, W]       input              y, argmax  [N, C, OH, OW]
-//   OH = (H + 2·PH − KH) / SH + 1, OW likewise.
+//   OH = (H + PH + PB − KH) / SH + 1, OW likewise, rounded up with ceil_mode (the host computes
+//   OH and OW; a last window then may reach past the padded input).
 //
 // Entry points (bindings after the params uniform at 0; Params.o is unused, c is the channels):
 //   max_pool_forward          1 x (r), 2 y (rw), 3 argmax (rw, u32)
@@ -22,7 +23,9 @@
 // Max pool: padding is −∞ (never chosen; PyTorch requires PH ≤ KH/2 so every window holds a real
 // element). The argmax is the index iy·W + ix inside the input plane (PyTorch's return_indices);
 // ties keep the first in row-major window order, a NaN wins (the last NaN), like PyTorch's CPU
-// kernel. Average pool divides by KH·KW (count_include_pad = true, no ceil_mode).
+// kernel. Average pool counts the padding (count_include_pad = true): it divides by KH·KW
+// (p.scale = 1/(KH·KW)) unless ceil_mode made a window reach past the padded input (p.scale = 0),
+// where each window divides by its taps inside [−PH, H + PB) × [−PW, W + PR), as PyTorch does.
 // Reference: src/reference/conv.rs.
 
 @group(0) @binding(2) var<storage, read_write> out2: array<f32>;
@@ -131,6 +134,15 @@ fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @built
     }
 }
 
+// 1 / (taps of window (oy, ox) inside the padded input): the divisor of a ceil_mode window.
+fn avg_inv_divisor(oy: u32, ox: u32) -> f32 {
+    let y0 = i32(oy * p.sh) - i32(p.ph);
+    let x0 = i32(ox * p.sw) - i32(p.pw);
+    let y1 = min(y0 + i32(p.kh), i32(p.h + p.pb));
+    let x1 = min(x0 + i32(p.kw), i32(p.w + p.pr));
+    return 1.0 / f32((y1 - y0) * (x1 - x0));
+}
+
 @compute @workgroup_size(64)
 fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg, WG);
@@ -144,7 +156,8 @@ fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
             sum += in1[base + iy * p.w + ix];
         }
     }
-    out2[i] = sum * p.scale;
+    let s = i % plane;
+    out2[i] = sum * select(avg_inv_divisor(s / p.ow, s % p.ow), p.scale, p.scale != 0.0);
 }
 
 @compute @workgroup_size(64)
@@ -159,15 +172,19 @@ fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let base = nc * p.oh * p.ow;
     var g = 0.0;
     var oy = ty.o0;
+    // whole windows: sum, then scale once (as before ceil_mode existed: the same bits); else
+    // each window's share divided by its own size
+    let whole = p.scale != 0.0;
     for (var ky = ty.k0; ky < ty.k1; ky += p.sh) {
         var ox = tx.o0;
         for (var kx = tx.k0; kx < tx.k1; kx += p.sw) {
-            g += in1[base + oy * p.ow + ox];
+            let d = in1[base + oy * p.ow + ox];
+            g += select(d * avg_inv_divisor(oy, ox), d, whole);
             ox -= 1u;
         }
         oy -= 1u;
     }
-    out2[i] = g * p.scale;
+    out2[i] = select(g, g * p.scale, whole);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 // planes, the first input binding, and the window arithmetic. Prepended (after common.wgsl) to
 // each of the two modules (src/kernels/source.rs); it has no entry points of its own.
 //
-//   a window of KH × KW taps, stride (SH, SW), zero padding (PH, PW), over H × W input planes:
-//   OH = (H + 2·PH − KH) / SH + 1, OW likewise (src/kernels/window.rs: Window2d).
+//   a window of KH × KW taps, stride (SH, SW), zero padding PH above, PB below, PW left, PR right,
+//   over H × W input planes: OH = (H + PH + PB − KH) / SH + 1 (rounded up with pooling's
+//   ceil_mode), OW likewise (src/kernels/window.rs: Window2d, which computes OH and OW).
 //   Output (oy, ox) reads input rows oy·SH − PH + ky and columns ox·SW − PW + kx.
 //
 // * window(s): the input rectangle of output pixel s of a plane, clipped to the input (pooling);
@@ -32,7 +33,11 @@ struct Params {
     ow: u32,
     total: u32,  // invocations / outputs of the launch (im2col path: first image n0)
     alpha: f32,  // LeakyReLU slope of the fused activation (conv)
-    scale: f32,  // 1/(KH·KW) for avg pool, 1/(H·W) for global avg pool
+    scale: f32,  // 1/(KH·KW) for avg pool (0: per-window divisors, ceil_mode), 1/(H·W) for global avg pool
+    pb: u32,     // padding below (PH is above) and right (PW is left): asymmetric padding
+    pr: u32,
+    groups: u32, // convolution groups (conv only)
+    pad_: u32,
 }
 
 override SLICES: u32 = 1u;

@@ -811,6 +811,7 @@ mod tests {
         let report = DemoReport {
             adapter: "test".into(),
             trunk: "dense".into(),
+            trunk_kind: crate::demo::Trunk::Mlp,
             data: "hand-made".into(),
             task_a_examples: 1,
             task_a_test_accuracy: 1.0,

@@ -116,6 +116,8 @@ fn a_bad_kernel_request_is_a_usage_error() {
         (&["kernel", "conv2d", "--shape", "1x2x8x8", "--kernel", "3"][..], "--filters O and --kernel K"),
         (&["kernel", "conv2d", "--shape", "1x2x8x8", "--filters", "4", "--kernel", "3", "--variant", "winograd"][..], "direct or im2col"),
         (&["kernel", "matmul", "--shape", "8x8x8", "--filters", "4"][..], "conv2d's"),
+        (&["kernel", "matmul", "--shape", "8x8x8", "--groups", "2"][..], "conv2d's"),
+        (&["kernel", "conv2d", "--shape", "1x6x8x8", "--filters", "4", "--kernel", "3", "--groups", "4"][..], "divide the 6 input"),
         (&["kernel", "fft", "--shape", "8x8x8"][..], "fft"),
     ] {
         let out = bench(args, &[]);
@@ -141,4 +143,19 @@ fn one_convolution_at_the_users_shape_checks_and_times_both_algorithms() {
     }
     let pick = v["autotuner_pick"].as_str().unwrap();
     assert!(algos.iter().any(|a| a["variant"] == pick && a["picked_by_autotuner"] == true), "{v}");
+}
+
+#[test]
+fn a_depthwise_convolution_checks_and_times_the_direct_form() {
+    let v = report(&bench(
+        &["kernel", "conv2d", "--shape", "2x6x13x11", "--filters", "6", "--kernel", "3", "--padding", "1", "--groups", "6", "--json"],
+        &[],
+    ));
+    assert_eq!((v["w"].clone(), v["groups"].clone()), (serde_json::json!([6, 1, 3, 3]), serde_json::json!(6)));
+    // im2col has no groups: the direct form alone, checked at every output
+    let algos = v["variants"].as_array().unwrap();
+    assert_eq!(algos.len(), 1, "{v}");
+    assert_eq!((algos[0]["variant"].as_str(), algos[0]["check"]["passed"].as_bool()), (Some("direct"), Some(true)), "{v}");
+    assert_eq!(algos[0]["check"]["checked"], 2 * 6 * 13 * 11);
+    assert_eq!(v["autotuner_pick"], "direct");
 }

@@ -107,13 +107,14 @@ fn legacy_cnn_loads_bit_exactly() {
         height: 16,
         width: 16,
         out_channels: 4,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
+        kernel: [3; 2],
+        stride: [1; 2],
+        padding: [1; 4],
+        groups: 1,
         activation: Activation::Relu,
         bias: true,
     };
-    let pool = Pool2dSpec { channels: 4, height: 16, width: 16, kernel: 2, stride: 2, padding: 0 };
+    let pool = Pool2dSpec { channels: 4, height: 16, width: 16, kernel: [2; 2], stride: [2; 2], padding: [0; 2], ceil_mode: false };
     assert_eq!(net.trunk_layers(), &[LayerSpec::Conv2d(conv), LayerSpec::MaxPool2d(pool), dense(256, 10, Activation::Relu)]);
     assert_eq!(net.head_layers(), &[dense(10, 8, Activation::Identity)]);
     assert_eq!(net.head_kind(), HeadKind::Classes);

@@ -440,9 +440,10 @@ fn tables_and_ratios_read_cleanly() {
         samples_per_sec: 100.0,
         train_loss: vec![],
     };
-    let report = |trunk: &str| headswap::demo::DemoReport {
+    let report = |trunk: &str, trunk_kind| headswap::demo::DemoReport {
         adapter: "test".into(),
         trunk: trunk.into(),
+        trunk_kind,
         data: "synthetic".into(),
         task_a_examples: 1,
         task_a_test_accuracy: 1.0,
@@ -453,8 +454,8 @@ fn tables_and_ratios_read_cleanly() {
         test_examples: 1,
         rows: vec![row(headswap::demo::HEAD_ONLY), row(headswap::demo::FINE_TUNE_ALL), row(headswap::demo::SCRATCH)],
     };
-    let mlp = report("dense 256→128 relu");
-    let cnn = report("conv2d 1×16×16 → 8×16×16 (kernel 3, stride 1, padding 1) relu");
+    let mlp = report("dense 256→128 relu", headswap::demo::Trunk::Mlp);
+    let cnn = report("conv2d 1×16×16 → 8×16×16 (kernel 3, stride 1, padding 1) relu", headswap::demo::Trunk::Cnn);
     let table = mlp.to_string();
     assert!(table.contains(" square triangle"), "{table}");
     let sbs = headswap::demo::side_by_side(&[mlp, cnn]);

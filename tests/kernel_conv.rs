@@ -29,10 +29,42 @@ fn sweep() -> Vec<Conv2dShape> {
     }
     // wider layers: blocks of 8 output channels (a partial one), several input-channel blocks,
     // rectangular kernels, strides and paddings
-    v.push(Conv2dShape { n: 2, c: 6, h: 13, w: 11, o: 9, kh: 3, kw: 5, sh: 1, sw: 2, ph: 1, pw: 2 });
+    v.push(Conv2dShape { n: 2, c: 6, h: 13, w: 11, o: 9, kh: 3, kw: 5, sh: 1, sw: 2, ph: 1, pw: 2, pb: 1, pr: 2, groups: 1 });
     v.push(Conv2dShape::new(2, 5, 13, 11, 16, 3, 1, 1));
-    v.push(Conv2dShape { n: 1, c: 9, h: 13, w: 11, o: 12, kh: 5, kw: 1, sh: 2, sw: 1, ph: 2, pw: 0 });
+    v.push(Conv2dShape { n: 1, c: 9, h: 13, w: 11, o: 12, kh: 5, kw: 1, sh: 2, sw: 1, ph: 2, pw: 0, pb: 2, pr: 0, groups: 1 });
     v
+}
+
+/// Grouped and depthwise convolutions at sizes 1, 7 and 33: groups 2, 3 and C (depthwise,
+/// stride 1 and 2, with and without padding; a channel multiplier of 2), rectangular kernels
+/// (5×1, 1×3, CREPE's tall kernel at a stride (4, 1)) and asymmetric padding (`F.pad` folded in).
+fn grouped_sweep() -> Vec<Conv2dShape> {
+    let s = Conv2dShape::new;
+    vec![
+        s(2, 4, 7, 7, 6, 3, 1, 1).with_groups(2),
+        s(1, 6, 33, 7, 9, 3, 2, 1).with_groups(3),
+        s(2, 6, 7, 33, 12, 3, 1, 0).with_groups(3).with_kernel_hw(1, 3).with_padding([0, 0, 2, 1]),
+        // 8+ outputs per group: blocks of 8 inside one group, a partial last block
+        s(1, 4, 7, 7, 18, 3, 1, 1).with_groups(2),
+        // depthwise: stride 1 and 2, padding 1, no padding, odd channel counts
+        s(2, 7, 7, 7, 7, 3, 1, 1).with_groups(7),
+        s(1, 33, 7, 7, 33, 3, 2, 1).with_groups(33),
+        s(3, 5, 33, 7, 5, 3, 2, 0).with_groups(5),
+        s(1, 1, 7, 7, 1, 3, 1, 1).with_groups(1),
+        s(2, 3, 33, 1, 3, 1, 1, 0).with_groups(3).with_kernel_hw(5, 1).with_padding([3, 1, 0, 0]),
+        s(1, 3, 7, 33, 3, 1, 1, 0).with_groups(3).with_kernel_hw(1, 3).with_stride_hw(1, 2).with_padding([0, 0, 0, 2]),
+        // channel multiplier 2 (groups = C, O = 2C): the blocked kernels
+        s(2, 3, 7, 7, 6, 3, 1, 1).with_groups(3),
+        // ungrouped with asymmetric padding, and CREPE's first layer (scaled down)
+        s(2, 3, 7, 7, 4, 3, 1, 0).with_padding([2, 0, 1, 0]),
+        s(1, 1, 33, 1, 4, 1, 1, 0).with_kernel_hw(16, 1).with_stride_hw(4, 1).with_padding([7, 8, 0, 0]),
+        s(1, 1, 1, 1, 1, 1, 1, 0),
+    ]
+}
+
+/// The algorithms that run `s`: im2col only ungrouped.
+fn algos_for(s: &Conv2dShape) -> Vec<ConvAlgo> {
+    if s.groups == 1 { ALGOS.to_vec() } else { vec![ConvAlgo::Direct] }
 }
 
 /// f32 against f64 for a sum of `terms` products of values in [-1, 1].
@@ -103,7 +135,7 @@ fn conv_forward_hand_computed() {
 #[test]
 fn conv_forward_fused_activation() {
     let gpu = gpu();
-    let s = Conv2dShape { n: 2, c: 3, h: 13, w: 11, o: 5, kh: 3, kw: 5, sh: 2, sw: 1, ph: 1, pw: 2 };
+    let s = Conv2dShape { n: 2, c: 3, h: 13, w: 11, o: 5, kh: 3, kw: 5, sh: 2, sw: 1, ph: 1, pw: 2, pb: 1, pr: 2, groups: 1 };
     let c = conv_case(&gpu, s, 7);
     for act in Activation::ALL {
         for bias in [true, false] {
@@ -148,6 +180,150 @@ fn conv_backward_matches_reference() {
             let mut dw2 = poisoned(&gpu, &s.w_shape());
             conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, None, &mut dw2, None, &scratch).unwrap();
             assert_close(&format!("dw without dx {what}"), &dw2.download(&gpu).unwrap(), &g.dw, tol_for(s.n * oh * ow));
+        }
+    }
+}
+
+#[test]
+fn grouped_conv_forward_and_backward_match_reference() {
+    let gpu = gpu();
+    for (i, s) in grouped_sweep().into_iter().enumerate() {
+        s.validate().unwrap();
+        let c = conv_case(&gpu, s, 1300 + 10 * i as u64);
+        let dy = rand_vec(1309 + 10 * i as u64, s.y_shape().iter().product());
+        let gdy = upload(&gpu, &s.y_shape(), &dy);
+        let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
+        let (oh, ow) = s.out_hw();
+        for algo in algos_for(&s) {
+            let what = format!("{algo:?} {s:?}");
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            for (bias, act) in [(true, Activation::Identity), (false, Activation::Relu), (true, Activation::Tanh)] {
+                let b64 = to_f64(&c.b);
+                let expected = rc::conv2d_forward_act(&s, &to_f64(&c.x), &to_f64(&c.w), bias.then_some(&b64[..]), act);
+                let mut y = poisoned(&gpu, &s.y_shape());
+                conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, bias.then_some(&c.gb), act, &mut y, &scratch).unwrap();
+                assert_close(&format!("y {act:?} bias {bias} {what}"), &y.download(&gpu).unwrap(), &expected, tol_for(s.patch_len()));
+            }
+            let (mut dx, mut dw, mut db) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+            conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, Some(&mut db), &scratch).unwrap();
+            assert_close(&format!("dx {what}"), &dx.download(&gpu).unwrap(), &g.dx, tol_for(s.o_per_group() * s.kh * s.kw));
+            assert_close(&format!("dw {what}"), &dw.download(&gpu).unwrap(), &g.dw, tol_for(s.n * oh * ow));
+            assert_close(&format!("db {what}"), &db.download(&gpu).unwrap(), &g.db, tol_for(s.n * oh * ow));
+            // a frozen layer's input gradient alone
+            let mut dx2 = poisoned(&gpu, &s.x_shape());
+            let d = conv::conv2d_backward_input_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, &dx2, &scratch).unwrap();
+            gpu.run("dx only", &d.iter().collect::<Vec<_>>()).unwrap();
+            assert_close(&format!("dx only {what}"), &dx2.download(&gpu).unwrap(), &g.dx, tol_for(s.o_per_group() * s.kh * s.kw));
+            let _ = &mut dx2;
+        }
+    }
+}
+
+#[test]
+fn depthwise_takes_its_own_kernels_and_long_reductions_split() {
+    // 9 images of 64×64: the depthwise weight gradient sums 36,864 pixels per tap, in slices
+    let gpu = gpu();
+    let s = Conv2dShape::new(9, 5, 64, 64, 5, 3, 1, 1).with_groups(5);
+    let c = conv_case(&gpu, s, 51);
+    let dy = rand_vec(55, s.y_shape().iter().product());
+    let gdy = upload(&gpu, &s.y_shape(), &dy);
+    let scratch = ConvScratch::new(&gpu, &s).unwrap();
+    assert!(scratch.bytes() > 0, "the test means to exercise several slices");
+    let (y, dx, dw) = (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
+    let mut d = conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &c.gw, None, Activation::Identity, &y, &scratch).unwrap();
+    d.extend(conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&dx), &dw, None, &scratch).unwrap());
+    let names: Vec<&str> = d.iter().map(|d| d.name()).collect();
+    assert_eq!(names, ["dw_forward", "dw_backward_input", "dw_backward_weight", "sum_parts"]);
+    gpu.run("depthwise", &d.iter().collect::<Vec<_>>()).unwrap();
+    let expected = rc::conv2d_forward(&s, &to_f64(&c.x), &to_f64(&c.w), None);
+    let g = rc::conv2d_backward(&s, &to_f64(&c.x), &to_f64(&c.w), &to_f64(&dy));
+    assert_close("y", &y.download(&gpu).unwrap(), &expected, tol_for(9));
+    assert_close("dx", &dx.download(&gpu).unwrap(), &g.dx, tol_for(9));
+    assert_close("dw", &dw.download(&gpu).unwrap(), &g.dw, tol_for(9 * 64 * 64));
+    // a grouped (not depthwise) convolution runs the blocked kernels
+    let s2 = Conv2dShape::new(1, 4, 7, 7, 4, 3, 1, 1).with_groups(2);
+    let c2 = conv_case(&gpu, s2, 3);
+    let scratch2 = ConvScratch::new(&gpu, &s2).unwrap();
+    let y2 = poisoned(&gpu, &s2.y_shape());
+    let d2 = conv::conv2d_forward_dispatches(&gpu, &s2, &c2.gx, &c2.gw, None, Activation::Identity, &y2, &scratch2).unwrap();
+    assert_eq!(d2[0].name(), "conv_forward");
+}
+
+#[test]
+fn grouped_conv_is_deterministic_and_refuses_im2col() {
+    let gpu = gpu();
+    for s in [Conv2dShape::new(3, 6, 13, 11, 6, 3, 2, 1).with_groups(6), Conv2dShape::new(3, 6, 13, 11, 9, 3, 1, 1).with_groups(3)] {
+        let c = conv_case(&gpu, s, 8);
+        let gdy = upload(&gpu, &s.y_shape(), &rand_vec(9, s.y_shape().iter().product()));
+        let scratch = ConvScratch::new(&gpu, &s).unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let (mut y, mut dx, mut dw, mut db) =
+                (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+            conv::conv2d_forward(&gpu, &s, &c.gx, &c.gw, Some(&c.gb), Activation::Relu, &mut y, &scratch).unwrap();
+            conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, Some(&mut db), &scratch).unwrap();
+            let bits = |t: &Tensor| t.download(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            runs.push([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
+        }
+        assert_eq!(runs[0], runs[1], "{s:?}: two runs differ");
+        // the matmul form has no groups: a typed error, and the choice (measured or forced) is direct
+        let e = ConvScratch::with_algo(&gpu, &s, ConvAlgo::Im2col).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("groups"), "{e}");
+        for usage in [conv::ConvUse::Forward, conv::ConvUse::Train { dx: true }] {
+            assert_eq!(conv::choose_algo(&gpu, &s, usage).unwrap(), ConvAlgo::Direct);
+        }
+        // the grouped weight has C/groups inputs per row; the ungrouped shape is a shape error
+        let wrong_w = upload(&gpu, &[s.o, s.c, 3, 3], &vec![0.0; s.o * s.c * 9]);
+        let y = poisoned(&gpu, &s.y_shape());
+        let r = conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &wrong_w, None, Activation::Identity, &y, &scratch);
+        assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
+    }
+    // groups that do not divide the channels
+    for bad in [Conv2dShape::new(1, 6, 7, 7, 4, 3, 1, 1).with_groups(4), Conv2dShape::new(1, 6, 7, 7, 6, 3, 1, 1).with_groups(0)] {
+        assert!(matches!(ConvScratch::new(&gpu, &bad), Err(Error::Shape { .. })), "{bad:?}");
+    }
+}
+
+#[test]
+fn reference_grouped_conv_gradients_match_finite_differences() {
+    let act = Activation::Tanh;
+    let mut rng = Rng::new(199);
+    for (i, s) in grouped_sweep().into_iter().enumerate() {
+        let seed = 1700 + 10 * i as u64;
+        let mut x = to_f64(&rand_vec(seed, s.x_shape().iter().product()));
+        let mut w = to_f64(&rand_vec(seed + 1, s.w_shape().iter().product()));
+        let mut b = to_f64(&rand_vec(seed + 2, s.o));
+        let g = to_f64(&rand_vec(seed + 3, s.y_shape().iter().product()));
+        let z = rc::conv2d_forward(&s, &x, &w, Some(&b));
+        let dz: Vec<f64> = z.iter().zip(&g).map(|(&z, &g)| g * reference::activate_grad(act, z)).collect();
+        let grads = rc::conv2d_backward(&s, &x, &w, &dz);
+        let what = format!("{s:?}");
+        let (xi, wi, bi) = (sample(x.len(), 16, &mut rng), sample(w.len(), 16, &mut rng), sample(b.len(), 4, &mut rng));
+        let (w0, b0, x0) = (w.clone(), b.clone(), x.clone());
+        check_fd(&format!("dx {what}"), &mut x, &xi, &grads.dx, |x| conv_loss(&s, x, &w0, &b0, &g, act));
+        check_fd(&format!("dw {what}"), &mut w, &wi, &grads.dw, |w| conv_loss(&s, &x0, w, &b0, &g, act));
+        check_fd(&format!("db {what}"), &mut b, &bi, &grads.db, |b| conv_loss(&s, &x0, &w0, b, &g, act));
+    }
+}
+
+#[test]
+fn reference_grouped_conv_is_the_groups_convolved_apart() {
+    // a grouped convolution equals `groups` ungrouped ones on the channel slices, concatenated:
+    // an independent check of the reference's group indexing
+    let s = Conv2dShape::new(2, 6, 7, 5, 9, 3, 2, 1).with_groups(3).with_padding([1, 2, 0, 1]);
+    let x = to_f64(&rand_vec(3, s.x_shape().iter().product()));
+    let w = to_f64(&rand_vec(4, s.w_shape().iter().product()));
+    let y = rc::conv2d_forward(&s, &x, &w, None);
+    let (cg, og) = (2, 3);
+    let part = Conv2dShape { c: cg, o: og, groups: 1, ..s };
+    let (oh, ow) = s.out_hw();
+    for g in 0..3 {
+        let xs: Vec<f64> = (0..s.n).flat_map(|n| x[(n * 6 + g * cg) * 35..(n * 6 + g * cg + cg) * 35].to_vec()).collect();
+        let ws = &w[g * og * cg * 9..(g + 1) * og * cg * 9];
+        let ys = rc::conv2d_forward(&part, &xs, ws, None);
+        for n in 0..s.n {
+            let plane = oh * ow;
+            assert_eq!(ys[n * og * plane..(n + 1) * og * plane], y[(n * 9 + g * og) * plane..(n * 9 + g * og + og) * plane], "group {g}");
         }
     }
 }
@@ -211,10 +387,12 @@ fn reference_conv_gradients_match_finite_differences() {
 fn reference_conv_gradients_every_element() {
     // two shapes checked at every element of x, w and b
     let act = Activation::Sigmoid;
-    for (k, s) in
-        [Conv2dShape::new(2, 3, 13, 11, 4, 3, 2, 1), Conv2dShape { n: 1, c: 2, h: 7, w: 6, o: 3, kh: 5, kw: 3, sh: 1, sw: 2, ph: 1, pw: 0 }]
-            .into_iter()
-            .enumerate()
+    for (k, s) in [
+        Conv2dShape::new(2, 3, 13, 11, 4, 3, 2, 1),
+        Conv2dShape { n: 1, c: 2, h: 7, w: 6, o: 3, kh: 5, kw: 3, sh: 1, sw: 2, ph: 1, pw: 0, pb: 1, pr: 0, groups: 1 },
+    ]
+    .into_iter()
+    .enumerate()
     {
         let seed = 900 + 10 * k as u64;
         let mut x = to_f64(&rand_vec(seed, s.x_shape().iter().product()));
@@ -271,7 +449,7 @@ fn im2col_takes_the_per_element_kernels_where_the_row_kernels_cannot_run() {
     assert!(names.contains(&"im2col") && names.contains(&"col2im") && !names.contains(&"im2col_rows"), "{names:?}");
     // an input row too wide for the row kernels' grid (131,072 workgroups of 8 pixels), a
     // stride past the window (pixels no tap reaches), 1-D
-    let s = Conv2dShape { n: 1, c: 1, h: 1, w: 1 << 20, o: 2, kh: 1, kw: 16, sh: 1, sw: 32, ph: 0, pw: 0 };
+    let s = Conv2dShape { n: 1, c: 1, h: 1, w: 1 << 20, o: 2, kh: 1, kw: 16, sh: 1, sw: 32, ph: 0, pw: 0, pb: 0, pr: 0, groups: 1 };
     let names = check_im2col(&gpu, s, 81, "1-D, 2^20 wide, stride 32 > window 16");
     assert!(names.contains(&"col2im") && !names.contains(&"col2im_rows"), "{names:?}");
 }
@@ -402,17 +580,43 @@ fn pool_sweep() -> Vec<Pool2dShape> {
             v.push(Pool2dShape::new(n, 3, 13, 11, k, stride, pad));
         }
     }
-    v.push(Pool2dShape { n: 2, c: 2, h: 13, w: 11, kh: 3, kw: 2, sh: 2, sw: 3, ph: 1, pw: 0 });
+    v.push(Pool2dShape { n: 2, c: 2, h: 13, w: 11, kh: 3, kw: 2, sh: 2, sw: 3, ph: 1, pw: 0, pb: 1, pr: 0, ceil: false });
     // more (image, channel) planes than one grid dimension holds (65,535): the max-pool
     // gradient's planes loop past it
     v.push(Pool2dShape::new(16_400, 4, 3, 3, 2, 2, 1));
     // windows that tile the input exactly (the gradient's scatter form): square, rectangular,
     // 3×3, 1×1, a one-window plane, and more planes than its grid holds (65,535 × 4)
     for (n, c, h, w, kh, kw) in [(3, 3, 12, 10, 2, 2), (2, 5, 8, 9, 2, 3), (1, 2, 9, 6, 3, 3), (2, 3, 5, 7, 1, 1), (3, 4, 2, 2, 2, 2)] {
-        v.push(Pool2dShape { n, c, h, w, kh, kw, sh: kh, sw: kw, ph: 0, pw: 0 });
+        v.push(Pool2dShape { n, c, h, w, kh, kw, sh: kh, sw: kw, ph: 0, pw: 0, pb: 0, pr: 0, ceil: false });
     }
     v.push(Pool2dShape::new(65_600, 4, 2, 2, 2, 2, 0));
     assert!(v.iter().filter(|s| s.tiles_input()).count() == 6 && v.iter().any(|s| !s.tiles_input()));
+    v.extend(ceil_and_asymmetric_pools());
+    v
+}
+
+/// `ceil_mode` windows reaching past the padded input (ResNet's and GoogLeNet's
+/// `MaxPool2d(3, 2, ceil_mode=True)`, a 2×2/2 on odd sizes, with and without padding), a ceil mode
+/// that changes nothing (even size), rectangular windows (CREPE's `MaxPool2d((2, 1), (2, 1))`)
+/// and asymmetric padding, at sizes 1, 7 and 33.
+fn ceil_and_asymmetric_pools() -> Vec<Pool2dShape> {
+    let p = Pool2dShape::new;
+    let v = vec![
+        p(2, 3, 33, 7, 3, 2, 0).with_ceil_mode(true),
+        p(1, 2, 7, 33, 3, 2, 1).with_ceil_mode(true),
+        p(3, 1, 7, 7, 2, 2, 0).with_ceil_mode(true),
+        p(1, 2, 7, 7, 2, 2, 1).with_ceil_mode(true),
+        p(2, 2, 8, 6, 2, 2, 0).with_ceil_mode(true),
+        p(1, 3, 1, 7, 1, 3, 0).with_kernel_hw(1, 3).with_stride_hw(1, 2).with_ceil_mode(true),
+        p(2, 3, 33, 1, 1, 1, 0).with_kernel_hw(2, 1).with_stride_hw(2, 1),
+        p(2, 2, 7, 33, 3, 2, 0).with_padding([1, 0, 0, 1]),
+        p(1, 3, 33, 7, 3, 2, 0).with_padding([0, 1, 1, 1]).with_ceil_mode(true),
+        p(1, 1, 1, 1, 1, 1, 0).with_ceil_mode(true),
+    ];
+    assert!(v.iter().any(|s| !s.window().windows_whole()), "some windows must overhang");
+    for s in &v {
+        s.validate().unwrap_or_else(|e| panic!("{s:?}: {e}"));
+    }
     v
 }
 
@@ -485,7 +689,7 @@ fn tiled_pools_too_wide_for_their_grid_take_the_flat_kernels() {
     // 300,000 windows in a row: 75,000 workgroups of 4, past the 65,535 a dimension holds (the
     // flat gradient's grid, 8 input pixels per workgroup, still fits)
     let gpu = gpu();
-    let s = Pool2dShape { n: 1, c: 2, h: 2, w: 300_000, kh: 2, kw: 1, sh: 2, sw: 1, ph: 0, pw: 0 };
+    let s = Pool2dShape { n: 1, c: 2, h: 2, w: 300_000, kh: 2, kw: 1, sh: 2, sw: 1, ph: 0, pw: 0, pb: 0, pr: 0, ceil: false };
     assert!(s.tiles_input());
     let x = rand_vec(801, s.x_shape().iter().product());
     let gx = upload(&gpu, &s.x_shape(), &x);
@@ -514,7 +718,7 @@ fn max_pool_hand_computed_like_pytorch() {
     assert_eq!(y.download(&gpu).unwrap(), vec![3., 2.]);
     assert_eq!(arg.download_u32(&gpu).unwrap(), vec![1, 2]);
     // padding 1, window 2, stride 1 over a 1×2 plane [5, -7]: windows [pad, 5], [5, -7], [-7, pad]
-    let s = Pool2dShape { n: 1, c: 1, h: 1, w: 2, kh: 1, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1 };
+    let s = Pool2dShape { n: 1, c: 1, h: 1, w: 2, kh: 1, kw: 2, sh: 1, sw: 1, ph: 0, pw: 1, pb: 0, pr: 1, ceil: false };
     let gx = upload(&gpu, &s.x_shape(), &[5., -7.]);
     let mut y = poisoned(&gpu, &s.y_shape());
     let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &[9, 9, 9]).unwrap();
@@ -645,6 +849,45 @@ fn pool_shape_errors_are_errors() {
 /// several runs of each dispatch list, the two algorithms interleaved so that both see the same
 /// load. Run with `cargo test --test kernel_conv bench_direct_vs_im2col -- --ignored --nocapture`
 /// (`HEADSWAP_CONV_BENCH_REPS` sets the runs, 7 by default).
+/// Times a MobileNetV2-sized depthwise 3×3 (forward, dx, dw, best of N runs) on this adapter:
+/// `cargo test --test kernel_conv bench_depthwise -- --ignored --nocapture`
+/// (`HEADSWAP_CONV_BENCH_REPS` sets the runs, 7 by default).
+#[test]
+#[ignore]
+fn bench_depthwise() {
+    let gpu = gpu();
+    let reps: usize = std::env::var("HEADSWAP_CONV_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    eprintln!("adapter {:?}, best of {reps} runs; ms", gpu.adapter_info().name);
+    for (name, s) in [
+        ("8×32×56×56 dw3 s1", Conv2dShape::new(8, 32, 56, 56, 32, 3, 1, 1).with_groups(32)),
+        ("8×96×56×56 dw3 s2", Conv2dShape::new(8, 96, 56, 56, 96, 3, 2, 1).with_groups(96)),
+    ] {
+        let c = conv_case(&gpu, s, 1);
+        let gdy = upload(&gpu, &s.y_shape(), &rand_vec(2, s.y_shape().iter().product()));
+        let (y, dx, dw) = (poisoned(&gpu, &s.y_shape()), poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
+        let sc = ConvScratch::new(&gpu, &s).unwrap();
+        let lists = [
+            conv::conv2d_forward_dispatches(&gpu, &s, &c.gx, &c.gw, None, Activation::Relu, &y, &sc).unwrap(),
+            conv::conv2d_backward_input_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, &dx, &sc).unwrap(),
+            conv::conv2d_backward_dispatches(&gpu, &s, &c.gx, &c.gw, &gdy, None, &dw, None, &sc).unwrap(),
+        ];
+        let mut best = [f64::INFINITY; 3];
+        for rep in 0..=reps {
+            for (k, d) in lists.iter().enumerate() {
+                let refs: Vec<_> = d.iter().collect();
+                let t = std::time::Instant::now();
+                gpu.run("bench", &refs).unwrap();
+                gpu.sync().unwrap();
+                if rep > 0 {
+                    best[k] = best[k].min(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let kernels: Vec<&str> = lists.iter().flatten().map(|d| d.name()).collect();
+        eprintln!("{name}: forward {:.2}  dx {:.2}  dw {:.2}  ({kernels:?})", best[0], best[1], best[2]);
+    }
+}
+
 #[test]
 #[ignore]
 fn bench_direct_vs_im2col() {
@@ -758,4 +1001,129 @@ fn conv_and_pool_modules_are_compiled_once_each() {
     assert_eq!(counts(), (modules + 2, pipelines + 3), "conv: conv.wgsl and one pipeline");
     conv::conv2d_forward(&gpu, &c, &x, &w, None, Activation::Identity, &mut out, &scratch).unwrap();
     assert_eq!(counts(), (modules + 2, pipelines + 3), "a repeated launch compiled something");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch's own numbers (torch 2.15, float64 autograd; `scripts/torch_conv_fixture.py` wrote
+// `tests/fixtures/torch_conv.safetensors`, so no Python is needed here)
+
+/// A float64 result against PyTorch's float64 one, which the fixture loader hands over rounded
+/// to f32: agreement to that rounding.
+fn assert_close_f64(what: &str, actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= 1e-7 * e.abs() + 1e-9, "{what}[{i}]: {a} vs PyTorch {e}");
+    }
+}
+
+fn torch_fixture() -> headswap::checkpoint::Checkpoint {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_conv.safetensors");
+    headswap::checkpoint::load(&path).unwrap()
+}
+
+/// The cases of kind `kind` (`conv`, `max`, `avg`) in the fixture: (name prefix, geometry).
+fn torch_cases(t: &headswap::checkpoint::Checkpoint, kind: &str) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = t
+        .names()
+        .filter(|n| n.starts_with(&format!("{kind}.")) && n.ends_with(".geom"))
+        .map(|n| (n.trim_end_matches("geom").to_string(), t.get(n).unwrap().data.iter().map(|&g| g as usize).collect()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Grouped, depthwise (MobileNetV2's), channel-multiplier, rectangular and asymmetrically padded
+/// (CREPE's `F.pad` + `(16, 1)` kernel at stride `(4, 1)`) convolutions: the GPU's output and
+/// gradients and the float64 reference equal PyTorch's.
+#[test]
+fn grouped_and_padded_conv_equal_pytorch() {
+    let t = torch_fixture();
+    let gpu = gpu();
+    let cases = torch_cases(&t, "conv");
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    for (p, g) in cases {
+        let get = |name: &str| t.get(&format!("{p}{name}")).unwrap_or_else(|| panic!("{p}{name} missing")).data.clone();
+        let s = Conv2dShape::new(g[0], g[1], g[2], g[3], g[4], 1, 1, 0)
+            .with_kernel_hw(g[5], g[6])
+            .with_stride_hw(g[7], g[8])
+            .with_padding([g[9], g[10], g[11], g[12]])
+            .with_groups(g[13]);
+        let bias = g[14] == 1;
+        let (x, w, dy) = (get("x"), get("w"), get("dy"));
+        let b = bias.then(|| get("b"));
+        let (want_y, want_dx, want_dw) = (to_f64(&get("y")), to_f64(&get("dx")), to_f64(&get("dw")));
+        // the reference: float64 on the same f32 inputs, so agreement to rounding
+        let b64 = b.as_ref().map(|b| to_f64(b));
+        assert_close_f64(&format!("{p} reference y"), &rc::conv2d_forward(&s, &to_f64(&x), &to_f64(&w), b64.as_deref()), &want_y);
+        let rg = rc::conv2d_backward(&s, &to_f64(&x), &to_f64(&w), &to_f64(&dy));
+        assert_close_f64(&format!("{p} reference dx"), &rg.dx, &want_dx);
+        assert_close_f64(&format!("{p} reference dw"), &rg.dw, &want_dw);
+        // the GPU
+        let (gx, gw, gdy) = (upload(&gpu, &s.x_shape(), &x), upload(&gpu, &s.w_shape(), &w), upload(&gpu, &s.y_shape(), &dy));
+        let gb = b.as_ref().map(|b| upload(&gpu, &[s.o], b));
+        for algo in algos_for(&s) {
+            let scratch = ConvScratch::with_algo(&gpu, &s, algo).unwrap();
+            let mut y = poisoned(&gpu, &s.y_shape());
+            conv::conv2d_forward(&gpu, &s, &gx, &gw, gb.as_ref(), Activation::Identity, &mut y, &scratch).unwrap();
+            assert_close(&format!("{p} {algo:?} y"), &y.download(&gpu).unwrap(), &want_y, tol_for(s.patch_len()));
+            let (mut dx, mut dw, mut db) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()), poisoned(&gpu, &[s.o]));
+            conv::conv2d_backward(&gpu, &s, &gx, &gw, &gdy, Some(&mut dx), &mut dw, bias.then_some(&mut db), &scratch).unwrap();
+            let (oh, ow) = s.out_hw();
+            assert_close(&format!("{p} {algo:?} dx"), &dx.download(&gpu).unwrap(), &want_dx, tol_for(s.o_per_group() * s.kh * s.kw));
+            assert_close(&format!("{p} {algo:?} dw"), &dw.download(&gpu).unwrap(), &want_dw, tol_for(s.n * oh * ow));
+            if bias {
+                assert_close(&format!("{p} {algo:?} db"), &db.download(&gpu).unwrap(), &to_f64(&get("db")), tol_for(s.n * oh * ow));
+            }
+        }
+    }
+}
+
+/// `MaxPool2d(3, 2, ceil_mode=True)` (ResNet/GoogLeNet), other ceil_mode windows with and without
+/// padding, CREPE's `MaxPool2d((2, 1), (2, 1))` and a rectangular padded window: the GPU's max
+/// pool (values, PyTorch's indices, gradient) and average pool (`count_include_pad=True`: the
+/// divisor of windows that reach past the padded input) and the reference equal PyTorch's.
+#[test]
+fn ceil_mode_and_rectangular_pools_equal_pytorch() {
+    let t = torch_fixture();
+    let gpu = gpu();
+    let cases = torch_cases(&t, "max");
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    for (p, g) in cases {
+        let get = |name: &str| t.get(&format!("{p}{name}")).unwrap_or_else(|| panic!("{p}{name} missing")).data.clone();
+        let avg = |name: &str| {
+            let name = format!("avg.{}{name}", p.trim_start_matches("max."));
+            to_f64(&t.get(&name).unwrap_or_else(|| panic!("{name} missing")).data)
+        };
+        let s = Pool2dShape::new(g[0], g[1], g[2], g[3], 1, 1, 0)
+            .with_kernel_hw(g[4], g[5])
+            .with_stride_hw(g[6], g[7])
+            .with_padding([g[8], g[8], g[9], g[9]])
+            .with_ceil_mode(g[10] == 1);
+        let (x, dy) = (get("x"), get("dy"));
+        let want_idx: Vec<u32> = get("idx").iter().map(|&i| i as u32).collect();
+        assert_eq!(want_idx.len(), s.y_shape().iter().product::<usize>(), "{p}: output size");
+        // the reference
+        let (ry, rarg) = rc::max_pool2d_forward(&s, &to_f64(&x));
+        assert_close_f64(&format!("{p} reference max y"), &ry, &to_f64(&get("y")));
+        assert_eq!(rarg, want_idx, "{p} reference argmax");
+        assert_close_f64(&format!("{p} reference max dx"), &rc::max_pool2d_backward(&s, &to_f64(&dy), &rarg), &to_f64(&get("dx")));
+        assert_close_f64(&format!("{p} reference avg y"), &rc::avg_pool2d_forward(&s, &to_f64(&x)), &avg("y"));
+        assert_close_f64(&format!("{p} reference avg dx"), &rc::avg_pool2d_backward(&s, &to_f64(&dy)), &avg("dx"));
+        // the GPU
+        let (gx, gdy) = (upload(&gpu, &s.x_shape(), &x), upload(&gpu, &s.y_shape(), &dy));
+        let mut y = poisoned(&gpu, &s.y_shape());
+        let mut arg = Tensor::from_u32(&gpu, &s.y_shape(), &vec![u32::MAX; want_idx.len()]).unwrap();
+        conv::max_pool2d_forward(&gpu, &s, &gx, &mut y, &mut arg).unwrap();
+        assert_close(&format!("{p} max y"), &y.download(&gpu).unwrap(), &to_f64(&get("y")), Tolerance::STRICT);
+        assert_eq!(arg.download_u32(&gpu).unwrap(), want_idx, "{p} argmax");
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::max_pool2d_backward(&gpu, &s, &gdy, &arg, &mut dx).unwrap();
+        assert_close(&format!("{p} max dx"), &dx.download(&gpu).unwrap(), &to_f64(&get("dx")), tol_for(4));
+        let mut y = poisoned(&gpu, &s.y_shape());
+        conv::avg_pool2d_forward(&gpu, &s, &gx, &mut y).unwrap();
+        assert_close(&format!("{p} avg y"), &y.download(&gpu).unwrap(), &avg("y"), tol_for(s.kh * s.kw));
+        let mut dx = poisoned(&gpu, &s.x_shape());
+        conv::avg_pool2d_backward(&gpu, &s, &gdy, &mut dx).unwrap();
+        assert_close(&format!("{p} avg dx"), &dx.download(&gpu).unwrap(), &avg("dx"), tol_for(s.kh * s.kw));
+    }
 }

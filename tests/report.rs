@@ -75,6 +75,7 @@ fn demo_report() -> DemoReport {
     DemoReport {
         adapter: "test adapter <none> & \"no GPU\"".into(),
         trunk: "dense 256→64 relu".into(),
+        trunk_kind: headswap::demo::Trunk::Mlp,
         data: "hand-made".into(),
         task_a_examples: 3000,
         task_a_test_accuracy: 0.93,

@@ -170,25 +170,27 @@ fn a_frozen_convolution_between_trainable_layers_passes_the_gradient_down() {
         height: 8,
         width: 8,
         out_channels: 3,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
+        kernel: [3; 2],
+        stride: [1; 2],
+        padding: [1; 4],
+        groups: 1,
         activation: Activation::Relu,
         bias: true,
     };
-    let p1 = Pool2dSpec { channels: 3, height: 8, width: 8, kernel: 2, stride: 2, padding: 0 };
+    let p1 = Pool2dSpec { channels: 3, height: 8, width: 8, kernel: [2; 2], stride: [2; 2], padding: [0; 2], ceil_mode: false };
     let c2 = Conv2dSpec {
         in_channels: 3,
         height: 4,
         width: 4,
         out_channels: 4,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
+        kernel: [3; 2],
+        stride: [1; 2],
+        padding: [1; 4],
+        groups: 1,
         activation: Activation::Relu,
         bias: true,
     };
-    let p2 = Pool2dSpec { channels: 4, height: 4, width: 4, kernel: 2, stride: 2, padding: 0 };
+    let p2 = Pool2dSpec { channels: 4, height: 4, width: 4, kernel: [2; 2], stride: [2; 2], padding: [0; 2], ceil_mode: false };
     let trunk = vec![
         LayerSpec::Conv2d(c1),
         LayerSpec::MaxPool2d(p1),

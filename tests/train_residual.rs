@@ -155,7 +155,7 @@ fn residual_gradients_equal_central_differences() {
         .global_avg_pool()
         .build_graph()
         .unwrap();
-    assert!(matches!(stem.layers[1], LayerSpec::MaxPool2d(p) if p.padding == 1 && p.kernel == 3 && p.stride == 2));
+    assert!(matches!(stem.layers[1], LayerSpec::MaxPool2d(p) if p.padding == [1, 1] && p.kernel == [3, 3] && p.stride == [2, 2]));
     check_gradients(&case(stem, 3, 5, 4), "a stem with padded max pooling");
     check_gradients(&case(mlp_trunk(), 4, 9, 2), "dense, a shortcut from the input and one over two layers");
 }
@@ -166,7 +166,7 @@ fn the_builder_wires_identity_and_projection_shortcuts() {
     // 0 conv; 1 conv, 2 conv, 3 add(2's output, 0's output); 4 conv s2, 5 conv, 6 1×1 projection of 3's output, 7 add; 8 pool
     assert_eq!(t.sources, vec![vec![0], vec![1], vec![2], vec![3, 1], vec![4], vec![5], vec![4], vec![6, 7], vec![8]]);
     let LayerSpec::Conv2d(proj) = t.layers[6] else { panic!("layer 6 is the projection") };
-    assert_eq!((proj.kernel, proj.stride, proj.in_channels, proj.out_channels), (1, 2, 3, 4));
+    assert_eq!((proj.kernel, proj.stride, proj.in_channels, proj.out_channels), ([1, 1], [2, 2], 3, 4));
     // a chain-only build refuses residual blocks instead of dropping their wiring
     let err = CnnBuilder::new(1, 4, 4).residual(|b| b.conv(1, 3, 1, 1, Activation::Relu), Activation::Relu).build().unwrap_err();
     assert!(err.to_string().contains("build_graph"), "{err}");

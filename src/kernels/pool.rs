@@ -4,8 +4,10 @@
 //!
 //! * max pool: stores the argmax of each window (u32, the index `iy·W + ix` in the input plane,
 //!   as PyTorch's `return_indices`; ties keep the first index); the backward routes the gradient
-//!   there. Average pool counts the padding (`count_include_pad = true`). No `ceil_mode`, no
-//!   dilation; `PH ≤ KH/2` as PyTorch requires.
+//!   there. Average pool counts the padding (`count_include_pad = true`): a window divides by
+//!   its taps inside the padded input, `KH·KW` except for the windows `ceil_mode` lets reach past
+//!   it (PyTorch's divisor). `ceil_mode` and asymmetric padding (each side at most half the
+//!   window, as PyTorch requires of its symmetric padding) are supported; no dilation.
 //! * global average pooling: `[N, C, H, W]` to `[N, C]` (`AdaptiveAvgPool2d(1)` + flatten).
 //!
 //! These are also reachable under their earlier paths, `kernels::conv::{Pool2dShape, ...}`.
@@ -27,8 +29,11 @@ pub(crate) const AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::POOL, ent
 pub(crate) const GLOBAL_AVG_POOL_FORWARD: Kernel = Kernel { source: &source::POOL, entry: "global_avg_pool_forward", bindings: &[R, RW] };
 pub(crate) const GLOBAL_AVG_POOL_BACKWARD: Kernel = Kernel { source: &source::POOL, entry: "global_avg_pool_backward", bindings: &[R, RW] };
 
-/// The geometry of a 2-D pooling, PyTorch's `MaxPool2d((kh, kw), (sh, sw), (ph, pw))` /
-/// `AvgPool2d(...)` applied to `n` images of `c` channels, `h × w`.
+/// The geometry of a 2-D pooling, PyTorch's `MaxPool2d((kh, kw), (sh, sw), (ph, pw),
+/// ceil_mode=ceil)` / `AvgPool2d(...)` applied to `n` images of `c` channels, `h × w`, with the
+/// padding below (`pb`) and right (`pr`) allowed to differ from above (`ph`) and left (`pw`).
+/// [`Pool2dShape::new`] builds the square, symmetric, floor-mode form; the `with_*` methods
+/// change one aspect each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Pool2dShape {
     pub n: usize,
@@ -39,20 +44,60 @@ pub struct Pool2dShape {
     pub kw: usize,
     pub sh: usize,
     pub sw: usize,
+    /// Padding above.
     pub ph: usize,
+    /// Padding left.
     pub pw: usize,
+    /// Padding below ([`Pool2dShape::new`]: `ph`).
+    pub pb: usize,
+    /// Padding right ([`Pool2dShape::new`]: `pw`).
+    pub pr: usize,
+    /// PyTorch's `ceil_mode`: the output size rounds up (a last, partial window).
+    pub ceil: bool,
 }
 
 impl Pool2dShape {
     /// A square window `k × k` with the same stride and padding along both axes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(n: usize, c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Pool2dShape {
-        Pool2dShape { n, c, h, w, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad }
+        Pool2dShape { n, c, h, w, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad, pb: pad, pr: pad, ceil: false }
+    }
+
+    /// The same with a `kh × kw` window.
+    pub fn with_kernel_hw(self, kh: usize, kw: usize) -> Pool2dShape {
+        Pool2dShape { kh, kw, ..self }
+    }
+
+    /// The same with stride `(sh, sw)`.
+    pub fn with_stride_hw(self, sh: usize, sw: usize) -> Pool2dShape {
+        Pool2dShape { sh, sw, ..self }
+    }
+
+    /// The same with padding `[top, bottom, left, right]`.
+    pub fn with_padding(self, [top, bottom, left, right]: [usize; 4]) -> Pool2dShape {
+        Pool2dShape { ph: top, pb: bottom, pw: left, pr: right, ..self }
+    }
+
+    /// The same with `ceil_mode`.
+    pub fn with_ceil_mode(self, ceil: bool) -> Pool2dShape {
+        Pool2dShape { ceil, ..self }
     }
 
     /// The window's geometry (shared with convolution).
     pub fn window(&self) -> Window2d {
-        Window2d { h: self.h, w: self.w, kh: self.kh, kw: self.kw, sh: self.sh, sw: self.sw, ph: self.ph, pw: self.pw }
+        Window2d {
+            h: self.h,
+            w: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            sh: self.sh,
+            sw: self.sw,
+            ph: self.ph,
+            pw: self.pw,
+            pb: self.pb,
+            pr: self.pr,
+            ceil: self.ceil,
+        }
     }
 
     /// `(OH, OW)`, 0 when the window does not fit.
@@ -82,21 +127,27 @@ impl Pool2dShape {
         })?;
         let win = s.window();
         win.ensure_positive(op, "window")?;
-        ensure(2 * s.ph <= s.kh && 2 * s.pw <= s.kw, op, || {
-            format!("padding ({}, {}) must be at most half the {}×{} window", s.ph, s.pw, s.kh, s.kw)
+        ensure(2 * s.ph.max(s.pb) <= s.kh && 2 * s.pw.max(s.pr) <= s.kw, op, || {
+            format!(
+                "padding (top {}, bottom {}, left {}, right {}) must be at most half the {}×{} window",
+                s.ph, s.pb, s.pw, s.pr, s.kh, s.kw
+            )
         })?;
         win.ensure_not_empty(op, "window")?;
         u32_of(s.x_shape().iter().product(), op, "N·C·H·W")?;
         win.ensure_indexable(op)
     }
 
+    /// The params block; `scale` (average pooling's 1/(KH·KW)) is 0 where a `ceil_mode`
+    /// window reaches past the padded input and the kernels divide each window by its own size.
     fn params(&self, total: usize) -> WindowParams {
+        let win = self.window();
         WindowParams {
             n: self.n as u32,
             c: self.c as u32,
             total: total as u32,
-            scale: 1.0 / (self.kh * self.kw) as f32,
-            ..self.window().params()
+            scale: if win.windows_whole() { 1.0 / (self.kh * self.kw) as f32 } else { 0.0 },
+            ..win.params()
         }
     }
 
@@ -104,7 +155,12 @@ impl Pool2dShape {
     /// whole number of windows (every element in exactly one window).
     pub fn tiles_input(&self) -> bool {
         let (oh, ow) = self.out_hw();
-        self.sh == self.kh && self.sw == self.kw && self.ph == 0 && self.pw == 0 && oh * self.kh == self.h && ow * self.kw == self.w
+        self.sh == self.kh && self.sw == self.kw && self.padding() == [0; 4] && oh * self.kh == self.h && ow * self.kw == self.w
+    }
+
+    /// The padding `[top, bottom, left, right]`.
+    pub fn padding(&self) -> [usize; 4] {
+        [self.ph, self.pb, self.pw, self.pr]
     }
 
     /// The tiled kernels' window size constants.
@@ -192,7 +248,8 @@ pub fn max_pool2d_backward(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, argmax: 
     gpu.run("max_pool2d_backward", &[&max_pool2d_backward_dispatch(gpu, shape, dy, argmax, dx)?])
 }
 
-/// Builds average pooling (the padding counts: every window divides by KH·KW).
+/// Builds average pooling (the padding counts: a window divides by KH·KW, or by its taps inside
+/// the padded input where `ceil_mode` lets it reach past).
 pub fn avg_pool2d_forward_dispatch(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_forward";
     shape.validate()?;
@@ -209,7 +266,7 @@ pub fn avg_pool2d_forward(gpu: &Gpu, shape: &Pool2dShape, x: &Tensor, y: &mut Te
     gpu.run("avg_pool2d_forward", &[&avg_pool2d_forward_dispatch(gpu, shape, x, y)?])
 }
 
-/// Builds the average-pool gradient: `dx = Σ dy / (KH·KW)` over the windows holding each element.
+/// Builds the average-pool gradient: `dx = Σ dy / divisor` over the windows holding each element.
 pub fn avg_pool2d_backward_dispatch(gpu: &Gpu, shape: &Pool2dShape, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_backward";
     shape.validate()?;
@@ -301,5 +358,15 @@ mod tests {
     fn output_sizes_follow_pytorch() {
         assert_eq!(Pool2dShape::new(1, 1, 13, 11, 2, 2, 0).out_hw(), (6, 5));
         assert!(Pool2dShape::new(1, 1, 13, 11, 2, 2, 2).validate().is_err());
+        assert_eq!(Pool2dShape::new(1, 1, 112, 112, 3, 2, 0).with_ceil_mode(true).out_hw(), (56, 56));
+        // CREPE: MaxPool2d((2, 1), (2, 1))
+        assert_eq!(Pool2dShape::new(1, 1, 255, 1, 1, 1, 0).with_kernel_hw(2, 1).with_stride_hw(2, 1).out_hw(), (127, 1));
+        let lopsided = Pool2dShape::new(1, 1, 7, 7, 3, 2, 0).with_padding([1, 0, 0, 2]);
+        assert_eq!(lopsided.out_hw(), (3, 4));
+        assert!(lopsided.validate().is_err(), "right padding 2 is more than half of 3");
+        // the divisor is per window only where ceil_mode overhangs the padded input
+        let ceil = Pool2dShape::new(1, 1, 7, 7, 2, 2, 0).with_ceil_mode(true);
+        assert_eq!(ceil.params(1).scale, 0.0);
+        assert_eq!(Pool2dShape::new(1, 1, 8, 8, 2, 2, 0).with_ceil_mode(true).params(1).scale, 0.25);
     }
 }

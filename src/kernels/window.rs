@@ -40,10 +40,21 @@ pub(crate) struct WindowParams {
     pub total: u32,
     pub alpha: f32,
     pub scale: f32,
+    pub pb: u32,
+    pub pr: u32,
+    pub groups: u32,
+    pub _pad: u32,
 }
 
-/// A `kh × kw` window with stride `(sh, sw)` and zero padding `(ph, pw)` sliding over `h × w`
-/// input planes (PyTorch's `kernel_size`, `stride`, `padding`; no dilation, no `ceil_mode`).
+/// A `kh × kw` window with stride `(sh, sw)` and zero padding `ph` above, `pb` below, `pw` left
+/// and `pr` right sliding over `h × w` input planes (PyTorch's `kernel_size`, `stride`,
+/// `padding`, and `F.pad`'s asymmetric padding; no dilation). With `ceil` (pooling's
+/// `ceil_mode`) the output size rounds up, as PyTorch's: a last window may reach past the bottom
+/// (right) padding, but never starts in it.
+///
+/// Only the top and left padding move the taps (output `oy` reads input rows from
+/// `oy·SH − PH`); the bottom and right padding and `ceil` only decide how many outputs there are,
+/// so the kernels need `PB`/`PR` only where a window's size counts (average pooling's divisor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Window2d {
     pub h: usize,
@@ -52,20 +63,48 @@ pub struct Window2d {
     pub kw: usize,
     pub sh: usize,
     pub sw: usize,
+    /// Padding above.
     pub ph: usize,
+    /// Padding left.
     pub pw: usize,
+    /// Padding below.
+    pub pb: usize,
+    /// Padding right.
+    pub pr: usize,
+    /// PyTorch's `ceil_mode` (pooling).
+    pub ceil: bool,
 }
 
-/// Output size of one dimension, 0 when the window does not fit (or a size is 0).
-fn out_len(input: usize, k: usize, stride: usize, pad: usize) -> usize {
-    if stride == 0 || k == 0 || input == 0 || input + 2 * pad < k { 0 } else { (input + 2 * pad - k) / stride + 1 }
+/// Output size of one dimension (PyTorch's `pooling_output_shape_pad_lr` without dilation), 0
+/// when the window does not fit (or a size is 0).
+fn out_len(input: usize, k: usize, stride: usize, lo: usize, hi: usize, ceil: bool) -> usize {
+    let padded = input + lo + hi;
+    if stride == 0 || k == 0 || input == 0 || padded < k {
+        return 0;
+    }
+    let span = padded - k;
+    let mut out = if ceil { span.div_ceil(stride) } else { span / stride } + 1;
+    // ceil_mode: the last window must start inside the input or the leading padding
+    if ceil && (out - 1) * stride >= input + lo {
+        out -= 1;
+    }
+    out
 }
 
 impl Window2d {
     /// `(OH, OW)`; a dimension is 0 when the window does not fit the padded input (or a size or
     /// stride is 0).
     pub fn out_hw(&self) -> (usize, usize) {
-        (out_len(self.h, self.kh, self.sh, self.ph), out_len(self.w, self.kw, self.sw, self.pw))
+        (out_len(self.h, self.kh, self.sh, self.ph, self.pb, self.ceil), out_len(self.w, self.kw, self.sw, self.pw, self.pr, self.ceil))
+    }
+
+    /// Whether every window lies inside the padded input (no `ceil_mode` overhang): each then
+    /// covers `KH·KW` taps of input or padding.
+    pub fn windows_whole(&self) -> bool {
+        let (oh, ow) = self.out_hw();
+        oh == 0
+            || ow == 0
+            || ((oh - 1) * self.sh + self.kh <= self.h + self.ph + self.pb && (ow - 1) * self.sw + self.kw <= self.w + self.pw + self.pr)
     }
 
     /// `Err(Shape)` naming `op` unless the window (`what`: "kernel" or "window") and the stride
@@ -83,16 +122,16 @@ impl Window2d {
         let (oh, ow) = s.out_hw();
         ensure(oh > 0 && ow > 0, op, || {
             format!(
-                "a {}×{} {what} does not fit a {}×{} input padded by ({}, {}): the output would be empty",
-                s.kh, s.kw, s.h, s.w, s.ph, s.pw
+                "a {}×{} {what} does not fit a {}×{} input padded by (top {}, bottom {}, left {}, right {}): the output would be empty",
+                s.kh, s.kw, s.h, s.w, s.ph, s.pb, s.pw, s.pr
             )
         })
     }
 
     /// `Err(Shape)` unless the padded extents fit the kernels' 32-bit coordinates.
     pub(crate) fn ensure_indexable(&self, op: &str) -> Result<()> {
-        u32_of(self.h + 2 * self.ph, op, "H + 2·PH")?;
-        u32_of(self.w + 2 * self.pw, op, "W + 2·PW")?;
+        u32_of(self.h + self.ph + self.pb + self.kh, op, "H + padding + KH")?;
+        u32_of(self.w + self.pw + self.pr + self.kw, op, "W + padding + KW")?;
         Ok(())
     }
 
@@ -108,6 +147,8 @@ impl Window2d {
             sw: self.sw as u32,
             ph: self.ph as u32,
             pw: self.pw as u32,
+            pb: self.pb as u32,
+            pr: self.pr as u32,
             oh: oh as u32,
             ow: ow as u32,
             ..WindowParams::default()
@@ -185,7 +226,7 @@ mod tests {
 
     #[test]
     fn output_sizes_follow_pytorch() {
-        let win = |h, w, k, s, p| Window2d { h, w, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
+        let win = |h, w, k, s, p| Window2d { h, w, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p, pb: p, pr: p, ceil: false };
         assert_eq!(win(13, 11, 3, 2, 1).out_hw(), (7, 6));
         assert_eq!(win(13, 11, 5, 1, 0).out_hw(), (9, 7));
         assert_eq!(win(13, 11, 2, 2, 0).out_hw(), (6, 5));
@@ -196,6 +237,29 @@ mod tests {
         // a 3-wide window at stride 2: at most 2 taps reach one input element
         assert_eq!(win(9, 9, 3, 2, 1).gather_taps(), (2, 2));
         assert_eq!(win(9, 9, 3, 1, 1).gather_taps(), (3, 3));
+        // asymmetric padding: F.pad(x, (0, 0, 254, 254)) then a 512×1 kernel at stride 4 (CREPE)
+        let crepe = Window2d { h: 1024, w: 1, kh: 512, kw: 1, sh: 4, sw: 1, ph: 254, pb: 254, ..Window2d::default() };
+        assert_eq!(crepe.out_hw(), (256, 1));
+        let lopsided = Window2d { h: 10, w: 10, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2, pb: 0, pw: 0, pr: 1, ceil: false };
+        assert_eq!(lopsided.out_hw(), (10, 9));
+    }
+
+    #[test]
+    fn ceil_mode_follows_pytorch() {
+        // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 112×112 (GoogLeNet): 56; floor gives 55
+        let pool = |h: usize, k: usize, s: usize, p: usize, ceil: bool| {
+            Window2d { h, w: h, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p, pb: p, pr: p, ceil }.out_hw().0
+        };
+        assert_eq!(pool(112, 3, 2, 0, true), 56);
+        assert_eq!(pool(112, 3, 2, 0, false), 55);
+        assert_eq!(pool(7, 2, 2, 0, true), 4);
+        assert_eq!(pool(6, 2, 2, 0, true), 3);
+        // the last window would start in the right padding: dropped (out 3, not 4)
+        assert_eq!(pool(5, 2, 2, 1, true), 3);
+        assert_eq!(pool(5, 2, 2, 1, false), 3);
+        let w = Window2d { h: 7, w: 7, kh: 2, kw: 2, sh: 2, sw: 2, ceil: true, ..Window2d::default() };
+        assert!(!w.windows_whole());
+        assert!(Window2d { ceil: false, ..w }.windows_whole());
     }
 
     #[test]

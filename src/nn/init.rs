@@ -21,7 +21,7 @@ impl Init {
     }
 
     /// Values for any layer: empty for layers without parameters; PyTorch's fans for
-    /// convolutions (fan_in = in_channels·k², fan_out = out_channels·k²).
+    /// convolutions (fan_in = in_channels/groups·KH·KW, fan_out = out_channels·KH·KW).
     pub fn layer(self, spec: &crate::nn::LayerSpec, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
         let Some(shape) = spec.weight_shape() else { return (Vec::new(), Vec::new()) };
         if let crate::nn::LayerSpec::BatchNorm(b) = spec {

@@ -15,31 +15,46 @@ pub struct DenseSpec {
 }
 
 /// A 2-D convolution over `[in_channels, height, width]` inputs, weight
-/// `[out_channels, in_channels, kernel, kernel]` (PyTorch's `nn.Conv2d`), zero padding, and a
-/// bias `[out_channels]` unless `bias` is false (PyTorch's `bias=False`, as every convolution
-/// followed by a BatchNorm in torchvision).
+/// `[out_channels, in_channels / groups, kernel[0], kernel[1]]` (PyTorch's
+/// `nn.Conv2d(in, out, (kh, kw), (sh, sw), groups=groups)`), zero padding `[top, bottom, left,
+/// right]` (PyTorch's symmetric `padding`, or an `F.pad` in front folded in), and a bias
+/// `[out_channels]` unless `bias` is false (PyTorch's `bias=False`, as every convolution
+/// followed by a BatchNorm in torchvision). `groups = in_channels = out_channels` is a
+/// depthwise convolution (MobileNet's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dSpec {
     pub in_channels: usize,
     pub height: usize,
     pub width: usize,
     pub out_channels: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
+    /// `[KH, KW]`
+    pub kernel: [usize; 2],
+    /// `[SH, SW]`
+    pub stride: [usize; 2],
+    /// `[top, bottom, left, right]`
+    pub padding: [usize; 4],
+    /// Channel groups (1: an ordinary convolution).
+    pub groups: usize,
     pub activation: Activation,
     pub bias: bool,
 }
 
-/// A 2-D pooling window over `[channels, height, width]` inputs.
+/// A 2-D pooling window over `[channels, height, width]` inputs: PyTorch's
+/// `MaxPool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode=ceil_mode)` / `AvgPool2d(...)` (the
+/// padding counted by the average, `count_include_pad=True`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dSpec {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
+    /// `[KH, KW]`
+    pub kernel: [usize; 2],
+    /// `[SH, SW]`
+    pub stride: [usize; 2],
+    /// `[PH, PW]`, on both sides
+    pub padding: [usize; 2],
+    /// PyTorch's `ceil_mode`: the output size rounds up.
+    pub ceil_mode: bool,
 }
 
 /// The element-wise sum of two outputs of the same size, then an activation: a residual
@@ -110,9 +125,41 @@ impl From<DenseSpec> for LayerSpec {
 }
 
 impl Conv2dSpec {
+    /// A `kernel × kernel` convolution with the same stride and padding on every side, one group
+    /// (what [`CnnBuilder::conv`] adds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn square(
+        [in_channels, height, width]: [usize; 3],
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        activation: Activation,
+        bias: bool,
+    ) -> Conv2dSpec {
+        Conv2dSpec {
+            in_channels,
+            height,
+            width,
+            out_channels,
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            padding: [padding; 4],
+            groups: 1,
+            activation,
+            bias,
+        }
+    }
+
     /// The kernel library's shape for a batch of `n`.
     pub fn shape(&self, n: usize) -> Conv2dShape {
-        Conv2dShape::new(n, self.in_channels, self.height, self.width, self.out_channels, self.kernel, self.stride, self.padding)
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        Conv2dShape::new(n, self.in_channels, self.height, self.width, self.out_channels, 1, 1, 0)
+            .with_kernel_hw(kh, kw)
+            .with_stride_hw(sh, sw)
+            .with_padding(self.padding)
+            .with_groups(self.groups)
     }
     pub fn out_hw(&self) -> (usize, usize) {
         self.shape(1).out_hw()
@@ -120,12 +167,27 @@ impl Conv2dSpec {
 }
 
 impl Pool2dSpec {
+    /// A `kernel × kernel` window with the same stride and padding along both axes, floor mode.
+    pub fn square([channels, height, width]: [usize; 3], kernel: usize, stride: usize, padding: usize) -> Pool2dSpec {
+        Pool2dSpec { channels, height, width, kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2], ceil_mode: false }
+    }
+
     pub fn shape(&self, n: usize) -> Pool2dShape {
-        Pool2dShape::new(n, self.channels, self.height, self.width, self.kernel, self.stride, self.padding)
+        let [ph, pw] = self.padding;
+        Pool2dShape::new(n, self.channels, self.height, self.width, 1, 1, 0)
+            .with_kernel_hw(self.kernel[0], self.kernel[1])
+            .with_stride_hw(self.stride[0], self.stride[1])
+            .with_padding([ph, ph, pw, pw])
+            .with_ceil_mode(self.ceil_mode)
     }
     pub fn out_hw(&self) -> (usize, usize) {
         self.shape(1).out_hw()
     }
+}
+
+/// `3` for `[3, 3]`, else `3×1`: how a report writes a size per axis.
+fn per_axis(v: &[usize]) -> String {
+    if v.iter().all(|&x| x == v[0]) { v[0].to_string() } else { v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("×") }
 }
 
 impl LayerSpec {
@@ -187,7 +249,7 @@ impl LayerSpec {
     pub fn weight_shape(&self) -> Option<Vec<usize>> {
         match *self {
             LayerSpec::Dense(d) => Some(vec![d.outputs, d.inputs]),
-            LayerSpec::Conv2d(c) => Some(vec![c.out_channels, c.in_channels, c.kernel, c.kernel]),
+            LayerSpec::Conv2d(c) => Some(c.shape(1).w_shape().to_vec()),
             LayerSpec::BatchNorm(b) => Some(vec![b.channels]),
             _ => None,
         }
@@ -216,7 +278,12 @@ impl LayerSpec {
     pub fn fans(&self) -> (usize, usize) {
         match *self {
             LayerSpec::Dense(d) => (d.inputs, d.outputs),
-            LayerSpec::Conv2d(c) => (c.in_channels * c.kernel * c.kernel, c.out_channels * c.kernel * c.kernel),
+            // PyTorch's _calculate_fan_in_and_fan_out: weight.size(1)·receptive field, and
+            // weight.size(0)·receptive field (out_channels, not out_channels / groups)
+            LayerSpec::Conv2d(c) => {
+                let taps = c.kernel[0] * c.kernel[1];
+                (c.in_channels / c.groups.max(1) * taps, c.out_channels * taps)
+            }
             _ => (0, 0),
         }
     }
@@ -227,14 +294,15 @@ impl LayerSpec {
             LayerSpec::Dense(d) => format!("dense {}→{} {}", d.inputs, d.outputs, d.activation.name()),
             LayerSpec::Conv2d(c) => {
                 let [o, h, w] = self.out_chw().unwrap_or([0; 3]);
+                let groups = if c.groups == 1 { String::new() } else { format!(", groups {}", c.groups) };
                 format!(
-                    "conv2d {}×{}×{} → {o}×{h}×{w} (kernel {}, stride {}, padding {}{}) {}",
+                    "conv2d {}×{}×{} → {o}×{h}×{w} (kernel {}, stride {}, padding {}{groups}{}) {}",
                     c.in_channels,
                     c.height,
                     c.width,
-                    c.kernel,
-                    c.stride,
-                    c.padding,
+                    per_axis(&c.kernel),
+                    per_axis(&c.stride),
+                    per_axis(&c.padding),
                     if c.bias { "" } else { ", no bias" },
                     c.activation.name()
                 )
@@ -243,8 +311,14 @@ impl LayerSpec {
                 let kind = if matches!(self, LayerSpec::MaxPool2d(_)) { "max_pool2d" } else { "avg_pool2d" };
                 let (h, w) = p.out_hw();
                 format!(
-                    "{kind} {}×{}×{} → {}×{h}×{w} (kernel {}, stride {})",
-                    p.channels, p.height, p.width, p.channels, p.kernel, p.stride
+                    "{kind} {}×{}×{} → {}×{h}×{w} (kernel {}, stride {}{})",
+                    p.channels,
+                    p.height,
+                    p.width,
+                    p.channels,
+                    per_axis(&p.kernel),
+                    per_axis(&p.stride),
+                    if p.ceil_mode { ", ceil_mode" } else { "" }
                 )
             }
             LayerSpec::GlobalAvgPool { channels, height, width } => format!("global_avg_pool {channels}×{height}×{width} → {channels}"),
@@ -466,17 +540,7 @@ impl CnnBuilder {
             // the stride that takes the input's height to the body's
             let [c, h, w] = in_shape;
             let stride = if b.shape[1] > 0 { h.div_ceil(b.shape[1]).max(1) } else { 1 };
-            let proj = Conv2dSpec {
-                in_channels: c,
-                height: h,
-                width: w,
-                out_channels: b.shape[0],
-                kernel: 1,
-                stride,
-                padding: 0,
-                activation: Activation::Identity,
-                bias: b.conv_bias,
-            };
+            let proj = Conv2dSpec::square([c, h, w], b.shape[0], 1, stride, 0, Activation::Identity, b.conv_bias);
             let body_shape = b.shape;
             b = b.push_from(LayerSpec::Conv2d(proj), vec![input]);
             if !b.scope.is_empty() {
@@ -554,19 +618,54 @@ impl CnnBuilder {
 
     /// A convolution with `out_channels` filters of `kernel`×`kernel`.
     pub fn conv(self, out_channels: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> CnnBuilder {
-        let [c, h, w] = self.shape;
         let bias = self.conv_bias;
-        self.push(LayerSpec::Conv2d(Conv2dSpec {
-            in_channels: c,
-            height: h,
-            width: w,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            activation,
-            bias,
-        }))
+        let spec = Conv2dSpec::square(self.shape, out_channels, kernel, stride, padding, activation, bias);
+        self.push(LayerSpec::Conv2d(spec))
+    }
+
+    /// A grouped convolution: `groups` groups of `C/groups` input channels each feeding
+    /// `out_channels/groups` filters of `kernel`×`kernel` (PyTorch's `groups=`; both channel
+    /// counts must be multiples of `groups`, checked at build).
+    pub fn conv_grouped(
+        self,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+        activation: Activation,
+    ) -> CnnBuilder {
+        let bias = self.conv_bias;
+        let spec = Conv2dSpec { groups, ..Conv2dSpec::square(self.shape, out_channels, kernel, stride, padding, activation, bias) };
+        self.push(LayerSpec::Conv2d(spec))
+    }
+
+    /// A depthwise convolution: one `kernel`×`kernel` filter per input channel (`groups =
+    /// in = out channels`, MobileNetV2's 3×3 stride 1 or 2, padding 1).
+    ///
+    /// ```
+    /// use headswap::nn::{Activation, CnnBuilder, LayerSpec};
+    /// let trunk = CnnBuilder::new(3, 16, 16)
+    ///     .conv_bias(false)
+    ///     .conv(32, 3, 2, 1, Activation::Relu6)        // 32×8×8
+    ///     .depthwise(3, 1, 1, Activation::Relu6)      // 32×8×8, weight [32, 1, 3, 3]
+    ///     .conv(16, 1, 1, 0, Activation::Identity)    // pointwise
+    ///     .build()?;
+    /// assert_eq!(trunk[1].weight_shape(), Some(vec![32, 1, 3, 3]));
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn depthwise(self, kernel: usize, stride: usize, padding: usize, activation: Activation) -> CnnBuilder {
+        let c = self.shape[0];
+        self.conv_grouped(c, kernel, stride, padding, c, activation)
+    }
+
+    /// Adds any convolution over the current output: `spec`'s input fields (`in_channels`,
+    /// `height`, `width`) are replaced by the running shape, and its `bias` kept as given. For
+    /// rectangular kernels, strides and asymmetric padding (CREPE's `F.pad(x, (0, 0, 254, 254))`
+    /// then `Conv2d(1, 1024, (512, 1), stride=(4, 1))`).
+    pub fn conv_spec(self, spec: Conv2dSpec) -> CnnBuilder {
+        let [in_channels, height, width] = self.shape;
+        self.push(LayerSpec::Conv2d(Conv2dSpec { in_channels, height, width, ..spec }))
     }
 
     /// A BatchNorm over the output so far (`BatchNorm2d` after spatial layers, `BatchNorm1d`
@@ -593,13 +692,29 @@ impl CnnBuilder {
     /// never wins: PyTorch's `MaxPool2d(kernel, stride, padding)`, e.g. ResNet's stem
     /// `MaxPool2d(3, 2, 1)`). The padding is at most half the window.
     pub fn max_pool_padded(self, kernel: usize, stride: usize, padding: usize) -> CnnBuilder {
-        let [c, h, w] = self.shape;
-        self.push(LayerSpec::MaxPool2d(Pool2dSpec { channels: c, height: h, width: w, kernel, stride, padding }))
+        let spec = Pool2dSpec::square(self.shape, kernel, stride, padding);
+        self.push(LayerSpec::MaxPool2d(spec))
+    }
+
+    /// Max pooling with `ceil_mode=True` (GoogLeNet's `MaxPool2d(3, 2, ceil_mode=True)`): the
+    /// output size rounds up, the last window may be partial.
+    pub fn max_pool_ceil(self, kernel: usize, stride: usize, padding: usize) -> CnnBuilder {
+        let spec = Pool2dSpec { ceil_mode: true, ..Pool2dSpec::square(self.shape, kernel, stride, padding) };
+        self.push(LayerSpec::MaxPool2d(spec))
     }
 
     pub fn avg_pool(self, kernel: usize, stride: usize) -> CnnBuilder {
-        let [c, h, w] = self.shape;
-        self.push(LayerSpec::AvgPool2d(Pool2dSpec { channels: c, height: h, width: w, kernel, stride, padding: 0 }))
+        let spec = Pool2dSpec::square(self.shape, kernel, stride, 0);
+        self.push(LayerSpec::AvgPool2d(spec))
+    }
+
+    /// Any max (`max = true`) or average pooling over the current output: `spec`'s input fields
+    /// are replaced by the running shape. For rectangular windows and strides (CREPE's
+    /// `MaxPool2d((2, 1), (2, 1))`) and `ceil_mode`.
+    pub fn pool_spec(self, spec: Pool2dSpec, max: bool) -> CnnBuilder {
+        let [channels, height, width] = self.shape;
+        let spec = Pool2dSpec { channels, height, width, ..spec };
+        self.push(if max { LayerSpec::MaxPool2d(spec) } else { LayerSpec::AvgPool2d(spec) })
     }
 
     pub fn global_avg_pool(self) -> CnnBuilder {

@@ -223,16 +223,28 @@ fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
         LayerSpec::Dense(d) => serde_json::json!({
             "type": "dense", "inputs": d.inputs, "outputs": d.outputs, "activation": d.activation.name(), "part": part,
         }),
-        LayerSpec::Conv2d(c) => serde_json::json!({
-            "type": "conv2d", "in_channels": c.in_channels, "height": c.height, "width": c.width,
-            "out_channels": c.out_channels, "kernel": c.kernel, "stride": c.stride, "padding": c.padding,
-            "activation": c.activation.name(), "part": part,
-        }),
-        LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => serde_json::json!({
-            "type": if matches!(l, LayerSpec::MaxPool2d(_)) { "max_pool2d" } else { "avg_pool2d" },
-            "channels": p.channels, "height": p.height, "width": p.width, "kernel": p.kernel, "stride": p.stride,
-            "padding": p.padding, "part": part,
-        }),
+        LayerSpec::Conv2d(c) => {
+            let mut v = serde_json::json!({
+                "type": "conv2d", "in_channels": c.in_channels, "height": c.height, "width": c.width,
+                "out_channels": c.out_channels, "kernel": per_axis_json(&c.kernel), "stride": per_axis_json(&c.stride),
+                "padding": per_axis_json(&c.padding), "activation": c.activation.name(), "part": part,
+            });
+            if c.groups != 1 {
+                v["groups"] = serde_json::json!(c.groups);
+            }
+            v
+        }
+        LayerSpec::MaxPool2d(p) | LayerSpec::AvgPool2d(p) => {
+            let mut v = serde_json::json!({
+                "type": if matches!(l, LayerSpec::MaxPool2d(_)) { "max_pool2d" } else { "avg_pool2d" },
+                "channels": p.channels, "height": p.height, "width": p.width, "kernel": per_axis_json(&p.kernel),
+                "stride": per_axis_json(&p.stride), "padding": per_axis_json(&p.padding), "part": part,
+            });
+            if p.ceil_mode {
+                v["ceil_mode"] = serde_json::json!(true);
+            }
+            v
+        }
         LayerSpec::GlobalAvgPool { channels, height, width } => serde_json::json!({
             "type": "global_avg_pool", "channels": channels, "height": height, "width": width, "part": part,
         }),
@@ -244,6 +256,23 @@ fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
             "channels": b.channels, "height": b.height, "width": b.width, "eps": b.eps, "momentum": b.momentum,
             "activation": b.activation.name(), "part": part,
         }),
+    }
+}
+
+/// A size per axis (or per side) as the layer JSON writes it: one number where all are equal
+/// (every file before rectangular kernels and asymmetric padding, unchanged), else the list
+/// (`[KH, KW]`, `[SH, SW]`, a convolution's `[top, bottom, left, right]`, a pool's `[PH, PW]`).
+fn per_axis_json(v: &[usize]) -> serde_json::Value {
+    if v.iter().all(|&x| x == v[0]) { serde_json::json!(v[0]) } else { serde_json::json!(v) }
+}
+
+/// Reads what [`per_axis_json`] writes: a number (the same on every axis or side) or a list of
+/// exactly `N`.
+fn per_axis_from_json<const N: usize>(v: &serde_json::Value) -> Option<[usize; N]> {
+    let one = |x: &serde_json::Value| x.as_u64().filter(|&n| n < (1 << 31)).map(|n| n as usize);
+    match v {
+        serde_json::Value::Array(a) => a.iter().map(one).collect::<Option<Vec<_>>>()?.try_into().ok(),
+        x => one(x).map(|n| [n; N]),
     }
 }
 
@@ -313,14 +342,27 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
             let name = field("activation")?.as_str().unwrap_or("");
             Activation::parse(name).ok_or_else(|| Error::format(path, format!("layer {i}: unknown activation {name:?}")))
         };
+        // kernel, stride, padding: a number, or one per axis (side); see per_axis_json
+        fn axes<const N: usize>(item: &serde_json::Value, path: &str, i: usize, k: &str) -> Result<[usize; N]> {
+            let v = item.get(k).ok_or_else(|| Error::format(path, format!("layer {i} has no \"{k}\"")))?;
+            per_axis_from_json(v)
+                .ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be a non-negative integer or a list of {N}")))
+        }
+        let flag = |k: &str, default: bool| -> Result<bool> {
+            match item.get(k) {
+                None => Ok(default),
+                Some(v) => v.as_bool().ok_or_else(|| Error::format(path, format!("layer {i}: \"{k}\" must be true or false"))),
+            }
+        };
         let pool = || -> Result<Pool2dSpec> {
             Ok(Pool2dSpec {
                 channels: num("channels")?,
                 height: num("height")?,
                 width: num("width")?,
-                kernel: num("kernel")?,
-                stride: num("stride")?,
-                padding: num("padding")?,
+                kernel: axes(item, path, i, "kernel")?,
+                stride: axes(item, path, i, "stride")?,
+                padding: axes(item, path, i, "padding")?,
+                ceil_mode: flag("ceil_mode", false)?,
             })
         };
         let spec = match item.get("type").and_then(|t| t.as_str()).unwrap_or("dense") {
@@ -330,14 +372,15 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                 height: num("height")?,
                 width: num("width")?,
                 out_channels: num("out_channels")?,
-                kernel: num("kernel")?,
-                stride: num("stride")?,
-                padding: num("padding")?,
-                activation: activation()?,
-                bias: match item.get("bias") {
-                    None => true,
-                    Some(v) => v.as_bool().ok_or_else(|| Error::format(path, format!("layer {i}: \"bias\" must be true or false")))?,
+                kernel: axes(item, path, i, "kernel")?,
+                stride: axes(item, path, i, "stride")?,
+                padding: axes(item, path, i, "padding")?,
+                groups: match item.get("groups") {
+                    None => 1,
+                    Some(_) => num("groups")?,
                 },
+                activation: activation()?,
+                bias: flag("bias", true)?,
             }),
             "max_pool2d" => LayerSpec::MaxPool2d(pool()?),
             "avg_pool2d" => LayerSpec::AvgPool2d(pool()?),

@@ -17,8 +17,9 @@ fn at(chw: (usize, usize, usize), n: usize, c: usize, iy: isize, ix: isize) -> O
     Some(((n * cs + c) * h + iy as usize) * w + ix as usize)
 }
 
-/// The pre-activation output `z[n, o, oy, ox] = b[o] + Σ_{c, ky, kx} w[o, c, ky, kx] · x[n, c,
-/// oy·SH + ky − PH, ox·SW + kx − PW]` (zero outside the image).
+/// The pre-activation output `z[n, o, oy, ox] = b[o] + Σ_{c, ky, kx} w[o, c, ky, kx] · x[n,
+/// g·C/G + c, oy·SH + ky − PH, ox·SW + kx − PW]` (zero outside the image), c over the `C/G`
+/// input channels of o's group g = o / (O/G).
 pub fn conv2d_forward(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
     let (oh, ow) = s.out_hw();
     let mut y = vec![0.0; s.n * s.o * oh * ow];
@@ -27,13 +28,14 @@ pub fn conv2d_forward(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) 
             for oy in 0..oh {
                 for ox in 0..ow {
                     let mut acc = b.map_or(0.0, |b| b[o]);
-                    for c in 0..s.c {
+                    let (cg, c_first) = group_inputs(s, o);
+                    for c in 0..cg {
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
                                 let iy = (oy * s.sh + ky) as isize - s.ph as isize;
                                 let ix = (ox * s.sw + kx) as isize - s.pw as isize;
-                                if let Some(i) = at((s.c, s.h, s.w), n, c, iy, ix) {
-                                    acc += w[((o * s.c + c) * s.kh + ky) * s.kw + kx] * x[i];
+                                if let Some(i) = at((s.c, s.h, s.w), n, c_first + c, iy, ix) {
+                                    acc += w[((o * cg + c) * s.kh + ky) * s.kw + kx] * x[i];
                                 }
                             }
                         }
@@ -44,6 +46,12 @@ pub fn conv2d_forward(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) 
         }
     }
     y
+}
+
+/// (input channels per group, the first input channel of output channel `o`'s group).
+fn group_inputs(s: &Conv2dShape, o: usize) -> (usize, usize) {
+    let (cg, og) = (s.c / s.groups, s.o / s.groups);
+    (cg, (o / og) * cg)
 }
 
 /// `act(conv2d_forward(...))`.
@@ -70,13 +78,14 @@ pub fn conv2d_backward(s: &Conv2dShape, x: &[f64], w: &[f64], dy: &[f64]) -> Con
                 for ox in 0..ow {
                     let d = dy[((n * s.o + o) * oh + oy) * ow + ox];
                     g.db[o] += d;
-                    for c in 0..s.c {
+                    let (cg, c_first) = group_inputs(s, o);
+                    for c in 0..cg {
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
                                 let iy = (oy * s.sh + ky) as isize - s.ph as isize;
                                 let ix = (ox * s.sw + kx) as isize - s.pw as isize;
-                                if let Some(i) = at((s.c, s.h, s.w), n, c, iy, ix) {
-                                    let wi = ((o * s.c + c) * s.kh + ky) * s.kw + kx;
+                                if let Some(i) = at((s.c, s.h, s.w), n, c_first + c, iy, ix) {
+                                    let wi = ((o * cg + c) * s.kh + ky) * s.kw + kx;
                                     g.dx[i] += d * w[wi];
                                     g.dw[wi] += d * x[i];
                                 }
@@ -154,22 +163,33 @@ pub fn max_pool2d_backward(s: &Pool2dShape, dy: &[f64], argmax: &[u32]) -> Vec<f
     dx
 }
 
-/// Average pooling with the padding counted: every window divides by KH·KW.
+/// The divisor of average-pool window (oy, ox) with the padding counted: its taps inside the
+/// padded input `[−PH, H + PB) × [−PW, W + PR)` (PyTorch's `pool_size`), `KH·KW` unless
+/// `ceil_mode` lets the window reach past that.
+fn avg_divisor(s: &Pool2dShape, oy: usize, ox: usize) -> f64 {
+    let taps = |o: usize, stride: usize, k: usize, input: usize, hi: usize| (input + hi).min(o * stride + k) - o * stride;
+    // both ends shifted by the leading padding, so the unsigned arithmetic stays non-negative
+    let rows = taps(oy, s.sh, s.kh, s.h + s.ph, s.pb);
+    let cols = taps(ox, s.sw, s.kw, s.w + s.pw, s.pr);
+    (rows * cols) as f64
+}
+
+/// Average pooling with the padding counted (`count_include_pad = True`): each window's sum over
+/// its input elements divided by the window's taps inside the padded input (`avg_divisor`).
 pub fn avg_pool2d_forward(s: &Pool2dShape, x: &[f64]) -> Vec<f64> {
     let (oh, ow) = s.out_hw();
     let mut y = vec![0.0; s.n * s.c * oh * ow];
-    let k = (s.kh * s.kw) as f64;
     for_each_output(s, |o, n, c, oy, ox| {
-        y[o] = window(s, n, c, oy, ox).iter().map(|&i| x[i]).sum::<f64>() / k;
+        y[o] = window(s, n, c, oy, ox).iter().map(|&i| x[i]).sum::<f64>() / avg_divisor(s, oy, ox);
     });
     y
 }
 
-/// The average-pool gradient: each output's dy / (KH·KW) to every element of its window.
+/// The average-pool gradient: each output's dy / divisor to every element of its window.
 pub fn avg_pool2d_backward(s: &Pool2dShape, dy: &[f64]) -> Vec<f64> {
     let mut dx = vec![0.0; s.n * s.c * s.h * s.w];
-    let k = (s.kh * s.kw) as f64;
     for_each_output(s, |o, n, c, oy, ox| {
+        let k = avg_divisor(s, oy, ox);
         for i in window(s, n, c, oy, ox) {
             dx[i] += dy[o] / k;
         }

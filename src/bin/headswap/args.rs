@@ -462,7 +462,7 @@ pub enum KernelOp {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  headswap bench kernel matmul --shape 4096x4096x4096 --form nn --variant all\n  headswap bench kernel conv2d --shape 32x64x56x56 --filters 64 --kernel 3 --padding 1"
+    after_help = "Examples:\n  headswap bench kernel matmul --shape 4096x4096x4096 --form nn --variant all\n  headswap bench kernel conv2d --shape 32x64x56x56 --filters 64 --kernel 3 --padding 1\n  headswap bench kernel conv2d --shape 32x96x56x56 --filters 96 --kernel 3 --padding 1 --groups 96"
 )]
 pub struct BenchKernelArgs {
     /// The kernel family
@@ -486,6 +486,9 @@ pub struct BenchKernelArgs {
     /// conv2d: zero padding on every side
     #[arg(long, value_name = "P", default_value_t = 0)]
     pub padding: usize,
+    /// conv2d: channel groups (dividing C and O; C = O = G is depthwise)
+    #[arg(long, value_name = "G", default_value_t = 1)]
+    pub groups: usize,
     /// matmul: a variant's name or all; conv2d: direct, im2col or all
     #[arg(long, value_name = "NAME|all", default_value = "all")]
     pub variant: String,

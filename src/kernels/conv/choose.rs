@@ -25,7 +25,17 @@ pub fn algo_class_key(shape: &Conv2dShape, usage: ConvUse) -> String {
         ConvUse::Train { dx: true } => "train dx",
         ConvUse::Train { dx: false } => "train",
     };
-    format!("conv n{} c{} {}x{} o{} k{}x{} s{}x{} p{}x{} {u}", bucket(s.n), s.c, s.h, s.w, s.o, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw)
+    let mut key =
+        format!("conv n{} c{} {}x{} o{} k{}x{} s{}x{} p{}x{}", bucket(s.n), s.c, s.h, s.w, s.o, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw);
+    // written only when they differ from the symmetric, ungrouped form, so earlier cache entries
+    // keep their keys
+    if (s.pb, s.pr) != (s.ph, s.pw) {
+        key += &format!(" pbr{}x{}", s.pb, s.pr);
+    }
+    if s.groups != 1 {
+        key += &format!(" g{}", s.groups);
+    }
+    format!("{key} {u}")
 }
 
 impl tune::Tunable for ConvAlgo {

@@ -1,5 +1,9 @@
 //! The direct convolution kernels: one launch each for y, dx and dw (the bias gradient and the
 //! slice sum are the parent module's, shared with im2col). See the [module docs](super).
+//!
+//! Grouped convolutions run the same kernels with channel blocks that stay inside one group;
+//! depthwise ones (`groups = C = O`) have kernels of their own (`dw_*` in conv.wgsl), one
+//! channel per invocation, since a block of channels there shares no input.
 
 use super::{Conv2dShape, ConvScratch, sum_parts};
 use crate::error::Result;
@@ -11,6 +15,9 @@ use crate::kernels::{Activation, Kernel, R, RW, ensure, source};
 pub(crate) const CONV_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "conv_forward", bindings: &[R, R, R, RW] };
 pub(crate) const CONV_BACKWARD_INPUT: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_input", bindings: &[R, R, RW] };
 pub(crate) const CONV_BACKWARD_WEIGHT: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_weight", bindings: &[R, R, RW] };
+pub(crate) const DW_FORWARD: Kernel = Kernel { source: &source::CONV, entry: "dw_forward", bindings: &[R, R, R, RW] };
+pub(crate) const DW_BACKWARD_INPUT: Kernel = Kernel { source: &source::CONV, entry: "dw_backward_input", bindings: &[R, R, RW] };
+pub(crate) const DW_BACKWARD_WEIGHT: Kernel = Kernel { source: &source::CONV, entry: "dw_backward_weight", bindings: &[R, R, RW] };
 
 /// Input channels per invocation of `conv_backward_input` (`CB` in conv.wgsl), output channels
 /// per invocation of `conv_backward_weight`.
@@ -30,15 +37,22 @@ pub(super) fn forward(
     y: &Tensor,
 ) -> Result<Dispatch> {
     let op = "conv2d_forward";
-    ensure_loop_budget(op, s.c * nest_cost(s.kh, s.kw) + 8, || format!("C·KH·KW = {}", s.patch_len()))?;
+    ensure_loop_budget(op, s.c_per_group() * nest_cost(s.kh, s.kw) + 8, || format!("C/groups·KH·KW = {}", s.patch_len()))?;
     let (oh, ow) = s.out_hw();
-    // 8 output channels per invocation where there are that many (fewer gathers of x per FMA)
-    let ob = if s.o >= 8 { 8 } else { 4 };
     let p = WindowParams { alpha: act.alpha(), ..s.params() };
-    let consts =
-        [("ACT", act.code() as f64), ("HAS_BIAS", b.is_some() as u32 as f64), ("OB", ob as f64), ("KH", s.kh as f64), ("KW", s.kw as f64)];
-    let groups = grid(op, oh * ow, s.o.div_ceil(ob), s.n)?;
-    Dispatch::new(gpu, CONV_FORWARD, &consts, bytemuck::bytes_of(&p), &[x, w, b.unwrap_or(w), y], groups)
+    let bias = ("HAS_BIAS", b.is_some() as u32 as f64);
+    let (kh, kw) = (("KH", s.kh as f64), ("KW", s.kw as f64));
+    let bindings = [x, w, b.unwrap_or(w), y];
+    if s.is_depthwise() {
+        let groups = grid(op, oh * ow, s.c, s.n)?;
+        return Dispatch::new(gpu, DW_FORWARD, &[("ACT", act.code() as f64), bias, kh, kw], bytemuck::bytes_of(&p), &bindings, groups);
+    }
+    // 8 output channels per invocation where a group has that many (fewer gathers of x per FMA)
+    let og = s.o_per_group();
+    let ob = if og >= 8 { 8 } else { 4 };
+    let consts = [("ACT", act.code() as f64), bias, ("OB", ob as f64), kh, kw];
+    let groups = grid(op, oh * ow, s.groups * og.div_ceil(ob), s.n)?;
+    Dispatch::new(gpu, CONV_FORWARD, &consts, bytemuck::bytes_of(&p), &bindings, groups)
 }
 
 /// dx in one launch: per input pixel and block of 4 input channels, the taps that reach it (a
@@ -46,9 +60,14 @@ pub(super) fn forward(
 pub(super) fn backward_input(gpu: &Gpu, s: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "conv2d_backward (dx)";
     // stride 1 visits the whole kernel, masked; a larger one only the taps that reach the pixel
-    ensure_loop_budget(op, s.o * s.window().gather_cost() + CHANNEL_BLOCK, || format!("O = {} output channels", s.o))?;
-    let groups = grid(op, s.h * s.w, s.c.div_ceil(CHANNEL_BLOCK), s.n)?;
+    let og = s.o_per_group();
+    ensure_loop_budget(op, og * s.window().gather_cost() + CHANNEL_BLOCK, || format!("O/groups = {og} output channels"))?;
     let consts = [("KH", s.kh as f64), ("KW", s.kw as f64)];
+    if s.is_depthwise() {
+        let groups = grid(op, s.h * s.w, s.c, s.n)?;
+        return Dispatch::new(gpu, DW_BACKWARD_INPUT, &consts, bytemuck::bytes_of(&s.params()), &[dy, w, dx], groups);
+    }
+    let groups = grid(op, s.h * s.w, s.groups * s.c_per_group().div_ceil(CHANNEL_BLOCK), s.n)?;
     Dispatch::new(gpu, CONV_BACKWARD_INPUT, &consts, bytemuck::bytes_of(&s.params()), &[dy, w, dx], groups)
 }
 
@@ -82,11 +101,15 @@ pub(super) fn backward_weight(
     let op = "conv2d_backward (dw)";
     let (slices, per_slice) = (scratch.dw_slices, scratch.dw_rows);
     let p = WindowParams { total: per_slice as u32, ..s.params() };
-    let groups = grid(op, s.patch_len(), s.o.div_ceil(CHANNEL_BLOCK), slices)?;
-    let Some(parts) = &scratch.parts else {
-        return Ok(vec![Dispatch::new(gpu, CONV_BACKWARD_WEIGHT, &[], bytemuck::bytes_of(&p), &[x, dy, dw], groups)?]);
+    let (kernel, groups) = if s.is_depthwise() {
+        (DW_BACKWARD_WEIGHT, grid(op, s.o * s.patch_len(), 1, slices)?)
+    } else {
+        (CONV_BACKWARD_WEIGHT, grid(op, s.patch_len(), s.groups * s.o_per_group().div_ceil(CHANNEL_BLOCK), slices)?)
     };
-    let partial = Dispatch::new(gpu, CONV_BACKWARD_WEIGHT, &[], bytemuck::bytes_of(&p), &[x, dy, parts], groups)?;
+    let Some(parts) = &scratch.parts else {
+        return Ok(vec![Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &[x, dy, dw], groups)?]);
+    };
+    let partial = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &[x, dy, parts], groups)?;
     Ok(vec![partial, sum_parts(gpu, parts, dw, slices, scratch.part_stride)?])
 }
 

@@ -23,10 +23,11 @@ const IM2COL_MAX_ROWS: usize = 32_768;
 /// Bytes of the im2col buffer of one chunk, at most (unless one image alone needs more).
 const IM2COL_MAX_BYTES: usize = 64 << 20;
 
-/// Whether im2col can run `shape`: one image's output pixels fit one chunk of columns.
+/// Whether im2col can run `shape`: an ungrouped convolution (the one matmul has no groups) whose
+/// image's output pixels fit one chunk of columns.
 pub(super) fn fits(shape: &Conv2dShape) -> bool {
     let (oh, ow) = shape.out_hw();
-    oh * ow <= IM2COL_MAX_ROWS
+    shape.groups == 1 && oh * ow <= IM2COL_MAX_ROWS
 }
 
 /// Images per chunk of `shape`: as many as keep the columns within [`IM2COL_MAX_ROWS`] rows and
@@ -35,7 +36,11 @@ pub(super) fn images_per_chunk(shape: &Conv2dShape) -> Result<usize> {
     let (oh, ow) = shape.out_hw();
     let plane = oh * ow;
     ensure(fits(shape), "conv2d im2col", || {
-        format!("one image has {plane} output pixels, more than the {IM2COL_MAX_ROWS} of one chunk; use ConvAlgo::Direct")
+        if shape.groups != 1 {
+            format!("{} groups: im2col runs ungrouped convolutions only; use ConvAlgo::Direct", shape.groups)
+        } else {
+            format!("one image has {plane} output pixels, more than the {IM2COL_MAX_ROWS} of one chunk; use ConvAlgo::Direct")
+        }
     })?;
     let by_rows = IM2COL_MAX_ROWS / plane;
     let by_bytes = IM2COL_MAX_BYTES / (plane * shape.patch_len() * 4).max(1);

@@ -3,8 +3,10 @@
 //! [`super::pool`] (re-exported here under its earlier paths); the window geometry both share is
 //! [`Window2d`].
 //!
-//! * conv: x `[N, C, H, W]`, weight `[O, C, KH, KW]`, bias `[O]`, y `[N, O, OH, OW]` with
-//!   `OH = (H + 2·PH − KH) / SH + 1` (zero padding), and an optional fused activation
+//! * conv: x `[N, C, H, W]`, weight `[O, C/G, KH, KW]` (G groups: output channel o sees the
+//!   C/G inputs of its group; G = C = O is depthwise), bias `[O]`, y `[N, O, OH, OW]` with
+//!   `OH = (H + PH + PB − KH) / SH + 1` (zero padding PH above and PB below, which may differ:
+//!   `F.pad` folded in), and an optional fused activation
 //!   `y = act(conv(x, w) + b)`. The backward takes `dy`, the gradient of the **pre-activation**
 //!   output (run [`crate::kernels::act_backward`] first when an activation was fused), and gives
 //!   dx (optional: the lowest trainable layer skips it), dw and db (optional: a layer without bias).
@@ -19,7 +21,10 @@
 //!   the `N·OH` output rows, and when there are several slices (long batches of large images) a
 //!   last kernel adds the slices' partial gradients in slice order. Scratch: those partials only
 //!   (at most 16 MiB, usually none).
-//! * [`ConvAlgo::Im2col`] (`im2col.rs`): im2col into `cols [chunk·OH·OW, C·KH·KW]`, then the
+//!   Grouped convolutions run the same kernels, each channel block inside one group; depthwise
+//!   ones have kernels of their own (`dw_*`: one channel per invocation, about 3× faster than
+//!   the blocked ones there, whose blocks would hold one useful channel).
+//! * [`ConvAlgo::Im2col`] (`im2col.rs`, ungrouped convolutions only): im2col into `cols [chunk·OH·OW, C·KH·KW]`, then the
 //!   matmul kernel (`y = cols·Wᵀ` with the bias and activation fused, `dW = dYᵀ·cols`,
 //!   `dcols = dY·W`), a permute between the matmul's pixel-major rows and NCHW, and col2im as a
 //!   gather. The batch runs in chunks of images so that the scratch stays bounded (64 MiB of
@@ -75,8 +80,30 @@ pub use choose::{ConvUse, algo_class_key, choose_algo};
 pub(crate) const CONV_BACKWARD_BIAS: Kernel = Kernel { source: &source::CONV, entry: "conv_backward_bias", bindings: &[R, RW] };
 pub(crate) const SUM_PARTS: Kernel = Kernel { source: &source::CONV, entry: "sum_parts", bindings: &[R, RW] };
 
-/// The geometry of a 2-D convolution, PyTorch's `nn.Conv2d(c, o, (kh, kw), (sh, sw), (ph, pw))`
-/// applied to a batch of `n` images `h × w`.
+/// The geometry of a 2-D convolution, PyTorch's `nn.Conv2d(c, o, (kh, kw), (sh, sw), (ph, pw),
+/// groups=groups)` applied to a batch of `n` images `h × w`, optionally after an asymmetric zero
+/// padding (`F.pad(x, (pw, pr, ph, pb))`, folded into the convolution: `ph`/`pb`/`pw`/`pr` are
+/// the padding above, below, left and right).
+///
+/// With `groups > 1` the channels split into `groups` groups of `C/groups` inputs and
+/// `O/groups` outputs each, the weight is `[O, C/groups, KH, KW]`, and output channel `o` sees
+/// only the inputs of its group (`groups = C = O`: depthwise). [`Conv2dShape::new`] builds the
+/// square, symmetric, ungrouped form; [`Conv2dShape::with_kernel_hw`],
+/// [`Conv2dShape::with_stride_hw`], [`Conv2dShape::with_padding`] and
+/// [`Conv2dShape::with_groups`] change one aspect each:
+///
+/// ```
+/// use headswap::kernels::conv::Conv2dShape;
+/// // CREPE's first layer: F.pad(x, (0, 0, 254, 254)), Conv2d(1, 128, (512, 1), stride (4, 1))
+/// let s = Conv2dShape::new(1, 1, 1024, 1, 128, 1, 1, 0).with_kernel_hw(512, 1).with_stride_hw(4, 1).with_padding([254, 254, 0, 0]);
+/// assert_eq!(s.y_shape(), [1, 128, 256, 1]);
+/// // a MobileNetV2 depthwise 3×3, stride 2
+/// let d = Conv2dShape::new(8, 32, 56, 56, 32, 3, 2, 1).with_groups(32);
+/// assert_eq!(d.w_shape(), [32, 1, 3, 3]);
+/// ```
+///
+/// Note that [`Default`] gives `groups: 0`, which [`Conv2dShape::validate`] rejects: start from
+/// [`Conv2dShape::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Conv2dShape {
     /// Batch.
@@ -97,23 +124,83 @@ pub struct Conv2dShape {
     pub sh: usize,
     /// Stride along the width.
     pub sw: usize,
-    /// Zero padding above and below.
+    /// Zero padding above.
     pub ph: usize,
-    /// Zero padding left and right.
+    /// Zero padding left.
     pub pw: usize,
+    /// Zero padding below ([`Conv2dShape::new`]: `ph`).
+    pub pb: usize,
+    /// Zero padding right ([`Conv2dShape::new`]: `pw`).
+    pub pr: usize,
+    /// Groups of channels (1: an ordinary convolution; C: depthwise).
+    pub groups: usize,
 }
 
 impl Conv2dShape {
     /// A square kernel `k × k` with the same stride and padding along both axes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, stride: usize, pad: usize) -> Conv2dShape {
-        Conv2dShape { n, c, h, w, o, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad }
+        Conv2dShape { n, c, h, w, o, kh: k, kw: k, sh: stride, sw: stride, ph: pad, pw: pad, pb: pad, pr: pad, groups: 1 }
+    }
+
+    /// The same with a `kh × kw` kernel.
+    pub fn with_kernel_hw(self, kh: usize, kw: usize) -> Conv2dShape {
+        Conv2dShape { kh, kw, ..self }
+    }
+
+    /// The same with stride `(sh, sw)`.
+    pub fn with_stride_hw(self, sh: usize, sw: usize) -> Conv2dShape {
+        Conv2dShape { sh, sw, ..self }
+    }
+
+    /// The same with zero padding `[top, bottom, left, right]` (`F.pad(x, (left, right, top,
+    /// bottom))` in front of the convolution).
+    pub fn with_padding(self, [top, bottom, left, right]: [usize; 4]) -> Conv2dShape {
+        Conv2dShape { ph: top, pb: bottom, pw: left, pr: right, ..self }
+    }
+
+    /// The same with `groups` groups of channels.
+    pub fn with_groups(self, groups: usize) -> Conv2dShape {
+        Conv2dShape { groups, ..self }
+    }
+
+    /// The padding `[top, bottom, left, right]`.
+    pub fn padding(&self) -> [usize; 4] {
+        [self.ph, self.pb, self.pw, self.pr]
+    }
+
+    /// Input channels per group (`C/groups`, the weight's second dimension).
+    pub fn c_per_group(&self) -> usize {
+        self.c / self.groups.max(1)
+    }
+
+    /// Output channels per group (`O/groups`).
+    pub fn o_per_group(&self) -> usize {
+        self.o / self.groups.max(1)
+    }
+
+    /// Whether this is a depthwise convolution with one output per input channel
+    /// (`groups = C = O`), which has kernels of its own.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c && self.groups == self.o
     }
 
     /// The kernel window's geometry over one input plane (shared with pooling); what is per
     /// channel (C, O) is this shape's.
     pub fn window(&self) -> Window2d {
-        Window2d { h: self.h, w: self.w, kh: self.kh, kw: self.kw, sh: self.sh, sw: self.sw, ph: self.ph, pw: self.pw }
+        Window2d {
+            h: self.h,
+            w: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            sh: self.sh,
+            sw: self.sw,
+            ph: self.ph,
+            pw: self.pw,
+            pb: self.pb,
+            pr: self.pr,
+            ceil: false,
+        }
     }
 
     /// `(OH, OW)`; a dimension is 0 when the kernel does not fit the padded input (or a size or
@@ -127,9 +214,9 @@ impl Conv2dShape {
         [self.n, self.c, self.h, self.w]
     }
 
-    /// `[O, C, KH, KW]`
+    /// `[O, C/groups, KH, KW]`
     pub fn w_shape(&self) -> [usize; 4] {
-        [self.o, self.c, self.kh, self.kw]
+        [self.o, self.c_per_group(), self.kh, self.kw]
     }
 
     /// `[N, O, OH, OW]`
@@ -138,18 +225,22 @@ impl Conv2dShape {
         [self.n, self.o, oh, ow]
     }
 
-    /// `C·KH·KW`, the length of one weight row (the im2col row length).
+    /// `C/groups·KH·KW`, the length of one weight row (the im2col row length) and the terms of
+    /// one output's sum.
     pub fn patch_len(&self) -> usize {
-        self.c * self.kh * self.kw
+        self.c_per_group() * self.kh * self.kw
     }
 
-    /// `Err(Shape)` unless every size and stride is positive, the output is not empty and every
-    /// tensor fits 32-bit indices.
+    /// `Err(Shape)` unless every size and stride is positive, `groups` divides both channel
+    /// counts, the output is not empty and every tensor fits 32-bit indices.
     pub fn validate(&self) -> Result<()> {
         let op = "conv2d";
         let s = self;
         ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.o > 0, op, || {
             format!("every size must be positive: {} images of {} channels, {}×{}, {} output channels", s.n, s.c, s.h, s.w, s.o)
+        })?;
+        ensure(s.groups > 0 && s.c.is_multiple_of(s.groups) && s.o.is_multiple_of(s.groups), op, || {
+            format!("groups = {} must be positive and divide both the {} input and the {} output channels", s.groups, s.c, s.o)
         })?;
         let win = s.window();
         win.ensure_positive(op, "kernel")?;
@@ -157,14 +248,14 @@ impl Conv2dShape {
         let x = s.x_shape().iter().product::<usize>();
         let y = s.y_shape().iter().product::<usize>();
         let w = s.w_shape().iter().product::<usize>();
-        for (what, v) in [("N·C·H·W", x), ("N·O·OH·OW", y), ("O·C·KH·KW", w)] {
+        for (what, v) in [("N·C·H·W", x), ("N·O·OH·OW", y), ("O·C/groups·KH·KW", w)] {
             u32_of(v, op, what)?;
         }
         win.ensure_indexable(op)
     }
 
     fn params(&self) -> WindowParams {
-        WindowParams { n: self.n as u32, c: self.c as u32, o: self.o as u32, ..self.window().params() }
+        WindowParams { n: self.n as u32, c: self.c as u32, o: self.o as u32, groups: self.groups as u32, ..self.window().params() }
     }
 }
 
@@ -469,5 +560,23 @@ mod tests {
         assert_eq!(Conv2dShape::new(1, 1, 3, 3, 1, 5, 1, 0).out_hw(), (0, 0));
         assert!(Conv2dShape::new(1, 1, 3, 3, 1, 5, 1, 0).validate().is_err());
         assert!(Conv2dShape::new(1, 1, 3, 3, 1, 3, 0, 0).validate().is_err());
+        // asymmetric padding: only the sum of each axis' two sides counts for the size
+        let s = Conv2dShape::new(1, 1, 10, 8, 1, 3, 1, 0).with_padding([2, 0, 0, 1]);
+        assert_eq!(s.out_hw(), (10, 7));
+        assert_eq!(Conv2dShape::new(1, 1, 9, 1, 1, 1, 1, 0).with_kernel_hw(5, 1).with_stride_hw(2, 1).out_hw(), (3, 1));
+    }
+
+    #[test]
+    fn groups_must_divide_both_channel_counts() {
+        let s = Conv2dShape::new(1, 6, 5, 5, 9, 3, 1, 1);
+        assert!(s.with_groups(3).validate().is_ok());
+        assert_eq!(s.with_groups(3).w_shape(), [9, 2, 3, 3]);
+        for g in [0, 2, 4, 6] {
+            let e = s.with_groups(g).validate().unwrap_err();
+            assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+            assert!(e.to_string().contains("conv2d") && e.to_string().contains("groups"), "{e}");
+        }
+        assert!(Conv2dShape::new(1, 6, 5, 5, 6, 3, 1, 1).with_groups(6).is_depthwise());
+        assert!(!Conv2dShape::new(1, 6, 5, 5, 12, 3, 1, 1).with_groups(6).is_depthwise());
     }
 }

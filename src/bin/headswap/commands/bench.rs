@@ -30,8 +30,8 @@ fn kernel(k: BenchKernelArgs) -> CliResult<()> {
     let scale = bench::Scale::of(&BenchOptions { quick: k.quick, only: None, seed: k.seed });
     let (text, passed) = match k.op {
         KernelOp::Matmul => {
-            if k.filters.is_some() || k.kernel.is_some() {
-                return Err(usage("--filters and --kernel are conv2d's; matmul takes --shape MxNxK"));
+            if k.filters.is_some() || k.kernel.is_some() || k.groups != 1 {
+                return Err(usage("--filters, --kernel and --groups are conv2d's; matmul takes --shape MxNxK"));
             }
             let (m, n, kk) = kernel_cmd::parse_shape(&k.shape)?;
             let request = kernel_cmd::KernelRequest {
@@ -50,7 +50,10 @@ fn kernel(k: BenchKernelArgs) -> CliResult<()> {
             let (Some(o), Some(ks)) = (k.filters.filter(|&o| o > 0), k.kernel.filter(|&v| v > 0)) else {
                 return Err(usage("conv2d needs --filters O and --kernel K (positive)"));
             };
-            let shape = headswap::kernels::conv::Conv2dShape::new(n, c, h, w, o, ks, k.stride, k.padding);
+            if k.groups == 0 || c % k.groups != 0 || o % k.groups != 0 {
+                return Err(usage(format!("--groups {} must be positive and divide the {c} input and {o} output channels", k.groups)));
+            }
+            let shape = headswap::kernels::conv::Conv2dShape::new(n, c, h, w, o, ks, k.stride, k.padding).with_groups(k.groups);
             let request = kernel_cmd::ConvRequest { shape, algo: kernel_cmd::parse_algo(&k.variant)?, seed: k.seed, scale };
             kernel_cmd::run_conv(&crate::gpu()?, &request, k.json)?
         }
