@@ -1461,3 +1461,71 @@ fn head_losses_equal_pytorch() {
         assert_close(&format!("xent {rname}: GPU loss vs torch"), &[run.2 - ACC0], &loss_t, Tolerance { rel: 2e-5, abs: 1e-6 });
     }
 }
+
+/// Three heads of one network (regression, classes with −1, labels with NaN) with unequal
+/// weights, recorded in one submission and adding to ONE accumulator: it holds Σ_t w_t·L_t of
+/// the references. A labels head takes its weight through `label_weight` (w on every label).
+#[test]
+fn several_heads_add_their_weighted_losses_to_one_accumulator() {
+    let gpu = gpu();
+    let m = 33;
+    let (kr, c, kl) = (3, 5, 4);
+    let (wr, wc, wl) = (0.5f32, 2.0f32, 0.25f32);
+    let preds = rand_range(8000, m * kr, -3.0, 3.0);
+    let targets = rand_targets(8001, m * kr, 0.3);
+    let logits = rand_range(8002, m * c, -4.0, 4.0);
+    let classes = rand_classes_masked(8003, m, c, 0.3);
+    let label_logits = rand_range(8004, m * kl, -4.0, 4.0);
+    let labels = rand_labels(8005, m * kl, false, 0.3);
+    let acc = upload(&gpu, &[1], &[0.0]);
+    let t = |shape: &[usize], v: &[f32]| upload(&gpu, shape, v);
+    let (gp, gy) = (t(&[m, kr], &preds), t(&[m, kr], &targets));
+    let (gl, gc) = (t(&[m, c], &logits), Tensor::from_u32(&gpu, &[m], &classes).unwrap());
+    let (gll, gly, glw) = (t(&[m, kl], &label_logits), t(&[m, kl], &labels), t(&[kl], &vec![wl; kl]));
+    let (rows_r, d_r) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, kr]));
+    let (rows_c, d_c) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, c]));
+    let (rows_l, d_l) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, kl]));
+    let mut ds = loss::regression_loss_dispatches(
+        &gpu,
+        &gp,
+        &gy,
+        RegressionLoss::Huber(1.0),
+        &HeadLoss { reduction: MaskedReduction::MeanKnown, weight: wr },
+        &LossOutputs { loss_rows: &rows_r, dlogits: &d_r, loss_acc: Some(&acc) },
+    )
+    .unwrap();
+    ds.extend(
+        loss::softmax_xent_masked_dispatches(
+            &gpu,
+            &gl,
+            &gc,
+            &HeadLoss { reduction: MaskedReduction::MeanKnown, weight: wc },
+            &LossOutputs { loss_rows: &rows_c, dlogits: &d_c, loss_acc: Some(&acc) },
+        )
+        .unwrap(),
+    );
+    let bce = BceOptions { label_weight: Some(glw), reduction: BceReduction::MeanLabelled, ..BceOptions::default() };
+    ds.extend(loss::bce_logits_dispatches(&gpu, &gll, &gly, &bce, &rows_l, &d_l).unwrap());
+    ds.push(reduce::sum_dispatch(&gpu, &rows_l, &acc, true).unwrap());
+    gpu.run("three heads", &ds.iter().collect::<Vec<_>>()).unwrap();
+
+    let (er, gr) = reference::loss::regression(
+        &to_f64(&preds),
+        &to_f64(&targets),
+        m,
+        kr,
+        RegressionLoss::Huber(1.0),
+        MaskedReduction::MeanKnown,
+        wr as f64,
+    );
+    let (ec, gc_ref) = reference::loss::softmax_xent_masked(&to_f64(&logits), &classes, m, c, MaskedReduction::MeanKnown, wc as f64);
+    let wls = vec![wl as f64; kl];
+    let (el, gl_ref) =
+        reference::loss::bce_logits(&to_f64(&label_logits), &to_f64(&labels), m, kl, None, Some(&wls), BceReduction::MeanLabelled);
+    let total: f64 = er.iter().chain(&ec).chain(&el).sum();
+    assert_close("Σ_t w_t·L_t", &acc.download(&gpu).unwrap(), &[total], Tolerance { rel: 1e-5, abs: 1e-6 });
+    let tol = Tolerance { rel: 2e-5, abs: 1e-7 };
+    assert_close("regression head gradient", &d_r.download(&gpu).unwrap(), &gr, tol);
+    assert_close("class head gradient", &d_c.download(&gpu).unwrap(), &gc_ref, tol);
+    assert_close("labels head gradient", &d_l.download(&gpu).unwrap(), &gl_ref, tol);
+}
