@@ -12,6 +12,9 @@
 //   count_labelled ONE workgroup of 256: labelled_out[0] = #{ targets that are not NaN }
 //                  bindings: 1 count_targets [n] (r), 2 labelled_out u32 [1] (rw)
 // Overrides (bce_logits): HAS_POS_WEIGHT, HAS_LABEL_WEIGHT, MEAN_LABELLED.
+// The fused head steps (head_softmax, head_bce, linear_head_bce) and the losses of a multi-task
+// network's heads (regression_loss, softmax_xent_masked, count_known_classes) are described in
+// their own sections below.
 // Loop lengths: llvmpipe/lavapipe silently stop every loop of an invocation after 65,535
 // iterations in all (see reduce.wgsl); the softmax passes are unrolled by 4 and the launchers
 // reject shapes past the budget (src/kernels/reduce.rs, LOOP_BUDGET): c ≲ 86,000 classes,
@@ -642,5 +645,132 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
             if j0 + 2u < k { hl_dweight[(j0 + 2u) * d + c] = s.z; }
             if j0 + 3u < k { hl_dweight[(j0 + 3u) * d + c] = s.w; }
         }
+    }
+}
+
+// ---------------------------------------------------------------- heads of a multi-task network
+// Loss kernels for the heads of a network with several (issue 14). Each has a head weight w
+// (the total loss is Σ_t w_t·L_t) and an unknown target that contributes exactly 0 to the loss
+// and the gradient (discarded by `select`, never multiplied by a mask). The normaliser N is the
+// number of known targets (counted on the GPU first, by count_labelled or count_known_classes),
+// or 1 for a sum; the kernel's scale is w/N, so w = 0 gives exact zero gradients.
+//   regression_loss      one invocation per row, workgroup 64
+//                        bindings: 0 rp (uniform), 1 logits = predictions [m, k] (r),
+//                                  2 label_targets [m, k] (r), NaN = unknown,
+//                                  3 rg_known u32 [1] (r), 4 rg_loss_rows [m] (rw),
+//                                  5 rg_dpred [m, k] (rw)
+//   softmax_xent_masked  as softmax_xent, plus binding 5 labelled u32 [1] (r); class
+//                        IGNORE_CLASS (0xffffffff, −1 as i32) is unknown: loss 0, gradient 0.
+//                        Another class ≥ c is a bad target, as in softmax_xent (NaN loss).
+//   count_known_classes  ONE workgroup of 256: labelled_out[0] = #{ classes ≠ IGNORE_CLASS }
+//                        bindings: 1 count_classes u32 [n] (r), 2 labelled_out u32 [1] (rw)
+// Overrides: REG_KIND (0 MSE, 1 L1, 2 Huber), MEAN_KNOWN (N = the count in binding 3 / 5;
+// otherwise the scale is p.scale itself).
+// Regression, entry (i, j), e = prediction − target, δ = rp.delta (PyTorch MSELoss, L1Loss,
+// HuberLoss(delta)):
+//   MSE    l = e²                                    dl/dpred = 2e
+//   L1     l = |e|                                   dl/dpred = sign(e)  (0 at e = 0, as torch)
+//   Huber  l = e²/2 for |e| < δ, δ·(|e| − δ/2) else  dl/dpred = e for |e| < δ, δ·sign(e) else
+//   rg_loss_rows_i = Σ_j l_ij · s, rg_dpred_ij = dl/dpred_ij · s, s = rp.scale (MEAN_KNOWN:
+//   rp.scale / max(known, 1)). Predictions of ±1e4 give e² ≈ 1e8: finite in f32.
+// Softmax cross-entropy with ignore_index −1 (PyTorch cross_entropy(ignore_index=-1)): the rows
+// whose class is not IGNORE_CLASS as in softmax_xent, with scale p.scale (MEAN_KNOWN: p.scale /
+// max(known rows, 1)).
+
+struct RegressionParams {
+    rows: u32,   // m
+    cols: u32,   // k outputs
+    scale: f32,  // w, or w/N for a sum over all entries (MEAN_KNOWN divides by the count)
+    delta: f32,  // Huber's δ > 0
+}
+
+override REG_KIND: u32 = 0u;
+override MEAN_KNOWN: bool = false;
+const IGNORE_CLASS: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<uniform> rp: RegressionParams;
+@group(0) @binding(3) var<storage, read> rg_known: array<u32>;
+@group(0) @binding(4) var<storage, read_write> rg_loss_rows: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rg_dpred: array<f32>;
+
+// (loss, dloss/dpred) of error e, unscaled.
+fn regression_entry(e: f32) -> vec2<f32> {
+    let a = abs(e);
+    let s = sign(e);
+    if REG_KIND == 1u {
+        return vec2<f32>(a, s);
+    }
+    if REG_KIND == 2u {
+        let d = rp.delta;
+        if a < d {
+            return vec2<f32>(0.5 * e * e, e);
+        }
+        return vec2<f32>(d * (a - 0.5 * d), d * s);
+    }
+    return vec2<f32>(e * e, 2.0 * e);
+}
+
+@compute @workgroup_size(64)
+fn regression_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 64u);
+    if i >= rp.rows { return; }
+    var scale = rp.scale;
+    if MEAN_KNOWN {
+        scale = rp.scale / f32(max(rg_known[0], 1u));
+    }
+    let k = rp.cols;
+    let base = i * k;
+    var row = 0.0;
+    for (var j = 0u; j < k; j++) {
+        let y = label_targets[base + j];
+        let lg = regression_entry(logits[base + j] - y);
+        let known = !loss_is_nan(y);
+        row += select(0.0, lg.x, known);
+        rg_dpred[base + j] = select(0.0, lg.y * scale, known);
+    }
+    rg_loss_rows[i] = row * scale;
+}
+
+@compute @workgroup_size(64)
+fn softmax_xent_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 64u);
+    if i >= p.rows { return; }
+    var scale = p.scale;
+    if MEAN_KNOWN {
+        scale = p.scale / f32(max(labelled[0], 1u));
+    }
+    let t = class_targets[i];
+    // an ignored row is out of range for xent_row, which zeroes its gradient (its NaN loss is
+    // replaced by 0 here)
+    let l = xent_row(i, t, p.cols, scale);
+    loss_rows[i] = select(l, 0.0, t == IGNORE_CLASS);
+}
+
+@group(0) @binding(1) var<storage, read> count_classes: array<u32>;
+
+@compute @workgroup_size(256)
+fn count_known_classes(@builtin(local_invocation_index) t: u32) {
+    let n = p.rows;
+    var c = 0u;
+    var i = t;
+    for (; i + 3u * COUNT_WG < n; i += 4u * COUNT_WG) {
+        c += select(1u, 0u, count_classes[i] == IGNORE_CLASS);
+        c += select(1u, 0u, count_classes[i + COUNT_WG] == IGNORE_CLASS);
+        c += select(1u, 0u, count_classes[i + 2u * COUNT_WG] == IGNORE_CLASS);
+        c += select(1u, 0u, count_classes[i + 3u * COUNT_WG] == IGNORE_CLASS);
+    }
+    for (; i < n; i += COUNT_WG) {
+        c += select(1u, 0u, count_classes[i] == IGNORE_CLASS);
+    }
+    counts[t] = c;
+    workgroupBarrier();
+    for (var stride = COUNT_WG / 2u; stride > 0u; stride = stride / 2u) {
+        if t < stride {
+            counts[t] = counts[t] + counts[t + stride];
+        }
+        workgroupBarrier();
+    }
+    if t == 0u {
+        labelled_out[0] = counts[0];
     }
 }

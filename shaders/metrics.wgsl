@@ -120,3 +120,96 @@ fn label_confusion(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     lc_counts[o + 2u] = lc_counts[o + 2u] + tn;
     lc_counts[o + 3u] = lc_counts[o + 3u] + fneg;
 }
+
+// ---------------------------------------------------------------- heads of a multi-task network
+//   argmax_known     as argmax_correct, for a head whose examples may have no class: a target
+//                    IGNORE_CLASS (0xffffffff, −1 as i32) is left out of both counts.
+//                    counts[0] += #(pred == target), counts[1] += #(target ≠ IGNORE_CLASS).
+//                    bindings as argmax_correct.
+//   regression_sums  workgroup 64, one invocation per output column looping over the rows in order
+//                    bindings: 0 rsp (uniform), 1 rs_preds [m, k] f32 (r), 2 rs_targets [m, k] f32 (r),
+//                              3 rs_sums [k, 2] f32 (rw): Σ|e|, Σe², 4 rs_counts [k] u32 (rw)
+//                    over the known (non-NaN) targets, e = prediction − target; ADDS to both.
+//                    MAE = Σ|e| / count, RMSE = √(Σe² / count), on the host at the epoch's end.
+//                    The f32 sums run in a fixed order (rows in order, then added to the
+//                    running value): bit-identical repeats.
+// Reference: src/reference/metrics.rs (argmax_known, regression_sums).
+
+const IGNORE_CLASS: u32 = 0xffffffffu;
+
+var<workgroup> wg_known: atomic<u32>;
+
+@compute @workgroup_size(256)
+fn argmax_known(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    if lid == 0u {
+        atomicStore(&wg_correct, 0u);
+        atomicStore(&wg_known, 0u);
+    }
+    workgroupBarrier();
+    let r = flat_index(gid, nwg, 256u);
+    if r < ap.m && am_targets[r] != IGNORE_CLASS {
+        let base = r * ap.c;
+        var best = 0u;
+        var best_v = am_logits[base];
+        for (var j = 1u; j < ap.c; j = j + 1u) {
+            let x = am_logits[base + j];
+            if !is_nan_bits(best_v) && (x > best_v || is_nan_bits(x)) {
+                best = j;
+                best_v = x;
+            }
+        }
+        atomicAdd(&wg_known, 1u);
+        if best == am_targets[r] {
+            atomicAdd(&wg_correct, 1u);
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        let k = atomicLoad(&wg_correct);
+        if k > 0u {
+            atomicAdd(&am_counts[0], k);
+        }
+        let n = atomicLoad(&wg_known);
+        if n > 0u {
+            atomicAdd(&am_counts[1], n);
+        }
+    }
+}
+
+struct RegressionSumsParams {
+    m: u32,     // rows
+    k: u32,     // output columns
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> rsp: RegressionSumsParams;
+@group(0) @binding(1) var<storage, read> rs_preds: array<f32>;
+@group(0) @binding(2) var<storage, read> rs_targets: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rs_sums: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rs_counts: array<u32>;
+
+@compute @workgroup_size(64)
+fn regression_sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let l = flat_index(gid, nwg, 64u);
+    if l >= rsp.k { return; }
+    var abs_sum = 0.0;
+    var sq_sum = 0.0;
+    var n = 0u;
+    for (var r = 0u; r < rsp.m; r = r + 1u) {
+        let i = r * rsp.k + l;
+        let y = rs_targets[i];
+        let e = rs_preds[i] - y;
+        let known = !is_nan_bits(y);
+        abs_sum += select(0.0, abs(e), known);
+        sq_sum += select(0.0, e * e, known);
+        n += select(0u, 1u, known);
+    }
+    rs_sums[2u * l] = rs_sums[2u * l] + abs_sum;
+    rs_sums[2u * l + 1u] = rs_sums[2u * l + 1u] + sq_sum;
+    rs_counts[l] = rs_counts[l] + n;
+}

@@ -3,6 +3,9 @@
 //! NaN = unknown label), at odd and non-square shapes with outputs poisoned with NaN first; large
 //! logits (±100, ±1e4); invisibility of unknown labels; bad class targets; bit-identical repeats;
 //! shape errors. The reference's own gradients are proven by central finite differences.
+//! The heads of a multi-task network (issue 14): regression losses (MSE, L1, Huber) and softmax
+//! cross-entropy with ignore_index −1, NaN/−1 masked, with a head weight, against the reference
+//! and against PyTorch (`tests/fixtures/torch_multitask_loss.safetensors`).
 mod common;
 use common::*;
 use headswap::kernels::loss::{self, BceOptions, BceReduction};
@@ -1053,4 +1056,476 @@ fn head_kernels_read_targets_through_indices_like_a_copied_batch() {
         loss::head_bce_gathered_dispatch(&gpu, &gl, &poisoned(&gpu, &[10, k + 1]), &enough, &BceOptions::default(), 0.5, &out).is_err()
     );
     assert!(loss::head_bce_gathered_dispatch(&gpu, &gl, &poisoned(&gpu, &[10, k]), &enough, &BceOptions::default(), 0.5, &out).is_ok());
+}
+
+// ---------------------------------------------------------------- heads of a multi-task network
+
+use headswap::kernels::loss::{HeadLoss, IGNORE_CLASS, LossOutputs, MaskedReduction, RegressionLoss};
+
+const REG_KINDS: [RegressionLoss; 4] = [RegressionLoss::Mse, RegressionLoss::L1, RegressionLoss::Huber(1.0), RegressionLoss::Huber(0.75)];
+const MASKED: [MaskedReduction; 2] = [MaskedReduction::MeanKnown, MaskedReduction::Sum];
+/// The sizes the head kernels are swept over: rows, and outputs per row.
+const HEAD_ROWS: [usize; 4] = [1, 7, 33, 127];
+const HEAD_COLS: [usize; 3] = [1, 3, 5];
+/// What the loss accumulators hold before a launch: the kernels add to it.
+const ACC0: f32 = 1.25;
+
+/// Regression targets in [-2, 2), a fraction `unknown` of them NaN.
+fn rand_targets(seed: u64, n: usize, unknown: f64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| if r.next_f64() < unknown { f32::NAN } else { r.uniform(-2.0, 2.0) as f32 }).collect()
+}
+
+/// Classes below c, a fraction `unknown` of them IGNORE_CLASS.
+fn rand_classes_masked(seed: u64, m: usize, c: usize, unknown: f64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..m).map(|_| if r.next_f64() < unknown { IGNORE_CLASS } else { r.below(c as u64) as u32 }).collect()
+}
+
+/// (loss_rows, dlogits, the accumulator after adding to ACC0) of a head's loss kernel.
+type HeadRun = (Vec<f32>, Vec<f32>, f32);
+
+fn run_head_loss(gpu: &Gpu, m: usize, k: usize, launch: impl FnOnce(&LossOutputs<'_>)) -> HeadRun {
+    let loss_rows = poisoned(gpu, &[m]);
+    let dlogits = poisoned(gpu, &[m, k]);
+    let acc = upload(gpu, &[1], &[ACC0]);
+    launch(&LossOutputs { loss_rows: &loss_rows, dlogits: &dlogits, loss_acc: Some(&acc) });
+    (loss_rows.download(gpu).unwrap(), dlogits.download(gpu).unwrap(), acc.download(gpu).unwrap()[0])
+}
+
+fn run_regression(gpu: &Gpu, preds: &[f32], targets: &[f32], m: usize, k: usize, kind: RegressionLoss, opts: HeadLoss) -> HeadRun {
+    let (gp, gt) = (upload(gpu, &[m, k], preds), upload(gpu, &[m, k], targets));
+    run_head_loss(gpu, m, k, |out| loss::regression_loss(gpu, &gp, &gt, kind, &opts, out).unwrap())
+}
+
+fn run_xent_masked(gpu: &Gpu, logits: &[f32], targets: &[u32], m: usize, c: usize, opts: HeadLoss) -> HeadRun {
+    let gl = upload(gpu, &[m, c], logits);
+    let gt = Tensor::from_u32(gpu, &[m], targets).unwrap();
+    run_head_loss(gpu, m, c, |out| loss::softmax_xent_masked(gpu, &gl, &gt, &opts, out).unwrap())
+}
+
+/// Compares a head run with the reference's rows and gradient; the accumulator must hold ACC0
+/// plus the batch loss.
+fn check_head_run(what: &str, run: &HeadRun, rows: &[f64], grad: &[f64], tol: Tolerance) {
+    assert_close(&format!("{what}: loss_rows"), &run.0, rows, tol);
+    assert_close(&format!("{what}: dlogits"), &run.1, grad, tol);
+    let batch: f64 = rows.iter().sum();
+    let acc_tol = Tolerance { rel: tol.rel, abs: tol.abs * rows.len() as f64 + 1e-6 };
+    assert_close(&format!("{what}: accumulator"), &[run.2], &[ACC0 as f64 + batch], acc_tol);
+}
+
+fn check_regression(what: &str, preds: &[f32], targets: &[f32], m: usize, k: usize, kind: RegressionLoss, opts: HeadLoss) {
+    let gpu = gpu();
+    let run = run_regression(&gpu, preds, targets, m, k, kind, opts);
+    let (rows, grad) = reference::loss::regression(&to_f64(preds), &to_f64(targets), m, k, kind, opts.reduction, opts.weight as f64);
+    let what = format!("{what}: {kind:?} {:?} w={} m={m} k={k}", opts.reduction, opts.weight);
+    check_head_run(&what, &run, &rows, &grad, Tolerance { rel: 2e-6, abs: 1e-7 });
+}
+
+#[test]
+fn regression_loss_odd_sizes_every_kind_reduction_and_weight() {
+    let mut seed = 7000;
+    for &m in &HEAD_ROWS {
+        for &k in &HEAD_COLS {
+            for kind in REG_KINDS {
+                for reduction in MASKED {
+                    seed += 1;
+                    let weight = [1.0, 0.5, 2.5][seed as usize % 3];
+                    let preds = rand_range(seed, m * k, -3.0, 3.0);
+                    let targets = rand_targets(seed + 500, m * k, 0.3);
+                    check_regression("odd", &preds, &targets, m, k, kind, HeadLoss { reduction, weight });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn regression_loss_large_predictions_are_finite_and_right() {
+    let gpu = gpu();
+    let (m, k) = (33, 5);
+    let mut r = Rng::new(7100);
+    let preds: Vec<f32> = (0..m * k).map(|_| if r.next_f64() < 0.5 { 1e4 } else { -1e4 }).collect();
+    let targets = rand_targets(7101, m * k, 0.25);
+    for kind in REG_KINDS {
+        for reduction in MASKED {
+            let opts = HeadLoss { reduction, weight: 1.5 };
+            let run = run_regression(&gpu, &preds, &targets, m, k, kind, opts);
+            assert!(run.0.iter().chain(&run.1).chain([&run.2]).all(|v| v.is_finite()), "{kind:?} {reduction:?}: non-finite output");
+            check_regression("±1e4", &preds, &targets, m, k, kind, opts);
+        }
+    }
+}
+
+#[test]
+fn regression_unknown_targets_are_invisible() {
+    // The predictions at unknown targets may be anything, NaN and ±inf included: the loss, the
+    // gradient and the accumulator keep their bits, and those entries' gradients are exactly 0.
+    let gpu = gpu();
+    let (m, k) = (33, 3);
+    let preds = rand_range(7200, m * k, -3.0, 3.0);
+    let targets = rand_targets(7201, m * k, 0.4);
+    let mut wild = preds.clone();
+    for (i, y) in targets.iter().enumerate() {
+        if y.is_nan() {
+            wild[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30][i % 4];
+        }
+    }
+    for kind in REG_KINDS {
+        for reduction in MASKED {
+            let opts = HeadLoss { reduction, weight: 0.75 };
+            let a = run_regression(&gpu, &preds, &targets, m, k, kind, opts);
+            let b = run_regression(&gpu, &wild, &targets, m, k, kind, opts);
+            assert_eq!((bits(&a.0), bits(&a.1), a.2.to_bits()), (bits(&b.0), bits(&b.1), b.2.to_bits()), "{kind:?} {reduction:?}");
+            for (i, y) in targets.iter().enumerate() {
+                if y.is_nan() {
+                    assert_eq!(b.1[i], 0.0, "{kind:?} {reduction:?}: gradient at unknown entry {i}");
+                }
+            }
+        }
+    }
+    // a whole row unknown: its loss row is 0; a batch with nothing known: loss and gradient 0
+    let nothing = vec![f32::NAN; m * k];
+    for kind in REG_KINDS {
+        for reduction in MASKED {
+            let run = run_regression(&gpu, &preds, &nothing, m, k, kind, HeadLoss { reduction, weight: 1.0 });
+            assert!(run.0.iter().chain(&run.1).all(|&v| v == 0.0), "{kind:?} {reduction:?}: no known target must give zeros");
+            assert_eq!(run.2, ACC0);
+        }
+    }
+}
+
+#[test]
+fn head_weight_zero_gives_exact_zeros() {
+    let gpu = gpu();
+    let (m, k) = (127, 5);
+    let preds: Vec<f32> = rand_range(7300, m * k, -1e4, 1e4);
+    let targets = rand_targets(7301, m * k, 0.2);
+    let classes = rand_classes_masked(7302, m, k, 0.2);
+    for reduction in MASKED {
+        let opts = HeadLoss { reduction, weight: 0.0 };
+        let mut runs: Vec<(String, HeadRun)> =
+            REG_KINDS.iter().map(|&kind| (format!("{kind:?}"), run_regression(&gpu, &preds, &targets, m, k, kind, opts))).collect();
+        runs.push(("xent".into(), run_xent_masked(&gpu, &preds, &classes, m, k, opts)));
+        for (what, run) in runs {
+            assert!(run.0.iter().chain(&run.1).all(|&v| v == 0.0), "{what} {reduction:?}: weight 0 must give exact zeros");
+            assert_eq!(run.2, ACC0, "{what} {reduction:?}: weight 0 adds nothing");
+        }
+    }
+}
+
+#[test]
+fn head_weight_scales_loss_and_gradient() {
+    // w·L: the weighted run is the unweighted one times w (a power of two: exactly)
+    let gpu = gpu();
+    let (m, k) = (33, 5);
+    let preds = rand_range(7400, m * k, -3.0, 3.0);
+    let targets = rand_targets(7401, m * k, 0.3);
+    let classes = rand_classes_masked(7402, m, k, 0.3);
+    for reduction in MASKED {
+        let (one, four) = (HeadLoss { reduction, weight: 1.0 }, HeadLoss { reduction, weight: 4.0 });
+        let pairs = [
+            (
+                run_regression(&gpu, &preds, &targets, m, k, RegressionLoss::Huber(1.0), one),
+                run_regression(&gpu, &preds, &targets, m, k, RegressionLoss::Huber(1.0), four),
+            ),
+            (run_xent_masked(&gpu, &preds, &classes, m, k, one), run_xent_masked(&gpu, &preds, &classes, m, k, four)),
+        ];
+        for (a, b) in pairs {
+            let times4 = |v: &[f32]| bits(&v.iter().map(|x| 4.0 * x).collect::<Vec<_>>());
+            assert_eq!((times4(&a.0), times4(&a.1)), (bits(&b.0), bits(&b.1)), "{reduction:?}");
+        }
+    }
+}
+
+fn check_xent_masked(what: &str, logits: &[f32], targets: &[u32], m: usize, c: usize, opts: HeadLoss) {
+    let gpu = gpu();
+    let run = run_xent_masked(&gpu, logits, targets, m, c, opts);
+    let (rows, grad) = reference::loss::softmax_xent_masked(&to_f64(logits), targets, m, c, opts.reduction, opts.weight as f64);
+    let what = format!("{what}: softmax_xent_masked {:?} w={} m={m} c={c}", opts.reduction, opts.weight);
+    check_head_run(&what, &run, &rows, &grad, Tolerance { rel: 2e-5, abs: 1e-7 });
+}
+
+#[test]
+fn softmax_xent_masked_odd_sizes() {
+    let mut seed = 7500;
+    for &m in &HEAD_ROWS {
+        for &c in HEAD_COLS.iter().chain(&[33]) {
+            for reduction in MASKED {
+                seed += 1;
+                let weight = [1.0, 0.5, 2.5][seed as usize % 3];
+                let logits = rand_range(seed, m * c, -4.0, 4.0);
+                let targets = rand_classes_masked(seed + 500, m, c, 0.3);
+                check_xent_masked("odd", &logits, &targets, m, c, HeadLoss { reduction, weight });
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_xent_masked_ignored_rows_are_invisible_and_bad_classes_show() {
+    let gpu = gpu();
+    let (m, c) = (7, 5);
+    let logits = rand_range(7600, m * c, -4.0, 4.0);
+    // rows 1 and 4 ignored, row 5 a bad class (NaN loss, zero gradient, as softmax_xent)
+    let targets = [0, IGNORE_CLASS, 2, 4, IGNORE_CLASS, 5, 1];
+    let opts = HeadLoss::default();
+    let run = run_xent_masked(&gpu, &logits, &targets, m, c, opts);
+    for i in [1, 4, 5] {
+        assert!(run.1[i * c..(i + 1) * c].iter().all(|&v| v == 0.0), "row {i}: gradient must be 0");
+    }
+    assert_eq!((run.0[1], run.0[4]), (0.0, 0.0));
+    assert!(run.0[5].is_nan() && run.2.is_nan(), "a bad class must show as a NaN loss");
+    // with row 5's class fixed, the mean is over the 5 rows not ignored: each row as plain
+    // softmax_xent over those 5 rows gives it
+    let targets_ok: Vec<u32> = targets.iter().map(|&t| if t == 5 { 3 } else { t }).collect();
+    let run = run_xent_masked(&gpu, &logits, &targets_ok, m, c, opts);
+    let kept = [0usize, 2, 3, 5, 6];
+    let kept_logits: Vec<f32> = kept.iter().flat_map(|&i| logits[i * c..(i + 1) * c].to_vec()).collect();
+    let kept_targets: Vec<u32> = kept.iter().map(|&i| targets_ok[i]).collect();
+    let (rows, grad) = reference::loss::softmax_xent(&to_f64(&kept_logits), &kept_targets, kept.len(), c);
+    let tol = Tolerance { rel: 2e-5, abs: 1e-7 };
+    for (n, &i) in kept.iter().enumerate() {
+        assert_close(&format!("row {i}"), &run.0[i..=i], &rows[n..=n], tol);
+        assert_close(&format!("row {i} dlogits"), &run.1[i * c..(i + 1) * c], &grad[n * c..(n + 1) * c], tol);
+    }
+    // every row ignored: zeros, not NaN
+    let run = run_xent_masked(&gpu, &logits, &[IGNORE_CLASS; 7], m, c, opts);
+    assert!(run.0.iter().chain(&run.1).all(|&v| v == 0.0));
+    assert_eq!(run.2, ACC0);
+}
+
+#[test]
+fn softmax_xent_masked_large_logits_are_finite_and_right() {
+    let gpu = gpu();
+    let (m, c) = (33, 5);
+    let mut r = Rng::new(7700);
+    let logits: Vec<f32> = (0..m * c).map(|_| if r.next_f64() < 0.5 { 1e4 } else { -1e4 }).collect();
+    let targets = rand_classes_masked(7701, m, c, 0.3);
+    for reduction in MASKED {
+        let opts = HeadLoss { reduction, weight: 1.5 };
+        let run = run_xent_masked(&gpu, &logits, &targets, m, c, opts);
+        assert!(run.0.iter().chain(&run.1).chain([&run.2]).all(|v| v.is_finite()), "{reduction:?}: non-finite output");
+        check_xent_masked("±1e4", &logits, &targets, m, c, opts);
+    }
+}
+
+#[test]
+fn head_losses_repeat_bit_identically() {
+    let gpu = gpu();
+    let (m, k) = (257, 5);
+    let preds = rand_range(7800, m * k, -3.0, 3.0);
+    let targets = rand_targets(7801, m * k, 0.3);
+    let classes = rand_classes_masked(7802, m, k, 0.3);
+    let key = |r: &HeadRun| (bits(&r.0), bits(&r.1), r.2.to_bits());
+    for reduction in MASKED {
+        let opts = HeadLoss { reduction, weight: 0.3 };
+        for kind in REG_KINDS {
+            let first = key(&run_regression(&gpu, &preds, &targets, m, k, kind, opts));
+            assert_eq!(key(&run_regression(&gpu, &preds, &targets, m, k, kind, opts)), first, "{kind:?} {reduction:?}");
+        }
+        let first = key(&run_xent_masked(&gpu, &preds, &classes, m, k, opts));
+        assert_eq!(key(&run_xent_masked(&gpu, &preds, &classes, m, k, opts)), first, "xent {reduction:?}");
+    }
+}
+
+#[test]
+fn head_losses_refuse_bad_options_and_shapes() {
+    let gpu = gpu();
+    let x = upload(&gpu, &[3, 2], &[0.0; 6]);
+    let y = upload(&gpu, &[3, 2], &[0.0; 6]);
+    let y_bad = upload(&gpu, &[2, 3], &[0.0; 6]);
+    let classes = Tensor::from_u32(&gpu, &[3], &[0, 1, IGNORE_CLASS]).unwrap();
+    let classes_bad = Tensor::from_u32(&gpu, &[2], &[0, 1]).unwrap();
+    let rows = Tensor::zeros(&gpu, &[3]).unwrap();
+    let d = Tensor::zeros(&gpu, &[3, 2]).unwrap();
+    let d_bad = Tensor::zeros(&gpu, &[3, 3]).unwrap();
+    let acc_bad = Tensor::zeros(&gpu, &[2]).unwrap();
+    let out = LossOutputs { loss_rows: &rows, dlogits: &d, loss_acc: None };
+    let ok = HeadLoss::default();
+    let reg = |t: &Tensor, kind, opts: HeadLoss, out: &LossOutputs<'_>| loss::regression_loss(&gpu, &x, t, kind, &opts, out);
+    assert!(reg(&y, RegressionLoss::Huber(0.5), ok, &out).is_ok());
+    for delta in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(reg(&y, RegressionLoss::Huber(delta), ok, &out).is_err(), "delta {delta}");
+    }
+    for weight in [-1.0, f32::NAN, f32::INFINITY] {
+        let bad = HeadLoss { weight, ..ok };
+        assert!(reg(&y, RegressionLoss::Mse, bad, &out).is_err(), "weight {weight}");
+        assert!(loss::softmax_xent_masked(&gpu, &x, &classes, &bad, &out).is_err(), "xent weight {weight}");
+    }
+    assert!(reg(&y_bad, RegressionLoss::Mse, ok, &out).is_err());
+    assert!(reg(&classes, RegressionLoss::Mse, ok, &out).is_err());
+    let out_bad = LossOutputs { dlogits: &d_bad, ..out };
+    assert!(reg(&y, RegressionLoss::L1, ok, &out_bad).is_err());
+    assert!(loss::softmax_xent_masked(&gpu, &x, &classes, &ok, &out_bad).is_err());
+    let out_acc_bad = LossOutputs { loss_acc: Some(&acc_bad), ..out };
+    assert!(reg(&y, RegressionLoss::L1, ok, &out_acc_bad).is_err());
+    assert!(loss::softmax_xent_masked(&gpu, &x, &classes, &ok, &out).is_ok());
+    assert!(loss::softmax_xent_masked(&gpu, &x, &classes_bad, &ok, &out).is_err());
+    assert!(loss::softmax_xent_masked(&gpu, &x, &y, &ok, &out).is_err());
+}
+
+#[test]
+fn reference_head_loss_gradients_match_finite_differences() {
+    let (m, k) = (5, 3);
+    let mut r = Rng::new(7900);
+    for scale in [1.0, 4.0] {
+        let x: Vec<f64> = (0..m * k).map(|_| r.uniform(-scale, scale)).collect();
+        let y = to_f64(&rand_targets(7901, m * k, 0.3));
+        let classes = rand_classes_masked(7902, m, k, 0.3);
+        for reduction in MASKED {
+            for w in [1.0, 0.3] {
+                for kind in REG_KINDS {
+                    let (_, g) = reference::loss::regression(&x, &y, m, k, kind, reduction, w);
+                    // keep away from the kinks (e = 0 for L1, |e| = δ for Huber), where the
+                    // central difference straddles two branches
+                    let smooth = (0..m * k).all(|i| {
+                        y[i].is_nan()
+                            || ((x[i] - y[i]).abs() > 1e-3
+                                && ((x[i] - y[i]).abs() - 1.0).abs() > 1e-3
+                                && ((x[i] - y[i]).abs() - 0.75).abs() > 1e-3)
+                    });
+                    assert!(smooth, "the seed put an entry on a kink");
+                    let what = format!("{kind:?} {reduction:?} w={w} scale {scale}");
+                    check_finite_differences(&what, &x, &g, |x| total(&reference::loss::regression(x, &y, m, k, kind, reduction, w).0));
+                }
+                let (_, g) = reference::loss::softmax_xent_masked(&x, &classes, m, k, reduction, w);
+                check_finite_differences(&format!("xent masked {reduction:?} w={w}"), &x, &g, |x| {
+                    total(&reference::loss::softmax_xent_masked(x, &classes, m, k, reduction, w).0)
+                });
+            }
+        }
+    }
+}
+
+/// The regression losses and cross-entropy with ignore_index −1 equal what PyTorch itself
+/// computes (torch 2.15 in float64, `scripts/multitask_loss_fixture.py`): mean over the known
+/// entries and sum, Huber at three deltas, predictions of ±1e4; the float64 reference and the GPU.
+#[test]
+fn head_losses_equal_pytorch() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_multitask_loss.safetensors");
+    let torch = headswap::checkpoint::load(&path).unwrap();
+    let get = |name: &str| torch.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture")).clone();
+    let gpu = gpu();
+    let kinds = [
+        ("mse", RegressionLoss::Mse),
+        ("l1", RegressionLoss::L1),
+        ("huber", RegressionLoss::Huber(1.0)),
+        ("huber075", RegressionLoss::Huber(0.75)),
+        ("huber2", RegressionLoss::Huber(2.0)),
+    ];
+    let reductions = [("mean", MaskedReduction::MeanKnown), ("sum", MaskedReduction::Sum)];
+    let tol = Tolerance { rel: 2e-6, abs: 1e-7 };
+    for case in ["reg", "big"] {
+        let (pred, target) = (get(&format!("{case}.pred")), get(&format!("{case}.target")));
+        let (m, k) = (pred.shape[0], pred.shape[1]);
+        assert!(target.data.iter().any(|v| v.is_nan()), "the fixture must mask some targets");
+        for (kname, kind) in kinds {
+            for (rname, reduction) in reductions {
+                let key = format!("{case}.{kname}.{rname}");
+                let (loss_t, grad_t) = (to_f64(&get(&format!("{key}.loss")).data), to_f64(&get(&format!("{key}.grad")).data));
+                let (rows, grad) = reference::loss::regression(&to_f64(&pred.data), &to_f64(&target.data), m, k, kind, reduction, 1.0);
+                let total: f64 = rows.iter().sum();
+                let fixture_tol = Tolerance { rel: 1e-6, abs: 1e-9 };
+                assert!((total - loss_t[0]).abs() <= 1e-6 * loss_t[0].abs(), "{key}: reference {total}, torch {}", loss_t[0]);
+                assert_close(
+                    &format!("{key}: reference grad vs torch"),
+                    &grad.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    &grad_t,
+                    fixture_tol,
+                );
+                let opts = HeadLoss { reduction, weight: 1.0 };
+                let run = run_regression(&gpu, &pred.data, &target.data, m, k, kind, opts);
+                assert_close(&format!("{key}: GPU grad vs torch"), &run.1, &grad_t, tol);
+                assert_close(&format!("{key}: GPU loss vs torch"), &[run.2 - ACC0], &loss_t, Tolerance { rel: 2e-6, abs: 1e-6 });
+            }
+        }
+    }
+    let (logits, classes) = (get("xent.logits"), get("xent.target"));
+    let (m, c) = (logits.shape[0], logits.shape[1]);
+    let targets: Vec<u32> = classes.data.iter().map(|&v| if v < 0.0 { IGNORE_CLASS } else { v as u32 }).collect();
+    assert_eq!(targets.iter().filter(|&&t| t == IGNORE_CLASS).count(), 3);
+    for (rname, reduction) in reductions {
+        let (loss_t, grad_t) = (to_f64(&get(&format!("xent.{rname}.loss")).data), to_f64(&get(&format!("xent.{rname}.grad")).data));
+        let (rows, grad) = reference::loss::softmax_xent_masked(&to_f64(&logits.data), &targets, m, c, reduction, 1.0);
+        let total: f64 = rows.iter().sum();
+        assert!((total - loss_t[0]).abs() <= 1e-6 * loss_t[0].abs(), "xent {rname}: reference {total}, torch {}", loss_t[0]);
+        assert_close(
+            &format!("xent {rname}: reference grad vs torch"),
+            &grad.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            &grad_t,
+            Tolerance { rel: 1e-6, abs: 1e-9 },
+        );
+        let run = run_xent_masked(&gpu, &logits.data, &targets, m, c, HeadLoss { reduction, weight: 1.0 });
+        assert_close(&format!("xent {rname}: GPU grad vs torch"), &run.1, &grad_t, Tolerance { rel: 2e-5, abs: 1e-7 });
+        assert_close(&format!("xent {rname}: GPU loss vs torch"), &[run.2 - ACC0], &loss_t, Tolerance { rel: 2e-5, abs: 1e-6 });
+    }
+}
+
+/// Three heads of one network (regression, classes with −1, labels with NaN) with unequal
+/// weights, recorded in one submission and adding to ONE accumulator: it holds Σ_t w_t·L_t of
+/// the references. A labels head takes its weight through `label_weight` (w on every label).
+#[test]
+fn several_heads_add_their_weighted_losses_to_one_accumulator() {
+    let gpu = gpu();
+    let m = 33;
+    let (kr, c, kl) = (3, 5, 4);
+    let (wr, wc, wl) = (0.5f32, 2.0f32, 0.25f32);
+    let preds = rand_range(8000, m * kr, -3.0, 3.0);
+    let targets = rand_targets(8001, m * kr, 0.3);
+    let logits = rand_range(8002, m * c, -4.0, 4.0);
+    let classes = rand_classes_masked(8003, m, c, 0.3);
+    let label_logits = rand_range(8004, m * kl, -4.0, 4.0);
+    let labels = rand_labels(8005, m * kl, false, 0.3);
+    let acc = upload(&gpu, &[1], &[0.0]);
+    let t = |shape: &[usize], v: &[f32]| upload(&gpu, shape, v);
+    let (gp, gy) = (t(&[m, kr], &preds), t(&[m, kr], &targets));
+    let (gl, gc) = (t(&[m, c], &logits), Tensor::from_u32(&gpu, &[m], &classes).unwrap());
+    let (gll, gly, glw) = (t(&[m, kl], &label_logits), t(&[m, kl], &labels), t(&[kl], &vec![wl; kl]));
+    let (rows_r, d_r) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, kr]));
+    let (rows_c, d_c) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, c]));
+    let (rows_l, d_l) = (poisoned(&gpu, &[m]), poisoned(&gpu, &[m, kl]));
+    let mut ds = loss::regression_loss_dispatches(
+        &gpu,
+        &gp,
+        &gy,
+        RegressionLoss::Huber(1.0),
+        &HeadLoss { reduction: MaskedReduction::MeanKnown, weight: wr },
+        &LossOutputs { loss_rows: &rows_r, dlogits: &d_r, loss_acc: Some(&acc) },
+    )
+    .unwrap();
+    ds.extend(
+        loss::softmax_xent_masked_dispatches(
+            &gpu,
+            &gl,
+            &gc,
+            &HeadLoss { reduction: MaskedReduction::MeanKnown, weight: wc },
+            &LossOutputs { loss_rows: &rows_c, dlogits: &d_c, loss_acc: Some(&acc) },
+        )
+        .unwrap(),
+    );
+    let bce = BceOptions { label_weight: Some(glw), reduction: BceReduction::MeanLabelled, ..BceOptions::default() };
+    ds.extend(loss::bce_logits_dispatches(&gpu, &gll, &gly, &bce, &rows_l, &d_l).unwrap());
+    ds.push(reduce::sum_dispatch(&gpu, &rows_l, &acc, true).unwrap());
+    gpu.run("three heads", &ds.iter().collect::<Vec<_>>()).unwrap();
+
+    let (er, gr) = reference::loss::regression(
+        &to_f64(&preds),
+        &to_f64(&targets),
+        m,
+        kr,
+        RegressionLoss::Huber(1.0),
+        MaskedReduction::MeanKnown,
+        wr as f64,
+    );
+    let (ec, gc_ref) = reference::loss::softmax_xent_masked(&to_f64(&logits), &classes, m, c, MaskedReduction::MeanKnown, wc as f64);
+    let wls = vec![wl as f64; kl];
+    let (el, gl_ref) =
+        reference::loss::bce_logits(&to_f64(&label_logits), &to_f64(&labels), m, kl, None, Some(&wls), BceReduction::MeanLabelled);
+    let total: f64 = er.iter().chain(&ec).chain(&el).sum();
+    assert_close("Σ_t w_t·L_t", &acc.download(&gpu).unwrap(), &[total], Tolerance { rel: 1e-5, abs: 1e-6 });
+    let tol = Tolerance { rel: 2e-5, abs: 1e-7 };
+    assert_close("regression head gradient", &d_r.download(&gpu).unwrap(), &gr, tol);
+    assert_close("class head gradient", &d_c.download(&gpu).unwrap(), &gc_ref, tol);
+    assert_close("labels head gradient", &d_l.download(&gpu).unwrap(), &gl_ref, tol);
 }

@@ -1,6 +1,9 @@
 //! Argmax accuracy and per-label confusion counts against the float64 reference: odd sizes, ties,
 //! NaN logits and NaN-masked targets, soft targets, thresholds, and counts that accumulate
-//! across launches (the counters start non-zero to show the kernels add).
+//! across launches (the counters start non-zero to show the kernels add). The metrics of a
+//! multi-task network's heads (issue 14): accuracy over the examples that have a class (−1 left
+//! out), and a regression head's per-column error sums, MAE and RMSE with n/a for a column with
+//! no known target.
 mod common;
 use common::*;
 use headswap::kernels::metrics::{self, LabelMetrics};
@@ -247,4 +250,164 @@ fn bad_input_is_an_error_not_a_panic() {
         assert!(metrics::label_confusion(&gpu, &logits, &y, t, &c16).is_err(), "threshold {t}");
     }
     metrics::label_confusion(&gpu, &logits, &y, 0.5, &c16).unwrap();
+}
+
+// ---------------------------------------------------------------- heads of a multi-task network
+
+use headswap::kernels::loss::IGNORE_CLASS;
+use headswap::kernels::metrics::RegressionMetrics;
+
+const HEAD_ROWS: [usize; 4] = [1, 7, 33, 127];
+const HEAD_COLS: [usize; 3] = [1, 3, 5];
+
+#[test]
+fn argmax_known_leaves_ignored_rows_out() {
+    let gpu = gpu();
+    for (i, &m) in HEAD_ROWS.iter().chain(&[257, 1000]).enumerate() {
+        for (j, &c) in HEAD_COLS.iter().enumerate() {
+            let seed = 9000 + 10 * i as u64 + j as u64;
+            let logits = rand_vec(seed, m * c);
+            let mut targets = labels(seed + 1, m, c);
+            let mut r = Rng::new(seed + 2);
+            for (row, t) in targets.iter_mut().enumerate() {
+                match r.below(3) {
+                    0 => *t = IGNORE_CLASS,
+                    1 => *t = reference::metrics::argmax(&to_f64(&logits[row * c..(row + 1) * c])).unwrap() as u32,
+                    _ => {}
+                }
+            }
+            let gl = upload(&gpu, &[m, c], &logits);
+            let gt = Tensor::from_u32(&gpu, &[m], &targets).unwrap();
+            let counts = counters(&gpu, &[5, 11]);
+            metrics::argmax_known(&gpu, &gl, &gt, &counts).unwrap();
+            metrics::argmax_known(&gpu, &gl, &gt, &counts).unwrap();
+            let (correct, known) = reference::metrics::argmax_known(&to_f64(&logits), &targets, m, c);
+            let ignored = targets.iter().filter(|&&t| t == IGNORE_CLASS).count() as u32;
+            assert_eq!(known, m as u32 - ignored);
+            assert_eq!(counts.download_u32(&gpu).unwrap(), vec![5 + 2 * correct, 11 + 2 * known], "argmax_known m={m} c={c}");
+        }
+    }
+    // every row ignored: nothing counted
+    let gl = upload(&gpu, &[3, 2], &[0.0; 6]);
+    let gt = Tensor::from_u32(&gpu, &[3], &[IGNORE_CLASS; 3]).unwrap();
+    let counts = counters(&gpu, &[0, 0]);
+    metrics::argmax_known(&gpu, &gl, &gt, &counts).unwrap();
+    assert_eq!(counts.download_u32(&gpu).unwrap(), vec![0, 0]);
+}
+
+fn rand_regression_targets(seed: u64, n: usize, unknown: f64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| if r.next_f64() < unknown { f32::NAN } else { r.uniform(-2.0, 2.0) as f32 }).collect()
+}
+
+#[test]
+fn regression_sums_odd_sizes_accumulate_over_launches() {
+    let gpu = gpu();
+    for (i, &m) in HEAD_ROWS.iter().enumerate() {
+        for (j, &k) in HEAD_COLS.iter().enumerate() {
+            let seed = 9100 + 10 * i as u64 + j as u64;
+            // two batches of an epoch; the counters and sums start non-zero
+            let batches: Vec<(Vec<f32>, Vec<f32>)> = (0..2)
+                .map(|b| (rand_range(seed + 100 * b, m * k, -3.0, 3.0), rand_regression_targets(seed + 100 * b + 1, m * k, 0.3)))
+                .collect();
+            let sums0: Vec<f32> = (0..2 * k).map(|v| 0.5 * v as f32).collect();
+            let counts0: Vec<u32> = (0..k as u32).map(|v| 3 * v).collect();
+            let sums = upload(&gpu, &[k, 2], &sums0);
+            let counts = counters(&gpu, &counts0);
+            let mut expected: Vec<(f64, f64, u32)> = (0..k).map(|l| (sums0[2 * l] as f64, sums0[2 * l + 1] as f64, counts0[l])).collect();
+            for (preds, targets) in &batches {
+                let (gp, gt) = (upload(&gpu, &[m, k], preds), upload(&gpu, &[m, k], targets));
+                metrics::regression_sums(&gpu, &gp, &gt, &sums, &counts).unwrap();
+                for (e, r) in expected.iter_mut().zip(reference::metrics::regression_sums(&to_f64(preds), &to_f64(targets), m, k)) {
+                    *e = (e.0 + r.0, e.1 + r.1, e.2 + r.2);
+                }
+            }
+            let what = format!("regression_sums m={m} k={k}");
+            assert_eq!(counts.download_u32(&gpu).unwrap(), expected.iter().map(|e| e.2).collect::<Vec<_>>(), "{what}: counts");
+            let flat: Vec<f64> = expected.iter().flat_map(|e| [e.0, e.1]).collect();
+            assert_close(&format!("{what}: sums"), &sums.download(&gpu).unwrap(), &flat, Tolerance { rel: 1e-5, abs: 1e-6 });
+        }
+    }
+}
+
+#[test]
+fn regression_sums_ignore_unknown_targets_and_large_errors_stay_finite() {
+    let gpu = gpu();
+    let (m, k) = (33, 3);
+    let targets = rand_regression_targets(9200, m * k, 0.4);
+    // predictions at unknown targets may be anything; known ones at ±1e4
+    let mut r = Rng::new(9201);
+    let preds: Vec<f32> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, y)| {
+            if y.is_nan() {
+                [f32::NAN, f32::INFINITY, 1e30][i % 3]
+            } else if r.next_f64() < 0.5 {
+                1e4
+            } else {
+                -1e4
+            }
+        })
+        .collect();
+    let sums = upload(&gpu, &[k, 2], &[0.0; 6]);
+    let counts = counters(&gpu, &[0; 3]);
+    let (gp, gt) = (upload(&gpu, &[m, k], &preds), upload(&gpu, &[m, k], &targets));
+    metrics::regression_sums(&gpu, &gp, &gt, &sums, &counts).unwrap();
+    let expected = reference::metrics::regression_sums(&to_f64(&preds), &to_f64(&targets), m, k);
+    let got = sums.download(&gpu).unwrap();
+    assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+    assert_eq!(counts.download_u32(&gpu).unwrap(), expected.iter().map(|e| e.2).collect::<Vec<_>>());
+    assert_close("±1e4 sums", &got, &expected.iter().flat_map(|e| [e.0, e.1]).collect::<Vec<_>>(), Tolerance { rel: 1e-5, abs: 0.0 });
+    // the same sums twice: bit-identical
+    let again = upload(&gpu, &[k, 2], &[0.0; 6]);
+    metrics::regression_sums(&gpu, &gp, &gt, &again, &counters(&gpu, &[0; 3])).unwrap();
+    assert_eq!(
+        again.download(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn regression_metrics_report_na_for_a_column_with_no_known_target() {
+    // column 0: errors 1, −3 (MAE 2, RMSE √5); column 1: every target unknown; column 2: one
+    // exact prediction (MAE 0, RMSE 0)
+    let gpu = gpu();
+    let nan = f32::NAN;
+    let preds = [1.0, 5.0, 2.0, -1.0, 7.0, 9.0];
+    let targets = [0.0, nan, 2.0, 2.0, nan, nan];
+    let sums = upload(&gpu, &[3, 2], &[0.0; 6]);
+    let counts = counters(&gpu, &[0; 3]);
+    let (gp, gt) = (upload(&gpu, &[2, 3], &preds), upload(&gpu, &[2, 3], &targets));
+    metrics::regression_sums(&gpu, &gp, &gt, &sums, &counts).unwrap();
+    let s = RegressionMetrics::from_sums(&sums.download(&gpu).unwrap(), &counts.download_u32(&gpu).unwrap(), 3).unwrap();
+    assert_eq!(s.support, vec![2, 0, 1]);
+    assert_eq!(s.mae, vec![Some(2.0), None, Some(0.0)]);
+    assert_eq!(s.rmse[1], None);
+    assert!((s.rmse[0].unwrap() - 5f64.sqrt()).abs() < 1e-12 && s.rmse[2] == Some(0.0));
+    // the means leave the n/a column out (they are not zeros)
+    assert_eq!(s.mean_mae, Some(1.0));
+    assert!((s.mean_rmse.unwrap() - 5f64.sqrt() / 2.0).abs() < 1e-12);
+    let none = RegressionMetrics::from_sums(&[0.0, 0.0], &[0], 1).unwrap();
+    assert_eq!((none.mae[0], none.rmse[0], none.mean_mae, none.mean_rmse), (None, None, None, None));
+    assert!(RegressionMetrics::from_sums(&[0.0; 3], &[0; 2], 2).is_err());
+}
+
+#[test]
+fn head_metrics_refuse_bad_input() {
+    let gpu = gpu();
+    let x = upload(&gpu, &[3, 2], &[0.0; 6]);
+    let y_bad = upload(&gpu, &[2, 3], &[0.0; 6]);
+    let sums = upload(&gpu, &[2, 2], &[0.0; 4]);
+    let counts = counters(&gpu, &[0; 2]);
+    let sums_bad = upload(&gpu, &[2], &[0.0; 2]);
+    let counts_bad = counters(&gpu, &[0; 3]);
+    assert!(metrics::regression_sums(&gpu, &x, &x, &sums, &counts).is_ok());
+    assert!(metrics::regression_sums(&gpu, &x, &y_bad, &sums, &counts).is_err());
+    assert!(metrics::regression_sums(&gpu, &x, &x, &sums_bad, &counts).is_err());
+    assert!(metrics::regression_sums(&gpu, &x, &x, &sums, &counts_bad).is_err());
+    assert!(metrics::regression_sums(&gpu, &x, &x, &counts_bad, &counts).is_err());
+    let classes = Tensor::from_u32(&gpu, &[2], &[0, IGNORE_CLASS]).unwrap();
+    assert!(metrics::argmax_known(&gpu, &x, &classes, &counts).is_err());
+    assert!(metrics::argmax_known(&gpu, &x, &Tensor::from_u32(&gpu, &[3], &[0, 1, IGNORE_CLASS]).unwrap(), &counts).is_ok());
 }

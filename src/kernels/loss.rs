@@ -23,6 +23,9 @@ pub(crate) const HEAD_BCE: Kernel = Kernel { source: &source::LOSS, entry: "head
 pub(crate) const LINEAR_HEAD_BCE: Kernel =
     Kernel { source: &source::LOSS, entry: "linear_head_bce", bindings: &[R, R, R, R, RW, RW, RW, RW, R, R, R, RW] };
 pub(crate) const COUNT_LABELLED: Kernel = Kernel { source: &source::LOSS, entry: "count_labelled", bindings: &[R, RW] };
+pub(crate) const REGRESSION_LOSS: Kernel = Kernel { source: &source::LOSS, entry: "regression_loss", bindings: &[R, R, R, RW, RW] };
+pub(crate) const SOFTMAX_XENT_MASKED: Kernel = Kernel { source: &source::LOSS, entry: "softmax_xent_masked", bindings: &[R, R, RW, RW, R] };
+pub(crate) const COUNT_KNOWN_CLASSES: Kernel = Kernel { source: &source::LOSS, entry: "count_known_classes", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the one-invocation-per-row kernels (`@workgroup_size(64)`).
 const ROW_WG: u32 = 64;
@@ -586,10 +589,211 @@ fn measure_linear_head(gpu: &Gpu, m: usize, k: usize, d: usize) -> Result<Linear
     Ok(super::tune::fastest(&format!("linear head {m}x{d}->{k}"), &algos, &secs, started).unwrap_or(LinearHeadAlgo::Separate))
 }
 
+// ---------------------------------------------------------------- heads of a multi-task network
+
+/// The class of an example with no target in a classification head: −1 stored as u32
+/// (PyTorch's `ignore_index=-1`). [`softmax_xent_masked_dispatches`] gives it no loss and no
+/// gradient and leaves it out of the mean.
+pub const IGNORE_CLASS: u32 = u32::MAX;
+
+/// The per-entry loss of a regression head (PyTorch's `MSELoss`, `L1Loss`, `HuberLoss(delta)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RegressionLoss {
+    /// `e²`, e = prediction − target.
+    Mse,
+    /// `|e|` (gradient `sign(e)`, 0 at e = 0 as PyTorch's).
+    L1,
+    /// `e²/2` for `|e| < δ`, else `δ·(|e| − δ/2)`: PyTorch's `HuberLoss(delta=δ)`. Its
+    /// `SmoothL1Loss(beta=δ)` is this divided by δ, i.e. `Huber(δ)` with the head weight `w/δ`.
+    Huber(f32),
+}
+
+impl RegressionLoss {
+    fn code(self) -> u32 {
+        match self {
+            RegressionLoss::Mse => 0,
+            RegressionLoss::L1 => 1,
+            RegressionLoss::Huber(_) => 2,
+        }
+    }
+}
+
+/// How a head's per-entry losses are normalised; unknown targets are never counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaskedReduction {
+    /// The mean over the known targets (PyTorch's `reduction='mean'` over the unmasked elements,
+    /// or over the rows not ignored); no known target gives loss 0 and gradient 0, not NaN.
+    #[default]
+    MeanKnown,
+    /// The sum over the known targets (`reduction='sum'`).
+    Sum,
+}
+
+/// A head's loss options: the normaliser and the head's weight `w` (the network's loss is
+/// `Σ_t w_t·L_t`; the kernels write `w·L` and its gradient, and `w = 0` gives exact zeros).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadLoss {
+    pub reduction: MaskedReduction,
+    pub weight: f32,
+}
+
+impl Default for HeadLoss {
+    fn default() -> HeadLoss {
+        HeadLoss { reduction: MaskedReduction::MeanKnown, weight: 1.0 }
+    }
+}
+
+/// Where a head's loss kernel puts its results.
+#[derive(Debug, Clone, Copy)]
+pub struct LossOutputs<'a> {
+    /// `[m]` f32: each row's share of `w·L` (overwritten); their sum is the batch's `w·L`.
+    pub loss_rows: &'a Tensor,
+    /// `[m, outputs]` f32: `∂(w·L)/∂(predictions or logits)` (overwritten).
+    pub dlogits: &'a Tensor,
+    /// `[1]` f32: the batch's `w·L` is ADDED to it (an epoch's running sum), or none.
+    pub loss_acc: Option<&'a Tensor>,
+}
+
+fn check_head_loss(op: &str, opts: &HeadLoss) -> Result<()> {
+    if !opts.weight.is_finite() || opts.weight < 0.0 {
+        return Err(crate::Error::invalid(format!("{op}: the head weight must be finite and ≥ 0, got {}", opts.weight)));
+    }
+    Ok(())
+}
+
+/// The known-target count pass (MeanKnown) ahead of a head's loss: a one-element scratch buffer
+/// allocated here, kept alive by the dispatches. `None` for a sum.
+fn known_count(gpu: &Gpu, kernel: Kernel, opts: &HeadLoss, targets: &Tensor, dispatches: &mut Vec<Dispatch>) -> Result<Option<Tensor>> {
+    if opts.reduction != MaskedReduction::MeanKnown {
+        return Ok(None);
+    }
+    let op = kernel.entry;
+    ensure(targets.len() <= u32::MAX as usize, op, || format!("targets {:?} have more than 2^32 elements", targets.shape()))?;
+    // 256 invocations unrolled by 4, then an 8-level tree
+    ensure_loop_budget(op, targets.len().div_ceil(256).div_ceil(4) + 4 + 9, || format!("targets {:?}", targets.shape()))?;
+    let count = Tensor::alloc(gpu, &[1], DType::U32, "head_known_count")?;
+    let p = LossParams { rows: targets.len() as u32, cols: 1, scale: 1.0, _pad: 0 };
+    dispatches.push(Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &[targets, &count], [1, 1, 1])?);
+    Ok(Some(count))
+}
+
+/// The closing sum of the rows into `out.loss_acc`, if any.
+fn accumulate(gpu: &Gpu, out: &LossOutputs<'_>, dispatches: &mut Vec<Dispatch>) -> Result<()> {
+    if let Some(acc) = out.loss_acc {
+        dispatches.push(super::reduce::sum_dispatch(gpu, out.loss_rows, acc, true)?);
+    }
+    Ok(())
+}
+
+/// Builds a regression head's loss: predictions and f32 `targets` are `[m, k]`, a NaN target is
+/// unknown and contributes exactly 0 to the loss and the gradient. Per known entry, with
+/// `e = prediction − target`, the loss of `kind` ([`RegressionLoss`]);
+/// `out.loss_rows[i] = w·Σ_j l_ij / N`, `out.dlogits = w·∂l/∂prediction / N`, N the number of
+/// known targets in the batch (at least 1) or 1 for [`MaskedReduction::Sum`]; with
+/// `out.loss_acc` the batch's `w·L` is added to it. Returns the dispatches to record in order
+/// (the count of known targets, the loss, the sum into the accumulator). Sums run in a fixed
+/// order: repeats are bit-identical.
+pub fn regression_loss_dispatches(
+    gpu: &Gpu,
+    preds: &Tensor,
+    targets: &Tensor,
+    kind: RegressionLoss,
+    opts: &HeadLoss,
+    out: &LossOutputs<'_>,
+) -> Result<Vec<Dispatch>> {
+    let op = "regression_loss";
+    let (m, k) = check_outputs(op, preds, out.loss_rows, out.dlogits)?;
+    ensure_dtype(targets, DType::F32, op, "targets")?;
+    ensure(targets.shape() == preds.shape(), op, || format!("targets are {:?}, predictions {:?}", targets.shape(), preds.shape()))?;
+    check_head_loss(op, opts)?;
+    let delta = match kind {
+        RegressionLoss::Huber(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(crate::Error::invalid(format!("{op}: Huber's delta must be finite and > 0, got {d}")));
+        }
+        RegressionLoss::Huber(d) => d,
+        _ => 1.0,
+    };
+    ensure_loop_budget(op, k + 1, || format!("a row of {k} outputs"))?;
+    let mut dispatches = Vec::with_capacity(3);
+    let count = known_count(gpu, COUNT_LABELLED, opts, targets, &mut dispatches)?;
+    let p = RegressionParams { rows: m as u32, cols: k as u32, scale: opts.weight, delta };
+    let consts = [("REG_KIND", kind.code() as f64), ("MEAN_KNOWN", count.is_some() as u32 as f64)];
+    // without a count, `targets` stands in for it (bound, never read)
+    let known = count.as_ref().unwrap_or(targets);
+    let buffers = [preds, targets, known, out.loss_rows, out.dlogits];
+    dispatches.push(Dispatch::new(gpu, REGRESSION_LOSS, &consts, bytemuck::bytes_of(&p), &buffers, groups_1d(m, ROW_WG))?);
+    accumulate(gpu, out, &mut dispatches)?;
+    Ok(dispatches)
+}
+
+/// A regression head's loss, run at once (see [`regression_loss_dispatches`]).
+pub fn regression_loss(
+    gpu: &Gpu,
+    preds: &Tensor,
+    targets: &Tensor,
+    kind: RegressionLoss,
+    opts: &HeadLoss,
+    out: &LossOutputs<'_>,
+) -> Result<()> {
+    let ds = regression_loss_dispatches(gpu, preds, targets, kind, opts, out)?;
+    gpu.run("regression_loss", &ds.iter().collect::<Vec<_>>())
+}
+
+/// Builds a classification head's softmax cross-entropy with unknown classes: logits `[m, c]`,
+/// u32 `targets` `[m]`, where [`IGNORE_CLASS`] (−1) is unknown and contributes exactly 0 to the
+/// loss and the gradient (PyTorch's `cross_entropy(ignore_index=-1)`). Every other row as
+/// [`softmax_xent_dispatch`] (a class ≥ c other than −1 gets a NaN loss and no gradient), scaled
+/// by `w / N`, N the rows not ignored (at least 1) or 1 for [`MaskedReduction::Sum`]; with
+/// `out.loss_acc` the batch's `w·L` is added to it. Returns the dispatches to record in order.
+pub fn softmax_xent_masked_dispatches(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    opts: &HeadLoss,
+    out: &LossOutputs<'_>,
+) -> Result<Vec<Dispatch>> {
+    let op = "softmax_xent_masked";
+    let (m, c) = check_outputs(op, logits, out.loss_rows, out.dlogits)?;
+    ensure(c >= 1 || m == 0, op, || format!("logits {:?} have no classes", logits.shape()))?;
+    ensure_dtype(targets, DType::U32, op, "targets")?;
+    ensure(targets.len() == m, op, || format!("targets have {} elements, logits {:?} have {m} rows", targets.len(), logits.shape()))?;
+    check_head_loss(op, opts)?;
+    ensure_loop_budget(op, 3 * (c.div_ceil(4) + 4), || format!("a row of {c} classes"))?;
+    let mut dispatches = Vec::with_capacity(3);
+    let count = known_count(gpu, COUNT_KNOWN_CLASSES, opts, targets, &mut dispatches)?;
+    let p = LossParams { rows: m as u32, cols: c as u32, scale: opts.weight, _pad: 0 };
+    let consts = [("MEAN_KNOWN", count.is_some() as u32 as f64)];
+    let known = count.as_ref().unwrap_or(targets);
+    let buffers = [logits, targets, out.loss_rows, out.dlogits, known];
+    dispatches.push(Dispatch::new(gpu, SOFTMAX_XENT_MASKED, &consts, bytemuck::bytes_of(&p), &buffers, groups_1d(m, ROW_WG))?);
+    accumulate(gpu, out, &mut dispatches)?;
+    Ok(dispatches)
+}
+
+/// Softmax cross-entropy with unknown classes, run at once (see
+/// [`softmax_xent_masked_dispatches`]).
+pub fn softmax_xent_masked(gpu: &Gpu, logits: &Tensor, targets: &Tensor, opts: &HeadLoss, out: &LossOutputs<'_>) -> Result<()> {
+    let ds = softmax_xent_masked_dispatches(gpu, logits, targets, opts, out)?;
+    gpu.run("softmax_xent_masked", &ds.iter().collect::<Vec<_>>())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct RegressionParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub scale: f32,
+    pub delta: f32,
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn params_match_wgsl_size() {
+        assert_eq!(
+            crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS_WGSL, "RegressionParams"),
+            std::mem::size_of::<super::RegressionParams>()
+        );
         // struct Params { rows, cols: u32, scale: f32, _pad: u32 } = 16 bytes in WGSL
         assert_eq!(std::mem::size_of::<super::LossParams>(), 16);
         assert_eq!(

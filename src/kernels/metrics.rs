@@ -13,6 +13,8 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 pub(crate) const ARGMAX_CORRECT: Kernel = Kernel { source: &source::METRICS, entry: "argmax_correct", bindings: &[R, R, RW] };
 pub(crate) const LABEL_CONFUSION: Kernel = Kernel { source: &source::METRICS, entry: "label_confusion", bindings: &[R, R, RW] };
+pub(crate) const ARGMAX_KNOWN: Kernel = Kernel { source: &source::METRICS, entry: "argmax_known", bindings: &[R, R, RW] };
+pub(crate) const REGRESSION_SUMS: Kernel = Kernel { source: &source::METRICS, entry: "regression_sums", bindings: &[R, R, RW, RW] };
 
 /// Uniform block of `argmax_correct` (`ArgmaxParams` in metrics.wgsl).
 #[repr(C)]
@@ -50,7 +52,23 @@ fn to_u32(op: &str, what: &str, v: usize) -> Result<u32> {
 /// lowest index and a NaN logit counts as the maximum, as `torch.argmax`; a target ≥ c is never
 /// correct.
 pub fn argmax_correct_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, counts: &Tensor) -> Result<Dispatch> {
-    let op = "argmax_correct";
+    argmax_dispatch(gpu, ARGMAX_CORRECT, logits, targets, counts)
+}
+
+/// As [`argmax_correct_dispatch`], for a head whose examples may have no class: a target
+/// [`IGNORE_CLASS`](crate::kernels::loss::IGNORE_CLASS) (−1) counts neither as correct nor in the
+/// total, so `counts[0] / counts[1]` is the accuracy over the examples that have a class.
+pub fn argmax_known_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, counts: &Tensor) -> Result<Dispatch> {
+    argmax_dispatch(gpu, ARGMAX_KNOWN, logits, targets, counts)
+}
+
+/// [`argmax_known_dispatch`], run at once.
+pub fn argmax_known(gpu: &Gpu, logits: &Tensor, targets: &Tensor, counts: &Tensor) -> Result<()> {
+    gpu.run("argmax_known", &[&argmax_known_dispatch(gpu, logits, targets, counts)?])
+}
+
+fn argmax_dispatch(gpu: &Gpu, kernel: Kernel, logits: &Tensor, targets: &Tensor, counts: &Tensor) -> Result<Dispatch> {
+    let op = kernel.entry;
     let (m, c) = dims2(op, "logits", logits)?;
     ensure(logits.dtype() == DType::F32, op, || "logits must be f32".into())?;
     ensure(c >= 1, op, || format!("logits {:?} have no classes", logits.shape()))?;
@@ -61,7 +79,7 @@ pub fn argmax_correct_dispatch(gpu: &Gpu, logits: &Tensor, targets: &Tensor, cou
         format!("counts must be u32 [2] (correct, total), are {:?} {:?}", counts.dtype(), counts.shape())
     })?;
     let p = ArgmaxParams { m: to_u32(op, "rows", m)?, c: to_u32(op, "classes", c)?, _pad: [0; 2] };
-    Dispatch::new(gpu, ARGMAX_CORRECT, &[], bytemuck::bytes_of(&p), &[logits, targets, counts], groups_1d(m, 256))
+    Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&p), &[logits, targets, counts], groups_1d(m, 256))
 }
 
 /// [`argmax_correct_dispatch`], run at once.
@@ -174,6 +192,84 @@ pub fn mean_defined(v: &[Option<f64>]) -> Option<f64> {
     (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
 }
 
+/// Uniform block of `regression_sums` (`RegressionSumsParams` in metrics.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct RegressionSumsParams {
+    pub m: u32,
+    pub k: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Adds, per output column of a regression head, the sums over its known targets (not NaN) of
+/// `|e|` and `e²` (e = prediction − target) to `sums` (f32 `[k, 2]`) and their number to
+/// `counts` (u32 `[k]`). `preds` and `targets` are f32 `[m, k]`. One invocation per column adds
+/// the rows in order, so repeats are bit-identical. [`RegressionMetrics`] turns the epoch's sums
+/// into MAE and RMSE.
+pub fn regression_sums_dispatch(gpu: &Gpu, preds: &Tensor, targets: &Tensor, sums: &Tensor, counts: &Tensor) -> Result<Dispatch> {
+    let op = "regression_sums";
+    let (m, k) = dims2(op, "predictions", preds)?;
+    ensure(preds.dtype() == DType::F32, op, || "predictions must be f32".into())?;
+    ensure(targets.dtype() == DType::F32 && targets.shape() == preds.shape(), op, || {
+        format!("targets must be f32 {:?} like the predictions, are {:?} {:?}", preds.shape(), targets.dtype(), targets.shape())
+    })?;
+    ensure(sums.dtype() == DType::F32 && sums.len() == 2 * k, op, || {
+        format!("sums must be f32 [{k}, 2] (Σ|e|, Σe²), are {:?} {:?}", sums.dtype(), sums.shape())
+    })?;
+    ensure(counts.dtype() == DType::U32 && counts.len() == k, op, || {
+        format!("counts must be u32 [{k}], are {:?} {:?}", counts.dtype(), counts.shape())
+    })?;
+    to_u32(op, "elements", preds.len())?;
+    // one invocation walks its column's m rows
+    super::reduce::ensure_loop_budget(op, m + 1, || format!("a column of {m} rows"))?;
+    let p = RegressionSumsParams { m: m as u32, k: k as u32, _pad: [0; 2] };
+    Dispatch::new(gpu, REGRESSION_SUMS, &[], bytemuck::bytes_of(&p), &[preds, targets, sums, counts], groups_1d(k, 64))
+}
+
+/// [`regression_sums_dispatch`], run at once.
+pub fn regression_sums(gpu: &Gpu, preds: &Tensor, targets: &Tensor, sums: &Tensor, counts: &Tensor) -> Result<()> {
+    gpu.run("regression_sums", &[&regression_sums_dispatch(gpu, preds, targets, sums, counts)?])
+}
+
+/// Per-column scores of a regression head from [`regression_sums`]'s sums, and their means.
+/// A column with no known target has no score: `None` ("n/a"), left out of the means (a mean
+/// over no defined scores is `None` too).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegressionMetrics {
+    /// Σ|e| / count
+    pub mae: Vec<Option<f64>>,
+    /// √(Σe² / count)
+    pub rmse: Vec<Option<f64>>,
+    /// Known targets per column.
+    pub support: Vec<u64>,
+    pub mean_mae: Option<f64>,
+    pub mean_rmse: Option<f64>,
+}
+
+impl RegressionMetrics {
+    /// Scores from the downloaded `[k, 2]` sums (Σ|e|, Σe²) and `[k]` counts.
+    pub fn from_sums(sums: &[f32], counts: &[u32], k: usize) -> Result<RegressionMetrics> {
+        if sums.len() != 2 * k || counts.len() != k {
+            return Err(Error::shape(format!(
+                "RegressionMetrics: {} sums and {} counts for {k} columns, expected {} and {k}",
+                sums.len(),
+                counts.len(),
+                2 * k
+            )));
+        }
+        let mut s = RegressionMetrics::default();
+        for (pair, &n) in sums.chunks_exact(2).zip(counts) {
+            let known = n > 0;
+            s.mae.push(known.then(|| pair[0] as f64 / n as f64));
+            s.rmse.push(known.then(|| (pair[1] as f64 / n as f64).sqrt()));
+            s.support.push(n as u64);
+        }
+        s.mean_mae = mean_defined(&s.mae);
+        s.mean_rmse = mean_defined(&s.rmse);
+        Ok(s)
+    }
+}
+
 /// Shows a score that may be undefined: the number, honouring the format's precision, or `n/a`,
 /// either one padded to the format's width (right-aligned unless the format says otherwise).
 /// `format!("{:>7.3}", OrNa(Some(0.5)))` is `"  0.500"`, with `None` it is `"    n/a"`.
@@ -216,6 +312,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConfusionParams>(), 16);
         assert_eq!(wgsl_struct_bytes(src, "ArgmaxParams"), std::mem::size_of::<ArgmaxParams>());
         assert_eq!(wgsl_struct_bytes(src, "ConfusionParams"), std::mem::size_of::<ConfusionParams>());
+        assert_eq!(wgsl_struct_bytes(src, "RegressionSumsParams"), std::mem::size_of::<RegressionSumsParams>());
     }
     #[test]
     fn label_metrics_by_hand() {

@@ -5,7 +5,7 @@
 //! Numerically sound forms only: the row maximum is subtracted before `exp`, `ln_1p` is used
 //! where its argument can be tiny, and BCE is written as a sum of non-negative softplus terms.
 
-use crate::kernels::loss::BceReduction;
+use crate::kernels::loss::{BceReduction, IGNORE_CLASS, MaskedReduction, RegressionLoss};
 
 /// `log(1 + e^z)` without overflow, accurate for any z.
 pub fn softplus(z: f64) -> f64 {
@@ -95,6 +95,95 @@ pub fn bce_logits(
             grad[i * k + j] = g / n;
         }
         loss[i] /= n;
+    }
+    (loss, grad)
+}
+
+/// One regression entry's loss and its derivative w.r.t. the prediction, for error
+/// `e = prediction − target` (PyTorch's `MSELoss`, `L1Loss`, `HuberLoss(delta)` per element):
+/// MSE `e²` and `2e`; L1 `|e|` and `sign(e)` (0 at 0); Huber `e²/2` and `e` for `|e| < δ`, else
+/// `δ·(|e| − δ/2)` and `δ·sign(e)`.
+pub fn regression_entry(kind: RegressionLoss, e: f64) -> (f64, f64) {
+    let sign = if e > 0.0 {
+        1.0
+    } else if e < 0.0 {
+        -1.0
+    } else {
+        0.0
+    };
+    match kind {
+        RegressionLoss::Mse => (e * e, 2.0 * e),
+        RegressionLoss::L1 => (e.abs(), sign),
+        RegressionLoss::Huber(d) => {
+            let d = d as f64;
+            if e.abs() < d { (0.5 * e * e, e) } else { (d * (e.abs() - 0.5 * d), d * sign) }
+        }
+    }
+}
+
+/// The normaliser of a head's loss over `known` known targets: the count (at least 1) for the
+/// mean, 1 for the sum.
+pub fn masked_normaliser(reduction: MaskedReduction, known: usize) -> f64 {
+    match reduction {
+        MaskedReduction::MeanKnown => known.max(1) as f64,
+        MaskedReduction::Sum => 1.0,
+    }
+}
+
+/// A regression head's loss over predictions and targets `[m, k]` (NaN target = unknown: no
+/// loss, no gradient), weighted by `w`: `loss_rows[i] = w·Σ_j l_ij / N`,
+/// `grad = w·∂l/∂prediction / N`, N from [`masked_normaliser`].
+pub fn regression(
+    preds: &[f64],
+    targets: &[f64],
+    m: usize,
+    k: usize,
+    kind: RegressionLoss,
+    reduction: MaskedReduction,
+    w: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(preds.len(), m * k, "regression: predictions have {} elements, not {m}x{k}", preds.len());
+    assert_eq!(targets.len(), m * k, "regression: targets have {} elements, not {m}x{k}", targets.len());
+    let n = masked_normaliser(reduction, targets.iter().filter(|y| !y.is_nan()).count());
+    let mut loss = vec![0.0; m];
+    let mut grad = vec![0.0; m * k];
+    for i in 0..m {
+        for j in 0..k {
+            let y = targets[i * k + j];
+            if y.is_nan() {
+                continue;
+            }
+            let (l, g) = regression_entry(kind, preds[i * k + j] - y);
+            loss[i] += l;
+            grad[i * k + j] = w * g / n;
+        }
+        loss[i] = w * loss[i] / n;
+    }
+    (loss, grad)
+}
+
+/// Softmax cross-entropy with unknown classes ([`IGNORE_CLASS`], −1 as u32: no loss, no
+/// gradient), weighted by `w`: the other rows as [`softmax_xent`] with the normaliser m replaced
+/// by N from [`masked_normaliser`] over the rows not ignored.
+pub fn softmax_xent_masked(
+    logits: &[f64],
+    targets: &[u32],
+    m: usize,
+    c: usize,
+    reduction: MaskedReduction,
+    w: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut loss, mut grad) = softmax_xent(logits, targets, m, c);
+    let n = masked_normaliser(reduction, targets.iter().filter(|&&t| t != IGNORE_CLASS).count());
+    // softmax_xent divided by m; undo that and divide by N instead
+    let f = w * m.max(1) as f64 / n;
+    for (i, &t) in targets.iter().enumerate() {
+        if t == IGNORE_CLASS {
+            loss[i] = 0.0;
+        } else {
+            loss[i] *= f;
+            grad[i * c..(i + 1) * c].iter_mut().for_each(|g| *g *= f);
+        }
     }
     (loss, grad)
 }

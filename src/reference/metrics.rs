@@ -1,4 +1,5 @@
-//! Classification counts in f64: argmax accuracy and per-label confusion counts.
+//! Metric counts in f64: argmax accuracy, per-label confusion counts, and a regression head's
+//! error sums.
 
 /// torch.argmax of one row: the first index of the maximum, a NaN counting as the maximum (the
 /// first NaN wins). `None` for an empty row.
@@ -45,4 +46,24 @@ pub fn label_confusion(logits: &[f64], targets: &[f64], m: usize, k: usize, thre
         }
     }
     counts
+}
+
+/// `(correct, known)` over the rows whose target is not
+/// [`IGNORE_CLASS`](crate::kernels::loss::IGNORE_CLASS): the ignored rows count in neither.
+pub fn argmax_known(logits: &[f64], targets: &[u32], m: usize, c: usize) -> (u32, u32) {
+    let known: Vec<usize> = (0..m).filter(|&r| targets[r] != crate::kernels::loss::IGNORE_CLASS).collect();
+    let correct = known.iter().filter(|&&r| argmax(&logits[r * c..(r + 1) * c]) == Some(targets[r] as usize)).count();
+    (correct as u32, known.len() as u32)
+}
+
+/// Per output column of `[m, k]` predictions and targets, over the known (non-NaN) targets:
+/// `(Σ|e|, Σe², count)`, e = prediction − target.
+pub fn regression_sums(preds: &[f64], targets: &[f64], m: usize, k: usize) -> Vec<(f64, f64, u32)> {
+    (0..k)
+        .map(|j| {
+            let errors: Vec<f64> =
+                (0..m).filter(|&i| !targets[i * k + j].is_nan()).map(|i| preds[i * k + j] - targets[i * k + j]).collect();
+            (errors.iter().map(|e| e.abs()).sum(), errors.iter().map(|e| e * e).sum(), errors.len() as u32)
+        })
+        .collect()
 }
