@@ -115,7 +115,6 @@ impl DropoutLaunch {
         self.dispatch.write_params(gpu, bytemuck::bytes_of(&self.params_at(offset, step)));
     }
     /// Stages the step number and offset as the current step's values (several steps per submission).
-    #[allow(dead_code)] // until the plan records dropout layers
     pub(crate) fn stage(&self, uniforms: &mut StepUniforms, offset: u32, step: u32) {
         uniforms.set(&self.dispatch, bytemuck::bytes_of(&self.params_at(offset, step)));
     }

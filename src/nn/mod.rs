@@ -20,6 +20,7 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
+pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
 pub use layer::{AddSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
 pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 

@@ -14,6 +14,7 @@
 //! `num_batches_tracked`) are never parameters here: the loaders ignore those no parameter names,
 //! and refuse one stored under a parameter's name.
 
+use super::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec};
 use super::{AddSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
 use crate::checkpoint::{
     self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
@@ -193,7 +194,8 @@ pub fn sequential_indices(layers: &[LayerSpec]) -> Vec<usize> {
     layers
         .iter()
         .map(|l| {
-            if spatial && !l.is_spatial() && !matches!(l, LayerSpec::GlobalAvgPool { .. }) {
+            // (a channel-last flatten is the flatten itself)
+            if spatial && !l.is_spatial() && !matches!(l, LayerSpec::GlobalAvgPool { .. } | LayerSpec::ChannelLast { .. }) {
                 idx += 1; // nn.Flatten
             }
             spatial = l.is_spatial();
@@ -238,6 +240,22 @@ fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
         }),
         LayerSpec::Add(a) => serde_json::json!({
             "type": "add", "features": a.features, "chw": a.chw, "activation": a.activation.name(), "part": part,
+        }),
+        LayerSpec::Dropout(d) => serde_json::json!({
+            "type": "dropout", "features": d.features, "chw": d.chw, "p": d.p, "part": part,
+        }),
+        LayerSpec::AdaptiveAvgPool2d(a) => serde_json::json!({
+            "type": "adaptive_avg_pool2d", "channels": a.channels, "height": a.height, "width": a.width,
+            "out_height": a.out_height, "out_width": a.out_width, "part": part,
+        }),
+        LayerSpec::ChannelLast { channels, height, width } => serde_json::json!({
+            "type": "channel_last", "channels": channels, "height": height, "width": width, "part": part,
+        }),
+        LayerSpec::ChannelMul(m) => serde_json::json!({
+            "type": "channel_mul", "channels": m.channels, "height": m.height, "width": m.width, "part": part,
+        }),
+        LayerSpec::Concat(c) => serde_json::json!({
+            "type": "concat", "channels": c.part_channels(), "height": c.height, "width": c.width, "part": part,
         }),
     }
 }
@@ -318,6 +336,18 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                 padding: num("padding")?,
             })
         };
+        let chw = || -> Result<Option<[usize; 3]>> {
+            match field("chw")? {
+                serde_json::Value::Null => Ok(None),
+                v => {
+                    let dims: Option<Vec<usize>> = v.as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect());
+                    match dims.as_deref() {
+                        Some(&[c, h, w]) => Ok(Some([c, h, w])),
+                        _ => Err(Error::format(path, format!("layer {i}: \"chw\" must be null or [C, H, W]"))),
+                    }
+                }
+            }
+        };
         let spec = match item.get("type").and_then(|t| t.as_str()).unwrap_or("dense") {
             "dense" => LayerSpec::Dense(DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation: activation()? }),
             "conv2d" => LayerSpec::Conv2d(Conv2dSpec {
@@ -350,6 +380,33 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                     }
                 };
                 LayerSpec::Add(AddSpec { features: num("features")?, chw, activation: activation()? })
+            }
+            "dropout" => {
+                let p = field("p")?
+                    .as_f64()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| Error::format(path, format!("layer {i}: \"p\" must be a number in [0, 1]")))?;
+                LayerSpec::Dropout(DropoutSpec { features: num("features")?, chw: chw()?, p: p as f32 })
+            }
+            "adaptive_avg_pool2d" => LayerSpec::AdaptiveAvgPool2d(AdaptivePoolSpec {
+                channels: num("channels")?,
+                height: num("height")?,
+                width: num("width")?,
+                out_height: num("out_height")?,
+                out_width: num("out_width")?,
+            }),
+            "channel_last" => LayerSpec::ChannelLast { channels: num("channels")?, height: num("height")?, width: num("width")? },
+            "channel_mul" => {
+                LayerSpec::ChannelMul(ChannelMulSpec { channels: num("channels")?, height: num("height")?, width: num("width")? })
+            }
+            "concat" => {
+                let parts: Option<Vec<usize>> = field("channels")?
+                    .as_array()
+                    .and_then(|a| a.iter().map(|c| c.as_u64().filter(|&c| c < (1 << 31)).map(|c| c as usize)).collect());
+                let parts = parts.ok_or_else(|| Error::format(path, format!("layer {i}: \"channels\" must list channel counts")))?;
+                let spec = ConcatSpec::new(&parts, num("height")?, num("width")?)
+                    .map_err(|e| Error::format(path, format!("layer {i}: {}", message(e))))?;
+                LayerSpec::Concat(spec)
             }
             other => return Err(Error::format(path, format!("layer {i}: unknown layer type {other:?}"))),
         };

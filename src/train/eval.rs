@@ -121,6 +121,8 @@ impl Evaluator {
             bce_tensors: bce,
             threshold: cfg.threshold,
             optimizer: None,
+            // an evaluation draws no dropout masks
+            seed: 0,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -172,6 +174,8 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
         bce_tensors: &bce_t,
         threshold: 0.5,
         optimizer: None,
+        // dropout's masks: seed 0 at step 1, offset 0 (the launches' initial values)
+        seed: 0,
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;

@@ -626,6 +626,7 @@ impl StepBuffers {
             bce_tensors: &self.bce,
             threshold: cfg.threshold,
             optimizer: None,
+            seed: cfg.seed,
         }
     }
 }

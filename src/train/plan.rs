@@ -25,9 +25,11 @@ use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
+use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::optim::OptimStep;
+use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 pub(crate) use crate::train::device_data::{DeviceData, Rows};
@@ -174,7 +176,28 @@ fn in_chw(spec: &LayerSpec) -> [usize; 3] {
         LayerSpec::GlobalAvgPool { channels, height, width } => [channels, height, width],
         LayerSpec::Dense(d) => [d.inputs, 1, 1],
         LayerSpec::Add(a) => a.chw.unwrap_or([a.features, 1, 1]),
+        LayerSpec::Dropout(d) => d.chw.unwrap_or([d.features, 1, 1]),
+        LayerSpec::AdaptiveAvgPool2d(a) => [a.channels, a.height, a.width],
+        LayerSpec::ChannelLast { channels, height, width } => [channels, height, width],
+        LayerSpec::ChannelMul(m) => [m.channels, m.height, m.width],
+        LayerSpec::Concat(c) => [c.channels[0], c.height, c.width],
     }
+}
+
+/// The adaptive pool's kernel shape for a batch of `rows`.
+fn adaptive_shape(a: &crate::nn::AdaptivePoolSpec, rows: usize) -> AdaptivePool2dShape {
+    AdaptivePool2dShape { n: rows, c: a.channels, h: a.height, w: a.width, oh: a.out_height, ow: a.out_width }
+}
+
+/// Where a layer reading several values writes value `v`'s gradient: `v`'s `da` if no reader
+/// wrote it yet, else the value's scratch, to be added into `da` (the second of the pair).
+fn grad_target(s: &Scratch, rows: usize, written: &mut [bool], v: usize) -> Result<(Tensor, Option<Tensor>)> {
+    let dv = opt_rows(&s.da[v - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?;
+    if !std::mem::replace(&mut written[v], true) {
+        return Ok((dv, None));
+    }
+    let tmp = opt_rows(&s.grad_tmp[v - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient scratch"))?;
+    Ok((tmp, Some(dv)))
 }
 
 /// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces.
@@ -185,6 +208,8 @@ pub(crate) type ConvScratches = Vec<Option<ConvScratch>>;
 pub(crate) enum Launch {
     Fixed(Dispatch),
     Batch(IndexedDispatch),
+    /// Dropout (forward or backward): its mask depends on the step number and the batch offset.
+    Step(DropoutLaunch),
 }
 
 impl Launch {
@@ -192,12 +217,13 @@ impl Launch {
         match self {
             Launch::Fixed(d) => d,
             Launch::Batch(b) => b.dispatch(),
+            Launch::Step(s) => s.dispatch(),
         }
     }
     fn batch(&self) -> Option<&IndexedDispatch> {
         match self {
-            Launch::Fixed(_) => None,
             Launch::Batch(b) => Some(b),
+            _ => None,
         }
     }
 }
@@ -205,6 +231,12 @@ impl Launch {
 impl From<Dispatch> for Launch {
     fn from(d: Dispatch) -> Launch {
         Launch::Fixed(d)
+    }
+}
+
+impl From<DropoutLaunch> for Launch {
+    fn from(d: DropoutLaunch) -> Launch {
+        Launch::Step(d)
     }
 }
 
@@ -236,6 +268,21 @@ impl Launches {
     pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
         self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
     }
+    fn per_step(&self) -> impl Iterator<Item = &DropoutLaunch> {
+        self.0.iter().filter_map(|l| match l {
+            Launch::Step(s) => Some(s),
+            _ => None,
+        })
+    }
+    /// Sets the step number and batch offset of the launches that read them (dropout's masks);
+    /// takes effect at the next submit.
+    fn set_step(&self, gpu: &Gpu, offset: usize, step: u32) {
+        self.per_step().for_each(|d| d.set(gpu, offset as u32, step));
+    }
+    /// Stages the step number and batch offset as the current step's (several steps per submission).
+    fn stage_step(&self, uniforms: &mut StepUniforms, offset: usize, step: u32) {
+        self.per_step().for_each(|d| d.stage(uniforms, offset as u32, step));
+    }
     /// Every launch's dispatch, in recording order.
     pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         self.0.iter().map(Launch::dispatch)
@@ -266,7 +313,8 @@ impl Input<'_> {
 /// `z[i]` first when the backward pass needs the pre-activation). Convolutions get their
 /// workspaces in `conv`, with the algorithm measured fastest for what the layer does (`lowest`:
 /// the lowest trainable layer of a training step, `None` for forward-only work); max pooling
-/// writes its argmax to `argmax[i]`.
+/// writes its argmax to `argmax[i]`. Dropout draws its masks from `seed` in a training step and
+/// is a copy in forward-only work.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
@@ -278,6 +326,7 @@ pub(crate) fn forward_dispatches(
     a: &[Tensor],
     argmax: &[Option<Tensor>],
     lowest: Option<usize>,
+    seed: u64,
     conv: &mut ConvScratches,
     out: &mut Launches,
 ) -> Result<()> {
@@ -342,6 +391,26 @@ pub(crate) fn forward_dispatches(
                 out.push(conv::global_avg_pool_forward_dispatch(gpu, &nchw(input, rows, in_chw(&spec))?, target)?)
             }
             LayerSpec::Add(_) => out.push(elementwise::add_act_dispatch(gpu, fused, input, value(src[1])?, target)?),
+            LayerSpec::Dropout(dr) => match lowest {
+                Some(_) => {
+                    out.push(layer_kernels::dropout_dispatch(gpu, layer_kernels::Dropout { p: dr.p, seed }, dr.features, input, target)?)
+                }
+                None => out.push(elementwise::copy_dispatch(gpu, input, target)?),
+            },
+            LayerSpec::AdaptiveAvgPool2d(ap) => {
+                let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
+                out.push(crate::kernels::pool::adaptive_avg_pool2d_forward_dispatch(gpu, &adaptive_shape(&ap, rows), &x4, &y4)?);
+            }
+            LayerSpec::ChannelLast { channels, height, width } => {
+                out.push(layer_kernels::channel_last_dispatch(gpu, channels, height * width, input, target)?)
+            }
+            LayerSpec::ChannelMul(m) => {
+                out.push(layer_kernels::channel_mul_dispatch(gpu, m.height * m.width, input, value(src[1])?, target)?)
+            }
+            LayerSpec::Concat(c) => {
+                let parts = src.iter().map(|&v| value(v)).collect::<Result<Vec<_>>>()?;
+                out.extend(layer_kernels::concat_dispatches(gpu, c.height * c.width, c.part_channels(), &parts, target)?);
+            }
         }
         if let Some(z) = &z[i] {
             out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
@@ -396,7 +465,7 @@ impl ForwardPlan {
             launches.extend(source_x.gathers(gpu, indices, x)?);
         }
         let mut conv = Vec::new();
-        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, None, &mut conv, &mut launches)?;
+        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, None, 0, &mut conv, &mut launches)?;
         Ok(ForwardPlan { launches, _conv: conv, output: a[upto - 1].clone() })
     }
 
@@ -437,6 +506,8 @@ pub(crate) struct PlanInputs<'a> {
     pub threshold: f32,
     /// The optimizer a training step ends with (`None`: the step stops at the gradients).
     pub optimizer: Option<&'a Optim>,
+    /// The run's seed: dropout's masks in a training step.
+    pub seed: u64,
 }
 
 impl Plan {
@@ -492,7 +563,7 @@ impl Plan {
             Mode::Train { lowest } => Some(lowest),
             Mode::Eval => None,
         };
-        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, lowest, &mut conv, &mut d)?;
+        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, lowest, p.seed, &mut conv, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
@@ -582,7 +653,7 @@ impl Plan {
                 };
                 // where the gradient for the value this layer reads goes, unless nothing below
                 // trains: its `da` if no other reader wrote it yet, else a scratch then added to it
-                let (below, accumulate) = if needs(src[0]) && !matches!(spec, LayerSpec::Add(_)) {
+                let (below, accumulate) = if needs(src[0]) && spec.input_widths().len() == 1 {
                     let dv = da_of(src[0])?;
                     let first_write = !std::mem::replace(&mut written[src[0]], true);
                     if first_write {
@@ -676,6 +747,60 @@ impl Plan {
                             });
                         }
                     }
+                    LayerSpec::Dropout(dr) => {
+                        // the same mask regenerated: the launch of the forward over dz
+                        if let Some(below) = &below {
+                            d.push(layer_kernels::dropout_dispatch(
+                                gpu,
+                                layer_kernels::Dropout { p: dr.p, seed: p.seed },
+                                dr.features,
+                                &dz,
+                                below,
+                            )?);
+                        }
+                    }
+                    LayerSpec::AdaptiveAvgPool2d(ap) => {
+                        if let Some(below) = &below {
+                            let (dy4, dx4) = (nchw(&dz, rows, chw_out)?, nchw(below, rows, chw_in)?);
+                            d.push(crate::kernels::pool::adaptive_avg_pool2d_backward_dispatch(
+                                gpu,
+                                &adaptive_shape(&ap, rows),
+                                &dy4,
+                                &dx4,
+                            )?);
+                        }
+                    }
+                    LayerSpec::ChannelLast { channels, height, width } => {
+                        if let Some(below) = &below {
+                            d.push(layer_kernels::channel_last_backward_dispatch(gpu, channels, height * width, &dz, below)?);
+                        }
+                    }
+                    LayerSpec::ChannelMul(m) => {
+                        let plane = m.height * m.width;
+                        if needs(src[0]) {
+                            let (t, add) = grad_target(s, rows, &mut written, src[0])?;
+                            d.push(layer_kernels::channel_mul_dispatch(gpu, plane, &dz, value(src[1]), &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                        if needs(src[1]) {
+                            let (t, add) = grad_target(s, rows, &mut written, src[1])?;
+                            d.push(layer_kernels::channel_mul_grad_dispatch(gpu, plane, &dz, value(src[0]), &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                    }
+                    LayerSpec::Concat(c) => {
+                        for (k, &v) in src.iter().enumerate().filter(|&(_, &v)| needs(v)) {
+                            let (t, add) = grad_target(s, rows, &mut written, v)?;
+                            d.push(layer_kernels::concat_backward_dispatch(gpu, c.height * c.width, c.part_channels(), k, &dz, &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                    }
                 }
                 if let (Some(tmp), Some(dv)) = (&below, &accumulate) {
                     d.push(elementwise::add_assign_dispatch(gpu, tmp, dv)?);
@@ -737,6 +862,7 @@ impl Plan {
     /// rate `lr`.
     pub(crate) fn stage(&self, uniforms: &mut StepUniforms, offset: usize, lr: f32, step: u32) -> Result<()> {
         self.launches.stage_offset(uniforms, offset)?;
+        self.launches.stage_step(uniforms, offset, step);
         self.update.iter().try_for_each(|u| u.stage(uniforms, lr, step))
     }
 
@@ -744,6 +870,7 @@ impl Plan {
     /// `offset`, the update's learning rate `lr` and step number `step`.
     pub(crate) fn set_step(&self, gpu: &Gpu, offset: usize, lr: f32, step: u32) -> Result<()> {
         self.launches.set_offset(gpu, offset)?;
+        self.launches.set_step(gpu, offset, step);
         self.update.iter().try_for_each(|u| u.set(gpu, lr, step))
     }
 
