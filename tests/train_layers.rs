@@ -11,11 +11,11 @@ use common::*;
 use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::kernels::Activation;
-use headswap::nn::{CnnBuilder, DenseSpec, HeadKind, Init, LayerSpec, Network, Trunk};
+use headswap::nn::{CnnBuilder, DenseSpec, DropoutSpec, Head, HeadKind, Init, LayerSpec, Network, Trunk};
 use headswap::reference::layers::dropout_mask;
 use headswap::reference::network::{RefLayer, RefLoss, forward_graph, loss, loss_and_grads_graph};
-use headswap::reference::optim::Adam;
-use headswap::train::{BceSettings, Optimizer, TrainConfig, Trainer, gradients, predict};
+use headswap::reference::optim::{Adam, Sgd};
+use headswap::train::{BceSettings, Freeze, Optimizer, ThreadGroup, TrainConfig, Trainer, gradients, predict};
 
 /// conv → squeeze-excite (pool, dense, dense, multiply) → concat(conv(x), x) → dropout →
 /// adaptive pool 3×2 → channel-last flatten → dense → dropout, over 2×6×5.
@@ -294,5 +294,84 @@ fn the_layers_survive_a_checkpoint() {
         assert_eq!(back.values().unwrap(), net.values().unwrap());
         let t = Trainer::new(&gpu, TrainConfig::default());
         assert_eq!(t.evaluate(&back, &c.data).unwrap().loss, t.evaluate(&net, &c.data).unwrap().loss);
+    }
+    // a head swapped for one with dropout, under torchvision's classifier names
+    let c = case(se_concat_trunk(0.0), 3, 10, 6);
+    let mut net = network(&c);
+    net.swap_head(Head::classes(4).dropout(0.2).module("classifier"), 1).unwrap();
+    let dir = TempDir::new("layers-head-ckpt");
+    let path = dir.path().join("head.safetensors");
+    net.save(&path, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let back = Network::load(&gpu, &path).unwrap();
+    assert_eq!(back.layers(), net.layers());
+    assert_eq!(back.module_names(), net.module_names());
+    assert_eq!(back.head_module(), Some("classifier"));
+    assert_eq!(back.values().unwrap(), net.values().unwrap());
+}
+
+#[test]
+fn a_head_with_dropout_draws_masks_on_cached_features() {
+    let gpu = gpu();
+    let c = case(torchvision_se_trunk(0.0), 3, 19, 6);
+    let width = c.trunk.layers.last().unwrap().outputs();
+    let make = || {
+        let head = Head::classes(3).dropout(0.4).module("classifier");
+        Network::from_trunk(&gpu, c.data.d, c.trunk.clone(), Init::KaimingUniform, head, 8).unwrap()
+    };
+    let net = make();
+    // torchvision's classifier: Sequential(Dropout(p), Linear) → classifier.1.weight
+    let names = net.module_names();
+    assert_eq!(&names[names.len() - 2..], ["classifier.0", "classifier.1"]);
+    assert!(net.param_names().contains(&"classifier.1.weight".to_string()), "{:?}", net.param_names());
+    assert!(matches!(net.layers()[names.len() - 2], LayerSpec::Dropout(d) if d.features == width && d.p == 0.4));
+    let err = Network::from_trunk(&gpu, c.data.d, c.trunk.clone(), Init::KaimingUniform, Head::classes(3).dropout(2.0), 8);
+    assert!(err.is_err());
+
+    // only the head's Linear trains, on the trunk's cached features; its dropout still draws a
+    // mask per step, as the reference trainer does
+    let cfg = TrainConfig { optimizer: Optimizer::sgd(0.1).momentum(0.9), batch_size: 8, seed: 3, ..TrainConfig::default() };
+    let mut net = make();
+    let values = net.values().unwrap();
+    let report = Trainer::new(&gpu, cfg).fine_tune(&mut net, &c.data, Freeze::Trunk, 2).unwrap();
+    assert!(report.cached_features);
+    let specs = net.layers();
+    let mults: Vec<Option<f64>> = (0..specs.len()).map(|i| (i == specs.len() - 1).then_some(1.0)).collect();
+    let sgd = Sgd { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 0.0, nesterov: false };
+    let want = reference_train(&specs, net.sources(), &values, &c.data, RefOpt::Sgd(sgd), &mults, 8, 2, 3);
+    let top = specs.len() - 1;
+    let got = net.values().unwrap();
+    assert_close("head weight", &got[top].0, &want[top].0, Tolerance::F32);
+    assert_close("head bias", &got[top].1, &want[top].1, Tolerance::F32);
+    // without the masks the head would have ended elsewhere
+    let no_masks: Vec<LayerSpec> =
+        specs.iter().map(|s| if let LayerSpec::Dropout(d) = s { LayerSpec::Dropout(DropoutSpec { p: 0.0, ..*d }) } else { *s }).collect();
+    let identity = reference_train(&no_masks, net.sources(), &values, &c.data, RefOpt::Sgd(sgd), &mults, 8, 2, 3);
+    assert!(got[top].0.iter().zip(&identity[top].0).any(|(a, b)| (*a as f64 - b).abs() > 1e-3), "the head's dropout did nothing");
+}
+
+#[test]
+fn replicas_draw_the_masks_of_one_trainer() {
+    let gpu = gpu();
+    let c = case(se_concat_trunk(0.3), 3, 37, 9);
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 16, seed: 4, ..TrainConfig::default() };
+    let run = |replica: Option<ThreadGroup>| {
+        let mut net = network(&c);
+        let mut t = Trainer::new(&gpu, cfg.clone());
+        if let Some(r) = replica {
+            t = t.with_replicas(r);
+        }
+        t.fit(&mut net, &c.data, 2).unwrap();
+        net.values().unwrap()
+    };
+    let alone = run(None);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::new(2).unwrap().into_iter().map(|r| s.spawn(|| run(Some(r)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results[0] == results[1], "the replicas differ");
+    for (l, ((aw, _), (rw, _))) in alone.iter().zip(&results[0]).enumerate() {
+        let scale = aw.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
+        let worst = aw.iter().zip(rw).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+        assert!(worst <= 1e-5 * scale, "layer {l}: replicas differ from one trainer by {worst:e} (scale {scale:e})");
     }
 }
