@@ -328,8 +328,10 @@ impl AdaptivePool2dShape {
         ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.oh > 0 && s.ow > 0, op, || {
             format!("every size must be positive: {} images of {} channels, {}×{} to {}×{}", s.n, s.c, s.h, s.w, s.oh, s.ow)
         })?;
-        u32_of(s.x_shape().iter().product(), op, "N·C·H·W")?;
-        u32_of(s.y_shape().iter().product(), op, "N·C·OH·OW")?;
+        // checked: the sizes may come from a checkpoint
+        let volume = |d: [usize; 4]| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
+        u32_of(volume(s.x_shape()), op, "N·C·H·W")?;
+        u32_of(volume(s.y_shape()), op, "N·C·OH·OW")?;
         // (i + 1)·out + out in the window arithmetic
         u32_of((s.h + 1) * (s.oh + 1), op, "(H + 1)·(OH + 1)")?;
         u32_of((s.w + 1) * (s.ow + 1), op, "(W + 1)·(OW + 1)")?;

@@ -331,9 +331,7 @@ impl LayerSpec {
             LayerSpec::AdaptiveAvgPool2d(a) => {
                 format!("adaptive_avg_pool2d {}×{}×{} → {}×{}×{}", a.channels, a.height, a.width, a.channels, a.out_height, a.out_width)
             }
-            LayerSpec::ChannelLast { channels, height, width } => {
-                format!("channel_last {channels}×{height}×{width} → {}", channels * height * width)
-            }
+            LayerSpec::ChannelLast { channels, height, width } => format!("channel_last {channels}×{height}×{width} → [H, W, C] row"),
             LayerSpec::ChannelMul(m) => format!("channel_mul {}×{}×{} by {}", m.channels, m.height, m.width, m.channels),
             LayerSpec::Concat(c) => {
                 let parts: Vec<String> = c.part_channels().iter().map(usize::to_string).collect();
@@ -356,7 +354,7 @@ impl LayerSpec {
             LayerSpec::Add(a) if a.features == 0 || a.chw.is_some_and(|[c, h, w]| c * h * w != a.features) => {
                 Err(Error::invalid(format!("{}: the shape must be non-empty and hold {} features", self.describe(), a.features)))
             }
-            LayerSpec::Dropout(d) if d.features == 0 || d.chw.is_some_and(|[c, h, w]| c * h * w != d.features) => {
+            LayerSpec::Dropout(d) if !indexable(&[d.features]) || d.chw.is_some_and(|chw| volume(&chw) != Some(d.features)) => {
                 Err(Error::invalid(format!("{}: the shape must be non-empty and hold {} features", self.describe(), d.features)))
             }
             LayerSpec::Dropout(d) if !(0.0..=1.0).contains(&d.p) => {
@@ -371,16 +369,37 @@ impl LayerSpec {
                 ow: a.out_width,
             }
             .validate(),
-            LayerSpec::ChannelLast { channels, height, width } if channels * height * width == 0 => {
-                Err(Error::invalid("channel_last over an empty input"))
+            LayerSpec::ChannelLast { channels, height, width } if !indexable(&[channels, height, width]) => {
+                Err(Error::invalid(format!("{}: an empty input, or one beyond 32-bit indices", self.describe())))
             }
-            LayerSpec::ChannelMul(m) if m.channels * m.height * m.width == 0 => Err(Error::invalid("channel_mul over an empty input")),
-            LayerSpec::Concat(c) if !(2..=MAX_CONCAT).contains(&c.parts) || c.part_channels().contains(&0) || c.height * c.width == 0 => {
+            LayerSpec::ChannelMul(m) if !indexable(&[m.channels, m.height, m.width]) => {
+                Err(Error::invalid(format!("{}: an empty input, or one beyond 32-bit indices", self.describe())))
+            }
+            LayerSpec::Concat(c)
+                if !(2..=MAX_CONCAT).contains(&c.parts)
+                    || c.part_channels().contains(&0)
+                    || !indexable(&[
+                        c.part_channels().iter().try_fold(0usize, |a, &b| a.checked_add(b)).unwrap_or(0),
+                        c.height,
+                        c.width,
+                    ]) =>
+            {
                 Err(Error::invalid(format!("concat of {} parts: 2 to {MAX_CONCAT} non-empty parts of the same non-empty plane", c.parts)))
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The product of `dims`, `None` where it overflows.
+fn volume(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Whether the product of `dims` is positive and fits the kernels' 32-bit indices (checked
+/// before any other arithmetic on them: a checkpoint's layer sizes are untrusted).
+fn indexable(dims: &[usize]) -> bool {
+    volume(dims).is_some_and(|v| v > 0 && v <= u32::MAX as usize)
 }
 
 /// Builds a convolutional trunk over `[channels, height, width]` images, layer by layer, each

@@ -829,3 +829,39 @@ impl Network {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod layer_json_tests {
+    use super::*;
+
+    fn one_layer(item: &str) -> String {
+        format!(r#"[{item}, {{"type": "dense", "inputs": 4, "outputs": 2, "activation": "identity", "part": "head"}}]"#)
+    }
+
+    #[test]
+    fn the_parameter_free_layers_refuse_bad_sizes_without_panicking() {
+        let big = (1u64 << 31) - 1;
+        let bad = [
+            format!(r#"{{"type": "dropout", "features": {big}, "chw": [{big}, {big}, {big}], "p": 0.5, "part": "trunk"}}"#),
+            r#"{"type": "dropout", "features": 4, "chw": null, "p": 1.5, "part": "trunk"}"#.to_string(),
+            r#"{"type": "dropout", "features": 4, "chw": null, "part": "trunk"}"#.to_string(),
+            format!(r#"{{"type": "channel_last", "channels": {big}, "height": {big}, "width": {big}, "part": "trunk"}}"#),
+            format!(r#"{{"type": "channel_mul", "channels": {big}, "height": {big}, "width": 0, "part": "trunk"}}"#),
+            format!(
+                r#"{{"type": "adaptive_avg_pool2d", "channels": {big}, "height": {big}, "width": {big}, "out_height": 1, "out_width": 1, "part": "trunk"}}"#
+            ),
+            r#"{"type": "adaptive_avg_pool2d", "channels": 1, "height": 2, "width": 2, "out_height": 0, "out_width": 1, "part": "trunk"}"#
+                .to_string(),
+            format!(r#"{{"type": "concat", "channels": [{big}, {big}], "height": {big}, "width": {big}, "part": "trunk"}}"#),
+            r#"{"type": "concat", "channels": [1, 1, 1, 1, 1], "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+            r#"{"type": "concat", "channels": [4], "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+            r#"{"type": "concat", "channels": "4", "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+        ];
+        for item in bad {
+            assert!(parse_layers("f", &one_layer(&item)).is_err(), "{item} was accepted");
+        }
+        let good = r#"{"type": "dropout", "features": 4, "chw": [1, 2, 2], "p": 0.25, "part": "trunk"}"#;
+        let layers = parse_layers("f", &one_layer(good)).unwrap();
+        assert_eq!(layers.trunk.layers[0], LayerSpec::Dropout(DropoutSpec { features: 4, chw: Some([1, 2, 2]), p: 0.25 }));
+    }
+}
