@@ -11,7 +11,9 @@ use common::*;
 use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::kernels::Activation;
-use headswap::nn::{CnnBuilder, DenseSpec, DropoutSpec, Head, HeadKind, Init, LayerSpec, Network, Trunk};
+use headswap::nn::{
+    AdaptivePoolSpec, CnnBuilder, ConcatSpec, Conv2dSpec, DenseSpec, DropoutSpec, Head, HeadKind, Init, LayerSpec, Network, Trunk,
+};
 use headswap::reference::layers::dropout_mask;
 use headswap::reference::network::{RefLayer, RefLoss, forward_graph, loss, loss_and_grads_graph};
 use headswap::reference::optim::{Adam, Sgd};
@@ -33,13 +35,19 @@ fn se_concat_trunk(p: f32) -> Trunk {
         .unwrap()
 }
 
-/// torchvision's SqueezeExcitation: AdaptiveAvgPool2d(1), 1×1 conv, ReLU, 1×1 conv,
-/// Hardsigmoid, multiply; then a concat of two branches and a channel-last flatten.
+/// torchvision's SqueezeExcitation: AdaptiveAvgPool2d(1), 1×1 conv, ReLU, 1×1 conv, sigmoid,
+/// multiply; then a concat of four branches and a channel-last flatten.
 fn torchvision_se_trunk(p: f32) -> Trunk {
     CnnBuilder::new(3, 5, 4)
         .conv(4, 3, 1, 1, Activation::Relu)
         .squeeze_excite(|b| b.adaptive_avg_pool(1, 1).conv(2, 1, 1, 0, Activation::Relu).conv(4, 1, 1, 0, Activation::Sigmoid))
-        .concat(|b| b.conv(2, 1, 1, 0, Activation::Tanh), |b| b.conv(3, 3, 1, 1, Activation::Tanh))
+        // four parts: two convolutions and x twice (its gradient gathered from four readers)
+        .concat_branches(vec![
+            Box::new(|b: CnnBuilder| b.conv(2, 1, 1, 0, Activation::Tanh)),
+            Box::new(|b: CnnBuilder| b),
+            Box::new(|b: CnnBuilder| b.conv(3, 3, 1, 1, Activation::Tanh)),
+            Box::new(|b: CnnBuilder| b),
+        ])
         .adaptive_avg_pool(2, 3)
         .dropout(p)
         .channel_last()
@@ -174,9 +182,37 @@ fn the_builder_wires_squeeze_excite_and_concat() {
     // a convolution reading a dense layer's output is still refused
     let err = CnnBuilder::new(1, 4, 4).dense(16, Activation::Relu).conv(1, 3, 1, 1, Activation::Relu).build_graph().unwrap_err();
     assert!(err.to_string().contains("must come before the dense layers"), "{err}");
-    // parts of different heights do not concatenate
+    // parts of different heights do not concatenate, even where their sizes agree
     let err = CnnBuilder::new(2, 6, 6).concat(|b| b.conv(2, 3, 2, 1, Activation::Relu), |b| b).build_graph();
     assert!(err.is_err());
+    // a 2×3 plane and a 3×2 one have the same size: still refused
+    let conv = LayerSpec::Conv2d(Conv2dSpec {
+        in_channels: 1,
+        height: 2,
+        width: 3,
+        out_channels: 2,
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+        activation: Activation::Identity,
+        bias: true,
+    });
+    let pool = LayerSpec::AdaptiveAvgPool2d(AdaptivePoolSpec { channels: 2, height: 2, width: 3, out_height: 3, out_width: 2 });
+    let cat = LayerSpec::Concat(ConcatSpec::new(&[2, 2], 2, 3).unwrap());
+    let trunk = Trunk { layers: vec![conv, pool, cat], sources: vec![vec![0], vec![1], vec![1, 2]], names: vec![None; 3] };
+    let err = Network::from_trunk(&gpu(), 6, trunk.clone(), Init::KaimingUniform, Head::classes(2), 1).unwrap_err();
+    assert!(err.to_string().contains("planes"), "{err}");
+    let fine = Trunk { sources: vec![vec![0], vec![1], vec![1, 1]], ..trunk };
+    Network::from_trunk(&gpu(), 6, fine, Init::KaimingUniform, Head::classes(2), 1).unwrap();
+    let t = CnnBuilder::new(2, 4, 4).concat_branches(vec![
+        Box::new(|b: CnnBuilder| b),
+        Box::new(|b: CnnBuilder| b),
+        Box::new(|b: CnnBuilder| b),
+        Box::new(|b: CnnBuilder| b),
+        Box::new(|b: CnnBuilder| b),
+    ]);
+    let err = t.build_graph().unwrap_err();
+    assert!(err.to_string().contains("2 to 4"), "{err}");
     // dropout's probability is checked
     let err = CnnBuilder::new(2, 4, 4).dropout(1.5).build_graph().unwrap_err();
     assert!(err.to_string().contains("[0, 1]"), "{err}");
@@ -374,4 +410,19 @@ fn replicas_draw_the_masks_of_one_trainer() {
         let worst = aw.iter().zip(rw).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
         assert!(worst <= 1e-5 * scale, "layer {l}: replicas differ from one trainer by {worst:e} (scale {scale:e})");
     }
+}
+
+#[test]
+fn a_resumed_run_draws_the_masks_of_the_uninterrupted_one() {
+    let gpu = gpu();
+    let c = case(se_concat_trunk(0.4), 3, 20, 11);
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 2, ..TrainConfig::default() };
+    let mut straight = network(&c);
+    Trainer::new(&gpu, cfg.clone()).fit(&mut straight, &c.data, 3).unwrap();
+    let mut first = network(&c);
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    trainer.fit(&mut first, &c.data, 1).unwrap();
+    let state = trainer.training_state().unwrap().clone();
+    Trainer::new(&gpu, cfg).resume(&mut first, &c.data, &state, 3).unwrap();
+    assert_eq!(first.values().unwrap(), straight.values().unwrap(), "the resumed run drew other masks");
 }

@@ -702,23 +702,36 @@ impl CnnBuilder {
 
     /// The concatenation along channels of two branches that both start at the running output:
     /// `cat(first(x), second(x))` (a branch that adds nothing is `x` itself, DenseNet's
-    /// `cat(x, f(x))`). Both must keep the height and width; nest for more parts.
+    /// `cat(x, f(x))`). Both must keep the height and width; see
+    /// [`concat_branches`](Self::concat_branches) for more.
     pub fn concat(self, first: impl FnOnce(CnnBuilder) -> CnnBuilder, second: impl FnOnce(CnnBuilder) -> CnnBuilder) -> CnnBuilder {
+        self.concat_branches(vec![Box::new(first), Box::new(second)])
+    }
+
+    /// The concatenation along channels of 2 to [`MAX_CONCAT`] branches that all start at the
+    /// running output, in order (an Inception block's `torch.cat([b1(x), b2(x), b3(x), b4(x)], 1)`).
+    /// Every branch must keep the height and width (checked by
+    /// [`build_graph`](Self::build_graph), as is the number of branches).
+    #[allow(clippy::type_complexity)]
+    pub fn concat_branches<'a>(self, branches: Vec<Box<dyn FnOnce(CnnBuilder) -> CnnBuilder + 'a>>) -> CnnBuilder {
         let (input, shape) = (self.current, self.shape);
-        let a = first(self);
-        let (va, shape_a) = (a.current, a.shape);
-        let mut b = a;
-        b.current = input;
-        b.shape = shape;
-        b.flat = None;
-        let mut b = second(b);
-        let (vb, shape_b) = (b.current, b.shape);
-        let spec = ConcatSpec { channels: [shape_a[0], shape_b[0], 0, 0], parts: 2, height: shape_a[1], width: shape_a[2] };
-        if shape_a[1..] != shape_b[1..] {
-            // reported by build_graph's wiring check: the second part's width differs
-            b.shape = shape_a;
+        let mut b = self;
+        let mut parts = Vec::new();
+        for branch in branches {
+            b.current = input;
+            b.shape = shape;
+            b.flat = None;
+            b = branch(b);
+            parts.push((b.current, b.shape));
         }
-        b.push_from(LayerSpec::Concat(spec), vec![va, vb])
+        let mut channels = [0; MAX_CONCAT];
+        for (c, (_, s)) in channels.iter_mut().zip(&parts) {
+            *c = s[0];
+        }
+        let [_, h, w] = parts.first().map_or(shape, |p| p.1);
+        // more than MAX_CONCAT parts, or none, is reported by build_graph (the layer's validate)
+        let spec = ConcatSpec { channels, parts: parts.len(), height: h, width: w };
+        b.push_from(LayerSpec::Concat(spec), parts.iter().map(|p| p.0).collect())
     }
 
     /// A dense layer over the flattened output so far.
@@ -803,6 +816,20 @@ pub fn check_wiring(layers: &[LayerSpec], sources: &[Vec<usize>], input: usize) 
             if width(v) != takes {
                 let what = if v == 0 { "the input".to_string() } else { format!("layer {}", v - 1) };
                 return Err(Error::shape(format!("layer {i} ({}) takes {takes} inputs, {what} gives {}", l.describe(), width(v))));
+            }
+        }
+        // the parts of a concat and the input of a channel multiply have the layer's planes
+        // (equal widths alone would let a 2×3 plane pass for a 3×2 one)
+        let planes: Vec<[usize; 3]> = match *l {
+            LayerSpec::Concat(c) => c.part_channels().iter().map(|&k| [k, c.height, c.width]).collect(),
+            LayerSpec::ChannelMul(m) => vec![[m.channels, m.height, m.width]],
+            _ => Vec::new(),
+        };
+        for (&v, want) in src.iter().zip(&planes) {
+            if let Some(got) = v.checked_sub(1).and_then(|j| layers[j].out_chw())
+                && got != *want
+            {
+                return Err(Error::shape(format!("layer {i} ({}) takes {want:?} planes, layer {} gives {got:?}", l.describe(), v - 1)));
             }
         }
     }

@@ -146,7 +146,8 @@ impl Evaluator {
 
 /// The loss gradients of every layer for one batch holding all of `data` (no update): what
 /// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
-/// per layer, trunk then head, and the batch loss.
+/// per layer, trunk then head, and the batch loss. Dropout layers draw the masks of seed 0 at
+/// step 1 for rows at positions 0.. (`reference::layers::dropout_mask(0, 1, 0, ..)`).
 pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
     validate_bce(bce)?;
     check_fits(net, data)?;
