@@ -14,6 +14,8 @@
 //   avg_pool_backward         1 dy (r), 2 dx (rw)
 //   global_avg_pool_forward   1 x (r), 2 y (rw)               override SLICES
 //   global_avg_pool_backward  1 dy (r), 2 dx (rw)
+//   adaptive_avg_pool_forward  1 x (r), 2 y (rw)                PyTorch's AdaptiveAvgPool2d((OH, OW))
+//   adaptive_avg_pool_backward 1 dy (r), 2 dx (rw)
 //
 // Every output is computed by one invocation (or one fixed set of slices), summing in a fixed
 // order; no atomics, so the same input gives bit-identical output on the same adapter. The
@@ -211,4 +213,65 @@ fn global_avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     let i = flat_index(gid, nwg, WG);
     if i >= p.total { return; }
     out2[i] = in1[i / (p.h * p.w)] * p.scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adaptive average pooling (PyTorch's AdaptiveAvgPool2d((OH, OW))): output row oy averages input
+// rows [⌊oy·H/OH⌋, ⌈(oy+1)·H/OH⌉), columns likewise; windows may overlap and differ in size.
+// Params: n, c, h, w, oh, ow, total (outputs for the forward, inputs for the backward).
+
+fn adaptive_start(o: u32, size: u32, out: u32) -> u32 {
+    return (o * size) / out;
+}
+
+fn adaptive_end(o: u32, size: u32, out: u32) -> u32 {
+    return ((o + 1u) * size + out - 1u) / out;
+}
+
+@compute @workgroup_size(64)
+fn adaptive_avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let plane = p.oh * p.ow;
+    let s = i % plane;
+    let oy = s / p.ow;
+    let ox = s - oy * p.ow;
+    let base = (i / plane) * p.h * p.w;
+    let y0 = adaptive_start(oy, p.h, p.oh);
+    let y1 = adaptive_end(oy, p.h, p.oh);
+    let x0 = adaptive_start(ox, p.w, p.ow);
+    let x1 = adaptive_end(ox, p.w, p.ow);
+    var sum = 0.0;
+    for (var iy = y0; iy < y1; iy++) {
+        for (var ix = x0; ix < x1; ix++) {
+            sum += in1[base + iy * p.w + ix];
+        }
+    }
+    out2[i] = sum / f32((y1 - y0) * (x1 - x0));
+}
+
+// dx[n, c, iy, ix] = Σ dy[n, c, oy, ox] / area(oy, ox) over the windows holding (iy, ix): rows
+// oy from ⌊iy·OH/H⌋ to ⌊((iy+1)·OH − 1)/H⌋ (the windows are contiguous runs), columns likewise.
+@compute @workgroup_size(64)
+fn adaptive_avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, WG);
+    if i >= p.total { return; }
+    let hw = p.h * p.w;
+    let j = i % hw;
+    let iy = j / p.w;
+    let ix = j - iy * p.w;
+    let base = (i / hw) * p.oh * p.ow;
+    let oy0 = (iy * p.oh) / p.h;
+    let oy1 = min(p.oh, ((iy + 1u) * p.oh - 1u) / p.h + 1u);
+    let ox0 = (ix * p.ow) / p.w;
+    let ox1 = min(p.ow, ((ix + 1u) * p.ow - 1u) / p.w + 1u);
+    var g = 0.0;
+    for (var oy = oy0; oy < oy1; oy++) {
+        let rows = adaptive_end(oy, p.h, p.oh) - adaptive_start(oy, p.h, p.oh);
+        for (var ox = ox0; ox < ox1; ox++) {
+            let cols = adaptive_end(ox, p.w, p.ow) - adaptive_start(ox, p.w, p.ow);
+            g += in1[base + oy * p.ow + ox] / f32(rows * cols);
+        }
+    }
+    out2[i] = g;
 }

@@ -21,6 +21,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gather;
+pub mod layers;
 pub mod loss;
 pub mod matmul;
 pub mod metrics;

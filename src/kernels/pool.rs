@@ -350,6 +350,111 @@ pub fn global_avg_pool_backward(gpu: &Gpu, dy: &Tensor, dx: &mut Tensor) -> Resu
     gpu.run("global_avg_pool_backward", &[&global_avg_pool_backward_dispatch(gpu, dy, dx)?])
 }
 
+pub(crate) const ADAPTIVE_AVG_POOL_FORWARD: Kernel =
+    Kernel { source: &source::POOL, entry: "adaptive_avg_pool_forward", bindings: &[R, RW] };
+pub(crate) const ADAPTIVE_AVG_POOL_BACKWARD: Kernel =
+    Kernel { source: &source::POOL, entry: "adaptive_avg_pool_backward", bindings: &[R, RW] };
+
+/// PyTorch's `AdaptiveAvgPool2d((oh, ow))` over `n` images of `c` channels, `h × w`: output row
+/// `oy` averages input rows `[⌊oy·h/oh⌋, ⌈(oy+1)·h/oh⌉)`, columns likewise (windows may overlap
+/// and differ in size; `oh = ow = 1` is global average pooling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AdaptivePool2dShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl AdaptivePool2dShape {
+    /// `[N, C, H, W]`
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+    /// `[N, C, OH, OW]`
+    pub fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.oh, self.ow]
+    }
+
+    /// `Err(Shape)` unless every size is positive and the indices fit 32 bits.
+    pub fn validate(&self) -> Result<()> {
+        let op = "adaptive_avg_pool2d";
+        let s = self;
+        ensure(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0 && s.oh > 0 && s.ow > 0, op, || {
+            format!("every size must be positive: {} images of {} channels, {}×{} to {}×{}", s.n, s.c, s.h, s.w, s.oh, s.ow)
+        })?;
+        // checked: the sizes may come from a checkpoint
+        let volume = |d: [usize; 4]| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
+        u32_of(volume(s.x_shape()), op, "N·C·H·W")?;
+        u32_of(volume(s.y_shape()), op, "N·C·OH·OW")?;
+        // (i + 1)·out + out in the window arithmetic
+        u32_of((s.h + 1) * (s.oh + 1), op, "(H + 1)·(OH + 1)")?;
+        u32_of((s.w + 1) * (s.ow + 1), op, "(W + 1)·(OW + 1)")?;
+        Ok(())
+    }
+
+    /// The largest window along each axis: `⌈h/oh⌉ + 1` rows at most (one more where the
+    /// windows straddle), columns likewise.
+    fn largest_window(&self) -> (usize, usize) {
+        (self.h.div_ceil(self.oh) + 1, self.w.div_ceil(self.ow) + 1)
+    }
+
+    /// Outputs whose windows hold one input element, per axis, at most.
+    fn largest_reach(&self) -> (usize, usize) {
+        (self.oh.div_ceil(self.h) + 1, self.ow.div_ceil(self.w) + 1)
+    }
+
+    fn params(&self, total: usize) -> WindowParams {
+        WindowParams {
+            n: self.n as u32,
+            c: self.c as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            oh: self.oh as u32,
+            ow: self.ow as u32,
+            total: total as u32,
+            ..WindowParams::default()
+        }
+    }
+}
+
+/// Builds adaptive average pooling: y `[N, C, OH, OW]` from x `[N, C, H, W]`.
+pub fn adaptive_avg_pool2d_forward_dispatch(gpu: &Gpu, shape: &AdaptivePool2dShape, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let op = "adaptive_avg_pool2d_forward";
+    shape.validate()?;
+    ensure_f32(x, &shape.x_shape(), op, "x")?;
+    ensure_f32(y, &shape.y_shape(), op, "y")?;
+    let (rows, cols) = shape.largest_window();
+    ensure_loop_budget(op, super::window::nest_cost(rows, cols), || format!("a {rows}×{cols} window"))?;
+    let total = y.len();
+    Dispatch::new(gpu, ADAPTIVE_AVG_POOL_FORWARD, &[], bytemuck::bytes_of(&shape.params(total)), &[x, y], groups_1d(total, WG))
+}
+
+/// Adaptive average pooling, run at once.
+pub fn adaptive_avg_pool2d_forward(gpu: &Gpu, shape: &AdaptivePool2dShape, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    gpu.run("adaptive_avg_pool2d_forward", &[&adaptive_avg_pool2d_forward_dispatch(gpu, shape, x, y)?])
+}
+
+/// Builds the adaptive-average-pool gradient: each input element gathers `dy / area` of the
+/// windows holding it (dx is overwritten).
+pub fn adaptive_avg_pool2d_backward_dispatch(gpu: &Gpu, shape: &AdaptivePool2dShape, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "adaptive_avg_pool2d_backward";
+    shape.validate()?;
+    ensure_f32(dy, &shape.y_shape(), op, "dy")?;
+    ensure_f32(dx, &shape.x_shape(), op, "dx")?;
+    let (rows, cols) = shape.largest_reach();
+    ensure_loop_budget(op, super::window::nest_cost(rows, cols), || format!("{rows}×{cols} windows per input element"))?;
+    let total = dx.len();
+    Dispatch::new(gpu, ADAPTIVE_AVG_POOL_BACKWARD, &[], bytemuck::bytes_of(&shape.params(total)), &[dy, dx], groups_1d(total, WG))
+}
+
+/// The adaptive-average-pool gradient, run at once.
+pub fn adaptive_avg_pool2d_backward(gpu: &Gpu, shape: &AdaptivePool2dShape, dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+    gpu.run("adaptive_avg_pool2d_backward", &[&adaptive_avg_pool2d_backward_dispatch(gpu, shape, dy, dx)?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub const WINDOW_WGSL: &str = include_str!("../../shaders/window.wgsl");
 pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
+pub const LAYERS_WGSL: &str = include_str!("../../shaders/layers.wgsl");
 
 pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
 /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
@@ -31,3 +32,4 @@ pub static GATHER: ShaderSource = ShaderSource { name: "gather.wgsl", parts: &[C
 pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, CONV_WGSL] };
 pub static POOL: ShaderSource = ShaderSource { name: "pool.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, POOL_WGSL] };
 pub static NORM: ShaderSource = ShaderSource { name: "norm.wgsl", parts: &[COMMON_WGSL, NORM_WGSL] };
+pub static LAYERS: ShaderSource = ShaderSource { name: "layers.wgsl", parts: &[COMMON_WGSL, LAYERS_WGSL] };

@@ -100,6 +100,77 @@ impl BatchNormSpec {
     }
 }
 
+/// Dropout (PyTorch's `nn.Dropout(p)`): in training each element is kept with probability
+/// `1 − p` and scaled by `1/(1 − p)`, the mask a hash on the GPU of the run's seed
+/// ([`TrainConfig::seed`](crate::train::TrainConfig)), the step number and the element's
+/// position ([`crate::kernels::layers`]); the identity in evaluation, prediction and cached
+/// features.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropoutSpec {
+    /// Features per example of the input and the output.
+    pub features: usize,
+    /// The `[C, H, W]` where the input is spatial, else `None`.
+    pub chw: Option<[usize; 3]>,
+    /// The probability of dropping an element, in [0, 1].
+    pub p: f32,
+}
+
+/// PyTorch's `AdaptiveAvgPool2d((out_height, out_width))` over `[channels, height, width]`
+/// inputs: output row `i` averages input rows `[⌊i·H/oh⌋, ⌈(i+1)·H/oh⌉)`, columns likewise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptivePoolSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+/// The channel-wise multiply of squeeze-excite: `y[c, h, w] = x[c, h, w] · s[c]`, `x` the
+/// layer's first value (`[channels, height, width]`) and `s` its second (`channels` features,
+/// or `[channels, 1, 1]`), each example its own scales. Which values it reads is the network's
+/// wiring, as for [`AddSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelMulSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// The most values one [`ConcatSpec`] joins.
+pub const MAX_CONCAT: usize = 4;
+
+/// The concatenation along channels (`torch.cat(dim=1)`) of 2 to [`MAX_CONCAT`] values of the same
+/// `height × width`, value `k` of `channels[k]` channels, in the order the wiring lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcatSpec {
+    /// The channels of each part; only the first `parts` count.
+    pub channels: [usize; MAX_CONCAT],
+    pub parts: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ConcatSpec {
+    /// A concatenation of parts of `channels` channels each (2 to [`MAX_CONCAT`] of them).
+    pub fn new(channels: &[usize], height: usize, width: usize) -> Result<ConcatSpec> {
+        if !(2..=MAX_CONCAT).contains(&channels.len()) {
+            return Err(Error::invalid(format!("concat joins 2 to {MAX_CONCAT} values, not {}", channels.len())));
+        }
+        let mut c = [0; MAX_CONCAT];
+        c[..channels.len()].copy_from_slice(channels);
+        Ok(ConcatSpec { channels: c, parts: channels.len(), height, width })
+    }
+    /// The channels of each part.
+    pub fn part_channels(&self) -> &[usize] {
+        &self.channels[..self.parts.min(MAX_CONCAT)]
+    }
+    /// The output's channels.
+    pub fn out_channels(&self) -> usize {
+        self.part_channels().iter().sum()
+    }
+}
+
 /// Any layer a network can hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LayerSpec {
@@ -116,6 +187,21 @@ pub enum LayerSpec {
     /// The sum of two earlier outputs (a residual connection).
     Add(AddSpec),
     BatchNorm(BatchNormSpec),
+    /// Dropout: random zeros in training, the identity otherwise.
+    Dropout(DropoutSpec),
+    /// Adaptive average pooling to `out_height × out_width`.
+    AdaptiveAvgPool2d(AdaptivePoolSpec),
+    /// `[C, H, W]` → the flat row in `[H, W, C]` order (`x.permute(0, 2, 3, 1)` then a flatten,
+    /// the channel-last flatten some models do before a Linear); no parameters.
+    ChannelLast {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    /// Squeeze-excite's channel-wise multiply of two earlier outputs.
+    ChannelMul(ChannelMulSpec),
+    /// The concatenation along channels of several earlier outputs.
+    Concat(ConcatSpec),
 }
 
 impl From<DenseSpec> for LayerSpec {
@@ -200,6 +286,23 @@ impl LayerSpec {
             LayerSpec::GlobalAvgPool { channels, height, width } => channels * height * width,
             LayerSpec::Add(a) => a.features,
             LayerSpec::BatchNorm(b) => b.channels * b.height * b.width,
+            LayerSpec::Dropout(d) => d.features,
+            LayerSpec::AdaptiveAvgPool2d(a) => a.channels * a.height * a.width,
+            LayerSpec::ChannelLast { channels, height, width } => channels * height * width,
+            LayerSpec::ChannelMul(m) => m.channels * m.height * m.width,
+            LayerSpec::Concat(c) => c.channels[0] * c.height * c.width,
+        }
+    }
+
+    /// The features per example of each value the layer reads, in the wiring's order: one value
+    /// for most layers, two for [`Add`](LayerSpec::Add) and [`ChannelMul`](LayerSpec::ChannelMul)
+    /// (the input, then the per-channel scales), one per part for [`Concat`](LayerSpec::Concat).
+    pub fn input_widths(&self) -> Vec<usize> {
+        match *self {
+            LayerSpec::Add(a) => vec![a.features; 2],
+            LayerSpec::ChannelMul(m) => vec![m.channels * m.height * m.width, m.channels],
+            LayerSpec::Concat(c) => c.part_channels().iter().map(|&k| k * c.height * c.width).collect(),
+            _ => vec![self.inputs()],
         }
     }
 
@@ -212,6 +315,8 @@ impl LayerSpec {
                 LayerSpec::GlobalAvgPool { channels, .. } => channels,
                 LayerSpec::Add(a) => a.features,
                 LayerSpec::BatchNorm(b) => b.channels,
+                LayerSpec::Dropout(d) => d.features,
+                LayerSpec::ChannelLast { channels, height, width } => channels * height * width,
                 _ => 0,
             },
         }
@@ -230,6 +335,10 @@ impl LayerSpec {
             }
             LayerSpec::Add(a) => a.chw,
             LayerSpec::BatchNorm(b) if b.spatial => Some([b.channels, b.height, b.width]),
+            LayerSpec::Dropout(d) => d.chw,
+            LayerSpec::AdaptiveAvgPool2d(a) => Some([a.channels, a.out_height, a.out_width]),
+            LayerSpec::ChannelMul(m) => Some([m.channels, m.height, m.width]),
+            LayerSpec::Concat(c) => Some([c.out_channels(), c.height, c.width]),
             _ => None,
         }
     }
@@ -337,6 +446,19 @@ impl LayerSpec {
                     b.activation.name()
                 )
             }
+            LayerSpec::Dropout(d) => match d.chw {
+                Some([c, h, w]) => format!("dropout {c}×{h}×{w} (p = {})", d.p),
+                None => format!("dropout {} (p = {})", d.features, d.p),
+            },
+            LayerSpec::AdaptiveAvgPool2d(a) => {
+                format!("adaptive_avg_pool2d {}×{}×{} → {}×{}×{}", a.channels, a.height, a.width, a.channels, a.out_height, a.out_width)
+            }
+            LayerSpec::ChannelLast { channels, height, width } => format!("channel_last {channels}×{height}×{width} → [H, W, C] row"),
+            LayerSpec::ChannelMul(m) => format!("channel_mul {}×{}×{} by {}", m.channels, m.height, m.width, m.channels),
+            LayerSpec::Concat(c) => {
+                let parts: Vec<String> = c.part_channels().iter().map(usize::to_string).collect();
+                format!("concat {} → {}×{}×{}", parts.join(" + "), c.out_channels(), c.height, c.width)
+            }
         }
     }
 
@@ -363,9 +485,52 @@ impl LayerSpec {
                     Ok(())
                 }
             }
+            LayerSpec::Dropout(d) if !indexable(&[d.features]) || d.chw.is_some_and(|chw| volume(&chw) != Some(d.features)) => {
+                Err(Error::invalid(format!("{}: the shape must be non-empty and hold {} features", self.describe(), d.features)))
+            }
+            LayerSpec::Dropout(d) if !(0.0..=1.0).contains(&d.p) => {
+                Err(Error::invalid(format!("dropout probability must be in [0, 1], got {}", d.p)))
+            }
+            LayerSpec::AdaptiveAvgPool2d(a) => crate::kernels::pool::AdaptivePool2dShape {
+                n: 1,
+                c: a.channels,
+                h: a.height,
+                w: a.width,
+                oh: a.out_height,
+                ow: a.out_width,
+            }
+            .validate(),
+            LayerSpec::ChannelLast { channels, height, width } if !indexable(&[channels, height, width]) => {
+                Err(Error::invalid(format!("{}: an empty input, or one beyond 32-bit indices", self.describe())))
+            }
+            LayerSpec::ChannelMul(m) if !indexable(&[m.channels, m.height, m.width]) => {
+                Err(Error::invalid(format!("{}: an empty input, or one beyond 32-bit indices", self.describe())))
+            }
+            LayerSpec::Concat(c)
+                if !(2..=MAX_CONCAT).contains(&c.parts)
+                    || c.part_channels().contains(&0)
+                    || !indexable(&[
+                        c.part_channels().iter().try_fold(0usize, |a, &b| a.checked_add(b)).unwrap_or(0),
+                        c.height,
+                        c.width,
+                    ]) =>
+            {
+                Err(Error::invalid(format!("concat of {} parts: 2 to {MAX_CONCAT} non-empty parts of the same non-empty plane", c.parts)))
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// The product of `dims`, `None` where it overflows.
+fn volume(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Whether the product of `dims` is positive and fits the kernels' 32-bit indices (checked
+/// before any other arithmetic on them: a checkpoint's layer sizes are untrusted).
+fn indexable(dims: &[usize]) -> bool {
+    volume(dims).is_some_and(|v| v > 0 && v <= u32::MAX as usize)
 }
 
 /// Builds a convolutional trunk over `[channels, height, width]` images, layer by layer, each
@@ -502,6 +667,9 @@ impl CnnBuilder {
     fn push_from(mut self, l: LayerSpec, sources: Vec<usize>) -> CnnBuilder {
         if let Some([c, h, w]) = l.out_chw() {
             self.shape = [c, h, w];
+            // a spatial output again (after a squeeze-excite's dense layers): a dense layer
+            // after it flattens this shape
+            self.flat = None;
         } else {
             self.flat = Some(l.outputs());
         }
@@ -722,6 +890,90 @@ impl CnnBuilder {
         self.push(LayerSpec::GlobalAvgPool { channels: c, height: h, width: w })
     }
 
+    /// Dropout with probability `p` (PyTorch's `nn.Dropout(p)`): in training each element is
+    /// zeroed with probability `p` and the rest scaled by `1/(1 − p)`, the identity otherwise
+    /// (see [`DropoutSpec`]). Spatial outputs stay spatial.
+    pub fn dropout(self, p: f32) -> CnnBuilder {
+        let (features, chw) = match self.flat {
+            Some(f) => (f, None),
+            None => (self.shape.iter().product(), Some(self.shape)),
+        };
+        self.push(LayerSpec::Dropout(DropoutSpec { features, chw, p }))
+    }
+
+    /// Adaptive average pooling to `out_height × out_width` (PyTorch's
+    /// `AdaptiveAvgPool2d((out_height, out_width))`; to 1×1 and flattened it is
+    /// [`global_avg_pool`](Self::global_avg_pool)).
+    pub fn adaptive_avg_pool(self, out_height: usize, out_width: usize) -> CnnBuilder {
+        let [c, h, w] = self.shape;
+        self.push(LayerSpec::AdaptiveAvgPool2d(AdaptivePoolSpec { channels: c, height: h, width: w, out_height, out_width }))
+    }
+
+    /// Flattens `[C, H, W]` in `[H, W, C]` order (`x.permute(0, 2, 3, 1).reshape(n, -1)`), where
+    /// a model flattens channel-last before its Linear; [`dense`](Self::dense) alone flattens in
+    /// NCHW order.
+    pub fn channel_last(self) -> CnnBuilder {
+        let [c, h, w] = self.shape;
+        self.push(LayerSpec::ChannelLast { channels: c, height: h, width: w })
+    }
+
+    /// A squeeze-excite block: `scales` adds layers to the running output `x` that end in one
+    /// value per channel (`channels` features, e.g. global pool → dense → dense with a
+    /// Hardsigmoid, or `[C, 1, 1]` from 1×1 convolutions as torchvision writes them); the block's
+    /// output is `x · scales(x)` channel by channel.
+    ///
+    /// ```
+    /// use headswap::nn::{Activation, CnnBuilder};
+    /// let trunk = CnnBuilder::new(3, 8, 8)
+    ///     .conv(16, 3, 1, 1, Activation::Relu)
+    ///     .squeeze_excite(|b| b.global_avg_pool().dense(4, Activation::Relu).dense(16, Activation::Hardsigmoid))
+    ///     .build_graph()?;
+    /// assert_eq!(trunk.sources[4], vec![1, 4]); // the multiply: the conv's output and the scales
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn squeeze_excite(self, scales: impl FnOnce(CnnBuilder) -> CnnBuilder) -> CnnBuilder {
+        let (input, shape) = (self.current, self.shape);
+        let mut b = scales(self);
+        let s = b.current;
+        b.shape = shape;
+        let [c, h, w] = shape;
+        b.push_from(LayerSpec::ChannelMul(ChannelMulSpec { channels: c, height: h, width: w }), vec![input, s])
+    }
+
+    /// The concatenation along channels of two branches that both start at the running output:
+    /// `cat(first(x), second(x))` (a branch that adds nothing is `x` itself, DenseNet's
+    /// `cat(x, f(x))`). Both must keep the height and width; see
+    /// [`concat_branches`](Self::concat_branches) for more.
+    pub fn concat(self, first: impl FnOnce(CnnBuilder) -> CnnBuilder, second: impl FnOnce(CnnBuilder) -> CnnBuilder) -> CnnBuilder {
+        self.concat_branches(vec![Box::new(first), Box::new(second)])
+    }
+
+    /// The concatenation along channels of 2 to [`MAX_CONCAT`] branches that all start at the
+    /// running output, in order (an Inception block's `torch.cat([b1(x), b2(x), b3(x), b4(x)], 1)`).
+    /// Every branch must keep the height and width (checked by
+    /// [`build_graph`](Self::build_graph), as is the number of branches).
+    #[allow(clippy::type_complexity)]
+    pub fn concat_branches<'a>(self, branches: Vec<Box<dyn FnOnce(CnnBuilder) -> CnnBuilder + 'a>>) -> CnnBuilder {
+        let (input, shape) = (self.current, self.shape);
+        let mut b = self;
+        let mut parts = Vec::new();
+        for branch in branches {
+            b.current = input;
+            b.shape = shape;
+            b.flat = None;
+            b = branch(b);
+            parts.push((b.current, b.shape));
+        }
+        let mut channels = [0; MAX_CONCAT];
+        for (c, (_, s)) in channels.iter_mut().zip(&parts) {
+            *c = s[0];
+        }
+        let [_, h, w] = parts.first().map_or(shape, |p| p.1);
+        // more than MAX_CONCAT parts, or none, is reported by build_graph (the layer's validate)
+        let spec = ConcatSpec { channels, parts: parts.len(), height: h, width: w };
+        b.push_from(LayerSpec::Concat(spec), parts.iter().map(|p| p.0).collect())
+    }
+
     /// A dense layer over the flattened output so far.
     pub fn dense(self, outputs: usize, activation: Activation) -> CnnBuilder {
         let inputs = self.flat.unwrap_or(self.shape.iter().product());
@@ -730,8 +982,10 @@ impl CnnBuilder {
 
     /// The layers, each validated; for a trunk without residual blocks (a chain).
     pub fn build(self) -> Result<Vec<LayerSpec>> {
-        if self.layers.iter().any(|l| matches!(l, LayerSpec::Add(_))) {
-            return Err(Error::invalid("this trunk has residual blocks: build it with build_graph(), which keeps its wiring"));
+        if self.layers.iter().any(|l| l.input_widths().len() > 1) {
+            return Err(Error::invalid(
+                "this trunk has residual blocks, squeeze-excite or concatenations: build it with build_graph(), which keeps its wiring",
+            ));
         }
         if self.names.iter().any(Option::is_some) {
             return Err(Error::invalid("this trunk has named layers: build it with build_graph(), which keeps their names"));
@@ -761,13 +1015,23 @@ impl CnnBuilder {
         for l in &self.layers {
             l.validate()?;
         }
-        if self
-            .layers
-            .iter()
-            .skip_while(|l| l.is_spatial() || matches!(l, LayerSpec::GlobalAvgPool { .. } | LayerSpec::Add(_)))
-            .any(|l| !matches!(l, LayerSpec::Dense(_) | LayerSpec::BatchNorm(_)))
-        {
-            return Err(Error::invalid("convolution and pooling layers must come before the dense layers"));
+        // every value a layer reads as `[C, H, W]` must be spatial: the input (value 0) or a
+        // spatial layer's output (the dense layers of a squeeze-excite block sit between
+        // convolutions, but what they give is read as per-channel scales)
+        let spatial = |v: usize| v == 0 || self.layers[v - 1].is_spatial();
+        for (l, src) in self.layers.iter().zip(&self.sources) {
+            let reads_spatial: &[usize] = match l {
+                LayerSpec::Dense(_) | LayerSpec::Dropout(_) | LayerSpec::Add(_) => &[],
+                LayerSpec::BatchNorm(b) if !b.spatial => &[],
+                LayerSpec::ChannelMul(_) => &src[..1.min(src.len())],
+                _ => src,
+            };
+            if !reads_spatial.iter().all(|&v| spatial(v)) {
+                return Err(Error::invalid(format!(
+                    "{} reads a flat value: convolution and pooling layers must come before the dense layers",
+                    l.describe()
+                )));
+            }
         }
         Ok(self.layers)
     }
@@ -781,17 +1045,32 @@ pub fn check_wiring(layers: &[LayerSpec], sources: &[Vec<usize>], input: usize) 
     }
     let width = |v: usize| if v == 0 { input } else { layers[v - 1].outputs() };
     for (i, (l, src)) in layers.iter().zip(sources).enumerate() {
-        let want = if matches!(l, LayerSpec::Add(_)) { 2 } else { 1 };
+        let widths = l.input_widths();
+        let want = widths.len();
         if src.len() != want {
             return Err(Error::shape(format!("layer {i} ({}) reads {} values, it takes {want}", l.describe(), src.len())));
         }
-        for &v in src {
+        for (&v, &takes) in src.iter().zip(&widths) {
             if v > i {
                 return Err(Error::shape(format!("layer {i} ({}) reads value {v}, which is not computed before it", l.describe())));
             }
-            if width(v) != l.inputs() {
+            if width(v) != takes {
                 let what = if v == 0 { "the input".to_string() } else { format!("layer {}", v - 1) };
-                return Err(Error::shape(format!("layer {i} ({}) takes {} inputs, {what} gives {}", l.describe(), l.inputs(), width(v))));
+                return Err(Error::shape(format!("layer {i} ({}) takes {takes} inputs, {what} gives {}", l.describe(), width(v))));
+            }
+        }
+        // the parts of a concat and the input of a channel multiply have the layer's planes
+        // (equal widths alone would let a 2×3 plane pass for a 3×2 one)
+        let planes: Vec<[usize; 3]> = match *l {
+            LayerSpec::Concat(c) => c.part_channels().iter().map(|&k| [k, c.height, c.width]).collect(),
+            LayerSpec::ChannelMul(m) => vec![[m.channels, m.height, m.width]],
+            _ => Vec::new(),
+        };
+        for (&v, want) in src.iter().zip(&planes) {
+            if let Some(got) = v.checked_sub(1).and_then(|j| layers[j].out_chw())
+                && got != *want
+            {
+                return Err(Error::shape(format!("layer {i} ({}) takes {want:?} planes, layer {} gives {got:?}", l.describe(), v - 1)));
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 use crate::rng::Rng;
 pub use init::Init;
+pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
 pub use layer::{AddSpec, BatchNormSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
 pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 
@@ -50,20 +51,47 @@ pub struct Head {
     /// (`classifier.0.weight`, `classifier.2.weight`, ...). `None`: the layers continue the
     /// trunk's `nn.Sequential` indices, or, on a head-swap, the old head's path is kept.
     pub module: Option<String>,
+    /// Dropout with this probability in front of the output layer (torchvision's classifiers:
+    /// mobilenet_v2's `Sequential(Dropout(0.2), Linear)`, MobileNetV3's `Linear, Hardswish,
+    /// Dropout, Linear`); `None`: none.
+    pub dropout: Option<f32>,
 }
 
 impl Head {
     /// A softmax classifier over `n` classes.
     pub fn classes(n: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: n, kind: HeadKind::Classes, init: Init::KaimingUniform, names: None, module: None }
+        Head {
+            hidden: Vec::new(),
+            outputs: n,
+            kind: HeadKind::Classes,
+            init: Init::KaimingUniform,
+            names: None,
+            module: None,
+            dropout: None,
+        }
     }
     /// `k` independent sigmoid labels (multi-task).
     pub fn labels(k: usize) -> Head {
-        Head { hidden: Vec::new(), outputs: k, kind: HeadKind::Labels, init: Init::KaimingUniform, names: None, module: None }
+        Head {
+            hidden: Vec::new(),
+            outputs: k,
+            kind: HeadKind::Labels,
+            init: Init::KaimingUniform,
+            names: None,
+            module: None,
+            dropout: None,
+        }
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
         self.hidden.push((units, activation));
+        self
+    }
+    /// Puts dropout with probability `p` in front of the output layer (see
+    /// [`Head::dropout`](Head#structfield.dropout)). It draws its masks in training, also when
+    /// only the head trains on cached trunk features; evaluation and prediction skip it.
+    pub fn dropout(mut self, p: f32) -> Head {
+        self.dropout = Some(p);
         self
     }
     /// Chooses the initialisation of the head's fresh layers.
@@ -91,6 +119,9 @@ impl Head {
         // a softmax over one output is 1 whatever the input: its loss is 0 and nothing is learned
         if self.kind == HeadKind::Classes && self.outputs < 2 {
             return Err(Error::invalid("a classifier head needs at least two classes, got 1 (one yes/no label is Head::labels(1))"));
+        }
+        if let Some(p) = self.dropout.filter(|p| !(0.0..=1.0).contains(p)) {
+            return Err(Error::invalid(format!("the head's dropout probability must be in [0, 1], got {p}")));
         }
         if let Some(i) = self.hidden.iter().position(|&(units, _)| units == 0) {
             return Err(Error::invalid(format!("hidden layer {} of the head has 0 units; every layer needs at least one", i + 1)));
@@ -120,6 +151,9 @@ impl Head {
         for &(units, activation) in &self.hidden {
             specs.push(LayerSpec::Dense(DenseSpec { inputs: i, outputs: units, activation }));
             i = units;
+        }
+        if let Some(p) = self.dropout {
+            specs.push(LayerSpec::Dropout(layer::DropoutSpec { features: i, chw: None, p }));
         }
         specs.push(LayerSpec::Dense(DenseSpec { inputs: i, outputs: self.outputs, activation: Activation::Identity }));
         specs

@@ -14,6 +14,7 @@
 //! `num_batches_tracked`) are never parameters here: the loaders ignore those no parameter names,
 //! and refuse one stored under a parameter's name.
 
+use super::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec};
 use super::{AddSpec, BatchNormSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
 use crate::checkpoint::{
     self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
@@ -193,7 +194,8 @@ pub fn sequential_indices(layers: &[LayerSpec]) -> Vec<usize> {
     layers
         .iter()
         .map(|l| {
-            if spatial && !l.is_spatial() && !matches!(l, LayerSpec::GlobalAvgPool { .. }) {
+            // (a channel-last flatten is the flatten itself)
+            if spatial && !l.is_spatial() && !matches!(l, LayerSpec::GlobalAvgPool { .. } | LayerSpec::ChannelLast { .. }) {
                 idx += 1; // nn.Flatten
             }
             spatial = l.is_spatial();
@@ -255,6 +257,22 @@ fn layer_json_fields(l: &LayerSpec, part: &str) -> serde_json::Value {
             "type": if b.spatial { "batch_norm2d" } else { "batch_norm1d" },
             "channels": b.channels, "height": b.height, "width": b.width, "eps": b.eps, "momentum": b.momentum,
             "activation": b.activation.name(), "part": part,
+        }),
+        LayerSpec::Dropout(d) => serde_json::json!({
+            "type": "dropout", "features": d.features, "chw": d.chw, "p": d.p, "part": part,
+        }),
+        LayerSpec::AdaptiveAvgPool2d(a) => serde_json::json!({
+            "type": "adaptive_avg_pool2d", "channels": a.channels, "height": a.height, "width": a.width,
+            "out_height": a.out_height, "out_width": a.out_width, "part": part,
+        }),
+        LayerSpec::ChannelLast { channels, height, width } => serde_json::json!({
+            "type": "channel_last", "channels": channels, "height": height, "width": width, "part": part,
+        }),
+        LayerSpec::ChannelMul(m) => serde_json::json!({
+            "type": "channel_mul", "channels": m.channels, "height": m.height, "width": m.width, "part": part,
+        }),
+        LayerSpec::Concat(c) => serde_json::json!({
+            "type": "concat", "channels": c.part_channels(), "height": c.height, "width": c.width, "part": part,
         }),
     }
 }
@@ -365,6 +383,18 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                 ceil_mode: flag("ceil_mode", false)?,
             })
         };
+        let chw = || -> Result<Option<[usize; 3]>> {
+            match field("chw")? {
+                serde_json::Value::Null => Ok(None),
+                v => {
+                    let dims: Option<Vec<usize>> = v.as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect());
+                    match dims.as_deref() {
+                        Some(&[c, h, w]) => Ok(Some([c, h, w])),
+                        _ => Err(Error::format(path, format!("layer {i}: \"chw\" must be null or [C, H, W]"))),
+                    }
+                }
+            }
+        };
         let spec = match item.get("type").and_then(|t| t.as_str()).unwrap_or("dense") {
             "dense" => LayerSpec::Dense(DenseSpec { inputs: num("inputs")?, outputs: num("outputs")?, activation: activation()? }),
             "conv2d" => LayerSpec::Conv2d(Conv2dSpec {
@@ -412,6 +442,33 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
                     activation: activation()?,
                     spatial: kind == "batch_norm2d",
                 })
+            }
+            "dropout" => {
+                let p = field("p")?
+                    .as_f64()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| Error::format(path, format!("layer {i}: \"p\" must be a number in [0, 1]")))?;
+                LayerSpec::Dropout(DropoutSpec { features: num("features")?, chw: chw()?, p: p as f32 })
+            }
+            "adaptive_avg_pool2d" => LayerSpec::AdaptiveAvgPool2d(AdaptivePoolSpec {
+                channels: num("channels")?,
+                height: num("height")?,
+                width: num("width")?,
+                out_height: num("out_height")?,
+                out_width: num("out_width")?,
+            }),
+            "channel_last" => LayerSpec::ChannelLast { channels: num("channels")?, height: num("height")?, width: num("width")? },
+            "channel_mul" => {
+                LayerSpec::ChannelMul(ChannelMulSpec { channels: num("channels")?, height: num("height")?, width: num("width")? })
+            }
+            "concat" => {
+                let parts: Option<Vec<usize>> = field("channels")?
+                    .as_array()
+                    .and_then(|a| a.iter().map(|c| c.as_u64().filter(|&c| c < (1 << 31)).map(|c| c as usize)).collect());
+                let parts = parts.ok_or_else(|| Error::format(path, format!("layer {i}: \"channels\" must list channel counts")))?;
+                let spec = ConcatSpec::new(&parts, num("height")?, num("width")?)
+                    .map_err(|e| Error::format(path, format!("layer {i}: {}", message(e))))?;
+                LayerSpec::Concat(spec)
             }
             other => return Err(Error::format(path, format!("layer {i}: unknown layer type {other:?}"))),
         };
@@ -967,5 +1024,41 @@ impl Network {
         }
         tracing::info!(%report, origin, "state_dict loaded");
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod layer_json_tests {
+    use super::*;
+
+    fn one_layer(item: &str) -> String {
+        format!(r#"[{item}, {{"type": "dense", "inputs": 4, "outputs": 2, "activation": "identity", "part": "head"}}]"#)
+    }
+
+    #[test]
+    fn the_parameter_free_layers_refuse_bad_sizes_without_panicking() {
+        let big = (1u64 << 31) - 1;
+        let bad = [
+            format!(r#"{{"type": "dropout", "features": {big}, "chw": [{big}, {big}, {big}], "p": 0.5, "part": "trunk"}}"#),
+            r#"{"type": "dropout", "features": 4, "chw": null, "p": 1.5, "part": "trunk"}"#.to_string(),
+            r#"{"type": "dropout", "features": 4, "chw": null, "part": "trunk"}"#.to_string(),
+            format!(r#"{{"type": "channel_last", "channels": {big}, "height": {big}, "width": {big}, "part": "trunk"}}"#),
+            format!(r#"{{"type": "channel_mul", "channels": {big}, "height": {big}, "width": 0, "part": "trunk"}}"#),
+            format!(
+                r#"{{"type": "adaptive_avg_pool2d", "channels": {big}, "height": {big}, "width": {big}, "out_height": 1, "out_width": 1, "part": "trunk"}}"#
+            ),
+            r#"{"type": "adaptive_avg_pool2d", "channels": 1, "height": 2, "width": 2, "out_height": 0, "out_width": 1, "part": "trunk"}"#
+                .to_string(),
+            format!(r#"{{"type": "concat", "channels": [{big}, {big}], "height": {big}, "width": {big}, "part": "trunk"}}"#),
+            r#"{"type": "concat", "channels": [1, 1, 1, 1, 1], "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+            r#"{"type": "concat", "channels": [4], "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+            r#"{"type": "concat", "channels": "4", "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
+        ];
+        for item in bad {
+            assert!(parse_layers("f", &one_layer(&item)).is_err(), "{item} was accepted");
+        }
+        let good = r#"{"type": "dropout", "features": 4, "chw": [1, 2, 2], "p": 0.25, "part": "trunk"}"#;
+        let layers = parse_layers("f", &one_layer(good)).unwrap();
+        assert_eq!(layers.trunk.layers[0], LayerSpec::Dropout(DropoutSpec { features: 4, chw: Some([1, 2, 2]), p: 0.25 }));
     }
 }

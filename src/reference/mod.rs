@@ -3,6 +3,7 @@
 //! the GPU code so the two cannot share a bug. Inputs and outputs are row-major `f64` slices.
 
 pub mod conv;
+pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod network;

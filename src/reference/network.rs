@@ -2,12 +2,15 @@
 //! layer kind, used to check the GPU trainer's gradients (against finite differences of this)
 //! and trajectories.
 
-use super::{activate, activate_grad, conv as rconv, matmul, norm as rnorm};
+use super::{activate, activate_grad, conv as rconv, layers as rlayers, matmul, norm as rnorm};
 use crate::kernels::{Activation, Transpose};
 use crate::nn::{DenseSpec, LayerSpec};
 
 /// One layer in f64: its spec and, for layers with parameters, weight and bias in PyTorch's
-/// layouts (`[out, in]`, `[out, in, kh, kw]`).
+/// layouts (`[out, in]`, `[out, in, kh, kw]`). A dropout layer has no parameters; its `w` is the
+/// mask made explicit, the multiplier of every element of the batch (`[m, features]`: 0 or
+/// `1/(1 − p)`, [`crate::reference::layers::dropout_mask`]), or empty for evaluation (the
+/// identity).
 #[derive(Debug, Clone)]
 pub struct RefLayer {
     pub spec: LayerSpec,
@@ -85,6 +88,14 @@ fn pre_activation(l: &RefLayer, inputs: &[&[f64]], m: usize, norm: RefNorm) -> V
                 RefNorm::Batch => rnorm::train_forward(input, m, c, hw, &l.w, &l.b, n.eps as f64).y,
             }
         }
+        LayerSpec::Dropout(_) if l.w.is_empty() => input.to_vec(),
+        LayerSpec::Dropout(_) => input.iter().zip(&l.w).map(|(x, k)| x * k).collect(),
+        LayerSpec::AdaptiveAvgPool2d(a) => {
+            rlayers::adaptive_avg_pool2d_forward(m, a.channels, a.height, a.width, a.out_height, a.out_width, input)
+        }
+        LayerSpec::ChannelLast { channels, height, width } => rlayers::channel_last(m, channels, height, width, input),
+        LayerSpec::ChannelMul(c) => rlayers::channel_mul(c.height * c.width, input, inputs[1]),
+        LayerSpec::Concat(c) => rlayers::concat(m, c.height * c.width, c.part_channels(), inputs),
     }
 }
 
@@ -173,7 +184,10 @@ pub fn loss_and_grads_graph_norm(
         let da = std::mem::take(&mut dvalues[i + 1]);
         let dz: Vec<f64> = da.iter().zip(&zs[i]).map(|(&g, &z)| g * activate_grad(layer.spec.activation(), z)).collect();
         let v = sources[i][0];
-        let input: &[f64] = if v == 0 { x } else { &as_[v - 1] };
+        let value = |v: usize| -> &[f64] { if v == 0 { x } else { &as_[v - 1] } };
+        let input: &[f64] = value(v);
+        // layers reading several values: the gradients of the others (the first's is `dx`)
+        let mut more: Vec<Vec<f64>> = Vec::new();
         let dx = match layer.spec {
             LayerSpec::Dense(d) => {
                 let dw = matmul(&dz, input, d.outputs, d.inputs, m, Transpose::TN);
@@ -199,9 +213,7 @@ pub fn loss_and_grads_graph_norm(
             LayerSpec::GlobalAvgPool { channels, height, width } => rconv::global_avg_pool_backward(m, channels, height, width, &dz),
             LayerSpec::Add(_) => {
                 // the second summand's gradient is dz too
-                for (g, d) in dvalues[sources[i][1]].iter_mut().zip(&dz) {
-                    *g += d;
-                }
+                more.push(dz.clone());
                 dz.clone()
             }
             LayerSpec::BatchNorm(n) => {
@@ -220,9 +232,28 @@ pub fn loss_and_grads_graph_norm(
                 grads[i] = (dgamma, dbeta);
                 dx
             }
+            LayerSpec::Dropout(_) if layer.w.is_empty() => dz.clone(),
+            LayerSpec::Dropout(_) => dz.iter().zip(&layer.w).map(|(g, k)| g * k).collect(),
+            LayerSpec::AdaptiveAvgPool2d(a) => {
+                rlayers::adaptive_avg_pool2d_backward(m, a.channels, a.height, a.width, a.out_height, a.out_width, &dz)
+            }
+            LayerSpec::ChannelLast { channels, height, width } => rlayers::channel_last_backward(m, channels, height, width, &dz),
+            LayerSpec::ChannelMul(c) => {
+                let (dx, ds) = rlayers::channel_mul_backward(c.height * c.width, input, value(sources[i][1]), &dz);
+                more.push(ds);
+                dx
+            }
+            LayerSpec::Concat(c) => {
+                let mut parts = rlayers::concat_backward(m, c.height * c.width, c.part_channels(), &dz).into_iter();
+                let first = parts.next().unwrap_or_default();
+                more.extend(parts);
+                first
+            }
         };
-        for (g, d) in dvalues[v].iter_mut().zip(&dx) {
-            *g += d;
+        for (&v, d) in sources[i].iter().zip(std::iter::once(&dx).chain(&more)) {
+            for (g, d) in dvalues[v].iter_mut().zip(d) {
+                *g += d;
+            }
         }
     }
     (l, grads)

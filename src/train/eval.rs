@@ -121,6 +121,8 @@ impl Evaluator {
             bce_tensors: bce,
             threshold: cfg.threshold,
             optimizer: None,
+            // an evaluation draws no dropout masks
+            seed: 0,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -145,7 +147,8 @@ impl Evaluator {
 /// The loss gradients of every layer for one batch holding all of `data` (no update): what
 /// backward computes, read back for inspection and gradient checks. `(dW [out, in], db [out])`
 /// per layer, trunk then head, and the batch loss. BatchNorm layers use their running
-/// statistics (see [`gradients_with`]).
+/// statistics (see [`gradients_with`]); dropout layers draw the masks of seed 0 at step 1 for
+/// rows at positions 0.. (`reference::layers::dropout_mask(0, 1, 0, ..)`).
 pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) -> Result<(f64, LayerGrads)> {
     gradients_with(gpu, net, data, bce, BatchNormMode::Frozen)
 }
@@ -182,6 +185,8 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         bce_tensors: &bce_t,
         threshold: 0.5,
         optimizer: None,
+        // dropout's masks: seed 0 at step 1, offset 0 (the launches' initial values)
+        seed: 0,
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;

@@ -632,7 +632,13 @@ impl StepBuffers {
         // its outputs for the data set are computed once and stay resident for the whole run.
         // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
         let cached = cfg.cache_features && lowest > 0 && net.is_cut(lowest);
-        let first = if cached { lowest } else { 0 };
+        let mut first = if cached { lowest } else { 0 };
+        // dropout right below the lowest trainable layer (a head's `Dropout, Linear`) draws its
+        // masks every step: the cached features stop below it, and the step starts there
+        while first > 0 && matches!(net.layers()[first - 1], crate::nn::LayerSpec::Dropout(_)) && net.is_cut(first - 1) {
+            first -= 1;
+        }
+        let cached = cached && first > 0;
         let bce = bce_tensors(gpu, &cfg.bce, net)?;
         let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size)? } else { train.x.clone() };
         let b = cfg.batch_size.min(train.n);
@@ -660,6 +666,7 @@ impl StepBuffers {
             bce_tensors: &self.bce,
             threshold: cfg.threshold,
             optimizer: None,
+            seed: cfg.seed,
         }
     }
 }

@@ -25,9 +25,11 @@ use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
+use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
 use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
 use crate::kernels::optim::OptimStep;
+use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
 pub(crate) use crate::train::device_data::{DeviceData, Rows};
@@ -201,7 +203,28 @@ fn in_chw(spec: &LayerSpec) -> [usize; 3] {
         LayerSpec::Dense(d) => [d.inputs, 1, 1],
         LayerSpec::Add(a) => a.chw.unwrap_or([a.features, 1, 1]),
         LayerSpec::BatchNorm(b) => [b.channels, b.height, b.width],
+        LayerSpec::Dropout(d) => d.chw.unwrap_or([d.features, 1, 1]),
+        LayerSpec::AdaptiveAvgPool2d(a) => [a.channels, a.height, a.width],
+        LayerSpec::ChannelLast { channels, height, width } => [channels, height, width],
+        LayerSpec::ChannelMul(m) => [m.channels, m.height, m.width],
+        LayerSpec::Concat(c) => [c.channels[0], c.height, c.width],
     }
+}
+
+/// The adaptive pool's kernel shape for a batch of `rows`.
+fn adaptive_shape(a: &crate::nn::AdaptivePoolSpec, rows: usize) -> AdaptivePool2dShape {
+    AdaptivePool2dShape { n: rows, c: a.channels, h: a.height, w: a.width, oh: a.out_height, ow: a.out_width }
+}
+
+/// Where a layer reading several values writes value `v`'s gradient: `v`'s `da` if no reader
+/// wrote it yet, else the value's scratch, to be added into `da` (the second of the pair).
+fn grad_target(s: &Scratch, rows: usize, written: &mut [bool], v: usize) -> Result<(Tensor, Option<Tensor>)> {
+    let dv = opt_rows(&s.da[v - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient below"))?;
+    if !std::mem::replace(&mut written[v], true) {
+        return Ok((dv, None));
+    }
+    let tmp = opt_rows(&s.grad_tmp[v - 1], rows)?.ok_or_else(|| Error::invalid("missing gradient scratch"))?;
+    Ok((tmp, Some(dv)))
 }
 
 /// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces, and the
@@ -251,6 +274,8 @@ pub(crate) fn fold_targets(
 pub(crate) enum Launch {
     Fixed(Dispatch),
     Batch(IndexedDispatch),
+    /// Dropout (forward or backward): its mask depends on the step number and the batch offset.
+    Step(DropoutLaunch),
 }
 
 impl Launch {
@@ -258,12 +283,13 @@ impl Launch {
         match self {
             Launch::Fixed(d) => d,
             Launch::Batch(b) => b.dispatch(),
+            Launch::Step(s) => s.dispatch(),
         }
     }
     fn batch(&self) -> Option<&IndexedDispatch> {
         match self {
-            Launch::Fixed(_) => None,
             Launch::Batch(b) => Some(b),
+            _ => None,
         }
     }
 }
@@ -271,6 +297,12 @@ impl Launch {
 impl From<Dispatch> for Launch {
     fn from(d: Dispatch) -> Launch {
         Launch::Fixed(d)
+    }
+}
+
+impl From<DropoutLaunch> for Launch {
+    fn from(d: DropoutLaunch) -> Launch {
+        Launch::Step(d)
     }
 }
 
@@ -301,6 +333,21 @@ impl Launches {
     /// Stages `offset` as the current step's batch offset (several steps per submission).
     pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
         self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
+    }
+    fn per_step(&self) -> impl Iterator<Item = &DropoutLaunch> {
+        self.0.iter().filter_map(|l| match l {
+            Launch::Step(s) => Some(s),
+            _ => None,
+        })
+    }
+    /// Sets the step number and batch offset of the launches that read them (dropout's masks);
+    /// takes effect at the next submit.
+    fn set_step(&self, gpu: &Gpu, offset: usize, step: u32) {
+        self.per_step().for_each(|d| d.set(gpu, offset as u32, step));
+    }
+    /// Stages the step number and batch offset as the current step's (several steps per submission).
+    fn stage_step(&self, uniforms: &mut StepUniforms, offset: usize, step: u32) {
+        self.per_step().for_each(|d| d.stage(uniforms, offset as u32, step));
     }
     /// Every launch's dispatch, in recording order.
     pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
@@ -336,6 +383,7 @@ impl Input<'_> {
 /// statistics (training mode: it saves them there and updates its running statistics), without
 /// with its running statistics; an inference-mode BatchNorm that is a frozen convolution's only
 /// reader is folded into it (see [`fold_targets`]).
+/// Dropout draws its masks from `seed` in a training step and is a copy in forward-only work.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_dispatches(
     gpu: &Gpu,
@@ -348,6 +396,7 @@ pub(crate) fn forward_dispatches(
     argmax: &[Option<Tensor>],
     saved: &[Option<Tensor>],
     lowest: Option<usize>,
+    seed: u64,
     ws: &mut Workspaces,
     out: &mut Launches,
 ) -> Result<()> {
@@ -465,6 +514,26 @@ pub(crate) fn forward_dispatches(
                 out.push(conv::global_avg_pool_forward_dispatch(gpu, &nchw(input, rows, in_chw(&spec))?, target)?)
             }
             LayerSpec::Add(_) => out.push(elementwise::add_act_dispatch(gpu, fused, input, value(src[1])?, target)?),
+            LayerSpec::Dropout(dr) => match lowest {
+                Some(_) => {
+                    out.push(layer_kernels::dropout_dispatch(gpu, layer_kernels::Dropout { p: dr.p, seed }, dr.features, input, target)?)
+                }
+                None => out.push(elementwise::copy_dispatch(gpu, input, target)?),
+            },
+            LayerSpec::AdaptiveAvgPool2d(ap) => {
+                let (x4, y4) = (nchw(input, rows, in_chw(&spec))?, nchw(target, rows, out_chw)?);
+                out.push(crate::kernels::pool::adaptive_avg_pool2d_forward_dispatch(gpu, &adaptive_shape(&ap, rows), &x4, &y4)?);
+            }
+            LayerSpec::ChannelLast { channels, height, width } => {
+                out.push(layer_kernels::channel_last_dispatch(gpu, channels, height * width, input, target)?)
+            }
+            LayerSpec::ChannelMul(m) => {
+                out.push(layer_kernels::channel_mul_dispatch(gpu, m.height * m.width, input, value(src[1])?, target)?)
+            }
+            LayerSpec::Concat(c) => {
+                let parts = src.iter().map(|&v| value(v)).collect::<Result<Vec<_>>>()?;
+                out.extend(layer_kernels::concat_dispatches(gpu, c.height * c.width, c.part_channels(), &parts, target)?);
+            }
         }
         if let Some(z) = &z[i] {
             out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
@@ -520,7 +589,7 @@ impl ForwardPlan {
         }
         let mut ws = Workspaces::default();
         let saved = vec![None; layers.len()];
-        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, &saved, None, &mut ws, &mut launches)?;
+        forward_dispatches(gpu, net, first, upto, input, &z, &a, &argmax, &saved, None, 0, &mut ws, &mut launches)?;
         Ok(ForwardPlan { launches, _ws: ws, output: a[upto - 1].clone() })
     }
 
@@ -561,6 +630,8 @@ pub(crate) struct PlanInputs<'a> {
     pub threshold: f32,
     /// The optimizer a training step ends with (`None`: the step stops at the gradients).
     pub optimizer: Option<&'a Optim>,
+    /// The run's seed: dropout's masks in a training step.
+    pub seed: u64,
 }
 
 impl Plan {
@@ -617,7 +688,7 @@ impl Plan {
             Mode::Train { lowest } => Some(lowest),
             Mode::Eval => None,
         };
-        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, &saved, lowest, &mut ws, &mut d)?;
+        forward_dispatches(gpu, net, p.first, l, input, &z, &a, &argmax, &saved, lowest, p.seed, &mut ws, &mut d)?;
         // loss + metrics
         let logits = &a[l - 1];
         let loss_rows = rows_view(&s.loss_rows, rows)?;
@@ -707,7 +778,7 @@ impl Plan {
                 };
                 // where the gradient for the value this layer reads goes, unless nothing below
                 // trains: its `da` if no other reader wrote it yet, else a scratch then added to it
-                let (below, accumulate) = if needs(src[0]) && !matches!(spec, LayerSpec::Add(_)) {
+                let (below, accumulate) = if needs(src[0]) && spec.input_widths().len() == 1 {
                     let dv = da_of(src[0])?;
                     let first_write = !std::mem::replace(&mut written[src[0]], true);
                     if first_write {
@@ -825,6 +896,60 @@ impl Plan {
                             });
                         }
                     }
+                    LayerSpec::Dropout(dr) => {
+                        // the same mask regenerated: the launch of the forward over dz
+                        if let Some(below) = &below {
+                            d.push(layer_kernels::dropout_dispatch(
+                                gpu,
+                                layer_kernels::Dropout { p: dr.p, seed: p.seed },
+                                dr.features,
+                                &dz,
+                                below,
+                            )?);
+                        }
+                    }
+                    LayerSpec::AdaptiveAvgPool2d(ap) => {
+                        if let Some(below) = &below {
+                            let (dy4, dx4) = (nchw(&dz, rows, chw_out)?, nchw(below, rows, chw_in)?);
+                            d.push(crate::kernels::pool::adaptive_avg_pool2d_backward_dispatch(
+                                gpu,
+                                &adaptive_shape(&ap, rows),
+                                &dy4,
+                                &dx4,
+                            )?);
+                        }
+                    }
+                    LayerSpec::ChannelLast { channels, height, width } => {
+                        if let Some(below) = &below {
+                            d.push(layer_kernels::channel_last_backward_dispatch(gpu, channels, height * width, &dz, below)?);
+                        }
+                    }
+                    LayerSpec::ChannelMul(m) => {
+                        let plane = m.height * m.width;
+                        if needs(src[0]) {
+                            let (t, add) = grad_target(s, rows, &mut written, src[0])?;
+                            d.push(layer_kernels::channel_mul_dispatch(gpu, plane, &dz, value(src[1]), &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                        if needs(src[1]) {
+                            let (t, add) = grad_target(s, rows, &mut written, src[1])?;
+                            d.push(layer_kernels::channel_mul_grad_dispatch(gpu, plane, &dz, value(src[0]), &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                    }
+                    LayerSpec::Concat(c) => {
+                        for (k, &v) in src.iter().enumerate().filter(|&(_, &v)| needs(v)) {
+                            let (t, add) = grad_target(s, rows, &mut written, v)?;
+                            d.push(layer_kernels::concat_backward_dispatch(gpu, c.height * c.width, c.part_channels(), k, &dz, &t)?);
+                            if let Some(dv) = add {
+                                d.push(elementwise::add_assign_dispatch(gpu, &t, &dv)?);
+                            }
+                        }
+                    }
                 }
                 if let (Some(tmp), Some(dv)) = (&below, &accumulate) {
                     d.push(elementwise::add_assign_dispatch(gpu, tmp, dv)?);
@@ -886,6 +1011,7 @@ impl Plan {
     /// rate `lr`.
     pub(crate) fn stage(&self, uniforms: &mut StepUniforms, offset: usize, lr: f32, step: u32) -> Result<()> {
         self.launches.stage_offset(uniforms, offset)?;
+        self.launches.stage_step(uniforms, offset, step);
         self.update.iter().try_for_each(|u| u.stage(uniforms, lr, step))
     }
 
@@ -893,6 +1019,7 @@ impl Plan {
     /// `offset`, the update's learning rate `lr` and step number `step`.
     pub(crate) fn set_step(&self, gpu: &Gpu, offset: usize, lr: f32, step: u32) -> Result<()> {
         self.launches.set_offset(gpu, offset)?;
+        self.launches.set_step(gpu, offset, step);
         self.update.iter().try_for_each(|u| u.set(gpu, lr, step))
     }
 

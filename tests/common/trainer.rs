@@ -1,9 +1,11 @@
 //! The float64 reference trainer for trajectory tests: the trainer's shuffles (one permutation
 //! per epoch from `Rng::new(seed)`), the same batches, per-layer learning-rate multipliers
-//! (`None` = frozen), any wiring.
+//! (`None` = frozen), any wiring, dropout's masks (from the seed, the step and the batch's
+//! position).
 use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::nn::LayerSpec;
+use headswap::reference::layers::dropout_mask;
 use headswap::reference::network::{RefLayer, RefLoss, loss_and_grads_graph};
 use headswap::reference::optim::{Adam, Sgd, adam_step, sgd_step};
 
@@ -37,10 +39,16 @@ pub fn reference_train(
     let mut t = 0;
     for _ in 0..epochs {
         let order = rng.permutation(data.n);
-        for chunk in order.chunks(batch) {
+        for (c, chunk) in order.chunks(batch).enumerate() {
             let m = chunk.len();
             let xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
             let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
+            // dropout: this step's masks made explicit (step t + 1, the batch at c·batch of the order)
+            for l in layers.iter_mut() {
+                if let LayerSpec::Dropout(dr) = l.spec {
+                    l.w = dropout_mask(seed, t + 1, (c * batch) as u32, m, dr.features, dr.p as f64);
+                }
+            }
             let (_, grads) = loss_and_grads_graph(&layers, sources, &xb, m, &RefLoss::Softmax(yb));
             t += 1;
             for (li, (gw, gb)) in grads.iter().enumerate() {
@@ -62,5 +70,6 @@ pub fn reference_train(
             }
         }
     }
-    layers.into_iter().map(|l| (l.w, l.b)).collect()
+    // a dropout layer has no parameters (its `w` held the last mask)
+    layers.into_iter().map(|l| if matches!(l.spec, LayerSpec::Dropout(_)) { (Vec::new(), l.b) } else { (l.w, l.b) }).collect()
 }
