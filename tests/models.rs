@@ -1,4 +1,4 @@
-//! Built-in architectures: exactly torchvision's state_dict keys and shapes (the lists in
+//! Built-in architectures (resnet18/34/50, mobilenet_v2): exactly torchvision's state_dict keys and shapes (the lists in
 //! `tests/fixtures/torchvision/`, written by `scripts/torchvision_keys.py` from torchvision's own
 //! classes), and evaluation-mode outputs equal to the float64 reference of the same network, with
 //! γ, β and running statistics that are not the defaults.
@@ -52,7 +52,7 @@ fn model(arch: Arch, h: usize, w: usize, seed: u64) -> Network {
 }
 
 #[test]
-fn every_builtin_resnet_has_torchvisions_keys_and_shapes() {
+fn every_builtin_architecture_has_torchvisions_keys_and_shapes() {
     for arch in Arch::ALL {
         let net = model(arch, 32, 32, 1);
         let sd = net.to_checkpoint().unwrap();
@@ -94,6 +94,22 @@ fn resnet50_eval_outputs_equal_the_float64_reference() {
     let want = reference_logits(&net, &x, n);
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
     assert_close("resnet50 logits against the float64 reference", &logits, &want, Tolerance { rel: 1e-4, abs: 1e-4 * scale });
+}
+
+#[test]
+fn mobilenet_v2_eval_outputs_equal_the_float64_reference() {
+    let (h, w, n) = (35, 32, 2);
+    let net = model(Arch::MobileNetV2, h, w, 7);
+    // depthwise convolutions, ReLU6, inverted residuals without an activation after the add,
+    // and the classifier's dropout, the identity in evaluation
+    assert!(net.module_names().iter().any(|m| m == "features.3.conv.1.0"));
+    assert_eq!(net.module_names().last().map(String::as_str), Some("classifier.1"));
+    let x = rand_range(11, n * 3 * h * w, -2.0, 2.0);
+    let logits = logits(&net, &x, n);
+    let want = reference_logits(&net, &x, n);
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 1e-3, "the logits are not all ~0 ({scale})");
+    assert_close("mobilenet_v2 logits against the float64 reference", &logits, &want, Tolerance { rel: 1e-4, abs: 1e-4 * scale });
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! Built-in architectures, exactly torchvision's definitions and module paths, so their
 //! pretrained state_dicts load under their own names (`conv1.weight`, `bn1.running_mean`,
-//! `layer2.0.downsample.0.weight`, `fc.weight`): `resnet18`, `resnet34`, `resnet50`
-//! (torchvision's `models/resnet.py`, the v1.5 bottleneck with its stride on the 3×3).
+//! `layer2.0.downsample.0.weight`, `fc.weight`, `features.3.conv.1.0.weight`,
+//! `classifier.1.weight`): `resnet18`, `resnet34`, `resnet50` (torchvision's `models/resnet.py`,
+//! the v1.5 bottleneck with its stride on the 3×3) and `mobilenet_v2` (`models/mobilenetv2.py`:
+//! inverted residuals with depthwise 3×3 convolutions and ReLU6, the classifier
+//! `Sequential(Dropout(0.2), Linear)`).
 //!
 //! A model is a trunk ([`Arch::trunk`]) and a head at the model's head module
 //! ([`Arch::head`]): fine-tuning swaps that head for one of the task's size.
@@ -18,7 +21,7 @@
 
 use super::{CnnBuilder, Head, Trunk};
 use crate::error::{Error, Result};
-use crate::kernels::Activation::{Identity, Relu};
+use crate::kernels::Activation::{Identity, Relu, Relu6};
 
 /// A built-in architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,7 @@ pub enum Arch {
     ResNet18,
     ResNet34,
     ResNet50,
+    MobileNetV2,
 }
 
 /// torchvision's ResNet block kinds.
@@ -39,7 +43,7 @@ enum Block {
 
 impl Arch {
     /// Every built-in architecture.
-    pub const ALL: [Arch; 3] = [Arch::ResNet18, Arch::ResNet34, Arch::ResNet50];
+    pub const ALL: [Arch; 4] = [Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::MobileNetV2];
 
     /// torchvision's name: `resnet18`, `resnet34`, `resnet50`.
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Arch {
             Arch::ResNet18 => "resnet18",
             Arch::ResNet34 => "resnet34",
             Arch::ResNet50 => "resnet50",
+            Arch::MobileNetV2 => "mobilenet_v2",
         }
     }
 
@@ -60,34 +65,43 @@ impl Arch {
         match self {
             Arch::ResNet18 | Arch::ResNet34 => 512,
             Arch::ResNet50 => 2048,
+            Arch::MobileNetV2 => 1280,
         }
     }
 
-    /// The module path of the model's classifier (`fc`).
+    /// The module path of the model's classifier: `fc`, or MobileNetV2's `classifier`
+    /// (`Sequential(Dropout(0.2), Linear)`, the Linear at `classifier.1`).
     pub fn head_module(self) -> &'static str {
-        "fc"
+        match self {
+            Arch::MobileNetV2 => "classifier",
+            _ => "fc",
+        }
     }
 
     /// A head of `head`'s kind and size at the model's head module, what torchvision's
-    /// pretrained classifier is replaced with.
+    /// pretrained classifier is replaced with (MobileNetV2's with its dropout of 0.2 in front).
     pub fn head(self, head: Head) -> Head {
-        head.module(self.head_module())
+        match self {
+            Arch::MobileNetV2 => head.dropout(0.2).module(self.head_module()),
+            _ => head.module(self.head_module()),
+        }
     }
 
     /// The trunk for `[channels, height, width]` inputs (ImageNet's is 3×224×224; anything from
     /// 32×32 up goes through every stride), every layer under its torchvision module path.
     pub fn trunk(self, channels: usize, height: usize, width: usize) -> Result<Trunk> {
-        let (block, counts) = match self {
-            Arch::ResNet18 => (Block::Basic, [2, 2, 2, 2]),
-            Arch::ResNet34 => (Block::Basic, [3, 4, 6, 3]),
-            Arch::ResNet50 => (Block::Bottleneck, [3, 4, 6, 3]),
-        };
         if channels == 0 || height < 32 || width < 32 {
             return Err(Error::invalid(format!(
                 "{} takes images of at least 32×32 (its five stride-2 stages leave 1×1), got {channels}×{height}×{width}",
                 self.name()
             )));
         }
+        let (block, counts) = match self {
+            Arch::ResNet18 => (Block::Basic, [2, 2, 2, 2]),
+            Arch::ResNet34 => (Block::Basic, [3, 4, 6, 3]),
+            Arch::ResNet50 => (Block::Bottleneck, [3, 4, 6, 3]),
+            Arch::MobileNetV2 => return mobilenet_v2(channels, height, width),
+        };
         let mut b = CnnBuilder::new(channels, height, width)
             .conv_bias(false)
             .conv(64, 7, 2, 3, Identity)
@@ -154,4 +168,51 @@ fn resnet_block(b: CnnBuilder, block: Block, inplanes: usize, planes: usize, str
     } else {
         b.residual(body, Relu)
     }
+}
+
+/// torchvision's `mobilenet_v2` (width 1.0): `features.0` a 3×3/2 convolution to 32 channels,
+/// BatchNorm, ReLU6; 17 inverted residuals `features.1`–`features.17` (expansion `t`, out
+/// channels `c`, repeats `n`, first stride `s`); `features.18` a 1×1 convolution to 1280, BN,
+/// ReLU6; then global average pooling (its `adaptive_avg_pool2d`, no module).
+fn mobilenet_v2(channels: usize, height: usize, width: usize) -> Result<Trunk> {
+    const SETTING: [(usize, usize, usize, usize); 7] =
+        [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+    let mut b = CnnBuilder::new(channels, height, width)
+        .conv_bias(false)
+        .scope("features", |b| b.scope("0", |b| b.conv(32, 3, 2, 1, Identity).name("0").batch_norm(Relu6).name("1")));
+    let mut inp = 32;
+    let mut index = 1;
+    for (t, c, n, s) in SETTING {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            b = b.scope("features", |b| b.scope(&index.to_string(), |b| inverted_residual(b, inp, c, stride, t)));
+            inp = c;
+            index += 1;
+        }
+    }
+    b.scope("features", |b| b.scope(&index.to_string(), |b| b.conv(1280, 1, 1, 0, Identity).name("0").batch_norm(Relu6).name("1")))
+        .global_avg_pool()
+        .build_graph()
+}
+
+/// torchvision's `InvertedResidual`: `conv = Sequential(1×1 expansion (Conv2dNormActivation,
+/// when t ≠ 1), depthwise 3×3 (Conv2dNormActivation), 1×1 projection, BatchNorm)`, added to the
+/// input (no activation after) where the stride is 1 and the channels stay.
+fn inverted_residual(b: CnnBuilder, inp: usize, oup: usize, stride: usize, t: usize) -> CnnBuilder {
+    let hidden = inp * t;
+    let body = move |b: CnnBuilder| {
+        b.scope("conv", |b| {
+            let (b, next) = if t != 1 {
+                (b.scope("0", |b| b.conv(hidden, 1, 1, 0, Identity).name("0").batch_norm(Relu6).name("1")), 1)
+            } else {
+                (b, 0)
+            };
+            b.scope(&next.to_string(), |b| b.depthwise(3, stride, 1, Identity).name("0").batch_norm(Relu6).name("1"))
+                .conv(oup, 1, 1, 0, Identity)
+                .name(&(next + 1).to_string())
+                .batch_norm(Identity)
+                .name(&(next + 2).to_string())
+        })
+    };
+    if stride == 1 && inp == oup { b.residual(body, Identity) } else { body(b) }
 }
