@@ -224,6 +224,27 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
     Ok(out)
 }
 
+/// The trunk's outputs of `net` for `n` examples `x` (`[n, input_dim]`): the features its head
+/// reads, `[n, trunk_output_dim]` (torchvision's `fc` input, after the average pool), in
+/// inference mode like [`predict_logits`]. A network without trunk layers gives `x` back.
+pub fn predict_features(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    let gpu = net.gpu();
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
+    }
+    let upto = net.trunk_layers().len();
+    if upto == 0 {
+        return Ok(x.to_vec());
+    }
+    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "features_x")?;
+    xs.write_f32(gpu, x)?;
+    forward_rows(gpu, net, &xs, n, upto, batch, "features")?.download(gpu)
+}
+
 /// The logits of `net` for `n` examples `x` (`[n, input_dim]`): the output layer's values
 /// before any softmax or sigmoid, `[n, outputs]` — what a PyTorch model returns in `eval()` mode
 /// (BatchNorms use their running statistics).

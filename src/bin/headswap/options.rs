@@ -35,6 +35,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         validation_fraction: o.val,
         early_stopping: o.early_stop,
         threshold: o.threshold,
+        batch_norm: o.batch_norm,
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();
