@@ -86,7 +86,7 @@ pub fn normalize(frames: &[f32]) -> Vec<f32> {
 /// The frequency of pitch bin `bin`: 20 cents a bin from 1997.38 cents over 10 Hz (torchcrepe's
 /// `cents_to_frequency(bins_to_cents(bin))`).
 pub fn bin_hz(bin: usize) -> f64 {
-    10.0 * 2f64.powf((20.0 * bin as f64 + 1_997.379_408_437_619_1) / 1200.0)
+    10.0 * 2f64.powf((20.0 * bin as f64 + 1_997.379_408_437_619) / 1200.0)
 }
 
 /// Each frame's activations `[n, 360]`.
