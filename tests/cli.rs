@@ -1046,3 +1046,32 @@ fn batch_norm_option_decides_whether_running_statistics_move() {
     assert_ne!(stat(&after[1]), stat(&before), "--batch-norm train updates them");
     assert_eq!(after[1].get_int("bn1.num_batches_tracked").unwrap().data, [before.get_int("bn1.num_batches_tracked").unwrap().data[0] + 1]);
 }
+
+/// `--augment` crops and flips every batch on the GPU: with a frozen trunk whose features would
+/// be cached it is refused with the reason and the flag that lifts it, with `--no-cache` the
+/// trunk runs every step and the fine-tune completes.
+#[test]
+fn augment_needs_the_trunk_run_every_step() {
+    let model = tmp("augment-cnn.safetensors");
+    let tuned = tmp("augment-tuned.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--arch", "cnn", "--epochs", "1", "--out", s(&model)]));
+    let base = [
+        "finetune",
+        "--from",
+        s(&model),
+        "--data",
+        "synthetic-b:48",
+        "--freeze",
+        "trunk",
+        "--epochs",
+        "1",
+        "--augment",
+        "--out",
+        s(&tuned),
+    ];
+    fails(&headswap(&base), 1, "--no-cache");
+    let mut args = base.to_vec();
+    args.push("--no-cache");
+    ok(&headswap(&args));
+    assert!(tuned.exists());
+}

@@ -87,7 +87,6 @@ impl AugmentLaunch {
         self.dispatch.write_params(gpu, bytemuck::bytes_of(&self.params_at(offset, step)));
     }
     /// Stages the step number and offset as the current step's values (several steps per submission).
-    #[allow(dead_code)] // the training step's staging, wired with TrainConfig::augment
     pub(crate) fn stage(&self, uniforms: &mut StepUniforms, offset: u32, step: u32) {
         uniforms.set(&self.dispatch, bytemuck::bytes_of(&self.params_at(offset, step)));
     }

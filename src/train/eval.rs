@@ -103,7 +103,7 @@ impl Evaluator {
         bce: &(Option<Tensor>, Option<Tensor>),
     ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
-        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[])?;
+        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[], false)?;
         let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
         let identity: Vec<u32> = (0..data.n as u32).collect();
         let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
@@ -121,8 +121,9 @@ impl Evaluator {
             bce_tensors: bce,
             threshold: cfg.threshold,
             optimizer: None,
-            // an evaluation draws no dropout masks
+            // an evaluation draws no dropout masks and augments nothing
             seed: 0,
+            augment: None,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -164,7 +165,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let mode = Mode::Train { lowest: 0 };
     let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
     let batch_stats = batch_norm.batch_stats(&net.layers(), &every);
-    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats)?;
+    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats, false)?;
     let grads = Grads::new(gpu, net, &every)?;
     let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
     acc.reset(gpu)?;
@@ -187,6 +188,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         optimizer: None,
         // dropout's masks: seed 0 at step 1, offset 0 (the launches' initial values)
         seed: 0,
+        augment: None,
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;

@@ -29,6 +29,24 @@ pub fn reference_train(
     epochs: usize,
     seed: u64,
 ) -> Vec<(Vec<f64>, Vec<f64>)> {
+    reference_train_augmented(specs, sources, values, data, opt, mults, batch, epochs, seed, None)
+}
+
+/// [`reference_train`] with every batch augmented first (`augment`: the settings and the
+/// images' `[C, H, W]`), as `TrainConfig::augment` does: step `t`'s draws at the batch's offset.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_train_augmented(
+    specs: &[LayerSpec],
+    sources: &[Vec<usize>],
+    values: &[(Vec<f32>, Vec<f32>)],
+    data: &Dataset,
+    opt: RefOpt,
+    mults: &[Option<f64>],
+    batch: usize,
+    epochs: usize,
+    seed: u64,
+    augment: Option<(headswap::train::Augment, [usize; 3])>,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer::new(*sp, f64s(w), f64s(b))).collect();
     let mut state: Vec<[Vec<f64>; 4]> =
@@ -41,7 +59,10 @@ pub fn reference_train(
         let order = rng.permutation(data.n);
         for (c, chunk) in order.chunks(batch).enumerate() {
             let m = chunk.len();
-            let xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
+            let mut xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
+            if let Some((a, [ch, h, w])) = &augment {
+                xb = headswap::reference::augment::augment(a, seed, t + 1, (c * batch) as u32, *ch, *h, *w, &xb);
+            }
             let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
             // dropout: this step's masks made explicit (step t + 1, the batch at c·batch of the order)
             for l in layers.iter_mut() {

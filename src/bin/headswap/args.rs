@@ -238,6 +238,12 @@ pub struct TrainingOptions {
     /// BatchNorm statistics: auto (the batch's when every layer trains, else the running ones), train or frozen
     #[arg(long, value_name = "auto|train|frozen", default_value = "auto", value_parser = batch_norm)]
     pub batch_norm: BatchNormMode,
+    /// Augment every batch on the GPU: torchvision's RandomResizedCrop and RandomHorizontalFlip (needs --no-cache with a frozen trunk)
+    #[arg(long)]
+    pub augment: bool,
+    /// Run a frozen trunk every step instead of computing its outputs once
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).
