@@ -274,6 +274,9 @@ pub fn save(path: &Path, ds: &Dataset) -> Result<()> {
             (Dtype::I64, vec![ds.n], y.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect::<Vec<u8>>(), Some(*num_classes))
         }
         Targets::Labels { y, k } => (Dtype::F32, vec![ds.n, *k], le_bytes_f32(y), None),
+        Targets::Regression { .. } | Targets::Heads(_) => {
+            return Err(Error::invalid("writing the targets of several heads (y.<head> tensors) is not supported yet"));
+        }
     };
     let shape_err = |e: safetensors::SafeTensorError| Error::shape(format!("cannot build tensor: {e}"));
     let xv = TensorView::new(Dtype::F32, vec![ds.n, ds.d], &xb).map_err(shape_err)?;

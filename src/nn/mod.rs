@@ -20,6 +20,7 @@ use crate::gpu::{Gpu, Tensor};
 /// Re-exported so that building layers (`Head::hidden`, [`CnnBuilder`]) needs only `nn`; the
 /// kernels that apply it live in [`crate::kernels`].
 pub use crate::kernels::Activation;
+pub use crate::kernels::loss::RegressionLoss;
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
@@ -27,12 +28,40 @@ pub use layer::{AddSpec, BatchNormSpec, CnnBuilder, Conv2dSpec, DenseSpec, Layer
 pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeadKind {
     /// One label per example out of `outputs` classes: softmax cross-entropy, accuracy.
     Classes,
     /// `outputs` independent binary labels: per-label sigmoid BCE, per-label F1.
     Labels,
+    /// `outputs` real-valued targets: MSE, L1 or Huber, masked where the target is NaN; MAE and
+    /// RMSE. Only in a network of named heads ([`Network::from_trunk_heads`]).
+    Regression(RegressionLoss),
+}
+
+impl HeadKind {
+    /// `classes`, `labels` or `regression`: the kind's name in data files and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Classes => "classes",
+            HeadKind::Labels => "labels",
+            HeadKind::Regression(_) => "regression",
+        }
+    }
+}
+
+/// One head of a network of named heads ([`Network::from_trunk_heads`]): its name, what it
+/// predicts, its weight in the network's loss `Σ_t w_t·L_t`, and where its layers are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadInfo {
+    pub name: String,
+    pub kind: HeadKind,
+    pub weight: f32,
+    /// Its layers' indices in the network (trunk then heads): `layers.end − 1` is its output layer.
+    pub layers: std::ops::Range<usize>,
+    pub outputs: usize,
+    /// The class or label names, one per output, or `None`.
+    pub label_names: Option<Vec<String>>,
 }
 
 /// A head to attach: optional hidden layers, then the output layer (no activation: the loss
@@ -55,6 +84,12 @@ pub struct Head {
     /// mobilenet_v2's `Sequential(Dropout(0.2), Linear)`, MobileNetV3's `Linear, Hardswish,
     /// Dropout, Linear`); `None`: none.
     pub dropout: Option<f32>,
+    /// The head's name in a network of several heads (its parameters are saved under
+    /// `heads.<name>.…`, its targets are `y.<name>`); `None` for a network's only head.
+    pub name: Option<String>,
+    /// The head's weight `w` in the network's loss `Σ_t w_t·L_t` (1 by default; 0 trains it
+    /// not at all: it gets no gradient and passes none to the trunk).
+    pub weight: f32,
 }
 
 impl Head {
@@ -68,6 +103,8 @@ impl Head {
             names: None,
             module: None,
             dropout: None,
+            name: None,
+            weight: 1.0,
         }
     }
     /// `k` independent sigmoid labels (multi-task).
@@ -80,7 +117,23 @@ impl Head {
             names: None,
             module: None,
             dropout: None,
+            name: None,
+            weight: 1.0,
         }
+    }
+    /// `k` real-valued outputs trained with `loss` (MSE, L1 or Huber), a NaN target masked.
+    pub fn regression(k: usize, loss: RegressionLoss) -> Head {
+        Head { kind: HeadKind::Regression(loss), ..Head::labels(k) }
+    }
+    /// Names the head (see [`Head::name`](Head#structfield.name)).
+    pub fn named(mut self, name: &str) -> Head {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// Sets the head's loss weight (see [`Head::weight`](Head#structfield.weight)).
+    pub fn weight(mut self, w: f32) -> Head {
+        self.weight = w;
+        self
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
@@ -131,6 +184,14 @@ impl Head {
         }
         if let Some(path) = &self.module {
             check_module_path(path)?;
+        }
+        if !self.weight.is_finite() || self.weight < 0.0 {
+            return Err(Error::invalid(format!("a head's loss weight must be finite and ≥ 0, got {}", self.weight)));
+        }
+        if let HeadKind::Regression(RegressionLoss::Huber(d)) = self.kind
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(Error::invalid(format!("a Huber loss needs δ > 0, got {d}")));
         }
         Ok(())
     }
@@ -286,6 +347,11 @@ pub struct Network {
     pub(crate) label_names: Option<Vec<String>>,
     /// How one example is laid out, or `None`.
     pub(crate) input_layout: Option<InputLayout>,
+    /// A network of named heads ([`Network::from_trunk_heads`]): each head's kind, weight and
+    /// layers (the head layers are the heads' layers one after the other, each head's first
+    /// layer reading the trunk's last output). Empty for a network of one head, which keeps
+    /// `head_kind` and today's loss path, names and bits.
+    pub(crate) heads: Vec<HeadInfo>,
 }
 
 impl std::fmt::Debug for Network {
@@ -393,6 +459,90 @@ impl Network {
             head_module: head.module,
             label_names: head.names,
             input_layout: None,
+            heads: Vec::new(),
+        })
+    }
+
+    /// A network of several named heads on one trunk (multi-task learning): each head's first
+    /// layer reads the trunk's last output, each ends in its own outputs, and training minimises
+    /// `Σ_t w_t·L_t` ([`Head::weight`]), each head's loss masked where its target is unknown (a
+    /// NaN row for labels and regression, class −1 for classes). Every head needs a distinct
+    /// name ([`Head::named`]); a head's layers are saved under `heads.<name>` (one layer) or
+    /// `heads.<name>.<i>` (with hidden layers), unless it has a [`Head::module`].
+    pub fn from_trunk_heads(gpu: &Gpu, inputs: usize, trunk: Trunk, init: Init, heads: &[Head], seed: u64) -> Result<Network> {
+        if heads.is_empty() {
+            return Err(Error::invalid("a network needs at least one head"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (k, h) in heads.iter().enumerate() {
+            let name = h.name.as_deref().ok_or_else(|| {
+                Error::invalid(format!("head {k} has no name: every head of a network of several heads needs one (Head::named)"))
+            })?;
+            check_head_name(name)?;
+            if !seen.insert(name) {
+                return Err(Error::invalid(format!("two heads are named {name:?}: head names must be unique")));
+            }
+            h.validate().map_err(|e| Error::invalid(format!("head {name:?}: {e}")))?;
+        }
+        let mut rng = Rng::new(seed);
+        let Trunk { layers: trunk, sources, names: trunk_names } = trunk;
+        for s in &trunk {
+            s.validate()?;
+        }
+        check_wiring(&trunk, &sources, inputs)?;
+        let width = trunk.last().map_or(inputs, |s| s.outputs());
+        if width == 0 {
+            return Err(Error::invalid("a network needs at least one input and one output"));
+        }
+        let t = trunk.len();
+        let mut head_specs = Vec::new();
+        let mut given: Vec<Option<String>> = trunk_names;
+        let mut sources = sources;
+        let mut infos = Vec::new();
+        for h in heads {
+            let name = h.name.clone().unwrap_or_default();
+            let specs = h.specs(width);
+            let module = h.module.clone().unwrap_or_else(|| format!("heads.{name}"));
+            given.extend(Head::layer_names(&specs, Some(&module)));
+            let start = t + head_specs.len();
+            // the head's first layer reads the trunk's output (value t), the rest chain
+            sources.extend((start..start + specs.len()).map(|i| vec![if i == start { t } else { i }]));
+            infos.push(HeadInfo {
+                name,
+                kind: h.kind,
+                weight: h.weight,
+                layers: start..start + specs.len(),
+                outputs: h.outputs,
+                label_names: h.names.clone(),
+            });
+            head_specs.extend(specs);
+        }
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head_specs).copied().collect();
+        let names = resolve_names(&all, &given)?;
+        check_arena_fits(gpu, &trunk, "trunk_params")?;
+        check_arena_fits(gpu, &head_specs, "head_params")?;
+        let values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
+        let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
+        let mut head_values = Vec::new();
+        for (h, info) in heads.iter().zip(&infos) {
+            head_values.extend(info.layers.clone().map(|i| h.init.layer(&all[i], &mut rng)));
+        }
+        let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
+        let running = RunningStats::new(gpu, &trunk)?;
+        Ok(Network {
+            gpu: gpu.clone(),
+            trunk,
+            head: head_specs,
+            head_kind: heads[0].kind,
+            trunk_params,
+            head_params,
+            running,
+            sources,
+            names,
+            head_module: None,
+            label_names: None,
+            input_layout: None,
+            heads: infos,
         })
     }
 
@@ -496,6 +646,7 @@ impl Network {
             head_module,
             label_names: None,
             input_layout: None,
+            heads: Vec::new(),
         })
     }
 
@@ -505,6 +656,9 @@ impl Network {
     /// outputs); the input layout stays. On an error (a zero-width layer, a head too large for
     /// the adapter, names that do not match the outputs) the network is unchanged.
     pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        if !self.heads.is_empty() {
+            return Err(Error::invalid("swap_head replaces a network's only head; this network has named heads"));
+        }
         head.validate()?;
         let width = self.trunk_output_dim();
         let specs = head.specs(width);
@@ -552,6 +706,19 @@ impl Network {
     }
     pub fn head_kind(&self) -> HeadKind {
         self.head_kind
+    }
+    /// The named heads of a network built with [`Network::from_trunk_heads`], in order; empty
+    /// for a network of one head.
+    pub fn heads(&self) -> &[HeadInfo] {
+        &self.heads
+    }
+    /// Whether the network has named heads (see [`Network::heads`]).
+    pub fn is_multi_head(&self) -> bool {
+        !self.heads.is_empty()
+    }
+    /// The head named `name`.
+    pub fn head(&self, name: &str) -> Option<&HeadInfo> {
+        self.heads.iter().find(|h| h.name == name)
     }
     pub fn trunk_layers(&self) -> &[LayerSpec] {
         &self.trunk
@@ -653,6 +820,7 @@ impl Network {
             head_module: self.head_module.clone(),
             label_names: self.label_names.clone(),
             input_layout: self.input_layout.clone(),
+            heads: self.heads.clone(),
         })
     }
 }
@@ -663,6 +831,14 @@ impl Network {
     pub fn set_head_kind(&mut self, kind: HeadKind) {
         self.head_kind = kind;
     }
+}
+
+/// A head's name: it becomes part of module paths (`heads.<name>`) and tensor names (`y.<name>`).
+pub(crate) fn check_head_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::invalid(format!("a head's name must be letters, digits and '_', got {name:?}")));
+    }
+    Ok(())
 }
 
 /// `trunk` sources followed by `head_layers` layers that chain from the trunk's last layer.

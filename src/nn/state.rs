@@ -623,6 +623,10 @@ impl Network {
     /// The parameters as a checkpoint (PyTorch names and layouts) with the architecture in the
     /// metadata. Reads the weights back from the GPU.
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        if self.is_multi_head() {
+            // its layers would save, but nothing would record which head is which kind and weight
+            return Err(Error::invalid("saving a network of named heads is not supported yet"));
+        }
         let mut ckpt = Checkpoint::new();
         let mut values = None;
         for key in param_keys(&self.layers(), &self.names) {
@@ -648,6 +652,7 @@ impl Network {
             match self.head_kind {
                 HeadKind::Classes => "classes",
                 HeadKind::Labels => "labels",
+                HeadKind::Regression(_) => "regression",
             }
             .into(),
         );

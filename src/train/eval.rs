@@ -10,22 +10,26 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::kernels::metrics::LabelMetrics;
+use crate::kernels::metrics::{LabelMetrics, RegressionMetrics};
 use crate::nn::{HeadKind, Network};
 
 /// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
 pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
 
 /// The epoch's loss and metrics from the accumulators; with `replicas`, combined over them: the
-/// counts summed, the loss (a sum of per-step means) averaged.
+/// counts summed, the loss (a sum of per-step means) averaged. A network of named heads reads
+/// each head's.
 pub(crate) fn read_metrics(
     gpu: &Gpu,
     acc: &Accumulators,
-    kind: HeadKind,
-    outputs: usize,
+    net: &Network,
     batches: usize,
     replicas: Option<&dyn Collective>,
 ) -> Result<Metrics> {
+    if net.is_multi_head() {
+        return read_head_metrics(gpu, acc, net, batches, replicas);
+    }
+    let (kind, outputs) = (net.head_kind, net.output_dim());
     let mut loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
     let mut counts = acc.counts.download_u32(gpu)?;
     if let Some(r) = replicas {
@@ -35,9 +39,45 @@ pub(crate) fn read_metrics(
         counts = all[1..].iter().map(|&c| c as u32).collect();
     }
     Ok(match kind {
-        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
-        HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
+        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), ..Metrics::default() },
+        HeadKind::Labels => Metrics { loss, labels: Some(LabelMetrics::from_counts(&counts, outputs)?), ..Metrics::default() },
+        HeadKind::Regression(_) => return Err(Error::invalid("a regression head needs a network of named heads")),
     })
+}
+
+fn read_head_metrics(gpu: &Gpu, acc: &Accumulators, net: &Network, batches: usize, replicas: Option<&dyn Collective>) -> Result<Metrics> {
+    let mut heads = Vec::new();
+    for (h, a) in net.heads().iter().zip(&acc.heads) {
+        let mut loss = a.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+        let mut counts = a.counts.download_u32(gpu)?;
+        let mut sums = a.sums.as_ref().map(|t| t.download(gpu)).transpose()?.unwrap_or_default();
+        if let Some(r) = replicas {
+            let mut all: Vec<f64> =
+                std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).chain(sums.iter().map(|&v| v as f64)).collect();
+            r.sum_f64(&mut all)?;
+            loss = all[0] / r.size() as f64;
+            counts = all[1..1 + counts.len()].iter().map(|&c| c as u32).collect();
+            sums = all[1 + counts.len()..].iter().map(|&v| v as f32).collect();
+        }
+        let mut m = crate::train::HeadMetrics {
+            name: h.name.clone(),
+            kind: h.kind,
+            weight: h.weight,
+            weighted_loss: loss,
+            accuracy: None,
+            labels: None,
+            regression: None,
+        };
+        match h.kind {
+            // no example with a class: no accuracy (n/a), not 0
+            HeadKind::Classes => m.accuracy = (counts[1] > 0).then(|| counts[0] as f64 / counts[1] as f64),
+            HeadKind::Labels => m.labels = Some(LabelMetrics::from_counts(&counts, h.outputs)?),
+            HeadKind::Regression(_) => m.regression = Some(RegressionMetrics::from_sums(&sums, &counts, h.outputs)?),
+        }
+        heads.push(m);
+    }
+    let loss = heads.iter().map(|h| h.weighted_loss).sum();
+    Ok(Metrics { loss, heads, ..Metrics::default() })
 }
 
 /// Computes the outputs of the frozen layers `0..upto` for every example of `data` once:
@@ -104,7 +144,7 @@ impl Evaluator {
     ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
         let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[])?;
-        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let acc = Accumulators::for_net(gpu, net)?;
         let identity: Vec<u32> = (0..data.n as u32).collect();
         let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
         let inputs = PlanInputs {
@@ -113,6 +153,7 @@ impl Evaluator {
             first,
             source_x,
             source_y: &data.y,
+            source_heads: &data.heads,
             indices: &indices,
             scratch: &scratch,
             grads: None,
@@ -130,7 +171,7 @@ impl Evaluator {
         Ok(Evaluator { full, partial, acc, _scratch: scratch, _indices: indices, n: data.n, b })
     }
 
-    pub(crate) fn run(&self, gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Metrics> {
+    pub(crate) fn run(&self, gpu: &Gpu, net: &Network) -> Result<Metrics> {
         self.acc.reset(gpu)?;
         let steps = self.n.div_ceil(self.b);
         for s in 0..steps {
@@ -140,7 +181,7 @@ impl Evaluator {
             rec.pass("eval_step", plan.dispatches());
             rec.submit();
         }
-        read_metrics(gpu, &self.acc, kind, outputs, steps, None)
+        read_metrics(gpu, &self.acc, net, steps, None)
     }
 }
 
@@ -166,7 +207,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let batch_stats = batch_norm.batch_stats(&net.layers(), &every);
     let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats)?;
     let grads = Grads::new(gpu, net, &every)?;
-    let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+    let acc = Accumulators::for_net(gpu, net)?;
     acc.reset(gpu)?;
     let identity: Vec<u32> = (0..dev.n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[dev.n], &identity)?;
@@ -177,6 +218,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         first: 0,
         source_x: &dev.x,
         source_y: &dev.y,
+        source_heads: &dev.heads,
         indices: &indices,
         scratch: &scratch,
         grads: Some(&grads),
@@ -193,7 +235,11 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let mut rec = Recorder::new(gpu, "gradients");
     rec.pass("gradients", plan.dispatches());
     rec.submit();
-    let loss = acc.loss.download(gpu)?[0] as f64;
+    let loss = if net.is_multi_head() {
+        acc.heads.iter().map(|h| Ok(h.loss.download(gpu)?[0] as f64)).sum::<Result<f64>>()?
+    } else {
+        acc.loss.download(gpu)?[0] as f64
+    };
     let out = (0..net.layers().len())
         .map(|i| {
             if !net.layers()[i].has_params() {
@@ -212,6 +258,8 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
     let mut out = predict_logits(net, x, n, batch)?;
     let out_dim = net.output_dim();
     match net.head_kind {
+        _ if net.is_multi_head() => return Err(Error::invalid("predict: this network has several heads; use predict_logits")),
+        HeadKind::Regression(_) => {}
         HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
         HeadKind::Classes => {
             for row in out.chunks_mut(out_dim) {

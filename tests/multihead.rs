@@ -1,0 +1,319 @@
+//! Several task heads on one trunk: a labels head (with a hidden layer), a classes head and a
+//! regression head, weighted, each with unknown targets. The GPU's loss and gradients equal the
+//! float64 reference and its central differences, a head of weight 0 gets no gradient, a short
+//! run follows the reference trainer, and bad targets are refused naming the head.
+mod common;
+use common::trainer::{RefOpt, reference_train_with};
+use common::*;
+use headswap::data::{Dataset, HeadTargets, Targets};
+use headswap::kernels::Activation;
+use headswap::kernels::loss::{BceReduction, IGNORE_CLASS, RegressionLoss};
+use headswap::nn::{DenseSpec, Head, HeadKind, Init, LayerSpec, Network, Trunk};
+use headswap::reference::network::{RefHead, RefHeadLoss, RefLayer, loss_and_grads_heads};
+use headswap::reference::optim::Adam;
+use headswap::train::{BceSettings, Freeze, Optimizer, TrainConfig, Trainer, gradients};
+use headswap::{Gpu, Rng};
+
+const D: usize = 5;
+
+fn trunk() -> Trunk {
+    Trunk::chain(vec![
+        LayerSpec::Dense(DenseSpec { inputs: D, outputs: 8, activation: Activation::Tanh }),
+        LayerSpec::Dense(DenseSpec { inputs: 8, outputs: 6, activation: Activation::Tanh }),
+    ])
+}
+
+/// objects: 3 labels behind a hidden layer; scene: 4 classes; distance: 2 values (Huber).
+fn heads(w: [f32; 3]) -> Vec<Head> {
+    vec![
+        Head::labels(3).hidden(4, Activation::Tanh).named("objects").weight(w[0]),
+        Head::classes(4).named("scene").weight(w[1]),
+        Head::regression(2, RegressionLoss::Huber(0.5)).named("distance").weight(w[2]),
+    ]
+}
+
+fn net(gpu: &Gpu, w: [f32; 3], seed: u64) -> Network {
+    Network::from_trunk_heads(gpu, D, trunk(), Init::KaimingUniform, &heads(w), seed).unwrap()
+}
+
+/// `n` examples; about one in five of each head's targets unknown (a NaN label, class −1, a NaN
+/// distance), and example 0 unknown for every head but the regression's first column.
+fn data(n: usize, seed: u64) -> Dataset {
+    let mut r = Rng::new(seed);
+    let x = rand_range(seed + 1, n * D, -1.5, 1.5);
+    let objects: Vec<f32> = (0..n * 3)
+        .map(|i| {
+            if i < 3 || r.next_f64() < 0.2 {
+                f32::NAN
+            } else if r.next_f64() < 0.5 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let scene: Vec<u32> = (0..n).map(|i| if i == 0 || r.next_f64() < 0.2 { IGNORE_CLASS } else { r.below(4) as u32 }).collect();
+    let distance: Vec<f32> =
+        (0..n * 2).map(|i| if i == 1 || r.next_f64() < 0.2 { f32::NAN } else { r.uniform(-2.0, 2.0) as f32 }).collect();
+    Dataset {
+        x,
+        n,
+        d: D,
+        input_shape: vec![D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: objects, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: distance, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    }
+}
+
+fn ref_layers(net: &Network, values: &[(Vec<f32>, Vec<f32>)]) -> Vec<RefLayer> {
+    net.layers().iter().zip(values).map(|(s, (w, b))| RefLayer::new(*s, to_f64(w), to_f64(b))).collect()
+}
+
+/// The reference's heads for the examples `rows` of `data`.
+fn ref_heads(net: &Network, data: &Dataset, rows: &[u32]) -> Vec<RefHead> {
+    net.heads()
+        .iter()
+        .map(|h| {
+            let t = data.targets.head(&h.name).unwrap();
+            let pick = |y: &[f32], k: usize| -> Vec<f64> {
+                rows.iter().flat_map(|&i| y[i as usize * k..(i as usize + 1) * k].iter().map(|&v| v as f64)).collect()
+            };
+            let loss = match (t, h.kind) {
+                (Targets::Classes { y, .. }, HeadKind::Classes) => RefHeadLoss::Classes(rows.iter().map(|&i| y[i as usize]).collect()),
+                (Targets::Labels { y, k }, HeadKind::Labels) => RefHeadLoss::Labels(pick(y, *k), BceReduction::SumLabelsMeanExamples),
+                (Targets::Regression { y, k }, HeadKind::Regression(kind)) => RefHeadLoss::Regression(pick(y, *k), kind),
+                _ => unreachable!("targets of the head's kind"),
+            };
+            RefHead { output: h.layers.end - 1, weight: h.weight as f64, loss }
+        })
+        .collect()
+}
+
+fn all_rows(n: usize) -> Vec<u32> {
+    (0..n as u32).collect()
+}
+
+#[test]
+fn heads_are_wired_to_the_trunk_and_named_heads_dot_name() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.5, 2.0], 1);
+    // trunk 0, 1; objects 2 (hidden), 3; scene 4; distance 5
+    assert_eq!(net.sources(), [vec![0], vec![1], vec![2], vec![3], vec![2], vec![2]]);
+    // nn.Sequential indices count the activations, as PyTorch's do
+    assert_eq!(net.module_names(), ["0", "2", "heads.objects.0", "heads.objects.2", "heads.scene", "heads.distance"]);
+    let h: Vec<(&str, usize, std::ops::Range<usize>)> =
+        net.heads().iter().map(|h| (h.name.as_str(), h.outputs, h.layers.clone())).collect();
+    assert_eq!(h, [("objects", 3, 2..4), ("scene", 4, 4..5), ("distance", 2, 5..6)]);
+    assert_eq!(net.head("scene").map(|h| h.weight), Some(0.5));
+    assert_eq!(net.head("distance").map(|h| h.kind), Some(HeadKind::Regression(RegressionLoss::Huber(0.5))));
+}
+
+#[test]
+fn gradients_of_all_three_kinds_equal_central_differences_of_the_reference() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.5, 2.0], 3);
+    let data = data(7, 11);
+    let values = net.values().unwrap();
+    let layers = ref_layers(&net, &values);
+    let x = to_f64(&data.x);
+    let heads = ref_heads(&net, &data, &all_rows(data.n));
+    let (want_loss, _, want) = loss_and_grads_heads(&layers, net.sources(), &x, data.n, &heads);
+
+    let (loss, got) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
+    assert_close("loss", &[loss as f32], &[want_loss], Tolerance::F32);
+    // central differences of the float64 reference's Σ w_t·L_t, parameter by parameter
+    let h = 1e-6;
+    let loss_at = |layers: &[RefLayer]| loss_and_grads_heads(layers, net.sources(), &x, data.n, &heads).0;
+    for (i, ((gw, gb), (aw, ab))) in got.iter().zip(&want).enumerate() {
+        let fd = |bias: bool, len: usize| -> Vec<f64> {
+            (0..len)
+                .map(|j| {
+                    let mut l = layers.clone();
+                    let p = if bias { &mut l[i].b[j] } else { &mut l[i].w[j] };
+                    *p += h;
+                    let up = loss_at(&l);
+                    let p = if bias { &mut l[i].b[j] } else { &mut l[i].w[j] };
+                    *p -= 2.0 * h;
+                    (up - loss_at(&l)) / (2.0 * h)
+                })
+                .collect()
+        };
+        let (fw, fb) = (fd(false, aw.len()), fd(true, ab.len()));
+        assert_close(&format!("layer {i} dW vs central differences"), gw, &fw, Tolerance::F32);
+        assert_close(&format!("layer {i} db vs central differences"), gb, &fb, Tolerance::F32);
+        assert_close(&format!("layer {i} dW vs the reference's backward"), gw, aw, Tolerance::F32);
+        assert_close(&format!("layer {i} db vs the reference's backward"), gb, ab, Tolerance::F32);
+    }
+    // the masks matter: every head has unknown targets in this batch, yet every gradient is finite
+    assert!(got.iter().all(|(w, b)| w.iter().chain(b).all(|v| v.is_finite())));
+}
+
+#[test]
+fn a_head_of_weight_zero_gets_exactly_zero_gradient_and_passes_none_to_the_trunk() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.0, 2.0], 5);
+    let data = data(9, 13);
+    let (_, got) = gradients(&gpu, &net, &data, &BceSettings::default()).unwrap();
+    let scene = net.head("scene").unwrap().layers.clone();
+    for i in scene {
+        assert!(got[i].0.iter().chain(&got[i].1).all(|&v| v == 0.0), "layer {i} of the weight-0 head has a gradient");
+    }
+    // the trunk's gradient is that of the other two heads alone
+    let values = net.values().unwrap();
+    let layers = ref_layers(&net, &values);
+    let heads: Vec<RefHead> = ref_heads(&net, &data, &all_rows(data.n)).into_iter().filter(|h| h.output != 4).collect();
+    let (_, _, want) = loss_and_grads_heads(&layers, net.sources(), &to_f64(&data.x), data.n, &heads);
+    for i in 0..2 {
+        assert_close(&format!("trunk layer {i} dW"), &got[i].0, &want[i].0, Tolerance::F32);
+        assert_close(&format!("trunk layer {i} db"), &got[i].1, &want[i].1, Tolerance::F32);
+    }
+}
+
+/// Trains `net` on `data` on the GPU and in the float64 reference (Adam, batches of 4 with a
+/// partial last one, 2 epochs) with the learning-rate multipliers `mults`, and compares every
+/// layer's values.
+fn matches_reference_trainer(net: &mut Network, data: &Dataset, mults: &[Option<f64>], run: impl FnOnce(&mut Trainer, &mut Network)) {
+    let gpu = gpu();
+    let (batch, epochs, seed) = (4, 2, 7);
+    let start = net.values().unwrap();
+    let adam = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false };
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: batch, seed, ..TrainConfig::default() };
+    let mut trainer = Trainer::new(&gpu, cfg);
+    run(&mut trainer, net);
+    let got = net.values().unwrap();
+    let sources = net.sources().to_vec();
+    let grads = |layers: &[RefLayer], xb: &[f64], chunk: &[u32]| {
+        loss_and_grads_heads(layers, &sources, xb, chunk.len(), &ref_heads(net, data, chunk)).2
+    };
+    let want = reference_train_with(&net.layers(), &start, data, &grads, RefOpt::Adam(adam), mults, batch, epochs, seed);
+    let tol = Tolerance { rel: 1e-5, abs: 1e-5 };
+    for (i, ((gw, gb), (ww, wb))) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("layer {i} weight"), gw, ww, tol);
+        assert_close(&format!("layer {i} bias"), gb, wb, tol);
+    }
+}
+
+#[test]
+fn a_short_run_matches_the_reference_trainer() {
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 9);
+    let data = data(11, 17);
+    let all = vec![Some(1.0); net.layers().len()];
+    matches_reference_trainer(&mut net, &data, &all, |t, net| {
+        t.fit(net, &data, 2).unwrap();
+    });
+}
+
+#[test]
+fn heads_fine_tune_on_the_frozen_trunks_cached_features_like_the_reference() {
+    let gpu = gpu();
+    let mut net = net(&gpu, [0.3, 1.0, 1.5], 19);
+    let data = data(10, 23);
+    let mults: Vec<Option<f64>> = (0..net.layers().len()).map(|i| (i >= 2).then_some(1.0)).collect();
+    matches_reference_trainer(&mut net, &data, &mults, |t, net| {
+        let report = t.fine_tune(net, &data, Freeze::Trunk, 2).unwrap();
+        // every head reads the trunk's last output: computed once for all of them
+        assert!(report.cached_features);
+    });
+}
+
+#[test]
+fn evaluation_reports_each_heads_weighted_loss_and_metrics() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.5, 2.0], 29);
+    let data = data(13, 31);
+    let cfg = TrainConfig { batch_size: 64, ..TrainConfig::default() };
+    let m = Trainer::new(&gpu, cfg).evaluate(&net, &data).unwrap();
+    let values = net.values().unwrap();
+    let layers = ref_layers(&net, &values);
+    let (total, per_head, _) =
+        loss_and_grads_heads(&layers, net.sources(), &to_f64(&data.x), data.n, &ref_heads(&net, &data, &all_rows(data.n)));
+    assert_close("total loss", &[m.loss as f32], &[total], Tolerance::F32);
+    let names: Vec<&str> = m.heads.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["objects", "scene", "distance"]);
+    let got: Vec<f32> = m.heads.iter().map(|h| h.weighted_loss as f32).collect();
+    assert_close("per-head w·L", &got, &per_head, Tolerance::F32);
+
+    // accuracy over the examples that have a class, MAE/RMSE over the known distances
+    let (_, outs) = headswap::reference::network::forward_graph(&layers, net.sources(), &to_f64(&data.x), data.n);
+    let Some(Targets::Classes { y, .. }) = data.targets.head("scene") else { unreachable!() };
+    let logits = &outs[4];
+    let (mut correct, mut known) = (0, 0);
+    for (i, &c) in y.iter().enumerate().filter(|&(_, &c)| c != IGNORE_CLASS) {
+        let row = &logits[i * 4..i * 4 + 4];
+        let best = (0..4).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        known += 1;
+        correct += usize::from(best == c as usize);
+    }
+    let scene = m.head("scene").unwrap();
+    assert_eq!(scene.accuracy, Some(correct as f64 / known as f64));
+    let Some(Targets::Regression { y, .. }) = data.targets.head("distance") else { unreachable!() };
+    let preds = &outs[5];
+    let reg = m.head("distance").unwrap().regression.as_ref().unwrap();
+    for j in 0..2 {
+        let errs: Vec<f64> = (0..data.n).filter(|&i| !y[i * 2 + j].is_nan()).map(|i| preds[i * 2 + j] - y[i * 2 + j] as f64).collect();
+        assert_eq!(reg.support[j], errs.len() as u64);
+        let mae = errs.iter().map(|e| e.abs()).sum::<f64>() / errs.len() as f64;
+        let rmse = (errs.iter().map(|e| e * e).sum::<f64>() / errs.len() as f64).sqrt();
+        assert_close(&format!("MAE {j}"), &[reg.mae[j].unwrap() as f32], &[mae], Tolerance::F32);
+        assert_close(&format!("RMSE {j}"), &[reg.rmse[j].unwrap() as f32], &[rmse], Tolerance::F32);
+    }
+    // per-label confusion at probability 0.5 (logit 0) over the known labels, n/a aware
+    let Some(Targets::Labels { y, .. }) = data.targets.head("objects") else { unreachable!() };
+    let logits = &outs[3];
+    let mut counts = vec![0u32; 3 * 4];
+    for i in 0..data.n {
+        for j in 0..3 {
+            let t = y[i * 3 + j];
+            if t.is_nan() {
+                continue;
+            }
+            let slot = match (logits[i * 3 + j] >= 0.0, t >= 0.5) {
+                (true, true) => 0,   // TP
+                (true, false) => 1,  // FP
+                (false, false) => 2, // TN
+                (false, true) => 3,  // FN
+            };
+            counts[j * 4 + slot] += 1;
+        }
+    }
+    let want = headswap::kernels::metrics::LabelMetrics::from_counts(&counts, 3).unwrap();
+    assert_eq!(m.head("objects").unwrap().labels.as_ref(), Some(&want));
+}
+
+#[test]
+fn bad_heads_and_targets_are_refused_naming_the_head() {
+    let gpu = gpu();
+    let err = |r: headswap::Result<Network>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    let unnamed = vec![Head::classes(2).named("a"), Head::labels(2)];
+    assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &unnamed, 1)).contains("head 1 has no name"));
+    let twice = vec![Head::classes(2).named("a"), Head::labels(2).named("a")];
+    assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &twice, 1)).contains("two heads are named \"a\""));
+    let negative = vec![Head::classes(2).named("a").weight(-1.0)];
+    assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &negative, 1)).contains("head \"a\""));
+
+    let net = net(&gpu, [1.0, 1.0, 1.0], 1);
+    let trainer = Trainer::new(&gpu, TrainConfig::default());
+    let eval_err = |data: &Dataset| trainer.evaluate(&net, data).err().map(|e| e.to_string()).unwrap_or_default();
+    let good = data(6, 3);
+    let with = |f: &dyn Fn(&mut Vec<HeadTargets>)| {
+        let mut d = good.clone();
+        let Targets::Heads(h) = &mut d.targets else { unreachable!() };
+        f(h);
+        d
+    };
+    let missing = with(&|h| h.retain(|h| h.name != "distance"));
+    assert!(eval_err(&missing).contains("no targets for head \"distance\""), "{}", eval_err(&missing));
+    let wrong_kind = with(&|h| h[1].targets = Targets::Labels { y: vec![0.0; 6 * 4], k: 4 });
+    assert!(eval_err(&wrong_kind).contains("head \"scene\" is a classes head but its targets are labels"), "{}", eval_err(&wrong_kind));
+    let short = with(&|h| h[2].targets = Targets::Regression { y: vec![0.0; 5 * 2], k: 2 });
+    assert!(eval_err(&short).contains("head \"distance\""), "{}", eval_err(&short));
+    let bad_class = with(&|h| h[1].targets = Targets::Classes { y: vec![0, 1, 7, 0, 1, 2], num_classes: 4 });
+    assert!(eval_err(&bad_class).contains("head \"scene\": row 2: class 7"), "{}", eval_err(&bad_class));
+    let one_target = Dataset { targets: Targets::Classes { y: vec![0; 6], num_classes: 4 }, ..good.clone() };
+    assert!(eval_err(&one_target).contains("3 named heads"), "{}", eval_err(&one_target));
+}
