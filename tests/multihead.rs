@@ -317,3 +317,103 @@ fn bad_heads_and_targets_are_refused_naming_the_head() {
     let one_target = Dataset { targets: Targets::Classes { y: vec![0; 6], num_classes: 4 }, ..good.clone() };
     assert!(eval_err(&one_target).contains("3 named heads"), "{}", eval_err(&one_target));
 }
+
+#[test]
+fn a_network_of_named_heads_saves_and_loads_under_heads_dot_names() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.5, 2.0], 37);
+    let dir = TempDir::new("multihead");
+    let path = dir.path().join("net.safetensors");
+    net.save(&path, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let names = headswap::checkpoint::load(&path).unwrap().names().map(String::from).collect::<Vec<_>>();
+    for n in ["heads.objects.0.weight", "heads.objects.2.bias", "heads.scene.weight", "heads.distance.bias"] {
+        assert!(names.iter().any(|m| m == n), "{n} missing from {names:?}");
+    }
+    let back = Network::load(&gpu, &path).unwrap();
+    assert_eq!(back.heads(), net.heads());
+    assert_eq!(back.sources(), net.sources());
+    assert_eq!(back.module_names(), net.module_names());
+    assert_eq!(back.values().unwrap(), net.values().unwrap());
+    // and it trains on as the original does
+    let data = data(8, 41);
+    let cfg = TrainConfig { batch_size: 3, ..TrainConfig::default() };
+    let (mut a, mut b) = (net, back);
+    Trainer::new(&gpu, cfg.clone()).fit(&mut a, &data, 1).unwrap();
+    Trainer::new(&gpu, cfg).fit(&mut b, &data, 1).unwrap();
+    assert_eq!(a.values().unwrap(), b.values().unwrap());
+}
+
+#[test]
+fn adding_removing_and_swapping_a_head_keeps_the_trunk_and_the_other_heads() {
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 43);
+    let before = net.values().unwrap();
+    let by_name = |net: &Network, name: &str| -> Vec<(Vec<f32>, Vec<f32>)> {
+        net.head(name).unwrap().layers.clone().map(|i| net.layer_values(i).unwrap()).collect()
+    };
+    let objects = by_name(&net, "objects");
+    let distance = by_name(&net, "distance");
+
+    let report = net.add_head(Head::regression(1, RegressionLoss::Mse).named("speed").weight(0.25), 5).unwrap();
+    assert_eq!(report.created.len(), 1, "{report}");
+    assert_eq!(net.heads().iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["objects", "scene", "distance", "speed"]);
+    assert_eq!(net.head("speed").unwrap().layers, 6..7);
+    assert_eq!(net.sources()[6], vec![2]);
+    assert_eq!(net.values().unwrap()[..6], before[..]);
+
+    net.remove_head("scene").unwrap();
+    assert_eq!(net.heads().iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["objects", "distance", "speed"]);
+    assert_eq!(net.values().unwrap()[..2], before[..2], "the trunk");
+    assert_eq!(by_name(&net, "objects"), objects);
+    assert_eq!(by_name(&net, "distance"), distance);
+    assert_eq!(net.module_names()[4], "heads.distance");
+
+    net.swap_named_head("objects", Head::labels(5), 9).unwrap();
+    let h = net.head("objects").unwrap();
+    assert_eq!((h.outputs, h.layers.clone(), h.kind), (5, 2..3, HeadKind::Labels));
+    assert_eq!(net.values().unwrap()[..2], before[..2], "the trunk");
+    assert_eq!(by_name(&net, "distance"), distance);
+    assert_eq!(net.sources(), [vec![0], vec![1], vec![2], vec![2], vec![2]]);
+
+    // refused, leaving the network as it was
+    let kept = net.values().unwrap();
+    let msg = |r: headswap::Result<headswap::nn::HeadSwapReport>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg(net.remove_head("scene")).contains("no head named \"scene\""));
+    assert!(msg(net.add_head(Head::classes(2).named("speed"), 1)).contains("a head named \"speed\" already"));
+    assert!(msg(net.add_head(Head::classes(2), 1)).contains("needs a name"));
+    assert_eq!(net.values().unwrap(), kept);
+}
+
+#[test]
+fn a_one_head_network_named_then_given_a_second_head_trains_both() {
+    let gpu = gpu();
+    let mut net = Network::from_trunk(&gpu, D, trunk(), Init::KaimingUniform, Head::labels(3).hidden(4, Activation::Tanh), 3).unwrap();
+    let before = net.values().unwrap();
+    net.name_head("objects").unwrap();
+    assert_eq!(net.module_names(), ["0", "2", "heads.objects.0", "heads.objects.2"]);
+    net.add_head(Head::classes(4).named("scene"), 2).unwrap();
+    net.add_head(Head::regression(2, RegressionLoss::Huber(0.5)).named("distance"), 4).unwrap();
+    assert_eq!(net.values().unwrap()[..4], before[..]);
+    let data = data(10, 47);
+    let mults = vec![Some(1.0); net.layers().len()];
+    matches_reference_trainer(&mut net, &data, &mults, |t, net| {
+        t.fit(net, &data, 2).unwrap();
+    });
+}
+
+#[test]
+fn a_frozen_head_keeps_its_weights_while_the_others_train_on_cached_features() {
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.7, 1.3], 53);
+    let data = data(9, 59);
+    let before = net.values().unwrap();
+    // only the heads train, the first of them not: the trunk's features are still computed once
+    let groups = headswap::train::ParamGroups::new().freeze("heads.objects").train("heads", 1.0);
+    let mults: Vec<Option<f64>> = groups.resolve(&net).unwrap().into_iter().map(|m| m.map(f64::from)).collect();
+    assert_eq!(mults, [None, None, None, None, Some(1.0), Some(1.0)]);
+    matches_reference_trainer(&mut net, &data, &mults, |t, net| {
+        let report = t.fine_tune_groups(net, &data, &groups, 2).unwrap();
+        assert!(report.cached_features);
+    });
+    assert_eq!(net.values().unwrap()[..4], before[..4], "the trunk and the frozen head, bit for bit");
+}

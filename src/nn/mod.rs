@@ -650,6 +650,217 @@ impl Network {
         })
     }
 
+    /// A network of named heads whose every layer's values are given (checkpoints, head
+    /// operations): the trunk with its wiring, then each head's layers in `heads`' order (each
+    /// `HeadInfo::layers` is where its layers sit, one head after the other), their module paths
+    /// (`None`: `heads.<name>`), and `(weight, bias)` per layer.
+    pub(crate) fn from_head_layers(
+        gpu: &Gpu,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_names: Vec<Option<String>>,
+        heads: Vec<HeadInfo>,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
+        let (sources, names) = multi_head_wiring(&trunk, &head, &head_names, &heads)?;
+        let trunk = trunk.layers;
+        let t = trunk.len();
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
+        if values.len() != all.len() {
+            return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
+        }
+        for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
+            let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
+            if w.len() != w_len || b.len() != s.bias_len() {
+                return Err(Error::shape(format!("layer {i} ({}): weight has {} values and bias {}", s.describe(), w.len(), b.len())));
+            }
+        }
+        check_arena_fits(gpu, &trunk, "trunk_params")?;
+        check_arena_fits(gpu, &head, "head_params")?;
+        let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
+        let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
+        let running = RunningStats::new(gpu, &trunk)?;
+        Ok(Network {
+            gpu: gpu.clone(),
+            head_kind: heads[0].kind,
+            trunk,
+            head,
+            trunk_params,
+            head_params,
+            running,
+            sources,
+            names,
+            head_module: None,
+            label_names: None,
+            input_layout: None,
+            heads,
+        })
+    }
+
+    /// Makes a network's only head a named head `name` (weight 1), so that heads can be added
+    /// beside it ([`Network::add_head`]); its layers are then saved under `heads.<name>`. The
+    /// weights stay where they are; nothing is copied.
+    pub fn name_head(&mut self, name: &str) -> Result<()> {
+        if self.is_multi_head() {
+            return Err(Error::invalid("the network's heads are named already"));
+        }
+        let t = self.trunk.len();
+        let info = HeadInfo {
+            name: name.to_string(),
+            kind: self.head_kind,
+            weight: 1.0,
+            layers: t..t + self.head.len(),
+            outputs: self.output_dim(),
+            label_names: self.label_names.clone(),
+        };
+        let (sources, names) =
+            multi_head_wiring(&self.trunk_graph(), &self.head, &vec![None; self.head.len()], std::slice::from_ref(&info))?;
+        self.sources = sources;
+        self.names = names;
+        self.heads = vec![info];
+        self.head_module = None;
+        self.label_names = None;
+        Ok(())
+    }
+
+    /// Adds the freshly initialised named head `head` after the others, reading the trunk's
+    /// output; the trunk and the other heads keep their weights. On an error the network is
+    /// unchanged.
+    pub fn add_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        self.edit_heads(None, Some(head), seed)
+    }
+
+    /// Removes the head named `name`; the trunk and the other heads keep their weights.
+    pub fn remove_head(&mut self, name: &str) -> Result<HeadSwapReport> {
+        self.edit_heads(Some(name), None, 0)
+    }
+
+    /// Replaces the head named `name` with the freshly initialised `head` (named `name` too
+    /// unless it has a name of its own), in its place; the trunk and the other heads keep their
+    /// weights.
+    pub fn swap_named_head(&mut self, name: &str, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        let head = if head.name.is_none() { head.named(name) } else { head };
+        self.edit_heads(Some(name), Some(head), seed)
+    }
+
+    /// The trunk as built: its layers, wiring and module paths.
+    fn trunk_graph(&self) -> Trunk {
+        let t = self.trunk.len();
+        Trunk {
+            layers: self.trunk.clone(),
+            sources: self.sources[..t].to_vec(),
+            names: self.names[..t].iter().cloned().map(Some).collect(),
+        }
+    }
+
+    /// Drops the head named `remove` (if any) and puts `add` (if any) in its place, or last: a new
+    /// head arena holding the other heads' values read back and the new head's initial ones.
+    fn edit_heads(&mut self, remove: Option<&str>, add: Option<Head>, seed: u64) -> Result<HeadSwapReport> {
+        if !self.is_multi_head() {
+            return Err(Error::invalid("this network has one unnamed head: name it first (Network::name_head), or use swap_head"));
+        }
+        let t = self.trunk.len();
+        let at = match remove {
+            Some(name) => Some(self.heads.iter().position(|h| h.name == name).ok_or_else(|| {
+                let known: Vec<&str> = self.heads.iter().map(|h| h.name.as_str()).collect();
+                Error::invalid(format!("the network has no head named {name:?} (its heads: {})", known.join(", ")))
+            })?),
+            None => None,
+        };
+        if let Some(h) = &add {
+            h.validate()?;
+            let name = h.name.as_deref().ok_or_else(|| Error::invalid("a head added beside others needs a name (Head::named)"))?;
+            check_head_name(name)?;
+            if self.heads.iter().enumerate().any(|(k, o)| o.name == name && Some(k) != at) {
+                return Err(Error::invalid(format!("the network has a head named {name:?} already")));
+            }
+        }
+        if at.is_some() && add.is_none() && self.heads.len() == 1 {
+            return Err(Error::invalid("a network needs at least one head: this is its last"));
+        }
+        // each head of the result: (info with its layers counted from 0, specs, names, values)
+        type Part = (HeadInfo, Vec<LayerSpec>, Vec<Option<String>>, Vec<(Vec<f32>, Vec<f32>)>);
+        let mut parts: Vec<Part> = Vec::new();
+        let mut report = HeadSwapReport {
+            kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, &self.names[i], s)).collect(),
+            dropped: Vec::new(),
+            created: Vec::new(),
+        };
+        let width = self.trunk_output_dim();
+        let fresh = |h: &Head| -> Result<Part> {
+            let specs = h.specs(width);
+            check_arena_fits(&self.gpu, &specs, "head_params")?;
+            let mut rng = Rng::new(seed);
+            let values = specs.iter().map(|s| h.init.layer(s, &mut rng)).collect();
+            let info = HeadInfo {
+                name: h.name.clone().unwrap_or_default(),
+                kind: h.kind,
+                weight: h.weight,
+                layers: 0..specs.len(),
+                outputs: h.outputs,
+                label_names: h.names.clone(),
+            };
+            let names = match &h.module {
+                Some(m) => Head::layer_names(&specs, Some(m)),
+                None => vec![None; specs.len()],
+            };
+            Ok((info, specs, names, values))
+        };
+        for (k, h) in self.heads.iter().enumerate() {
+            if Some(k) == at {
+                report.dropped.extend(h.layers.clone().map(|i| describe(i, &self.names[i], &self.head[i - t])));
+                if let Some(new) = &add {
+                    parts.push(fresh(new)?);
+                }
+                continue;
+            }
+            let specs = self.head[h.layers.start - t..h.layers.end - t].to_vec();
+            let values = h.layers.clone().map(|i| self.layer_values(i)).collect::<Result<Vec<_>>>()?;
+            let names = h.layers.clone().map(|i| Some(self.names[i].clone())).collect();
+            report.kept.extend(h.layers.clone().map(|i| describe(i, &self.names[i], &self.head[i - t])));
+            parts.push((HeadInfo { layers: 0..specs.len(), ..h.clone() }, specs, names, values));
+        }
+        if let (None, Some(new)) = (at, &add) {
+            parts.push(fresh(new)?);
+        }
+        let (mut head, mut head_names, mut heads, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (info, specs, names, v) in parts {
+            let start = t + head.len();
+            heads.push(HeadInfo { layers: start..start + specs.len(), ..info });
+            head.extend(specs);
+            head_names.extend(names);
+            values.extend(v);
+        }
+        let (sources, names) = multi_head_wiring(&self.trunk_graph(), &head, &head_names, &heads)?;
+        check_arena_fits(&self.gpu, &head, "head_params")?;
+        let arena = Arena::new(&self.gpu, &head, &values, "head_params")?;
+        if let Some(new) = add.as_ref().and_then(|h| heads.iter().find(|i| Some(&i.name) == h.name.as_ref())) {
+            report.created.extend(new.layers.clone().map(|i| format!("{} (seed {seed})", describe(i, &names[i], &head[i - t]))));
+        }
+        tracing::info!(%report, "head edit");
+        self.head_kind = heads[0].kind;
+        self.head = head;
+        self.head_params = arena;
+        self.sources = sources;
+        self.names = names;
+        self.heads = heads;
+        Ok(report)
+    }
+
+    /// Sets the loss weight of the head named `name` (0: it trains not at all).
+    pub fn set_head_weight(&mut self, name: &str, weight: f32) -> Result<()> {
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(Error::invalid(format!("a head's loss weight must be finite and ≥ 0, got {weight}")));
+        }
+        let h = self
+            .heads
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::invalid(format!("the network has no head named {name:?}")))?;
+        h.weight = weight;
+        Ok(())
+    }
+
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
     /// hidden layers). The trunk's parameters stay where they are on the GPU, untouched. The
     /// label names become `head.names` (`None` unless given: the old ones named the old head's
@@ -831,6 +1042,58 @@ impl Network {
     pub fn set_head_kind(&mut self, kind: HeadKind) {
         self.head_kind = kind;
     }
+}
+
+/// The wiring and module paths of a network of named heads (see
+/// [`Network::from_head_layers`]), after checking that the heads cover the head layers one
+/// after the other, each head's kind and weight, and every layer's shapes.
+pub(crate) fn multi_head_wiring(
+    trunk: &Trunk,
+    head: &[LayerSpec],
+    head_names: &[Option<String>],
+    heads: &[HeadInfo],
+) -> Result<(Vec<Vec<usize>>, Vec<String>)> {
+    let t = trunk.layers.len();
+    let mut all_sources = trunk.sources.clone();
+    if heads.is_empty() {
+        return Err(Error::invalid("a network needs at least one head"));
+    }
+    let mut next = t;
+    for (k, h) in heads.iter().enumerate() {
+        check_head_name(&h.name)?;
+        if heads[..k].iter().any(|o| o.name == h.name) {
+            return Err(Error::invalid(format!("two heads are named {:?}: head names must be unique", h.name)));
+        }
+        if h.layers.start != next || h.layers.is_empty() || h.layers.end > t + head.len() {
+            return Err(Error::invalid(format!("head {:?}: its layers must follow the previous head's", h.name)));
+        }
+        next = h.layers.end;
+        let out = head[h.layers.end - 1 - t].outputs();
+        if out != h.outputs {
+            return Err(Error::shape(format!("head {:?} has {} outputs, its last layer gives {out}", h.name, h.outputs)));
+        }
+        all_sources.extend(h.layers.clone().map(|i| vec![if i == h.layers.start { t } else { i }]));
+        let probe = Head { outputs: h.outputs, kind: h.kind, weight: h.weight, names: h.label_names.clone(), ..Head::labels(1) };
+        probe.validate().map_err(|e| Error::invalid(format!("head {:?}: {e}", h.name)))?;
+    }
+    if next != t + head.len() || head_names.len() != head.len() {
+        return Err(Error::shape(format!("{} head layers and {} names, the heads cover {}", head.len(), head_names.len(), next - t)));
+    }
+    if head.iter().any(|l| matches!(l, LayerSpec::BatchNorm(_))) {
+        return Err(Error::invalid("a head holds dense layers only: put BatchNorm layers in the trunk"));
+    }
+    let all: Vec<LayerSpec> = trunk.layers.iter().chain(head).copied().collect();
+    for s in &all {
+        s.validate()?;
+    }
+    check_wiring(&all, &all_sources, all[0].inputs())?;
+    let mut given: Vec<Option<String>> = trunk.names.clone();
+    for h in heads {
+        let (names, specs) = (&head_names[h.layers.start - t..h.layers.end - t], &head[h.layers.start - t..h.layers.end - t]);
+        let module = format!("heads.{}", h.name);
+        given.extend(if names.iter().all(Option::is_none) { Head::layer_names(specs, Some(&module)) } else { names.to_vec() });
+    }
+    Ok((all_sources, resolve_names(&all, &given)?))
 }
 
 /// A head's name: it becomes part of module paths (`heads.<name>`) and tensor names (`y.<name>`).

@@ -668,8 +668,18 @@ impl StepBuffers {
         // Every layer below the lowest trainable one is frozen and nothing flows back into it:
         // its outputs for the data set are computed once and stay resident for the whole run.
         // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
-        let cached = cfg.cache_features && lowest > 0 && net.is_cut(lowest);
-        let mut first = if cached { lowest } else { 0 };
+        // Named heads each read the trunk's output: with the trunk frozen, a frozen head before the
+        // lowest trainable one still runs on the same cached features, from the trunk's top on.
+        let t = net.trunk.len();
+        let cut = if net.is_cut(lowest) {
+            lowest
+        } else if net.is_multi_head() && lowest >= t && net.is_cut(t) {
+            t
+        } else {
+            0
+        };
+        let cached = cfg.cache_features && lowest > 0 && cut > 0;
+        let mut first = if cached { cut } else { 0 };
         // dropout right below the lowest trainable layer (a head's `Dropout, Linear`) draws its
         // masks every step: the cached features stop below it, and the step starts there
         while first > 0 && matches!(net.layers()[first - 1], crate::nn::LayerSpec::Dropout(_)) && net.is_cut(first - 1) {
