@@ -417,3 +417,124 @@ fn a_frozen_head_keeps_its_weights_while_the_others_train_on_cached_features() {
     });
     assert_eq!(net.values().unwrap()[..4], before[..4], "the trunk and the frozen head, bit for bit");
 }
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+type RawTensor<'a> = (&'a str, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Writes a safetensors file of `x` `[n, 2]` and the given `(name, dtype, shape, bytes)` tensors
+/// with the metadata `heads` (none: `None`).
+fn write_file(path: &std::path::Path, n: usize, tensors: &[RawTensor<'_>], heads: Option<&str>) {
+    use safetensors::tensor::TensorView;
+    let x: Vec<u8> = (0..n * 2).flat_map(|i| (i as f32 * 0.1).to_le_bytes()).collect();
+    let mut views = vec![("x".to_string(), TensorView::new(safetensors::Dtype::F32, vec![n, 2], &x).unwrap())];
+    for (name, dt, shape, bytes) in tensors {
+        views.push((name.to_string(), TensorView::new(*dt, shape.clone(), bytes).unwrap()));
+    }
+    let meta = heads.map(|h| std::collections::HashMap::from([("heads".to_string(), h.to_string())]));
+    std::fs::write(path, safetensors::serialize(views, meta).unwrap()).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+#[test]
+fn a_tensor_file_of_several_heads_reads_and_writes_y_dot_head_tensors() {
+    use headswap::data::tensor_file;
+    use safetensors::Dtype;
+    let dir = TempDir::new("multihead-data");
+    let path = dir.path().join("heads.safetensors");
+    // as Python writes it: classes as i32 with −1, a [n] f64 regression target, labels with NaN
+    let scene: Vec<u8> = [0i32, 2, -1, 1, 2].iter().flat_map(|c| c.to_le_bytes()).collect();
+    let distance: Vec<u8> = [1.5f64, f64::NAN, -0.25, 3.0, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let objects = f32_bytes(&[1.0, 0.0, f32::NAN, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]);
+    let tensors = [
+        ("y.objects", Dtype::F32, vec![5, 2], objects),
+        ("y.scene", Dtype::I32, vec![5], scene),
+        ("y.distance", Dtype::F64, vec![5], distance),
+    ];
+    write_file(&path, 5, &tensors, Some("objects:labels,scene:classes,distance:regression"));
+    let ds = tensor_file::load(&path).unwrap();
+    let Targets::Heads(heads) = &ds.targets else { panic!("expected targets of several heads, got {:?}", ds.targets) };
+    assert_eq!(heads.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["objects", "scene", "distance"]);
+    assert_eq!(ds.targets.head("scene"), Some(&Targets::Classes { y: vec![0, 2, IGNORE_CLASS, 1, 2], num_classes: 3 }));
+    let Some(Targets::Regression { y, k: 1 }) = ds.targets.head("distance") else { panic!("distance: {:?}", ds.targets.head("distance")) };
+    assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), [1.5f32, f32::NAN, -0.25, 3.0, 0.0].map(f32::to_bits));
+    let Some(Targets::Labels { y, k: 2 }) = ds.targets.head("objects") else { panic!("objects") };
+    assert!(y[2].is_nan() && y[3] == 1.0);
+
+    // written back and read again: the same bits
+    let again = dir.path().join("again.safetensors");
+    tensor_file::save(&again, &ds).unwrap();
+    let back = tensor_file::load(&again).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{ds:?}"));
+
+    // a network of those heads trains on it
+    let gpu = gpu();
+    let heads = [
+        Head::labels(2).named("objects"),
+        Head::classes(3).named("scene").weight(0.5),
+        Head::regression(1, RegressionLoss::Mse).named("distance"),
+    ];
+    let mut net = Network::from_trunk_heads(&gpu, 2, Trunk::default(), Init::KaimingUniform, &heads, 1).unwrap();
+    let report = Trainer::new(&gpu, TrainConfig { batch_size: 2, ..TrainConfig::default() }).fit(&mut net, &back, 2).unwrap();
+    assert_eq!(report.epochs[1].train.heads.len(), 3);
+    assert!(report.epochs[1].train.loss.is_finite());
+}
+
+#[test]
+fn bad_head_files_are_errors_naming_the_head_and_the_row() {
+    use headswap::data::tensor_file;
+    use safetensors::Dtype;
+    let dir = TempDir::new("multihead-bad");
+    let path = dir.path().join("bad.safetensors");
+    let classes = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|c| c.to_le_bytes()).collect() };
+    let err = |tensors: &[RawTensor<'_>], heads: &str| {
+        write_file(&path, 3, tensors, Some(heads));
+        tensor_file::load(&path).err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into())
+    };
+    let scene = ("y.scene", Dtype::I64, vec![3], classes(&[0, 1, 1]));
+    let cases: Vec<(Vec<RawTensor<'_>>, &str, &str)> = vec![
+        (
+            vec![scene.clone()],
+            "scene:classes,distance:regression",
+            "head \"distance\" is listed in the metadata heads but the file has no tensor \"y.distance\"",
+        ),
+        (
+            vec![("y.scene", Dtype::F32, vec![3, 2], f32_bytes(&[0.0; 6]))],
+            "scene:classes",
+            "head \"scene\" is a classes head but \"y.scene\" holds F32 values of shape [3, 2]",
+        ),
+        (
+            vec![("y.objects", Dtype::I64, vec![3], classes(&[0, 1, 1]))],
+            "objects:labels",
+            "head \"objects\" is a labels head but \"y.objects\" holds I64",
+        ),
+        (
+            vec![scene.clone(), ("y.distance", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0]))],
+            "scene:classes,distance:regression",
+            "head \"distance\": tensor \"y.distance\" has shape [2], but x has 3 rows",
+        ),
+        (vec![("y.scene", Dtype::I64, vec![3], classes(&[0, 1, -4]))], "scene:classes", "head \"scene\", row 2: class -4"),
+        (
+            vec![("y.objects", Dtype::F32, vec![3, 2], f32_bytes(&[0.0, 1.0, 1.0, 2.0, 0.0, 0.0]))],
+            "objects:labels",
+            "head \"objects\": row 1, label 1",
+        ),
+        (vec![scene.clone()], "scene:boxes", "head \"scene\" has kind \"boxes\""),
+        (vec![scene.clone()], "scene:classes,scene:classes", "lists head \"scene\" twice"),
+    ];
+    for (tensors, heads, want) in cases {
+        let got = err(&tensors, heads);
+        assert!(got.contains(want), "{heads}: expected {want:?} in {got:?}");
+        assert!(got.contains("bad.safetensors"), "the error names the file: {got}");
+    }
+    // a network's head without targets in the data, named
+    write_file(&path, 3, &[scene], Some("scene:classes"));
+    let ds = tensor_file::load(&path).unwrap();
+    let gpu = gpu();
+    let heads = [Head::classes(2).named("scene"), Head::labels(1).named("objects")];
+    let net = Network::from_trunk_heads(&gpu, 2, Trunk::default(), Init::KaimingUniform, &heads, 1).unwrap();
+    let e = Trainer::new(&gpu, TrainConfig::default()).evaluate(&net, &ds).unwrap_err().to_string();
+    assert!(e.contains("no targets for head \"objects\""), "{e}");
+}
