@@ -538,3 +538,70 @@ fn bad_head_files_are_errors_naming_the_head_and_the_row() {
     let e = Trainer::new(&gpu, TrainConfig::default()).evaluate(&net, &ds).unwrap_err().to_string();
     assert!(e.contains("no targets for head \"objects\""), "{e}");
 }
+
+#[test]
+fn a_run_resumes_after_a_head_edit_with_the_other_layers_optimizer_state() {
+    let gpu = gpu();
+    let data = data(12, 61);
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 4, seed: 3, ..TrainConfig::default() };
+    let mut a = net(&gpu, [1.0, 0.5, 2.0], 67);
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    trainer.fit(&mut a, &data, 1).unwrap();
+    let state = trainer.training_state().unwrap().clone();
+    let mut b = a.try_clone().unwrap();
+    let mut c = a.try_clone().unwrap();
+    // a: the second epoch with the scene head's weight 0; b: with the scene head removed
+    a.set_head_weight("scene", 0.0).unwrap();
+    trainer.resume(&mut a, &data, &state, 2).unwrap();
+    let before = b.module_names();
+    let report = b.remove_head("scene").unwrap();
+    let edited = state.after_head_edit(&before, &report, &b, &cfg.optimizer).unwrap();
+    assert_eq!(edited.lr_mults.len(), 5);
+    assert!(edited.optimizer_state.iter().all(|(n, _)| !n.starts_with("heads.scene")));
+    Trainer::new(&gpu, cfg.clone()).resume(&mut b, &data, &edited, 2).unwrap();
+    let (va, vb) = (a.values().unwrap(), b.values().unwrap());
+    assert_eq!(va[..4], vb[..4], "the trunk and the objects head, bit for bit");
+    assert_eq!(va[5], vb[4], "the distance head, bit for bit");
+
+    // a swapped head starts from fresh optimizer buffers, the others keep theirs
+    let before = c.module_names();
+    let report = c.swap_named_head("distance", Head::regression(2, RegressionLoss::L1), 5).unwrap();
+    assert_eq!(report.created_modules, ["heads.distance"]);
+    let edited = state.after_head_edit(&before, &report, &c, &cfg.optimizer).unwrap();
+    for (name, values) in &edited.optimizer_state {
+        let saved = state.optimizer_state.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        if name.starts_with("heads.distance.") {
+            assert!(values.iter().all(|&v| v == 0.0), "{name} is fresh");
+        } else {
+            assert_eq!(Some(values), saved, "{name} is kept");
+        }
+    }
+    let start = c.values().unwrap();
+    Trainer::new(&gpu, cfg).resume(&mut c, &data, &edited, 2).unwrap();
+    assert_ne!(c.values().unwrap()[5], start[5], "the new head trained");
+}
+
+#[test]
+fn predict_heads_gives_each_heads_probabilities_or_values() {
+    let gpu = gpu();
+    let net = net(&gpu, [1.0, 0.5, 2.0], 71);
+    let n = 7;
+    let x = rand_range(73, n * D, -1.5, 1.5);
+    // batches of 3: a partial last one
+    let got = headswap::train::predict_heads(&net, &x, n, 3).unwrap();
+    let values = net.values().unwrap();
+    let (_, outs) = headswap::reference::network::forward_graph(&ref_layers(&net, &values), net.sources(), &to_f64(&x), n);
+    assert_eq!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["objects", "scene", "distance"]);
+    let sigmoid: Vec<f64> = outs[3].iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+    assert_close("objects", &got[0].1, &sigmoid, Tolerance::F32);
+    let softmax: Vec<f64> = outs[4]
+        .chunks(4)
+        .flat_map(|r| {
+            let s: f64 = r.iter().map(|v| v.exp()).sum();
+            r.iter().map(move |v| v.exp() / s)
+        })
+        .collect();
+    assert_close("scene", &got[1].1, &softmax, Tolerance::F32);
+    assert_close("distance", &got[2].1, &outs[5], Tolerance::F32);
+    assert!(headswap::train::predict(&net, &x, n, 3).unwrap_err().to_string().contains("predict_heads"));
+}

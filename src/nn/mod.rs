@@ -297,6 +297,10 @@ pub struct HeadSwapReport {
     pub dropped: Vec<String>,
     /// Head layers created, with their initialisation.
     pub created: Vec<String>,
+    /// The module paths of the layers created (named-head operations; empty for
+    /// [`Network::swap_head`]): a resumed run gives them fresh optimizer state
+    /// ([`crate::train::TrainingState::after_head_edit`]).
+    pub created_modules: Vec<String>,
 }
 
 impl std::fmt::Display for HeadSwapReport {
@@ -785,6 +789,7 @@ impl Network {
             kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, &self.names[i], s)).collect(),
             dropped: Vec::new(),
             created: Vec::new(),
+            created_modules: Vec::new(),
         };
         let width = self.trunk_output_dim();
         let fresh = |h: &Head| -> Result<Part> {
@@ -836,6 +841,7 @@ impl Network {
         let arena = Arena::new(&self.gpu, &head, &values, "head_params")?;
         if let Some(new) = add.as_ref().and_then(|h| heads.iter().find(|i| Some(&i.name) == h.name.as_ref())) {
             report.created.extend(new.layers.clone().map(|i| format!("{} (seed {seed})", describe(i, &names[i], &head[i - t]))));
+            report.created_modules.extend(new.layers.clone().map(|i| names[i].clone()));
         }
         tracing::info!(%report, "head edit");
         self.head_kind = heads[0].kind;
@@ -891,6 +897,7 @@ impl Network {
                 .enumerate()
                 .map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, &names[t + i], s), head.init.name()))
                 .collect(),
+            created_modules: Vec::new(),
         };
         tracing::info!(%report, "head-swap");
         self.sources = chain_head(self.sources[..t].to_vec(), specs.len());

@@ -89,14 +89,20 @@ pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto:
 /// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
 /// returns the last layer's outputs `[n, outputs]` (chunked like any resident data).
 pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
+    forward_rows_from(gpu, net, x, n, 0, upto, batch, label)
+}
+
+/// [`forward_rows`] from layer `first` on, `x` being the input of layer `first`.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_from(gpu: &Gpu, net: &Network, x: &Rows, n: usize, first: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
     let d = net.layers()[upto - 1].outputs();
     let out = Rows::alloc(gpu, n, &[d], DType::F32, label)?;
     let identity: Vec<u32> = (0..n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[n], &identity)?;
     let b = batch.clamp(1, n);
-    let full = ForwardPlan::build(gpu, net, x, &indices, 0, upto, b)?;
+    let full = ForwardPlan::build(gpu, net, x, &indices, first, upto, b)?;
     let rem = n % b;
-    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, 0, upto, rem)?) } else { None };
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, first, upto, rem)?) } else { None };
     let mut start = 0;
     while start < n {
         let rows = b.min(n - start);
@@ -255,21 +261,63 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
 /// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for
 /// class heads, per-label probabilities (sigmoid) for label heads. `[n, outputs]`.
 pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    if net.is_multi_head() {
+        return Err(Error::invalid("predict: this network has several heads; use predict_heads"));
+    }
     let mut out = predict_logits(net, x, n, batch)?;
-    let out_dim = net.output_dim();
-    match net.head_kind {
-        _ if net.is_multi_head() => return Err(Error::invalid("predict: this network has several heads; use predict_logits")),
+    activate_outputs(net.head_kind, &mut out, net.output_dim());
+    Ok(out)
+}
+
+/// A head's logits into what it predicts, in place: class probabilities (softmax), label
+/// probabilities (sigmoid) or the regression values themselves.
+fn activate_outputs(kind: HeadKind, out: &mut [f32], k: usize) {
+    match kind {
         HeadKind::Regression(_) => {}
         HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
         HeadKind::Classes => {
-            for row in out.chunks_mut(out_dim) {
+            for row in out.chunks_mut(k) {
                 let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
                 row.iter_mut().for_each(|v| *v = (((*v - max) as f64).exp() / sum) as f32);
             }
         }
     }
+}
+
+/// What every named head of `net` predicts for `n` examples `x` (`[n, input_dim]`), in the
+/// network's order: `(name, [n, outputs])` of class probabilities (softmax), label
+/// probabilities (sigmoid) or regression values. The trunk runs once; each head reads its output.
+pub fn predict_heads(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<(String, Vec<f32>)>> {
+    if !net.is_multi_head() {
+        return Err(Error::invalid("predict_heads: this network has one unnamed head; use predict"));
+    }
+    let gpu = net.gpu();
+    let xs = input_rows(net, x, n, "predict_heads")?;
+    let t = net.trunk.len();
+    let features = if t > 0 { forward_rows(gpu, net, &xs, n, t, batch, "predict_features")? } else { xs };
+    let mut out = Vec::new();
+    for h in net.heads() {
+        let logits = forward_rows_from(gpu, net, &features, n, t, h.layers.end, batch, "predict_heads")?;
+        let mut values = logits.download(gpu)?;
+        activate_outputs(h.kind, &mut values, h.outputs);
+        out.push((h.name.clone(), values));
+    }
     Ok(out)
+}
+
+/// `x` (`[n, input_dim]`, checked) resident on the GPU.
+fn input_rows(net: &Network, x: &[f32], n: usize, op: &str) -> Result<Rows> {
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("{op}: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!("{op}: the inputs contain NaN or infinity")));
+    }
+    let xs = Rows::alloc(net.gpu(), n, &[d], DType::F32, &format!("{op}_x"))?;
+    xs.write_f32(net.gpu(), x)?;
+    Ok(xs)
 }
 
 /// The logits of `net` for `n` examples `x` (`[n, input_dim]`): the output layer's values
@@ -277,15 +325,7 @@ pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f
 /// (BatchNorms use their running statistics).
 pub fn predict_logits(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
     let gpu = net.gpu();
-    let d = net.input_dim();
-    if n == 0 || x.len() != n * d {
-        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
-    }
-    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
-    xs.write_f32(gpu, x)?;
+    let xs = input_rows(net, x, n, "predict")?;
     let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
     logits.download(gpu)
 }

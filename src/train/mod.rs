@@ -32,7 +32,7 @@ pub use config::{BatchNormMode, Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_logits};
+pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_heads, predict_logits};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
@@ -295,6 +295,11 @@ impl Trainer {
 
         let (train_data, val_data) = training_split(&cfg, data);
         let replicas = self.replicas.as_deref().filter(|r| r.size() > 1);
+        if replicas.is_some() && net.is_multi_head() {
+            // each head's loss is a mean over its own known targets, so a replica's gradient would
+            // need one weight per head, not one per replica
+            return Err(Error::invalid("data-parallel training of a network of named heads is not supported yet"));
+        }
         if let Some(r) = replicas {
             if cfg.batch_size < r.size() {
                 return Err(Error::invalid(format!(
