@@ -23,10 +23,16 @@ fn trunk() -> Trunk {
     ])
 }
 
-/// objects: 3 labels behind a hidden layer; scene: 4 classes; distance: 2 values (Huber).
+/// objects: 3 labels behind a hidden layer (with positive weights, the mean over known labels);
+/// scene: 4 classes; distance: 2 values (Huber).
 fn heads(w: [f32; 3]) -> Vec<Head> {
     vec![
-        Head::labels(3).hidden(4, Activation::Tanh).named("objects").weight(w[0]),
+        Head::labels(3)
+            .hidden(4, Activation::Tanh)
+            .named("objects")
+            .weight(w[0])
+            .pos_weight(vec![2.0, 0.5, 1.5])
+            .bce_reduction(BceReduction::MeanLabelled),
         Head::classes(4).named("scene").weight(w[1]),
         Head::regression(2, RegressionLoss::Huber(0.5)).named("distance").weight(w[2]),
     ]
@@ -84,7 +90,11 @@ fn ref_heads(net: &Network, data: &Dataset, rows: &[u32]) -> Vec<RefHead> {
             };
             let loss = match (t, h.kind) {
                 (Targets::Classes { y, .. }, HeadKind::Classes) => RefHeadLoss::Classes(rows.iter().map(|&i| y[i as usize]).collect()),
-                (Targets::Labels { y, k }, HeadKind::Labels) => RefHeadLoss::Labels(pick(y, *k), BceReduction::SumLabelsMeanExamples),
+                (Targets::Labels { y, k }, HeadKind::Labels) => RefHeadLoss::Labels {
+                    y: pick(y, *k),
+                    pos_weight: h.pos_weight.as_ref().map(|p| to_f64(p)),
+                    reduction: h.bce_reduction.unwrap_or_default(),
+                },
                 (Targets::Regression { y, k }, HeadKind::Regression(kind)) => RefHeadLoss::Regression(pick(y, *k), kind),
                 _ => unreachable!("targets of the head's kind"),
             };
@@ -295,6 +305,14 @@ fn bad_heads_and_targets_are_refused_naming_the_head() {
     assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &twice, 1)).contains("two heads are named \"a\""));
     let negative = vec![Head::classes(2).named("a").weight(-1.0)];
     assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &negative, 1)).contains("head \"a\""));
+
+    let short = vec![Head::labels(2).named("a").pos_weight(vec![1.0])];
+    assert!(
+        err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &short, 1))
+            .contains("head \"a\": pos_weight has 1 values for 2 labels")
+    );
+    let on_classes = vec![Head::classes(2).named("a").bce_reduction(BceReduction::MeanAll)];
+    assert!(err(Network::from_trunk_heads(&gpu, D, trunk(), Init::KaimingUniform, &on_classes, 1)).contains("for labels heads"));
 
     let net = net(&gpu, [1.0, 1.0, 1.0], 1);
     let trainer = Trainer::new(&gpu, TrainConfig::default());

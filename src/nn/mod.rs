@@ -20,7 +20,7 @@ use crate::gpu::{Gpu, Tensor};
 /// Re-exported so that building layers (`Head::hidden`, [`CnnBuilder`]) needs only `nn`; the
 /// kernels that apply it live in [`crate::kernels`].
 pub use crate::kernels::Activation;
-pub use crate::kernels::loss::RegressionLoss;
+pub use crate::kernels::loss::{BceReduction, RegressionLoss};
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
@@ -62,6 +62,10 @@ pub struct HeadInfo {
     pub outputs: usize,
     /// The class or label names, one per output, or `None`.
     pub label_names: Option<Vec<String>>,
+    /// Labels heads: [`Head::pos_weight`](Head#structfield.pos_weight) and
+    /// [`Head::bce_reduction`](Head#structfield.bce_reduction).
+    pub pos_weight: Option<Vec<f32>>,
+    pub bce_reduction: Option<BceReduction>,
 }
 
 /// A head to attach: optional hidden layers, then the output layer (no activation: the loss
@@ -90,6 +94,12 @@ pub struct Head {
     /// The head's weight `w` in the network's loss `Σ_t w_t·L_t` (1 by default; 0 trains it
     /// not at all: it gets no gradient and passes none to the trunk).
     pub weight: f32,
+    /// A labels head of a network of named heads: each label's positive weight (PyTorch's
+    /// `pos_weight`), one per output; `None`: 1.
+    pub pos_weight: Option<Vec<f32>>,
+    /// A labels head of a network of named heads: how its BCE is normalised; `None`: the run's
+    /// ([`crate::train::BceSettings::reduction`]).
+    pub bce_reduction: Option<BceReduction>,
 }
 
 impl Head {
@@ -105,6 +115,8 @@ impl Head {
             dropout: None,
             name: None,
             weight: 1.0,
+            pos_weight: None,
+            bce_reduction: None,
         }
     }
     /// `k` independent sigmoid labels (multi-task).
@@ -119,6 +131,8 @@ impl Head {
             dropout: None,
             name: None,
             weight: 1.0,
+            pos_weight: None,
+            bce_reduction: None,
         }
     }
     /// `k` real-valued outputs trained with `loss` (MSE, L1 or Huber), a NaN target masked.
@@ -133,6 +147,18 @@ impl Head {
     /// Sets the head's loss weight (see [`Head::weight`](Head#structfield.weight)).
     pub fn weight(mut self, w: f32) -> Head {
         self.weight = w;
+        self
+    }
+    /// Sets a labels head's per-label positive weights (see
+    /// [`Head::pos_weight`](Head#structfield.pos_weight)).
+    pub fn pos_weight(mut self, w: Vec<f32>) -> Head {
+        self.pos_weight = Some(w);
+        self
+    }
+    /// Sets a labels head's BCE reduction (see
+    /// [`Head::bce_reduction`](Head#structfield.bce_reduction)).
+    pub fn bce_reduction(mut self, r: BceReduction) -> Head {
+        self.bce_reduction = Some(r);
         self
     }
     /// Adds a hidden layer of `units` before the output layer.
@@ -192,6 +218,17 @@ impl Head {
             && !(d.is_finite() && d > 0.0)
         {
             return Err(Error::invalid(format!("a Huber loss needs δ > 0, got {d}")));
+        }
+        if (self.pos_weight.is_some() || self.bce_reduction.is_some()) && self.kind != HeadKind::Labels {
+            return Err(Error::invalid(format!("pos_weight and a BCE reduction are for labels heads, not a {} head", self.kind.name())));
+        }
+        if let Some(p) = &self.pos_weight {
+            if p.len() != self.outputs {
+                return Err(Error::shape(format!("pos_weight has {} values for {} labels", p.len(), self.outputs)));
+            }
+            if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                return Err(Error::invalid(format!("pos_weight values must be finite and ≥ 0, got {v}")));
+            }
         }
         Ok(())
     }
@@ -486,7 +523,7 @@ impl Network {
             if !seen.insert(name) {
                 return Err(Error::invalid(format!("two heads are named {name:?}: head names must be unique")));
             }
-            h.validate().map_err(|e| Error::invalid(format!("head {name:?}: {e}")))?;
+            h.validate().map_err(|e| for_head(name, e))?;
         }
         let mut rng = Rng::new(seed);
         let Trunk { layers: trunk, sources, names: trunk_names } = trunk;
@@ -518,6 +555,8 @@ impl Network {
                 layers: start..start + specs.len(),
                 outputs: h.outputs,
                 label_names: h.names.clone(),
+                pos_weight: h.pos_weight.clone(),
+                bce_reduction: h.bce_reduction,
             });
             head_specs.extend(specs);
         }
@@ -716,6 +755,8 @@ impl Network {
             layers: t..t + self.head.len(),
             outputs: self.output_dim(),
             label_names: self.label_names.clone(),
+            pos_weight: None,
+            bce_reduction: None,
         };
         let (sources, names) =
             multi_head_wiring(&self.trunk_graph(), &self.head, &vec![None; self.head.len()], std::slice::from_ref(&info))?;
@@ -804,6 +845,8 @@ impl Network {
                 layers: 0..specs.len(),
                 outputs: h.outputs,
                 label_names: h.names.clone(),
+                pos_weight: h.pos_weight.clone(),
+                bce_reduction: h.bce_reduction,
             };
             let names = match &h.module {
                 Some(m) => Head::layer_names(&specs, Some(m)),
@@ -1080,8 +1123,16 @@ pub(crate) fn multi_head_wiring(
             return Err(Error::shape(format!("head {:?} has {} outputs, its last layer gives {out}", h.name, h.outputs)));
         }
         all_sources.extend(h.layers.clone().map(|i| vec![if i == h.layers.start { t } else { i }]));
-        let probe = Head { outputs: h.outputs, kind: h.kind, weight: h.weight, names: h.label_names.clone(), ..Head::labels(1) };
-        probe.validate().map_err(|e| Error::invalid(format!("head {:?}: {e}", h.name)))?;
+        let probe = Head {
+            outputs: h.outputs,
+            kind: h.kind,
+            weight: h.weight,
+            names: h.label_names.clone(),
+            pos_weight: h.pos_weight.clone(),
+            bce_reduction: h.bce_reduction,
+            ..Head::labels(1)
+        };
+        probe.validate().map_err(|e| for_head(&h.name, e))?;
     }
     if next != t + head.len() || head_names.len() != head.len() {
         return Err(Error::shape(format!("{} head layers and {} names, the heads cover {}", head.len(), head_names.len(), next - t)));
@@ -1101,6 +1152,15 @@ pub(crate) fn multi_head_wiring(
         given.extend(if names.iter().all(Option::is_none) { Head::layer_names(specs, Some(&module)) } else { names.to_vec() });
     }
     Ok((all_sources, resolve_names(&all, &given)?))
+}
+
+/// `e` about the head named `name`: its message prefixed with the head's name, its kind kept.
+fn for_head(name: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("head {name:?}: {m}")),
+        Error::Shape { what } => Error::Shape { what: format!("head {name:?}: {what}") },
+        other => other,
+    }
 }
 
 /// A head's name: it becomes part of module paths (`heads.<name>`) and tensor names (`y.<name>`).

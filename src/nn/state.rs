@@ -15,7 +15,7 @@
 //! and refuse one stored under a parameter's name.
 
 use super::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec};
-use super::{AddSpec, BatchNormSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, RegressionLoss, Trunk};
+use super::{AddSpec, BatchNormSpec, BceReduction, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, RegressionLoss, Trunk};
 use crate::checkpoint::{
     self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
 };
@@ -29,7 +29,9 @@ use std::path::Path;
 pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
 /// Metadata key of a network of named heads: a JSON array, per head in order, of its `name`,
 /// `kind` (`classes`, `labels`, `regression`), `loss` and `delta` (regression: `mse`, `l1`,
-/// `huber` with its δ), `weight`, number of `layers`, `outputs` and optional `label_names`.
+/// `huber` with its δ), `weight`, number of `layers`, `outputs` and optional `label_names`,
+/// and for a labels head optional `pos_weight` and `reduction` (`sum_labels_mean_examples`,
+/// `mean_labelled`, `mean_all`).
 pub const HEADS_KEY: &str = "headswap.heads";
 
 fn heads_json(heads: &[super::HeadInfo]) -> String {
@@ -57,10 +59,24 @@ fn heads_json(heads: &[super::HeadInfo]) -> String {
             if let Some(n) = &h.label_names {
                 v["label_names"] = n.clone().into();
             }
+            if let Some(p) = &h.pos_weight {
+                v["pos_weight"] = p.clone().into();
+            }
+            if let Some(r) = h.bce_reduction {
+                v["reduction"] = reduction_name(r).into();
+            }
             v
         })
         .collect();
     serde_json::Value::Array(items).to_string()
+}
+
+fn reduction_name(r: BceReduction) -> &'static str {
+    match r {
+        BceReduction::SumLabelsMeanExamples => "sum_labels_mean_examples",
+        BceReduction::MeanLabelled => "mean_labelled",
+        BceReduction::MeanAll => "mean_all",
+    }
 }
 
 /// The heads [`HEADS_KEY`] describes, their layers numbered from `t` (the trunk's depth) on.
@@ -97,7 +113,27 @@ fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::Head
             None => None,
             Some(n) => Some(serde_json::from_value::<Vec<String>>(n.clone()).map_err(|e| bad(format!("head {name:?}: label_names: {e}")))?),
         };
-        heads.push(super::HeadInfo { name, kind, weight, layers: next..next + layers, outputs: count("outputs")?, label_names });
+        let pos_weight = match item.get("pos_weight") {
+            None => None,
+            Some(p) => Some(serde_json::from_value::<Vec<f32>>(p.clone()).map_err(|e| bad(format!("head {name:?}: pos_weight: {e}")))?),
+        };
+        let bce_reduction = match item.get("reduction").map(|r| r.as_str()) {
+            None => None,
+            Some(Some("sum_labels_mean_examples")) => Some(BceReduction::SumLabelsMeanExamples),
+            Some(Some("mean_labelled")) => Some(BceReduction::MeanLabelled),
+            Some(Some("mean_all")) => Some(BceReduction::MeanAll),
+            Some(other) => return Err(bad(format!("head {name:?}: unknown reduction {other:?}"))),
+        };
+        heads.push(super::HeadInfo {
+            name,
+            kind,
+            weight,
+            layers: next..next + layers,
+            outputs: count("outputs")?,
+            label_names,
+            pos_weight,
+            bce_reduction,
+        });
         next += layers;
     }
     Ok(heads)

@@ -184,8 +184,9 @@ pub fn loss_and_grads_graph_norm(
 pub enum RefHeadLoss {
     /// Softmax cross-entropy over the rows whose class is not [`IGNORE_CLASS`](crate::kernels::loss::IGNORE_CLASS), their mean.
     Classes(Vec<u32>),
-    /// Per-label BCE with these `[m, k]` targets (NaN = unknown) under `reduction`.
-    Labels(Vec<f64>, crate::kernels::loss::BceReduction),
+    /// Per-label BCE with these `[m, k]` targets (NaN = unknown), each label's positive weight
+    /// (`None`: 1), under `reduction`.
+    Labels { y: Vec<f64>, pos_weight: Option<Vec<f64>>, reduction: crate::kernels::loss::BceReduction },
     /// MSE, L1 or Huber over the known (not NaN) `[m, k]` targets, their mean.
     Regression(Vec<f64>, crate::kernels::loss::RegressionLoss),
 }
@@ -204,9 +205,9 @@ pub fn head_loss(outputs: &[f64], m: usize, k: usize, weight: f64, loss: &RefHea
     use crate::kernels::loss::MaskedReduction;
     let (rows, grad) = match loss {
         RefHeadLoss::Classes(t) => super::loss::softmax_xent_masked(outputs, t, m, k, MaskedReduction::MeanKnown, weight),
-        RefHeadLoss::Labels(y, reduction) => {
+        RefHeadLoss::Labels { y, pos_weight, reduction } => {
             let w = vec![weight; k];
-            super::loss::bce_logits(outputs, y, m, k, None, Some(&w), *reduction)
+            super::loss::bce_logits(outputs, y, m, k, pos_weight.as_deref(), Some(&w), *reduction)
         }
         RefHeadLoss::Regression(y, kind) => super::loss::regression(outputs, y, m, k, *kind, MaskedReduction::MeanKnown, weight),
     };

@@ -630,7 +630,8 @@ fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut
                 // the head's weight scales every label's loss: w·L is BCE with label weights w
                 let label_weight =
                     if h.weight == 1.0 { None } else { Some(Tensor::from_slice(gpu, &[h.outputs], &vec![h.weight; h.outputs])?) };
-                let opts = loss::BceOptions { pos_weight: None, label_weight, reduction: p.bce.reduction };
+                let pos_weight = h.pos_weight.as_ref().map(|p| Tensor::from_slice(gpu, &[h.outputs], p)).transpose()?;
+                let opts = loss::BceOptions { pos_weight, label_weight, reduction: h.bce_reduction.unwrap_or(p.bce.reduction) };
                 d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
                 d.push(reduce::sum_dispatch(gpu, &loss_rows, &acc.loss, true)?);
                 d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &acc.counts)?);
