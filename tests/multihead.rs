@@ -481,7 +481,10 @@ fn a_tensor_file_of_several_heads_reads_and_writes_y_dot_head_tensors() {
     let Some(Targets::Labels { y, k: 2 }) = ds.targets.head("objects") else { panic!("objects") };
     assert!(y[2].is_nan() && y[3] == 1.0);
 
-    // written back and read again: the same bits
+    // written back with names for the scenes and read again: the same bits
+    let mut ds = ds;
+    let Targets::Heads(heads) = &mut ds.targets else { unreachable!() };
+    heads[1].label_names = vec!["street".into(), "highway".into(), "park".into()];
     let again = dir.path().join("again.safetensors");
     tensor_file::save(&again, &ds).unwrap();
     let back = tensor_file::load(&again).unwrap();
@@ -497,6 +500,9 @@ fn a_tensor_file_of_several_heads_reads_and_writes_y_dot_head_tensors() {
     let mut net = Network::from_trunk_heads(&gpu, 2, Trunk::default(), Init::KaimingUniform, &heads, 1).unwrap();
     let report = Trainer::new(&gpu, TrainConfig { batch_size: 2, ..TrainConfig::default() }).fit(&mut net, &back, 2).unwrap();
     assert_eq!(report.epochs[1].train.heads.len(), 3);
+    // the network learns the names of the outputs from the data
+    assert_eq!(net.head("scene").unwrap().label_names.as_deref(), Some(&["street".to_string(), "highway".into(), "park".into()][..]));
+    assert_eq!(net.head("objects").unwrap().label_names, None);
     assert!(report.epochs[1].train.loss.is_finite());
 }
 

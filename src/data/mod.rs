@@ -210,11 +210,18 @@ pub enum Targets {
 pub struct HeadTargets {
     pub name: String,
     pub targets: Targets,
+    /// One name per class, label or regression column, or empty (known by index).
+    pub label_names: Vec<String>,
 }
 
 impl HeadTargets {
     pub fn new(name: &str, targets: Targets) -> HeadTargets {
-        HeadTargets { name: name.to_string(), targets }
+        HeadTargets { name: name.to_string(), targets, label_names: Vec::new() }
+    }
+    /// Names the head's outputs (checked by [`Dataset::validate`]).
+    pub fn with_names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> HeadTargets {
+        self.label_names = names.into_iter().map(Into::into).collect();
+        self
     }
 }
 
@@ -273,9 +280,7 @@ impl Targets {
             }
             Targets::Labels { y, k } => Targets::Labels { y: rows(y, *k), k: *k },
             Targets::Regression { y, k } => Targets::Regression { y: rows(y, *k), k: *k },
-            Targets::Heads(h) => {
-                Targets::Heads(h.iter().map(|h| HeadTargets { name: h.name.clone(), targets: h.targets.gather(idx) }).collect())
-            }
+            Targets::Heads(h) => Targets::Heads(h.iter().map(|h| HeadTargets { targets: h.targets.gather(idx), ..h.clone() }).collect()),
         }
     }
 
@@ -341,7 +346,14 @@ impl Targets {
                     if heads[..i].iter().any(|o| o.name == h.name) {
                         return Err(Error::invalid(format!("head {:?} has targets twice", h.name)));
                     }
-                    h.targets.validate(n, Some(&h.name), &[])?;
+                    h.targets.validate(n, Some(&h.name), &h.label_names)?;
+                    let outputs = h.targets.num_outputs();
+                    if !h.label_names.is_empty() && h.label_names.len() != outputs {
+                        return Err(Error::shape(format!("head {:?}: {} label names for {outputs} outputs", h.name, h.label_names.len())));
+                    }
+                    if let Some((i, name)) = h.label_names.iter().enumerate().find(|(i, n)| h.label_names[..*i].contains(n)) {
+                        return Err(Error::invalid(format!("head {:?}: label name {name:?} is given twice (output {i})", h.name)));
+                    }
                 }
             }
         }

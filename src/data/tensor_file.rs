@@ -26,7 +26,8 @@
 //! refused as above), a labels head's `[n, k]` floats (0/1, NaN unknown), a regression head's
 //! `[n, k]` (or `[n]`) floats (NaN unknown). A head listed without its tensor, a tensor whose
 //! kind or row count does not fit its head, and bad values are errors naming the head (and the
-//! row). [`save`] writes such data sets back the same way.
+//! row). `label_names.<head>` names a head's outputs. [`save`] writes such data sets back the
+//! same way.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -328,7 +329,11 @@ fn load_heads(path: &Path, st: &SafeTensors<'_>, meta: &HashMap<String, String>,
                 return Err(Error::format(path, format!("head {name:?} has kind {other:?}; kinds are classes, labels, regression")));
             }
         };
-        heads.push(super::HeadTargets { name: name.to_string(), targets });
+        let label_names = match meta.get(&format!("label_names.{name}")) {
+            Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+            None => Vec::new(),
+        };
+        heads.push(super::HeadTargets { name: name.to_string(), targets, label_names });
     }
     Ok(Targets::Heads(heads))
 }
@@ -442,6 +447,15 @@ fn save_heads(path: &Path, file_name: &str, ds: &Dataset, heads: &[super::HeadTa
             Targets::Heads(_) => return Err(Error::invalid("targets of several heads inside one head's")),
         };
         list.push(format!("{}:{kind}", h.name));
+        if let Some(bad) = h.label_names.iter().find(|n| n.contains(',')) {
+            return Err(Error::invalid(format!(
+                "head {:?}: label name {bad:?} contains a comma, which label_names.{} cannot hold",
+                h.name, h.name
+            )));
+        }
+        if !h.label_names.is_empty() {
+            meta.insert(format!("label_names.{}", h.name), h.label_names.join(","));
+        }
         tensors.push((format!("y.{}", h.name), dt, shape, bytes));
     }
     meta.insert("heads".to_string(), list.join(","));

@@ -750,6 +750,13 @@ pub(crate) fn bce_tensors(gpu: &Gpu, bce: &BceSettings, net: &Network) -> Result
 /// output) and the shape of one example (kept where the network already records an image layout
 /// of that shape, which says more).
 fn record_data_layout(net: &mut Network, data: &Dataset) {
+    if let crate::data::Targets::Heads(targets) = &data.targets {
+        for h in net.heads.iter_mut() {
+            if let Some(t) = targets.iter().find(|t| t.name == h.name).filter(|t| t.label_names.len() == h.outputs) {
+                h.label_names = Some(t.label_names.clone());
+            }
+        }
+    }
     if data.label_names.len() == net.output_dim() {
         // the count was just checked, so this cannot fail
         let _ = net.set_label_names(Some(data.label_names.clone()));
