@@ -629,3 +629,48 @@ fn predict_heads_gives_each_heads_probabilities_or_values() {
     assert_close("distance", &got[2].1, &outs[5], Tolerance::F32);
     assert!(headswap::train::predict(&net, &x, n, 3).unwrap_err().to_string().contains("predict_heads"));
 }
+
+/// The same deterministic run in PyTorch (`scripts/multihead_fixture.py`, float64): the network
+/// of three heads loaded from its initial state_dict, trained 2 epochs with Adam on batches of
+/// 4 in order, ends with PyTorch's parameters and epoch losses.
+#[test]
+fn a_short_run_equals_pytorchs() {
+    use headswap::checkpoint::{self, Checkpoint, NamedTensor};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_multihead_train.safetensors");
+    let torch = checkpoint::load(&path).unwrap();
+    let get = |name: &str| torch.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture")).clone();
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 1);
+    let mut init = Checkpoint::new();
+    for name in net.param_names() {
+        let t = get(&format!("init.{name}"));
+        init.push(NamedTensor::new(name, t.shape.clone(), t.data.clone()).unwrap()).unwrap();
+    }
+    let report = net.load_state_dict(&init, headswap::nn::LoadOptions { strict: true, ..Default::default() }, "fixture").unwrap();
+    assert!(report.is_exact(), "{report}");
+    let n = 10;
+    let scene: Vec<u32> = get("y.scene").data.iter().map(|&c| if c < 0.0 { IGNORE_CLASS } else { c as u32 }).collect();
+    let data = Dataset {
+        x: get("x").data,
+        n,
+        d: D,
+        input_shape: vec![D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: get("y.objects").data, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: get("y.distance").data, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    };
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 4, shuffle: false, ..TrainConfig::default() };
+    let fit = Trainer::new(&gpu, cfg).fit(&mut net, &data, 2).unwrap();
+    let losses: Vec<f32> = fit.epochs.iter().map(|e| e.train.loss as f32).collect();
+    assert_close("epoch losses", &losses, &to_f64(&get("epoch_loss").data), Tolerance::F32);
+    let trained = net.to_checkpoint().unwrap();
+    for name in net.param_names() {
+        let got = &trained.get(&name).unwrap().data;
+        assert_close(&format!("{name} after training"), got, &to_f64(&get(&format!("final.{name}")).data), Tolerance::F32);
+        let moved = got.iter().zip(&get(&format!("init.{name}")).data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(moved > 1e-3, "{name} trained (moved {moved})");
+    }
+}
