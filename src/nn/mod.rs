@@ -536,20 +536,14 @@ impl Network {
             return Err(Error::invalid("a network needs at least one input and one output"));
         }
         let t = trunk.len();
-        let mut head_specs = Vec::new();
-        let mut given: Vec<Option<String>> = trunk_names;
-        let mut sources = sources;
-        let mut infos = Vec::new();
+        let (mut head_specs, mut head_names, mut infos) = (Vec::new(), Vec::new(), Vec::new());
         for h in heads {
-            let name = h.name.clone().unwrap_or_default();
             let specs = h.specs(width);
-            let module = h.module.clone().unwrap_or_else(|| format!("heads.{name}"));
-            given.extend(Head::layer_names(&specs, Some(&module)));
+            // `None`: under heads.<name>
+            head_names.extend(Head::layer_names(&specs, h.module.as_deref()));
             let start = t + head_specs.len();
-            // the head's first layer reads the trunk's output (value t), the rest chain
-            sources.extend((start..start + specs.len()).map(|i| vec![if i == start { t } else { i }]));
             infos.push(HeadInfo {
-                name,
+                name: h.name.clone().unwrap_or_default(),
                 kind: h.kind,
                 weight: h.weight,
                 layers: start..start + specs.len(),
@@ -560,33 +554,15 @@ impl Network {
             });
             head_specs.extend(specs);
         }
-        let all: Vec<LayerSpec> = trunk.iter().chain(&head_specs).copied().collect();
-        let names = resolve_names(&all, &given)?;
+        // before any initial value is drawn on the host (see check_arena_fits)
         check_arena_fits(gpu, &trunk, "trunk_params")?;
         check_arena_fits(gpu, &head_specs, "head_params")?;
-        let values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
-        let trunk_params = Arena::new(gpu, &trunk, &values, "trunk_params")?;
-        let mut head_values = Vec::new();
+        let mut values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
         for (h, info) in heads.iter().zip(&infos) {
-            head_values.extend(info.layers.clone().map(|i| h.init.layer(&all[i], &mut rng)));
+            values.extend(head_specs[info.layers.start - t..info.layers.end - t].iter().map(|s| h.init.layer(s, &mut rng)));
         }
-        let head_params = Arena::new(gpu, &head_specs, &head_values, "head_params")?;
-        let running = RunningStats::new(gpu, &trunk)?;
-        Ok(Network {
-            gpu: gpu.clone(),
-            trunk,
-            head: head_specs,
-            head_kind: heads[0].kind,
-            trunk_params,
-            head_params,
-            running,
-            sources,
-            names,
-            head_module: None,
-            label_names: None,
-            input_layout: None,
-            heads: infos,
-        })
+        let trunk = Trunk { layers: trunk, sources, names: trunk_names };
+        Self::from_head_layers(gpu, trunk, head_specs, head_names, infos, &values)
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
