@@ -674,3 +674,23 @@ fn a_short_run_equals_pytorchs() {
         assert!(moved > 1e-3, "{name} trained (moved {moved})");
     }
 }
+
+#[test]
+fn validation_and_early_stopping_score_every_head_on_cached_features() {
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 79);
+    let data = data(20, 83);
+    let cfg = TrainConfig { validation_fraction: 0.3, early_stopping: Some(1), batch_size: 4, ..TrainConfig::default() };
+    let report = Trainer::new(&gpu, cfg).fine_tune(&mut net, &data, Freeze::Trunk, 3).unwrap();
+    assert!(report.cached_features);
+    for e in &report.epochs {
+        let v = e.validation.as_ref().unwrap();
+        assert_eq!(v.heads.len(), 3);
+        let sum: f64 = v.heads.iter().map(|h| h.weighted_loss).sum();
+        assert!((v.loss - sum).abs() <= 1e-12 * sum.abs().max(1.0), "the loss is the heads' Σ w·L");
+        assert!(v.head("distance").unwrap().regression.as_ref().unwrap().mean_mae.is_some());
+    }
+    assert!(net.set_label_names(Some(vec!["a".into()])).is_err());
+    net.set_head_label_names("scene", Some(vec!["street".into(), "road".into(), "park".into(), "yard".into()])).unwrap();
+    assert!(net.set_head_label_names("scene", Some(vec!["street".into()])).is_err());
+}

@@ -992,10 +992,27 @@ impl Network {
     /// Names the outputs (one name per class or label), or forgets the names with `None`. Saved
     /// with the network under `headswap.label_names`.
     pub fn set_label_names(&mut self, names: Option<Vec<String>>) -> Result<()> {
+        if self.is_multi_head() && names.is_some() {
+            return Err(Error::invalid("this network has named heads: name each head's outputs (Network::set_head_label_names)"));
+        }
         if let Some(n) = &names {
             check_label_names(n, self.output_dim())?;
         }
         self.label_names = names;
+        Ok(())
+    }
+
+    /// Names the outputs of the head named `name` (a network of named heads), or forgets them.
+    pub fn set_head_label_names(&mut self, name: &str, names: Option<Vec<String>>) -> Result<()> {
+        let h = self
+            .heads
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::invalid(format!("the network has no head named {name:?}")))?;
+        if let Some(n) = &names {
+            check_label_names(n, h.outputs)?;
+        }
+        h.label_names = names;
         Ok(())
     }
 
