@@ -55,7 +55,8 @@ impl Metrics {
 
     /// Accuracy for class heads, mean F1 for label heads; `None` when there is neither, or when
     /// no label has an F1 (no label had a known positive or a positive prediction), so that a
-    /// score nobody could compute is not shown as 0. Show it with
+    /// score nobody could compute is not shown as 0. `None` for a network of named heads, whose
+    /// scores differ in kind: see each head's ([`Metrics::heads`], [`HeadMetrics::score`]). Show it with
     /// [`OrNa`](crate::kernels::metrics::OrNa).
     pub fn score(&self) -> Option<f64> {
         match &self.labels {
