@@ -28,8 +28,8 @@ use std::path::Path;
 pub const FRAME: usize = 1024;
 /// Pitch bins.
 pub const BINS: usize = 360;
-/// torchcrepe's BatchNorm ε (1e-3 as stored in f32 by the converted Keras model).
-const EPS: f32 = 0.001_000_000_047_497_451_3;
+/// torchcrepe's BatchNorm ε, written there as 0.0010000000474974513: f32's 1e-3 in decimal.
+const EPS: f32 = 1e-3;
 
 /// CREPE tiny's trunk over `[1, 1024, 1]` frames, each layer under torchcrepe's name
 /// (`conv1`, `conv1_BN`, …, `conv6_BN`); the head is `classifier` ([`head`]).
@@ -86,7 +86,7 @@ pub fn normalize(frames: &[f32]) -> Vec<f32> {
 /// The frequency of pitch bin `bin`: 20 cents a bin from 1997.38 cents over 10 Hz (torchcrepe's
 /// `cents_to_frequency(bins_to_cents(bin))`).
 pub fn bin_hz(bin: usize) -> f64 {
-    10.0 * 2f64.powf((20.0 * bin as f64 + 1997.379_408_437_619_1) / 1200.0)
+    10.0 * 2f64.powf((20.0 * bin as f64 + 1_997.379_408_437_619) / 1200.0)
 }
 
 /// Each frame's activations `[n, 360]`.

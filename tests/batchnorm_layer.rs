@@ -349,3 +349,40 @@ fn a_batch_of_one_in_training_mode_is_refused_with_the_reason() {
     let err = Trainer::new(&gpu(), cfg).fit(&mut net, &data, 1).unwrap_err().to_string();
     assert!(err.contains("more than one value per channel"), "{err}");
 }
+
+/// Two data-parallel replicas with BatchNorm in training mode (each normalising its share of the
+/// batch, as PyTorch's DDP without SyncBatchNorm) train, and end with the same parameters and
+/// the same running statistics: rank 0's, as DDP's `broadcast_buffers` gives.
+#[test]
+fn data_parallel_replicas_end_with_one_set_of_running_statistics() {
+    use headswap::train::ThreadGroup;
+    let data = io_data();
+    let group = ThreadGroup::new(2).unwrap();
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(0.05),
+        batch_size: 6,
+        shuffle: false,
+        batch_norm: BatchNormMode::Train,
+        ..Default::default()
+    };
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|r| {
+                let (data, cfg) = (&data, cfg.clone());
+                s.spawn(move || {
+                    let mut net = loaded("tiny_resnet_bn.safetensors");
+                    Trainer::new(&gpu(), cfg).with_replicas(r).fit(&mut net, data, 2).unwrap();
+                    let stats: Vec<_> = (0..net.layers().len()).map(|i| net.running_stats(i).unwrap()).collect();
+                    (net.values().unwrap(), stats)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results[0] == results[1], "the replicas end apart");
+    let bn1 = results[0].1.iter().flatten().next().unwrap();
+    assert_eq!(bn1.num_batches_tracked, 7 + 2);
+    let single = loaded("tiny_resnet_bn.safetensors");
+    assert_ne!(single.running_stats(1).unwrap().unwrap().running_mean, bn1.running_mean, "the statistics moved");
+}

@@ -800,3 +800,278 @@ fn several_mpi_processes_without_the_distributed_feature_are_refused() {
     fails(&run, 1, "built without data-parallel training");
     assert!(!out.exists());
 }
+
+// ---- torchvision models: --arch resnet18, --normalize imagenet, predict --data --out ----
+
+/// A torchvision-keyed resnet18 state_dict with a `classes`-way `fc`, as `torchvision.models.resnet18(num_classes=classes)
+/// .state_dict()` would hold it (no headswap metadata), built by the library from `seed` for 32×32 RGB images; and that
+/// network, for reference outputs.
+fn resnet18_state_dict(path: &Path, classes: usize, seed: u64) -> headswap::nn::Network {
+    use headswap::nn::models::Arch;
+    use headswap::nn::{Head, Init, Network};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let trunk = Arch::ResNet18.trunk(3, 32, 32).unwrap();
+    let net =
+        Network::from_trunk(&gpu, 3 * 32 * 32, trunk, Init::KaimingUniform, Arch::ResNet18.head(Head::classes(classes)), seed).unwrap();
+    let mut ckpt = net.to_checkpoint().unwrap();
+    ckpt.metadata.clear();
+    assert!(ckpt.get("layer4.1.bn2.running_var").is_some() && ckpt.get_int("bn1.num_batches_tracked").is_some());
+    headswap::checkpoint::save(path, &ckpt, headswap::checkpoint::StorageDtype::F32).unwrap();
+    net
+}
+
+/// `n` RGB images of `w`×`h` in `folder/name/`, reddish or bluish with a bright square somewhere.
+fn write_rgb_class(folder: &Path, name: &str, red: bool, n: u32, (w, h): (u32, u32)) {
+    std::fs::create_dir_all(folder.join(name)).unwrap();
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let bright = (x + 3 * i) % w < w / 3 && (y + 5 * i) % h < h / 2;
+            let base = if bright { 220u8 } else { 40 + (x * 3 + y * 2) as u8 % 50 };
+            if red { image::Rgb([base, 30, 60]) } else { image::Rgb([20, 70, base]) }
+        });
+        img.save(folder.join(name).join(format!("{i}.png"))).unwrap();
+    }
+}
+
+/// Removes the files on drop, pass or fail: a resnet18 file is 45 MB, and the suite runs often.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    }
+}
+
+fn read_safetensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            (name, (t.shape().to_vec(), v))
+        })
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+#[test]
+fn finetune_a_torchvision_resnet_then_eval_and_predict_without_arch() {
+    let sd = tmp("r18-ft.safetensors");
+    let ft = tmp("r18-finetuned.safetensors");
+    let _big = RemoveOnDrop(vec![sd.clone(), ft.clone()]);
+    resnet18_state_dict(&sd, 10, 3);
+    let dir = tmp("rgb-classes");
+    // odd sizes and both orientations: the centre crop has work to do
+    write_rgb_class(&dir, "red", true, 4, (45, 37));
+    write_rgb_class(&dir, "blue", false, 4, (37, 52));
+    #[rustfmt::skip]
+    let out = headswap(&["finetune", "--from", s(&sd), "--arch", "resnet18", "--data", s(&dir), "--size", "32x32",
+        "--normalize", "imagenet", "--epochs", "3", "--batch", "4", "--out", s(&ft)]);
+    ok(&out);
+    let err = stderr(&out);
+    // the report in one line: the trunk loaded, torchvision's 10-way fc not (another shape)
+    let report = err.lines().find(|l| l.contains("loaded ")).unwrap_or_else(|| panic!("no load report in {err}"));
+    assert!(report.contains("fc.weight [10, 512] in the file, [2, 512] here") && report.contains("fc.bias [10]"), "{report}");
+    assert!(report.contains("loaded 120 parameter tensors"), "{report}");
+    // a normal headswap checkpoint: its architecture, layout and preprocessing recorded
+    let saved = headswap::checkpoint::load(&ft).unwrap();
+    assert_eq!(saved.metadata.get("headswap.normalize").map(String::as_str), Some("imagenet"), "{:?}", saved.metadata);
+    let out = ok(&headswap(&["eval", "--model", s(&ft), "--data", s(&dir)]));
+    assert!(out.contains("8 examples"), "{out}");
+
+    // predict --data --out --features: logits = features · fcᵀ + b, row by row in the folder's order
+    let pred = tmp("r18-pred.safetensors");
+    ok(&headswap(&["predict", "--model", s(&ft), "--data", s(&dir), "--out", s(&pred), "--features"]));
+    let t = read_safetensors(&pred);
+    let (ls, logits) = &t["logits"];
+    let (fs, features) = &t["features"];
+    assert_eq!((ls.as_slice(), fs.as_slice()), ([8, 2].as_slice(), [8, 512].as_slice()));
+    let (w, b) = (&saved.get("fc.weight").unwrap().data, &saved.get("fc.bias").unwrap().data);
+    let expected: Vec<f32> = (0..8)
+        .flat_map(|i| {
+            (0..2).map(move |j| (0..512).map(|f| features[i * 512 + f] as f64 * w[j * 512 + f] as f64).sum::<f64>() as f32 + b[j])
+        })
+        .collect();
+    assert_close(logits, &expected, "logits from features");
+    assert!(features.iter().all(|v| v.is_finite() && *v >= 0.0), "features after ReLU and the average pool are ≥ 0");
+
+    // predict IMAGE reads the file with the recorded size, colour and ImageNet preprocessing: the
+    // folder's first example (blue/0.png) gives the same probabilities as its logits row
+    let first = dir.join("blue").join("0.png");
+    let v = json(&headswap(&["predict", "--model", s(&ft), s(&first), "--json"]));
+    let probs = &v[0]["probabilities"];
+    let z = &logits[0..2];
+    let m = z[0].max(z[1]);
+    let sum = (z[0] - m).exp() + (z[1] - m).exp();
+    for (j, name) in ["blue", "red"].iter().enumerate() {
+        let p = probs[name].as_f64().unwrap() as f32;
+        assert!((p - (z[j] - m).exp() / sum).abs() < 1e-4, "{name}: {p} vs logits {z:?}");
+    }
+    // the preprocessing matters: without it the same file reads differently
+    let plain = json(&headswap(&["predict", "--model", s(&ft), s(&first), "--json", "--normalize", "none"]));
+    assert_ne!(plain[0]["probabilities"], v[0]["probabilities"]);
+}
+
+#[test]
+fn predict_writes_logits_and_features_of_a_tensor_file_with_only_x() {
+    let sd = tmp("r18-pretrained.safetensors");
+    let _big = RemoveOnDrop(vec![sd.clone()]);
+    let net = resnet18_state_dict(&sd, 10, 5);
+    // x [3, 3, 32, 32] and nothing else, as `safetensors.torch.save_file({"x": batch}, path)` writes it
+    let n = 3;
+    let x: Vec<f32> = (0..n * 3 * 32 * 32).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 3, 32, 32], &bytes).unwrap();
+    let xonly = tmp("x-only.safetensors");
+    std::fs::write(&xonly, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
+
+    let out = tmp("x-only-logits.safetensors");
+    let run = headswap(&["predict", "--arch", "resnet18", "--model", s(&sd), "--data", s(&xonly), "--out", s(&out), "--features"]);
+    ok(&run);
+    // the pretrained classifier as it is: every tensor used
+    assert!(stderr(&run).contains("loaded 122 parameter tensors") && !stderr(&run).contains("other shape"), "{}", stderr(&run));
+    let t = read_safetensors(&out);
+    assert_eq!(t["logits"].0, [n, 10]);
+    assert_eq!(t["features"].0, [n, 512]);
+    assert_close(&t["logits"].1, &headswap::train::predict_logits(&net, &x, n, 64).unwrap(), "logits");
+    assert_close(&t["features"].1, &headswap::train::predict_features(&net, &x, n, 64).unwrap(), "features");
+    assert!(!tmp("x-only-logits.safetensors.tmp").exists());
+
+    // eval of the pretrained file reads its 10-way fc too; an x-only file has nothing to score
+    let e = headswap(&["eval", "--arch", "resnet18", "--model", s(&sd), "--data", s(&xonly)]);
+    fails(&e, 1, "only prediction reads x alone");
+    // predict needs --out with --data, and --size means nothing for a tensor file
+    fails(&headswap(&["predict", "--model", s(&sd), "--arch", "resnet18", "--data", s(&xonly)]), 2, "--out");
+    let sized = headswap(&["predict", "--model", s(&sd), "--arch", "resnet18", "--data", s(&xonly), "--out", s(&out), "--size", "32x32"]);
+    fails(&sized, 2, "--size and --rgb apply only to image folders");
+    let norm =
+        headswap(&["predict", "--model", s(&sd), "--arch", "resnet18", "--data", s(&xonly), "--out", s(&out), "--normalize", "imagenet"]);
+    fails(&norm, 2, "--normalize imagenet applies only to images");
+}
+
+#[test]
+fn arch_with_the_wrong_file_or_too_small_images_is_one_readable_error() {
+    let sd = tmp("r18-bad.safetensors");
+    let _big = RemoveOnDrop(vec![sd.clone()]);
+    resnet18_state_dict(&sd, 10, 7);
+    let dir = tmp("rgb-bad");
+    write_rgb_class(&dir, "red", true, 2, (40, 40));
+    write_rgb_class(&dir, "blue", false, 2, (40, 40));
+    let out = tmp("never-written.safetensors");
+    let finetune = |from: &Path, arch: &str, size: &str| {
+        headswap(&[
+            "finetune",
+            "--from",
+            s(from),
+            "--arch",
+            arch,
+            "--data",
+            s(&dir),
+            "--size",
+            size,
+            "--rgb",
+            "--epochs",
+            "1",
+            "--out",
+            s(&out),
+        ])
+    };
+    // a resnet18 file read as resnet34: the blocks resnet18 lacks, named
+    let e = finetune(&sd, "resnet34", "32x32");
+    fails(&e, 1, "is not a torchvision resnet34 state_dict");
+    let last = stderr(&e).lines().last().unwrap().to_string();
+    assert!(last.contains("missing: layer1.2.conv1.weight"), "{last}");
+    // a Linear state_dict (.pth and .safetensors alike) read as resnet18
+    for file in ["cli_mlp.pth", "cli_mlp.safetensors"] {
+        let mlp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pth").join(file);
+        let e = finetune(&mlp, "resnet18", "32x32");
+        fails(&e, 1, "is not a torchvision resnet18 state_dict");
+        let last = stderr(&e).lines().last().unwrap().to_string();
+        assert!(last.contains("conv1.weight") && last.contains("and ") && last.contains("more"), "{last}");
+        assert!(
+            last.contains("tensors a resnet18 has are missing")
+                && last.contains("the file has 4 others: 0.bias, 0.weight, 2.bias, 2.weight"),
+            "{last}"
+        );
+    }
+    // 16x16 images: refused before any work, even before the images are read (one is not an image)
+    std::fs::write(dir.join("red").join("broken.png"), b"not a png").unwrap();
+    let e = finetune(&sd, "resnet18", "16x16");
+    fails(&e, 1, "--arch resnet18 takes images of at least 32x32");
+    assert!(stderr(&e).contains("16x16") && !stderr(&e).contains("broken.png"), "{}", stderr(&e));
+    assert!(!out.exists());
+    let e = headswap(&["predict", "--model", s(&sd), "--arch", "resnet18", s(&dir.join("blue").join("0.png"))]);
+    fails(&e, 1, "got 16x16 from the images (images from files are read at --size");
+    // a headswap checkpoint records its own architecture
+    let own = tmp("own-arch.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--out", s(&own)]));
+    fails(
+        &headswap(&["predict", "--model", s(&own), "--arch", "resnet18", "--data", "synthetic-a:8", "--out", s(&out)]),
+        2,
+        "records its own architecture",
+    );
+    fails(
+        &headswap(&["finetune", "--from", s(&own), "--data", "synthetic-a:64", "--out", s(&out), "--batch-norm", "sometimes"]),
+        2,
+        "auto, train or frozen",
+    );
+}
+
+#[test]
+fn batch_norm_option_decides_whether_running_statistics_move() {
+    let sd = tmp("r18-bn.safetensors");
+    let outs: Vec<PathBuf> = ["frozen", "train"].iter().map(|m| tmp(&format!("r18-bn-{m}.safetensors"))).collect();
+    let _big = RemoveOnDrop([vec![sd.clone()], outs.clone()].concat());
+    resnet18_state_dict(&sd, 10, 9);
+    let dir = tmp("rgb-bn");
+    write_rgb_class(&dir, "red", true, 3, (32, 32));
+    write_rgb_class(&dir, "blue", false, 3, (32, 32));
+    let before = headswap::checkpoint::load(&sd).unwrap();
+    let stat = |c: &headswap::checkpoint::Checkpoint| c.get("layer1.0.bn1.running_mean").unwrap().data.clone();
+    let mut after = Vec::new();
+    for (mode, out) in ["frozen", "train"].into_iter().zip(&outs) {
+        #[rustfmt::skip]
+        ok(&headswap(&["finetune", "--from", s(&sd), "--arch", "resnet18", "--data", s(&dir), "--size", "32x32", "--rgb",
+            "--freeze", "all", "--batch-norm", mode, "--epochs", "1", "--batch", "6", "--out", s(out)]));
+        after.push(headswap::checkpoint::load(out).unwrap());
+    }
+    assert_eq!(stat(&after[0]), stat(&before), "--batch-norm frozen keeps the running statistics");
+    assert_ne!(stat(&after[1]), stat(&before), "--batch-norm train updates them");
+    assert_eq!(after[1].get_int("bn1.num_batches_tracked").unwrap().data, [before.get_int("bn1.num_batches_tracked").unwrap().data[0] + 1]);
+}
+
+/// `--augment` crops and flips every batch on the GPU: with a frozen trunk whose features would
+/// be cached it is refused with the reason and the flag that lifts it, with `--no-cache` the
+/// trunk runs every step and the fine-tune completes.
+#[test]
+fn augment_needs_the_trunk_run_every_step() {
+    let model = tmp("augment-cnn.safetensors");
+    let tuned = tmp("augment-tuned.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:64", "--arch", "cnn", "--epochs", "1", "--out", s(&model)]));
+    let base = [
+        "finetune",
+        "--from",
+        s(&model),
+        "--data",
+        "synthetic-b:48",
+        "--freeze",
+        "trunk",
+        "--epochs",
+        "1",
+        "--augment",
+        "--out",
+        s(&tuned),
+    ];
+    fails(&headswap(&base), 1, "--no-cache");
+    let mut args = base.to_vec();
+    args.push("--no-cache");
+    ok(&headswap(&args));
+    assert!(tuned.exists());
+}

@@ -248,7 +248,7 @@ fn image_folder_round_trip() {
     // Red and blue in gray: Rec. 709-ish luma weights, both well below 1.
     assert!(ds.row(2).unwrap().iter().all(|&v| v > 0.1 && v < 0.4), "{:?}", ds.row(2));
 
-    let rgb = ImageOptions { size: (6, 4), channels: Channels::Rgb, normalize: Some((vec![0.5], vec![0.5])) };
+    let rgb = ImageOptions { size: (6, 4), channels: Channels::Rgb, normalize: Some((vec![0.5], vec![0.5])), ..ImageOptions::default() };
     let ds = image_folder::load(root, &rgb).unwrap();
     assert_eq!(ds.input_shape, vec![3, 4, 6]);
     assert_eq!(ds.d, 72);

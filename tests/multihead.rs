@@ -199,7 +199,7 @@ fn matches_reference_trainer(net: &mut Network, data: &Dataset, mults: &[Option<
     let grads = |layers: &[RefLayer], xb: &[f64], chunk: &[u32]| {
         loss_and_grads_heads(layers, &sources, xb, chunk.len(), &ref_heads(net, data, chunk)).2
     };
-    let want = reference_train_with(&net.layers(), &start, data, &grads, RefOpt::Adam(adam), mults, batch, epochs, seed);
+    let want = reference_train_with(&net.layers(), &start, data, &grads, RefOpt::Adam(adam), mults, batch, epochs, seed, None);
     let tol = Tolerance { rel: 1e-5, abs: 1e-5 };
     for (i, ((gw, gb), (ww, wb))) in got.iter().zip(&want).enumerate() {
         assert_close(&format!("layer {i} weight"), gw, ww, tol);

@@ -30,7 +30,8 @@ fn builtin_architectures_give_torchvisions_logits() {
             let state = checkpoint::load(&file).unwrap();
             let trunk = arch.trunk(3, h, w).unwrap();
             let mut net = Network::from_trunk(&gpu, 3 * h * w, trunk, Init::KaimingUniform, arch.head(Head::classes(1000)), 1).unwrap();
-            let report = net.load_state_dict(&state, LoadOptions { strict: true, ..Default::default() }, &file.display().to_string()).unwrap();
+            let report =
+                net.load_state_dict(&state, LoadOptions { strict: true, ..Default::default() }, &file.display().to_string()).unwrap();
             assert!(report.is_exact(), "{report}");
             let logits = headswap::train::predict_logits(&net, &x.data, n, n).unwrap();
             let want = to_f64(&io.get("logits").unwrap().data);

@@ -146,8 +146,9 @@ fn check_loaded(s: &Scratch, ck: &Checkpoint) {
     if let Some(v) = ck.metadata.get(checkpoint::TRAIN_RNG_KEY) {
         let _ = checkpoint::rng_state_from_str(v);
     }
-    // the model metadata a network loader reads next (label names, input layout), written back
-    // as it was read
+    // the model metadata a network loader reads next (the architecture and the tensors it needs,
+    // label names, input layout), written back as it was read
+    let _ = headswap::nn::Network::check_architecture(ck, "fuzz");
     let _ = headswap::nn::state::label_names_from_metadata(&ck.metadata, "fuzz");
     if let Ok(Some(layout)) = headswap::nn::InputLayout::from_metadata(&ck.metadata, "fuzz") {
         let mut meta = std::collections::BTreeMap::new();

@@ -19,8 +19,9 @@
 //! (names starting with `.`, which torchvision would read; a hidden folder is not entered and
 //! is no class). A link back to a folder that contains it is passed over rather than followed
 //! forever. Images are decoded with the `image` crate (PNG and JPEG), converted to gray or RGB,
-//! resized with a triangle filter to the fixed size, laid out CHW with values in `[0, 1]`, and
-//! then optionally normalised per channel.
+//! resized with a triangle filter to the fixed size (stretched, or torchvision's evaluation
+//! resize and centre crop: [`Resize`]), laid out CHW with values in `[0, 1]`, and then
+//! optionally normalised per channel.
 
 use std::path::{Path, PathBuf};
 
@@ -48,11 +49,29 @@ impl Channels {
     }
 }
 
+/// How an image is brought to the output size `W × H`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resize {
+    /// Resized to exactly `W × H` (the aspect ratio is not kept).
+    #[default]
+    Stretch,
+    /// torchvision's evaluation transform, `Resize(256)` + `CenterCrop(224)`, scaled to the
+    /// output size: the shorter side is resized to `S = round(max(W, H) · 256 / 224)` and the
+    /// longer side to `int(S · long / short)` (torchvision truncates), keeping the aspect ratio;
+    /// then the centre `W × H` is cropped, its top-left corner at `round((h − H) / 2)`,
+    /// `round((w − W) / 2)` with Python's round-half-to-even, as `CenterCrop` places it. For a
+    /// square size `S × S` this is exactly `Resize(round(S · 256 / 224))` + `CenterCrop(S)`
+    /// (224 → 256, 32 → 37); since `S ≥ max(W, H)` the crop always fits.
+    ShorterSideCenterCrop,
+}
+
 /// How images are turned into feature vectors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageOptions {
-    /// Output `(width, height)` in pixels; every image is resized to it.
+    /// Output `(width, height)` in pixels; every image is brought to it as `resize` says.
     pub size: (u32, u32),
+    /// Stretched to `size` or resized and centre-cropped.
+    pub resize: Resize,
     /// Gray or RGB.
     pub channels: Channels,
     /// Optional `(mean, std)` per channel, applied after scaling to `[0, 1]`:
@@ -64,12 +83,28 @@ pub struct ImageOptions {
 impl ImageOptions {
     /// Grayscale at `width × height`, no normalisation.
     pub fn gray(width: u32, height: u32) -> ImageOptions {
-        ImageOptions { size: (width, height), channels: Channels::Gray, normalize: None }
+        ImageOptions { size: (width, height), resize: Resize::Stretch, channels: Channels::Gray, normalize: None }
     }
 
     /// RGB at `width × height`, no normalisation.
     pub fn rgb(width: u32, height: u32) -> ImageOptions {
-        ImageOptions { size: (width, height), channels: Channels::Rgb, normalize: None }
+        ImageOptions { size: (width, height), resize: Resize::Stretch, channels: Channels::Rgb, normalize: None }
+    }
+
+    /// ImageNet's per-channel mean of RGB values in `[0, 1]` (torchvision's `Normalize`).
+    pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet's per-channel standard deviation.
+    pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+    /// torchvision's evaluation preprocessing for ImageNet models at `width × height` RGB:
+    /// [`Resize::ShorterSideCenterCrop`], then ImageNet's mean and std.
+    pub fn imagenet(width: u32, height: u32) -> ImageOptions {
+        ImageOptions {
+            size: (width, height),
+            resize: Resize::ShorterSideCenterCrop,
+            channels: Channels::Rgb,
+            normalize: Some((Self::IMAGENET_MEAN.to_vec(), Self::IMAGENET_STD.to_vec())),
+        }
     }
 
     /// The input shape of one image: `[C, H, W]`.
@@ -134,17 +169,11 @@ fn image_into(path: &Path, opts: &ImageOptions, mean: &[f32], std: &[f32], out: 
     let start = out.len();
     match opts.channels {
         Channels::Gray => {
-            let mut g = img.to_luma32f();
-            if g.dimensions() != (w, h) {
-                g = imageops::resize(&g, w, h, FilterType::Triangle);
-            }
+            let g = resized(img.to_luma32f(), opts);
             out.extend(g.pixels().map(|p| p.0[0]));
         }
         Channels::Rgb => {
-            let mut rgb = img.to_rgb32f();
-            if rgb.dimensions() != (w, h) {
-                rgb = imageops::resize(&rgb, w, h, FilterType::Triangle);
-            }
+            let rgb = resized(img.to_rgb32f(), opts);
             for c in 0..3 {
                 out.extend(rgb.pixels().map(|p| p.0[c]));
             }
@@ -160,6 +189,34 @@ fn image_into(path: &Path, opts: &ImageOptions, mean: &[f32], std: &[f32], out: 
         }
     }
     Ok(())
+}
+
+/// Python's `round` of `x / 2` for an integer `x`: halves go to the even neighbour.
+fn half_round_even(x: u32) -> u32 {
+    let half = x / 2;
+    if x % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+}
+
+/// `img` brought to `opts.size` as `opts.resize` says.
+fn resized<P: image::Pixel + 'static>(
+    img: image::ImageBuffer<P, Vec<P::Subpixel>>,
+    opts: &ImageOptions,
+) -> image::ImageBuffer<P, Vec<P::Subpixel>> {
+    let (w, h) = opts.size;
+    let (iw, ih) = img.dimensions();
+    match opts.resize {
+        Resize::Stretch if (iw, ih) == (w, h) => img,
+        Resize::Stretch => imageops::resize(&img, w, h, FilterType::Triangle),
+        Resize::ShorterSideCenterCrop => {
+            let short_side = (w.max(h) as f64 * 256.0 / 224.0).round() as u32;
+            // torchvision: new_long = int(new_short * long / short), in floating point
+            let long_side = |long: u32, short: u32| (short_side as f64 * long as f64 / short as f64) as u32;
+            let (rw, rh) = if iw <= ih { (short_side, long_side(ih, iw)) } else { (long_side(iw, ih), short_side) };
+            let scaled = if (rw, rh) == (iw, ih) { img } else { imageops::resize(&img, rw, rh, FilterType::Triangle) };
+            let (left, top) = (half_round_even(rw - w), half_round_even(rh - h));
+            imageops::crop_imm(&scaled, left, top, w, h).to_image()
+        }
+    }
 }
 
 /// One image as a feature vector (`C × H × W` values, CHW, as [`load`] makes them), e.g. for
@@ -326,4 +383,47 @@ pub fn load_with_report(dir: &Path, opts: &ImageOptions) -> Result<(Dataset, Loa
     ds.validate().map_err(|e| Error::format(dir, e.to_string()))?;
     let report = LoadReport { skipped, ..LoadReport::of(&ds, dir) };
     Ok((ds, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torchvision's `Resize(round(S·256/224))` + `CenterCrop` + `ToTensor` + `Normalize` on three
+    /// small photographs of odd sizes and both orientations, at a square and a non-square size,
+    /// as `scripts/imagenet_preprocess_fixture.py` recorded them. Both sides resample with a
+    /// triangle (bilinear, antialiased) filter; PIL rounds to 8 bits between its two passes and
+    /// the `image` crate does not, so values agree to about one grey level (1/255 before the
+    /// division by std ≈ 0.225).
+    #[test]
+    fn imagenet_preprocessing_is_torchvisions() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet_preprocess");
+        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        let expected = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut checked = 0;
+        for name in ["landscape", "portrait", "square"] {
+            for (w, h) in [(32u32, 32u32), (40, 24)] {
+                let t = expected.tensor(&format!("{name}_{w}x{h}")).unwrap();
+                assert_eq!(t.shape(), [3, h as usize, w as usize]);
+                let want: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let mut got = vec![f32::NAN; want.len()];
+                got.copy_from_slice(&load_image(&dir.join(format!("{name}.png")), &ImageOptions::imagenet(w, h)).unwrap());
+                let worst = got.iter().zip(&want).map(|(g, e)| (g - e).abs()).fold(0.0f32, f32::max);
+                let mean = got.iter().zip(&want).map(|(g, e)| (g - e).abs() as f64).sum::<f64>() / want.len() as f64;
+                eprintln!("{name} {w}x{h}: max |diff| {worst}, mean {mean}");
+                // a misplaced crop or a wrong resize size would move whole edges (diffs ~1)
+                assert!(worst < 2.5 / 255.0 / 0.224, "{name} at {w}x{h}: max |diff| {worst}");
+                assert!(mean < 0.5 / 255.0 / 0.224, "{name} at {w}x{h}: mean |diff| {mean}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+    }
+
+    #[test]
+    fn centre_crop_rounds_half_to_even_as_python_does() {
+        // Python: round(0.5) = 0, round(1.5) = 2, round(2.5) = 2, round(3.5) = 4
+        let got: Vec<u32> = (0..8).map(half_round_even).collect();
+        assert_eq!(got, [0, 0, 1, 2, 2, 2, 3, 4]);
+    }
 }

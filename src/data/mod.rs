@@ -24,7 +24,7 @@ pub mod preview;
 pub mod synthetic;
 pub mod tensor_file;
 
-pub use image_folder::{Channels, ImageOptions};
+pub use image_folder::{Channels, ImageOptions, Resize};
 
 use std::path::{Path, PathBuf};
 

@@ -105,25 +105,37 @@ fn checked<'a>(path: &Path, name: &str, t: &TensorView<'a>) -> Result<(Vec<usize
     Ok((shape, dt, t.data()))
 }
 
-/// Reads a data set from a safetensors file (format in the module docs). Errors (all naming the
-/// file): unreadable, truncated or corrupt file, missing `x` or `y`, unsupported dtypes, shapes
-/// that disagree, bad metadata, class values that are negative or too large, invalid values.
-pub fn load(path: &Path) -> Result<Dataset> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |e: safetensors::SafeTensorError| Error::format(path, format!("not a valid safetensors file: {e}"));
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
-    let empty = HashMap::new();
-    let meta = meta.metadata().as_ref().unwrap_or(&empty);
-    let tensor = |name: &str| {
-        st.tensor(name).map_err(|_| {
-            let mut names = st.names();
-            names.sort();
-            Error::format(path, format!("no tensor named {name:?} (the file has {names:?})"))
-        })
-    };
-    let xt = tensor("x")?;
+/// The inputs of a tensor file without targets: `x` as [`load`] reads it, for prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    /// `[n, d]` row-major.
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub d: usize,
+    /// One example's shape (multiplies to `d`): the metadata's `input_shape`, else `x`'s
+    /// trailing dimensions.
+    pub input_shape: Vec<usize>,
+}
 
+/// The parsed header and tensors of a file, with the metadata (empty when it has none).
+fn open<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let bad = |e: safetensors::SafeTensorError| Error::format(path, format!("not a valid safetensors file: {e}"));
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(bytes).map_err(bad)?;
+    Ok((st, meta.metadata().clone().unwrap_or_default()))
+}
+
+fn meta_usize(path: &Path, key: &str, s: &str) -> Result<usize> {
+    s.trim().parse::<usize>().map_err(|_| Error::format(path, format!("metadata {key:?} = {s:?} is not a non-negative integer")))
+}
+
+/// `x` of an opened file, checked: `[n, ...]` of a float or U8 dtype, its `input_shape`.
+fn read_x(path: &Path, st: &SafeTensors, meta: &HashMap<String, String>) -> Result<Inputs> {
+    let xt = st.tensor("x").map_err(|_| {
+        let mut names = st.names();
+        names.sort();
+        Error::format(path, format!("no tensor named \"x\" (the file has {names:?})"))
+    })?;
     let (xs, xdt, xb) = checked(path, "x", &xt)?;
     if xs.len() < 2 {
         return Err(Error::format(path, format!("tensor \"x\" must be [n, d], not of shape {xs:?}")));
@@ -134,30 +146,73 @@ pub fn load(path: &Path) -> Result<Dataset> {
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(|| Error::format(path, format!("tensor \"x\" has shape {xs:?}, whose row size overflows")))?;
+    let input_shape = match meta.get("input_shape") {
+        Some(s) => {
+            let dims = s.split(',').map(|p| meta_usize(path, "input_shape", p)).collect::<Result<Vec<_>>>()?;
+            if dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) != Some(d) {
+                return Err(Error::format(path, format!("metadata input_shape {dims:?} does not multiply to d = {d}")));
+            }
+            dims
+        }
+        None if xs.len() > 2 => xs[1..].to_vec(),
+        None => vec![d],
+    };
+    if n == 0 {
+        return Err(Error::format(path, "the data set is empty (x has 0 rows)"));
+    }
     let x = match xdt {
         Dtype::U8 => xb.iter().map(|&b| b as f32 / 255.0).collect(),
         dt => floats(dt, xb)
             .ok_or_else(|| Error::format(path, format!("tensor \"x\" has dtype {dt:?}; expected F32 or U8 (or F16, BF16, F64)")))?,
     };
+    Ok(Inputs { x, n, d, input_shape })
+}
 
-    let meta_usize = |key: &str, s: &str| {
-        s.trim().parse::<usize>().map_err(|_| Error::format(path, format!("metadata {key:?} = {s:?} is not a non-negative integer")))
-    };
+/// Reads only `x` of a safetensors file (a `y`, if any, is not read): the examples to predict
+/// on, e.g. a batch of images `[n, 3, H, W]` written from PyTorch to compare outputs with.
+/// Errors (naming the file): as [`load`]'s for `x`, and non-finite values.
+pub fn load_inputs(path: &Path) -> Result<Inputs> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (st, meta) = open(path, &bytes)?;
+    let inputs = read_x(path, &st, &meta)?;
+    if let Some(i) = inputs.x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::format(path, format!("x holds a non-finite value (row {})", i / inputs.d)));
+    }
+    Ok(inputs)
+}
+
+/// Reads a data set from a safetensors file (format in the module docs). Errors (all naming the
+/// file): unreadable, truncated or corrupt file, missing `x` or `y`, unsupported dtypes, shapes
+/// that disagree, bad metadata, class values that are negative or too large, invalid values.
+pub fn load(path: &Path) -> Result<Dataset> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (st, meta) = open(path, &bytes)?;
+    let meta = &meta;
     if let Some(list) = meta.get("heads") {
+        let Inputs { x, n, d, input_shape } = read_x(path, &st, meta)?;
         let targets = load_heads(path, &st, meta, list, n)?;
-        let input_shape = input_shape_of(path, meta, &xs, d)?;
-        if n == 0 {
-            return Err(Error::format(path, "the data set is empty (x has 0 rows)"));
-        }
         let ds = Dataset { x, n, d, input_shape, targets, label_names: Vec::new() };
         ds.validate().map_err(|e| Error::format(path, e.to_string()))?;
         return Ok(ds);
     }
-    let yt = tensor("y")?;
+    // y first: a file of inputs alone is a common mistake here, and x may be large
+    let yt = st.tensor("y").map_err(|_| {
+        let mut names = st.names();
+        names.sort();
+        Error::format(
+            path,
+            format!(
+                "no tensor named \"y\" (the file has {names:?}): training and scoring need targets, y [n] (classes) or \
+                 [n, k] (labels); only prediction reads x alone"
+            ),
+        )
+    })?;
+    let Inputs { x, n, d, input_shape } = read_x(path, &st, meta)?;
     let (ys, ydt, yb) = checked(path, "y", &yt)?;
     if ys.first() != Some(&n) || ys.len() > 2 {
         return Err(Error::format(path, format!("tensor \"y\" has shape {ys:?}; expected [{n}] or [{n}, k]")));
     }
+    let meta_usize = |key: &str, s: &str| meta_usize(path, key, s);
     let targets = if ys.len() == 1 {
         let ints = integers(ydt, yb)
             .ok_or_else(|| Error::format(path, format!("tensor \"y\" of shape [n] must hold integer classes, not {ydt:?}")))?;
@@ -195,13 +250,9 @@ pub fn load(path: &Path) -> Result<Dataset> {
         Targets::Labels { y, k: ys[1] }
     };
 
-    let input_shape = input_shape_of(path, meta, &xs, d)?;
     let outputs = targets.num_outputs();
     // Check the sizes before anything is allocated per label: an empty file can claim 2^62
     // labels (found by fuzzing).
-    if n == 0 {
-        return Err(Error::format(path, "the data set is empty (x has 0 rows)"));
-    }
     if outputs > MAX_CLASSES {
         return Err(Error::format(path, format!("{outputs} classes/labels; at most {MAX_CLASSES} are allowed")));
     }
@@ -219,28 +270,6 @@ pub fn load(path: &Path) -> Result<Dataset> {
     let ds = Dataset { x, n, d, input_shape, targets, label_names };
     ds.validate().map_err(|e| Error::format(path, e.to_string()))?;
     Ok(ds)
-}
-
-/// One example's layout: the metadata `input_shape`, else `x`'s trailing dimensions, else `[d]`.
-fn input_shape_of(path: &Path, meta: &HashMap<String, String>, xs: &[usize], d: usize) -> Result<Vec<usize>> {
-    Ok(match meta.get("input_shape") {
-        Some(s) => {
-            let dims = s
-                .split(',')
-                .map(|p| {
-                    p.trim()
-                        .parse::<usize>()
-                        .map_err(|_| Error::format(path, format!("metadata \"input_shape\" = {s:?} is not a non-negative integer")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) != Some(d) {
-                return Err(Error::format(path, format!("metadata input_shape {dims:?} does not multiply to d = {d}")));
-            }
-            dims
-        }
-        None if xs.len() > 2 => xs[1..].to_vec(),
-        None => vec![d],
-    })
 }
 
 /// The targets of the heads the metadata `heads` lists (`objects:labels,scene:classes,
@@ -477,4 +506,37 @@ fn write_atomically(path: &Path, file_name: &str, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+            tensors.iter().map(|(n, s, v)| (n.to_string(), s.clone(), le_bytes_f32(v))).collect();
+        let views = bytes.iter().map(|(n, s, b)| (n.as_str(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()));
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn inputs_alone_load_for_prediction_and_are_refused_for_training() {
+        let dir = std::env::temp_dir().join(format!("headswap-xonly-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.safetensors");
+        let x: Vec<f32> = (0..2 * 3 * 4 * 5).map(|i| i as f32 * 0.25 - 3.0).collect();
+        write(&p, &[("x", vec![2, 3, 4, 5], x.clone())]);
+        let inputs = load_inputs(&p).unwrap();
+        assert_eq!(inputs, Inputs { x: x.clone(), n: 2, d: 60, input_shape: vec![3, 4, 5] });
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("no tensor named \"y\"") && e.contains("only prediction reads x alone"), "{e}");
+        // a y, when there is one, is not read (nor checked)
+        write(&p, &[("x", vec![2, 60], x.clone()), ("y", vec![7], vec![0.5; 7])]);
+        assert_eq!(load_inputs(&p).unwrap().input_shape, [60]);
+        let mut bad = x;
+        bad[70] = f32::NAN;
+        write(&p, &[("x", vec![2, 60], bad)]);
+        assert!(load_inputs(&p).unwrap_err().to_string().contains("non-finite value (row 1)"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

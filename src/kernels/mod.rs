@@ -18,6 +18,7 @@
 //! # Ok::<(), headswap::Error>(())
 //! ```
 
+pub mod augment;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;

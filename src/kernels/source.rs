@@ -18,6 +18,7 @@ pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 pub const NORM_WGSL: &str = include_str!("../../shaders/norm.wgsl");
 pub const LAYERS_WGSL: &str = include_str!("../../shaders/layers.wgsl");
+pub const AUGMENT_WGSL: &str = include_str!("../../shaders/augment.wgsl");
 
 pub static MATMUL: ShaderSource = ShaderSource { name: "matmul.wgsl", parts: &[COMMON_WGSL, MATMUL_WGSL] };
 /// matmul.wgsl + matmul_subgroup.wgsl: only on devices with subgroups.
@@ -33,3 +34,4 @@ pub static CONV: ShaderSource = ShaderSource { name: "conv.wgsl", parts: &[COMMO
 pub static POOL: ShaderSource = ShaderSource { name: "pool.wgsl", parts: &[COMMON_WGSL, WINDOW_WGSL, POOL_WGSL] };
 pub static NORM: ShaderSource = ShaderSource { name: "norm.wgsl", parts: &[COMMON_WGSL, NORM_WGSL] };
 pub static LAYERS: ShaderSource = ShaderSource { name: "layers.wgsl", parts: &[COMMON_WGSL, LAYERS_WGSL] };
+pub static AUGMENT: ShaderSource = ShaderSource { name: "augment.wgsl", parts: &[COMMON_WGSL, AUGMENT_WGSL] };

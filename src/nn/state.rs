@@ -902,11 +902,36 @@ impl Network {
 
     /// [`Network::from_checkpoint`] for a network of named heads.
     fn named_heads_from(gpu: &Gpu, ckpt: &Checkpoint, layers: Layers, heads: Vec<super::HeadInfo>, origin: &str) -> Result<Network> {
+        let (values, buffers) = Self::named_heads_values(ckpt, &layers, &heads, origin)?;
+        let Layers { trunk, head, head_names, .. } = layers;
+        let mut net = Network::from_head_layers(gpu, trunk, head, head_names, heads, &values)?;
+        for b in &buffers {
+            let data = |name: &str| ckpt.get(name).map(|t| t.data.clone()).unwrap_or_default();
+            let batches = ckpt.get_int(&b.batches).map(|t| batches_tracked(t, origin)).transpose()?.unwrap_or(0);
+            net.set_running_stats(b.layer, &data(&b.mean), &data(&b.var), batches)?;
+        }
+        net.input_layout = InputLayout::from_metadata(&ckpt.metadata, origin)?;
+        if let Some(layout) = &net.input_layout {
+            let key = if matches!(layout, InputLayout::Image { .. }) { IMAGE_SIZE_KEY } else { INPUT_SHAPE_KEY };
+            layout.check(net.input_dim()).map_err(|m| Error::format(origin, format!("{key}: {m}")))?;
+        }
+        Ok(net)
+    }
+
+    /// The parameter values `ckpt` holds for a network of named heads, after checking (on the
+    /// host) the heads' wiring and that it holds exactly the tensors they need; and the BatchNorm
+    /// statistics' keys.
+    #[allow(clippy::type_complexity)]
+    fn named_heads_values(
+        ckpt: &Checkpoint,
+        layers: &Layers,
+        heads: &[super::HeadInfo],
+        origin: &str,
+    ) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, Vec<BufferKeys>)> {
         let Layers { trunk, head, head_names, head_sources, .. } = layers;
         let t = trunk.layers.len();
-        let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
-        let (sources, names) =
-            super::multi_head_wiring(&trunk, &head, &head_names, &heads).map_err(|e| Error::format(origin, message(e)))?;
+        let all: Vec<LayerSpec> = trunk.layers.iter().chain(head).copied().collect();
+        let (sources, names) = super::multi_head_wiring(trunk, head, head_names, heads).map_err(|e| Error::format(origin, message(e)))?;
         if sources[t..] != head_sources[..] {
             return Err(Error::format(origin, "each head's first layer must read the trunk's output and the rest the layer before"));
         }
@@ -922,37 +947,57 @@ impl Network {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
             other => other,
         })?;
+        for b in &buffers {
+            if let Some(t) = ckpt.get_int(&b.batches) {
+                batches_tracked(t, origin)?;
+            }
+        }
         let mut values = zero_values(&all);
         for k in &keys {
             let data = ckpt.get(&k.name).map(|t| t.data.clone()).unwrap_or_default();
             if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
         }
-        let mut net = Network::from_head_layers(gpu, trunk, head, head_names, heads, &values)?;
-        for b in &buffers {
-            let data = |name: &str| ckpt.get(name).map(|t| t.data.clone()).unwrap_or_default();
-            let batches = ckpt.get_int(&b.batches).map(|t| batches_tracked(t, origin)).transpose()?.unwrap_or(0);
-            net.set_running_stats(b.layer, &data(&b.mean), &data(&b.var), batches)?;
-        }
-        net.input_layout = InputLayout::from_metadata(&ckpt.metadata, origin)?;
-        if let Some(layout) = &net.input_layout {
-            let key = if matches!(layout, InputLayout::Image { .. }) { IMAGE_SIZE_KEY } else { INPUT_SHAPE_KEY };
-            layout.check(net.input_dim()).map_err(|m| Error::format(origin, format!("{key}: {m}")))?;
-        }
-        Ok(net)
+        Ok((values, buffers))
     }
 
-    fn with_values_from(
-        gpu: &Gpu,
-        ckpt: &Checkpoint,
-        trunk: Trunk,
-        head: Vec<LayerSpec>,
-        head_module: Option<String>,
-        kind: HeadKind,
-        origin: &str,
-    ) -> Result<Network> {
+    /// Checks, without a GPU, everything [`Network::from_checkpoint`] reads from `ckpt` before it
+    /// allocates anything: the recorded architecture (every layer, its wiring, the module names),
+    /// and that the tensors are exactly the parameters and BatchNorm statistics it needs, of
+    /// their shapes. Returns the number of layers. (What the fuzzer drives; a loader that passes
+    /// this check only fails later on the GPU's own limits.)
+    pub fn check_architecture(ckpt: &Checkpoint, origin: &str) -> Result<usize> {
+        let json =
+            ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| Error::format(origin, "no headswap architecture in the metadata"))?;
+        if let Some(heads) = ckpt.metadata.get(HEADS_KEY) {
+            let layers = parse_layers(origin, json, true)?;
+            let heads = heads_from_json(origin, heads, layers.trunk.layers.len())?;
+            Self::named_heads_values(ckpt, &layers, &heads, origin)?;
+            return Ok(layers.trunk.layers.len() + layers.head.len());
+        }
+        let Layers { trunk, head, head_module, .. } = parse_layers(origin, json, false)?;
         let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
-        let given: Vec<Option<String>> =
-            trunk.names.iter().cloned().chain(super::Head::layer_names(&head, head_module.as_deref())).collect();
+        let mut sources = trunk.sources.clone();
+        sources.extend((trunk.layers.len()..all.len()).map(|i| vec![i]));
+        super::check_wiring(&all, &sources, all[0].inputs()).map_err(|e| Error::format(origin, message(e)))?;
+        if head.iter().any(|l| !matches!(l, LayerSpec::Dense(_) | LayerSpec::Dropout(_))) {
+            return Err(Error::format(origin, "a head holds dense layers (and dropout) only"));
+        }
+        Self::checked_values(ckpt, &trunk, &head, head_module.as_deref(), origin)?;
+        Ok(all.len())
+    }
+
+    /// The parameter values `ckpt` holds for these layers, after checking it holds exactly the
+    /// parameters and BatchNorm statistics they need; and the BatchNorm statistics' keys.
+    #[allow(clippy::type_complexity)]
+    fn checked_values(
+        ckpt: &Checkpoint,
+        trunk: &Trunk,
+        head: &[LayerSpec],
+        head_module: Option<&str>,
+        origin: &str,
+    ) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, Vec<BufferKeys>)> {
+        let all: Vec<LayerSpec> = trunk.layers.iter().chain(head).copied().collect();
+        let given: Vec<Option<String>> = trunk.names.iter().cloned().chain(super::Head::layer_names(head, head_module)).collect();
         let names = super::resolve_names(&all, &given).map_err(|e| Error::format(origin, message(e)))?;
         let keys = param_keys(&all, &names);
         let buffers = buffer_keys(&all, &names);
@@ -967,12 +1012,30 @@ impl Network {
             Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
             other => other,
         })?;
+        for b in &buffers {
+            if let Some(t) = ckpt.get_int(&b.batches) {
+                batches_tracked(t, origin)?;
+            }
+        }
         // checked above: every key is present with its shape
         let mut values: Vec<(Vec<f32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); all.len()];
         for k in &keys {
             let data = ckpt.get(&k.name).map(|t| t.data.clone()).unwrap_or_default();
             if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
         }
+        Ok((values, buffers))
+    }
+
+    fn with_values_from(
+        gpu: &Gpu,
+        ckpt: &Checkpoint,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_module: Option<String>,
+        kind: HeadKind,
+        origin: &str,
+    ) -> Result<Network> {
+        let (values, buffers) = Self::checked_values(ckpt, &trunk, &head, head_module.as_deref(), origin)?;
         let mut net = Network::from_named_layers(gpu, trunk, head, head_module, kind, &values)?;
         for b in &buffers {
             let data = |name: &str| ckpt.get(name).map(|t| t.data.clone()).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! the GPU is tested against. Written to be obviously right, not fast, and kept independent of
 //! the GPU code so the two cannot share a bug. Inputs and outputs are row-major `f64` slices.
 
+pub mod augment;
 pub mod conv;
 pub mod layers;
 pub mod loss;

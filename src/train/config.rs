@@ -3,6 +3,7 @@
 
 use super::{BceSettings, Optimizer, Schedule};
 use crate::error::{Error, Result};
+pub use crate::kernels::augment::Augment;
 
 /// Which layers train during fine-tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,12 @@ pub struct TrainConfig {
     pub steps_per_submission: usize,
     /// Which statistics the BatchNorm layers use ([`BatchNormMode::Auto`] by default).
     pub batch_norm: BatchNormMode,
+    /// Augments every training batch on the GPU before the first layer (torchvision's
+    /// RandomResizedCrop and RandomHorizontalFlip, [`Augment::torchvision`]); `None` by default.
+    /// Each step's draws follow from `seed`, the step and each image's place in the epoch's
+    /// order. It needs the trunk computed every step: with a frozen trunk whose features would be
+    /// cached, set `cache_features = false`.
+    pub augment: Option<Augment>,
 }
 
 impl Default for TrainConfig {
@@ -122,6 +129,7 @@ impl Default for TrainConfig {
             cache_features: true,
             steps_per_submission: 16,
             batch_norm: BatchNormMode::Auto,
+            augment: None,
         }
     }
 }
@@ -153,6 +161,9 @@ impl TrainConfig {
         }
         if !(self.trunk_lr_mult >= 0.0 && self.trunk_lr_mult.is_finite()) {
             return Err(Error::invalid(format!("trunk_lr_mult must be finite and ≥ 0, got {}", self.trunk_lr_mult)));
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
         }
         validate_bce(&self.bce)?;
         validate_schedule(&self.schedule)

@@ -149,7 +149,7 @@ impl Evaluator {
         bce: &(Option<Tensor>, Option<Tensor>),
     ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
-        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[])?;
+        let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[], false)?;
         let acc = Accumulators::for_net(gpu, net)?;
         let identity: Vec<u32> = (0..data.n as u32).collect();
         let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
@@ -168,8 +168,9 @@ impl Evaluator {
             bce_tensors: bce,
             threshold: cfg.threshold,
             optimizer: None,
-            // an evaluation draws no dropout masks
+            // an evaluation draws no dropout masks and augments nothing
             seed: 0,
+            augment: None,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -211,7 +212,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let mode = Mode::Train { lowest: 0 };
     let every = ParamGroups::new().train("*", 1.0).resolve(net)?;
     let batch_stats = batch_norm.batch_stats(&net.layers(), &every);
-    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats)?;
+    let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats, false)?;
     let grads = Grads::new(gpu, net, &every)?;
     let acc = Accumulators::for_net(gpu, net)?;
     acc.reset(gpu)?;
@@ -235,6 +236,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         optimizer: None,
         // dropout's masks: seed 0 at step 1, offset 0 (the launches' initial values)
         seed: 0,
+        augment: None,
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;
@@ -318,6 +320,27 @@ fn input_rows(net: &Network, x: &[f32], n: usize, op: &str) -> Result<Rows> {
     let xs = Rows::alloc(net.gpu(), n, &[d], DType::F32, &format!("{op}_x"))?;
     xs.write_f32(net.gpu(), x)?;
     Ok(xs)
+}
+
+/// The trunk's outputs of `net` for `n` examples `x` (`[n, input_dim]`): the features its head
+/// reads, `[n, trunk_output_dim]` (torchvision's `fc` input, after the average pool), in
+/// inference mode like [`predict_logits`]. A network without trunk layers gives `x` back.
+pub fn predict_features(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    let gpu = net.gpu();
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
+    }
+    let upto = net.trunk_layers().len();
+    if upto == 0 {
+        return Ok(x.to_vec());
+    }
+    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "features_x")?;
+    xs.write_f32(gpu, x)?;
+    forward_rows(gpu, net, &xs, n, upto, batch, "features")?.download(gpu)
 }
 
 /// The logits of `net` for `n` examples `x` (`[n, input_dim]`): the output layer's values

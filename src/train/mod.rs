@@ -28,11 +28,11 @@ pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use collective::{Collective, ThreadGroup};
-pub use config::{BatchNormMode, Freeze, TrainConfig};
+pub use config::{Augment, BatchNormMode, Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_heads, predict_logits};
+pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_heads, predict_logits};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
@@ -664,6 +664,8 @@ pub(crate) struct StepBuffers {
     pub indices: Tensor,
     /// Per layer: a BatchNorm in training mode (see [`BatchNormMode`]).
     pub batch_stats: Vec<bool>,
+    /// The augmentation of the batch and the images' `[C, H, W]`.
+    pub augment: Option<(Augment, [usize; 3])>,
 }
 
 impl StepBuffers {
@@ -696,11 +698,28 @@ impl StepBuffers {
         let b = cfg.batch_size.min(train.n);
         let mode = Mode::Train { lowest };
         let batch_stats = cfg.batch_norm.batch_stats(&net.layers(), lr_mults);
-        let scratch = Scratch::new(gpu, net, first, b, mode, train, &batch_stats)?;
+        let augment = match cfg.augment {
+            None => None,
+            Some(_) if cached => {
+                return Err(Error::invalid(
+                    "augmentation changes the trunk's inputs every step, so its outputs cannot be computed once and cached: set cache_features = false (the command line's --no-cache; the frozen trunk then runs every step), or train part of the trunk",
+                ));
+            }
+            Some(a) => Some((
+                a,
+                plan::image_input(net).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "augmentation crops and flips images: the network's first layer ({}) does not read [C, H, W] images",
+                        net.layers()[0].describe()
+                    ))
+                })?,
+            )),
+        };
+        let scratch = Scratch::new(gpu, net, first, b, mode, train, &batch_stats, augment.is_some())?;
         let grads = Grads::new(gpu, net, lr_mults)?;
         let acc = Accumulators::for_net(gpu, net)?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
-        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats })
+        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats, augment })
     }
 
     pub fn inputs<'a>(&'a self, net: &'a Network, train: &'a DeviceData, cfg: &'a TrainConfig) -> PlanInputs<'a> {
@@ -720,6 +739,7 @@ impl StepBuffers {
             threshold: cfg.threshold,
             optimizer: None,
             seed: cfg.seed,
+            augment: self.augment,
         }
     }
 }

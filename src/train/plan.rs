@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::kernels::augment::{self, Augment, AugmentLaunch};
 use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
 use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
@@ -139,6 +140,8 @@ pub(crate) struct Scratch {
     /// (its output layer's `da` where that trains).
     head_y: Vec<Tensor>,
     head_dlogits: Vec<Tensor>,
+    /// With augmentation: the gathered batch before it (the layers read `x`, the augmented one).
+    x_raw: Option<Tensor>,
 }
 
 /// What a plan computes.
@@ -157,6 +160,7 @@ fn needs_z(mode: Mode, layer: usize, act: Activation) -> bool {
 impl Scratch {
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
+        v.extend(self.x_raw.iter());
         v.extend(self.a.iter());
         v.extend(self.head_y.iter().chain(&self.head_dlogits));
         for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).chain(&self.grad_tmp).chain(&self.saved).flatten() {
@@ -166,7 +170,9 @@ impl Scratch {
     }
 
     /// `first` is the first layer computed (the trunk's depth when reading cached features);
-    /// `batch_stats[i]`: BatchNorm layer `i` trains in training mode (empty: none does).
+    /// `batch_stats[i]`: BatchNorm layer `i` trains in training mode (empty: none does);
+    /// `augmented`: the batch is augmented before the first layer (a second batch buffer).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         net: &Network,
@@ -175,6 +181,7 @@ impl Scratch {
         mode: Mode,
         data: &DeviceData,
         batch_stats: &[bool],
+        augmented: bool,
     ) -> Result<Scratch> {
         let layers = net.layers();
         let in_dim = if first == 0 { net.input_dim() } else { layers[first - 1].outputs() };
@@ -239,7 +246,8 @@ impl Scratch {
             });
         }
         let (x, loss_rows) = (f32a(&[rows, in_dim], "batch_x")?, f32a(&[rows], "loss_rows")?);
-        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, saved, loss_rows, dlogits, head_y, head_dlogits })
+        let x_raw = if augmented { Some(f32a(&[rows, in_dim], "batch_x_raw")?) } else { None };
+        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, saved, loss_rows, dlogits, head_y, head_dlogits, x_raw })
     }
 }
 
@@ -291,6 +299,16 @@ fn grad_target(s: &Scratch, rows: usize, written: &mut [bool], v: usize) -> Resu
     Ok((tmp, Some(dv)))
 }
 
+/// The `[C, H, W]` images the network's first layer reads, `None` where it reads flat rows.
+pub(crate) fn image_input(net: &Network) -> Option<[usize; 3]> {
+    let first = *net.layers().first()?;
+    match first {
+        LayerSpec::Dense(_) | LayerSpec::Dropout(_) | LayerSpec::Add(_) | LayerSpec::Concat(_) | LayerSpec::ChannelMul(_) => None,
+        LayerSpec::BatchNorm(b) if !b.spatial => None,
+        spec => Some(in_chw(&spec)),
+    }
+}
+
 /// Per-layer buffers a plan keeps alive besides the scratch: convolution workspaces, and the
 /// folded weight and bias of a frozen convolution whose BatchNorm is folded into it.
 #[derive(Default)]
@@ -340,6 +358,8 @@ pub(crate) enum Launch {
     Batch(IndexedDispatch),
     /// Dropout (forward or backward): its mask depends on the step number and the batch offset.
     Step(DropoutLaunch),
+    /// Input augmentation: its draws depend on the step number and the batch offset.
+    Augment(AugmentLaunch),
 }
 
 impl Launch {
@@ -348,6 +368,7 @@ impl Launch {
             Launch::Fixed(d) => d,
             Launch::Batch(b) => b.dispatch(),
             Launch::Step(s) => s.dispatch(),
+            Launch::Augment(a) => a.dispatch(),
         }
     }
     fn batch(&self) -> Option<&IndexedDispatch> {
@@ -367,6 +388,12 @@ impl From<Dispatch> for Launch {
 impl From<DropoutLaunch> for Launch {
     fn from(d: DropoutLaunch) -> Launch {
         Launch::Step(d)
+    }
+}
+
+impl From<AugmentLaunch> for Launch {
+    fn from(a: AugmentLaunch) -> Launch {
+        Launch::Augment(a)
     }
 }
 
@@ -398,20 +425,26 @@ impl Launches {
     pub fn stage_offset(&self, uniforms: &mut StepUniforms, offset: usize) -> Result<()> {
         self.batch().try_for_each(|g| g.stage_offset(uniforms, offset as u32))
     }
-    fn per_step(&self) -> impl Iterator<Item = &DropoutLaunch> {
-        self.0.iter().filter_map(|l| match l {
-            Launch::Step(s) => Some(s),
-            _ => None,
-        })
-    }
-    /// Sets the step number and batch offset of the launches that read them (dropout's masks);
-    /// takes effect at the next submit.
+    /// Sets the step number and batch offset of the launches that read them (dropout's masks,
+    /// the augmentation's draws); takes effect at the next submit.
     fn set_step(&self, gpu: &Gpu, offset: usize, step: u32) {
-        self.per_step().for_each(|d| d.set(gpu, offset as u32, step));
+        for l in &self.0 {
+            match l {
+                Launch::Step(d) => d.set(gpu, offset as u32, step),
+                Launch::Augment(a) => a.set(gpu, offset as u32, step),
+                _ => {}
+            }
+        }
     }
     /// Stages the step number and batch offset as the current step's (several steps per submission).
     fn stage_step(&self, uniforms: &mut StepUniforms, offset: usize, step: u32) {
-        self.per_step().for_each(|d| d.stage(uniforms, offset as u32, step));
+        for l in &self.0 {
+            match l {
+                Launch::Step(d) => d.stage(uniforms, offset as u32, step),
+                Launch::Augment(a) => a.stage(uniforms, offset as u32, step),
+                _ => {}
+            }
+        }
     }
     /// Every launch's dispatch, in recording order.
     pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
@@ -737,8 +770,11 @@ pub(crate) struct PlanInputs<'a> {
     pub threshold: f32,
     /// The optimizer a training step ends with (`None`: the step stops at the gradients).
     pub optimizer: Option<&'a Optim>,
-    /// The run's seed: dropout's masks in a training step.
+    /// The run's seed: dropout's masks and the augmentation's draws in a training step.
     pub seed: u64,
+    /// Augmentation of the batch's images `[C, H, W]` before the first layer (training steps
+    /// that compute the whole network; the scratch holds the augmented batch).
+    pub augment: Option<(Augment, [usize; 3])>,
 }
 
 impl Plan {
@@ -757,10 +793,18 @@ impl Plan {
         let l = layers.len();
         let x = rows_view(&s.x, rows)?;
         let y = rows_view(&s.y, rows)?;
+        // With augmentation the batch is gathered into `raw`, then augmented into `x`, which the
+        // layers read (and the first layer's weight gradient).
+        let raw = match (&p.augment, &s.x_raw) {
+            (Some(_), Some(r)) => Some(rows_view(r, rows)?),
+            (Some(_), None) => return Err(Error::invalid("augmentation without its scratch buffer")),
+            _ => None,
+        };
+        let gathered_x = raw.as_ref().unwrap_or(&x);
         // A dense first layer reads the batch's inputs in place, and a fused head kernel its
         // targets, where the data set is one buffer; the rest is gathered into the batch buffers
         // first (inputs and targets in one launch where the sources allow).
-        let input = Input::choose(net, p.first, p.source_x, p.indices, &x);
+        let input = if raw.is_some() { Input::Batch(&x) } else { Input::choose(net, p.first, p.source_x, p.indices, &x) };
         let multi = net.is_multi_head();
         let fused = !multi && loss::fused_head_runs(gpu, net.head_kind == HeadKind::Labels, rows, net.output_dim());
         let targets_in_place = match (&p.source_y.chunks[..], fused) {
@@ -770,7 +814,7 @@ impl Plan {
         if multi {
             // every head's targets gathered into its own batch buffer
             if let Input::Batch(_) = input {
-                d.extend(p.source_x.gathers(gpu, p.indices, &x)?);
+                d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?);
             }
             for (h, y) in net.heads().iter().zip(&s.head_y) {
                 let (_, src) = p
@@ -784,21 +828,24 @@ impl Plan {
             match (input, targets_in_place) {
                 (Input::Batch(_), None) => {
                     let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
-                        ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, &x, sy, &y, p.indices)?,
+                        ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, gathered_x, sy, &y, p.indices)?,
                         _ => None,
                     };
                     match pair {
                         Some(g) => d.push(g),
                         None => {
-                            d.extend(p.source_x.gathers(gpu, p.indices, &x)?);
+                            d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?);
                             d.extend(p.source_y.gathers(gpu, p.indices, &y)?);
                         }
                     }
                 }
-                (Input::Batch(_), Some(_)) => d.extend(p.source_x.gathers(gpu, p.indices, &x)?),
+                (Input::Batch(_), Some(_)) => d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?),
                 (Input::Gathered { .. }, None) => d.extend(p.source_y.gathers(gpu, p.indices, &y)?),
                 (Input::Gathered { .. }, Some(_)) => {}
             }
+        }
+        if let (Some((aug, chw)), Some(raw)) = (&p.augment, &raw) {
+            d.push(augment::augment_dispatch(gpu, aug, p.seed, *chw, raw, &x)?);
         }
         // forward
         let a: Vec<Tensor> =

@@ -29,19 +29,37 @@ pub fn reference_train(
     epochs: usize,
     seed: u64,
 ) -> Vec<(Vec<f64>, Vec<f64>)> {
+    reference_train_augmented(specs, sources, values, data, opt, mults, batch, epochs, seed, None)
+}
+
+/// [`reference_train`] with every batch augmented first (`augment`: the settings and the
+/// images' `[C, H, W]`), as `TrainConfig::augment` does: step `t`'s draws at the batch's offset.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_train_augmented(
+    specs: &[LayerSpec],
+    sources: &[Vec<usize>],
+    values: &[(Vec<f32>, Vec<f32>)],
+    data: &Dataset,
+    opt: RefOpt,
+    mults: &[Option<f64>],
+    batch: usize,
+    epochs: usize,
+    seed: u64,
+    augment: Option<(headswap::train::Augment, [usize; 3])>,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
     let Targets::Classes { y, .. } = &data.targets else { panic!("the reference trainer takes class data") };
     let grads = |layers: &[RefLayer], xb: &[f64], chunk: &[u32]| {
         let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
         loss_and_grads_graph(layers, sources, xb, chunk.len(), &RefLoss::Softmax(yb)).1
     };
-    reference_train_with(specs, values, data, &grads, opt, mults, batch, epochs, seed)
+    reference_train_with(specs, values, data, &grads, opt, mults, batch, epochs, seed, augment)
 }
 
 /// The gradients of a batch: `(layers, the batch's inputs, its rows of the data set)`.
 pub type BatchGrads<'a> = dyn Fn(&[RefLayer], &[f64], &[u32]) -> RefGrads + 'a;
 
-/// [`reference_train`] with the gradients of a batch from `grads(layers, x, rows of the batch)`
-/// (any loss: several heads, masks).
+/// [`reference_train_augmented`] with the gradients of a batch from `grads(layers, x, rows of
+/// the batch)` (any loss: several heads, masks).
 #[allow(clippy::too_many_arguments)]
 pub fn reference_train_with(
     specs: &[LayerSpec],
@@ -53,6 +71,7 @@ pub fn reference_train_with(
     batch: usize,
     epochs: usize,
     seed: u64,
+    augment: Option<(headswap::train::Augment, [usize; 3])>,
 ) -> Vec<(Vec<f64>, Vec<f64>)> {
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer::new(*sp, f64s(w), f64s(b))).collect();
@@ -65,7 +84,10 @@ pub fn reference_train_with(
         let order = rng.permutation(data.n);
         for (c, chunk) in order.chunks(batch).enumerate() {
             let m = chunk.len();
-            let xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
+            let mut xb: Vec<f64> = chunk.iter().flat_map(|&i| f64s(&data.x[i as usize * d..(i as usize + 1) * d])).collect();
+            if let Some((a, [ch, h, w])) = &augment {
+                xb = headswap::reference::augment::augment(a, seed, t + 1, (c * batch) as u32, *ch, *h, *w, &xb);
+            }
             // dropout: this step's masks made explicit (step t + 1, the batch at c·batch of the order)
             for l in layers.iter_mut() {
                 if let LayerSpec::Dropout(dr) = l.spec {

@@ -5,7 +5,7 @@
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use headswap::kernels::Activation;
-use headswap::train::{Freeze, Schedule};
+use headswap::train::{BatchNormMode, Freeze, Schedule};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ DATA: synthetic-a[:N] (which shape), synthetic-b[:N] (which of 4 shapes are in a
       digits (real digits, one per 16x16 canvas), digits-scenes[:N] (which of 2,3,5,7 appear),
       a folder of class sub-folders of images, a CSV manifest (first line a header path,label_1,...;
       then one image path and 1/0/empty per label per line), or a .safetensors file
-      with x [n, d] and y [n] (classes) or [n, k] (labels, NaN = unknown)"
+      with x [n, d] and y [n] (classes) or [n, k] (labels, NaN = unknown); predict reads x alone"
     };
 }
 
@@ -66,7 +66,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Score a model on DATA
     Eval(EvalArgs),
-    /// Classify or label image files
+    /// Classify or label image files, or write the logits (and features) of DATA to a file
     Predict(PredictArgs),
     /// Check every matrix product against a float64 reference, then time it
     Bench(BenchArgs),
@@ -131,11 +131,53 @@ pub enum Arch {
     Cnn,
 }
 
-/// `--arch` where a model file is read: a plain PyTorch state_dict can only be read as Linear
-/// layers.
+/// `--arch` for `train --init`: a plain PyTorch state_dict read as Linear layers.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlainArch {
     Mlp,
+}
+
+/// `--arch` where a pretrained model file is read: a plain PyTorch state_dict of Linear layers,
+/// or a torchvision ResNet's (`torchvision.models.resnet18().state_dict()`, keys as torchvision
+/// names them).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelArch {
+    Mlp,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+impl From<PlainArch> for ModelArch {
+    fn from(a: PlainArch) -> ModelArch {
+        match a {
+            PlainArch::Mlp => ModelArch::Mlp,
+        }
+    }
+}
+
+/// What `--arch` says about a plain state_dict (one help text for finetune, eval and predict).
+const MODEL_ARCH_HELP: &str =
+    "Read the model file as a plain PyTorch state_dict: mlp (nn.Linear layers), resnet18, resnet34 or resnet50 (torchvision's)";
+
+/// `--normalize`: how image pixels become inputs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Normalize {
+    /// Resized to --size, values in [0, 1].
+    #[default]
+    None,
+    /// torchvision's ImageNet evaluation transform at --size: resize the shorter side to
+    /// round(max(W, H)·256/224), centre-crop, ImageNet mean/std; RGB.
+    Imagenet,
+}
+
+impl Normalize {
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalize::None => "none",
+            Normalize::Imagenet => "imagenet",
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +235,15 @@ pub struct TrainingOptions {
     /// Probability above which a label counts as present, for F1
     #[arg(long, value_name = "F", default_value_t = 0.5, value_parser = probability)]
     pub threshold: f32,
+    /// BatchNorm statistics: auto (the batch's when every layer trains, else the running ones), train or frozen
+    #[arg(long, value_name = "auto|train|frozen", default_value = "auto", value_parser = batch_norm)]
+    pub batch_norm: BatchNormMode,
+    /// Augment every batch on the GPU: torchvision's RandomResizedCrop and RandomHorizontalFlip (needs --no-cache with a frozen trunk)
+    #[arg(long)]
+    pub augment: bool,
+    /// Run a frozen trunk every step instead of computing its outputs once
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).
@@ -205,6 +256,9 @@ pub struct ImageArgs {
     /// Read images in colour (3 channels) instead of gray
     #[arg(long)]
     pub rgb: bool,
+    /// none, or imagenet: torchvision's evaluation transform (resize the shorter side to size·256/224, centre crop, ImageNet mean/std; RGB) [default: none]
+    #[arg(long, value_enum, value_name = "none|imagenet", hide_possible_values = true)]
+    pub normalize: Option<Normalize>,
 }
 
 /// `ImageArgs` where a model's recorded layout is the default.
@@ -217,11 +271,14 @@ pub struct ModelImageArgs {
     /// Read images in colour (3 channels) [default: as the model was trained]
     #[arg(long)]
     pub rgb: bool,
+    /// none, or imagenet: torchvision's evaluation transform (resize the shorter side to size·256/224, centre crop, ImageNet mean/std; RGB) [default: as the model was trained]
+    #[arg(long, value_enum, value_name = "none|imagenet", hide_possible_values = true)]
+    pub normalize: Option<Normalize>,
 }
 
 impl From<&ModelImageArgs> for ImageArgs {
     fn from(a: &ModelImageArgs) -> Self {
-        ImageArgs { size: a.size, rgb: a.rgb }
+        ImageArgs { size: a.size, rgb: a.rgb, normalize: a.normalize }
     }
 }
 
@@ -291,9 +348,8 @@ pub struct FinetuneArgs {
     /// Learning-rate multiplier of the trunk when it trains [default: 1, 0.1 with --recipe]
     #[arg(long, value_name = "F", value_parser = finite_non_negative)]
     pub trunk_lr_mult: Option<f32>,
-    /// Read --from as a plain PyTorch state_dict of nn.Linear layers
-    #[arg(long, value_enum, value_name = "mlp", hide_possible_values = true)]
-    pub arch: Option<PlainArch>,
+    #[arg(long, value_enum, value_name = "mlp|resnet18|resnet34|resnet50", hide_possible_values = true, help = MODEL_ARCH_HELP)]
+    pub arch: Option<ModelArch>,
     /// In the new head's hidden layer, and between the layers of --arch mlp
     #[arg(long, value_name = "NAME", default_value = "relu", value_parser = activation)]
     pub activation: Activation,
@@ -397,9 +453,8 @@ pub struct EvalArgs {
     /// Seeds the held-out synthetic data
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
-    /// Read --model as a plain PyTorch state_dict of nn.Linear layers
-    #[arg(long, value_enum, value_name = "mlp", hide_possible_values = true)]
-    pub arch: Option<PlainArch>,
+    #[arg(long, value_enum, value_name = "mlp|resnet18|resnet34|resnet50", hide_possible_values = true, help = MODEL_ARCH_HELP)]
+    pub arch: Option<ModelArch>,
     /// Activation between the layers of --arch mlp
     #[arg(long, value_name = "NAME", default_value = "relu", value_parser = activation)]
     pub activation: Activation,
@@ -411,20 +466,44 @@ pub struct EvalArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Images are read at the size and channels the model was trained at.")]
+#[command(after_help = concat!(
+    "Images are read at the size, channels and normalisation the model was trained at.\n\
+     --data DATA --out FILE.safetensors writes logits [n, k] (and features [n, d]) for every example of DATA,\n\
+     in its order; a .safetensors DATA needs only x.\n\n",
+    data_help!()
+))]
 pub struct PredictArgs {
-    /// The model (trained on images)
+    /// The model
     #[arg(long, value_name = "CKPT")]
     pub model: String,
     /// Image files (PNG or JPEG)
-    #[arg(value_name = "IMAGE", required = true)]
+    #[arg(value_name = "IMAGE", required_unless_present = "data", conflicts_with = "data")]
     pub images: Vec<String>,
+    /// Every example of DATA instead of image files (see DATA below); needs --out
+    #[arg(long, value_name = "DATA", requires = "out")]
+    pub data: Option<String>,
+    /// Write the logits [n, k] of --data's examples to this safetensors file
+    #[arg(long, value_name = "FILE.safetensors", requires = "data")]
+    pub out: Option<PathBuf>,
+    /// Also write the trunk's outputs, the features the head reads, as features [n, d]
+    #[arg(long, requires = "out")]
+    pub features: bool,
+    #[arg(long, value_enum, value_name = "mlp|resnet18|resnet34|resnet50", hide_possible_values = true, help = MODEL_ARCH_HELP)]
+    pub arch: Option<ModelArch>,
+    /// Activation between the layers of --arch mlp
+    #[arg(long, value_name = "NAME", default_value = "relu", value_parser = activation)]
+    pub activation: Activation,
+    /// Examples per forward pass (--data)
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = at_least_one)]
+    pub batch: usize,
     /// Probability above which a label counts as present (label heads)
     #[arg(long, value_name = "F", default_value_t = 0.5, value_parser = probability)]
     pub threshold: f32,
     /// Print the predictions as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub image: ModelImageArgs,
 }
 
 #[derive(Args, Debug)]
@@ -594,6 +673,10 @@ fn fraction(s: &str) -> Result<f32, String> {
 fn activation(s: &str) -> Result<Activation, String> {
     Activation::parse(s)
         .ok_or_else(|| "not one of relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu, relu6, silu, hardswish, hardsigmoid, identity".into())
+}
+
+fn batch_norm(s: &str) -> Result<BatchNormMode, String> {
+    BatchNormMode::parse(s).ok_or_else(|| "must be auto, train or frozen".into())
 }
 
 fn freeze(s: &str) -> Result<Freeze, String> {

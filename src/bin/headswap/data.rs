@@ -2,7 +2,7 @@
 //! manifests and tensor files; the image options that apply to each; and matching a data set's
 //! classes or labels to a model's.
 
-use crate::args::ImageArgs;
+use crate::args::{ImageArgs, Normalize};
 use crate::{CliResult, failed, usage};
 use headswap::Error;
 use headswap::data::{self, Dataset, ImageOptions, Targets};
@@ -35,6 +35,13 @@ pub struct Loaded {
     pub kind: DataKind,
     /// Files and folders an image folder's walk passed over, with why.
     pub skipped: Vec<data::Skipped>,
+    /// How image pixels became inputs (recorded with a model trained on the data).
+    pub normalize: Normalize,
+}
+
+/// The `--normalize` that `opts` are (images only: other data ignores the option).
+pub fn normalize_of(opts: &ImageOptions) -> Normalize {
+    if *opts == ImageOptions::imagenet(opts.size.0, opts.size.1) { Normalize::Imagenet } else { Normalize::None }
 }
 
 const BUILT_IN: &str = "synthetic-a[:N], synthetic-b[:N], digits, digits-scenes[:N]";
@@ -79,10 +86,22 @@ pub fn data_kind(spec: &str) -> CliResult<DataKind> {
 /// layout, so the options would silently do nothing there (and be recorded in the checkpoint).
 pub fn image_options(args: &ImageArgs, kind: DataKind) -> CliResult<ImageOptions> {
     let (size, rgb) = (args.size, args.rgb);
+    let normalize = args.normalize.unwrap_or_default();
+    if normalize != Normalize::None && kind != DataKind::Images {
+        return Err(usage(format!(
+            "--normalize {} applies only to images read from folders and CSV manifests (a .safetensors file holds its inputs as they are)",
+            normalize.name()
+        )));
+    }
     match kind {
         DataKind::Images => {
             let (w, h) = size.unwrap_or((16, 16));
-            Ok(if rgb { ImageOptions::rgb(w, h) } else { ImageOptions::gray(w, h) })
+            Ok(match normalize {
+                // ImageNet's statistics are per RGB channel
+                Normalize::Imagenet => ImageOptions::imagenet(w, h),
+                Normalize::None if rgb => ImageOptions::rgb(w, h),
+                Normalize::None => ImageOptions::gray(w, h),
+            })
         }
         DataKind::Synthetic => {
             if rgb {
@@ -124,7 +143,8 @@ pub fn load_data(spec: &str, opts: &ImageOptions, split: Split, seed: u64) -> Cl
         None => load_file(spec, opts)?,
     };
     data.validate()?;
-    Ok(Loaded { data, kind, skipped })
+    let normalize = if kind == DataKind::Images { normalize_of(opts) } else { Normalize::None };
+    Ok(Loaded { data, kind, skipped, normalize })
 }
 
 fn load_built_in(name: &str, count: Option<usize>, opts: &ImageOptions, split: Split, seed: u64) -> CliResult<Dataset> {

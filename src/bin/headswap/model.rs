@@ -2,14 +2,15 @@
 //! was trained at, new networks, and writing models and training states with the metadata that
 //! `eval`, `predict` and `resume` read back.
 
-use crate::args::{Arch, Given, ImageArgs, ModelImageArgs, PlainArch};
+use crate::args::{Arch, Given, ImageArgs, ModelArch, ModelImageArgs, Normalize};
 use crate::data::{DataKind, Loaded, image_options};
 use crate::{CliResult, failed, usage};
 use headswap::checkpoint::{self, Checkpoint, StorageDtype};
 use headswap::data::{Channels, Dataset, ImageOptions};
 use headswap::demo;
 use headswap::kernels::Activation;
-use headswap::nn::{Head, HeadKind, ImageChannels, InputLayout, Network};
+use headswap::nn::models;
+use headswap::nn::{Head, HeadKind, ImageChannels, Init, InputLayout, LoadOptions, Network};
 use headswap::train::Trainer;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,9 +18,148 @@ use std::path::Path;
 /// A model file to read, and how to read it when it is a plain PyTorch state_dict.
 pub struct ModelSource {
     pub path: String,
-    /// `--arch mlp`: read a plain state_dict as nn.Linear layers with `act` between them.
-    pub arch: Option<PlainArch>,
+    /// `--arch mlp`: read a plain state_dict as nn.Linear layers with `act` between them;
+    /// `--arch resnet18` etc.: as torchvision's model of that name.
+    pub arch: Option<ModelArch>,
     pub act: Activation,
+}
+
+impl ModelSource {
+    /// The built-in architecture `--arch` names, if it names one.
+    pub fn builtin(&self) -> Option<models::Arch> {
+        match self.arch? {
+            ModelArch::Mlp => None,
+            ModelArch::Resnet18 => Some(models::Arch::ResNet18),
+            ModelArch::Resnet34 => Some(models::Arch::ResNet34),
+            ModelArch::Resnet50 => Some(models::Arch::ResNet50),
+        }
+    }
+}
+
+/// The metadata key that records `--normalize` with a model trained on images.
+const NORMALIZE_KEY: &str = "headswap.normalize";
+
+/// The `--normalize` a checkpoint was trained with (`none` when it records none).
+pub fn recorded_normalize(ckpt: &Checkpoint) -> Normalize {
+    match ckpt.metadata.get(NORMALIZE_KEY).map(String::as_str) {
+        Some("imagenet") => Normalize::Imagenet,
+        _ => Normalize::None,
+    }
+}
+
+/// `--arch resnet18` etc. takes images `[C, H, W]` of at least 32×32: checked on the data's
+/// example shape before any work (before the images are read, for a folder), said in the
+/// command line's terms; `what` names the examples (`--data DIR`, `the images`).
+pub fn check_builtin_input(arch: models::Arch, shape: &[usize], what: &str) -> CliResult<()> {
+    let &[c, h, w] = shape else {
+        return Err(failed(format!(
+            "--arch {} reads images [C, H, W]; the examples of {what} have shape {shape:?} (a .safetensors x of shape [n, C, H, W] \
+             or input_shape metadata gives images)",
+            arch.name()
+        )));
+    };
+    if h < 32 || w < 32 {
+        return Err(failed(format!(
+            "--arch {} takes images of at least 32x32 (its five stride-2 stages), got {w}x{h} from {what} (images from files are \
+             read at --size, e.g. --size 224x224)",
+            arch.name()
+        )));
+    }
+    models::Arch::trunk(arch, c, h, w)?;
+    Ok(())
+}
+
+/// Trunk tensors a built-in architecture's load left out, as one line: the first few names of
+/// each kind and how many more.
+fn summarise(names: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
+}
+
+/// The head of a built-in model read from a plain state_dict.
+pub enum BuiltinHead {
+    /// The file's own classifier, loaded as it is (`eval`, `predict`).
+    Pretrained,
+    /// A new head for the task, initialised from the seed (`finetune`): the file's is not used.
+    New(Head),
+}
+
+/// The torchvision model `arch` for images of `shape` with `head` at its head module (`fc`),
+/// its parameters and BatchNorm statistics loaded from the plain state_dict `ckpt` (PyTorch's
+/// `strict=False`): the report says what was loaded and what of the file was not used (the old
+/// head's tensors, for a new head). A trunk tensor the file lacks or holds with another shape
+/// means the file is not that model: refused, naming them; so is a pretrained head that does
+/// not load.
+pub fn load_builtin(
+    gpu: &headswap::Gpu,
+    arch: models::Arch,
+    ckpt: &Checkpoint,
+    origin: &str,
+    shape: &[usize],
+    head: BuiltinHead,
+    seed: u64,
+) -> CliResult<(Network, headswap::nn::LoadReport)> {
+    check_builtin_input(arch, shape, "the data")?;
+    let (head, exact) = match head {
+        BuiltinHead::Pretrained => (pretrained_head(arch, ckpt, origin)?, true),
+        BuiltinHead::New(head) => (head, false),
+    };
+    let trunk = arch.trunk(shape[0], shape[1], shape[2])?;
+    let d = shape.iter().product();
+    let mut net = Network::from_trunk(gpu, d, trunk, Init::KaimingUniform, arch.head(head), seed)?;
+    let options = LoadOptions { init_missing_trunk: true, strict: false };
+    let report = net.load_state_dict(ckpt, options, origin)?;
+    let head_prefix = format!("{}.", arch.head_module());
+    let counts = |name: &String| exact || !name.starts_with(&head_prefix);
+    let missing: Vec<String> = report.missing.iter().filter(|n| counts(n)).cloned().collect();
+    let other_shape: Vec<String> = report
+        .mismatched
+        .iter()
+        .filter(|(n, _, _)| counts(n))
+        .map(|(n, file, net)| format!("{n} {file:?} (a {} has {net:?})", arch.name()))
+        .collect();
+    if !missing.is_empty() || !other_shape.is_empty() {
+        let total = report.applied.len() + report.missing.len() + report.mismatched.len();
+        let mut why = Vec::new();
+        if !missing.is_empty() {
+            why.push(format!("{} of the {total} tensors a {} has are missing: {}", missing.len(), arch.name(), summarise(&missing)));
+        }
+        if !other_shape.is_empty() {
+            why.push(format!("{} have another shape: {}", other_shape.len(), summarise(&other_shape)));
+        }
+        if !report.unexpected.is_empty() {
+            // sorted: a .pth and a .safetensors of the same tensors list them in other orders
+            let mut others = report.unexpected.clone();
+            others.sort();
+            why.push(format!("the file has {} others: {}", others.len(), summarise(&others)));
+        }
+        return Err(failed(format!("{origin} is not a torchvision {} state_dict: {}", arch.name(), why.join("; "))));
+    }
+    Ok((net, report))
+}
+
+/// The classifier a torchvision state_dict holds at `arch`'s head module: `fc.weight`
+/// `[classes, features]`.
+fn pretrained_head(arch: models::Arch, ckpt: &Checkpoint, origin: &str) -> CliResult<Head> {
+    let name = format!("{}.weight", arch.head_module());
+    match ckpt.get(&name).map(|t| t.shape.as_slice()) {
+        Some(&[k, f]) if f == arch.features() && k > 0 => Ok(Head::classes(k)),
+        Some(shape) => Err(failed(format!(
+            "{origin} is not a torchvision {} state_dict: {name} has shape {shape:?}, a {} classifier's is [classes, {}]",
+            arch.name(),
+            arch.name(),
+            arch.features()
+        ))),
+        None => Err(failed(format!(
+            "{origin} has no {name}: not a torchvision {} classifier's state_dict (with a new head, use finetune --arch {})",
+            arch.name(),
+            arch.name()
+        ))),
+    }
 }
 
 /// Reads the model file (without building the network, which needs the GPU).
@@ -27,18 +167,35 @@ pub fn read_model(src: &ModelSource) -> CliResult<Checkpoint> {
     Ok(checkpoint::load(Path::new(&src.path))?)
 }
 
-/// The network in `ckpt` (read from `src`): a headswap checkpoint, or with `--arch mlp` a plain
-/// PyTorch state_dict of Linear layers whose last layer is the head (of `kind`).
-pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, ckpt: &Checkpoint, kind: HeadKind) -> CliResult<Network> {
+/// `--arch` on a file that records its own architecture is a mistake, found before any work.
+pub fn check_arch_given(src: &ModelSource, ckpt: &Checkpoint) -> CliResult<()> {
+    if src.arch.is_some() && ckpt.metadata.contains_key(checkpoint::LAYERS_KEY) {
+        return Err(usage(format!("--arch is for plain state_dicts; {} records its own architecture", src.path)));
+    }
+    Ok(())
+}
+
+/// The network in `ckpt` (read from `src`): a headswap checkpoint, with `--arch mlp` a plain
+/// PyTorch state_dict of Linear layers whose last layer is the head (of `kind`), or with
+/// `--arch resnet18` etc. a torchvision model with its own classifier, for examples of `shape`.
+pub fn load_model(gpu: &headswap::Gpu, src: &ModelSource, ckpt: &Checkpoint, kind: HeadKind, shape: &[usize]) -> CliResult<Network> {
     let has_arch = ckpt.metadata.contains_key(checkpoint::LAYERS_KEY);
     let net = match (&src.arch, has_arch) {
         (None, true) => Network::from_checkpoint(gpu, ckpt, &src.path)?,
-        (Some(_), false) => Network::from_state_dict(gpu, ckpt, src.act, kind, 1, &src.path)?,
+        (Some(_), false) => match src.builtin() {
+            Some(arch) => {
+                let (net, report) = load_builtin(gpu, arch, ckpt, &src.path, shape, BuiltinHead::Pretrained, 0)?;
+                eprintln!("{}: {report}", src.path);
+                net
+            }
+            None => Network::from_state_dict(gpu, ckpt, src.act, kind, 1, &src.path)?,
+        },
         (Some(_), true) => return Err(usage(format!("--arch is for plain state_dicts; {} records its own architecture", src.path))),
         (None, false) => {
             return Err(failed(format!(
                 "{}: no headswap architecture in the metadata (a plain PyTorch state_dict?); add --arch mlp to read it as \
-                 nn.Linear layers with --activation (relu by default) between them",
+                 nn.Linear layers with --activation (relu by default) between them, or --arch resnet18 (resnet34, resnet50) \
+                 for torchvision's",
                 src.path
             )));
         }
@@ -93,6 +250,9 @@ pub fn image_options_for_model(args: &ModelImageArgs, ckpt: &Checkpoint, spec: &
     let mut chosen = ImageArgs::from(args);
     let recorded = recorded_layout(ckpt);
     let reads_images = matches!(kind, DataKind::Images | DataKind::Synthetic);
+    if kind == DataKind::Images && chosen.normalize.is_none() {
+        chosen.normalize = Some(recorded_normalize(ckpt));
+    }
     if let (Some((w, h, rgb)), true) = (recorded, reads_images) {
         // synthetic data is drawn square or not at all
         if chosen.size.is_none() && (kind == DataKind::Images || w == h) {
@@ -202,7 +362,10 @@ pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype
         return Ok(());
     }
     record_layout(net, loaded)?;
-    let ckpt = net.to_checkpoint()?;
+    let mut ckpt = net.to_checkpoint()?;
+    if loaded.normalize != Normalize::None {
+        ckpt.metadata.insert(NORMALIZE_KEY.into(), loaded.normalize.name().into());
+    }
     check_finite_weights(&ckpt)?;
     checkpoint::save(path, &ckpt, dtype)?;
     eprintln!("saved {}", path.display());
@@ -227,6 +390,8 @@ const RUN_FLAGS: &[&str] = &[
     "schedule",
     "size",
     "rgb",
+    "normalize",
+    "batch-norm",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";

@@ -35,6 +35,9 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         validation_fraction: o.val,
         early_stopping: o.early_stop,
         threshold: o.threshold,
+        batch_norm: o.batch_norm,
+        augment: o.augment.then(headswap::train::Augment::torchvision),
+        cache_features: !o.no_cache,
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();

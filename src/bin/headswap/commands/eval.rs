@@ -1,10 +1,13 @@
 //! `headswap eval`: a model scored on `--data` (built-in sets on their held-out part).
 
 use crate::args::EvalArgs;
+use crate::data::DataKind;
 use crate::data::{
     Split, align_to_model, check_head_kind, check_input_width, data_kind, describe_loaded, describe_split, head_kind_of, load_data,
 };
-use crate::model::{ModelSource, check_recorded_width, image_options_for_model, load_model, model_names, read_model};
+use crate::model::{
+    ModelSource, check_arch_given, check_builtin_input, check_recorded_width, image_options_for_model, load_model, model_names, read_model,
+};
 use crate::{CliResult, gpu};
 use headswap::kernels::metrics::OrNa;
 use headswap::train::{TrainConfig, Trainer};
@@ -13,11 +16,18 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
     let src = ModelSource { path: a.model.clone(), arch: a.arch, act: a.activation };
     let kind = data_kind(&a.data)?;
     let ckpt = read_model(&src)?;
+    check_arch_given(&src, &ckpt)?;
     let opts = image_options_for_model(&a.image, &ckpt, &a.data, kind)?;
+    if let (Some(arch), DataKind::Images | DataKind::Synthetic) = (src.builtin(), kind) {
+        check_builtin_input(arch, &opts.input_shape(), &format!("--data {}", a.data))?;
+    }
     let loaded = load_data(&a.data, &opts, Split::HeldOut, a.seed)?;
+    if let Some(arch) = src.builtin() {
+        check_builtin_input(arch, &loaded.data.input_shape, &format!("--data {}", a.data))?;
+    }
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
-    let net = load_model(&gpu, &src, &ckpt, head_kind_of(&loaded.data))?;
+    let net = load_model(&gpu, &src, &ckpt, head_kind_of(&loaded.data), &loaded.data.input_shape)?;
     check_head_kind(&net, &loaded.data)?;
     check_input_width(&net, &a.data, &loaded.data)?;
     eprintln!("{}", describe_split(&a.data, loaded.kind, &loaded.data));

@@ -1,8 +1,11 @@
 //! `headswap finetune`: a model's head swapped for one that fits `--data`, then fine-tuned.
 
 use crate::args::{FinetuneArgs, Given};
-use crate::data::{Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data};
-use crate::model::{ModelSource, check_recorded_width, head_for, image_options_for_model, load_model, read_model, save, storage};
+use crate::data::{DataKind, Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data};
+use crate::model::{
+    BuiltinHead, ModelSource, check_arch_given, check_builtin_input, check_recorded_width, head_for, image_options_for_model, load_builtin,
+    load_model, read_model, save, storage,
+};
 use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
 use crate::output::{Training, check_converged, fit_json, print_summary, write_report};
 use crate::{CliResult, gpu, usage};
@@ -27,20 +30,41 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     }
     let from = ModelSource { path: a.from.clone(), arch: a.arch, act: a.activation };
     let ckpt = read_model(&from)?;
-    let opts = image_options_for_model(&a.image, &ckpt, &a.data, data_kind(&a.data)?)?;
+    check_arch_given(&from, &ckpt)?;
+    let kind = data_kind(&a.data)?;
+    let opts = image_options_for_model(&a.image, &ckpt, &a.data, kind)?;
+    let builtin = from.builtin();
+    if let (Some(arch), DataKind::Images | DataKind::Synthetic) = (builtin, kind) {
+        check_builtin_input(arch, &opts.input_shape(), &format!("--data {}", a.data))?;
+    }
     check_outputs(&a.out, None)?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
+    if let Some(arch) = builtin {
+        check_builtin_input(arch, &loaded.data.input_shape, &format!("--data {}", a.data))?;
+    }
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
     let gpu = gpu()?;
     let data = &loaded.data;
-    let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data))?;
-    check_input_width(&net, &a.data, data)?;
     eprintln!("{}", describe_loaded(&a.data, data, &loaded.skipped));
-    let swap = net.swap_head(head_for(data, a.head_hidden, from.act), cfg.seed)?;
-    eprint!("{swap}");
+    let head = head_for(data, a.head_hidden, from.act);
+    let mut net = match builtin {
+        // torchvision's model with the data's head at `fc`: the pretrained `fc` is not loaded
+        Some(arch) => {
+            let (net, report) = load_builtin(&gpu, arch, &ckpt, &from.path, &data.input_shape, BuiltinHead::New(head), cfg.seed)?;
+            eprintln!("{}: {report}", from.path);
+            net
+        }
+        None => {
+            let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data), &data.input_shape)?;
+            check_input_width(&net, &a.data, data)?;
+            let swap = net.swap_head(head, cfg.seed)?;
+            eprint!("{swap}");
+            net
+        }
+    };
     let mut training = Training::new(&gpu, cfg, a.json);
     match a.recipe {
         Some(head_epochs) => {

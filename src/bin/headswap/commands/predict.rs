@@ -1,31 +1,106 @@
 //! `headswap predict`: image files read the way the model's training data was, and what the
-//! model says about each.
+//! model says about each; or with `--data DATA --out FILE` the logits (and trunk features) of
+//! every example of DATA, written to a safetensors file to compare with another framework's.
 
-use crate::args::PredictArgs;
-use crate::model::{model_names, recorded_layout};
-use crate::{CliResult, gpu};
+use crate::args::{ImageArgs, PredictArgs};
+use crate::data::{DataKind, Split, data_kind, image_options, load_data};
+use crate::model::{
+    ModelSource, check_arch_given, check_builtin_input, image_options_for_model, load_model, model_names, read_model, recorded_layout,
+};
+use crate::options::check_outputs;
+use crate::{CliResult, failed, gpu};
 use headswap::Error;
-use headswap::checkpoint;
-use headswap::data::{self, ImageOptions};
+use headswap::checkpoint::{self, Checkpoint, NamedTensor, StorageDtype};
+use headswap::data::{self, tensor_file};
 use headswap::nn::{HeadKind, Network};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn run(a: PredictArgs) -> CliResult<()> {
-    let ckpt = checkpoint::load(Path::new(&a.model))?;
-    let (w, h, rgb) = recorded_layout(&ckpt).ok_or_else(|| Error::Format {
-        path: a.model.clone(),
-        message: "no image size in the metadata: this model was not trained on images".into(),
-    })?;
-    let opts = if rgb { ImageOptions::rgb(w, h) } else { ImageOptions::gray(w, h) };
-    let names = model_names(&ckpt);
+    let src = ModelSource { path: a.model.clone(), arch: a.arch, act: a.activation };
+    let ckpt = read_model(&src)?;
+    check_arch_given(&src, &ckpt)?;
+    match (&a.data, &a.out) {
+        (Some(spec), Some(out)) => predict_data(&a, spec, out, &src, &ckpt),
+        _ => predict_images(&a, &src, &ckpt),
+    }
+}
+
+/// The network, checked to read `d` features per example (said with both numbers).
+fn network(src: &ModelSource, ckpt: &Checkpoint, shape: &[usize], spec: &str) -> CliResult<Network> {
     let gpu = gpu()?;
-    let net = Network::from_checkpoint(&gpu, &ckpt, &a.model)?;
+    let net = load_model(&gpu, src, ckpt, HeadKind::Classes, shape)?;
+    let d: usize = shape.iter().product();
+    if net.input_dim() != d {
+        return Err(failed(format!("the model reads {} input features; {spec} gives {d} per example (shape {shape:?})", net.input_dim())));
+    }
+    Ok(net)
+}
+
+/// `--data DATA --out FILE`: `logits [n, k]`, and with `--features` `features [n, d]`, for every
+/// example of DATA in its order. A tensor file's `x` is read alone (a `y` is not needed).
+fn predict_data(a: &PredictArgs, spec: &str, out: &Path, src: &ModelSource, ckpt: &Checkpoint) -> CliResult<()> {
+    let kind = data_kind(spec)?;
+    check_outputs(out, None)?;
+    let (x, n, shape) = if kind == DataKind::Tensor {
+        // --size, --rgb and --normalize mean nothing for a tensor file: refused as elsewhere
+        image_options(&ImageArgs::from(&a.image), kind)?;
+        let inputs = tensor_file::load_inputs(Path::new(spec))?;
+        (inputs.x, inputs.n, inputs.input_shape)
+    } else {
+        let opts = image_options_for_model(&a.image, ckpt, spec, kind)?;
+        if let (Some(arch), DataKind::Images | DataKind::Synthetic) = (src.builtin(), kind) {
+            check_builtin_input(arch, &opts.input_shape(), &format!("--data {spec}"))?;
+        }
+        let loaded = load_data(spec, &opts, Split::HeldOut, 0)?;
+        (loaded.data.x, loaded.data.n, loaded.data.input_shape)
+    };
+    if let Some(arch) = src.builtin() {
+        check_builtin_input(arch, &shape, &format!("--data {spec}"))?;
+    }
+    let net = network(src, ckpt, &shape, &format!("--data {spec}"))?;
+    let mut result = Checkpoint::new();
+    let logits = headswap::train::predict_logits(&net, &x, n, a.batch)?;
+    let k = net.output_dim();
+    result.push(NamedTensor::new("logits", vec![n, k], logits)?)?;
+    let mut wrote = format!("logits [{n}, {k}]");
+    if a.features {
+        let f = headswap::train::predict_features(&net, &x, n, a.batch)?;
+        let d = net.trunk_output_dim();
+        result.push(NamedTensor::new("features", vec![n, d], f)?)?;
+        wrote += &format!(" and features [{n}, {d}]");
+    }
+    result.metadata.insert("format".into(), "headswap.predictions.v1".into());
+    let names = model_names(ckpt);
+    if names.len() == k {
+        result.metadata.insert("label_names".into(), names.join(","));
+    }
+    // checkpoint::save writes a temporary file and renames it: never a half-written result
+    checkpoint::save(out, &result, StorageDtype::F32)?;
+    eprintln!("wrote {wrote} for {n} examples of {spec} to {}", out.display());
+    Ok(())
+}
+
+/// `predict IMAGE...`: each image's class or labels, as text or JSON.
+fn predict_images(a: &PredictArgs, src: &ModelSource, ckpt: &Checkpoint) -> CliResult<()> {
+    if recorded_layout(ckpt).is_none() && src.arch.is_none() {
+        return Err(Error::Format {
+            path: a.model.clone(),
+            message: "no image size in the metadata: this model was not trained on images".into(),
+        }
+        .into());
+    }
+    let opts = image_options_for_model(&a.image, ckpt, "IMAGE", DataKind::Images)?;
+    if let Some(arch) = src.builtin() {
+        check_builtin_input(arch, &opts.input_shape(), "the images")?;
+    }
+    let names = model_names(ckpt);
+    let net = network(src, ckpt, &opts.input_shape(), "the images")?;
     let mut x = Vec::new();
     for p in &a.images {
-        x.extend(data::image_folder::load_image(Path::new(p), &opts)?);
+        x.extend(data::image_folder::load_image(&PathBuf::from(p), &opts)?);
     }
-    let probs = headswap::train::predict(&net, &x, a.images.len(), 64)?;
+    let probs = headswap::train::predict(&net, &x, a.images.len(), a.batch)?;
     let k = net.output_dim();
     let name = |j: usize| names.get(j).cloned().unwrap_or_else(|| j.to_string());
     let mut out = Vec::new();

@@ -19,18 +19,18 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
         Loss::Bce => HeadKind::Labels,
     };
     check_outputs(&a.out, a.save_state.as_deref())?;
-    let opts = image_options(&ImageArgs { size: None, rgb: false }, DataKind::Tensor)?;
+    let opts = image_options(&ImageArgs { size: None, rgb: false, normalize: None }, DataKind::Tensor)?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
     check_pos_weight(&cfg, &loaded.data)?;
     if kind != head_kind_of(&loaded.data) {
         let (loss, other, has) = if kind == HeadKind::Classes { ("softmax", "bce", "labels") } else { ("bce", "softmax", "classes") };
         return Err(usage(format!("--loss {loss} does not fit --data, which has {has}: use --loss {other}")));
     }
-    let init = ModelSource { path: a.init.clone(), arch: a.arch, act: a.activation };
+    let init = ModelSource { path: a.init.clone(), arch: a.arch.map(Into::into), act: a.activation };
     let ckpt = read_model(&init)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
-    let mut net = load_model(&gpu, &init, &ckpt, kind)?;
+    let mut net = load_model(&gpu, &init, &ckpt, kind, &loaded.data.input_shape)?;
     net.set_head_kind(kind);
     check_input_width(&net, &a.data, &loaded.data)?;
     eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
