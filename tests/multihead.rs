@@ -347,6 +347,9 @@ fn a_network_of_named_heads_saves_and_loads_under_heads_dot_names() {
     for n in ["heads.objects.0.weight", "heads.objects.2.bias", "heads.scene.weight", "heads.distance.bias"] {
         assert!(names.iter().any(|m| m == n), "{n} missing from {names:?}");
     }
+    // the host-side half of the loader (what the fuzzer drives) reads it too
+    let ckpt = headswap::checkpoint::load(&path).unwrap();
+    assert_eq!(Network::check_architecture(&ckpt, "net").unwrap(), 6);
     let back = Network::load(&gpu, &path).unwrap();
     assert_eq!(back.heads(), net.heads());
     assert_eq!(back.sources(), net.sources());
