@@ -15,14 +15,14 @@ use headswap::data::{
 fn classes(ds: &Dataset) -> &[u32] {
     match &ds.targets {
         Targets::Classes { y, .. } => y,
-        Targets::Labels { .. } => panic!("expected class targets"),
+        _ => panic!("expected class targets"),
     }
 }
 
 fn labels(ds: &Dataset) -> (&[f32], usize) {
     match &ds.targets {
         Targets::Labels { y, k } => (y, *k),
-        Targets::Classes { .. } => panic!("expected multi-label targets"),
+        _ => panic!("expected multi-label targets"),
     }
 }
 

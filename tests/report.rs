@@ -25,9 +25,14 @@ fn fit_report(epochs: usize, label_head: bool, validation: bool) -> FitReport {
         let p = (e as f64 + 1.0) / epochs as f64;
         let loss = 0.7 * (-2.5 * p).exp() + 0.05 + shift;
         if label_head {
-            Metrics { loss, accuracy: None, labels: Some(labels(vec![0.4 + 0.5 * p - shift, 0.3 + 0.6 * p - shift, 0.5 + 0.3 * p])) }
+            Metrics {
+                loss,
+                accuracy: None,
+                labels: Some(labels(vec![0.4 + 0.5 * p - shift, 0.3 + 0.6 * p - shift, 0.5 + 0.3 * p])),
+                heads: Vec::new(),
+            }
         } else {
-            Metrics { loss, accuracy: Some(0.5 + 0.45 * p - shift), labels: None }
+            Metrics { loss, accuracy: Some(0.5 + 0.45 * p - shift), labels: None, heads: Vec::new() }
         }
     };
     FitReport {

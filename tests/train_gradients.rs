@@ -73,6 +73,7 @@ fn check(act: Activation, kind: HeadKind, seed: u64) {
             y[3] = f32::NAN; // an unknown label: masked out of loss and gradient
             (Targets::Labels { y: y.clone(), k }, RefLoss::Bce(y.iter().map(|&v| v as f64).collect()))
         }
+        HeadKind::Regression(_) => unreachable!("tests/multihead.rs checks regression heads"),
     };
     let data = Dataset { x: x.clone(), n: m, d, input_shape: vec![d], targets, label_names: (0..k).map(|i| format!("l{i}")).collect() };
     let net = Network::from_values(&gpu, specs[..2].to_vec(), specs[2..].to_vec(), kind, &values).unwrap();
@@ -147,6 +148,7 @@ fn check_cnn(act: Activation, kind: HeadKind, seed: u64, global_pool: bool) {
             let y: Vec<f32> = (0..m * k).map(|_| if r.next_f64() < 0.5 { 1.0 } else { 0.0 }).collect();
             (Targets::Labels { y: y.clone(), k }, RefLoss::Bce(y.iter().map(|&v| v as f64).collect()))
         }
+        HeadKind::Regression(_) => unreachable!("tests/multihead.rs checks regression heads"),
     };
     let data = Dataset { x: x.clone(), n: m, d, input_shape: vec![c, h, w], targets, label_names: vec![] };
     let net = Network::from_layers(&gpu, trunk, head, kind, &values).unwrap();

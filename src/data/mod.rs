@@ -130,7 +130,7 @@ impl LoadReport {
                 }
                 u
             }
-            Targets::Classes { .. } => vec![0; ds.num_outputs()],
+            _ => vec![0; ds.num_outputs()],
         };
         let outputs = ds
             .positives_per_output()
@@ -196,15 +196,168 @@ pub enum Targets {
     /// label `j` applies to example `i`, 0.0 when it does not, and NaN when it is unknown (the
     /// loss masks it out).
     Labels { y: Vec<f32>, k: usize },
+    /// Real-valued targets of a regression head, `[n, k]` row-major, NaN where unknown (the
+    /// loss masks it out). Only as one head's targets in [`Targets::Heads`].
+    Regression { y: Vec<f32>, k: usize },
+    /// One target per head of a network of named heads, in any order, matched by name. A
+    /// head's [`Targets::Classes`] may hold [`IGNORE_CLASS`](crate::kernels::loss::IGNORE_CLASS)
+    /// (−1 as u32) for an example without a class.
+    Heads(Vec<HeadTargets>),
+}
+
+/// The targets of one named head (see [`Targets::Heads`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadTargets {
+    pub name: String,
+    pub targets: Targets,
+    /// One name per class, label or regression column, or empty (known by index).
+    pub label_names: Vec<String>,
+}
+
+impl HeadTargets {
+    pub fn new(name: &str, targets: Targets) -> HeadTargets {
+        HeadTargets { name: name.to_string(), targets, label_names: Vec::new() }
+    }
+    /// Names the head's outputs (checked by [`Dataset::validate`]).
+    pub fn with_names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> HeadTargets {
+        self.label_names = names.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl Targets {
-    /// The number of model outputs these targets need: `num_classes`, or `k`.
+    /// The number of model outputs these targets need: `num_classes`, or `k` (for
+    /// [`Targets::Heads`], the sum over the heads).
     pub fn num_outputs(&self) -> usize {
         match self {
             Targets::Classes { num_classes, .. } => *num_classes,
-            Targets::Labels { k, .. } => *k,
+            Targets::Labels { k, .. } | Targets::Regression { k, .. } => *k,
+            Targets::Heads(h) => h.iter().map(|h| h.targets.num_outputs()).sum(),
         }
+    }
+
+    /// `classes`, `labels`, `regression` or `heads`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Targets::Classes { .. } => "classes",
+            Targets::Labels { .. } => "labels",
+            Targets::Regression { .. } => "regression",
+            Targets::Heads(_) => "heads",
+        }
+    }
+
+    /// The targets of the head named `name` ([`Targets::Heads`]).
+    pub fn head(&self, name: &str) -> Option<&Targets> {
+        match self {
+            Targets::Heads(h) => h.iter().find(|h| h.name == name).map(|h| &h.targets),
+            _ => None,
+        }
+    }
+
+    /// Whether these targets have one entry (or row of `k`) per example of `n`.
+    fn lengths_match(&self, n: usize) -> bool {
+        match self {
+            Targets::Classes { y, .. } => y.len() == n,
+            Targets::Labels { y, k } | Targets::Regression { y, k } => n.checked_mul(*k) == Some(y.len()),
+            Targets::Heads(h) => h.iter().all(|h| h.targets.lengths_match(n)),
+        }
+    }
+
+    /// Rows `idx`; rows missing from inconsistent (unvalidated) vectors are skipped.
+    fn gather(&self, idx: &[usize]) -> Targets {
+        let rows = |y: &[f32], k: usize| {
+            let mut out = Vec::with_capacity(idx.len().saturating_mul(k));
+            for &i in idx {
+                if let Some(r) = i.checked_mul(k).and_then(|s| s.checked_add(k).and_then(|e| y.get(s..e))) {
+                    out.extend_from_slice(r);
+                }
+            }
+            out
+        };
+        match self {
+            Targets::Classes { y, num_classes } => {
+                Targets::Classes { y: idx.iter().filter_map(|&i| y.get(i).copied()).collect(), num_classes: *num_classes }
+            }
+            Targets::Labels { y, k } => Targets::Labels { y: rows(y, *k), k: *k },
+            Targets::Regression { y, k } => Targets::Regression { y: rows(y, *k), k: *k },
+            Targets::Heads(h) => Targets::Heads(h.iter().map(|h| HeadTargets { targets: h.targets.gather(idx), ..h.clone() }).collect()),
+        }
+    }
+
+    /// Checks one head's (or the only head's) targets for `n` examples; `head` names it in the
+    /// messages, and a head of a network of named heads may leave a class unknown (−1).
+    fn validate(&self, n: usize, head: Option<&str>, label_names: &[String]) -> Result<()> {
+        let of = match head {
+            Some(h) => format!("head {h:?}: "),
+            None => String::new(),
+        };
+        match self {
+            Targets::Classes { y, num_classes } => {
+                if *num_classes == 0 {
+                    return Err(Error::invalid(format!("{of}num_classes is 0")));
+                }
+                if y.len() != n {
+                    return Err(Error::shape(format!("{of}{} class targets for n = {n} examples", y.len())));
+                }
+                let unknown_ok = |c: u32| head.is_some() && c == crate::kernels::loss::IGNORE_CLASS;
+                if let Some((i, &c)) = y.iter().enumerate().find(|&(_, &c)| c as usize >= *num_classes && !unknown_ok(c)) {
+                    return Err(Error::invalid(format!("{of}row {i}: class {c} is not below num_classes = {num_classes}")));
+                }
+            }
+            Targets::Labels { y, k } => {
+                if *k == 0 {
+                    return Err(Error::invalid(format!("{of}multi-label targets with k = 0 labels")));
+                }
+                if Some(y.len()) != n.checked_mul(*k) {
+                    return Err(Error::shape(format!("{of}{} label values, expected n * k = {n} * {k}", y.len())));
+                }
+                if let Some((i, &v)) = y.iter().enumerate().find(|&(_, &v)| !(v.is_nan() || (0.0..=1.0).contains(&v))) {
+                    return Err(Error::invalid(format!(
+                        "{of}row {}, label {} ({}): value {v} is neither in [0, 1] nor NaN (unknown)",
+                        i / k,
+                        i % k,
+                        label_names.get(i % k).map(String::as_str).unwrap_or("?")
+                    )));
+                }
+            }
+            Targets::Regression { y, k } => {
+                if head.is_none() {
+                    return Err(Error::invalid("regression targets belong to a named head: put them in Targets::Heads"));
+                }
+                if *k == 0 {
+                    return Err(Error::invalid(format!("{of}regression targets with k = 0 columns")));
+                }
+                if Some(y.len()) != n.checked_mul(*k) {
+                    return Err(Error::shape(format!("{of}{} regression values, expected n * k = {n} * {k}", y.len())));
+                }
+                if let Some((i, &v)) = y.iter().enumerate().find(|&(_, &v)| v.is_infinite()) {
+                    return Err(Error::invalid(format!("{of}row {}, column {}: value {v} is infinite (NaN marks unknown)", i / k, i % k)));
+                }
+            }
+            Targets::Heads(heads) => {
+                if head.is_some() {
+                    return Err(Error::invalid(format!("{of}targets of several heads inside one head's")));
+                }
+                if heads.is_empty() {
+                    return Err(Error::invalid("targets of several heads, but no head"));
+                }
+                for (i, h) in heads.iter().enumerate() {
+                    crate::nn::check_head_name(&h.name)?;
+                    if heads[..i].iter().any(|o| o.name == h.name) {
+                        return Err(Error::invalid(format!("head {:?} has targets twice", h.name)));
+                    }
+                    h.targets.validate(n, Some(&h.name), &h.label_names)?;
+                    let outputs = h.targets.num_outputs();
+                    if !h.label_names.is_empty() && h.label_names.len() != outputs {
+                        return Err(Error::shape(format!("head {:?}: {} label names for {outputs} outputs", h.name, h.label_names.len())));
+                    }
+                    if let Some((i, name)) = h.label_names.iter().enumerate().find(|(i, n)| h.label_names[..*i].contains(n)) {
+                        return Err(Error::invalid(format!("head {:?}: label name {name:?} is given twice (output {i})", h.name)));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True for [`Targets::Labels`].
@@ -254,35 +407,7 @@ impl Dataset {
         if self.input_shape.is_empty() || prod != Some(self.d) {
             return Err(Error::shape(format!("input_shape {:?} does not multiply to d = {}", self.input_shape, self.d)));
         }
-        match &self.targets {
-            Targets::Classes { y, num_classes } => {
-                if *num_classes == 0 {
-                    return Err(Error::invalid("num_classes is 0"));
-                }
-                if y.len() != self.n {
-                    return Err(Error::shape(format!("{} class targets for n = {} examples", y.len(), self.n)));
-                }
-                if let Some((i, &c)) = y.iter().enumerate().find(|&(_, &c)| c as usize >= *num_classes) {
-                    return Err(Error::invalid(format!("row {i}: class {c} is not below num_classes = {num_classes}")));
-                }
-            }
-            Targets::Labels { y, k } => {
-                if *k == 0 {
-                    return Err(Error::invalid("multi-label targets with k = 0 labels"));
-                }
-                if Some(y.len()) != self.n.checked_mul(*k) {
-                    return Err(Error::shape(format!("{} label values, expected n * k = {} * {k}", y.len(), self.n)));
-                }
-                if let Some((i, &v)) = y.iter().enumerate().find(|&(_, &v)| !(v.is_nan() || (0.0..=1.0).contains(&v))) {
-                    return Err(Error::invalid(format!(
-                        "row {}, label {} ({}): value {v} is neither in [0, 1] nor NaN (unknown)",
-                        i / k,
-                        i % k,
-                        self.label_names.get(i % k).map(String::as_str).unwrap_or("?")
-                    )));
-                }
-            }
-        }
+        self.targets.validate(self.n, None, &self.label_names)?;
         // Names say which output is which, so two outputs cannot share one.
         if let Some((i, name)) = self.label_names.iter().enumerate().find(|(i, n)| self.label_names[..*i].contains(n)) {
             return Err(Error::invalid(format!("label name {name:?} is given twice (output {i}); names must be distinct")));
@@ -324,7 +449,7 @@ impl Dataset {
                 y.iter().map(|&v| if v.is_nan() { 0.0 } else { v }).collect(),
                 y.iter().map(|&v| if v.is_nan() { 0.0 } else { 1.0 }).collect(),
             )),
-            Targets::Classes { .. } => None,
+            _ => None,
         }
     }
 
@@ -346,6 +471,7 @@ impl Dataset {
                     }
                 }
             }
+            Targets::Regression { .. } | Targets::Heads(_) => {}
         }
         counts
     }
@@ -388,10 +514,7 @@ impl Dataset {
 
     fn check_lengths(&self) -> Result<()> {
         let ok_x = self.n.checked_mul(self.d) == Some(self.x.len());
-        let ok_y = match &self.targets {
-            Targets::Classes { y, .. } => y.len() == self.n,
-            Targets::Labels { y, k } => self.n.checked_mul(*k) == Some(y.len()),
-        };
+        let ok_y = self.targets.lengths_match(self.n);
         if ok_x && ok_y {
             Ok(())
         } else {
@@ -409,20 +532,7 @@ impl Dataset {
                 x.extend_from_slice(r);
             }
         }
-        let targets = match &self.targets {
-            Targets::Classes { y, num_classes } => {
-                Targets::Classes { y: idx.iter().filter_map(|&i| y.get(i).copied()).collect(), num_classes: *num_classes }
-            }
-            Targets::Labels { y, k } => {
-                let mut out = Vec::with_capacity(idx.len().saturating_mul(*k));
-                for &i in idx {
-                    if let Some(r) = i.checked_mul(*k).and_then(|s| s.checked_add(*k).and_then(|e| y.get(s..e))) {
-                        out.extend_from_slice(r);
-                    }
-                }
-                Targets::Labels { y: out, k: *k }
-            }
-        };
+        let targets = self.targets.gather(idx);
         Dataset { x, n: idx.len(), d, input_shape: self.input_shape.clone(), targets, label_names: self.label_names.clone() }
     }
 }

@@ -18,6 +18,16 @@
 //! plus `format` = `headswap.dataset.v1`), so that
 //! `load(save(ds)) == ds`. In Python: `safetensors.numpy.save_file({"x": x, "y": y}, path,
 //! metadata={"input_shape": "1,16,16"})`.
+//!
+//! **Several heads.** A file for a network of named heads holds, instead of `y`, one tensor
+//! `y.<head>` per head and the metadata `heads` listing them with their kinds, e.g.
+//! `objects:labels,scene:classes,distance:regression`: a classes head's `[n]` integers (−1: the
+//! example has no class for it; the count is `num_classes.<head>` or the largest + 1, gaps
+//! refused as above), a labels head's `[n, k]` floats (0/1, NaN unknown), a regression head's
+//! `[n, k]` (or `[n]`) floats (NaN unknown). A head listed without its tensor, a tensor whose
+//! kind or row count does not fit its head, and bad values are errors naming the head (and the
+//! row). `label_names.<head>` names a head's outputs. [`save`] writes such data sets back the
+//! same way.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -178,6 +188,13 @@ pub fn load(path: &Path) -> Result<Dataset> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (st, meta) = open(path, &bytes)?;
     let meta = &meta;
+    if let Some(list) = meta.get("heads") {
+        let Inputs { x, n, d, input_shape } = read_x(path, &st, meta)?;
+        let targets = load_heads(path, &st, meta, list, n)?;
+        let ds = Dataset { x, n, d, input_shape, targets, label_names: Vec::new() };
+        ds.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        return Ok(ds);
+    }
     // y first: a file of inputs alone is a common mistake here, and x may be large
     let yt = st.tensor("y").map_err(|_| {
         let mut names = st.names();
@@ -209,7 +226,7 @@ pub fn load(path: &Path) -> Result<Dataset> {
         let implied = y.iter().max().map_or(0, |&m| m as usize + 1);
         let num_classes = match meta.get("num_classes") {
             None => {
-                refuse_class_gaps(path, &y, implied)?;
+                refuse_class_gaps(path, "y", "num_classes", &y, implied)?;
                 implied
             }
             Some(s) => {
@@ -255,11 +272,106 @@ pub fn load(path: &Path) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// The targets of the heads the metadata `heads` lists (`objects:labels,scene:classes,
+/// distance:regression`), each from its tensor `y.<head>`: classes `[n]` integers (−1: no
+/// class; the count from `num_classes.<head>` or the largest + 1), labels `[n, k]` floats (0/1,
+/// NaN unknown), regression `[n, k]` or `[n]` floats (NaN unknown). Every error names the head.
+fn load_heads(path: &Path, st: &SafeTensors<'_>, meta: &HashMap<String, String>, list: &str, n: usize) -> Result<Targets> {
+    let mut heads: Vec<super::HeadTargets> = Vec::new();
+    for item in list.split(',') {
+        let (name, kind) = item.trim().split_once(':').ok_or_else(|| {
+            Error::format(
+                path,
+                format!("metadata heads: {item:?} is not NAME:KIND (e.g. objects:labels,scene:classes,distance:regression)"),
+            )
+        })?;
+        let (name, kind) = (name.trim(), kind.trim());
+        crate::nn::check_head_name(name).map_err(|e| Error::format(path, format!("metadata heads: {e}")))?;
+        if heads.iter().any(|h| h.name == name) {
+            return Err(Error::format(path, format!("metadata heads lists head {name:?} twice")));
+        }
+        let key = format!("y.{name}");
+        let t = st.tensor(&key).map_err(|_| {
+            Error::format(path, format!("head {name:?} is listed in the metadata heads but the file has no tensor {key:?}"))
+        })?;
+        let (shape, dt, bytes) = checked(path, &key, &t)?;
+        if shape.first() != Some(&n) || shape.len() > 2 {
+            return Err(Error::format(
+                path,
+                format!("head {name:?}: tensor {key:?} has shape {shape:?}, but x has {n} rows (expected [{n}] or [{n}, k])"),
+            ));
+        }
+        let targets = match kind {
+            "classes" => {
+                let ints = integers(dt, bytes).filter(|_| shape.len() == 1).ok_or_else(|| {
+                    Error::format(
+                        path,
+                        format!(
+                            "head {name:?} is a classes head but {key:?} holds {dt:?} values of shape {shape:?}: classes are [n] integers"
+                        ),
+                    )
+                })?;
+                let mut y = Vec::with_capacity(n);
+                for (i, &v) in ints.iter().enumerate() {
+                    y.push(match v {
+                        -1 => crate::kernels::loss::IGNORE_CLASS,
+                        v if (0..MAX_CLASSES as i128).contains(&v) => v as u32,
+                        v => {
+                            return Err(Error::format(
+                                path,
+                                format!("head {name:?}, row {i}: class {v}; classes are 0..{MAX_CLASSES}, or −1 for none"),
+                            ));
+                        }
+                    });
+                }
+                let known = || y.iter().copied().filter(|&c| c != crate::kernels::loss::IGNORE_CLASS);
+                let implied = known().max().map_or(0, |m| m as usize + 1);
+                let count_key = format!("num_classes.{name}");
+                let num_classes = match meta.get(&count_key) {
+                    Some(s) => s.trim().parse::<usize>().ok().filter(|&c| c >= implied && c <= MAX_CLASSES).ok_or_else(|| {
+                        Error::format(
+                            path,
+                            format!("head {name:?}: metadata {count_key} = {s:?}, but {key:?} holds class {}", implied.saturating_sub(1)),
+                        )
+                    })?,
+                    None => {
+                        refuse_class_gaps(path, &key, &count_key, &known().collect::<Vec<_>>(), implied)?;
+                        implied
+                    }
+                };
+                Targets::Classes { y, num_classes }
+            }
+            "labels" | "regression" => {
+                let y = floats(dt, bytes).ok_or_else(|| {
+                    Error::format(
+                        path,
+                        format!("head {name:?} is a {kind} head but {key:?} holds {dt:?} values: {kind} targets are floats (NaN unknown)"),
+                    )
+                })?;
+                let k = shape.get(1).copied().unwrap_or(1);
+                if k == 0 || k > MAX_CLASSES {
+                    return Err(Error::format(path, format!("head {name:?}: {key:?} has {k} columns")));
+                }
+                if kind == "labels" { Targets::Labels { y, k } } else { Targets::Regression { y, k } }
+            }
+            other => {
+                return Err(Error::format(path, format!("head {name:?} has kind {other:?}; kinds are classes, labels, regression")));
+            }
+        };
+        let label_names = match meta.get(&format!("label_names.{name}")) {
+            Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+            None => Vec::new(),
+        };
+        heads.push(super::HeadTargets { name: name.to_string(), targets, label_names });
+    }
+    Ok(Targets::Heads(heads))
+}
+
 /// Without a `num_classes` key the class count is read from `y` as its largest class + 1, so one
 /// stray index (a 9 among classes 0–3) would make a 10-class head with six classes that never
 /// occur. Such a gap is refused: every class below the largest must have an example, unless the
 /// file gives its class count.
-fn refuse_class_gaps(path: &Path, y: &[u32], implied: usize) -> Result<()> {
+fn refuse_class_gaps(path: &Path, what: &str, count_key: &str, y: &[u32], implied: usize) -> Result<()> {
     let mut seen = vec![false; implied];
     for &c in y {
         seen[c as usize] = true;
@@ -272,10 +384,10 @@ fn refuse_class_gaps(path: &Path, y: &[u32], implied: usize) -> Result<()> {
     Err(Error::format(
         path,
         format!(
-            "y's classes go up to {largest} but no example has class {}; a stray class index would silently make a \
+            "{what}'s classes go up to {largest} but no example has class {}; a stray class index would silently make a \
              {implied}-class head, so the file is refused. If there really are {implied} classes (some without examples \
-             here), give the count as the metadata key num_classes, e.g. in Python: \
-             safetensors.numpy.save_file({{\"x\": x, \"y\": y}}, path, metadata={{\"num_classes\": \"{implied}\"}})",
+             here), give the count as the metadata key {count_key}, e.g. in Python: \
+             safetensors.numpy.save_file({{\"x\": x, \"{what}\": y}}, path, metadata={{\"{count_key}\": \"{implied}\"}})",
             class_ranges(&missing)
         ),
     ))
@@ -313,11 +425,17 @@ pub fn save(path: &Path, ds: &Dataset) -> Result<()> {
     let file_name =
         path.file_name().and_then(|f| f.to_str()).ok_or_else(|| Error::invalid(format!("{} is not a file path", path.display())))?;
     let xb = le_bytes_f32(&ds.x);
+    if let Targets::Heads(heads) = &ds.targets {
+        return save_heads(path, file_name, ds, heads, &xb);
+    }
     let (ydt, yshape, yb, num_classes) = match &ds.targets {
         Targets::Classes { y, num_classes } => {
             (Dtype::I64, vec![ds.n], y.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect::<Vec<u8>>(), Some(*num_classes))
         }
         Targets::Labels { y, k } => (Dtype::F32, vec![ds.n, *k], le_bytes_f32(y), None),
+        Targets::Regression { .. } | Targets::Heads(_) => {
+            return Err(Error::invalid("regression targets belong to a named head: put them in Targets::Heads"));
+        }
     };
     let shape_err = |e: safetensors::SafeTensorError| Error::shape(format!("cannot build tensor: {e}"));
     let xv = TensorView::new(Dtype::F32, vec![ds.n, ds.d], &xb).map_err(shape_err)?;
@@ -334,9 +452,54 @@ pub fn save(path: &Path, ds: &Dataset) -> Result<()> {
     }
     let bytes =
         safetensors::serialize([("x", xv), ("y", yv)], Some(meta)).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+    write_atomically(path, file_name, &bytes)
+}
 
+/// [`save`] for targets of several heads: `x`, one `y.<head>` per head (classes as I64 with −1
+/// for none, labels and regression as F32) and the metadata `heads` (plus `num_classes.<head>`).
+fn save_heads(path: &Path, file_name: &str, ds: &Dataset, heads: &[super::HeadTargets], xb: &[u8]) -> Result<()> {
+    let shape_err = |e: safetensors::SafeTensorError| Error::shape(format!("cannot build tensor: {e}"));
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "headswap.dataset.v1".to_string());
+    meta.insert("input_shape".to_string(), ds.input_shape.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+    let mut list = Vec::new();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![("x".into(), Dtype::F32, vec![ds.n, ds.d], xb.to_vec())];
+    for h in heads {
+        let (kind, dt, shape, bytes) = match &h.targets {
+            Targets::Classes { y, num_classes } => {
+                meta.insert(format!("num_classes.{}", h.name), num_classes.to_string());
+                let ints = y.iter().flat_map(|&c| if c == crate::kernels::loss::IGNORE_CLASS { -1i64 } else { c as i64 }.to_le_bytes());
+                ("classes", Dtype::I64, vec![ds.n], ints.collect())
+            }
+            Targets::Labels { y, k } => ("labels", Dtype::F32, vec![ds.n, *k], le_bytes_f32(y)),
+            Targets::Regression { y, k } => ("regression", Dtype::F32, vec![ds.n, *k], le_bytes_f32(y)),
+            Targets::Heads(_) => return Err(Error::invalid("targets of several heads inside one head's")),
+        };
+        list.push(format!("{}:{kind}", h.name));
+        if let Some(bad) = h.label_names.iter().find(|n| n.contains(',')) {
+            return Err(Error::invalid(format!(
+                "head {:?}: label name {bad:?} contains a comma, which label_names.{} cannot hold",
+                h.name, h.name
+            )));
+        }
+        if !h.label_names.is_empty() {
+            meta.insert(format!("label_names.{}", h.name), h.label_names.join(","));
+        }
+        tensors.push((format!("y.{}", h.name), dt, shape, bytes));
+    }
+    meta.insert("heads".to_string(), list.join(","));
+    let views = tensors
+        .iter()
+        .map(|(name, dt, shape, bytes)| Ok((name.as_str(), TensorView::new(*dt, shape.clone(), bytes).map_err(shape_err)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+    write_atomically(path, file_name, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+fn write_atomically(path: &Path, file_name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let written = std::fs::write(&tmp, &bytes)
+    let written = std::fs::write(&tmp, bytes)
         .map_err(|e| Error::io(&tmp, e))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if written.is_err() {

@@ -20,6 +20,7 @@ use crate::gpu::{Gpu, Tensor};
 /// Re-exported so that building layers (`Head::hidden`, [`CnnBuilder`]) needs only `nn`; the
 /// kernels that apply it live in [`crate::kernels`].
 pub use crate::kernels::Activation;
+pub use crate::kernels::loss::{BceReduction, RegressionLoss};
 use crate::rng::Rng;
 pub use init::Init;
 pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
@@ -27,12 +28,44 @@ pub use layer::{AddSpec, BatchNormSpec, CnnBuilder, Conv2dSpec, DenseSpec, Layer
 pub use state::{ImageChannels, InputLayout, LoadOptions, LoadReport};
 
 /// What the network's outputs mean, which decides the loss and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeadKind {
     /// One label per example out of `outputs` classes: softmax cross-entropy, accuracy.
     Classes,
     /// `outputs` independent binary labels: per-label sigmoid BCE, per-label F1.
     Labels,
+    /// `outputs` real-valued targets: MSE, L1 or Huber, masked where the target is NaN; MAE and
+    /// RMSE. Only in a network of named heads ([`Network::from_trunk_heads`]).
+    Regression(RegressionLoss),
+}
+
+impl HeadKind {
+    /// `classes`, `labels` or `regression`: the kind's name in data files and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Classes => "classes",
+            HeadKind::Labels => "labels",
+            HeadKind::Regression(_) => "regression",
+        }
+    }
+}
+
+/// One head of a network of named heads ([`Network::from_trunk_heads`]): its name, what it
+/// predicts, its weight in the network's loss `Σ_t w_t·L_t`, and where its layers are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadInfo {
+    pub name: String,
+    pub kind: HeadKind,
+    pub weight: f32,
+    /// Its layers' indices in the network (trunk then heads): `layers.end − 1` is its output layer.
+    pub layers: std::ops::Range<usize>,
+    pub outputs: usize,
+    /// The class or label names, one per output, or `None`.
+    pub label_names: Option<Vec<String>>,
+    /// Labels heads: [`Head::pos_weight`](Head#structfield.pos_weight) and
+    /// [`Head::bce_reduction`](Head#structfield.bce_reduction).
+    pub pos_weight: Option<Vec<f32>>,
+    pub bce_reduction: Option<BceReduction>,
 }
 
 /// A head to attach: optional hidden layers, then the output layer (no activation: the loss
@@ -55,6 +88,18 @@ pub struct Head {
     /// mobilenet_v2's `Sequential(Dropout(0.2), Linear)`, MobileNetV3's `Linear, Hardswish,
     /// Dropout, Linear`); `None`: none.
     pub dropout: Option<f32>,
+    /// The head's name in a network of several heads (its parameters are saved under
+    /// `heads.<name>.…`, its targets are `y.<name>`); `None` for a network's only head.
+    pub name: Option<String>,
+    /// The head's weight `w` in the network's loss `Σ_t w_t·L_t` (1 by default; 0 trains it
+    /// not at all: it gets no gradient and passes none to the trunk).
+    pub weight: f32,
+    /// A labels head of a network of named heads: each label's positive weight (PyTorch's
+    /// `pos_weight`), one per output; `None`: 1.
+    pub pos_weight: Option<Vec<f32>>,
+    /// A labels head of a network of named heads: how its BCE is normalised; `None`: the run's
+    /// ([`crate::train::BceSettings::reduction`]).
+    pub bce_reduction: Option<BceReduction>,
 }
 
 impl Head {
@@ -68,6 +113,10 @@ impl Head {
             names: None,
             module: None,
             dropout: None,
+            name: None,
+            weight: 1.0,
+            pos_weight: None,
+            bce_reduction: None,
         }
     }
     /// `k` independent sigmoid labels (multi-task).
@@ -80,7 +129,37 @@ impl Head {
             names: None,
             module: None,
             dropout: None,
+            name: None,
+            weight: 1.0,
+            pos_weight: None,
+            bce_reduction: None,
         }
+    }
+    /// `k` real-valued outputs trained with `loss` (MSE, L1 or Huber), a NaN target masked.
+    pub fn regression(k: usize, loss: RegressionLoss) -> Head {
+        Head { kind: HeadKind::Regression(loss), ..Head::labels(k) }
+    }
+    /// Names the head (see [`Head::name`](Head#structfield.name)).
+    pub fn named(mut self, name: &str) -> Head {
+        self.name = Some(name.to_string());
+        self
+    }
+    /// Sets the head's loss weight (see [`Head::weight`](Head#structfield.weight)).
+    pub fn weight(mut self, w: f32) -> Head {
+        self.weight = w;
+        self
+    }
+    /// Sets a labels head's per-label positive weights (see
+    /// [`Head::pos_weight`](Head#structfield.pos_weight)).
+    pub fn pos_weight(mut self, w: Vec<f32>) -> Head {
+        self.pos_weight = Some(w);
+        self
+    }
+    /// Sets a labels head's BCE reduction (see
+    /// [`Head::bce_reduction`](Head#structfield.bce_reduction)).
+    pub fn bce_reduction(mut self, r: BceReduction) -> Head {
+        self.bce_reduction = Some(r);
+        self
     }
     /// Adds a hidden layer of `units` before the output layer.
     pub fn hidden(mut self, units: usize, activation: Activation) -> Head {
@@ -131,6 +210,25 @@ impl Head {
         }
         if let Some(path) = &self.module {
             check_module_path(path)?;
+        }
+        if !self.weight.is_finite() || self.weight < 0.0 {
+            return Err(Error::invalid(format!("a head's loss weight must be finite and ≥ 0, got {}", self.weight)));
+        }
+        if let HeadKind::Regression(RegressionLoss::Huber(d)) = self.kind
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(Error::invalid(format!("a Huber loss needs δ > 0, got {d}")));
+        }
+        if (self.pos_weight.is_some() || self.bce_reduction.is_some()) && self.kind != HeadKind::Labels {
+            return Err(Error::invalid(format!("pos_weight and a BCE reduction are for labels heads, not a {} head", self.kind.name())));
+        }
+        if let Some(p) = &self.pos_weight {
+            if p.len() != self.outputs {
+                return Err(Error::shape(format!("pos_weight has {} values for {} labels", p.len(), self.outputs)));
+            }
+            if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                return Err(Error::invalid(format!("pos_weight values must be finite and ≥ 0, got {v}")));
+            }
         }
         Ok(())
     }
@@ -236,6 +334,10 @@ pub struct HeadSwapReport {
     pub dropped: Vec<String>,
     /// Head layers created, with their initialisation.
     pub created: Vec<String>,
+    /// The module paths of the layers created (named-head operations; empty for
+    /// [`Network::swap_head`]): a resumed run gives them fresh optimizer state
+    /// ([`crate::train::TrainingState::after_head_edit`]).
+    pub created_modules: Vec<String>,
 }
 
 impl std::fmt::Display for HeadSwapReport {
@@ -286,6 +388,11 @@ pub struct Network {
     pub(crate) label_names: Option<Vec<String>>,
     /// How one example is laid out, or `None`.
     pub(crate) input_layout: Option<InputLayout>,
+    /// A network of named heads ([`Network::from_trunk_heads`]): each head's kind, weight and
+    /// layers (the head layers are the heads' layers one after the other, each head's first
+    /// layer reading the trunk's last output). Empty for a network of one head, which keeps
+    /// `head_kind` and today's loss path, names and bits.
+    pub(crate) heads: Vec<HeadInfo>,
 }
 
 impl std::fmt::Debug for Network {
@@ -393,7 +500,69 @@ impl Network {
             head_module: head.module,
             label_names: head.names,
             input_layout: None,
+            heads: Vec::new(),
         })
+    }
+
+    /// A network of several named heads on one trunk (multi-task learning): each head's first
+    /// layer reads the trunk's last output, each ends in its own outputs, and training minimises
+    /// `Σ_t w_t·L_t` ([`Head::weight`]), each head's loss masked where its target is unknown (a
+    /// NaN row for labels and regression, class −1 for classes). Every head needs a distinct
+    /// name ([`Head::named`]); a head's layers are saved under `heads.<name>` (one layer) or
+    /// `heads.<name>.<i>` (with hidden layers), unless it has a [`Head::module`].
+    pub fn from_trunk_heads(gpu: &Gpu, inputs: usize, trunk: Trunk, init: Init, heads: &[Head], seed: u64) -> Result<Network> {
+        if heads.is_empty() {
+            return Err(Error::invalid("a network needs at least one head"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (k, h) in heads.iter().enumerate() {
+            let name = h.name.as_deref().ok_or_else(|| {
+                Error::invalid(format!("head {k} has no name: every head of a network of several heads needs one (Head::named)"))
+            })?;
+            check_head_name(name)?;
+            if !seen.insert(name) {
+                return Err(Error::invalid(format!("two heads are named {name:?}: head names must be unique")));
+            }
+            h.validate().map_err(|e| for_head(name, e))?;
+        }
+        let mut rng = Rng::new(seed);
+        let Trunk { layers: trunk, sources, names: trunk_names } = trunk;
+        for s in &trunk {
+            s.validate()?;
+        }
+        check_wiring(&trunk, &sources, inputs)?;
+        let width = trunk.last().map_or(inputs, |s| s.outputs());
+        if width == 0 {
+            return Err(Error::invalid("a network needs at least one input and one output"));
+        }
+        let t = trunk.len();
+        let (mut head_specs, mut head_names, mut infos) = (Vec::new(), Vec::new(), Vec::new());
+        for h in heads {
+            let specs = h.specs(width);
+            // `None`: under heads.<name>
+            head_names.extend(Head::layer_names(&specs, h.module.as_deref()));
+            let start = t + head_specs.len();
+            infos.push(HeadInfo {
+                name: h.name.clone().unwrap_or_default(),
+                kind: h.kind,
+                weight: h.weight,
+                layers: start..start + specs.len(),
+                outputs: h.outputs,
+                label_names: h.names.clone(),
+                pos_weight: h.pos_weight.clone(),
+                bce_reduction: h.bce_reduction,
+            });
+            head_specs.extend(specs);
+        }
+        // before any initial value is drawn on the host (see check_arena_fits)
+        check_arena_fits(gpu, &trunk, "trunk_params")?;
+        check_arena_fits(gpu, &head_specs, "head_params")?;
+        let mut values: Vec<_> = trunk.iter().map(|s| init.layer(s, &mut rng)).collect();
+        for (h, info) in heads.iter().zip(&infos) {
+            values.extend(head_specs[info.layers.start - t..info.layers.end - t].iter().map(|s| h.init.layer(s, &mut rng)));
+        }
+        let trunk = Trunk { layers: trunk, sources, names: trunk_names };
+        Self::from_head_layers(gpu, trunk, head_specs, head_names, infos, &values)
     }
 
     /// A network of dense layers whose every layer's values are given (tests, interop).
@@ -496,7 +665,225 @@ impl Network {
             head_module,
             label_names: None,
             input_layout: None,
+            heads: Vec::new(),
         })
+    }
+
+    /// A network of named heads whose every layer's values are given (checkpoints, head
+    /// operations): the trunk with its wiring, then each head's layers in `heads`' order (each
+    /// `HeadInfo::layers` is where its layers sit, one head after the other), their module paths
+    /// (`None`: `heads.<name>`), and `(weight, bias)` per layer.
+    pub(crate) fn from_head_layers(
+        gpu: &Gpu,
+        trunk: Trunk,
+        head: Vec<LayerSpec>,
+        head_names: Vec<Option<String>>,
+        heads: Vec<HeadInfo>,
+        values: &[(Vec<f32>, Vec<f32>)],
+    ) -> Result<Network> {
+        let (sources, names) = multi_head_wiring(&trunk, &head, &head_names, &heads)?;
+        let trunk = trunk.layers;
+        let t = trunk.len();
+        let all: Vec<LayerSpec> = trunk.iter().chain(&head).copied().collect();
+        if values.len() != all.len() {
+            return Err(Error::shape(format!("{} layers but {} value pairs", all.len(), values.len())));
+        }
+        for (i, (s, (w, b))) in all.iter().zip(values).enumerate() {
+            let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
+            if w.len() != w_len || b.len() != s.bias_len() {
+                return Err(Error::shape(format!("layer {i} ({}): weight has {} values and bias {}", s.describe(), w.len(), b.len())));
+            }
+        }
+        check_arena_fits(gpu, &trunk, "trunk_params")?;
+        check_arena_fits(gpu, &head, "head_params")?;
+        let trunk_params = Arena::new(gpu, &trunk, &values[..t], "trunk_params")?;
+        let head_params = Arena::new(gpu, &head, &values[t..], "head_params")?;
+        let running = RunningStats::new(gpu, &trunk)?;
+        Ok(Network {
+            gpu: gpu.clone(),
+            head_kind: heads[0].kind,
+            trunk,
+            head,
+            trunk_params,
+            head_params,
+            running,
+            sources,
+            names,
+            head_module: None,
+            label_names: None,
+            input_layout: None,
+            heads,
+        })
+    }
+
+    /// Makes a network's only head a named head `name` (weight 1), so that heads can be added
+    /// beside it ([`Network::add_head`]); its layers are then saved under `heads.<name>`. The
+    /// weights stay where they are; nothing is copied.
+    pub fn name_head(&mut self, name: &str) -> Result<()> {
+        if self.is_multi_head() {
+            return Err(Error::invalid("the network's heads are named already"));
+        }
+        let t = self.trunk.len();
+        let info = HeadInfo {
+            name: name.to_string(),
+            kind: self.head_kind,
+            weight: 1.0,
+            layers: t..t + self.head.len(),
+            outputs: self.output_dim(),
+            label_names: self.label_names.clone(),
+            pos_weight: None,
+            bce_reduction: None,
+        };
+        let (sources, names) =
+            multi_head_wiring(&self.trunk_graph(), &self.head, &vec![None; self.head.len()], std::slice::from_ref(&info))?;
+        self.sources = sources;
+        self.names = names;
+        self.heads = vec![info];
+        self.head_module = None;
+        self.label_names = None;
+        Ok(())
+    }
+
+    /// Adds the freshly initialised named head `head` after the others, reading the trunk's
+    /// output; the trunk and the other heads keep their weights. On an error the network is
+    /// unchanged.
+    pub fn add_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        self.edit_heads(None, Some(head), seed)
+    }
+
+    /// Removes the head named `name`; the trunk and the other heads keep their weights.
+    pub fn remove_head(&mut self, name: &str) -> Result<HeadSwapReport> {
+        self.edit_heads(Some(name), None, 0)
+    }
+
+    /// Replaces the head named `name` with the freshly initialised `head` (named `name` too
+    /// unless it has a name of its own), in its place; the trunk and the other heads keep their
+    /// weights.
+    pub fn swap_named_head(&mut self, name: &str, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        let head = if head.name.is_none() { head.named(name) } else { head };
+        self.edit_heads(Some(name), Some(head), seed)
+    }
+
+    /// The trunk as built: its layers, wiring and module paths.
+    fn trunk_graph(&self) -> Trunk {
+        let t = self.trunk.len();
+        Trunk {
+            layers: self.trunk.clone(),
+            sources: self.sources[..t].to_vec(),
+            names: self.names[..t].iter().cloned().map(Some).collect(),
+        }
+    }
+
+    /// Drops the head named `remove` (if any) and puts `add` (if any) in its place, or last: a new
+    /// head arena holding the other heads' values read back and the new head's initial ones.
+    fn edit_heads(&mut self, remove: Option<&str>, add: Option<Head>, seed: u64) -> Result<HeadSwapReport> {
+        if !self.is_multi_head() {
+            return Err(Error::invalid("this network has one unnamed head: name it first (Network::name_head), or use swap_head"));
+        }
+        let t = self.trunk.len();
+        let at = match remove {
+            Some(name) => Some(self.heads.iter().position(|h| h.name == name).ok_or_else(|| {
+                let known: Vec<&str> = self.heads.iter().map(|h| h.name.as_str()).collect();
+                Error::invalid(format!("the network has no head named {name:?} (its heads: {})", known.join(", ")))
+            })?),
+            None => None,
+        };
+        if let Some(h) = &add {
+            h.validate()?;
+            let name = h.name.as_deref().ok_or_else(|| Error::invalid("a head added beside others needs a name (Head::named)"))?;
+            check_head_name(name)?;
+            if self.heads.iter().enumerate().any(|(k, o)| o.name == name && Some(k) != at) {
+                return Err(Error::invalid(format!("the network has a head named {name:?} already")));
+            }
+        }
+        if at.is_some() && add.is_none() && self.heads.len() == 1 {
+            return Err(Error::invalid("a network needs at least one head: this is its last"));
+        }
+        // each head of the result: (info with its layers counted from 0, specs, names, values)
+        type Part = (HeadInfo, Vec<LayerSpec>, Vec<Option<String>>, Vec<(Vec<f32>, Vec<f32>)>);
+        let mut parts: Vec<Part> = Vec::new();
+        let mut report = HeadSwapReport {
+            kept: self.trunk.iter().enumerate().map(|(i, s)| describe(i, &self.names[i], s)).collect(),
+            dropped: Vec::new(),
+            created: Vec::new(),
+            created_modules: Vec::new(),
+        };
+        let width = self.trunk_output_dim();
+        let fresh = |h: &Head| -> Result<Part> {
+            let specs = h.specs(width);
+            check_arena_fits(&self.gpu, &specs, "head_params")?;
+            let mut rng = Rng::new(seed);
+            let values = specs.iter().map(|s| h.init.layer(s, &mut rng)).collect();
+            let info = HeadInfo {
+                name: h.name.clone().unwrap_or_default(),
+                kind: h.kind,
+                weight: h.weight,
+                layers: 0..specs.len(),
+                outputs: h.outputs,
+                label_names: h.names.clone(),
+                pos_weight: h.pos_weight.clone(),
+                bce_reduction: h.bce_reduction,
+            };
+            let names = match &h.module {
+                Some(m) => Head::layer_names(&specs, Some(m)),
+                None => vec![None; specs.len()],
+            };
+            Ok((info, specs, names, values))
+        };
+        for (k, h) in self.heads.iter().enumerate() {
+            if Some(k) == at {
+                report.dropped.extend(h.layers.clone().map(|i| describe(i, &self.names[i], &self.head[i - t])));
+                if let Some(new) = &add {
+                    parts.push(fresh(new)?);
+                }
+                continue;
+            }
+            let specs = self.head[h.layers.start - t..h.layers.end - t].to_vec();
+            let values = h.layers.clone().map(|i| self.layer_values(i)).collect::<Result<Vec<_>>>()?;
+            let names = h.layers.clone().map(|i| Some(self.names[i].clone())).collect();
+            report.kept.extend(h.layers.clone().map(|i| describe(i, &self.names[i], &self.head[i - t])));
+            parts.push((HeadInfo { layers: 0..specs.len(), ..h.clone() }, specs, names, values));
+        }
+        if let (None, Some(new)) = (at, &add) {
+            parts.push(fresh(new)?);
+        }
+        let (mut head, mut head_names, mut heads, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (info, specs, names, v) in parts {
+            let start = t + head.len();
+            heads.push(HeadInfo { layers: start..start + specs.len(), ..info });
+            head.extend(specs);
+            head_names.extend(names);
+            values.extend(v);
+        }
+        let (sources, names) = multi_head_wiring(&self.trunk_graph(), &head, &head_names, &heads)?;
+        check_arena_fits(&self.gpu, &head, "head_params")?;
+        let arena = Arena::new(&self.gpu, &head, &values, "head_params")?;
+        if let Some(new) = add.as_ref().and_then(|h| heads.iter().find(|i| Some(&i.name) == h.name.as_ref())) {
+            report.created.extend(new.layers.clone().map(|i| format!("{} (seed {seed})", describe(i, &names[i], &head[i - t]))));
+            report.created_modules.extend(new.layers.clone().map(|i| names[i].clone()));
+        }
+        tracing::info!(%report, "head edit");
+        self.head_kind = heads[0].kind;
+        self.head = head;
+        self.head_params = arena;
+        self.sources = sources;
+        self.names = names;
+        self.heads = heads;
+        Ok(report)
+    }
+
+    /// Sets the loss weight of the head named `name` (0: it trains not at all).
+    pub fn set_head_weight(&mut self, name: &str, weight: f32) -> Result<()> {
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(Error::invalid(format!("a head's loss weight must be finite and ≥ 0, got {weight}")));
+        }
+        let h = self
+            .heads
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::invalid(format!("the network has no head named {name:?}")))?;
+        h.weight = weight;
+        Ok(())
     }
 
     /// Replaces the head with a freshly initialised `head` (any number of outputs, optionally
@@ -505,6 +892,9 @@ impl Network {
     /// outputs); the input layout stays. On an error (a zero-width layer, a head too large for
     /// the adapter, names that do not match the outputs) the network is unchanged.
     pub fn swap_head(&mut self, head: Head, seed: u64) -> Result<HeadSwapReport> {
+        if !self.heads.is_empty() {
+            return Err(Error::invalid("swap_head replaces a network's only head; this network has named heads"));
+        }
         head.validate()?;
         let width = self.trunk_output_dim();
         let specs = head.specs(width);
@@ -526,6 +916,7 @@ impl Network {
                 .enumerate()
                 .map(|(i, s)| format!("{} (init {}, seed {seed})", describe(t + i, &names[t + i], s), head.init.name()))
                 .collect(),
+            created_modules: Vec::new(),
         };
         tracing::info!(%report, "head-swap");
         self.sources = chain_head(self.sources[..t].to_vec(), specs.len());
@@ -552,6 +943,19 @@ impl Network {
     }
     pub fn head_kind(&self) -> HeadKind {
         self.head_kind
+    }
+    /// The named heads of a network built with [`Network::from_trunk_heads`], in order; empty
+    /// for a network of one head.
+    pub fn heads(&self) -> &[HeadInfo] {
+        &self.heads
+    }
+    /// Whether the network has named heads (see [`Network::heads`]).
+    pub fn is_multi_head(&self) -> bool {
+        !self.heads.is_empty()
+    }
+    /// The head named `name`.
+    pub fn head(&self, name: &str) -> Option<&HeadInfo> {
+        self.heads.iter().find(|h| h.name == name)
     }
     pub fn trunk_layers(&self) -> &[LayerSpec] {
         &self.trunk
@@ -653,6 +1057,7 @@ impl Network {
             head_module: self.head_module.clone(),
             label_names: self.label_names.clone(),
             input_layout: self.input_layout.clone(),
+            heads: self.heads.clone(),
         })
     }
 }
@@ -663,6 +1068,83 @@ impl Network {
     pub fn set_head_kind(&mut self, kind: HeadKind) {
         self.head_kind = kind;
     }
+}
+
+/// The wiring and module paths of a network of named heads (see
+/// [`Network::from_head_layers`]), after checking that the heads cover the head layers one
+/// after the other, each head's kind and weight, and every layer's shapes.
+pub(crate) fn multi_head_wiring(
+    trunk: &Trunk,
+    head: &[LayerSpec],
+    head_names: &[Option<String>],
+    heads: &[HeadInfo],
+) -> Result<(Vec<Vec<usize>>, Vec<String>)> {
+    let t = trunk.layers.len();
+    let mut all_sources = trunk.sources.clone();
+    if heads.is_empty() {
+        return Err(Error::invalid("a network needs at least one head"));
+    }
+    let mut next = t;
+    for (k, h) in heads.iter().enumerate() {
+        check_head_name(&h.name)?;
+        if heads[..k].iter().any(|o| o.name == h.name) {
+            return Err(Error::invalid(format!("two heads are named {:?}: head names must be unique", h.name)));
+        }
+        if h.layers.start != next || h.layers.is_empty() || h.layers.end > t + head.len() {
+            return Err(Error::invalid(format!("head {:?}: its layers must follow the previous head's", h.name)));
+        }
+        next = h.layers.end;
+        let out = head[h.layers.end - 1 - t].outputs();
+        if out != h.outputs {
+            return Err(Error::shape(format!("head {:?} has {} outputs, its last layer gives {out}", h.name, h.outputs)));
+        }
+        all_sources.extend(h.layers.clone().map(|i| vec![if i == h.layers.start { t } else { i }]));
+        let probe = Head {
+            outputs: h.outputs,
+            kind: h.kind,
+            weight: h.weight,
+            names: h.label_names.clone(),
+            pos_weight: h.pos_weight.clone(),
+            bce_reduction: h.bce_reduction,
+            ..Head::labels(1)
+        };
+        probe.validate().map_err(|e| for_head(&h.name, e))?;
+    }
+    if next != t + head.len() || head_names.len() != head.len() {
+        return Err(Error::shape(format!("{} head layers and {} names, the heads cover {}", head.len(), head_names.len(), next - t)));
+    }
+    if head.iter().any(|l| matches!(l, LayerSpec::BatchNorm(_))) {
+        return Err(Error::invalid("a head holds dense layers only: put BatchNorm layers in the trunk"));
+    }
+    let all: Vec<LayerSpec> = trunk.layers.iter().chain(head).copied().collect();
+    for s in &all {
+        s.validate()?;
+    }
+    check_wiring(&all, &all_sources, all[0].inputs())?;
+    let mut given: Vec<Option<String>> = trunk.names.clone();
+    for h in heads {
+        let (names, specs) = (&head_names[h.layers.start - t..h.layers.end - t], &head[h.layers.start - t..h.layers.end - t]);
+        let module = format!("heads.{}", h.name);
+        given.extend(if names.iter().all(Option::is_none) { Head::layer_names(specs, Some(&module)) } else { names.to_vec() });
+    }
+    Ok((all_sources, resolve_names(&all, &given)?))
+}
+
+/// `e` about the head named `name`: its message prefixed with the head's name, its kind kept.
+fn for_head(name: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("head {name:?}: {m}")),
+        Error::Shape { what } => Error::Shape { what: format!("head {name:?}: {what}") },
+        other => other,
+    }
+}
+
+/// A head's name: it becomes part of module paths (`heads.<name>`) and tensor names (`y.<name>`).
+pub(crate) fn check_head_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::invalid(format!("a head's name must be letters, digits and '_', got {name:?}")));
+    }
+    Ok(())
 }
 
 /// `trunk` sources followed by `head_layers` layers that chain from the trunk's last layer.

@@ -15,7 +15,7 @@
 //! and refuse one stored under a parameter's name.
 
 use super::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec};
-use super::{AddSpec, BatchNormSpec, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, Trunk};
+use super::{AddSpec, BatchNormSpec, BceReduction, Conv2dSpec, DenseSpec, HeadKind, LayerSpec, Network, Pool2dSpec, RegressionLoss, Trunk};
 use crate::checkpoint::{
     self, CHANNELS_KEY, Checkpoint, Expect, IMAGE_SIZE_KEY, INPUT_SHAPE_KEY, LABEL_NAMES_KEY, NamedTensor, StorageDtype,
 };
@@ -27,6 +27,117 @@ use std::path::Path;
 
 /// Metadata key naming the head kind (`classes` or `labels`).
 pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
+/// Metadata key of a network of named heads: a JSON array, per head in order, of its `name`,
+/// `kind` (`classes`, `labels`, `regression`), `loss` and `delta` (regression: `mse`, `l1`,
+/// `huber` with its δ), `weight`, number of `layers`, `outputs` and optional `label_names`,
+/// and for a labels head optional `pos_weight` and `reduction` (`sum_labels_mean_examples`,
+/// `mean_labelled`, `mean_all`).
+pub const HEADS_KEY: &str = "headswap.heads";
+
+fn heads_json(heads: &[super::HeadInfo]) -> String {
+    let items: Vec<serde_json::Value> = heads
+        .iter()
+        .map(|h| {
+            let mut v = serde_json::json!({
+                "name": h.name,
+                "kind": h.kind.name(),
+                "weight": h.weight,
+                "layers": h.layers.len(),
+                "outputs": h.outputs,
+            });
+            if let HeadKind::Regression(loss) = h.kind {
+                let (name, delta) = match loss {
+                    RegressionLoss::Mse => ("mse", None),
+                    RegressionLoss::L1 => ("l1", None),
+                    RegressionLoss::Huber(d) => ("huber", Some(d)),
+                };
+                v["loss"] = name.into();
+                if let Some(d) = delta {
+                    v["delta"] = d.into();
+                }
+            }
+            if let Some(n) = &h.label_names {
+                v["label_names"] = n.clone().into();
+            }
+            if let Some(p) = &h.pos_weight {
+                v["pos_weight"] = p.clone().into();
+            }
+            if let Some(r) = h.bce_reduction {
+                v["reduction"] = reduction_name(r).into();
+            }
+            v
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn reduction_name(r: BceReduction) -> &'static str {
+    match r {
+        BceReduction::SumLabelsMeanExamples => "sum_labels_mean_examples",
+        BceReduction::MeanLabelled => "mean_labelled",
+        BceReduction::MeanAll => "mean_all",
+    }
+}
+
+/// The heads [`HEADS_KEY`] describes, their layers numbered from `t` (the trunk's depth) on.
+fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::HeadInfo>> {
+    let bad = |m: String| Error::format(origin, format!("{HEADS_KEY}: {m}"));
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let items = v.as_array().ok_or_else(|| bad("must be a JSON array".into()))?;
+    let mut heads = Vec::new();
+    let mut next = t;
+    for (k, item) in items.iter().enumerate() {
+        let field = |f: &str| item.get(f).ok_or_else(|| bad(format!("head {k} has no \"{f}\"")));
+        let count = |f: &str| -> Result<usize> {
+            field(f)?
+                .as_u64()
+                .filter(|&n| n < (1 << 31))
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(format!("head {k}: \"{f}\" must be a count")))
+        };
+        let name = field("name")?.as_str().ok_or_else(|| bad(format!("head {k}: \"name\" must be a string")))?.to_string();
+        let kind = match (field("kind")?.as_str(), item.get("loss").and_then(|l| l.as_str())) {
+            (Some("classes"), _) => HeadKind::Classes,
+            (Some("labels"), _) => HeadKind::Labels,
+            (Some("regression"), Some("mse")) => HeadKind::Regression(RegressionLoss::Mse),
+            (Some("regression"), Some("l1")) => HeadKind::Regression(RegressionLoss::L1),
+            (Some("regression"), Some("huber")) => {
+                let d = field("delta")?.as_f64().ok_or_else(|| bad(format!("head {name:?}: \"delta\" must be a number")))?;
+                HeadKind::Regression(RegressionLoss::Huber(d as f32))
+            }
+            (kind, loss) => return Err(bad(format!("head {name:?}: unknown kind {kind:?} (loss {loss:?})"))),
+        };
+        let weight = field("weight")?.as_f64().ok_or_else(|| bad(format!("head {name:?}: \"weight\" must be a number")))? as f32;
+        let layers = count("layers")?;
+        let label_names = match item.get("label_names") {
+            None => None,
+            Some(n) => Some(serde_json::from_value::<Vec<String>>(n.clone()).map_err(|e| bad(format!("head {name:?}: label_names: {e}")))?),
+        };
+        let pos_weight = match item.get("pos_weight") {
+            None => None,
+            Some(p) => Some(serde_json::from_value::<Vec<f32>>(p.clone()).map_err(|e| bad(format!("head {name:?}: pos_weight: {e}")))?),
+        };
+        let bce_reduction = match item.get("reduction").map(|r| r.as_str()) {
+            None => None,
+            Some(Some("sum_labels_mean_examples")) => Some(BceReduction::SumLabelsMeanExamples),
+            Some(Some("mean_labelled")) => Some(BceReduction::MeanLabelled),
+            Some(Some("mean_all")) => Some(BceReduction::MeanAll),
+            Some(other) => return Err(bad(format!("head {name:?}: unknown reduction {other:?}"))),
+        };
+        heads.push(super::HeadInfo {
+            name,
+            kind,
+            weight,
+            layers: next..next + layers,
+            outputs: count("outputs")?,
+            label_names,
+            pos_weight,
+            bce_reduction,
+        });
+        next += layers;
+    }
+    Ok(heads)
+}
 
 /// The colour images are read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +434,10 @@ struct Layers {
     head: Vec<LayerSpec>,
     /// The head's module path, when its layers carry given names.
     head_module: Option<String>,
+    /// A network of named heads: every head layer's given name and sources (checked against the
+    /// heads by [`Network::from_head_layers`]); empty otherwise.
+    head_names: Vec<Option<String>>,
+    head_sources: Vec<Vec<usize>>,
 }
 
 /// The head's module path from its layers' given names: a one-layer head's name, or the path
@@ -342,7 +457,7 @@ fn head_module_of(names: &[Option<String>]) -> Option<String> {
     }
 }
 
-fn parse_layers(path: &str, json: &str) -> Result<Layers> {
+fn parse_layers(path: &str, json: &str, named_heads: bool) -> Result<Layers> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Error::format(path, format!("{} is not valid JSON: {e}", checkpoint::LAYERS_KEY)))?;
     let items = v.as_array().ok_or_else(|| Error::format(path, format!("{} must be a JSON array", checkpoint::LAYERS_KEY)))?;
@@ -498,6 +613,11 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
         return Err(Error::format(path, "the checkpoint describes no head layer"));
     }
     let t = trunk.len();
+    if named_heads {
+        let head_sources = sources.split_off(t);
+        let head_names = names.split_off(t);
+        return Ok(Layers { trunk: Trunk { layers: trunk, sources, names }, head, head_module: None, head_names, head_sources });
+    }
     if sources[t..].iter().enumerate().any(|(j, s)| *s != [t + j]) {
         return Err(Error::format(path, "head layers must each read the layer before them"));
     }
@@ -512,12 +632,17 @@ fn parse_layers(path: &str, json: &str) -> Result<Layers> {
             "the head's layer names are not one module path (\"fc\") or one nn.Sequential's indices (\"classifier.0\", ...)",
         ));
     }
-    Ok(Layers { trunk: Trunk { layers: trunk, sources, names }, head, head_module })
+    Ok(Layers { trunk: Trunk { layers: trunk, sources, names }, head, head_module, head_names: Vec::new(), head_sources: Vec::new() })
 }
 
 /// Whether `names` are not what a head at `module` would name `head`'s layers.
 fn head_names_differ(head: &[LayerSpec], names: &[Option<String>], module: Option<&str>) -> bool {
     super::Head::layer_names(head, module) != names
+}
+
+/// Zeroed `(weight, bias)` of every layer of `all`.
+fn zero_values(all: &[LayerSpec]) -> Vec<(Vec<f32>, Vec<f32>)> {
+    all.iter().map(|s| (vec![0.0; s.weight_shape().map_or(0, |sh| sh.iter().product())], vec![0.0; s.bias_len()])).collect()
 }
 
 /// One parameter tensor of a network: layer `layer`'s weight or bias, its checkpoint key and
@@ -648,9 +773,13 @@ impl Network {
             match self.head_kind {
                 HeadKind::Classes => "classes",
                 HeadKind::Labels => "labels",
+                HeadKind::Regression(_) => "regression",
             }
             .into(),
         );
+        if self.is_multi_head() {
+            ckpt.metadata.insert(HEADS_KEY.into(), heads_json(&self.heads));
+        }
         ckpt.metadata.insert("format".into(), "pt".into());
         if let Some(names) = &self.label_names {
             ckpt.metadata.insert(LABEL_NAMES_KEY.into(), serde_json::Value::from(names.clone()).to_string());
@@ -682,7 +811,12 @@ impl Network {
                 "no headswap architecture in the metadata (a plain PyTorch state_dict? load it with Network::from_state_dict / --arch)",
             )
         })?;
-        let Layers { trunk, head, head_module } = parse_layers(origin, json)?;
+        if let Some(heads) = ckpt.metadata.get(HEADS_KEY) {
+            let layers = parse_layers(origin, json, true)?;
+            let heads = heads_from_json(origin, heads, layers.trunk.layers.len())?;
+            return Self::named_heads_from(gpu, ckpt, layers, heads, origin);
+        }
+        let Layers { trunk, head, head_module, .. } = parse_layers(origin, json, false)?;
         let kind = match ckpt.metadata.get(HEAD_KIND_KEY).map(String::as_str) {
             Some("labels") => HeadKind::Labels,
             Some("classes") | None => HeadKind::Classes,
@@ -766,6 +900,66 @@ impl Network {
         Self::with_values_from(gpu, &ckpt.state_dict_only(), Trunk::chain(trunk), head, None, kind, origin)
     }
 
+    /// [`Network::from_checkpoint`] for a network of named heads.
+    fn named_heads_from(gpu: &Gpu, ckpt: &Checkpoint, layers: Layers, heads: Vec<super::HeadInfo>, origin: &str) -> Result<Network> {
+        let (values, buffers) = Self::named_heads_values(ckpt, &layers, &heads, origin)?;
+        let Layers { trunk, head, head_names, .. } = layers;
+        let mut net = Network::from_head_layers(gpu, trunk, head, head_names, heads, &values)?;
+        for b in &buffers {
+            let data = |name: &str| ckpt.get(name).map(|t| t.data.clone()).unwrap_or_default();
+            let batches = ckpt.get_int(&b.batches).map(|t| batches_tracked(t, origin)).transpose()?.unwrap_or(0);
+            net.set_running_stats(b.layer, &data(&b.mean), &data(&b.var), batches)?;
+        }
+        net.input_layout = InputLayout::from_metadata(&ckpt.metadata, origin)?;
+        if let Some(layout) = &net.input_layout {
+            let key = if matches!(layout, InputLayout::Image { .. }) { IMAGE_SIZE_KEY } else { INPUT_SHAPE_KEY };
+            layout.check(net.input_dim()).map_err(|m| Error::format(origin, format!("{key}: {m}")))?;
+        }
+        Ok(net)
+    }
+
+    /// The parameter values `ckpt` holds for a network of named heads, after checking (on the
+    /// host) the heads' wiring and that it holds exactly the tensors they need; and the BatchNorm
+    /// statistics' keys.
+    #[allow(clippy::type_complexity)]
+    fn named_heads_values(
+        ckpt: &Checkpoint,
+        layers: &Layers,
+        heads: &[super::HeadInfo],
+        origin: &str,
+    ) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, Vec<BufferKeys>)> {
+        let Layers { trunk, head, head_names, head_sources, .. } = layers;
+        let t = trunk.layers.len();
+        let all: Vec<LayerSpec> = trunk.layers.iter().chain(head).copied().collect();
+        let (sources, names) = super::multi_head_wiring(trunk, head, head_names, heads).map_err(|e| Error::format(origin, message(e)))?;
+        if sources[t..] != head_sources[..] {
+            return Err(Error::format(origin, "each head's first layer must read the trunk's output and the rest the layer before"));
+        }
+        let keys = param_keys(&all, &names);
+        let buffers = buffer_keys(&all, &names);
+        let mut expected: Vec<Expect> = keys.iter().map(|k| Expect::new(k.name.clone(), k.shape.clone())).collect();
+        for b in &buffers {
+            expected.push(Expect::new(b.mean.clone(), vec![b.channels]));
+            expected.push(Expect::new(b.var.clone(), vec![b.channels]));
+        }
+        let sd = without_unwanted_ints(&ckpt.state_dict_only(), |n| expected.iter().any(|e| e.name == n));
+        sd.check(&expected).map_err(|e| match e {
+            Error::Format { message, .. } | Error::Shape { what: message } | Error::InvalidInput(message) => Error::format(origin, message),
+            other => other,
+        })?;
+        for b in &buffers {
+            if let Some(t) = ckpt.get_int(&b.batches) {
+                batches_tracked(t, origin)?;
+            }
+        }
+        let mut values = zero_values(&all);
+        for k in &keys {
+            let data = ckpt.get(&k.name).map(|t| t.data.clone()).unwrap_or_default();
+            if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
+        }
+        Ok((values, buffers))
+    }
+
     /// Checks, without a GPU, everything [`Network::from_checkpoint`] reads from `ckpt` before it
     /// allocates anything: the recorded architecture (every layer, its wiring, the module names),
     /// and that the tensors are exactly the parameters and BatchNorm statistics it needs, of
@@ -774,7 +968,13 @@ impl Network {
     pub fn check_architecture(ckpt: &Checkpoint, origin: &str) -> Result<usize> {
         let json =
             ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| Error::format(origin, "no headswap architecture in the metadata"))?;
-        let Layers { trunk, head, head_module } = parse_layers(origin, json)?;
+        if let Some(heads) = ckpt.metadata.get(HEADS_KEY) {
+            let layers = parse_layers(origin, json, true)?;
+            let heads = heads_from_json(origin, heads, layers.trunk.layers.len())?;
+            Self::named_heads_values(ckpt, &layers, &heads, origin)?;
+            return Ok(layers.trunk.layers.len() + layers.head.len());
+        }
+        let Layers { trunk, head, head_module, .. } = parse_layers(origin, json, false)?;
         let all: Vec<LayerSpec> = trunk.layers.iter().chain(&head).copied().collect();
         let mut sources = trunk.sources.clone();
         sources.extend((trunk.layers.len()..all.len()).map(|i| vec![i]));
@@ -855,10 +1055,27 @@ impl Network {
     /// Names the outputs (one name per class or label), or forgets the names with `None`. Saved
     /// with the network under `headswap.label_names`.
     pub fn set_label_names(&mut self, names: Option<Vec<String>>) -> Result<()> {
+        if self.is_multi_head() && names.is_some() {
+            return Err(Error::invalid("this network has named heads: name each head's outputs (Network::set_head_label_names)"));
+        }
         if let Some(n) = &names {
             check_label_names(n, self.output_dim())?;
         }
         self.label_names = names;
+        Ok(())
+    }
+
+    /// Names the outputs of the head named `name` (a network of named heads), or forgets them.
+    pub fn set_head_label_names(&mut self, name: &str, names: Option<Vec<String>>) -> Result<()> {
+        let h = self
+            .heads
+            .iter_mut()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::invalid(format!("the network has no head named {name:?}")))?;
+        if let Some(n) = &names {
+            check_label_names(n, h.outputs)?;
+        }
+        h.label_names = names;
         Ok(())
     }
 
@@ -1093,10 +1310,10 @@ mod layer_json_tests {
             r#"{"type": "concat", "channels": "4", "height": 1, "width": 1, "part": "trunk"}"#.to_string(),
         ];
         for item in bad {
-            assert!(parse_layers("f", &one_layer(&item)).is_err(), "{item} was accepted");
+            assert!(parse_layers("f", &one_layer(&item), false).is_err(), "{item} was accepted");
         }
         let good = r#"{"type": "dropout", "features": 4, "chw": [1, 2, 2], "p": 0.25, "part": "trunk"}"#;
-        let layers = parse_layers("f", &one_layer(good)).unwrap();
+        let layers = parse_layers("f", &one_layer(good), false).unwrap();
         assert_eq!(layers.trunk.layers[0], LayerSpec::Dropout(DropoutSpec { features: 4, chw: Some([1, 2, 2]), p: 0.25 }));
     }
 }

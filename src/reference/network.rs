@@ -175,10 +175,87 @@ pub fn loss_and_grads_graph_norm(
     let (zs, as_) = forward_graph_norm(layers, sources, x, m, norm);
     let top = layers.last().expect("a network has layers");
     let (l, dlogits) = loss(as_.last().expect("outputs"), m, top.outputs(), target);
+    let grads = backward(layers, sources, x, m, norm, &zs, &as_, vec![(layers.len() - 1, dlogits)]);
+    (l, grads)
+}
+
+/// The loss of one head of a network of several heads (see [`loss_and_grads_heads`]).
+#[derive(Debug, Clone)]
+pub enum RefHeadLoss {
+    /// Softmax cross-entropy over the rows whose class is not [`IGNORE_CLASS`](crate::kernels::loss::IGNORE_CLASS), their mean.
+    Classes(Vec<u32>),
+    /// Per-label BCE with these `[m, k]` targets (NaN = unknown), each label's positive weight
+    /// (`None`: 1), under `reduction`.
+    Labels { y: Vec<f64>, pos_weight: Option<Vec<f64>>, reduction: crate::kernels::loss::BceReduction },
+    /// MSE, L1 or Huber over the known (not NaN) `[m, k]` targets, their mean.
+    Regression(Vec<f64>, crate::kernels::loss::RegressionLoss),
+}
+
+/// One head of a network of several heads: the layer whose output it scores, its loss weight and
+/// its loss.
+#[derive(Debug, Clone)]
+pub struct RefHead {
+    pub output: usize,
+    pub weight: f64,
+    pub loss: RefHeadLoss,
+}
+
+/// One head's weighted batch loss `w·L` and its gradient w.r.t. the head's outputs `[m, k]`.
+pub fn head_loss(outputs: &[f64], m: usize, k: usize, weight: f64, loss: &RefHeadLoss) -> (f64, Vec<f64>) {
+    use crate::kernels::loss::MaskedReduction;
+    let (rows, grad) = match loss {
+        RefHeadLoss::Classes(t) => super::loss::softmax_xent_masked(outputs, t, m, k, MaskedReduction::MeanKnown, weight),
+        RefHeadLoss::Labels { y, pos_weight, reduction } => {
+            let w = vec![weight; k];
+            super::loss::bce_logits(outputs, y, m, k, pos_weight.as_deref(), Some(&w), *reduction)
+        }
+        RefHeadLoss::Regression(y, kind) => super::loss::regression(outputs, y, m, k, *kind, MaskedReduction::MeanKnown, weight),
+    };
+    (rows.iter().sum(), grad)
+}
+
+/// The loss `Σ_t w_t·L_t` of a network of several heads wired by `sources` and the gradients of
+/// every layer: each head's gradient flows back from its output layer, and the trunk's output,
+/// read by every head, gets the sum of what they pass back. Also each head's `w·L`.
+pub fn loss_and_grads_heads(
+    layers: &[RefLayer],
+    sources: &[Vec<usize>],
+    x: &[f64],
+    m: usize,
+    heads: &[RefHead],
+) -> (f64, Vec<f64>, RefGrads) {
+    let (zs, as_) = forward_graph_norm(layers, sources, x, m, RefNorm::Running);
+    let mut seeds = Vec::new();
+    let mut per_head = Vec::new();
+    for h in heads {
+        let (l, d) = head_loss(&as_[h.output], m, layers[h.output].outputs(), h.weight, &h.loss);
+        per_head.push(l);
+        seeds.push((h.output, d));
+    }
+    let grads = backward(layers, sources, x, m, RefNorm::Running, &zs, &as_, seeds);
+    (per_head.iter().sum(), per_head, grads)
+}
+
+/// Backward from the gradients `seeds` of the outputs of some layers (`(layer, d output)`).
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    layers: &[RefLayer],
+    sources: &[Vec<usize>],
+    x: &[f64],
+    m: usize,
+    norm: RefNorm,
+    zs: &[Vec<f64>],
+    as_: &[Vec<f64>],
+    seeds: Vec<(usize, Vec<f64>)>,
+) -> RefGrads {
     let mut grads = vec![(Vec::new(), Vec::new()); layers.len()];
     // the gradient of every value: the input's, then each layer's output
     let mut dvalues: Vec<Vec<f64>> = std::iter::once(vec![0.0; x.len()]).chain(as_.iter().map(|a| vec![0.0; a.len()])).collect();
-    dvalues[layers.len()] = dlogits;
+    for (layer, d) in seeds {
+        for (g, d) in dvalues[layer + 1].iter_mut().zip(d) {
+            *g += d;
+        }
+    }
     for i in (0..layers.len()).rev() {
         let layer = &layers[i];
         let da = std::mem::take(&mut dvalues[i + 1]);
@@ -256,5 +333,5 @@ pub fn loss_and_grads_graph_norm(
             }
         }
     }
-    (l, grads)
+    grads
 }

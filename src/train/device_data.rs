@@ -118,6 +118,9 @@ pub struct DeviceData {
     pub(crate) n: usize,
     pub(crate) kind: HeadKind,
     pub(crate) outputs: usize,
+    /// [`crate::data::Targets::Heads`]: each head's targets by name, `u32 [n, 1]` classes (−1
+    /// unknown) or `f32 [n, k]` labels or regression values (NaN unknown); `y` is then unused.
+    pub(crate) heads: Vec<(String, Rows)>,
 }
 
 impl DeviceData {
@@ -126,6 +129,7 @@ impl DeviceData {
         data.validate()?;
         let x = Rows::alloc(gpu, data.n, &[data.d], DType::F32, "dataset_x")?;
         x.write_f32(gpu, &data.x)?;
+        let mut heads = Vec::new();
         let (y, kind, outputs) = match &data.targets {
             crate::data::Targets::Classes { y, num_classes } => {
                 let rows = Rows::alloc(gpu, data.n, &[1], DType::U32, "dataset_y")?;
@@ -137,8 +141,32 @@ impl DeviceData {
                 rows.write_f32(gpu, y)?;
                 (rows, HeadKind::Labels, *k)
             }
+            crate::data::Targets::Regression { .. } => {
+                return Err(Error::invalid("regression targets belong to a named head: put them in Targets::Heads"));
+            }
+            crate::data::Targets::Heads(hs) => {
+                for h in hs {
+                    let label = format!("dataset_y.{}", h.name);
+                    let rows = match &h.targets {
+                        crate::data::Targets::Classes { y, .. } => {
+                            let rows = Rows::alloc(gpu, data.n, &[1], DType::U32, &label)?;
+                            rows.write_u32(gpu, y)?;
+                            rows
+                        }
+                        crate::data::Targets::Labels { y, k } | crate::data::Targets::Regression { y, k } => {
+                            let rows = Rows::alloc(gpu, data.n, &[*k], DType::F32, &label)?;
+                            rows.write_f32(gpu, y)?;
+                            rows
+                        }
+                        crate::data::Targets::Heads(_) => return Err(Error::invalid("targets of several heads inside one head's")),
+                    };
+                    heads.push((h.name.clone(), rows));
+                }
+                // unused: every head reads its own
+                (Rows::alloc(gpu, 1, &[1], DType::U32, "dataset_y_unused")?, HeadKind::Classes, 0)
+            }
         };
-        Ok(DeviceData { x, y, n: data.n, kind, outputs })
+        Ok(DeviceData { x, y, n: data.n, kind, outputs, heads })
     }
     pub fn len(&self) -> usize {
         self.n
@@ -149,6 +177,9 @@ impl DeviceData {
     pub(crate) fn tensors(&self) -> Vec<&Tensor> {
         let mut v = self.x.tensors();
         v.extend(self.y.tensors());
+        for (_, h) in &self.heads {
+            v.extend(h.tensors());
+        }
         v
     }
 }

@@ -10,22 +10,26 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::kernels::metrics::LabelMetrics;
+use crate::kernels::metrics::{LabelMetrics, RegressionMetrics};
 use crate::nn::{HeadKind, Network};
 
 /// Per layer, trunk then head: (dW `[out, in]`, db `[out]`).
 pub type LayerGrads = Vec<(Vec<f32>, Vec<f32>)>;
 
 /// The epoch's loss and metrics from the accumulators; with `replicas`, combined over them: the
-/// counts summed, the loss (a sum of per-step means) averaged.
+/// counts summed, the loss (a sum of per-step means) averaged. A network of named heads reads
+/// each head's.
 pub(crate) fn read_metrics(
     gpu: &Gpu,
     acc: &Accumulators,
-    kind: HeadKind,
-    outputs: usize,
+    net: &Network,
     batches: usize,
     replicas: Option<&dyn Collective>,
 ) -> Result<Metrics> {
+    if net.is_multi_head() {
+        return read_head_metrics(gpu, acc, net, batches, replicas);
+    }
+    let (kind, outputs) = (net.head_kind, net.output_dim());
     let mut loss = acc.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
     let mut counts = acc.counts.download_u32(gpu)?;
     if let Some(r) = replicas {
@@ -35,9 +39,45 @@ pub(crate) fn read_metrics(
         counts = all[1..].iter().map(|&c| c as u32).collect();
     }
     Ok(match kind {
-        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), labels: None },
-        HeadKind::Labels => Metrics { loss, accuracy: None, labels: Some(LabelMetrics::from_counts(&counts, outputs)?) },
+        HeadKind::Classes => Metrics { loss, accuracy: Some(counts[0] as f64 / counts[1].max(1) as f64), ..Metrics::default() },
+        HeadKind::Labels => Metrics { loss, labels: Some(LabelMetrics::from_counts(&counts, outputs)?), ..Metrics::default() },
+        HeadKind::Regression(_) => return Err(Error::invalid("a regression head needs a network of named heads")),
     })
+}
+
+fn read_head_metrics(gpu: &Gpu, acc: &Accumulators, net: &Network, batches: usize, replicas: Option<&dyn Collective>) -> Result<Metrics> {
+    let mut heads = Vec::new();
+    for (h, a) in net.heads().iter().zip(&acc.heads) {
+        let mut loss = a.loss.download(gpu)?[0] as f64 / batches.max(1) as f64;
+        let mut counts = a.counts.download_u32(gpu)?;
+        let mut sums = a.sums.as_ref().map(|t| t.download(gpu)).transpose()?.unwrap_or_default();
+        if let Some(r) = replicas {
+            let mut all: Vec<f64> =
+                std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).chain(sums.iter().map(|&v| v as f64)).collect();
+            r.sum_f64(&mut all)?;
+            loss = all[0] / r.size() as f64;
+            counts = all[1..1 + counts.len()].iter().map(|&c| c as u32).collect();
+            sums = all[1 + counts.len()..].iter().map(|&v| v as f32).collect();
+        }
+        let mut m = crate::train::HeadMetrics {
+            name: h.name.clone(),
+            kind: h.kind,
+            weight: h.weight,
+            weighted_loss: loss,
+            accuracy: None,
+            labels: None,
+            regression: None,
+        };
+        match h.kind {
+            // no example with a class: no accuracy (n/a), not 0
+            HeadKind::Classes => m.accuracy = (counts[1] > 0).then(|| counts[0] as f64 / counts[1] as f64),
+            HeadKind::Labels => m.labels = Some(LabelMetrics::from_counts(&counts, h.outputs)?),
+            HeadKind::Regression(_) => m.regression = Some(RegressionMetrics::from_sums(&sums, &counts, h.outputs)?),
+        }
+        heads.push(m);
+    }
+    let loss = heads.iter().map(|h| h.weighted_loss).sum();
+    Ok(Metrics { loss, heads, ..Metrics::default() })
 }
 
 /// Computes the outputs of the frozen layers `0..upto` for every example of `data` once:
@@ -49,14 +89,20 @@ pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto:
 /// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
 /// returns the last layer's outputs `[n, outputs]` (chunked like any resident data).
 pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
+    forward_rows_from(gpu, net, x, n, 0, upto, batch, label)
+}
+
+/// [`forward_rows`] from layer `first` on, `x` being the input of layer `first`.
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_from(gpu: &Gpu, net: &Network, x: &Rows, n: usize, first: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
     let d = net.layers()[upto - 1].outputs();
     let out = Rows::alloc(gpu, n, &[d], DType::F32, label)?;
     let identity: Vec<u32> = (0..n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[n], &identity)?;
     let b = batch.clamp(1, n);
-    let full = ForwardPlan::build(gpu, net, x, &indices, 0, upto, b)?;
+    let full = ForwardPlan::build(gpu, net, x, &indices, first, upto, b)?;
     let rem = n % b;
-    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, 0, upto, rem)?) } else { None };
+    let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, first, upto, rem)?) } else { None };
     let mut start = 0;
     while start < n {
         let rows = b.min(n - start);
@@ -104,7 +150,7 @@ impl Evaluator {
     ) -> Result<Evaluator> {
         let b = batch.min(data.n).max(1);
         let scratch = Scratch::new(gpu, net, first, b, Mode::Eval, data, &[], false)?;
-        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let acc = Accumulators::for_net(gpu, net)?;
         let identity: Vec<u32> = (0..data.n as u32).collect();
         let indices = Tensor::from_u32(gpu, &[data.n], &identity)?;
         let inputs = PlanInputs {
@@ -113,6 +159,7 @@ impl Evaluator {
             first,
             source_x,
             source_y: &data.y,
+            source_heads: &data.heads,
             indices: &indices,
             scratch: &scratch,
             grads: None,
@@ -131,7 +178,7 @@ impl Evaluator {
         Ok(Evaluator { full, partial, acc, _scratch: scratch, _indices: indices, n: data.n, b })
     }
 
-    pub(crate) fn run(&self, gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Metrics> {
+    pub(crate) fn run(&self, gpu: &Gpu, net: &Network) -> Result<Metrics> {
         self.acc.reset(gpu)?;
         let steps = self.n.div_ceil(self.b);
         for s in 0..steps {
@@ -141,7 +188,7 @@ impl Evaluator {
             rec.pass("eval_step", plan.dispatches());
             rec.submit();
         }
-        read_metrics(gpu, &self.acc, kind, outputs, steps, None)
+        read_metrics(gpu, &self.acc, net, steps, None)
     }
 }
 
@@ -167,7 +214,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let batch_stats = batch_norm.batch_stats(&net.layers(), &every);
     let scratch = Scratch::new(gpu, net, 0, dev.n, mode, &dev, &batch_stats, false)?;
     let grads = Grads::new(gpu, net, &every)?;
-    let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+    let acc = Accumulators::for_net(gpu, net)?;
     acc.reset(gpu)?;
     let identity: Vec<u32> = (0..dev.n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[dev.n], &identity)?;
@@ -178,6 +225,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         first: 0,
         source_x: &dev.x,
         source_y: &dev.y,
+        source_heads: &dev.heads,
         indices: &indices,
         scratch: &scratch,
         grads: Some(&grads),
@@ -195,7 +243,11 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let mut rec = Recorder::new(gpu, "gradients");
     rec.pass("gradients", plan.dispatches());
     rec.submit();
-    let loss = acc.loss.download(gpu)?[0] as f64;
+    let loss = if net.is_multi_head() {
+        acc.heads.iter().map(|h| Ok(h.loss.download(gpu)?[0] as f64)).sum::<Result<f64>>()?
+    } else {
+        acc.loss.download(gpu)?[0] as f64
+    };
     let out = (0..net.layers().len())
         .map(|i| {
             if !net.layers()[i].has_params() {
@@ -211,19 +263,63 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
 /// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for
 /// class heads, per-label probabilities (sigmoid) for label heads. `[n, outputs]`.
 pub fn predict(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+    if net.is_multi_head() {
+        return Err(Error::invalid("predict: this network has several heads; use predict_heads"));
+    }
     let mut out = predict_logits(net, x, n, batch)?;
-    let out_dim = net.output_dim();
-    match net.head_kind {
+    activate_outputs(net.head_kind, &mut out, net.output_dim());
+    Ok(out)
+}
+
+/// A head's logits into what it predicts, in place: class probabilities (softmax), label
+/// probabilities (sigmoid) or the regression values themselves.
+fn activate_outputs(kind: HeadKind, out: &mut [f32], k: usize) {
+    match kind {
+        HeadKind::Regression(_) => {}
         HeadKind::Labels => out.iter_mut().for_each(|v| *v = crate::reference::sigmoid(*v as f64) as f32),
         HeadKind::Classes => {
-            for row in out.chunks_mut(out_dim) {
+            for row in out.chunks_mut(k) {
                 let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
                 row.iter_mut().for_each(|v| *v = (((*v - max) as f64).exp() / sum) as f32);
             }
         }
     }
+}
+
+/// What every named head of `net` predicts for `n` examples `x` (`[n, input_dim]`), in the
+/// network's order: `(name, [n, outputs])` of class probabilities (softmax), label
+/// probabilities (sigmoid) or regression values. The trunk runs once; each head reads its output.
+pub fn predict_heads(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<(String, Vec<f32>)>> {
+    if !net.is_multi_head() {
+        return Err(Error::invalid("predict_heads: this network has one unnamed head; use predict"));
+    }
+    let gpu = net.gpu();
+    let xs = input_rows(net, x, n, "predict_heads")?;
+    let t = net.trunk.len();
+    let features = if t > 0 { forward_rows(gpu, net, &xs, n, t, batch, "predict_features")? } else { xs };
+    let mut out = Vec::new();
+    for h in net.heads() {
+        let logits = forward_rows_from(gpu, net, &features, n, t, h.layers.end, batch, "predict_heads")?;
+        let mut values = logits.download(gpu)?;
+        activate_outputs(h.kind, &mut values, h.outputs);
+        out.push((h.name.clone(), values));
+    }
     Ok(out)
+}
+
+/// `x` (`[n, input_dim]`, checked) resident on the GPU.
+fn input_rows(net: &Network, x: &[f32], n: usize, op: &str) -> Result<Rows> {
+    let d = net.input_dim();
+    if n == 0 || x.len() != n * d {
+        return Err(Error::shape(format!("{op}: {} values for {n} examples of {d} features", x.len())));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!("{op}: the inputs contain NaN or infinity")));
+    }
+    let xs = Rows::alloc(net.gpu(), n, &[d], DType::F32, &format!("{op}_x"))?;
+    xs.write_f32(net.gpu(), x)?;
+    Ok(xs)
 }
 
 /// The trunk's outputs of `net` for `n` examples `x` (`[n, input_dim]`): the features its head
@@ -252,15 +348,7 @@ pub fn predict_features(net: &Network, x: &[f32], n: usize, batch: usize) -> Res
 /// (BatchNorms use their running statistics).
 pub fn predict_logits(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
     let gpu = net.gpu();
-    let d = net.input_dim();
-    if n == 0 || x.len() != n * d {
-        return Err(Error::shape(format!("predict: {} values for {n} examples of {d} features", x.len())));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::invalid("predict: the inputs contain NaN or infinity"));
-    }
-    let xs = Rows::alloc(gpu, n, &[d], DType::F32, "predict_x")?;
-    xs.write_f32(gpu, x)?;
+    let xs = input_rows(net, x, n, "predict")?;
     let logits = forward_rows(gpu, net, &xs, n, net.layers().len(), batch, "predict")?;
     logits.download(gpu)
 }

@@ -32,13 +32,13 @@ pub use config::{Augment, BatchNormMode, Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_logits};
+pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_heads, predict_logits};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
 pub use plan::BceSettings;
 use plan::{Accumulators, Mode, Plan, PlanInputs, Rows, Scratch};
-pub use report::{EpochReport, FitReport, Metrics};
+pub use report::{EpochReport, FitReport, HeadMetrics, Metrics};
 pub use schedule::Schedule;
 pub use state::{
     RunSettings, TRAIN_BATCH_KEY, TRAIN_LOWEST_KEY, TRAIN_LR_MULTS_KEY, TRAIN_N_KEY, TRAIN_OPTIMIZER_KEY, TRAIN_SCHEDULE_KEY,
@@ -214,7 +214,7 @@ impl Trainer {
         let dev = DeviceData::upload(gpu, data)?;
         let bce = bce_tensors(gpu, &self.config.bce, net)?;
         let eval = Evaluator::new(gpu, net, &dev, &dev.x, 0, self.config.batch_size, &self.config, &bce)?;
-        eval.run(gpu, net.head_kind, net.output_dim())
+        eval.run(gpu, net)
     }
 
     /// Continues a run from `state` (see [`Trainer::training_state`]) until `epochs` epochs in
@@ -295,6 +295,11 @@ impl Trainer {
 
         let (train_data, val_data) = training_split(&cfg, data);
         let replicas = self.replicas.as_deref().filter(|r| r.size() > 1);
+        if replicas.is_some() && net.is_multi_head() {
+            // each head's loss is a mean over its own known targets, so a replica's gradient would
+            // need one weight per head, not one per replica
+            return Err(Error::invalid("data-parallel training of a network of named heads is not supported yet"));
+        }
         if let Some(r) = replicas {
             if cfg.batch_size < r.size() {
                 return Err(Error::invalid(format!(
@@ -437,8 +442,8 @@ impl Trainer {
                 first_step = steps.end;
             }
             gpu.check("training step")?;
-            let train_metrics = read_metrics(&gpu, &sb.acc, net.head_kind, net.output_dim(), steps_per_epoch, replicas)?;
-            let validation = evaluator.as_ref().map(|e| e.run(&gpu, net.head_kind, net.output_dim())).transpose()?;
+            let train_metrics = read_metrics(&gpu, &sb.acc, net, steps_per_epoch, replicas)?;
+            let validation = evaluator.as_ref().map(|e| e.run(&gpu, net)).transpose()?;
             let seconds = t0.elapsed().as_secs_f64();
             tracing::info!(epoch, loss = train_metrics.loss, score = train_metrics.score(), seconds, "epoch done");
             if let Some(v) = &validation {
@@ -534,6 +539,9 @@ pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
     if data.d != net.input_dim() {
         return Err(Error::shape(format!("the data has {} input features, the network takes {}", data.d, net.input_dim())));
     }
+    if net.is_multi_head() {
+        return check_head_targets(net, data);
+    }
     match (&data.targets, net.head_kind) {
         (crate::data::Targets::Classes { num_classes, .. }, HeadKind::Classes) if *num_classes <= net.output_dim() => Ok(()),
         (crate::data::Targets::Classes { num_classes, .. }, HeadKind::Classes) => {
@@ -549,7 +557,41 @@ pub(crate) fn check_fits(net: &Network, data: &Dataset) -> Result<()> {
         (crate::data::Targets::Labels { .. }, HeadKind::Classes) => Err(Error::invalid(
             "the data has several labels per example but the head is a softmax classifier (a per-label sigmoid head, Head::labels, is needed)",
         )),
+        (t, k) => Err(Error::invalid(format!("the data has {} targets, the network's one head is a {} head", t.kind_name(), k.name()))),
     }
+}
+
+/// Every named head of `net` has targets in `data` of its kind and width (extra targets are
+/// ignored); the error names the head.
+fn check_head_targets(net: &Network, data: &Dataset) -> Result<()> {
+    use crate::data::Targets;
+    if !matches!(data.targets, Targets::Heads(_)) {
+        return Err(Error::invalid(format!(
+            "the network has {} named heads but the data has one {} target per example (Targets::Heads is needed)",
+            net.heads().len(),
+            data.targets.kind_name()
+        )));
+    }
+    for h in net.heads() {
+        let t = data.targets.head(&h.name).ok_or_else(|| Error::invalid(format!("the data has no targets for head {:?}", h.name)))?;
+        let fits = match (t, h.kind) {
+            (Targets::Classes { num_classes, .. }, HeadKind::Classes) => *num_classes <= h.outputs,
+            (Targets::Labels { k, .. }, HeadKind::Labels) | (Targets::Regression { k, .. }, HeadKind::Regression(_)) => *k == h.outputs,
+            _ => {
+                return Err(Error::invalid(format!("head {:?} is a {} head but its targets are {}", h.name, h.kind.name(), t.kind_name())));
+            }
+        };
+        if !fits {
+            return Err(Error::shape(format!(
+                "head {:?} has {} outputs but its targets have {} {}",
+                h.name,
+                h.outputs,
+                t.num_outputs(),
+                if h.kind == HeadKind::Classes { "classes" } else { "columns" }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The data a run trains on, and the held-out part it validates on (`validation_fraction` of it,
@@ -633,8 +675,18 @@ impl StepBuffers {
         // Every layer below the lowest trainable one is frozen and nothing flows back into it:
         // its outputs for the data set are computed once and stay resident for the whole run.
         // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
-        let cached = cfg.cache_features && lowest > 0 && net.is_cut(lowest);
-        let mut first = if cached { lowest } else { 0 };
+        // Named heads each read the trunk's output: with the trunk frozen, a frozen head before the
+        // lowest trainable one still runs on the same cached features, from the trunk's top on.
+        let t = net.trunk.len();
+        let cut = if net.is_cut(lowest) {
+            lowest
+        } else if net.is_multi_head() && lowest >= t && net.is_cut(t) {
+            t
+        } else {
+            0
+        };
+        let cached = cfg.cache_features && lowest > 0 && cut > 0;
+        let mut first = if cached { cut } else { 0 };
         // dropout right below the lowest trainable layer (a head's `Dropout, Linear`) draws its
         // masks every step: the cached features stop below it, and the step starts there
         while first > 0 && matches!(net.layers()[first - 1], crate::nn::LayerSpec::Dropout(_)) && net.is_cut(first - 1) {
@@ -665,7 +717,7 @@ impl StepBuffers {
         };
         let scratch = Scratch::new(gpu, net, first, b, mode, train, &batch_stats, augment.is_some())?;
         let grads = Grads::new(gpu, net, lr_mults)?;
-        let acc = Accumulators::new(gpu, net.head_kind, net.output_dim())?;
+        let acc = Accumulators::for_net(gpu, net)?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
         Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats, augment })
     }
@@ -677,6 +729,7 @@ impl StepBuffers {
             first: self.first,
             source_x: &self.train_x,
             source_y: &train.y,
+            source_heads: &train.heads,
             indices: &self.indices,
             scratch: &self.scratch,
             grads: Some(&self.grads),
@@ -692,6 +745,11 @@ impl StepBuffers {
 }
 
 pub(crate) fn bce_tensors(gpu: &Gpu, bce: &BceSettings, net: &Network) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    if net.is_multi_head() && (bce.pos_weight.is_some() || bce.label_weight.is_some()) {
+        return Err(Error::invalid(
+            "pos_weight and label_weight apply to a network's only head; a network of named heads weighs each head (Head::weight)",
+        ));
+    }
     let k = net.output_dim();
     let make = |v: &Option<Vec<f32>>, what: &str| -> Result<Option<Tensor>> {
         match v {
@@ -712,6 +770,13 @@ pub(crate) fn bce_tensors(gpu: &Gpu, bce: &BceSettings, net: &Network) -> Result
 /// output) and the shape of one example (kept where the network already records an image layout
 /// of that shape, which says more).
 fn record_data_layout(net: &mut Network, data: &Dataset) {
+    if let crate::data::Targets::Heads(targets) = &data.targets {
+        for h in net.heads.iter_mut() {
+            if let Some(t) = targets.iter().find(|t| t.name == h.name).filter(|t| t.label_names.len() == h.outputs) {
+                h.label_names = Some(t.label_names.clone());
+            }
+        }
+    }
     if data.label_names.len() == net.output_dim() {
         // the count was just checked, so this cannot fail
         let _ = net.set_label_names(Some(data.label_names.clone()));

@@ -50,22 +50,69 @@ pub struct BceSettings {
 pub(crate) struct Accumulators {
     pub loss: Tensor,   // (1)
     pub counts: Tensor, // u32 (2) correct/total, or (k, 4) TP/FP/TN/FN
+    /// A network of named heads: one set per head, in the network's order (`loss` and `counts`
+    /// above are then unused).
+    pub heads: Vec<HeadAccumulators>,
+}
+
+/// One named head's epoch sums: its weighted loss `w·L` and its metric counts.
+pub(crate) struct HeadAccumulators {
+    pub loss: Tensor, // (1)
+    /// u32: (2) correct/total over known classes, (k, 4) TP/FP/TN/FN, or (k) known targets
+    pub counts: Tensor,
+    /// Regression: f32 (k, 2) Σ|e|, Σe².
+    pub sums: Option<Tensor>,
+}
+
+fn counts_of(gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Tensor> {
+    match kind {
+        HeadKind::Classes => Tensor::alloc(gpu, &[2], DType::U32, "acc_counts"),
+        HeadKind::Labels => Tensor::alloc(gpu, &[outputs, 4], DType::U32, "acc_counts"),
+        HeadKind::Regression(_) => Tensor::alloc(gpu, &[outputs], DType::U32, "acc_counts"),
+    }
 }
 
 impl Accumulators {
     pub fn new(gpu: &Gpu, kind: HeadKind, outputs: usize) -> Result<Accumulators> {
-        let counts = match kind {
-            HeadKind::Classes => Tensor::alloc(gpu, &[2], DType::U32, "acc_counts")?,
-            HeadKind::Labels => Tensor::alloc(gpu, &[outputs, 4], DType::U32, "acc_counts")?,
-        };
-        Ok(Accumulators { loss: Tensor::alloc(gpu, &[1], DType::F32, "acc_loss")?, counts })
+        let counts = counts_of(gpu, kind, outputs)?;
+        Ok(Accumulators { loss: Tensor::alloc(gpu, &[1], DType::F32, "acc_loss")?, counts, heads: Vec::new() })
+    }
+    /// The accumulators `net`'s loss section adds to: one set, or one per named head.
+    pub fn for_net(gpu: &Gpu, net: &Network) -> Result<Accumulators> {
+        let mut acc = Accumulators::new(gpu, net.head_kind, if net.is_multi_head() { 1 } else { net.output_dim() })?;
+        for h in net.heads() {
+            let sums = match h.kind {
+                HeadKind::Regression(_) => Some(Tensor::alloc(gpu, &[h.outputs, 2], DType::F32, "acc_sums")?),
+                _ => None,
+            };
+            acc.heads.push(HeadAccumulators {
+                loss: Tensor::alloc(gpu, &[1], DType::F32, "acc_loss")?,
+                counts: counts_of(gpu, h.kind, h.outputs)?,
+                sums,
+            });
+        }
+        Ok(acc)
     }
     pub fn tensors(&self) -> Vec<&Tensor> {
-        vec![&self.loss, &self.counts]
+        let mut v = vec![&self.loss, &self.counts];
+        for h in &self.heads {
+            v.push(&h.loss);
+            v.push(&h.counts);
+            v.extend(h.sums.iter());
+        }
+        v
     }
     pub fn reset(&self, gpu: &Gpu) -> Result<()> {
         self.loss.write(gpu, &[0.0])?;
-        self.counts.write_u32(gpu, &vec![0; self.counts.len()])
+        self.counts.write_u32(gpu, &vec![0; self.counts.len()])?;
+        for h in &self.heads {
+            h.loss.write(gpu, &[0.0])?;
+            h.counts.write_u32(gpu, &vec![0; h.counts.len()])?;
+            if let Some(sums) = &h.sums {
+                sums.write(gpu, &vec![0.0; sums.len()])?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -88,6 +135,11 @@ pub(crate) struct Scratch {
     saved: Vec<Option<Tensor>>,
     loss_rows: Tensor,
     dlogits: Tensor,
+    /// A network of named heads, per head: the batch's targets (u32 `[rows, 1]` classes, f32
+    /// `[rows, k]` labels or regression values) and the gradient of `w·L` w.r.t. its outputs
+    /// (its output layer's `da` where that trains).
+    head_y: Vec<Tensor>,
+    head_dlogits: Vec<Tensor>,
     /// With augmentation: the gathered batch before it (the layers read `x`, the augmented one).
     x_raw: Option<Tensor>,
 }
@@ -110,6 +162,7 @@ impl Scratch {
         let mut v = vec![&self.x, &self.y, &self.loss_rows, &self.dlogits];
         v.extend(self.x_raw.iter());
         v.extend(self.a.iter());
+        v.extend(self.head_y.iter().chain(&self.head_dlogits));
         for t in self.z.iter().chain(&self.da).chain(&self.dz).chain(&self.argmax).chain(&self.grad_tmp).chain(&self.saved).flatten() {
             v.push(t);
         }
@@ -175,15 +228,26 @@ impl Scratch {
         let out = net.output_dim();
         let y = match data.kind {
             HeadKind::Classes => Tensor::alloc(gpu, &[rows, 1], DType::U32, "batch_y")?,
-            HeadKind::Labels => f32a(&[rows, data.outputs], "batch_y")?,
+            HeadKind::Labels | HeadKind::Regression(_) => f32a(&[rows, data.outputs], "batch_y")?,
         };
         let dlogits = match da.last() {
             Some(Some(t)) => t.clone(),
             _ => f32a(&[rows, out], "dlogits_eval")?,
         };
+        let (mut head_y, mut head_dlogits) = (Vec::new(), Vec::new());
+        for h in net.heads() {
+            head_y.push(match h.kind {
+                HeadKind::Classes => Tensor::alloc(gpu, &[rows, 1], DType::U32, "batch_y")?,
+                _ => f32a(&[rows, h.outputs], "batch_y")?,
+            });
+            head_dlogits.push(match &da[h.layers.end - 1] {
+                Some(t) => t.clone(),
+                None => f32a(&[rows, h.outputs], "dlogits_eval")?,
+            });
+        }
         let (x, loss_rows) = (f32a(&[rows, in_dim], "batch_x")?, f32a(&[rows], "loss_rows")?);
         let x_raw = if augmented { Some(f32a(&[rows, in_dim], "batch_x_raw")?) } else { None };
-        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, saved, loss_rows, dlogits, x_raw })
+        Ok(Scratch { rows, x, y, z, a, da, dz, argmax, grad_tmp, saved, loss_rows, dlogits, head_y, head_dlogits, x_raw })
     }
 }
 
@@ -575,6 +639,46 @@ pub(crate) fn forward_dispatches(
     Ok(())
 }
 
+/// The loss section of a network of named heads: per head, its loss kernel with its weight `w`
+/// (writing `w·L` into the head's loss accumulator and `∂(w·L)/∂outputs` into its output
+/// layer's gradient), masked where its target is unknown, then its metric counts. The trunk's
+/// gradient is then the sum of what each head passes back, which the backward pass adds up.
+fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut Launches) -> Result<()> {
+    let s = p.scratch;
+    let loss_rows = rows_view(&s.loss_rows, rows)?;
+    for (k, h) in p.net.heads().iter().enumerate() {
+        let logits = &a[h.layers.end - 1];
+        let y = rows_view(&s.head_y[k], rows)?;
+        let dlogits = rows_view(&s.head_dlogits[k], rows)?;
+        let acc = p.acc.heads.get(k).ok_or_else(|| Error::invalid("missing head accumulators"))?;
+        let out = loss::LossOutputs { loss_rows: &loss_rows, dlogits: &dlogits, loss_acc: Some(&acc.loss) };
+        let opts = loss::HeadLoss { reduction: loss::MaskedReduction::MeanKnown, weight: h.weight };
+        match h.kind {
+            HeadKind::Classes => {
+                let targets = y.reshape(&[rows])?;
+                d.extend(loss::softmax_xent_masked_dispatches(gpu, logits, &targets, &opts, &out)?);
+                d.push(metrics::argmax_known_dispatch(gpu, logits, &targets, &acc.counts)?);
+            }
+            HeadKind::Labels => {
+                // the head's weight scales every label's loss: w·L is BCE with label weights w
+                let label_weight =
+                    if h.weight == 1.0 { None } else { Some(Tensor::from_slice(gpu, &[h.outputs], &vec![h.weight; h.outputs])?) };
+                let pos_weight = h.pos_weight.as_ref().map(|p| Tensor::from_slice(gpu, &[h.outputs], p)).transpose()?;
+                let opts = loss::BceOptions { pos_weight, label_weight, reduction: h.bce_reduction.unwrap_or(p.bce.reduction) };
+                d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
+                d.push(reduce::sum_dispatch(gpu, &loss_rows, &acc.loss, true)?);
+                d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &acc.counts)?);
+            }
+            HeadKind::Regression(kind) => {
+                d.extend(loss::regression_loss_dispatches(gpu, logits, &y, kind, &opts, &out)?);
+                let sums = acc.sums.as_ref().ok_or_else(|| Error::invalid("missing regression sums"))?;
+                d.push(metrics::regression_sums_dispatch(gpu, logits, &y, sums, &acc.counts)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Forward-only work for a batch of `rows`: read the inputs (a dense first layer reads them in
 /// place, else they are gathered first), run layers `first..upto`. Used to cache trunk features
 /// and to predict.
@@ -654,6 +758,9 @@ pub(crate) struct PlanInputs<'a> {
     pub first: usize,
     pub source_x: &'a Rows,
     pub source_y: &'a Rows,
+    /// A network of named heads: each head's targets by name (the data's
+    /// [`DeviceData::heads`]); `source_y` is then unused.
+    pub source_heads: &'a [(String, Rows)],
     pub indices: &'a Tensor,
     pub scratch: &'a Scratch,
     pub grads: Option<&'a Grads>,
@@ -698,28 +805,44 @@ impl Plan {
         // targets, where the data set is one buffer; the rest is gathered into the batch buffers
         // first (inputs and targets in one launch where the sources allow).
         let input = if raw.is_some() { Input::Batch(&x) } else { Input::choose(net, p.first, p.source_x, p.indices, &x) };
-        let fused = loss::fused_head_runs(gpu, net.head_kind == HeadKind::Labels, rows, net.output_dim());
+        let multi = net.is_multi_head();
+        let fused = !multi && loss::fused_head_runs(gpu, net.head_kind == HeadKind::Labels, rows, net.output_dim());
         let targets_in_place = match (&p.source_y.chunks[..], fused) {
             ([(_, t)], true) => Some(t),
             _ => None,
         };
-        match (input, targets_in_place) {
-            (Input::Batch(_), None) => {
-                let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
-                    ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, gathered_x, sy, &y, p.indices)?,
-                    _ => None,
-                };
-                match pair {
-                    Some(g) => d.push(g),
-                    None => {
-                        d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?);
-                        d.extend(p.source_y.gathers(gpu, p.indices, &y)?);
+        if multi {
+            // every head's targets gathered into its own batch buffer
+            if let Input::Batch(_) = input {
+                d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?);
+            }
+            for (h, y) in net.heads().iter().zip(&s.head_y) {
+                let (_, src) = p
+                    .source_heads
+                    .iter()
+                    .find(|(n, _)| *n == h.name)
+                    .ok_or_else(|| Error::invalid(format!("the data has no targets for head {:?}", h.name)))?;
+                d.extend(src.gathers(gpu, p.indices, &rows_view(y, rows)?)?);
+            }
+        } else {
+            match (input, targets_in_place) {
+                (Input::Batch(_), None) => {
+                    let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
+                        ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, gathered_x, sy, &y, p.indices)?,
+                        _ => None,
+                    };
+                    match pair {
+                        Some(g) => d.push(g),
+                        None => {
+                            d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?);
+                            d.extend(p.source_y.gathers(gpu, p.indices, &y)?);
+                        }
                     }
                 }
+                (Input::Batch(_), Some(_)) => d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?),
+                (Input::Gathered { .. }, None) => d.extend(p.source_y.gathers(gpu, p.indices, &y)?),
+                (Input::Gathered { .. }, Some(_)) => {}
             }
-            (Input::Batch(_), Some(_)) => d.extend(p.source_x.gathers(gpu, p.indices, gathered_x)?),
-            (Input::Gathered { .. }, None) => d.extend(p.source_y.gathers(gpu, p.indices, &y)?),
-            (Input::Gathered { .. }, Some(_)) => {}
         }
         if let (Some((aug, chw)), Some(raw)) = (&p.augment, &raw) {
             d.push(augment::augment_dispatch(gpu, aug, p.seed, *chw, raw, &x)?);
@@ -751,35 +874,40 @@ impl Plan {
             _ => None,
         };
         let head_out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &p.acc.loss, counts: &p.acc.counts, db: fused_db.as_ref() };
-        match net.head_kind {
-            HeadKind::Classes => {
-                let targets = y.reshape(&[rows])?;
-                if let Some(all) = targets_in_place {
-                    let all = all.reshape(&[all.len()])?;
-                    d.push(loss::head_softmax_gathered_dispatch(gpu, logits, &all, p.indices, &loss_rows, &head_out)?);
-                } else if fused {
-                    d.push(loss::head_softmax_dispatch(gpu, logits, &targets, &loss_rows, &head_out)?);
-                } else {
-                    d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
-                    d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
-                    d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
+        if multi {
+            head_losses(gpu, p, rows, &a, &mut d)?;
+        } else {
+            match net.head_kind {
+                HeadKind::Classes => {
+                    let targets = y.reshape(&[rows])?;
+                    if let Some(all) = targets_in_place {
+                        let all = all.reshape(&[all.len()])?;
+                        d.push(loss::head_softmax_gathered_dispatch(gpu, logits, &all, p.indices, &loss_rows, &head_out)?);
+                    } else if fused {
+                        d.push(loss::head_softmax_dispatch(gpu, logits, &targets, &loss_rows, &head_out)?);
+                    } else {
+                        d.push(loss::softmax_xent_dispatch(gpu, logits, &targets, &loss_rows, &dlogits)?);
+                        d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                        d.push(metrics::argmax_correct_dispatch(gpu, logits, &targets, &p.acc.counts)?);
+                    }
                 }
-            }
-            HeadKind::Labels => {
-                let opts = loss::BceOptions {
-                    pos_weight: p.bce_tensors.0.clone(),
-                    label_weight: p.bce_tensors.1.clone(),
-                    reduction: p.bce.reduction,
-                };
-                if let Some(all) = targets_in_place {
-                    d.push(loss::head_bce_gathered_dispatch(gpu, logits, all, p.indices, &opts, p.threshold, &head_out)?);
-                } else if fused {
-                    d.push(loss::head_bce_dispatch(gpu, logits, &y, &opts, p.threshold, &head_out)?);
-                } else {
-                    d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
-                    d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
-                    d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
+                HeadKind::Labels => {
+                    let opts = loss::BceOptions {
+                        pos_weight: p.bce_tensors.0.clone(),
+                        label_weight: p.bce_tensors.1.clone(),
+                        reduction: p.bce.reduction,
+                    };
+                    if let Some(all) = targets_in_place {
+                        d.push(loss::head_bce_gathered_dispatch(gpu, logits, all, p.indices, &opts, p.threshold, &head_out)?);
+                    } else if fused {
+                        d.push(loss::head_bce_dispatch(gpu, logits, &y, &opts, p.threshold, &head_out)?);
+                    } else {
+                        d.extend(loss::bce_logits_dispatches(gpu, logits, &y, &opts, &loss_rows, &dlogits)?);
+                        d.push(reduce::sum_dispatch(gpu, &loss_rows, &p.acc.loss, true)?);
+                        d.push(metrics::label_confusion_dispatch(gpu, logits, &y, p.threshold, &p.acc.counts)?);
+                    }
                 }
+                HeadKind::Regression(_) => return Err(Error::invalid("a regression head needs a network of named heads")),
             }
         }
         // backward
@@ -788,9 +916,14 @@ impl Plan {
             let sources = net.sources();
             // `reaches[i]`: layer i trains, or a layer it reads from (however far down) does: its
             // output needs a gradient. The batch input (value `first`) never does.
+            // a head of weight 0 passes back nothing: no backward work for its layers at all
+            let mut silent = vec![false; l];
+            for h in net.heads().iter().filter(|h| h.weight == 0.0) {
+                silent[h.layers.clone()].iter_mut().for_each(|v| *v = true);
+            }
             let mut reaches = vec![false; l];
             for i in p.first..l {
-                reaches[i] = grads.has(i) || sources[i].iter().any(|&v| v > p.first && reaches[v - 1]);
+                reaches[i] = !silent[i] && (grads.has(i) || sources[i].iter().any(|&v| v > p.first && reaches[v - 1]));
             }
             let needs = |v: usize| v > p.first && reaches[v - 1];
             let value = |v: usize| if v == p.first { &x } else { &a[v - 1] };
@@ -1021,6 +1154,9 @@ impl Plan {
         else {
             return Ok(None);
         };
+        if net.is_multi_head() {
+            return Ok(None);
+        }
         if p.first != top || lowest != top || layers[top].activation() != Activation::Identity {
             return Ok(None);
         }

@@ -1,7 +1,8 @@
 //! What a pass over data measured: loss and quality ([`Metrics`]), per epoch ([`EpochReport`])
 //! and per run ([`FitReport`]).
 
-use crate::kernels::metrics::LabelMetrics;
+use crate::kernels::metrics::{LabelMetrics, RegressionMetrics};
+use crate::nn::HeadKind;
 
 /// Loss and quality of a pass over a data set.
 #[derive(Debug, Clone, Default)]
@@ -13,12 +14,49 @@ pub struct Metrics {
     /// Label heads: per-label precision, recall, F1 and their means (undefined scores are
     /// `None` and left out of the means; see [`LabelMetrics`]).
     pub labels: Option<LabelMetrics>,
+    /// A network of named heads: each head's loss and quality, in the network's order (`loss`
+    /// above is then `Σ_t w_t·L_t`, and `accuracy` and `labels` are `None`); empty otherwise.
+    pub heads: Vec<HeadMetrics>,
+}
+
+/// One named head's share of a pass: its weighted loss and its quality.
+#[derive(Debug, Clone)]
+pub struct HeadMetrics {
+    pub name: String,
+    pub kind: HeadKind,
+    /// Its weight `w` in the network's loss.
+    pub weight: f32,
+    /// Mean of the batches' `w·L` (0 for a head of weight 0).
+    pub weighted_loss: f64,
+    /// Classes: top-1 accuracy over the examples that have a class (`None` if none has).
+    pub accuracy: Option<f64>,
+    /// Labels: per-label precision, recall, F1 (n/a for a label without known values).
+    pub labels: Option<LabelMetrics>,
+    /// Regression: per-column MAE and RMSE (n/a for a column without known values).
+    pub regression: Option<RegressionMetrics>,
+}
+
+impl HeadMetrics {
+    /// Accuracy, mean F1 or mean MAE (lower is better for the last), `None` where undefined.
+    pub fn score(&self) -> Option<f64> {
+        match (&self.labels, &self.regression) {
+            (Some(l), _) => l.mean_f1,
+            (_, Some(r)) => r.mean_mae,
+            _ => self.accuracy,
+        }
+    }
 }
 
 impl Metrics {
+    /// The metrics of the head named `name` (a network of named heads).
+    pub fn head(&self, name: &str) -> Option<&HeadMetrics> {
+        self.heads.iter().find(|h| h.name == name)
+    }
+
     /// Accuracy for class heads, mean F1 for label heads; `None` when there is neither, or when
     /// no label has an F1 (no label had a known positive or a positive prediction), so that a
-    /// score nobody could compute is not shown as 0. Show it with
+    /// score nobody could compute is not shown as 0. `None` for a network of named heads, whose
+    /// scores differ in kind: see each head's ([`Metrics::heads`], [`HeadMetrics::score`]). Show it with
     /// [`OrNa`](crate::kernels::metrics::OrNa).
     pub fn score(&self) -> Option<f64> {
         match &self.labels {

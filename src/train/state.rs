@@ -284,6 +284,64 @@ impl TrainingState {
         })
     }
 
+    /// This state for `after`, a network whose heads were edited ([`Network::add_head`],
+    /// [`Network::remove_head`], [`Network::swap_named_head`]) from one whose layers were named
+    /// `before` ([`Network::module_names`]), so that [`Trainer::resume`](super::Trainer::resume)
+    /// continues the run: every kept layer keeps its learning-rate multiplier and optimizer
+    /// buffers (found by module path), the layers of a removed head take theirs away, and the
+    /// layers `report` created train at the base rate from fresh (zero) buffers of `opt`'s kind.
+    pub fn after_head_edit(
+        &self,
+        before: &[String],
+        report: &crate::nn::HeadSwapReport,
+        after: &Network,
+        opt: &Optimizer,
+    ) -> Result<TrainingState> {
+        if before.len() != self.lr_mults.len() {
+            return Err(Error::invalid(format!(
+                "the saved run trained a network of {} layers, but {} names were given for it",
+                self.lr_mults.len(),
+                before.len()
+            )));
+        }
+        let layers = after.layers();
+        let names = after.module_names();
+        let slots = state_slots(opt);
+        let mut lr_mults = Vec::new();
+        let mut optimizer_state = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let params: Vec<(String, usize)> = match layers[i].weight_shape() {
+                Some(shape) => vec![(format!("{name}.weight"), shape.iter().product()), (format!("{name}.bias"), layers[i].bias_len())],
+                None => Vec::new(),
+            };
+            let created = report.created_modules.contains(name);
+            let mult = match before.iter().position(|b| b == name) {
+                _ if created => layers[i].has_params().then_some(1.0),
+                Some(j) => self.lr_mults[j],
+                None => return Err(Error::invalid(format!("layer {i} ({name}) is neither in the saved run nor created by the edit"))),
+            };
+            lr_mults.push(mult);
+            if mult.is_none() {
+                continue;
+            }
+            for (param, len) in params {
+                for slot in slots {
+                    let key = format!("{param}.{slot}");
+                    let values = match self.optimizer_state.iter().find(|(n, _)| *n == key) {
+                        Some((_, v)) if !created => v.clone(),
+                        _ => vec![0.0; len],
+                    };
+                    optimizer_state.push((key, values));
+                }
+            }
+        }
+        let lowest_trainable = lr_mults
+            .iter()
+            .position(Option::is_some)
+            .ok_or_else(|| Error::invalid("nothing to train after the edit: every layer is frozen"))?;
+        Ok(TrainingState { lowest_trainable, lr_mults, optimizer_state, ..self.clone() })
+    }
+
     /// The optimizer state named per parameter. A state read from a file written before
     /// parameter groups holds the buffers of the head arena and then of the trunk arena's
     /// trainable suffix (`state.<i>`, each slot of a range in turn); they are cut per parameter

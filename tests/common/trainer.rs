@@ -6,7 +6,7 @@ use headswap::Rng;
 use headswap::data::{Dataset, Targets};
 use headswap::nn::LayerSpec;
 use headswap::reference::layers::dropout_mask;
-use headswap::reference::network::{RefLayer, RefLoss, loss_and_grads_graph};
+use headswap::reference::network::{RefGrads, RefLayer, RefLoss, loss_and_grads_graph};
 use headswap::reference::optim::{Adam, Sgd, adam_step, sgd_step};
 
 #[derive(Clone, Copy, Debug)]
@@ -47,11 +47,36 @@ pub fn reference_train_augmented(
     seed: u64,
     augment: Option<(headswap::train::Augment, [usize; 3])>,
 ) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let Targets::Classes { y, .. } = &data.targets else { panic!("the reference trainer takes class data") };
+    let grads = |layers: &[RefLayer], xb: &[f64], chunk: &[u32]| {
+        let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
+        loss_and_grads_graph(layers, sources, xb, chunk.len(), &RefLoss::Softmax(yb)).1
+    };
+    reference_train_with(specs, values, data, &grads, opt, mults, batch, epochs, seed, augment)
+}
+
+/// The gradients of a batch: `(layers, the batch's inputs, its rows of the data set)`.
+pub type BatchGrads<'a> = dyn Fn(&[RefLayer], &[f64], &[u32]) -> RefGrads + 'a;
+
+/// [`reference_train_augmented`] with the gradients of a batch from `grads(layers, x, rows of
+/// the batch)` (any loss: several heads, masks).
+#[allow(clippy::too_many_arguments)]
+pub fn reference_train_with(
+    specs: &[LayerSpec],
+    values: &[(Vec<f32>, Vec<f32>)],
+    data: &Dataset,
+    grads_of: &BatchGrads<'_>,
+    opt: RefOpt,
+    mults: &[Option<f64>],
+    batch: usize,
+    epochs: usize,
+    seed: u64,
+    augment: Option<(headswap::train::Augment, [usize; 3])>,
+) -> Vec<(Vec<f64>, Vec<f64>)> {
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let mut layers: Vec<RefLayer> = specs.iter().zip(values).map(|(sp, (w, b))| RefLayer::new(*sp, f64s(w), f64s(b))).collect();
     let mut state: Vec<[Vec<f64>; 4]> =
         layers.iter().map(|l| [vec![0.0; l.w.len()], vec![0.0; l.w.len()], vec![0.0; l.b.len()], vec![0.0; l.b.len()]]).collect();
-    let Targets::Classes { y, .. } = &data.targets else { panic!("the reference trainer takes class data") };
     let d = data.d;
     let mut rng = Rng::new(seed);
     let mut t = 0;
@@ -63,14 +88,13 @@ pub fn reference_train_augmented(
             if let Some((a, [ch, h, w])) = &augment {
                 xb = headswap::reference::augment::augment(a, seed, t + 1, (c * batch) as u32, *ch, *h, *w, &xb);
             }
-            let yb: Vec<u32> = chunk.iter().map(|&i| y[i as usize]).collect();
             // dropout: this step's masks made explicit (step t + 1, the batch at c·batch of the order)
             for l in layers.iter_mut() {
                 if let LayerSpec::Dropout(dr) = l.spec {
                     l.w = dropout_mask(seed, t + 1, (c * batch) as u32, m, dr.features, dr.p as f64);
                 }
             }
-            let (_, grads) = loss_and_grads_graph(&layers, sources, &xb, m, &RefLoss::Softmax(yb));
+            let grads = grads_of(&layers, &xb, chunk);
             t += 1;
             for (li, (gw, gb)) in grads.iter().enumerate() {
                 let Some(mult) = mults[li] else { continue };

@@ -202,6 +202,7 @@ pub fn describe_loaded(spec: &str, data: &Dataset, skipped: &[data::Skipped]) ->
     let what = match data.targets {
         Targets::Classes { num_classes, .. } => format!("{num_classes} classes"),
         Targets::Labels { k, .. } => format!("{k} labels, present in"),
+        ref t => format!("{} targets", t.kind_name()),
     };
     let mut line = format!("data {spec}: {} examples, {what}: {}", data.n, parts.join(", "));
     if !skipped.is_empty() {
@@ -307,6 +308,7 @@ pub fn align_to_model(mut data: Dataset, names: &[String], outputs: usize) -> Cl
             let old = std::mem::take(y);
             *y = old.chunks_exact(*k).flat_map(|row| from.iter().map(|&j| row[j]).collect::<Vec<_>>()).collect();
         }
+        t => return Err(failed(format!("--data has {} targets, which cannot be matched to the model's names", t.kind_name()))),
     }
     eprintln!("matched the data's {what} to the model's by name");
     data.label_names = names.to_vec();

@@ -225,6 +225,7 @@ pub fn fit(
                         }
                     }
                 }
+                Targets::Regression { .. } | Targets::Heads(_) => unreachable!("the CPU baseline trains classes or labels"),
             }
             loss_sum += loss / rows as f64;
             batches += 1;

@@ -119,10 +119,12 @@ fn predict_images(a: &PredictArgs, src: &ModelSource, ckpt: &Checkpoint) -> CliR
                     v["probability"] = row[best].into();
                 }
                 HeadKind::Labels => v["labels"] = present.into(),
+                HeadKind::Regression(_) => {}
             }
             out.push(v);
         } else {
             let shown: Vec<String> = match net.head_kind() {
+                HeadKind::Regression(_) => (0..k).map(|j| format!("{} {:.3}", name(j), row[j])).collect(),
                 HeadKind::Classes => vec![format!("{} ({:.3})", name(best), row[best])],
                 HeadKind::Labels => {
                     (0..k).map(|j| format!("{}{} {:.3}", name(j), if row[j] >= a.threshold { "✓" } else { "" }, row[j])).collect()
