@@ -65,6 +65,46 @@ fn the_table_has_every_workload_asked_for() {
     assert!(!table.contains("K1  f32 matmul"), "K1 was not asked for:\n{table}");
 }
 
+/// C2 (ResNet-18) at the smoke size: its three rows, each with a positive rate, the bytes of the
+/// network (its parameters and running statistics: ResNet-18's 11.2 M parameters at any image
+/// size) and of the run, a fine-tune profile, in the JSON and the table; and not run by default.
+#[test]
+fn c2_runs_resnet18_features_and_a_finetune_step() {
+    let v = report(&bench(&["--only", "c2", "--json"], &[]));
+    let models = v["models"].as_array().unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["C2-features-40", "C2-features-32", "C2-finetune-32"], "{v}");
+    assert!(v["training"].as_array().unwrap().is_empty());
+    // torchvision's resnet18 with a 10-class fc: 11,181,642 parameters; 9,600 BN channels ×2
+    let resnet18_bytes = 4 * (11_181_642 + 2 * 4_800);
+    for m in models {
+        assert_eq!(m["batch"], 2, "{m}");
+        assert!(m["images_per_sec"].as_f64().unwrap() > 0.0, "{m}");
+        assert_eq!(m["network_bytes"], resnet18_bytes, "{m}");
+        let run = m["run_bytes"].as_u64().unwrap();
+        // at least the run's images on the device
+        assert!(run >= 4 * 4 * 3 * 32 * 32, "{m}");
+        assert_eq!(m["device_bytes"].as_u64().unwrap(), resnet18_bytes + run);
+    }
+    let ft = &models[2];
+    assert!(ft["final_loss"].as_f64().unwrap().is_finite(), "{ft}");
+    let p = &ft["profile"];
+    let kernels: Vec<&str> = p["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+    // a training step: the convolutions' products, BatchNorm in training mode, the SGD update
+    for k in ["bn_train_stats", "bn_param_grads_train", "sgd_momentum"] {
+        assert!(kernels.contains(&k), "no {k} in {kernels:?}");
+    }
+    assert!(kernels.iter().any(|k| k.starts_with("matmul_")), "{kernels:?}");
+    assert!(models[0]["profile"].is_null());
+
+    let out = bench(&["--only", "c2"], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for id in ["C2-features-40", "C2-features-32", "C2-finetune-32"] {
+        assert!(table.lines().any(|l| l.starts_with(id)), "no {id} row in:\n{table}");
+    }
+}
+
 #[test]
 fn an_unknown_workload_is_a_usage_error() {
     let out = bench(&["--only", "t1,t4"], &[]);

@@ -514,7 +514,7 @@ pub struct BenchArgs {
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,
-    /// Run only these workloads: k1, t1, t2, t3, c1, comma-separated [default: all]
+    /// Run only these workloads: k1, t1, t2, t3, c1, c2 (ResNet-18, minutes; never run by default), comma-separated [default: k1,t1,t2,t3,c1]
     #[arg(long, value_name = "LIST")]
     pub only: Option<String>,
     /// Seeds the data, the networks and the shuffles

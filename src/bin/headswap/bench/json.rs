@@ -2,7 +2,7 @@
 //! each in its own process (see the module docs of `bench`) and merges their JSON reports.
 
 use super::Scale;
-use super::table::{BenchReport, Check, CpuTrainResult, DispatchTime, KernelTime, MatmulResult, Profile, Timed, TrainResult};
+use super::table::{BenchReport, Check, CpuTrainResult, DispatchTime, KernelTime, MatmulResult, ModelResult, Profile, Timed, TrainResult};
 use serde_json::{Value, json};
 
 fn timed_json(t: &Option<Timed>) -> Value {
@@ -66,6 +66,19 @@ impl BenchReport {
                 })
             })
             .collect();
+        let models: Vec<Value> = self
+            .models
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id, "name": m.name, "image": m.image, "batch": m.batch, "n": m.n, "runs": m.runs,
+                    "images_per_sec": m.images_per_sec, "run_images_per_sec": m.run_images_per_sec,
+                    "network_bytes": m.network_bytes, "run_bytes": m.run_bytes, "device_bytes": m.device_bytes(),
+                    "dispatches_per_step": m.dispatches_per_step, "final_loss": m.final_loss,
+                    "profile": m.profile.as_ref().map(profile_json),
+                })
+            })
+            .collect();
         let v = json!({
             "date": self.date,
             "adapter": { "name": self.adapter, "backend": self.backend, "device_type": self.device_type, "driver": self.driver, "driver_info": self.driver_info, "timestamp_queries": self.timestamp_queries },
@@ -75,6 +88,7 @@ impl BenchReport {
             "notes": self.notes,
             "k1": matmul,
             "training": training,
+            "models": models,
             "t2_cached_over_uncached": self.t2_cache_speedup().map(|(a, b)| json!({ "median_epochs": a, "end_to_end": b })),
             "seconds": self.seconds,
         });
@@ -111,6 +125,11 @@ impl BenchReport {
                 .collect::<Result<_, _>>()?,
             matmul: r.list("k1")?.iter().map(matmul_from).collect::<Result<_, _>>()?,
             training: r.list("training")?.iter().map(training_from).collect::<Result<_, _>>()?,
+            // reports written before C2 have no "models"
+            models: match r.opt("models") {
+                Some(_) => r.list("models")?.iter().map(model_from).collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
             seconds: r.f64("seconds")?,
         })
     }
@@ -243,6 +262,26 @@ fn training_from(r: &Reader) -> Result<TrainResult, String> {
     })
 }
 
+fn model_from(r: &Reader) -> Result<ModelResult, String> {
+    let r = *r;
+    let opt_f64 = |key: &str| r.opt(key).map(|v| v.0.as_f64().ok_or_else(|| format!("{key:?} is not a number"))).transpose();
+    Ok(ModelResult {
+        id: r.str("id")?,
+        name: r.str("name")?,
+        image: r.usize("image")?,
+        batch: r.usize("batch")?,
+        n: r.usize("n")?,
+        runs: r.usize("runs")?,
+        images_per_sec: r.f64("images_per_sec")?,
+        run_images_per_sec: r.f64s("run_images_per_sec")?,
+        network_bytes: r.u64("network_bytes")?,
+        run_bytes: r.u64("run_bytes")?,
+        dispatches_per_step: opt_f64("dispatches_per_step")?,
+        final_loss: opt_f64("final_loss")?,
+        profile: r.opt("profile").map(profile_from).transpose()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +369,38 @@ mod tests {
                 },
             ],
             training: vec![train("T1-sgd", true), train("C1-head", false)],
+            models: vec![
+                ModelResult {
+                    id: "C2-features-224".into(),
+                    name: "features".into(),
+                    image: 224,
+                    batch: 32,
+                    n: 64,
+                    runs: 2,
+                    images_per_sec: 3.5,
+                    run_images_per_sec: vec![3.25, 3.75],
+                    network_bytes: 46_787_584,
+                    run_bytes: 1 << 33,
+                    dispatches_per_step: None,
+                    final_loss: None,
+                    profile: None,
+                },
+                ModelResult {
+                    id: "C2-finetune-64".into(),
+                    name: "fine-tune".into(),
+                    image: 64,
+                    batch: 32,
+                    n: 96,
+                    runs: 4,
+                    images_per_sec: 20.5,
+                    run_images_per_sec: vec![10.0, 20.5, 21.0, 19.75],
+                    network_bytes: 7,
+                    run_bytes: 9,
+                    dispatches_per_step: Some(321.0),
+                    final_loss: Some(2.25),
+                    profile: Some(profile.clone()),
+                },
+            ],
             seconds: 12.25,
         }
     }
@@ -347,6 +418,18 @@ mod tests {
         assert!(back.matmul[1].check.worst.is_infinite() && !back.matmul[1].check.passed);
         assert!(back.any_check_failed());
         assert_eq!(back.to_json(), r.to_json());
+    }
+
+    #[test]
+    fn a_report_from_before_c2_reads_with_no_model_rows() {
+        let mut v: Value = serde_json::from_str(&report().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("models");
+        let back = BenchReport::from_json(&v.to_string()).unwrap();
+        assert!(back.models.is_empty());
+        assert_eq!(back.training.len(), 2);
+        // but a damaged model row is an error that names the field
+        let text = report().to_json().replace("\"images_per_sec\"", "\"images\"");
+        assert!(BenchReport::from_json(&text).unwrap_err().contains("images_per_sec"));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   head-only fine-tune with and without cached trunk features, a full fine-tune — beside the
 //!   same training on the CPU (`cpu_baseline`), each with a step profile.
 //! * **C1** (`training`): the demo's CNN, pretraining and both fine-tunes (no CPU baseline).
+//! * **C2** (`c2`, issue 13): torchvision's ResNet-18, the frozen trunk's features at 224×224 and
+//!   64×64 and a whole fine-tuning step at 64×64, batch 32, images/s and bytes on the device; its
+//!   PyTorch side is `scripts/c2_pytorch.py`, run beside it. Not in the default set (minutes on
+//!   lavapipe): `--only c2`.
 //!
 //! [`run`] returns a [`BenchReport`]: a table through `Display` (`table`), JSON through
 //! `to_json` and back through `from_json` (`json`). With `HEADSWAP_BENCH_SMOKE=1` everything runs
@@ -20,6 +24,7 @@
 //! a workload every GPU side (its runs, then its step profiles) is timed before any CPU baseline
 //! runs, and each GPU run is preceded by a warm-up run of its own that compiles its pipelines.
 
+mod c2;
 mod cpu_baseline;
 mod json;
 pub mod kernel_cmd;
@@ -41,7 +46,8 @@ pub struct BenchOptions {
     /// Scale the training workloads' data down (T1: 6,000 samples instead of 60,000) and time
     /// fewer repetitions. The report says so.
     pub quick: bool,
-    /// Run only these workloads: `k1`, `t1`, `t2`, `t3`, `c1`, comma-separated. `None`: all.
+    /// Run only these workloads: `k1`, `t1`, `t2`, `t3`, `c1`, `c2`, comma-separated. `None`:
+    /// [`DEFAULT_WORKLOADS`].
     pub only: Option<String>,
     /// Seeds the data, the networks and the shuffles.
     pub seed: u64,
@@ -80,7 +86,11 @@ impl Scale {
 }
 
 /// The workloads [`BenchOptions::only`] can name, in the order they run.
-pub const WORKLOADS: [&str; 5] = ["k1", "t1", "t2", "t3", "c1"];
+pub const WORKLOADS: [&str; 6] = ["k1", "t1", "t2", "t3", "c1", "c2"];
+
+/// What runs without `--only`: every workload but C2, whose ResNet-18 at 224×224 takes minutes
+/// on lavapipe by itself.
+pub const DEFAULT_WORKLOADS: [&str; 5] = ["k1", "t1", "t2", "t3", "c1"];
 
 /// Runs the workloads `opts` asks for at [`Scale::of`]`(opts)`: one in this process, several
 /// each in a process of its own (unless `HEADSWAP_BENCH_ISOLATE=0`).
@@ -97,7 +107,7 @@ pub fn run(opts: &BenchOptions) -> CliResult<BenchReport> {
 }
 
 fn selected(only: Option<&str>) -> CliResult<Vec<&'static str>> {
-    let Some(only) = only else { return Ok(WORKLOADS.to_vec()) };
+    let Some(only) = only else { return Ok(DEFAULT_WORKLOADS.to_vec()) };
     let mut out = Vec::new();
     for part in only.split(',').map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()) {
         match WORKLOADS.iter().find(|w| **w == part) {
@@ -126,6 +136,7 @@ fn notes(scale: Scale, isolated: bool) -> Vec<String> {
         "K1 check: every product (GPU and CPU) against the float64 reference before timing, tolerance 1e-5·√k + 1e-4·|ref|; products with m·n·k > 2^30 are checked on 16 sampled rows and 16 sampled columns. A failed check prints no number.".to_string(),
         "T: seeded uniform random inputs in [0, 1) and random targets (the work per step does not depend on the values); batch 128, a new shuffle every epoch, the last partial batch trained. samples/s = median over the epochs after the first (warm-up); end-to-end = samples × epochs / the whole fit (upload, plans, feature caching included; pipelines are compiled beforehand by a one-epoch warm-up run on 192 samples). T2: the cached and uncached runs alternate (3 rounds at full scale), samples/s the median over every round's timed epochs, end to end the median over the rounds. CPU baseline: the same model, loss and optimizer in plain Rust, matrix products through gemm on all cores, elementwise work on one core.".to_string(),
         "Step profile: the same step as Trainer builds it; step = one compute pass, one submission, wait (median); Σ kernels = each dispatch timed alone (see the method), medians summed.".to_string(),
+        "C2: torchvision's ResNet-18, random weights with non-default BatchNorm statistics, seeded images in [-2, 2), batch 32. Features: a head-only fine-tune with cached features, images over the run's time outside its epochs (upload, plans, folds, the frozen trunk's forward passes; pipelines compiled by a warm-up run), median over the runs. Fine-tune: every layer trainable, BatchNorm in training mode, SGD momentum 0.9, median over the epochs after the first. Bytes: the network's parameters and running statistics plus what the run allocated (FitReport::bytes_allocated).".to_string(),
     ];
     match scale {
         Scale::Full => {}
@@ -156,6 +167,7 @@ fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> headswap::Re
         notes: notes(scale, false),
         matmul: Vec::new(),
         training: Vec::new(),
+        models: Vec::new(),
         seconds: 0.0,
     };
     for &w in wanted {
@@ -164,7 +176,8 @@ fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> headswap::Re
             "t1" => report.training.extend(training::bench_t1(gpu, scale, seed)?),
             "t2" => report.training.extend(training::bench_t2(gpu, scale, seed)?),
             "t3" => report.training.extend(training::bench_t3(gpu, scale, seed)?),
-            _ => report.training.extend(training::bench_c1(gpu, scale, seed)?),
+            "c1" => report.training.extend(training::bench_c1(gpu, scale, seed)?),
+            _ => report.models.extend(c2::bench_c2(gpu, scale, seed)?),
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -204,6 +217,7 @@ fn run_isolated(opts: &BenchOptions, wanted: &[&str], scale: Scale) -> CliResult
             Some(m) => {
                 m.matmul.extend(part.matmul);
                 m.training.extend(part.training);
+                m.models.extend(part.models);
             }
         }
     }
@@ -250,7 +264,8 @@ mod tests {
 
     #[test]
     fn only_names_workloads() {
-        assert_eq!(selected(None).ok().unwrap(), WORKLOADS.to_vec());
+        assert_eq!(selected(None).ok().unwrap(), DEFAULT_WORKLOADS.to_vec());
+        assert_eq!(selected(Some("c2,k1")).ok().unwrap(), vec!["k1", "c2"]);
         assert_eq!(selected(Some("T3, k1")).ok().unwrap(), vec!["k1", "t3"]);
         assert_eq!(selected(Some("t1,t1")).ok().unwrap(), vec!["t1"]);
         assert!(selected(Some("t4")).is_err());

@@ -164,6 +164,40 @@ impl TrainResult {
     }
 }
 
+/// One row of a whole-model workload (C2): images/s of a model's forward passes or training
+/// steps, and what it holds on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelResult {
+    /// `C2-features-224`, `C2-features-64`, `C2-finetune-64` (the side is the image's).
+    pub id: String,
+    pub name: String,
+    /// Image side (square, 3 channels).
+    pub image: usize,
+    pub batch: usize,
+    /// Images per run (feature rows) or per epoch (fine-tune).
+    pub n: usize,
+    /// Feature runs, or fine-tune epochs (the first a warm-up, not in the median).
+    pub runs: usize,
+    /// Median over the runs (features) or over the epochs after the first (fine-tune).
+    pub images_per_sec: f64,
+    /// Every run's (every epoch's) rate.
+    pub run_images_per_sec: Vec<f64>,
+    /// The network's parameters and BatchNorm running statistics, 4 bytes each.
+    pub network_bytes: u64,
+    /// What the run allocated for itself (`FitReport::bytes_allocated`).
+    pub run_bytes: u64,
+    pub dispatches_per_step: Option<f64>,
+    pub final_loss: Option<f64>,
+    pub profile: Option<Profile>,
+}
+
+impl ModelResult {
+    /// Network and run together.
+    pub fn device_bytes(&self) -> u64 {
+        self.network_bytes + self.run_bytes
+    }
+}
+
 /// Everything one `headswap bench` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
@@ -183,6 +217,8 @@ pub struct BenchReport {
     pub notes: Vec<String>,
     pub matmul: Vec<MatmulResult>,
     pub training: Vec<TrainResult>,
+    /// C2's whole-model rows.
+    pub models: Vec<ModelResult>,
     /// Seconds the whole run took.
     pub seconds: f64,
 }
@@ -191,6 +227,11 @@ impl BenchReport {
     /// Training results by id.
     pub fn training_result(&self, id: &str) -> Option<&TrainResult> {
         self.training.iter().find(|t| t.id == id)
+    }
+
+    /// A whole-model row by id.
+    pub fn model_result(&self, id: &str) -> Option<&ModelResult> {
+        self.models.iter().find(|t| t.id == id)
     }
 
     /// T2 with cached features over T2 without: (median epochs, end to end).
@@ -323,15 +364,73 @@ impl fmt::Display for BenchReport {
                 }
             }
         }
+        if !self.models.is_empty() {
+            self.fmt_models(f)?;
+        }
         writeln!(f)?;
         self.fmt_targets(f)?;
         write!(f, "total {:.1} s", self.seconds)
     }
 }
 
+/// Burn 0.22 (wgpu, lavapipe) and PyTorch (CPU, 2 threads) on ResNet-18, images/s, as issue 13
+/// gives them: (row id, Burn, PyTorch).
+pub const C2_ISSUE_FIGURES: [(&str, f64, f64); 3] =
+    [("C2-features-224", 0.97, 46.0), ("C2-features-64", 14.0, 633.0), ("C2-finetune-64", 5.0, 177.0)];
+
 impl BenchReport {
+    fn fmt_models(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f)?;
+        writeln!(f, "C2  ResNet-18 (images/s: median over runs, fine-tune over epochs after the first; bytes on the device)")?;
+        writeln!(
+            f,
+            "{:<16} {:>5} {:>5} {:>5} {:>4} {:>9} {:>22} {:>11} {:>11} {:>11} {:>7}",
+            "id", "image", "batch", "n", "runs", "img/s", "every run", "net bytes", "run bytes", "total", "disp"
+        )?;
+        for m in &self.models {
+            let every = m.run_images_per_sec.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
+            writeln!(
+                f,
+                "{:<16} {:>5} {:>5} {:>5} {:>4} {:>9.2} {:>22} {:>11} {:>11} {:>11} {:>7}",
+                m.id,
+                m.image,
+                m.batch,
+                m.n,
+                m.runs,
+                m.images_per_sec,
+                every,
+                mib(m.network_bytes),
+                mib(m.run_bytes),
+                mib(m.device_bytes()),
+                m.dispatches_per_step.map_or_else(|| "-".to_string(), |d| format!("{d:.0}"))
+            )?;
+        }
+        for m in &self.models {
+            writeln!(f, "  {}: {}", m.id, m.name)?;
+        }
+        for m in &self.models {
+            let Some(p) = &m.profile else { continue };
+            writeln!(
+                f,
+                "{} step profile: {} dispatches, step {:.1} ms (back to back {:.1} ms), Σ kernels {:.1} ms, step/Σ {:.2}; {} reps; {}",
+                m.id, p.dispatches, p.step_ms, p.pipelined_step_ms, p.kernel_sum_ms, p.overhead_ratio, p.reps, p.timing_note
+            )?;
+            for k in p.kernels.iter().take(10) {
+                writeln!(
+                    f,
+                    "    {:<28} ×{:<3} {:>10.2} ms {:>5.1}%",
+                    k.kernel,
+                    k.calls,
+                    k.total_ms,
+                    100.0 * k.total_ms / p.kernel_sum_ms.max(1e-12)
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn fmt_targets(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "issue 6 targets{}:", if self.scale == Scale::Full { "" } else { " (NOT at the issue's sizes)" })?;
+        writeln!(f, "targets (issue 6; C2 issue 13){}:", if self.scale == Scale::Full { "" } else { " (NOT at the issue's sizes)" })?;
         let mark = |ok: bool| if ok { "met" } else { "NOT met" };
         if let Some(r) = self.matmul.iter().find(|r| r.name == "square 1024")
             && let Some(t) = r.gpu
@@ -366,6 +465,19 @@ impl BenchReport {
         }
         if let Some((e, _)) = self.t2_cache_speedup() {
             writeln!(f, "  T2 cached ≥ 10× uncached: {e:.2}× — {}", mark(e >= 10.0))?;
+        }
+        for (id, burn, torch) in C2_ISSUE_FIGURES {
+            if let Some(m) = self.model_result(id) {
+                writeln!(
+                    f,
+                    "  {id} ≥ 3× Burn ({:.2} img/s; issue 13): {:.2} img/s = {:.2}× Burn, {:.3}× the issue's PyTorch ({torch}) — {}",
+                    3.0 * burn,
+                    m.images_per_sec,
+                    m.images_per_sec / burn,
+                    m.images_per_sec / torch,
+                    mark(m.images_per_sec >= 3.0 * burn)
+                )?;
+            }
         }
         if let Some(p) = self.training_result("T1-sgd").and_then(|t| t.profile.as_ref()) {
             writeln!(f, "  T1 step within 20% of Σ kernels: step/Σ = {:.2} — {}", p.overhead_ratio, mark(p.overhead_ratio <= 1.2))?;
