@@ -1075,3 +1075,208 @@ fn augment_needs_the_trunk_run_every_step() {
     ok(&headswap(&args));
     assert!(tuned.exists());
 }
+
+// ---- several named heads ----
+
+const HEADS_D: usize = 5;
+
+/// A network of three named heads as a user builds it with the library: objects (3 labels behind
+/// a hidden layer, with positive weights), scene (4 classes, weight 0.5), distance (2 values,
+/// Huber), on a two-layer trunk.
+fn heads_network(gpu: &headswap::Gpu, seed: u64) -> headswap::nn::Network {
+    use headswap::kernels::Activation;
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::{DenseSpec, Head, Init, LayerSpec, Network, Trunk};
+    let trunk = Trunk::chain(vec![
+        LayerSpec::Dense(DenseSpec { inputs: HEADS_D, outputs: 8, activation: Activation::Tanh }),
+        LayerSpec::Dense(DenseSpec { inputs: 8, outputs: 6, activation: Activation::Relu }),
+    ]);
+    let heads = [
+        Head::labels(3).hidden(4, Activation::Tanh).named("objects").pos_weight(vec![2.0, 0.5, 1.5]),
+        Head::classes(4).named("scene").weight(0.5),
+        Head::regression(2, RegressionLoss::Huber(0.5)).named("distance").weight(2.0),
+    ];
+    Network::from_trunk_heads(gpu, HEADS_D, trunk, Init::KaimingUniform, &heads, seed).unwrap()
+}
+
+/// `n` examples with targets for each head of [`heads_network`], about one in five unknown:
+/// class −1, a NaN label, a NaN distance.
+fn heads_data(n: usize, seed: u64) -> headswap::data::Dataset {
+    use headswap::data::{Dataset, HeadTargets, Targets};
+    let mut r = headswap::Rng::new(seed);
+    let x: Vec<f32> = (0..n * HEADS_D).map(|_| r.uniform(-1.5, 1.5) as f32).collect();
+    let objects: Vec<f32> = (0..n * 3)
+        .map(|_| {
+            if r.next_f64() < 0.2 {
+                f32::NAN
+            } else if r.next_f64() < 0.5 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let scene: Vec<u32> = (0..n)
+        .map(|i| {
+            if i == 3 {
+                3
+            } else if r.next_f64() < 0.2 {
+                headswap::kernels::loss::IGNORE_CLASS
+            } else {
+                r.below(4) as u32
+            }
+        })
+        .collect();
+    let distance: Vec<f32> = (0..n * 2).map(|_| if r.next_f64() < 0.2 { f32::NAN } else { r.uniform(-2.0, 2.0) as f32 }).collect();
+    Dataset {
+        x,
+        n,
+        d: HEADS_D,
+        input_shape: vec![HEADS_D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: objects, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: distance, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    }
+}
+
+/// The held-out check's shape: a network of named heads saved by the library as `--init`, a
+/// tensor file of `y.<head>` targets with unknowns, and `headswap train` with a per-head weight
+/// give the same bits as the library's `Trainer::fit` on the same network and data; the JSON
+/// and the text report each head's loss and metrics per epoch, the JSON's losses exactly the
+/// library's.
+#[test]
+fn train_with_y_dot_head_targets_equals_the_librarys_fit() {
+    use headswap::train::{Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-init.safetensors");
+    heads_network(&gpu, 4).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data_path = tmp("heads-data.safetensors");
+    headswap::data::tensor_file::save(&data_path, &heads_data(37, 9)).unwrap();
+    let out = tmp("heads-trained.safetensors");
+    let run = |json: bool| {
+        let mut args = vec![
+            "train",
+            "--init",
+            s(&init),
+            "--data",
+            s(&data_path),
+            "--head-weight",
+            "scene=0.25",
+            "--head-weight",
+            "objects=1.5",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--batch",
+            "8",
+            "--epochs",
+            "3",
+            "--seed",
+            "3",
+            "--out",
+            s(&out),
+        ];
+        if json {
+            args.push("--json");
+        }
+        headswap(&args)
+    };
+    let doc = json(&run(true));
+
+    // the library's run: the same file, the same network, the same options
+    let data = headswap::data::tensor_file::load(&data_path).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&init).unwrap(), "init").unwrap();
+    net.set_head_weight("scene", 0.25).unwrap();
+    net.set_head_weight("objects", 1.5).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 3, ..TrainConfig::default() };
+    let report = Trainer::new(&gpu, cfg).fit(&mut net, &data, 3).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    let mut compared = 0;
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        let (_, g) = got.get(name).unwrap_or_else(|| panic!("{name} missing from the CLI's model"));
+        assert_eq!(g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{name}");
+        compared += 1;
+    }
+    assert!(compared >= 12 && got.keys().any(|k| k.starts_with("heads.distance.")), "compared {compared}: {:?}", got.keys());
+
+    // each epoch's JSON: each head's weighted loss (the library's, exactly) and metrics
+    let epochs = doc["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    for (e, lib) in epochs.iter().zip(&report.epochs) {
+        let heads = e["heads"].as_array().unwrap();
+        let names: Vec<&str> = heads.iter().map(|h| h["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["objects", "scene", "distance"]);
+        // serde_json writes an f64's shortest round-trip digits but reads them back to within an ulp
+        let same = |j: &serde_json::Value, v: f64| (j.as_f64().unwrap() - v).abs() <= 1e-14 * v.abs();
+        for (h, l) in heads.iter().zip(&lib.train.heads) {
+            assert!(same(&h["loss"], l.weighted_loss), "{}: {} vs {}", l.name, h["loss"], l.weighted_loss);
+            assert_eq!(h["weight"].as_f64(), Some(l.weight as f64));
+        }
+        assert_eq!(heads[1]["weight"].as_f64(), Some(0.25));
+        assert_eq!(heads[1]["kind"], "classes");
+        assert!(same(&heads[1]["accuracy"], lib.train.heads[1].accuracy.unwrap()));
+        assert_eq!(heads[0]["labels"]["f1"].as_array().unwrap().len(), 3);
+        assert_eq!(heads[2]["kind"], "regression");
+        assert_eq!(heads[2]["regression"]["rmse"].as_array().unwrap().len(), 2);
+        assert!(heads[2]["regression"]["mean_mae"].as_f64().unwrap() > 0.0);
+        assert!(same(&e["loss"], lib.train.loss), "{} vs {}", e["loss"], lib.train.loss);
+    }
+
+    // the text: one line per epoch with each head's loss and quality; the same weights again
+    let text = ok(&run(false));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in lines {
+        assert!(l.contains("objects loss ") && l.contains(" f1 ") && l.contains("scene loss ") && l.contains(" acc "), "{l}");
+        assert!(l.contains("distance loss ") && l.contains(" mae ") && l.contains(" rmse "), "{l}");
+    }
+    let again = read_safetensors(&out);
+    assert!(got.iter().all(|(k, (_, v))| again[k].1.iter().zip(v).all(|(a, b)| a.to_bits() == b.to_bits())), "a rerun differs");
+}
+
+/// A file whose heads are not the model's, a weight for a head it lacks, and one-head options
+/// on a file of several heads: one line naming the head or the option, before any training.
+#[test]
+fn train_refuses_heads_that_do_not_match_the_file() {
+    use headswap::data::{HeadTargets, Targets};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-init-bad.safetensors");
+    heads_network(&gpu, 1).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let out = tmp("heads-bad-out.safetensors");
+    let with_heads = |file: &str, edit: &dyn Fn(&mut Vec<HeadTargets>)| {
+        let mut data = heads_data(9, 2);
+        let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+        edit(h);
+        let path = tmp(file);
+        headswap::data::tensor_file::save(&path, &data).unwrap();
+        path
+    };
+    let train = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--init", s(&init), "--data", s(data), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let no_distance = with_heads("heads-no-distance.safetensors", &|h| h.retain(|t| t.name != "distance"));
+    fails(&train(&no_distance, &[]), 1, "has head \"distance\" (regression outputs) but --data");
+    let extra = with_heads("heads-extra.safetensors", &|h| h[1].name = "weather".into());
+    fails(&train(&extra, &[]), 1, "targets for head \"weather\", which");
+    let wider = with_heads("heads-wider.safetensors", &|h| {
+        h[0].targets = Targets::Labels { y: vec![0.0; 9 * 5], k: 5 };
+    });
+    fails(&train(&wider, &[]), 1, "head \"objects\" has 3 outputs");
+    let kind = with_heads("heads-kind.safetensors", &|h| {
+        h[2].targets = Targets::Labels { y: vec![1.0; 9 * 2], k: 2 };
+    });
+    fails(&train(&kind, &[]), 1, "head \"distance\" is a regression head");
+    let good = with_heads("heads-good.safetensors", &|_| {});
+    fails(&train(&good, &["--head-weight", "weather=1"]), 2, "has no head \"weather\"");
+    fails(&train(&good, &["--head-weight", "scene"]), 2, "NAME=W");
+    fails(&train(&good, &["--loss", "softmax"]), 2, "--loss softmax is for a file with one target y");
+    assert!(!out.exists(), "nothing is saved");
+}

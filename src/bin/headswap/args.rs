@@ -376,15 +376,18 @@ pub struct TrainArgs {
     /// The initial weights
     #[arg(long, value_name = "CKPT")]
     pub init: String,
-    /// A .safetensors file with x [n, d] and y [n] (classes) or [n, k] (labels)
+    /// A .safetensors file with x [n, d] and y [n] (classes) or [n, k] (labels), or y.<head> per named head
     #[arg(long, value_name = "FILE.safetensors")]
     pub data: String,
     /// Where to write the trained model
     #[arg(long, value_name = "CKPT")]
     pub out: PathBuf,
-    /// softmax: one class per example; bce: independent labels (per-label sigmoid)
+    /// softmax: one class per example; bce: independent labels (per-label sigmoid); not with y.<head> targets, whose heads come from --init
     #[arg(long, value_enum, value_name = "softmax|bce", hide_possible_values = true)]
-    pub loss: Loss,
+    pub loss: Option<Loss>,
+    /// A named head's loss weight (repeatable) [default: the weights --init records]
+    #[arg(long, value_name = "NAME=W", value_parser = crate::heads::parse_head_weight)]
+    pub head_weight: Vec<(String, f32)>,
     /// Read --init as a plain PyTorch state_dict of nn.Linear layers
     #[arg(long, value_enum, value_name = "mlp", hide_possible_values = true)]
     pub arch: Option<PlainArch>,

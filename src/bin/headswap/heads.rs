@@ -1,0 +1,164 @@
+//! Networks of several named heads on the command line: a tensor file's `y.<head>` targets
+//! checked against a model's heads, `--head-weight NAME=W`, and each head's metrics as text and
+//! JSON (train, eval).
+
+use crate::{CliResult, failed, usage};
+use headswap::data::{Dataset, Targets};
+use headswap::kernels::metrics::OrNa;
+use headswap::nn::{HeadKind, Network};
+use headswap::train::{HeadMetrics, Metrics};
+
+/// The targets of several heads, when `data` has them.
+pub fn file_heads(data: &Dataset) -> Option<&[headswap::data::HeadTargets]> {
+    match &data.targets {
+        Targets::Heads(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// "3 labels", "4 classes", "2 regression columns": a head's targets in a few words.
+fn describe_targets(t: &Targets) -> String {
+    match t {
+        Targets::Classes { num_classes, .. } => format!("{num_classes} classes"),
+        Targets::Labels { k, .. } => format!("{k} labels"),
+        Targets::Regression { k, .. } => format!("{k} regression column{}", if *k == 1 { "" } else { "s" }),
+        t => t.kind_name().to_string(),
+    }
+}
+
+/// What was loaded from a file of several heads, as one line for stderr.
+pub fn describe(spec: &str, data: &Dataset) -> String {
+    let heads = file_heads(data).unwrap_or_default();
+    let parts: Vec<String> = heads.iter().map(|h| format!("{} ({})", h.name, describe_targets(&h.targets))).collect();
+    format!("data {spec}: {} examples, {} heads: {}", data.n, heads.len(), parts.join(", "))
+}
+
+/// The model's named heads and the file's heads are the same: the same names, each of the same
+/// kind and width (a classes head at least as many outputs as the file has classes). One line
+/// naming the first head that differs, in the command line's terms, before any training.
+pub fn check_heads(net: &Network, model: &str, spec: &str, data: &Dataset) -> CliResult<()> {
+    let Some(file) = file_heads(data) else { return Ok(()) };
+    if !net.is_multi_head() {
+        return Err(failed(format!(
+            "--data {spec} has targets of {} named heads (y.<head>) but {model} has one unnamed head; build a network of named heads \
+             (Network::from_trunk_heads) or give a file with one target y",
+            file.len()
+        )));
+    }
+    let model_names: Vec<&str> = net.heads().iter().map(|h| h.name.as_str()).collect();
+    for t in file {
+        let Some(h) = net.head(&t.name) else {
+            return Err(failed(format!(
+                "--data {spec} has targets for head {:?}, which {model} does not have (its heads: {})",
+                t.name,
+                model_names.join(", ")
+            )));
+        };
+        let (kind, width) = match &t.targets {
+            Targets::Classes { num_classes, .. } => (HeadKind::Classes, *num_classes),
+            Targets::Labels { k, .. } => (HeadKind::Labels, *k),
+            Targets::Regression { k, .. } => (h.kind, *k),
+            other => return Err(failed(format!("head {:?}: --data {spec} has {} targets", t.name, other.kind_name()))),
+        };
+        if kind.name() != h.kind.name() {
+            return Err(failed(format!(
+                "head {:?} is a {} head in {model} but --data {spec} has {} targets for it",
+                t.name,
+                h.kind.name(),
+                kind.name()
+            )));
+        }
+        let fits = if kind == HeadKind::Classes { width <= h.outputs } else { width == h.outputs };
+        if !fits {
+            return Err(failed(format!(
+                "head {:?} has {} outputs in {model} but --data {spec} has {} for it",
+                t.name,
+                h.outputs,
+                describe_targets(&t.targets)
+            )));
+        }
+    }
+    if let Some(h) = net.heads().iter().find(|h| !file.iter().any(|t| t.name == h.name)) {
+        return Err(failed(format!(
+            "{model} has head {:?} ({} outputs) but --data {spec} has no y.{} targets",
+            h.name,
+            h.kind.name(),
+            h.name
+        )));
+    }
+    Ok(())
+}
+
+/// `--head-weight NAME=W`, as parsed.
+pub fn parse_head_weight(s: &str) -> Result<(String, f32), String> {
+    let (name, w) = s.split_once('=').ok_or("must look like NAME=W, e.g. scene=0.5")?;
+    let w: f32 = w.trim().parse().map_err(|_| format!("{w:?} is not a number (NAME=W, e.g. scene=0.5)"))?;
+    if name.trim().is_empty() {
+        return Err("names no head (NAME=W, e.g. scene=0.5)".into());
+    }
+    if !(w.is_finite() && w >= 0.0) {
+        return Err("a head's weight must be a finite number ≥ 0".into());
+    }
+    Ok((name.trim().to_string(), w))
+}
+
+/// Sets each `--head-weight` on `net`; a name the model has no head of is a usage error that
+/// lists its heads.
+pub fn apply_weights(net: &mut Network, model: &str, weights: &[(String, f32)]) -> CliResult<()> {
+    for (name, w) in weights {
+        if net.head(name).is_none() {
+            let names: Vec<&str> = net.heads().iter().map(|h| h.name.as_str()).collect();
+            return Err(usage(format!("--head-weight {name}={w}: {model} has no head {name:?} (its heads: {})", names.join(", "))));
+        }
+        net.set_head_weight(name, *w)?;
+    }
+    Ok(())
+}
+
+/// A head's quality in a few words: "acc 0.9000", "f1 0.5000", "mae 0.1200 rmse 0.2000".
+pub fn score_text(h: &HeadMetrics) -> String {
+    match (&h.labels, &h.regression) {
+        (Some(l), _) => format!("f1 {:.4}", OrNa(l.mean_f1)),
+        (_, Some(r)) => format!("mae {:.4} rmse {:.4}", OrNa(r.mean_mae), OrNa(r.mean_rmse)),
+        _ => format!("acc {:.4}", OrNa(h.accuracy)),
+    }
+}
+
+/// Each head's weighted loss and quality on one line: "objects loss 0.6931 f1 0.5000; scene …".
+pub fn line(m: &Metrics) -> String {
+    m.heads.iter().map(|h| format!("{} loss {:.4} {}", h.name, h.weighted_loss, score_text(h))).collect::<Vec<_>>().join("; ")
+}
+
+/// One head's metrics as JSON; an undefined score is null.
+pub fn head_json(h: &HeadMetrics) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": h.name, "kind": h.kind.name(), "weight": h.weight, "loss": h.weighted_loss, "score": h.score(),
+    });
+    let o = v.as_object_mut().expect("an object");
+    if h.kind == HeadKind::Classes {
+        o.insert("accuracy".into(), serde_json::json!(h.accuracy));
+    }
+    if let Some(l) = &h.labels {
+        o.insert(
+            "labels".into(),
+            serde_json::json!({
+                "precision": l.precision, "recall": l.recall, "f1": l.f1, "support": l.support,
+                "mean_precision": l.mean_precision, "mean_recall": l.mean_recall, "mean_f1": l.mean_f1,
+            }),
+        );
+    }
+    if let Some(r) = &h.regression {
+        o.insert(
+            "regression".into(),
+            serde_json::json!({
+                "mae": r.mae, "rmse": r.rmse, "support": r.support, "mean_mae": r.mean_mae, "mean_rmse": r.mean_rmse,
+            }),
+        );
+    }
+    v
+}
+
+/// Every head's metrics as a JSON array.
+pub fn json(m: &Metrics) -> serde_json::Value {
+    serde_json::Value::Array(m.heads.iter().map(head_json).collect())
+}
