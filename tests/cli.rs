@@ -1280,3 +1280,66 @@ fn train_refuses_heads_that_do_not_match_the_file() {
     fails(&train(&good, &["--loss", "softmax"]), 2, "--loss softmax is for a file with one target y");
     assert!(!out.exists(), "nothing is saved");
 }
+
+/// `eval` of a network of named heads: each head's loss and metrics as the library's
+/// `Trainer::evaluate` measures them, with null (JSON) or n/a (table) for a label without known
+/// values; and a file of one target is refused for such a model.
+#[test]
+fn eval_reports_each_heads_metrics() {
+    use headswap::data::Targets;
+    use headswap::train::{TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let model = tmp("heads-eval-model.safetensors");
+    let net = heads_network(&gpu, 6);
+    net.save(&model, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let mut data = heads_data(23, 5);
+    // the third label is never known: its precision, recall and F1 are n/a
+    let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+    let Targets::Labels { y, .. } = &mut h[0].targets else { unreachable!() };
+    y.iter_mut().skip(2).step_by(3).for_each(|v| *v = f32::NAN);
+    let path = tmp("heads-eval.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let want = Trainer::new(&gpu, TrainConfig::default()).evaluate(&net, &headswap::data::tensor_file::load(&path).unwrap()).unwrap();
+
+    let doc = json(&headswap(&["eval", "--model", s(&model), "--data", s(&path), "--json"]));
+    assert_eq!(doc["examples"], 23);
+    let heads = doc["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 3);
+    let num = |v: &serde_json::Value| v.as_f64();
+    let close = |j: Option<f64>, w: Option<f64>| match (j, w) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-14 * b.abs(),
+        (a, b) => a == b,
+    };
+    assert!(close(num(&doc["loss"]), Some(want.loss)));
+    let (objects, scene, distance) = (&heads[0], &heads[1], &heads[2]);
+    let lib = |name: &str| want.head(name).unwrap();
+    assert_eq!(objects["kind"], "labels");
+    let f1: Vec<Option<f64>> = objects["labels"]["f1"].as_array().unwrap().iter().map(num).collect();
+    assert_eq!(f1.len(), 3);
+    assert!(f1.iter().zip(&lib("objects").labels.as_ref().unwrap().f1).all(|(a, b)| close(*a, *b)), "{f1:?}");
+    assert!(
+        objects["labels"]["f1"][2].is_null() && objects["labels"]["precision"][2].is_null() && objects["labels"]["recall"][2].is_null()
+    );
+    assert_eq!(objects["labels"]["support"][2], 0);
+    assert_eq!(objects["names"], serde_json::json!(["0", "1", "2"]));
+    assert_eq!(scene["kind"], "classes");
+    assert!(close(num(&scene["accuracy"]), lib("scene").accuracy));
+    assert!(close(num(&scene["loss"]), Some(lib("scene").weighted_loss)));
+    assert_eq!(distance["kind"], "regression");
+    let r = lib("distance").regression.as_ref().unwrap();
+    for j in 0..2 {
+        assert!(close(num(&distance["regression"]["mae"][j]), r.mae[j]) && close(num(&distance["regression"]["rmse"][j]), r.rmse[j]));
+    }
+
+    let text = ok(&headswap(&["eval", "--model", s(&model), "--data", s(&path)]));
+    assert!(text.starts_with("23 examples, loss "), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("scene ") && l.contains("classes") && l.contains("acc ")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("2  F1 n/a  precision n/a  recall n/a")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("1  MAE ") && l.contains("RMSE")), "{text}");
+
+    let one = tmp("heads-eval-one.safetensors");
+    let classes = Targets::Classes { y: (0..10).map(|i| i % 2).collect(), num_classes: 2 };
+    let one_target = headswap::data::Dataset { targets: classes, ..heads_data(10, 1) };
+    headswap::data::tensor_file::save(&one, &one_target).unwrap();
+    fails(&headswap(&["eval", "--model", s(&model), "--data", s(&one)]), 1, "has 3 named heads (objects, scene, distance)");
+}

@@ -37,7 +37,18 @@ pub fn describe(spec: &str, data: &Dataset) -> String {
 /// kind and width (a classes head at least as many outputs as the file has classes). One line
 /// naming the first head that differs, in the command line's terms, before any training.
 pub fn check_heads(net: &Network, model: &str, spec: &str, data: &Dataset) -> CliResult<()> {
-    let Some(file) = file_heads(data) else { return Ok(()) };
+    let Some(file) = file_heads(data) else {
+        if net.is_multi_head() {
+            let names: Vec<&str> = net.heads().iter().map(|h| h.name.as_str()).collect();
+            return Err(failed(format!(
+                "{model} has {} named heads ({}) but --data {spec} has one target per example: give a .safetensors file with a \
+                 y.<head> tensor per head and the heads metadata",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        return Ok(());
+    };
     if !net.is_multi_head() {
         return Err(failed(format!(
             "--data {spec} has targets of {} named heads (y.<head>) but {model} has one unnamed head; build a network of named heads \
@@ -161,4 +172,53 @@ pub fn head_json(h: &HeadMetrics) -> serde_json::Value {
 /// Every head's metrics as a JSON array.
 pub fn json(m: &Metrics) -> serde_json::Value {
     serde_json::Value::Array(m.heads.iter().map(head_json).collect())
+}
+
+/// The names of a head's outputs: the model's, else the file's, else their indices.
+fn output_names(net: &Network, data: &Dataset, name: &str, outputs: usize) -> Vec<String> {
+    let from_model = net.head(name).and_then(|h| h.label_names.clone());
+    let from_file = file_heads(data).and_then(|f| f.iter().find(|t| t.name == name)).map(|t| t.label_names.clone());
+    match (from_model, from_file) {
+        (Some(n), _) if n.len() == outputs => n,
+        (_, Some(n)) if n.len() == outputs => n,
+        _ => (0..outputs).map(|j| j.to_string()).collect(),
+    }
+}
+
+/// `eval` of a network of named heads: the total and each head's metrics, as one JSON document
+/// (`heads`: name, kind, weight, loss, and accuracy, per-label precision/recall/F1 with null for
+/// n/a, or per-column MAE/RMSE, with the outputs' `names`) or as a readable table.
+pub fn print_eval(net: &Network, data: &Dataset, m: &Metrics, json: bool) -> CliResult<()> {
+    if json {
+        let heads: Vec<serde_json::Value> = m
+            .heads
+            .iter()
+            .map(|h| {
+                let mut v = head_json(h);
+                let outputs = net.head(&h.name).map_or(0, |i| i.outputs);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("names".into(), serde_json::json!(output_names(net, data, &h.name, outputs)));
+                }
+                v
+            })
+            .collect();
+        return outln!("{}", serde_json::json!({"examples": data.n, "loss": m.loss, "heads": heads}));
+    }
+    outln!("{} examples, loss {:.4} (the heads' weighted losses summed)", data.n, m.loss)?;
+    for h in &m.heads {
+        outln!("{:<12} {:<10}  weight {:<6}  loss {:.4}  {}", h.name, h.kind.name(), h.weight, h.weighted_loss, score_text(h))?;
+        let outputs = net.head(&h.name).map_or(0, |i| i.outputs);
+        let names = output_names(net, data, &h.name, outputs);
+        if let Some(l) = &h.labels {
+            for (j, f1) in l.f1.iter().enumerate() {
+                outln!("  {:>12}  F1 {:.3}  precision {:.3}  recall {:.3}", names[j], OrNa(*f1), OrNa(l.precision[j]), OrNa(l.recall[j]))?;
+            }
+        }
+        if let Some(r) = &h.regression {
+            for (j, mae) in r.mae.iter().enumerate() {
+                outln!("  {:>12}  MAE {:.4}  RMSE {:.4}", names[j], OrNa(*mae), OrNa(r.rmse[j]))?;
+            }
+        }
+    }
+    Ok(())
 }
