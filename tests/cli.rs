@@ -1343,3 +1343,52 @@ fn eval_reports_each_heads_metrics() {
     headswap::data::tensor_file::save(&one, &one_target).unwrap();
     fails(&headswap(&["eval", "--model", s(&model), "--data", s(&one)]), 1, "has 3 named heads (objects, scene, distance)");
 }
+
+/// `predict --data FILE --out OUT` of a network of named heads writes `logits.<head>` per head,
+/// the library's logits bit for bit (before softmax or sigmoid: `predict_heads` is their
+/// activation), with the heads in the metadata.
+#[test]
+fn predict_writes_each_heads_logits() {
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let model = tmp("heads-predict-model.safetensors");
+    let net = heads_network(&gpu, 8);
+    net.save(&model, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data = heads_data(13, 4);
+    let path = tmp("heads-predict.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let out = tmp("heads-predict-out.safetensors");
+    ok(&headswap(&["predict", "--model", s(&model), "--data", s(&path), "--out", s(&out), "--batch", "4", "--features"]));
+    let got = read_safetensors(&out);
+    let want = headswap::train::predict_heads_logits(&net, &data.x, 13, 4).unwrap();
+    let probs = headswap::train::predict_heads(&net, &data.x, 13, 4).unwrap();
+    for ((name, logits), (_, p)) in want.iter().zip(&probs) {
+        let (shape, values) = &got[&format!("logits.{name}")];
+        let k = net.head(name).unwrap().outputs;
+        assert_eq!(shape, &vec![13, k], "{name}");
+        assert_eq!(
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let activated: Vec<f32> = match name.as_str() {
+            "objects" => values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
+            "scene" => values
+                .chunks(k)
+                .flat_map(|row| {
+                    let sum: f32 = row.iter().map(|v| v.exp()).sum();
+                    row.iter().map(move |v| v.exp() / sum).collect::<Vec<_>>()
+                })
+                .collect(),
+            _ => values.clone(),
+        };
+        assert_close(&activated, p, name);
+    }
+    assert_eq!(got["features"].0, vec![13, 6]);
+    assert!(!got.contains_key("logits"));
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().and_then(|m| m.get("heads")).map(String::as_str),
+        Some("objects:labels,scene:classes,distance:regression")
+    );
+}

@@ -485,7 +485,7 @@ pub struct PredictArgs {
     /// Every example of DATA instead of image files (see DATA below); needs --out
     #[arg(long, value_name = "DATA", requires = "out")]
     pub data: Option<String>,
-    /// Write the logits [n, k] of --data's examples to this safetensors file
+    /// Write the logits [n, k] of --data's examples to this safetensors file (logits.<head> per named head)
     #[arg(long, value_name = "FILE.safetensors", requires = "data")]
     pub out: Option<PathBuf>,
     /// Also write the trunk's outputs, the features the head reads, as features [n, d]
