@@ -1392,3 +1392,66 @@ fn predict_writes_each_heads_logits() {
         Some("objects:labels,scene:classes,distance:regression")
     );
 }
+
+/// `finetune --swap-head NAME=KIND:N` on a model of named heads replaces that head with a fresh
+/// one and keeps the others: the same bits as the library's `swap_named_head` then `fine_tune`;
+/// the trunk stays frozen; a head the model lacks or a kind that does not exist is refused.
+#[test]
+fn finetune_swap_head_replaces_one_named_head() {
+    use headswap::data::Targets;
+    use headswap::nn::Head;
+    use headswap::train::{Freeze, Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let from = tmp("heads-ft-from.safetensors");
+    heads_network(&gpu, 2).save(&from, headswap::checkpoint::StorageDtype::F32).unwrap();
+    // scene now has 6 classes
+    let mut data = heads_data(29, 7);
+    let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+    h[1].targets = Targets::Classes { y: (0..29).map(|i| (i % 7) as u32 % 6).collect(), num_classes: 6 };
+    let path = tmp("heads-ft.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let out = tmp("heads-ft-out.safetensors");
+    let finetune = |extra: &[&str]| {
+        let mut args = vec!["finetune", "--from", s(&from), "--data", s(&path), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let opts = ["--freeze", "trunk", "--optimizer", "adam", "--lr", "0.01", "--batch", "8", "--epochs", "2", "--seed", "5"];
+    let mut args = opts.to_vec();
+    args.extend(["--swap-head", "scene=classes:6"]);
+    ok(&finetune(&args));
+
+    let ckpt = headswap::checkpoint::load(&from).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &ckpt, "from").unwrap();
+    net.swap_named_head("scene", Head::classes(6).named("scene").weight(0.5), 5).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 5, ..TrainConfig::default() };
+    Trainer::new(&gpu, cfg).fine_tune(&mut net, &headswap::data::tensor_file::load(&path).unwrap(), Freeze::Trunk, 2).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        assert_eq!(
+            got[name].1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+    assert_eq!(got["heads.scene.weight"].0, vec![6, 6]);
+    assert_eq!(got["heads.distance.weight"].0, vec![2, 6]);
+    // the frozen trunk is the --from model's
+    assert_eq!(got["0.weight"].1, ckpt.get("0.weight").unwrap().data);
+
+    // a regression head with another loss, on the 6-class model just written: the checkpoint records it
+    let out2 = tmp("heads-ft-out2.safetensors");
+    let swap = ["finetune", "--from", s(&out), "--data", s(&path), "--out", s(&out2), "--epochs", "1"];
+    ok(&headswap(&[&swap[..], &["--swap-head", "distance=regression:huber:0.25:2"]].concat()));
+    let swapped = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out2).unwrap(), "out").unwrap();
+    let kind = headswap::nn::HeadKind::Regression(headswap::kernels::loss::RegressionLoss::Huber(0.25));
+    assert_eq!(swapped.head("distance").map(|h| (h.kind, h.weight)), Some((kind, 2.0)));
+
+    fails(&finetune(&["--swap-head", "weather=classes:3"]), 2, "has no head \"weather\" (its heads: objects, scene, distance)");
+    fails(&finetune(&["--swap-head", "scene=cats:3"]), 2, "unknown head kind \"cats\"");
+    fails(&finetune(&["--swap-head", "scene=classes:0"]), 2, "at least 1");
+    // without the swap the 4-class scene head cannot take 6 classes: said naming the head
+    fails(&finetune(&opts), 1, "head \"scene\" has 4 outputs");
+}

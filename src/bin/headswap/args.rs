@@ -345,6 +345,9 @@ pub struct FinetuneArgs {
     /// A hidden layer of N units in the new head
     #[arg(long, value_name = "N", value_parser = head_hidden)]
     pub head_hidden: Option<usize>,
+    /// With a model of named heads: replace head NAME by a fresh one, KIND classes, labels or regression[:mse|l1|huber[:DELTA]], N outputs; the others are kept
+    #[arg(long, value_name = "NAME=KIND:N", value_parser = crate::heads::parse_swap_head)]
+    pub swap_head: Option<(String, crate::heads::SwapHead)>,
     /// Learning-rate multiplier of the trunk when it trains [default: 1, 0.1 with --recipe]
     #[arg(long, value_name = "F", value_parser = finite_non_negative)]
     pub trunk_lr_mult: Option<f32>,

@@ -222,3 +222,58 @@ pub fn print_eval(net: &Network, data: &Dataset, m: &Metrics, json: bool) -> Cli
     }
     Ok(())
 }
+
+/// `--swap-head NAME=KIND:N`: the head to put in place of the named one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SwapHead {
+    pub kind: HeadKind,
+    pub outputs: usize,
+}
+
+/// Parses `NAME=KIND:N`, KIND `classes`, `labels` or `regression[:mse|l1|huber[:DELTA]]`
+/// (`regression:huber:0.5:3`; a bare `regression` is MSE, a bare `huber` δ = 1 as PyTorch's).
+pub fn parse_swap_head(s: &str) -> Result<(String, SwapHead), String> {
+    use headswap::kernels::loss::RegressionLoss;
+    const FORM: &str = "NAME=KIND:N, KIND classes, labels or regression[:mse|l1|huber[:DELTA]] (e.g. scene=classes:5)";
+    let (name, spec) = s.split_once('=').ok_or_else(|| format!("must look like {FORM}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("names no head ({FORM})"));
+    }
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (kind_parts, n) = parts.split_at(parts.len().saturating_sub(1));
+    let outputs: usize = match n.first().map(|n| n.trim().parse::<usize>()) {
+        Some(Ok(n)) if n > 0 => n,
+        _ => return Err(format!("the number of outputs must be at least 1 ({FORM})")),
+    };
+    let kind = match kind_parts {
+        ["classes"] => HeadKind::Classes,
+        ["labels"] => HeadKind::Labels,
+        ["regression"] | ["regression", "mse"] => HeadKind::Regression(RegressionLoss::Mse),
+        ["regression", "l1"] => HeadKind::Regression(RegressionLoss::L1),
+        ["regression", "huber"] => HeadKind::Regression(RegressionLoss::Huber(1.0)),
+        ["regression", "huber", delta] => match delta.trim().parse::<f32>() {
+            Ok(d) if d.is_finite() && d > 0.0 => HeadKind::Regression(RegressionLoss::Huber(d)),
+            _ => return Err(format!("huber's DELTA must be a positive number ({FORM})")),
+        },
+        _ => return Err(format!("unknown head kind {:?} ({FORM})", kind_parts.join(":"))),
+    };
+    Ok((name.to_string(), SwapHead { kind, outputs }))
+}
+
+impl SwapHead {
+    /// A fresh head of this kind named `name`, of `weight` in the loss, behind an optional hidden layer.
+    pub fn head(&self, name: &str, weight: f32, hidden: Option<(usize, headswap::kernels::Activation)>) -> headswap::nn::Head {
+        use headswap::nn::Head;
+        let head = match self.kind {
+            HeadKind::Classes => Head::classes(self.outputs),
+            HeadKind::Labels => Head::labels(self.outputs),
+            HeadKind::Regression(loss) => Head::regression(self.outputs, loss),
+        };
+        let head = head.named(name).weight(weight);
+        match hidden {
+            Some((h, act)) => head.hidden(h, act),
+            None => head,
+        }
+    }
+}
