@@ -1455,3 +1455,65 @@ fn finetune_swap_head_replaces_one_named_head() {
     // without the swap the 4-class scene head cannot take 6 classes: said naming the head
     fails(&finetune(&opts), 1, "head \"scene\" has 4 outputs");
 }
+
+/// `pretrain` on a file of `y.<head>` targets needs no head options: the file's heads metadata
+/// defines them (regression with MSE, weight 1) on the chosen trunk. The MLP run equals the
+/// library's `from_trunk_heads` + `fit` bit for bit; a CNN trunk takes them too.
+#[test]
+fn pretrain_takes_its_heads_from_the_file() {
+    use headswap::kernels::Activation;
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::{DenseSpec, Head, LayerSpec, Network, Trunk};
+    use headswap::train::{Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let path = tmp("heads-pretrain.safetensors");
+    headswap::data::tensor_file::save(&path, &heads_data(31, 3)).unwrap();
+    let out = tmp("heads-pretrain-out.safetensors");
+    let opts = ["--optimizer", "adam", "--lr", "0.01", "--batch", "8", "--epochs", "2", "--seed", "2", "--json"];
+    let doc = json(&headswap(&[&["pretrain", "--data", s(&path), "--out", s(&out), "--layers", "8"][..], &opts[..]].concat()));
+    assert_eq!(doc["epochs"][1]["heads"].as_array().map(Vec::len), Some(3));
+
+    let trunk = Trunk::chain(vec![LayerSpec::Dense(DenseSpec { inputs: HEADS_D, outputs: 8, activation: Activation::Relu })]);
+    let heads =
+        [Head::labels(3).named("objects"), Head::classes(4).named("scene"), Head::regression(2, RegressionLoss::Mse).named("distance")];
+    let mut net = Network::from_trunk_heads(&gpu, HEADS_D, trunk, Default::default(), &heads, 2).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 2, ..TrainConfig::default() };
+    Trainer::new(&gpu, cfg).fit(&mut net, &headswap::data::tensor_file::load(&path).unwrap(), 2).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        assert_eq!(
+            got[name].1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+    assert_eq!(got["heads.scene.weight"].0, vec![4, 8]);
+
+    // 4x4 gray images with the same targets
+    let base = heads_data(31, 3);
+    let x = (0..31 * 16).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+    let images = headswap::data::Dataset { x, d: 16, input_shape: vec![1, 4, 4], ..base };
+    let image_path = tmp("heads-pretrain-images.safetensors");
+    headswap::data::tensor_file::save(&image_path, &images).unwrap();
+    let cnn = tmp("heads-pretrain-cnn.safetensors");
+    ok(&headswap(&[
+        "pretrain",
+        "--data",
+        s(&image_path),
+        "--out",
+        s(&cnn),
+        "--arch",
+        "cnn",
+        "--channels",
+        "2",
+        "--layers",
+        "6",
+        "--epochs",
+        "1",
+    ]));
+    let saved = Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&cnn).unwrap(), "cnn").unwrap();
+    let names: Vec<(&str, usize)> = saved.heads().iter().map(|h| (h.name.as_str(), h.outputs)).collect();
+    assert_eq!(names, [("objects", 3), ("scene", 4), ("distance", 2)]);
+}

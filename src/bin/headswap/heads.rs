@@ -277,3 +277,17 @@ impl SwapHead {
         }
     }
 }
+
+/// A fresh head for one head's targets in a file: as many classes, labels or regression
+/// columns (MSE) as the file has, named as the file names it.
+pub fn head_for_targets(t: &headswap::data::HeadTargets) -> CliResult<headswap::nn::Head> {
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::Head;
+    let head = match &t.targets {
+        Targets::Classes { num_classes, .. } => Head::classes(*num_classes),
+        Targets::Labels { k, .. } => Head::labels(*k),
+        Targets::Regression { k, .. } => Head::regression(*k, RegressionLoss::Mse),
+        other => return Err(failed(format!("head {:?}: {} targets cannot define a head", t.name, other.kind_name()))),
+    };
+    Ok(head.named(&t.name))
+}
