@@ -1075,3 +1075,445 @@ fn augment_needs_the_trunk_run_every_step() {
     ok(&headswap(&args));
     assert!(tuned.exists());
 }
+
+// ---- several named heads ----
+
+const HEADS_D: usize = 5;
+
+/// A network of three named heads as a user builds it with the library: objects (3 labels behind
+/// a hidden layer, with positive weights), scene (4 classes, weight 0.5), distance (2 values,
+/// Huber), on a two-layer trunk.
+fn heads_network(gpu: &headswap::Gpu, seed: u64) -> headswap::nn::Network {
+    use headswap::kernels::Activation;
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::{DenseSpec, Head, Init, LayerSpec, Network, Trunk};
+    let trunk = Trunk::chain(vec![
+        LayerSpec::Dense(DenseSpec { inputs: HEADS_D, outputs: 8, activation: Activation::Tanh }),
+        LayerSpec::Dense(DenseSpec { inputs: 8, outputs: 6, activation: Activation::Relu }),
+    ]);
+    let heads = [
+        Head::labels(3).hidden(4, Activation::Tanh).named("objects").pos_weight(vec![2.0, 0.5, 1.5]),
+        Head::classes(4).named("scene").weight(0.5),
+        Head::regression(2, RegressionLoss::Huber(0.5)).named("distance").weight(2.0),
+    ];
+    Network::from_trunk_heads(gpu, HEADS_D, trunk, Init::KaimingUniform, &heads, seed).unwrap()
+}
+
+/// `n` examples with targets for each head of [`heads_network`], about one in five unknown:
+/// class −1, a NaN label, a NaN distance.
+fn heads_data(n: usize, seed: u64) -> headswap::data::Dataset {
+    use headswap::data::{Dataset, HeadTargets, Targets};
+    let mut r = headswap::Rng::new(seed);
+    let x: Vec<f32> = (0..n * HEADS_D).map(|_| r.uniform(-1.5, 1.5) as f32).collect();
+    let objects: Vec<f32> = (0..n * 3)
+        .map(|_| {
+            if r.next_f64() < 0.2 {
+                f32::NAN
+            } else if r.next_f64() < 0.5 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let scene: Vec<u32> = (0..n)
+        .map(|i| {
+            if i == 3 {
+                3
+            } else if r.next_f64() < 0.2 {
+                headswap::kernels::loss::IGNORE_CLASS
+            } else {
+                r.below(4) as u32
+            }
+        })
+        .collect();
+    let distance: Vec<f32> = (0..n * 2).map(|_| if r.next_f64() < 0.2 { f32::NAN } else { r.uniform(-2.0, 2.0) as f32 }).collect();
+    Dataset {
+        x,
+        n,
+        d: HEADS_D,
+        input_shape: vec![HEADS_D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: objects, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: distance, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    }
+}
+
+/// The held-out check's shape: a network of named heads saved by the library as `--init`, a
+/// tensor file of `y.<head>` targets with unknowns, and `headswap train` with a per-head weight
+/// give the same bits as the library's `Trainer::fit` on the same network and data; the JSON
+/// and the text report each head's loss and metrics per epoch, the JSON's losses exactly the
+/// library's.
+#[test]
+fn train_with_y_dot_head_targets_equals_the_librarys_fit() {
+    use headswap::train::{Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-init.safetensors");
+    heads_network(&gpu, 4).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data_path = tmp("heads-data.safetensors");
+    headswap::data::tensor_file::save(&data_path, &heads_data(37, 9)).unwrap();
+    let out = tmp("heads-trained.safetensors");
+    let run = |json: bool| {
+        let mut args = vec![
+            "train",
+            "--init",
+            s(&init),
+            "--data",
+            s(&data_path),
+            "--head-weight",
+            "scene=0.25",
+            "--head-weight",
+            "objects=1.5",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--batch",
+            "8",
+            "--epochs",
+            "3",
+            "--seed",
+            "3",
+            "--out",
+            s(&out),
+        ];
+        if json {
+            args.push("--json");
+        }
+        headswap(&args)
+    };
+    let doc = json(&run(true));
+
+    // the library's run: the same file, the same network, the same options
+    let data = headswap::data::tensor_file::load(&data_path).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&init).unwrap(), "init").unwrap();
+    net.set_head_weight("scene", 0.25).unwrap();
+    net.set_head_weight("objects", 1.5).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 3, ..TrainConfig::default() };
+    let report = Trainer::new(&gpu, cfg).fit(&mut net, &data, 3).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    let mut compared = 0;
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        let (_, g) = got.get(name).unwrap_or_else(|| panic!("{name} missing from the CLI's model"));
+        assert_eq!(g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{name}");
+        compared += 1;
+    }
+    assert!(compared >= 12 && got.keys().any(|k| k.starts_with("heads.distance.")), "compared {compared}: {:?}", got.keys());
+
+    // each epoch's JSON: each head's weighted loss (the library's, exactly) and metrics
+    let epochs = doc["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    for (e, lib) in epochs.iter().zip(&report.epochs) {
+        let heads = e["heads"].as_array().unwrap();
+        let names: Vec<&str> = heads.iter().map(|h| h["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["objects", "scene", "distance"]);
+        // serde_json writes an f64's shortest round-trip digits but reads them back to within an ulp
+        let same = |j: &serde_json::Value, v: f64| (j.as_f64().unwrap() - v).abs() <= 1e-14 * v.abs();
+        for (h, l) in heads.iter().zip(&lib.train.heads) {
+            assert!(same(&h["loss"], l.weighted_loss), "{}: {} vs {}", l.name, h["loss"], l.weighted_loss);
+            assert_eq!(h["weight"].as_f64(), Some(l.weight as f64));
+        }
+        assert_eq!(heads[1]["weight"].as_f64(), Some(0.25));
+        assert_eq!(heads[1]["kind"], "classes");
+        assert!(same(&heads[1]["accuracy"], lib.train.heads[1].accuracy.unwrap()));
+        assert_eq!(heads[0]["labels"]["f1"].as_array().unwrap().len(), 3);
+        assert_eq!(heads[2]["kind"], "regression");
+        assert_eq!(heads[2]["regression"]["rmse"].as_array().unwrap().len(), 2);
+        assert!(heads[2]["regression"]["mean_mae"].as_f64().unwrap() > 0.0);
+        assert!(same(&e["loss"], lib.train.loss), "{} vs {}", e["loss"], lib.train.loss);
+    }
+
+    // the text: one line per epoch with each head's loss and quality; the same weights again
+    let text = ok(&run(false));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in lines {
+        assert!(l.contains("objects loss ") && l.contains(" f1 ") && l.contains("scene loss ") && l.contains(" acc "), "{l}");
+        assert!(l.contains("distance loss ") && l.contains(" mae ") && l.contains(" rmse "), "{l}");
+    }
+    let again = read_safetensors(&out);
+    assert!(got.iter().all(|(k, (_, v))| again[k].1.iter().zip(v).all(|(a, b)| a.to_bits() == b.to_bits())), "a rerun differs");
+}
+
+/// A file whose heads are not the model's, a weight for a head it lacks, and one-head options
+/// on a file of several heads: one line naming the head or the option, before any training.
+#[test]
+fn train_refuses_heads_that_do_not_match_the_file() {
+    use headswap::data::{HeadTargets, Targets};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-init-bad.safetensors");
+    heads_network(&gpu, 1).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let out = tmp("heads-bad-out.safetensors");
+    let with_heads = |file: &str, edit: &dyn Fn(&mut Vec<HeadTargets>)| {
+        let mut data = heads_data(9, 2);
+        let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+        edit(h);
+        let path = tmp(file);
+        headswap::data::tensor_file::save(&path, &data).unwrap();
+        path
+    };
+    let train = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--init", s(&init), "--data", s(data), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let no_distance = with_heads("heads-no-distance.safetensors", &|h| h.retain(|t| t.name != "distance"));
+    fails(&train(&no_distance, &[]), 1, "has head \"distance\" (regression outputs) but --data");
+    let extra = with_heads("heads-extra.safetensors", &|h| h[1].name = "weather".into());
+    fails(&train(&extra, &[]), 1, "targets for head \"weather\", which");
+    let wider = with_heads("heads-wider.safetensors", &|h| {
+        h[0].targets = Targets::Labels { y: vec![0.0; 9 * 5], k: 5 };
+    });
+    fails(&train(&wider, &[]), 1, "head \"objects\" has 3 outputs");
+    let kind = with_heads("heads-kind.safetensors", &|h| {
+        h[2].targets = Targets::Labels { y: vec![1.0; 9 * 2], k: 2 };
+    });
+    fails(&train(&kind, &[]), 1, "head \"distance\" is a regression head");
+    let good = with_heads("heads-good.safetensors", &|_| {});
+    fails(&train(&good, &["--head-weight", "weather=1"]), 2, "has no head \"weather\"");
+    fails(&train(&good, &["--head-weight", "scene"]), 2, "NAME=W");
+    fails(&train(&good, &["--loss", "softmax"]), 2, "--loss softmax is for a file with one target y");
+    assert!(!out.exists(), "nothing is saved");
+}
+
+/// `eval` of a network of named heads: each head's loss and metrics as the library's
+/// `Trainer::evaluate` measures them, with null (JSON) or n/a (table) for a label without known
+/// values; and a file of one target is refused for such a model.
+#[test]
+fn eval_reports_each_heads_metrics() {
+    use headswap::data::Targets;
+    use headswap::train::{TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let model = tmp("heads-eval-model.safetensors");
+    let net = heads_network(&gpu, 6);
+    net.save(&model, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let mut data = heads_data(23, 5);
+    // the third label is never known: its precision, recall and F1 are n/a
+    let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+    let Targets::Labels { y, .. } = &mut h[0].targets else { unreachable!() };
+    y.iter_mut().skip(2).step_by(3).for_each(|v| *v = f32::NAN);
+    let path = tmp("heads-eval.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let want = Trainer::new(&gpu, TrainConfig::default()).evaluate(&net, &headswap::data::tensor_file::load(&path).unwrap()).unwrap();
+
+    let doc = json(&headswap(&["eval", "--model", s(&model), "--data", s(&path), "--json"]));
+    assert_eq!(doc["examples"], 23);
+    let heads = doc["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 3);
+    let num = |v: &serde_json::Value| v.as_f64();
+    let close = |j: Option<f64>, w: Option<f64>| match (j, w) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-14 * b.abs(),
+        (a, b) => a == b,
+    };
+    assert!(close(num(&doc["loss"]), Some(want.loss)));
+    let (objects, scene, distance) = (&heads[0], &heads[1], &heads[2]);
+    let lib = |name: &str| want.head(name).unwrap();
+    assert_eq!(objects["kind"], "labels");
+    let f1: Vec<Option<f64>> = objects["labels"]["f1"].as_array().unwrap().iter().map(num).collect();
+    assert_eq!(f1.len(), 3);
+    assert!(f1.iter().zip(&lib("objects").labels.as_ref().unwrap().f1).all(|(a, b)| close(*a, *b)), "{f1:?}");
+    assert!(
+        objects["labels"]["f1"][2].is_null() && objects["labels"]["precision"][2].is_null() && objects["labels"]["recall"][2].is_null()
+    );
+    assert_eq!(objects["labels"]["support"][2], 0);
+    assert_eq!(objects["names"], serde_json::json!(["0", "1", "2"]));
+    assert_eq!(scene["kind"], "classes");
+    assert!(close(num(&scene["accuracy"]), lib("scene").accuracy));
+    assert!(close(num(&scene["loss"]), Some(lib("scene").weighted_loss)));
+    assert_eq!(distance["kind"], "regression");
+    let r = lib("distance").regression.as_ref().unwrap();
+    for j in 0..2 {
+        assert!(close(num(&distance["regression"]["mae"][j]), r.mae[j]) && close(num(&distance["regression"]["rmse"][j]), r.rmse[j]));
+    }
+
+    let text = ok(&headswap(&["eval", "--model", s(&model), "--data", s(&path)]));
+    assert!(text.starts_with("23 examples, loss "), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("scene ") && l.contains("classes") && l.contains("acc ")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("2  F1 n/a  precision n/a  recall n/a")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("1  MAE ") && l.contains("RMSE")), "{text}");
+
+    let one = tmp("heads-eval-one.safetensors");
+    let classes = Targets::Classes { y: (0..10).map(|i| i % 2).collect(), num_classes: 2 };
+    let one_target = headswap::data::Dataset { targets: classes, ..heads_data(10, 1) };
+    headswap::data::tensor_file::save(&one, &one_target).unwrap();
+    fails(&headswap(&["eval", "--model", s(&model), "--data", s(&one)]), 1, "has 3 named heads (objects, scene, distance)");
+}
+
+/// `predict --data FILE --out OUT` of a network of named heads writes `logits.<head>` per head,
+/// the library's logits bit for bit (before softmax or sigmoid: `predict_heads` is their
+/// activation), with the heads in the metadata.
+#[test]
+fn predict_writes_each_heads_logits() {
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let model = tmp("heads-predict-model.safetensors");
+    let net = heads_network(&gpu, 8);
+    net.save(&model, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data = heads_data(13, 4);
+    let path = tmp("heads-predict.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let out = tmp("heads-predict-out.safetensors");
+    ok(&headswap(&["predict", "--model", s(&model), "--data", s(&path), "--out", s(&out), "--batch", "4", "--features"]));
+    let got = read_safetensors(&out);
+    let want = headswap::train::predict_heads_logits(&net, &data.x, 13, 4).unwrap();
+    let probs = headswap::train::predict_heads(&net, &data.x, 13, 4).unwrap();
+    for ((name, logits), (_, p)) in want.iter().zip(&probs) {
+        let (shape, values) = &got[&format!("logits.{name}")];
+        let k = net.head(name).unwrap().outputs;
+        assert_eq!(shape, &vec![13, k], "{name}");
+        assert_eq!(
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let activated: Vec<f32> = match name.as_str() {
+            "objects" => values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
+            "scene" => values
+                .chunks(k)
+                .flat_map(|row| {
+                    let sum: f32 = row.iter().map(|v| v.exp()).sum();
+                    row.iter().map(move |v| v.exp() / sum).collect::<Vec<_>>()
+                })
+                .collect(),
+            _ => values.clone(),
+        };
+        assert_close(&activated, p, name);
+    }
+    assert_eq!(got["features"].0, vec![13, 6]);
+    assert!(!got.contains_key("logits"));
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().and_then(|m| m.get("heads")).map(String::as_str),
+        Some("objects:labels,scene:classes,distance:regression")
+    );
+}
+
+/// `finetune --swap-head NAME=KIND:N` on a model of named heads replaces that head with a fresh
+/// one and keeps the others: the same bits as the library's `swap_named_head` then `fine_tune`;
+/// the trunk stays frozen; a head the model lacks or a kind that does not exist is refused.
+#[test]
+fn finetune_swap_head_replaces_one_named_head() {
+    use headswap::data::Targets;
+    use headswap::nn::Head;
+    use headswap::train::{Freeze, Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let from = tmp("heads-ft-from.safetensors");
+    heads_network(&gpu, 2).save(&from, headswap::checkpoint::StorageDtype::F32).unwrap();
+    // scene now has 6 classes
+    let mut data = heads_data(29, 7);
+    let Targets::Heads(h) = &mut data.targets else { unreachable!() };
+    h[1].targets = Targets::Classes { y: (0..29).map(|i| (i % 7) as u32 % 6).collect(), num_classes: 6 };
+    let path = tmp("heads-ft.safetensors");
+    headswap::data::tensor_file::save(&path, &data).unwrap();
+    let out = tmp("heads-ft-out.safetensors");
+    let finetune = |extra: &[&str]| {
+        let mut args = vec!["finetune", "--from", s(&from), "--data", s(&path), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let opts = ["--freeze", "trunk", "--optimizer", "adam", "--lr", "0.01", "--batch", "8", "--epochs", "2", "--seed", "5"];
+    let mut args = opts.to_vec();
+    args.extend(["--swap-head", "scene=classes:6"]);
+    ok(&finetune(&args));
+
+    let ckpt = headswap::checkpoint::load(&from).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &ckpt, "from").unwrap();
+    net.swap_named_head("scene", Head::classes(6).named("scene").weight(0.5), 5).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 5, ..TrainConfig::default() };
+    Trainer::new(&gpu, cfg).fine_tune(&mut net, &headswap::data::tensor_file::load(&path).unwrap(), Freeze::Trunk, 2).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        assert_eq!(
+            got[name].1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+    assert_eq!(got["heads.scene.weight"].0, vec![6, 6]);
+    assert_eq!(got["heads.distance.weight"].0, vec![2, 6]);
+    // the frozen trunk is the --from model's
+    assert_eq!(got["0.weight"].1, ckpt.get("0.weight").unwrap().data);
+
+    // a regression head with another loss, on the 6-class model just written: the checkpoint records it
+    let out2 = tmp("heads-ft-out2.safetensors");
+    let swap = ["finetune", "--from", s(&out), "--data", s(&path), "--out", s(&out2), "--epochs", "1"];
+    ok(&headswap(&[&swap[..], &["--swap-head", "distance=regression:huber:0.25:2"]].concat()));
+    let swapped = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out2).unwrap(), "out").unwrap();
+    let kind = headswap::nn::HeadKind::Regression(headswap::kernels::loss::RegressionLoss::Huber(0.25));
+    assert_eq!(swapped.head("distance").map(|h| (h.kind, h.weight)), Some((kind, 2.0)));
+
+    fails(&finetune(&["--swap-head", "weather=classes:3"]), 2, "has no head \"weather\" (its heads: objects, scene, distance)");
+    fails(&finetune(&["--swap-head", "scene=cats:3"]), 2, "unknown head kind \"cats\"");
+    fails(&finetune(&["--swap-head", "scene=classes:0"]), 2, "at least 1");
+    // without the swap the 4-class scene head cannot take 6 classes: said naming the head
+    fails(&finetune(&opts), 1, "head \"scene\" has 4 outputs");
+}
+
+/// `pretrain` on a file of `y.<head>` targets needs no head options: the file's heads metadata
+/// defines them (regression with MSE, weight 1) on the chosen trunk. The MLP run equals the
+/// library's `from_trunk_heads` + `fit` bit for bit; a CNN trunk takes them too.
+#[test]
+fn pretrain_takes_its_heads_from_the_file() {
+    use headswap::kernels::Activation;
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::{DenseSpec, Head, LayerSpec, Network, Trunk};
+    use headswap::train::{Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let path = tmp("heads-pretrain.safetensors");
+    headswap::data::tensor_file::save(&path, &heads_data(31, 3)).unwrap();
+    let out = tmp("heads-pretrain-out.safetensors");
+    let opts = ["--optimizer", "adam", "--lr", "0.01", "--batch", "8", "--epochs", "2", "--seed", "2", "--json"];
+    let doc = json(&headswap(&[&["pretrain", "--data", s(&path), "--out", s(&out), "--layers", "8"][..], &opts[..]].concat()));
+    assert_eq!(doc["epochs"][1]["heads"].as_array().map(Vec::len), Some(3));
+
+    let trunk = Trunk::chain(vec![LayerSpec::Dense(DenseSpec { inputs: HEADS_D, outputs: 8, activation: Activation::Relu })]);
+    let heads =
+        [Head::labels(3).named("objects"), Head::classes(4).named("scene"), Head::regression(2, RegressionLoss::Mse).named("distance")];
+    let mut net = Network::from_trunk_heads(&gpu, HEADS_D, trunk, Default::default(), &heads, 2).unwrap();
+    let cfg = TrainConfig { optimizer: Optimizer::adam(0.01), batch_size: 8, seed: 2, ..TrainConfig::default() };
+    Trainer::new(&gpu, cfg).fit(&mut net, &headswap::data::tensor_file::load(&path).unwrap(), 2).unwrap();
+    let want = net.to_checkpoint().unwrap();
+    let got = read_safetensors(&out);
+    for name in want.names() {
+        let w = &want.get(name).unwrap().data;
+        assert_eq!(
+            got[name].1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+    assert_eq!(got["heads.scene.weight"].0, vec![4, 8]);
+
+    // 4x4 gray images with the same targets
+    let base = heads_data(31, 3);
+    let x = (0..31 * 16).map(|i| ((i * 7) % 11) as f32 / 11.0).collect();
+    let images = headswap::data::Dataset { x, d: 16, input_shape: vec![1, 4, 4], ..base };
+    let image_path = tmp("heads-pretrain-images.safetensors");
+    headswap::data::tensor_file::save(&image_path, &images).unwrap();
+    let cnn = tmp("heads-pretrain-cnn.safetensors");
+    ok(&headswap(&[
+        "pretrain",
+        "--data",
+        s(&image_path),
+        "--out",
+        s(&cnn),
+        "--arch",
+        "cnn",
+        "--channels",
+        "2",
+        "--layers",
+        "6",
+        "--epochs",
+        "1",
+    ]));
+    let saved = Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&cnn).unwrap(), "cnn").unwrap();
+    let names: Vec<(&str, usize)> = saved.heads().iter().map(|h| (h.name.as_str(), h.outputs)).collect();
+    assert_eq!(names, [("objects", 3), ("scene", 4), ("distance", 2)]);
+}

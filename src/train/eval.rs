@@ -291,6 +291,16 @@ fn activate_outputs(kind: HeadKind, out: &mut [f32], k: usize) {
 /// network's order: `(name, [n, outputs])` of class probabilities (softmax), label
 /// probabilities (sigmoid) or regression values. The trunk runs once; each head reads its output.
 pub fn predict_heads(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<(String, Vec<f32>)>> {
+    let mut out = predict_heads_logits(net, x, n, batch)?;
+    for ((_, values), h) in out.iter_mut().zip(net.heads()) {
+        activate_outputs(h.kind, values, h.outputs);
+    }
+    Ok(out)
+}
+
+/// Every named head's logits, `(name, [n, outputs])` in the network's order: its output layer's
+/// values before any softmax or sigmoid, as [`predict_logits`] gives them for one head.
+pub fn predict_heads_logits(net: &Network, x: &[f32], n: usize, batch: usize) -> Result<Vec<(String, Vec<f32>)>> {
     if !net.is_multi_head() {
         return Err(Error::invalid("predict_heads: this network has one unnamed head; use predict"));
     }
@@ -301,9 +311,7 @@ pub fn predict_heads(net: &Network, x: &[f32], n: usize, batch: usize) -> Result
     let mut out = Vec::new();
     for h in net.heads() {
         let logits = forward_rows_from(gpu, net, &features, n, t, h.layers.end, batch, "predict_heads")?;
-        let mut values = logits.download(gpu)?;
-        activate_outputs(h.kind, &mut values, h.outputs);
-        out.push((h.name.clone(), values));
+        out.push((h.name.clone(), logits.download(gpu)?));
     }
     Ok(out)
 }

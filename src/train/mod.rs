@@ -32,7 +32,7 @@ pub use config::{Augment, BatchNormMode, Freeze, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_heads, predict_logits};
+pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_heads, predict_heads_logits, predict_logits};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;

@@ -345,6 +345,9 @@ pub struct FinetuneArgs {
     /// A hidden layer of N units in the new head
     #[arg(long, value_name = "N", value_parser = head_hidden)]
     pub head_hidden: Option<usize>,
+    /// With a model of named heads: replace head NAME by a fresh one, KIND classes, labels or regression[:mse|l1|huber[:DELTA]], N outputs; the others are kept
+    #[arg(long, value_name = "NAME=KIND:N", value_parser = crate::heads::parse_swap_head)]
+    pub swap_head: Option<(String, crate::heads::SwapHead)>,
     /// Learning-rate multiplier of the trunk when it trains [default: 1, 0.1 with --recipe]
     #[arg(long, value_name = "F", value_parser = finite_non_negative)]
     pub trunk_lr_mult: Option<f32>,
@@ -376,15 +379,18 @@ pub struct TrainArgs {
     /// The initial weights
     #[arg(long, value_name = "CKPT")]
     pub init: String,
-    /// A .safetensors file with x [n, d] and y [n] (classes) or [n, k] (labels)
+    /// A .safetensors file with x [n, d] and y [n] (classes) or [n, k] (labels), or y.<head> per named head
     #[arg(long, value_name = "FILE.safetensors")]
     pub data: String,
     /// Where to write the trained model
     #[arg(long, value_name = "CKPT")]
     pub out: PathBuf,
-    /// softmax: one class per example; bce: independent labels (per-label sigmoid)
+    /// softmax: one class per example; bce: independent labels (per-label sigmoid); not with y.<head> targets, whose heads come from --init
     #[arg(long, value_enum, value_name = "softmax|bce", hide_possible_values = true)]
-    pub loss: Loss,
+    pub loss: Option<Loss>,
+    /// A named head's loss weight (repeatable) [default: the weights --init records]
+    #[arg(long, value_name = "NAME=W", value_parser = crate::heads::parse_head_weight)]
+    pub head_weight: Vec<(String, f32)>,
     /// Read --init as a plain PyTorch state_dict of nn.Linear layers
     #[arg(long, value_enum, value_name = "mlp", hide_possible_values = true)]
     pub arch: Option<PlainArch>,
@@ -482,7 +488,7 @@ pub struct PredictArgs {
     /// Every example of DATA instead of image files (see DATA below); needs --out
     #[arg(long, value_name = "DATA", requires = "out")]
     pub data: Option<String>,
-    /// Write the logits [n, k] of --data's examples to this safetensors file
+    /// Write the logits [n, k] of --data's examples to this safetensors file (logits.<head> per named head)
     #[arg(long, value_name = "FILE.safetensors", requires = "data")]
     pub out: Option<PathBuf>,
     /// Also write the trunk's outputs, the features the head reads, as features [n, d]

@@ -12,6 +12,7 @@ mod args;
 mod bench;
 mod commands;
 mod data;
+mod heads;
 mod model;
 mod options;
 mod replicas;

@@ -302,6 +302,23 @@ pub fn new_network(
     act: Activation,
     seed: u64,
 ) -> CliResult<Network> {
+    if let Some(file) = crate::heads::file_heads(data) {
+        // the file's heads metadata defines the heads: regression with MSE, every weight 1
+        let heads: Vec<Head> = file.iter().map(crate::heads::head_for_targets).collect::<CliResult<_>>()?;
+        let trunk = match arch {
+            Arch::Mlp => {
+                let mut sizes = vec![data.d];
+                sizes.extend(layers);
+                sizes
+                    .windows(2)
+                    .map(|w| headswap::nn::LayerSpec::Dense(headswap::nn::DenseSpec { inputs: w[0], outputs: w[1], activation: act }))
+                    .collect()
+            }
+            Arch::Cnn => demo::cnn_trunk(&data.input_shape, channels, &layers, act)?,
+        };
+        let trunk = headswap::nn::Trunk::chain(trunk);
+        return Ok(Network::from_trunk_heads(gpu, data.d, trunk, Default::default(), &heads, seed)?);
+    }
     let head = head_for(data, None, act);
     match arch {
         Arch::Mlp => {

@@ -3,7 +3,7 @@
 
 use crate::{CliError, CliResult, failed};
 use headswap::kernels::metrics::OrNa;
-use headswap::train::{EpochReport, FitReport, Progress, TrainConfig, Trainer};
+use headswap::train::{EpochReport, FitReport, Metrics, Progress, TrainConfig, Trainer};
 use headswap::{Error, Gpu};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::cell::RefCell;
@@ -51,14 +51,18 @@ fn three_digits(x: f64) -> String {
 }
 
 /// One epoch's line. Epochs are counted from 1 here and in every JSON document.
+/// A network of named heads shows each head's loss and quality where one head shows its score.
 fn epoch_line(e: &EpochReport) -> String {
-    let val = e.validation.as_ref().map(|v| format!("  val loss {:.4} score {:.4}", v.loss, OrNa(v.score()))).unwrap_or_default();
+    let quality = |m: &Metrics| {
+        if m.heads.is_empty() { format!("score {:.4}", OrNa(m.score())) } else { format!("[{}]", crate::heads::line(m)) }
+    };
+    let val = e.validation.as_ref().map(|v| format!("  val loss {:.4} {}", v.loss, quality(v))).unwrap_or_default();
     format!(
-        "epoch {:>3}  lr {:.5}  loss {:.4}  score {:.4}{val}  {:.1}s  {:.0} samples/s",
+        "epoch {:>3}  lr {:.5}  loss {:.4}  {}{val}  {:.1}s  {:.0} samples/s",
         e.epoch + 1,
         e.lr,
         e.train.loss,
-        OrNa(e.train.score()),
+        quality(&e.train),
         e.seconds,
         e.samples_per_sec
     )
@@ -69,11 +73,19 @@ pub fn fit_json(report: &FitReport) -> serde_json::Value {
         .epochs
         .iter()
         .map(|e| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "epoch": e.epoch + 1, "lr": e.lr, "loss": e.train.loss, "score": e.train.score(),
                 "val_loss": e.validation.as_ref().map(|v| v.loss), "val_score": e.validation.as_ref().map(|v| v.score()),
                 "seconds": e.seconds, "samples_per_sec": e.samples_per_sec,
-            })
+            });
+            // a network of named heads: each head's loss and metrics (one head's JSON is unchanged)
+            if !e.train.heads.is_empty()
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("heads".into(), crate::heads::json(&e.train));
+                o.insert("val_heads".into(), e.validation.as_ref().map_or(serde_json::Value::Null, crate::heads::json));
+            }
+            v
         })
         .collect();
     serde_json::json!({

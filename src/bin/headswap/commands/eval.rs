@@ -8,7 +8,7 @@ use crate::data::{
 use crate::model::{
     ModelSource, check_arch_given, check_builtin_input, check_recorded_width, image_options_for_model, load_model, model_names, read_model,
 };
-use crate::{CliResult, gpu};
+use crate::{CliResult, gpu, heads};
 use headswap::kernels::metrics::OrNa;
 use headswap::train::{TrainConfig, Trainer};
 
@@ -28,8 +28,15 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let gpu = gpu()?;
     let net = load_model(&gpu, &src, &ckpt, head_kind_of(&loaded.data), &loaded.data.input_shape)?;
-    check_head_kind(&net, &loaded.data)?;
     check_input_width(&net, &a.data, &loaded.data)?;
+    heads::check_heads(&net, &a.model, &a.data, &loaded.data)?;
+    if net.is_multi_head() {
+        eprintln!("{}", heads::describe(&a.data, &loaded.data));
+        let trainer = Trainer::new(&gpu, TrainConfig { threshold: a.threshold, ..TrainConfig::default() });
+        let m = trainer.evaluate(&net, &loaded.data)?;
+        return heads::print_eval(&net, &loaded.data, &m, a.json);
+    }
+    check_head_kind(&net, &loaded.data)?;
     eprintln!("{}", describe_split(&a.data, loaded.kind, &loaded.data));
     eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
     let data = align_to_model(loaded.data, &model_names(&ckpt), net.output_dim())?;

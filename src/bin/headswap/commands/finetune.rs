@@ -8,7 +8,7 @@ use crate::model::{
 };
 use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
 use crate::output::{Training, check_converged, fit_json, print_summary, write_report};
-use crate::{CliResult, gpu, usage};
+use crate::{CliResult, gpu, heads, usage};
 use headswap::train::Freeze;
 
 fn freeze_name(f: Freeze) -> String {
@@ -46,11 +46,47 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     check_pos_weight(&cfg, &loaded.data)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
+    if a.swap_head.is_some() && heads::file_heads(&loaded.data).is_none() {
+        return Err(usage(format!(
+            "--swap-head replaces one of several named heads; --data {} has one target y (without --swap-head finetune swaps the head for one that fits it)",
+            a.data
+        )));
+    }
     let gpu = gpu()?;
     let data = &loaded.data;
-    eprintln!("{}", describe_loaded(&a.data, data, &loaded.skipped));
+    if heads::file_heads(data).is_some() {
+        eprintln!("{}", heads::describe(&a.data, data));
+    } else {
+        eprintln!("{}", describe_loaded(&a.data, data, &loaded.skipped));
+    }
     let head = head_for(data, a.head_hidden, from.act);
+    let multi = heads::file_heads(data).is_some() || ckpt.metadata.contains_key("headswap.heads");
     let mut net = match builtin {
+        Some(_) if multi => {
+            return Err(usage(
+                "--arch reads a model of one head; a file of y.<head> targets needs --from a headswap checkpoint of named heads",
+            ));
+        }
+        // a model of named heads keeps them; --swap-head replaces one
+        None if multi => {
+            let mut net = load_model(&gpu, &from, &ckpt, head_kind_of(data), &data.input_shape)?;
+            check_input_width(&net, &a.data, data)?;
+            if let Some((name, swap)) = &a.swap_head {
+                let Some(old) = net.head(name) else {
+                    let names: Vec<&str> = net.heads().iter().map(|h| h.name.as_str()).collect();
+                    return Err(usage(format!(
+                        "--swap-head {name}=...: {} has no head {name:?} (its heads: {})",
+                        a.from,
+                        names.join(", ")
+                    )));
+                };
+                let new = swap.head(name, old.weight, a.head_hidden.map(|h| (h, from.act)));
+                let report = net.swap_named_head(name, new, cfg.seed)?;
+                eprint!("{report}");
+            }
+            heads::check_heads(&net, &a.from, &a.data, data)?;
+            net
+        }
         // torchvision's model with the data's head at `fc`: the pretrained `fc` is not loaded
         Some(arch) => {
             let (net, report) = load_builtin(&gpu, arch, &ckpt, &from.path, &data.input_shape, BuiltinHead::New(head), cfg.seed)?;

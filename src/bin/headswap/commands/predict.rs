@@ -60,10 +60,24 @@ fn predict_data(a: &PredictArgs, spec: &str, out: &Path, src: &ModelSource, ckpt
     }
     let net = network(src, ckpt, &shape, &format!("--data {spec}"))?;
     let mut result = Checkpoint::new();
-    let logits = headswap::train::predict_logits(&net, &x, n, a.batch)?;
     let k = net.output_dim();
-    result.push(NamedTensor::new("logits", vec![n, k], logits)?)?;
-    let mut wrote = format!("logits [{n}, {k}]");
+    let mut wrote = if net.is_multi_head() {
+        // one logits.<head> [n, outputs] per named head, in the network's order
+        let mut wrote = Vec::new();
+        for ((name, logits), h) in headswap::train::predict_heads_logits(&net, &x, n, a.batch)?.into_iter().zip(net.heads()) {
+            result.push(NamedTensor::new(format!("logits.{name}"), vec![n, h.outputs], logits)?)?;
+            if let Some(names) = h.label_names.as_ref().filter(|l| l.len() == h.outputs) {
+                result.metadata.insert(format!("label_names.{name}"), names.join(","));
+            }
+            wrote.push(format!("logits.{name} [{n}, {}]", h.outputs));
+        }
+        let heads: Vec<String> = net.heads().iter().map(|h| format!("{}:{}", h.name, h.kind.name())).collect();
+        result.metadata.insert("heads".into(), heads.join(","));
+        wrote.join(", ")
+    } else {
+        result.push(NamedTensor::new("logits", vec![n, k], headswap::train::predict_logits(&net, &x, n, a.batch)?)?)?;
+        format!("logits [{n}, {k}]")
+    };
     if a.features {
         let f = headswap::train::predict_features(&net, &x, n, a.batch)?;
         let d = net.trunk_output_dim();
@@ -72,7 +86,7 @@ fn predict_data(a: &PredictArgs, spec: &str, out: &Path, src: &ModelSource, ckpt
     }
     result.metadata.insert("format".into(), "headswap.predictions.v1".into());
     let names = model_names(ckpt);
-    if names.len() == k {
+    if !net.is_multi_head() && names.len() == k {
         result.metadata.insert("label_names".into(), names.join(","));
     }
     // checkpoint::save writes a temporary file and renames it: never a half-written result
@@ -96,6 +110,14 @@ fn predict_images(a: &PredictArgs, src: &ModelSource, ckpt: &Checkpoint) -> CliR
     }
     let names = model_names(ckpt);
     let net = network(src, ckpt, &opts.input_shape(), "the images")?;
+    if net.is_multi_head() {
+        return Err(failed(format!(
+            "{} has {} named heads; predict IMAGE... shows one head's classes or labels: use --data DATA --out FILE.safetensors \
+             for each head's logits.<head>",
+            a.model,
+            net.heads().len()
+        )));
+    }
     let mut x = Vec::new();
     for p in &a.images {
         x.extend(data::image_folder::load_image(&PathBuf::from(p), &opts)?);

@@ -5,7 +5,7 @@ use crate::data::{Split, check_trainable, data_kind, describe_loaded, image_opti
 use crate::model::{new_network, save, save_state, storage};
 use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
 use crate::output::{Training, check_converged, print_summary, write_report};
-use crate::{CliResult, gpu};
+use crate::{CliResult, gpu, heads};
 
 pub fn run(a: PretrainArgs, given: &Given) -> CliResult<()> {
     let cfg = train_config(&a.train, given)?;
@@ -13,7 +13,11 @@ pub fn run(a: PretrainArgs, given: &Given) -> CliResult<()> {
     let layers = a.layers.clone().unwrap_or_else(|| if a.arch == Arch::Cnn { vec![64] } else { vec![128, 64] });
     check_outputs(&a.out, a.save_state.as_deref())?;
     let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
-    eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
+    if heads::file_heads(&loaded.data).is_some() {
+        eprintln!("{}", heads::describe(&a.data, &loaded.data));
+    } else {
+        eprintln!("{}", describe_loaded(&a.data, &loaded.data, &loaded.skipped));
+    }
     check_trainable(&loaded.data)?;
     check_pos_weight(&cfg, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
