@@ -44,24 +44,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// lowbias32 (Chris Wellons), as layers.wgsl's dropout.
-fn mix32(v: u32) -> u32 {
-    var h = v;
-    h ^= h >> 16u;
-    h *= 0x7feb352du;
-    h ^= h >> 15u;
-    h *= 0x846ca68bu;
-    h ^= h >> 16u;
-    return h;
-}
-
+// draw k of image q: seeded_hash (common.wgsl, dropout's too) in 24 bits, uniform on [0, 1)
 fn draw(q: u32, k: u32) -> f32 {
-    var h = mix32(p.seed_lo);
-    h = mix32(h ^ p.seed_hi);
-    h = mix32(h ^ p.step);
-    h = mix32(h ^ q);
-    h = mix32(h ^ k);
-    return f32(h >> 8u) * (1.0 / 16777216.0);
+    return f32(seeded_hash(p.seed_lo, p.seed_hi, p.step, q, k) >> 8u) * (1.0 / 16777216.0);
 }
 
 // (top, left, height, width) of image q's crop.
@@ -117,7 +102,7 @@ fn random_resized_crop_flip(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     let oy = yx / p.w;
     var ox = yx - oy * p.w;
     let q = p.offset + r;
-    if (mix32(mix32(mix32(mix32(mix32(p.seed_lo) ^ p.seed_hi) ^ p.step) ^ q) ^ 40u) >> 8u) < p.flip_threshold {
+    if (seeded_hash(p.seed_lo, p.seed_hi, p.step, q, 40u) >> 8u) < p.flip_threshold {
         ox = p.w - 1u - ox;
     }
     let box = crop_of(q);

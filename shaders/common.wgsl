@@ -104,3 +104,25 @@ fn activate_grad_from_output(act: u32, a: f32, alpha: f32) -> f32 {
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, wg_size: u32) -> u32 {
     return gid.x + gid.y * nwg.x * wg_size;
 }
+
+// lowbias32 (Chris Wellons, hash-prospector): a bijective u32 mix with low bias.
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// The counter-based hash behind dropout's masks and the augmentation's draws: mix32 chained over
+// the run's seed (two words), the step, the example's position q in the epoch's order and the
+// draw's index k. Its twin is reference::layers::seeded_hash.
+fn seeded_hash(seed_lo: u32, seed_hi: u32, step: u32, q: u32, k: u32) -> u32 {
+    var h = mix32(seed_lo);
+    h = mix32(h ^ seed_hi);
+    h = mix32(h ^ step);
+    h = mix32(h ^ q);
+    return mix32(h ^ k);
+}

@@ -54,24 +54,8 @@ struct LayoutParams {
 @group(0) @binding(2) var<storage, read> scale_in: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y3_out: array<f32>;
 
-// lowbias32 (Chris Wellons, hash-prospector): a bijective u32 mix with low bias.
-fn mix32(v: u32) -> u32 {
-    var x = v;
-    x ^= x >> 16u;
-    x *= 0x7feb352du;
-    x ^= x >> 15u;
-    x *= 0x846ca68bu;
-    x ^= x >> 16u;
-    return x;
-}
-
 fn dropout_keep(q: u32, j: u32) -> bool {
-    var h = mix32(dp.seed_lo);
-    h = mix32(h ^ dp.seed_hi);
-    h = mix32(h ^ dp.step);
-    h = mix32(h ^ q);
-    h = mix32(h ^ j);
-    return (h >> 8u) >= dp.threshold;
+    return (seeded_hash(dp.seed_lo, dp.seed_hi, dp.step, q, j) >> 8u) >= dp.threshold;
 }
 
 @compute @workgroup_size(256)

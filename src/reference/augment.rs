@@ -5,22 +5,7 @@
 
 use crate::kernels::augment::Augment;
 
-fn lowbias32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
-fn hash(seed: u64, step: u32, q: u32, k: u32) -> u32 {
-    let mut h = lowbias32(seed as u32);
-    h = lowbias32(h ^ (seed >> 32) as u32);
-    h = lowbias32(h ^ step);
-    h = lowbias32(h ^ q);
-    lowbias32(h ^ k)
-}
+use super::layers::seeded_hash as hash;
 
 fn draw(seed: u64, step: u32, q: u32, k: u32) -> f32 {
     (hash(seed, step, q, k) >> 8) as f32 * (1.0 / 16_777_216.0)

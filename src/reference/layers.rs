@@ -16,12 +16,17 @@ fn lowbias32(mut x: u32) -> u32 {
 /// optimizer step `step` under `seed`, for drop probability `p`: the 24 high bits of the chained
 /// hash of (seed's low word, seed's high word, step, q, j) are at least `round(p·2²⁴)`.
 pub fn dropout_keep(seed: u64, step: u32, q: u32, j: u32, p: f64) -> bool {
+    (seeded_hash(seed, step, q, j) >> 8) >= dropout_threshold(p)
+}
+
+/// `lowbias32` chained over the seed's two words, the step, the position `q` and the draw `k`:
+/// the hash behind dropout's masks and the augmentation's draws (`seeded_hash` in common.wgsl).
+pub(crate) fn seeded_hash(seed: u64, step: u32, q: u32, k: u32) -> u32 {
     let mut h = lowbias32(seed as u32);
     h = lowbias32(h ^ (seed >> 32) as u32);
     h = lowbias32(h ^ step);
     h = lowbias32(h ^ q);
-    h = lowbias32(h ^ j);
-    (h >> 8) >= dropout_threshold(p)
+    lowbias32(h ^ k)
 }
 
 /// `round(p·2²⁴)`, the 24-bit threshold a hash must reach to keep an element.
