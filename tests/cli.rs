@@ -1087,6 +1087,27 @@ fn augment_needs_the_trunk_run_every_step() {
     assert!(tuned.exists());
 }
 
+/// `--save-state` records `--augment` (and `--no-cache`), so `resume` crops and flips the rest of
+/// the run as the saved one did: the resumed run is the straight run, byte for byte.
+#[test]
+fn resume_keeps_augmenting() {
+    let state = tmp("resume-augment.state");
+    let half = tmp("resume-augment-half.safetensors");
+    let flags = ["--data", "synthetic-a:48", "--arch", "cnn", "--batch", "16", "--augment", "--seed", "5"];
+    let mut a = vec!["pretrain", "--epochs", "1", "--save-state", s(&state), "--out", s(&half)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    let resumed = tmp("resume-augment-resumed.safetensors");
+    let out = headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:48", "--epochs", "2", "--out", s(&resumed)]);
+    ok(&out);
+    assert!(stderr(&out).contains("--augment"), "resume did not restore --augment: {}", stderr(&out));
+    let whole = tmp("resume-augment-whole.safetensors");
+    let mut a = vec!["pretrain", "--epochs", "2", "--out", s(&whole)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    assert_eq!(std::fs::read(&resumed).unwrap(), std::fs::read(&whole).unwrap(), "the resumed run did not augment as the saved one");
+}
+
 // ---- several named heads ----
 
 const HEADS_D: usize = 5;

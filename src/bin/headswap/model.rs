@@ -409,6 +409,8 @@ const RUN_FLAGS: &[&str] = &[
     "rgb",
     "normalize",
     "batch-norm",
+    "augment",
+    "no-cache",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
