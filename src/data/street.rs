@@ -307,9 +307,7 @@ mod tests {
             assert_eq!(counts[i], l.count() as f32);
             let row = &labels[i * 4..i * 4 + 4];
             // pedestrians and cars are always known; signs and lights both known or both not
-            for j in 0..2 {
-                assert_eq!(row[j] == 1.0, l.present()[j]);
-            }
+            assert_eq!([row[0] == 1.0, row[1] == 1.0], [l.present()[0], l.present()[1]]);
             assert_eq!(row[2].is_nan(), row[3].is_nan());
             if row[2].is_nan() {
                 unknown += 1;
