@@ -25,7 +25,12 @@ fn series(
     for (t, (trunk, _)) in report.trunks.iter().enumerate() {
         for (s, setup) in [MULTI_TASK, other].into_iter().enumerate() {
             if let Some(r) = report.row(trunk, setup) {
-                let name = if setup == MULTI_TASK { "1 multi-task network" } else { "3 single-task networks" };
+                let name = match setup {
+                    MULTI_TASK => "1 multi-task network",
+                    OBJECTS_ONLY => "single-task objects network",
+                    COUNT_ONLY => "single-task count network",
+                    _ => "3 single-task networks",
+                };
                 out.push((format!("{trunk} trunk, {name}"), color(2 * t + s), values(r)));
             }
         }
