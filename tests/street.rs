@@ -79,7 +79,7 @@ fn quick_street_demo_compares_one_multi_task_network_with_one_per_task() {
     assert_eq!(json["results"][0]["params"], serde_json::json!(report.rows[0].params));
     let dir = std::env::temp_dir().join(format!("headswap-street-{}", std::process::id()));
     let files = headswap::report::street_report(&dir, &report).unwrap();
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 7);
     for f in &files {
         assert!(std::fs::metadata(f).unwrap().len() > 500, "{}", f.display());
     }

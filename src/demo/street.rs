@@ -101,6 +101,11 @@ impl StreetConfig {
         }
     }
 
+    /// The seed of the held-out scenes (the training scenes' is [`StreetConfig::seed`]).
+    pub fn held_out_seed(&self) -> u64 {
+        self.seed.wrapping_add(1)
+    }
+
     /// A smaller, faster run (CI, tests): 600 training scenes, 400 held out, 6 epochs, the same
     /// trunks.
     pub fn quick(seed: u64) -> StreetConfig {
@@ -252,7 +257,7 @@ pub fn run(gpu: &Gpu, cfg: &StreetConfig, progress: &mut dyn FnMut(&str)) -> Res
         return Err(Error::invalid("the street demo needs at least one trunk"));
     }
     let train = street_scenes(cfg.train, cfg.size, cfg.seed, cfg.unknown)?;
-    let test = street_scenes(cfg.test, cfg.size, cfg.seed + 1, 0.0)?;
+    let test = street_scenes(cfg.test, cfg.size, cfg.held_out_seed(), 0.0)?;
     if !(cfg.count_weight.is_finite() && cfg.count_weight > 0.0) {
         return Err(Error::invalid(format!("the count head's weight must be positive, not {}", cfg.count_weight)));
     }

@@ -1,7 +1,7 @@
 //! The charts and `index.html` of the multi-task street demo ([`crate::demo::street`]).
 
 use super::{Line, Mark, color, epoch_chart, esc, font, grouped_bars, href, legend_strip, loss_range, render_png, write_atomic};
-use crate::data::street::{HEAD_COUNT, HEAD_OBJECTS, HEAD_SCENE};
+use crate::data::street::{HEAD_COUNT, HEAD_OBJECTS, HEAD_SCENE, layouts, street_scenes};
 use crate::demo::street::{COUNT_ONLY, MULTI_TASK, OBJECTS_ONLY, Quality, SCENE_ONLY, SEPARATE, SETUPS, StreetReport, StreetRow};
 use crate::error::{Error, Result};
 use crate::kernels::metrics::OrNa;
@@ -167,7 +167,8 @@ fn index_html(report: &StreetReport, figures: &[(String, String)]) -> String {
     h
 }
 
-/// Writes the street demo's report into `dir` (created if need be): `quality.png` (objects mean
+/// Writes the street demo's report into `dir` (created if need be): `samples.png` (the first 16
+/// held-out scenes, redrawn from the report's seed, their targets in the caption), `quality.png` (objects mean
 /// F1 and scene accuracy per setup, beside the training-set priors), `count_error.png` (the
 /// count's MAE and RMSE), `label_f1.png` (F1 per object label), `cost.png` (parameters,
 /// multiply-adds per example, steps and wall time of each setup, relative to the multi-task
@@ -188,6 +189,29 @@ pub fn street_report(dir: &Path, report: &StreetReport) -> Result<Vec<PathBuf>> 
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut figures = Vec::new();
+
+    // the first held-out scenes, as the networks saw them, with their targets in the caption
+    let name = "samples.png".to_string();
+    let (n, cols) = (16, 8);
+    let c = &report.config;
+    let scenes = street_scenes(n, c.size, c.held_out_seed(), 0.0)?;
+    crate::data::preview::save_grid_png(&dir.join(&name), &scenes, &(0..n).collect::<Vec<_>>(), cols, 6)?;
+    let described: Vec<String> = layouts(n, c.held_out_seed())
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let things: Vec<&str> = l.places.iter().flatten().map(|t| t.name()).collect();
+            let things = if things.is_empty() { "nothing".to_string() } else { things.join(", ") };
+            format!("{}: {} — {things} (count {})", i + 1, l.scene.name(), l.count())
+        })
+        .collect();
+    figures.push((
+        name,
+        format!(
+            "The first {n} held-out scenes, {cols} per row (pedestrian: vertical bar, car: horizontal bar, stop sign: diamond, traffic light: ring, tree: triangle, not counted). {}.",
+            described.join("; ")
+        ),
+    ));
 
     let name = "quality.png".to_string();
     let b = &report.baseline;
