@@ -99,3 +99,32 @@ fn the_street_demo_refuses_the_transfer_demos_options() {
         assert!(err.contains("--street") && !err.contains("panicked"), "{err}");
     }
 }
+
+/// The same seed gives the same networks: every quality figure and loss curve is bit-identical
+/// on a rerun (a small run: one trunk, a few batches). Bad settings are typed errors.
+#[test]
+fn a_rerun_with_the_same_seed_gives_the_same_numbers() {
+    let gpu = gpu();
+    let mut cfg = StreetConfig { train: 96, test: 64, epochs: 2, ..StreetConfig::quick(3) };
+    cfg.trunks.truncate(1);
+    let run = |cfg: &StreetConfig| street::run(&gpu, cfg, &mut |_| {}).unwrap();
+    let (a, b) = (run(&cfg), run(&cfg));
+    let numbers = |r: &street::StreetReport| -> Vec<String> {
+        r.rows.iter().map(|row| format!("{} {:?} {:?} {} {}", row.setup, row.quality, row.head_loss, row.params, row.steps)).collect()
+    };
+    assert_eq!(numbers(&a), numbers(&b));
+    assert_eq!(a.baseline, b.baseline);
+    let other = run(&StreetConfig { seed: 4, ..cfg.clone() });
+    assert_ne!(numbers(&a), numbers(&other), "another seed, other data and weights");
+
+    for bad in [
+        StreetConfig { count_weight: 0.0, ..cfg.clone() },
+        StreetConfig { count_weight: f32::NAN, ..cfg.clone() },
+        StreetConfig { trunks: vec![], ..cfg.clone() },
+        StreetConfig { epochs: 0, ..cfg.clone() },
+        StreetConfig { unknown: 2.0, ..cfg.clone() },
+    ] {
+        let err = street::run(&gpu, &bad, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, headswap::Error::InvalidInput(_)), "{err:?}");
+    }
+}
