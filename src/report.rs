@@ -21,6 +21,8 @@ use crate::demo::DemoReport;
 use crate::error::{Error, Result};
 use crate::kernels::metrics::OrNa;
 use crate::train::FitReport;
+
+mod street;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
@@ -29,6 +31,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+pub use street::street_report;
 
 /// DejaVu Sans (Bitstream Vera licence, see `assets/fonts/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
@@ -415,10 +418,11 @@ pub fn training_curves(path: &Path, title: &str, report: &FitReport) -> Result<(
 
 /// Bars of `series` (name, colour, one value per label) grouped by label; an undefined value
 /// (`None`, or not finite) is written "n/a" where its bar would stand, never drawn as a zero bar.
-/// `y_desc` is the value axis' label.
+/// `x_desc` names the groups, `y_desc` the values.
 fn grouped_bars(
     path: &Path,
     title: &str,
+    x_desc: &str,
     y_desc: &str,
     label_names: &[String],
     series: &[(String, RGBColor, Vec<Option<f64>>)],
@@ -453,7 +457,7 @@ fn grouped_bars(
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_desc("label")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .axis_desc_style(font(16))
             .label_style(font(14))
@@ -497,7 +501,7 @@ pub fn label_f1_bars(path: &Path, title: &str, label_names: &[String], f1: &[Opt
     if f1.len() != label_names.len() {
         return Err(Error::invalid(format!("label_f1_bars: {} F1 values for {} labels", f1.len(), label_names.len())));
     }
-    grouped_bars(path, title, "F1", label_names, &[("F1".to_string(), color(0), f1.to_vec())])
+    grouped_bars(path, title, "label", "F1", label_names, &[("F1".to_string(), color(0), f1.to_vec())])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,7 +765,7 @@ pub fn demo_report(dir: &Path, report: &DemoReport) -> Result<Vec<PathBuf>> {
         };
         let name = format!("label_f1_b{size}.png");
         let title = format!("Per-label F1, {size} task-B training examples");
-        grouped_bars(&dir.join(&name), &title, "F1 on held-out data", &report.label_names, &series)?;
+        grouped_bars(&dir.join(&name), &title, "label", "F1 on held-out data", &report.label_names, &series)?;
         figures.push((
             name,
             format!(

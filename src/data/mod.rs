@@ -2,6 +2,9 @@
 //!
 //! * [`synthetic`] — seeded, download-free images of simple shapes: task A (which single shape is
 //!   shown, 8 classes) and task B (multi-label scenes: which of 4 chosen shapes are present).
+//! * [`street`] — seeded synthetic street scenes for multi-task learning: which of pedestrian,
+//!   car, stop sign, traffic light are present (labels, some unknown), the street's type
+//!   (classes) and the number of objects (regression), as the targets of three named heads.
 //! * [`digits`] — the real 8×8 handwritten digits (UCI, CC BY 4.0) from `../shared/data/digits`,
 //!   and a transfer scenario on them (single digits → 2×2 scenes of digits, multi-label).
 //! * [`image_folder`] — a folder of class sub-folders of PNG/JPEG files (torchvision's
@@ -21,6 +24,7 @@ pub mod digits;
 pub mod image_folder;
 pub mod manifest;
 pub mod preview;
+pub mod street;
 pub mod synthetic;
 pub mod tensor_file;
 

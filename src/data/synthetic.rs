@@ -104,11 +104,11 @@ pub const TASK_B_LABELS: [Shape; 4] = [Shape::Circle, Shape::Square, Shape::Tria
 pub const TASK_B_DISTRACTORS: [Shape; 4] = [Shape::HBar, Shape::VBar, Shape::Ring, Shape::Diamond];
 
 /// One object to draw: shape, centre (pixels), half-extent (pixels).
-struct Object {
-    shape: Shape,
-    cx: f32,
-    cy: f32,
-    r: f32,
+pub(super) struct Object {
+    pub(super) shape: Shape,
+    pub(super) cx: f32,
+    pub(super) cy: f32,
+    pub(super) r: f32,
 }
 
 /// Draws `objects` on a fresh `size × size` canvas with background, intensity and noise drawn
@@ -116,6 +116,12 @@ struct Object {
 fn render(out: &mut [f32], size: usize, objects: &[Object], rng: &mut Rng) {
     let bg = rng.uniform(0.0, 0.15) as f32;
     let fg = rng.uniform(0.6, 1.0) as f32;
+    render_on(out, size, objects, bg, fg, rng);
+}
+
+/// [`render`] on a background of level `bg` with objects of intensity `fg`, the noise drawn from
+/// `rng`.
+pub(super) fn render_on(out: &mut [f32], size: usize, objects: &[Object], bg: f32, fg: f32, rng: &mut Rng) {
     let mut cover = vec![0f32; size * size];
     for o in objects {
         let reach = o.r + 1.5;
@@ -143,7 +149,7 @@ fn render(out: &mut [f32], size: usize, objects: &[Object], rng: &mut Rng) {
     }
 }
 
-fn clamp_size(size: usize) -> usize {
+pub(super) fn clamp_size(size: usize) -> usize {
     size.clamp(MIN_SIZE, MAX_SIZE)
 }
 

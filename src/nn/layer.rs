@@ -378,6 +378,20 @@ impl LayerSpec {
         self.weight_shape().is_some()
     }
 
+    /// Multiply-adds of one example's forward pass through the layer: `inputs·outputs` for a
+    /// dense layer, `out_h·out_w·out_channels·(in_channels / groups)·kh·kw` for a convolution, 0
+    /// for every other kind (pooling, BatchNorm, sums and the like do no products).
+    pub fn multiply_adds(&self) -> usize {
+        match *self {
+            LayerSpec::Dense(d) => d.inputs * d.outputs,
+            LayerSpec::Conv2d(c) => {
+                let (h, w) = c.out_hw();
+                h * w * c.out_channels * (c.in_channels / c.groups.max(1)) * c.kernel[0] * c.kernel[1]
+            }
+            _ => 0,
+        }
+    }
+
     /// Whether the layer keeps a spatial `[C, H, W]` output (a dense layer after it flattens).
     pub fn is_spatial(&self) -> bool {
         self.out_chw().is_some()
@@ -1088,5 +1102,24 @@ pub fn check_module_path(path: &str) -> Result<()> {
         Err(Error::invalid(format!(
             "{path:?} is not a module path: dot-separated parts of letters, digits and _ (like \"layer1.0.conv1\")"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiply_adds_count_the_products_of_one_example() {
+        let dense = LayerSpec::Dense(DenseSpec { inputs: 5, outputs: 3, activation: Activation::Relu });
+        assert_eq!(dense.multiply_adds(), 15);
+        // 4 filters of 1×3×3 at each of 16×16 places
+        let conv = LayerSpec::Conv2d(Conv2dSpec::square([1, 16, 16], 4, 3, 1, 1, Activation::Relu, true));
+        assert_eq!(conv.multiply_adds(), 16 * 16 * 4 * 9);
+        // stride 2, no padding: 7×7 places; 2 groups of 3 input channels each
+        let grouped = LayerSpec::Conv2d(Conv2dSpec { groups: 2, ..Conv2dSpec::square([6, 15, 15], 4, 3, 2, 0, Activation::Relu, false) });
+        assert_eq!(grouped.multiply_adds(), 7 * 7 * 4 * 3 * 9);
+        let pool = LayerSpec::MaxPool2d(Pool2dSpec::square([4, 16, 16], 2, 2, 0));
+        assert_eq!(pool.multiply_adds(), 0);
     }
 }

@@ -993,6 +993,12 @@ impl Network {
     pub fn num_params(&self) -> usize {
         self.layers().iter().map(|s| s.weight_shape().map_or(0, |sh| sh.iter().product::<usize>()) + s.bias_len()).sum()
     }
+    /// Multiply-adds of one example's forward pass, summed over the layers
+    /// ([`LayerSpec::multiply_adds`]): a measure of the compute an example costs, independent of
+    /// the GPU (a training step costs about three times as much: forward, and two products back).
+    pub fn multiply_adds(&self) -> usize {
+        self.layers().iter().map(LayerSpec::multiply_adds).sum()
+    }
 
     /// (arena, slot) of layer `i` (trunk first, then head).
     pub(crate) fn slot(&self, i: usize) -> (&Arena, Slot) {

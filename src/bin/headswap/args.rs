@@ -52,6 +52,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pretrain → head-swap → fine-tune against training from scratch, MLP and CNN trunks
+    ///
+    /// With --street, the multi-task demo instead: one network with three heads against one
+    /// network per task, on synthetic street scenes
     Demo(DemoArgs),
     /// The GPU adapter chosen and the limits the engine uses
     Info(InfoArgs),
@@ -101,6 +104,10 @@ pub struct DemoArgs {
     /// Where the digits are (with --data digits)
     #[arg(long, value_name = "DIR")]
     pub digits_dir: Option<PathBuf>,
+    /// The multi-task demo instead: street scenes, one network with three heads (objects,
+    /// scene type, object count) against one network per task, on a small and a large trunk
+    #[arg(long, conflicts_with_all = ["data", "trunk", "digits_dir", "sizes"])]
+    pub street: bool,
     /// Task-B training-set sizes to compare at
     #[arg(long, value_name = "N,..", value_delimiter = ',', value_parser = at_least_one, default_value = "40,150,600")]
     pub sizes: Vec<usize>,
@@ -113,7 +120,7 @@ pub struct DemoArgs {
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,
-    /// Write index.html with charts into DIR (one sub-folder per trunk)
+    /// Write index.html with charts into DIR (one sub-folder per trunk; with --street, DIR itself)
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
 }

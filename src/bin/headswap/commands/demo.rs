@@ -6,6 +6,9 @@ use crate::{CliResult, gpu, usage};
 use headswap::demo::{self, DemoConfig, Trunk};
 
 pub fn run(a: DemoArgs) -> CliResult<()> {
+    if a.street {
+        return street(a);
+    }
     let data = match a.data {
         DemoData::Synthetic if a.digits_dir.is_some() => return Err(usage("--digits-dir is for --data digits")),
         DemoData::Synthetic => demo::DemoData::Synthetic,
@@ -40,4 +43,18 @@ pub fn run(a: DemoArgs) -> CliResult<()> {
     } else {
         outln!("\n{}", demo::side_by_side(&reports))
     }
+}
+
+/// `headswap demo --street`: the multi-task demo.
+fn street(a: DemoArgs) -> CliResult<()> {
+    use headswap::demo::street::{self, StreetConfig};
+    let cfg = if a.quick { StreetConfig::quick(a.seed) } else { StreetConfig::full(a.seed) };
+    let report_dir = report_dir(a.report.as_deref())?;
+    let gpu = gpu()?;
+    let report = street::run(&gpu, &cfg, &mut |line| eprintln!("{line}"))?;
+    if let Some(dir) = &report_dir {
+        let files = headswap::report::street_report(dir, &report)?;
+        eprintln!("report: {}", files.last().map_or(dir.clone(), |p| p.clone()).display());
+    }
+    if a.json { outln!("{}", report.to_json()) } else { outln!("\n{report}") }
 }

@@ -1,6 +1,9 @@
 //! The transfer-learning demo: pretrain on task A, head-swap, fine-tune on task B (head only,
 //! and everything), and train the same network on B from scratch, at several task-B sizes, so
 //! the value of transfer shows where B is small. `headswap demo` prints [`DemoReport`].
+//!
+//! [`street`] is the multi-task demo (`headswap demo --street`): one network with three heads
+//! against one network per task, on street scenes.
 
 use crate::data::{self, Dataset, Targets};
 use crate::error::{Error, Result};
@@ -11,6 +14,8 @@ use crate::nn::{Head, Network};
 use crate::train::{Freeze, Optimizer, TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
+
+pub mod street;
 
 /// Which data the demo runs on.
 #[derive(Debug, Clone, PartialEq)]
