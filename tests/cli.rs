@@ -1516,3 +1516,75 @@ fn pretrain_takes_its_heads_from_the_file() {
     let names: Vec<(&str, usize)> = saved.heads().iter().map(|h| (h.name.as_str(), h.outputs)).collect();
     assert_eq!(names, [("objects", 3), ("scene", 4), ("distance", 2)]);
 }
+
+/// `--head-weighting uncertainty` (train and finetune): the library's `HeadWeighting::Uncertainty`
+/// run, each head's learned weight in the text and the JSON per epoch, the learned
+/// log-variances saved in the model's heads metadata; `finetune --head-weight NAME=W` sets a
+/// head's weight as `train`'s does; on one target y both are refused in one line.
+#[test]
+fn head_weighting_uncertainty_and_finetune_head_weight() {
+    use headswap::train::{Freeze, HeadWeighting, Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-unc-init.safetensors");
+    heads_network(&gpu, 6).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data_path = tmp("heads-unc-data.safetensors");
+    headswap::data::tensor_file::save(&data_path, &heads_data(31, 4)).unwrap();
+    let out = tmp("heads-unc-out.safetensors");
+    let opts = ["--optimizer", "adam", "--lr", "0.02", "--batch", "8", "--epochs", "2", "--seed", "3", "--head-weighting", "uncertainty"];
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--init", s(&init), "--data", s(&data_path), "--out", s(&out)];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let doc = json(&train(&["--json"]));
+    let data = headswap::data::tensor_file::load(&data_path).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&init).unwrap(), "init").unwrap();
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.02),
+        batch_size: 8,
+        seed: 3,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&gpu, cfg.clone()).fit(&mut net, &data, 2).unwrap();
+    let saved = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out).unwrap(), "out").unwrap();
+    let last = doc["epochs"].as_array().unwrap().last().unwrap()["heads"].as_array().unwrap().clone();
+    for ((lib, cli), j) in net.heads().iter().zip(saved.heads()).zip(&last) {
+        let (want, got) = (lib.log_var.unwrap(), cli.log_var.unwrap());
+        assert!(want != 0.0 && (got - want).abs() <= 1e-5 * want.abs().max(1e-2), "{}: {got} vs {want}", lib.name);
+        assert_eq!(j["log_var"].as_f64(), Some(got as f64), "{}: the JSON's last epoch is what was saved", lib.name);
+        let w = j["learned_weight"].as_f64().unwrap();
+        assert!((w - (-(got as f64)).exp()).abs() <= 1e-12, "{}: {w}", lib.name);
+    }
+    for (name, w) in net.values().unwrap().iter().zip(saved.values().unwrap()) {
+        same_run("a layer", &w.0, &name.0);
+    }
+    let text = ok(&train(&[]));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().all(|l| l.matches("(learned weight ").count() == 3), "{text}");
+
+    // finetune: --head-weight, and uncertainty weighting on top of the saved log-variances
+    let ft_out = tmp("heads-unc-ft.safetensors");
+    let ft = ["finetune", "--from", s(&out), "--data", s(&data_path), "--out", s(&ft_out), "--freeze", "trunk"];
+    ok(&headswap(&[&ft[..], &opts, &["--head-weight", "scene=0.75"]].concat()));
+    let mut want = saved.try_clone().unwrap();
+    want.set_head_weight("scene", 0.75).unwrap();
+    Trainer::new(&gpu, cfg).fine_tune(&mut want, &data, Freeze::Trunk, 2).unwrap();
+    let got = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&ft_out).unwrap(), "ft").unwrap();
+    assert_eq!(got.head("scene").map(|h| h.weight), Some(0.75));
+    for (g, w) in got.heads().iter().zip(want.heads()) {
+        let (g, w) = (g.log_var.unwrap(), w.log_var.unwrap());
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-2), "{g} vs {w}");
+    }
+    fails(&headswap(&[&ft[..], &["--head-weight", "weather=2"]].concat()), 2, "has no head \"weather\"");
+
+    // one target y: both refused in one line
+    let one = tmp("heads-unc-one.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:40", "--arch", "mlp", "--layers", "8", "--epochs", "1", "--out", s(&one)]));
+    let ft1 = ["finetune", "--from", s(&one), "--data", "synthetic-b:20", "--out", s(&ft_out), "--epochs", "1"];
+    fails(&headswap(&[&ft1[..], &["--head-weight", "scene=2"]].concat()), 2, "weighs a named head's loss");
+    fails(&headswap(&[&ft1[..], &["--head-weighting", "uncertainty"]].concat()), 1, "named heads");
+    fails(&headswap(&[&ft1[..], &["--head-weighting", "equal"]].concat()), 2, "fixed or uncertainty");
+}

@@ -65,6 +65,9 @@ fn heads_json(heads: &[super::HeadInfo]) -> String {
             if let Some(r) = h.bce_reduction {
                 v["reduction"] = reduction_name(r).into();
             }
+            if let Some(s) = h.log_var {
+                v["log_var"] = s.into();
+            }
             v
         })
         .collect();
@@ -124,6 +127,13 @@ fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::Head
             Some(Some("mean_all")) => Some(BceReduction::MeanAll),
             Some(other) => return Err(bad(format!("head {name:?}: unknown reduction {other:?}"))),
         };
+        let log_var = match item.get("log_var") {
+            None => None,
+            Some(s) => Some(
+                s.as_f64().filter(|s| s.is_finite()).ok_or_else(|| bad(format!("head {name:?}: \"log_var\" must be a finite number")))?
+                    as f32,
+            ),
+        };
         heads.push(super::HeadInfo {
             name,
             kind,
@@ -133,6 +143,7 @@ fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::Head
             label_names,
             pos_weight,
             bce_reduction,
+            log_var,
         });
         next += layers;
     }

@@ -46,6 +46,12 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     check_pos_weight(&cfg, &loaded.data)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
+    if let (Some((name, w)), None) = (a.head_weight.first(), heads::file_heads(&loaded.data)) {
+        return Err(usage(format!(
+            "--head-weight {name}={w} weighs a named head's loss; --data {} has one target y (a file of several heads has y.<head> tensors)",
+            a.data
+        )));
+    }
     if a.swap_head.is_some() && heads::file_heads(&loaded.data).is_none() {
         return Err(usage(format!(
             "--swap-head replaces one of several named heads; --data {} has one target y (without --swap-head finetune swaps the head for one that fits it)",
@@ -85,6 +91,7 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
                 eprint!("{report}");
             }
             heads::check_heads(&net, &a.from, &a.data, data)?;
+            heads::apply_weights(&mut net, &a.from, &a.head_weight)?;
             net
         }
         // torchvision's model with the data's head at `fc`: the pretrained `fc` is not loaded
