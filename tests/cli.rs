@@ -1588,3 +1588,82 @@ fn head_weighting_uncertainty_and_finetune_head_weight() {
     fails(&headswap(&[&ft1[..], &["--head-weighting", "uncertainty"]].concat()), 1, "named heads");
     fails(&headswap(&[&ft1[..], &["--head-weighting", "equal"]].concat()), 2, "fixed or uncertainty");
 }
+
+/// A CSV manifest grouped by head (`path,objects:pedestrian,objects:car,scene,distance`): pretrain
+/// puts one head per group on the trunk (labels; classes by name for the bare column of names;
+/// regression for the bare column of numbers), eval and finetune read it against the model's
+/// heads, and a class the model does not have or a value that does not fit a head is refused in
+/// one line naming the head and the line.
+#[test]
+fn a_manifest_grouped_by_head_trains_named_heads() {
+    use headswap::nn::HeadKind;
+    let dir = tmp("grouped-manifest");
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let mut csv = String::from("path,objects:pedestrian,objects:car,scene,distance\n");
+    for i in 0..20u32 {
+        let v = (i * 37 % 256) as u8;
+        image::GrayImage::from_pixel(8, 8, image::Luma([v])).save(dir.join(format!("img/{i}.png"))).unwrap();
+        let car = if i % 5 == 0 { String::new() } else { (i % 2).to_string() };
+        let scene = if i % 7 == 0 {
+            ""
+        } else if v > 100 {
+            "urban"
+        } else {
+            "rural"
+        };
+        let distance = if i % 6 == 0 { String::new() } else { format!("{:.2}", v as f32 / 50.0) };
+        csv += &format!("img/{i}.png,{},{car},{scene},{distance}\n", u8::from(v > 128));
+    }
+    let manifest = dir.join("m.csv");
+    std::fs::write(&manifest, &csv).unwrap();
+    let model = dir.join("pre.safetensors");
+    let pre = ["pretrain", "--data", s(&manifest), "--size", "8x8", "--arch", "mlp", "--layers", "8", "--epochs", "2", "--seed", "1"];
+    let text = ok(&headswap(&[&pre[..], &["--out", s(&model)]].concat()));
+    assert!(text.contains("objects loss ") && text.contains("scene loss ") && text.contains("distance loss "), "{text}");
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&model).unwrap(), "pre").unwrap();
+    let heads: Vec<(&str, &'static str, usize)> = net.heads().iter().map(|h| (h.name.as_str(), h.kind.name(), h.outputs)).collect();
+    assert_eq!(heads, [("objects", "labels", 2), ("scene", "classes", 2), ("distance", "regression", 1)]);
+    assert_eq!(net.head("scene").unwrap().label_names.as_deref(), Some(&["rural".to_string(), "urban".to_string()][..]));
+    assert_eq!(net.head("objects").unwrap().label_names.as_deref(), Some(&["pedestrian".to_string(), "car".to_string()][..]));
+    assert!(matches!(net.head("distance").unwrap().kind, HeadKind::Regression(_)));
+
+    // eval reads the same file against the model's heads
+    let doc = json(&headswap(&["eval", "--model", s(&model), "--data", s(&manifest), "--size", "8x8", "--json"]));
+    assert_eq!(doc["examples"], 20);
+    let names: Vec<&str> = doc["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["objects", "scene", "distance"]);
+
+    // finetune on a manifest whose columns come in another order, with a head weight
+    let reordered: String = csv
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{},{}\n", f[0], f[4], f[3], f[2], f[1])
+        })
+        .collect();
+    let manifest2 = dir.join("m2.csv");
+    std::fs::write(&manifest2, reordered).unwrap();
+    let out = dir.join("ft.safetensors");
+    let ft = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["finetune", "--from", s(&model), "--data", s(data), "--size", "8x8", "--epochs", "1", "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    ok(&ft(&manifest2, &["--head-weight", "distance=0.5"]));
+    let tuned = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out).unwrap(), "ft").unwrap();
+    assert_eq!(tuned.head("distance").map(|h| h.weight), Some(0.5));
+
+    // a class the model's scene head does not have; a distance that is not a number
+    let bad = |name: &str, row: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{}{row}\n", csv)).unwrap();
+        p
+    };
+    let forest = bad("forest.csv", "img/1.png,1,0,forest,0.5");
+    fails(&ft(&forest, &[]), 1, "line 22, column 4 (\"scene\"), head \"scene\": unknown class \"forest\"");
+    let far = bad("far.csv", "img/1.png,1,0,urban,far");
+    fails(&ft(&far, &[]), 1, "line 22, column 5 (\"distance\"), head \"distance\": \"far\" is not a finite number");
+    let yes = bad("yes.csv", "img/1.png,yes,0,urban,1");
+    fails(&ft(&yes, &[]), 1, "head \"objects\": \"yes\" is not 0, 1 or empty");
+}

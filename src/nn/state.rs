@@ -971,6 +971,17 @@ impl Network {
         Ok((values, buffers))
     }
 
+    /// The named heads a headswap checkpoint records (its `headswap.heads` metadata), without
+    /// building the network: names, kinds, weights, class or label names (their `layers` counted
+    /// from 0); empty for a checkpoint of one head. What a grouped CSV manifest's loader needs
+    /// ([`crate::data::manifest::ManifestHead::of`]).
+    pub fn checkpoint_heads(ckpt: &Checkpoint, origin: &str) -> Result<Vec<super::HeadInfo>> {
+        match ckpt.metadata.get(HEADS_KEY) {
+            Some(json) => heads_from_json(origin, json, 0),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Checks, without a GPU, everything [`Network::from_checkpoint`] reads from `ckpt` before it
     /// allocates anything: the recorded architecture (every layer, its wiring, the module names),
     /// and that the tensors are exactly the parameters and BatchNorm statistics it needs, of

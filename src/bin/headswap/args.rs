@@ -17,7 +17,8 @@ macro_rules! data_help {
 DATA: synthetic-a[:N] (which shape), synthetic-b[:N] (which of 4 shapes are in a scene),
       digits (real digits, one per 16x16 canvas), digits-scenes[:N] (which of 2,3,5,7 appear),
       a folder of class sub-folders of images, a CSV manifest (first line a header path,label_1,...;
-      then one image path and 1/0/empty per label per line), or a .safetensors file
+      then one image path and 1/0/empty per label per line; a header path,head:label,...,head
+      groups the columns by named head), or a .safetensors file
       with x [n, d] and y [n] (classes) or [n, k] (labels, NaN = unknown); predict reads x alone"
     };
 }
