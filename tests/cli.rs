@@ -1666,4 +1666,27 @@ fn a_manifest_grouped_by_head_trains_named_heads() {
     fails(&ft(&far, &[]), 1, "line 22, column 5 (\"distance\"), head \"distance\": \"far\" is not a finite number");
     let yes = bad("yes.csv", "img/1.png,yes,0,urban,1");
     fails(&ft(&yes, &[]), 1, "head \"objects\": \"yes\" is not 0, 1 or empty");
+
+    // predict IMAGE on the model of named heads: each head's prediction, the library's
+    let img = dir.join("img/3.png");
+    let doc = json(&headswap(&["predict", "--model", s(&model), s(&img), "--json"]));
+    let x = headswap::data::image_folder::load_image(&img, &headswap::data::ImageOptions::gray(8, 8)).unwrap();
+    let want = headswap::train::predict_heads(&net, &x, 1, 1).unwrap();
+    let heads = doc[0]["heads"].as_array().unwrap();
+    assert_eq!(doc[0]["image"], s(&img));
+    let got_names: Vec<&str> = heads.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(got_names, ["objects", "scene", "distance"]);
+    let num = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
+    same_run("objects", &[num(&heads[0]["probabilities"]["pedestrian"]), num(&heads[0]["probabilities"]["car"])], &want[0].1);
+    same_run("scene", &[num(&heads[1]["probabilities"]["rural"]), num(&heads[1]["probabilities"]["urban"])], &want[1].1);
+    same_run("distance", &[num(&heads[2]["values"]["distance"])], &want[2].1);
+    let best = if want[1].1[1] > want[1].1[0] { "urban" } else { "rural" };
+    assert_eq!(heads[1]["class"], best);
+    assert_eq!(heads[0]["labels"].as_array().unwrap().len(), want[0].1.iter().filter(|&&p| p >= 0.5).count());
+    let text = ok(&headswap(&["predict", "--model", s(&model), s(&img)]));
+    let line = text.lines().next().unwrap();
+    assert!(
+        line.contains("objects: pedestrian") && line.contains(&format!("scene: {best} (")) && line.contains("distance: distance "),
+        "{line}"
+    );
 }

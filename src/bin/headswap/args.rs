@@ -67,7 +67,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Score a model on DATA
     Eval(EvalArgs),
-    /// Classify or label image files, or write the logits (and features) of DATA to a file
+    /// Classify or label image files (every named head's prediction), or write the logits (and features) of DATA to a file
     Predict(PredictArgs),
     /// Check every matrix product against a float64 reference, then time it
     Bench(BenchArgs),
