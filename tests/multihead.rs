@@ -882,3 +882,56 @@ fn learned_log_variances_save_load_and_resume() {
     let e = Trainer::new(&gpu, cfg).fit(&mut one, &d1, 1).unwrap_err().to_string();
     assert!(e.contains("named heads"), "{e}");
 }
+
+/// `scripts/multihead_fixture.py --uncertainty`: PyTorch (float64) training the fixture's network
+/// under `Σ_t exp(−s_t)·w_t·L_t + s_t` with the log-variances an `nn.Parameter` in their own Adam
+/// param group (no weight decay), from s = [0.2, −0.3, 0.1]: the same parameters and learned s.
+#[test]
+fn a_short_uncertainty_weighted_run_equals_pytorchs() {
+    use headswap::checkpoint::{self, Checkpoint, NamedTensor};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_multihead_uncertainty.safetensors");
+    let torch = checkpoint::load(&path).unwrap();
+    let get = |name: &str| torch.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture")).clone();
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 1);
+    let mut init = Checkpoint::new();
+    for name in net.param_names() {
+        let t = get(&format!("init.{name}"));
+        init.push(NamedTensor::new(name, t.shape.clone(), t.data.clone()).unwrap()).unwrap();
+    }
+    net.load_state_dict(&init, headswap::nn::LoadOptions { strict: true, ..Default::default() }, "fixture").unwrap();
+    for (name, s) in ["objects", "scene", "distance"].iter().zip(get("init.log_var").data) {
+        net.set_head_log_var(name, Some(s)).unwrap();
+    }
+    let scene: Vec<u32> = get("y.scene").data.iter().map(|&c| if c < 0.0 { IGNORE_CLASS } else { c as u32 }).collect();
+    let data = Dataset {
+        x: get("x").data,
+        n: 10,
+        d: D,
+        input_shape: vec![D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: get("y.objects").data, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: get("y.distance").data, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    };
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.01),
+        batch_size: 4,
+        shuffle: false,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&gpu, cfg).fit(&mut net, &data, 2).unwrap();
+    let trained = net.to_checkpoint().unwrap();
+    for name in net.param_names() {
+        let got = &trained.get(&name).unwrap().data;
+        assert_close(&format!("{name} after training"), got, &to_f64(&get(&format!("final.{name}")).data), Tolerance::F32);
+    }
+    let s: Vec<f32> = net.heads().iter().map(|h| h.log_var.unwrap()).collect();
+    let want = to_f64(&get("final.log_var").data);
+    assert_close("learned log-variances", &s, &want, Tolerance::F32);
+    // they moved: the comparison is not of the starting values
+    assert!(s.iter().zip(&get("init.log_var").data).all(|(a, b)| (a - b).abs() > 1e-2), "{s:?}");
+}

@@ -67,7 +67,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Score a model on DATA
     Eval(EvalArgs),
-    /// Classify or label image files (every named head's prediction), or write the logits (and features) of DATA to a file
+    /// Classify or label image files, or write the logits (and features) of DATA to a file
     Predict(PredictArgs),
     /// Check every matrix product against a float64 reference, then time it
     Bench(BenchArgs),
@@ -245,8 +245,8 @@ pub struct TrainingOptions {
     /// Run a frozen trunk every step instead of computing its outputs once
     #[arg(long)]
     pub no_cache: bool,
-    /// Named heads' losses: fixed (Σ w·L) or uncertainty (Σ exp(−s)·w·L + s, one learned s per head; Kendall et al. 2018)
-    #[arg(long, value_name = "fixed|uncertainty", default_value = "fixed", value_parser = head_weighting)]
+    /// Named heads' losses: fixed (Σ w·L) or uncertainty (Σ exp(−s)·w·L + s, s learned per head)
+    #[arg(long, value_name = "MODE", default_value = "fixed", value_parser = head_weighting)]
     pub head_weighting: HeadWeighting,
 }
 
