@@ -1565,6 +1565,22 @@ fn head_weighting_uncertainty_and_finetune_head_weight() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.iter().all(|l| l.matches("(learned weight ").count() == 3), "{text}");
 
+    // --save-state records --head-weighting: resume continues the learned weights, as one run of 3 epochs
+    let state = tmp("heads-unc-state.safetensors");
+    ok(&train(&["--save-state", s(&state)]));
+    let resumed = tmp("heads-unc-resumed.safetensors");
+    ok(&headswap(&["resume", "--state", s(&state), "--data", s(&data_path), "--epochs", "3", "--out", s(&resumed)]));
+    let three = tmp("heads-unc-three.safetensors");
+    let mut args = vec!["train", "--init", s(&init), "--data", s(&data_path), "--out", s(&three)];
+    args.extend_from_slice(&opts);
+    args.extend(["--epochs", "3"]);
+    ok(&headswap(&args));
+    let load = |p: &Path| headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(p).unwrap(), "x").unwrap();
+    let (r, t) = (load(&resumed), load(&three));
+    let s_of = |n: &headswap::nn::Network| n.heads().iter().map(|h| h.log_var.unwrap()).collect::<Vec<f32>>();
+    same_run("resumed log-variances", &s_of(&r), &s_of(&t));
+    assert_ne!(s_of(&r), s_of(&saved), "the third epoch moved them");
+
     // finetune: --head-weight, and uncertainty weighting on top of the saved log-variances
     let ft_out = tmp("heads-unc-ft.safetensors");
     let ft = ["finetune", "--from", s(&out), "--data", s(&data_path), "--out", s(&ft_out), "--freeze", "trunk"];

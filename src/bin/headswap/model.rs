@@ -409,6 +409,7 @@ const RUN_FLAGS: &[&str] = &[
     "rgb",
     "normalize",
     "batch-norm",
+    "head-weighting",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
