@@ -935,3 +935,37 @@ fn a_short_uncertainty_weighted_run_equals_pytorchs() {
     // they moved: the comparison is not of the starting values
     assert!(s.iter().zip(&get("init.log_var").data).all(|(a, b)| (a - b).abs() > 1e-2), "{s:?}");
 }
+
+#[test]
+fn a_head_edit_keeps_the_other_heads_log_variance_state_and_starts_the_new_ones() {
+    let gpu = gpu();
+    let data = data(12, 101);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.01),
+        batch_size: 4,
+        seed: 3,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 103);
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    trainer.fit(&mut net, &data, 1).unwrap();
+    let state = trainer.training_state().unwrap().clone();
+    let before = net.module_names();
+    let kept = net.head("objects").unwrap().log_var;
+    let report = net.swap_named_head("distance", Head::regression(2, RegressionLoss::L1), 5).unwrap();
+    assert_eq!(net.head("distance").unwrap().log_var, None, "a new head has no learned weight yet");
+    assert_eq!(net.head("objects").unwrap().log_var, kept);
+    let edited = state.after_head_edit(&before, &report, &net, &cfg.optimizer).unwrap();
+    for (name, values) in edited.optimizer_state.iter().filter(|(n, _)| n.contains(".log_var.")) {
+        let saved = state.optimizer_state.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        if name.starts_with("heads.distance.") {
+            assert_eq!(values, &vec![0.0], "{name} is fresh");
+        } else {
+            assert_eq!(Some(values), saved, "{name} is kept");
+        }
+    }
+    assert_eq!(edited.optimizer_state.iter().filter(|(n, _)| n.contains(".log_var.")).count(), 6);
+    Trainer::new(&gpu, cfg).resume(&mut net, &data, &edited, 2).unwrap();
+    assert!(net.head("distance").unwrap().log_var.is_some_and(|s| s != 0.0));
+}
