@@ -18,6 +18,13 @@ The loss is 1.0·L_objects + 0.5·L_scene + 2.0·L_distance.
   torch.optim.Adam(lr=0.01) over batches of 4 in order (4, 4, 2 rows; no shuffling);
   epoch_loss [2]: each epoch's mean batch loss.
 
+With --uncertainty it writes tests/fixtures/torch_multihead_uncertainty.safetensors instead:
+the same data and initial parameters, the loss Σ_t exp(−s_t)·w_t·L_t + s_t (uncertainty weighting,
+Kendall et al. 2018) with learned log-variances s = nn.Parameter([0.2, −0.3, 0.1]) in their own
+Adam param group (weight_decay 0); init.log_var and final.log_var [3] as well:
+
+    python3 scripts/multihead_fixture.py --uncertainty tests/fixtures/torch_multihead_uncertainty.safetensors
+
 Needs torch, numpy and safetensors.
 """
 import sys
@@ -58,7 +65,11 @@ POS_WEIGHT = torch.tensor([2.0, 0.5, 1.5], dtype=DT)
 WEIGHTS = {"objects": 1.0, "scene": 0.5, "distance": 2.0}
 
 
-def loss(out, y):
+HEADS = ["objects", "scene", "distance"]
+LOG_VAR_INIT = [0.2, -0.3, 0.1]
+
+
+def head_losses(out, y):
     obj, known = y["objects"], ~torch.isnan(y["objects"])
     l_obj = F.binary_cross_entropy_with_logits(out["objects"], torch.where(known, obj, 0.0), pos_weight=POS_WEIGHT,
                                                reduction="none")
@@ -66,10 +77,17 @@ def loss(out, y):
     l_scene = F.cross_entropy(out["scene"], y["scene"], ignore_index=-1)
     dist, dk = y["distance"], ~torch.isnan(y["distance"])
     l_dist = F.huber_loss(out["distance"][dk], dist[dk], delta=0.5)
-    return WEIGHTS["objects"] * l_obj + WEIGHTS["scene"] * l_scene + WEIGHTS["distance"] * l_dist
+    return {"objects": l_obj, "scene": l_scene, "distance": l_dist}
 
 
-def main(path):
+def loss(out, y, log_var=None):
+    ls = head_losses(out, y)
+    if log_var is None:
+        return WEIGHTS["objects"] * ls["objects"] + WEIGHTS["scene"] * ls["scene"] + WEIGHTS["distance"] * ls["distance"]
+    return sum(torch.exp(-log_var[t]) * WEIGHTS[h] * ls[h] + log_var[t] for t, h in enumerate(HEADS))
+
+
+def main(path, uncertainty=False):
     n = 10
     net = Net().to(DT)
     with torch.no_grad():
@@ -90,22 +108,33 @@ def main(path):
     out = {"x": x}
     out.update({f"y.{k}": v.to(DT) for k, v in y.items()})
     out.update({f"init.{k}": v.detach().clone() for k, v in net.state_dict().items()})
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    log_var = None
+    if uncertainty:
+        log_var = torch.nn.Parameter(torch.tensor(LOG_VAR_INIT, dtype=DT))
+        out["init.log_var"] = log_var.detach().clone()
+        opt = torch.optim.Adam([{"params": net.parameters()}, {"params": [log_var], "weight_decay": 0.0}], lr=0.01)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=0.01)
     epoch_loss = []
     for _ in range(2):
         total, steps = 0.0, 0
         for s in range(0, n, 4):
             batch = {k: v[s:s + 4] for k, v in y.items()}
             opt.zero_grad()
-            l = loss(net(x[s:s + 4]), batch)
+            l = loss(net(x[s:s + 4]), batch, log_var)
             l.backward()
             opt.step()
             total, steps = total + l.item(), steps + 1
         epoch_loss.append(total / steps)
     out.update({f"final.{k}": v.detach().clone() for k, v in net.state_dict().items()})
     out["epoch_loss"] = torch.tensor(epoch_loss, dtype=DT)
+    if uncertainty:
+        out["final.log_var"] = log_var.detach().clone()
     save_file({k: v.contiguous().numpy() for k, v in out.items()}, path)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--uncertainty":
+        main(sys.argv[2], uncertainty=True)
+    else:
+        main(sys.argv[1])

@@ -774,3 +774,37 @@ fn count_known_classes(@builtin(local_invocation_index) t: u32) {
         labelled_out[0] = counts[0];
     }
 }
+
+// ---- Uncertainty weighting of a multi-task network's heads (Kendall, Gal & Cipolla 2018) ----
+// The network's loss is Σ_t exp(−s_t)·L_t + s_t, L_t a head's (fixed-weighted) batch loss, s_t
+// its learned log-variance. After a head's loss kernel has written dL_t/doutputs and its rows'
+// losses (summed into batch_loss[0] by reduce.wgsl's sum), this scales the head's gradient by
+// exp(−s_t) and writes dL/ds_t = 1 − exp(−s_t)·L_t (0 for an inactive head: weight 0).
+//   uncertainty_scale  workgroup 256, 1-D over the n gradient entries (folded into x/y)
+//                      bindings: 1 uw_log_var [heads] (r), 2 uw_batch_loss [1] (r),
+//                                3 uw_dlogits [n] (rw), 4 uw_dlog_var [heads] (rw)
+// Reference: src/reference/network.rs (loss_and_grads_heads_uncertainty).
+
+struct UncertaintyParams {
+    n: u32,       // gradient entries of the head's outputs
+    head: u32,    // the head's index t into log_var and dlog_var
+    in_loss: u32, // 0: the head is left out of the loss (weight 0)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> up: UncertaintyParams;
+@group(0) @binding(1) var<storage, read> uw_log_var: array<f32>;
+@group(0) @binding(2) var<storage, read> uw_batch_loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> uw_dlogits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> uw_dlog_var: array<f32>;
+
+@compute @workgroup_size(256)
+fn uncertainty_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg, 256u);
+    let w = exp(-uw_log_var[up.head]);
+    if i == 0u {
+        uw_dlog_var[up.head] = select(0.0, 1.0 - w * uw_batch_loss[0], up.in_loss != 0u);
+    }
+    if i >= up.n { return; }
+    uw_dlogits[i] = uw_dlogits[i] * w;
+}

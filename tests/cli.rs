@@ -1537,3 +1537,193 @@ fn pretrain_takes_its_heads_from_the_file() {
     let names: Vec<(&str, usize)> = saved.heads().iter().map(|h| (h.name.as_str(), h.outputs)).collect();
     assert_eq!(names, [("objects", 3), ("scene", 4), ("distance", 2)]);
 }
+
+/// `--head-weighting uncertainty` (train and finetune): the library's `HeadWeighting::Uncertainty`
+/// run, each head's learned weight in the text and the JSON per epoch, the learned
+/// log-variances saved in the model's heads metadata; `finetune --head-weight NAME=W` sets a
+/// head's weight as `train`'s does; on one target y both are refused in one line.
+#[test]
+fn head_weighting_uncertainty_and_finetune_head_weight() {
+    use headswap::train::{Freeze, HeadWeighting, Optimizer, TrainConfig, Trainer};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let init = tmp("heads-unc-init.safetensors");
+    heads_network(&gpu, 6).save(&init, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let data_path = tmp("heads-unc-data.safetensors");
+    headswap::data::tensor_file::save(&data_path, &heads_data(31, 4)).unwrap();
+    let out = tmp("heads-unc-out.safetensors");
+    let opts = ["--optimizer", "adam", "--lr", "0.02", "--batch", "8", "--epochs", "2", "--seed", "3", "--head-weighting", "uncertainty"];
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--init", s(&init), "--data", s(&data_path), "--out", s(&out)];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    let doc = json(&train(&["--json"]));
+    let data = headswap::data::tensor_file::load(&data_path).unwrap();
+    let mut net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&init).unwrap(), "init").unwrap();
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.02),
+        batch_size: 8,
+        seed: 3,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&gpu, cfg.clone()).fit(&mut net, &data, 2).unwrap();
+    let saved = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out).unwrap(), "out").unwrap();
+    let last = doc["epochs"].as_array().unwrap().last().unwrap()["heads"].as_array().unwrap().clone();
+    for ((lib, cli), j) in net.heads().iter().zip(saved.heads()).zip(&last) {
+        let (want, got) = (lib.log_var.unwrap(), cli.log_var.unwrap());
+        assert!(want != 0.0 && (got - want).abs() <= 1e-5 * want.abs().max(1e-2), "{}: {got} vs {want}", lib.name);
+        assert_eq!(j["log_var"].as_f64(), Some(got as f64), "{}: the JSON's last epoch is what was saved", lib.name);
+        let w = j["learned_weight"].as_f64().unwrap();
+        assert!((w - (-(got as f64)).exp()).abs() <= 1e-12, "{}: {w}", lib.name);
+    }
+    for (name, w) in net.values().unwrap().iter().zip(saved.values().unwrap()) {
+        same_run("a layer", &w.0, &name.0);
+    }
+    let text = ok(&train(&[]));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().all(|l| l.matches("(learned weight ").count() == 3), "{text}");
+
+    // --save-state records --head-weighting: resume continues the learned weights, as one run of 3 epochs
+    let state = tmp("heads-unc-state.safetensors");
+    ok(&train(&["--save-state", s(&state)]));
+    let resumed = tmp("heads-unc-resumed.safetensors");
+    ok(&headswap(&["resume", "--state", s(&state), "--data", s(&data_path), "--epochs", "3", "--out", s(&resumed)]));
+    let three = tmp("heads-unc-three.safetensors");
+    let mut args = vec!["train", "--init", s(&init), "--data", s(&data_path), "--out", s(&three)];
+    args.extend_from_slice(&opts);
+    args.extend(["--epochs", "3"]);
+    ok(&headswap(&args));
+    let load = |p: &Path| headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(p).unwrap(), "x").unwrap();
+    let (r, t) = (load(&resumed), load(&three));
+    let s_of = |n: &headswap::nn::Network| n.heads().iter().map(|h| h.log_var.unwrap()).collect::<Vec<f32>>();
+    same_run("resumed log-variances", &s_of(&r), &s_of(&t));
+    assert_ne!(s_of(&r), s_of(&saved), "the third epoch moved them");
+
+    // finetune: --head-weight, and uncertainty weighting on top of the saved log-variances
+    let ft_out = tmp("heads-unc-ft.safetensors");
+    let ft = ["finetune", "--from", s(&out), "--data", s(&data_path), "--out", s(&ft_out), "--freeze", "trunk"];
+    ok(&headswap(&[&ft[..], &opts, &["--head-weight", "scene=0.75"]].concat()));
+    let mut want = saved.try_clone().unwrap();
+    want.set_head_weight("scene", 0.75).unwrap();
+    Trainer::new(&gpu, cfg).fine_tune(&mut want, &data, Freeze::Trunk, 2).unwrap();
+    let got = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&ft_out).unwrap(), "ft").unwrap();
+    assert_eq!(got.head("scene").map(|h| h.weight), Some(0.75));
+    for (g, w) in got.heads().iter().zip(want.heads()) {
+        let (g, w) = (g.log_var.unwrap(), w.log_var.unwrap());
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-2), "{g} vs {w}");
+    }
+    fails(&headswap(&[&ft[..], &["--head-weight", "weather=2"]].concat()), 2, "has no head \"weather\"");
+
+    // one target y: both refused in one line
+    let one = tmp("heads-unc-one.safetensors");
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:40", "--arch", "mlp", "--layers", "8", "--epochs", "1", "--out", s(&one)]));
+    let ft1 = ["finetune", "--from", s(&one), "--data", "synthetic-b:20", "--out", s(&ft_out), "--epochs", "1"];
+    fails(&headswap(&[&ft1[..], &["--head-weight", "scene=2"]].concat()), 2, "weighs a named head's loss");
+    fails(&headswap(&[&ft1[..], &["--head-weighting", "uncertainty"]].concat()), 1, "named heads");
+    fails(&headswap(&[&ft1[..], &["--head-weighting", "equal"]].concat()), 2, "fixed or uncertainty");
+}
+
+/// A CSV manifest grouped by head (`path,objects:pedestrian,objects:car,scene,distance`): pretrain
+/// puts one head per group on the trunk (labels; classes by name for the bare column of names;
+/// regression for the bare column of numbers), eval and finetune read it against the model's
+/// heads, and a class the model does not have or a value that does not fit a head is refused in
+/// one line naming the head and the line.
+#[test]
+fn a_manifest_grouped_by_head_trains_named_heads() {
+    use headswap::nn::HeadKind;
+    let dir = tmp("grouped-manifest");
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let mut csv = String::from("path,objects:pedestrian,objects:car,scene,distance\n");
+    for i in 0..20u32 {
+        let v = (i * 37 % 256) as u8;
+        image::GrayImage::from_pixel(8, 8, image::Luma([v])).save(dir.join(format!("img/{i}.png"))).unwrap();
+        let car = if i % 5 == 0 { String::new() } else { (i % 2).to_string() };
+        let scene = if i % 7 == 0 {
+            ""
+        } else if v > 100 {
+            "urban"
+        } else {
+            "rural"
+        };
+        let distance = if i % 6 == 0 { String::new() } else { format!("{:.2}", v as f32 / 50.0) };
+        csv += &format!("img/{i}.png,{},{car},{scene},{distance}\n", u8::from(v > 128));
+    }
+    let manifest = dir.join("m.csv");
+    std::fs::write(&manifest, &csv).unwrap();
+    let model = dir.join("pre.safetensors");
+    let pre = ["pretrain", "--data", s(&manifest), "--size", "8x8", "--arch", "mlp", "--layers", "8", "--epochs", "2", "--seed", "1"];
+    let text = ok(&headswap(&[&pre[..], &["--out", s(&model)]].concat()));
+    assert!(text.contains("objects loss ") && text.contains("scene loss ") && text.contains("distance loss "), "{text}");
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let net = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&model).unwrap(), "pre").unwrap();
+    let heads: Vec<(&str, &'static str, usize)> = net.heads().iter().map(|h| (h.name.as_str(), h.kind.name(), h.outputs)).collect();
+    assert_eq!(heads, [("objects", "labels", 2), ("scene", "classes", 2), ("distance", "regression", 1)]);
+    assert_eq!(net.head("scene").unwrap().label_names.as_deref(), Some(&["rural".to_string(), "urban".to_string()][..]));
+    assert_eq!(net.head("objects").unwrap().label_names.as_deref(), Some(&["pedestrian".to_string(), "car".to_string()][..]));
+    assert!(matches!(net.head("distance").unwrap().kind, HeadKind::Regression(_)));
+
+    // eval reads the same file against the model's heads
+    let doc = json(&headswap(&["eval", "--model", s(&model), "--data", s(&manifest), "--size", "8x8", "--json"]));
+    assert_eq!(doc["examples"], 20);
+    let names: Vec<&str> = doc["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["objects", "scene", "distance"]);
+
+    // finetune on a manifest whose columns come in another order, with a head weight
+    let reordered: String = csv
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{},{}\n", f[0], f[4], f[3], f[2], f[1])
+        })
+        .collect();
+    let manifest2 = dir.join("m2.csv");
+    std::fs::write(&manifest2, reordered).unwrap();
+    let out = dir.join("ft.safetensors");
+    let ft = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["finetune", "--from", s(&model), "--data", s(data), "--size", "8x8", "--epochs", "1", "--out", s(&out)];
+        args.extend_from_slice(extra);
+        headswap(&args)
+    };
+    ok(&ft(&manifest2, &["--head-weight", "distance=0.5"]));
+    let tuned = headswap::nn::Network::from_checkpoint(&gpu, &headswap::checkpoint::load(&out).unwrap(), "ft").unwrap();
+    assert_eq!(tuned.head("distance").map(|h| h.weight), Some(0.5));
+
+    // a class the model's scene head does not have; a distance that is not a number
+    let bad = |name: &str, row: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{}{row}\n", csv)).unwrap();
+        p
+    };
+    let forest = bad("forest.csv", "img/1.png,1,0,forest,0.5");
+    fails(&ft(&forest, &[]), 1, "line 22, column 4 (\"scene\"), head \"scene\": unknown class \"forest\"");
+    let far = bad("far.csv", "img/1.png,1,0,urban,far");
+    fails(&ft(&far, &[]), 1, "line 22, column 5 (\"distance\"), head \"distance\": \"far\" is not a finite number");
+    let yes = bad("yes.csv", "img/1.png,yes,0,urban,1");
+    fails(&ft(&yes, &[]), 1, "head \"objects\": \"yes\" is not 0, 1 or empty");
+
+    // predict IMAGE on the model of named heads: each head's prediction, the library's
+    let img = dir.join("img/3.png");
+    let doc = json(&headswap(&["predict", "--model", s(&model), s(&img), "--json"]));
+    let x = headswap::data::image_folder::load_image(&img, &headswap::data::ImageOptions::gray(8, 8)).unwrap();
+    let want = headswap::train::predict_heads(&net, &x, 1, 1).unwrap();
+    let heads = doc[0]["heads"].as_array().unwrap();
+    assert_eq!(doc[0]["image"], s(&img));
+    let got_names: Vec<&str> = heads.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(got_names, ["objects", "scene", "distance"]);
+    let num = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
+    same_run("objects", &[num(&heads[0]["probabilities"]["pedestrian"]), num(&heads[0]["probabilities"]["car"])], &want[0].1);
+    same_run("scene", &[num(&heads[1]["probabilities"]["rural"]), num(&heads[1]["probabilities"]["urban"])], &want[1].1);
+    same_run("distance", &[num(&heads[2]["values"]["distance"])], &want[2].1);
+    let best = if want[1].1[1] > want[1].1[0] { "urban" } else { "rural" };
+    assert_eq!(heads[1]["class"], best);
+    assert_eq!(heads[0]["labels"].as_array().unwrap().len(), want[0].1.iter().filter(|&&p| p >= 0.5).count());
+    let text = ok(&headswap(&["predict", "--model", s(&model), s(&img)]));
+    let line = text.lines().next().unwrap();
+    assert!(
+        line.contains("objects: pedestrian") && line.contains(&format!("scene: {best} (")) && line.contains("distance: distance "),
+        "{line}"
+    );
+}

@@ -697,3 +697,275 @@ fn validation_and_early_stopping_score_every_head_on_cached_features() {
     net.set_head_label_names("scene", Some(vec!["street".into(), "road".into(), "park".into(), "yard".into()])).unwrap();
     assert!(net.set_head_label_names("scene", Some(vec!["street".into()])).is_err());
 }
+
+// ---- Uncertainty weighting (Kendall, Gal & Cipolla 2018): L = Σ_t exp(−s_t)·w_t·L_t + s_t ----
+
+use headswap::gpu::Tensor;
+use headswap::reference::network::loss_and_grads_heads_uncertainty;
+use headswap::train::{HeadWeighting, gradients_weighted};
+
+#[test]
+fn uncertainty_scale_kernel_matches_the_reference_at_odd_sizes() {
+    let gpu = gpu();
+    for (case, &n) in [1usize, 7, 33, 127].iter().enumerate() {
+        let seed = 300 + case as u64;
+        let heads = 3;
+        let s = rand_range(seed, heads, -2.0, 2.0);
+        let loss = rand_range(seed + 1, 1, 0.0, 3.0);
+        let g = rand_range(seed + 2, n, -1.0, 1.0);
+        let log_var = Tensor::from_slice(&gpu, &[heads], &s).unwrap();
+        let batch_loss = Tensor::from_slice(&gpu, &[1], &loss).unwrap();
+        let dlogits = Tensor::from_slice(&gpu, &[n], &g).unwrap();
+        let dlog_var = poisoned(&gpu, &[heads]);
+        let k = case % heads;
+        headswap::kernels::loss::uncertainty_scale(&gpu, &log_var, k, true, &batch_loss, &dlogits, &dlog_var).unwrap();
+        let scale = (-(s[k] as f64)).exp();
+        let want: Vec<f64> = g.iter().map(|&v| v as f64 * scale).collect();
+        assert_close(&format!("n={n} scaled gradient"), &dlogits.download(&gpu).unwrap(), &want, Tolerance::F32);
+        let got = dlog_var.download(&gpu).unwrap();
+        assert_close(&format!("n={n} ds"), &got[k..k + 1], &[1.0 - scale * loss[0] as f64], Tolerance::F32);
+        // only the head's own entry is written
+        assert!(got.iter().enumerate().all(|(j, v)| j == k || v.is_nan()), "n={n}: {got:?}");
+        // an inactive head (weight 0): ds = 0
+        headswap::kernels::loss::uncertainty_scale(&gpu, &log_var, k, false, &batch_loss, &dlogits, &dlog_var).unwrap();
+        assert_eq!(dlog_var.download(&gpu).unwrap()[k], 0.0);
+    }
+}
+
+/// The network `net(w)` with the log-variances `s` set on its heads.
+fn weighted_net(gpu: &Gpu, w: [f32; 3], s: [f32; 3], seed: u64) -> Network {
+    let mut n = net(gpu, w, seed);
+    for (name, s) in ["objects", "scene", "distance"].iter().zip(s) {
+        n.set_head_log_var(name, Some(s)).unwrap();
+    }
+    n
+}
+
+#[test]
+fn uncertainty_gradients_and_d_log_var_equal_central_differences_of_the_reference() {
+    let gpu = gpu();
+    // the scene head of weight 0 is left out of the loss, its s included
+    for w in [[1.0, 0.5, 2.0], [1.0, 0.0, 2.0]] {
+        let s = [0.3f32, -0.4, 0.7];
+        let net = weighted_net(&gpu, w, s, 71);
+        let data = data(7, 73);
+        let layers = ref_layers(&net, &net.values().unwrap());
+        let x = to_f64(&data.x);
+        let heads = ref_heads(&net, &data, &all_rows(data.n));
+        let s64 = to_f64(&s);
+        let (want_loss, _, want, want_ds) = loss_and_grads_heads_uncertainty(&layers, net.sources(), &x, data.n, &heads, &s64);
+        let (loss, got, ds) = gradients_weighted(&gpu, &net, &data, &BceSettings::default(), HeadWeighting::Uncertainty).unwrap();
+        assert_close("loss", &[loss as f32], &[want_loss], Tolerance::F32);
+        assert_close("dL/ds vs the reference", &ds, &want_ds, Tolerance::F32);
+        let h = 1e-6;
+        let loss_at = |layers: &[RefLayer], s: &[f64]| loss_and_grads_heads_uncertainty(layers, net.sources(), &x, data.n, &heads, s).0;
+        let fd_s: Vec<f64> = (0..3)
+            .map(|t| {
+                let (mut up, mut down) = (s64.clone(), s64.clone());
+                up[t] += h;
+                down[t] -= h;
+                (loss_at(&layers, &up) - loss_at(&layers, &down)) / (2.0 * h)
+            })
+            .collect();
+        assert_close("dL/ds vs central differences", &ds, &fd_s, Tolerance::F32);
+        if w[1] == 0.0 {
+            assert_eq!(ds[1], 0.0, "a head of weight 0 is not in the loss");
+        }
+        for (i, ((gw, gb), (aw, ab))) in got.iter().zip(&want).enumerate() {
+            let fd = |bias: bool, len: usize| -> Vec<f64> {
+                (0..len)
+                    .map(|j| {
+                        let mut l = layers.clone();
+                        let p = if bias { &mut l[i].b[j] } else { &mut l[i].w[j] };
+                        *p += h;
+                        let up = loss_at(&l, &s64);
+                        let p = if bias { &mut l[i].b[j] } else { &mut l[i].w[j] };
+                        *p -= 2.0 * h;
+                        (up - loss_at(&l, &s64)) / (2.0 * h)
+                    })
+                    .collect()
+            };
+            assert_close(&format!("w={w:?} layer {i} dW vs central differences"), gw, &fd(false, aw.len()), Tolerance::F32);
+            assert_close(&format!("w={w:?} layer {i} db vs central differences"), gb, &fd(true, ab.len()), Tolerance::F32);
+            assert_close(&format!("w={w:?} layer {i} dW vs the reference"), gw, aw, Tolerance::F32);
+            assert_close(&format!("w={w:?} layer {i} db vs the reference"), gb, ab, Tolerance::F32);
+        }
+    }
+}
+
+#[test]
+fn uncertainty_weighting_follows_the_reference_optimizer_trajectory() {
+    use headswap::reference::optim::adam_step;
+    use std::cell::RefCell;
+    let gpu = gpu();
+    let (batch, epochs, seed) = (4, 2, 7);
+    let mut net = weighted_net(&gpu, [1.0, 0.5, 2.0], [0.2, -0.3, 0.0], 79);
+    let data = data(11, 83);
+    let start = net.values().unwrap();
+    // weight decay on the network's parameters, none on the log-variances (their own group)
+    let adam = Adam { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: false };
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.05).weight_decay(0.01),
+        batch_size: batch,
+        seed,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&gpu, cfg);
+    let report = trainer.fit(&mut net, &data, epochs).unwrap();
+
+    let sources = net.sources().to_vec();
+    // the reference's log-variances and their Adam moments, updated once per step
+    let s = RefCell::new((vec![0.2, -0.3, 0.0], vec![0.0; 3], vec![0.0; 3], 0u32));
+    let s_adam = Adam { weight_decay: 0.0, ..adam };
+    let grads = |layers: &[RefLayer], xb: &[f64], chunk: &[u32]| {
+        let mut st = s.borrow_mut();
+        let (_, _, g, ds) = loss_and_grads_heads_uncertainty(layers, &sources, xb, chunk.len(), &ref_heads(&net, &data, chunk), &st.0);
+        let (p, m, v, t) = &mut *st;
+        *t += 1;
+        adam_step(p, &ds, m, v, &s_adam, *t);
+        g
+    };
+    let all = vec![Some(1.0); net.layers().len()];
+    let want = reference_train_with(&net.layers(), &start, &data, &grads, RefOpt::Adam(adam), &all, batch, epochs, seed, None);
+    let tol = Tolerance { rel: 1e-5, abs: 1e-5 };
+    for (i, ((gw, gb), (ww, wb))) in net.values().unwrap().iter().zip(&want).enumerate() {
+        assert_close(&format!("layer {i} weight"), gw, ww, tol);
+        assert_close(&format!("layer {i} bias"), gb, wb, tol);
+    }
+    let got_s: Vec<f32> = net.heads().iter().map(|h| h.log_var.unwrap()).collect();
+    assert_close("learned log-variances", &got_s, &s.borrow().0, tol);
+    // the report shows them: each head's learned weight exp(−s) at the last epoch
+    let last = report.last().unwrap();
+    for (h, s) in last.train.heads.iter().zip(&got_s) {
+        assert_eq!(h.log_var, Some(*s as f64));
+        assert_eq!(h.learned_weight(), Some((-(*s as f64)).exp()));
+    }
+}
+
+#[test]
+fn learned_log_variances_save_load_and_resume() {
+    let gpu = gpu();
+    let data = data(12, 89);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.02),
+        batch_size: 4,
+        seed: 5,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    // fixed weights never give a network log-variances, and its checkpoint has none
+    let mut fixed = net(&gpu, [1.0, 0.5, 2.0], 97);
+    Trainer::new(&gpu, TrainConfig { head_weighting: HeadWeighting::Fixed, ..cfg.clone() }).fit(&mut fixed, &data, 1).unwrap();
+    assert!(fixed.heads().iter().all(|h| h.log_var.is_none()));
+
+    let mut a = net(&gpu, [1.0, 0.5, 2.0], 97);
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    trainer.fit(&mut a, &data, 1).unwrap();
+    assert!(a.heads().iter().all(|h| h.log_var.is_some_and(|s| s != 0.0)), "{:?}", a.heads());
+    let state = trainer.training_state().unwrap().clone();
+    assert!(state.optimizer_state.iter().any(|(n, v)| n == "heads.scene.log_var.exp_avg" && v.len() == 1));
+    let dir = TempDir::new("multihead_logvar");
+    let path = dir.path().join("net.safetensors");
+    a.save(&path, headswap::checkpoint::StorageDtype::F32).unwrap();
+    let mut b = Network::load(&gpu, &path).unwrap();
+    assert_eq!(b.heads(), a.heads(), "the log-variances come back bit for bit");
+    // resuming both for a second epoch gives the same bits
+    trainer.resume(&mut a, &data, &state, 2).unwrap();
+    Trainer::new(&gpu, cfg.clone()).resume(&mut b, &data, &state, 2).unwrap();
+    assert_eq!(a.values().unwrap(), b.values().unwrap());
+    assert_eq!(a.heads(), b.heads());
+
+    // a one-head network refuses the option with a readable error
+    let mut one = Network::new(&gpu, &[D, 6], Head::classes(4), 1).unwrap();
+    let d1 = Dataset { targets: Targets::Classes { y: vec![0; 12], num_classes: 4 }, ..data.clone() };
+    let e = Trainer::new(&gpu, cfg).fit(&mut one, &d1, 1).unwrap_err().to_string();
+    assert!(e.contains("named heads"), "{e}");
+}
+
+/// `scripts/multihead_fixture.py --uncertainty`: PyTorch (float64) training the fixture's network
+/// under `Σ_t exp(−s_t)·w_t·L_t + s_t` with the log-variances an `nn.Parameter` in their own Adam
+/// param group (no weight decay), from s = [0.2, −0.3, 0.1]: the same parameters and learned s.
+#[test]
+fn a_short_uncertainty_weighted_run_equals_pytorchs() {
+    use headswap::checkpoint::{self, Checkpoint, NamedTensor};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_multihead_uncertainty.safetensors");
+    let torch = checkpoint::load(&path).unwrap();
+    let get = |name: &str| torch.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture")).clone();
+    let gpu = gpu();
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 1);
+    let mut init = Checkpoint::new();
+    for name in net.param_names() {
+        let t = get(&format!("init.{name}"));
+        init.push(NamedTensor::new(name, t.shape.clone(), t.data.clone()).unwrap()).unwrap();
+    }
+    net.load_state_dict(&init, headswap::nn::LoadOptions { strict: true, ..Default::default() }, "fixture").unwrap();
+    for (name, s) in ["objects", "scene", "distance"].iter().zip(get("init.log_var").data) {
+        net.set_head_log_var(name, Some(s)).unwrap();
+    }
+    let scene: Vec<u32> = get("y.scene").data.iter().map(|&c| if c < 0.0 { IGNORE_CLASS } else { c as u32 }).collect();
+    let data = Dataset {
+        x: get("x").data,
+        n: 10,
+        d: D,
+        input_shape: vec![D],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: get("y.objects").data, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: get("y.distance").data, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    };
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.01),
+        batch_size: 4,
+        shuffle: false,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&gpu, cfg).fit(&mut net, &data, 2).unwrap();
+    let trained = net.to_checkpoint().unwrap();
+    for name in net.param_names() {
+        let got = &trained.get(&name).unwrap().data;
+        assert_close(&format!("{name} after training"), got, &to_f64(&get(&format!("final.{name}")).data), Tolerance::F32);
+    }
+    let s: Vec<f32> = net.heads().iter().map(|h| h.log_var.unwrap()).collect();
+    let want = to_f64(&get("final.log_var").data);
+    assert_close("learned log-variances", &s, &want, Tolerance::F32);
+    // they moved: the comparison is not of the starting values
+    assert!(s.iter().zip(&get("init.log_var").data).all(|(a, b)| (a - b).abs() > 1e-2), "{s:?}");
+}
+
+#[test]
+fn a_head_edit_keeps_the_other_heads_log_variance_state_and_starts_the_new_ones() {
+    let gpu = gpu();
+    let data = data(12, 101);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(0.01),
+        batch_size: 4,
+        seed: 3,
+        head_weighting: HeadWeighting::Uncertainty,
+        ..TrainConfig::default()
+    };
+    let mut net = net(&gpu, [1.0, 0.5, 2.0], 103);
+    let mut trainer = Trainer::new(&gpu, cfg.clone());
+    trainer.fit(&mut net, &data, 1).unwrap();
+    let state = trainer.training_state().unwrap().clone();
+    let before = net.module_names();
+    let kept = net.head("objects").unwrap().log_var;
+    let report = net.swap_named_head("distance", Head::regression(2, RegressionLoss::L1), 5).unwrap();
+    assert_eq!(net.head("distance").unwrap().log_var, None, "a new head has no learned weight yet");
+    assert_eq!(net.head("objects").unwrap().log_var, kept);
+    let edited = state.after_head_edit(&before, &report, &net, &cfg.optimizer).unwrap();
+    for (name, values) in edited.optimizer_state.iter().filter(|(n, _)| n.contains(".log_var.")) {
+        let saved = state.optimizer_state.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        if name.starts_with("heads.distance.") {
+            assert_eq!(values, &vec![0.0], "{name} is fresh");
+        } else {
+            assert_eq!(Some(values), saved, "{name} is kept");
+        }
+    }
+    assert_eq!(edited.optimizer_state.iter().filter(|(n, _)| n.contains(".log_var.")).count(), 6);
+    Trainer::new(&gpu, cfg).resume(&mut net, &data, &edited, 2).unwrap();
+    assert!(net.head("distance").unwrap().log_var.is_some_and(|s| s != 0.0));
+}

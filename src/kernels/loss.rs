@@ -25,6 +25,7 @@ pub(crate) const LINEAR_HEAD_BCE: Kernel =
 pub(crate) const COUNT_LABELLED: Kernel = Kernel { source: &source::LOSS, entry: "count_labelled", bindings: &[R, RW] };
 pub(crate) const REGRESSION_LOSS: Kernel = Kernel { source: &source::LOSS, entry: "regression_loss", bindings: &[R, R, R, RW, RW] };
 pub(crate) const SOFTMAX_XENT_MASKED: Kernel = Kernel { source: &source::LOSS, entry: "softmax_xent_masked", bindings: &[R, R, RW, RW, R] };
+pub(crate) const UNCERTAINTY_SCALE: Kernel = Kernel { source: &source::LOSS, entry: "uncertainty_scale", bindings: &[R, R, RW, RW] };
 pub(crate) const COUNT_KNOWN_CLASSES: Kernel = Kernel { source: &source::LOSS, entry: "count_known_classes", bindings: &[R, RW] };
 
 /// Invocations per workgroup of the one-invocation-per-row kernels (`@workgroup_size(64)`).
@@ -779,6 +780,58 @@ pub fn softmax_xent_masked(gpu: &Gpu, logits: &Tensor, targets: &Tensor, opts: &
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct UncertaintyParams {
+    pub n: u32,
+    pub head: u32,
+    pub in_loss: u32,
+    pub _pad: u32,
+}
+
+/// One head's share of uncertainty weighting (Kendall, Gal & Cipolla 2018; see
+/// [`crate::train::HeadWeighting::Uncertainty`]), after its loss kernel: with
+/// `s = log_var[head]` and `L = batch_loss[0]` (the head's batch loss, read on the GPU), scales
+/// `dlogits` (`∂L/∂outputs`, any shape) by `exp(−s)` in place and writes
+/// `dlog_var[head] = 1 − exp(−s)·L`, or 0 when not `active` (a head left out of the loss).
+/// Nothing else of `dlog_var` is written.
+pub fn uncertainty_scale_dispatch(
+    gpu: &Gpu,
+    log_var: &Tensor,
+    head: usize,
+    active: bool,
+    batch_loss: &Tensor,
+    dlogits: &Tensor,
+    dlog_var: &Tensor,
+) -> Result<Dispatch> {
+    let op = "uncertainty_scale";
+    for (t, what) in [(log_var, "log_var"), (batch_loss, "batch_loss"), (dlogits, "dlogits"), (dlog_var, "dlog_var")] {
+        ensure_dtype(t, DType::F32, op, what)?;
+    }
+    ensure(head < log_var.len(), op, || format!("head {head} is past the {} log-variances", log_var.len()))?;
+    ensure(dlog_var.len() == log_var.len(), op, || format!("dlog_var has {} elements, log_var {}", dlog_var.len(), log_var.len()))?;
+    ensure(batch_loss.len() == 1, op, || format!("batch_loss must have one element, it is {:?}", batch_loss.shape()))?;
+    ensure(dlogits.len() <= u32::MAX as usize, op, || format!("dlogits {:?} have more than 2^32 elements", dlogits.shape()))?;
+    let p = UncertaintyParams { n: dlogits.len() as u32, head: head as u32, in_loss: active as u32, _pad: 0 };
+    // at least one workgroup: dlog_var is written even for an empty batch
+    let groups = groups_1d(dlogits.len().max(1), 256);
+    Dispatch::new(gpu, UNCERTAINTY_SCALE, &[], bytemuck::bytes_of(&p), &[log_var, batch_loss, dlogits, dlog_var], groups)
+}
+
+/// [`uncertainty_scale_dispatch`], run at once.
+pub fn uncertainty_scale(
+    gpu: &Gpu,
+    log_var: &Tensor,
+    head: usize,
+    active: bool,
+    batch_loss: &Tensor,
+    dlogits: &Tensor,
+    dlog_var: &Tensor,
+) -> Result<()> {
+    let d = uncertainty_scale_dispatch(gpu, log_var, head, active, batch_loss, dlogits, dlog_var)?;
+    gpu.run("uncertainty_scale", &[&d])
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct RegressionParams {
     pub rows: u32,
     pub cols: u32,
@@ -790,6 +843,10 @@ pub(crate) struct RegressionParams {
 mod tests {
     #[test]
     fn params_match_wgsl_size() {
+        assert_eq!(
+            crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS_WGSL, "UncertaintyParams"),
+            std::mem::size_of::<super::UncertaintyParams>()
+        );
         assert_eq!(
             crate::kernels::wgsl_struct_bytes(crate::kernels::source::LOSS_WGSL, "RegressionParams"),
             std::mem::size_of::<super::RegressionParams>()

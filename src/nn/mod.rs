@@ -66,6 +66,11 @@ pub struct HeadInfo {
     /// [`Head::bce_reduction`](Head#structfield.bce_reduction).
     pub pos_weight: Option<Vec<f32>>,
     pub bce_reduction: Option<BceReduction>,
+    /// The head's learned log-variance `s` under uncertainty weighting
+    /// ([`crate::train::HeadWeighting::Uncertainty`]): `None` until a run so weighted trains it
+    /// (it then starts at 0, weight `exp(−s)` = 1). Saved as `"log_var"` in the head's entry of
+    /// the `headswap.heads` metadata.
+    pub log_var: Option<f32>,
 }
 
 /// A head to attach: optional hidden layers, then the output layer (no activation: the loss
@@ -551,6 +556,7 @@ impl Network {
                 label_names: h.names.clone(),
                 pos_weight: h.pos_weight.clone(),
                 bce_reduction: h.bce_reduction,
+                log_var: None,
             });
             head_specs.extend(specs);
         }
@@ -733,6 +739,7 @@ impl Network {
             label_names: self.label_names.clone(),
             pos_weight: None,
             bce_reduction: None,
+            log_var: None,
         };
         let (sources, names) =
             multi_head_wiring(&self.trunk_graph(), &self.head, &vec![None; self.head.len()], std::slice::from_ref(&info))?;
@@ -823,6 +830,7 @@ impl Network {
                 label_names: h.names.clone(),
                 pos_weight: h.pos_weight.clone(),
                 bce_reduction: h.bce_reduction,
+                log_var: None,
             };
             let names = match &h.module {
                 Some(m) => Head::layer_names(&specs, Some(m)),
@@ -956,6 +964,17 @@ impl Network {
     /// The head named `name`.
     pub fn head(&self, name: &str) -> Option<&HeadInfo> {
         self.heads.iter().find(|h| h.name == name)
+    }
+    /// Sets (or with `None` forgets) the learned log-variance of the head named `name`, the
+    /// `s_t` uncertainty weighting starts from ([`HeadInfo::log_var`]); `s` must be finite.
+    pub fn set_head_log_var(&mut self, name: &str, s: Option<f32>) -> Result<()> {
+        if s.is_some_and(|s| !s.is_finite()) {
+            return Err(Error::invalid(format!("head {name:?}: a log-variance must be finite, got {s:?}")));
+        }
+        let h =
+            self.heads.iter_mut().find(|h| h.name == name).ok_or_else(|| Error::invalid(format!("the network has no head {name:?}")))?;
+        h.log_var = s;
+        Ok(())
     }
     pub fn trunk_layers(&self) -> &[LayerSpec] {
         &self.trunk

@@ -65,6 +65,9 @@ fn heads_json(heads: &[super::HeadInfo]) -> String {
             if let Some(r) = h.bce_reduction {
                 v["reduction"] = reduction_name(r).into();
             }
+            if let Some(s) = h.log_var {
+                v["log_var"] = s.into();
+            }
             v
         })
         .collect();
@@ -124,6 +127,13 @@ fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::Head
             Some(Some("mean_all")) => Some(BceReduction::MeanAll),
             Some(other) => return Err(bad(format!("head {name:?}: unknown reduction {other:?}"))),
         };
+        let log_var = match item.get("log_var") {
+            None => None,
+            Some(s) => Some(
+                s.as_f64().filter(|s| s.is_finite()).ok_or_else(|| bad(format!("head {name:?}: \"log_var\" must be a finite number")))?
+                    as f32,
+            ),
+        };
         heads.push(super::HeadInfo {
             name,
             kind,
@@ -133,6 +143,7 @@ fn heads_from_json(origin: &str, json: &str, t: usize) -> Result<Vec<super::Head
             label_names,
             pos_weight,
             bce_reduction,
+            log_var,
         });
         next += layers;
     }
@@ -958,6 +969,17 @@ impl Network {
             if k.weight { values[k.layer].0 = data } else { values[k.layer].1 = data }
         }
         Ok((values, buffers))
+    }
+
+    /// The named heads a headswap checkpoint records (its `headswap.heads` metadata), without
+    /// building the network: names, kinds, weights, class or label names (their `layers` counted
+    /// from 0); empty for a checkpoint of one head. What a grouped CSV manifest's loader needs
+    /// ([`crate::data::manifest::ManifestHead::of`]).
+    pub fn checkpoint_heads(ckpt: &Checkpoint, origin: &str) -> Result<Vec<super::HeadInfo>> {
+        match ckpt.metadata.get(HEADS_KEY) {
+            Some(json) => heads_from_json(origin, json, 0),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Checks, without a GPU, everything [`Network::from_checkpoint`] reads from `ckpt` before it

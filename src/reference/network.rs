@@ -236,6 +236,38 @@ pub fn loss_and_grads_heads(
     (per_head.iter().sum(), per_head, grads)
 }
 
+/// Uncertainty weighting (Kendall, Gal & Cipolla 2018, `crate::train::HeadWeighting::Uncertainty`)
+/// of [`loss_and_grads_heads`]: with `l_t = w_t·L_t` each head's weighted loss and `s_t =
+/// log_vars[t]`, the loss `Σ_t exp(−s_t)·l_t + s_t` over the heads of weight > 0, every layer's
+/// gradient (each head's seeded by `exp(−s_t)·∂l_t/∂outputs`), each head's `l_t`, and
+/// `∂L/∂s_t = 1 − exp(−s_t)·l_t` (0 for a head of weight 0, which is not in the loss).
+pub fn loss_and_grads_heads_uncertainty(
+    layers: &[RefLayer],
+    sources: &[Vec<usize>],
+    x: &[f64],
+    m: usize,
+    heads: &[RefHead],
+    log_vars: &[f64],
+) -> (f64, Vec<f64>, RefGrads, Vec<f64>) {
+    assert_eq!(heads.len(), log_vars.len(), "one log-variance per head");
+    let (zs, as_) = forward_graph_norm(layers, sources, x, m, RefNorm::Running);
+    let (mut seeds, mut per_head, mut dlog_var) = (Vec::new(), Vec::new(), Vec::new());
+    let mut total = 0.0;
+    for (h, &s) in heads.iter().zip(log_vars) {
+        let (l, d) = head_loss(&as_[h.output], m, layers[h.output].outputs(), h.weight, &h.loss);
+        let active = h.weight > 0.0;
+        let scale = (-s).exp();
+        if active {
+            total += scale * l + s;
+        }
+        per_head.push(l);
+        dlog_var.push(if active { 1.0 - scale * l } else { 0.0 });
+        seeds.push((h.output, d.iter().map(|g| g * scale).collect()));
+    }
+    let grads = backward(layers, sources, x, m, RefNorm::Running, &zs, &as_, seeds);
+    (total, per_head, grads, dlog_var)
+}
+
 /// Backward from the gradients `seeds` of the outputs of some layers (`(layer, d output)`).
 #[allow(clippy::too_many_arguments)]
 fn backward(

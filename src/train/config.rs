@@ -110,6 +110,38 @@ pub struct TrainConfig {
     /// order. It needs the trunk computed every step: with a frozen trunk whose features would be
     /// cached, set `cache_features = false`.
     pub augment: Option<Augment>,
+    /// How a network of named heads weighs its heads' losses: each head's fixed weight
+    /// ([`HeadWeighting::Fixed`], the default), or learned uncertainty weights on top of it
+    /// ([`HeadWeighting::Uncertainty`]). A network's only head ignores it.
+    pub head_weighting: HeadWeighting,
+}
+
+/// How the losses of a network's named heads are combined into the one loss a step minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadWeighting {
+    /// `L = Σ_t w_t·L_t`, `w_t` each head's fixed [`weight`](crate::nn::HeadInfo::weight).
+    #[default]
+    Fixed,
+    /// Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) in its widely used
+    /// form `L = Σ_t exp(−s_t)·w_t·L_t + s_t`, one learned log-variance `s_t` per head of weight
+    /// `w_t > 0` (a head of weight 0 is left out, `s_t` included). Kendall's ½ in front of a
+    /// regression head's term is not used: every kind gets the same form (the ½ only rescales
+    /// `exp(−s_t)` by a constant, which `s_t` absorbs up to a shift). The `s_t` train with the
+    /// run's optimizer and learning rate in their own parameter group, without weight decay;
+    /// they start at the network's [`log_var`](crate::nn::HeadInfo::log_var) or 0, and the run
+    /// leaves the learned values there (saved with the network).
+    Uncertainty,
+}
+
+impl HeadWeighting {
+    /// `fixed` or `uncertainty`.
+    pub fn parse(s: &str) -> Option<HeadWeighting> {
+        match s {
+            "fixed" => Some(HeadWeighting::Fixed),
+            "uncertainty" => Some(HeadWeighting::Uncertainty),
+            _ => None,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -130,6 +162,7 @@ impl Default for TrainConfig {
             steps_per_submission: 16,
             batch_norm: BatchNormMode::Auto,
             augment: None,
+            head_weighting: HeadWeighting::Fixed,
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use super::Collective;
 use super::optimizer::Grads;
-use super::plan::{Accumulators, DeviceData, ForwardPlan, Mode, Plan, PlanInputs, Rows, Scratch};
-use super::{BatchNormMode, BceSettings, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
+use super::plan::{Accumulators, DeviceData, ForwardPlan, LogVars, Mode, Plan, PlanInputs, Rows, Scratch};
+use super::{BatchNormMode, BceSettings, HeadWeighting, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
@@ -64,6 +64,7 @@ fn read_head_metrics(gpu: &Gpu, acc: &Accumulators, net: &Network, batches: usiz
             kind: h.kind,
             weight: h.weight,
             weighted_loss: loss,
+            log_var: h.log_var.map(f64::from),
             accuracy: None,
             labels: None,
             regression: None,
@@ -171,6 +172,7 @@ impl Evaluator {
             // an evaluation draws no dropout masks and augments nothing
             seed: 0,
             augment: None,
+            log_vars: None,
         };
         let full = Plan::build(gpu, &inputs, b)?;
         let rem = data.n % b;
@@ -206,6 +208,44 @@ pub fn gradients(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings) ->
 /// batch's statistics, the gradient flows through them, and — like a forward pass in PyTorch's
 /// `model.train()` — their running statistics are updated once.
 pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSettings, batch_norm: BatchNormMode) -> Result<(f64, LayerGrads)> {
+    let (loss, grads, _) = gradients_inner(gpu, net, data, bce, batch_norm, HeadWeighting::Fixed)?;
+    Ok((loss, grads))
+}
+
+/// [`gradients`] of a network of named heads under `weighting`: the loss
+/// (`Σ_t exp(−s_t)·w_t·L_t + s_t` under [`HeadWeighting::Uncertainty`], with each head's
+/// [`log_var`](crate::nn::HeadInfo::log_var) or 0 as `s_t`), every layer's gradient, and
+/// `∂L/∂s_t` per head (empty under [`HeadWeighting::Fixed`]).
+///
+/// ```no_run
+/// use headswap::{Gpu, kernels::loss::RegressionLoss, nn::{Head, Init, Network, Trunk}};
+/// use headswap::train::{BceSettings, HeadWeighting, gradients_weighted};
+/// # fn data() -> headswap::data::Dataset { unimplemented!() }
+/// let gpu = Gpu::new()?;
+/// let heads = [Head::classes(3).named("scene"), Head::regression(1, RegressionLoss::Mse).named("distance")];
+/// let net = Network::from_trunk_heads(&gpu, 4, Trunk::chain(vec![]), Init::KaimingUniform, &heads, 1)?;
+/// let (loss, layers, dlog_var) = gradients_weighted(&gpu, &net, &data(), &BceSettings::default(), HeadWeighting::Uncertainty)?;
+/// assert_eq!(dlog_var.len(), 2);
+/// # Ok::<(), headswap::Error>(())
+/// ```
+pub fn gradients_weighted(
+    gpu: &Gpu,
+    net: &Network,
+    data: &Dataset,
+    bce: &BceSettings,
+    weighting: HeadWeighting,
+) -> Result<(f64, LayerGrads, Vec<f32>)> {
+    gradients_inner(gpu, net, data, bce, BatchNormMode::Frozen, weighting)
+}
+
+fn gradients_inner(
+    gpu: &Gpu,
+    net: &Network,
+    data: &Dataset,
+    bce: &BceSettings,
+    batch_norm: BatchNormMode,
+    weighting: HeadWeighting,
+) -> Result<(f64, LayerGrads, Vec<f32>)> {
     validate_bce(bce)?;
     check_fits(net, data)?;
     let dev = DeviceData::upload(gpu, data)?;
@@ -219,6 +259,10 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
     let identity: Vec<u32> = (0..dev.n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[dev.n], &identity)?;
     let bce_t = bce_tensors(gpu, bce, net)?;
+    let log_vars = match weighting {
+        HeadWeighting::Fixed => None,
+        HeadWeighting::Uncertainty => Some(LogVars::new(gpu, net)?),
+    };
     let inputs = PlanInputs {
         net,
         mode,
@@ -237,13 +281,26 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
         // dropout's masks: seed 0 at step 1, offset 0 (the launches' initial values)
         seed: 0,
         augment: None,
+        log_vars: log_vars.as_ref(),
     };
     let plan = Plan::build(gpu, &inputs, dev.n)?;
     plan.set_offset(gpu, 0)?;
     let mut rec = Recorder::new(gpu, "gradients");
     rec.pass("gradients", plan.dispatches());
     rec.submit();
-    let loss = if net.is_multi_head() {
+    let mut dlog_var = Vec::new();
+    let loss = if let Some(lv) = &log_vars {
+        // Σ exp(−s_t)·(w_t·L_t) + s_t over the heads in the loss (weight > 0)
+        let s = lv.params.download(gpu)?;
+        dlog_var = lv.grad.download(gpu)?;
+        let mut total = 0.0;
+        for ((h, acc), s) in net.heads().iter().zip(&acc.heads).zip(&s) {
+            if h.weight > 0.0 {
+                total += (-(*s as f64)).exp() * acc.loss.download(gpu)?[0] as f64 + *s as f64;
+            }
+        }
+        total
+    } else if net.is_multi_head() {
         acc.heads.iter().map(|h| Ok(h.loss.download(gpu)?[0] as f64)).sum::<Result<f64>>()?
     } else {
         acc.loss.download(gpu)?[0] as f64
@@ -257,7 +314,7 @@ pub fn gradients_with(gpu: &Gpu, net: &Network, data: &Dataset, bce: &BceSetting
             Ok((w.download(gpu)?, b.download(gpu)?))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((loss, out))
+    Ok((loss, out, dlog_var))
 }
 
 /// Outputs of `net` for `n` examples `x` (`[n, input_dim]`): class probabilities (softmax) for

@@ -28,16 +28,19 @@ pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use collective::{Collective, ThreadGroup};
-pub use config::{Augment, BatchNormMode, Freeze, TrainConfig};
+pub use config::{Augment, BatchNormMode, Freeze, HeadWeighting, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
-pub use eval::{LayerGrads, gradients, gradients_with, predict, predict_features, predict_heads, predict_heads_logits, predict_logits};
+pub use eval::{
+    LayerGrads, gradients, gradients_weighted, gradients_with, predict, predict_features, predict_heads, predict_heads_logits,
+    predict_logits,
+};
 pub use groups::ParamGroups;
 use optimizer::Grads;
 use optimizer::Optim;
 pub use plan::BceSettings;
-use plan::{Accumulators, Mode, Plan, PlanInputs, Rows, Scratch};
+use plan::{Accumulators, LogVars, Mode, Plan, PlanInputs, Rows, Scratch};
 pub use report::{EpochReport, FitReport, HeadMetrics, Metrics};
 pub use schedule::Schedule;
 pub use state::{
@@ -334,6 +337,9 @@ impl Trainer {
         owned.extend(sb.grads.tensors());
         owned.extend(sb.acc.tensors());
         owned.extend(optim.tensors());
+        if let Some(lv) = &sb.log_vars {
+            owned.extend(lv.tensors());
+        }
         if let Some(v) = &val {
             owned.extend(v.tensors());
         }
@@ -442,8 +448,17 @@ impl Trainer {
                 first_step = steps.end;
             }
             gpu.check("training step")?;
-            let train_metrics = read_metrics(&gpu, &sb.acc, net, steps_per_epoch, replicas)?;
-            let validation = evaluator.as_ref().map(|e| e.run(&gpu, net)).transpose()?;
+            let mut train_metrics = read_metrics(&gpu, &sb.acc, net, steps_per_epoch, replicas)?;
+            let mut validation = evaluator.as_ref().map(|e| e.run(&gpu, net)).transpose()?;
+            if let Some(lv) = &sb.log_vars {
+                // read with the epoch's metrics: the learned weights so far
+                let s = lv.params.download(&gpu)?;
+                for m in std::iter::once(&mut train_metrics).chain(validation.as_mut()) {
+                    for (h, s) in m.heads.iter_mut().zip(&s) {
+                        h.log_var = Some(*s as f64);
+                    }
+                }
+            }
             let seconds = t0.elapsed().as_secs_f64();
             tracing::info!(epoch, loss = train_metrics.loss, score = train_metrics.score(), seconds, "epoch done");
             if let Some(v) = &validation {
@@ -510,6 +525,14 @@ impl Trainer {
             collective::broadcast_running_stats(&gpu, net, r)?;
         }
         gpu.sync()?;
+        if let Some(lv) = &sb.log_vars {
+            // the learned log-variances (those of the best epoch with early stopping) stay with
+            // the network, which saves them
+            let s = lv.params.download(&gpu)?;
+            for (h, s) in net.heads.iter_mut().zip(s) {
+                h.log_var = Some(s);
+            }
+        }
         record_data_layout(net, data);
         self.last_state = Some(TrainingState {
             epoch: reports.last().map_or(start_epoch, |r: &EpochReport| r.epoch + 1),
@@ -631,7 +654,7 @@ impl RunSetup {
     ) -> Result<RunSetup> {
         let train = DeviceData::upload(gpu, train_data)?;
         let sb = StepBuffers::new(gpu, net, &train, cfg, lr_mults)?;
-        let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some())?;
+        let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some(), sb.log_vars.as_ref())?;
         if let Some(r) = resume {
             optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
         }
@@ -666,6 +689,8 @@ pub(crate) struct StepBuffers {
     pub batch_stats: Vec<bool>,
     /// The augmentation of the batch and the images' `[C, H, W]`.
     pub augment: Option<(Augment, [usize; 3])>,
+    /// Uncertainty weighting's log-variances ([`HeadWeighting::Uncertainty`]).
+    pub log_vars: Option<LogVars>,
 }
 
 impl StepBuffers {
@@ -719,7 +744,11 @@ impl StepBuffers {
         let grads = Grads::new(gpu, net, lr_mults)?;
         let acc = Accumulators::for_net(gpu, net)?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;
-        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats, augment })
+        let log_vars = match cfg.head_weighting {
+            HeadWeighting::Fixed => None,
+            HeadWeighting::Uncertainty => Some(LogVars::new(gpu, net)?),
+        };
+        Ok(StepBuffers { first, cached, b, mode, train_x, bce, scratch, grads, acc, indices, batch_stats, augment, log_vars })
     }
 
     pub fn inputs<'a>(&'a self, net: &'a Network, train: &'a DeviceData, cfg: &'a TrainConfig) -> PlanInputs<'a> {
@@ -740,6 +769,7 @@ impl StepBuffers {
             optimizer: None,
             seed: cfg.seed,
             augment: self.augment,
+            log_vars: self.log_vars.as_ref(),
         }
     }
 }

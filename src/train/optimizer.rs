@@ -5,6 +5,7 @@
 //! this state by [`Optim::steps`]; resume files read and write the state per parameter.
 
 use super::groups::{TrainRange, train_ranges};
+use super::plan::LogVars;
 use super::state::state_slots;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
@@ -74,16 +75,17 @@ pub(crate) struct Optim {
     pub rule: Optimizer,
     pub groups: Vec<Group>,
     launch: RangeLaunch,
+    /// Uncertainty weighting: the heads' log-variances, a parameter group of their own (the
+    /// run's rule and learning rate, no weight decay), and their gradient.
+    log_var: Option<(Group, Tensor)>,
 }
 
 impl Optim {
     /// Zeroed state for every trainable range of `grads` (with parameter backups when
     /// `keep_best`).
-    pub fn new(gpu: &Gpu, net: &Network, grads: &Grads, rule: Optimizer, keep_best: bool) -> Result<Optim> {
-        let mut groups = Vec::new();
-        for r in &grads.ranges {
-            let arena = if r.head { &net.head_params } else { &net.trunk_params };
-            let params = arena.buf.view(r.start, &[r.end - r.start])?;
+    /// `log_vars`: uncertainty weighting's log-variances, trained as one more group.
+    pub fn new(gpu: &Gpu, net: &Network, grads: &Grads, rule: Optimizer, keep_best: bool, log_vars: Option<&LogVars>) -> Result<Optim> {
+        let group = |params: Tensor| -> Result<Group> {
             let n = params.len();
             let labels: &[&str] = match rule {
                 Optimizer::Sgd(c) if c.momentum != 0.0 => &["momentum"],
@@ -92,11 +94,22 @@ impl Optim {
             };
             let state = labels.iter().map(|l| Tensor::alloc(gpu, &[n], DType::F32, l)).collect::<Result<_>>()?;
             let best = if keep_best { Some(Tensor::alloc(gpu, &[n], DType::F32, "best_params")?) } else { None };
-            groups.push(Group { state, params, best });
+            Ok(Group { state, params, best })
+        };
+        let mut groups = Vec::new();
+        for r in &grads.ranges {
+            let arena = if r.head { &net.head_params } else { &net.trunk_params };
+            groups.push(group(arena.buf.view(r.start, &[r.end - r.start])?)?);
         }
         let sizes: Vec<usize> = groups.iter().map(|g| g.params.len()).collect();
         let launch = choose_range_launch(gpu, &rule, &sizes)?;
-        Ok(Optim { rule, groups, launch })
+        let log_var = log_vars.map(|lv| Ok::<_, Error>((group(lv.params.clone())?, lv.grad.clone()))).transpose()?;
+        Ok(Optim { rule, groups, launch, log_var })
+    }
+
+    /// The groups with their parameters: the trainable ranges', then the log-variances'.
+    fn all_groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter().chain(self.log_var.as_ref().map(|(g, _)| g))
     }
 
     /// The launches of one update of every range at its learning-rate multiplier, reading
@@ -110,18 +123,24 @@ impl Optim {
             .zip(grads.ranges.iter().zip(&grads.bufs))
             .map(|((g, state), (r, grad))| ParamRange { params: &g.params, grads: grad, state, lr_mult: r.lr_mult })
             .collect();
-        self.rule.steps(gpu, &ranges, self.launch)
+        let mut steps = if ranges.is_empty() { Vec::new() } else { self.rule.steps(gpu, &ranges, self.launch)? };
+        if let Some((g, grad)) = &self.log_var {
+            let state: Vec<&Tensor> = g.state.iter().collect();
+            let range = ParamRange { params: &g.params, grads: grad, state: &state, lr_mult: 1.0 };
+            steps.extend(self.rule.weight_decay(0.0).steps(gpu, &[range], RangeLaunch::PerRange)?);
+        }
+        Ok(steps)
     }
 
     /// Every buffer it allocated, for the run's byte count.
     pub fn tensors(&self) -> Vec<&Tensor> {
-        self.groups.iter().flat_map(|g| g.state.iter().chain(g.best.as_ref())).collect()
+        self.all_groups().flat_map(|g| g.state.iter().chain(g.best.as_ref())).collect()
     }
 
     /// Copies every range's parameters to its backup (or back, with `restore`), on the GPU.
     pub fn backup(&self, gpu: &Gpu, restore: bool) -> Result<()> {
         let mut rec = Recorder::new(gpu, "best_weights");
-        for g in &self.groups {
+        for g in self.all_groups() {
             if let Some(b) = &g.best {
                 let (src, dst) = if restore { (b, &g.params) } else { (&g.params, b) };
                 rec.copy_all(src, dst)?;
@@ -143,6 +162,14 @@ impl Optim {
                 out.push((format!("{name}.{slot}"), host[r][k][off..off + len].to_vec()));
             }
         }
+        if let Some((g, _)) = &self.log_var {
+            let host: Vec<Vec<f32>> = g.state.iter().map(|t| t.download(gpu)).collect::<Result<_>>()?;
+            for (h, head) in net.heads().iter().enumerate() {
+                for (k, slot) in slots.iter().enumerate() {
+                    out.push((format!("{}.{slot}", log_var_name(&head.name)), vec![host[k][h]]));
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -153,6 +180,13 @@ impl Optim {
         let params = trainable_params(net, grads);
         let mut host: Vec<Vec<Vec<f32>>> = self.groups.iter().map(|g| vec![vec![0f32; g.params.len()]; slots.len()]).collect();
         let mut wanted = std::collections::BTreeSet::new();
+        let mut params = params;
+        if self.log_var.is_some() {
+            // after the ranges: range index `groups.len()`, one value per head
+            let r = self.groups.len();
+            params.extend(net.heads().iter().enumerate().map(|(h, head)| (r, log_var_name(&head.name), h, 1)));
+            host.push(vec![vec![0f32; net.heads().len()]; slots.len()]);
+        }
         for (r, name, off, len) in &params {
             for (k, slot) in slots.iter().enumerate() {
                 let key = format!("{name}.{slot}");
@@ -177,13 +211,19 @@ impl Optim {
                 "the saved optimizer state has {extra}, which this run does not train with this optimizer (another optimizer or freeze?)"
             )));
         }
-        for (g, bufs) in self.groups.iter().zip(&host) {
+        for (g, bufs) in self.all_groups().zip(&host) {
             for (t, v) in g.state.iter().zip(bufs) {
                 t.write(gpu, v)?;
             }
         }
         Ok(())
     }
+}
+
+/// The name a head's log-variance goes by in a run's optimizer state, `heads.<name>.log_var`
+/// (uncertainty weighting).
+pub(crate) fn log_var_name(head: &str) -> String {
+    format!("heads.{head}.log_var")
 }
 
 /// Every trainable parameter of `grads`' ranges: (range, name `<module>.weight|bias`, offset in

@@ -675,6 +675,12 @@ fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut
                 d.push(metrics::regression_sums_dispatch(gpu, logits, &y, sums, &acc.counts)?);
             }
         }
+        if let (Some(lv), Mode::Train { .. }) = (p.log_vars, p.mode) {
+            // L = Σ exp(−s_t)·(w_t·L_t) + s_t: the head's batch loss, read on the GPU, gives
+            // ∂L/∂s_t, and its gradient is scaled by exp(−s_t) before the backward pass
+            d.push(reduce::sum_dispatch(gpu, &loss_rows, &lv.batch_loss[k], false)?);
+            d.push(loss::uncertainty_scale_dispatch(gpu, &lv.params, k, h.weight > 0.0, &lv.batch_loss[k], &dlogits, &lv.grad)?);
+        }
     }
     Ok(())
 }
@@ -775,6 +781,45 @@ pub(crate) struct PlanInputs<'a> {
     /// Augmentation of the batch's images `[C, H, W]` before the first layer (training steps
     /// that compute the whole network; the scratch holds the augmented batch).
     pub augment: Option<(Augment, [usize; 3])>,
+    /// Uncertainty weighting of the named heads ([`super::HeadWeighting::Uncertainty`]) in a
+    /// training step: the heads' log-variances and their gradient; `None`: fixed weights.
+    pub log_vars: Option<&'a LogVars>,
+}
+
+/// The buffers of uncertainty weighting ([`super::HeadWeighting::Uncertainty`]): the named heads'
+/// learned log-variances `s_t` (a parameter group of their own, updated by the run's optimizer),
+/// their gradient `∂L/∂s_t`, and each head's batch loss, which the step's head section writes and
+/// reads on the GPU.
+pub(crate) struct LogVars {
+    /// `[heads]`: `s_t`, from the network's [`crate::nn::HeadInfo::log_var`] (0 where unset).
+    pub params: Tensor,
+    /// `[heads]`: `∂L/∂s_t = 1 − exp(−s_t)·L_t` of the last step (0 for a head of weight 0).
+    pub grad: Tensor,
+    /// Per head `[1]`: its batch loss `w_t·L_t`.
+    pub batch_loss: Vec<Tensor>,
+}
+
+impl LogVars {
+    pub fn new(gpu: &Gpu, net: &Network) -> Result<LogVars> {
+        let n = net.heads().len();
+        if n == 0 {
+            return Err(Error::invalid(
+                "uncertainty weighting weighs the losses of a network's named heads; this network has one unnamed head",
+            ));
+        }
+        let values: Vec<f32> = net.heads().iter().map(|h| h.log_var.unwrap_or(0.0)).collect();
+        Ok(LogVars {
+            params: Tensor::from_slice(gpu, &[n], &values)?,
+            grad: Tensor::alloc(gpu, &[n], DType::F32, "log_var_grad")?,
+            batch_loss: (0..n).map(|_| Tensor::alloc(gpu, &[1], DType::F32, "head_batch_loss")).collect::<Result<_>>()?,
+        })
+    }
+
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.params, &self.grad];
+        v.extend(&self.batch_loss);
+        v
+    }
 }
 
 impl Plan {

@@ -26,8 +26,13 @@ pub struct HeadMetrics {
     pub kind: HeadKind,
     /// Its weight `w` in the network's loss.
     pub weight: f32,
-    /// Mean of the batches' `w·L` (0 for a head of weight 0).
+    /// Mean of the batches' `w·L` (0 for a head of weight 0): the head's task loss, before any
+    /// learned uncertainty weight.
     pub weighted_loss: f64,
+    /// Under uncertainty weighting ([`crate::train::HeadWeighting::Uncertainty`]): the head's
+    /// learned log-variance `s` (at the epoch's end in a training report), its learned weight
+    /// [`learned_weight`](Self::learned_weight) `exp(−s)`; `None` for a head that never had one.
+    pub log_var: Option<f64>,
     /// Classes: top-1 accuracy over the examples that have a class (`None` if none has).
     pub accuracy: Option<f64>,
     /// Labels: per-label precision, recall, F1 (n/a for a label without known values).
@@ -37,6 +42,10 @@ pub struct HeadMetrics {
 }
 
 impl HeadMetrics {
+    /// `exp(−s)`, the head's learned uncertainty weight, where it has a log-variance `s`.
+    pub fn learned_weight(&self) -> Option<f64> {
+        self.log_var.map(|s| (-s).exp())
+    }
     /// Accuracy, mean F1 or mean MAE (lower is better for the last), `None` where undefined.
     pub fn score(&self) -> Option<f64> {
         match (&self.labels, &self.regression) {

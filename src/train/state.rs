@@ -335,6 +335,22 @@ impl TrainingState {
                 }
             }
         }
+        // uncertainty weighting's log-variances: kept per head, fresh for a head the edit created
+        let weighted = self.optimizer_state.iter().any(|(n, _)| slots.iter().any(|s| n.ends_with(&format!(".log_var.{s}"))));
+        if weighted {
+            for h in after.heads() {
+                let module = format!("heads.{}", h.name);
+                let created = report.created_modules.iter().any(|m| *m == module || m.starts_with(&format!("{module}.")));
+                for slot in slots {
+                    let key = format!("{}.{slot}", super::optimizer::log_var_name(&h.name));
+                    let values = match self.optimizer_state.iter().find(|(n, _)| *n == key) {
+                        Some((_, v)) if !created => v.clone(),
+                        _ => vec![0.0],
+                    };
+                    optimizer_state.push((key, values));
+                }
+            }
+        }
         let lowest_trainable = lr_mults
             .iter()
             .position(Option::is_some)

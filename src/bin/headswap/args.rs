@@ -5,7 +5,7 @@
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use headswap::kernels::Activation;
-use headswap::train::{BatchNormMode, Freeze, Schedule};
+use headswap::train::{BatchNormMode, Freeze, HeadWeighting, Schedule};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,7 +17,8 @@ macro_rules! data_help {
 DATA: synthetic-a[:N] (which shape), synthetic-b[:N] (which of 4 shapes are in a scene),
       digits (real digits, one per 16x16 canvas), digits-scenes[:N] (which of 2,3,5,7 appear),
       a folder of class sub-folders of images, a CSV manifest (first line a header path,label_1,...;
-      then one image path and 1/0/empty per label per line), or a .safetensors file
+      then one image path and 1/0/empty per label per line; a header path,head:label,...,head
+      groups the columns by named head), or a .safetensors file
       with x [n, d] and y [n] (classes) or [n, k] (labels, NaN = unknown); predict reads x alone"
     };
 }
@@ -251,6 +252,9 @@ pub struct TrainingOptions {
     /// Run a frozen trunk every step instead of computing its outputs once
     #[arg(long)]
     pub no_cache: bool,
+    /// Named heads' losses: fixed (Σ w·L) or uncertainty (Σ exp(−s)·w·L + s, s learned per head)
+    #[arg(long, value_name = "MODE", default_value = "fixed", value_parser = head_weighting)]
+    pub head_weighting: HeadWeighting,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).
@@ -355,6 +359,9 @@ pub struct FinetuneArgs {
     /// With a model of named heads: replace head NAME by a fresh one, KIND classes, labels or regression[:mse|l1|huber[:DELTA]], N outputs; the others are kept
     #[arg(long, value_name = "NAME=KIND:N", value_parser = crate::heads::parse_swap_head)]
     pub swap_head: Option<(String, crate::heads::SwapHead)>,
+    /// With a model of named heads: a head's loss weight (repeatable) [default: the weights --from records]
+    #[arg(long, value_name = "NAME=W", value_parser = crate::heads::parse_head_weight)]
+    pub head_weight: Vec<(String, f32)>,
     /// Learning-rate multiplier of the trunk when it trains [default: 1, 0.1 with --recipe]
     #[arg(long, value_name = "F", value_parser = finite_non_negative)]
     pub trunk_lr_mult: Option<f32>,
@@ -686,6 +693,10 @@ fn fraction(s: &str) -> Result<f32, String> {
 fn activation(s: &str) -> Result<Activation, String> {
     Activation::parse(s)
         .ok_or_else(|| "not one of relu, leaky_relu[:SLOPE], sigmoid, tanh, gelu, relu6, silu, hardswish, hardsigmoid, identity".into())
+}
+
+fn head_weighting(s: &str) -> Result<HeadWeighting, String> {
+    HeadWeighting::parse(s).ok_or_else(|| "must be fixed or uncertainty".into())
 }
 
 fn batch_norm(s: &str) -> Result<BatchNormMode, String> {

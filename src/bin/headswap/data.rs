@@ -137,10 +137,22 @@ fn held_out_seed(seed: u64) -> u64 {
 /// Loads `spec` (see `headswap --help`), the `split` part of a built-in set, with images read
 /// as `opts` says.
 pub fn load_data(spec: &str, opts: &ImageOptions, split: Split, seed: u64) -> CliResult<Loaded> {
+    load_data_for(spec, opts, split, seed, &[])
+}
+
+/// [`load_data`] for a model whose named heads `known` decide the kinds (and class order) of a
+/// grouped CSV manifest's bare columns.
+pub fn load_data_for(
+    spec: &str,
+    opts: &ImageOptions,
+    split: Split,
+    seed: u64,
+    known: &[data::manifest::ManifestHead],
+) -> CliResult<Loaded> {
     let kind = data_kind(spec)?;
     let (data, skipped) = match built_in(spec)? {
         Some((name, count)) => (load_built_in(name, count, opts, split, seed)?, Vec::new()),
-        None => load_file(spec, opts)?,
+        None => load_file(spec, opts, known)?,
     };
     data.validate()?;
     let normalize = if kind == DataKind::Images { normalize_of(opts) } else { Normalize::None };
@@ -168,12 +180,12 @@ fn load_built_in(name: &str, count: Option<usize>, opts: &ImageOptions, split: S
 }
 
 /// The data set in `spec`, and what an image folder's walk skipped.
-fn load_file(spec: &str, opts: &ImageOptions) -> CliResult<(Dataset, Vec<data::Skipped>)> {
+fn load_file(spec: &str, opts: &ImageOptions, known: &[data::manifest::ManifestHead]) -> CliResult<(Dataset, Vec<data::Skipped>)> {
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "safetensors") {
         Ok((data::tensor_file::load(path)?, Vec::new()))
     } else if path.extension().is_some_and(|e| e == "csv") {
-        let (data, report) = data::manifest::load_with_report(path, opts)?;
+        let (data, report) = data::manifest::load_heads_with_report(path, opts, known)?;
         Ok((data, report.skipped))
     } else if path.is_dir() {
         let (data, report) = data::image_folder::load_with_report(path, opts)?;

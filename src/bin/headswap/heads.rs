@@ -135,9 +135,22 @@ pub fn score_text(h: &HeadMetrics) -> String {
     }
 }
 
-/// Each head's weighted loss and quality on one line: "objects loss 0.6931 f1 0.5000; scene …".
+/// A head's learned uncertainty weight, where it has one: " (learned weight 1.2345, s -0.2107)".
+pub fn learned_text(h: &HeadMetrics) -> String {
+    match (h.log_var, h.learned_weight()) {
+        (Some(s), Some(w)) => format!(" (learned weight {w:.4}, s {s:.4})"),
+        _ => String::new(),
+    }
+}
+
+/// Each head's weighted loss and quality on one line: "objects loss 0.6931 f1 0.5000; scene …",
+/// with its learned weight under uncertainty weighting.
 pub fn line(m: &Metrics) -> String {
-    m.heads.iter().map(|h| format!("{} loss {:.4} {}", h.name, h.weighted_loss, score_text(h))).collect::<Vec<_>>().join("; ")
+    m.heads
+        .iter()
+        .map(|h| format!("{} loss {:.4} {}{}", h.name, h.weighted_loss, score_text(h), learned_text(h)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One head's metrics as JSON; an undefined score is null.
@@ -146,6 +159,10 @@ pub fn head_json(h: &HeadMetrics) -> serde_json::Value {
         "name": h.name, "kind": h.kind.name(), "weight": h.weight, "loss": h.weighted_loss, "score": h.score(),
     });
     let o = v.as_object_mut().expect("an object");
+    if let (Some(s), Some(w)) = (h.log_var, h.learned_weight()) {
+        o.insert("log_var".into(), serde_json::json!(s));
+        o.insert("learned_weight".into(), serde_json::json!(w));
+    }
     if h.kind == HeadKind::Classes {
         o.insert("accuracy".into(), serde_json::json!(h.accuracy));
     }
@@ -206,7 +223,15 @@ pub fn print_eval(net: &Network, data: &Dataset, m: &Metrics, json: bool) -> Cli
     }
     outln!("{} examples, loss {:.4} (the heads' weighted losses summed)", data.n, m.loss)?;
     for h in &m.heads {
-        outln!("{:<12} {:<10}  weight {:<6}  loss {:.4}  {}", h.name, h.kind.name(), h.weight, h.weighted_loss, score_text(h))?;
+        outln!(
+            "{:<12} {:<10}  weight {:<6}  loss {:.4}  {}{}",
+            h.name,
+            h.kind.name(),
+            h.weight,
+            h.weighted_loss,
+            score_text(h),
+            learned_text(h)
+        )?;
         let outputs = net.head(&h.name).map_or(0, |i| i.outputs);
         let names = output_names(net, data, &h.name, outputs);
         if let Some(l) = &h.labels {

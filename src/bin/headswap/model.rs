@@ -411,6 +411,7 @@ const RUN_FLAGS: &[&str] = &[
     "batch-norm",
     "augment",
     "no-cache",
+    "head-weighting",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";

@@ -3,12 +3,13 @@
 use crate::args::EvalArgs;
 use crate::data::DataKind;
 use crate::data::{
-    Split, align_to_model, check_head_kind, check_input_width, data_kind, describe_loaded, describe_split, head_kind_of, load_data,
+    Split, align_to_model, check_head_kind, check_input_width, data_kind, describe_loaded, describe_split, head_kind_of, load_data_for,
 };
 use crate::model::{
     ModelSource, check_arch_given, check_builtin_input, check_recorded_width, image_options_for_model, load_model, model_names, read_model,
 };
 use crate::{CliResult, gpu, heads};
+use headswap::data::manifest::ManifestHead;
 use headswap::kernels::metrics::OrNa;
 use headswap::train::{TrainConfig, Trainer};
 
@@ -21,7 +22,8 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
     if let (Some(arch), DataKind::Images | DataKind::Synthetic) = (src.builtin(), kind) {
         check_builtin_input(arch, &opts.input_shape(), &format!("--data {}", a.data))?;
     }
-    let loaded = load_data(&a.data, &opts, Split::HeldOut, a.seed)?;
+    let known = ManifestHead::of(&headswap::nn::Network::checkpoint_heads(&ckpt, &a.model)?);
+    let loaded = load_data_for(&a.data, &opts, Split::HeldOut, a.seed, &known)?;
     if let Some(arch) = src.builtin() {
         check_builtin_input(arch, &loaded.data.input_shape, &format!("--data {}", a.data))?;
     }

@@ -1,7 +1,7 @@
 //! `headswap finetune`: a model's head swapped for one that fits `--data`, then fine-tuned.
 
 use crate::args::{FinetuneArgs, Given};
-use crate::data::{DataKind, Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data};
+use crate::data::{DataKind, Split, check_input_width, check_trainable, data_kind, describe_loaded, head_kind_of, load_data_for};
 use crate::model::{
     BuiltinHead, ModelSource, check_arch_given, check_builtin_input, check_recorded_width, head_for, image_options_for_model, load_builtin,
     load_model, read_model, save, storage,
@@ -9,6 +9,7 @@ use crate::model::{
 use crate::options::{check_outputs, check_pos_weight, report_dir, train_config};
 use crate::output::{Training, check_converged, fit_json, print_summary, write_report};
 use crate::{CliResult, gpu, heads, usage};
+use headswap::data::manifest::ManifestHead;
 use headswap::train::Freeze;
 
 fn freeze_name(f: Freeze) -> String {
@@ -38,7 +39,8 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
         check_builtin_input(arch, &opts.input_shape(), &format!("--data {}", a.data))?;
     }
     check_outputs(&a.out, None)?;
-    let loaded = load_data(&a.data, &opts, Split::Train, cfg.seed)?;
+    let known = ManifestHead::of(&headswap::nn::Network::checkpoint_heads(&ckpt, &a.from)?);
+    let loaded = load_data_for(&a.data, &opts, Split::Train, cfg.seed, &known)?;
     if let Some(arch) = builtin {
         check_builtin_input(arch, &loaded.data.input_shape, &format!("--data {}", a.data))?;
     }
@@ -46,6 +48,12 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
     check_pos_weight(&cfg, &loaded.data)?;
     check_recorded_width(&ckpt, &a.data, &loaded.data)?;
     let report_dir = report_dir(a.report.as_deref())?;
+    if let (Some((name, w)), None) = (a.head_weight.first(), heads::file_heads(&loaded.data)) {
+        return Err(usage(format!(
+            "--head-weight {name}={w} weighs a named head's loss; --data {} has one target y (a file of several heads has y.<head> tensors)",
+            a.data
+        )));
+    }
     if a.swap_head.is_some() && heads::file_heads(&loaded.data).is_none() {
         return Err(usage(format!(
             "--swap-head replaces one of several named heads; --data {} has one target y (without --swap-head finetune swaps the head for one that fits it)",
@@ -85,6 +93,7 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
                 eprint!("{report}");
             }
             heads::check_heads(&net, &a.from, &a.data, data)?;
+            heads::apply_weights(&mut net, &a.from, &a.head_weight)?;
             net
         }
         // torchvision's model with the data's head at `fc`: the pretrained `fc` is not loaded

@@ -95,7 +95,12 @@ fn predict_data(a: &PredictArgs, spec: &str, out: &Path, src: &ModelSource, ckpt
     Ok(())
 }
 
-/// `predict IMAGE...`: each image's class or labels, as text or JSON.
+/// One head's predictions for the images: its name (`None` for a network's only head), kind,
+/// output names and `[n, outputs]` probabilities or values.
+type HeadValues = (Option<String>, HeadKind, Vec<String>, Vec<f32>);
+
+/// `predict IMAGE...`: each image's class or labels, as text or JSON; for a network of named
+/// heads, every head's (class, labels or regression values), in the network's order.
 fn predict_images(a: &PredictArgs, src: &ModelSource, ckpt: &Checkpoint) -> CliResult<()> {
     if recorded_layout(ckpt).is_none() && src.arch.is_none() {
         return Err(Error::Format {
@@ -110,53 +115,96 @@ fn predict_images(a: &PredictArgs, src: &ModelSource, ckpt: &Checkpoint) -> CliR
     }
     let names = model_names(ckpt);
     let net = network(src, ckpt, &opts.input_shape(), "the images")?;
-    if net.is_multi_head() {
-        return Err(failed(format!(
-            "{} has {} named heads; predict IMAGE... shows one head's classes or labels: use --data DATA --out FILE.safetensors \
-             for each head's logits.<head>",
-            a.model,
-            net.heads().len()
-        )));
-    }
     let mut x = Vec::new();
     for p in &a.images {
         x.extend(data::image_folder::load_image(&PathBuf::from(p), &opts)?);
     }
-    let probs = headswap::train::predict(&net, &x, a.images.len(), a.batch)?;
-    let k = net.output_dim();
-    let name = |j: usize| names.get(j).cloned().unwrap_or_else(|| j.to_string());
+    let n = a.images.len();
+    // per head: (name, kind, output names, [n, outputs] probabilities or values); one unnamed
+    // head for a network of one head
+    let heads: Vec<HeadValues> = if net.is_multi_head() {
+        headswap::train::predict_heads(&net, &x, n, a.batch)?
+            .into_iter()
+            .zip(net.heads())
+            .map(|((name, values), h)| {
+                let names = match &h.label_names {
+                    Some(l) if l.len() == h.outputs => l.clone(),
+                    // a one-column regression or labels head is named by its head
+                    _ if h.outputs == 1 && h.kind != HeadKind::Classes => vec![name.clone()],
+                    _ => (0..h.outputs).map(|j| j.to_string()).collect(),
+                };
+                (Some(name), h.kind, names, values)
+            })
+            .collect()
+    } else {
+        let k = net.output_dim();
+        let names = (0..k).map(|j| names.get(j).cloned().unwrap_or_else(|| j.to_string())).collect();
+        vec![(None, net.head_kind(), names, headswap::train::predict(&net, &x, n, a.batch)?)]
+    };
     let mut out = Vec::new();
     for (i, p) in a.images.iter().enumerate() {
-        let row = &probs[i * k..(i + 1) * k];
-        // the most probable class (the first of equals)
-        let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-        let present: Vec<String> = (0..k).filter(|&j| row[j] >= a.threshold).map(name).collect();
-        if a.json {
-            let probabilities: BTreeMap<String, f32> = (0..k).map(|j| (name(j), row[j])).collect();
-            let mut v = serde_json::json!({"image": p, "probabilities": probabilities});
-            match net.head_kind() {
-                HeadKind::Classes => {
-                    v["class"] = name(best).into();
-                    v["class_index"] = best.into();
-                    v["probability"] = row[best].into();
+        let mut texts = Vec::new();
+        let mut json = serde_json::json!({"image": p});
+        let mut head_json = Vec::new();
+        for (head, kind, names, values) in &heads {
+            let k = names.len();
+            let (text, v) = describe(*kind, &values[i * k..(i + 1) * k], names, a.threshold);
+            match head {
+                // one head: its fields at the top of the image's object, as before
+                None => {
+                    texts.push(text);
+                    if let (Some(o), Some(f)) = (json.as_object_mut(), v.as_object()) {
+                        o.extend(f.clone());
+                    }
                 }
-                HeadKind::Labels => v["labels"] = present.into(),
-                HeadKind::Regression(_) => {}
+                Some(name) => {
+                    texts.push(format!("{name}: {text}"));
+                    let mut v = v;
+                    v["name"] = name.clone().into();
+                    v["kind"] = kind.name().into();
+                    head_json.push(v);
+                }
             }
-            out.push(v);
+        }
+        if a.json {
+            if net.is_multi_head() {
+                json["heads"] = head_json.into();
+            }
+            out.push(json);
         } else {
-            let shown: Vec<String> = match net.head_kind() {
-                HeadKind::Regression(_) => (0..k).map(|j| format!("{} {:.3}", name(j), row[j])).collect(),
-                HeadKind::Classes => vec![format!("{} ({:.3})", name(best), row[best])],
-                HeadKind::Labels => {
-                    (0..k).map(|j| format!("{}{} {:.3}", name(j), if row[j] >= a.threshold { "✓" } else { "" }, row[j])).collect()
-                }
-            };
-            outln!("{p}: {}", shown.join("  "))?;
+            outln!("{p}: {}", texts.join("; "))?;
         }
     }
     if a.json {
         outln!("{}", serde_json::Value::Array(out))?;
     }
     Ok(())
+}
+
+/// What one head says about one image, as text and as JSON: the most probable class, the labels
+/// present (✓ at `threshold`) with their probabilities, or the regression values.
+fn describe(kind: HeadKind, row: &[f32], names: &[String], threshold: f32) -> (String, serde_json::Value) {
+    let k = row.len();
+    match kind {
+        HeadKind::Classes => {
+            // the most probable class (the first of equals)
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            let probabilities: BTreeMap<&str, f32> = (0..k).map(|j| (names[j].as_str(), row[j])).collect();
+            let v =
+                serde_json::json!({"probabilities": probabilities, "class": names[best], "class_index": best, "probability": row[best]});
+            (format!("{} ({:.3})", names[best], row[best]), v)
+        }
+        HeadKind::Labels => {
+            let probabilities: BTreeMap<&str, f32> = (0..k).map(|j| (names[j].as_str(), row[j])).collect();
+            let present: Vec<&str> = (0..k).filter(|&j| row[j] >= threshold).map(|j| names[j].as_str()).collect();
+            let text =
+                (0..k).map(|j| format!("{}{} {:.3}", names[j], if row[j] >= threshold { "✓" } else { "" }, row[j])).collect::<Vec<_>>();
+            (text.join("  "), serde_json::json!({"probabilities": probabilities, "labels": present}))
+        }
+        HeadKind::Regression(_) => {
+            let values: BTreeMap<&str, f32> = (0..k).map(|j| (names[j].as_str(), row[j])).collect();
+            let text = (0..k).map(|j| format!("{} {:.3}", names[j], row[j])).collect::<Vec<_>>();
+            (text.join("  "), serde_json::json!({"values": values}))
+        }
+    }
 }
