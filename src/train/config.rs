@@ -110,6 +110,11 @@ pub struct TrainConfig {
     /// order. It needs the trunk computed every step: with a frozen trunk whose features would be
     /// cached, set `cache_features = false`.
     pub augment: Option<Augment>,
+    /// Data-parallel runs ([`Trainer::with_replicas`](super::Trainer::with_replicas)): split each
+    /// step's gradient submission in two and sum the upper layers' gradients over the replicas
+    /// while the device computes the lowest trainable layer's (the same bits as without). Off by
+    /// default: on a 2-core host with lavapipe it did not pay (BENCHMARKS.md). Ignored alone.
+    pub overlap_exchange: bool,
 }
 
 impl Default for TrainConfig {
@@ -130,6 +135,7 @@ impl Default for TrainConfig {
             steps_per_submission: 16,
             batch_norm: BatchNormMode::Auto,
             augment: None,
+            overlap_exchange: false,
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         batch_norm: o.batch_norm,
         augment: o.augment.then(headswap::train::Augment::torchvision),
         cache_features: !o.no_cache,
+        overlap_exchange: o.overlap_exchange,
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();
