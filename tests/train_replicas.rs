@@ -40,6 +40,9 @@ fn labels(n: usize, d: usize, k: usize, seed: u64) -> Dataset {
     }
 }
 
+/// Every layer's (weights, biases), as `Network::values` gives them.
+type Values = Vec<(Vec<f32>, Vec<f32>)>;
+
 /// How a test trains a network: a pretraining fit, or a fine-tune under a freeze policy.
 #[derive(Clone, Copy)]
 enum Job {
@@ -55,7 +58,7 @@ fn train(
     job: Job,
     epochs: usize,
     replica: Option<ThreadGroup>,
-) -> (Vec<(Vec<f32>, Vec<f32>)>, FitReport) {
+) -> (Values, FitReport) {
     let mut net = make(gpu);
     let mut trainer = Trainer::new(gpu, cfg.clone());
     if let Some(r) = replica {
@@ -78,7 +81,7 @@ fn compare(
     epochs: usize,
     replicas: usize,
     tol: f64,
-) -> Vec<(Vec<f32>, Vec<f32>)> {
+) -> Values {
     compare_reports(make, data, cfg, job, epochs, replicas, tol).0
 }
 
@@ -91,11 +94,11 @@ fn compare_reports(
     epochs: usize,
     replicas: usize,
     tol: f64,
-) -> (Vec<(Vec<f32>, Vec<f32>)>, FitReport, FitReport) {
+) -> (Values, FitReport, FitReport) {
     let gpu = gpu();
     let (alone, alone_report) = train(&gpu, make, data, cfg, job, epochs, None);
     let group = ThreadGroup::new(replicas).unwrap();
-    let results: Vec<(Vec<(Vec<f32>, Vec<f32>)>, FitReport)> = std::thread::scope(|s| {
+    let results: Vec<(Values, FitReport)> = std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
             .map(|r| {
@@ -325,7 +328,7 @@ fn overlapping_the_exchange_with_the_backward_gives_the_same_bits() {
     // the upper layers' gradients summed while the lowest layer's backward runs: the same sums in
     // the same order as one exchange after the whole backward, for one head and for named heads
     let gpu = gpu();
-    let run = |make: &(dyn Fn(&Gpu) -> Network + Sync), data: &Dataset, overlap: bool| -> Vec<Vec<(Vec<f32>, Vec<f32>)>> {
+    let run = |make: &(dyn Fn(&Gpu) -> Network + Sync), data: &Dataset, overlap: bool| -> Vec<Values> {
         let cfg =
             TrainConfig { batch_size: 16, optimizer: Optimizer::adam(5e-3), seed: 2, overlap_exchange: overlap, ..Default::default() };
         let group = ThreadGroup::new(3).unwrap();

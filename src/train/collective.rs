@@ -276,16 +276,18 @@ pub(crate) fn head_shares(
         .iter()
         .map(|h| {
             let t = data.targets.head(&h.name).ok_or_else(|| Error::invalid(format!("the data has no targets for head {:?}", h.name)))?;
-            let known: Box<dyn Fn(&[u32]) -> usize> = match (t, h.kind) {
-                (Targets::Classes { y, .. }, HeadKind::Classes) => {
-                    Box::new(move |idx: &[u32]| idx.iter().filter(|&&i| y[i as usize] != IGNORE_CLASS).count())
-                }
+            // what the head's loss counts in its mean
+            enum Counts<'a> {
+                Classes(&'a [u32]),
+                Rows,
+                Values(&'a [f32], usize),
+            }
+            let counts = match (t, h.kind) {
+                (Targets::Classes { y, .. }, HeadKind::Classes) => Counts::Classes(y),
                 (Targets::Labels { .. }, HeadKind::Labels) if h.bce_reduction.unwrap_or(bce.reduction) != BceReduction::MeanLabelled => {
-                    Box::new(|idx: &[u32]| idx.len())
+                    Counts::Rows
                 }
-                (Targets::Labels { y, k } | Targets::Regression { y, k }, _) => Box::new(move |idx: &[u32]| {
-                    idx.iter().map(|&i| y[i as usize * k..(i as usize + 1) * k].iter().filter(|v| !v.is_nan()).count()).sum()
-                }),
+                (Targets::Labels { y, k } | Targets::Regression { y, k }, _) => Counts::Values(y, *k),
                 _ => {
                     return Err(Error::invalid(format!(
                         "head {:?} is a {} head but its targets are {}",
@@ -293,6 +295,15 @@ pub(crate) fn head_shares(
                         h.kind.name(),
                         t.kind_name()
                     )));
+                }
+            };
+            let known = |idx: &[u32]| -> usize {
+                match counts {
+                    Counts::Classes(y) => idx.iter().filter(|&&i| y[i as usize] != IGNORE_CLASS).count(),
+                    Counts::Rows => idx.len(),
+                    Counts::Values(y, k) => {
+                        idx.iter().map(|&i| y[i as usize * k..(i as usize + 1) * k].iter().filter(|v| !v.is_nan()).count()).sum()
+                    }
                 }
             };
             let total = known(batch);
