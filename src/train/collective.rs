@@ -81,9 +81,9 @@ pub(crate) fn broadcast_running_stats(gpu: &Gpu, net: &Network, replicas: &dyn C
 /// upper bucket is summed over the replicas while the device computes the lower layers'
 /// gradients (the second submission is made from a helper thread, so the host's exchange runs
 /// even where the driver executes a submission inside the submit call). The sums are the same
-/// element-wise sums in the same replica order, so both ways give the same bits (over MPI an
-/// all-reduce of another length could pick another reduction tree, which matters from 3 ranks
-/// on: see [`Mpi`](crate::distributed) for why headswap reduces to rank 0 then broadcasts).
+/// element-wise sums in the same replica order, so both ways give the same bits. (Over MPI, with 3
+/// ranks or more, Open MPI may pick another reduction tree for a shorter message, so the two ways
+/// can differ in rounding there; every rank still gets the same bits, from rank 0's broadcast.)
 pub(crate) struct GradExchange {
     buckets: Vec<Bucket>,
     /// With two buckets: the lowest layer of the upper one.
