@@ -6,8 +6,9 @@
 //! mpirun -np 2 target/release/examples/data_parallel
 //! ```
 //! With one step per epoch (the batch is the whole data set), it checks after each step that
-//! every rank's weights hash the same, and that the frozen trunk of a head-only fine-tune never
-//! changes; rank 0 prints one line per check.
+//! every rank's weights hash the same, that the frozen trunk of a head-only fine-tune never
+//! changes, and that a network of named heads with unknown targets stays the same on every rank;
+//! rank 0 prints one line per check.
 
 #[cfg(feature = "distributed")]
 fn main() -> headswap::Result<()> {
@@ -66,6 +67,48 @@ fn main() -> headswap::Result<()> {
             println!("head-only step {step}: ranks identical: {same}; trunk unchanged: {frozen}");
         }
         if !same || !frozen {
+            mpi.abort(3);
+        }
+    }
+    // a network of named heads, a third of each head's targets unknown: each rank weighs each
+    // head by its share of that head's known targets
+    use headswap::data::{Dataset, HeadTargets, Targets};
+    use headswap::kernels::loss::IGNORE_CLASS;
+    let task_c = headswap::data::synthetic::scenes_task_b(60, 16, 8);
+    let labels = match &task_c.targets {
+        Targets::Labels { y, .. } => y.iter().enumerate().map(|(i, &v)| if i % 3 == 1 { f32::NAN } else { v }).collect(),
+        _ => unreachable!("scenes_task_b has labels"),
+    };
+    let scene = (0..task_c.n as u32).map(|i| if i % 3 == 0 { IGNORE_CLASS } else { i % 5 }).collect();
+    let heads = Dataset {
+        targets: Targets::Heads(vec![
+            HeadTargets::new("labels", Targets::Labels { y: labels, k: 4 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 5 }),
+        ]),
+        label_names: Vec::new(),
+        ..task_c
+    };
+    let mut net = Network::from_trunk_heads(
+        &gpu,
+        256,
+        headswap::nn::Trunk::chain(vec![headswap::nn::LayerSpec::Dense(headswap::nn::DenseSpec {
+            inputs: 256,
+            outputs: 32,
+            activation: headswap::kernels::Activation::Relu,
+        })]),
+        headswap::nn::Init::KaimingUniform,
+        &[Head::labels(4).named("labels"), Head::classes(5).named("scene").weight(0.5)],
+        1 + mpi.rank() as u64,
+    )?;
+    let cfg = TrainConfig { batch_size: heads.n, optimizer: Optimizer::adam(1e-2), seed: 5, ..Default::default() };
+    let mut trainer = Trainer::new(&gpu, cfg).with_replicas(mpi.clone());
+    for step in 1..=2 {
+        trainer.fit(&mut net, &heads, 1)?;
+        let same = all_same(&mpi, hash(&net)?)?;
+        if mpi.rank() == 0 {
+            println!("named heads step {step}: ranks identical: {same}");
+        }
+        if !same {
             mpi.abort(3);
         }
     }

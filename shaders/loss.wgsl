@@ -38,13 +38,15 @@
 //   An unknown target (NaN) contributes exactly 0 to the loss and gradient: its terms are
 //   discarded by `select`, never multiplied by a mask, so a NaN cannot leak.
 //   loss_rows_i = Σ_j l_ij · scale, dlogits_ij = dl/dx_ij · scale, where scale is p.scale
-//   (1/m or 1/(m·k)), or with MEAN_LABELLED 1/max(labelled[0], 1) (no known label: 0, not NaN).
+//   (1/m or 1/(m·k)), or with MEAN_LABELLED p.scale/max(labelled[0], 1) (no known label: 0, not
+//   NaN; the launcher sets p.scale = 1, a data-parallel step its replica's share of the batch's
+//   known labels).
 // Reference: src/reference/loss.rs.
 
 struct Params {
     rows: u32,   // m
     cols: u32,   // c classes (softmax) or k labels (BCE)
-    scale: f32,  // the normaliser's reciprocal, unless MEAN_LABELLED
+    scale: f32,  // the normaliser's reciprocal (MEAN_LABELLED: a factor of 1/labelled)
     _pad: u32,
 }
 
@@ -220,7 +222,7 @@ fn bce_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if i >= p.rows { return; }
     var scale = p.scale;
     if MEAN_LABELLED {
-        scale = 1.0 / f32(max(labelled[0], 1u));
+        scale = p.scale / f32(max(labelled[0], 1u));
     }
     let k = p.cols;
     let base = i * k;

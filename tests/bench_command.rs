@@ -199,3 +199,35 @@ fn a_depthwise_convolution_checks_and_times_the_direct_form() {
     assert_eq!(algos[0]["check"]["checked"], 2 * 6 * 13 * 11);
     assert_eq!(v["autotuner_pick"], "direct");
 }
+
+/// DP runs this binary under `mpirun -np N`: built with `distributed`, its rows (T1 plain and
+/// overlapped at N = 2, T2) with the bytes each rank sends; without the feature, `--only dp` is
+/// one line saying why it cannot run, and a non-zero exit.
+#[test]
+fn the_data_parallel_workload_runs_under_mpirun_or_says_why_not() {
+    if !cfg!(feature = "distributed") {
+        let out = bench(&["--only", "dp"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(last.starts_with("error: the dp workload cannot run: this headswap was built without data-parallel training"), "{err}");
+        return;
+    }
+    let v = report(&bench(&["--only", "dp", "--json"], &[]));
+    let rows = v["data_parallel"].as_array().unwrap();
+    let key =
+        |r: &serde_json::Value| (r["id"].as_str().unwrap().to_string(), r["ranks"].as_u64().unwrap(), r["overlap"].as_bool().unwrap());
+    let keys: Vec<_> = rows.iter().map(key).collect();
+    let want = [("T1-dp", 1, false), ("T1-dp", 2, false), ("T1-dp", 2, true), ("T2-dp", 1, false), ("T2-dp", 2, false)];
+    assert_eq!(keys, want.map(|(i, n, o)| (i.to_string(), n, o)).to_vec());
+    for r in rows {
+        assert!(r["ms_per_step"].as_f64().unwrap() > 0.0, "{r}");
+        let bytes = r["bytes_per_step"].as_u64().unwrap();
+        // alone nothing is sent; T1 sends every layer's gradients, T2 its head's alone
+        match (r["id"].as_str().unwrap(), r["ranks"].as_u64().unwrap()) {
+            (_, 1) => assert_eq!(bytes, 0, "{r}"),
+            ("T1-dp", _) => assert!(bytes > 2_000_000, "{r}"),
+            _ => assert!(bytes > 0 && bytes < 10_000, "{r}"),
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Data-parallel training over MPI (feature `distributed`; `.ci/run` installs Open MPI and runs
 //! this): `mpirun -np 2` of the CLI gives the weights one process gets with the same global batch
 //! (MLP and CNN, to 1e-5 relative), a frozen trunk keeps its bits, the ranks stay bit-identical
-//! after every step (`examples/data_parallel.rs`), `--save-state`/`resume` continue exactly, and a
-//! rank given unreadable data ends the whole job with one clear error, writing nothing.
+//! after every step (`examples/data_parallel.rs`, a network of named heads included), a network of
+//! named heads trained from a tensor file of `y.<head>` targets with unknowns gives the weights and
+//! each head's loss of one process, `--save-state`/`resume` continue exactly, and a rank given
+//! unreadable data ends the whole job with one clear error, writing nothing.
 mod common;
 use common::TempDir;
 use headswap::checkpoint;
@@ -128,7 +130,7 @@ fn the_ranks_are_bit_identical_after_every_step() {
     c.args(["-np", "2"]).arg(&example);
     let out = run(c);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().filter(|l| l.contains("ranks identical: true")).count(), 7, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("ranks identical: true")).count(), 9, "{text}");
     assert!(!text.contains("false"), "{text}");
 }
 
@@ -152,4 +154,109 @@ fn a_rank_given_unreadable_data_ends_the_job_with_one_clear_error_and_writes_not
     assert!(err.contains("error: rank 1 of 2") && err.contains("garbage.csv"), "{err}");
     assert!(!out.exists(), "nothing is written");
     assert!(took < Duration::from_secs(60), "the job ended after {took:?}");
+}
+
+/// A trunk under three named heads (labels behind a hidden layer, classes, Huber regression) and
+/// `n` examples with about a quarter of each head's targets unknown (NaN labels, class −1, NaN
+/// values), saved as an `--init` model and a tensor file of `y.<head>` targets.
+fn heads_files(dir: &Path) -> (PathBuf, PathBuf) {
+    use headswap::data::{Dataset, HeadTargets, Targets};
+    use headswap::kernels::{Activation, loss::IGNORE_CLASS, loss::RegressionLoss};
+    use headswap::nn::{DenseSpec, Head, Init, LayerSpec, Network, Trunk};
+    let gpu = headswap::Gpu::new().expect("an adapter");
+    let trunk = Trunk::chain(vec![
+        LayerSpec::Dense(DenseSpec { inputs: 6, outputs: 8, activation: Activation::Tanh }),
+        LayerSpec::Dense(DenseSpec { inputs: 8, outputs: 6, activation: Activation::Relu }),
+    ]);
+    let heads = [
+        Head::labels(3).hidden(4, Activation::Tanh).named("objects").pos_weight(vec![2.0, 0.5, 1.5]),
+        Head::classes(4).named("scene").weight(0.5),
+        Head::regression(2, RegressionLoss::Huber(0.5)).named("distance").weight(2.0),
+    ];
+    let net = Network::from_trunk_heads(&gpu, 6, trunk, Init::KaimingUniform, &heads, 4).unwrap();
+    let n = 37;
+    let mut r = headswap::Rng::new(9);
+    let x = (0..n * 6).map(|_| r.uniform(-1.5, 1.5) as f32).collect();
+    let mut masked = |len: usize, f: &dyn Fn(&mut headswap::Rng) -> f32| -> Vec<f32> {
+        (0..len).map(|_| if r.next_f64() < 0.25 { f32::NAN } else { f(&mut r) }).collect()
+    };
+    let objects = masked(n * 3, &|r| r.below(2) as f32);
+    let distance = masked(n * 2, &|r| r.uniform(-2.0, 2.0) as f32);
+    let scene = masked(n, &|r| r.below(4) as f32).iter().map(|&c| if c.is_nan() { IGNORE_CLASS } else { c as u32 }).collect();
+    let data = Dataset {
+        x,
+        n,
+        d: 6,
+        input_shape: vec![6],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: objects, k: 3 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: distance, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    };
+    let (init, file) = (dir.join("heads-init.safetensors"), dir.join("heads-data.safetensors"));
+    net.save(&init, checkpoint::StorageDtype::F32).unwrap();
+    headswap::data::tensor_file::save(&file, &data).unwrap();
+    (init, file)
+}
+
+#[test]
+fn two_ranks_train_named_heads_with_unknown_targets_like_one_process() {
+    let dir = TempDir::new("mpi-heads");
+    let (init, data) = heads_files(dir.path());
+    // 37 examples, batch 10: shares of 5 + 5 and a last batch of 4 + 3, each head's known targets
+    // spread unevenly over them
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--init",
+            s(&init),
+            "--data",
+            s(&data),
+            "--head-weight",
+            "scene=0.25",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--batch",
+            "10",
+            "--epochs",
+            "3",
+            "--seed",
+            "3",
+            "--json",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let (two, one) = (dir.path().join("two.safetensors"), dir.path().join("one.safetensors"));
+    let a2 = args(&two);
+    let a1 = args(&one);
+    let out2 = headswap_np(2, &a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let out1 = headswap_alone(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_close_files(&one, &two, 1e-5);
+    // every head's loss and metrics reduced over the ranks as one process reports them
+    let doc = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).expect("a JSON report") };
+    let (d1, d2) = (doc(&out1), doc(&out2));
+    let (e1, e2) = (d1["epochs"].as_array().unwrap(), d2["epochs"].as_array().unwrap());
+    assert_eq!(e1.len(), 3);
+    for (a, b) in e1.iter().zip(e2) {
+        let close = |x: &serde_json::Value, y: &serde_json::Value| {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-5 * x.abs().max(1e-3)
+        };
+        assert!(close(&a["loss"], &b["loss"]), "{} vs {}", a["loss"], b["loss"]);
+        let (h1, h2) = (a["heads"].as_array().unwrap(), b["heads"].as_array().unwrap());
+        assert_eq!(h1.len(), 3);
+        for (x, y) in h1.iter().zip(h2) {
+            assert_eq!(x["name"], y["name"]);
+            assert!(close(&x["loss"], &y["loss"]), "{}: {} vs {}", x["name"], x["loss"], y["loss"]);
+        }
+        assert_eq!(h1[1]["accuracy"], h2[1]["accuracy"], "scene accuracy");
+    }
 }

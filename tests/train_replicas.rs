@@ -6,11 +6,11 @@ mod common;
 use common::*;
 use headswap::Gpu;
 use headswap::Rng;
-use headswap::data::{Dataset, Targets};
+use headswap::data::{Dataset, HeadTargets, Targets};
 use headswap::kernels::Activation;
-use headswap::kernels::loss::BceReduction;
-use headswap::nn::{CnnBuilder, Head, Init, Network};
-use headswap::train::{BceSettings, Collective, Freeze, Optimizer, ThreadGroup, TrainConfig, Trainer};
+use headswap::kernels::loss::{BceReduction, IGNORE_CLASS, RegressionLoss};
+use headswap::nn::{CnnBuilder, DenseSpec, Head, Init, LayerSpec, Network, Trunk};
+use headswap::train::{BceSettings, Collective, FitReport, Freeze, HeadWeighting, Optimizer, ThreadGroup, TrainConfig, Trainer};
 
 fn classes(n: usize, shape: Vec<usize>, c: usize, seed: u64) -> Dataset {
     let d: usize = shape.iter().product();
@@ -40,6 +40,9 @@ fn labels(n: usize, d: usize, k: usize, seed: u64) -> Dataset {
     }
 }
 
+/// Every layer's (weights, biases), as `Network::values` gives them.
+type Values = Vec<(Vec<f32>, Vec<f32>)>;
+
 /// How a test trains a network: a pretraining fit, or a fine-tune under a freeze policy.
 #[derive(Clone, Copy)]
 enum Job {
@@ -55,17 +58,17 @@ fn train(
     job: Job,
     epochs: usize,
     replica: Option<ThreadGroup>,
-) -> Vec<(Vec<f32>, Vec<f32>)> {
+) -> (Values, FitReport) {
     let mut net = make(gpu);
     let mut trainer = Trainer::new(gpu, cfg.clone());
     if let Some(r) = replica {
         trainer = trainer.with_replicas(r);
     }
-    match job {
+    let report = match job {
         Job::Fit => trainer.fit(&mut net, data, epochs).unwrap(),
         Job::FineTune(f) => trainer.fine_tune(&mut net, data, f, epochs).unwrap(),
     };
-    net.values().unwrap()
+    (net.values().unwrap(), report)
 }
 
 /// Trains alone and as `replicas` replicas; checks the replicas agree bit for bit and match the
@@ -78,11 +81,24 @@ fn compare(
     epochs: usize,
     replicas: usize,
     tol: f64,
-) -> Vec<(Vec<f32>, Vec<f32>)> {
+) -> Values {
+    compare_reports(make, data, cfg, job, epochs, replicas, tol).0
+}
+
+/// [`compare`], also returning the single trainer's report and replica 0's.
+fn compare_reports(
+    make: &(dyn Fn(&Gpu) -> Network + Sync),
+    data: &Dataset,
+    cfg: &TrainConfig,
+    job: Job,
+    epochs: usize,
+    replicas: usize,
+    tol: f64,
+) -> (Values, FitReport, FitReport) {
     let gpu = gpu();
-    let alone = train(&gpu, make, data, cfg, job, epochs, None);
+    let (alone, alone_report) = train(&gpu, make, data, cfg, job, epochs, None);
     let group = ThreadGroup::new(replicas).unwrap();
-    let results: Vec<Vec<(Vec<f32>, Vec<f32>)>> = std::thread::scope(|s| {
+    let results: Vec<(Values, FitReport)> = std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
             .map(|r| {
@@ -93,16 +109,17 @@ fn compare(
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, other) in results.iter().enumerate().skip(1) {
-        assert!(other == &results[0], "replica {i} differs from replica 0");
+        assert!(other.0 == results[0].0, "replica {i} differs from replica 0");
     }
-    for (l, ((aw, ab), (rw, rb))) in alone.iter().zip(&results[0]).enumerate() {
+    for (l, ((aw, ab), (rw, rb))) in alone.iter().zip(&results[0].0).enumerate() {
         for (what, a, r) in [("weight", aw, rw), ("bias", ab, rb)] {
             let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
             let worst = a.iter().zip(r).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
             assert!(worst <= tol * scale, "layer {l} {what}: replicas differ from one trainer by {worst:e} (scale {scale:e})");
         }
     }
-    results[0].clone()
+    let (values, report) = results.into_iter().next().unwrap();
+    (values, alone_report, report)
 }
 
 #[test]
@@ -204,5 +221,158 @@ fn a_replica_given_bad_data_stops_every_replica_with_its_error() {
     assert!(errs[1].contains("5 input features"), "{errs:?}");
     for e in [&errs[0], &errs[2]] {
         assert!(e.contains("replica 1 failed") && e.contains("5 input features"), "{errs:?}");
+    }
+}
+
+/// A trunk under four named heads, each kind with unknown targets: labels averaged over the known
+/// ones (behind a hidden layer, with positive weights), labels averaged over rows (NaN still
+/// masked), classes with −1, and Huber regression with NaN.
+fn multi_head_net(gpu: &Gpu) -> Network {
+    let trunk = Trunk::chain(vec![
+        LayerSpec::Dense(DenseSpec { inputs: 5, outputs: 8, activation: Activation::Tanh }),
+        LayerSpec::Dense(DenseSpec { inputs: 8, outputs: 6, activation: Activation::Tanh }),
+    ]);
+    let heads = [
+        Head::labels(3)
+            .hidden(4, Activation::Tanh)
+            .named("objects")
+            .weight(0.7)
+            .pos_weight(vec![2.0, 0.5, 1.5])
+            .bce_reduction(BceReduction::MeanLabelled),
+        Head::labels(2).named("tags").weight(1.3),
+        Head::classes(4).named("scene").weight(0.5),
+        Head::regression(2, RegressionLoss::Huber(0.5)).named("distance"),
+    ];
+    Network::from_trunk_heads(gpu, 5, trunk, Init::KaimingUniform, &heads, 3).unwrap()
+}
+
+/// `len` values of `draw`, a quarter of them (at random) unknown: NaN.
+fn masked(r: &mut Rng, len: usize, draw: impl Fn(&mut Rng) -> f32) -> Vec<f32> {
+    (0..len).map(|_| if r.next_f64() < 0.25 { f32::NAN } else { draw(r) }).collect()
+}
+
+/// About a quarter of each head's targets unknown, unevenly over the replicas' shares; the first
+/// 8 examples have no known object label (a whole share without one).
+fn multi_head_data(n: usize, seed: u64) -> Dataset {
+    let mut r = Rng::new(seed);
+    let mut objects = masked(&mut r, n * 3, |r| r.below(2) as f32);
+    objects[..24].fill(f32::NAN);
+    let tags = masked(&mut r, n * 2, |r| r.below(2) as f32);
+    let distance = masked(&mut r, n * 2, |r| r.uniform(-2.0, 2.0) as f32);
+    let mut r = Rng::new(seed + 7);
+    let scene: Vec<u32> = (0..n).map(|_| if r.next_f64() < 0.3 { IGNORE_CLASS } else { r.below(4) as u32 }).collect();
+    Dataset {
+        x: rand_range(seed + 1, n * 5, -1.5, 1.5),
+        n,
+        d: 5,
+        input_shape: vec![5],
+        targets: Targets::Heads(vec![
+            HeadTargets::new("objects", Targets::Labels { y: objects, k: 3 }),
+            HeadTargets::new("tags", Targets::Labels { y: tags, k: 2 }),
+            HeadTargets::new("scene", Targets::Classes { y: scene, num_classes: 4 }),
+            HeadTargets::new("distance", Targets::Regression { y: distance, k: 2 }),
+        ]),
+        label_names: Vec::new(),
+    }
+}
+
+#[test]
+fn replicas_train_a_network_of_named_heads_like_one_trainer_with_every_head_weighted_by_its_known_targets() {
+    // batch 16 over 3 replicas (6 + 5 + 5 rows), 49 examples: a last batch of 1 that only replica
+    // 0 computes; each head's mean runs over its own known targets, which the shares hold unevenly
+    let data = multi_head_data(49, 4);
+    for (opt, replicas) in [(Optimizer::adam(5e-3), 3), (Optimizer::sgd(0.2).momentum(0.9), 2)] {
+        let cfg = TrainConfig { batch_size: 16, optimizer: opt, seed: 5, ..Default::default() };
+        let (_, alone, together) = compare_reports(&multi_head_net, &data, &cfg, Job::Fit, 3, replicas, 1e-5);
+        // every head's loss and metrics reduced over the replicas, as one trainer reports them
+        for (a, t) in alone.epochs.iter().zip(&together.epochs) {
+            assert_eq!(a.train.heads.len(), 4);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * x.abs().max(1e-3);
+            assert!(close(a.train.loss, t.train.loss), "epoch {}: loss {} alone, {} together", a.epoch, a.train.loss, t.train.loss);
+            for (ha, ht) in a.train.heads.iter().zip(&t.train.heads) {
+                assert_eq!(ha.name, ht.name);
+                assert!(
+                    close(ha.weighted_loss, ht.weighted_loss),
+                    "{}: {} alone, {} together",
+                    ha.name,
+                    ha.weighted_loss,
+                    ht.weighted_loss
+                );
+                assert_eq!(ha.accuracy, ht.accuracy, "{}", ha.name);
+                assert_eq!(ha.labels.as_ref().map(|l| &l.support), ht.labels.as_ref().map(|l| &l.support), "{}", ha.name);
+                assert_eq!(ha.labels.as_ref().map(|l| &l.f1), ht.labels.as_ref().map(|l| &l.f1), "{}", ha.name);
+                if let (Some(ra), Some(rt)) = (&ha.regression, &ht.regression) {
+                    assert_eq!(ra.support, rt.support);
+                    for (x, y) in ra.mae.iter().zip(&rt.mae) {
+                        assert!(close(x.unwrap(), y.unwrap()), "{}: MAE {x:?} alone, {y:?} together", ha.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn replicas_fine_tune_named_heads_on_a_frozen_trunk_like_one_trainer() {
+    // the trunk's cached features feed every head; only the heads' gradients are exchanged
+    let data = multi_head_data(30, 8);
+    let before = multi_head_net(&gpu()).values().unwrap();
+    let cfg = TrainConfig { batch_size: 10, optimizer: Optimizer::sgd(0.3), seed: 1, ..Default::default() };
+    let after = compare(&multi_head_net, &data, &cfg, Job::FineTune(Freeze::Trunk), 2, 2, 1e-5);
+    assert_eq!(after[..2], before[..2], "the frozen trunk keeps its bits");
+    assert_ne!(after[2..], before[2..], "the heads train");
+}
+
+/// Learned uncertainty weights are not exchanged between replicas (and each replica's ∂L/∂s
+/// would count its constant term once per replica): every replica refuses, none hangs.
+#[test]
+fn uncertainty_weighting_across_replicas_is_refused() {
+    let gpu = gpu();
+    let data = multi_head_data(20, 3);
+    let group = ThreadGroup::new(2).unwrap();
+    let errs: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|r| {
+                let (gpu, data) = (gpu.clone(), &data);
+                s.spawn(move || {
+                    let mut net = multi_head_net(&gpu);
+                    let cfg = TrainConfig { batch_size: 10, head_weighting: HeadWeighting::Uncertainty, ..Default::default() };
+                    Trainer::new(&gpu, cfg).with_replicas(r).fit(&mut net, data, 1).unwrap_err().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(errs.iter().all(|e| e.contains("uncertainty") && e.contains("data-parallel")), "{errs:?}");
+}
+
+#[test]
+fn overlapping_the_exchange_with_the_backward_gives_the_same_bits() {
+    // the upper layers' gradients summed while the lowest layer's backward runs: the same sums in
+    // the same order as one exchange after the whole backward, for one head and for named heads
+    let gpu = gpu();
+    let run = |make: &(dyn Fn(&Gpu) -> Network + Sync), data: &Dataset, overlap: bool| -> Vec<Values> {
+        let cfg =
+            TrainConfig { batch_size: 16, optimizer: Optimizer::adam(5e-3), seed: 2, overlap_exchange: overlap, ..Default::default() };
+        let group = ThreadGroup::new(3).unwrap();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|r| {
+                    let (gpu, cfg) = (gpu.clone(), &cfg);
+                    s.spawn(move || train(&gpu, make, data, cfg, Job::Fit, 2, Some(r)).0)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let mlp = |gpu: &Gpu| Network::mlp(gpu, &[5, 8, 7], Activation::Relu, Init::KaimingUniform, Head::labels(4), 3).unwrap();
+    let labels = labels(49, 5, 4, 2);
+    let heads = multi_head_data(49, 4);
+    for (make, data) in [(&mlp as &(dyn Fn(&Gpu) -> Network + Sync), &labels), (&multi_head_net, &heads)] {
+        let (plain, overlapped) = (run(make, data, false), run(make, data, true));
+        assert!(overlapped.iter().all(|r| r == &overlapped[0]), "the replicas differ");
+        assert!(plain[0] == overlapped[0], "overlapping the exchange changed the result");
     }
 }

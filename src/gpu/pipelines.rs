@@ -202,6 +202,8 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
+    /// The params block the launch was built with (a step may stage a changed copy of it).
+    initial_params: Box<[u8]>,
     workgroups: [u32; 3],
 }
 
@@ -268,13 +270,18 @@ impl Dispatch {
         let bind_group = gpu.scoped(kernel.entry, || {
             gpu.device().create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.entry), layout: &bgl, entries: &entries })
         })?;
-        Ok(Dispatch { kernel, pipeline, bind_group, params: params_buf, workgroups })
+        Ok(Dispatch { kernel, pipeline, bind_group, params: params_buf, initial_params: padded.into(), workgroups })
     }
 
     /// Rewrites the params block (a learning rate, a step number, a batch offset) without
     /// rebuilding anything; takes effect at the next submission.
     pub(crate) fn write_params(&self, gpu: &Gpu, params: &[u8]) {
         gpu.queue().write_buffer(&self.params, 0, params);
+    }
+
+    /// The params block the launch was built with, padded to 16 bytes.
+    pub(crate) fn initial_params(&self) -> &[u8] {
+        &self.initial_params
     }
 
     /// The launch's own uniform buffer, for [`StepUniforms`] to copy a step's block into.

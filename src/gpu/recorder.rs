@@ -103,6 +103,12 @@ impl<'g> Recorder<'g> {
         self.gpu.submit(self.encoder);
     }
 
+    /// [`Recorder::submit`], returning the submission's index (to wait for it alone:
+    /// [`ReadBack::read_after`]).
+    pub fn submit_indexed(self) -> wgpu::SubmissionIndex {
+        self.gpu.submit(self.encoder)
+    }
+
     /// Submits the recording without counting it: measuring (the autotuners) is no part of the
     /// engine's own work, which the submission counter describes.
     pub(crate) fn submit_uncounted(self) {
@@ -138,6 +144,16 @@ impl ReadBack {
             return Ok(Vec::new());
         }
         let bytes = read_mapped(gpu, &self.buffer, 4 * self.elems as u64, "read-back")?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// [`ReadBack::read`] after submission `index` (the one that copied the values in) has
+    /// finished, without waiting for later submissions.
+    pub fn read_after(&self, gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<Vec<f32>> {
+        if self.elems == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = read_mapped_after(gpu, &self.buffer, 4 * self.elems as u64, "read-back", Some(index))?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -205,12 +221,24 @@ impl Timestamps {
 /// for every submitted command, the copies into `buffer` among them), and returns a copy of
 /// them; the buffer is unmapped again. `what` names the buffer in errors.
 pub(crate) fn read_mapped(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64, what: &str) -> Result<Vec<u8>> {
+    read_mapped_after(gpu, buffer, bytes, what, None)
+}
+
+/// [`read_mapped`], waiting only until submission `index` has finished where one is given.
+fn read_mapped_after(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64, what: &str, index: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let slice = buffer.slice(0..bytes);
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    gpu.sync()?;
+    match index {
+        None => gpu.sync()?,
+        Some(index) => {
+            let wait = wgpu::PollType::Wait { submission_index: Some(index), timeout: None };
+            gpu.device().poll(wait).map_err(|e| Error::Device(e.to_string()))?;
+            gpu.check(what)?;
+        }
+    }
     rx.recv()
         .map_err(|_| Error::Device(format!("{what} map callback never ran")))?
         .map_err(|e| Error::Device(format!("mapping the {what} buffer failed: {e}")))?;

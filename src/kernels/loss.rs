@@ -40,6 +40,28 @@ pub(crate) struct LossParams {
     pub _pad: u32,
 }
 
+/// Whether `d` is a head's loss launch whose scale a data-parallel step may rescale
+/// ([`rescaled_params`]): `bce_logits`, `softmax_xent_masked` or `regression_loss`.
+pub(crate) fn is_scaled_head_loss(d: &Dispatch) -> bool {
+    [BCE_LOGITS.entry, SOFTMAX_XENT_MASKED.entry, REGRESSION_LOSS.entry].contains(&d.name())
+}
+
+/// The params block of head loss launch `d` ([`is_scaled_head_loss`]) with its scale multiplied
+/// by `factor`: the loss and the gradient it writes are then `factor` times those it was built
+/// for (every one of these kernels multiplies both by the scale, after dividing by the count of
+/// known targets where it counts them). The scale is the third word of [`LossParams`] and of
+/// [`RegressionParams`].
+pub(crate) fn rescaled_params(d: &Dispatch, factor: f32) -> Result<Vec<u8>> {
+    if !is_scaled_head_loss(d) {
+        return Err(crate::Error::invalid(format!("{} is not a head's loss launch", d.name())));
+    }
+    let mut p = d.initial_params().to_vec();
+    let scale: LossParams = bytemuck::pod_read_unaligned(&p[..std::mem::size_of::<LossParams>()]);
+    p[8..12].copy_from_slice(&(scale.scale * factor).to_ne_bytes());
+    Ok(p)
+}
+const _: () = assert!(std::mem::offset_of!(LossParams, scale) == 8 && std::mem::offset_of!(RegressionParams, scale) == 8);
+
 /// How the per-entry BCE losses are normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BceReduction {

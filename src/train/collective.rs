@@ -8,7 +8,9 @@
 //! `headswap::distributed::Mpi` (feature `distributed`) one over MPI.
 
 use super::optimizer::Grads;
+use super::plan::Plan;
 use crate::error::{Error, Result};
+use crate::gpu::pipelines::StepUniforms;
 use crate::gpu::{Gpu, ReadBack, Recorder};
 use crate::nn::Network;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -67,51 +69,163 @@ pub(crate) fn broadcast_running_stats(gpu: &Gpu, net: &Network, replicas: &dyn C
     net.running.buf.write(gpu, &values)
 }
 
-/// The gradients of the trainable ranges on their way between the GPU and the other replicas: one
-/// host-readable buffer for all ranges, made once per run. Frozen parameters have no gradient
-/// buffer and send nothing.
+/// The gradients of the trainable ranges on their way between the GPU and the other replicas, in
+/// host-readable buffers made once per run. Frozen parameters have no gradient buffer and send
+/// nothing.
+///
+/// Without overlap, one bucket holds every range: the step's forward and backward run in one
+/// submission, then the bucket is read, summed over the replicas and written back. With
+/// [`TrainConfig::overlap_exchange`](super::TrainConfig::overlap_exchange), two buckets: the
+/// gradients of the layers from `split` up (all but the lowest trainable layer) and the rest. The
+/// step is then two submissions — up to the backward below `split`, then that backward — and the
+/// upper bucket is summed over the replicas while the device computes the lower layers'
+/// gradients (the second submission is made from a helper thread, so the host's exchange runs
+/// even where the driver executes a submission inside the submit call). The sums are the same
+/// element-wise sums in the same replica order, so both ways give the same bits. (Over MPI, with 3
+/// ranks or more, Open MPI may pick another reduction tree for a shorter message, so the two ways
+/// can differ in rounding there; every rank still gets the same bits, from rank 0's broadcast.)
 pub(crate) struct GradExchange {
-    staging: ReadBack,
+    buckets: Vec<Bucket>,
+    /// With two buckets: the lowest layer of the upper one.
+    split: Option<usize>,
 }
 
-impl GradExchange {
-    pub fn new(gpu: &Gpu, grads: &Grads) -> Result<GradExchange> {
-        let total = grads.bufs.iter().map(|b| b.len()).sum();
-        Ok(GradExchange { staging: ReadBack::new(gpu, total, "gradients_exchange")? })
+/// Gradient pieces read back, exchanged and written back together.
+struct Bucket {
+    staging: ReadBack,
+    /// (gradient buffer, element offset in it, elements), in staging order.
+    parts: Vec<(usize, usize, usize)>,
+}
+
+impl Bucket {
+    fn new(gpu: &Gpu, parts: Vec<(usize, usize, usize)>, label: &str) -> Result<Bucket> {
+        let total = parts.iter().map(|p| p.2).sum();
+        Ok(Bucket { staging: ReadBack::new(gpu, total, label)?, parts })
     }
 
-    /// The number of f32 values a step sends (and receives).
-    pub fn len(&self) -> usize {
-        self.staging.len()
-    }
-
-    /// Records, at the end of the step's gradient submission, the copy of every range's
-    /// gradients into the host-readable buffer.
-    pub fn record_copy(&self, rec: &mut Recorder<'_>, grads: &Grads) -> Result<()> {
+    fn record_copy(&self, rec: &mut Recorder<'_>, grads: &Grads) -> Result<()> {
         let mut at = 0;
-        for buf in &grads.bufs {
-            rec.copy_to_readback(buf, &self.staging, at)?;
-            at += buf.len();
+        for &(buf, from, len) in &self.parts {
+            rec.copy_to_readback(&grads.bufs[buf].view(from, &[len])?, &self.staging, at)?;
+            at += len;
         }
         Ok(())
     }
 
-    /// The "gradients ready" point: reads this replica's gradients (the mean over its share of
-    /// the batch; zeros where it computed nothing, `computed` false, and recorded no copy),
-    /// weights them by `weight`, its share of the batch's loss normaliser ([`share_weight`]),
-    /// sums over the replicas and writes the result, the batch's gradient, back for the update.
-    pub fn mean(&self, gpu: &Gpu, grads: &Grads, replicas: &dyn Collective, computed: bool, weight: f32) -> Result<()> {
-        let mut host = if computed { self.staging.read(gpu)? } else { vec![0.0; self.staging.len()] };
+    /// This replica's gradients (`host`: read back, or zeros where it computed nothing) weighted
+    /// by `weight` and summed over the replicas.
+    fn sum(&self, mut host: Vec<f32>, replicas: &dyn Collective, weight: f32) -> Result<Vec<f32>> {
         if weight != 1.0 {
             host.iter_mut().for_each(|g| *g *= weight);
         }
         replicas.sum(&mut host)?;
+        Ok(host)
+    }
+
+    fn write_back(&self, gpu: &Gpu, grads: &Grads, host: &[f32]) -> Result<()> {
         let mut at = 0;
-        for buf in &grads.bufs {
-            buf.write(gpu, &host[at..at + buf.len()])?;
-            at += buf.len();
+        for &(buf, from, len) in &self.parts {
+            grads.bufs[buf].view(from, &[len])?.write(gpu, &host[at..at + len])?;
+            at += len;
         }
         Ok(())
+    }
+}
+
+impl GradExchange {
+    /// One bucket, or two with `overlap` where at least two layers with parameters train.
+    pub fn new(gpu: &Gpu, net: &Network, grads: &Grads, overlap: bool) -> Result<GradExchange> {
+        let whole: Vec<(usize, usize, usize)> = grads.bufs.iter().enumerate().map(|(k, b)| (k, 0, b.len())).collect();
+        // the lowest layer with a gradient, and the next one up: the upper bucket starts there
+        let layers = net.layers();
+        let mut trained = (0..layers.len()).filter(|&i| grads.has(i) && layers[i].weight_shape().is_some());
+        let split = match (overlap, trained.next(), trained.next()) {
+            (true, Some(_), Some(split)) => split,
+            _ => return Ok(GradExchange { buckets: vec![Bucket::new(gpu, whole, "gradients_exchange")?], split: None }),
+        };
+        let (mut upper, mut lower) = (Vec::new(), Vec::new());
+        for (k, r) in grads.ranges.iter().enumerate() {
+            let len = r.end - r.start;
+            // the range's layers sit in order in its arena: those from `split` up start at `cut`
+            let cut =
+                r.layers.clone().filter(|&i| i >= split && layers[i].weight_shape().is_some()).map(|i| net.slot(i).1.w - r.start).min();
+            let cut = cut.unwrap_or(len);
+            if r.layers.clone().any(|i| i < split && layers[i].weight_shape().is_some() && net.slot(i).1.end > r.start + cut) {
+                return Err(Error::invalid("a gradient range is not laid out in layer order"));
+            }
+            if cut > 0 {
+                lower.push((k, 0, cut));
+            }
+            if cut < len {
+                upper.push((k, cut, len - cut));
+            }
+        }
+        let buckets = vec![Bucket::new(gpu, upper, "gradients_exchange_upper")?, Bucket::new(gpu, lower, "gradients_exchange_lower")?];
+        Ok(GradExchange { buckets, split: Some(split) })
+    }
+
+    /// The number of f32 values a step sends (and receives).
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.staging.len()).sum()
+    }
+
+    /// One data-parallel step up to the update: records `plan`'s launches up to the gradients
+    /// (after `uniforms`' copies for its step 0) where this replica computes rows (`computed`),
+    /// reads its gradients back, weights them by `weight` (its share of the batch's loss
+    /// normaliser, [`share_weight`]), sums them over the replicas and writes the batch's gradient
+    /// back for the update. Returns the dispatches recorded and the submissions made.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        gpu: &Gpu,
+        plan: &Plan,
+        uniforms: &StepUniforms,
+        grads: &Grads,
+        replicas: &dyn Collective,
+        computed: bool,
+        weight: f32,
+    ) -> Result<(usize, u64)> {
+        let mut rec = Recorder::new(gpu, "train_gradients");
+        uniforms.record(&mut rec, 0);
+        if !computed {
+            // a replica without rows sends zeros, bucket by bucket as the others do
+            rec.submit();
+            for b in &self.buckets {
+                let host = b.sum(vec![0.0; b.staging.len()], replicas, weight)?;
+                b.write_back(gpu, grads, &host)?;
+            }
+            return Ok((0, 1));
+        }
+        let Some(split) = self.split else {
+            let b = &self.buckets[0];
+            let recorded = rec.pass("train_gradients", plan.gradient_dispatches());
+            b.record_copy(&mut rec, grads)?;
+            let index = rec.submit_indexed();
+            let host = b.sum(b.staging.read_after(gpu, index)?, replicas, weight)?;
+            b.write_back(gpu, grads, &host)?;
+            return Ok((recorded, 1));
+        };
+        let (upper, lower) = (&self.buckets[0], &self.buckets[1]);
+        let cut = plan.launches_before_backward_below(split);
+        let mut recorded = rec.pass("train_gradients_upper", plan.gradient_dispatches().take(cut));
+        upper.record_copy(&mut rec, grads)?;
+        let first = rec.submit_indexed();
+        let mut rec = Recorder::new(gpu, "train_gradients_lower");
+        recorded += rec.pass("train_gradients_lower", plan.gradient_dispatches().skip(cut));
+        lower.record_copy(&mut rec, grads)?;
+        let host = upper.staging.read_after(gpu, first)?;
+        // the device computes the lower layers' gradients while this thread exchanges the upper
+        // ones (MPI stays on this thread)
+        let (summed, second) = std::thread::scope(|s| {
+            let submit = s.spawn(move || rec.submit_indexed());
+            let summed = upper.sum(host, replicas, weight);
+            (summed, submit.join())
+        });
+        let second = second.map_err(|_| Error::invalid("the thread submitting the lower layers' backward panicked"))?;
+        upper.write_back(gpu, grads, &summed?)?;
+        let host = lower.sum(lower.staging.read_after(gpu, second)?, replicas, weight)?;
+        lower.write_back(gpu, grads, &host)?;
+        Ok((recorded, 2))
     }
 }
 
@@ -134,6 +248,68 @@ pub(crate) fn share_weight(bce: &super::BceSettings, data: &crate::data::Dataset
         }
         _ => rows as f32 / batch.len() as f32,
     }
+}
+
+/// Per named head of `net`, the share of the batch's loss normaliser that rows `offset..offset +
+/// rows` of the batch's example indices `batch` hold: each head's loss is a mean over its own
+/// known targets (classes other than −1, regression values and, under
+/// [`BceReduction::MeanLabelled`](crate::kernels::loss::BceReduction::MeanLabelled), labels
+/// that are not NaN; under BCE's other reductions over rows), so one weight per replica cannot
+/// make the replicas' gradients the batch's: the trunk's gradient sums every head's. Instead each
+/// replica's head loss is scaled by its share ([`Plan::stage_head_shares`](super::plan::Plan::stage_head_shares)),
+/// and the replicas' plain sum is the batch's loss and gradient. Counted on the host from the
+/// data and the epoch's order that every replica holds; 0 for a head without a known target in
+/// the batch (its loss and gradient are 0).
+pub(crate) fn head_shares(
+    net: &Network,
+    bce: &super::BceSettings,
+    data: &crate::data::Dataset,
+    batch: &[u32],
+    offset: usize,
+    rows: usize,
+) -> Result<Vec<f32>> {
+    use crate::data::Targets;
+    use crate::kernels::loss::{BceReduction, IGNORE_CLASS};
+    use crate::nn::HeadKind;
+    let mine = &batch[offset..offset + rows];
+    net.heads()
+        .iter()
+        .map(|h| {
+            let t = data.targets.head(&h.name).ok_or_else(|| Error::invalid(format!("the data has no targets for head {:?}", h.name)))?;
+            // what the head's loss counts in its mean
+            enum Counts<'a> {
+                Classes(&'a [u32]),
+                Rows,
+                Values(&'a [f32], usize),
+            }
+            let counts = match (t, h.kind) {
+                (Targets::Classes { y, .. }, HeadKind::Classes) => Counts::Classes(y),
+                (Targets::Labels { .. }, HeadKind::Labels) if h.bce_reduction.unwrap_or(bce.reduction) != BceReduction::MeanLabelled => {
+                    Counts::Rows
+                }
+                (Targets::Labels { y, k } | Targets::Regression { y, k }, _) => Counts::Values(y, *k),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "head {:?} is a {} head but its targets are {}",
+                        h.name,
+                        h.kind.name(),
+                        t.kind_name()
+                    )));
+                }
+            };
+            let known = |idx: &[u32]| -> usize {
+                match counts {
+                    Counts::Classes(y) => idx.iter().filter(|&&i| y[i as usize] != IGNORE_CLASS).count(),
+                    Counts::Rows => idx.len(),
+                    Counts::Values(y, k) => {
+                        idx.iter().map(|&i| y[i as usize * k..(i as usize + 1) * k].iter().filter(|v| !v.is_nan()).count()).sum()
+                    }
+                }
+            };
+            let total = known(batch);
+            Ok(if total == 0 { 0.0 } else { known(mine) as f32 / total as f32 })
+        })
+        .collect()
 }
 
 struct Exchange {

@@ -114,6 +114,11 @@ pub struct TrainConfig {
     /// ([`HeadWeighting::Fixed`], the default), or learned uncertainty weights on top of it
     /// ([`HeadWeighting::Uncertainty`]). A network's only head ignores it.
     pub head_weighting: HeadWeighting,
+    /// Data-parallel runs ([`Trainer::with_replicas`](super::Trainer::with_replicas)): split each
+    /// step's gradient submission in two and sum the upper layers' gradients over the replicas
+    /// while the device computes the lowest trainable layer's (the same bits as without). Off by
+    /// default: on a 2-core host with lavapipe it did not pay (BENCHMARKS.md). Ignored alone.
+    pub overlap_exchange: bool,
 }
 
 /// How the losses of a network's named heads are combined into the one loss a step minimises.
@@ -163,6 +168,7 @@ impl Default for TrainConfig {
             batch_norm: BatchNormMode::Auto,
             augment: None,
             head_weighting: HeadWeighting::Fixed,
+            overlap_exchange: false,
         }
     }
 }

@@ -55,7 +55,8 @@ fn read_head_metrics(gpu: &Gpu, acc: &Accumulators, net: &Network, batches: usiz
             let mut all: Vec<f64> =
                 std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).chain(sums.iter().map(|&v| v as f64)).collect();
             r.sum_f64(&mut all)?;
-            loss = all[0] / r.size() as f64;
+            // each replica's loss is already its share of the batch's (`head_shares`)
+            loss = all[0];
             counts = all[1..1 + counts.len()].iter().map(|&c| c as u32).collect();
             sums = all[1 + counts.len()..].iter().map(|&v| v as f32).collect();
         }

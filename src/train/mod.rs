@@ -298,11 +298,6 @@ impl Trainer {
 
         let (train_data, val_data) = training_split(&cfg, data);
         let replicas = self.replicas.as_deref().filter(|r| r.size() > 1);
-        if replicas.is_some() && net.is_multi_head() {
-            // each head's loss is a mean over its own known targets, so a replica's gradient would
-            // need one weight per head, not one per replica
-            return Err(Error::invalid("data-parallel training of a network of named heads is not supported yet"));
-        }
         if let Some(r) = replicas {
             if cfg.batch_size < r.size() {
                 return Err(Error::invalid(format!(
@@ -310,6 +305,13 @@ impl Trainer {
                     cfg.batch_size,
                     r.size()
                 )));
+            }
+            if cfg.head_weighting == HeadWeighting::Uncertainty && net.is_multi_head() {
+                // each replica's ∂L/∂s_t = 1 − exp(−s_t)·w_t·L_t would count the 1 once per
+                // replica, and the log-variances are not in the exchanged gradient range
+                return Err(Error::invalid(
+                    "learned uncertainty weighting (HeadWeighting::Uncertainty) is not supported in data-parallel training yet: train with fixed head weights, or on one process",
+                ));
             }
             collective::broadcast_parameters(&gpu, net, r)?;
         }
@@ -362,7 +364,7 @@ impl Trainer {
         let mut since_best = 0;
         let (mut step_dispatches, mut step_submits, mut counted_steps) = (0u64, 0u64, 0u64);
         let per_submission = if replicas.is_some() { 1 } else { cfg.steps_per_submission };
-        let exchange = replicas.map(|_| collective::GradExchange::new(&gpu, &sb.grads)).transpose()?;
+        let exchange = replicas.map(|_| collective::GradExchange::new(&gpu, net, &sb.grads, cfg.overlap_exchange)).transpose()?;
         // Training-mode BatchNorms update their running statistics every step: early stopping
         // keeps those of the best epoch with its weights.
         let bn_trains = sb.batch_stats.contains(&true);
@@ -398,6 +400,13 @@ impl Trainer {
                     // a replica without rows records no launches; its offset only has to be valid
                     let (offset, rows) = my_share(s);
                     plan_of(s).stage(&mut uniforms, if rows > 0 { s * b + offset } else { 0 }, lr, opt_step)?;
+                    if replicas.is_some() && net.is_multi_head() && rows > 0 {
+                        // each head's loss is a mean over its own known targets: this replica's
+                        // share of each, so that the replicas' sum is the batch's
+                        let batch = &order[s * b..s * b + batch_rows(s)];
+                        let shares = collective::head_shares(net, &cfg.bce, &train_data, batch, offset, rows)?;
+                        plan_of(s).stage_head_shares(&mut uniforms, &shares)?;
+                    }
                 }
                 uniforms.upload(&gpu);
                 if let (Some(r), Some(exchange)) = (replicas, &exchange) {
@@ -405,16 +414,13 @@ impl Trainer {
                     // replicas' mean gradient → the same update everywhere
                     let s = steps.start;
                     let (plan, (offset, rows)) = (plan_of(s), my_share(s));
-                    let mut rec = Recorder::new(&gpu, "train_gradients");
-                    uniforms.record(&mut rec, 0);
-                    let mut recorded = 0;
-                    if rows > 0 {
-                        recorded = rec.pass("train_gradients", plan.gradient_dispatches());
-                        exchange.record_copy(&mut rec, &sb.grads)?;
-                    }
-                    rec.submit();
-                    let weight = collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows(s)], offset, rows);
-                    exchange.mean(&gpu, &sb.grads, r, rows > 0, weight)?;
+                    // named heads weighed their losses by this replica's shares already
+                    let weight = if net.is_multi_head() {
+                        1.0
+                    } else {
+                        collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows(s)], offset, rows)
+                    };
+                    let (mut recorded, submits) = exchange.step(&gpu, plan, &uniforms, &sb.grads, r, rows > 0, weight)?;
                     let mut rec = Recorder::new(&gpu, "train_update");
                     recorded += rec.pass("train_update", plan.update_dispatches());
                     rec.submit();
@@ -422,7 +428,7 @@ impl Trainer {
                         step_dispatches += recorded as u64;
                         counted_steps += 1;
                     }
-                    step_submits += 2;
+                    step_submits += submits + 1;
                 } else {
                     // one encoder and one submission for these steps; each step's uniform copies
                     // go in front of its own compute pass

@@ -643,8 +643,11 @@ pub(crate) fn forward_dispatches(
 /// (writing `w·L` into the head's loss accumulator and `∂(w·L)/∂outputs` into its output
 /// layer's gradient), masked where its target is unknown, then its metric counts. The trunk's
 /// gradient is then the sum of what each head passes back, which the backward pass adds up.
-fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut Launches) -> Result<()> {
+/// Returns, per head, the index in `d` of its loss launch (whose scale a data-parallel step
+/// rescales: [`Plan::stage_head_shares`]).
+fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut Launches) -> Result<Vec<usize>> {
     let s = p.scratch;
+    let mut scaled = Vec::new();
     let loss_rows = rows_view(&s.loss_rows, rows)?;
     for (k, h) in p.net.heads().iter().enumerate() {
         let logits = &a[h.layers.end - 1];
@@ -653,6 +656,7 @@ fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut
         let acc = p.acc.heads.get(k).ok_or_else(|| Error::invalid("missing head accumulators"))?;
         let out = loss::LossOutputs { loss_rows: &loss_rows, dlogits: &dlogits, loss_acc: Some(&acc.loss) };
         let opts = loss::HeadLoss { reduction: loss::MaskedReduction::MeanKnown, weight: h.weight };
+        let from = d.0.len();
         match h.kind {
             HeadKind::Classes => {
                 let targets = y.reshape(&[rows])?;
@@ -681,8 +685,12 @@ fn head_losses(gpu: &Gpu, p: &PlanInputs<'_>, rows: usize, a: &[Tensor], d: &mut
             d.push(reduce::sum_dispatch(gpu, &loss_rows, &lv.batch_loss[k], false)?);
             d.push(loss::uncertainty_scale_dispatch(gpu, &lv.params, k, h.weight > 0.0, &lv.batch_loss[k], &dlogits, &lv.grad)?);
         }
+        let at = (from..d.0.len())
+            .find(|&i| loss::is_scaled_head_loss(d.0[i].dispatch()))
+            .ok_or_else(|| Error::invalid(format!("head {:?} has no loss launch", h.name)))?;
+        scaled.push(at);
     }
-    Ok(())
+    Ok(scaled)
 }
 
 /// Forward-only work for a batch of `rows`: read the inputs (a dense first layer reads them in
@@ -754,6 +762,10 @@ pub(crate) struct Plan {
     /// The optimizer's update of every trainable range, after the gradients are ready (empty
     /// for forward-only plans).
     update: Vec<OptimStep>,
+    /// A network of named heads: per head, the index in `launches` of its loss launch.
+    head_loss: Vec<usize>,
+    /// Per layer the backward visits, top down: (layer, index in `launches` of its first launch).
+    backward_at: Vec<(usize, usize)>,
     _ws: Workspaces,
 }
 
@@ -832,7 +844,8 @@ impl Plan {
         let mut d = Launches::default();
         if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
             d.push(step);
-            return Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _ws: Workspaces::default() });
+            let update = Plan::update(gpu, p)?;
+            return Ok(Plan { rows, launches: d, update, head_loss: Vec::new(), backward_at: Vec::new(), _ws: Workspaces::default() });
         }
         let layers = net.layers();
         let l = layers.len();
@@ -919,8 +932,10 @@ impl Plan {
             _ => None,
         };
         let head_out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &p.acc.loss, counts: &p.acc.counts, db: fused_db.as_ref() };
+        let mut head_loss = Vec::new();
+        let mut backward_at = Vec::new();
         if multi {
-            head_losses(gpu, p, rows, &a, &mut d)?;
+            head_loss = head_losses(gpu, p, rows, &a, &mut d)?;
         } else {
             match net.head_kind {
                 HeadKind::Classes => {
@@ -981,6 +996,7 @@ impl Plan {
                 if !reaches[i] {
                     continue;
                 }
+                backward_at.push((i, d.0.len()));
                 let spec = layers[i];
                 let src = &sources[i];
                 let da = opt_rows(&s.da[i], rows)?.ok_or_else(|| Error::invalid("missing activation gradient"))?;
@@ -1183,7 +1199,7 @@ impl Plan {
         }
         // gradients ready: every trainable range's gradient is complete here, before any update
         // (the point where data-parallel training exchanges them)
-        Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, _ws: ws })
+        Ok(Plan { rows, launches: d, update: Plan::update(gpu, p)?, head_loss, backward_at, _ws: ws })
     }
 
     /// The whole training step as one fused launch, where it is one: a dense BCE output layer
@@ -1243,6 +1259,21 @@ impl Plan {
         self.update.iter().try_for_each(|u| u.stage(uniforms, lr, step))
     }
 
+    /// Stages, for a network of named heads, each head's share of the batch's loss as the current
+    /// step's (a data-parallel replica: see [`collective::head_shares`](super::collective::head_shares)):
+    /// the head's loss launch computes `share · w·L` of its rows' mean, so the replicas' sum of
+    /// it, and of its gradient, is the whole batch's. `shares` has one entry per head.
+    pub(crate) fn stage_head_shares(&self, uniforms: &mut StepUniforms, shares: &[f32]) -> Result<()> {
+        if shares.len() != self.head_loss.len() {
+            return Err(Error::invalid(format!("{} head shares for {} heads", shares.len(), self.head_loss.len())));
+        }
+        for (&at, &share) in self.head_loss.iter().zip(shares) {
+            let d = self.launches.0[at].dispatch();
+            uniforms.set(d, &loss::rescaled_params(d, share)?);
+        }
+        Ok(())
+    }
+
     /// Sets the values of the next submission that records this plan alone: the batch's
     /// `offset`, the update's learning rate `lr` and step number `step`.
     pub(crate) fn set_step(&self, gpu: &Gpu, offset: usize, lr: f32, step: u32) -> Result<()> {
@@ -1261,6 +1292,13 @@ impl Plan {
     /// Data-parallel training exchanges the gradients after these.
     pub(crate) fn gradient_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         self.launches.dispatches()
+    }
+
+    /// The number of launches up to the gradients ([`Plan::gradient_dispatches`]) before the
+    /// backward of the layers below `layer` starts: everything from there on computes only their
+    /// gradients (and passes gradients down among them). All of them when nothing below runs.
+    pub(crate) fn launches_before_backward_below(&self, layer: usize) -> usize {
+        self.backward_at.iter().find(|&&(i, _)| i < layer).map_or(self.launches.0.len(), |&(_, at)| at)
     }
 
     /// The optimizer's update of every trainable range from the gradients.

@@ -255,6 +255,9 @@ pub struct TrainingOptions {
     /// Named heads' losses: fixed (Σ w·L) or uncertainty (Σ exp(−s)·w·L + s, s learned per head)
     #[arg(long, value_name = "MODE", default_value = "fixed", value_parser = head_weighting)]
     pub head_weighting: HeadWeighting,
+    /// Under mpirun: sum the upper layers' gradients over the ranks while the lowest trainable layer's backward runs (same results)
+    #[arg(long)]
+    pub overlap_exchange: bool,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).
@@ -534,7 +537,7 @@ pub struct BenchArgs {
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,
-    /// Run only these workloads: k1, t1, t2, t3, c1, c2 (ResNet-18, minutes; never run by default), comma-separated [default: k1,t1,t2,t3,c1]
+    /// Run only these workloads: k1, t1, t2, t3, c1, c2 (ResNet-18, minutes; never run by default), dp (mpirun -np 1,2,4 of this binary; needs --features distributed and mpirun), comma-separated [default: k1,t1,t2,t3,c1,dp]
     #[arg(long, value_name = "LIST")]
     pub only: Option<String>,
     /// Seeds the data, the networks and the shuffles

@@ -39,6 +39,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         augment: o.augment.then(headswap::train::Augment::torchvision),
         cache_features: !o.no_cache,
         head_weighting: o.head_weighting,
+        overlap_exchange: o.overlap_exchange,
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();

@@ -2,7 +2,9 @@
 //! each in its own process (see the module docs of `bench`) and merges their JSON reports.
 
 use super::Scale;
-use super::table::{BenchReport, Check, CpuTrainResult, DispatchTime, KernelTime, MatmulResult, ModelResult, Profile, Timed, TrainResult};
+use super::table::{
+    BenchReport, Check, CpuTrainResult, DispatchTime, DpResult, KernelTime, MatmulResult, ModelResult, Profile, Timed, TrainResult,
+};
 use serde_json::{Value, json};
 
 fn timed_json(t: &Option<Timed>) -> Value {
@@ -79,6 +81,18 @@ impl BenchReport {
                 })
             })
             .collect();
+        let data_parallel: Vec<Value> = self
+            .data_parallel
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "name": d.name, "ranks": d.ranks, "overlap": d.overlap, "n": d.n, "batch": d.batch,
+                    "epochs": d.epochs, "ms_per_step": d.ms_per_step, "run_ms_per_step": d.run_ms_per_step,
+                    "samples_per_sec": d.samples_per_sec, "bytes_per_step": d.bytes_per_step,
+                    "submissions_per_step": d.submissions_per_step,
+                })
+            })
+            .collect();
         let v = json!({
             "date": self.date,
             "adapter": { "name": self.adapter, "backend": self.backend, "device_type": self.device_type, "driver": self.driver, "driver_info": self.driver_info, "timestamp_queries": self.timestamp_queries },
@@ -89,6 +103,7 @@ impl BenchReport {
             "k1": matmul,
             "training": training,
             "models": models,
+            "data_parallel": data_parallel,
             "t2_cached_over_uncached": self.t2_cache_speedup().map(|(a, b)| json!({ "median_epochs": a, "end_to_end": b })),
             "seconds": self.seconds,
         });
@@ -128,6 +143,11 @@ impl BenchReport {
             // reports written before C2 have no "models"
             models: match r.opt("models") {
                 Some(_) => r.list("models")?.iter().map(model_from).collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
+            // nor before DP "data_parallel"
+            data_parallel: match r.opt("data_parallel") {
+                Some(_) => r.list("data_parallel")?.iter().map(dp_from).collect::<Result<_, _>>()?,
                 None => Vec::new(),
             },
             seconds: r.f64("seconds")?,
@@ -259,6 +279,24 @@ fn training_from(r: &Reader) -> Result<TrainResult, String> {
         cached_features: r.bool("cached_features")?,
         cpu,
         profile: r.opt("profile").map(profile_from).transpose()?,
+    })
+}
+
+fn dp_from(r: &Reader) -> Result<DpResult, String> {
+    let r = *r;
+    Ok(DpResult {
+        id: r.str("id")?,
+        name: r.str("name")?,
+        ranks: r.usize("ranks")?,
+        overlap: r.bool("overlap")?,
+        n: r.usize("n")?,
+        batch: r.usize("batch")?,
+        epochs: r.usize("epochs")?,
+        ms_per_step: r.f64("ms_per_step")?,
+        run_ms_per_step: r.f64s("run_ms_per_step")?,
+        samples_per_sec: r.f64("samples_per_sec")?,
+        bytes_per_step: r.u64("bytes_per_step")?,
+        submissions_per_step: r.f64_or("submissions_per_step", f64::NAN)?,
     })
 }
 
@@ -401,6 +439,20 @@ mod tests {
                     profile: Some(profile.clone()),
                 },
             ],
+            data_parallel: vec![DpResult {
+                id: "T1-dp".into(),
+                name: "T1 shape".into(),
+                ranks: 2,
+                overlap: true,
+                n: 6000,
+                batch: 64,
+                epochs: 4,
+                ms_per_step: 19.5,
+                run_ms_per_step: vec![19.25, 19.5, 20.0],
+                samples_per_sec: 3282.0,
+                bytes_per_step: 2_141_440,
+                submissions_per_step: 3.0,
+            }],
             seconds: 12.25,
         }
     }
@@ -427,6 +479,10 @@ mod tests {
         let back = BenchReport::from_json(&v.to_string()).unwrap();
         assert!(back.models.is_empty());
         assert_eq!(back.training.len(), 2);
+        // and one from before DP with no data-parallel rows
+        let mut v: Value = serde_json::from_str(&report().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("data_parallel");
+        assert!(BenchReport::from_json(&v.to_string()).unwrap().data_parallel.is_empty());
         // but a damaged model row is an error that names the field
         let text = report().to_json().replace("\"images_per_sec\"", "\"images\"");
         assert!(BenchReport::from_json(&text).unwrap_err().contains("images_per_sec"));

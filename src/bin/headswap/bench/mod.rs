@@ -11,6 +11,11 @@
 //!   64×64 and a whole fine-tuning step at 64×64, batch 32, images/s and bytes on the device; its
 //!   PyTorch side is `scripts/c2_pytorch.py`, run beside it. Not in the default set (minutes on
 //!   lavapipe): `--only c2`.
+//! * **DP** (`data_parallel`, issue 15): T1's and T2's shapes trained by this binary under
+//!   `mpirun -np N`, N = 1, 2, 4: step time, bytes exchanged per step, and the exchange overlapped
+//!   with the backward against the plain one in alternating runs. Needs the `distributed` feature
+//!   and `mpirun` on PATH; without them the default set skips it with one line, and `--only dp`
+//!   fails.
 //!
 //! [`run`] returns a [`BenchReport`]: a table through `Display` (`table`), JSON through
 //! `to_json` and back through `from_json` (`json`). With `HEADSWAP_BENCH_SMOKE=1` everything runs
@@ -26,6 +31,7 @@
 
 mod c2;
 mod cpu_baseline;
+mod data_parallel;
 mod json;
 pub mod kernel_cmd;
 mod kernels;
@@ -46,7 +52,7 @@ pub struct BenchOptions {
     /// Scale the training workloads' data down (T1: 6,000 samples instead of 60,000) and time
     /// fewer repetitions. The report says so.
     pub quick: bool,
-    /// Run only these workloads: `k1`, `t1`, `t2`, `t3`, `c1`, `c2`, comma-separated. `None`:
+    /// Run only these workloads: `k1`, `t1`, `t2`, `t3`, `c1`, `c2`, `dp`, comma-separated. `None`:
     /// [`DEFAULT_WORKLOADS`].
     pub only: Option<String>,
     /// Seeds the data, the networks and the shuffles.
@@ -86,23 +92,33 @@ impl Scale {
 }
 
 /// The workloads [`BenchOptions::only`] can name, in the order they run.
-pub const WORKLOADS: [&str; 6] = ["k1", "t1", "t2", "t3", "c1", "c2"];
+pub const WORKLOADS: [&str; 7] = ["k1", "t1", "t2", "t3", "c1", "c2", "dp"];
 
 /// What runs without `--only`: every workload but C2, whose ResNet-18 at 224×224 takes minutes
-/// on lavapipe by itself.
-pub const DEFAULT_WORKLOADS: [&str; 5] = ["k1", "t1", "t2", "t3", "c1"];
+/// on lavapipe by itself (DP only where it can run: [`data_parallel::unavailable`]).
+pub const DEFAULT_WORKLOADS: [&str; 6] = ["k1", "t1", "t2", "t3", "c1", "dp"];
 
 /// Runs the workloads `opts` asks for at [`Scale::of`]`(opts)`: one in this process, several
 /// each in a process of its own (unless `HEADSWAP_BENCH_ISOLATE=0`).
 pub fn run(opts: &BenchOptions) -> CliResult<BenchReport> {
-    let wanted = selected(opts.only.as_deref())?;
+    let mut wanted = selected(opts.only.as_deref())?;
+    if wanted.contains(&"dp")
+        && let Some(why) = data_parallel::unavailable()
+    {
+        // asked for by name it fails; in the default set it is skipped, with one line saying why
+        if opts.only.is_some() {
+            return Err(failed(format!("the dp workload cannot run: {why}")));
+        }
+        eprintln!("bench: dp skipped: {why}");
+        wanted.retain(|w| *w != "dp");
+    }
     let scale = Scale::of(opts);
     let isolate = std::env::var("HEADSWAP_BENCH_ISOLATE").map_or(true, |v| v != "0");
     if wanted.len() > 1 && isolate {
         run_isolated(opts, &wanted, scale)
     } else {
         let gpu = crate::gpu()?;
-        Ok(run_here(&gpu, opts.seed, &wanted, scale)?)
+        run_here(&gpu, opts.seed, &wanted, scale)
     }
 }
 
@@ -136,6 +152,7 @@ fn notes(scale: Scale, isolated: bool) -> Vec<String> {
         "K1 check: every product (GPU and CPU) against the float64 reference before timing, tolerance 1e-5·√k + 1e-4·|ref|; products with m·n·k > 2^30 are checked on 16 sampled rows and 16 sampled columns. A failed check prints no number.".to_string(),
         "T: seeded uniform random inputs in [0, 1) and random targets (the work per step does not depend on the values); batch 128, a new shuffle every epoch, the last partial batch trained. samples/s = median over the epochs after the first (warm-up); end-to-end = samples × epochs / the whole fit (upload, plans, feature caching included; pipelines are compiled beforehand by a one-epoch warm-up run on 192 samples). T2: the cached and uncached runs alternate (3 rounds at full scale), samples/s the median over every round's timed epochs, end to end the median over the rounds. CPU baseline: the same model, loss and optimizer in plain Rust, matrix products through gemm on all cores, elementwise work on one core.".to_string(),
         "Step profile: the same step as Trainer builds it; step = one compute pass, one submission, wait (median); Σ kernels = each dispatch timed alone (see the method), medians summed.".to_string(),
+        "DP: this binary under `mpirun --oversubscribe --bind-to none -np N` (N = 1, 2, 4; every rank its own device on this adapter), T1's shape (synthetic-a 28×28, 784→512→256→8, SGD, global batch 64, everything trains) and T2's (a 256→4 label head on the frozen trunk's cached features, the trunk from one epoch of T1 alone); ms/step = each run's median epoch after the first over its steps, the median over runs; T1 at N = 2 alternates plain and overlapped (--overlap-exchange) runs. Ranks beyond the cores run oversubscribed.".to_string(),
         "C2: torchvision's ResNet-18, random weights with non-default BatchNorm statistics, seeded images in [-2, 2), batch 32. Features: a head-only fine-tune with cached features, images over the run's time outside its epochs (upload, plans, folds, the frozen trunk's forward passes; pipelines compiled by a warm-up run), median over the runs. Fine-tune: every layer trainable, BatchNorm in training mode, SGD momentum 0.9, median over the epochs after the first. Bytes: the network's parameters and running statistics plus what the run allocated (FitReport::bytes_allocated).".to_string(),
     ];
     match scale {
@@ -150,7 +167,7 @@ fn notes(scale: Scale, isolated: bool) -> Vec<String> {
 }
 
 /// Runs `wanted` in this process, in [`WORKLOADS`] order.
-fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> headswap::Result<BenchReport> {
+fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> CliResult<BenchReport> {
     let started = Instant::now();
     let s = gpu.summary();
     let mut report = BenchReport {
@@ -168,6 +185,7 @@ fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> headswap::Re
         matmul: Vec::new(),
         training: Vec::new(),
         models: Vec::new(),
+        data_parallel: Vec::new(),
         seconds: 0.0,
     };
     for &w in wanted {
@@ -177,6 +195,7 @@ fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> headswap::Re
             "t2" => report.training.extend(training::bench_t2(gpu, scale, seed)?),
             "t3" => report.training.extend(training::bench_t3(gpu, scale, seed)?),
             "c1" => report.training.extend(training::bench_c1(gpu, scale, seed)?),
+            "dp" => report.data_parallel = data_parallel::bench_dp(scale, seed)?,
             _ => report.models.extend(c2::bench_c2(gpu, scale, seed)?),
         }
     }
@@ -218,6 +237,7 @@ fn run_isolated(opts: &BenchOptions, wanted: &[&str], scale: Scale) -> CliResult
                 m.matmul.extend(part.matmul);
                 m.training.extend(part.training);
                 m.models.extend(part.models);
+                m.data_parallel.extend(part.data_parallel);
             }
         }
     }

@@ -198,6 +198,30 @@ impl ModelResult {
     }
 }
 
+/// One DP row: a training workload under `mpirun -np ranks` (issue 15).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpResult {
+    /// `T1-dp` or `T2-dp`.
+    pub id: String,
+    pub name: String,
+    pub ranks: usize,
+    /// Whether the exchange overlapped the backward (`--overlap-exchange`).
+    pub overlap: bool,
+    pub n: usize,
+    /// The global batch.
+    pub batch: usize,
+    pub epochs: usize,
+    /// The median over the runs of each run's median epoch time after the first over its steps.
+    pub ms_per_step: f64,
+    /// Each run's figure (several where plain and overlapped runs alternated).
+    pub run_ms_per_step: Vec<f64>,
+    /// Global batch over the step time.
+    pub samples_per_sec: f64,
+    /// What one rank sends (and receives) per step: the trainable gradients, f32.
+    pub bytes_per_step: u64,
+    pub submissions_per_step: f64,
+}
+
 /// Everything one `headswap bench` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
@@ -219,6 +243,8 @@ pub struct BenchReport {
     pub training: Vec<TrainResult>,
     /// C2's whole-model rows.
     pub models: Vec<ModelResult>,
+    /// DP's rows.
+    pub data_parallel: Vec<DpResult>,
     /// Seconds the whole run took.
     pub seconds: f64,
 }
@@ -367,6 +393,9 @@ impl fmt::Display for BenchReport {
         if !self.models.is_empty() {
             self.fmt_models(f)?;
         }
+        if !self.data_parallel.is_empty() {
+            self.fmt_data_parallel(f)?;
+        }
         writeln!(f)?;
         self.fmt_targets(f)?;
         write!(f, "total {:.1} s", self.seconds)
@@ -425,6 +454,44 @@ impl BenchReport {
                     100.0 * k.total_ms / p.kernel_sum_ms.max(1e-12)
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    fn fmt_data_parallel(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f)?;
+        writeln!(
+            f,
+            "DP  data-parallel training under mpirun -np N (ms/step: median epoch after the first over its steps; bytes: sent per rank per step)"
+        )?;
+        writeln!(
+            f,
+            "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9} {:>11} {:>11} {:>5}  runs (ms/step)",
+            "id", "N", "exchange", "n", "batch", "ep", "ms/step", "samples/s", "bytes/step", "subm"
+        )?;
+        for d in &self.data_parallel {
+            let runs = d.run_ms_per_step.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
+            writeln!(
+                f,
+                "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9.2} {:>11.0} {:>11} {:>5.2}  {runs}",
+                d.id,
+                d.ranks,
+                if d.overlap { "overlap" } else { "plain" },
+                d.n,
+                d.batch,
+                d.epochs,
+                d.ms_per_step,
+                d.samples_per_sec,
+                d.bytes_per_step,
+                d.submissions_per_step
+            )?;
+        }
+        let pick = |overlap: bool| self.data_parallel.iter().find(|d| d.id == "T1-dp" && d.ranks == 2 && d.overlap == overlap);
+        if let (Some(p), Some(o)) = (pick(false), pick(true)) {
+            writeln!(f, "T1 N=2 overlapped / plain step time: {:.3} (alternating runs)", o.ms_per_step / p.ms_per_step)?;
+        }
+        for d in self.data_parallel.iter().filter(|d| !d.overlap).map(|d| (&d.id, &d.name)).collect::<std::collections::BTreeMap<_, _>>() {
+            writeln!(f, "  {}: {}", d.0, d.1)?;
         }
         Ok(())
     }
