@@ -18,7 +18,8 @@
 //   dw_backward_input     1 dy (r), 2 w (r), 3 dx (rw)          overrides KH, KW (depthwise)
 //   dw_backward_weight    1 x (r), 2 dy (r), 3 dw or parts (rw) (depthwise)
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
-//   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW
+//   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW, ROW_PAD
+//   pad_cols              1 src (r), 2 dst (rw)                 (rows of p.c values → rows of p.w, cut or zero-filled)
 //   col2im                1 dcols (r), 2 dx (rw)
 //   col2im_rows           1 dcols (r), 2 dx (rw)                override IC
 //   nchw_transpose        1 src (r), 2 dst (rw)
@@ -434,8 +435,11 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // every element, which on lavapipe (a CPU running 8 lanes, integer division one lane at a time)
 // costs more than the copy. Grid: x = ox, y = oy (8 × 8 per workgroup), z = image of the chunk.
 // IC, KH, KW are pipeline constants, so the loops have constant trip counts. Padding taps read
-// element 0 and select 0, so the loads need no branch.
+// element 0 and select 0, so the loads need no branch. ROW_PAD > 0 pads each row with that many
+// zeros (rows of IC·KH·KW + ROW_PAD values): a row length that is a multiple of 4 lets the
+// matmul read the columns as vec4s (the 3-channel 7×7 stem's 147 → 148).
 override IC: u32 = 1u;
+override ROW_PAD: u32 = 0u;
 @compute @workgroup_size(8, 8)
 fn im2col_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ox = gid.x;
@@ -445,7 +449,7 @@ fn im2col_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let iy0 = i32(oy * p.sh) - i32(p.ph);
     let ix0 = i32(ox * p.sw) - i32(p.pw);
     let img = (p.total + b) * IC;
-    var k = ((b * p.oh + oy) * p.ow + ox) * (IC * KH * KW);
+    var k = ((b * p.oh + oy) * p.ow + ox) * (IC * KH * KW + ROW_PAD);
     for (var c = 0u; c < IC; c++) {
         let plane = (img + c) * p.h;
         for (var ky = 0u; ky < KH; ky++) {
@@ -460,6 +464,21 @@ fn im2col_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
+    for (var q = 0u; q < ROW_PAD; q++) {
+        out2[k + q] = 0.0;
+    }
+}
+
+// dst[r, j] = j < p.c ? src[r, j] : 0 for r < p.n, j < p.w (rows of p.c values in src, of p.w in
+// dst): the weight [O, C·KH·KW] widened to the padded rows of im2col_rows (ROW_PAD), and the
+// padded weight gradient cut back (p.c > p.w). Grid: x = j, y = r (8 × 8 per workgroup).
+@compute @workgroup_size(8, 8)
+fn pad_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let r = gid.y;
+    if j >= p.w || r >= p.n { return; }
+    let inside = j < p.c;
+    out2[r * p.w + j] = select(0.0, in1[select(0u, r * p.c + j, inside)], inside);
 }
 
 // dx[n0 + b, c, iy, ix] = Σ over the taps of dcols[b·OH·OW + oy·OW + ox, (c·KH + ky)·KW + kx]

@@ -455,6 +455,27 @@ fn im2col_takes_the_per_element_kernels_where_the_row_kernels_cannot_run() {
 }
 
 #[test]
+fn im2col_pads_short_rows_to_vec4() {
+    let gpu = gpu();
+    // ResNet's stem (3 channels, 7×7, stride 2, padding 3: rows of 147 → 148) at an odd size,
+    // O = 7, and 1×1; rows of 75 (3 channels, 5×5 → 76); then with two chunks of images
+    // (80·80 = 6,400 pixels an image, 5 images a chunk). One chunk: the forward widens the weight
+    // and the backward cuts its padded weight gradient back (two pad_cols); several chunks: the
+    // backward's columns stay unpadded (one).
+    let stem = |n, h, w, o| Conv2dShape::new(n, 3, h, w, o, 7, 2, 3);
+    let cases =
+        [(stem(3, 33, 17, 7), 2), (stem(1, 1, 1, 1), 2), (Conv2dShape::new(2, 3, 13, 11, 4, 5, 1, 2), 2), (stem(6, 160, 159, 5), 1)];
+    for (i, (s, pads)) in cases.into_iter().enumerate() {
+        let names = check_im2col(&gpu, s, 900 + 10 * i as u64, &format!("padded rows {s:?}"));
+        assert_eq!(names.iter().filter(|&&n| n == "pad_cols").count(), pads, "{s:?}: {names:?}");
+        assert!(names.contains(&"im2col_rows"), "{s:?}: {names:?}");
+    }
+    // rows of 45 would grow by 7 %: not padded
+    let names = check_im2col(&gpu, Conv2dShape::new(2, 5, 13, 11, 16, 3, 1, 1), 950, "rows of 45");
+    assert!(!names.contains(&"pad_cols"), "{names:?}");
+}
+
+#[test]
 fn conv_long_reductions_and_im2col_chunks() {
     // N·OH·OW large enough that the dw/db reductions split into slices and im2col runs in
     // several chunks (one image per chunk here: 64·64 = 4096 pixels, 9 images)

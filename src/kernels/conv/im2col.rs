@@ -13,6 +13,7 @@ use crate::kernels::{Activation, Kernel, R, RW, ensure, source};
 
 pub(crate) const IM2COL: Kernel = Kernel { source: &source::CONV, entry: "im2col", bindings: &[R, RW] };
 pub(crate) const IM2COL_ROWS: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows", bindings: &[R, RW] };
+pub(crate) const PAD_COLS: Kernel = Kernel { source: &source::CONV, entry: "pad_cols", bindings: &[R, RW] };
 pub(crate) const COL2IM: Kernel = Kernel { source: &source::CONV, entry: "col2im", bindings: &[R, RW] };
 pub(crate) const COL2IM_ROWS: Kernel = Kernel { source: &source::CONV, entry: "col2im_rows", bindings: &[R, RW] };
 pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { source: &source::CONV, entry: "nchw_transpose", bindings: &[R, RW] };
@@ -47,19 +48,47 @@ pub(super) fn images_per_chunk(shape: &Conv2dShape) -> Result<usize> {
     Ok(shape.n.min(by_rows).min(by_bytes).max(1))
 }
 
-/// im2col of the `b` images from `n0` into `cols`: one invocation per output pixel writing its
-/// row, where that row's loop fits the loop budget and the image its grid; else one per column
-/// element.
-fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: usize) -> Result<Dispatch> {
+/// Whether im2col's row kernel (one invocation per output pixel) runs `s` for a chunk of `images`:
+/// its loop fits the loop budget and the chunk its grid.
+fn rows_kernel_fits(gpu: &Gpu, s: &Conv2dShape, images: usize) -> bool {
+    let (oh, ow) = s.out_hw();
+    s.c * nest_cost(s.kh, s.kw) + 2 <= LOOP_BUDGET && fits_grid(gpu, [ow.div_ceil(8), oh.div_ceil(8), images])
+}
+
+/// The forward's column row length: `C·KH·KW` rounded up to a multiple of 4 where it is not one
+/// and the padding adds at most 5 % (the 3-channel 7×7 stem: 147 → 148), so that the matmul
+/// reads both the columns and the (padded) weight as vec4s; else `C·KH·KW` itself. Measured on
+/// lavapipe for ResNet-18's stem at 64×64 (BENCHMARKS.md, C2): the scalar-load product ran at
+/// ≈ 2 GFLOP/s. The backward pads too where the batch is one chunk (its weight gradient is made
+/// `[O, row_len]` in the padded weight's buffer and cut back); its dx columns stay unpadded.
+pub(super) fn forward_row_len(gpu: &Gpu, s: &Conv2dShape, images: usize) -> usize {
+    let patch = s.patch_len();
+    let padded = patch.next_multiple_of(4);
+    if padded != patch && padded * 20 <= patch * 21 && rows_kernel_fits(gpu, s, images) { padded } else { patch }
+}
+
+/// im2col of the `b` images from `n0` into `cols`, rows of `row_len ≥ C·KH·KW` values (zeros
+/// past `C·KH·KW`): one invocation per output pixel writing its row, where that row's loop fits
+/// the loop budget and the image its grid; else one per column element (unpadded rows only).
+fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: usize, row_len: usize) -> Result<Dispatch> {
     let p = WindowParams { n: b as u32, total: n0 as u32, ..s.params() };
     let (oh, ow) = s.out_hw();
-    let groups = [ow.div_ceil(8), oh.div_ceil(8), b];
-    if s.c * nest_cost(s.kh, s.kw) + 2 <= LOOP_BUDGET && fits_grid(gpu, groups) {
-        let groups = groups.map(|g| g as u32);
-        let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64)];
+    let pad = row_len - s.patch_len();
+    if rows_kernel_fits(gpu, s, b) {
+        let groups = [ow.div_ceil(8), oh.div_ceil(8), b].map(|g| g as u32);
+        let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64), ("ROW_PAD", pad as f64)];
         return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
     }
+    ensure(pad == 0, "conv2d im2col", || "padded columns need the row kernel".into())?;
     Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
+}
+
+/// `dst [O, dst_len]` = `src [O, src_len]` with each row cut or widened with zeros to `dst_len`:
+/// the weight widened to the forward's padded rows, and the padded weight gradient cut back.
+fn resize_rows(gpu: &Gpu, s: &Conv2dShape, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
+    let (src_len, dst_len) = (src.len() / s.o, dst.len() / s.o);
+    let p = WindowParams { n: s.o as u32, c: src_len as u32, w: dst_len as u32, ..WindowParams::default() };
+    Dispatch::new(gpu, PAD_COLS, &[], bytemuck::bytes_of(&p), &[src, dst], [dst_len.div_ceil(8) as u32, s.o.div_ceil(8) as u32, 1])
 }
 
 /// dx of the `b` images from `n0`, gathered from `dcols`: one invocation per input pixel for all
@@ -96,11 +125,16 @@ pub(super) fn forward(
     y: &Tensor,
     scratch: &ConvScratch,
 ) -> Result<Vec<Dispatch>> {
-    let w2 = w.reshape(&[s.o, s.patch_len()])?;
+    let mut w2 = w.reshape(&[s.o, s.patch_len()])?;
     let mut out = Vec::new();
+    if let Some(wpad) = &scratch.wpad {
+        out.push(resize_rows(gpu, s, w, wpad)?);
+        w2 = wpad.clone();
+    }
+    let row_len = w2.shape()[1];
     for (n0, nb) in scratch.chunks() {
-        let (cols, rows) = scratch.views(nb)?;
-        out.push(im2col(gpu, s, x, &cols, n0, nb)?);
+        let (cols, rows) = scratch.views_with(nb, row_len)?;
+        out.push(im2col(gpu, s, x, &cols, n0, nb, row_len)?);
         out.push(matmul_dispatch(gpu, &cols, &w2, &rows, Transpose::NT, Epilogue { bias: b, activation: act })?);
         out.push(transpose(gpu, s, &rows, y, n0, nb, true)?);
     }
@@ -126,12 +160,25 @@ pub(super) fn backward(
         out.push(transpose(gpu, s, dy, &rows, n0, nb, false)?);
         // a frozen layer (no dw) only needs dx, which does not read the columns of x
         if let Some(dw) = dw {
-            out.push(im2col(gpu, s, x, &cols, n0, nb)?);
-            let target = match &scratch.parts {
-                Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
-                None => dw.reshape(&[s.o, patch])?,
-            };
-            out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
+            match (&scratch.wpad, &scratch.parts) {
+                // one chunk with padded rows (the stem): dW [O, row_len] into the padded weight's
+                // buffer (the forward refills it), then cut back to [O, C·KH·KW]
+                (Some(wpad), None) => {
+                    let row_len = wpad.shape()[1];
+                    let (pcols, _) = scratch.views_with(nb, row_len)?;
+                    out.push(im2col(gpu, s, x, &pcols, n0, nb, row_len)?);
+                    out.push(matmul_dispatch(gpu, &rows, &pcols, wpad, Transpose::TN, Epilogue::default())?);
+                    out.push(resize_rows(gpu, s, wpad, &dw.reshape(&[s.o, patch])?)?);
+                }
+                _ => {
+                    out.push(im2col(gpu, s, x, &cols, n0, nb, patch)?);
+                    let target = match &scratch.parts {
+                        Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
+                        None => dw.reshape(&[s.o, patch])?,
+                    };
+                    out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
+                }
+            }
         }
         if let Some(dx) = dx {
             // dcols = dY·W into the column buffer (its columns are no longer needed), then gather
