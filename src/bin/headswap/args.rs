@@ -244,6 +244,9 @@ pub struct TrainingOptions {
     /// Run a frozen trunk every step instead of computing its outputs once
     #[arg(long)]
     pub no_cache: bool,
+    /// Keep the frozen trunk's cached features on the GPU in f16 (half the bytes; the head still computes in f32); needs a frozen trunk whose features are cached
+    #[arg(long)]
+    pub frozen_f16: bool,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).

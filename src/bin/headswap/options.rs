@@ -5,7 +5,7 @@
 use crate::args::{Given, OptimizerName, TrainingOptions};
 use crate::{CliResult, failed, usage};
 use headswap::data::{Dataset, Targets};
-use headswap::train::{Optimizer, TrainConfig};
+use headswap::train::{Optimizer, Precision, TrainConfig};
 use std::path::{Path, PathBuf};
 
 /// The run the training options describe.
@@ -38,6 +38,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         batch_norm: o.batch_norm,
         augment: o.augment.then(headswap::train::Augment::torchvision),
         cache_features: !o.no_cache,
+        frozen_storage: if o.frozen_f16 { Precision::F16 } else { Precision::F32 },
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();
