@@ -126,3 +126,61 @@ fn seeded_hash(seed_lo: u32, seed_hi: u32, step: u32, q: u32, k: u32) -> u32 {
     h = mix32(h ^ q);
     return mix32(h ^ k);
 }
+
+// ---- f16 storage: two halves per u32, the first in the low 16 bits --------------------------
+// Conversions in integer arithmetic, so every adapter gives the same bits as the `half` crate
+// (f16::from_f32 / to_f32): WGSL's pack2x16float leaves the rounding of an inexact value and the
+// handling of subnormals to the implementation; this rounds to nearest, ties to even, keeps
+// subnormals, overflows to ±inf and keeps NaN a NaN (quiet bit set, top payload bits kept).
+// Arithmetic stays f32: these only narrow what is stored and widen what is read.
+// The f16 bits of the f32 whose bits are `b` (taken as bits, so no NaN or subnormal is altered
+// on the way in).
+fn f16_from_f32_bits(b: u32) -> u32 {
+    let sign = (b >> 16u) & 0x8000u;
+    let e = (b >> 23u) & 0xffu;
+    let m = b & 0x7fffffu;
+    if e == 0xffu {
+        return sign | 0x7c00u | select(0u, 0x200u, m != 0u) | (m >> 13u);
+    }
+    let he = i32(e) - 112;  // the f16 exponent field: e − 127 + 15
+    if he >= 31 { return sign | 0x7c00u; }
+    if he <= 0 {
+        if he < -10 { return sign; }  // below half the smallest subnormal
+        let mm = m | 0x800000u;
+        let shift = u32(14 - he);
+        let round_bit = 1u << (shift - 1u);
+        var hm = mm >> shift;
+        if (mm & round_bit) != 0u && (mm & (3u * round_bit - 1u)) != 0u { hm += 1u; }
+        return sign | hm;
+    }
+    let h = sign | (u32(he) << 10u) | (m >> 13u);
+    if (m & 0x1000u) != 0u && (m & 0x2fffu) != 0u { return h + 1u; }
+    return h;
+}
+
+fn f16_bits(x: f32) -> u32 {
+    return f16_from_f32_bits(bitcast<u32>(x));
+}
+
+// The f32 bits of the f16 in the low 16 bits of `h` (exact; a NaN comes out quiet, as from
+// half's to_f32).
+fn f32_bits_of_f16(h: u32) -> u32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if e == 0u {
+        // zero or subnormal: m · 2⁻²⁴, a normal f32
+        return bitcast<u32>(f32(m) * 5.9604644775390625e-8) | sign;
+    }
+    if e == 31u { return sign | 0x7f800000u | select(0u, 0x400000u, m != 0u) | (m << 13u); }  // NaN: quiet, as half's
+    return sign | ((e + 112u) << 23u) | (m << 13u);
+}
+
+fn f16_value(h: u32) -> f32 {
+    return bitcast<f32>(f32_bits_of_f16(h));
+}
+
+// Two f32 as one word of halves (`lo` in the low 16 bits).
+fn pack_f16_pair(lo: f32, hi: f32) -> u32 {
+    return f16_bits(lo) | (f16_bits(hi) << 16u);
+}

@@ -9,6 +9,14 @@
 //   gather_rows4  one invocation per vec4<u32> (rows of a multiple of 4 elements; p.d counts vec4s)
 //                 bindings: 0 p (uniform), 1 src [n, d] (r), 2 indices [total] u32 (r), 3 dst [b, d] (rw)
 //                 dst[i, j] = src[indices[offset + i], j]  for i < b, j < d
+//   gather_rows_f16  one invocation per u32 word of a packed f16 row (p.d words, p.width f32s):
+//                 src [n, d] u32, two halves per word (common.wgsl), dst [b, width] f32 (as bits):
+//                 dst[i, 2j + h] = f32(half h of src[indices[offset + i], j])  for 2j + h < width
+//   pack_rows_f16    the other way, for storing rows (e.g. cached features) in f16: one
+//                 invocation per word; bindings 0 pk (PackParams), 1 src [rows, width] f32 (r),
+//                 2 packed [n, ⌈width / 2⌉] u32 (rw): global row start + i goes to local row
+//                 start + i − base of this chunk of n rows (other rows skipped); an odd width's
+//                 last word has 0 in its high half
 // Elements are copied as u32 bits, so f32 rows (NaN payloads included) and u32 labels both pass
 // through unchanged. An index ≥ n, or a position offset + i ≥ total, reads nothing and writes
 // 0xFFFFFFFF (a NaN as f32, u32::MAX as a label) so the mistake shows.
@@ -28,7 +36,7 @@ struct GatherParams {
     total: u32,    // elements of indices
     base: u32,     // global row index of src's first row
     last: u32,     // 1 for the last (or only) chunk
-    _pad1: u32,
+    width: u32,    // gather_rows_f16: f32 elements per dst row (p.d = ⌈width / 2⌉ words); else 0
 }
 
 const GATHER_MISSING: u32 = 0xffffffffu;
@@ -148,5 +156,60 @@ fn gather_rows_pair4(@builtin(local_invocation_index) l: u32, @builtin(workgroup
             if r != GATHER_WRITE_MISSING { out = src_y[r * pp.dy + j]; }
             dst_y[i * pp.dy + j] = out;
         }
+    }
+}
+
+// ---- f16 rows: unpack while gathering, pack when storing --------------------------------------
+
+@compute @workgroup_size(64)
+fn gather_rows_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = gid.x;
+    if j >= p.d { return; }
+    let first = gather_first_row(wid, nwg);
+    let two = 2u * j + 1u < p.width;
+    for (var i = first; i < min(first + GATHER_ROWS_PER_GROUP, p.b); i++) {
+        let r = gather_source_row(i);
+        if r == GATHER_SKIP { continue; }
+        var lo = GATHER_MISSING;
+        var hi = GATHER_MISSING;
+        if r != GATHER_WRITE_MISSING {
+            let w = src[r * p.d + j];
+            lo = f32_bits_of_f16(w & 0xffffu);
+            hi = f32_bits_of_f16(w >> 16u);
+        }
+        dst[i * p.width + 2u * j] = lo;
+        if two { dst[i * p.width + 2u * j + 1u] = hi; }
+    }
+}
+
+struct PackParams {
+    rows: u32,     // rows of src
+    width: u32,    // f32 elements per src row
+    words: u32,    // u32 words per packed row, ⌈width / 2⌉
+    start: u32,    // global row of src's first row
+    base: u32,     // global row of the packed chunk's first row
+    n: u32,        // rows of the packed chunk
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> pk: PackParams;
+@group(0) @binding(2) var<storage, read_write> packed: array<u32>;
+
+@compute @workgroup_size(64)
+fn pack_rows_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = gid.x;
+    if j >= pk.words { return; }
+    let first = gather_first_row(wid, nwg);
+    let two = 2u * j + 1u < pk.width;
+    for (var i = first; i < min(first + GATHER_ROWS_PER_GROUP, pk.rows); i++) {
+        let g = pk.start + i;
+        if g < pk.base || g - pk.base >= pk.n { continue; }
+        let lo = f16_from_f32_bits(src[i * pk.width + 2u * j]);
+        var hi = 0u;
+        if two { hi = f16_from_f32_bits(src[i * pk.width + 2u * j + 1u]); }
+        packed[(g - pk.base) * pk.words + j] = lo | (hi << 16u);
     }
 }

@@ -35,7 +35,10 @@ fn several_workloads_run_one_process_each_and_merge_into_one_report() {
     assert_eq!(devices_opened(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(v["k1"].as_array().unwrap().len(), 4);
     assert!(v["k1"].as_array().unwrap().iter().all(|k| k["check"]["passed"] == true && k["gpu"]["gflops"].as_f64().unwrap() > 0.0));
-    assert_eq!(ids(&v), ["T2-cached", "T2-uncached"]);
+    assert_eq!(ids(&v), ["T2-cached", "T2-uncached", "T2-cached-f16"]);
+    // the f16 cache holds fewer bytes than the f32 one, measured in the same run
+    let bytes = |id: &str| v["training"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap()["bytes_allocated"].as_u64().unwrap();
+    assert!(bytes("T2-cached-f16") < bytes("T2-cached"), "{v}");
     assert_eq!(v["scale"], "smoke");
     assert!(v["notes"][0].as_str().unwrap().contains("fresh process"), "{}", v["notes"][0]);
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -73,7 +76,7 @@ fn c2_runs_resnet18_features_and_a_finetune_step() {
     let v = report(&bench(&["--only", "c2", "--json"], &[]));
     let models = v["models"].as_array().unwrap();
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["C2-features-40", "C2-features-32", "C2-finetune-32"], "{v}");
+    assert_eq!(ids, ["C2-features-40", "C2-features-32", "C2-features-32-f16", "C2-finetune-32"], "{v}");
     assert!(v["training"].as_array().unwrap().is_empty());
     // torchvision's resnet18 with a 10-class fc: 11,181,642 parameters; 9,600 BN channels ×2
     let resnet18_bytes = 4 * (11_181_642 + 2 * 4_800);
@@ -82,11 +85,14 @@ fn c2_runs_resnet18_features_and_a_finetune_step() {
         assert!(m["images_per_sec"].as_f64().unwrap() > 0.0, "{m}");
         assert_eq!(m["network_bytes"], resnet18_bytes, "{m}");
         let run = m["run_bytes"].as_u64().unwrap();
-        // at least the run's images on the device
-        assert!(run >= 4 * 4 * 3 * 32 * 32, "{m}");
+        // the fine-tune holds at least its images; the feature runs let them go once cached
+        let least = if m["id"] == "C2-finetune-32" { 4 * 4 * 3 * 32 * 32 } else { 1 };
+        assert!(run >= least, "{m}");
         assert_eq!(m["device_bytes"].as_u64().unwrap(), resnet18_bytes + run);
     }
-    let ft = &models[2];
+    // the same features cached in f16 hold fewer bytes
+    assert!(models[2]["run_bytes"].as_u64() < models[1]["run_bytes"].as_u64(), "{v}");
+    let ft = &models[3];
     assert!(ft["final_loss"].as_f64().unwrap().is_finite(), "{ft}");
     let p = &ft["profile"];
     let kernels: Vec<&str> = p["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
@@ -100,7 +106,7 @@ fn c2_runs_resnet18_features_and_a_finetune_step() {
     let out = bench(&["--only", "c2"], &[]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for id in ["C2-features-40", "C2-features-32", "C2-finetune-32"] {
+    for id in ["C2-features-40", "C2-features-32", "C2-features-32-f16", "C2-finetune-32"] {
         assert!(table.lines().any(|l| l.starts_with(id)), "no {id} row in:\n{table}");
     }
 }

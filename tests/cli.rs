@@ -1727,3 +1727,22 @@ fn a_manifest_grouped_by_head_trains_named_heads() {
         "{line}"
     );
 }
+
+#[test]
+fn frozen_f16_is_reported_recorded_and_refused_where_nothing_is_cached() {
+    let (a, b) = (tmp("f16-a.safetensors"), tmp("f16-b.safetensors"));
+    ok(&headswap(&["pretrain", "--data", "synthetic-a:200", "--epochs", "1", "--out", s(&a)]));
+    let args = ["finetune", "--from", s(&a), "--data", "synthetic-b:120", "--freeze", "trunk", "--epochs", "2", "--out", s(&b)];
+    let v = json(&headswap(&[&args[..], &["--frozen-f16", "--json"]].concat()));
+    assert_eq!((v["frozen_storage"].as_str(), v["cached_features"].as_bool()), (Some("f16"), Some(true)), "{v}");
+    let ckpt = headswap::checkpoint::load(&b).unwrap();
+    assert_eq!(ckpt.metadata.get("headswap.frozen_storage").map(String::as_str), Some("f16"));
+    // the text summary says so too; an f32 run records nothing
+    let text = ok(&headswap(&[&args[..], &["--frozen-f16"]].concat()));
+    assert!(text.contains("cached trunk features stored in f16"), "{text}");
+    ok(&headswap(&args));
+    assert!(!headswap::checkpoint::load(&b).unwrap().metadata.contains_key("headswap.frozen_storage"));
+    // every layer trains: nothing is cached, so nothing can be stored in f16
+    let out = headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--frozen-f16", "--out", s(&tmp("f16-c.safetensors"))]);
+    fails(&out, 1, "f16 storage");
+}

@@ -22,6 +22,8 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 pub(crate) const GATHER_ROWS: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows", bindings: &[R, R, RW] };
 pub(crate) const GATHER_ROWS4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows4", bindings: &[R, R, RW] };
+pub(crate) const GATHER_ROWS_F16: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows_f16", bindings: &[R, R, RW] };
+pub(crate) const PACK_ROWS_F16: Kernel = Kernel { source: &source::GATHER, entry: "pack_rows_f16", bindings: &[R, RW] };
 pub(crate) const GATHER_ROWS_PAIR4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows_pair4", bindings: &[R, R, RW, R, RW] };
 
 /// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
@@ -35,7 +37,8 @@ pub(crate) struct GatherParams {
     pub total: u32,
     pub base: u32,
     pub last: u32,
-    pub _pad: u32,
+    /// `gather_rows_f16`: f32 elements per destination row; 0 otherwise.
+    pub width: u32,
 }
 
 /// Uniform block of `gather_rows_pair4` (`PairParams` in gather.wgsl).
@@ -173,7 +176,7 @@ pub fn gather_rows_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indic
         total: fits(total)?,
         base: fits(base)?,
         last: last as u32,
-        _pad: 0,
+        width: 0,
     };
     let dispatch = Dispatch::new(gpu, kernel, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(units, b))?;
     Ok(IndexedDispatch::new(dispatch, bytemuck::cast(params), 3, total, b))
@@ -216,6 +219,136 @@ pub fn gather_rows_pair(
     Ok(Some(IndexedDispatch::new(dispatch, bytemuck::cast(params), 3, total, b)))
 }
 
+/// Words of a row of `d` values stored as f16, two per u32 ([`pack_rows_f16`]).
+pub fn f16_words(d: usize) -> usize {
+    d.div_ceil(2)
+}
+
+/// Like [`gather_rows`] from rows stored in f16: `src` is u32 `[n, ⌈d/2⌉]`, two halves per word
+/// (the first in the low 16 bits, as [`pack_rows_f16`] writes them), and `dst` f32 `[b, d]`
+/// receives them widened to f32 (exactly). An index ≥ n fills its row with `0xFFFFFFFF` (NaN).
+///
+/// ```no_run
+/// use headswap::{Gpu, Tensor, kernels::gather};
+/// let gpu = Gpu::new()?;
+/// let rows = Tensor::from_slice(&gpu, &[2, 3], &[0.5, 1.0, -2.0, 3.0, 0.1, 7.0])?;
+/// let packed = Tensor::alloc(&gpu, &[2, gather::f16_words(3)], headswap::gpu::tensor::DType::U32, "packed")?;
+/// gather::pack_rows_f16(&gpu, &rows, &packed, 0)?.run(&gpu)?;
+/// let order = Tensor::from_u32(&gpu, &[2], &[1, 0])?;
+/// let batch = Tensor::zeros(&gpu, &[2, 3])?;
+/// gather::gather_rows_f16(&gpu, &packed, &order, &batch)?.run(&gpu)?;
+/// let b = batch.download(&gpu)?;
+/// assert_eq!(b[0], 3.0); // 0.1 and the others come back as their nearest f16
+/// # Ok::<(), headswap::Error>(())
+/// ```
+pub fn gather_rows_f16(gpu: &Gpu, src: &Tensor, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
+    gather_rows_f16_chunk(gpu, src, 0, true, indices, dst)
+}
+
+/// [`gather_rows_f16`] for one chunk of f16 rows split over several buffers (see
+/// [`gather_rows_chunk`]).
+pub fn gather_rows_f16_chunk(gpu: &Gpu, src: &Tensor, base: usize, last: bool, indices: &Tensor, dst: &Tensor) -> Result<GatherRows> {
+    let op = "gather_rows_f16";
+    ensure(src.dtype() == DType::U32 && src.shape().len() == 2, op, || {
+        format!("src must be u32 [n, words] (f16 pairs), is {:?} {:?}", src.dtype(), src.shape())
+    })?;
+    ensure(dst.dtype() == DType::F32 && dst.shape().len() == 2, op, || {
+        format!("dst must be f32 [b, d], is {:?} {:?}", dst.dtype(), dst.shape())
+    })?;
+    ensure(indices.dtype() == DType::U32 && indices.shape().len() == 1, op, || {
+        format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
+    })?;
+    let (n, words) = (src.shape()[0], src.shape()[1]);
+    let (b, d) = (dst.shape()[0], dst.shape()[1]);
+    ensure(d >= 1 && words == f16_words(d), op, || format!("dst rows of {d} values need {} words, src has {words}", f16_words(d)))?;
+    let total = indices.len();
+    ensure(b <= total, op, || format!("a batch of {b} rows needs at least {b} indices, there are {total}"))?;
+    ensure(!dst.same_buffer(src) && !dst.same_buffer(indices), op, || "dst must not share a buffer with src or indices".into())?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(src.len())?;
+    fits(dst.len())?;
+    let params = GatherParams {
+        n: fits(n)?,
+        d: fits(words)?,
+        b: fits(b)?,
+        offset: 0,
+        total: fits(total)?,
+        base: fits(base)?,
+        last: last as u32,
+        width: fits(d)?,
+    };
+    let dispatch = Dispatch::new(gpu, GATHER_ROWS_F16, &[], bytemuck::bytes_of(&params), &[src, indices, dst], groups_2d(words, b))?;
+    Ok(IndexedDispatch::new(dispatch, bytemuck::cast(params), 3, total, b))
+}
+
+/// Uniform block of `pack_rows_f16` (`PackParams` in gather.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct PackParams {
+    pub rows: u32,
+    pub width: u32,
+    pub words: u32,
+    pub start: u32,
+    pub base: u32,
+    pub n: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Stores f32 rows in f16, two per u32 word ([`pack_rows_f16`]); built once, pointed at another
+/// global row with [`PackRows::set_start`].
+#[derive(Debug)]
+pub struct PackRows {
+    dispatch: Dispatch,
+    params: PackParams,
+}
+
+impl PackRows {
+    /// The global row of `src`'s first row (0 when built); takes effect at the next submission.
+    pub fn set_start(&self, gpu: &Gpu, start: usize) -> Result<()> {
+        let start = u32::try_from(start).map_err(|_| Error::invalid(format!("pack_rows_f16: row {start} exceeds u32")))?;
+        self.dispatch.write_params(gpu, bytemuck::bytes_of(&PackParams { start, ..self.params }));
+        Ok(())
+    }
+
+    /// The launch, to record.
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    /// Runs the launch at once, in its own submission.
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run(self.dispatch.name(), &[&self.dispatch])
+    }
+}
+
+/// Builds the launch that rounds the f32 rows of `src` `[rows, d]` to f16 (to nearest, ties to
+/// even: the `half` crate's `f16::from_f32`, on every adapter) and stores them two per word into
+/// `dst`, u32 `[n, ⌈d/2⌉]`, which holds global rows `base .. base + n`: `src`'s row `i` is global
+/// row `start + i` ([`PackRows::set_start`], 0 at first); rows outside `dst` are skipped, so a
+/// data set split over several buffers takes one launch per buffer. An odd `d` leaves the high
+/// half of each row's last word 0. Values beyond ±65504 become ±inf, as in any f16 conversion.
+pub fn pack_rows_f16(gpu: &Gpu, src: &Tensor, dst: &Tensor, base: usize) -> Result<PackRows> {
+    let op = "pack_rows_f16";
+    ensure(src.dtype() == DType::F32 && src.shape().len() == 2, op, || {
+        format!("src must be f32 [rows, d], is {:?} {:?}", src.dtype(), src.shape())
+    })?;
+    ensure(dst.dtype() == DType::U32 && dst.shape().len() == 2, op, || {
+        format!("dst must be u32 [n, words] (f16 pairs), is {:?} {:?}", dst.dtype(), dst.shape())
+    })?;
+    let (rows, d) = (src.shape()[0], src.shape()[1]);
+    let (n, words) = (dst.shape()[0], dst.shape()[1]);
+    ensure(d >= 1 && words == f16_words(d), op, || format!("rows of {d} values need {} words, dst has {words}", f16_words(d)))?;
+    ensure(!dst.same_buffer(src), op, || "dst must not share a buffer with src".into())?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(src.len())?;
+    fits(dst.len())?;
+    fits(base + n)?;
+    let params =
+        PackParams { rows: fits(rows)?, width: fits(d)?, words: fits(words)?, start: 0, base: fits(base)?, n: fits(n)?, _pad: [0; 2] };
+    let dispatch = Dispatch::new(gpu, PACK_ROWS_F16, &[], bytemuck::bytes_of(&params), &[src, dst], groups_2d(words, rows))?;
+    Ok(PackRows { dispatch, params })
+}
+
 /// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).
 const ROWS_PER_GROUP: usize = 16;
 
@@ -235,5 +368,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<GatherParams>(), 32);
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "GatherParams"), std::mem::size_of::<GatherParams>());
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "PairParams"), std::mem::size_of::<PairParams>());
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "PackParams"), std::mem::size_of::<PackParams>());
     }
 }

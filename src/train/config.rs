@@ -74,6 +74,38 @@ impl BatchNormMode {
     }
 }
 
+/// The precision data that a run only reads is stored in on the device ([`TrainConfig::frozen_storage`]).
+/// Arithmetic is f32 either way: values are widened to f32 as they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 4 bytes a value (the default).
+    #[default]
+    F32,
+    /// 2 bytes a value, IEEE binary16 rounded to nearest (ties to even) and kept two to a u32
+    /// word, so every adapter gets the saving whether it has `shader-f16` or not (GL has not).
+    /// About 3 significant decimal digits; magnitudes beyond 65504 become infinite.
+    F16,
+}
+
+impl Precision {
+    /// Parses `f32`, `f16`.
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "f32" => Some(Precision::F32),
+            "f16" => Some(Precision::F16),
+            _ => None,
+        }
+    }
+
+    /// `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 /// Everything a training run needs besides the network and the data.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -119,6 +151,21 @@ pub struct TrainConfig {
     /// while the device computes the lowest trainable layer's (the same bits as without). Off by
     /// default: on a 2-core host with lavapipe it did not pay (BENCHMARKS.md). Ignored alone.
     pub overlap_exchange: bool,
+    /// How the frozen trunk's cached features are stored on the device ([`Precision::F32`] by
+    /// default). [`Precision::F16`] halves their bytes; the head still computes in f32 on them,
+    /// widened as each batch is gathered. It needs cached features (a frozen trunk, or any frozen
+    /// layers below the lowest trainable one, and `cache_features`): a run without any is refused.
+    /// The data's raw inputs are let go once the features are cached, at either precision.
+    ///
+    /// ```no_run
+    /// use headswap::train::{Freeze, Precision, TrainConfig, Trainer};
+    /// # fn run(gpu: &headswap::Gpu, net: &mut headswap::nn::Network, data: &headswap::data::Dataset) -> headswap::Result<()> {
+    /// let cfg = TrainConfig { frozen_storage: Precision::F16, ..TrainConfig::default() };
+    /// let report = Trainer::new(gpu, cfg).fine_tune(net, data, Freeze::Trunk, 10)?;
+    /// assert_eq!(report.frozen_storage, Precision::F16);
+    /// # Ok(()) }
+    /// ```
+    pub frozen_storage: Precision,
 }
 
 /// How the losses of a network's named heads are combined into the one loss a step minimises.
@@ -169,6 +216,7 @@ impl Default for TrainConfig {
             augment: None,
             head_weighting: HeadWeighting::Fixed,
             overlap_exchange: false,
+            frozen_storage: Precision::F32,
         }
     }
 }

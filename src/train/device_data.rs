@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::kernels::gather::{GatherRows, gather_rows_chunk};
+use crate::kernels::gather::{GatherRows, PackRows, gather_rows_chunk, gather_rows_f16_chunk, pack_rows_f16};
 use crate::nn::HeadKind;
 
 /// A row-major `[n, ...]` array resident on the GPU in one or more buffers of whole rows, each
@@ -14,6 +14,9 @@ use crate::nn::HeadKind;
 pub struct Rows {
     /// (first global row, tensor `[rows, ...]`)
     pub(crate) chunks: Vec<(usize, Tensor)>,
+    /// `Some(d)`: rows of `d` f32 values stored in f16, two per u32 (chunks u32 `[rows, ⌈d/2⌉]`,
+    /// `kernels::gather::pack_rows_f16`); a batch is gathered out of them widened to f32.
+    pub(crate) f16_width: Option<usize>,
 }
 
 /// The most bytes one chunk may hold: the adapter's binding limit, or `HEADSWAP_MAX_BINDING_BYTES`
@@ -52,7 +55,28 @@ impl Rows {
         if chunks.len() > 1 {
             tracing::info!(label, n, chunks = chunks.len(), "data split into chunks that each fit one storage binding");
         }
-        Ok(Rows { chunks })
+        Ok(Rows { chunks, f16_width: None })
+    }
+
+    /// Zeroed storage for `n` rows of `d` values kept in f16, two per u32 word.
+    pub(crate) fn alloc_f16(gpu: &Gpu, n: usize, d: usize, label: &str) -> Result<Rows> {
+        let mut rows = Rows::alloc(gpu, n, &[crate::kernels::gather::f16_words(d)], DType::U32, label)?;
+        rows.f16_width = Some(d);
+        Ok(rows)
+    }
+
+    /// Whether the rows are stored in f16.
+    pub(crate) fn is_f16(&self) -> bool {
+        self.f16_width.is_some()
+    }
+
+    /// One f16 row-store launch per chunk, each taking the rows of `src` `[rows, d]` that fall in
+    /// its chunk once pointed at their global row (`PackRows::set_start`).
+    pub(crate) fn packs(&self, gpu: &Gpu, src: &Tensor) -> Result<Vec<PackRows>> {
+        if !self.is_f16() {
+            return Err(Error::invalid("packing into rows that are not stored in f16"));
+        }
+        self.chunks.iter().map(|(base, t)| pack_rows_f16(gpu, src, t, *base)).collect()
     }
 
     fn row_len(&self) -> usize {
@@ -81,11 +105,20 @@ impl Rows {
         self.chunks.iter().map(|(_, t)| t).collect()
     }
 
-    /// Reads every row back, in order (f32).
+    /// Reads every row back, in order (f32; rows stored in f16 widened, exactly).
     pub(crate) fn download(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let mut out = Vec::new();
         for (_, t) in &self.chunks {
-            out.extend(t.download(gpu)?);
+            match self.f16_width {
+                None => out.extend(t.download(gpu)?),
+                Some(d) => {
+                    let words = t.download_u32(gpu)?;
+                    for row in words.chunks(crate::kernels::gather::f16_words(d)) {
+                        let halves = row.iter().flat_map(|w| [*w as u16, (*w >> 16) as u16]);
+                        out.extend(halves.take(d).map(|h| half::f16::from_bits(h).to_f32()));
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -93,6 +126,9 @@ impl Rows {
     /// Records copies of `rows` rows from `src` (row 0 onwards) into global rows `start..`,
     /// splitting at chunk boundaries.
     pub(crate) fn copy_rows_from(&self, rec: &mut Recorder<'_>, src: &Tensor, start: usize, rows: usize) -> Result<()> {
+        if self.is_f16() {
+            return Err(Error::invalid("rows stored in f16 are written by packing, not copied"));
+        }
         let d = self.row_len();
         for (base, t) in &self.chunks {
             let (lo, hi) = (start.max(*base), (start + rows).min(base + t.shape()[0]));
@@ -103,10 +139,19 @@ impl Rows {
         Ok(())
     }
 
-    /// One gather per chunk into `dst`.
+    /// One gather per chunk into `dst` (f32 rows; rows stored in f16 are widened on the way).
     pub(crate) fn gathers(&self, gpu: &Gpu, indices: &Tensor, dst: &Tensor) -> Result<Vec<GatherRows>> {
-        let last = self.chunks.len() - 1;
-        self.chunks.iter().enumerate().map(|(i, (base, t))| gather_rows_chunk(gpu, t, *base, i == last, indices, dst)).collect()
+        let last = self.chunks.len().checked_sub(1).ok_or_else(|| Error::invalid("gathering from rows no longer held on the device"))?;
+        let one = |i: usize, base: usize, t: &Tensor| match self.f16_width {
+            None => gather_rows_chunk(gpu, t, base, i == last, indices, dst),
+            Some(_) => gather_rows_f16_chunk(gpu, t, base, i == last, indices, dst),
+        };
+        self.chunks.iter().enumerate().map(|(i, (base, t))| one(i, *base, t)).collect()
+    }
+
+    /// Lets the rows go (their buffers are freed once nothing else holds them).
+    pub(crate) fn release(&mut self) {
+        self.chunks.clear();
     }
 }
 

@@ -5,7 +5,9 @@
 use super::Collective;
 use super::optimizer::Grads;
 use super::plan::{Accumulators, DeviceData, ForwardPlan, LogVars, Mode, Plan, PlanInputs, Rows, Scratch};
-use super::{BatchNormMode, BceSettings, HeadWeighting, Metrics, ParamGroups, TrainConfig, bce_tensors, check_fits, validate_bce};
+use super::{
+    BatchNormMode, BceSettings, HeadWeighting, Metrics, ParamGroups, Precision, TrainConfig, bce_tensors, check_fits, validate_bce,
+};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
@@ -84,8 +86,18 @@ fn read_head_metrics(gpu: &Gpu, acc: &Accumulators, net: &Network, batches: usiz
 
 /// Computes the outputs of the frozen layers `0..upto` for every example of `data` once:
 /// `[n, outputs of layer upto − 1]`, chunked like the data when it is larger than one binding.
-pub(crate) fn frozen_features(gpu: &Gpu, net: &Network, data: &DeviceData, upto: usize, batch: usize) -> Result<Rows> {
-    forward_rows(gpu, net, &data.x, data.n, upto, batch, "frozen_features")
+/// With `precision` [`Precision::F16`] they are stored in f16, two per u32 word, and every batch
+/// read from them is widened back to f32.
+pub(crate) fn frozen_features(
+    gpu: &Gpu,
+    net: &Network,
+    data: &DeviceData,
+    upto: usize,
+    batch: usize,
+    precision: Precision,
+) -> Result<Rows> {
+    let f16 = precision == Precision::F16;
+    forward_rows_to(gpu, net, &data.x, data.n, 0, upto, batch, "frozen_features", f16)
 }
 
 /// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
@@ -97,22 +109,51 @@ pub(crate) fn forward_rows(gpu: &Gpu, net: &Network, x: &Rows, n: usize, upto: u
 /// [`forward_rows`] from layer `first` on, `x` being the input of layer `first`.
 #[allow(clippy::too_many_arguments)]
 fn forward_rows_from(gpu: &Gpu, net: &Network, x: &Rows, n: usize, first: usize, upto: usize, batch: usize, label: &str) -> Result<Rows> {
+    forward_rows_to(gpu, net, x, n, first, upto, batch, label, false)
+}
+
+/// [`forward_rows_from`], the outputs stored in f16 where `f16` (each batch's rows packed as they
+/// come out, so no f32 copy of the whole set is ever held).
+#[allow(clippy::too_many_arguments)]
+fn forward_rows_to(
+    gpu: &Gpu,
+    net: &Network,
+    x: &Rows,
+    n: usize,
+    first: usize,
+    upto: usize,
+    batch: usize,
+    label: &str,
+    f16: bool,
+) -> Result<Rows> {
     let d = net.layers()[upto - 1].outputs();
-    let out = Rows::alloc(gpu, n, &[d], DType::F32, label)?;
+    let out = if f16 { Rows::alloc_f16(gpu, n, d, label)? } else { Rows::alloc(gpu, n, &[d], DType::F32, label)? };
     let identity: Vec<u32> = (0..n as u32).collect();
     let indices = Tensor::from_u32(gpu, &[n], &identity)?;
     let b = batch.clamp(1, n);
     let full = ForwardPlan::build(gpu, net, x, &indices, first, upto, b)?;
     let rem = n % b;
     let partial = if rem > 0 { Some(ForwardPlan::build(gpu, net, x, &indices, first, upto, rem)?) } else { None };
+    // f16: per plan, one launch per chunk of `out` packing the plan's output rows
+    let packs_of = |p: &ForwardPlan| if f16 { out.packs(gpu, &p.output) } else { Ok(Vec::new()) };
+    let full_packs = packs_of(&full)?;
+    let partial_packs = partial.as_ref().map(packs_of).transpose()?;
     let mut start = 0;
     while start < n {
         let rows = b.min(n - start);
-        let plan = if rows == b { &full } else { partial.as_ref().unwrap_or(&full) };
+        let (plan, packs) = match (&partial, &partial_packs) {
+            (Some(p), Some(pk)) if rows != b => (p, pk),
+            _ => (&full, &full_packs),
+        };
         plan.set_offset(gpu, start)?;
+        for p in packs {
+            p.set_start(gpu, start)?;
+        }
         let mut rec = Recorder::new(gpu, label);
-        rec.pass(label, plan.dispatches());
-        out.copy_rows_from(&mut rec, &plan.output, start, rows)?;
+        rec.pass(label, plan.dispatches().chain(packs.iter().map(|p| p.dispatch())));
+        if !f16 {
+            out.copy_rows_from(&mut rec, &plan.output, start, rows)?;
+        }
         rec.submit();
         start += rows;
     }

@@ -28,7 +28,7 @@ pub use crate::kernels::optim::Optimizer;
 use crate::nn::{HeadKind, Network};
 use crate::rng::Rng;
 pub use collective::{Collective, ThreadGroup};
-pub use config::{Augment, BatchNormMode, Freeze, HeadWeighting, TrainConfig};
+pub use config::{Augment, BatchNormMode, Freeze, HeadWeighting, Precision, TrainConfig};
 pub(crate) use config::{check_epochs, validate_bce};
 pub use device_data::DeviceData;
 use eval::{Evaluator, frozen_features, read_metrics};
@@ -320,12 +320,15 @@ impl Trainer {
         let RunSetup { train, sb, optim, full, partial } = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size))?;
         let StepBuffers { first, cached, b, .. } = sb;
         let rem = train.n % b;
-        let val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
+        let mut val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
         let val_x = match (&val, cached) {
-            (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size)?),
+            (Some(v), true) => Some(frozen_features(&gpu, net, v, first, cfg.batch_size, cfg.frozen_storage)?),
             (Some(v), false) => Some(v.x.clone()),
             _ => None,
         };
+        if let (Some(v), true) = (&mut val, cached) {
+            v.x.release();
+        }
         let evaluator = match (&val, &val_x) {
             (Some(v), Some(vx)) => Some(Evaluator::new(&gpu, net, v, vx, first, cfg.batch_size, &cfg, &sb.bce)?),
             _ => None,
@@ -554,6 +557,7 @@ impl Trainer {
             best_epoch,
             lowest_trainable: lowest,
             cached_features: cached,
+            frozen_storage: cfg.frozen_storage,
             dispatches_per_step: step_dispatches as f64 / counted_steps.max(1) as f64,
             submissions_per_step: step_submits as f64 / all_steps.max(1) as f64,
             bytes_allocated,
@@ -658,8 +662,12 @@ impl RunSetup {
         resume: Option<&TrainingState>,
         replica: (usize, usize),
     ) -> Result<RunSetup> {
-        let train = DeviceData::upload(gpu, train_data)?;
+        let mut train = DeviceData::upload(gpu, train_data)?;
         let sb = StepBuffers::new(gpu, net, &train, cfg, lr_mults)?;
+        if sb.cached {
+            // the steps read the cached features: the raw inputs are not read again
+            train.x.release();
+        }
         let optim = Optim::new(gpu, net, &sb.grads, cfg.optimizer, cfg.early_stopping.is_some(), sb.log_vars.as_ref())?;
         if let Some(r) = resume {
             optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
@@ -725,7 +733,12 @@ impl StepBuffers {
         }
         let cached = cached && first > 0;
         let bce = bce_tensors(gpu, &cfg.bce, net)?;
-        let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size)? } else { train.x.clone() };
+        if cfg.frozen_storage == Precision::F16 && !cached {
+            return Err(Error::invalid(
+                "f16 storage applies to the frozen trunk's cached features, and this run caches none: it needs frozen layers below the lowest trainable one and cache_features on (the command line's --frozen-f16 without --no-cache or --augment)",
+            ));
+        }
+        let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size, cfg.frozen_storage)? } else { train.x.clone() };
         let b = cfg.batch_size.min(train.n);
         let mode = Mode::Train { lowest };
         let batch_stats = cfg.batch_norm.batch_stats(&net.layers(), lr_mults);

@@ -466,7 +466,8 @@ impl Input<'_> {
     fn choose<'a>(net: &Network, first: usize, source: &'a Rows, indices: &'a Tensor, batch: &'a Tensor) -> Input<'a> {
         let readers: Vec<usize> = (first..net.sources.len()).filter(|&i| net.sources[i].contains(&first)).collect();
         match (&readers[..], &source.chunks[..]) {
-            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) => Input::Gathered { rows, indices },
+            // rows stored in f16 are widened into the batch first
+            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) && !source.is_f16() => Input::Gathered { rows, indices },
             _ => Input::Batch(batch),
         }
     }
@@ -886,7 +887,7 @@ impl Plan {
             match (input, targets_in_place) {
                 (Input::Batch(_), None) => {
                     let pair = match (&p.source_x.chunks[..], &p.source_y.chunks[..]) {
-                        ([(_, sx)], [(_, sy)]) => gather_rows_pair(gpu, sx, gathered_x, sy, &y, p.indices)?,
+                        ([(_, sx)], [(_, sy)]) if !p.source_x.is_f16() => gather_rows_pair(gpu, sx, gathered_x, sy, &y, p.indices)?,
                         _ => None,
                     };
                     match pair {
@@ -1224,6 +1225,10 @@ impl Plan {
         let ([(_, features)], [(_, targets)]) = (&p.source_x.chunks[..], &p.source_y.chunks[..]) else {
             return Ok(None);
         };
+        if p.source_x.is_f16() {
+            // it reads f32 features in place
+            return Ok(None);
+        }
         if loss::choose_linear_head(gpu, rows, dense.outputs, dense.inputs)? != loss::LinearHeadAlgo::Fused {
             return Ok(None);
         }

@@ -96,12 +96,17 @@ pub struct FitReport {
     pub lowest_trainable: usize,
     /// Whether head-only epochs read cached trunk features.
     pub cached_features: bool,
+    /// How the cached features were stored on the device ([`crate::train::TrainConfig::frozen_storage`]).
+    pub frozen_storage: crate::train::Precision,
     /// Dispatches recorded per training step (full batch), counted by the engine.
     pub dispatches_per_step: f64,
     /// Queue submissions per training step.
     pub submissions_per_step: f64,
-    /// Bytes the run allocated on the GPU for its own state (scratch, gradients, optimizer
-    /// moments, cached features, accumulators), counted by the engine.
+    /// Bytes the run allocated on the GPU for its own state (the data set, scratch, gradients,
+    /// optimizer moments, cached features, accumulators) and held while it trained, counted by
+    /// the engine; the network's parameters are not counted. With cached features the data's raw
+    /// inputs are let go before training and not counted (they were held while the features
+    /// were computed).
     pub bytes_allocated: u64,
     /// Bytes this replica sends per step in a data-parallel run (the trainable ranges'
     /// gradients, f32; see [`crate::train::Trainer::with_replicas`]); 0 alone.

@@ -258,6 +258,9 @@ pub struct TrainingOptions {
     /// Under mpirun: sum the upper layers' gradients over the ranks while the lowest trainable layer's backward runs (same results)
     #[arg(long)]
     pub overlap_exchange: bool,
+    /// Keep the frozen trunk's cached features on the GPU in f16 (half the bytes; the head still computes in f32); needs a frozen trunk whose features are cached
+    #[arg(long)]
+    pub frozen_f16: bool,
 }
 
 /// How images are read (folders and manifests; `--size` also synthetic data).

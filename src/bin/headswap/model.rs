@@ -11,7 +11,7 @@ use headswap::demo;
 use headswap::kernels::Activation;
 use headswap::nn::models;
 use headswap::nn::{Head, HeadKind, ImageChannels, Init, InputLayout, LoadOptions, Network};
-use headswap::train::Trainer;
+use headswap::train::{Precision, Trainer};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -370,10 +370,16 @@ pub fn storage(f16: bool) -> StorageDtype {
     if f16 { StorageDtype::F16 } else { StorageDtype::F32 }
 }
 
+/// The metadata key that records `--frozen-f16`: the precision the run that wrote the model stored
+/// its frozen trunk's cached features in on the device (absent: f32). The weights themselves are
+/// saved as `--f16` says, whatever the run computed on.
+pub const FROZEN_STORAGE_KEY: &str = "headswap.frozen_storage";
+
 /// Saves `net` with what `predict` and `eval` need: the input shape, the class or label names,
 /// and for image data the size and channels to read images at (recorded on the network by
-/// [`record_layout`], written by the library).
-pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype) -> CliResult<()> {
+/// [`record_layout`], written by the library), and [`FROZEN_STORAGE_KEY`] where the run stored
+/// its frozen data in f16.
+pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype, frozen: Precision) -> CliResult<()> {
     // in an MPI job every rank holds the same weights; rank 0 writes them
     if !crate::replicas::is_primary() {
         return Ok(());
@@ -382,6 +388,9 @@ pub fn save(net: &mut Network, path: &Path, loaded: &Loaded, dtype: StorageDtype
     let mut ckpt = net.to_checkpoint()?;
     if loaded.normalize != Normalize::None {
         ckpt.metadata.insert(NORMALIZE_KEY.into(), loaded.normalize.name().into());
+    }
+    if frozen != Precision::F32 {
+        ckpt.metadata.insert(FROZEN_STORAGE_KEY.into(), frozen.name().into());
     }
     check_finite_weights(&ckpt)?;
     checkpoint::save(path, &ckpt, dtype)?;
@@ -412,6 +421,7 @@ const RUN_FLAGS: &[&str] = &[
     "augment",
     "no-cache",
     "head-weighting",
+    "frozen-f16",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";

@@ -5,7 +5,7 @@
 use crate::args::{Given, OptimizerName, TrainingOptions};
 use crate::{CliResult, failed, usage};
 use headswap::data::{Dataset, Targets};
-use headswap::train::{Optimizer, TrainConfig};
+use headswap::train::{Optimizer, Precision, TrainConfig};
 use std::path::{Path, PathBuf};
 
 /// The run the training options describe.
@@ -40,6 +40,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         cache_features: !o.no_cache,
         head_weighting: o.head_weighting,
         overlap_exchange: o.overlap_exchange,
+        frozen_storage: if o.frozen_f16 { Precision::F16 } else { Precision::F32 },
         ..TrainConfig::default()
     };
     cfg.bce.pos_weight = o.pos_weight.clone();

@@ -3,7 +3,7 @@
 
 use crate::{CliError, CliResult, failed};
 use headswap::kernels::metrics::OrNa;
-use headswap::train::{EpochReport, FitReport, Metrics, Progress, TrainConfig, Trainer};
+use headswap::train::{EpochReport, FitReport, Metrics, Precision, Progress, TrainConfig, Trainer};
 use headswap::{Error, Gpu};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::cell::RefCell;
@@ -90,7 +90,7 @@ pub fn fit_json(report: &FitReport) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "epochs": epochs, "best_epoch": report.best_epoch.map(|e| e + 1), "lowest_trainable_layer": report.lowest_trainable,
-        "cached_features": report.cached_features, "dispatches_per_step": report.dispatches_per_step,
+        "cached_features": report.cached_features, "frozen_storage": report.frozen_storage.name(), "dispatches_per_step": report.dispatches_per_step,
         "submissions_per_step": report.submissions_per_step, "bytes_allocated": report.bytes_allocated,
         "bytes_exchanged_per_step": report.bytes_exchanged_per_step, "seconds": report.seconds,
     })
@@ -114,7 +114,11 @@ pub fn print_summary(report: &FitReport, json: bool) -> CliResult<()> {
         three_digits(report.dispatches_per_step),
         three_digits(report.submissions_per_step),
         report.bytes_allocated,
-        if report.cached_features { "; head trained on cached trunk features" } else { "" }
+        match (report.cached_features, report.frozen_storage) {
+            (false, _) => String::new(),
+            (true, Precision::F32) => "; head trained on cached trunk features".into(),
+            (true, p) => format!("; head trained on cached trunk features stored in {}", p.name()),
+        }
     )?;
     if report.bytes_exchanged_per_step > 0 {
         let (_, ranks) = crate::replicas::place();

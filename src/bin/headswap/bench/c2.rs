@@ -22,7 +22,7 @@ use headswap::nn::models::Arch;
 use headswap::nn::{Head, Init, LayerSpec, LoadOptions, Network};
 use headswap::rng::Rng;
 use headswap::train::profile::{ProfileOptions, Timing, profile_step};
-use headswap::train::{BatchNormMode, FitReport, Freeze, Optimizer, TrainConfig, Trainer};
+use headswap::train::{BatchNormMode, FitReport, Freeze, Optimizer, Precision, TrainConfig, Trainer};
 
 /// The head both rows put on the trunk: 10 classes, softmax cross-entropy.
 const CLASSES: usize = 10;
@@ -156,10 +156,14 @@ fn caching_seconds(fit: &FitReport) -> f64 {
 
 /// The features of `side`×`side` images: a warm-up run on one batch and a half (pipelines,
 /// autotuned convolution choices), then `rounds` runs of `n` images.
-fn features(gpu: &Gpu, cs: &C2Scale, side: usize, n: usize, rounds: usize, seed: u64) -> Result<ModelResult> {
-    let id = format!("C2-features-{side}");
+/// `precision`: how the cached features are stored (`TrainConfig::frozen_storage`).
+fn features(gpu: &Gpu, cs: &C2Scale, side: usize, n: usize, rounds: usize, seed: u64, precision: Precision) -> Result<ModelResult> {
+    let id = match precision {
+        Precision::F32 => format!("C2-features-{side}"),
+        p => format!("C2-features-{side}-{}", p.name()),
+    };
     let data = images(n, side, seed ^ side as u64);
-    let cfg = config(cs.batch, seed, 0.01);
+    let cfg = TrainConfig { frozen_storage: precision, ..config(cs.batch, seed, 0.01) };
     let net = resnet18(gpu, side, seed)?;
     {
         let _span = tracing::info_span!("bench", id, warm_up = true).entered();
@@ -182,7 +186,8 @@ fn features(gpu: &Gpu, cs: &C2Scale, side: usize, n: usize, rounds: usize, seed:
     Ok(ModelResult {
         id,
         name: format!(
-            "ResNet-18 trunk features, {side}×{side}, eval-mode BatchNorm folded into the convolutions, cached by a head-only fine-tune (upload and plans included, head epochs excluded)"
+            "ResNet-18 trunk features, {side}×{side}, eval-mode BatchNorm folded into the convolutions, cached in {} by a head-only fine-tune (upload and plans included, head epochs excluded)",
+            precision.name()
         ),
         image: side,
         batch: cs.batch,
@@ -238,12 +243,13 @@ fn finetune(gpu: &Gpu, cs: &C2Scale, side: usize, seed: u64) -> Result<ModelResu
     })
 }
 
-/// C2's three rows, in the order.
+/// C2's three rows, in the order, and the small features again with the cache in f16.
 pub fn bench_c2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<ModelResult>> {
     let cs = C2Scale::of(scale);
     Ok(vec![
-        features(gpu, &cs, cs.large, cs.large_n, cs.feature_rounds, seed)?,
-        features(gpu, &cs, cs.small, cs.small_n, cs.feature_rounds, seed)?,
+        features(gpu, &cs, cs.large, cs.large_n, cs.feature_rounds, seed, Precision::F32)?,
+        features(gpu, &cs, cs.small, cs.small_n, cs.feature_rounds, seed, Precision::F32)?,
+        features(gpu, &cs, cs.small, cs.small_n, cs.feature_rounds, seed, Precision::F16)?,
         finetune(gpu, &cs, cs.small, seed)?,
     ])
 }

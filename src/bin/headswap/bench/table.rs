@@ -135,7 +135,7 @@ impl From<&StepProfile> for Profile {
 /// One training workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainResult {
-    /// `T1-sgd`, `T1-adam`, `T2-cached`, `T2-uncached`, `T3`, `C1-pretrain`, `C1-head`, `C1-all`.
+    /// `T1-sgd`, `T1-adam`, `T2-cached`, `T2-uncached`, `T2-cached-f16`, `T3`, `C1-pretrain`, `C1-head`, `C1-all`.
     pub id: String,
     pub name: String,
     pub n: usize,
@@ -168,7 +168,8 @@ impl TrainResult {
 /// steps, and what it holds on the device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelResult {
-    /// `C2-features-224`, `C2-features-64`, `C2-finetune-64` (the side is the image's).
+    /// `C2-features-224`, `C2-features-64`, `C2-features-64-f16` (the cache in f16),
+    /// `C2-finetune-64` (the side is the image's).
     pub id: String,
     pub name: String,
     /// Image side (square, 3 channels).
@@ -264,6 +265,13 @@ impl BenchReport {
     pub fn t2_cache_speedup(&self) -> Option<(f64, f64)> {
         let (c, u) = (self.training_result("T2-cached")?, self.training_result("T2-uncached")?);
         Some((c.samples_per_sec / u.samples_per_sec, c.end_to_end_samples_per_sec / u.end_to_end_samples_per_sec))
+    }
+
+    /// T2's cached features in f16 against f32, measured in the same run: (bytes on the device f16
+    /// over f32, samples/s f16 over f32, median epochs).
+    pub fn t2_f16_vs_f32(&self) -> Option<(f64, f64)> {
+        let (h, c) = (self.training_result("T2-cached-f16")?, self.training_result("T2-cached")?);
+        Some((h.bytes_allocated as f64 / c.bytes_allocated.max(1) as f64, h.samples_per_sec / c.samples_per_sec))
     }
 
     /// Whether a K1 product (GPU or CPU baseline) failed its float64 check.
@@ -369,6 +377,13 @@ impl fmt::Display for BenchReport {
             }
             if let Some((e, e2e)) = self.t2_cache_speedup() {
                 writeln!(f, "T2 cached / uncached: {e:.2}× (median epochs), {e2e:.2}× (end to end, feature caching included)")?;
+            }
+            if let Some((bytes, speed)) = self.t2_f16_vs_f32() {
+                writeln!(
+                    f,
+                    "T2 cached features in f16 / f32: {bytes:.3}× the bytes on the device ({:.1}% less), {speed:.2}× the samples/s (median epochs)",
+                    100.0 * (1.0 - bytes)
+                )?;
             }
             for t in &self.training {
                 let Some(p) = &t.profile else { continue };

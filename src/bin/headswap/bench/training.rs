@@ -14,7 +14,7 @@ use headswap::gpu::Gpu;
 use headswap::nn::{Head, Network};
 use headswap::rng::Rng;
 use headswap::train::profile::{ProfileOptions, Timing, profile_step};
-use headswap::train::{FitReport, Freeze, Optimizer, TrainConfig, Trainer};
+use headswap::train::{FitReport, Freeze, Optimizer, Precision, TrainConfig, Trainer};
 
 struct TrainScale {
     t1_n: usize,
@@ -197,26 +197,28 @@ pub fn bench_t1(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> 
     Ok(out)
 }
 
-/// T2: a head-only fine-tune with and without cached trunk features, the two alternating; the
-/// profiles, then the CPU baselines, after every GPU run.
+/// T2: a head-only fine-tune with and without cached trunk features, and with the cached features
+/// stored in f16 (`TrainConfig::frozen_storage`), the three alternating; the profiles, then the
+/// CPU baselines (of the f32 runs; the f16 run's model and arithmetic are the cached f32 run's),
+/// after every GPU run.
 pub fn bench_t2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> {
     let ts = TrainScale::of(scale);
     let data = label_data(ts.t2_n, 4, seed ^ 0x7432);
-    let runs = [("T2-cached", true), ("T2-uncached", false)];
-    let cfg = |cache| config(Optimizer::sgd(0.05).momentum(0.9), seed, cache);
-    for (id, cache) in runs {
+    let runs = [("T2-cached", true, Precision::F32), ("T2-uncached", false, Precision::F32), ("T2-cached-f16", true, Precision::F16)];
+    let cfg = |cache, precision| TrainConfig { frozen_storage: precision, ..config(Optimizer::sgd(0.05).momentum(0.9), seed, cache) };
+    for (id, cache, precision) in runs {
         let _span = tracing::info_span!("bench", id, warm_up = true).entered();
-        warm_up(gpu, &data, Head::labels(4), Some(Freeze::Trunk), cfg(cache), seed)?;
+        warm_up(gpu, &data, Head::labels(4), Some(Freeze::Trunk), cfg(cache, precision), seed)?;
     }
-    // cached and uncached runs alternate, so the ratio compares like with like on a loaded machine
-    let mut fits: [Vec<FitReport>; 2] = Default::default();
+    // the runs alternate, so the ratios compare like with like on a loaded machine
+    let mut fits: [Vec<FitReport>; 3] = Default::default();
     let mut trainers = Vec::new();
     for round in 0..ts.t2_rounds {
-        for (i, (id, cache)) in runs.into_iter().enumerate() {
+        for (i, (id, cache, precision)) in runs.into_iter().enumerate() {
             let _span = tracing::info_span!("bench", id, round).entered();
             let mut net = Network::new(gpu, &TRUNK, Head::classes(10), seed)?;
             net.swap_head(Head::labels(4), seed + 1)?;
-            let mut trainer = Trainer::new(gpu, cfg(cache));
+            let mut trainer = Trainer::new(gpu, cfg(cache, precision));
             fits[i].push(trainer.fine_tune(&mut net, &data, Freeze::Trunk, ts.t2_epochs)?);
             if round + 1 == ts.t2_rounds {
                 trainers.push((trainer, net));
@@ -228,14 +230,18 @@ pub fn bench_t2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> 
         .map(|(trainer, net)| profile_of(trainer, net, &data, Freeze::Trunk, ts.profile_reps))
         .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
-    for (((id, cache), fits), profile) in runs.into_iter().zip(&fits).zip(profiles) {
+    for (((id, cache, precision), fits), profile) in runs.into_iter().zip(&fits).zip(profiles) {
         let _span = tracing::info_span!("bench-cpu", id).entered();
-        let cpu = cpu_baseline::fit(&data, &[784, 512, 256, 4], 2, 2, cache, Opt::Sgd { lr: 0.05, momentum: 0.9 }, ts.t2_epochs, seed);
+        let cpu = (precision == Precision::F32)
+            .then(|| cpu_baseline::fit(&data, &[784, 512, 256, 4], 2, 2, cache, Opt::Sgd { lr: 0.05, momentum: 0.9 }, ts.t2_epochs, seed));
         let name = format!(
-            "head-only fine-tune: frozen 784→512→256 trunk, new 256→4 sigmoid head, per-label BCE, SGD momentum 0.9 lr 0.05, {} trunk features",
-            if cache { "cached" } else { "no cached" }
+            "head-only fine-tune: frozen 784→512→256 trunk, new 256→4 sigmoid head, per-label BCE, SGD momentum 0.9 lr 0.05, {}",
+            match (cache, precision) {
+                (false, _) => "no cached trunk features".to_string(),
+                (true, p) => format!("cached trunk features stored in {}", p.name()),
+            }
         );
-        out.push(summarize(id, name, &data, ts.t2_epochs, fits, Some(cpu), Some(profile)));
+        out.push(summarize(id, name, &data, ts.t2_epochs, fits, cpu, Some(profile)));
     }
     Ok(out)
 }

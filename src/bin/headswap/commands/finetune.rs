@@ -137,5 +137,5 @@ pub fn run(a: FinetuneArgs, given: &Given) -> CliResult<()> {
             write_report(report_dir.as_deref(), "finetune", &report, &data.label_names)?;
         }
     }
-    save(&mut net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16), training.trainer.config.frozen_storage)
 }

@@ -31,5 +31,5 @@ pub fn run(a: PretrainArgs, given: &Given) -> CliResult<()> {
     check_converged(&report)?;
     write_report(report_dir.as_deref(), "pretrain", &report, &loaded.data.label_names)?;
     save_state(&training.trainer, &mut net, a.save_state.as_deref(), given, &loaded)?;
-    save(&mut net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16), training.trainer.config.frozen_storage)
 }

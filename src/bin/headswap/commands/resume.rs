@@ -75,5 +75,5 @@ pub fn run(a: ResumeArgs, given: &Given, argv: &[OsString]) -> CliResult<()> {
     print_summary(&report, a.json)?;
     check_converged(&report)?;
     save_state(&training.trainer, &mut net, a.save_state.as_deref(), &given, &loaded)?;
-    save(&mut net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16), training.trainer.config.frozen_storage)
 }

@@ -62,7 +62,7 @@ pub fn run(a: TrainArgs, given: &Given) -> CliResult<()> {
     print_summary(&report, a.json)?;
     check_converged(&report)?;
     save_state(&training.trainer, &mut net, a.save_state.as_deref(), given, &loaded)?;
-    save(&mut net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16), training.trainer.config.frozen_storage)
 }
 
 /// A file of `y.<head>` targets: `--init` is a headswap checkpoint of named heads, the same heads
@@ -99,5 +99,5 @@ fn run_heads(a: TrainArgs, given: &Given, cfg: TrainConfig, loaded: Loaded) -> C
     print_summary(&report, a.json)?;
     check_converged(&report)?;
     save_state(&training.trainer, &mut net, a.save_state.as_deref(), given, &loaded)?;
-    save(&mut net, &a.out, &loaded, storage(a.f16))
+    save(&mut net, &a.out, &loaded, storage(a.f16), training.trainer.config.frozen_storage)
 }
