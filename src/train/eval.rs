@@ -97,7 +97,12 @@ pub(crate) fn frozen_features(
     precision: Precision,
 ) -> Result<Rows> {
     let f16 = precision == Precision::F16;
-    forward_rows_to(gpu, net, &data.x, data.n, 0, upto, batch, "frozen_features", f16)
+    let features = forward_rows_to(gpu, net, &data.x, data.n, 0, upto, batch, "frozen_features", f16)?;
+    // Wait for them here, once per run (never in the epoch loop): the run's time outside its
+    // epochs is then the features' time (FitReport, C2's rate), not the time to submit them
+    // with the trunk's work left to slow the first epoch.
+    gpu.sync()?;
+    Ok(features)
 }
 
 /// Runs layers `0..upto` over all `n` rows of `x` in order, `batch` rows per submission, and
