@@ -422,6 +422,7 @@ const RUN_FLAGS: &[&str] = &[
     "no-cache",
     "head-weighting",
     "frozen-f16",
+    "overlap-exchange",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";
