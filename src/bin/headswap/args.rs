@@ -52,7 +52,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Pretrain → head-swap → fine-tune against training from scratch, MLP and CNN trunks
+    /// Pretrain → head-swap → fine-tune against training from scratch; --street: multi-task
     ///
     /// With --street, the multi-task demo instead: one network with three heads against one
     /// network per task, on synthetic street scenes
