@@ -268,6 +268,28 @@ pub fn manifest_bytes(s: &Scratch, data: &[u8]) {
             assert!(ds.validate().is_ok(), "manifest::load returned a data set that does not validate");
         }
     }
+    // a grouped manifest read against a model's heads (their kinds and class names known ahead)
+    if let Ok(ds) = manifest::load_heads(&path, &ImageOptions::gray(4, 4), &known_heads()) {
+        assert!(ds.validate().is_ok(), "manifest::load_heads returned a data set that does not validate");
+    }
+}
+
+/// The heads a grouped manifest is read against in [`manifest_bytes`]: one of each kind, the
+/// classes head with names, and a second classes head by index.
+fn known_heads() -> Vec<manifest::ManifestHead> {
+    use headswap::kernels::loss::RegressionLoss;
+    use headswap::nn::HeadKind;
+    let head = |name: &str, kind, names: Option<&[&str]>| manifest::ManifestHead {
+        name: name.into(),
+        kind,
+        names: names.map(|n| n.iter().map(|s| s.to_string()).collect()),
+    };
+    vec![
+        head("objects", HeadKind::Labels, Some(&["pedestrian", "car"])),
+        head("scene", HeadKind::Classes, Some(&["rural", "urban"])),
+        head("level", HeadKind::Classes, None),
+        head("distance", HeadKind::Regression(RegressionLoss::Mse), None),
+    ]
 }
 
 /// A harness: a scratch folder and the fuzz input.
