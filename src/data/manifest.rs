@@ -205,18 +205,7 @@ pub fn load_heads(csv_path: &Path, opts: &ImageOptions, known: &[ManifestHead]) 
                 }
             });
         }
-        if fields[0].is_empty() {
-            return Err(Error::format(csv_path, format!("line {line_no}, column 1: empty image path")));
-        }
-        let img_path = base.join(&fields[0]);
-        if !img_path.is_file() {
-            return Err(Error::format(
-                csv_path,
-                format!("line {line_no}, column 1: image {} does not exist or is not a file", img_path.display()),
-            ));
-        }
-        let v = load_image(&img_path, opts).map_err(|e| Error::format(csv_path, format!("line {line_no}, column 1: {e}")))?;
-        x.extend_from_slice(&v);
+        x.extend_from_slice(&row_image(csv_path, base, opts, line_no, &fields[0])?);
         n += 1;
     }
     if n == 0 {
@@ -225,6 +214,22 @@ pub fn load_heads(csv_path: &Path, opts: &ImageOptions, known: &[ManifestHead]) 
     let ds = Dataset { x, n, d: shape.iter().product(), input_shape: shape, targets: Targets::Labels { y, k }, label_names };
     ds.validate().map_err(|e| Error::format(csv_path, e.to_string()))?;
     Ok(ds)
+}
+
+/// The image a row names in its first field (`path`, relative to the CSV's folder `base`),
+/// decoded and preprocessed by `opts`; errors name the line and column 1.
+fn row_image(csv_path: &Path, base: &Path, opts: &ImageOptions, line_no: usize, path: &str) -> Result<Vec<f32>> {
+    if path.is_empty() {
+        return Err(Error::format(csv_path, format!("line {line_no}, column 1: empty image path")));
+    }
+    let img_path = base.join(path);
+    if !img_path.is_file() {
+        return Err(Error::format(
+            csv_path,
+            format!("line {line_no}, column 1: image {} does not exist or is not a file", img_path.display()),
+        ));
+    }
+    load_image(&img_path, opts).map_err(|e| Error::format(csv_path, format!("line {line_no}, column 1: {e}")))
 }
 
 /// The rows after the header as `(line number from 1, fields)`, each with the header's `width`.
@@ -256,18 +261,7 @@ fn finish(
     let shape = opts.input_shape();
     let mut x = Vec::new();
     for (line_no, fields) in rows {
-        if fields[0].is_empty() {
-            return Err(Error::format(csv_path, format!("line {line_no}, column 1: empty image path")));
-        }
-        let img_path = base.join(&fields[0]);
-        if !img_path.is_file() {
-            return Err(Error::format(
-                csv_path,
-                format!("line {line_no}, column 1: image {} does not exist or is not a file", img_path.display()),
-            ));
-        }
-        let v = load_image(&img_path, opts).map_err(|e| Error::format(csv_path, format!("line {line_no}, column 1: {e}")))?;
-        x.extend_from_slice(&v);
+        x.extend_from_slice(&row_image(csv_path, base, opts, *line_no, &fields[0])?);
     }
     let ds = Dataset { x, n: rows.len(), d: shape.iter().product(), input_shape: shape, targets, label_names };
     ds.validate().map_err(|e| Error::format(csv_path, e.to_string()))?;
