@@ -297,7 +297,7 @@ fn count_labelled(@builtin(local_invocation_index) t: u32) {
 struct HeadParams {
     rows: u32,             // m
     cols: u32,             // c classes or k labels
-    scale: f32,            // the normaliser's reciprocal, unless MEAN_LABELLED
+    scale: f32,            // the normaliser's reciprocal (MEAN_LABELLED: a factor of 1/known, 1 unless rescaled)
     offset: u32,           // GATHER_TARGETS, linear_head_bce: the batch's first index position (set per step)
     logit_threshold: f32,  // head_bce: predicted positive when logit ≥ ln(t / (1 − t))
     d: u32,                // linear_head_bce: features per row
@@ -504,7 +504,7 @@ fn head_bce(@builtin(local_invocation_index) t: u32) {
     let k = head_bound(hp.cols, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
-        scale = head_bce_labelled_scale(t, m, k);
+        scale = hp.scale * head_bce_labelled_scale(t, m, k);
     }
     var loss = 0.0;
     if k <= HEAD_WG {
@@ -596,7 +596,7 @@ fn linear_head_bce(@builtin(local_invocation_index) t: u32) {
     let d = head_bound(hp.d, t);
     var scale = hp.scale;
     if MEAN_LABELLED {
-        scale = head_bce_labelled_scale(t, m, k);
+        scale = hp.scale * head_bce_labelled_scale(t, m, k);
     }
     var loss = 0.0;
     if k <= HEAD_WG {

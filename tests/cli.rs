@@ -1108,6 +1108,31 @@ fn resume_keeps_augmenting() {
     assert_eq!(std::fs::read(&resumed).unwrap(), std::fs::read(&whole).unwrap(), "the resumed run did not augment as the saved one");
 }
 
+/// `--accumulate K` runs each `--batch` step as K micro-batches; `--save-state` records it, so
+/// the resumed run is the straight one, byte for byte. K = 0 is refused.
+#[test]
+fn resume_keeps_accumulating() {
+    let state = tmp("resume-accumulate.state");
+    let half = tmp("resume-accumulate-half.safetensors");
+    let flags = ["--data", "synthetic-a:40", "--batch", "16", "--accumulate", "3", "--seed", "2"];
+    let mut a = vec!["pretrain", "--epochs", "1", "--save-state", s(&state), "--out", s(&half)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    let resumed = tmp("resume-accumulate-resumed.safetensors");
+    let out = headswap(&["resume", "--state", s(&state), "--data", "synthetic-a:40", "--epochs", "2", "--out", s(&resumed)]);
+    ok(&out);
+    assert!(stderr(&out).contains("--accumulate 3"), "resume did not restore --accumulate: {}", stderr(&out));
+    let whole = tmp("resume-accumulate-whole.safetensors");
+    let mut a = vec!["pretrain", "--epochs", "2", "--out", s(&whole)];
+    a.extend_from_slice(&flags);
+    ok(&headswap(&a));
+    assert_eq!(std::fs::read(&resumed).unwrap(), std::fs::read(&whole).unwrap(), "the resumed run did not accumulate as the saved one");
+    let never = tmp("resume-accumulate-never.safetensors");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:40", "--accumulate", "0", "--out", s(&never)]), 2, "--accumulate");
+    fails(&headswap(&["pretrain", "--data", "synthetic-a:40", "--batch", "2", "--accumulate", "4", "--out", s(&never)]), 1, "micro-batch");
+    assert!(!never.exists());
+}
+
 // ---- several named heads ----
 
 const HEADS_D: usize = 5;

@@ -376,3 +376,130 @@ fn overlapping_the_exchange_with_the_backward_gives_the_same_bits() {
         assert!(plain[0] == overlapped[0], "overlapping the exchange changed the result");
     }
 }
+
+/// The largest difference of `b` from `a`, tensor by tensor, within `tol` of each tensor's
+/// largest value in `a`.
+fn assert_close_values(a: &Values, b: &Values, tol: f64, what: &str) {
+    for (l, ((aw, ab), (bw, bb))) in a.iter().zip(b).enumerate() {
+        for (part, x, y) in [("weight", aw, bw), ("bias", ab, bb)] {
+            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3) as f64;
+            let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs() as f64).fold(0.0, f64::max);
+            assert!(worst <= tol * scale, "{what}: layer {l} {part} differs from the plain batch by {worst:e} (scale {scale:e})");
+        }
+    }
+}
+
+/// Trains with the whole batch per pass, then accumulating `k` micro-batches per step alone and
+/// as `replicas` replicas: both give the plain run's weights and epoch losses to 1e-5 relative,
+/// and the replicas agree bit for bit.
+fn compare_accumulated(
+    make: &(dyn Fn(&Gpu) -> Network + Sync),
+    data: &Dataset,
+    cfg: &TrainConfig,
+    job: Job,
+    epochs: usize,
+    k: usize,
+    replicas: usize,
+) {
+    let tol = 1e-5;
+    let gpu = gpu();
+    let (plain, plain_report) = train(&gpu, make, data, cfg, job, epochs, None);
+    let acc = TrainConfig { accumulate_steps: k, ..cfg.clone() };
+    let (alone, alone_report) = train(&gpu, make, data, &acc, job, epochs, None);
+    assert_close_values(&plain, &alone, tol, &format!("accumulate {k}, one trainer"));
+    let group = ThreadGroup::new(replicas).unwrap();
+    let results: Vec<(Values, FitReport)> = std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|r| {
+                let (gpu, acc) = (gpu.clone(), &acc);
+                s.spawn(move || train(&gpu, make, data, acc, job, epochs, Some(r)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, other) in results.iter().enumerate().skip(1) {
+        assert!(other.0 == results[0].0, "accumulate {k}: replica {i} differs from replica 0");
+    }
+    assert_close_values(&plain, &results[0].0, tol, &format!("accumulate {k}, {replicas} replicas"));
+    // the epoch's loss is the mean of the steps' batch losses, however they are computed
+    for report in [&alone_report, &results[0].1] {
+        for (p, a) in plain_report.epochs.iter().zip(&report.epochs) {
+            let (x, y) = (p.train.loss, a.train.loss);
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "accumulate {k}: epoch {} loss {y}, plain {x}", p.epoch);
+            assert_eq!(p.train.accuracy, a.train.accuracy);
+        }
+    }
+}
+
+#[test]
+fn accumulating_micro_batches_trains_an_mlp_like_the_whole_batch_alone_and_across_replicas() {
+    // 50 examples, batch 16: three full steps and a last one of 2 rows; k = 3 splits a full step
+    // into 6 + 5 + 5 rows and the last into 1 + 1 + nothing
+    let data = classes(50, vec![7], 3, 1);
+    let make = |gpu: &Gpu| Network::mlp(gpu, &[7, 9, 6], Activation::Tanh, Init::KaimingUniform, Head::classes(3), 4).unwrap();
+    for opt in [Optimizer::sgd(0.1).momentum(0.9), Optimizer::adam(1e-2)] {
+        let cfg = TrainConfig { batch_size: 16, optimizer: opt, seed: 9, ..Default::default() };
+        compare_accumulated(&make, &data, &cfg, Job::Fit, 3, 2, 2);
+        compare_accumulated(&make, &data, &cfg, Job::Fit, 3, 3, 3);
+    }
+}
+
+#[test]
+fn accumulating_micro_batches_trains_a_cnn_like_the_whole_batch() {
+    let data = classes(20, vec![1, 8, 8], 3, 7);
+    let make = |gpu: &Gpu| {
+        let trunk = CnnBuilder::new(1, 8, 8).conv(3, 3, 1, 1, Activation::Relu).max_pool(2, 2).dense(8, Activation::Tanh).build().unwrap();
+        Network::from_specs(gpu, 64, trunk, Init::KaimingUniform, Head::classes(3), 8).unwrap()
+    };
+    for opt in [Optimizer::sgd(0.05).momentum(0.9), Optimizer::adam(5e-3)] {
+        let cfg = TrainConfig { batch_size: 8, optimizer: opt, seed: 3, ..Default::default() };
+        compare_accumulated(&make, &data, &cfg, Job::Fit, 2, 2, 2);
+    }
+}
+
+#[test]
+fn accumulating_weights_each_micro_batch_by_its_known_labels_and_draws_the_batch_dropout_masks() {
+    // MeanLabelled divides by the step's known labels, which the micro-batches hold unevenly; the
+    // head's dropout draws each example's mask from its place in the epoch's order
+    let data = labels(49, 5, 4, 7);
+    let make = |gpu: &Gpu| Network::mlp(gpu, &[5, 8], Activation::Tanh, Init::KaimingUniform, Head::labels(4).dropout(0.3), 3).unwrap();
+    for reduction in [BceReduction::MeanLabelled, BceReduction::SumLabelsMeanExamples] {
+        let bce = BceSettings { reduction, ..Default::default() };
+        let cfg = TrainConfig { batch_size: 16, optimizer: Optimizer::sgd(0.3), seed: 2, bce, ..Default::default() };
+        compare_accumulated(&make, &data, &cfg, Job::Fit, 2, 2, 3);
+    }
+}
+
+#[test]
+fn accumulating_trains_a_head_on_cached_features_like_the_whole_batch() {
+    // a label head alone on the frozen trunk's cached features (the fused head kernels)
+    let data = labels(40, 6, 3, 5);
+    let make = |gpu: &Gpu| Network::mlp(gpu, &[6, 8, 8], Activation::Tanh, Init::KaimingUniform, Head::labels(3), 6).unwrap();
+    let cfg = TrainConfig { batch_size: 12, optimizer: Optimizer::adam(1e-2), seed: 1, ..Default::default() };
+    compare_accumulated(&make, &data, &cfg, Job::FineTune(Freeze::Trunk), 3, 3, 2);
+}
+
+#[test]
+fn accumulating_weights_named_heads_by_their_known_targets_over_the_micro_batches() {
+    let data = multi_head_data(49, 4);
+    let cfg = TrainConfig { batch_size: 16, optimizer: Optimizer::adam(5e-3), seed: 5, ..Default::default() };
+    compare_accumulated(&multi_head_net, &data, &cfg, Job::Fit, 2, 2, 2);
+}
+
+#[test]
+fn accumulation_settings_it_cannot_honour_are_refused() {
+    let gpu = gpu();
+    let data = classes(10, vec![4], 2, 1);
+    let fit = |cfg: TrainConfig| {
+        let mut net = Network::new(&gpu, &[4, 3], Head::classes(2), 1).unwrap();
+        Trainer::new(&gpu, cfg).fit(&mut net, &data, 1).unwrap_err().to_string()
+    };
+    assert!(fit(TrainConfig { accumulate_steps: 0, ..Default::default() }).contains("accumulate_steps must be at least 1"));
+    let e = fit(TrainConfig { accumulate_steps: 2, overlap_exchange: true, ..Default::default() });
+    assert!(e.contains("overlap_exchange"), "{e}");
+    let e = fit(TrainConfig { accumulate_steps: 2, head_weighting: HeadWeighting::Uncertainty, ..Default::default() });
+    assert!(e.contains("uncertainty"), "{e}");
+    let e = fit(TrainConfig { batch_size: 3, accumulate_steps: 4, ..Default::default() });
+    assert!(e.contains("micro-batch"), "{e}");
+}

@@ -95,7 +95,8 @@ impl IndexedDispatch {
         Ok(())
     }
 
-    fn params_at(&self, offset: u32) -> Result<[u32; 8]> {
+    /// The launch's uniform block pointed at `offset`.
+    pub(crate) fn params_at(&self, offset: u32) -> Result<[u32; 8]> {
         let end = offset as u64 + self.rows as u64;
         let total = self.total;
         if end > total as u64 {

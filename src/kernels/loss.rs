@@ -40,10 +40,22 @@ pub(crate) struct LossParams {
     pub _pad: u32,
 }
 
-/// Whether `d` is a head's loss launch whose scale a data-parallel step may rescale
-/// ([`rescaled_params`]): `bce_logits`, `softmax_xent_masked` or `regression_loss`.
+/// Whether `d` is a loss launch whose scale a data-parallel or accumulating step may rescale
+/// ([`rescaled_params`]): a named head's `bce_logits`, `softmax_xent_masked` or
+/// `regression_loss`, or a single head's `softmax_xent`, `head_softmax`, `head_bce` or
+/// `linear_head_bce` (the fused ones add the scaled loss to the accumulator and write the scaled
+/// gradient and bias gradient).
 pub(crate) fn is_scaled_head_loss(d: &Dispatch) -> bool {
-    [BCE_LOGITS.entry, SOFTMAX_XENT_MASKED.entry, REGRESSION_LOSS.entry].contains(&d.name())
+    [
+        BCE_LOGITS.entry,
+        SOFTMAX_XENT_MASKED.entry,
+        REGRESSION_LOSS.entry,
+        SOFTMAX_XENT.entry,
+        HEAD_SOFTMAX.entry,
+        HEAD_BCE.entry,
+        LINEAR_HEAD_BCE.entry,
+    ]
+    .contains(&d.name())
 }
 
 /// The params block of head loss launch `d` ([`is_scaled_head_loss`]) with its scale multiplied
@@ -56,11 +68,20 @@ pub(crate) fn rescaled_params(d: &Dispatch, factor: f32) -> Result<Vec<u8>> {
         return Err(crate::Error::invalid(format!("{} is not a head's loss launch", d.name())));
     }
     let mut p = d.initial_params().to_vec();
-    let scale: LossParams = bytemuck::pod_read_unaligned(&p[..std::mem::size_of::<LossParams>()]);
-    p[8..12].copy_from_slice(&(scale.scale * factor).to_ne_bytes());
+    rescale(&mut p, factor);
     Ok(p)
 }
-const _: () = assert!(std::mem::offset_of!(LossParams, scale) == 8 && std::mem::offset_of!(RegressionParams, scale) == 8);
+
+/// Multiplies the scale word of a loss launch's params block `p` (its third word) by `factor`.
+pub(crate) fn rescale(p: &mut [u8], factor: f32) {
+    let scale: LossParams = bytemuck::pod_read_unaligned(&p[..std::mem::size_of::<LossParams>()]);
+    p[8..12].copy_from_slice(&(scale.scale * factor).to_ne_bytes());
+}
+const _: () = assert!(
+    std::mem::offset_of!(LossParams, scale) == 8
+        && std::mem::offset_of!(RegressionParams, scale) == 8
+        && std::mem::offset_of!(HeadParams, scale) == 8
+);
 
 /// How the per-entry BCE losses are normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

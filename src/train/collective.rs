@@ -44,6 +44,21 @@ pub fn share(rows: usize, rank: usize, size: usize) -> (usize, usize) {
     (rank * base + rank.min(extra), len)
 }
 
+/// This replica's passes over a step of `rows` examples accumulated over `k` micro-batches
+/// ([`TrainConfig::accumulate_steps`](super::TrainConfig::accumulate_steps); `k = 1`: the batch
+/// is one): micro-batch `j` is [`share`]`(rows, j, k)` of the step's batch and this replica
+/// computes its share of it. Returns (offset in the step's batch, rows) of the non-empty ones,
+/// in order.
+pub fn passes(rows: usize, k: usize, rank: usize, size: usize) -> Vec<(usize, usize)> {
+    (0..k)
+        .filter_map(|j| {
+            let (micro_at, micro_rows) = share(rows, j, k);
+            let (at, len) = share(micro_rows, rank, size);
+            (len > 0).then_some((micro_at + at, len))
+        })
+        .collect()
+}
+
 /// Makes every replica's parameters replica 0's (once, before training: a loaded or differently
 /// seeded network on another replica would otherwise train from other weights).
 pub(crate) fn broadcast_parameters(gpu: &Gpu, net: &Network, replicas: &dyn Collective) -> Result<()> {
@@ -167,6 +182,35 @@ impl GradExchange {
     /// The number of f32 values a step sends (and receives).
     pub fn len(&self) -> usize {
         self.buckets.iter().map(|b| b.staging.len()).sum()
+    }
+
+    /// The exchange of a step whose passes `rec` holds (gradient accumulation: the step's
+    /// gradient is summed on the device, and each pass's loss scaled by its share of the step's,
+    /// so the replicas' gradients only add up): copies the gradients out, submits, sums them over
+    /// the replicas and writes the sum back for the update. A replica that `computed` nothing
+    /// sends zeros. One bucket only (not with `overlap_exchange`). Returns the submissions made.
+    pub fn exchange_recorded(
+        &self,
+        gpu: &Gpu,
+        mut rec: Recorder<'_>,
+        grads: &Grads,
+        replicas: &dyn Collective,
+        computed: bool,
+    ) -> Result<u64> {
+        let [b] = &self.buckets[..] else {
+            return Err(Error::invalid("gradient accumulation exchanges the gradients in one bucket: not with overlap_exchange"));
+        };
+        let host = if computed {
+            b.record_copy(&mut rec, grads)?;
+            let index = rec.submit_indexed();
+            b.staging.read_after(gpu, index)?
+        } else {
+            rec.submit();
+            vec![0.0; b.staging.len()]
+        };
+        let host = b.sum(host, replicas, 1.0)?;
+        b.write_back(gpu, grads, &host)?;
+        Ok(1)
     }
 
     /// One data-parallel step up to the update: records `plan`'s launches up to the gradients

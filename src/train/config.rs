@@ -151,6 +151,17 @@ pub struct TrainConfig {
     /// while the device computes the lowest trainable layer's (the same bits as without). Off by
     /// default: on a 2-core host with lavapipe it did not pay (BENCHMARKS.md). Ignored alone.
     pub overlap_exchange: bool,
+    /// Gradient accumulation (≥ 1, default 1): one optimizer step of `batch_size` examples runs
+    /// as this many passes (micro-batches) of about `batch_size / accumulate_steps` examples each,
+    /// which bounds the activation memory of a pass. `batch_size` stays the batch of one optimizer
+    /// step (and, data parallel, the global one), so the result does not depend on this setting
+    /// beyond rounding: each micro-batch's loss is scaled by its share of the step's (examples, or
+    /// known targets where the loss counts those), its gradients are summed on the device (no
+    /// readback), and the update (data parallel: the exchange too) runs once per step. BatchNorm
+    /// in training mode normalises each micro-batch with its own statistics (as PyTorch does);
+    /// dropout draws the masks of the whole batch. Not with learned uncertainty weighting, nor
+    /// with `overlap_exchange`.
+    pub accumulate_steps: usize,
     /// How the frozen trunk's cached features are stored on the device ([`Precision::F32`] by
     /// default). [`Precision::F16`] halves their bytes; the head still computes in f32 on them,
     /// widened as each batch is gathered. It needs cached features (a frozen trunk, or any frozen
@@ -216,6 +227,7 @@ impl Default for TrainConfig {
             augment: None,
             head_weighting: HeadWeighting::Fixed,
             overlap_exchange: false,
+            accumulate_steps: 1,
             frozen_storage: Precision::F32,
         }
     }
@@ -235,6 +247,19 @@ impl TrainConfig {
         }
         if self.steps_per_submission == 0 {
             return Err(Error::invalid("steps_per_submission must be at least 1"));
+        }
+        if self.accumulate_steps == 0 {
+            return Err(Error::invalid("accumulate_steps must be at least 1 (1: no accumulation)"));
+        }
+        if self.accumulate_steps > 1 && self.head_weighting == HeadWeighting::Uncertainty {
+            return Err(Error::invalid(
+                "gradient accumulation (accumulate_steps > 1) is not supported with learned uncertainty weighting (HeadWeighting::Uncertainty): its weights depend on each pass's loss",
+            ));
+        }
+        if self.accumulate_steps > 1 && self.overlap_exchange {
+            return Err(Error::invalid(
+                "accumulate_steps > 1 and overlap_exchange are two ways to hide the data-parallel exchange; use one of them",
+            ));
         }
         // NaN fails every comparison, so the ranges are written as "inside" tests
         if !(0.0..1.0).contains(&self.validation_fraction) {

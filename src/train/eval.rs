@@ -27,6 +27,7 @@ pub(crate) fn read_metrics(
     net: &Network,
     batches: usize,
     replicas: Option<&dyn Collective>,
+    loss_shares: bool,
 ) -> Result<Metrics> {
     if net.is_multi_head() {
         return read_head_metrics(gpu, acc, net, batches, replicas);
@@ -37,7 +38,9 @@ pub(crate) fn read_metrics(
     if let Some(r) = replicas {
         let mut all: Vec<f64> = std::iter::once(loss).chain(counts.iter().map(|&c| c as f64)).collect();
         r.sum_f64(&mut all)?;
-        loss = all[0] / r.size() as f64;
+        // each replica's loss is its share of each step's (gradient accumulation), or a mean
+        // over its share
+        loss = if loss_shares { all[0] } else { all[0] / r.size() as f64 };
         counts = all[1..].iter().map(|&c| c as u32).collect();
     }
     Ok(match kind {
@@ -237,7 +240,7 @@ impl Evaluator {
             rec.pass("eval_step", plan.dispatches());
             rec.submit();
         }
-        read_metrics(gpu, &self.acc, net, steps, None)
+        read_metrics(gpu, &self.acc, net, steps, None, false)
     }
 }
 

@@ -317,8 +317,16 @@ impl Trainer {
         }
         // a replica computes its share of each batch (all of it when it is alone)
         let (rank, size) = replicas.map_or((0, 1), |r| (r.rank(), r.size()));
-        let RunSetup { train, sb, optim, full, partial } = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size))?;
-        let StepBuffers { first, cached, b, .. } = sb;
+        let k = cfg.accumulate_steps;
+        if k > 1 && cfg.batch_size.min(train_data.n) < k * size {
+            return Err(Error::invalid(format!(
+                "the batch of {} is smaller than accumulate_steps {k} × {size} replica(s): every replica needs a share of every micro-batch",
+                cfg.batch_size.min(train_data.n)
+            )));
+        }
+        let setup = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size))?;
+        let (train, sb, optim) = (&setup.train, &setup.sb, &setup.optim);
+        let StepBuffers { first, cached, b, .. } = *sb;
         let rem = train.n % b;
         let mut val = val_data.as_ref().map(|v| DeviceData::upload(&gpu, v)).transpose()?;
         let val_x = match (&val, cached) {
@@ -354,6 +362,12 @@ impl Trainer {
         if let Some(e) = &evaluator {
             owned.extend(e.tensors());
         }
+        // gradient accumulation's running sum of the step's passes
+        let grad_sum = if k > 1 { Some(optimizer::GradSum::new(&gpu, &sb.grads)?) } else { None };
+        if let Some(g) = &grad_sum {
+            owned.extend(g.tensors());
+        }
+        let after_pass = |i: usize, n: usize| grad_sum.as_ref().map_or(&[][..], |g| g.after_pass(i, n));
         let bytes_allocated = Tensor::total_allocation(&owned);
 
         let steps_per_epoch = train.n.div_ceil(b);
@@ -377,6 +391,8 @@ impl Trainer {
         };
         let mut best_steps = 0u64;
         let mut all_steps = 0u64;
+        // training-mode forwards: one per step, one per non-empty micro-batch accumulating
+        let mut all_passes = 0u64;
         let mut uniforms = StepUniforms::default();
         for epoch in start_epoch..epochs {
             let _e = tracing::info_span!("epoch", epoch).entered();
@@ -385,47 +401,79 @@ impl Trainer {
             sb.indices.write_u32(&gpu, &order)?;
             sb.acc.reset(&gpu)?;
             let mut lr = cfg.optimizer.lr();
-            let plan_of = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { partial.as_ref().unwrap_or(&full) } else { &full };
-            // the rows of step `s`'s batch, and (offset in the batch, rows) of this replica's share
-            // of them (all of them alone)
+            // the rows of step `s`'s batch
             let batch_rows = |s: usize| if s == steps_per_epoch - 1 && rem > 0 { rem } else { b };
-            let my_share = |s: usize| collective::share(batch_rows(s), rank, size);
             let mut first_step = 0;
             while first_step < steps_per_epoch {
                 // alone several steps per submission; data parallel one (`per_submission`)
                 let steps = first_step..(first_step + per_submission).min(steps_per_epoch);
                 uniforms.clear();
+                // per step, this replica's passes: (offset in the batch, rows) of its share of each
+                // micro-batch (the whole batch's share without accumulation); none where it has no share
+                let mut step_passes = Vec::with_capacity(steps.len());
                 for s in steps.clone() {
                     let global = epoch * steps_per_epoch + s;
                     lr = cfg.schedule.lr(cfg.optimizer.lr(), global, epoch, total_steps);
                     opt_step += 1;
-                    uniforms.begin_step();
-                    // a replica without rows records no launches; its offset only has to be valid
-                    let (offset, rows) = my_share(s);
-                    plan_of(s).stage(&mut uniforms, if rows > 0 { s * b + offset } else { 0 }, lr, opt_step)?;
-                    if replicas.is_some() && net.is_multi_head() && rows > 0 {
-                        // each head's loss is a mean over its own known targets: this replica's
-                        // share of each, so that the replicas' sum is the batch's
-                        let batch = &order[s * b..s * b + batch_rows(s)];
-                        let shares = collective::head_shares(net, &cfg.bce, &train_data, batch, offset, rows)?;
-                        plan_of(s).stage_head_shares(&mut uniforms, &shares)?;
+                    let batch = &order[s * b..s * b + batch_rows(s)];
+                    let passes = collective::passes(batch.len(), k, rank, size);
+                    if passes.is_empty() {
+                        // a replica without rows records no launches, but its update's uniforms;
+                        // the offset only has to be valid
+                        uniforms.begin_step();
+                        setup.full.stage(&mut uniforms, 0, lr, opt_step)?;
                     }
+                    for &(offset, rows) in &passes {
+                        uniforms.begin_step();
+                        let plan = setup.plan(rows)?;
+                        plan.stage(&mut uniforms, s * b + offset, lr, opt_step)?;
+                        if k > 1 || (replicas.is_some() && net.is_multi_head()) {
+                            // each loss is a mean over its pass's examples (or known targets, per
+                            // named head): scaled by the pass's share of the step's, the passes'
+                            // and the replicas' sum is the batch's
+                            let shares = if net.is_multi_head() {
+                                collective::head_shares(net, &cfg.bce, &train_data, batch, offset, rows)?
+                            } else {
+                                vec![collective::share_weight(&cfg.bce, &train_data, batch, offset, rows)]
+                            };
+                            plan.stage_head_shares(&mut uniforms, s * b + offset, &shares)?;
+                        }
+                    }
+                    all_passes += (0..k).filter(|&j| collective::share(batch.len(), j, k).1 > 0).count() as u64;
+                    step_passes.push((s, passes));
                 }
                 uniforms.upload(&gpu);
                 if let (Some(r), Some(exchange)) = (replicas, &exchange) {
                     // data parallel: this replica's share of the batch → gradients ready → the
                     // replicas' mean gradient → the same update everywhere
-                    let s = steps.start;
-                    let (plan, (offset, rows)) = (plan_of(s), my_share(s));
-                    // named heads weighed their losses by this replica's shares already
-                    let weight = if net.is_multi_head() {
-                        1.0
+                    let (s, passes) = &step_passes[0];
+                    let s = *s;
+                    let update = passes.last().map_or(Ok(&setup.full), |&(_, rows)| setup.plan(rows))?;
+                    let (mut recorded, submits) = if k == 1 {
+                        let (offset, rows) = passes.first().copied().unwrap_or((0, 0));
+                        // named heads weighed their losses by this replica's shares already
+                        let weight = if net.is_multi_head() {
+                            1.0
+                        } else {
+                            collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows(s)], offset, rows)
+                        };
+                        exchange.step(&gpu, update, &uniforms, &sb.grads, r, rows > 0, weight)?
                     } else {
-                        collective::share_weight(&cfg.bce, &train_data, &order[s * b..s * b + batch_rows(s)], offset, rows)
+                        // every pass summed into the gradients on the device, then one exchange
+                        let mut rec = Recorder::new(&gpu, "train_gradients");
+                        let mut recorded = 0;
+                        for (i, &(_, rows)) in passes.iter().enumerate() {
+                            uniforms.record(&mut rec, i);
+                            let plan = setup.plan(rows)?;
+                            recorded += rec.pass("train_pass", plan.gradient_dispatches().chain(after_pass(i, passes.len())));
+                        }
+                        if passes.is_empty() {
+                            uniforms.record(&mut rec, 0);
+                        }
+                        (recorded, exchange.exchange_recorded(&gpu, rec, &sb.grads, r, !passes.is_empty())?)
                     };
-                    let (mut recorded, submits) = exchange.step(&gpu, plan, &uniforms, &sb.grads, r, rows > 0, weight)?;
                     let mut rec = Recorder::new(&gpu, "train_update");
-                    recorded += rec.pass("train_update", plan.update_dispatches());
+                    recorded += rec.pass("train_update", update.update_dispatches());
                     rec.submit();
                     if batch_rows(s) == b {
                         step_dispatches += recorded as u64;
@@ -433,14 +481,21 @@ impl Trainer {
                     }
                     step_submits += submits + 1;
                 } else {
-                    // one encoder and one submission for these steps; each step's uniform copies
-                    // go in front of its own compute pass
+                    // one encoder and one submission for these steps; each pass's uniform copies
+                    // go in front of its own compute pass, the update after the step's last pass
                     let mut rec = Recorder::new(&gpu, "train_steps");
-                    for (k, s) in steps.clone().enumerate() {
-                        uniforms.record(&mut rec, k);
-                        let plan = plan_of(s);
-                        let recorded = rec.pass("train_step", plan.dispatches());
-                        if plan.rows == b {
+                    let mut u = 0;
+                    for (s, passes) in &step_passes {
+                        let mut recorded = 0;
+                        for (i, &(_, rows)) in passes.iter().enumerate() {
+                            uniforms.record(&mut rec, u);
+                            u += 1;
+                            let plan = setup.plan(rows)?;
+                            let last = i + 1 == passes.len();
+                            let update = plan.update_dispatches().filter(move |_| last);
+                            recorded += rec.pass("train_step", plan.gradient_dispatches().chain(after_pass(i, passes.len())).chain(update));
+                        }
+                        if batch_rows(*s) == b {
                             step_dispatches += recorded as u64;
                             counted_steps += 1;
                         }
@@ -457,7 +512,7 @@ impl Trainer {
                 first_step = steps.end;
             }
             gpu.check("training step")?;
-            let mut train_metrics = read_metrics(&gpu, &sb.acc, net, steps_per_epoch, replicas)?;
+            let mut train_metrics = read_metrics(&gpu, &sb.acc, net, steps_per_epoch, replicas, k > 1)?;
             let mut validation = evaluator.as_ref().map(|e| e.run(&gpu, net)).transpose()?;
             if let Some(lv) = &sb.log_vars {
                 // read with the epoch's metrics: the learned weights so far
@@ -483,7 +538,7 @@ impl Trainer {
                             let mut rec = Recorder::new(&gpu, "best_running_stats");
                             rec.copy_all(&net.running.buf, b)?;
                             rec.submit();
-                            best_steps = all_steps;
+                            best_steps = all_passes;
                         }
                     }
                 } else {
@@ -510,7 +565,7 @@ impl Trainer {
             }
         }
         // training-mode steps behind the running statistics the network keeps
-        let mut tracked_steps = all_steps;
+        let mut tracked_steps = all_passes;
         let best_epoch = match (cfg.early_stopping, best) {
             (Some(_), Some((_, e))) => {
                 optim.backup(&gpu, true)?;
@@ -648,6 +703,8 @@ pub(crate) struct RunSetup {
     pub optim: Optim,
     pub full: Plan,
     pub partial: Option<Plan>,
+    /// With gradient accumulation, the plans of the other pass sizes ([`RunSetup::plan`]).
+    pub extra: Vec<Plan>,
 }
 
 impl RunSetup {
@@ -673,12 +730,31 @@ impl RunSetup {
             optim.restore_state(gpu, net, &sb.grads, &r.optimizer_state)?;
         }
         let inputs = PlanInputs { optimizer: Some(&optim), ..sb.inputs(net, &train, cfg) };
-        // this replica's share of a full batch and of the last, partial one (all of them alone)
+        // this replica's share of a full batch and of the last, partial one (all of them alone);
+        // accumulating, of each micro-batch of them
         let (rank, size) = replica;
-        let full = Plan::build(gpu, &inputs, collective::share(sb.b, rank, size).1)?;
-        let rem_share = collective::share(train.n % sb.b, rank, size).1;
-        let partial = if rem_share > 0 { Some(Plan::build(gpu, &inputs, rem_share)?) } else { None };
-        Ok(RunSetup { train, sb, optim, full, partial })
+        let k = cfg.accumulate_steps;
+        let rows = |n: usize| -> Vec<usize> { collective::passes(n, k, rank, size).into_iter().map(|p| p.1).collect() };
+        let full_rows = rows(sb.b).into_iter().max().unwrap_or(0);
+        let full = Plan::build(gpu, &inputs, full_rows.max(1))?;
+        let mut others: Vec<usize> = rows(sb.b).into_iter().chain(rows(train.n % sb.b)).filter(|&r| r != full_rows).collect();
+        others.sort_unstable();
+        others.dedup();
+        let (partial, extra) = if k == 1 {
+            (others.first().map(|&r| Plan::build(gpu, &inputs, r)).transpose()?, Vec::new())
+        } else {
+            (None, others.into_iter().map(|r| Plan::build(gpu, &inputs, r)).collect::<Result<_>>()?)
+        };
+        Ok(RunSetup { train, sb, optim, full, partial, extra })
+    }
+
+    /// The plan of a pass over `rows` examples.
+    pub fn plan(&self, rows: usize) -> Result<&Plan> {
+        std::iter::once(&self.full)
+            .chain(&self.partial)
+            .chain(&self.extra)
+            .find(|p| p.rows == rows)
+            .ok_or_else(|| Error::invalid(format!("no step plan for a pass of {rows} rows")))
     }
 }
 
@@ -688,7 +764,7 @@ pub(crate) struct StepBuffers {
     /// The first layer a step computes: the trunk's depth when training on cached features.
     pub first: usize,
     pub cached: bool,
-    /// The full batch.
+    /// The full batch (of one optimizer step).
     pub b: usize,
     pub mode: Mode,
     /// The step's inputs: the data, or the frozen trunk's features computed once.
@@ -738,8 +814,10 @@ impl StepBuffers {
                 "f16 storage applies to the frozen trunk's cached features, and this run caches none: it needs frozen layers below the lowest trainable one and cache_features on (the command line's --frozen-f16 without --no-cache or --augment)",
             ));
         }
-        let train_x = if cached { frozen_features(gpu, net, train, first, cfg.batch_size, cfg.frozen_storage)? } else { train.x.clone() };
         let b = cfg.batch_size.min(train.n);
+        // a pass computes one micro-batch (the whole batch without accumulation)
+        let micro = b.div_ceil(cfg.accumulate_steps.max(1));
+        let train_x = if cached { frozen_features(gpu, net, train, first, micro, cfg.frozen_storage)? } else { train.x.clone() };
         let mode = Mode::Train { lowest };
         let batch_stats = cfg.batch_norm.batch_stats(&net.layers(), lr_mults);
         let augment = match cfg.augment {
@@ -759,7 +837,7 @@ impl StepBuffers {
                 })?,
             )),
         };
-        let scratch = Scratch::new(gpu, net, first, b, mode, train, &batch_stats, augment.is_some())?;
+        let scratch = Scratch::new(gpu, net, first, micro, mode, train, &batch_stats, augment.is_some())?;
         let grads = Grads::new(gpu, net, lr_mults)?;
         let acc = Accumulators::for_net(gpu, net)?;
         let indices = Tensor::alloc(gpu, &[train.n], DType::U32, "batch_indices")?;

@@ -9,7 +9,8 @@ use super::plan::LogVars;
 use super::state::state_slots;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::DType;
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Dispatch, Gpu, Recorder, Tensor};
+use crate::kernels::elementwise;
 use crate::kernels::optim::{OptimStep, Optimizer, ParamRange, RangeLaunch, choose_range_launch};
 use crate::nn::Network;
 
@@ -55,6 +56,45 @@ impl Grads {
         let (buf, base) = (&self.bufs[r], self.ranges[r].start);
         let shape = s.weight_shape().ok_or_else(|| Error::invalid(format!("layer {i} ({}) has no parameters", s.describe())))?;
         Ok((buf.view(slot.w - base, &shape)?, buf.view(slot.b - base, &[s.bias_len()])?))
+    }
+}
+
+/// Gradient accumulation's running sum ([`super::TrainConfig::accumulate_steps`]): a buffer per
+/// gradient range, and the launches that fold one pass's gradients (each micro-batch's loss
+/// already scaled by its share of the step's) into it on the device. Of a step's passes, the first
+/// copies its gradients into the sum, the middle ones add theirs, and the last adds the sum to its
+/// own, so the gradient buffers then hold the step's gradient for the exchange and the update.
+pub(crate) struct GradSum {
+    bufs: Vec<Tensor>,
+    start: Vec<Dispatch>,
+    add: Vec<Dispatch>,
+    finish: Vec<Dispatch>,
+}
+
+impl GradSum {
+    pub fn new(gpu: &Gpu, grads: &Grads) -> Result<GradSum> {
+        let bufs: Vec<Tensor> = grads.bufs.iter().map(|g| Tensor::alloc(gpu, g.shape(), DType::F32, "grads_sum")).collect::<Result<_>>()?;
+        let each = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Dispatch>| -> Result<Vec<Dispatch>> {
+            grads.bufs.iter().zip(&bufs).map(|(g, a)| f(g, a)).collect()
+        };
+        let start = each(&|g, a| elementwise::copy_dispatch(gpu, g, a))?;
+        let add = each(&|g, a| elementwise::add_assign_dispatch(gpu, g, a))?;
+        let finish = each(&|g, a| elementwise::add_assign_dispatch(gpu, a, g))?;
+        Ok(GradSum { bufs, start, add, finish })
+    }
+
+    /// The launches after pass `i` of a step's `n` passes (none for a step of one pass).
+    pub fn after_pass(&self, i: usize, n: usize) -> &[Dispatch] {
+        match (i, n) {
+            (_, 0 | 1) => &[],
+            (0, _) => &self.start,
+            (i, n) if i + 1 == n => &self.finish,
+            _ => &self.add,
+        }
+    }
+
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        self.bufs.iter().collect()
     }
 }
 

@@ -763,7 +763,7 @@ pub(crate) struct Plan {
     /// The optimizer's update of every trainable range, after the gradients are ready (empty
     /// for forward-only plans).
     update: Vec<OptimStep>,
-    /// A network of named heads: per head, the index in `launches` of its loss launch.
+    /// Per named head, or for the single head, the index in `launches` of its loss launch.
     head_loss: Vec<usize>,
     /// Per layer the backward visits, top down: (layer, index in `launches` of its first launch).
     backward_at: Vec<(usize, usize)>,
@@ -846,7 +846,7 @@ impl Plan {
         if let Some(step) = Plan::linear_head_step(gpu, p, rows)? {
             d.push(step);
             let update = Plan::update(gpu, p)?;
-            return Ok(Plan { rows, launches: d, update, head_loss: Vec::new(), backward_at: Vec::new(), _ws: Workspaces::default() });
+            return Ok(Plan { rows, launches: d, update, head_loss: vec![0], backward_at: Vec::new(), _ws: Workspaces::default() });
         }
         let layers = net.layers();
         let l = layers.len();
@@ -935,6 +935,7 @@ impl Plan {
         let head_out = loss::HeadOutputs { dlogits: &dlogits, loss_acc: &p.acc.loss, counts: &p.acc.counts, db: fused_db.as_ref() };
         let mut head_loss = Vec::new();
         let mut backward_at = Vec::new();
+        let single_loss_from = d.0.len();
         if multi {
             head_loss = head_losses(gpu, p, rows, &a, &mut d)?;
         } else {
@@ -970,6 +971,9 @@ impl Plan {
                 }
                 HeadKind::Regression(_) => return Err(Error::invalid("a regression head needs a network of named heads")),
             }
+            head_loss.extend(
+                d.0.iter().skip(single_loss_from).position(|l| loss::is_scaled_head_loss(l.dispatch())).map(|i| i + single_loss_from),
+            );
         }
         // backward
         if let Mode::Train { .. } = p.mode {
@@ -1268,13 +1272,24 @@ impl Plan {
     /// step's (a data-parallel replica: see [`collective::head_shares`](super::collective::head_shares)):
     /// the head's loss launch computes `share · w·L` of its rows' mean, so the replicas' sum of
     /// it, and of its gradient, is the whole batch's. `shares` has one entry per head.
-    pub(crate) fn stage_head_shares(&self, uniforms: &mut StepUniforms, shares: &[f32]) -> Result<()> {
+    /// A single head has one share (gradient accumulation scales each micro-batch's loss by its
+    /// share of the step's); `offset` is the batch's, as staged by [`Plan::stage`] (a fused head
+    /// that reads its targets in place takes both in one block).
+    pub(crate) fn stage_head_shares(&self, uniforms: &mut StepUniforms, offset: usize, shares: &[f32]) -> Result<()> {
         if shares.len() != self.head_loss.len() {
             return Err(Error::invalid(format!("{} head shares for {} heads", shares.len(), self.head_loss.len())));
         }
         for (&at, &share) in self.head_loss.iter().zip(shares) {
             let d = self.launches.0[at].dispatch();
-            uniforms.set(d, &loss::rescaled_params(d, share)?);
+            let p = match &self.launches.0[at] {
+                Launch::Batch(b) if loss::is_scaled_head_loss(d) => {
+                    let mut p = bytemuck::bytes_of(&b.params_at(offset as u32)?).to_vec();
+                    loss::rescale(&mut p, share);
+                    p
+                }
+                _ => loss::rescaled_params(d, share)?,
+            };
+            uniforms.set(d, &p);
         }
         Ok(())
     }

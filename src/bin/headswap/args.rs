@@ -258,6 +258,9 @@ pub struct TrainingOptions {
     /// Under mpirun: sum the upper layers' gradients over the ranks while the lowest trainable layer's backward runs (same results)
     #[arg(long)]
     pub overlap_exchange: bool,
+    /// Gradient accumulation: run each step's --batch as K micro-batches (one pass each, gradients summed on the GPU), one update (and under mpirun one exchange) per step; same results up to rounding
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+    pub accumulate: usize,
     /// Keep the frozen trunk's cached features on the GPU in f16 (half the bytes; the head still computes in f32); needs a frozen trunk whose features are cached
     #[arg(long)]
     pub frozen_f16: bool,

@@ -423,6 +423,7 @@ const RUN_FLAGS: &[&str] = &[
     "head-weighting",
     "frozen-f16",
     "overlap-exchange",
+    "accumulate",
 ];
 const RUN_FLAGS_KEY: &str = "headswap.run_flags";
 const RUN_EXAMPLES_KEY: &str = "headswap.run_examples";

@@ -40,6 +40,7 @@ pub fn train_config(o: &TrainingOptions, given: &Given) -> CliResult<TrainConfig
         cache_features: !o.no_cache,
         head_weighting: o.head_weighting,
         overlap_exchange: o.overlap_exchange,
+        accumulate_steps: o.accumulate,
         frozen_storage: if o.frozen_f16 { Precision::F16 } else { Precision::F32 },
         ..TrainConfig::default()
     };
