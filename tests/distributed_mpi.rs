@@ -3,7 +3,8 @@
 //! (MLP and CNN, to 1e-5 relative), a frozen trunk keeps its bits, the ranks stay bit-identical
 //! after every step (`examples/data_parallel.rs`, a network of named heads included), a network of
 //! named heads trained from a tensor file of `y.<head>` targets with unknowns gives the weights and
-//! each head's loss of one process, `--save-state`/`resume` continue exactly, and a rank given
+//! each head's loss of one process, `--accumulate 2` (micro-batches summed on each rank, one
+//! exchange per step) gives one process's plain run, `--save-state`/`resume` continue exactly, and a rank given
 //! unreadable data ends the whole job with one clear error, writing nothing.
 mod common;
 use common::TempDir;
@@ -73,6 +74,35 @@ fn two_ranks_train_an_mlp_and_a_cnn_like_one_process_with_the_same_global_batch(
     headswap_np(2, &[&cnn[..], &["--out", s(&p("cnn2.safetensors"))]].concat());
     headswap_alone(&[&cnn[..], &["--out", s(&p("cnn1.safetensors"))]].concat());
     assert_close_files(&p("cnn1.safetensors"), &p("cnn2.safetensors"), 1e-5);
+}
+
+/// `--accumulate K` keeps `--batch` the global batch of one step: 2 ranks each running 2
+/// micro-batches per step (one exchange per step) give the weights and the epoch losses of one
+/// process running the whole batch in one pass; a head fine-tuned on cached features alike.
+#[test]
+fn two_ranks_accumulating_micro_batches_train_like_one_process_with_the_whole_batch() {
+    let dir = TempDir::new("mpi-accumulate");
+    let p = |n: &str| dir.path().join(n);
+    // 600 examples, batch 64: micro-batches of 32 = 16 + 16 rows per rank, the last step's 24
+    // rows as 12 + 12, i.e. 6 + 6 per rank
+    let mlp = ["pretrain", "--data", "synthetic-a:600", "--arch", "mlp", "--layers", "64,32", "--epochs", "3", "--seed", "3", "--json"];
+    let out2 = headswap_np(2, &[&mlp[..], &["--accumulate", "2", "--out", s(&p("mlp2.safetensors"))]].concat());
+    let out1 = headswap_alone(&[&mlp[..], &["--out", s(&p("mlp1.safetensors"))]].concat());
+    assert_close_files(&p("mlp1.safetensors"), &p("mlp2.safetensors"), 1e-5);
+    let loss = |o: &Output| -> Vec<f64> {
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+        doc["epochs"].as_array().unwrap().iter().map(|e| e["loss"].as_f64().unwrap()).collect()
+    };
+    for (a, b) in loss(&out1).iter().zip(loss(&out2)) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "epoch loss {b} with 2 ranks accumulating, {a} alone");
+    }
+    // head only on the frozen trunk's cached features: 3 micro-batches per step
+    let a = p("a.safetensors");
+    headswap_alone(&["pretrain", "--data", "synthetic-a:200", "--layers", "32", "--epochs", "1", "--out", s(&a)]);
+    let ft = ["finetune", "--from", s(&a), "--data", "synthetic-b:150", "--freeze", "trunk", "--epochs", "2"];
+    headswap_np(2, &[&ft[..], &["--batch", "48", "--accumulate", "3", "--out", s(&p("b2.safetensors"))]].concat());
+    headswap_alone(&[&ft[..], &["--batch", "48", "--out", s(&p("b1.safetensors"))]].concat());
+    assert_close_files(&p("b1.safetensors"), &p("b2.safetensors"), 1e-5);
 }
 
 #[test]
