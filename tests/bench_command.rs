@@ -207,7 +207,8 @@ fn a_depthwise_convolution_checks_and_times_the_direct_form() {
 }
 
 /// DP runs this binary under `mpirun -np N`: built with `distributed`, its rows (T1 plain and
-/// overlapped at N = 2, T2) with the bytes each rank sends; without the feature, `--only dp` is
+/// overlapped at N = 2, T2, and both plain and accumulating 4 micro-batches at N = 2) with the
+/// bytes each rank sends (per step: the same with accumulation); without the feature, `--only dp` is
 /// one line saying why it cannot run, and a non-zero exit.
 #[test]
 fn the_data_parallel_workload_runs_under_mpirun_or_says_why_not() {
@@ -221,11 +222,24 @@ fn the_data_parallel_workload_runs_under_mpirun_or_says_why_not() {
     }
     let v = report(&bench(&["--only", "dp", "--json"], &[]));
     let rows = v["data_parallel"].as_array().unwrap();
-    let key =
-        |r: &serde_json::Value| (r["id"].as_str().unwrap().to_string(), r["ranks"].as_u64().unwrap(), r["overlap"].as_bool().unwrap());
+    let key = |r: &serde_json::Value| {
+        let id = r["id"].as_str().unwrap().to_string();
+        (id, r["ranks"].as_u64().unwrap(), r["overlap"].as_bool().unwrap(), r["accumulate"].as_u64().unwrap(), r["batch"].as_u64().unwrap())
+    };
     let keys: Vec<_> = rows.iter().map(key).collect();
-    let want = [("T1-dp", 1, false), ("T1-dp", 2, false), ("T1-dp", 2, true), ("T2-dp", 1, false), ("T2-dp", 2, false)];
-    assert_eq!(keys, want.map(|(i, n, o)| (i.to_string(), n, o)).to_vec());
+    let want = [
+        ("T1-dp", 1, false, 1, 64),
+        ("T1-dp", 2, false, 1, 64),
+        ("T1-dp", 2, true, 1, 64),
+        ("T2-dp", 1, false, 1, 64),
+        ("T2-dp", 2, false, 1, 64),
+        // accumulation at 32 rows per rank per pass: plain steps of 64, then 4 passes per step
+        ("T1-dp", 2, false, 1, 64),
+        ("T1-dp", 2, false, 4, 256),
+        ("T2-dp", 2, false, 1, 64),
+        ("T2-dp", 2, false, 4, 256),
+    ];
+    assert_eq!(keys, want.map(|(i, n, o, k, b)| (i.to_string(), n, o, k, b)).to_vec());
     for r in rows {
         assert!(r["ms_per_step"].as_f64().unwrap() > 0.0, "{r}");
         let bytes = r["bytes_per_step"].as_u64().unwrap();

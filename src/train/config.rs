@@ -159,8 +159,9 @@ pub struct TrainConfig {
     /// known targets where the loss counts those), its gradients are summed on the device (no
     /// readback), and the update (data parallel: the exchange too) runs once per step. BatchNorm
     /// in training mode normalises each micro-batch with its own statistics (as PyTorch does);
-    /// dropout draws the masks of the whole batch. Not with learned uncertainty weighting, nor
-    /// with `overlap_exchange`.
+    /// dropout draws the masks of the whole batch. The validation split is still evaluated in
+    /// batches of `batch_size` (forward only). Not with learned uncertainty weighting, nor with
+    /// `overlap_exchange`.
     pub accumulate_steps: usize,
     /// How the frozen trunk's cached features are stored on the device ([`Precision::F32`] by
     /// default). [`Precision::F16`] halves their bytes; the head still computes in f32 on them,

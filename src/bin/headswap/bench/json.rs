@@ -86,7 +86,7 @@ impl BenchReport {
             .iter()
             .map(|d| {
                 json!({
-                    "id": d.id, "name": d.name, "ranks": d.ranks, "overlap": d.overlap, "n": d.n, "batch": d.batch,
+                    "id": d.id, "name": d.name, "ranks": d.ranks, "overlap": d.overlap, "accumulate": d.accumulate, "n": d.n, "batch": d.batch,
                     "epochs": d.epochs, "ms_per_step": d.ms_per_step, "run_ms_per_step": d.run_ms_per_step,
                     "samples_per_sec": d.samples_per_sec, "bytes_per_step": d.bytes_per_step,
                     "submissions_per_step": d.submissions_per_step,
@@ -289,6 +289,8 @@ fn dp_from(r: &Reader) -> Result<DpResult, String> {
         name: r.str("name")?,
         ranks: r.usize("ranks")?,
         overlap: r.bool("overlap")?,
+        // reports from before gradient accumulation ran every pass as a step
+        accumulate: r.opt("accumulate").map_or(Ok(1), |a| a.0.as_u64().map(|k| k as usize).ok_or("\"accumulate\" is not a count"))?,
         n: r.usize("n")?,
         batch: r.usize("batch")?,
         epochs: r.usize("epochs")?,
@@ -444,6 +446,7 @@ mod tests {
                 name: "T1 shape".into(),
                 ranks: 2,
                 overlap: true,
+                accumulate: 1,
                 n: 6000,
                 batch: 64,
                 epochs: 4,

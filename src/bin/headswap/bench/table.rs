@@ -208,8 +208,10 @@ pub struct DpResult {
     pub ranks: usize,
     /// Whether the exchange overlapped the backward (`--overlap-exchange`).
     pub overlap: bool,
+    /// Micro-batches per step (`--accumulate`; 1: each step is one pass).
+    pub accumulate: usize,
     pub n: usize,
-    /// The global batch.
+    /// The global batch of one optimizer step.
     pub batch: usize,
     pub epochs: usize,
     /// The median over the runs of each run's median epoch time after the first over its steps.
@@ -481,29 +483,54 @@ impl BenchReport {
         )?;
         writeln!(
             f,
-            "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9} {:>11} {:>11} {:>5}  runs (ms/step)",
-            "id", "N", "exchange", "n", "batch", "ep", "ms/step", "samples/s", "bytes/step", "subm"
+            "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9} {:>8} {:>11} {:>11} {:>8} {:>5}  runs (ms/step)",
+            "id", "N", "exchange", "n", "batch", "ep", "ms/step", "µs/ex", "samples/s", "bytes/step", "bytes/ex", "subm"
         )?;
         for d in &self.data_parallel {
             let runs = d.run_ms_per_step.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
+            let exchange = match (d.overlap, d.accumulate) {
+                (true, _) => "overlap".to_string(),
+                (false, 1) => "plain".to_string(),
+                (false, k) => format!("acc {k}"),
+            };
             writeln!(
                 f,
-                "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9.2} {:>11.0} {:>11} {:>5.2}  {runs}",
+                "{:<6} {:>2} {:<8} {:>6} {:>5} {:>3} {:>9.2} {:>8.1} {:>11.0} {:>11} {:>8.1} {:>5.2}  {runs}",
                 d.id,
                 d.ranks,
-                if d.overlap { "overlap" } else { "plain" },
+                exchange,
                 d.n,
                 d.batch,
                 d.epochs,
                 d.ms_per_step,
+                1000.0 * d.ms_per_step / d.batch as f64,
                 d.samples_per_sec,
                 d.bytes_per_step,
+                d.bytes_per_step as f64 / d.batch as f64,
                 d.submissions_per_step
             )?;
         }
-        let pick = |overlap: bool| self.data_parallel.iter().find(|d| d.id == "T1-dp" && d.ranks == 2 && d.overlap == overlap);
+        let pick = |overlap: bool| {
+            self.data_parallel.iter().find(|d| d.id == "T1-dp" && d.ranks == 2 && d.overlap == overlap && d.accumulate == 1)
+        };
         if let (Some(p), Some(o)) = (pick(false), pick(true)) {
             writeln!(f, "T1 N=2 overlapped / plain step time: {:.3} (alternating runs)", o.ms_per_step / p.ms_per_step)?;
+        }
+        // each accumulating row follows the plain row it alternated with (the same micro-batch)
+        for w in self.data_parallel.windows(2) {
+            let (p, a) = (&w[0], &w[1]);
+            if a.accumulate > 1 && p.accumulate == 1 && !p.overlap && p.id == a.id && p.ranks == a.ranks {
+                let per_example = |d: &DpResult| d.ms_per_step / d.batch as f64;
+                writeln!(
+                    f,
+                    "{} N={} accumulate {} / plain, same micro-batch: time per example {:.3}, bytes per example {:.3} (alternating runs)",
+                    a.id,
+                    a.ranks,
+                    a.accumulate,
+                    per_example(a) / per_example(p),
+                    (a.bytes_per_step as f64 / a.batch as f64) / (p.bytes_per_step as f64 / p.batch as f64)
+                )?;
+            }
         }
         for d in self.data_parallel.iter().filter(|d| !d.overlap).map(|d| (&d.id, &d.name)).collect::<std::collections::BTreeMap<_, _>>() {
             writeln!(f, "  {}: {}", d.0, d.1)?;
