@@ -4,7 +4,9 @@
 //! optimizer, batch and epochs) reaches the same held-out mean F1 within 0.005; on T2's shapes
 //! (a frozen 784→512→256 trunk, a 4-label head, 5,000 examples) the run's bytes on the device
 //! drop by at least 40% at an equal mean F1; reruns are bit-identical; a validation split is
-//! cached in f16 too; and a run with nothing to cache is refused.
+//! cached in f16 too; with the whole trunk frozen its weights are stored in f16 as well (half
+//! their bytes), with part of it trainable only the features; and a run with nothing frozen
+//! to store is refused.
 mod common;
 use common::*;
 use headswap::data::{Dataset, Targets, synthetic};
@@ -60,6 +62,9 @@ fn head_only_transfer_on_f16_features_reaches_the_f32_mean_f1() {
         eprintln!("task B {size} examples, {epochs} epochs: held-out mean F1 f32 {f1_32:.4}, f16 {f1_16:.4}");
         assert!(r32.cached_features && r16.cached_features, "head-only runs cache the trunk's features");
         assert_eq!((r32.frozen_storage, r16.frozen_storage), (Precision::F32, Precision::F16));
+        // the whole trunk frozen: its weights are stored in f16 too, at half the bytes
+        assert_eq!((r32.frozen_weights, r16.frozen_weights), (Precision::F32, Precision::F16));
+        assert_eq!(r16.frozen_weights_bytes * 2, r32.frozen_weights_bytes);
         assert!((f1_32 - f1_16).abs() <= 0.005, "task B {size}: mean F1 {f1_16} on f16 features, {f1_32} on f32");
         assert!(f1_32 > 0.3, "the transfer learned something (mean F1 {f1_32})");
     }
@@ -118,6 +123,8 @@ fn t2_bytes_on_the_device_drop_by_40_percent_at_an_equal_mean_f1() {
         100.0 * drop
     );
     assert!(drop >= 0.40, "f16 storage saves {:.1}% of T2's bytes, not 40%", 100.0 * drop);
+    eprintln!("T2 trunk weights: f32 {} bytes, f16 {}", r32.frozen_weights_bytes, r16.frozen_weights_bytes);
+    assert_eq!(r16.frozen_weights_bytes * 2, r32.frozen_weights_bytes, "the frozen trunk's weights take half the bytes");
     assert!((f32_f1 - f16_f1).abs() <= 0.005, "T2 mean F1 {f16_f1} in f16, {f32_f1} in f32");
     assert!(f32_f1 > 0.3, "the head learned something (mean F1 {f32_f1})");
     // a rerun is the same run, bit for bit
@@ -138,7 +145,7 @@ fn a_validation_split_is_cached_in_f16_too() {
 }
 
 #[test]
-fn f16_storage_without_cached_features_is_refused() {
+fn f16_storage_needs_something_frozen_to_store() {
     let gpu = gpu();
     let data = t2_data(64, 13);
     let mut net = Network::new(&gpu, &[784, 32], Head::labels(4), 3).unwrap();
@@ -146,7 +153,17 @@ fn f16_storage_without_cached_features_is_refused() {
     // every layer trains: nothing below them is frozen
     let e = Trainer::new(&gpu, cfg.clone()).fine_tune(&mut net, &data, Freeze::All, 1).unwrap_err();
     assert!(e.to_string().contains("f16 storage"), "{e}");
-    let no_cache = TrainConfig { cache_features: false, ..cfg };
-    let e = Trainer::new(&gpu, no_cache).fine_tune(&mut net, &data, Freeze::Trunk, 1).unwrap_err();
+    assert_eq!(net.trunk_storage(), Precision::F32, "a refused run leaves the trunk as it was");
+    // part of the trunk trainable and no cache: nothing to store in f16
+    let mut deep = Network::new(&gpu, &[784, 32, 16], Head::labels(4), 3).unwrap();
+    let no_cache = TrainConfig { cache_features: false, ..cfg.clone() };
+    let e = Trainer::new(&gpu, no_cache.clone()).fine_tune(&mut deep, &data, Freeze::LastK(1), 1).unwrap_err();
     assert!(e.to_string().contains("f16 storage"), "{e}");
+    // part of the trunk trainable, cached: the features in f16, the weights stay f32
+    let r = Trainer::new(&gpu, cfg.clone()).fine_tune(&mut deep, &data, Freeze::LastK(1), 1).unwrap();
+    assert_eq!((r.frozen_storage, r.frozen_weights, deep.trunk_storage()), (Precision::F16, Precision::F32, Precision::F32));
+    // the whole trunk frozen without a cache: the weights in f16, no features to store
+    let r = Trainer::new(&gpu, no_cache).fine_tune(&mut net, &data, Freeze::Trunk, 1).unwrap();
+    assert!(!r.cached_features);
+    assert_eq!((r.frozen_storage, r.frozen_weights, net.trunk_storage()), (Precision::F32, Precision::F16, Precision::F16));
 }

@@ -33,6 +33,7 @@ use crate::kernels::optim::OptimStep;
 use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
+use crate::train::Precision;
 pub(crate) use crate::train::device_data::{DeviceData, Rows};
 use crate::train::optimizer::{Grads, Optim};
 
@@ -315,6 +316,31 @@ pub(crate) fn image_input(net: &Network) -> Option<[usize; 3]> {
 pub(crate) struct Workspaces {
     conv: Vec<Option<ConvScratch>>,
     folded: Vec<Option<(Tensor, Tensor)>>,
+    /// Layers whose parameters are stored in f16: one f32 buffer, sized for the largest such
+    /// layer, that each of them is widened into right before it runs (the same submission), so
+    /// a plan holds the f16 trunk and one layer in f32.
+    widened: Option<Tensor>,
+}
+
+impl Workspaces {
+    /// Layer `i`'s weight and bias views in f32: its own for an f32 layer; for an f16 one, the
+    /// shared widening buffer, after a launch (pushed to `out`) that widens the layer into it.
+    fn params_f32(&mut self, gpu: &Gpu, net: &Network, i: usize, out: &mut Launches) -> Result<(Tensor, Tensor)> {
+        let spec = net.layers()[i];
+        if net.layer_storage(i) != Precision::F16 || !spec.has_params() {
+            return net.param_views(i);
+        }
+        let (arena, slot) = net.slot(i);
+        if self.widened.is_none() {
+            let largest = arena.slots.iter().map(|s| s.end - s.w).max().unwrap_or(0);
+            self.widened = Some(Tensor::alloc(gpu, &[largest], DType::F32, "widened_params")?);
+        }
+        let wide = self.widened.as_ref().ok_or_else(|| Error::invalid("no widening buffer"))?;
+        let span = wide.view(0, &[slot.end - slot.w])?;
+        out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.w / 2, &span)?);
+        let shape = spec.weight_shape().unwrap_or_default();
+        Ok((wide.view(0, &shape)?, wide.view(slot.b - slot.w, &[spec.bias_len()])?))
+    }
 }
 
 /// Per layer of `first..upto`: `Some(j)` for a convolution that BatchNorm layer `j` is folded
@@ -340,6 +366,11 @@ pub(crate) fn fold_targets(
             continue;
         }
         let i = v - 1;
+        // parameters stored in f16 are not folded: the folded weights would need an f32 copy
+        // per layer (or be rounded twice), and the BN's affine is exact in its own launch
+        if net.layer_storage(i) == Precision::F16 || net.layer_storage(j) == Precision::F16 {
+            continue;
+        }
         let only_reader = (first..layers.len()).filter(|&r| sources[r].contains(v)).count() == 1;
         if let LayerSpec::Conv2d(c) = layers[i]
             && c.activation == Activation::Identity
@@ -517,7 +548,7 @@ pub(crate) fn forward_dispatches(
         let spec = layers[i];
         let src = &net.sources[i];
         let rows = a[i].shape()[0];
-        let (w, b) = net.param_views(i)?;
+        let (w, b) = ws.params_f32(gpu, net, i, out)?;
         // where the layer's own output goes before an unfused activation
         let target = z[i].as_ref().unwrap_or(&a[i]);
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };

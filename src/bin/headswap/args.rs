@@ -258,7 +258,7 @@ pub struct TrainingOptions {
     /// Under mpirun: sum the upper layers' gradients over the ranks while the lowest trainable layer's backward runs (same results)
     #[arg(long)]
     pub overlap_exchange: bool,
-    /// Keep the frozen trunk's cached features on the GPU in f16 (half the bytes; the head still computes in f32); needs a frozen trunk whose features are cached
+    /// Keep what the run only reads on the GPU in f16 (half the bytes; arithmetic stays f32): the frozen trunk's cached features, and with the whole trunk frozen its weights (the saved model keeps them in f16); needs a frozen trunk
     #[arg(long)]
     pub frozen_f16: bool,
 }
