@@ -6,7 +6,8 @@
 //! torchvision-style resnet18 and mobilenet_v2 (random weights, non-default BatchNorm
 //! statistics): its logits within 1e-3 relative of the f32 network's, and equal to the float64
 //! reference of the f16 values at f32 tolerance (so what is left is the rounding of the
-//! weights, not the mechanism). Reruns are bit-identical.
+//! weights, not the mechanism); a head trained alone on a small conv + BatchNorm trunk in f16 the
+//! same cached, uncached and on the same values in f32. Reruns are bit-identical.
 mod common;
 use common::*;
 use half::f16;
@@ -219,4 +220,67 @@ fn resnet18_frozen_forward_on_an_f16_trunk_is_within_1e3_of_f32() {
 #[test]
 fn mobilenet_v2_frozen_forward_on_an_f16_trunk_is_within_1e3_of_f32() {
     frozen_forward_matches_f32(Arch::MobileNetV2, 35, 32, 7);
+}
+
+/// A small convolutional trunk (conv → BN → conv → BN, global pooling) stored in f16, its head
+/// trained alone three ways: on cached features, uncached (the frozen trunk runs every step,
+/// each layer widened as it runs, BatchNorm unfolded), and on the same values in an f32 trunk
+/// (BatchNorm folded into the convolutions). The three heads agree to f32 tolerance: the
+/// training plan reads an f16 trunk correctly.
+#[test]
+fn head_only_runs_on_an_f16_conv_trunk_agree_cached_uncached_and_f32() {
+    use headswap::kernels::Activation;
+    use headswap::nn::CnnBuilder;
+    let gpu = gpu();
+    let (c, h, w, n) = (3, 9, 11, 37);
+    let trunk = CnnBuilder::new(c, h, w)
+        .conv(8, 3, 1, 1, Activation::Identity)
+        .batch_norm(Activation::Relu)
+        .conv(5, 3, 2, 1, Activation::Identity)
+        .batch_norm(Activation::Relu)
+        .global_avg_pool()
+        .build_graph()
+        .unwrap();
+    let mut net = Network::from_trunk(&gpu, c * h * w, trunk, Init::KaimingUniform, Head::labels(3), 21).unwrap();
+    // BatchNorm statistics that are not the defaults
+    for i in 0..net.trunk_layers().len() {
+        if let LayerSpec::BatchNorm(bn) = net.trunk_layers()[i] {
+            let mean = rand_range(30 + i as u64, bn.channels, -0.2, 0.2);
+            let var = rand_range(40 + i as u64, bn.channels, 0.5, 1.5);
+            net.set_running_stats(i, &mean, &var, 1).unwrap();
+        }
+    }
+    net.set_trunk_storage(Precision::F16).unwrap();
+    let x = rand_range(22, n * c * h * w, -2.0, 2.0);
+    let mut rng = Rng::new(23);
+    let y = (0..n * 3).map(|_| if rng.below(2) == 1 { 1.0 } else { 0.0 }).collect();
+    let data = headswap::data::Dataset {
+        x,
+        n,
+        d: c * h * w,
+        input_shape: vec![c, h, w],
+        targets: headswap::data::Targets::Labels { y, k: 3 },
+        label_names: (0..3).map(|i| format!("l{i}")).collect(),
+    };
+    let run = |net: &Network, cache: bool| -> (headswap::train::FitReport, Vec<f32>) {
+        let mut net = net.try_clone().unwrap();
+        let cfg = TrainConfig { batch_size: 8, seed: 24, cache_features: cache, ..TrainConfig::default() };
+        let r = Trainer::new(&gpu, cfg).fine_tune(&mut net, &data, Freeze::Trunk, 3).unwrap();
+        (r, net.layer_values(net.layers().len() - 1).unwrap().0)
+    };
+    let initial = net.layer_values(net.layers().len() - 1).unwrap().0;
+    let (cached, head_cached) = run(&net, true);
+    assert_ne!(bits(&head_cached), bits(&initial), "the head trained");
+    let (uncached, head_uncached) = run(&net, false);
+    let mut wide = net.try_clone().unwrap();
+    wide.set_trunk_storage(Precision::F32).unwrap();
+    let (f32_run, head_f32) = run(&wide, true);
+    assert!(cached.cached_features && !uncached.cached_features);
+    assert_eq!((cached.frozen_weights, uncached.frozen_weights, f32_run.frozen_weights), (Precision::F16, Precision::F16, Precision::F32));
+    assert_eq!(cached.frozen_weights_bytes * 2, f32_run.frozen_weights_bytes);
+    let tol = Tolerance { rel: 1e-4, abs: 1e-5 };
+    assert_close("head trained uncached vs cached, f16 trunk", &head_uncached, &to_f64(&head_cached), tol);
+    assert_close("head on the f16 trunk vs the same values in f32", &head_cached, &to_f64(&head_f32), tol);
+    // a rerun is bit-identical
+    assert_eq!(bits(&run(&net, false).1), bits(&head_uncached));
 }
