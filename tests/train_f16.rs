@@ -167,3 +167,51 @@ fn f16_storage_needs_something_frozen_to_store() {
     assert!(!r.cached_features);
     assert_eq!((r.frozen_storage, r.frozen_weights, net.trunk_storage()), (Precision::F32, Precision::F16, Precision::F16));
 }
+
+/// A dense first layer reads f16 features straight out of the packed rows (its forward product
+/// gathering an f16 A, its weight gradient an f16 B), instead of a launch widening the batch into
+/// an f32 copy first (`HEADSWAP_F16_WIDEN=1`, as before the products read f16). Both multiply the
+/// same f32 values (widening an f16 is exact) in the same order: the runs are the same bit for
+/// bit, and the direct one has one launch per step fewer. Each runs in a child process (its own
+/// environment), with the static kernel choices so that no timing picks a different variant.
+#[test]
+fn reading_f16_rows_in_place_equals_widening_them_first() {
+    let dir = TempDir::new("f16_direct");
+    let run = |widen: bool| -> (f64, Vec<u32>) {
+        let out = dir.path().join(if widen { "widened" } else { "direct" });
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["f16_direct_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("HEADSWAP_F16_WIDEN", if widen { "1" } else { "0" })
+            .env("HEADSWAP_AUTOTUNE", "0")
+            .env_remove("HEADSWAP_MATMUL")
+            .env("HEADSWAP_F16_CHILD_OUT", &out)
+            .status()
+            .unwrap();
+        assert!(status.success(), "child (widen {widen}) failed");
+        let words: Vec<u32> = std::fs::read_to_string(&out).unwrap().split_whitespace().map(|w| w.parse().unwrap()).collect();
+        (f64::from_bits(((words[0] as u64) << 32) | words[1] as u64), words[2..].to_vec())
+    };
+    let (direct_dispatches, direct) = run(false);
+    let (widened_dispatches, widened) = run(true);
+    assert_eq!(direct_dispatches, widened_dispatches - 1.0, "the direct run does not widen the batch");
+    assert_eq!(direct.len(), widened.len());
+    let differ = direct.iter().zip(&widened).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of {} words (head weights, train and validation losses) differ", direct.len());
+}
+
+#[test]
+#[ignore = "run by reading_f16_rows_in_place_equals_widening_them_first in a child process"]
+fn f16_direct_child() {
+    let out = std::env::var("HEADSWAP_F16_CHILD_OUT").expect("run by its parent test");
+    let gpu = gpu();
+    let data = t2_data(1000, 14);
+    let (report, head) = t2_run(&gpu, &data, Precision::F16, 0.2);
+    let last = report.last().unwrap();
+    let bits = report.dispatches_per_step.to_bits();
+    let mut words = vec![(bits >> 32) as u32, bits as u32];
+    words.extend(head.iter().map(|v| v.to_bits()));
+    for loss in [last.train.loss, last.validation.as_ref().unwrap().loss] {
+        words.extend([(loss.to_bits() >> 32) as u32, loss.to_bits() as u32]);
+    }
+    std::fs::write(out, words.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" ")).unwrap();
+}

@@ -28,7 +28,7 @@ use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
 use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
-use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
+use crate::kernels::matmul::{Gathered, Operand, Options, matmul_dispatch_gathered_ops};
 use crate::kernels::optim::OptimStep;
 use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
@@ -484,11 +484,17 @@ impl Launches {
 }
 
 /// The input of layer `first`: the batch, copied out, or the data set's rows (one buffer) that a
-/// dense layer reads through the index buffer in place.
+/// dense layer reads through the index buffer in place (rows stored in f16 too: its products
+/// read the halves directly, see [`Input::operand`]).
 #[derive(Clone, Copy)]
 pub(crate) enum Input<'a> {
     Batch(&'a Tensor),
-    Gathered { rows: &'a Tensor, indices: &'a Tensor },
+    /// `f16`: `Some(d)` where `rows` holds rows of `d` values in f16, two per u32 word.
+    Gathered {
+        rows: &'a Tensor,
+        indices: &'a Tensor,
+        f16: Option<usize>,
+    },
 }
 
 impl Input<'_> {
@@ -497,11 +503,27 @@ impl Input<'_> {
     fn choose<'a>(net: &Network, first: usize, source: &'a Rows, indices: &'a Tensor, batch: &'a Tensor) -> Input<'a> {
         let readers: Vec<usize> = (first..net.sources.len()).filter(|&i| net.sources[i].contains(&first)).collect();
         match (&readers[..], &source.chunks[..]) {
-            // rows stored in f16 are widened into the batch first
-            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) && !source.is_f16() => Input::Gathered { rows, indices },
+            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) && !widen_f16() => {
+                Input::Gathered { rows, indices, f16: source.f16_width }
+            }
             _ => Input::Batch(batch),
         }
     }
+
+    /// The data set's rows as a matmul operand, for an `Input::Gathered`'s `rows` and `f16`.
+    fn operand<'a>(rows: &'a Tensor, f16: Option<usize>) -> Operand<'a> {
+        match f16 {
+            Some(cols) => Operand::F16 { words: rows, cols },
+            None => Operand::F32(rows),
+        }
+    }
+}
+
+/// `HEADSWAP_F16_WIDEN=1`: a dense first layer does not read rows stored in f16 in place; the
+/// batch is gathered out of them widened to f32 first, as before the products read f16 operands
+/// (tests compare the two; each gives the same bits).
+fn widen_f16() -> bool {
+    std::env::var("HEADSWAP_F16_WIDEN").is_ok_and(|v| v == "1")
 }
 
 /// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
@@ -554,9 +576,20 @@ pub(crate) fn forward_dispatches(
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
         let input = match (src[0] == first, x) {
             (false, _) | (true, Input::Batch(_)) => value(src[0])?,
-            (true, Input::Gathered { rows: src, indices }) => {
+            (true, Input::Gathered { rows: src, indices, f16 }) => {
                 let epi = Epilogue { bias: Some(&b), activation: fused };
-                out.push(matmul_dispatch_gathered(gpu, src, &w, target, Transpose::NT, epi, Gathered::A, indices)?);
+                let src = Input::operand(src, f16);
+                out.push(matmul_dispatch_gathered_ops(
+                    gpu,
+                    src,
+                    (&w).into(),
+                    target,
+                    Transpose::NT,
+                    epi,
+                    Gathered::A,
+                    indices,
+                    Options::default(),
+                )?);
                 if let Some(z) = &z[i] {
                     out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
                 }
@@ -1046,7 +1079,7 @@ impl Plan {
                 let input = value(src[0]);
                 // a layer reading the batch in place reads it so for its weight gradient too
                 let gathered = match (src[0] == p.first, input_of_first) {
-                    (true, Input::Gathered { rows: src, indices }) => Some((src, indices)),
+                    (true, Input::Gathered { rows: src, indices, f16 }) => Some((Input::operand(src, f16), indices)),
                     _ => None,
                 };
                 // where the gradient for the value this layer reads goes, unless nothing below
@@ -1071,15 +1104,16 @@ impl Plan {
                         if trains {
                             let (gw, gb) = grads.views(net, i)?;
                             match gathered {
-                                Some((src, indices)) => d.push(matmul_dispatch_gathered(
+                                Some((src, indices)) => d.push(matmul_dispatch_gathered_ops(
                                     gpu,
-                                    &dz,
+                                    (&dz).into(),
                                     src,
                                     &gw,
                                     Transpose::TN,
                                     Epilogue::default(),
                                     Gathered::B,
                                     indices,
+                                    Options::default(),
                                 )?),
                                 None => d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?),
                             }
