@@ -64,7 +64,10 @@ fn head_only_transfer_on_f16_features_reaches_the_f32_mean_f1() {
         assert_eq!((r32.frozen_storage, r16.frozen_storage), (Precision::F32, Precision::F16));
         // the whole trunk frozen: its weights are stored in f16 too, at half the bytes
         assert_eq!((r32.frozen_weights, r16.frozen_weights), (Precision::F32, Precision::F16));
-        assert_eq!(r16.frozen_weights_bytes * 2, r32.frozen_weights_bytes);
+        // (f16 views are 256-byte aligned: at most 256 bytes a layer more than half)
+        assert!(
+            r16.frozen_weights_bytes >= r32.frozen_weights_bytes / 2 && r16.frozen_weights_bytes <= r32.frozen_weights_bytes / 2 + 2 * 256
+        );
         assert!((f1_32 - f1_16).abs() <= 0.005, "task B {size}: mean F1 {f1_16} on f16 features, {f1_32} on f32");
         assert!(f1_32 > 0.3, "the transfer learned something (mean F1 {f1_32})");
     }

@@ -293,14 +293,22 @@ impl Arena {
 /// `min_storage_buffer_offset_alignment`.
 pub(crate) const ALIGN: usize = 64;
 
+/// Element alignment of every view of an arena stored in f16: 128 halves = 256 bytes, so a
+/// layer's packed weight can be bound as a matmul operand directly.
+pub(crate) const ALIGN_F16: usize = 2 * ALIGN;
+
 pub(crate) fn layout(specs: &[LayerSpec]) -> (Vec<Slot>, usize) {
+    layout_aligned(specs, ALIGN)
+}
+
+pub(crate) fn layout_aligned(specs: &[LayerSpec], align: usize) -> (Vec<Slot>, usize) {
     let mut off = 0;
     let mut slots = Vec::new();
     for s in specs {
         let w = off;
         let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
-        let b = (w + w_len).next_multiple_of(ALIGN);
-        let end = (b + s.bias_len()).next_multiple_of(ALIGN);
+        let b = (w + w_len).next_multiple_of(align);
+        let end = (b + s.bias_len()).next_multiple_of(align);
         slots.push(Slot { w, b, end });
         off = end;
     }
@@ -1121,6 +1129,33 @@ impl Network {
             return Ok(());
         }
         let gpu = &self.gpu;
+        // the other storage's layout: weights and biases aligned to 256 bytes either way
+        let (slots, len) = layout_aligned(&self.trunk, if storage == Precision::F16 { ALIGN_F16 } else { ALIGN });
+        // per layer with parameters, its weight and its bias: (f32 view, first word, words)
+        let (f32_slots, f16_slots) = match storage {
+            Precision::F16 => (&arena.slots, &slots),
+            Precision::F32 => (&slots, &arena.slots),
+        };
+        let parts = |f32_buf: &Tensor, f16_buf: &Tensor, pack: bool| -> Result<Vec<crate::gpu::Dispatch>> {
+            let mut launches = Vec::new();
+            for ((spec, s32), s16) in self.trunk.iter().zip(f32_slots).zip(f16_slots) {
+                let w_len: usize = spec.weight_shape().map_or(0, |sh| sh.iter().product());
+                for (at32, at16, n) in [(s32.w, s16.w, w_len), (s32.b, s16.b, spec.bias_len())] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let words = n.div_ceil(2);
+                    if pack {
+                        let words_view = f16_buf.view(at16 / 2, &[words])?;
+                        launches.push(pack_f16(gpu, &f32_buf.view(at32, &[n])?, &words_view)?);
+                    } else {
+                        // an odd count also widens the pad half after it (0), inside the padding
+                        launches.push(widen_f16(gpu, f16_buf, at16 / 2, &f32_buf.view(at32, &[2 * words])?)?);
+                    }
+                }
+            }
+            Ok(launches)
+        };
         let buf = match storage {
             Precision::F16 => {
                 // f16's largest finite value is 65504; from 65520 on, a value rounds to infinity
@@ -1134,18 +1169,21 @@ impl Network {
                     )));
                 }
                 drop(host);
-                let packed = Tensor::alloc(gpu, &[arena.len / 2], DType::U32, "trunk_params_f16")?;
-                gpu.run("trunk_to_f16", &[&pack_f16(gpu, &arena.buf, &packed)?])?;
+                // (wgpu zero-initialises buffers: the padding stays 0)
+                let packed = Tensor::alloc(gpu, &[len / 2], DType::U32, "trunk_params_f16")?;
+                let launches = parts(&arena.buf, &packed, true)?;
+                gpu.run("trunk_to_f16", &launches.iter().collect::<Vec<_>>())?;
                 packed
             }
             Precision::F32 => {
-                let wide = Tensor::alloc(gpu, &[arena.len], DType::F32, "trunk_params")?;
-                gpu.run("trunk_to_f32", &[&widen_f16(gpu, &arena.buf, 0, &wide)?])?;
+                let wide = Tensor::alloc(gpu, &[len], DType::F32, "trunk_params")?;
+                let launches = parts(&wide, &arena.buf, false)?;
+                gpu.run("trunk_to_f32", &launches.iter().collect::<Vec<_>>())?;
                 wide
             }
         };
         // the old buffer goes when the last plan holding it does
-        self.trunk_params.buf = buf;
+        self.trunk_params = Arena { buf, slots, len };
         Ok(())
     }
 

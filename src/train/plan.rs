@@ -28,7 +28,7 @@ use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
 use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
-use crate::kernels::matmul::{Gathered, Operand, Options, matmul_dispatch_gathered_ops};
+use crate::kernels::matmul::{Gathered, Operand, Options, matmul_dispatch_gathered_ops, matmul_dispatch_ops};
 use crate::kernels::optim::OptimStep;
 use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
@@ -331,15 +331,36 @@ impl Workspaces {
             return net.param_views(i);
         }
         let (arena, slot) = net.slot(i);
-        if self.widened.is_none() {
-            let largest = arena.slots.iter().map(|s| s.end - s.w).max().unwrap_or(0);
-            self.widened = Some(Tensor::alloc(gpu, &[largest], DType::F32, "widened_params")?);
-        }
-        let wide = self.widened.as_ref().ok_or_else(|| Error::invalid("no widening buffer"))?;
+        let wide = self.widened(gpu, arena)?;
         let span = wide.view(0, &[slot.end - slot.w])?;
         out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.w / 2, &span)?);
         let shape = spec.weight_shape().unwrap_or_default();
         Ok((wide.view(0, &shape)?, wide.view(slot.b - slot.w, &[spec.bias_len()])?))
+    }
+
+    /// The widening buffer, allocated at first use for the largest layer of `arena`.
+    fn widened(&mut self, gpu: &Gpu, arena: &crate::nn::Arena) -> Result<Tensor> {
+        if self.widened.is_none() {
+            let largest = arena.slots.iter().map(|s| s.end - s.w).max().unwrap_or(0);
+            self.widened = Some(Tensor::alloc(gpu, &[largest], DType::F32, "widened_params")?);
+        }
+        self.widened.clone().ok_or_else(|| Error::invalid("no widening buffer"))
+    }
+
+    /// A dense layer stored in f16 whose rows start on whole words (an even input width): its
+    /// packed weight `[outputs, inputs / 2]` words, read by the matrix product as an f16 operand
+    /// without widening, and its bias widened into the shared buffer (after a launch pushed to
+    /// `out`). `None` for any other layer, which [`Workspaces::params_f32`] serves.
+    fn direct_f16(&mut self, gpu: &Gpu, net: &Network, i: usize, out: &mut Launches) -> Result<Option<(Tensor, Tensor)>> {
+        let LayerSpec::Dense(d) = net.layers()[i] else { return Ok(None) };
+        if net.layer_storage(i) != Precision::F16 || d.inputs % 2 != 0 || std::env::var_os("HEADSWAP_F16_WIDEN_WEIGHTS").is_some() {
+            return Ok(None);
+        }
+        let (arena, slot) = net.slot(i);
+        let words = arena.buf.view(slot.w / 2, &[d.outputs, d.inputs / 2])?;
+        let wide = self.widened(gpu, arena)?;
+        out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.b / 2, &wide.view(0, &[2 * d.outputs.div_ceil(2)])?)?);
+        Ok(Some((words, wide.view(0, &[d.outputs])?)))
     }
 }
 
@@ -570,7 +591,17 @@ pub(crate) fn forward_dispatches(
         let spec = layers[i];
         let src = &net.sources[i];
         let rows = a[i].shape()[0];
-        let (w, b) = ws.params_f32(gpu, net, i, out)?;
+        // a dense layer stored in f16 reads its weight as an f16 operand; other f16 layers are
+        // widened first
+        let direct = ws.direct_f16(gpu, net, i, out)?;
+        let (w, b) = match &direct {
+            Some((_, bias)) => (bias.clone(), bias.clone()),
+            None => ws.params_f32(gpu, net, i, out)?,
+        };
+        let w_op: Operand<'_> = match (&direct, spec) {
+            (Some((words, _)), LayerSpec::Dense(d)) => Operand::F16 { words, cols: d.inputs },
+            _ => (&w).into(),
+        };
         // where the layer's own output goes before an unfused activation
         let target = z[i].as_ref().unwrap_or(&a[i]);
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
@@ -582,7 +613,7 @@ pub(crate) fn forward_dispatches(
                 out.push(matmul_dispatch_gathered_ops(
                     gpu,
                     src,
-                    (&w).into(),
+                    w_op,
                     target,
                     Transpose::NT,
                     epi,
@@ -599,7 +630,8 @@ pub(crate) fn forward_dispatches(
         let out_chw = spec.out_chw().unwrap_or_default();
         match spec {
             LayerSpec::Dense(_) => {
-                out.push(matmul_dispatch(gpu, input, &w, target, Transpose::NT, Epilogue { bias: Some(&b), activation: fused })?)
+                let epi = Epilogue { bias: Some(&b), activation: fused };
+                out.push(matmul_dispatch_ops(gpu, input.into(), w_op, target, Transpose::NT, epi, Options::default())?)
             }
             LayerSpec::Conv2d(c) => {
                 let shape = c.shape(rows);
