@@ -133,6 +133,11 @@ fn training_an_f16_trunk_is_refused_with_what_to_do() {
         let err = Trainer::new(&gpu, cfg.clone()).fine_tune(&mut net, &data, freeze, 1).unwrap_err().to_string();
         assert!(err.contains("f16") && err.contains("set_trunk_storage(Precision::F32)"), "{err}");
     }
+    // a step profile sets a run up without fitting: refused the same way
+    let trainer = Trainer::new(&gpu, cfg.clone());
+    let opts = headswap::train::profile::ProfileOptions { reps: 1, ..Default::default() };
+    let err = headswap::train::profile::profile_step(&trainer, &net, &data, Freeze::All, opts).unwrap_err().to_string();
+    assert!(err.contains("f16") && err.contains("set_trunk_storage(Precision::F32)"), "{err}");
     assert_eq!(net.values().unwrap(), before, "nothing trained");
     // head-only fine-tuning runs, the trunk untouched
     Trainer::new(&gpu, cfg).fine_tune(&mut net, &data, Freeze::Trunk, 2).unwrap();

@@ -726,6 +726,8 @@ impl StepBuffers {
     /// `lr_mults`: per layer, the learning-rate multiplier of a trainable layer, `None` if frozen.
     pub fn new(gpu: &Gpu, net: &Network, train: &DeviceData, cfg: &TrainConfig, lr_mults: &[Option<f32>]) -> Result<StepBuffers> {
         let lowest = lowest_of(lr_mults)?;
+        // (also for step profiles, which set up a run without fitting)
+        check_trunk_storage(net, lowest)?;
         // Every layer below the lowest trainable one is frozen and nothing flows back into it:
         // its outputs for the data set are computed once and stay resident for the whole run.
         // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
