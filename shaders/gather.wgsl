@@ -213,3 +213,39 @@ fn pack_rows_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
         packed[(g - pk.base) * pk.words + j] = lo | (hi << 16u);
     }
 }
+
+// ---- flat f16 arrays: a parameter arena stored in f16 ------------------------------------------
+//   pack_f16   one invocation per word: packed[k] = f16(src[2k]) | f16(src[2k + 1]) << 16 for
+//              k < fp.words (src f32 [fp.n]; an odd n leaves the last word's high half 0)
+//   widen_f16  one invocation per word: packed[2k], packed[2k + 1] = the halves of
+//              src[fp.start + k] widened to f32 (exactly), k < fp.words
+//              bindings of both: 0 fp (FlatParams), 1 src (r), 2 packed (rw)
+// Invocations run over x (64 per workgroup), folded into y past 65,535 workgroups: k = x + y·row.
+
+struct FlatParams {
+    words: u32,    // u32 words to pack or widen
+    n: u32,        // pack_f16: f32 elements of src
+    start: u32,    // widen_f16: first word of src
+    row: u32,      // invocations per y step: 64 × workgroups in x
+}
+
+@group(0) @binding(0) var<uniform> fp: FlatParams;
+
+@compute @workgroup_size(64)
+fn pack_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x + gid.y * fp.row;
+    if k >= fp.words { return; }
+    let lo = f16_from_f32_bits(src[2u * k]);
+    var hi = 0u;
+    if 2u * k + 1u < fp.n { hi = f16_from_f32_bits(src[2u * k + 1u]); }
+    packed[k] = lo | (hi << 16u);
+}
+
+@compute @workgroup_size(64)
+fn widen_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x + gid.y * fp.row;
+    if k >= fp.words { return; }
+    let w = src[fp.start + k];
+    packed[2u * k] = f32_bits_of_f16(w & 0xffffu);
+    packed[2u * k + 1u] = f32_bits_of_f16(w >> 16u);
+}

@@ -23,6 +23,14 @@
 // features) this way, in place, instead of copying it out first: the forward product of the
 // first layer gathers A, its weight gradient dW = dYᵀ·X gathers B. The offset is set per step.
 // Without either, any buffer is bound there and never read.
+// Operand storage: this file reads the operands only through load_a / load_b (scalars), a_at /
+// b_at (clamped scalars) and a_vec / b_vec (vec4 q of the operand taken as vec4s), which the
+// operand parts declare with bindings 1, 5 (A) and 2, 6 (B); src/kernels/source.rs puts one A part
+// and one B part before this file: matmul_a_f32.wgsl (f32, as above), matmul_a_f16.wgsl (f16
+// stored two per u32, low half first, widened with unpack2x16float: every adapter) and
+// matmul_a_f16n.wgsl (the same bytes as array<f16>, where the device has shader-f16); likewise
+// for B. An f16 operand's stored rows hold p.lda / p.ldb halves (its width rounded up to even,
+// each row starting on a word); the f32 parts use the widths themselves. Accumulation is f32.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACT (see common.wgsl); WG_X, WG_Y (reg4x4's workgroup);
 // VEC_A, VEC_B (block variants: load that operand as vec4; the host sets it when the operand's
 // contiguous dimension and K are multiples of 4, else 4×4 blocks are gathered element by element).
@@ -46,8 +54,8 @@ struct Params {
     k: u32,
     alpha: f32,   // LeakyReLU slope for the epilogue
     offset: u32,  // GATHER_A / GATHER_B: the batch's first position in `rows`
-    _pad0: u32,
-    _pad1: u32,
+    lda: u32,     // f16 A: halves per stored row of A (K, or M with TRANS_A, rounded up to even)
+    ldb: u32,     // f16 B: halves per stored row of B (N, or K with TRANS_B, rounded up to even)
     _pad2: u32,
 }
 
@@ -63,13 +71,9 @@ override GATHER_A: bool = false;
 override GATHER_B: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// Bindings 1, 2, 5, 6 (the operands) and their loaders are declared by the operand parts.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
-// The same buffers as a and b, read 16 bytes at a time (block variants with VEC_A / VEC_B).
-@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> rows: array<u32>;
 
 // The stored row of A holding op(A)'s row `row` (A not transposed).
@@ -84,15 +88,6 @@ fn b_src(kk: u32) -> u32 {
     return kk;
 }
 
-fn load_a(row: u32, kk: u32) -> f32 {
-    if TRANS_A { return a[kk * p.m + row]; }
-    return a[a_src(row) * p.k + kk];
-}
-
-fn load_b(kk: u32, col: u32) -> f32 {
-    if TRANS_B { return b[col * p.k + kk]; }
-    return b[b_src(kk) * p.n + col];
-}
 
 // ---- matmul_reg4x4 ------------------------------------------------------------------------
 // Each invocation owns a 4×4 block of C held in 16 registers; no workgroup memory. K runs in
@@ -147,24 +142,6 @@ fn matmul_reg4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- helpers of the block and tile variants -------------------------------------------------
 
-// op(A)[row, kk], row clamped into range, 0 for kk ≥ K (so K needs no tail loop).
-fn a_at(row: u32, kk: u32) -> f32 {
-    let r = min(row, p.m - 1u);
-    let k = min(kk, p.k - 1u);
-    var i = a_src(r) * p.k + k;
-    if TRANS_A { i = k * p.m + r; }
-    return select(0.0, a[i], kk < p.k);
-}
-
-// op(B)[kk, col], col clamped into range, 0 for kk ≥ K.
-fn b_at(kk: u32, col: u32) -> f32 {
-    let cl = min(col, p.n - 1u);
-    let k = min(kk, p.k - 1u);
-    var i = b_src(k) * p.n + cl;
-    if TRANS_B { i = cl * p.k + k; }
-    return select(0.0, b[i], kk < p.k);
-}
-
 // The stored rows of op(A)'s rows r0..r0+3, clamped into range (A not transposed). Computed once,
 // before the K loop: with GATHER_A each is a load from `rows`, which the loop would otherwise
 // repeat every step (lavapipe does not hoist it).
@@ -179,11 +156,11 @@ fn a_blk(r0: u32, ra: vec4<u32>, kk: u32) -> mat4x4<f32> {
         if TRANS_A {  // M % 4 == 0: rows are contiguous; a block past M is clamped (never stored)
             let s = p.m >> 2u;
             let q = kk * s + (min(r0, p.m - 4u) >> 2u);
-            return transpose(mat4x4<f32>(a4[q], a4[q + s], a4[q + 2u * s], a4[q + 3u * s]));
+            return transpose(mat4x4<f32>(a_vec(q), a_vec(q + s), a_vec(q + 2u * s), a_vec(q + 3u * s)));
         }
         let s = p.k >> 2u;  // K % 4 == 0: k is contiguous
         let q = kk >> 2u;
-        return mat4x4<f32>(a4[ra.x * s + q], a4[ra.y * s + q], a4[ra.z * s + q], a4[ra.w * s + q]);
+        return mat4x4<f32>(a_vec(ra.x * s + q), a_vec(ra.y * s + q), a_vec(ra.z * s + q), a_vec(ra.w * s + q));
     }
     var m: mat4x4<f32>;
     for (var i = 0u; i < 4u; i++) {
@@ -199,12 +176,12 @@ fn b_blk(kk: u32, c0: u32) -> mat4x4<f32> {
             let s = p.k >> 2u;
             let q = kk >> 2u;
             let last = p.n - 1u;
-            return transpose(mat4x4<f32>(b4[min(c0, last) * s + q], b4[min(c0 + 1u, last) * s + q], b4[min(c0 + 2u, last) * s + q],
-                                         b4[min(c0 + 3u, last) * s + q]));
+            return transpose(mat4x4<f32>(b_vec(min(c0, last) * s + q), b_vec(min(c0 + 1u, last) * s + q), b_vec(min(c0 + 2u, last) * s + q),
+                                         b_vec(min(c0 + 3u, last) * s + q)));
         }
         let s = p.n >> 2u;  // N % 4 == 0: columns are contiguous
         let q = min(c0, p.n - 4u) >> 2u;
-        return mat4x4<f32>(b4[b_src(kk) * s + q], b4[b_src(kk + 1u) * s + q], b4[b_src(kk + 2u) * s + q], b4[b_src(kk + 3u) * s + q]);
+        return mat4x4<f32>(b_vec(b_src(kk) * s + q), b_vec(b_src(kk + 1u) * s + q), b_vec(b_src(kk + 2u) * s + q), b_vec(b_src(kk + 3u) * s + q));
     }
     var m: mat4x4<f32>;
     for (var s = 0u; s < 4u; s++) {

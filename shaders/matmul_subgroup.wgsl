@@ -9,7 +9,7 @@
 // op(A)[row, kk..kk+3]; `stored` = a_src(min(row, M − 1)), computed once before the K loop.
 fn a_row4(row: u32, stored: u32, kk: u32) -> vec4<f32> {
     if VEC_A && !TRANS_A {
-        return a4[stored * (p.k >> 2u) + (kk >> 2u)];
+        return a_vec(stored * (p.k >> 2u) + (kk >> 2u));
     }
     return vec4<f32>(a_at(row, kk), a_at(row, kk + 1u), a_at(row, kk + 2u), a_at(row, kk + 3u));
 }
@@ -95,7 +95,7 @@ fn matmul_sgtall32x4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         let s = p.k >> 2u;
         let col = min(c0 + (sid & 3u), p.n - 1u);
         for (var kk = 0u; kk < p.k; kk += 8u) {
-            let v = b4[col * s + min((kk >> 2u) + (sid >> 2u), s - 1u)];
+            let v = b_vec(col * s + min((kk >> 2u) + (sid >> 2u), s - 1u));
             acc += lanes_lo(v) * a_blk(r0, ra, kk);
             if kk + 4u < p.k {
                 acc += lanes_hi(v) * a_blk(r0, ra, kk + 4u);
@@ -121,7 +121,7 @@ fn matmul_sgwide4x32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         let sm = p.m >> 2u;
         let q = min(r0, p.m - 4u) >> 2u;
         for (var kk = 0u; kk < p.k; kk += 8u) {
-            let v = a4[min(kk + sid, p.k - 1u) * sm + q];
+            let v = a_vec(min(kk + sid, p.k - 1u) * sm + q);
             acc += b_blk(kk, c0) * lanes_lo(v);
             if kk + 4u < p.k {
                 acc += b_blk(kk + 4u, c0) * lanes_hi(v);

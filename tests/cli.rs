@@ -1760,13 +1760,22 @@ fn frozen_f16_is_reported_recorded_and_refused_where_nothing_is_cached() {
     let args = ["finetune", "--from", s(&a), "--data", "synthetic-b:120", "--freeze", "trunk", "--epochs", "2", "--out", s(&b)];
     let v = json(&headswap(&[&args[..], &["--frozen-f16", "--json"]].concat()));
     assert_eq!((v["frozen_storage"].as_str(), v["cached_features"].as_bool()), (Some("f16"), Some(true)), "{v}");
+    // the whole trunk frozen: its weights in f16 too, saved so, and loaded back so
+    assert_eq!(v["frozen_weights"].as_str(), Some("f16"), "{v}");
+    assert!(v["frozen_weights_bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
     let ckpt = headswap::checkpoint::load(&b).unwrap();
     assert_eq!(ckpt.metadata.get("headswap.frozen_storage").map(String::as_str), Some("f16"));
+    assert_eq!(ckpt.metadata.get("headswap.trunk_storage").map(String::as_str), Some("f16"));
+    let net = headswap::nn::Network::load(&headswap::Gpu::new().unwrap(), &b).unwrap();
+    assert_eq!(net.trunk_storage(), headswap::train::Precision::F16);
+    ok(&headswap(&["eval", "--model", s(&b), "--data", "synthetic-b:40"]));
     // the text summary says so too; an f32 run records nothing
     let text = ok(&headswap(&[&args[..], &["--frozen-f16"]].concat()));
     assert!(text.contains("cached trunk features stored in f16"), "{text}");
+    assert!(text.contains("the frozen trunk's weights are stored in f16"), "{text}");
     ok(&headswap(&args));
     assert!(!headswap::checkpoint::load(&b).unwrap().metadata.contains_key("headswap.frozen_storage"));
+    assert!(!headswap::checkpoint::load(&b).unwrap().metadata.contains_key("headswap.trunk_storage"));
     // every layer trains: nothing is cached, so nothing can be stored in f16
     let out = headswap(&["pretrain", "--data", "synthetic-a:64", "--epochs", "1", "--frozen-f16", "--out", s(&tmp("f16-c.safetensors"))]);
     fails(&out, 1, "f16 storage");

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use half::f16;
 use headswap::gpu::tensor::DType;
-use headswap::kernels::gather::{f16_words, gather_rows_f16, gather_rows_f16_chunk, pack_rows_f16};
+use headswap::kernels::gather::{f16_words, gather_rows_f16, gather_rows_f16_chunk, pack_f16, pack_rows_f16, widen_f16};
 use headswap::{Gpu, Rng, Tensor};
 
 /// The reference packing of one row: halves `2j` (low) and `2j + 1` (high, 0 past the end).
@@ -190,4 +190,49 @@ fn bad_shapes_are_refused() {
     let idx = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 3]).unwrap();
     assert!(gather_rows_f16(&gpu, &wrong, &idx, &f).is_err());
     assert!(gather_rows_f16(&gpu, &f, &idx, &f).is_err()); // f32 source
+}
+
+#[test]
+fn flat_pack_matches_half_at_odd_sizes() {
+    // pack_f16, the arena conversion: any length, odd ones leave the last high half 0
+    let gpu = gpu();
+    for (k, &n) in ODD_SIZES.iter().chain(&[4099usize]).enumerate() {
+        let x = awkward_f32(500 + k as u64, n);
+        let src = upload(&gpu, &[n], &x);
+        let dst = u32_poisoned(&gpu, &[f16_words(n)]);
+        gpu.run("pack_f16", &[&pack_f16(&gpu, &src, &dst).unwrap()]).unwrap();
+        assert_bits(&format!("pack_f16 n={n}"), &dst.download_u32(&gpu).unwrap(), &pack_ref(&x));
+    }
+}
+
+#[test]
+fn flat_widen_is_exact_from_any_word() {
+    // widen_f16 from word `start` on: every f16 bit pattern, at odd starts and lengths
+    let gpu = gpu();
+    let packed: Vec<u32> = (0..=u16::MAX).collect::<Vec<u16>>().chunks(2).map(|p| p[0] as u32 | (p[1] as u32) << 16).collect();
+    let src = Tensor::from_u32(&gpu, &[packed.len()], &packed).unwrap();
+    for &(start, words) in &[(0usize, 1usize), (7, 33), (1, 127), (33, 7), (0, packed.len()), (127, packed.len() - 127)] {
+        let dst = poisoned(&gpu, &[2 * words]);
+        gpu.run("widen_f16", &[&widen_f16(&gpu, &src, start, &dst).unwrap()]).unwrap();
+        let got: Vec<u32> = dst.download(&gpu).unwrap().iter().map(|v| v.to_bits()).collect();
+        let expected: Vec<u32> = packed[start..start + words]
+            .iter()
+            .flat_map(|&w| [w as u16, (w >> 16) as u16])
+            .map(|h| f16::from_bits(h).to_f32().to_bits())
+            .collect();
+        assert_bits(&format!("widen_f16 start={start} words={words}"), &got, &expected);
+    }
+}
+
+#[test]
+fn flat_kernels_refuse_bad_shapes() {
+    let gpu = gpu();
+    let x = upload(&gpu, &[7], &rand_vec(9, 7));
+    let words = u32_poisoned(&gpu, &[3]);
+    assert!(pack_f16(&gpu, &x, &words).is_err(), "7 values need 4 words");
+    let odd = poisoned(&gpu, &[5]);
+    assert!(widen_f16(&gpu, &words, 0, &odd).is_err(), "an odd destination");
+    let six = poisoned(&gpu, &[6]);
+    assert!(widen_f16(&gpu, &words, 1, &six).is_err(), "words 1..4 are past 3");
+    assert!(widen_f16(&gpu, &words, 0, &six).is_ok());
 }

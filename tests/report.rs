@@ -53,6 +53,8 @@ fn fit_report(epochs: usize, label_head: bool, validation: bool) -> FitReport {
         submissions_per_step: 0.0,
         bytes_allocated: 0,
         frozen_storage: headswap::train::Precision::F32,
+        frozen_weights: headswap::train::Precision::F32,
+        frozen_weights_bytes: 0,
         bytes_exchanged_per_step: 0,
         seconds: 0.1 * epochs as f64,
     }

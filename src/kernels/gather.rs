@@ -24,6 +24,8 @@ pub(crate) const GATHER_ROWS: Kernel = Kernel { source: &source::GATHER, entry: 
 pub(crate) const GATHER_ROWS4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows4", bindings: &[R, R, RW] };
 pub(crate) const GATHER_ROWS_F16: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows_f16", bindings: &[R, R, RW] };
 pub(crate) const PACK_ROWS_F16: Kernel = Kernel { source: &source::GATHER, entry: "pack_rows_f16", bindings: &[R, RW] };
+pub(crate) const PACK_F16: Kernel = Kernel { source: &source::GATHER, entry: "pack_f16", bindings: &[R, RW] };
+pub(crate) const WIDEN_F16: Kernel = Kernel { source: &source::GATHER, entry: "widen_f16", bindings: &[R, RW] };
 pub(crate) const GATHER_ROWS_PAIR4: Kernel = Kernel { source: &source::GATHER, entry: "gather_rows_pair4", bindings: &[R, R, RW, R, RW] };
 
 /// Uniform block of `gather_rows` (`GatherParams` in gather.wgsl).
@@ -350,6 +352,75 @@ pub fn pack_rows_f16(gpu: &Gpu, src: &Tensor, dst: &Tensor, base: usize) -> Resu
     Ok(PackRows { dispatch, params })
 }
 
+/// Uniform block of `pack_f16` and `widen_f16` (`FlatParams` in gather.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct FlatParams {
+    pub words: u32,
+    pub n: u32,
+    pub start: u32,
+    pub row: u32,
+}
+
+/// Workgroups of 64 invocations covering `words`, folded into y past 65,535; and the
+/// invocations per y step.
+fn groups_flat(words: usize) -> Result<([u32; 3], u32)> {
+    let groups = words.div_ceil(64).max(1);
+    let (x, y) = if groups <= 65535 { (groups, 1) } else { (65535, groups.div_ceil(65535)) };
+    let y = u32::try_from(y).map_err(|_| Error::invalid(format!("f16: {words} words exceed the launch grid")))?;
+    Ok(([x as u32, y, 1], 64 * x as u32))
+}
+
+/// Builds the launch that rounds the f32 values of `src` (any shape, `n` elements) to f16, to
+/// nearest, ties to even (the `half` crate's `f16::from_f32`, on every adapter), and stores
+/// them two per word into `dst`, u32 with `⌈n / 2⌉` elements: element `2k` in the low half of
+/// word `k`, `2k + 1` in its high half (0 past an odd `n`). Values beyond ±65504 become ±inf.
+///
+/// ```no_run
+/// use headswap::{Gpu, Tensor, kernels::gather};
+/// let gpu = Gpu::new()?;
+/// let w = Tensor::from_slice(&gpu, &[3], &[1.0, -2.0, 0.1])?;
+/// let packed = Tensor::alloc(&gpu, &[2], headswap::gpu::tensor::DType::U32, "packed")?;
+/// gpu.run("pack", &[&gather::pack_f16(&gpu, &w, &packed)?])?;
+/// let wide = Tensor::zeros(&gpu, &[4])?;
+/// gpu.run("widen", &[&gather::widen_f16(&gpu, &packed, 0, &wide)?])?;
+/// assert_eq!(wide.download(&gpu)?[..2], [1.0, -2.0]); // 0.1 comes back as its nearest f16
+/// # Ok::<(), headswap::Error>(())
+/// ```
+pub fn pack_f16(gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
+    let op = "pack_f16";
+    ensure(src.dtype() == DType::F32, op, || format!("src must be f32, is {:?}", src.dtype()))?;
+    ensure(dst.dtype() == DType::U32, op, || format!("dst must be u32 (f16 pairs), is {:?}", dst.dtype()))?;
+    let (n, words) = (src.len(), f16_words(src.len()));
+    ensure(n >= 1 && dst.len() == words, op, || format!("{n} values need {words} words, dst has {}", dst.len()))?;
+    ensure(!dst.same_buffer(src), op, || "dst must not share a buffer with src".into())?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    let (groups, row) = groups_flat(words)?;
+    let params = FlatParams { words: fits(words)?, n: fits(n)?, start: 0, row };
+    Dispatch::new(gpu, PACK_F16, &[], bytemuck::bytes_of(&params), &[src, dst], groups)
+}
+
+/// Builds the launch that widens words `start .. start + dst.len() / 2` of `src` (u32, two f16
+/// per word as [`pack_f16`] stores them) to f32, exactly, into `dst` (f32 of an even length):
+/// `dst[2k]` from the low half of word `start + k`, `dst[2k + 1]` from its high half. `start`
+/// is a word index, so a packed arena is read at any layer without an aligned view.
+pub fn widen_f16(gpu: &Gpu, src: &Tensor, start: usize, dst: &Tensor) -> Result<Dispatch> {
+    let op = "widen_f16";
+    ensure(src.dtype() == DType::U32, op, || format!("src must be u32 (f16 pairs), is {:?}", src.dtype()))?;
+    ensure(dst.dtype() == DType::F32, op, || format!("dst must be f32, is {:?}", dst.dtype()))?;
+    let words = dst.len() / 2;
+    ensure(words >= 1 && dst.len().is_multiple_of(2), op, || format!("dst must hold an even number (≥ 2) of values, holds {}", dst.len()))?;
+    ensure(start.checked_add(words).is_some_and(|e| e <= src.len()), op, || {
+        format!("words {start}..{} are past src's {}", start.saturating_add(words), src.len())
+    })?;
+    ensure(!dst.same_buffer(src), op, || "dst must not share a buffer with src".into())?;
+    let fits = |v: usize| u32::try_from(v).map_err(|_| Error::invalid(format!("{op}: {v} exceeds u32")));
+    fits(src.len())?;
+    let (groups, row) = groups_flat(words)?;
+    let params = FlatParams { words: fits(words)?, n: 0, start: fits(start)?, row };
+    Dispatch::new(gpu, WIDEN_F16, &[], bytemuck::bytes_of(&params), &[src, dst], groups)
+}
+
 /// Batch rows one workgroup copies (`GATHER_ROWS_PER_GROUP` in gather.wgsl).
 const ROWS_PER_GROUP: usize = 16;
 
@@ -370,5 +441,6 @@ mod tests {
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "GatherParams"), std::mem::size_of::<GatherParams>());
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "PairParams"), std::mem::size_of::<PairParams>());
         assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "PackParams"), std::mem::size_of::<PackParams>());
+        assert_eq!(wgsl_struct_bytes(crate::kernels::source::GATHER_WGSL, "FlatParams"), std::mem::size_of::<FlatParams>());
     }
 }

@@ -22,6 +22,7 @@ use crate::gpu::{Gpu, Tensor};
 pub use crate::kernels::Activation;
 pub use crate::kernels::loss::{BceReduction, RegressionLoss};
 use crate::rng::Rng;
+use crate::train::Precision;
 pub use init::Init;
 pub use layer::{AdaptivePoolSpec, ChannelMulSpec, ConcatSpec, DropoutSpec, MAX_CONCAT};
 pub use layer::{AddSpec, BatchNormSpec, CnnBuilder, Conv2dSpec, DenseSpec, LayerSpec, Pool2dSpec, Trunk, check_module_path, check_wiring};
@@ -271,7 +272,9 @@ pub(crate) struct Slot {
     pub end: usize,
 }
 
-/// Parameters of consecutive layers in one buffer.
+/// Parameters of consecutive layers in one buffer: f32 `[len]`, or, stored in f16
+/// ([`Network::set_trunk_storage`]), u32 `[len / 2]` with two halves a word (the element at
+/// `2k` in the low half of word `k`). Slots are element offsets either way; every one is even.
 #[derive(Clone)]
 pub(crate) struct Arena {
     pub buf: Tensor,
@@ -279,18 +282,33 @@ pub(crate) struct Arena {
     pub len: usize,
 }
 
+impl Arena {
+    /// How the values are stored.
+    pub fn storage(&self) -> Precision {
+        if self.buf.dtype() == crate::gpu::tensor::DType::U32 { Precision::F16 } else { Precision::F32 }
+    }
+}
+
 /// Element alignment of every parameter view: 64 f32 = 256 bytes, wgpu's largest
 /// `min_storage_buffer_offset_alignment`.
 pub(crate) const ALIGN: usize = 64;
 
+/// Element alignment of every view of an arena stored in f16: 128 halves = 256 bytes, so a
+/// layer's packed weight can be bound as a matmul operand directly.
+pub(crate) const ALIGN_F16: usize = 2 * ALIGN;
+
 pub(crate) fn layout(specs: &[LayerSpec]) -> (Vec<Slot>, usize) {
+    layout_aligned(specs, ALIGN)
+}
+
+pub(crate) fn layout_aligned(specs: &[LayerSpec], align: usize) -> (Vec<Slot>, usize) {
     let mut off = 0;
     let mut slots = Vec::new();
     for s in specs {
         let w = off;
         let w_len: usize = s.weight_shape().map_or(0, |sh| sh.iter().product());
-        let b = (w + w_len).next_multiple_of(ALIGN);
-        let end = (b + s.bias_len()).next_multiple_of(ALIGN);
+        let b = (w + w_len).next_multiple_of(align);
+        let end = (b + s.bias_len()).next_multiple_of(align);
         slots.push(Slot { w, b, end });
         off = end;
     }
@@ -1027,9 +1045,17 @@ impl Network {
 
     /// The weight (`[out, in]` or `[out, in, kh, kw]`) and bias `[out]` views of layer `i`;
     /// one-element placeholders for layers without parameters.
+    /// An f16 layer's parameters are packed and have no f32 view: that is an error here (the
+    /// forward pass widens them first, see [`Network::layer_storage`]).
     pub(crate) fn param_views(&self, i: usize) -> Result<(Tensor, Tensor)> {
         let s = self.layers()[i];
         let (arena, slot) = self.slot(i);
+        if arena.storage() == Precision::F16 && s.has_params() {
+            return Err(Error::invalid(format!(
+                "layer {i} ({}) keeps its parameters in f16: they have no f32 view (widen the trunk with Network::set_trunk_storage(Precision::F32))",
+                s.describe()
+            )));
+        }
         match s.weight_shape() {
             Some(shape) => Ok((arena.buf.view(slot.w, &shape)?, arena.buf.view(slot.b, &[s.bias_len()])?)),
             None => Ok((arena.buf.view(0, &[0])?, arena.buf.view(0, &[0])?)),
@@ -1045,8 +1071,120 @@ impl Network {
         if !self.layers()[i].has_params() {
             return Ok((Vec::new(), Vec::new()));
         }
+        let (arena, slot) = self.slot(i);
+        if arena.storage() == Precision::F16 {
+            // the layer's words, widened on the host (exact, as on the GPU)
+            let words = arena.buf.view(slot.w / 2, &[(slot.end - slot.w) / 2])?.download_u32(&self.gpu)?;
+            let wide: Vec<f32> =
+                words.iter().flat_map(|&w| [w as u16, (w >> 16) as u16]).map(|h| half::f16::from_bits(h).to_f32()).collect();
+            let w_len = self.layers()[i].weight_shape().map_or(0, |sh| sh.iter().product());
+            let b = slot.b - slot.w;
+            return Ok((wide[..w_len].to_vec(), wide[b..b + self.layers()[i].bias_len()].to_vec()));
+        }
         let (w, b) = self.param_views(i)?;
         Ok((w.download(&self.gpu)?, b.download(&self.gpu)?))
+    }
+
+    /// How layer `i`'s parameters are stored: f16 where it is a trunk layer of a trunk stored
+    /// in f16 ([`Network::set_trunk_storage`]), else f32.
+    pub fn layer_storage(&self, i: usize) -> Precision {
+        if i < self.trunk.len() { self.trunk_params.storage() } else { Precision::F32 }
+    }
+
+    /// How the trunk's parameters are stored on the device.
+    pub fn trunk_storage(&self) -> Precision {
+        self.trunk_params.storage()
+    }
+
+    /// Bytes the trunk's parameters take on the device (f32: 4 a value, f16: 2; with the
+    /// 256-byte alignment of every weight and bias).
+    pub fn trunk_param_bytes(&self) -> u64 {
+        self.trunk_params.buf.bytes()
+    }
+
+    /// Stores the trunk's parameters in `storage`, converting them on the GPU, like PyTorch's
+    /// `model.trunk.half()` / `.float()`: f16 keeps them two per u32 word (IEEE binary16,
+    /// rounded to nearest, ties to even: `half::f16::from_f32`, on every adapter), half the
+    /// bytes, and releases the f32 buffer; f32 widens them back exactly (the rounding is not
+    /// undone). The forward pass reads an f16 trunk with f32 arithmetic, widening each layer's
+    /// parameters as it runs; [`Network::values`] and checkpoints read them widened; a trunk
+    /// stored in f16 cannot train (a run that would train one of its layers is refused).
+    /// BatchNorm running statistics and the head stay f32. A value beyond f16's range (±65504
+    /// after rounding) is refused, naming its layer, rather than made infinite.
+    ///
+    /// ```no_run
+    /// use headswap::{Gpu, nn::{Head, Network}, train::Precision};
+    /// let gpu = Gpu::new()?;
+    /// let mut net = Network::new(&gpu, &[784, 512, 256], Head::classes(10), 42)?;
+    /// net.set_trunk_storage(Precision::F16)?;
+    /// assert_eq!(net.trunk_storage(), Precision::F16);
+    /// # Ok::<(), headswap::Error>(())
+    /// ```
+    pub fn set_trunk_storage(&mut self, storage: Precision) -> Result<()> {
+        use crate::gpu::tensor::DType;
+        use crate::kernels::gather::{pack_f16, widen_f16};
+        let arena = &self.trunk_params;
+        if arena.storage() == storage || arena.len == 0 {
+            // an empty trunk has nothing to store either way: it stays as it is
+            return Ok(());
+        }
+        let gpu = &self.gpu;
+        // the other storage's layout: weights and biases aligned to 256 bytes either way
+        let (slots, len) = layout_aligned(&self.trunk, if storage == Precision::F16 { ALIGN_F16 } else { ALIGN });
+        // per layer with parameters, its weight and its bias: (f32 view, first word, words)
+        let (f32_slots, f16_slots) = match storage {
+            Precision::F16 => (&arena.slots, &slots),
+            Precision::F32 => (&slots, &arena.slots),
+        };
+        let parts = |f32_buf: &Tensor, f16_buf: &Tensor, pack: bool| -> Result<Vec<crate::gpu::Dispatch>> {
+            let mut launches = Vec::new();
+            for ((spec, s32), s16) in self.trunk.iter().zip(f32_slots).zip(f16_slots) {
+                let w_len: usize = spec.weight_shape().map_or(0, |sh| sh.iter().product());
+                for (at32, at16, n) in [(s32.w, s16.w, w_len), (s32.b, s16.b, spec.bias_len())] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let words = n.div_ceil(2);
+                    if pack {
+                        let words_view = f16_buf.view(at16 / 2, &[words])?;
+                        launches.push(pack_f16(gpu, &f32_buf.view(at32, &[n])?, &words_view)?);
+                    } else {
+                        // an odd count also widens the pad half after it (0), inside the padding
+                        launches.push(widen_f16(gpu, f16_buf, at16 / 2, &f32_buf.view(at32, &[2 * words])?)?);
+                    }
+                }
+            }
+            Ok(launches)
+        };
+        let buf = match storage {
+            Precision::F16 => {
+                // f16's largest finite value is 65504; from 65520 on, a value rounds to infinity
+                let host = arena.buf.download(gpu)?;
+                if let Some(k) = host.iter().position(|v| v.is_finite() && v.abs() >= 65520.0) {
+                    let layer = arena.slots.iter().position(|s| k < s.end).unwrap_or(0);
+                    return Err(Error::invalid(format!(
+                        "trunk layer {layer} ({}) holds {}, beyond f16's range (±65504): its parameters cannot be stored in f16",
+                        self.trunk[layer].describe(),
+                        host[k]
+                    )));
+                }
+                drop(host);
+                // (wgpu zero-initialises buffers: the padding stays 0)
+                let packed = Tensor::alloc(gpu, &[len / 2], DType::U32, "trunk_params_f16")?;
+                let launches = parts(&arena.buf, &packed, true)?;
+                gpu.run("trunk_to_f16", &launches.iter().collect::<Vec<_>>())?;
+                packed
+            }
+            Precision::F32 => {
+                let wide = Tensor::alloc(gpu, &[len], DType::F32, "trunk_params")?;
+                let launches = parts(&wide, &arena.buf, false)?;
+                gpu.run("trunk_to_f32", &launches.iter().collect::<Vec<_>>())?;
+                wide
+            }
+        };
+        // the old buffer goes when the last plan holding it does
+        self.trunk_params = Arena { buf, slots, len };
+        Ok(())
     }
 
     /// Every layer's values, trunk then head.
@@ -1061,7 +1199,7 @@ impl Network {
     pub fn try_clone(&self) -> Result<Network> {
         let gpu = &self.gpu;
         let copy = |a: &Arena, label: &str| -> Result<Arena> {
-            let buf = Tensor::alloc(gpu, &[a.len], crate::gpu::tensor::DType::F32, label)?;
+            let buf = Tensor::alloc(gpu, a.buf.shape(), a.buf.dtype(), label)?;
             let mut enc = gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clone_network") });
             if a.len > 0 {
                 enc.copy_buffer_to_buffer(a.buf.buffer(), a.buf.offset(), buf.buffer(), buf.offset(), a.buf.bytes());

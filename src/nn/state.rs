@@ -33,6 +33,10 @@ pub const HEAD_KIND_KEY: &str = "headswap.head_kind";
 /// and for a labels head optional `pos_weight` and `reduction` (`sum_labels_mean_examples`,
 /// `mean_labelled`, `mean_all`).
 pub const HEADS_KEY: &str = "headswap.heads";
+/// Metadata key of a network whose trunk parameters are stored in f16
+/// ([`Network::set_trunk_storage`]): `f16`; absent for f32. The tensors hold the f16 values
+/// (exactly, as F32 or F16), and loading the file stores the trunk in f16 again.
+pub const TRUNK_STORAGE_KEY: &str = "headswap.trunk_storage";
 
 fn heads_json(heads: &[super::HeadInfo]) -> String {
     let items: Vec<serde_json::Value> = heads
@@ -798,6 +802,9 @@ impl Network {
         if let Some(layout) = &self.input_layout {
             layout.write_metadata(&mut ckpt.metadata);
         }
+        if self.trunk_storage() == crate::train::Precision::F16 {
+            ckpt.metadata.insert(TRUNK_STORAGE_KEY.into(), "f16".into());
+        }
         Ok(ckpt)
     }
 
@@ -815,7 +822,20 @@ impl Network {
     /// Builds a network from a checkpoint that carries headswap's architecture metadata, with the
     /// label names and input layout it records (absent: `None`; malformed or not matching the
     /// network: a format error naming the key); `origin` names the source in error messages.
+    /// A checkpoint of a trunk stored in f16 ([`TRUNK_STORAGE_KEY`]) gives one stored in f16 again,
+    /// with the same values (they are f16 values: packing them again is exact).
     pub fn from_checkpoint(gpu: &Gpu, ckpt: &Checkpoint, origin: &str) -> Result<Network> {
+        let storage = match ckpt.metadata.get(TRUNK_STORAGE_KEY).map(String::as_str) {
+            None => crate::train::Precision::F32,
+            Some(s) => crate::train::Precision::parse(s)
+                .ok_or_else(|| Error::format(origin, format!("{TRUNK_STORAGE_KEY}: {s:?} is neither f32 nor f16")))?,
+        };
+        let mut net = Self::from_checkpoint_values(gpu, ckpt, origin)?;
+        net.set_trunk_storage(storage)?;
+        Ok(net)
+    }
+
+    fn from_checkpoint_values(gpu: &Gpu, ckpt: &Checkpoint, origin: &str) -> Result<Network> {
         let json = ckpt.metadata.get(checkpoint::LAYERS_KEY).ok_or_else(|| {
             Error::format(
                 origin,

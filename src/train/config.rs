@@ -163,11 +163,23 @@ pub struct TrainConfig {
     /// batches of `batch_size` (forward only). Not with learned uncertainty weighting, nor with
     /// `overlap_exchange`.
     pub accumulate_steps: usize,
-    /// How the frozen trunk's cached features are stored on the device ([`Precision::F32`] by
-    /// default). [`Precision::F16`] halves their bytes; the head still computes in f32 on them,
-    /// widened as each batch is gathered. It needs cached features (a frozen trunk, or any frozen
-    /// layers below the lowest trainable one, and `cache_features`): a run without any is refused.
-    /// The data's raw inputs are let go once the features are cached, at either precision.
+    /// How what a run only reads is stored on the device ([`Precision::F32`] by default).
+    /// [`Precision::F16`] stores, at half the bytes:
+    /// - the frozen layers' cached features (any frozen layers below the lowest trainable one,
+    ///   with `cache_features`); the head still computes in f32 on them, widened as each batch
+    ///   is gathered. The data's raw inputs are let go once the features are cached, at either
+    ///   precision;
+    /// - the trunk's weights, when the whole trunk is frozen (head-only fine-tuning, cached or
+    ///   not): the run stores the trunk in f16 ([`crate::nn::Network::set_trunk_storage`])
+    ///   before it computes anything, and the network keeps it so (saved with
+    ///   `headswap.trunk_storage = f16`); widen it back to train the trunk later. A run that
+    ///   fails to set up leaves the trunk's f32 values untouched. With only part of the trunk
+    ///   frozen, the trunk's weights stay f32 (its trainable layers need them) and only the
+    ///   features are stored in f16 ([`FitReport::frozen_weights`](super::FitReport::frozen_weights)
+    ///   says which).
+    ///
+    /// A run with neither (nothing frozen, or part of the trunk trainable without cached
+    /// features) is refused.
     ///
     /// ```no_run
     /// use headswap::train::{Freeze, Precision, TrainConfig, Trainer};

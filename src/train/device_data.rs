@@ -15,7 +15,8 @@ pub struct Rows {
     /// (first global row, tensor `[rows, ...]`)
     pub(crate) chunks: Vec<(usize, Tensor)>,
     /// `Some(d)`: rows of `d` f32 values stored in f16, two per u32 (chunks u32 `[rows, ⌈d/2⌉]`,
-    /// `kernels::gather::pack_rows_f16`); a batch is gathered out of them widened to f32.
+    /// `kernels::gather::pack_rows_f16`). A dense first layer's products read them in place
+    /// (`kernels::matmul::Operand::F16`); other readers get the batch gathered widened to f32.
     pub(crate) f16_width: Option<usize>,
 }
 

@@ -291,6 +291,7 @@ impl Trainer {
         self.config.validate()?;
         check_fits(net, data)?;
         let lowest = lowest_of(&lr_mults)?;
+        check_trunk_storage(net, lowest)?;
         let cfg = self.config.clone();
         let gpu = self.gpu.clone();
         let _span = tracing::info_span!("fit", lowest, epochs).entered();
@@ -324,7 +325,19 @@ impl Trainer {
                 cfg.batch_size.min(train_data.n)
             )));
         }
-        let setup = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size))?;
+        // f16 storage for what the run only reads: with the whole trunk frozen, its weights too
+        // (the network keeps them in f16 afterwards, see TrainConfig::frozen_storage); a run
+        // that fails to set up gets the f32 values back, untouched
+        let f32_trunk = (cfg.frozen_storage == Precision::F16 && lowest >= net.trunk_layers().len()).then(|| net.trunk_params.clone());
+        if f32_trunk.is_some() {
+            net.set_trunk_storage(Precision::F16)?;
+        }
+        let setup = RunSetup::new(&gpu, net, &train_data, &cfg, &lr_mults, resume, (rank, size));
+        if let (Err(_), Some(arena)) = (&setup, f32_trunk.clone()) {
+            net.trunk_params = arena;
+        }
+        drop(f32_trunk);
+        let setup = setup?;
         let (train, sb, optim) = (&setup.train, &setup.sb, &setup.optim);
         let StepBuffers { first, cached, b, .. } = *sb;
         let rem = train.n % b;
@@ -612,7 +625,9 @@ impl Trainer {
             best_epoch,
             lowest_trainable: lowest,
             cached_features: cached,
-            frozen_storage: cfg.frozen_storage,
+            frozen_storage: if cached { cfg.frozen_storage } else { Precision::F32 },
+            frozen_weights: net.trunk_storage(),
+            frozen_weights_bytes: net.trunk_param_bytes(),
             dispatches_per_step: step_dispatches as f64 / counted_steps.max(1) as f64,
             submissions_per_step: step_submits as f64 / all_steps.max(1) as f64,
             bytes_allocated,
@@ -787,6 +802,8 @@ impl StepBuffers {
     /// `lr_mults`: per layer, the learning-rate multiplier of a trainable layer, `None` if frozen.
     pub fn new(gpu: &Gpu, net: &Network, train: &DeviceData, cfg: &TrainConfig, lr_mults: &[Option<f32>]) -> Result<StepBuffers> {
         let lowest = lowest_of(lr_mults)?;
+        // (also for step profiles, which set up a run without fitting)
+        check_trunk_storage(net, lowest)?;
         // Every layer below the lowest trainable one is frozen and nothing flows back into it:
         // its outputs for the data set are computed once and stay resident for the whole run.
         // (With residual connections, only where no layer from `lowest` on reads an earlier output.)
@@ -809,9 +826,9 @@ impl StepBuffers {
         }
         let cached = cached && first > 0;
         let bce = bce_tensors(gpu, &cfg.bce, net)?;
-        if cfg.frozen_storage == Precision::F16 && !cached {
+        if cfg.frozen_storage == Precision::F16 && !cached && lowest < t {
             return Err(Error::invalid(
-                "f16 storage applies to the frozen trunk's cached features, and this run caches none: it needs frozen layers below the lowest trainable one and cache_features on (the command line's --frozen-f16 without --no-cache or --augment)",
+                "f16 storage applies to what the run only reads, the frozen trunk's cached features and, when the whole trunk is frozen, its weights, and this run has neither: it needs frozen layers below the lowest trainable one and cache_features on (the command line's --frozen-f16 without --no-cache or --augment), or the whole trunk frozen",
             ));
         }
         let b = cfg.batch_size.min(train.n);
@@ -915,6 +932,19 @@ fn record_data_layout(net: &mut Network, data: &Dataset) {
 }
 
 /// The lowest layer that trains.
+/// Refuses a run that would train a layer of a trunk stored in f16: trainable parameters and
+/// their optimizer state are f32 (widen the trunk back first, or freeze it).
+fn check_trunk_storage(net: &Network, lowest: usize) -> Result<()> {
+    let t = net.trunk_layers().len();
+    if net.trunk_storage() == Precision::F16 && lowest < t {
+        return Err(Error::invalid(format!(
+            "the trunk's parameters are stored in f16 and this run would train trunk layer {lowest} ({}): trainable parameters stay f32; widen the trunk first (Network::set_trunk_storage(Precision::F32)) or freeze it (head-only fine-tuning)",
+            net.trunk_layers()[lowest].describe()
+        )));
+    }
+    Ok(())
+}
+
 fn lowest_of(lr_mults: &[Option<f32>]) -> Result<usize> {
     lr_mults.iter().position(Option::is_some).ok_or_else(|| Error::invalid("nothing to train: every layer with parameters is frozen"))
 }

@@ -28,11 +28,12 @@ use crate::kernels::conv::{self, ConvScratch, ConvUse};
 use crate::kernels::gather::{IndexedDispatch, gather_rows_pair};
 use crate::kernels::layers::{self as layer_kernels, DropoutLaunch};
 use crate::kernels::matmul::{Epilogue, Transpose, matmul_dispatch};
-use crate::kernels::matmul::{Gathered, matmul_dispatch_gathered};
+use crate::kernels::matmul::{Gathered, Operand, Options, matmul_dispatch_gathered_ops, matmul_dispatch_ops};
 use crate::kernels::optim::OptimStep;
 use crate::kernels::pool::AdaptivePool2dShape;
 use crate::kernels::{Activation, elementwise, loss, metrics, norm, reduce};
 use crate::nn::{HeadKind, LayerSpec, Network};
+use crate::train::Precision;
 pub(crate) use crate::train::device_data::{DeviceData, Rows};
 use crate::train::optimizer::{Grads, Optim};
 
@@ -315,6 +316,52 @@ pub(crate) fn image_input(net: &Network) -> Option<[usize; 3]> {
 pub(crate) struct Workspaces {
     conv: Vec<Option<ConvScratch>>,
     folded: Vec<Option<(Tensor, Tensor)>>,
+    /// Layers whose parameters are stored in f16: one f32 buffer, sized for the largest such
+    /// layer, that each of them is widened into right before it runs (the same submission), so
+    /// a plan holds the f16 trunk and one layer in f32.
+    widened: Option<Tensor>,
+}
+
+impl Workspaces {
+    /// Layer `i`'s weight and bias views in f32: its own for an f32 layer; for an f16 one, the
+    /// shared widening buffer, after a launch (pushed to `out`) that widens the layer into it.
+    fn params_f32(&mut self, gpu: &Gpu, net: &Network, i: usize, out: &mut Launches) -> Result<(Tensor, Tensor)> {
+        let spec = net.layers()[i];
+        if net.layer_storage(i) != Precision::F16 || !spec.has_params() {
+            return net.param_views(i);
+        }
+        let (arena, slot) = net.slot(i);
+        let wide = self.widened(gpu, arena)?;
+        let span = wide.view(0, &[slot.end - slot.w])?;
+        out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.w / 2, &span)?);
+        let shape = spec.weight_shape().unwrap_or_default();
+        Ok((wide.view(0, &shape)?, wide.view(slot.b - slot.w, &[spec.bias_len()])?))
+    }
+
+    /// The widening buffer, allocated at first use for the largest layer of `arena`.
+    fn widened(&mut self, gpu: &Gpu, arena: &crate::nn::Arena) -> Result<Tensor> {
+        if self.widened.is_none() {
+            let largest = arena.slots.iter().map(|s| s.end - s.w).max().unwrap_or(0);
+            self.widened = Some(Tensor::alloc(gpu, &[largest], DType::F32, "widened_params")?);
+        }
+        self.widened.clone().ok_or_else(|| Error::invalid("no widening buffer"))
+    }
+
+    /// A dense layer stored in f16 whose rows start on whole words (an even input width): its
+    /// packed weight `[outputs, inputs / 2]` words, read by the matrix product as an f16 operand
+    /// without widening, and its bias widened into the shared buffer (after a launch pushed to
+    /// `out`). `None` for any other layer, which [`Workspaces::params_f32`] serves.
+    fn direct_f16(&mut self, gpu: &Gpu, net: &Network, i: usize, out: &mut Launches) -> Result<Option<(Tensor, Tensor)>> {
+        let LayerSpec::Dense(d) = net.layers()[i] else { return Ok(None) };
+        if net.layer_storage(i) != Precision::F16 || d.inputs % 2 != 0 || std::env::var_os("HEADSWAP_F16_WIDEN_WEIGHTS").is_some() {
+            return Ok(None);
+        }
+        let (arena, slot) = net.slot(i);
+        let words = arena.buf.view(slot.w / 2, &[d.outputs, d.inputs / 2])?;
+        let wide = self.widened(gpu, arena)?;
+        out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.b / 2, &wide.view(0, &[2 * d.outputs.div_ceil(2)])?)?);
+        Ok(Some((words, wide.view(0, &[d.outputs])?)))
+    }
 }
 
 /// Per layer of `first..upto`: `Some(j)` for a convolution that BatchNorm layer `j` is folded
@@ -340,6 +387,11 @@ pub(crate) fn fold_targets(
             continue;
         }
         let i = v - 1;
+        // parameters stored in f16 are not folded: the folded weights would need an f32 copy
+        // per layer (or be rounded twice), and the BN's affine is exact in its own launch
+        if net.layer_storage(i) == Precision::F16 || net.layer_storage(j) == Precision::F16 {
+            continue;
+        }
         let only_reader = (first..layers.len()).filter(|&r| sources[r].contains(v)).count() == 1;
         if let LayerSpec::Conv2d(c) = layers[i]
             && c.activation == Activation::Identity
@@ -453,11 +505,17 @@ impl Launches {
 }
 
 /// The input of layer `first`: the batch, copied out, or the data set's rows (one buffer) that a
-/// dense layer reads through the index buffer in place.
+/// dense layer reads through the index buffer in place (rows stored in f16 too: its products
+/// read the halves directly, see [`Input::operand`]).
 #[derive(Clone, Copy)]
 pub(crate) enum Input<'a> {
     Batch(&'a Tensor),
-    Gathered { rows: &'a Tensor, indices: &'a Tensor },
+    /// `f16`: `Some(d)` where `rows` holds rows of `d` values in f16, two per u32 word.
+    Gathered {
+        rows: &'a Tensor,
+        indices: &'a Tensor,
+        f16: Option<usize>,
+    },
 }
 
 impl Input<'_> {
@@ -466,11 +524,27 @@ impl Input<'_> {
     fn choose<'a>(net: &Network, first: usize, source: &'a Rows, indices: &'a Tensor, batch: &'a Tensor) -> Input<'a> {
         let readers: Vec<usize> = (first..net.sources.len()).filter(|&i| net.sources[i].contains(&first)).collect();
         match (&readers[..], &source.chunks[..]) {
-            // rows stored in f16 are widened into the batch first
-            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) && !source.is_f16() => Input::Gathered { rows, indices },
+            (&[i], [(_, rows)]) if matches!(net.layers()[i], LayerSpec::Dense(_)) && !widen_f16() => {
+                Input::Gathered { rows, indices, f16: source.f16_width }
+            }
             _ => Input::Batch(batch),
         }
     }
+
+    /// The data set's rows as a matmul operand, for an `Input::Gathered`'s `rows` and `f16`.
+    fn operand<'a>(rows: &'a Tensor, f16: Option<usize>) -> Operand<'a> {
+        match f16 {
+            Some(cols) => Operand::F16 { words: rows, cols },
+            None => Operand::F32(rows),
+        }
+    }
+}
+
+/// `HEADSWAP_F16_WIDEN=1`: a dense first layer does not read rows stored in f16 in place; the
+/// batch is gathered out of them widened to f32 first, as before the products read f16 operands
+/// (tests compare the two; each gives the same bits).
+fn widen_f16() -> bool {
+    std::env::var("HEADSWAP_F16_WIDEN").is_ok_and(|v| v == "1")
 }
 
 /// Records layers `first..upto` reading `x` (rows × features); each layer writes `a[i]` (and
@@ -517,15 +591,36 @@ pub(crate) fn forward_dispatches(
         let spec = layers[i];
         let src = &net.sources[i];
         let rows = a[i].shape()[0];
-        let (w, b) = net.param_views(i)?;
+        // a dense layer stored in f16 reads its weight as an f16 operand; other f16 layers are
+        // widened first
+        let direct = ws.direct_f16(gpu, net, i, out)?;
+        let (w, b) = match &direct {
+            Some((_, bias)) => (bias.clone(), bias.clone()),
+            None => ws.params_f32(gpu, net, i, out)?,
+        };
+        let w_op: Operand<'_> = match (&direct, spec) {
+            (Some((words, _)), LayerSpec::Dense(d)) => Operand::F16 { words, cols: d.inputs },
+            _ => (&w).into(),
+        };
         // where the layer's own output goes before an unfused activation
         let target = z[i].as_ref().unwrap_or(&a[i]);
         let fused = if z[i].is_some() { Activation::Identity } else { spec.activation() };
         let input = match (src[0] == first, x) {
             (false, _) | (true, Input::Batch(_)) => value(src[0])?,
-            (true, Input::Gathered { rows: src, indices }) => {
+            (true, Input::Gathered { rows: src, indices, f16 }) => {
                 let epi = Epilogue { bias: Some(&b), activation: fused };
-                out.push(matmul_dispatch_gathered(gpu, src, &w, target, Transpose::NT, epi, Gathered::A, indices)?);
+                let src = Input::operand(src, f16);
+                out.push(matmul_dispatch_gathered_ops(
+                    gpu,
+                    src,
+                    w_op,
+                    target,
+                    Transpose::NT,
+                    epi,
+                    Gathered::A,
+                    indices,
+                    Options::default(),
+                )?);
                 if let Some(z) = &z[i] {
                     out.push(elementwise::act_forward_dispatch(gpu, spec.activation(), z, &a[i])?);
                 }
@@ -535,7 +630,8 @@ pub(crate) fn forward_dispatches(
         let out_chw = spec.out_chw().unwrap_or_default();
         match spec {
             LayerSpec::Dense(_) => {
-                out.push(matmul_dispatch(gpu, input, &w, target, Transpose::NT, Epilogue { bias: Some(&b), activation: fused })?)
+                let epi = Epilogue { bias: Some(&b), activation: fused };
+                out.push(matmul_dispatch_ops(gpu, input.into(), w_op, target, Transpose::NT, epi, Options::default())?)
             }
             LayerSpec::Conv2d(c) => {
                 let shape = c.shape(rows);
@@ -1019,7 +1115,7 @@ impl Plan {
                 let input = value(src[0]);
                 // a layer reading the batch in place reads it so for its weight gradient too
                 let gathered = match (src[0] == p.first, input_of_first) {
-                    (true, Input::Gathered { rows: src, indices }) => Some((src, indices)),
+                    (true, Input::Gathered { rows: src, indices, f16 }) => Some((Input::operand(src, f16), indices)),
                     _ => None,
                 };
                 // where the gradient for the value this layer reads goes, unless nothing below
@@ -1044,15 +1140,16 @@ impl Plan {
                         if trains {
                             let (gw, gb) = grads.views(net, i)?;
                             match gathered {
-                                Some((src, indices)) => d.push(matmul_dispatch_gathered(
+                                Some((src, indices)) => d.push(matmul_dispatch_gathered_ops(
                                     gpu,
-                                    &dz,
+                                    (&dz).into(),
                                     src,
                                     &gw,
                                     Transpose::TN,
                                     Epilogue::default(),
                                     Gathered::B,
                                     indices,
+                                    Options::default(),
                                 )?),
                                 None => d.push(matmul_dispatch(gpu, &dz, input, &gw, Transpose::TN, Epilogue::default())?),
                             }

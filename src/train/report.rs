@@ -98,6 +98,13 @@ pub struct FitReport {
     pub cached_features: bool,
     /// How the cached features were stored on the device ([`crate::train::TrainConfig::frozen_storage`]).
     pub frozen_storage: crate::train::Precision,
+    /// How the trunk's weights were stored on the device during the run: f16 when
+    /// [`crate::train::TrainConfig::frozen_storage`] is f16 and the whole trunk was frozen, or
+    /// the trunk already was ([`crate::nn::Network::set_trunk_storage`]); else f32.
+    pub frozen_weights: crate::train::Precision,
+    /// Bytes the trunk's weights take on the device ([`crate::nn::Network::trunk_param_bytes`]):
+    /// not part of [`bytes_allocated`](Self::bytes_allocated), which counts the run's own state.
+    pub frozen_weights_bytes: u64,
     /// Dispatches recorded per training step (full batch), counted by the engine.
     pub dispatches_per_step: f64,
     /// Queue submissions per training step.

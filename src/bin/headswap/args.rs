@@ -261,7 +261,7 @@ pub struct TrainingOptions {
     /// Gradient accumulation: run each step's --batch as K micro-batches (one pass each, gradients summed on the GPU), one update (and under mpirun one exchange) per step; same results up to rounding
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
     pub accumulate: usize,
-    /// Keep the frozen trunk's cached features on the GPU in f16 (half the bytes; the head still computes in f32); needs a frozen trunk whose features are cached
+    /// Keep what the run only reads on the GPU in f16 (half the bytes; arithmetic stays f32): the frozen trunk's cached features, and with the whole trunk frozen its weights (the saved model keeps them in f16); needs a frozen trunk
     #[arg(long)]
     pub frozen_f16: bool,
 }

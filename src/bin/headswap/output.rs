@@ -90,7 +90,8 @@ pub fn fit_json(report: &FitReport) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "epochs": epochs, "best_epoch": report.best_epoch.map(|e| e + 1), "lowest_trainable_layer": report.lowest_trainable,
-        "cached_features": report.cached_features, "frozen_storage": report.frozen_storage.name(), "dispatches_per_step": report.dispatches_per_step,
+        "cached_features": report.cached_features, "frozen_storage": report.frozen_storage.name(),
+        "frozen_weights": report.frozen_weights.name(), "frozen_weights_bytes": report.frozen_weights_bytes, "dispatches_per_step": report.dispatches_per_step,
         "submissions_per_step": report.submissions_per_step, "bytes_allocated": report.bytes_allocated,
         "bytes_exchanged_per_step": report.bytes_exchanged_per_step, "seconds": report.seconds,
     })
@@ -120,6 +121,13 @@ pub fn print_summary(report: &FitReport, json: bool) -> CliResult<()> {
             (true, p) => format!("; head trained on cached trunk features stored in {}", p.name()),
         }
     )?;
+    if report.frozen_weights != Precision::F32 {
+        outln!(
+            "the frozen trunk's weights are stored in {}: {} bytes on the GPU",
+            report.frozen_weights.name(),
+            report.frozen_weights_bytes
+        )?;
+    }
     if report.bytes_exchanged_per_step > 0 {
         let (_, ranks) = crate::replicas::place();
         outln!("data parallel over {ranks} processes: {} bytes of gradients exchanged per step", report.bytes_exchanged_per_step)?;

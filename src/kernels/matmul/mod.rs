@@ -5,10 +5,31 @@
 //! blocks with vec4 loads on lavapipe (a CPU), workgroup-memory tiles on GPUs. [`matmul_dispatch`]
 //! asks [`choose`] which one to use for the shape's class (measured once per
 //! adapter, remembered in memory and in a cache file); [`matmul_dispatch_variant`] names one.
+//!
+//! Either operand may be stored in f16 ([`Operand::F16`]: two halves per u32 word, the first in
+//! the low 16 bits, rows of `⌈cols/2⌉` words), the arithmetic staying f32:
+//! [`matmul_dispatch_ops`] and [`matmul_dispatch_gathered_ops`] take [`Operand`]s. Every adapter
+//! reads them with WGSL's `unpack2x16float`; one with `shader-f16` reads the same bytes as
+//! `array<f16>` ([`F16Read`]), with the same results bit for bit (widening an f16 is exact).
+//!
+//! ```no_run
+//! use headswap::kernels::matmul::{self, Operand, Options, Transpose, Epilogue};
+//! use headswap::{Gpu, Tensor};
+//! let gpu = Gpu::new()?;
+//! let x = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! let w16 = matmul::upload_f16(&gpu, [1, 3], &[0.5, -1.0, 0.25])?; // u32 [1, 2]: W [1, 3] in f16
+//! let y = Tensor::zeros(&gpu, &[2, 1])?;
+//! let d = matmul::matmul_dispatch_ops(&gpu, (&x).into(), Operand::F16 { words: &w16, cols: 3 }, &y, Transpose::NT,
+//!                                     Epilogue::default(), Options::default())?;
+//! gpu.run("y = x·Wᵀ", &[&d])?;
+//! assert_eq!(y.download(&gpu)?, vec![-0.75, -1.5]);
+//! # Ok::<(), headswap::Error>(())
+//! ```
 
 pub mod choose;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gpu::tensor::DType;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::kernels::Activation;
 use crate::kernels::gather::IndexedDispatch;
@@ -94,6 +115,14 @@ impl Variant {
         self.kernel().entry
     }
 
+    /// The kernel reading operands stored as `a` and `b` (see [`source::matmul_module`]).
+    fn kernel_for(self, a: usize, b: usize) -> Kernel {
+        let mut k = self.kernel();
+        let subgroup = matches!(self, Variant::Sg32x8 | Variant::SgTall32x4 | Variant::SgWide4x32);
+        k.source = source::matmul_module(subgroup, a, b);
+        k
+    }
+
     fn kernel(self) -> Kernel {
         match self {
             Variant::Sg32x8 => SG32X8,
@@ -168,7 +197,149 @@ pub(crate) struct MatmulParams {
     pub alpha: f32,
     /// A gathered operand's first index position (word 4), set per step.
     pub offset: u32,
-    pub _pad: [u32; 3],
+    /// Halves per stored row of an f16 A, of an f16 B (read by the f16 operand parts only).
+    pub lda: u32,
+    pub ldb: u32,
+    pub _pad: u32,
+}
+
+/// One operand of a product, and how it is stored. The arithmetic is f32 either way.
+#[derive(Debug, Clone, Copy)]
+pub enum Operand<'a> {
+    /// f32: the tensor, 2-D, in its stored shape.
+    F32(&'a Tensor),
+    /// f16, two halves per u32 word, the first in the low 16 bits: `words` is u32
+    /// `[rows, ⌈cols/2⌉]` holding the stored matrix `[rows, cols]`, each row starting on a word (an
+    /// odd `cols` leaves the high half of a row's last word unused). What
+    /// [`crate::kernels::gather::pack_rows_f16`] writes on the GPU and [`pack_f16`] on the host.
+    F16 { words: &'a Tensor, cols: usize },
+}
+
+impl<'a> From<&'a Tensor> for Operand<'a> {
+    fn from(t: &'a Tensor) -> Operand<'a> {
+        Operand::F32(t)
+    }
+}
+
+impl<'a> Operand<'a> {
+    /// The buffer holding it.
+    pub fn tensor(&self) -> &'a Tensor {
+        match *self {
+            Operand::F32(t) => t,
+            Operand::F16 { words, .. } => words,
+        }
+    }
+
+    /// Whether it is stored in f16.
+    pub fn is_f16(&self) -> bool {
+        matches!(self, Operand::F16 { .. })
+    }
+
+    /// The stored matrix's shape `[rows, cols]`, checked: a 2-D f32 tensor, or u32 words of
+    /// `⌈cols/2⌉` per row.
+    fn dims(&self, op: &str, name: &str) -> Result<[usize; 2]> {
+        match *self {
+            Operand::F32(t) => {
+                ensure(t.shape().len() == 2, op, || format!("operand {name} must be 2-D, is {:?}", t.shape()))?;
+                Ok([t.shape()[0], t.shape()[1]])
+            }
+            Operand::F16 { words, cols } => {
+                let sh = words.shape();
+                ensure(words.dtype() == DType::U32 && sh.len() == 2 && sh[1] == cols.div_ceil(2), op, || {
+                    format!("f16 operand {name} of {cols} columns must be u32 [rows, {}], is {:?} {sh:?}", cols.div_ceil(2), words.dtype())
+                })?;
+                Ok([sh[0], cols])
+            }
+        }
+    }
+
+    /// Elements (f32) or halves (f16) from one stored row to the next.
+    fn stride(&self) -> usize {
+        match *self {
+            Operand::F32(t) => t.shape().get(1).copied().unwrap_or(0),
+            Operand::F16 { words, .. } => 2 * words.shape().get(1).copied().unwrap_or(0),
+        }
+    }
+
+    /// The index of its WGSL part: 0 f32, 1 f16 packed, 2 f16 native.
+    fn part(&self, read: F16Read) -> usize {
+        match (self, read) {
+            (Operand::F32(_), _) => 0,
+            (Operand::F16 { .. }, F16Read::Packed) => 1,
+            (Operand::F16 { .. }, F16Read::Native) => 2,
+        }
+    }
+
+    /// The buffer again, for the vec4 binding (5 or 6), or a 16-byte stand-in where it holds less
+    /// than one vec4 (never read then).
+    fn vec_view(&self, gpu: &Gpu) -> Result<Tensor> {
+        match *self {
+            Operand::F32(t) => vec4_view(gpu, t),
+            Operand::F16 { words, .. } if words.len() >= 2 => Ok(words.clone()),
+            Operand::F16 { words, .. } => vec4_view(gpu, words),
+        }
+    }
+}
+
+/// How the kernels read f16 operands: the same bytes, the same f32 values, the same results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum F16Read {
+    /// u32 words widened with `unpack2x16float`: every adapter.
+    Packed,
+    /// `array<f16>`: needs the device feature `shader-f16` (lavapipe has it, GL not).
+    Native,
+}
+
+impl F16Read {
+    /// The default on `gpu`: [`F16Read::Native`] where the device has `shader-f16`, else
+    /// [`F16Read::Packed`]; `HEADSWAP_F16_READ=packed|native` overrides it (native where the
+    /// device lacks the feature is an error, as is an unknown value).
+    pub fn default_for(gpu: &Gpu) -> Result<F16Read> {
+        let native = gpu.has(wgpu::Features::SHADER_F16);
+        match std::env::var("HEADSWAP_F16_READ").ok().as_deref() {
+            None | Some("") => Ok(if native { F16Read::Native } else { F16Read::Packed }),
+            Some("packed") => Ok(F16Read::Packed),
+            Some("native") => F16Read::Native.check(gpu).map(|_| F16Read::Native),
+            Some(other) => Err(Error::invalid(format!("HEADSWAP_F16_READ={other}: expected packed or native"))),
+        }
+    }
+
+    fn check(self, gpu: &Gpu) -> Result<()> {
+        ensure(self == F16Read::Packed || gpu.has(wgpu::Features::SHADER_F16), "matmul", || {
+            "reading f16 operands natively needs the device feature shader-f16, which this device lacks".into()
+        })
+    }
+}
+
+/// Choices of [`matmul_dispatch_ops`] and [`matmul_dispatch_gathered_ops`] left to the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The kernel variant; `None`: the one [`choose`] picks for the product's shape class (on f32
+    /// operands of that class: f16 operands use the same choice).
+    pub variant: Option<Variant>,
+    /// How f16 operands are read; `None`: [`F16Read::default_for`].
+    pub f16_read: Option<F16Read>,
+}
+
+/// `data` (`[rows, cols]`, row-major f32) rounded to f16 (to nearest, ties to even: the `half`
+/// crate's `f16::from_f32`) and packed for [`Operand::F16`]: u32 `[rows, ⌈cols/2⌉]`, the first
+/// half of each pair in the low 16 bits, an odd row's last high half 0.
+pub fn pack_f16(rows: usize, cols: usize, data: &[f32]) -> Result<Vec<u32>> {
+    if data.len() != rows * cols {
+        return Err(Error::invalid(format!("pack_f16: {} values for a {rows}x{cols} matrix", data.len())));
+    }
+    let h = |v: f32| half::f16::from_f32(v).to_bits() as u32;
+    Ok(data
+        .chunks(cols.max(1))
+        .take(rows)
+        .flat_map(|row| row.chunks(2).map(move |p| h(p[0]) | (p.get(1).map_or(0, |&v| h(v)) << 16)))
+        .collect())
+}
+
+/// Uploads `data` (`[rows, cols]` f32) as the words of an [`Operand::F16`] (see [`pack_f16`]).
+pub fn upload_f16(gpu: &Gpu, [rows, cols]: [usize; 2], data: &[f32]) -> Result<Tensor> {
+    let words = pack_f16(rows, cols, data)?;
+    Tensor::from_u32(gpu, &[rows, cols.div_ceil(2)], &words)
 }
 
 /// Which operand of a gathered product ([`matmul_dispatch_gathered`]) is read through the index
@@ -205,20 +376,19 @@ impl Problem {
 }
 
 /// (M, N, K) of `op(A)·op(B)`, checked against C and the bias.
-fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -> Result<Problem> {
+fn check(a: Operand<'_>, b: Operand<'_>, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -> Result<Problem> {
     let op = "matmul";
-    ensure(a.shape().len() == 2 && b.shape().len() == 2 && c.shape().len() == 2, op, || {
-        format!("operands must be 2-D, got A {:?}, B {:?}, C {:?}", a.shape(), b.shape(), c.shape())
-    })?;
+    ensure(c.shape().len() == 2, op, || format!("C must be 2-D, is {:?}", c.shape()))?;
+    let (sa, sb) = (a.dims(op, "A")?, b.dims(op, "B")?);
     let (ta, tb) = t.flags();
-    let (m, ka) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-    let (kb, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    let (m, ka) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (kb, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
     ensure(ka == kb, op, || format!("inner dimensions differ: op(A) is {m}x{ka}, op(B) is {kb}x{n} ({t:?})"))?;
     ensure(c.shape() == [m, n], op, || format!("C is {:?}, op(A)·op(B) is [{m}, {n}]", c.shape()))?;
     if let Some(bias) = epi.bias {
         ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
     }
-    check_output_alone(op, a, b, c, epi)?;
+    check_output_alone(op, a.tensor(), b.tensor(), c, epi)?;
     Ok(Problem { m, n, k: ka, t })
 }
 
@@ -226,6 +396,7 @@ fn check(a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: &Epilogue<'_>) -
 /// buffer with any operand (even at a distinct range) is a usage conflict that wgpu reports as a
 /// long validation dump. Refuse it here, in one line.
 fn check_output_alone(op: &str, a: &Tensor, b: &Tensor, c: &Tensor, epi: &Epilogue<'_>) -> Result<()> {
+    ensure(c.dtype() == DType::F32, op, || format!("C must be f32, is {:?}", c.dtype()))?;
     let shared = [("A", Some(a)), ("B", Some(b)), ("the bias", epi.bias)]
         .into_iter()
         .filter_map(|(name, t)| t.filter(|t| t.same_buffer(c)).map(|_| name))
@@ -238,8 +409,8 @@ fn check_output_alone(op: &str, a: &Tensor, b: &Tensor, c: &Tensor, epi: &Epilog
 /// (M, N, K) of a gathered product: the gathered operand's stored rows are the data set's, and
 /// its logical rows (M for A, K for B) are the batch, `indices[offset ..]`.
 fn check_gathered(
-    a: &Tensor,
-    b: &Tensor,
+    a: Operand<'_>,
+    b: Operand<'_>,
     c: &Tensor,
     t: Transpose,
     epi: &Epilogue<'_>,
@@ -247,9 +418,8 @@ fn check_gathered(
     indices: &Tensor,
 ) -> Result<Problem> {
     let op = "matmul (gathered)";
-    ensure(a.shape().len() == 2 && b.shape().len() == 2 && c.shape().len() == 2, op, || {
-        format!("operands must be 2-D, got A {:?}, B {:?}, C {:?}", a.shape(), b.shape(), c.shape())
-    })?;
+    ensure(c.shape().len() == 2, op, || format!("C must be 2-D, is {:?}", c.shape()))?;
+    let (sa, sb) = (a.dims(op, "A")?, b.dims(op, "B")?);
     ensure(indices.dtype() == crate::gpu::tensor::DType::U32 && indices.shape().len() == 1, op, || {
         format!("indices must be a u32 vector, are {:?} {:?}", indices.dtype(), indices.shape())
     })?;
@@ -258,29 +428,27 @@ fn check_gathered(
     let k = match side {
         Gathered::A => {
             ensure(!ta, op, || format!("a gathered A is read row by row: it cannot be transposed ({t:?})"))?;
-            a.shape()[1]
+            sa[1]
         }
         Gathered::B => {
             ensure(!tb, op, || format!("a gathered B is read row by row: it cannot be transposed ({t:?})"))?;
-            if ta { a.shape()[0] } else { a.shape()[1] }
+            if ta { sa[0] } else { sa[1] }
         }
     };
     // the operand that is not gathered has its full logical shape
-    let (a_rows, a_cols) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-    let (b_rows, b_cols) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    let (a_rows, a_cols) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (b_rows, b_cols) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
     let (a_ok, b_ok) = match side {
         Gathered::A => (a_cols == k, b_rows == k && b_cols == n),
         Gathered::B => (a_rows == m && a_cols == k, b_cols == n),
     };
-    ensure(a_ok && b_ok, op, || {
-        format!("A {:?} and B {:?} ({t:?}, {side:?} gathered) do not make C {:?}", a.shape(), b.shape(), c.shape())
-    })?;
+    ensure(a_ok && b_ok, op, || format!("A {sa:?} and B {sb:?} ({t:?}, {side:?} gathered) do not make C {:?}", c.shape()))?;
     let batch = if side == Gathered::A { m } else { k };
     ensure(batch <= indices.len(), op, || format!("a batch of {batch} rows needs at least {batch} indices, there are {}", indices.len()))?;
     if let Some(bias) = epi.bias {
         ensure(bias.len() == n, op, || format!("bias has {} elements, C has {n} columns", bias.len()))?;
     }
-    check_output_alone(op, a, b, c, epi)?;
+    check_output_alone(op, a.tensor(), b.tensor(), c, epi)?;
     ensure(!indices.same_buffer(c), op, || "C must not share a buffer with the indices".into())?;
     Ok(Problem { m, n, k, t })
 }
@@ -288,19 +456,20 @@ fn check_gathered(
 /// The launch of `variant` for a checked problem, reading `gather`'s operand through its index
 /// buffer where given.
 pub(crate) fn build(gpu: &Gpu, v: Variant, a: &Tensor, b: &Tensor, c: &Tensor, p: Problem, epi: Epilogue<'_>) -> Result<Dispatch> {
-    build_gathered(gpu, v, a, b, c, p, epi, None)
+    build_gathered(gpu, v, a.into(), b.into(), c, p, epi, None, F16Read::Packed)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build_gathered(
     gpu: &Gpu,
     v: Variant,
-    a: &Tensor,
-    b: &Tensor,
+    a: Operand<'_>,
+    b: Operand<'_>,
     c: &Tensor,
     p: Problem,
     epi: Epilogue<'_>,
     gather: Option<(Gathered, &Tensor)>,
+    read: F16Read,
 ) -> Result<Dispatch> {
     let (ta, tb) = p.t.flags();
     let side = gather.map(|g| g.0);
@@ -312,13 +481,13 @@ fn build_gathered(
         ("GATHER_A", (side == Some(Gathered::A)) as u32 as f64),
         ("GATHER_B", (side == Some(Gathered::B)) as u32 as f64),
     ];
-    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
+    let params = params_of(p, epi, a, b);
     let [x, y, z] = v.groups(p.m, p.n);
     // Dispatch::new reports counts past the adapter's limit; saturate instead of wrapping.
     let groups = [x, y, z].map(|g| g.min(u32::MAX as u64) as u32);
-    let bias = epi.bias.unwrap_or(a);
+    let bias = epi.bias.unwrap_or(a.tensor());
     let params = bytemuck::bytes_of(&params);
-    let (a4, b4) = (vec4_view(gpu, a)?, vec4_view(gpu, b)?);
+    let (a4, b4) = (a.vec_view(gpu)?, b.vec_view(gpu)?);
     let rows = gather.map_or(&a4, |g| g.1);
     match v {
         Variant::Reg4x4 => constants.extend([("WG_X", 8.0), ("WG_Y", 1.0)]),
@@ -331,7 +500,14 @@ fn build_gathered(
         | Variant::SgWide4x32 => constants.extend([("VEC_A", p.vec_a() as u32 as f64), ("VEC_B", p.vec_b() as u32 as f64)]),
         Variant::Tile64 => {}
     }
-    Dispatch::new(gpu, v.kernel(), &constants, params, &[a, b, bias, c, &a4, &b4, rows], groups)
+    let kernel = v.kernel_for(a.part(read), b.part(read));
+    Dispatch::new(gpu, kernel, &constants, params, &[a.tensor(), b.tensor(), bias, c, &a4, &b4, rows], groups)
+}
+
+fn params_of(p: Problem, epi: Epilogue<'_>, a: Operand<'_>, b: Operand<'_>) -> MatmulParams {
+    let (m, n, k) = (p.m as u32, p.n as u32, p.k as u32);
+    let (lda, ldb) = (a.stride() as u32, b.stride() as u32);
+    MatmulParams { m, n, k, alpha: epi.activation.alpha(), offset: 0, lda, ldb, _pad: 0 }
 }
 
 /// Builds `C = act(op(A)·op(B) + bias)` with one operand read through an index buffer: with
@@ -352,7 +528,7 @@ pub fn matmul_dispatch_gathered(
     side: Gathered,
     indices: &Tensor,
 ) -> Result<IndexedDispatch> {
-    gathered(gpu, a, b, c, t, epi, side, indices, None)
+    matmul_dispatch_gathered_ops(gpu, a.into(), b.into(), c, t, epi, side, indices, Options::default())
 }
 
 /// As [`matmul_dispatch_gathered`], with the kernel variant named by the caller (tests).
@@ -368,24 +544,42 @@ pub fn matmul_dispatch_gathered_variant(
     indices: &Tensor,
     variant: Variant,
 ) -> Result<IndexedDispatch> {
-    gathered(gpu, a, b, c, t, epi, side, indices, Some(variant))
+    let opts = Options { variant: Some(variant), ..Options::default() };
+    matmul_dispatch_gathered_ops(gpu, a.into(), b.into(), c, t, epi, side, indices, opts)
 }
 
-/// A gathered product with `variant`, or the autotuned one.
+/// As [`matmul_dispatch_gathered`], with operands stored in f32 or f16 ([`Operand`]; the gathered
+/// one's stored rows are read through the index buffer either way) and the [`Options`].
 #[allow(clippy::too_many_arguments)]
-fn gathered(
+pub fn matmul_dispatch_gathered_ops(
     gpu: &Gpu,
-    a: &Tensor,
-    b: &Tensor,
+    a: Operand<'_>,
+    b: Operand<'_>,
     c: &Tensor,
     t: Transpose,
     epi: Epilogue<'_>,
     side: Gathered,
     indices: &Tensor,
-    variant: Option<Variant>,
+    opts: Options,
 ) -> Result<IndexedDispatch> {
     let p = check_gathered(a, b, c, t, &epi, side, indices)?;
-    let v = match variant {
+    let (v, read) = resolve(gpu, p, epi, a, b, opts)?;
+    let d = build_gathered(gpu, v, a, b, c, p, epi, Some((side, indices)), read)?;
+    let batch = if side == Gathered::A { p.m } else { p.k };
+    Ok(IndexedDispatch::new(d, bytemuck::cast(params_of(p, epi, a, b)), 4, indices.len(), batch))
+}
+
+/// The variant and f16 reading for a checked product.
+fn resolve(gpu: &Gpu, p: Problem, epi: Epilogue<'_>, a: Operand<'_>, b: Operand<'_>, opts: Options) -> Result<(Variant, F16Read)> {
+    let read = match opts.f16_read {
+        _ if !a.is_f16() && !b.is_f16() => F16Read::Packed, // nothing in f16: unused
+        Some(r) => {
+            r.check(gpu)?;
+            r
+        }
+        None => F16Read::default_for(gpu)?,
+    };
+    let v = match opts.variant {
         Some(v) => {
             ensure(v.fits(gpu, p.m, p.n), "matmul", || {
                 format!("variant {} cannot launch a {}x{} output on this adapter", v.name(), p.m, p.n)
@@ -394,19 +588,31 @@ fn gathered(
         }
         None => choose::choose(gpu, p, epi)?.variant,
     };
-    let d = build_gathered(gpu, v, a, b, c, p, epi, Some((side, indices)))?;
-    let params = MatmulParams { m: p.m as u32, n: p.n as u32, k: p.k as u32, alpha: epi.activation.alpha(), offset: 0, _pad: [0; 3] };
-    let batch = if side == Gathered::A { p.m } else { p.k };
-    Ok(IndexedDispatch::new(d, bytemuck::cast(params), 4, indices.len(), batch))
+    Ok((v, read))
 }
 
 /// Builds the launch of `C = act(op(A)·op(B) + bias)` with the variant [`choose`]
 /// chooses for this adapter and shape class (which may measure the candidates the first time a
 /// class is seen: call it while building a plan, not inside a timed step).
 pub fn matmul_dispatch(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, t: Transpose, epi: Epilogue<'_>) -> Result<Dispatch> {
+    matmul_dispatch_ops(gpu, a.into(), b.into(), c, t, epi, Options::default())
+}
+
+/// Builds the launch of `C = act(op(A)·op(B) + bias)` with operands stored in f32 or f16
+/// ([`Operand`]), f32 arithmetic, and the [`Options`] (the defaults: the autotuned variant, f16
+/// read natively where the device can). C and the bias are f32.
+pub fn matmul_dispatch_ops(
+    gpu: &Gpu,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &Tensor,
+    t: Transpose,
+    epi: Epilogue<'_>,
+    opts: Options,
+) -> Result<Dispatch> {
     let p = check(a, b, c, t, &epi)?;
-    let v = choose::choose(gpu, p, epi)?.variant;
-    build(gpu, v, a, b, c, p, epi)
+    let (v, read) = resolve(gpu, p, epi, a, b, opts)?;
+    build_gathered(gpu, v, a, b, c, p, epi, None, read)
 }
 
 /// As [`matmul_dispatch`], with the kernel variant named by the caller (tests, benchmarks).
@@ -419,11 +625,7 @@ pub fn matmul_dispatch_variant(
     epi: Epilogue<'_>,
     variant: Variant,
 ) -> Result<Dispatch> {
-    let p = check(a, b, c, t, &epi)?;
-    ensure(variant.fits(gpu, p.m, p.n), "matmul", || {
-        format!("variant {} cannot launch a {}x{} output on this adapter", variant.name(), p.m, p.n)
-    })?;
-    build(gpu, variant, a, b, c, p, epi)
+    matmul_dispatch_ops(gpu, a.into(), b.into(), c, t, epi, Options { variant: Some(variant), ..Options::default() })
 }
 
 /// `C = op(A)·op(B)`, run at once.
@@ -444,6 +646,23 @@ mod tests {
     #[test]
     fn params_match_wgsl_size() {
         assert_eq!(crate::kernels::wgsl_struct_bytes(crate::kernels::source::MATMUL_WGSL, "Params"), std::mem::size_of::<MatmulParams>());
+    }
+
+    #[test]
+    fn every_operand_module_has_its_own_name_and_enables_f16_where_native() {
+        let mut names = std::collections::HashSet::new();
+        for sg in [false, true] {
+            for a in 0..3 {
+                for b in 0..3 {
+                    let m = source::matmul_module(sg, a, b);
+                    assert!(names.insert(m.name), "{} twice", m.name);
+                    assert_eq!(m.parts[0] == source::ENABLE_F16_WGSL, a == 2 || b == 2, "{}", m.name);
+                    assert_eq!(m.parts.contains(&source::MATMUL_SUBGROUP_WGSL), sg, "{}", m.name);
+                }
+            }
+        }
+        assert_eq!(source::matmul_module(false, 0, 0).wgsl(), source::MATMUL.wgsl());
+        assert_eq!(source::matmul_module(true, 0, 0).wgsl(), source::MATMUL_SUBGROUP.wgsl());
     }
 
     #[test]

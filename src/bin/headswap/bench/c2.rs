@@ -5,6 +5,9 @@
 //! on the device. Random weights with BatchNorm γ, β and running statistics that are not the
 //! defaults (as tests/models.rs), seeded data (the work per image does not depend on the values).
 //!
+//! The f16 features row stores the frozen trunk's weights in f16 too (`frozen_storage = f16`
+//! with the whole trunk frozen): its network bytes count the trunk at 2 bytes a value.
+//!
 //! The features are timed as a head-only fine-tune with cached features does them: `fine_tune`
 //! with the trunk frozen computes every image's trunk output once (batches of 32, each one
 //! submission) and then trains the 512→10 head on those. The figure is images over the run's
@@ -117,7 +120,11 @@ fn resnet18(gpu: &Gpu, side: usize, seed: u64) -> Result<Network> {
 /// counted).
 fn network_bytes(net: &Network) -> u64 {
     let running: usize = net.layers().iter().map(|l| if let LayerSpec::BatchNorm(b) = l { 2 * b.channels } else { 0 }).sum();
-    4 * (net.num_params() + running) as u64
+    let params = |l: &LayerSpec| l.weight_shape().map_or(0, |s| s.iter().product::<usize>()) + l.bias_len();
+    let trunk: usize = net.trunk_layers().iter().map(params).sum();
+    // a trunk stored in f16 (a head-only run with frozen_storage f16) holds 2 bytes a value
+    let trunk_bytes = if net.trunk_storage() == Precision::F16 { 2 * trunk } else { 4 * trunk };
+    (trunk_bytes + 4 * (net.num_params() - trunk + running)) as u64
 }
 
 /// `n` seeded images 3×`side`×`side`, values in [−2, 2) (roughly what ImageNet normalisation
@@ -180,22 +187,27 @@ fn features(gpu: &Gpu, cs: &C2Scale, side: usize, n: usize, rounds: usize, seed:
             return Err(headswap::Error::InvalidInput("C2: the frozen ResNet-18 trunk's features were not cached".into()));
         }
         rates.push(n as f64 / caching_seconds(&fit));
-        last = Some(fit);
+        last = Some((fit, run));
     }
-    let fit = last.ok_or_else(|| headswap::Error::InvalidInput("C2: no feature run".into()))?;
+    let (fit, run) = last.ok_or_else(|| headswap::Error::InvalidInput("C2: no feature run".into()))?;
     Ok(ModelResult {
         id,
-        name: format!(
-            "ResNet-18 trunk features, {side}×{side}, eval-mode BatchNorm folded into the convolutions, cached in {} by a head-only fine-tune (upload and plans included, head epochs excluded)",
-            precision.name()
-        ),
+        name: match precision {
+            Precision::F32 => format!(
+                "ResNet-18 trunk features, {side}×{side}, eval-mode BatchNorm folded into the convolutions, cached in f32 by a head-only fine-tune (upload and plans included, head epochs excluded)"
+            ),
+            p => format!(
+                "ResNet-18 trunk features, {side}×{side}, trunk weights stored in {0} (each layer widened to f32 as it runs; BatchNorm not folded, its own eval launch), features cached in {0} by a head-only fine-tune (upload and plans included, head epochs excluded)",
+                p.name()
+            ),
+        },
         image: side,
         batch: cs.batch,
         n,
         runs: rounds,
         images_per_sec: median(&rates),
         run_images_per_sec: rates,
-        network_bytes: network_bytes(&net),
+        network_bytes: network_bytes(&run),
         run_bytes: fit.bytes_allocated,
         dispatches_per_step: None,
         final_loss: None,

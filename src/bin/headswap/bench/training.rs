@@ -238,7 +238,9 @@ pub fn bench_t2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<TrainResult>> 
             "head-only fine-tune: frozen 784→512→256 trunk, new 256→4 sigmoid head, per-label BCE, SGD momentum 0.9 lr 0.05, {}",
             match (cache, precision) {
                 (false, _) => "no cached trunk features".to_string(),
-                (true, p) => format!("cached trunk features stored in {}", p.name()),
+                (true, Precision::F32) => "cached trunk features stored in f32".to_string(),
+                // the whole trunk is frozen: its weights are stored in f16 too
+                (true, p) => format!("trunk weights and cached trunk features stored in {}", p.name()),
             }
         );
         out.push(summarize(id, name, &data, ts.t2_epochs, fits, cpu, Some(profile)));
