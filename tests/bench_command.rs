@@ -154,6 +154,25 @@ fn one_kernel_at_the_users_shape_checks_and_times_every_variant() {
     assert!(out.status.success() && text.contains("the autotuner's pick") && text.contains("passed"), "{text}");
 }
 
+/// `--storage f16a|f16b|f16ab`: each variant also runs with those operands stored in f16, checked
+/// against the float64 reference on the f16 values, and timed beside f32.
+#[test]
+fn one_kernel_with_f16_operands_checks_and_times_them_beside_f32() {
+    for (storage, form) in [("f16a", "nn"), ("f16b", "nt"), ("f16ab", "tn")] {
+        let v = report(&bench(&["kernel", "matmul", "--shape", "7x33x127", "--form", form, "--storage", storage, "--json"], &[]));
+        let ran: Vec<_> = v["variants"].as_array().unwrap().iter().filter(|r| r["skipped"].is_null()).collect();
+        assert!(!ran.is_empty());
+        for r in &ran {
+            assert_eq!(r["f16"]["storage"], storage, "{r}");
+            assert_eq!(r["f16"]["check"]["passed"], true, "{r}");
+            assert_eq!(r["f16"]["check"]["checked"], 7 * 33);
+            assert!(r["f16"]["gflops"].as_f64().unwrap() > 0.0 && r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let v = report(&bench(&["kernel", "matmul", "--shape", "8x8x8", "--json"], &[]));
+    assert!(v["variants"][0]["f16"].is_null(), "f32 only by default");
+}
+
 #[test]
 fn a_bad_kernel_request_is_a_usage_error() {
     for (args, needle) in [
@@ -168,6 +187,8 @@ fn a_bad_kernel_request_is_a_usage_error() {
         (&["kernel", "matmul", "--shape", "8x8x8", "--groups", "2"][..], "conv2d's"),
         (&["kernel", "conv2d", "--shape", "1x6x8x8", "--filters", "4", "--kernel", "3", "--groups", "4"][..], "divide the 6 input"),
         (&["kernel", "fft", "--shape", "8x8x8"][..], "fft"),
+        (&["kernel", "matmul", "--shape", "8x8x8", "--storage", "bf16"][..], "f16a, f16b or f16ab"),
+        (&["kernel", "conv2d", "--shape", "1x2x8x8", "--filters", "4", "--kernel", "3", "--storage", "f16a"][..], "matmul's"),
     ] {
         let out = bench(args, &[]);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -600,6 +600,9 @@ pub struct BenchKernelArgs {
     /// matmul: a variant's name or all; conv2d: direct, im2col or all
     #[arg(long, value_name = "NAME|all", default_value = "all")]
     pub variant: String,
+    /// matmul: also time the product with A, B or both stored in f16 (f32 arithmetic), beside f32
+    #[arg(long, value_name = "f32|f16a|f16b|f16ab", default_value = "f32")]
+    pub storage: String,
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,

@@ -11,7 +11,9 @@ use crate::{CliResult, usage};
 use headswap::gpu::{Dispatch, Gpu, Tensor};
 use headswap::kernels::Activation;
 use headswap::kernels::conv::{Conv2dShape, ConvAlgo, ConvScratch, ConvUse, choose_algo, conv2d_forward_dispatches};
-use headswap::kernels::matmul::{Epilogue, Transpose, Variant, matmul_dispatch, matmul_dispatch_variant};
+use headswap::kernels::matmul::{
+    Epilogue, Operand, Options, Transpose, Variant, matmul_dispatch, matmul_dispatch_ops, matmul_dispatch_variant, upload_f16,
+};
 use headswap::rng::Rng;
 use serde_json::json;
 
@@ -23,6 +25,8 @@ pub struct KernelRequest {
     pub t: Transpose,
     /// One variant, or every one.
     pub variant: Option<Variant>,
+    /// Whether A, B are also timed stored in f16 (`--storage`); `None`: f32 only.
+    pub f16: Option<(bool, bool)>,
     pub seed: u64,
     pub scale: Scale,
 }
@@ -51,6 +55,17 @@ pub fn parse_form(s: &str) -> CliResult<Transpose> {
     }
 }
 
+/// `--storage`: `f32` (None) or which operands are stored in f16.
+pub fn parse_storage(s: &str) -> CliResult<Option<(bool, bool)>> {
+    match s {
+        "f32" => Ok(None),
+        "f16a" => Ok(Some((true, false))),
+        "f16b" => Ok(Some((false, true))),
+        "f16ab" => Ok(Some((true, true))),
+        _ => Err(usage(format!("--storage {s:?} is not f32, f16a, f16b or f16ab"))),
+    }
+}
+
 /// `all` (None) or a variant's name.
 pub fn parse_variant(s: &str) -> CliResult<Option<Variant>> {
     if s == "all" {
@@ -70,6 +85,8 @@ struct Row {
     check: Option<Check>,
     timed: Option<Timed>,
     batch: usize,
+    /// The same product with the `--storage` operands in f16: its check and timing.
+    f16: Option<(Check, Option<Timed>)>,
 }
 
 /// The f32 peak (GFLOP/s, without tensor cores) of adapters whose data sheet we know, by name.
@@ -100,6 +117,14 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
     let ga = Tensor::from_slice(gpu, &ashape, &a)?;
     let gb = Tensor::from_slice(gpu, &bshape, &b)?;
     let gc = Tensor::zeros(gpu, &[m, n])?;
+    // --storage: the f16 operands, and the values they hold (the reference's inputs)
+    let (fa, fb) = r.f16.unwrap_or((false, false));
+    let round = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+    let (a16, b16) = (if fa { round(&a) } else { a.clone() }, if fb { round(&b) } else { b.clone() });
+    let wa = if fa { Some(upload_f16(gpu, ashape, &a)?) } else { None };
+    let wb = if fb { Some(upload_f16(gpu, bshape, &b)?) } else { None };
+    let op_a = wa.as_ref().map_or(Operand::F32(&ga), |w| Operand::F16 { words: w, cols: ashape[1] });
+    let op_b = wb.as_ref().map_or(Operand::F32(&gb), |w| Operand::F16 { words: w, cols: bshape[1] });
     // the autotuner's pick for this shape (measured now if this adapter has not timed its class)
     let auto = matmul_dispatch(gpu, &ga, &gb, &gc, r.t, Epilogue::default())?;
     let pick = Variant::ALL.into_iter().find(|v| v.entry() == auto.name());
@@ -114,6 +139,7 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
                 check: None,
                 timed: None,
                 batch: 0,
+                f16: None,
             });
             continue;
         }
@@ -128,9 +154,27 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
         } else {
             (None, 0)
         };
-        rows.push(Row { variant: v, skipped: None, check: Some(check), timed, batch });
+        let f16 = match r.f16 {
+            None => None,
+            Some(_) => {
+                let opts = Options { variant: Some(v), f16_read: None };
+                let d = matmul_dispatch_ops(gpu, op_a, op_b, &gc, r.t, Epilogue::default(), opts)?;
+                gc.fill(gpu, f32::NAN)?;
+                gpu.run("bench_kernel_check_f16", &[&d])?;
+                let check = check_product(&gc.download(gpu)?, &a16, &b16, m, n, k, r.t, r.seed);
+                let timed = if check.passed { Some(time_gpu(gpu, &d, flops, reps)?.0) } else { None };
+                Some((check, timed))
+            }
+        };
+        rows.push(Row { variant: v, skipped: None, check: Some(check), timed, batch, f16 });
     }
-    let all_passed = rows.iter().all(|row| row.check.as_ref().is_none_or(|c| c.passed));
+    let all_passed = rows.iter().all(|row| row.check.as_ref().is_none_or(|c| c.passed) && row.f16.as_ref().is_none_or(|f| f.0.passed));
+    let storage = match (fa, fb) {
+        (true, true) => "f16ab",
+        (true, false) => "f16a",
+        (false, true) => "f16b",
+        (false, false) => "f32",
+    };
     let info = gpu.adapter_info();
     let peak = known_peak(&info.name);
     let fraction = |t: &Timed| peak.map(|(p, _)| t.gflops / p);
@@ -149,6 +193,12 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
                     "runs": row.timed.as_ref().map(|t| t.runs),
                     "batch": row.batch,
                     "fraction_of_peak": row.timed.as_ref().and_then(fraction),
+                    "f16": row.f16.as_ref().map(|(c, t)| json!({
+                        "storage": storage,
+                        "check": {"passed": c.passed, "checked": c.checked, "total": c.total, "max_abs_err": c.max_abs_err, "worst_over_tolerance": c.worst},
+                        "gflops": t.as_ref().map(|t| t.gflops),
+                        "median_ms": t.as_ref().map(|t| t.median_ms),
+                    })),
                 })
             })
             .collect();
@@ -171,6 +221,16 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
         "{:<12} {:>12} {:>12} {:>10} {:>10}  check (max |err|, worst/tolerance)\n",
         "variant", "GFLOP/s", "median ms", "of peak", "batch"
     );
+    if r.f16.is_some() {
+        out += &format!(
+            "{storage}: the same product with {} stored in f16 (f32 arithmetic), checked against the float64 reference on the f16 values\n",
+            match (fa, fb) {
+                (true, true) => "A and B",
+                (true, false) => "A",
+                _ => "B",
+            }
+        );
+    }
     for row in &rows {
         let mark = if Some(row.variant) == pick { "*" } else { " " };
         let name = format!("{}{mark}", row.variant.name());
@@ -182,6 +242,24 @@ pub fn run(gpu: &Gpu, r: &KernelRequest, as_json: bool) -> headswap::Result<(Str
                     "{name:<12} {:>12.2} {:>12.4} {:>10} {:>10}  passed ({:.2e}, {:.2})\n",
                     t.gflops, t.median_ms, of_peak, row.batch, c.max_abs_err, c.worst
                 );
+                match &row.f16 {
+                    Some((c, Some(t))) => {
+                        out += &format!(
+                            "  {storage:<10} {:>12.2} {:>12.4} {:>10} {:>10}  passed ({:.2e}, {:.2}), {:.2}× f32\n",
+                            t.gflops,
+                            t.median_ms,
+                            "",
+                            "",
+                            c.max_abs_err,
+                            c.worst,
+                            t.gflops / row.timed.as_ref().map_or(f64::NAN, |f| f.gflops)
+                        )
+                    }
+                    Some((c, None)) => {
+                        out += &format!("  {storage:<10} FAILED its check ({:.2e}, {:.2}): no number\n", c.max_abs_err, c.worst)
+                    }
+                    None => {}
+                }
             }
             (None, Some(c), None) => out += &format!("{name:<12} FAILED its check ({:.2e}, {:.2}): no number\n", c.max_abs_err, c.worst),
             (None, None, _) => {}

@@ -40,12 +40,16 @@ fn kernel(k: BenchKernelArgs) -> CliResult<()> {
                 k: kk,
                 t: kernel_cmd::parse_form(&k.form)?,
                 variant: kernel_cmd::parse_variant(&k.variant)?,
+                f16: kernel_cmd::parse_storage(&k.storage)?,
                 seed: k.seed,
                 scale,
             };
             kernel_cmd::run(&crate::gpu()?, &request, k.json)?
         }
         KernelOp::Conv2d => {
+            if k.storage != "f32" {
+                return Err(usage("--storage is matmul's"));
+            }
             let [n, c, h, w] = kernel_cmd::parse_nchw(&k.shape)?;
             let (Some(o), Some(ks)) = (k.filters.filter(|&o| o > 0), k.kernel.filter(|&v| v > 0)) else {
                 return Err(usage("conv2d needs --filters O and --kernel K (positive)"));
