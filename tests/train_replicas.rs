@@ -503,3 +503,27 @@ fn accumulation_settings_it_cannot_honour_are_refused() {
     let e = fit(TrainConfig { batch_size: 3, accumulate_steps: 4, ..Default::default() });
     assert!(e.contains("micro-batch"), "{e}");
 }
+
+#[test]
+fn batchnorm_in_training_mode_sees_each_micro_batch_as_a_forward() {
+    // PyTorch's rule: each pass normalises with its own statistics and moves the running ones, and
+    // num_batches_tracked counts the passes; 20 examples, batch 8, 2 micro-batches per step: steps
+    // of 8, 8 and 4 rows, passes of 4, 4, 4, 4, 2, 2
+    let gpu = gpu();
+    let data = classes(20, vec![1, 6, 6], 3, 4);
+    let make = |gpu: &Gpu| {
+        let trunk =
+            CnnBuilder::new(1, 6, 6).conv(3, 3, 1, 1, Activation::Identity).batch_norm(Activation::Relu).max_pool(2, 2).build().unwrap();
+        Network::from_specs(gpu, 36, trunk, Init::KaimingUniform, Head::classes(3), 2).unwrap()
+    };
+    let tracked = |k: usize| {
+        let mut net = make(&gpu);
+        let cfg = TrainConfig { batch_size: 8, accumulate_steps: k, seed: 1, ..Default::default() };
+        Trainer::new(&gpu, cfg).fit(&mut net, &data, 2).unwrap();
+        let stats = net.running_stats(1).unwrap().expect("layer 1 is the BatchNorm");
+        (stats.num_batches_tracked, stats.running_mean)
+    };
+    let ((plain, plain_mean), (acc, acc_mean)) = (tracked(1), tracked(2));
+    assert_eq!((plain, acc), (6, 12));
+    assert_ne!(plain_mean, acc_mean, "the running statistics move once per pass, from the pass's statistics");
+}

@@ -493,6 +493,29 @@ mod tests {
     }
 
     #[test]
+    fn passes_cover_the_step_once_micro_batch_by_micro_batch() {
+        for rows in [1, 2, 7, 33, 128] {
+            for k in 1..=4 {
+                for size in 1..=3 {
+                    // every replica's passes, in micro-batch order: together the step's rows
+                    let mut all: Vec<(usize, usize)> = (0..size).flat_map(|r| passes(rows, k, r, size)).collect();
+                    all.sort_unstable();
+                    let mut next = 0;
+                    for (at, len) in all {
+                        assert!(len > 0);
+                        assert_eq!(at, next, "rows {rows}, k {k}, size {size}");
+                        next += len;
+                    }
+                    assert_eq!(next, rows);
+                }
+            }
+        }
+        assert_eq!(passes(64, 1, 1, 2), [(32, 32)]);
+        assert_eq!(passes(256, 4, 1, 2), [(32, 32), (96, 32), (160, 32), (224, 32)]);
+        assert_eq!(passes(2, 3, 0, 1), [(0, 1), (1, 1)]);
+    }
+
+    #[test]
     fn a_failed_replica_releases_the_others_with_its_reason() {
         let group = ThreadGroup::new(3).unwrap();
         let errs: Vec<String> = std::thread::scope(|s| {
