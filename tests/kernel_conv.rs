@@ -476,6 +476,39 @@ fn im2col_pads_short_rows_to_vec4() {
 }
 
 #[test]
+fn im2col_splits_long_weight_gradients() {
+    // a chunk of more than 1,024 output pixels computes its weight gradient as several products
+    // over slices of its rows (split-K into partial gradients, added in slice order): one chunk
+    // (odd sizes, the last slice not a multiple of 4), the padded stem in one chunk (its partials
+    // are [O, 148] and cut back), and several chunks of one image each, every one split
+    let gpu = gpu();
+    let stem = Conv2dShape::new(33, 3, 33, 35, 7, 7, 2, 3);
+    let cases = [(Conv2dShape::new(3, 65, 33, 27, 33, 3, 1, 1), 3), (stem, 3), (Conv2dShape::new(3, 32, 130, 130, 5, 3, 1, 1), 3 * 8)];
+    for (i, (s, slices)) in cases.into_iter().enumerate() {
+        let names = check_im2col(&gpu, s, 960 + 10 * i as u64, &format!("split dW {s:?}"));
+        // forward products (one per chunk) + dx products (one per chunk) + the slices
+        let chunks = names.iter().filter(|&&n| n == "nchw_transpose").count() / 2;
+        let products = names.iter().filter(|n| n.starts_with("matmul_")).count();
+        assert_eq!(products, 2 * chunks + slices, "{s:?}: {names:?}");
+        assert_eq!(names.iter().filter(|&&n| n == "sum_parts").count(), 1, "{s:?}: {names:?}");
+    }
+    // reruns are bit-identical
+    let s = cases[0].0;
+    let c = conv_case(&gpu, s, 7);
+    let gdy = upload(&gpu, &s.y_shape(), &rand_vec(8, s.y_shape().iter().product()));
+    let scratch = ConvScratch::with_algo(&gpu, &s, ConvAlgo::Im2col).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (mut dx, mut dw) = (poisoned(&gpu, &s.x_shape()), poisoned(&gpu, &s.w_shape()));
+        conv::conv2d_backward(&gpu, &s, &c.gx, &c.gw, &gdy, Some(&mut dx), &mut dw, None, &scratch).unwrap();
+        runs.push((dx.download(&gpu).unwrap(), dw.download(&gpu).unwrap()));
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&runs[0].1), bits(&runs[1].1), "two runs' dW differ");
+    assert_eq!(bits(&runs[0].0), bits(&runs[1].0), "two runs' dx differ");
+}
+
+#[test]
 fn conv_long_reductions_and_im2col_chunks() {
     // N·OH·OW large enough that the dw/db reductions split into slices and im2col runs in
     // several chunks (one image per chunk here: 64·64 = 4096 pixels, 9 images)
