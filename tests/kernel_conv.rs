@@ -443,10 +443,10 @@ fn im2col_takes_the_per_element_kernels_where_the_row_kernels_cannot_run() {
     // C·KH·KW just inside one invocation's loop budget (llvmpipe's 65,535-iteration limit; 21
     // counted per channel of a 3 × 3 window): one invocation per output row / input pixel
     let names = check_im2col(&gpu, Conv2dShape::new(2, 3095, 3, 4, 2, 3, 1, 1), 77, "3,095 channels");
-    assert!(names.contains(&"im2col_rows") && names.contains(&"col2im_rows"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("im2col_rows")) && names.contains(&"col2im_rows"), "{names:?}");
     // just past it: one invocation per element
     let names = check_im2col(&gpu, Conv2dShape::new(2, 3096, 3, 4, 2, 3, 1, 1), 79, "3,096 channels");
-    assert!(names.contains(&"im2col") && names.contains(&"col2im") && !names.contains(&"im2col_rows"), "{names:?}");
+    assert!(names.contains(&"im2col") && names.contains(&"col2im") && !names.iter().any(|n| n.starts_with("im2col_rows")), "{names:?}");
     // an input row too wide for the row kernels' grid (131,072 workgroups of 8 pixels), a
     // stride past the window (pixels no tap reaches), 1-D
     let s = Conv2dShape { n: 1, c: 1, h: 1, w: 1 << 20, o: 2, kh: 1, kw: 16, sh: 1, sw: 32, ph: 0, pw: 0, pb: 0, pr: 0, groups: 1 };
@@ -468,7 +468,8 @@ fn im2col_pads_short_rows_to_vec4() {
     for (i, (s, pads)) in cases.into_iter().enumerate() {
         let names = check_im2col(&gpu, s, 900 + 10 * i as u64, &format!("padded rows {s:?}"));
         assert_eq!(names.iter().filter(|&&n| n == "pad_cols").count(), pads, "{s:?}: {names:?}");
-        assert!(names.contains(&"im2col_rows"), "{s:?}: {names:?}");
+        // padded rows are a multiple of 4: written as vec4s
+        assert!(names.contains(&"im2col_rows4"), "{s:?}: {names:?}");
     }
     // rows of 45 would grow by 7 %: not padded
     let names = check_im2col(&gpu, Conv2dShape::new(2, 5, 13, 11, 16, 3, 1, 1), 950, "rows of 45");

@@ -13,6 +13,7 @@ use crate::kernels::{Activation, Kernel, R, RW, ensure, source};
 
 pub(crate) const IM2COL: Kernel = Kernel { source: &source::CONV, entry: "im2col", bindings: &[R, RW] };
 pub(crate) const IM2COL_ROWS: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows", bindings: &[R, RW] };
+pub(crate) const IM2COL_ROWS4: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows4", bindings: &[R, RW] };
 pub(crate) const PAD_COLS: Kernel = Kernel { source: &source::CONV, entry: "pad_cols", bindings: &[R, RW] };
 pub(crate) const COL2IM: Kernel = Kernel { source: &source::CONV, entry: "col2im", bindings: &[R, RW] };
 pub(crate) const COL2IM_ROWS: Kernel = Kernel { source: &source::CONV, entry: "col2im_rows", bindings: &[R, RW] };
@@ -107,7 +108,9 @@ fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: u
     if rows_kernel_fits(gpu, s, b) {
         let groups = [ow.div_ceil(8), oh.div_ceil(8), b].map(|g| g as u32);
         let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64), ("ROW_PAD", pad as f64)];
-        return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
+        // rows of a multiple of 4 values are written as vec4s (im2col_rows4)
+        let kernel = if row_len.is_multiple_of(4) { IM2COL_ROWS4 } else { IM2COL_ROWS };
+        return Dispatch::new(gpu, kernel, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
     }
     ensure(pad == 0, "conv2d im2col", || "padded columns need the row kernel".into())?;
     Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
