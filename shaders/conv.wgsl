@@ -19,6 +19,7 @@
 //   dw_backward_weight    1 x (r), 2 dy (r), 3 dw or parts (rw) (depthwise)
 //   im2col                1 x (r), 2 cols (rw)                  (the im2col + matmul path)
 //   im2col_rows           1 x (r), 2 cols (rw)                  overrides IC, KH, KW, ROW_PAD
+//   im2col_rows4          1 x (r), 2 cols (rw, as vec4s)        the same, rows of a multiple of 4
 //   pad_cols              1 src (r), 2 dst (rw)                 (rows of p.c values → rows of p.w, cut or zero-filled)
 //   col2im                1 dcols (r), 2 dx (rw)
 //   col2im_rows           1 dcols (r), 2 dx (rw)                override IC
@@ -466,6 +467,39 @@ fn im2col_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var q = 0u; q < ROW_PAD; q++) {
         out2[k + q] = 0.0;
+    }
+}
+
+// As im2col_rows, for rows whose length IC·KH·KW + ROW_PAD is a multiple of 4: the row is
+// written as vec4s, a quarter of the stores (on lavapipe each store, scalar or vec4, is a
+// scatter costing about the same per lane). Element e of the row is tap (c, ky, kx) =
+// (e / (KH·KW), e / KW % KH, e % KW): e is the same in every invocation, so those divisions (by
+// pipeline constants) are scalar work; elements past IC·KH·KW are the zero padding.
+@group(0) @binding(2) var<storage, read_write> out2v: array<vec4<f32>>;
+
+fn im2col_tap(e: u32, img: u32, iy0: i32, ix0: i32) -> f32 {
+    let c = e / (KH * KW);
+    let iy = iy0 + i32((e / KW) % KH);
+    let ix = ix0 + i32(e % KW);
+    let inside = c < IC && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    return select(0.0, in1[select(0u, ((img + c) * p.h + u32(iy)) * p.w + u32(ix), inside)], inside);
+}
+
+@compute @workgroup_size(8, 8)
+fn im2col_rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox = gid.x;
+    let oy = gid.y;
+    let b = gid.z;
+    if ox >= p.ow || oy >= p.oh || b >= p.n { return; }
+    let iy0 = i32(oy * p.sh) - i32(p.ph);
+    let ix0 = i32(ox * p.sw) - i32(p.pw);
+    let img = (p.total + b) * IC;
+    let len4 = (IC * KH * KW + ROW_PAD) / 4u;
+    let row = ((b * p.oh + oy) * p.ow + ox) * len4;
+    for (var q = 0u; q < len4; q++) {
+        let e = 4u * q;
+        out2v[row + q] = vec4<f32>(im2col_tap(e, img, iy0, ix0), im2col_tap(e + 1u, img, iy0, ix0), im2col_tap(e + 2u, img, iy0, ix0),
+                                   im2col_tap(e + 3u, img, iy0, ix0));
     }
 }
 

@@ -68,6 +68,20 @@ fn the_table_has_every_workload_asked_for() {
     assert!(!table.contains("K1  f32 matmul"), "K1 was not asked for:\n{table}");
 }
 
+/// `--only c2-64`: C2's small rows alone (the f32 features and the fine-tune step, with its
+/// profile), at the smoke size.
+#[test]
+fn c2_64_runs_only_the_small_rows() {
+    let v = report(&bench(&["--only", "c2-64", "--json"], &[]));
+    let models = v["models"].as_array().unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["C2-features-32", "C2-finetune-32"], "{v}");
+    for m in models {
+        assert!(m["images_per_sec"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert!(models[1]["profile"]["kernels"].as_array().is_some_and(|k| !k.is_empty()), "{v}");
+}
+
 /// C2 (ResNet-18) at the smoke size: its three rows, each with a positive rate, the bytes of the
 /// network (its parameters and running statistics: ResNet-18's 11.2 M parameters at any image
 /// size) and of the run, a fine-tune profile, in the JSON and the table; and not run by default.

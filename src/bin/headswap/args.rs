@@ -543,7 +543,7 @@ pub struct BenchArgs {
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,
-    /// Run only these workloads: k1, t1, t2, t3, c1, c2 (ResNet-18, minutes; never run by default), dp (mpirun -np 1,2,4 of this binary; needs --features distributed and mpirun), comma-separated [default: k1,t1,t2,t3,c1,dp]
+    /// Run only these workloads: k1, t1, t2, t3, c1, c2 (ResNet-18, minutes; never run by default), c2-64 (C2's 64×64 rows alone: features in f32 and the fine-tune step), dp (mpirun -np 1,2,4 of this binary; needs --features distributed and mpirun), comma-separated [default: k1,t1,t2,t3,c1,dp]
     #[arg(long, value_name = "LIST")]
     pub only: Option<String>,
     /// Seeds the data, the networks and the shuffles

@@ -13,6 +13,7 @@ use crate::kernels::{Activation, Kernel, R, RW, ensure, source};
 
 pub(crate) const IM2COL: Kernel = Kernel { source: &source::CONV, entry: "im2col", bindings: &[R, RW] };
 pub(crate) const IM2COL_ROWS: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows", bindings: &[R, RW] };
+pub(crate) const IM2COL_ROWS4: Kernel = Kernel { source: &source::CONV, entry: "im2col_rows4", bindings: &[R, RW] };
 pub(crate) const PAD_COLS: Kernel = Kernel { source: &source::CONV, entry: "pad_cols", bindings: &[R, RW] };
 pub(crate) const COL2IM: Kernel = Kernel { source: &source::CONV, entry: "col2im", bindings: &[R, RW] };
 pub(crate) const COL2IM_ROWS: Kernel = Kernel { source: &source::CONV, entry: "col2im_rows", bindings: &[R, RW] };
@@ -23,6 +24,35 @@ pub(crate) const NCHW_TRANSPOSE: Kernel = Kernel { source: &source::CONV, entry:
 const IM2COL_MAX_ROWS: usize = 32_768;
 /// Bytes of the im2col buffer of one chunk, at most (unless one image alone needs more).
 const IM2COL_MAX_BYTES: usize = 64 << 20;
+
+/// A chunk's weight gradient `dW = dYᵀ·cols` sums over its `chunk·OH·OW` rows (the matmul's
+/// K). Past [`DW_SPLIT_MIN`] rows it runs as several products over consecutive slices of those
+/// rows, each into its own partial gradient, added in slice order afterwards (split-K, the
+/// existing per-chunk `sum_parts`): on lavapipe the TN product with a long K streams both
+/// operands' rows once per workgroup column/row, and slices whose operands fit the caches (about
+/// [`DW_SLICE_BYTES`] of both) run 3–4× faster (BENCHMARKS.md, C2: `64x576x8192` TN 6.7 GFLOP/s,
+/// `64x576x1024` 29; `headswap bench kernel matmul --form tn`).
+const DW_SPLIT_MIN: usize = 1024;
+/// Bytes of both operands' rows one weight-gradient slice reads, at most (see [`DW_SPLIT_MIN`]).
+const DW_SLICE_BYTES: usize = 5 << 19;
+/// Bytes of partial weight gradients a scratch may hold for the slices (the direct form's cap).
+const DW_PARTS_BYTES: usize = 16 << 20;
+
+/// Rows per weight-gradient slice for chunks of `rows` output pixels (`chunks` of them) and
+/// weight rows of `dw_len` values: `rows` itself (one product) up to [`DW_SPLIT_MIN`], else
+/// slices of equal length (a multiple of 64, so that every slice's views start 256-byte aligned)
+/// reading about [`DW_SLICE_BYTES`] (at least 512 rows), fewer where the partials of all chunks
+/// would pass [`DW_PARTS_BYTES`].
+pub(super) fn dw_split_rows(s: &Conv2dShape, rows: usize, dw_len: usize, chunks: usize) -> usize {
+    if rows <= DW_SPLIT_MIN {
+        return rows.max(1);
+    }
+    let by_cache = (DW_SLICE_BYTES / (4 * (s.o + dw_len))).max(512);
+    let part_bytes = 4 * (s.o * dw_len).next_multiple_of(64);
+    let max_slices = (DW_PARTS_BYTES / part_bytes / chunks.max(1)).max(1);
+    let slices = rows.div_ceil(by_cache).min(max_slices);
+    rows.div_ceil(slices).next_multiple_of(64).min(rows)
+}
 
 /// Whether im2col can run `shape`: an ungrouped convolution (the one matmul has no groups) whose
 /// image's output pixels fit one chunk of columns.
@@ -78,7 +108,9 @@ fn im2col(gpu: &Gpu, s: &Conv2dShape, x: &Tensor, cols: &Tensor, n0: usize, b: u
     if rows_kernel_fits(gpu, s, b) {
         let groups = [ow.div_ceil(8), oh.div_ceil(8), b].map(|g| g as u32);
         let consts = [("IC", s.c as f64), ("KH", s.kh as f64), ("KW", s.kw as f64), ("ROW_PAD", pad as f64)];
-        return Dispatch::new(gpu, IM2COL_ROWS, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
+        // rows of a multiple of 4 values are written as vec4s (im2col_rows4)
+        let kernel = if row_len.is_multiple_of(4) { IM2COL_ROWS4 } else { IM2COL_ROWS };
+        return Dispatch::new(gpu, kernel, &consts, bytemuck::bytes_of(&p), &[x, cols], groups);
     }
     ensure(pad == 0, "conv2d im2col", || "padded columns need the row kernel".into())?;
     Dispatch::new(gpu, IM2COL, &[], bytemuck::bytes_of(&p), &[x, cols], groups_1d(cols.len(), WG))
@@ -155,26 +187,37 @@ pub(super) fn backward(
 ) -> Result<Vec<Dispatch>> {
     let patch = s.patch_len();
     let w2 = w.reshape(&[s.o, patch])?;
+    // the weight gradient's rows: padded ones (the stem) where the batch is one chunk — dW
+    // [O, row_len] then lands in the padded weight's buffer (the forward refills it) and is cut
+    // back to [O, C·KH·KW]
+    let single = s.n <= scratch.chunk;
+    let padded = scratch.wpad.as_ref().filter(|_| single);
+    let dw_len = padded.map_or(patch, |w| w.shape()[1]);
+    let mut parts_used = 0;
     let mut out = Vec::new();
-    for (k, (n0, nb)) in scratch.chunks().enumerate() {
-        let (cols, rows) = scratch.views(nb)?;
+    for (n0, nb) in scratch.chunks() {
+        let (_, rows) = scratch.views(nb)?;
         out.push(transpose(gpu, s, dy, &rows, n0, nb, false)?);
         // a frozen layer (no dw) only needs dx, which does not read the columns of x
         if let Some(dw) = dw {
-            match (&scratch.wpad, &scratch.parts) {
-                // one chunk with padded rows (the stem): dW [O, row_len] into the padded weight's
-                // buffer (the forward refills it), then cut back to [O, C·KH·KW]
-                (Some(wpad), None) => {
-                    let row_len = wpad.shape()[1];
-                    let (pcols, _) = scratch.views_with(nb, row_len)?;
-                    out.push(im2col(gpu, s, x, &pcols, n0, nb, row_len)?);
-                    out.push(matmul_dispatch(gpu, &rows, &pcols, wpad, Transpose::TN, Epilogue::default())?);
-                    out.push(resize_rows(gpu, s, wpad, &dw.reshape(&[s.o, patch])?)?);
+            let (cols, _) = scratch.views_with(nb, dw_len)?;
+            out.push(im2col(gpu, s, x, &cols, n0, nb, dw_len)?);
+            match &scratch.parts {
+                Some(parts) => {
+                    // split-K: slices of the chunk's rows, each into its own partial gradient
+                    let total = rows.shape()[0];
+                    for r0 in (0..total).step_by(scratch.dw_split_rows) {
+                        let len = scratch.dw_split_rows.min(total - r0);
+                        let a = rows.view(r0 * s.o, &[len, s.o])?;
+                        let b = cols.view(r0 * dw_len, &[len, dw_len])?;
+                        let target = parts.view(parts_used * scratch.part_stride, &[s.o, dw_len])?;
+                        out.push(matmul_dispatch(gpu, &a, &b, &target, Transpose::TN, Epilogue::default())?);
+                        parts_used += 1;
+                    }
                 }
-                _ => {
-                    out.push(im2col(gpu, s, x, &cols, n0, nb, patch)?);
-                    let target = match &scratch.parts {
-                        Some(parts) => parts.view(k * scratch.part_stride, &[s.o, patch])?,
+                None => {
+                    let target = match padded {
+                        Some(wpad) => wpad.clone(),
                         None => dw.reshape(&[s.o, patch])?,
                     };
                     out.push(matmul_dispatch(gpu, &rows, &cols, &target, Transpose::TN, Epilogue::default())?);
@@ -183,12 +226,20 @@ pub(super) fn backward(
         }
         if let Some(dx) = dx {
             // dcols = dY·W into the column buffer (its columns are no longer needed), then gather
+            let (cols, _) = scratch.views(nb)?;
             out.push(matmul_dispatch(gpu, &rows, &w2, &cols, Transpose::NN, Epilogue::default())?);
             out.push(col2im(gpu, s, &cols, dx, n0, nb)?);
         }
     }
-    if let (Some(parts), Some(dw)) = (&scratch.parts, dw) {
-        out.push(sum_parts(gpu, parts, dw, s.n.div_ceil(scratch.chunk), scratch.part_stride)?);
+    if let Some(dw) = dw {
+        let dw2 = dw.reshape(&[s.o, patch])?;
+        if let Some(parts) = &scratch.parts {
+            let sum_target = padded.cloned().unwrap_or_else(|| dw2.clone());
+            out.push(sum_parts(gpu, parts, &sum_target, parts_used, scratch.part_stride)?);
+        }
+        if let Some(wpad) = padded {
+            out.push(resize_rows(gpu, s, wpad, &dw2)?);
+        }
     }
     Ok(out)
 }

@@ -29,7 +29,10 @@
 //!   `dcols = dY·W`), a permute between the matmul's pixel-major rows and NCHW, and col2im as a
 //!   gather. The batch runs in chunks of images so that the scratch stays bounded (64 MiB of
 //!   columns) and the matmul's inner dimension for dW (`chunk·OH·OW`) stays within the loop
-//!   budget of llvmpipe/lavapipe; per-chunk weight gradients are added in chunk order. Rows of
+//!   budget of llvmpipe/lavapipe; per-chunk weight gradients are added in chunk order. A chunk
+//!   of more than 1,024 output pixels also splits its weight gradient's inner dimension: one
+//!   `dW` product per slice of its rows into a partial gradient, added in slice order with the
+//!   chunks' (split-K; `im2col::dw_split_rows` sizes the slices to the caches). Rows of
 //!   `C·KH·KW` that are not a multiple of 4 (ResNet's 3-channel 7×7 stem: 147) are padded with
 //!   zeros to one where that adds at most 5 % (148), the weight widened to match (`pad_cols`), so
 //!   that the matmul reads both operands as vec4s (the stem's forward product 1.31×, its weight
@@ -278,7 +281,7 @@ pub enum ConvAlgo {
 /// `N·OH·OW` reduction is split (long batches of large images), else nothing.
 /// [`ConvAlgo::Im2col`]: the column buffer of one chunk of images (reused for the column
 /// gradient), its pixel-major product (`[chunk·OH·OW, O]`) and, when the batch takes several
-/// chunks, the per-chunk weight gradients.
+/// chunks or a chunk's weight gradient is split (split-K), the partial weight gradients.
 #[derive(Debug)]
 pub struct ConvScratch {
     shape: Conv2dShape,
@@ -297,6 +300,9 @@ pub struct ConvScratch {
     /// Elements between two partial weight gradients in `parts` (im2col: a multiple of 64
     /// floats, so each view is bindable at the 256-byte offset alignment).
     part_stride: usize,
+    /// im2col: rows (output pixels) of a chunk that one weight-gradient product sums over; a
+    /// chunk with more runs several products into `parts` (split-K, `im2col::dw_split_rows`).
+    dw_split_rows: usize,
 }
 
 impl ConvScratch {
@@ -319,6 +325,7 @@ impl ConvScratch {
             parts: None,
             wpad: None,
             part_stride: 0,
+            dw_split_rows: usize::MAX,
         };
         if algo == ConvAlgo::Direct {
             let (slices, rows) = direct::weight_slices(shape)?;
@@ -341,9 +348,13 @@ impl ConvScratch {
         }
         s.rows = Some(Tensor::alloc(gpu, &[rows, shape.o], DType::F32, "conv_im2col_rows")?);
         let chunks = shape.n.div_ceil(s.chunk);
-        if chunks > 1 {
-            s.part_stride = (shape.o * patch).next_multiple_of(64);
-            s.parts = Some(Tensor::alloc(gpu, &[chunks, s.part_stride], DType::F32, "conv_im2col_dw_parts")?);
+        // the weight gradient's rows: the padded ones where the batch is one chunk (im2col::backward)
+        let dw_len = if chunks == 1 { row_len } else { patch };
+        s.dw_split_rows = im2col::dw_split_rows(shape, rows, dw_len, chunks);
+        let parts = chunks * rows.div_ceil(s.dw_split_rows);
+        if parts > 1 {
+            s.part_stride = (shape.o * dw_len).next_multiple_of(64);
+            s.parts = Some(Tensor::alloc(gpu, &[parts, s.part_stride], DType::F32, "conv_im2col_dw_parts")?);
         }
         Ok(s)
     }

@@ -265,3 +265,9 @@ pub fn bench_c2(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<ModelResult>> 
         finetune(gpu, &cs, cs.small, seed)?,
     ])
 }
+
+/// C2's 64×64 rows alone: the features in f32 and the fine-tune step (`--only c2-64`).
+pub fn bench_c2_small(gpu: &Gpu, scale: Scale, seed: u64) -> Result<Vec<ModelResult>> {
+    let cs = C2Scale::of(scale);
+    Ok(vec![features(gpu, &cs, cs.small, cs.small_n, cs.feature_rounds, seed, Precision::F32)?, finetune(gpu, &cs, cs.small, seed)?])
+}

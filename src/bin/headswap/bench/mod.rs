@@ -10,7 +10,8 @@
 //! * **C2** (`c2`, issue 13): torchvision's ResNet-18, the frozen trunk's features at 224×224 and
 //!   64×64 and a whole fine-tuning step at 64×64, batch 32, images/s and bytes on the device; its
 //!   PyTorch side is `scripts/c2_pytorch.py`, run beside it. Not in the default set (minutes on
-//!   lavapipe): `--only c2`.
+//!   lavapipe): `--only c2`; `--only c2-64` runs its 64×64 rows alone (the f32 features and the
+//!   fine-tune step), for A/B runs of kernel changes.
 //! * **DP** (`data_parallel`, issue 15): T1's and T2's shapes trained by this binary under
 //!   `mpirun -np N`, N = 1, 2, 4: step time, bytes exchanged per step, gradient accumulation
 //!   against plain steps per example, and the exchange overlapped
@@ -93,7 +94,7 @@ impl Scale {
 }
 
 /// The workloads [`BenchOptions::only`] can name, in the order they run.
-pub const WORKLOADS: [&str; 7] = ["k1", "t1", "t2", "t3", "c1", "c2", "dp"];
+pub const WORKLOADS: [&str; 8] = ["k1", "t1", "t2", "t3", "c1", "c2", "c2-64", "dp"];
 
 /// What runs without `--only`: every workload but C2, whose ResNet-18 at 224×224 takes minutes
 /// on lavapipe by itself (DP only where it can run: [`data_parallel::unavailable`]).
@@ -197,6 +198,7 @@ fn run_here(gpu: &Gpu, seed: u64, wanted: &[&str], scale: Scale) -> CliResult<Be
             "t3" => report.training.extend(training::bench_t3(gpu, scale, seed)?),
             "c1" => report.training.extend(training::bench_c1(gpu, scale, seed)?),
             "dp" => report.data_parallel = data_parallel::bench_dp(scale, seed)?,
+            "c2-64" => report.models.extend(c2::bench_c2_small(gpu, scale, seed)?),
             _ => report.models.extend(c2::bench_c2(gpu, scale, seed)?),
         }
     }
