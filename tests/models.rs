@@ -3,11 +3,10 @@
 //! classes), and evaluation-mode outputs equal to the float64 reference of the same network, with
 //! γ, β and running statistics that are not the defaults.
 mod common;
+use common::models::{reference_logits, torchvision_model};
 use common::*;
-use headswap::Rng;
 use headswap::nn::models::Arch;
-use headswap::nn::{Head, Init, LayerSpec, LoadOptions, Network};
-use headswap::reference::network::{RefLayer, forward_graph};
+use headswap::nn::Network;
 use std::path::Path;
 
 /// torchvision's `(key, shape)` list for `arch`.
@@ -24,37 +23,10 @@ fn torchvision_keys(arch: &str) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-/// `arch` for 3×h×w images with a 1000-class head, its BatchNorms given random γ, β and
-/// running statistics.
-fn model(arch: Arch, h: usize, w: usize, seed: u64) -> Network {
-    let gpu = gpu();
-    let trunk = arch.trunk(3, h, w).unwrap();
-    let mut net = Network::from_trunk(&gpu, 3 * h * w, trunk, Init::KaimingUniform, arch.head(Head::classes(1000)), seed).unwrap();
-    let mut sd = net.to_checkpoint().unwrap();
-    let mut rng = Rng::new(seed + 1);
-    for t in sd.tensors.iter_mut() {
-        let (lo, hi) = if t.name.ends_with("running_var") {
-            (0.5, 1.5)
-        } else if t.name.ends_with("running_mean") {
-            (-0.2, 0.2)
-        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("weight")) {
-            (0.6, 1.2) // γ
-        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("bias")) {
-            (-0.1, 0.1) // β
-        } else {
-            continue;
-        };
-        t.data = (0..t.data.len()).map(|_| rng.uniform(lo, hi) as f32).collect();
-    }
-    let report = net.load_state_dict(&sd, LoadOptions { strict: true, ..Default::default() }, "random").unwrap();
-    assert!(report.is_exact());
-    net
-}
-
 #[test]
 fn every_builtin_architecture_has_torchvisions_keys_and_shapes() {
     for arch in Arch::ALL {
-        let net = model(arch, 32, 32, 1);
+        let net = torchvision_model(arch, 32, 32, 1);
         let sd = net.to_checkpoint().unwrap();
         let ours: Vec<(String, Vec<usize>)> = sd
             .tensors
@@ -75,7 +47,7 @@ fn every_builtin_architecture_has_torchvisions_keys_and_shapes() {
 fn resnet18_eval_outputs_equal_the_float64_reference() {
     // 3×37×45: odd sizes through every stride
     let (h, w, n) = (37, 45, 2);
-    let net = model(Arch::ResNet18, h, w, 5);
+    let net = torchvision_model(Arch::ResNet18, h, w, 5);
     let x = rand_range(9, n * 3 * h * w, -2.0, 2.0);
     // the logits: the network's outputs before the softmax predict applies
     let logits = logits(&net, &x, n);
@@ -88,7 +60,7 @@ fn resnet18_eval_outputs_equal_the_float64_reference() {
 #[test]
 fn resnet50_eval_outputs_equal_the_float64_reference() {
     let (h, w, n) = (33, 32, 1);
-    let net = model(Arch::ResNet50, h, w, 6);
+    let net = torchvision_model(Arch::ResNet50, h, w, 6);
     let x = rand_range(10, n * 3 * h * w, -2.0, 2.0);
     let logits = logits(&net, &x, n);
     let want = reference_logits(&net, &x, n);
@@ -99,7 +71,7 @@ fn resnet50_eval_outputs_equal_the_float64_reference() {
 #[test]
 fn mobilenet_v2_eval_outputs_equal_the_float64_reference() {
     let (h, w, n) = (35, 32, 2);
-    let net = model(Arch::MobileNetV2, h, w, 7);
+    let net = torchvision_model(Arch::MobileNetV2, h, w, 7);
     // depthwise convolutions, ReLU6, inverted residuals without an activation after the add,
     // and the classifier's dropout, the identity in evaluation
     assert!(net.module_names().iter().any(|m| m == "features.3.conv.1.0"));
@@ -123,23 +95,4 @@ fn a_too_small_input_is_refused_up_front() {
 /// The network's logits (evaluation mode).
 fn logits(net: &Network, x: &[f32], n: usize) -> Vec<f32> {
     headswap::train::predict_logits(net, x, n, n).unwrap()
-}
-
-fn reference_logits(net: &Network, x: &[f32], n: usize) -> Vec<f64> {
-    let layers: Vec<RefLayer> = net
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let (w, b) = net.layer_values(i).unwrap();
-            let mut r = RefLayer::new(*spec, to_f64(&w), to_f64(&b));
-            if let LayerSpec::BatchNorm(_) = spec {
-                let s = net.running_stats(i).unwrap().unwrap();
-                r.running = to_f64(&s.running_mean).into_iter().chain(to_f64(&s.running_var)).collect();
-            }
-            r
-        })
-        .collect();
-    let (_, a) = forward_graph(&layers, net.sources(), &to_f64(x), n);
-    a.last().unwrap().clone()
 }

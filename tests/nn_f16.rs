@@ -9,12 +9,12 @@
 //! weights, not the mechanism); a head trained alone on a small conv + BatchNorm trunk in f16 the
 //! same cached, uncached and on the same values in f32. Reruns are bit-identical.
 mod common;
+use common::models::{reference_logits, torchvision_model};
 use common::*;
 use half::f16;
 use headswap::Rng;
 use headswap::nn::models::Arch;
-use headswap::nn::{DenseSpec, Head, HeadKind, Init, LayerSpec, LoadOptions, Network};
-use headswap::reference::network::{RefLayer, forward_graph};
+use headswap::nn::{DenseSpec, Head, HeadKind, Init, LayerSpec, Network};
 use headswap::train::{Freeze, Precision, TrainConfig, Trainer};
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -146,55 +146,10 @@ fn training_an_f16_trunk_is_refused_with_what_to_do() {
     assert_ne!(after[1], before[1], "the head trained");
 }
 
-/// `arch` for 3×h×w images with a 1000-class head, its BatchNorms given random γ, β and running
-/// statistics (as tests/models.rs builds them).
-fn model(arch: Arch, h: usize, w: usize, seed: u64) -> Network {
-    let gpu = gpu();
-    let trunk = arch.trunk(3, h, w).unwrap();
-    let mut net = Network::from_trunk(&gpu, 3 * h * w, trunk, Init::KaimingUniform, arch.head(Head::classes(1000)), seed).unwrap();
-    let mut sd = net.to_checkpoint().unwrap();
-    let mut rng = Rng::new(seed + 1);
-    for t in sd.tensors.iter_mut() {
-        let (lo, hi) = if t.name.ends_with("running_var") {
-            (0.5, 1.5)
-        } else if t.name.ends_with("running_mean") {
-            (-0.2, 0.2)
-        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("weight")) {
-            (0.6, 1.2)
-        } else if net.buffer_names().iter().any(|b| b.strip_suffix("running_mean") == t.name.strip_suffix("bias")) {
-            (-0.1, 0.1)
-        } else {
-            continue;
-        };
-        t.data = (0..t.data.len()).map(|_| rng.uniform(lo, hi) as f32).collect();
-    }
-    net.load_state_dict(&sd, LoadOptions { strict: true, ..Default::default() }, "random").unwrap();
-    net
-}
-
-fn reference_logits(net: &Network, x: &[f32], n: usize) -> Vec<f64> {
-    let layers: Vec<RefLayer> = net
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let (w, b) = net.layer_values(i).unwrap();
-            let mut r = RefLayer::new(*spec, to_f64(&w), to_f64(&b));
-            if let LayerSpec::BatchNorm(_) = spec {
-                let s = net.running_stats(i).unwrap().unwrap();
-                r.running = to_f64(&s.running_mean).into_iter().chain(to_f64(&s.running_var)).collect();
-            }
-            r
-        })
-        .collect();
-    let (_, a) = forward_graph(&layers, net.sources(), &to_f64(x), n);
-    a.last().unwrap().clone()
-}
-
 /// The frozen forward pass with the trunk in f16 against the same network in f32.
 fn frozen_forward_matches_f32(arch: Arch, h: usize, w: usize, seed: u64) {
     let n = 2;
-    let mut net = model(arch, h, w, seed);
+    let mut net = torchvision_model(arch, h, w, seed);
     let x = rand_range(seed + 10, n * 3 * h * w, -2.0, 2.0);
     let logits32 = headswap::train::predict_logits(&net, &x, n, n).unwrap();
     let bytes32 = net.trunk_param_bytes();

@@ -2,6 +2,7 @@
 //! NaN-poisoned outputs, and a tolerance type whose failures explain themselves.
 #![allow(dead_code)]
 
+pub mod models;
 pub mod trainer;
 
 use headswap::{Gpu, Rng, Tensor};
