@@ -5,8 +5,8 @@
 mod common;
 use common::models::{reference_logits, torchvision_model};
 use common::*;
-use headswap::nn::models::Arch;
 use headswap::nn::Network;
+use headswap::nn::models::Arch;
 use std::path::Path;
 
 /// torchvision's `(key, shape)` list for `arch`.
