@@ -191,8 +191,8 @@ fn mobilenet_v2_frozen_forward_on_an_f16_trunk_is_within_1e3_of_f32() {
 
 /// A small convolutional trunk (conv → BN → conv → BN, global pooling) stored in f16, its head
 /// trained alone three ways: on cached features, uncached (the frozen trunk runs every step,
-/// each layer widened as it runs, BatchNorm unfolded), and on the same values in an f32 trunk
-/// (BatchNorm folded into the convolutions). The three heads agree to f32 tolerance: the
+/// each layer widened as it runs and each conv → BN pair folded as it runs, into shared
+/// buffers), and on the same values in an f32 trunk (BatchNorm folded once, per-layer copies). The three heads agree to f32 tolerance: the
 /// training plan reads an f16 trunk correctly.
 #[test]
 fn head_only_runs_on_an_f16_conv_trunk_agree_cached_uncached_and_f32() {

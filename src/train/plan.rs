@@ -320,6 +320,11 @@ pub(crate) struct Workspaces {
     /// layer, that each of them is widened into right before it runs (the same submission), so
     /// a plan holds the f16 trunk and one layer in f32.
     widened: Option<Tensor>,
+    /// f16 conv → BN pairs, folded as they run: the BatchNorm's γ and β widened (sized for the
+    /// largest BatchNorm), and the folded weight and bias (sized for the largest convolution),
+    /// each one buffer shared by every such pair, so the f16 trunk keeps its saving.
+    widened_bn: Option<Tensor>,
+    folded_f16: Option<Tensor>,
 }
 
 impl Workspaces {
@@ -336,6 +341,53 @@ impl Workspaces {
         out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.w / 2, &span)?);
         let shape = spec.weight_shape().unwrap_or_default();
         Ok((wide.view(0, &shape)?, wide.view(slot.b - slot.w, &[spec.bias_len()])?))
+    }
+
+    /// Layer `j`'s BatchNorm γ and β widened to f32 into their own shared buffer (after a launch
+    /// pushed to `out`), apart from the convolution's widened weight that they fold into.
+    fn bn_params_f32(&mut self, gpu: &Gpu, net: &Network, j: usize, out: &mut Launches) -> Result<(Tensor, Tensor)> {
+        if net.layer_storage(j) != Precision::F16 {
+            return net.param_views(j);
+        }
+        let (arena, slot) = net.slot(j);
+        if self.widened_bn.is_none() {
+            let largest = net
+                .layers()
+                .iter()
+                .enumerate()
+                .filter(|(k, l)| matches!(l, LayerSpec::BatchNorm(_)) && net.layer_storage(*k) == Precision::F16)
+                .map(|(k, _)| net.slot(k).1)
+                .map(|s| s.end - s.w)
+                .max()
+                .unwrap_or(0);
+            self.widened_bn = Some(Tensor::alloc(gpu, &[largest.max(2)], DType::F32, "widened_bn_params")?);
+        }
+        let wide = self.widened_bn.clone().ok_or_else(|| Error::invalid("no widening buffer"))?;
+        out.push(crate::kernels::gather::widen_f16(gpu, &arena.buf, slot.w / 2, &wide.view(0, &[slot.end - slot.w])?)?);
+        let c = net.layers()[j].bias_len();
+        Ok((wide.view(0, &[c])?, wide.view(slot.b - slot.w, &[c])?))
+    }
+
+    /// Where an f16 conv → BN pair's folded weight (`shape`) and bias (`channels`) go: one
+    /// buffer for every such pair, allocated at first use for the largest convolution.
+    fn folded_f16(&mut self, gpu: &Gpu, net: &Network, shape: &[usize], channels: usize) -> Result<(Tensor, Tensor)> {
+        let bias_at = shape.iter().product::<usize>().next_multiple_of(crate::nn::ALIGN);
+        if self.folded_f16.is_none() {
+            let largest = net
+                .layers()
+                .iter()
+                .filter_map(|l| match l {
+                    LayerSpec::Conv2d(c) => Some(
+                        l.weight_shape().map_or(0, |s| s.iter().product::<usize>()).next_multiple_of(crate::nn::ALIGN) + c.out_channels,
+                    ),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            self.folded_f16 = Some(Tensor::alloc(gpu, &[largest], DType::F32, "folded_f16_pairs")?);
+        }
+        let buf = self.folded_f16.clone().ok_or_else(|| Error::invalid("no folding buffer"))?;
+        Ok((buf.view(0, shape)?, buf.view(bias_at, &[channels])?))
     }
 
     /// The widening buffer, allocated at first use for the largest layer of `arena`.
@@ -387,11 +439,6 @@ pub(crate) fn fold_targets(
             continue;
         }
         let i = v - 1;
-        // parameters stored in f16 are not folded: the folded weights would need an f32 copy
-        // per layer (or be rounded twice), and the BN's affine is exact in its own launch
-        if net.layer_storage(i) == Precision::F16 || net.layer_storage(j) == Precision::F16 {
-            continue;
-        }
         let only_reader = (first..layers.len()).filter(|&r| sources[r].contains(v)).count() == 1;
         if let LayerSpec::Conv2d(c) = layers[i]
             && c.activation == Activation::Identity
@@ -591,6 +638,10 @@ pub(crate) fn forward_dispatches(
         let spec = layers[i];
         let src = &net.sources[i];
         let rows = a[i].shape()[0];
+        // folded into the convolution it reads, which wrote this layer's output
+        if matches!(spec, LayerSpec::BatchNorm(_)) && folds[..i].contains(&Some(i)) {
+            continue;
+        }
         // a dense layer stored in f16 reads its weight as an f16 operand; other f16 layers are
         // widened first
         let direct = ws.direct_f16(gpu, net, i, out)?;
@@ -646,7 +697,10 @@ pub(crate) fn forward_dispatches(
                     let LayerSpec::BatchNorm(bn) = layers[j] else {
                         return Err(Error::invalid("a fold into a layer that is no BatchNorm"));
                     };
-                    let (gamma, beta) = net.param_views(j)?;
+                    // an f16 pair folds as it runs, into buffers shared by every such pair
+                    // (its weights were just widened into the shared buffer, in `out`)
+                    let f16_pair = net.layer_storage(i) == Precision::F16 || net.layer_storage(j) == Precision::F16;
+                    let (gamma, beta) = ws.bn_params_f32(gpu, net, j, out)?;
                     let (mean, var) =
                         net.running.views(j, bn.channels)?.ok_or_else(|| Error::invalid("a BatchNorm without running statistics"))?;
                     let k = norm::BatchNorm {
@@ -657,14 +711,21 @@ pub(crate) fn forward_dispatches(
                         running_mean: &mean,
                         running_var: &var,
                     };
-                    let fw = Tensor::alloc(gpu, w.shape(), DType::F32, "folded_weight")?;
-                    let fb = Tensor::alloc(gpu, &[c.out_channels], DType::F32, "folded_bias")?;
+                    let (fw, fb) = if f16_pair {
+                        ws.folded_f16(gpu, net, w.shape(), c.out_channels)?
+                    } else {
+                        (
+                            Tensor::alloc(gpu, w.shape(), DType::F32, "folded_weight")?,
+                            Tensor::alloc(gpu, &[c.out_channels], DType::F32, "folded_bias")?,
+                        )
+                    };
                     let fold = norm::fold_conv_dispatches(gpu, &k, &w, c.bias.then_some(&b), &fw, &fb)?;
                     match lowest {
                         // frozen for the whole run: folded once, now
-                        Some(_) => gpu.run("bn_fold_conv", &fold.iter().collect::<Vec<_>>())?,
-                        // forward-only plans may outlive a run that trains these layers: fold every time
-                        None => out.extend(fold),
+                        Some(_) if !f16_pair => gpu.run("bn_fold_conv", &fold.iter().collect::<Vec<_>>())?,
+                        // forward-only plans may outlive a run that trains these layers, and
+                        // f16 pairs share their buffers: fold every time
+                        _ => out.extend(fold),
                     }
                     let j_target = z[j].as_ref().unwrap_or(&a[j]);
                     let j_fused = if z[j].is_some() { Activation::Identity } else { bn.activation };
@@ -673,15 +734,15 @@ pub(crate) fn forward_dispatches(
                     if let Some(zj) = &z[j] {
                         out.push(elementwise::act_forward_dispatch(gpu, bn.activation, zj, &a[j])?);
                     }
-                    ws.folded[i] = Some((fw, fb));
+                    if !f16_pair {
+                        ws.folded[i] = Some((fw, fb));
+                    }
                 } else {
                     let y4 = nchw(target, rows, out_chw)?;
                     out.extend(conv::conv2d_forward_dispatches(gpu, &shape, &x4, &w, c.bias.then_some(&b), fused, &y4, &scratch)?);
                 }
                 ws.conv[i] = Some(scratch);
             }
-            // folded into the convolution it reads, which wrote this layer's output
-            LayerSpec::BatchNorm(_) if folds[..i].contains(&Some(i)) => continue,
             LayerSpec::BatchNorm(bn) => {
                 let (mean, var) =
                     net.running.views(i, bn.channels)?.ok_or_else(|| Error::invalid("a BatchNorm without running statistics"))?;
@@ -1463,5 +1524,9 @@ mod tests {
         assert_eq!(fold_targets(&net, 0, l, &saved, None)[..3], [None, None, Some(3)]);
         // starting above the first conv (its outputs cached): that BN reads the input, unfolded
         assert_eq!(fold_targets(&net, 1, l, &none, None)[..3], [None, None, Some(3)]);
+        // a trunk stored in f16 folds the same pairs (as it runs, into shared buffers)
+        let mut net = net;
+        net.set_trunk_storage(Precision::F16).unwrap();
+        assert_eq!(fold_targets(&net, 0, l, &none, None), forward_only);
     }
 }
